@@ -1,0 +1,56 @@
+# Task runner for ppx-tui. `./dev <recipe>` bootstraps .venv and `just` first.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := ".venv"
+py := venv + "/bin/python"
+pip := py + " -m pip install -q --disable-pip-version-check"
+# The numerical reference for the tests (PyTorch `moshi`); torch is a test-only dependency.
+torch_spec := env_var_or_default("TORCH_SPEC", "torch==2.13.0")
+
+# Start the app (chat TUI). Example: ./dev app --mode duplex --voice VARF2
+app *ARGS: setup
+    {{venv}}/bin/ppx-tui {{ARGS}}
+
+# Run the test suite. Example: ./dev test -k mimi
+test *ARGS: setup-test
+    {{py}} -m pytest {{ARGS}}
+
+# Lint and format check.
+lint: setup-test
+    {{venv}}/bin/ruff check model personaplex_tui tests
+    {{venv}}/bin/ruff format --check model personaplex_tui tests
+
+# Benchmark the step (see README). Example: ./dev bench --random-weights --small
+bench *ARGS: setup
+    {{venv}}/bin/ppx-tui bench {{ARGS}}
+
+# Runtime install: system audio library where needed, then the package.
+setup: system-deps
+    @[ -x {{py}} ] || python3 -m venv {{venv}}
+    {{pip}} -e .
+    @if [ "$(uname -s)" = Linux ] && command -v nvidia-smi >/dev/null 2>&1 && [ -z "${PPX_CPU_ONLY:-}" ]; then \
+        echo "NVIDIA GPU found: installing MLX's CUDA backend"; \
+        {{py}} -m pip uninstall -q -y mlx-cpu; {{pip}} "mlx[cuda13]"; fi
+
+# Test install: the runtime plus pytest, Textual snapshots and the PyTorch reference.
+setup-test: setup
+    {{pip}} -e ".[test]"
+    {{pip}} "{{torch_spec}}"
+    {{pip}} --no-deps "moshi==0.2.13"
+
+# PortAudio (for sounddevice) and the audio tools the tests use, on Debian/Ubuntu.
+system-deps:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ "$(uname -s)" = Linux ] || exit 0
+    need=()
+    ldconfig -p | grep -q 'libportaudio.so.2' || need+=(libportaudio2)
+    command -v tmux >/dev/null || need+=(tmux)
+    [ ${#need[@]} -eq 0 ] && exit 0
+    if ! command -v apt-get >/dev/null; then
+        echo "Please install: ${need[*]} (PortAudio is needed for sound I/O)"; exit 0
+    fi
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "Installing system packages: ${need[*]}"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null

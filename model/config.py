@@ -1,0 +1,317 @@
+"""Configuration dataclasses for PersonaPlex: the LM, the depformer, Mimi, sampling, quantization.
+
+`PersonaPlexConfig.from_dict` reads a converted checkpoint's `config.json` (SPEC.md §3a),
+ignoring keys it does not know; `config_7b()` is the published model and `tiny()` a small
+model of the same structure for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+DELAYS_7B: tuple[int, ...] = (0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1)
+
+
+def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass
+class TransformerConfig:
+    """One transformer stack (the temporal one or the depformer)."""
+
+    d_model: int
+    num_heads: int
+    num_layers: int
+    dim_feedforward: int  # hidden size of the gated FFN: linear_in is d_model -> 2*dim_feedforward
+    context: int  # KV window in positions (3000 frames for the temporal transformer)
+    max_period: float = 10000.0
+    norm_eps: float = 1e-8
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model {self.d_model} is not a multiple of num_heads {self.num_heads}")
+
+
+def gated_hidden(dim: int, hidden_scale: float) -> int:
+    """Hidden size of Moshi's gated SiLU FFN: int(2/3 * hidden_scale * dim) (11264 for 4096)."""
+    return int(2 * hidden_scale * dim / 3)
+
+
+@dataclass
+class LMConfig:
+    """The PersonaPlex language model: temporal transformer, depformer, embeddings, heads."""
+
+    temporal: TransformerConfig
+    depformer: TransformerConfig
+    text_card: int = 32000
+    card: int = 2048
+    dep_q: int = 16  # depformer steps (8 agent + 8 user codebooks)
+    delays: tuple[int, ...] = DELAYS_7B
+    text_pad_id: int = 3
+    text_epad_id: int = 0
+
+    def __post_init__(self) -> None:
+        self.delays = tuple(int(d) for d in self.delays)
+        if len(self.delays) != 1 + self.n_audio:
+            raise ValueError("delays must have one entry per stream (text + audio)")
+        if self.dep_q > self.n_audio:
+            raise ValueError(f"dep_q {self.dep_q} exceeds the {self.n_audio} audio streams")
+
+    @property
+    def n_audio(self) -> int:
+        """Audio streams (agent + user codebooks); 16 for the 7B model."""
+        return len(self.delays) - 1
+
+    @property
+    def n_streams(self) -> int:
+        return len(self.delays)
+
+    @property
+    def n_q_agent(self) -> int:
+        """Codebooks per speaker (8)."""
+        return self.n_audio // 2
+
+    @property
+    def max_delay(self) -> int:
+        return max(self.delays)
+
+    @property
+    def text_initial(self) -> int:
+        """Initial text token (the extra input row): 32000."""
+        return self.text_card
+
+    @property
+    def audio_initial(self) -> int:
+        """Initial audio token (the extra input row): 2048."""
+        return self.card
+
+
+@dataclass
+class MimiConfig:
+    """Kyutai's Mimi codec (SPEC.md §2); defaults are the published model."""
+
+    sample_rate: int = 24000
+    frame_rate: float = 12.5
+    channels: int = 1
+    # SEANet
+    dimension: int = 512
+    n_filters: int = 64
+    ratios: tuple[int, ...] = (8, 6, 5, 4)
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    last_kernel_size: int = 3
+    dilation_base: int = 2
+    compress: int = 2
+    n_residual_layers: int = 1
+    # transformer
+    num_heads: int = 8
+    num_layers: int = 8
+    dim_feedforward: int = 2048
+    context: int = 250
+    layer_scale: float = 0.01
+    max_period: float = 10000.0
+    # quantizer
+    n_q: int = 32  # codebooks stored in the checkpoint
+    num_codebooks: int = 8  # codebooks in use (PersonaPlex: 8)
+    codebook_size: int = 2048
+    codebook_dim: int = 256
+
+    def __post_init__(self) -> None:
+        self.ratios = tuple(int(r) for r in self.ratios)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per encoder step before the final downsampling (960 at 25 Hz)."""
+        out = 1
+        for r in self.ratios:
+            out *= r
+        return out
+
+    @property
+    def frame_size(self) -> int:
+        """Samples per codec frame (1920 = 80 ms at 24 kHz)."""
+        return int(round(self.sample_rate / self.frame_rate))
+
+    @property
+    def encoder_frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+@dataclass
+class SamplingConfig:
+    """Sampling defaults of the reference; temperature 0 means argmax."""
+
+    audio_temp: float = 0.8
+    audio_top_k: int = 250
+    text_temp: float = 0.7
+    text_top_k: int = 25
+
+
+@dataclass
+class QuantizationConfig:
+    """MLX affine quantization of the converted checkpoint's projections."""
+
+    bits: int = 4
+    group_size: int = 64
+    quantized_components: tuple[str, ...] = ("temporal", "depformer")
+
+    def __post_init__(self) -> None:
+        self.quantized_components = tuple(self.quantized_components)
+        if self.bits not in (2, 3, 4, 5, 6, 8):
+            raise ValueError(f"unsupported quantization bits {self.bits}")
+
+
+@dataclass
+class PersonaPlexConfig:
+    """Everything a checkpoint's config.json describes."""
+
+    lm: LMConfig
+    mimi: MimiConfig = field(default_factory=MimiConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    quantization: QuantizationConfig | None = None
+    voices: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PersonaPlexConfig:
+        """Build from a converted checkpoint's config.json (unknown keys are ignored)."""
+        t = dict(data.get("temporal", {}))
+        d = dict(data.get("depformer", {}))
+        base = config_7b()
+        bt, bd = base.lm.temporal, base.lm.depformer
+        t_dim = int(t.get("dim", bt.d_model))
+        temporal = TransformerConfig(
+            d_model=t_dim,
+            num_heads=int(t.get("num_heads", bt.num_heads)),
+            num_layers=int(t.get("num_layers", bt.num_layers)),
+            dim_feedforward=int(
+                t["dim_feedforward"]
+                if "dim_feedforward" in t
+                else gated_hidden(t_dim, float(t.get("hidden_scale", 4.125)))
+            ),
+            context=int(t.get("context", bt.context)),
+            max_period=float(t.get("max_period", bt.max_period)),
+            norm_eps=float(t.get("norm_eps", bt.norm_eps)),
+        )
+        d_dim = int(d.get("dim", bd.d_model))
+        depformer = TransformerConfig(
+            d_model=d_dim,
+            num_heads=int(d.get("num_heads", bd.num_heads)),
+            num_layers=int(d.get("num_layers", bd.num_layers)),
+            dim_feedforward=int(
+                d["dim_feedforward"]
+                if "dim_feedforward" in d
+                else gated_hidden(d_dim, float(d.get("hidden_scale", 4.125)))
+            ),
+            context=int(d.get("context", bd.context)),
+            max_period=float(d.get("max_period", bd.max_period)),
+            norm_eps=float(d.get("norm_eps", bd.norm_eps)),
+        )
+        delays = tuple(data.get("delays", DELAYS_7B))
+        lm = LMConfig(
+            temporal=temporal,
+            depformer=depformer,
+            text_card=int(t.get("text_card", d.get("text_card", 32000))),
+            card=int(t.get("card", d.get("card", 2048))),
+            dep_q=int(d.get("num_steps", len(delays) - 1)),
+            delays=delays,
+        )
+        m = dict(data.get("mimi", {}))
+        aliases = {
+            "seanet_ratios": "ratios",
+            "transformer_layers": "num_layers",
+            "transformer_heads": "num_heads",
+            "transformer_dim_feedforward": "dim_feedforward",
+            "transformer_context": "context",
+        }
+        m = {aliases.get(k, k): v for k, v in m.items()}
+        # The converted config's `num_codebooks` counts the codebooks Moshi uses (16 = 8 per
+        # speaker); PersonaPlex codes each speaker with the first 8 of Mimi's quantizer.
+        if "num_codebooks" in m:
+            m["num_codebooks"] = lm.n_q_agent
+        mimi = MimiConfig(**_known(MimiConfig, m))
+        sampling = SamplingConfig(**_known(SamplingConfig, dict(data.get("sampling", {}))))
+        q = data.get("quantization")
+        quant = QuantizationConfig(**_known(QuantizationConfig, dict(q))) if q else None
+        voices = tuple(data.get("voices", ()))
+        return cls(lm=lm, mimi=mimi, sampling=sampling, quantization=quant, voices=voices)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config.json form, in the converted checkpoint's schema."""
+        t, d = self.lm.temporal, self.lm.depformer
+        out: dict[str, Any] = {
+            "model_type": "personaplex",
+            "temporal": {
+                "dim": t.d_model,
+                "num_layers": t.num_layers,
+                "num_heads": t.num_heads,
+                "dim_feedforward": t.dim_feedforward,
+                "n_q": self.lm.n_q_agent,
+                "card": self.lm.card,
+                "text_card": self.lm.text_card,
+                "context": t.context,
+                "max_period": t.max_period,
+            },
+            "depformer": {
+                "dim": d.d_model,
+                "num_layers": d.num_layers,
+                "num_heads": d.num_heads,
+                "dim_feedforward": d.dim_feedforward,
+                "num_steps": self.lm.dep_q,
+                "card": self.lm.card,
+                "text_card": self.lm.text_card,
+                "context": d.context,
+                "weights_per_step": True,
+                "multi_linear": True,
+            },
+            "mimi": {**asdict(self.mimi), "ratios": list(self.mimi.ratios)},
+            "sampling": asdict(self.sampling),
+            "delays": list(self.lm.delays),
+            "voices": list(self.voices),
+        }
+        if self.quantization is not None:
+            q = asdict(self.quantization)
+            q["quantized_components"] = list(self.quantization.quantized_components)
+            out["quantization"] = q
+        return out
+
+
+def config_7b() -> PersonaPlexConfig:
+    """PersonaPlex 7B as published (SPEC.md §2)."""
+    temporal = TransformerConfig(
+        d_model=4096, num_heads=32, num_layers=32, dim_feedforward=11264, context=3000
+    )
+    depformer = TransformerConfig(
+        d_model=1024, num_heads=16, num_layers=6, dim_feedforward=2816, context=16
+    )
+    return PersonaPlexConfig(lm=LMConfig(temporal=temporal, depformer=depformer))
+
+
+def tiny(
+    *,
+    d_model: int = 64,
+    num_layers: int = 2,
+    context: int = 3000,
+    text_card: int = 1000,
+    card: int = 2048,
+    mimi: MimiConfig | None = None,
+) -> PersonaPlexConfig:
+    """A small model of exactly the 7B's structure, for tests and CPU benchmarks."""
+    temporal = TransformerConfig(
+        d_model=d_model,
+        num_heads=4,
+        num_layers=num_layers,
+        dim_feedforward=gated_hidden(d_model, 4.125),
+        context=context,
+    )
+    depformer = TransformerConfig(
+        d_model=32, num_heads=2, num_layers=2, dim_feedforward=gated_hidden(32, 4.125), context=16
+    )
+    lm = LMConfig(temporal=temporal, depformer=depformer, text_card=text_card, card=card)
+    return PersonaPlexConfig(lm=lm, mimi=mimi or MimiConfig())

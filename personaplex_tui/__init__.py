@@ -1,0 +1,3 @@
+"""ppx-tui: talk with NVIDIA PersonaPlex 7B in the terminal, locally, on MLX."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""`python -m personaplex_tui` runs the `ppx-tui` command line."""
+
+from personaplex_tui.cli import main
+
+raise SystemExit(main())
