@@ -95,8 +95,95 @@ class EngineError:
     kind: str = ""  # exception class name, for logs
 
 
-EngineEvent = LoadProgress | ModelInfo | StateChanged | FrameOut | TextOut | StepTiming | EngineError
+@dataclass(frozen=True)
+class Levels:
+    """Smoothed audio levels in dBFS (about -100 for digital silence), for the meters."""
+
+    mic_rms_db: float
+    mic_peak_db: float
+    agent_rms_db: float
+    agent_peak_db: float
+    mic_clipping: bool = False
+    agent_clipping: bool = False
+
+
+@dataclass(frozen=True)
+class PlaybackStats:
+    """The player's state: pre-buffer fill (frames queued) and fault counters."""
+
+    buffered_frames: int
+    prebuffer_frames: int  # 3 = 240 ms
+    playing: bool
+    underruns: int = 0
+    overruns: int = 0
+    dropped_frames: int = 0
+
+
+@dataclass(frozen=True)
+class UserTurn:
+    """The user said something (turn-based: one VAD utterance), times in seconds since start."""
+
+    start_s: float
+    end_s: float
+    frames: int
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A one-line message for the user that is not an error (saved recording, device change)."""
+
+    message: str
+    severity: Literal["information", "warning", "error"] = "information"
+
+
+EngineEvent = (
+    LoadProgress
+    | ModelInfo
+    | StateChanged
+    | FrameOut
+    | TextOut
+    | StepTiming
+    | EngineError
+    | Levels
+    | PlaybackStats
+    | UserTurn
+    | Notice
+)
 EventSink = Callable[[EngineEvent], None]
+
+
+class ConversationAPI(Protocol):
+    """What the TUI drives (implemented by `personaplex_tui.conversation`).
+
+    Every method returns promptly; progress and results arrive as events on the sink.
+    """
+
+    async def start(self) -> None:
+        """Load the model (with progress), warm up, prompt a session, start listening."""
+        ...
+
+    async def toggle_talk(self) -> None:
+        """Space: turn-based = start/stop capturing an utterance (or interrupt a reply);
+        duplex = start/stop the live conversation."""
+        ...
+
+    async def set_mode(self, mode: Literal["turn", "duplex"]) -> None: ...
+
+    async def reset(self) -> None:
+        """Start a new session (applies pending voice/prompt/sampling settings)."""
+        ...
+
+    async def apply_settings(self, settings: object) -> bool:
+        """Take new settings; returns True when they need a reset to take effect."""
+        ...
+
+    async def save_recording(self) -> str:
+        """Write the mic and agent tracks and the transcript; returns the folder."""
+        ...
+
+    async def shutdown(self) -> None:
+        """Stop audio and the engine, flush recordings; safe to call twice."""
+        ...
 
 
 class EngineAPI(Protocol):
