@@ -36,7 +36,9 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         if self.d_model % self.num_heads:
-            raise ValueError(f"d_model {self.d_model} is not a multiple of num_heads {self.num_heads}")
+            raise ValueError(
+                f"d_model {self.d_model} is not a multiple of num_heads {self.num_heads}"
+            )
 
 
 def gated_hidden(dim: int, hidden_scale: float) -> int:

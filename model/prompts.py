@@ -1,0 +1,51 @@
+"""System-prompt presets (SPEC.md §4) and the resolution of a preset name or free text."""
+
+from __future__ import annotations
+
+from model.errors import UnknownPromptError
+
+PROMPT_PRESETS: dict[str, str] = {
+    "assistant": "You are a helpful assistant. Answer questions clearly and concisely.",
+    "focused": (
+        "You are a helpful assistant. Listen carefully to what the user says, then respond "
+        "directly to their question or request. Stay on topic. Be concise."
+    ),
+    "customer-service": (
+        "You are a customer service agent. Answer the customer question directly and "
+        "helpfully. Do not change the subject."
+    ),
+    "teacher": (
+        "You are a wise and friendly teacher. Answer questions or provide advice in a clear "
+        "and engaging way."
+    ),
+    "casual": "You enjoy having a good conversation.",
+}
+DEFAULT_PROMPT = "assistant"
+SYSTEM_TAG = "<system>"
+
+
+def resolve_prompt(preset: str | None = None, text: str | None = None) -> str:
+    """The system-prompt text for a preset name, or the free text when given."""
+    if text is not None:
+        if not text.strip():
+            raise UnknownPromptError("The system prompt text is empty.")
+        return text.strip()
+    name = (preset or DEFAULT_PROMPT).strip().lower()
+    if name not in PROMPT_PRESETS:
+        choices = ", ".join(PROMPT_PRESETS)
+        raise UnknownPromptError(
+            f"Unknown system prompt preset '{preset}'; choose one of: {choices}."
+        )
+    return PROMPT_PRESETS[name]
+
+
+def wrap_system_prompt(text: str) -> str:
+    """`<system> text <system>`, unless the text is already wrapped."""
+    body = text.strip()
+    if (
+        body.startswith(SYSTEM_TAG)
+        and body.endswith(SYSTEM_TAG)
+        and len(body) > 2 * len(SYSTEM_TAG)
+    ):
+        return body
+    return f"{SYSTEM_TAG} {body} {SYSTEM_TAG}"

@@ -1,0 +1,125 @@
+"""The 18 voice presets and loading a voice prompt (embeddings + token ring) from a checkpoint."""
+
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+from model.errors import CheckpointError, UnknownVoiceError
+from model.torch_file import read_torch_tensors
+
+VOICE_CATEGORIES: dict[str, str] = {
+    "NATF": "natural female",
+    "NATM": "natural male",
+    "VARF": "varied female",
+    "VARM": "varied male",
+}
+VOICE_PRESETS: tuple[str, ...] = (
+    *(f"NATF{i}" for i in range(4)),
+    *(f"NATM{i}" for i in range(4)),
+    *(f"VARF{i}" for i in range(5)),
+    *(f"VARM{i}" for i in range(5)),
+)
+DEFAULT_VOICE = "NATF2"
+
+
+def voice_category(name: str) -> str:
+    """'natural female', 'varied male', ... for a preset name."""
+    return VOICE_CATEGORIES.get(name[:4].upper(), "custom")
+
+
+def canonical_voice(name: str, available: tuple[str, ...] = VOICE_PRESETS) -> str:
+    """The preset's canonical spelling, or UnknownVoiceError naming the choices."""
+    wanted = name.strip().upper()
+    for voice in available:
+        if voice.upper() == wanted:
+            return voice
+    raise UnknownVoiceError(f"Unknown voice '{name}'; choose one of: {', '.join(available)}.")
+
+
+@dataclass
+class VoicePrompt:
+    """A saved voice prompt: T input embeddings and the token ring captured after them."""
+
+    name: str
+    embeddings: mx.array  # [T, d_model]
+    cache: np.ndarray  # int64 [n_streams, ring_columns]
+
+    @property
+    def frames(self) -> int:
+        return int(self.embeddings.shape[0])
+
+
+def available_voices(folder: Path) -> tuple[str, ...]:
+    """Voice names present in a checkpoint folder (converted files or the original voices.tgz)."""
+    names: set[str] = set()
+    vdir = folder / "voices"
+    if vdir.is_dir():
+        names.update(p.stem for p in vdir.glob("*.safetensors"))
+    tgz = folder / "voices.tgz"
+    if tgz.is_file():
+        names.update(_tgz_members(tgz))
+    order = {v: i for i, v in enumerate(VOICE_PRESETS)}
+    return tuple(sorted(names, key=lambda n: (order.get(n, len(order)), n)))
+
+
+def _tgz_members(tgz: Path) -> dict[str, str]:
+    try:
+        with tarfile.open(tgz, "r:gz") as tar:
+            return {
+                Path(m.name).stem: m.name
+                for m in tar.getmembers()
+                if m.isfile() and m.name.endswith(".pt") and not Path(m.name).name.startswith(".")
+            }
+    except (tarfile.TarError, OSError, EOFError):
+        raise CheckpointError(f"{tgz} is not a readable .tgz archive.") from None
+
+
+def _read_voice_tensors(folder: Path, name: str) -> tuple[dict[str, np.ndarray | mx.array], str]:
+    path = folder / "voices" / f"{name}.safetensors"
+    if path.is_file():
+        try:
+            return dict(mx.load(str(path))), str(path)
+        except Exception as exc:
+            raise CheckpointError(f"{path} could not be read ({type(exc).__name__}).") from None
+    tgz = folder / "voices.tgz"
+    members = _tgz_members(tgz) if tgz.is_file() else {}
+    if name in members:
+        with tarfile.open(tgz, "r:gz") as tar:
+            handle = tar.extractfile(members[name])
+            assert handle is not None  # a regular file, checked in _tgz_members
+            source = f"{tgz}:{members[name]}"
+            return dict(read_torch_tensors(handle.read(), source)), source
+    raise CheckpointError(f"The voice file for {name} is missing from {folder}.")
+
+
+def load_voice(
+    folder: Path, name: str, *, d_model: int, n_streams: int, ring_columns: int, dtype: mx.Dtype
+) -> VoicePrompt:
+    """Read and validate one voice prompt from a checkpoint folder."""
+    voices = available_voices(folder)
+    voice = canonical_voice(name, voices or VOICE_PRESETS)
+    tensors, source = _read_voice_tensors(folder, voice)
+    for key in ("embeddings", "cache"):
+        if key not in tensors:
+            raise CheckpointError(f"{source} has no '{key}' tensor.")
+    emb = tensors["embeddings"]
+    emb = emb if isinstance(emb, mx.array) else mx.array(emb)
+    if emb.ndim < 2 or emb.shape[-1] != d_model or int(np.prod(emb.shape[1:-1])) != 1:
+        raise CheckpointError(
+            f"{source}: 'embeddings' has shape {tuple(emb.shape)}, expected [T, 1, 1, {d_model}]."
+        )
+    cache = np.asarray(tensors["cache"]).astype(np.int64)
+    if cache.shape[-2:] != (n_streams, ring_columns) or cache.size != n_streams * ring_columns:
+        raise CheckpointError(
+            f"{source}: 'cache' has shape {cache.shape}, expected [1, {n_streams}, {ring_columns}]."
+        )
+    return VoicePrompt(
+        name=voice,
+        embeddings=emb.reshape(emb.shape[0], d_model).astype(dtype),
+        cache=cache.reshape(n_streams, ring_columns),
+    )
