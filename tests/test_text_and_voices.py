@@ -129,7 +129,9 @@ class _Evil:
 def test_torch_reader_refuses_arbitrary_objects(capsys):
     pt = io.BytesIO()
     torch.save({"embeddings": torch.zeros(2), "x": _Evil()}, pt)
-    with pytest.raises(CheckpointError, match=r"holds an object of type \S*print; only plain tensors are read"):
+    with pytest.raises(
+        CheckpointError, match=r"holds an object of type \S*print; only plain tensors are read"
+    ):
         read_torch_tensors(pt.getvalue(), "evil.pt")
     assert "pwned" not in capsys.readouterr().out
     with pytest.raises(CheckpointError, match="not a PyTorch zip archive"):

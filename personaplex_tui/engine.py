@@ -1,0 +1,289 @@
+"""The inference core: one dedicated thread owns MLX and the model; asyncio calls in, events come out.
+
+MLX is not safe across threads, so everything that touches the model runs on the engine's
+single worker thread. The asyncio side awaits `Engine` methods; per-frame results are handed to a
+callback on the engine thread (e.g. the audio player, which is thread-safe) and reported as
+events on the event loop. Generation is cancelled between steps, so `stop()` takes effect within
+one step. An exception in the engine becomes an `EngineError` event and the engine stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from model.errors import PersonaPlexError
+from personaplex_tui.events import (
+    EngineError,
+    EngineEvent,
+    EventSink,
+    FrameOut,
+    LoadProgress,
+    ModelInfo,
+    StateChanged,
+    StepTiming,
+    TextOut,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+FRAME = 1920
+
+
+class SessionLike(Protocol):
+    """What the engine needs of `model.Session`."""
+
+    def step(self, pcm: np.ndarray) -> Any: ...
+
+    def reset(self) -> None: ...
+
+
+class ModelLike(Protocol):
+    """What the engine needs of a loaded `model.PersonaPlex`."""
+
+    def session(self, **options: Any) -> SessionLike: ...
+
+
+@dataclass
+class SessionOptions:
+    """How to start a session: voice, system prompt and sampling."""
+
+    voice: str = "NATF2"
+    prompt: str | None = "assistant"
+    prompt_text: str | None = None
+    audio_temp: float = 0.8
+    audio_top_k: int = 250
+    text_temp: float = 0.7
+    text_top_k: int = 25
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Cancelled(Exception):
+    """Generation was stopped between two steps."""
+
+
+class Engine:
+    """Owns the model on one thread; every public coroutine is safe to call from the event loop."""
+
+    def __init__(
+        self,
+        loader: Callable[[Callable[[LoadProgress], None]], tuple[ModelLike, ModelInfo]],
+        sink: EventSink,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self._loader = loader
+        self._sink = sink
+        self._loop = loop
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ppx-engine")
+        self._cancel = threading.Event()
+        self.model: ModelLike | None = None
+        self.info: ModelInfo | None = None
+        self.session: SessionLike | None = None
+        self.options = SessionOptions()
+        self.thread_ident: int | None = None
+        self.frames_out = 0
+        self._closed = False
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def emit(self, event: EngineEvent) -> None:
+        """Deliver an event on the event loop (callable from any thread)."""
+        if self._loop is None:
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+        loop = self._loop
+        if loop.is_closed():
+            return
+        try:
+            if self._on_loop_thread(loop):
+                self._sink(event)
+            else:
+                loop.call_soon_threadsafe(self._sink, event)
+        except RuntimeError:  # loop closed while shutting down
+            pass
+
+    @staticmethod
+    def _on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+        try:
+            return asyncio.get_running_loop() is loop
+        except RuntimeError:
+            return False
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the engine thread and await its result."""
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return await self._loop.run_in_executor(self._executor, self._guarded, fn, args)
+
+    def _guarded(self, fn: Callable[..., T], args: tuple) -> T:
+        self.thread_ident = threading.get_ident()
+        return fn(*args)
+
+    async def _run_reporting(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """Like `run`, but a failure becomes an EngineError event and `None`."""
+        try:
+            return await self.run(fn, *args)
+        except Cancelled:
+            return None
+        except Exception as exc:  # the engine must survive anything a step throws
+            message = str(exc) if isinstance(exc, PersonaPlexError) else f"The model failed: {exc}"
+            log.exception("engine operation failed")
+            self.emit(EngineError(message=message, kind=type(exc).__name__))
+            self.emit(StateChanged("error", message))
+            return None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def load(self) -> ModelInfo | None:
+        """Load the model (progress events on the way)."""
+        self.emit(StateChanged("loading"))
+        result = await self._run_reporting(self._loader, self.emit)
+        if result is None:
+            return None
+        self.model, self.info = result
+        self.emit(self.info)
+        return self.info
+
+    async def warm_up(self, steps: int = 3) -> float | None:
+        """Run a throwaway session for a few steps so kernels are compiled before the user talks."""
+        self.emit(StateChanged("warming_up"))
+
+        def work() -> float:
+            start = time.perf_counter()
+            session = self._require_model().session(**self._session_kwargs())
+            silence = np.zeros(FRAME, np.float32)
+            for _ in range(steps):
+                session.step(silence)
+            return time.perf_counter() - start
+
+        return await self._run_reporting(work)
+
+    async def new_session(self, options: SessionOptions | None = None) -> bool:
+        """Start a fresh session (prompt prefill) with the given or current options."""
+        if options is not None:
+            self.options = options
+
+        def work() -> bool:
+            self.session = self._require_model().session(**self._session_kwargs())
+            self.frames_out = 0
+            return True
+
+        ok = await self._run_reporting(work)
+        if ok:
+            self.emit(StateChanged("ready"))
+        return bool(ok)
+
+    async def reset(self) -> bool:
+        """Forget the conversation: a new session with the current options."""
+        await self.stop()
+        return await self.new_session()
+
+    async def stop(self) -> None:
+        """Stop generation within one step and wait until the engine is idle."""
+        self._cancel.set()
+        try:
+            await self.run(lambda: None)
+        finally:
+            self._cancel.clear()
+
+    async def close(self) -> None:
+        """Stop and release the engine thread; safe to call twice."""
+        if self._closed:
+            return
+        self._cancel.set()
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+    # -- generation ---------------------------------------------------------------------------
+
+    async def generate(
+        self,
+        frames: Iterable[np.ndarray | None],
+        on_frame: Callable[[Any], None] | None = None,
+    ) -> list[Any] | None:
+        """Step the session once per user frame; `on_frame(frame)` runs on the engine thread.
+
+        `frames` is consumed on the engine thread (it may block, e.g. on the microphone);
+        a `None` item ends the run. Returns the frames produced, or None if it failed.
+        """
+        self._cancel.clear()
+        return await self._run_reporting(self._generate, iter(frames), on_frame)
+
+    def _generate(
+        self, frames: Iterator[np.ndarray | None], on_frame: Callable[[Any], None] | None
+    ) -> list[Any]:
+        session = self._require_session()
+        produced: list[Any] = []
+        for pcm in frames:
+            if pcm is None or self._cancel.is_set():
+                break
+            frame = session.step(pcm)
+            index = self.frames_out
+            self.frames_out += 1
+            produced.append(frame)
+            if on_frame is not None:
+                on_frame(frame)
+            self._report(index, frame)
+            if self._cancel.is_set():
+                break
+        return produced
+
+    def _report(self, index: int, frame: Any) -> None:
+        t = frame.timings
+        self.emit(FrameOut(index=index, pcm=frame.pcm, text=frame.text))
+        if frame.text:
+            self.emit(TextOut(index=index, text=frame.text))
+        self.emit(
+            StepTiming(
+                index=index,
+                total_ms=t.total_ms,
+                encode_ms=t.encode_ms,
+                temporal_ms=t.temporal_ms,
+                depformer_ms=t.depformer_ms,
+                decode_ms=t.decode_ms,
+            )
+        )
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _require_model(self) -> ModelLike:
+        if self.model is None:
+            raise PersonaPlexError("No model is loaded yet.")
+        return self.model
+
+    def _require_session(self) -> SessionLike:
+        if self.session is None:
+            raise PersonaPlexError("No conversation session has been started.")
+        return self.session
+
+    def _session_kwargs(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "voice": o.voice,
+            "prompt": o.prompt,
+            "prompt_text": o.prompt_text,
+            "audio_temp": o.audio_temp,
+            "audio_top_k": o.audio_top_k,
+            "text_temp": o.text_temp,
+            "text_top_k": o.text_top_k,
+            "seed": o.seed,
+            **o.extra,
+        }

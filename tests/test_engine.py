@@ -1,0 +1,134 @@
+"""The engine thread: everything on one thread, events in order, cancellation, errors survived."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+
+from model.types import Frame, StepTimings
+from personaplex_tui.engine import Engine, SessionOptions
+from personaplex_tui.events import EngineError, FrameOut, ModelInfo, StateChanged, StepTiming
+
+
+class FakeSession:
+    def __init__(self, owner, fail_at=None, **options):
+        self.owner, self.options, self.fail_at, self.steps = owner, options, fail_at, 0
+
+    def step(self, pcm):
+        self.owner.threads.add(threading.get_ident())
+        if self.fail_at is not None and self.steps == self.fail_at:
+            self.steps += 1
+            raise RuntimeError("boom")
+        i = self.steps
+        self.steps += 1
+        return Frame(
+            i, pcm * 0.5, 3, "", np.zeros(8, np.int32), np.zeros(8, np.int32), StepTimings(1.0)
+        )
+
+    def reset(self):
+        self.steps = 0
+
+
+class FakeModel:
+    def __init__(self, fail_at=None):
+        self.threads: set[int] = set()
+        self.fail_at = fail_at
+        self.sessions = []
+
+    def session(self, **options):
+        self.threads.add(threading.get_ident())
+        s = FakeSession(self, self.fail_at, **options)
+        self.sessions.append(s)
+        return s
+
+
+def _engine(model, events):
+    def loader(progress):
+        model.threads.add(threading.get_ident())
+        return model, ModelInfo("fake", "4-bit", "cpu", ("NATF2",))
+
+    return Engine(loader, events.append)
+
+
+def test_runs_everything_on_one_thread_and_reports_frames():
+    async def main():
+        events, model = [], FakeModel()
+        engine = _engine(model, events)
+        await engine.load()
+        await engine.warm_up(steps=2)
+        await engine.new_session(SessionOptions(voice="VARF2", seed=1))
+        pcm = [np.full(1920, 0.1, np.float32)] * 5
+        played = []
+        frames = await engine.generate(pcm, played.append)
+        await engine.close()
+        return events, model, frames, played, engine
+
+    events, model, frames, played, engine = asyncio.run(main())
+    assert len(frames) == 5 and played == frames
+    assert len(model.threads) == 1 and model.threads == {engine.thread_ident}
+    assert engine.thread_ident != threading.get_ident()
+    assert model.sessions[-1].options["voice"] == "VARF2"
+    states = [e.state for e in events if isinstance(e, StateChanged)]
+    assert states == ["loading", "warming_up", "ready"]
+    assert [e.index for e in events if isinstance(e, FrameOut)] == [0, 1, 2, 3, 4]
+    assert len([e for e in events if isinstance(e, StepTiming)]) == 5
+
+
+def test_stop_cancels_within_a_step():
+    async def main():
+        events, model = [], FakeModel()
+        engine = _engine(model, events)
+        await engine.load()
+        await engine.new_session()
+        gate = threading.Event()
+
+        def mic():
+            for i in range(1000):
+                if i == 3:
+                    gate.set()
+                yield np.zeros(1920, np.float32)
+
+        task = asyncio.create_task(engine.generate(mic()))
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait)
+        await engine.stop()
+        frames = await task
+        await engine.close()
+        return frames
+
+    frames = asyncio.run(main())
+    assert 3 <= len(frames) < 1000
+
+
+def test_an_engine_error_becomes_an_event_and_the_engine_stays_usable():
+    async def main():
+        events, model = [], FakeModel(fail_at=2)
+        engine = _engine(model, events)
+        await engine.load()
+        await engine.new_session()
+        first = await engine.generate([np.zeros(1920, np.float32)] * 4)
+        model.fail_at = None
+        await engine.reset()
+        second = await engine.generate([np.zeros(1920, np.float32)] * 4)
+        await engine.close()
+        return events, first, second
+
+    events, first, second = asyncio.run(main())
+    assert first is None
+    errors = [e for e in events if isinstance(e, EngineError)]
+    assert len(errors) == 1 and "boom" in errors[0].message and errors[0].kind == "RuntimeError"
+    assert second is not None and len(second) == 4
+
+
+def test_operations_without_a_model_fail_with_a_sentence():
+    async def main():
+        events = []
+        engine = Engine(lambda p: (_ for _ in ()).throw(AssertionError), events.append)
+        ok = await engine.new_session()
+        await engine.close()
+        return ok, events
+
+    ok, events = asyncio.run(main())
+    assert ok is False
+    assert [e.message for e in events if isinstance(e, EngineError)] == ["No model is loaded yet."]
