@@ -1,4 +1,4 @@
-"""Read WAV/FLAC files of any rate, channel count and sample format as 24 kHz mono float32."""
+"""Read WAV/FLAC (and other libsndfile) files of any rate, channel count and sample format as 24 kHz mono float32."""
 
 from __future__ import annotations
 
@@ -59,8 +59,6 @@ def read_audio(path: str | Path) -> AudioClip:
         raise AudioFileError(_unreadable(p, e)) from None
     except OSError as e:
         raise AudioFileError(f"The audio file {p} could not be read: {e.strerror or e}.") from None
-    if info.format not in ("WAV", "WAVEX", "FLAC", "RF64", "W64", "AIFF", "OGG"):
-        raise AudioFileError(f"{p} is a {info.format_info} file; use WAV or FLAC audio.")
     if info.format in ("WAV", "WAVEX"):
         _check_wav_complete(p, size, info.samplerate)
     try:
@@ -102,8 +100,10 @@ def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE)
 
 
 def _reason(e: Exception) -> str:
-    text = getattr(e, "error_string", "") or str(e)
-    return text.strip().rstrip(".").replace("\n", " ") or type(e).__name__
+    text = (getattr(e, "error_string", "") or str(e)).strip().replace("\n", " ")
+    for prefix in ("Error : ", "Error: "):
+        text = text.removeprefix(prefix)
+    return text.rstrip(".").replace(". ", "; ") or type(e).__name__
 
 
 def _unreadable(p: Path, e: sf.LibsndfileError) -> str:

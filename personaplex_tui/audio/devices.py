@@ -93,7 +93,7 @@ def find_device(
 ) -> DeviceInfo:
     """The device `spec` names: None = the default, an index, or a case-insensitive name part.
 
-    An exact name wins over a partial one; among partial matches the first listed wins.
+    An exact name wins (case first), then a partial one; among equals the first listed wins.
     Raises AudioDeviceError with one sentence naming the device when there is no such device.
     """
     devices = list_devices() if devices is None else devices
@@ -118,11 +118,15 @@ def find_device(
                 f"Sound device {index} ('{match.name}') has no {direction} channels."
             )
         return match
-    wanted = spec.strip().lower()
-    exact = [d for d in usable if d.name.lower() == wanted]
-    partial = [d for d in usable if wanted in d.name.lower()]
-    if exact or partial:
-        return (exact or partial)[0]
+    wanted = spec.strip()
+    for matches in (
+        lambda name: name == wanted,
+        lambda name: name.lower() == wanted.lower(),
+        lambda name: wanted.lower() in name.lower(),
+    ):
+        found = [d for d in usable if matches(d.name)]
+        if found:
+            return found[0]
     raise AudioDeviceError(
         f"No {direction} device matches '{spec}' (run `ppx-tui devices` to list them)."
     )

@@ -22,15 +22,19 @@ def _worst_holdback(src_rate: int, dst_rate: int, chunk: int) -> int:
     """The most output samples soxr's stream ever owes behind an exact-length output.
 
     soxr hands out samples in its own block sizes, so after a chunk it may owe a few tens of
-    milliseconds. Measured on a scratch stream fed silence in chunks of `chunk` samples.
+    milliseconds. Measured on scratch streams fed about 2 s of silence in chunks of `chunk`
+    samples and of two odd sizes, plus a small margin for other chunkings.
     """
-    probe = soxr.ResampleStream(src_rate, dst_rate, 1, dtype="float32", quality=QUALITY)
-    zeros = np.zeros(chunk, dtype=np.float32)
-    produced = worst = 0
-    for i in range(1, 129):
-        produced += len(probe.resample_chunk(zeros))
-        worst = max(worst, math.floor(i * chunk * dst_rate / src_rate) - produced)
-    return worst
+    worst = 0
+    for size in (chunk, 331, 2999):
+        probe = soxr.ResampleStream(src_rate, dst_rate, 1, dtype="float32", quality=QUALITY)
+        zeros = np.zeros(size, dtype=np.float32)
+        fed = produced = 0
+        while fed < 2 * src_rate:
+            fed += size
+            produced += len(probe.resample_chunk(zeros))
+            worst = max(worst, fed * dst_rate // src_rate - produced)
+    return worst + 4 * math.ceil(dst_rate / src_rate) + 16
 
 
 class StreamResampler:

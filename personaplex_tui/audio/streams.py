@@ -58,8 +58,10 @@ class _DeviceStream:
         device: int | str | None,
         device_name: str,
         stream_factory: StreamFactory | None,
+        latency: float | str | None = None,
     ) -> None:
         self.sample_rate = SAMPLE_RATE
+        self.latency = latency  # PortAudio's: seconds, "low" or "high"; None = its default
         self.frame_samples = FRAME_SAMPLES
         self.device_rate = device_rate
         self.device = device
@@ -82,6 +84,7 @@ class _DeviceStream:
         if self._stream is not None:
             return
         factory = self._factory or getattr(portaudio(), default_factory)
+        extra = {} if self.latency is None else {"latency": self.latency}
         self._stream = _open(
             factory,
             self.kind,
@@ -92,6 +95,7 @@ class _DeviceStream:
             channels=1,
             dtype="float32",
             callback=callback,
+            **extra,
         )
 
     def _stop_stream(self) -> None:
@@ -137,9 +141,10 @@ class MicStream(_DeviceStream):
         device: int | str | None = None,
         device_name: str = "default",
         capacity_frames: int = 50,
+        latency: float | str | None = None,
         stream_factory: StreamFactory | None = None,
     ) -> None:
-        super().__init__(device_rate, device, device_name, stream_factory)
+        super().__init__(device_rate, device, device_name, stream_factory, latency)
         self._ring = RingBuffer(capacity_frames * self.device_frame, overflow="drop_oldest")
         self._resampler = (
             StreamResampler(device_rate, SAMPLE_RATE, self.device_frame)
@@ -213,9 +218,10 @@ class SpeakerStream(_DeviceStream):
         prebuffer_frames: int = PREBUFFER_FRAMES,
         capacity_frames: int = 375,
         echo_tail_s: float = 0.3,
+        latency: float | str | None = None,
         stream_factory: StreamFactory | None = None,
     ) -> None:
-        super().__init__(device_rate, device, device_name, stream_factory)
+        super().__init__(device_rate, device, device_name, stream_factory, latency)
         self.player = Player(self.device_frame, prebuffer_frames, capacity_frames, echo_tail_s)
         self._resampler = (
             StreamResampler(SAMPLE_RATE, device_rate, FRAME_SAMPLES) if self.resampling else None
@@ -273,7 +279,12 @@ class SpeakerStream(_DeviceStream):
             self.player.close()
 
 
-def make_mic(device: str | int | None = None, *, capacity_frames: int = 50) -> MicStream:
+def make_mic(
+    device: str | int | None = None,
+    *,
+    capacity_frames: int = 50,
+    latency: float | str | None = None,
+) -> MicStream:
     """A MicStream for the device named by `device` (None = default), at 24 kHz if it can.
 
     Not started: call `start()`. Raises AudioDeviceError naming the device if it is missing.
@@ -284,6 +295,7 @@ def make_mic(device: str | int | None = None, *, capacity_frames: int = 50) -> M
         device=info.index,
         device_name=info.name,
         capacity_frames=capacity_frames,
+        latency=latency,
     )
 
 
@@ -293,6 +305,7 @@ def make_speaker(
     prebuffer_frames: int = PREBUFFER_FRAMES,
     capacity_frames: int = 375,
     echo_tail_s: float = 0.3,
+    latency: float | str | None = None,
 ) -> SpeakerStream:
     """A SpeakerStream for the device named by `device` (None = default); not started."""
     info = find_device(device, "output")
@@ -303,4 +316,5 @@ def make_speaker(
         prebuffer_frames=prebuffer_frames,
         capacity_frames=capacity_frames,
         echo_tail_s=echo_tail_s,
+        latency=latency,
     )
