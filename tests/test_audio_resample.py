@@ -39,3 +39,14 @@ def test_stream_output_is_exact_and_matches_offline_resampling(src, dst):
     np.testing.assert_allclose(body[dst // 10 : n], ref[dst // 10 : n], atol=2e-3)
     r.reset()
     assert len(r.process(x[:src])) == dst and r.short_outputs == 0
+
+
+def test_split_frames_pads_the_last_frame():
+    from personaplex_tui.audio import split_frames
+
+    x = np.arange(1920 * 2 + 5, dtype=np.float32)
+    frames = split_frames(x)
+    assert frames.shape == (3, 1920) and frames.dtype == np.float32
+    np.testing.assert_array_equal(frames.reshape(-1)[: len(x)], x)
+    assert not frames[2, 5:].any()
+    assert split_frames(np.zeros(0, np.float32)).shape == (0, 1920)

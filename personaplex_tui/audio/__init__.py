@@ -5,16 +5,17 @@ imported when a device is listed or opened, or a VAD is made.
 """
 
 from personaplex_tui.audio.audio_file import AudioClip, read_audio, write_wav
-from personaplex_tui.audio.constants import (
-    FRAME_SAMPLES,
-    FRAME_SECONDS,
-    PREBUFFER_FRAMES,
-    SAMPLE_RATE,
-)
 from personaplex_tui.audio.devices import DeviceInfo, devices_table, find_device, list_devices
 from personaplex_tui.audio.echo import EchoSuppressor
 from personaplex_tui.audio.errors import AudioDeviceError, AudioFileError, VadUnavailableError
 from personaplex_tui.audio.file_streams import FileMic, FileSpeaker
+from personaplex_tui.audio.frames import (
+    FRAME_SAMPLES,
+    FRAME_SECONDS,
+    PREBUFFER_FRAMES,
+    SAMPLE_RATE,
+    split_frames,
+)
 from personaplex_tui.audio.levels import LevelMeter, LevelMeters
 from personaplex_tui.audio.player import Player
 from personaplex_tui.audio.protocols import AudioInput, AudioOutput
@@ -63,5 +64,6 @@ __all__ = [
     "new_recording_folder",
     "read_audio",
     "resample",
+    "split_frames",
     "write_wav",
 ]

@@ -1,4 +1,4 @@
-"""Read WAV/FLAC (and other libsndfile) files of any rate, channel count and sample format as 24 kHz mono float32."""
+"""Read audio files (WAV, FLAC, anything libsndfile reads) as 24 kHz mono float32; write WAVs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from personaplex_tui.audio.constants import SAMPLE_RATE
 from personaplex_tui.audio.errors import AudioFileError
+from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.resample import resample
 
 SILENCE_PEAK = 10 ** (-60 / 20)  # a file whose peak stays under -60 dBFS is "silent"

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
-from personaplex_tui.audio.constants import SAMPLE_RATE
 from personaplex_tui.audio.errors import AudioDeviceError
+from personaplex_tui.audio.frames import SAMPLE_RATE
 
 if TYPE_CHECKING:
     from rich.table import Table

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from personaplex_tui.audio.audio_file import read_audio
-from personaplex_tui.audio.constants import (
+from personaplex_tui.audio.frames import (
     FRAME_SAMPLES,
     FRAME_SECONDS,
     PREBUFFER_FRAMES,

@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from personaplex_tui.audio.constants import SAMPLE_RATE
+from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.events import Levels
 
 FLOOR_DB = -100.0

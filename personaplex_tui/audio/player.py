@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from personaplex_tui.audio.constants import FRAME_SAMPLES, PREBUFFER_FRAMES
+from personaplex_tui.audio.frames import FRAME_SAMPLES, PREBUFFER_FRAMES
 from personaplex_tui.audio.ring_buffer import RingBuffer
 from personaplex_tui.events import PlaybackStats
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from personaplex_tui.audio.constants import SAMPLE_RATE
+from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.wav_writer import WavWriter
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from personaplex_tui.audio.constants import SAMPLE_RATE
+from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.resample import StreamResampler
 from personaplex_tui.audio.vad import CHUNK, VAD_RATE, SileroVad
 

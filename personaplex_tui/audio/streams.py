@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from personaplex_tui.audio.constants import (
+from personaplex_tui.audio.devices import choose_rate, find_device, portaudio
+from personaplex_tui.audio.errors import AudioDeviceError
+from personaplex_tui.audio.frames import (
     FRAME_SAMPLES,
     PREBUFFER_FRAMES,
     SAMPLE_RATE,
     frame_samples_at,
 )
-from personaplex_tui.audio.devices import choose_rate, find_device, portaudio
-from personaplex_tui.audio.errors import AudioDeviceError
 from personaplex_tui.audio.player import Player
 from personaplex_tui.audio.resample import StreamResampler
 from personaplex_tui.audio.ring_buffer import RingBuffer

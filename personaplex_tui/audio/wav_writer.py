@@ -10,8 +10,8 @@ from types import TracebackType
 
 import numpy as np
 
-from personaplex_tui.audio.constants import SAMPLE_RATE
 from personaplex_tui.audio.errors import AudioFileError
+from personaplex_tui.audio.frames import SAMPLE_RATE
 
 _HEADER_BYTES = 44
 
