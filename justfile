@@ -39,7 +39,8 @@ setup-test: setup
     {{pip}} "{{torch_spec}}"
     {{pip}} --no-deps "moshi==0.2.13"
 
-# PortAudio (for sounddevice) and the audio tools the tests use, on Debian/Ubuntu.
+# PortAudio (for sounddevice) and the audio tools the tests use, on Debian/Ubuntu. PulseAudio
+# and ALSA's pulse plugin give the tests a virtual sound card (a null sink and its monitor).
 system-deps:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -47,6 +48,8 @@ system-deps:
     need=()
     ldconfig -p | grep -q 'libportaudio.so.2' || need+=(libportaudio2)
     command -v tmux >/dev/null || need+=(tmux)
+    command -v pulseaudio >/dev/null || need+=(pulseaudio)
+    dpkg -s libasound2-plugins >/dev/null 2>&1 || need+=(libasound2-plugins)
     [ ${#need[@]} -eq 0 ] && exit 0
     if ! command -v apt-get >/dev/null; then
         echo "Please install: ${need[*]} (PortAudio is needed for sound I/O)"; exit 0

@@ -1,0 +1,144 @@
+"""Read audio files (WAV, FLAC, anything libsndfile reads) as 24 kHz mono float32; write WAVs."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from personaplex_tui.audio.errors import AudioFileError
+from personaplex_tui.audio.frames import SAMPLE_RATE
+from personaplex_tui.audio.resample import resample
+
+SILENCE_PEAK = 10 ** (-60 / 20)  # a file whose peak stays under -60 dBFS is "silent"
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """Audio read from a file, converted to the model's format."""
+
+    pcm: np.ndarray = field(repr=False)  # float32 [n], 24 kHz mono
+    source_rate: int
+    source_channels: int
+    source_format: str  # e.g. "WAV PCM_16", "FLAC PCM_24"
+    silent: bool  # nothing above -60 dBFS: valid, but worth a warning
+    path: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / SAMPLE_RATE
+
+    @property
+    def warning(self) -> str | None:
+        """A sentence for the user when the file is valid but useless, else None."""
+        if self.silent:
+            return f"The audio file {self.path} contains only silence."
+        return None
+
+
+def read_audio(path: str | Path) -> AudioClip:
+    """Read a WAV or FLAC file and return it as 24 kHz mono float32.
+
+    Raises AudioFileError with one sentence when the file is missing, empty, not audio,
+    corrupt or truncated. A file of silence is returned with `silent=True`.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise AudioFileError(f"The audio file {p} does not exist.")
+    if p.is_dir():
+        raise AudioFileError(f"{p} is a folder, not an audio file.")
+    size = p.stat().st_size
+    if size == 0:
+        raise AudioFileError(f"The audio file {p} is empty (0 bytes).")
+    try:
+        info = sf.info(str(p))
+    except sf.LibsndfileError as e:
+        raise AudioFileError(_unreadable(p, e)) from None
+    except OSError as e:
+        raise AudioFileError(f"The audio file {p} could not be read: {e.strerror or e}.") from None
+    if info.format in ("WAV", "WAVEX"):
+        _check_wav_complete(p, size, info.samplerate)
+    try:
+        data = sf.read(str(p), dtype="float32", always_2d=True)[0]
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioFileError(
+            f"The audio file {p} is corrupt or truncated ({_reason(e)})."
+        ) from None
+    if info.frames > 0 and len(data) < info.frames:
+        raise AudioFileError(
+            f"The audio file {p} is truncated: it holds {len(data) / info.samplerate:.2f} s "
+            f"of the {info.frames / info.samplerate:.2f} s its header promises."
+        )
+    if len(data) == 0:
+        raise AudioFileError(f"The audio file {p} contains no audio samples.")
+    if not np.isfinite(data).all():
+        raise AudioFileError(f"The audio file {p} is corrupt: it contains NaN or infinite samples.")
+    mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    pcm = resample(mono, info.samplerate, SAMPLE_RATE)
+    return AudioClip(
+        pcm=pcm,
+        source_rate=info.samplerate,
+        source_channels=info.channels,
+        source_format=f"{info.format} {info.subtype}",
+        silent=bool(np.max(np.abs(mono)) < SILENCE_PEAK),
+        path=str(p),
+    )
+
+
+def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write mono float32 audio as a 16-bit PCM WAV file in one go; returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        sf.write(str(p), np.clip(np.asarray(pcm, np.float32), -1, 1), sample_rate, "PCM_16")
+    except (sf.LibsndfileError, OSError) as e:
+        raise AudioFileError(f"Could not write the audio file {p}: {_reason(e)}.") from None
+    return p
+
+
+def _reason(e: Exception) -> str:
+    text = (getattr(e, "error_string", "") or str(e)).strip().replace("\n", " ")
+    for prefix in ("Error : ", "Error: "):
+        text = text.removeprefix(prefix)
+    return text.rstrip(".").replace(". ", "; ") or type(e).__name__
+
+
+def _unreadable(p: Path, e: sf.LibsndfileError) -> str:
+    reason = _reason(e)
+    with open(p, "rb") as f:
+        head = f.read(12)
+    if head[:4] in (b"RIFF", b"RF64", b"fLaC", b"FORM") or head[8:12] == b"WAVE":
+        return f"The audio file {p} is corrupt ({reason})."
+    return f"{p} is not a WAV or FLAC audio file (its format was not recognised)."
+
+
+def _check_wav_complete(p: Path, size: int, rate: int) -> None:
+    """libsndfile quietly reads a cut-off WAV; compare the data chunk's size with the file's."""
+    block = 1
+    with open(p, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return
+            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt " and csize >= 14:
+                fmt = f.read(csize)
+                block = max(1, struct.unpack("<H", fmt[12:14])[0])
+                if csize & 1:
+                    f.seek(1, 1)
+                continue
+            if cid == b"data":
+                have = size - f.tell()
+                if csize not in (0, 0xFFFFFFFF) and have < csize:  # 0 / ~0: length unknown
+                    raise AudioFileError(
+                        f"The audio file {p} is truncated: it holds {have / block / rate:.2f} s "
+                        f"of the {csize / block / rate:.2f} s its header promises."
+                    )
+                return
+            f.seek(csize + (csize & 1), 1)

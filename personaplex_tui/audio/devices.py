@@ -1,0 +1,176 @@
+"""Sound devices through PortAudio: list them, pick one by name or index, choose a sample rate.
+
+`sounddevice` is imported only when a function here runs, so importing this module (or the
+audio package) never needs PortAudio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Literal
+
+from personaplex_tui.audio.errors import AudioDeviceError
+from personaplex_tui.audio.frames import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+Direction = Literal["input", "output"]
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """One PortAudio device."""
+
+    index: int
+    name: str
+    hostapi: str
+    max_input_channels: int
+    max_output_channels: int
+    default_samplerate: float
+    is_default_input: bool = False
+    is_default_output: bool = False
+
+    @property
+    def is_input(self) -> bool:
+        return self.max_input_channels > 0
+
+    @property
+    def is_output(self) -> bool:
+        return self.max_output_channels > 0
+
+    def channels(self, direction: Direction) -> int:
+        return self.max_input_channels if direction == "input" else self.max_output_channels
+
+
+def portaudio() -> ModuleType:
+    """The `sounddevice` module, or an AudioDeviceError when PortAudio is missing."""
+    try:
+        import sounddevice
+    except OSError:
+        raise AudioDeviceError(
+            "PortAudio is not installed, so no sound device can be used "
+            "(install libportaudio2 on Debian/Ubuntu, portaudio with Homebrew)."
+        ) from None
+    return sounddevice
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every device PortAudio knows, with the default input and output marked."""
+    sd = portaudio()
+    try:
+        raw = sd.query_devices()
+        hostapis = sd.query_hostapis()
+        default_in, default_out = _defaults(sd)
+    except sd.PortAudioError as e:
+        raise AudioDeviceError(f"The sound devices could not be listed: {e}.") from None
+    return [
+        DeviceInfo(
+            index=i,
+            name=str(d["name"]),
+            hostapi=str(hostapis[d["hostapi"]]["name"]),
+            max_input_channels=int(d["max_input_channels"]),
+            max_output_channels=int(d["max_output_channels"]),
+            default_samplerate=float(d["default_samplerate"]),
+            is_default_input=i == default_in,
+            is_default_output=i == default_out,
+        )
+        for i, d in enumerate(raw)
+    ]
+
+
+def _defaults(sd: ModuleType) -> tuple[int, int]:
+    default_in, default_out = sd.default.device
+    return (
+        default_in if default_in is not None else -1,
+        default_out if default_out is not None else -1,
+    )
+
+
+def find_device(
+    spec: str | int | None, direction: Direction, devices: list[DeviceInfo] | None = None
+) -> DeviceInfo:
+    """The device `spec` names: None = the default, an index, or a case-insensitive name part.
+
+    An exact name wins (case first), then a partial one; among equals the first listed wins.
+    Raises AudioDeviceError with one sentence naming the device when there is no such device.
+    """
+    devices = list_devices() if devices is None else devices
+    usable = [d for d in devices if d.channels(direction) > 0]
+    if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "default")):
+        for d in usable:
+            if d.is_default_input if direction == "input" else d.is_default_output:
+                return d
+        raise AudioDeviceError(
+            f"There is no default {direction} device; choose one by name or index "
+            "(run `ppx-tui devices` to list them)."
+        )
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
+        index = int(spec)
+        match = next((d for d in devices if d.index == index), None)
+        if match is None:
+            raise AudioDeviceError(
+                f"There is no sound device number {index} (run `ppx-tui devices` to list them)."
+            )
+        if match.channels(direction) == 0:
+            raise AudioDeviceError(
+                f"Sound device {index} ('{match.name}') has no {direction} channels."
+            )
+        return match
+    wanted = spec.strip()
+    for matches in (
+        lambda name: name == wanted,
+        lambda name: name.lower() == wanted.lower(),
+        lambda name: wanted.lower() in name.lower(),
+    ):
+        found = [d for d in usable if matches(d.name)]
+        if found:
+            return found[0]
+    raise AudioDeviceError(
+        f"No {direction} device matches '{spec}' (run `ppx-tui devices` to list them)."
+    )
+
+
+def choose_rate(device: DeviceInfo, direction: Direction, preferred: int = SAMPLE_RATE) -> int:
+    """`preferred` if the device takes it for mono float32, else the device's own rate."""
+    sd = portaudio()
+    check = sd.check_input_settings if direction == "input" else sd.check_output_settings
+    try:
+        check(device=device.index, samplerate=preferred, channels=1, dtype="float32")
+        return preferred
+    except Exception:  # PortAudioError or ValueError: the device refuses that rate
+        return int(round(device.default_samplerate))
+
+
+def devices_table(devices: list[DeviceInfo]) -> Table:
+    """A Rich table for `ppx-tui devices`: index, name, host API, channels, rate, defaults."""
+    from rich.table import Table
+
+    table = Table(title="Sound devices", title_justify="left")
+    if not devices:
+        table.caption = "PortAudio found no sound device."
+
+    table.add_column("#", justify="right")
+    table.add_column("name")
+    table.add_column("host API")
+    table.add_column("in", justify="right")
+    table.add_column("out", justify="right")
+    table.add_column("rate", justify="right")
+    table.add_column("default")
+    for d in devices:
+        marks = [
+            m for m, on in (("input", d.is_default_input), ("output", d.is_default_output)) if on
+        ]
+        style = "bold" if marks else None
+        table.add_row(
+            str(d.index),
+            d.name,
+            d.hostapi,
+            str(d.max_input_channels),
+            str(d.max_output_channels),
+            f"{d.default_samplerate / 1000:g} kHz",
+            ", ".join(marks),
+            style=style,
+        )
+    return table

@@ -1,0 +1,268 @@
+"""File stand-ins for the sound devices: a microphone that plays a file, a speaker that records.
+
+They have the interfaces of `MicStream` and `SpeakerStream`, so a controller cannot tell them
+apart. Real-time mode paces audio by the wall clock on a thread of their own (the way a sound
+card's callback would); fast mode moves audio as fast as the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import numpy as np
+
+from personaplex_tui.audio.audio_file import read_audio
+from personaplex_tui.audio.frames import (
+    FRAME_SAMPLES,
+    FRAME_SECONDS,
+    PREBUFFER_FRAMES,
+    SAMPLE_RATE,
+)
+from personaplex_tui.audio.player import Player
+from personaplex_tui.audio.ring_buffer import RingBuffer
+from personaplex_tui.audio.wav_writer import WavWriter
+from personaplex_tui.events import PlaybackStats
+
+
+class _Paced:
+    """A thread that calls `tick()` every 80 ms of wall clock until stopped."""
+
+    def __init__(self, name: str, tick: Callable[[], bool]) -> None:
+        self._tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        due = time.monotonic()
+        while not self._stop.is_set():
+            if not self._tick():
+                return
+            due += FRAME_SECONDS
+            self._stop.wait(max(0.0, due - time.monotonic()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+
+class FileMic:
+    """A microphone that plays an audio file (any format `read_audio` takes) or an array.
+
+    `realtime=True` delivers one frame per 80 ms through a ring buffer, like `MicStream`;
+    `realtime=False` hands frames out as fast as `read_frame` is called. After the file,
+    `after_end="end"` ends the stream (`read_frame` returns None, `finished` is True) and
+    `"silence"` goes on with silent frames for ever (a duplex conversation keeps its clock).
+    """
+
+    def __init__(
+        self,
+        source: str | Path | np.ndarray,
+        *,
+        realtime: bool = True,
+        after_end: Literal["end", "silence"] = "end",
+        capacity_frames: int = 50,
+    ) -> None:
+        if isinstance(source, np.ndarray):
+            pcm, self.device_name = np.asarray(source, np.float32), "array"
+        else:
+            pcm, self.device_name = read_audio(source).pcm, str(source)
+        pad = -len(pcm) % FRAME_SAMPLES
+        self._pcm = np.concatenate([pcm, np.zeros(pad, np.float32)]) if pad else pcm
+        self.sample_rate = self.device_rate = SAMPLE_RATE
+        self.frame_samples = self.device_frame = FRAME_SAMPLES
+        self.resampling = False
+        self.device_overflows = 0
+        self.realtime = realtime
+        self.after_end = after_end
+        self._pos = 0  # next sample of the file to deliver
+        self._ring = RingBuffer(capacity_frames * FRAME_SAMPLES, overflow="drop_oldest")
+        self._silence = np.zeros(FRAME_SAMPLES, np.float32)
+        self._clock = _Paced("file-mic", self._tick) if realtime else None
+        self._started = False
+
+    @property
+    def duration_s(self) -> float:
+        return len(self._pcm) / SAMPLE_RATE
+
+    @property
+    def position_s(self) -> float:
+        """Seconds of the file delivered so far."""
+        return min(self._pos, len(self._pcm)) / SAMPLE_RATE
+
+    def start(self) -> None:
+        if not self._started and self._clock is not None:
+            self._clock.start()
+        self._started = True
+
+    def _next(self) -> np.ndarray | None:
+        if self._pos < len(self._pcm):
+            frame = self._pcm[self._pos : self._pos + FRAME_SAMPLES]
+            self._pos += FRAME_SAMPLES
+            return frame
+        return self._silence if self.after_end == "silence" else None
+
+    def _tick(self) -> bool:
+        frame = self._next()
+        if frame is None:
+            self._ring.close()  # readers get what is queued, then None
+            return False
+        self._ring.write(frame)
+        return True
+
+    def read_frame(self, timeout: float | None = None) -> np.ndarray | None:
+        """The next 80 ms frame (float32 [1920]); None on timeout or at the end."""
+        if not self.realtime:
+            frame = self._next()
+            return None if frame is None else frame.copy()
+        return self._ring.read(FRAME_SAMPLES, timeout)
+
+    @property
+    def finished(self) -> bool:
+        if not self.realtime:
+            return self.after_end == "end" and self._pos >= len(self._pcm)
+        return self._ring.closed and self._ring.available < FRAME_SAMPLES
+
+    def clear(self) -> None:
+        self._ring.clear()
+
+    @property
+    def overruns(self) -> int:
+        return self._ring.overruns
+
+    @property
+    def dropped_samples(self) -> int:
+        return self._ring.dropped
+
+    @property
+    def queued_frames(self) -> int:
+        return self._ring.available // FRAME_SAMPLES
+
+    def close(self) -> None:
+        if self._clock is not None:
+            self._clock.stop()
+        self._ring.close()
+
+    def __enter__(self) -> FileMic:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class FileSpeaker:
+    """A speaker that records what it plays into a 16-bit WAV file, through a `Player`.
+
+    `realtime=True` pulls one block per 80 ms like a sound card, so the file holds the pre-buffer
+    delay and any underrun as silence, exactly as it would have sounded. `realtime=False` writes
+    audio as soon as the pre-buffer (or a flush) lets it play, with no gaps.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        realtime: bool = True,
+        prebuffer_frames: int = PREBUFFER_FRAMES,
+        capacity_frames: int = 375,
+        echo_tail_s: float = 0.3,
+        flush_every_s: float = 1.0,
+    ) -> None:
+        self.path = Path(path)
+        self.device_name = str(path)
+        self.sample_rate = self.device_rate = SAMPLE_RATE
+        self.frame_samples = self.device_frame = FRAME_SAMPLES
+        self.resampling = False
+        self.device_underflows = 0
+        self.realtime = realtime
+        self.player = Player(FRAME_SAMPLES, prebuffer_frames, capacity_frames, echo_tail_s)
+        self._writer = WavWriter(self.path, SAMPLE_RATE, 1, flush_every_s)
+        self._block = np.zeros(FRAME_SAMPLES, np.float32)
+        self._clock = _Paced("file-speaker", self._tick) if realtime else None
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started and self._clock is not None:
+            self._clock.start()
+        self._started = True
+
+    def _tick(self) -> bool:
+        self.player.fill(self._block)
+        self._writer.write(self._block)
+        return True
+
+    def _pump(self) -> None:
+        """Fast mode: play every block that the player would release now."""
+        while True:
+            queued = self.player.queued_samples
+            ready = self.player.playing or queued >= self.player.prebuffer_frames * FRAME_SAMPLES
+            if queued == 0 or not (queued >= FRAME_SAMPLES and ready or self.player.flushing):
+                return
+            got = self.player.fill(self._block)
+            self._writer.write(self._block[:got])
+
+    def write_frame(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
+        """Queue 24 kHz audio; wait up to `timeout` s for room. False if it was dropped."""
+        ok = self.player.write(pcm, timeout if self.realtime else 0.0)
+        if not self.realtime:
+            self._pump()
+        return ok
+
+    def flush(self) -> None:
+        self.player.flush()
+        if not self.realtime:
+            self._pump()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        if not self.realtime:
+            self.flush()
+            return True
+        return self.player.drain(timeout)
+
+    def clear(self) -> int:
+        return self.player.clear()
+
+    def audible(self) -> bool:
+        return self.player.audible()
+
+    def stats(self) -> PlaybackStats:
+        return self.player.stats()
+
+    @property
+    def recorded_s(self) -> float:
+        return self._writer.duration_s
+
+    def close(self) -> None:
+        """Stop and finish the file (fast mode plays out what is queued first)."""
+        if self._clock is not None:
+            self._clock.stop()
+        else:
+            self.flush()
+        self.player.close()
+        self._writer.close()
+
+    def __enter__(self) -> FileSpeaker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,70 @@
+"""Records a conversation's two tracks, the user's microphone and the agent's voice, as WAVs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from personaplex_tui.audio.frames import SAMPLE_RATE
+from personaplex_tui.audio.wav_writer import WavWriter
+
+
+@dataclass(frozen=True)
+class RecordingPaths:
+    """Where a session's recording went."""
+
+    folder: Path
+    mic: Path
+    agent: Path
+
+
+def new_recording_folder(base: str | Path, now: float | None = None) -> Path:
+    """A fresh folder under `base` named by the local time, e.g. `2025-01-31_14-05-09`."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now))
+    folder = Path(base) / stamp
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = Path(base) / f"{stamp}_{n}"
+    return folder
+
+
+class SessionRecorder:
+    """Writes `mic.wav` and `agent.wav` (24 kHz mono 16-bit) into one folder as audio arrives.
+
+    Each track is an incremental `WavWriter`, so a crash loses at most its last second. The
+    transcript is the caller's (write it into `paths.folder`). Thread-safe per track.
+    """
+
+    def __init__(self, folder: str | Path, flush_every_s: float = 1.0) -> None:
+        folder = Path(folder)
+        self.paths = RecordingPaths(folder, folder / "mic.wav", folder / "agent.wav")
+        self._mic = WavWriter(self.paths.mic, SAMPLE_RATE, 1, flush_every_s)
+        self._agent = WavWriter(self.paths.agent, SAMPLE_RATE, 1, flush_every_s)
+
+    def write_mic(self, pcm: np.ndarray) -> None:
+        self._mic.write(pcm)
+
+    def write_agent(self, pcm: np.ndarray) -> None:
+        self._agent.write(pcm)
+
+    @property
+    def mic_seconds(self) -> float:
+        return self._mic.duration_s
+
+    @property
+    def agent_seconds(self) -> float:
+        return self._agent.duration_s
+
+    def flush(self) -> None:
+        self._mic.flush()
+        self._agent.flush()
+
+    def close(self) -> RecordingPaths:
+        """Finish both files (safe to call twice); returns their paths."""
+        self._mic.close()
+        self._agent.close()
+        return self.paths

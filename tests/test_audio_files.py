@@ -1,0 +1,139 @@
+"""Reading audio files into 24 kHz mono float32, and the one-sentence errors for bad files."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from personaplex_tui.audio import AudioFileError, read_audio, write_wav
+
+AUDIO = Path(__file__).parent / "data" / "audio"
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(len(a), len(b))
+    return float(np.corrcoef(a[:n], b[:n])[0, 1])
+
+
+def test_44k_stereo_reads_as_24k_mono_matching_the_original():
+    clip = read_audio(AUDIO / "shipping_44k_stereo.wav")
+    ref = read_audio(AUDIO / "shipping.wav")
+    assert clip.source_rate == 44100 and clip.source_channels == 2
+    assert clip.pcm.dtype == np.float32 and clip.pcm.ndim == 1
+    assert abs(len(clip.pcm) - len(ref.pcm)) <= 1
+    assert _corr(clip.pcm, ref.pcm) > 0.99
+    assert not clip.silent and clip.warning is None
+
+
+@pytest.mark.parametrize(
+    ("rate", "channels", "subtype", "ext"),
+    [
+        (48000, 1, "PCM_16", "wav"),
+        (16000, 2, "PCM_24", "wav"),
+        (22050, 1, "FLOAT", "wav"),
+        (8000, 1, "PCM_U8", "wav"),
+        (96000, 6, "PCM_32", "wav"),
+        (44100, 2, "PCM_16", "flac"),
+        (24000, 1, "PCM_24", "flac"),
+    ],
+)
+def test_any_rate_channels_and_format(tmp_path, rate, channels, subtype, ext):
+    t = np.arange(int(rate * 0.5)) / rate
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    # Channels carry the tone with different gains and a DC-free sign pattern; the mix is known.
+    gains = np.linspace(1.0, 0.5, channels)
+    data = np.stack([g * tone for g in gains], axis=1)
+    path = tmp_path / f"tone.{ext}"
+    sf.write(path, data, rate, subtype=subtype)
+    clip = read_audio(path)
+    assert clip.source_rate == rate and clip.source_channels == channels
+    assert abs(clip.duration_s - 0.5) < 1e-3
+    expected = gains.mean() * 0.5 * np.sin(2 * np.pi * 440 * np.arange(12000) / 24000)
+    mid = slice(1000, 11000)  # away from the resampler's edges
+    tol = 0.02 if subtype == "PCM_U8" else 2e-3
+    assert np.max(np.abs(clip.pcm[mid] - expected[mid])) < tol
+
+
+def test_silent_file_is_flagged_not_refused(tmp_path):
+    path = tmp_path / "quiet.wav"
+    sf.write(path, np.zeros(24000), 24000, subtype="PCM_16")
+    clip = read_audio(path)
+    assert clip.silent
+    assert clip.warning == f"The audio file {path} contains only silence."
+
+
+def _expect(path, message: str) -> None:
+    with pytest.raises(AudioFileError) as info:
+        read_audio(path)
+    assert str(info.value) == message
+
+
+def test_missing_file(tmp_path):
+    _expect(tmp_path / "nope.wav", f"The audio file {tmp_path / 'nope.wav'} does not exist.")
+
+
+def test_folder_instead_of_file(tmp_path):
+    _expect(tmp_path, f"{tmp_path} is a folder, not an audio file.")
+
+
+def test_zero_byte_file(tmp_path):
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    _expect(path, f"The audio file {path} is empty (0 bytes).")
+
+
+def test_wav_with_no_samples(tmp_path):
+    path = tmp_path / "nosamples.wav"
+    sf.write(path, np.zeros((0, 1)), 24000, subtype="PCM_16")
+    _expect(path, f"The audio file {path} contains no audio samples.")
+
+
+def test_text_file_is_not_audio(tmp_path):
+    path = tmp_path / "notes.wav"
+    path.write_text("these are my notes, not audio\n" * 20)
+    _expect(path, f"{path} is not a WAV or FLAC audio file (its format was not recognised).")
+
+
+def test_truncated_wav(tmp_path):
+    path = tmp_path / "cut.wav"
+    sf.write(path, np.full(24000, 0.1), 24000, subtype="PCM_16")  # 1 s
+    data = path.read_bytes()
+    path.write_bytes(data[: 44 + 24000])  # half of the samples survive
+    _expect(
+        path,
+        f"The audio file {path} is truncated: it holds 0.50 s of the 1.00 s its header promises.",
+    )
+
+
+def test_truncated_flac(tmp_path):
+    path = tmp_path / "cut.flac"
+    rng = np.random.default_rng(0)
+    sf.write(path, 0.3 * rng.standard_normal(48000), 24000, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioFileError) as info:
+        read_audio(path)
+    message = str(info.value)
+    assert message.startswith(f"The audio file {path} is ")
+    assert "truncated" in message and message.endswith(".")
+
+
+def test_corrupt_wav_header(tmp_path):
+    path = tmp_path / "garbled.wav"
+    sf.write(path, np.full(2400, 0.1), 24000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[20:36] = b"\xff" * 16  # the fmt chunk: format, channels, rate, block size
+    path.write_bytes(bytes(data))
+    with pytest.raises(AudioFileError) as info:
+        read_audio(path)
+    message = str(info.value)
+    assert message.startswith(f"The audio file {path} is corrupt (") and message.endswith(").")
+
+
+def test_write_wav_round_trip(tmp_path):
+    pcm = (0.25 * np.sin(np.arange(4800) / 10)).astype(np.float32)
+    path = write_wav(tmp_path / "sub" / "out.wav", pcm)
+    back = read_audio(path)
+    assert back.source_rate == 24000 and back.source_format == "WAV PCM_16"
+    np.testing.assert_allclose(back.pcm, pcm, atol=1 / 32767)

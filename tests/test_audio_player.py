@@ -1,0 +1,137 @@
+"""The player: 3-frame pre-buffer, underrun -> silence and re-buffer, counters, echo suppression."""
+
+import time
+
+import numpy as np
+
+from personaplex_tui.audio import EchoSuppressor, Player
+from personaplex_tui.events import PlaybackStats
+
+F = 1920
+
+
+def frame(value: float) -> np.ndarray:
+    return np.full(F, value, np.float32)
+
+
+def pull(player: Player) -> np.ndarray:
+    """One device callback; the block starts full of stale garbage, as PortAudio's may."""
+    out = np.full(F, 0.777, np.float32)
+    player.fill(out)
+    return out
+
+
+def test_playback_starts_only_after_three_frames():
+    p = Player()
+    p.write(frame(0.1))
+    p.write(frame(0.2))
+    for _ in range(3):
+        assert not pull(p).any()  # silence, not stale samples
+        assert not p.playing
+    p.write(frame(0.3))
+    assert p.stats() == PlaybackStats(3, 3, False, 0, 0, 0)
+    out = pull(p)
+    assert p.playing and np.all(out == np.float32(0.1))
+    assert np.all(pull(p) == np.float32(0.2))
+    assert np.all(pull(p) == np.float32(0.3))
+
+
+def test_stall_counts_an_underrun_outputs_silence_and_rebuffers():
+    p = Player()
+    for v in (0.1, 0.2, 0.3):
+        p.write(frame(v))
+    for _ in range(3):
+        pull(p)
+    # The engine stalls: the next callback finds nothing queued.
+    out = pull(p)
+    assert not out.any(), "an underrun must output zeros, never the last frame again"
+    assert p.underruns == 1 and not p.playing
+    # One or two fresh frames are not enough: it waits for the pre-buffer again.
+    p.write(frame(0.4))
+    p.write(frame(0.5))
+    assert not pull(p).any()
+    assert p.underruns == 1  # waiting to re-buffer is not another underrun
+    p.write(frame(0.6))
+    assert np.all(pull(p) == np.float32(0.4))
+    stats = p.stats()
+    assert stats.playing and stats.underruns == 1 and stats.buffered_frames == 2
+
+
+def test_partial_block_then_silence():
+    p = Player(frame_samples=F)
+    p.write(np.full(3 * F + 100, 0.5, np.float32))
+    for _ in range(3):
+        pull(p)
+    out = pull(p)
+    assert np.all(out[:100] == np.float32(0.5)) and not out[100:].any()
+    assert p.underruns == 1
+
+
+def test_flush_plays_a_short_tail_without_counting_an_underrun():
+    p = Player()
+    p.write(frame(0.2))  # a one-frame reply: under the pre-buffer
+    assert not pull(p).any()
+    p.flush()
+    assert np.all(pull(p) == np.float32(0.2))
+    assert not pull(p).any()
+    assert p.underruns == 0 and not p.playing
+
+
+def test_overrun_drops_whole_frames_and_counts_them():
+    p = Player(capacity_frames=4)
+    for v in range(4):
+        assert p.write(frame(v / 10))
+    assert not p.write(frame(0.9))
+    assert not p.write(frame(0.9))
+    pull(p)  # room again: the episode ends
+    assert p.write(frame(0.5))
+    assert not p.write(frame(0.9))
+    s = p.stats()
+    assert s.overruns == 2 and s.dropped_frames == 3
+    # What was dropped never plays: the queue holds 0.1, 0.2, 0.3, 0.5.
+    played = [pull(p)[0] for _ in range(4)]
+    np.testing.assert_allclose(played, [0.1, 0.2, 0.3, 0.5])
+
+
+def test_clear_drops_queued_audio():
+    p = Player()
+    for _ in range(5):
+        p.write(frame(0.3))
+    pull(p)
+    assert p.clear() == 4
+    assert not pull(p).any() and p.underruns == 0 and p.buffered_frames == 0
+
+
+def test_audible_while_queued_playing_and_for_a_tail():
+    p = Player(echo_tail_s=0.15)
+    assert not p.audible()
+    p.write(frame(0.0))  # silence is not audible
+    assert not p.audible()
+    for _ in range(3):
+        p.write(frame(0.2))
+    assert p.audible()  # queued, not yet playing
+    for _ in range(4):
+        pull(p)
+    assert p.audible()  # just played: the tail
+    time.sleep(0.2)
+    assert not p.audible()
+
+
+def test_echo_suppression_silences_the_mic_while_the_agent_is_audible():
+    p = Player(echo_tail_s=0.1)
+    gate = EchoSuppressor(p.audible, enabled=True)
+    mic = frame(0.4)
+    assert gate.process(mic) is mic  # agent quiet: the mic passes untouched
+    for _ in range(3):
+        p.write(frame(0.3))
+    out = gate.process(mic)
+    assert out.shape == mic.shape and not out.any() and mic.any()
+    assert gate.suppressed_frames == 1
+    gate.enabled = False  # off (the default): never suppresses
+    assert gate.process(mic) is mic
+    assert EchoSuppressor(p.audible).enabled is False
+    gate.enabled = True
+    for _ in range(4):
+        pull(p)
+    time.sleep(0.15)
+    assert gate.process(mic) is mic

@@ -1,0 +1,81 @@
+"""The incremental WAV writer (valid after a crash up to its last flush) and the session recorder."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from personaplex_tui.audio import SessionRecorder, WavWriter, new_recording_folder, read_audio
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CRASH = """
+import os, sys
+import numpy as np
+from personaplex_tui.audio import WavWriter
+w = WavWriter(sys.argv[1], flush_every_s=1.0)
+ramp = (np.arange(1920) / 1920).astype(np.float32) * 0.5
+for i in range(32):                     # 32 frames of 80 ms = 2.56 s
+    w.write(ramp * (1 if i % 2 else -1))
+os._exit(1)                             # die without closing anything
+"""
+
+
+def test_writer_survives_a_crash_up_to_the_last_flush(tmp_path):
+    path = tmp_path / "crash.wav"
+    proc = subprocess.run([sys.executable, "-c", CRASH, str(path)], cwd=ROOT)
+    assert proc.returncode == 1
+    data, rate = sf.read(path, dtype="float32")
+    # Flushes come once 1 s of audio is unflushed: after frames 13 (1.04 s) and 26 (2.08 s).
+    assert rate == 24000
+    assert len(data) == 26 * 1920
+    expected = np.concatenate(
+        [(np.arange(1920) / 1920 * 0.5) * (1 if i % 2 else -1) for i in range(26)]
+    )
+    np.testing.assert_allclose(data, expected, atol=1 / 32767)
+    # Our own reader accepts it too (no "truncated" complaint about the unflushed tail).
+    assert abs(read_audio(path).duration_s - 26 * 0.08) < 1e-6
+
+
+def test_header_is_valid_while_writing(tmp_path):
+    path = tmp_path / "live.wav"
+    w = WavWriter(path, flush_every_s=0.5)
+    assert sf.info(path).frames == 0  # a valid empty WAV from the start
+    w.write(np.full(12000, 0.25, np.float32))  # exactly the flush interval
+    assert sf.info(path).frames == 12000
+    w.write(np.full(100, 0.25, np.float32))
+    assert sf.info(path).frames == 12000  # not flushed yet
+    w.flush()
+    assert sf.info(path).frames == 12100
+    w.close()
+    w.close()  # twice is fine
+    assert w.duration_s == 12100 / 24000
+
+
+def test_stereo_and_clipping(tmp_path):
+    path = tmp_path / "st.wav"
+    with WavWriter(path, sample_rate=48000, channels=2) as w:
+        w.write(np.array([[2.0, -2.0], [0.5, -0.5]], np.float32))
+    data, rate = sf.read(path, dtype="float32")
+    assert rate == 48000 and data.shape == (2, 2)
+    np.testing.assert_allclose(data, [[1.0, -1.0], [0.5, -0.5]], atol=1 / 32767)
+
+
+def test_session_recorder_writes_both_tracks(tmp_path):
+    folder = new_recording_folder(tmp_path, now=0)
+    rec = SessionRecorder(folder)
+    mic = np.full(1920, 0.1, np.float32)
+    agent = np.full(1920, -0.2, np.float32)
+    for _ in range(5):
+        rec.write_mic(mic)
+        rec.write_agent(agent)
+    paths = rec.close()
+    assert paths.folder == folder and paths.mic.exists() and paths.agent.exists()
+    assert np.allclose(read_audio(paths.mic).pcm, 0.1, atol=1e-4)
+    assert np.allclose(read_audio(paths.agent).pcm, -0.2, atol=1e-4)
+    assert rec.mic_seconds == rec.agent_seconds == 0.4
+    # A second folder for the same second does not overwrite the first.
+    folder.mkdir(exist_ok=True)
+    assert new_recording_folder(tmp_path, now=0) != folder

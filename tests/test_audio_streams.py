@@ -1,0 +1,246 @@
+"""Device streams driven through fake PortAudio streams: 24 kHz and resampled 48 kHz paths,
+device selection and its errors, the devices table."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from personaplex_tui.audio import (
+    AudioDeviceError,
+    DeviceInfo,
+    MicStream,
+    SpeakerStream,
+    devices_table,
+    find_device,
+    make_mic,
+    read_audio,
+    resample,
+)
+
+AUDIO = Path(__file__).parent / "data" / "audio"
+
+
+class Flags:
+    """What PortAudio passes as `status`."""
+
+    def __init__(self, input_overflow=False, output_underflow=False):
+        self.input_overflow = input_overflow
+        self.output_underflow = output_underflow
+
+
+class FakePortAudio:
+    """Stands in for sounddevice.InputStream/OutputStream: records the settings and callback."""
+
+    def __init__(self, fail: Exception | None = None):
+        self.fail = fail
+        self.kwargs: dict = {}
+        self.started = self.closed = False
+
+    def __call__(self, **kwargs):
+        self.kwargs = kwargs
+        if self.fail:
+            raise self.fail
+        return self
+
+    @property
+    def callback(self):
+        return self.kwargs["callback"]
+
+    def start(self):
+        self.started = True
+
+    def stop(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+def best_lag_corr(x: np.ndarray, ref: np.ndarray, max_lag: int) -> tuple[int, float]:
+    """The delay of `ref` inside `x` (0..max_lag) and the correlation coefficient there."""
+    size = 1 << (len(x) + len(ref)).bit_length()
+    xc = np.fft.irfft(np.fft.rfft(x, size) * np.conj(np.fft.rfft(ref, size)), size)
+    lag = int(np.argmax(xc[: max_lag + 1]))
+    n = min(len(x) - lag, len(ref))
+    return lag, float(np.corrcoef(x[lag : lag + n], ref[:n])[0, 1])
+
+
+def speech() -> np.ndarray:
+    return read_audio(AUDIO / "shipping.wav").pcm
+
+
+def test_mic_at_24k_passes_frames_through():
+    fake = FakePortAudio()
+    mic = MicStream(24000, device=3, device_name="Fake Mic", stream_factory=fake)
+    mic.start()
+    assert fake.started and fake.kwargs["samplerate"] == 24000 and fake.kwargs["blocksize"] == 1920
+    assert fake.kwargs["channels"] == 1 and fake.kwargs["dtype"] == "float32"
+    assert fake.kwargs["device"] == 3 and "latency" not in fake.kwargs  # PortAudio's default
+    pcm = speech()[: 1920 * 5]
+    for i in range(5):
+        fake.callback(pcm[i * 1920 : (i + 1) * 1920, None], 1920, None, Flags())
+    frames = [mic.read_frame(timeout=0.1) for _ in range(5)]
+    np.testing.assert_array_equal(np.concatenate(frames), pcm)
+    assert mic.read_frame(timeout=0.01) is None
+    mic.close()
+    assert fake.closed and mic.finished
+
+
+def test_mic_on_a_48k_device_resamples_to_24k():
+    fake = FakePortAudio()
+    mic = MicStream(48000, device_name="Fake 48k", latency="low", stream_factory=fake)
+    mic.start()
+    assert fake.kwargs["samplerate"] == 48000 and fake.kwargs["blocksize"] == 3840
+    assert fake.kwargs["latency"] == "low"
+    ref = speech()
+    at48 = resample(ref, 24000, 48000)
+    n = len(at48) // 3840
+    out = []
+    for i in range(n):  # one callback, then the consumer takes one frame, like real time
+        fake.callback(at48[i * 3840 : (i + 1) * 3840, None], 3840, None, Flags())
+        f = mic.read_frame(timeout=0.1)
+        assert f is not None and f.shape == (1920,) and f.dtype == np.float32
+        out.append(f)
+    got = np.concatenate(out)
+    lag, corr = best_lag_corr(got, ref, 2000)
+    assert corr > 0.99
+    assert abs(lag - mic._resampler.latency_samples) <= 2  # the latency it announces
+
+
+def test_mic_overflow_drops_oldest_and_counts():
+    fake = FakePortAudio()
+    mic = MicStream(24000, capacity_frames=4, stream_factory=fake)
+    mic.start()
+    for i in range(6):
+        fake.callback(np.full((1920, 1), i, np.float32), 1920, None, Flags(input_overflow=i == 5))
+    assert mic.overruns == 2 and mic.dropped_samples == 2 * 1920 and mic.device_overflows == 1
+    assert [mic.read_frame(0)[0] for _ in range(4)] == [2, 3, 4, 5]
+
+
+def test_speaker_prebuffers_then_plays_and_never_repeats_stale_audio():
+    fake = FakePortAudio()
+    spk = SpeakerStream(24000, device_name="Fake Out", stream_factory=fake)
+    spk.start()
+
+    def callback() -> np.ndarray:
+        out = np.full((1920, 1), 0.9, np.float32)  # stale contents of the device buffer
+        fake.callback(out, 1920, None, Flags())
+        return out[:, 0]
+
+    for v in (0.1, 0.2):
+        spk.write_frame(np.full(1920, v, np.float32))
+        assert not callback().any()
+    spk.write_frame(np.full(1920, 0.3, np.float32))
+    assert np.allclose(callback(), 0.1) and spk.stats().playing
+    callback()
+    callback()
+    assert not callback().any() and spk.stats().underruns == 1
+    spk.close()
+    assert fake.closed
+
+
+def test_speaker_on_a_48k_device_resamples_from_24k():
+    fake = FakePortAudio()
+    spk = SpeakerStream(48000, device_name="Fake 48k", stream_factory=fake)
+    spk.start()
+    assert fake.kwargs["samplerate"] == 48000 and fake.kwargs["blocksize"] == 3840
+    ref = speech()
+    frames = [ref[i : i + 1920] for i in range(0, len(ref) - 1919, 1920)]
+    played = []
+    for i, f in enumerate(frames):
+        assert spk.write_frame(f)
+        out = np.zeros((3840, 1), np.float32)
+        fake.callback(out, 3840, None, Flags())
+        if i < 2:  # frames 1 and 2 queued: still pre-buffering
+            assert not out.any() and not spk.stats().playing
+        played.append(out[:, 0].copy())
+    assert spk.stats().playing and spk.stats().underruns == 0
+    got = np.concatenate(played)
+    expected = resample(ref[: len(frames) * 1920], 24000, 48000)
+    lag, corr = best_lag_corr(got, expected, 12000)
+    assert corr > 0.99
+    # Two blocks of pre-buffer silence plus the resampler's announced latency.
+    assert abs(lag - (2 * 3840 + spk._resampler.latency_samples)) <= 4
+
+
+def test_busy_device_gives_one_sentence_naming_it():
+    fake = FakePortAudio(fail=RuntimeError("Device unavailable [PaErrorCode -9985]"))
+    mic = MicStream(24000, device=5, device_name="USB Headset", stream_factory=fake)
+    with pytest.raises(AudioDeviceError) as info:
+        mic.start()
+    assert str(info.value) == (
+        "The input device 'USB Headset' could not be opened "
+        "(Device unavailable [PaErrorCode -9985]); it may be busy, unplugged or not support "
+        "mono audio."
+    )
+
+
+DEVICES = [
+    DeviceInfo(0, "Built-in Microphone", "Core Audio", 1, 0, 48000.0, is_default_input=True),
+    DeviceInfo(1, "Built-in Output", "Core Audio", 0, 2, 44100.0, is_default_output=True),
+    DeviceInfo(2, "USB Headset", "Core Audio", 1, 2, 48000.0),
+    DeviceInfo(3, "usb headset", "Core Audio", 1, 0, 16000.0),
+]
+
+
+def test_find_device_by_default_index_and_name():
+    assert find_device(None, "input", DEVICES).index == 0
+    assert find_device("default", "output", DEVICES).index == 1
+    assert find_device(2, "output", DEVICES).name == "USB Headset"
+    assert find_device("2", "input", DEVICES).index == 2
+    assert find_device("headset", "output", DEVICES).index == 2  # only 2 has outputs
+    assert find_device("usb headset", "input", DEVICES).index == 3  # exact name wins
+    assert find_device("USB HEADSET", "input", DEVICES).index == 2  # then any case
+    assert find_device("built-in", "input", DEVICES).index == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "direction", "message"),
+    [
+        (
+            "Scarlett",
+            "input",
+            "No input device matches 'Scarlett' (run `ppx-tui devices` to list them).",
+        ),
+        (7, "input", "There is no sound device number 7 (run `ppx-tui devices` to list them)."),
+        (0, "output", "Sound device 0 ('Built-in Microphone') has no output channels."),
+        (
+            "Microphone",
+            "output",
+            "No output device matches 'Microphone' (run `ppx-tui devices` to list them).",
+        ),
+    ],
+)
+def test_find_device_errors(spec, direction, message):
+    with pytest.raises(AudioDeviceError) as info:
+        find_device(spec, direction, DEVICES)
+    assert str(info.value) == message
+
+
+def test_no_default_device():
+    with pytest.raises(AudioDeviceError) as info:
+        find_device(None, "input", [d for d in DEVICES if not d.is_default_input])
+    assert str(info.value).startswith("There is no default input device;")
+
+
+def test_missing_device_through_real_portaudio():
+    with pytest.raises(AudioDeviceError) as info:
+        make_mic("No Such Microphone 1234")
+    assert str(info.value) == (
+        "No input device matches 'No Such Microphone 1234' (run `ppx-tui devices` to list them)."
+    )
+
+
+def test_devices_table_marks_defaults():
+    console = Console(width=120, record=True)
+    console.print(devices_table(DEVICES))
+    text = console.export_text()
+    lines = {line.split("│")[2].strip(): line for line in text.splitlines() if line.count("│") > 4}
+    assert "input" in lines["Built-in Microphone"] and "output" not in lines["Built-in Microphone"]
+    assert "output" in lines["Built-in Output"]
+    assert "48 kHz" in lines["USB Headset"] and "44.1 kHz" in lines["Built-in Output"]
+    console = Console(width=120, record=True)
+    console.print(devices_table([]))
+    assert "PortAudio found no sound device." in console.export_text()
