@@ -1,0 +1,68 @@
+"""`ppx-tui voices`, `ppx-tui prompts` and `ppx-tui devices`: what can be chosen."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from model.prompts import PROMPT_PRESETS
+from model.voices import DEFAULT_VOICE, VOICE_PRESETS, voice_category
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("voices", help="list the 18 voice presets")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=run_voices)
+    p = sub.add_parser("prompts", help="list the system-prompt presets with their texts")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=run_prompts)
+    p = sub.add_parser("devices", help="list sound devices (defaults marked)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=run_devices)
+
+
+def run_voices(args: argparse.Namespace) -> int:
+    rows = [
+        {"name": v, "category": voice_category(v), "default": v == DEFAULT_VOICE}
+        for v in VOICE_PRESETS
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="Voices", title_justify="left")
+    table.add_column("name")
+    table.add_column("category")
+    table.add_column("default")
+    for r in rows:
+        table.add_row(r["name"], r["category"], "yes" if r["default"] else "")
+    Console().print(table)
+    return 0
+
+
+def run_prompts(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(PROMPT_PRESETS, indent=2))
+        return 0
+    table = Table(title="System prompts", title_justify="left", show_lines=True)
+    table.add_column("preset")
+    table.add_column("text")
+    for name, text in PROMPT_PRESETS.items():
+        table.add_row(name, text)
+    Console().print(table)
+    return 0
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from personaplex_tui.audio import devices_table, list_devices
+
+    devices = list_devices()
+    if args.json:
+        print(json.dumps([asdict(d) for d in devices], indent=2))
+        return 0
+    Console().print(devices_table(devices))
+    return 0
