@@ -1,0 +1,129 @@
+"""Find a model: a local folder, or a Hugging Face repo id fetched into the hub cache.
+
+`resolve_model` is shared by every loader (LM, Mimi, tokenizer, voices). `huggingface_hub` is
+imported only when a repo id must be resolved.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from model.errors import ModelNotFoundError
+
+DEFAULT_MODEL = "aufklarer/PersonaPlex-7B-MLX-4bit"
+
+# What the app needs from either layout (SPEC.md §3); patterns absent from a repo match nothing.
+MODEL_FILE_PATTERNS: tuple[str, ...] = (
+    "config.json",
+    "temporal.safetensors",
+    "depformer.safetensors",
+    "embeddings.safetensors",
+    "mimi.safetensors",
+    "tokenizer_spm_32k_3.model",
+    "voices/*.safetensors",
+    "model.safetensors",
+    "tokenizer-e351c8d8-checkpoint125.safetensors",
+    "voices.tgz",
+)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_USE_LOCAL = "pass --model PATH with a local checkpoint folder"
+
+
+def _looks_like_path(spec: str) -> bool:
+    return (
+        spec.startswith(("/", ".", "~"))
+        or os.sep in spec.replace("/", "")
+        or spec.count("/") != 1
+        or Path(spec).exists()
+    )
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def resolve_model(
+    spec: str | os.PathLike[str] | None = None,
+    *,
+    allow_patterns: list[str] | tuple[str, ...] | None = MODEL_FILE_PATTERNS,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    endpoint: str | None = None,
+    tqdm_class: Any = None,
+) -> Path:
+    """The local folder of a model given as a folder path or a Hugging Face repo id.
+
+    A repo id is fetched with `huggingface_hub.snapshot_download` into the hub cache (only files
+    matching `allow_patterns`; already cached files are not fetched again; `HF_HUB_OFFLINE=1`
+    uses the cache only). `tqdm_class` replaces the hub's progress bars (bytes, rate, ETA).
+    Raises ModelNotFoundError with one sentence when the model cannot be found or fetched.
+    """
+    spec = DEFAULT_MODEL if spec is None else os.fspath(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if path.exists():
+        raise ModelNotFoundError(
+            f"{spec} is a file; --model expects a checkpoint folder or a Hugging Face repo id."
+        )
+    if _looks_like_path(spec) or not _REPO_ID.match(spec):
+        raise ModelNotFoundError(
+            f"No model folder at {spec}; {_USE_LOCAL} or a Hugging Face repo id such as {DEFAULT_MODEL}."
+        )
+    return _download(spec, allow_patterns, revision, cache_dir, endpoint, tqdm_class)
+
+
+def _download(
+    repo_id: str,
+    allow_patterns: list[str] | tuple[str, ...] | None,
+    revision: str | None,
+    cache_dir: str | os.PathLike[str] | None,
+    endpoint: str | None,
+    tqdm_class: Any,
+) -> Path:
+    from huggingface_hub import errors, snapshot_download
+
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            endpoint=endpoint,
+            allow_patterns=list(allow_patterns) if allow_patterns is not None else None,
+            tqdm_class=tqdm_class,
+        )
+    except errors.GatedRepoError:
+        raise ModelNotFoundError(
+            f"{repo_id} is gated on Hugging Face: accept its license on the website and log in with `hf auth login`, or {_USE_LOCAL}."
+        ) from None
+    except errors.RepositoryNotFoundError:
+        raise ModelNotFoundError(
+            f"{repo_id} does not exist on Hugging Face (or is private); check the name, or {_USE_LOCAL}."
+        ) from None
+    except errors.RevisionNotFoundError:
+        raise ModelNotFoundError(
+            f"{repo_id} has no revision {revision!r} on Hugging Face."
+        ) from None
+    except errors.IncompleteSnapshotError:
+        raise ModelNotFoundError(
+            f"The cached copy of {repo_id} is incomplete and the hub cannot be reached to finish it; connect and retry, or {_USE_LOCAL}."
+        ) from None
+    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled):
+        if _hub_offline():
+            raise ModelNotFoundError(
+                f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download it, or {_USE_LOCAL}."
+            ) from None
+        raise ModelNotFoundError(
+            f"Could not download {repo_id} (the Hugging Face hub is unreachable) and it is not cached; {_USE_LOCAL}, or connect and retry (HF_HUB_OFFLINE=1 uses the cache only)."
+        ) from None
+    except (errors.HfHubHTTPError, OSError) as error:
+        raise ModelNotFoundError(
+            f"Downloading {repo_id} from Hugging Face failed ({type(error).__name__}); retry, or {_USE_LOCAL}."
+        ) from None
+    return Path(folder)

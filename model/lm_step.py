@@ -1,0 +1,112 @@
+"""One column of the LM as a single lazy, compiled computation: temporal step, text sampling, depformer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import mlx.core as mx
+
+from model.kv_cache import RingKVCache
+from model.lm import LM, advance, step_is_full
+from model.sampling import SamplingParams, sample_token
+
+
+@dataclass(frozen=True)
+class ColumnInputs:
+    """What one step is given, as device arrays of fixed shapes.
+
+    tokens: int32 [17], the input column (the previous column's tokens);
+    text_forced / text_provided: int32 [] / bool [], the text token of this column if known;
+    audio_forced / audio_provided: int32 [dep_q] / bool [dep_q], this column's known codebooks.
+    """
+
+    tokens: mx.array
+    text_forced: mx.array
+    text_provided: mx.array
+    audio_forced: mx.array
+    audio_provided: mx.array
+
+    @classmethod
+    def free(cls, tokens: mx.array, dep_q: int) -> ColumnInputs:
+        """Nothing forced: sample the text and every codebook."""
+        return cls(
+            tokens=tokens.astype(mx.int32),
+            text_forced=mx.array(0, dtype=mx.int32),
+            text_provided=mx.array(False),
+            audio_forced=mx.zeros((dep_q,), dtype=mx.int32),
+            audio_provided=mx.zeros((dep_q,), dtype=mx.bool_),
+        )
+
+
+class ColumnStepper:
+    """Runs columns through `lm` with its caches, one compiled graph per step, nothing synced.
+
+    Calling it returns (text_token int32 [], audio_tokens int32 [n_steps]) unevaluated and
+    advances the caches by one position; the caller evaluates (`mx.eval`/`mx.async_eval`).
+    Two graphs are compiled: while the ring fills (masked attention) and once it is full.
+    """
+
+    def __init__(
+        self,
+        lm: LM,
+        caches: list[RingKVCache],
+        *,
+        text: SamplingParams,
+        audio: SamplingParams,
+        n_steps: int = 16,
+        compile: bool = True,
+    ):
+        self.lm = lm
+        self.caches = caches
+        self.text = text
+        self.audio = audio
+        self.n_steps = n_steps
+        state = [cache.state for cache in caches]
+        self._fns = {}
+        for full in (False, True):
+            fn = partial(self._column, full=full)
+            self._fns[full] = mx.compile(fn, inputs=state, outputs=state) if compile else fn
+
+    def _column(
+        self,
+        tokens: mx.array,
+        text_forced: mx.array,
+        text_provided: mx.array,
+        audio_forced: mx.array,
+        audio_provided: mx.array,
+        pos: mx.array,
+        key: mx.array,
+        *,
+        full: bool,
+    ) -> tuple[mx.array, mx.array]:
+        lm = self.lm
+        logits, h = lm.forward_step(lm.embed(tokens), self.caches, pos, full)
+        text_key, audio_key = mx.random.split(key, 2)
+        text = sample_token(logits.reshape(-1), self.text, text_key)
+        text = mx.where(text_provided, text_forced, text)
+        audio = lm.depformer_step(
+            h,
+            text,
+            forced=audio_forced,
+            provided=audio_provided,
+            n_steps=self.n_steps,
+            params=self.audio,
+            key=audio_key,
+        )
+        return text, audio
+
+    def __call__(self, inputs: ColumnInputs, key: mx.array) -> tuple[mx.array, mx.array]:
+        pos = mx.array(self.caches[0].offset, dtype=mx.int32)
+        fn = self._fns[step_is_full(self.caches)]
+        text, audio = fn(
+            inputs.tokens,
+            inputs.text_forced,
+            inputs.text_provided,
+            inputs.audio_forced,
+            inputs.audio_provided,
+            pos,
+            key,
+        )
+        advance(self.caches)
+        return text, audio

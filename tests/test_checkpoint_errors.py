@@ -1,0 +1,205 @@
+"""Every bad checkpoint ends in one clear sentence (CheckpointError / ModelNotFoundError)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import pytest
+
+from model.checkpoint import load_lm
+from model.checkpoint_write import layout_tensors, write_checkpoint
+from model.errors import CheckpointError, ModelNotFoundError
+from model.hub import resolve_model
+from model.layout import ORIGINAL
+from model.random_weights import random_weights
+from model.safetensors_io import read_header
+from tests.lm_helpers import small_config
+
+CONFIG = small_config(d_model=64, num_layers=1, dep_layers=1)
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """A valid converted checkpoint (float16) of a small model."""
+    return write_checkpoint(tmp_path, CONFIG, layout_tensors(random_weights(CONFIG), CONFIG))
+
+
+def rewrite(path: Path, change) -> None:
+    arrays = dict(mx.load(str(path)))
+    change(arrays)
+    mx.save_safetensors(str(path), arrays)
+
+
+def load_error(folder: Path, error=CheckpointError, **kwargs) -> str:
+    with pytest.raises(error) as info:
+        load_lm(folder, dtype=mx.float32, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and message.endswith(".")
+    return message
+
+
+def test_valid_checkpoint_loads(folder):
+    lm, config = load_lm(folder, dtype=mx.float32)
+    assert config.lm == CONFIG.lm and config.quantization is None
+    assert lm.text_linear.weight.dtype == mx.float32
+
+
+def test_missing_file(folder):
+    (folder / "depformer.safetensors").unlink()
+    message = load_error(folder)
+    assert f"{folder} has no depformer.safetensors" in message and "incomplete" in message
+
+
+def test_missing_key(folder):
+    rewrite(folder / "embeddings.safetensors", lambda a: a.pop("linears.3.weight"))
+    message = load_error(folder)
+    assert "has no tensor 'linears.3.weight'" in message
+    assert "expected float16 or bfloat16 or float32 [64, 32]" in message
+
+
+def test_unexpected_key(folder):
+    rewrite(folder / "temporal.safetensors", lambda a: a.update(extra=mx.zeros((2, 3))))
+    message = load_error(folder)
+    assert "temporal.safetensors has an unexpected tensor 'extra' (float32 [2, 3])" in message
+
+
+def test_wrong_shape(folder):
+    rewrite(
+        folder / "temporal.safetensors", lambda a: a.update({"out_norm.alpha": mx.ones((1, 1, 32))})
+    )
+    message = load_error(folder)
+    assert "Tensor 'out_norm.alpha'" in message
+    assert "has shape [1, 1, 32], expected [1, 1, 64]" in message
+
+
+def test_wrong_dtype(folder):
+    key = "layers.0.norm1.alpha"
+    rewrite(
+        folder / "temporal.safetensors",
+        lambda a: a.update({key: mx.ones((1, 1, 64), dtype=mx.int32)}),
+    )
+    message = load_error(folder)
+    assert f"Tensor '{key}'" in message and "is int32, expected float16" in message
+
+
+def test_truncated_file(folder):
+    path = folder / "embeddings.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    message = load_error(folder)
+    assert f"{path} is truncated" in message and "download the model again" in message
+
+
+def test_header_cut_short(tmp_path):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes((1000).to_bytes(8, "little") + b'{"a": ')
+    with pytest.raises(CheckpointError, match="is truncated: its header alone needs 1008 bytes"):
+        read_header(path)
+
+
+def test_not_safetensors(folder):
+    (folder / "depformer.safetensors").write_bytes(b"<html>rate limited</html>")
+    message = load_error(folder)
+    assert "depformer.safetensors is not a safetensors file" in message
+
+
+def test_folder_without_checkpoint(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    message = load_error(tmp_path)
+    assert f"{tmp_path} is not a PersonaPlex checkpoint" in message
+
+
+def test_config_of_another_model(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
+    message = load_error(tmp_path)
+    assert "is not a PersonaPlex checkpoint: its config.json has no 'temporal' section" in message
+
+
+def test_invalid_config_json(folder):
+    (folder / "config.json").write_text("{ not json")
+    assert "config.json is not valid JSON" in load_error(folder)
+
+
+def test_config_and_weights_disagree(folder):
+    data = json.loads((folder / "config.json").read_text())
+    data["temporal"]["num_layers"] = 2
+    (folder / "config.json").write_text(json.dumps(data))
+    assert "has no tensor 'layers.1.self_attn.in_proj_weight'" in load_error(folder)
+
+
+def test_requantizing_a_quantized_checkpoint(tmp_path):
+    config = small_config(d_model=256, bits=4, dep_dim=64, dep_dim_feedforward=192)
+    write_checkpoint(tmp_path, config, layout_tensors(random_weights(config), config))
+    message = load_error(tmp_path, quantize=8)
+    assert "already quantized to 4 bits" in message
+
+
+def test_quantizing_sizes_that_do_not_fit_the_group_size(folder):
+    message = load_error(folder, quantize=4)
+    assert "cannot be quantized with group size 64" in message
+
+
+def test_original_layout_with_moshi_state_dict_names(tmp_path):
+    tensors = layout_tensors(random_weights(CONFIG), CONFIG, ORIGINAL)
+    model = tensors["model.safetensors"]
+    model["transformer.layers.0.self_attn.in_projs.0.weight"] = model.pop(
+        "transformer.layers.0.self_attn.in_proj_weight"
+    )
+    write_checkpoint(tmp_path, CONFIG, tensors)
+    message = load_error(tmp_path)
+    assert "has no tensor 'transformer.layers.0.self_attn.in_proj_weight'" in message
+
+
+def test_missing_folder(tmp_path):
+    message = load_error(tmp_path / "nowhere", ModelNotFoundError)
+    assert "No model folder at" in message and "--model PATH" in message
+
+
+def test_hub_unreachable(tmp_path):
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve_model("someone/some-model", cache_dir=tmp_path, endpoint="http://127.0.0.1:9")
+    message = str(info.value)
+    assert "Could not download someone/some-model" in message
+    assert "--model PATH" in message and "HF_HUB_OFFLINE" in message
+
+
+def _resolve_in_subprocess(spec: str, hf_home: Path) -> subprocess.CompletedProcess:
+    code = (
+        "import sys\n"
+        "from model.hub import resolve_model\n"
+        "from model.errors import ModelNotFoundError\n"
+        "try:\n"
+        f"    print(resolve_model({spec!r}))\n"
+        "except ModelNotFoundError as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(hf_home))
+    env.pop("HF_HUB_CACHE", None)
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True
+    )
+
+
+def test_offline_without_cache(tmp_path):
+    result = _resolve_in_subprocess("aufklarer/PersonaPlex-7B-MLX-4bit", tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "not in the Hugging Face cache and HF_HUB_OFFLINE is set" in result.stdout
+    assert "--model PATH" in result.stdout
+
+
+def test_offline_uses_the_cache(tmp_path):
+    repo = tmp_path / "hub" / "models--someone--cached-model"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    result = _resolve_in_subprocess("someone/cached-model", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert Path(result.stdout.strip()) == snapshot
