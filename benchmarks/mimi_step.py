@@ -50,8 +50,7 @@ def time_mlx(codec: MimiCodec, pcm: np.ndarray, frames: int, warmup: int) -> tup
 def time_torch(cfg: MimiConfig, weights_file: Path, pcm: np.ndarray, frames: int, warmup: int):
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from mimi_reference import moshi_mimi
+    from tests.mimi_reference import moshi_mimi
 
     mimi = moshi_mimi(cfg, weights_file)
     frame = cfg.frame_size

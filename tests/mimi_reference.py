@@ -93,3 +93,21 @@ def stream_decode(mimi, codes: np.ndarray) -> np.ndarray:
         for i in range(c.shape[1]):
             out.append(mimi.decode(c[None, :, i : i + 1])[0, 0])
     return torch.cat(out).numpy()
+
+
+AUDIO_DIR = Path(__file__).parent / "data" / "audio"
+
+
+def load_test_audio(name: str) -> np.ndarray:
+    """A test WAV as float32 mono at 24 kHz (channel 0, resampled with soxr where needed)."""
+    import wave
+
+    import soxr
+
+    with wave.open(str(AUDIO_DIR / name)) as w:
+        channels, rate = w.getnchannels(), w.getframerate()
+        data = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    pcm = data.reshape(-1, channels)[:, 0].astype(np.float32) / 32768
+    if rate != 24000:
+        pcm = soxr.resample(pcm, rate, 24000).astype(np.float32)
+    return pcm

@@ -13,6 +13,7 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 
 from ..config import MimiConfig
 from ..errors import AudioInputError
@@ -81,6 +82,10 @@ class MimiCodec:
         """Forgets all streamed audio and codes (both directions)."""
         self._encode_state = self.model.init_encode_state()
         self._decode_state = self.model.init_decode_state()
+
+    def state_arrays(self) -> list[mx.array]:
+        """The streaming state's arrays, to evaluate together with a step's outputs."""
+        return [a for _, a in tree_flatten([self._encode_state, self._decode_state])]
 
     def _step_functions(self) -> tuple[Callable, Callable]:
         if self._steps is None:

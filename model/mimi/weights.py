@@ -25,6 +25,11 @@ from .model import MimiModel
 _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1}
 _ITEMSIZE |= {"U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
 _FLOATS = ("F32", "F16", "BF16")
+_DTYPE_NAMES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+_DTYPE_NAMES |= {
+    f"{k}{n}": f"{v}{n}" for k, v in (("I", "int"), ("U", "uint")) for n in (8, 16, 32, 64)
+}
+_DTYPE_NAMES |= {"BOOL": "bool"}
 _EPSILON = 1e-5  # moshi's EuclideanCodebook epsilon
 
 # Names a moshi state_dict() uses instead of the released file's.
@@ -50,7 +55,8 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, tuple[str, tup
         n = int.from_bytes(prefix, "little")
         if 8 + n > size:
             raise CheckpointError(
-                f"{path} is truncated: its header needs {8 + n} bytes but the file has {size}."
+                f"{path} is not a safetensors file or is truncated (its header claims {n} bytes, "
+                f"the file has {size})."
             )
         try:
             header = json.loads(f.read(n))
@@ -194,33 +200,40 @@ def _canonical(name: str) -> str:
     return name
 
 
+def _first(names: list[str]) -> str:
+    more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+    return f"'{names[0]}'{more}"
+
+
 def check_checkpoint(header: dict[str, tuple[str, tuple[int, ...]]], cfg: MimiConfig, path) -> None:
     """Raises CheckpointError unless `header` (name -> (dtype, shape)) is a Mimi of `cfg`."""
     required, optional = checkpoint_spec(cfg)
+    known = required | optional
     found = {_canonical(k): v for k, v in header.items()}
-    missing = sorted(k for k in required if k not in found)
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise CheckpointError(
-            f"{path} is not a Mimi checkpoint for this config: tensor '{missing[0]}'{more} is "
-            f"missing (expected shape {list(required[missing[0]])})."
-        )
-    unexpected = sorted(k for k in found if k not in required and k not in optional)
-    if unexpected:
-        more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
-        raise CheckpointError(
-            f"{path} has unexpected tensor '{unexpected[0]}'{more} for a Mimi checkpoint."
-        )
-    for name, (dtype, shape) in found.items():
-        want = required.get(name, optional.get(name))
-        if shape != want:
+    # Shapes first: a checkpoint of another size shows as mismatched shapes, not missing names.
+    for name in sorted(n for n in found if n in known):
+        dtype, shape = found[name]
+        if shape != known[name]:
             raise CheckpointError(
-                f"{path}: tensor '{name}' has shape {list(shape)} but this Mimi config expects {list(want)}."
+                f"{path}: tensor '{name}' has shape {list(shape)} but this Mimi config expects "
+                f"{list(known[name])}."
             )
         if dtype not in _FLOATS:
             raise CheckpointError(
-                f"{path}: tensor '{name}' is {dtype}; expected float32, float16 or bfloat16."
+                f"{path}: tensor '{name}' is {_DTYPE_NAMES.get(dtype, dtype)}; "
+                "expected float32, float16 or bfloat16."
             )
+    missing = sorted(k for k in required if k not in found)
+    if missing:
+        raise CheckpointError(
+            f"{path} is not a Mimi checkpoint for this config: tensor {_first(missing)} is "
+            f"missing (expected shape {list(required[missing[0]])})."
+        )
+    unexpected = sorted(k for k in found if k not in known)
+    if unexpected:
+        raise CheckpointError(
+            f"{path} has unexpected tensor {_first(unexpected)} for a Mimi checkpoint."
+        )
 
 
 # --- PyTorch names and layouts -> MimiModel -----------------------------------------------------
