@@ -3,6 +3,7 @@
 Prints a table (nothing is asserted). Random weights of the full-size Mimi unless --tiny.
 
     python benchmarks/mimi_step.py [--frames 20] [--tiny] [--no-torch] [--threads N]
+                                   [--torch-device cuda]
 """
 
 from __future__ import annotations
@@ -47,21 +48,31 @@ def time_mlx(codec: MimiCodec, pcm: np.ndarray, frames: int, warmup: int) -> tup
     return enc, dec
 
 
-def time_torch(cfg: MimiConfig, weights_file: Path, pcm: np.ndarray, frames: int, warmup: int):
+def time_torch(
+    cfg: MimiConfig, weights_file: Path, pcm: np.ndarray, frames: int, warmup: int, device: str
+):
     import torch
 
     from tests.mimi_reference import moshi_mimi
 
-    mimi = moshi_mimi(cfg, weights_file)
+    mimi = moshi_mimi(cfg, weights_file, device)
     frame = cfg.frame_size
     enc, dec = [], []
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     with torch.no_grad(), mimi.streaming(1):
         for i in range(warmup + frames):
-            x = torch.from_numpy(pcm[i * frame : (i + 1) * frame])[None, None]
+            x = torch.from_numpy(pcm[i * frame : (i + 1) * frame])[None, None].to(device)
+            sync()
             t = time.perf_counter()
             codes = mimi.encode(x)
+            sync()
             t1 = time.perf_counter()
             mimi.decode(codes)
+            sync()
             t2 = time.perf_counter()
             if i >= warmup:
                 enc.append(t1 - t)
@@ -76,6 +87,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the small test config")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument("--torch-device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
     cfg = mimi_tiny() if args.tiny else MimiConfig()
@@ -104,8 +116,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "mimi.safetensors"
             save_weights(path, weights)
-            enc, dec = time_torch(cfg, path, pcm, args.frames, args.warmup)
-        name = f"PyTorch moshi ({torch.get_num_threads()} threads)"
+            enc, dec = time_torch(cfg, path, pcm, args.frames, args.warmup, args.torch_device)
+        where = "CUDA" if args.torch_device == "cuda" else f"{torch.get_num_threads()} threads"
+        name = f"PyTorch moshi ({where})"
         print(f"{name:34s} {_ms(enc)} {_ms(dec)}")
 
 

@@ -65,11 +65,10 @@ def moshi_mimi_config(cfg: MimiConfig) -> dict:
     }
 
 
-def moshi_mimi(cfg: MimiConfig, weights_file: Path):
+def moshi_mimi(cfg: MimiConfig, weights_file: Path, device: str = "cpu"):
     """moshi's MimiModel loaded from a safetensors file the way moshi loads the released one."""
-    if cfg == MimiConfig():
-        return loaders.get_mimi(weights_file, num_codebooks=cfg.num_codebooks)
-    return loaders.get_mimi(weights_file, moshi_mimi_config(cfg), num_codebooks=cfg.num_codebooks)
+    extra = None if cfg == MimiConfig() else moshi_mimi_config(cfg)
+    return loaders.get_mimi(weights_file, extra, device=device, num_codebooks=cfg.num_codebooks)
 
 
 @torch.no_grad()

@@ -56,11 +56,16 @@ class Attention(nn.Module):
     def _qkv(self, x: mx.array, offset: int | mx.array) -> tuple[mx.array, mx.array, mx.array]:
         b, t, _ = x.shape
         qkv = self.in_proj(x).reshape(b, t, 3, self._heads, self._head_dim)
-        q, k, v = qkv.transpose(2, 0, 3, 1, 4)
-        rope = dict(traditional=True, base=self._max_period, scale=1.0, offset=offset)
-        q = mx.fast.rope(q, self._head_dim, **rope)
-        k = mx.fast.rope(k, self._head_dim, **rope)
-        return q, k, v
+        qkv = qkv.transpose(2, 0, 3, 1, 4)  # [3, b, heads, t, head_dim]
+        q, k = mx.fast.rope(
+            qkv[:2],
+            self._head_dim,
+            traditional=True,
+            base=self._max_period,
+            scale=1.0,
+            offset=offset,
+        )
+        return q, k, qkv[2]
 
     def _out(self, y: mx.array) -> mx.array:
         b, _, t, _ = y.shape
