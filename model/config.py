@@ -145,6 +145,25 @@ class MimiConfig:
     def encoder_frame_rate(self) -> float:
         return self.sample_rate / self.hop_length
 
+    @property
+    def steps_per_frame(self) -> int:
+        """Encoder/transformer steps per codec frame (2: 25 Hz inside, 12.5 Hz codes)."""
+        return self.frame_size // self.hop_length
+
+
+def mimi_tiny() -> MimiConfig:
+    """A small Mimi of the published structure (same 1920-sample frame, 2048-entry codebooks)."""
+    return MimiConfig(
+        dimension=32,
+        n_filters=4,
+        num_heads=4,
+        num_layers=2,
+        dim_feedforward=64,
+        context=7,  # odd and short: the streaming ring wraps within a second of audio
+        n_q=10,
+        codebook_dim=16,
+    )
+
 
 @dataclass
 class SamplingConfig:

@@ -1,0 +1,161 @@
+"""`MimiCodec`: Kyutai's Mimi as a streaming codec (one 80 ms frame per call) and a whole-file coder.
+
+The step methods take and return lazy mx.arrays and never evaluate nor read back to the host, so a
+caller can fuse encode, LM step and decode into one evaluation. `encode_numpy` / `decode_numpy`
+are the host-side conveniences for whole signals.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+
+from ..config import MimiConfig
+from ..errors import AudioInputError
+from .model import MimiModel
+from .random_weights import random_mimi_weights
+from .weights import load_file, load_into
+
+
+class MimiCodec:
+    """Mimi with its streaming state. Build with `from_file(path)` or `random(cfg)`."""
+
+    def __init__(self, cfg: MimiConfig | None = None, *, compile: bool = True):
+        self.cfg = cfg or MimiConfig()
+        self.model = MimiModel(self.cfg)
+        self._compile = compile
+        self._steps: tuple[Callable, Callable] | None = None
+        self.reset()
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike, cfg: MimiConfig | None = None, *, compile: bool = True
+    ) -> MimiCodec:
+        """Loads a Mimi safetensors file (Kyutai's release, PyTorch names), validating it."""
+        codec = cls(cfg, compile=compile)
+        load_file(codec.model, path)
+        codec._weights_changed()
+        return codec
+
+    @classmethod
+    def random(
+        cls, cfg: MimiConfig | None = None, seed: int = 0, *, compile: bool = True
+    ) -> MimiCodec:
+        """A codec with `random_mimi_weights(cfg, seed)` (tests, `--random-weights` benchmarks)."""
+        codec = cls(cfg, compile=compile)
+        codec.load_weights(random_mimi_weights(codec.cfg, seed))
+        return codec
+
+    def load_weights(self, weights: Mapping[str, Any]) -> None:
+        """Loads checkpoint tensors given by PyTorch name (arrays or numpy arrays)."""
+        load_into(self.model, weights)
+        self._weights_changed()
+
+    def _weights_changed(self) -> None:
+        mx.eval(self.model.parameters(), self.model.quantizer._table)
+        self._steps = None
+        self.reset()
+
+    # --- properties ------------------------------------------------------------------------
+
+    @property
+    def frame_size(self) -> int:
+        """Samples per frame (1920)."""
+        return self.cfg.frame_size
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.cfg.num_codebooks
+
+    # --- streaming -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forgets all streamed audio and codes (both directions)."""
+        self._encode_state = self.model.init_encode_state()
+        self._decode_state = self.model.init_decode_state()
+
+    def state_arrays(self) -> list[mx.array]:
+        """The streaming state's arrays, to evaluate together with a step's outputs."""
+        return [a for _, a in tree_flatten([self._encode_state, self._decode_state])]
+
+    def _step_functions(self) -> tuple[Callable, Callable]:
+        if self._steps is None:
+            enc, dec = self.model.encode_step, self.model.decode_step
+            self._steps = (mx.compile(enc), mx.compile(dec)) if self._compile else (enc, dec)
+        return self._steps
+
+    def encode_step(self, pcm: mx.array) -> mx.array:
+        """pcm [frame_size] float -> codes [num_codebooks] int32 (lazy)."""
+        pcm = pcm if isinstance(pcm, mx.array) else mx.array(pcm, dtype=mx.float32)
+        if tuple(pcm.shape) != (self.frame_size,):
+            raise AudioInputError(
+                f"Mimi encodes frames of {self.frame_size} samples, not {list(pcm.shape)}."
+            )
+        codes, self._encode_state = self._step_functions()[0](pcm, self._encode_state)
+        return codes
+
+    def decode_step(self, codes: mx.array) -> mx.array:
+        """codes [num_codebooks] int (each in [0, codebook_size)) -> pcm [frame_size] float32 (lazy)."""
+        codes = codes if isinstance(codes, mx.array) else mx.array(codes, dtype=mx.int32)
+        if tuple(codes.shape) != (self.num_codebooks,):
+            raise AudioInputError(
+                f"Mimi decodes {self.num_codebooks} codes per frame, not {list(codes.shape)}."
+            )
+        pcm, self._decode_state = self._step_functions()[1](codes, self._decode_state)
+        return pcm
+
+    # --- whole signals ---------------------------------------------------------------------
+
+    def encode(self, pcm: mx.array) -> mx.array:
+        """pcm [n * frame_size] -> codes [num_codebooks, n] int32 (lazy; streaming state untouched)."""
+        if pcm.ndim != 1 or pcm.shape[0] == 0 or pcm.shape[0] % self.frame_size:
+            raise AudioInputError(
+                f"Mimi encodes a whole number of {self.frame_size}-sample frames, not {list(pcm.shape)}."
+            )
+        return self.model.encode(pcm)
+
+    def decode(self, codes: mx.array) -> mx.array:
+        """codes [num_codebooks, n] -> pcm [n * frame_size] float32 (lazy; streaming state untouched)."""
+        if codes.ndim != 2 or codes.shape[0] != self.num_codebooks or codes.shape[1] == 0:
+            raise AudioInputError(
+                f"Mimi decodes codes shaped [{self.num_codebooks}, frames], not {list(codes.shape)}."
+            )
+        return self.model.decode(codes)
+
+    def encode_numpy(self, pcm: np.ndarray) -> np.ndarray:
+        """Mono float audio at 24 kHz -> codes [num_codebooks, n] int32; the tail is zero-padded."""
+        pcm = np.asarray(pcm, dtype=np.float32)
+        if pcm.ndim != 1 or pcm.size == 0:
+            raise AudioInputError(
+                f"Mimi needs non-empty mono audio, not an array of shape {list(pcm.shape)}."
+            )
+        if not np.isfinite(pcm).all():
+            raise AudioInputError("The audio given to Mimi contains NaN or infinite samples.")
+        pad = -pcm.size % self.frame_size
+        if pad:
+            pcm = np.concatenate([pcm, np.zeros(pad, np.float32)])
+        codes = self.encode(mx.array(pcm))
+        mx.eval(codes)
+        return np.array(codes)
+
+    def decode_numpy(self, codes: np.ndarray) -> np.ndarray:
+        """codes [num_codebooks, n] -> float32 audio of n * frame_size samples."""
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] != self.num_codebooks or codes.shape[1] == 0:
+            raise AudioInputError(
+                f"Mimi decodes codes shaped [{self.num_codebooks}, frames], not {list(codes.shape)}."
+            )
+        if codes.min() < 0 or codes.max() >= self.cfg.codebook_size:
+            raise AudioInputError(f"Mimi codes must lie in [0, {self.cfg.codebook_size}).")
+        pcm = self.decode(mx.array(codes.astype(np.int32)))
+        mx.eval(pcm)
+        return np.array(pcm)

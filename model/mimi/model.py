@@ -1,0 +1,121 @@
+"""The Mimi network: pure functions of (input, streaming state) for one frame, and whole signals.
+
+Attribute names follow moshi's MimiModel, so `weights.sanitize` maps checkpoint keys directly.
+Nothing here evaluates arrays or reads them back to the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..config import MimiConfig
+from .conv import StreamingConv1d, StreamingConvTranspose1d
+from .quantizer import SplitResidualQuantizer
+from .seanet import SeanetDecoder, SeanetEncoder
+from .transformer import MimiTransformer
+
+EncodeState = dict[str, Any]
+DecodeState = dict[str, Any]
+
+_CHUNK_FRAMES = 25  # frames per SEANet call when a whole signal is coded (bounds memory)
+
+
+def check_config(cfg: MimiConfig) -> None:
+    """Raises ValueError for a MimiConfig this implementation cannot run."""
+    if cfg.frame_size % cfg.hop_length or cfg.steps_per_frame < 1:
+        raise ValueError(
+            f"Mimi frame of {cfg.frame_size} samples is not a whole number of encoder hops "
+            f"({cfg.hop_length})"
+        )
+    if cfg.dimension % cfg.num_heads:
+        raise ValueError(
+            f"Mimi dimension {cfg.dimension} is not a multiple of {cfg.num_heads} heads"
+        )
+    if not 1 <= cfg.num_codebooks <= cfg.n_q:
+        raise ValueError(f"Mimi uses {cfg.num_codebooks} codebooks but stores {cfg.n_q}")
+    if cfg.context < cfg.steps_per_frame:
+        raise ValueError(f"Mimi context {cfg.context} is shorter than one frame")
+
+
+class MimiModel(nn.Module):
+    def __init__(self, cfg: MimiConfig):
+        super().__init__()
+        check_config(cfg)
+        self.cfg = cfg
+        d, stride = cfg.dimension, cfg.steps_per_frame
+        self.encoder = SeanetEncoder(cfg)
+        self.decoder = SeanetDecoder(cfg)
+        self.encoder_transformer = MimiTransformer(cfg)
+        self.decoder_transformer = MimiTransformer(cfg)
+        self.quantizer = SplitResidualQuantizer(cfg)
+        self.downsample = StreamingConv1d(d, d, 2 * stride, stride, bias=False, replicate=True)
+        self.upsample = StreamingConvTranspose1d(d, d, 2 * stride, stride, False, depthwise=True)
+
+    def prepare(self) -> None:
+        """Refreshes tables derived from the weights (after `load_weights`)."""
+        self.quantizer.prepare()
+
+    # --- streaming: one frame, state in and out ---------------------------------------------
+
+    def init_encode_state(self) -> EncodeState:
+        return {
+            "encoder": self.encoder.init_state(),
+            "transformer": self.encoder_transformer.init_state(),
+            "downsample": self.downsample.init_state(),
+        }
+
+    def init_decode_state(self) -> DecodeState:
+        return {
+            "upsample": self.upsample.init_state(),
+            "transformer": self.decoder_transformer.init_state(),
+            "decoder": self.decoder.init_state(),
+        }
+
+    def encode_step(self, pcm: mx.array, state: EncodeState) -> tuple[mx.array, EncodeState]:
+        """pcm [frame_size] -> codes [num_codebooks] int32, as moshi's streaming `encode`."""
+        x = pcm.astype(mx.float32).reshape(1, -1, 1)
+        x, enc = self.encoder(x, state["encoder"])
+        x, tr = self.encoder_transformer.step(x, state["transformer"])
+        x, down = self.downsample(x, state["downsample"])
+        codes = self.quantizer.encode(x).reshape(-1)
+        return codes, {"encoder": enc, "transformer": tr, "downsample": down}
+
+    def decode_step(self, codes: mx.array, state: DecodeState) -> tuple[mx.array, DecodeState]:
+        """codes [num_codebooks] -> pcm [frame_size] float32, as moshi's streaming `decode`."""
+        x = self.quantizer.decode(codes.astype(mx.int32).reshape(1, 1, -1))
+        x, up = self.upsample(x, state["upsample"])
+        x, tr = self.decoder_transformer.step(x, state["transformer"])
+        x, dec = self.decoder(x, state["decoder"])
+        return x.reshape(-1), {"upsample": up, "transformer": tr, "decoder": dec}
+
+    # --- whole signals: fresh state, same numbers as streaming frame by frame ----------------
+
+    def encode(self, pcm: mx.array) -> mx.array:
+        """pcm [n * frame_size] -> codes [num_codebooks, n] int32."""
+        x = pcm.astype(mx.float32).reshape(1, -1, 1)
+        chunk = _CHUNK_FRAMES * self.cfg.frame_size
+        state = self.encoder.init_state()
+        latents = []
+        for start in range(0, x.shape[1], chunk):
+            y, state = self.encoder(x[:, start : start + chunk], state)
+            latents.append(y)
+        x = mx.concatenate(latents, axis=1)
+        x = self.encoder_transformer(x)
+        x, _ = self.downsample(x, self.downsample.init_state())
+        return self.quantizer.encode(x)[0].T
+
+    def decode(self, codes: mx.array) -> mx.array:
+        """codes [num_codebooks, n] -> pcm [n * frame_size] float32."""
+        x = self.quantizer.decode(codes.astype(mx.int32).T[None])
+        x, _ = self.upsample(x, self.upsample.init_state())
+        x = self.decoder_transformer(x)
+        chunk = _CHUNK_FRAMES * self.cfg.steps_per_frame
+        state = self.decoder.init_state()
+        pieces = []
+        for start in range(0, x.shape[1], chunk):
+            y, state = self.decoder(x[:, start : start + chunk], state)
+            pieces.append(y)
+        return mx.concatenate(pieces, axis=1).reshape(-1)

@@ -1,0 +1,181 @@
+"""Mimi's causal transformer (LayerNorm, RoPE, GELU MLP, layer scale) with a ring KV cache.
+
+`step` is moshi's streaming forward: the new keys are written into a ring of `context` slots,
+then every query attends to the ring (so the first query of a step sees one key fewer once the
+ring has wrapped). `forward` runs a whole sequence at once and reproduces exactly what stepping
+one codec frame at a time would attend to.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ..config import MimiConfig
+
+# (offset, [(keys, values) per layer]): offset is the int32 position of the next step.
+TransformerState = tuple[mx.array, list[tuple[mx.array, mx.array]]]
+
+_QUERY_BLOCK = 256  # queries per attention call in `forward`
+
+
+class Linear(nn.Module):
+    """Bias-free linear layer; `weight` is [in, out] (the matmul's right operand, contiguous)."""
+
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.weight = mx.zeros((dim_in, dim_out))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return x @ self.weight
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.scale = mx.ones((dim,))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return x * self.scale
+
+
+class Attention(nn.Module):
+    """Packed q/k/v projection, interleaved RoPE, no biases."""
+
+    def __init__(self, dim: int, num_heads: int, max_period: float):
+        super().__init__()
+        self.in_proj = Linear(dim, 3 * dim)
+        self.out_proj = Linear(dim, dim)
+        self._heads = num_heads
+        self._head_dim = dim // num_heads
+        self._max_period = max_period
+        self._scale = 1.0 / math.sqrt(self._head_dim)
+
+    def _qkv(self, x: mx.array, offset: int | mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        b, t, _ = x.shape
+        qkv = self.in_proj(x).reshape(b, t, 3, self._heads, self._head_dim)
+        qkv = qkv.transpose(2, 0, 3, 1, 4)  # [3, b, heads, t, head_dim]
+        q, k = mx.fast.rope(
+            qkv[:2],
+            self._head_dim,
+            traditional=True,
+            base=self._max_period,
+            scale=1.0,
+            offset=offset,
+        )
+        return q, k, qkv[2]
+
+    def _out(self, y: mx.array) -> mx.array:
+        b, _, t, _ = y.shape
+        return self.out_proj(y.transpose(0, 2, 1, 3).reshape(b, t, -1))
+
+    def step(
+        self,
+        x: mx.array,
+        cache: tuple[mx.array, mx.array],
+        offset: mx.array,
+        slots: mx.array,
+        mask: mx.array,
+    ) -> tuple[mx.array, tuple[mx.array, mx.array]]:
+        q, k, v = self._qkv(x, offset)
+        keys = mx.put_along_axis(cache[0], slots, k, axis=2)
+        values = mx.put_along_axis(cache[1], slots, v, axis=2)
+        y = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self._scale, mask=mask)
+        return self._out(y), (keys, values)
+
+    def forward(self, x: mx.array, context: int, steps_per_frame: int) -> mx.array:
+        q, k, v = self._qkv(x, 0)
+        n = x.shape[1]
+        block = max(steps_per_frame, _QUERY_BLOCK - _QUERY_BLOCK % steps_per_frame)
+        outs = []
+        for start in range(0, n, block):
+            stop = min(n, start + block)
+            first = max(0, start + steps_per_frame - context)
+            mask = frame_stepped_mask(start, stop, first, context, steps_per_frame)
+            outs.append(
+                mx.fast.scaled_dot_product_attention(
+                    q[:, :, start:stop],
+                    k[:, :, first:stop],
+                    v[:, :, first:stop],
+                    scale=self._scale,
+                    mask=mask,
+                )
+            )
+        y = outs[0] if len(outs) == 1 else mx.concatenate(outs, axis=2)
+        return self._out(y)
+
+
+def frame_stepped_mask(start: int, stop: int, first: int, context: int, per_frame: int) -> mx.array:
+    """Which keys `first..stop-1` queries `start..stop-1` see when fed one frame per ring step."""
+    q = mx.arange(start, stop)[:, None]
+    k = mx.arange(first, stop)[None, :]
+    oldest = q - q % per_frame + per_frame - context
+    return (k <= q) & (k >= oldest)
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, cfg: MimiConfig):
+        super().__init__()
+        d = cfg.dimension
+        self.self_attn = Attention(d, cfg.num_heads, cfg.max_period)
+        self.norm1 = nn.LayerNorm(d, eps=1e-5)
+        self.norm2 = nn.LayerNorm(d, eps=1e-5)
+        self.linear1 = Linear(d, cfg.dim_feedforward)
+        self.linear2 = Linear(cfg.dim_feedforward, d)
+        self.layer_scale_1 = LayerScale(d)
+        self.layer_scale_2 = LayerScale(d)
+
+    def _feed_forward(self, x: mx.array) -> mx.array:
+        h = self.linear2(nn.gelu(self.linear1(self.norm2(x))))
+        return x + self.layer_scale_2(h)
+
+    def step(self, x, cache, offset, slots, mask):
+        y, cache = self.self_attn.step(self.norm1(x), cache, offset, slots, mask)
+        return self._feed_forward(x + self.layer_scale_1(y)), cache
+
+    def forward(self, x: mx.array, context: int, steps_per_frame: int) -> mx.array:
+        y = self.self_attn.forward(self.norm1(x), context, steps_per_frame)
+        return self._feed_forward(x + self.layer_scale_1(y))
+
+
+class MimiTransformer(nn.Module):
+    """Input and output [batch, steps, dimension] (Mimi's projections are identities)."""
+
+    def __init__(self, cfg: MimiConfig):
+        super().__init__()
+        self.layers = [TransformerLayer(cfg) for _ in range(cfg.num_layers)]
+        self._context = cfg.context
+        self._per_frame = cfg.steps_per_frame
+        self._heads = cfg.num_heads
+        self._head_dim = cfg.dimension // cfg.num_heads
+
+    def init_state(self, batch: int = 1) -> TransformerState:
+        shape = (batch, self._heads, self._context, self._head_dim)
+        caches = [(mx.zeros(shape), mx.zeros(shape)) for _ in self.layers]
+        return mx.array(0, dtype=mx.int32), caches
+
+    def step(self, x: mx.array, state: TransformerState) -> tuple[mx.array, TransformerState]:
+        """Streams `x` (at most `context` steps) through the ring caches."""
+        offset, caches = state
+        t, c = x.shape[1], self._context
+        if t > c:
+            raise ValueError(f"a streaming step of {t} positions exceeds the context of {c}")
+        new = offset + mx.arange(t, dtype=mx.int32)
+        slots = (new % c).reshape(1, 1, t, 1)
+        last = offset + (t - 1)
+        # Position held by each ring slot once this step is written (negative: never written).
+        held = last - (last - mx.arange(c, dtype=mx.int32)) % c
+        mask = (held[None, :] >= 0) & (held[None, :] <= new[:, None])
+        new_caches = []
+        for layer, cache in zip(self.layers, caches, strict=True):
+            x, cache = layer.step(x, cache, offset, slots, mask)
+            new_caches.append(cache)
+        return x, (offset + t, new_caches)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """A whole sequence from position 0, equal to stepping it one codec frame at a time."""
+        for layer in self.layers:
+            x = layer.forward(x, self._context, self._per_frame)
+        return x

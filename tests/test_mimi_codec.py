@@ -1,0 +1,125 @@
+"""MimiCodec on its own (tiny config, random weights): round trips, streaming state, bad input."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from model.config import mimi_tiny
+from model.errors import AudioInputError
+from model.mimi import MimiCodec, random_mimi_weights
+from tests.mimi_reference import load_test_audio
+
+FRAME = 1920
+
+
+@pytest.fixture(scope="module")
+def weights() -> dict[str, np.ndarray]:
+    return random_mimi_weights(mimi_tiny(), seed=5)
+
+
+@pytest.fixture(scope="module")
+def codec(weights) -> MimiCodec:
+    c = MimiCodec(mimi_tiny())
+    c.load_weights(weights)
+    return c
+
+
+@pytest.fixture(scope="module")
+def shipping() -> np.ndarray:
+    return load_test_audio("shipping.wav")
+
+
+def _stream(codec: MimiCodec, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    codes, out = [], []
+    for i in range(len(pcm) // FRAME):
+        c = codec.encode_step(mx.array(pcm[i * FRAME : (i + 1) * FRAME]))
+        o = codec.decode_step(c)
+        mx.eval(c, o, codec.state_arrays())
+        codes.append(np.array(c))
+        out.append(np.array(o))
+    return np.stack(codes, axis=1), np.concatenate(out)
+
+
+def test_whole_file_round_trip(codec, shipping):
+    n = -(-len(shipping) // FRAME)  # the tail is zero-padded to a whole frame
+    codes = codec.encode_numpy(shipping)
+    assert codes.shape == (8, n) and codes.dtype == np.int32
+    assert codes.min() >= 0 and codes.max() < 2048
+    pcm = codec.decode_numpy(codes)
+    assert pcm.shape == (n * FRAME,) and pcm.dtype == np.float32
+    assert np.isfinite(pcm).all() and pcm.std() > 1e-3
+
+
+def test_streaming_round_trip_and_reset(codec, shipping):
+    pcm = shipping[: 30 * FRAME]
+    codec.reset()
+    codes, out = _stream(codec, pcm)
+    assert codes.shape == (8, 30) and out.shape == (30 * FRAME,)
+    assert np.isfinite(out).all()
+    again_codes, again_out = _stream(codec, pcm)  # no reset: the state carries on
+    assert not np.array_equal(again_out, out)
+    codec.reset()
+    reset_codes, reset_out = _stream(codec, pcm)
+    assert np.array_equal(reset_codes, codes)
+    assert np.array_equal(reset_out, out)
+
+
+def test_steps_take_numpy_and_return_lazy_arrays(codec, shipping):
+    codec.reset()
+    codes = codec.encode_step(shipping[:FRAME])
+    pcm = codec.decode_step(np.array(codes))
+    assert isinstance(codes, mx.array) and codes.shape == (8,) and codes.dtype == mx.int32
+    assert isinstance(pcm, mx.array) and pcm.shape == (FRAME,) and pcm.dtype == mx.float32
+
+
+def test_compiled_steps_equal_eager(weights, shipping):
+    pcm = shipping[: 12 * FRAME]
+    results = []
+    for compile in (True, False):
+        c = MimiCodec(mimi_tiny(), compile=compile)
+        c.load_weights(weights)
+        results.append(_stream(c, pcm))
+    (codes_c, out_c), (codes_e, out_e) = results
+    assert np.array_equal(codes_c, codes_e)
+    np.testing.assert_allclose(out_c, out_e, atol=1e-4 * np.abs(out_e).max())
+
+
+def test_batch_calls_leave_the_stream_alone(codec, shipping):
+    pcm = shipping[: 10 * FRAME]
+    codec.reset()
+    whole_codes, whole_out = _stream(codec, pcm)
+    codec.reset()
+    first_codes, first_out = _stream(codec, pcm[: 5 * FRAME])
+    codec.decode_numpy(codec.encode_numpy(shipping))
+    rest_codes, rest_out = _stream(codec, pcm[5 * FRAME :])
+    assert np.array_equal(np.concatenate([first_codes, rest_codes], axis=1), whole_codes)
+    assert np.array_equal(np.concatenate([first_out, rest_out]), whole_out)
+
+
+def test_silence_codes_are_stable(codec):
+    """Digital silence (what a turn-based reply feeds) codes to the same frame once settled."""
+    codes = codec.encode_numpy(np.zeros(20 * FRAME, np.float32))
+    assert (codes[:, -1:] == codes[:, -6:]).all()
+
+
+@pytest.mark.parametrize(
+    "call,arg,message",
+    [
+        ("encode_step", np.zeros(FRAME - 1, np.float32), "frames of 1920 samples"),
+        ("encode_step", np.zeros((1, FRAME), np.float32), "frames of 1920 samples"),
+        ("decode_step", np.zeros(7, np.int32), "8 codes per frame"),
+        ("encode", mx.zeros(FRAME + 5), "whole number of 1920-sample frames"),
+        ("decode", mx.zeros((7, 3), dtype=mx.int32), "codes shaped [8, frames]"),
+        ("encode_numpy", np.zeros(0, np.float32), "non-empty mono audio"),
+        ("encode_numpy", np.zeros((2, FRAME), np.float32), "non-empty mono audio"),
+        ("encode_numpy", np.full(FRAME, np.nan, np.float32), "NaN or infinite"),
+        ("decode_numpy", np.full((8, 2), 2048), "must lie in [0, 2048)"),
+        ("decode_numpy", np.zeros((8, 0), np.int32), "codes shaped [8, frames]"),
+    ],
+)
+def test_bad_input_is_one_sentence(codec, call, arg, message):
+    with pytest.raises(AudioInputError) as info:
+        getattr(codec, call)(arg)
+    assert message in str(info.value) and "\n" not in str(info.value)
