@@ -78,7 +78,9 @@ class ReferenceSchedule:
         logits, hidden = self.forward(column, embedding)
         sampled_text = int(np.argmax(logits))
         text_in = int(self.cache[0, tgt]) if self.provided[0, tgt] else sampled_text
-        audio = self.depformer(hidden, text_in, self.cache[1:, tgt].copy(), self.provided[1:, tgt].copy())
+        audio = self.depformer(
+            hidden, text_in, self.cache[1:, tgt].copy(), self.provided[1:, tgt].copy()
+        )
         self.provided[:, inp] = False
         if not self.provided[0, tgt]:
             self.cache[0, tgt] = sampled_text

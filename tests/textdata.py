@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from model.prompts import PROMPT_PRESETS
@@ -40,3 +41,16 @@ def train_tiny_spm(path: Path, vocab_size: int = 300) -> Path:
     )
     path.write_bytes(model.getvalue())
     return path
+
+
+AUDIO_DIR = Path(__file__).parent / "data" / "audio"
+
+
+def load_wav_24k(name: str) -> np.ndarray:
+    """A test WAV (24 kHz mono 16-bit) as float32 in [-1, 1]."""
+    import wave
+
+    with wave.open(str(AUDIO_DIR / name), "rb") as w:
+        assert w.getframerate() == 24000 and w.getnchannels() == 1 and w.getsampwidth() == 2
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    return (data.astype(np.float32) / 32768.0).copy()

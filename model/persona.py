@@ -1,0 +1,217 @@
+"""`load()` and `PersonaPlex`: a checkpoint's LM, Mimi, tokenizer and voices, ready for sessions."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+from model.checkpoint import load_lm
+from model.config import PersonaPlexConfig, QuantizationConfig
+from model.errors import CheckpointError, UnknownVoiceError
+from model.hub import DEFAULT_MODEL, resolve_model
+from model.layout import ORIGINAL_FILE
+from model.lm import LM
+from model.mimi import MimiCodec
+from model.prompts import resolve_prompt
+from model.random_weights import random_lm
+from model.session import Session, SessionSampling
+from model.tokenizer import TextTokenizer
+from model.voices import (
+    DEFAULT_VOICE,
+    VOICE_PRESETS,
+    VoicePrompt,
+    available_voices,
+    canonical_voice,
+    load_voice,
+)
+
+TOKENIZER_FILE = "tokenizer_spm_32k_3.model"
+MIMI_FILES = ("mimi.safetensors", "tokenizer-e351c8d8-checkpoint125.safetensors")
+
+
+def default_dtype() -> mx.Dtype:
+    """bfloat16 on a GPU, float32 on the CPU (where MLX's bfloat16 is emulated and slow)."""
+    return mx.bfloat16 if mx.default_device() == mx.gpu else mx.float32
+
+
+@dataclass
+class LoadTimes:
+    """Seconds spent in each part of `load()`."""
+
+    resolve_s: float = 0.0
+    lm_s: float = 0.0
+    mimi_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.resolve_s + self.lm_s + self.mimi_s
+
+
+class PersonaPlex:
+    """A loaded PersonaPlex: start `session()`s, or use the reply helpers (`respond`, ...)."""
+
+    def __init__(
+        self,
+        lm: LM,
+        mimi: MimiCodec,
+        config: PersonaPlexConfig,
+        *,
+        tokenizer: TextTokenizer | None = None,
+        folder: Path | None = None,
+        source: str = "",
+        load_times: LoadTimes | None = None,
+    ) -> None:
+        self.lm = lm
+        self.mimi = mimi
+        self.config = config
+        self.tokenizer = tokenizer
+        self.folder = folder
+        self.source = source or (str(folder) if folder else "random weights")
+        self.load_times = load_times or LoadTimes()
+        self._voice_cache: dict[str, VoicePrompt] = {}
+
+    # -- what it has --------------------------------------------------------------------------
+
+    @property
+    def quantization(self) -> str:
+        """'4-bit', '8-bit' or the float dtype of the weights."""
+        q = self.config.quantization
+        if q is not None:
+            return f"{q.bits}-bit"
+        return str(self.lm.dtype).split(".")[-1]
+
+    @property
+    def voices(self) -> tuple[str, ...]:
+        """Voice presets this checkpoint has."""
+        return available_voices(self.folder) if self.folder else ()
+
+    def voice(self, name: str) -> VoicePrompt:
+        """A voice preset's prompt (read once, then cached)."""
+        if self.folder is None:
+            raise UnknownVoiceError(f"This model has no voice files, so voice '{name}' is unknown.")
+        key = canonical_voice(name, self.voices or VOICE_PRESETS)
+        if key not in self._voice_cache:
+            cfg = self.lm.config
+            self._voice_cache[key] = load_voice(
+                self.folder,
+                key,
+                d_model=cfg.temporal.d_model,
+                n_streams=cfg.n_streams,
+                ring_columns=cfg.max_delay + 3,
+                dtype=self.lm.dtype,
+            )
+        return self._voice_cache[key]
+
+    def system_tokens(self, prompt: str | None = None, prompt_text: str | None = None) -> list[int]:
+        """Token ids of a system prompt (preset name or free text), wrapped in <system> tags."""
+        text = resolve_prompt(prompt, prompt_text)
+        if self.tokenizer is None:
+            raise CheckpointError("This model has no tokenizer, so it cannot take a system prompt.")
+        return self.tokenizer.encode_system_prompt(text)
+
+    def piece(self, token: int) -> str:
+        """Decoded text of an inner-monologue token ("" for PAD/EPAD)."""
+        return self.tokenizer.piece(token) if self.tokenizer else ""
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def session(
+        self,
+        voice: str | VoicePrompt | None = DEFAULT_VOICE,
+        prompt: str | None = None,
+        prompt_text: str | None = None,
+        *,
+        system_tokens: list[int] | None = None,
+        audio_temp: float | None = None,
+        audio_top_k: int | None = None,
+        text_temp: float | None = None,
+        text_top_k: int | None = None,
+        seed: int | None = None,
+        **options: Any,
+    ) -> Session:
+        """A new conversation (prompt phase already run). Sampling defaults to the checkpoint's."""
+        s = self.config.sampling
+        sampling = SessionSampling(
+            audio_temp=s.audio_temp if audio_temp is None else float(audio_temp),
+            audio_top_k=s.audio_top_k if audio_top_k is None else int(audio_top_k),
+            text_temp=s.text_temp if text_temp is None else float(text_temp),
+            text_top_k=s.text_top_k if text_top_k is None else int(text_top_k),
+        )
+        if isinstance(voice, str):
+            voice = self.voice(voice)
+        if system_tokens is None:
+            system_tokens = self.system_tokens(prompt, prompt_text)
+        return Session(
+            self, voice=voice, system_tokens=system_tokens, sampling=sampling, seed=seed, **options
+        )
+
+    # The reply helpers live in model.replies; they are attached below.
+
+
+def _find(folder: Path, names: tuple[str, ...], what: str) -> Path:
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"{folder} has no {what} file ({' or '.join(names)}).")
+
+
+def load(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    dtype: mx.Dtype | None = None,
+    quantize: int | None = None,
+    tqdm_class: Any = None,
+    compile: bool = True,
+) -> PersonaPlex:
+    """Load PersonaPlex from a folder or a Hugging Face repo id (default: the 4-bit MLX model).
+
+    dtype: activation dtype (default bfloat16 on a GPU, float32 on the CPU); quantize: 4 or 8 to
+    quantize a float checkpoint on load. Errors are one sentence (CheckpointError and kin).
+    """
+    times = LoadTimes()
+    t0 = time.perf_counter()
+    folder = resolve_model(model, tqdm_class=tqdm_class)
+    times.resolve_s = time.perf_counter() - t0
+    dtype = dtype or default_dtype()
+    t0 = time.perf_counter()
+    lm, config = load_lm(folder, dtype=dtype, quantize=quantize)
+    times.lm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mimi = MimiCodec.from_file(_find(folder, MIMI_FILES, "Mimi"), config.mimi, compile=compile)
+    times.mimi_s = time.perf_counter() - t0
+    tok_path = folder / TOKENIZER_FILE
+    tokenizer = TextTokenizer(tok_path) if tok_path.is_file() else None
+    if tokenizer is None and not (folder / ORIGINAL_FILE).is_file():
+        raise CheckpointError(f"{folder} has no {TOKENIZER_FILE}; the checkpoint is incomplete.")
+    source = str(model) if model is not None else DEFAULT_MODEL
+    return PersonaPlex(
+        lm, mimi, config, tokenizer=tokenizer, folder=folder, source=source, load_times=times
+    )
+
+
+def random_model(
+    config: PersonaPlexConfig,
+    *,
+    bits: int | None = None,
+    dtype: mx.Dtype | None = None,
+    seed: int = 0,
+    tokenizer: TextTokenizer | None = None,
+) -> PersonaPlex:
+    """A model with random weights of `config`'s shape, built in memory (benchmarks, tests)."""
+    dtype = dtype or default_dtype()
+    quant = QuantizationConfig(bits=bits) if bits else None
+    config = replace(config, quantization=quant)
+    t0 = time.perf_counter()
+    lm = random_lm(config, dtype=dtype, seed=seed)
+    lm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mimi = MimiCodec.random(config.mimi, seed=seed)
+    times = LoadTimes(lm_s=lm_s, mimi_s=time.perf_counter() - t0)
+    return PersonaPlex(
+        lm, mimi, config, tokenizer=tokenizer, source="random weights", load_times=times
+    )
