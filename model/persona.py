@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
+from model import replies
 from model.checkpoint import load_lm
 from model.config import PersonaPlexConfig, QuantizationConfig
 from model.errors import CheckpointError, UnknownVoiceError
@@ -21,6 +24,7 @@ from model.prompts import resolve_prompt
 from model.random_weights import random_lm
 from model.session import Session, SessionSampling
 from model.tokenizer import TextTokenizer
+from model.types import Chunk, Frame, Reply
 from model.voices import (
     DEFAULT_VOICE,
     VOICE_PRESETS,
@@ -150,7 +154,54 @@ class PersonaPlex:
             self, voice=voice, system_tokens=system_tokens, sampling=sampling, seed=seed, **options
         )
 
-    # The reply helpers live in model.replies; they are attached below.
+    # -- reply helpers (each on a fresh session; see model.replies) -----------------------------
+
+    def respond(
+        self,
+        audio: np.ndarray,
+        voice: str = DEFAULT_VOICE,
+        prompt: str | None = None,
+        max_steps: int = 75,
+        **options: Any,
+    ) -> Reply:
+        """A turn-based reply to `audio` (24 kHz mono float32): the utterance, then silence."""
+        return replies.respond(self.session(voice, prompt, **options), audio, max_steps)
+
+    def respond_stream(
+        self,
+        audio: np.ndarray,
+        voice: str = DEFAULT_VOICE,
+        prompt: str | None = None,
+        max_steps: int = 75,
+        chunk_s: float = 2.0,
+        **options: Any,
+    ) -> Iterator[Chunk]:
+        """`respond` as chunks of `chunk_s` seconds (the last one final, with the transcript)."""
+        session = self.session(voice, prompt, **options)
+        return replies.respond_stream(session, audio, max_steps, chunk_s)
+
+    def respond_realtime(
+        self,
+        frames: Iterable[np.ndarray],
+        voice: str = DEFAULT_VOICE,
+        prompt: str | None = None,
+        **options: Any,
+    ) -> Iterator[Frame]:
+        """Full duplex: an iterator of agent frames, one per 1920-sample user frame."""
+        return replies.respond_realtime(self.session(voice, prompt, **options), frames)
+
+    def diagnose(
+        self,
+        audio: np.ndarray,
+        voice: str = DEFAULT_VOICE,
+        prompt: str | None = None,
+        max_steps: int = 75,
+        **options: Any,
+    ) -> replies.Diagnosis:
+        """A reply with per-step statistics and phase timings, for tuning."""
+        options.setdefault("collect_stats", True)
+        options.setdefault("measure_phases", True)
+        return replies.diagnose(self.session(voice, prompt, **options), audio, max_steps)
 
 
 def _find(folder: Path, names: tuple[str, ...], what: str) -> Path:

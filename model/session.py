@@ -191,7 +191,8 @@ class Session:
         return text, audio[: self._n_q]
 
     def _stats(self, logits: mx.array, h: mx.array) -> tuple[mx.array, ...]:
-        logp = mx.log_softmax(logits.reshape(-1).astype(mx.float32))
+        flat = logits.reshape(-1).astype(mx.float32)
+        logp = flat - mx.logsumexp(flat)
         p = mx.exp(logp)
         entropy = -(p * logp).sum()
         top = mx.argsort(-logp)[:5]
