@@ -108,6 +108,8 @@ class PersonaPlex:
                 n_streams=cfg.n_streams,
                 ring_columns=cfg.max_delay + 3,
                 dtype=self.lm.dtype,
+                text_card=cfg.text_card,
+                card=cfg.card,
             )
         return self._voice_cache[key]
 

@@ -7,7 +7,7 @@ token; the caller chooses the reply's length).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +16,7 @@ from model.errors import AudioInputError
 from model.session import Session, StepStats
 from model.types import Chunk, Frame, Reply
 
+OnFrame = Callable[[Frame], None]
 MAX_STEPS_LIMIT = 3000  # one KV context (4 minutes); longer replies are allowed to wrap, not this
 
 
@@ -69,7 +70,9 @@ def _transcript(session: Session, frames: list[Frame]) -> str:
     return tok.decode(ids) if tok else ""
 
 
-def _reply(session: Session, audio: np.ndarray, max_steps: int, on_frame=None) -> Reply:
+def _reply(
+    session: Session, audio: np.ndarray, max_steps: int, on_frame: OnFrame | None = None
+) -> Reply:
     heard: list[Frame] = []
     reply: list[Frame] = []
     for is_reply, frame in _reply_frames(session, audio, max_steps):
@@ -85,13 +88,22 @@ def _reply(session: Session, audio: np.ndarray, max_steps: int, on_frame=None) -
     )
 
 
-def respond(session: Session, audio: np.ndarray, max_steps: int = 75) -> Reply:
-    """Feed an utterance, let the model answer for `max_steps` frames; the session continues."""
-    return _reply(session, audio, max_steps)
+def respond(
+    session: Session, audio: np.ndarray, max_steps: int = 75, on_frame: OnFrame | None = None
+) -> Reply:
+    """Feed an utterance, let the model answer for `max_steps` frames; the session continues.
+
+    `on_frame(frame)` sees every frame as it is made (the utterance's, then the reply's).
+    """
+    return _reply(session, audio, max_steps, on_frame)
 
 
 def respond_stream(
-    session: Session, audio: np.ndarray, max_steps: int = 75, chunk_s: float = 2.0
+    session: Session,
+    audio: np.ndarray,
+    max_steps: int = 75,
+    chunk_s: float = 2.0,
+    on_frame: OnFrame | None = None,
 ) -> Iterator[Chunk]:
     """The reply as chunks of `chunk_s` seconds; the last is flagged final and has the transcript."""
     if chunk_s <= 0:
@@ -104,6 +116,8 @@ def respond_stream(
     total = _check_steps(max_steps)
     for is_reply, frame in _reply_frames(session, audio, max_steps):
         everything.append(frame)
+        if on_frame is not None:
+            on_frame(frame)
         if not is_reply:
             continue
         pending.append(frame)

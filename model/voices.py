@@ -98,7 +98,15 @@ def _read_voice_tensors(folder: Path, name: str) -> tuple[dict[str, np.ndarray |
 
 
 def load_voice(
-    folder: Path, name: str, *, d_model: int, n_streams: int, ring_columns: int, dtype: mx.Dtype
+    folder: Path,
+    name: str,
+    *,
+    d_model: int,
+    n_streams: int,
+    ring_columns: int,
+    dtype: mx.Dtype,
+    text_card: int | None = None,
+    card: int | None = None,
 ) -> VoicePrompt:
     """Read and validate one voice prompt from a checkpoint folder."""
     voices = available_voices(folder)
@@ -118,8 +126,15 @@ def load_voice(
         raise CheckpointError(
             f"{source}: 'cache' has shape {cache.shape}, expected [1, {n_streams}, {ring_columns}]."
         )
+    cache = cache.reshape(n_streams, ring_columns)
+    limits = [(0, "text", text_card), (slice(1, None), "audio", card)]
+    for rows, what, top in limits:
+        if top is not None and (cache[rows].min() < 0 or cache[rows].max() > top):
+            raise CheckpointError(
+                f"{source}: 'cache' holds {what} token ids outside 0..{top}; the file is corrupt."
+            )
     return VoicePrompt(
         name=voice,
         embeddings=emb.reshape(emb.shape[0], d_model).astype(dtype),
-        cache=cache.reshape(n_streams, ring_columns),
+        cache=cache,
     )

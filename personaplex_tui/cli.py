@@ -12,7 +12,7 @@ import sys
 
 from model.errors import PersonaPlexError
 from personaplex_tui import __version__
-from personaplex_tui.commands import info
+from personaplex_tui.commands import info, respond
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ppx-tui {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    respond.add_parser(sub)
     info.add_parsers(sub)
     return parser
 

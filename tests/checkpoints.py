@@ -49,6 +49,7 @@ def write_small_checkpoint(
     for i, name in enumerate(voices):
         emb = rng.standard_normal((voice_frames + i, 1, 1, d)).astype(np.float16)
         cache = rng.integers(0, config.lm.card, (1, config.lm.n_streams, config.lm.max_delay + 3))
+        cache[0, 0] = rng.integers(0, config.lm.text_card, cache.shape[-1])
         mx.save_safetensors(
             str(folder / "voices" / f"{name}.safetensors"),
             {"embeddings": mx.array(emb), "cache": mx.array(cache.astype(np.float32))},

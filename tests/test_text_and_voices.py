@@ -99,6 +99,11 @@ def test_voice_from_converted_safetensors(tmp_path):
         load_voice(tmp_path, "NATM1", d_model=16, n_streams=17, ring_columns=4, dtype=mx.float32)
     with pytest.raises(CheckpointError, match=r"'embeddings' has shape \(7, 1, 1, 16\), expected"):
         load_voice(tmp_path, "VARF2", d_model=32, n_streams=17, ring_columns=4, dtype=mx.float32)
+    with pytest.raises(CheckpointError, match=r"'cache' holds text token ids outside 0..100;"):
+        load_voice(
+            tmp_path, "VARF2", d_model=16, n_streams=17, ring_columns=4, dtype=mx.float32,
+            text_card=100, card=2048,
+        )  # fmt: skip
 
 
 def test_voice_from_original_tgz_without_running_pickles(tmp_path):

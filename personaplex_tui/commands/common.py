@@ -1,0 +1,80 @@
+"""Flags shared by the subcommands that load a model, and their validation."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from model.errors import PersonaPlexError
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+class UsageError(PersonaPlexError):
+    """A flag value that makes no sense (one sentence)."""
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        metavar="REPO_OR_DIR",
+        default=None,
+        help="Hugging Face repo id or local checkpoint folder "
+        "(default: aufklarer/PersonaPlex-7B-MLX-4bit)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=None,
+        help="activation dtype (default: bfloat16 on a GPU, float32 on the CPU)",
+    )
+    p.add_argument(
+        "--quantize",
+        type=int,
+        choices=(4, 8),
+        default=None,
+        help="quantize a float checkpoint (nvidia/personaplex-7b-v1) to 4 or 8 bits on load",
+    )
+
+
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same reply)")
+    p.add_argument("--greedy", action="store_true", help="argmax sampling (temperatures 0)")
+    p.add_argument("--audio-temp", type=float, default=None, help="audio temperature (0.8)")
+    p.add_argument("--audio-top-k", type=int, default=None, help="audio top-k (250)")
+    p.add_argument("--text-temp", type=float, default=None, help="text temperature (0.7)")
+    p.add_argument("--text-top-k", type=int, default=None, help="text top-k (25)")
+
+
+def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Session keyword arguments from the sampling flags, validated."""
+    opts: dict[str, Any] = {"seed": args.seed}
+    for name in ("audio_temp", "text_temp"):
+        value = getattr(args, name)
+        if value is not None and not 0.0 <= value <= 10.0:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must be between 0 and 10, not {value}.")
+        opts[name] = value
+    for name in ("audio_top_k", "text_top_k"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must be at least 1, not {value}.")
+        opts[name] = value
+    if args.greedy:
+        opts["audio_temp"] = opts["text_temp"] = 0.0
+    return opts
+
+
+def mx_dtype(name: str | None) -> Any:
+    if name is None:
+        return None
+    import mlx.core as mx
+
+    return getattr(mx, name)
+
+
+def status(message: str) -> None:
+    """A progress line on stderr (stdout stays clean for --json and --transcript)."""
+    print(message, file=sys.stderr, flush=True)
