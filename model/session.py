@@ -209,19 +209,27 @@ class Session:
         stats = self._stats(logits, h) if self.collect_stats else ()
         return out, codes, user, next_text, next_agent, enc_state, dec_state, stats
 
+    def _codes(self, user, text, agent, user_ac, pos, key, *, full):
+        """The LM part of a step only: user codes in, next text and agent codes out."""
+        column = mx.concatenate([text.reshape(1), agent, user[:1], user_ac]).astype(mx.int32)
+        logits, h = self._temporal(column, pos, full=full)
+        next_text, next_agent = self._depformer(logits, h, key)
+        return mx.concatenate([agent[:1], next_agent[1:]]), next_text, next_agent
+
     def _fn(self, name: str, full: bool):
         key = (name, full)
         if key not in self._fns:
             state = [c.state for c in self._caches]
             fn = {
                 "fused": partial(self._fused, full=full),
+                "codes": partial(self._codes, full=full),
                 "temporal": partial(self._temporal, full=full),
                 "encode": self._encode,
                 "depformer": self._depformer,
                 "decode": self._decode,
             }[name]
             if self._compile:
-                uses_cache = name in ("fused", "temporal")
+                uses_cache = name in ("fused", "temporal", "codes")
                 fn = mx.compile(fn, inputs=state, outputs=state) if uses_cache else mx.compile(fn)
             self._fns[key] = fn
         return self._fns[key]
@@ -277,6 +285,27 @@ class Session:
         )
         self.frames += 1
         return frame
+
+    def step_codes(self, user_codes: np.ndarray) -> tuple[int, np.ndarray]:
+        """The LM alone: the user's 8 Mimi codes for one frame in, (text id, agent codes) out.
+
+        For callers that run their own codec (and for benchmarking the LM step); it advances
+        the same conversation as `step`, whose Mimi streams it does not touch.
+        """
+        user = mx.array(np.asarray(user_codes, dtype=np.int32).reshape(self._n_q))
+        full = step_is_full(self._caches)
+        pos = mx.array(self._caches[0].offset, dtype=mx.int32)
+        self._key, key = mx.random.split(self._key)
+        codes, text, agent = self._fn("codes", full)(
+            user, self._text, self._agent, self._user_acoustic, pos, key
+        )
+        self._eval(codes, text, agent)
+        advance(self._caches)
+        frame_text = self._text_host
+        self._text, self._agent, self._user_acoustic = text, agent, user[1:]
+        self._text_host = int(text.item())
+        self.frames += 1
+        return frame_text, np.array(codes)
 
     def _eval(self, *outputs: Any) -> None:
         mx.eval(

@@ -12,7 +12,7 @@ import sys
 
 from model.errors import PersonaPlexError
 from personaplex_tui import __version__
-from personaplex_tui.commands import info, respond
+from personaplex_tui.commands import bench, info, respond
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ppx-tui {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     respond.add_parser(sub)
+    bench.add_parser(sub)
     info.add_parsers(sub)
     return parser
 

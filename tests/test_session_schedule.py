@@ -142,3 +142,15 @@ def test_seeded_sessions_repeat_and_reset_starts_over(model):
     other = [b.step(p).agent_codes for p in frames]
     np.testing.assert_array_equal(np.stack(first), np.stack(again))
     assert not np.array_equal(np.stack(first), np.stack(other))
+
+
+def test_step_codes_is_the_lm_part_of_step(model):
+    frames = _user_frames(model, 6)
+    codes = _user_codes(model, frames)
+    a = model.session("VARF2", "casual", seed=9)
+    b = model.session("VARF2", "casual", seed=9)
+    for pcm, user in zip(frames, codes, strict=True):
+        fa = a.step(pcm)
+        text, agent = b.step_codes(user)
+        assert text == fa.text_id
+        np.testing.assert_array_equal(agent, fa.agent_codes)

@@ -1,0 +1,234 @@
+"""Measure a model: load, warm-up, prompt prefill, the step (full and LM-only), phases, turn latency.
+
+Pure measurement, no UI: `run_benchmark` returns a `BenchResult` that `ppx-tui bench` prints as a
+Rich table or JSON. Never imports textual or sounddevice (it runs on headless GPU machines).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from model import PersonaPlex, load, random_model
+from model.config import config_7b, mimi_tiny, tiny
+from model.session import Session
+from model.voices import VoicePrompt
+
+FRAME = 1920
+BUDGET_MS = 80.0
+
+
+@dataclass
+class BenchOptions:
+    """What to measure and on which model."""
+
+    model: str | None = None  # repo id or folder; None with random_weights
+    random_weights: bool = False
+    small: bool = False  # a tiny model of the same structure (CPU, CI)
+    bits: int = 4  # random weights: 4, 8 or 16 (= bfloat16, unquantized)
+    dtype: str | None = None
+    quantize: int | None = None
+    steps: int = 300
+    warmup_steps: int = 20
+    voice_frames: int = 50  # random weights: voice prompt length
+    prompt_tokens: int = 20  # random weights: system prompt length
+    phases: bool = True
+    turn: bool = False
+    seed: int = 0
+
+
+@dataclass
+class Stats:
+    """Percentiles of a list of milliseconds."""
+
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    mean: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float]) -> Stats:
+        a = np.asarray(values, dtype=np.float64)
+        q = np.percentile(a, [50, 90, 99])
+        return cls(*(round(float(v), 3) for v in (*q, a.max(), a.mean())), n=int(a.size))
+
+
+@dataclass
+class BenchResult:
+    model: str
+    quantization: str
+    dtype: str
+    device: str
+    platform: str
+    load_s: float
+    warmup_s: float
+    prefill_ms: float
+    prefill_positions: int
+    step_ms: Stats
+    lm_step_ms: Stats
+    phases_ms: dict[str, float] = field(default_factory=dict)
+    rtf: float = 0.0
+    peak_memory_gb: float = 0.0
+    turn: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def device_name() -> str:
+    """'gpu (NVIDIA H200)', 'gpu (Apple M2 Max)' or 'cpu'."""
+    dev = mx.default_device()
+    if dev != mx.gpu:
+        return "cpu"
+    try:
+        info = mx.device_info()
+        name = info.get("device_name") or info.get("architecture") or ""
+    except Exception:  # device_info differs across backends and versions
+        name = ""
+    return f"gpu ({name})" if name else "gpu"
+
+
+def _random_voice(model: PersonaPlex, frames: int, seed: int) -> VoicePrompt:
+    cfg = model.lm.config
+    rng = np.random.default_rng(seed)
+    cache = rng.integers(0, cfg.card, (cfg.n_streams, cfg.max_delay + 3))
+    cache[0] = rng.integers(0, cfg.text_card, cfg.max_delay + 3)
+    emb = mx.random.normal((frames, cfg.temporal.d_model), key=mx.random.key(seed)) * 0.05
+    return VoicePrompt("random", emb.astype(model.lm.dtype), cache)
+
+
+def _build(opts: BenchOptions) -> tuple[PersonaPlex, VoicePrompt | None, list[int]]:
+    dtype = getattr(mx, opts.dtype) if opts.dtype else None
+    if opts.random_weights or opts.small:
+        cfg = tiny(mimi=mimi_tiny()) if opts.small else config_7b()
+        bits = None if opts.bits == 16 else opts.bits
+        if opts.small and bits:
+            cfg.quantization = None  # tiny dims are not multiples of the group size
+            bits = None
+        model = random_model(cfg, bits=bits, dtype=dtype, seed=opts.seed)
+        mx.eval(model.lm.parameters())
+        voice = _random_voice(model, opts.voice_frames, opts.seed)
+        rng = np.random.default_rng(opts.seed + 1)
+        tokens = [int(t) for t in rng.integers(4, model.lm.config.text_card, opts.prompt_tokens)]
+        return model, voice, tokens
+    model = load(opts.model, dtype=dtype, quantize=opts.quantize)
+    voice = model.voice(model.voices[0]) if model.voices else None
+    return model, voice, model.system_tokens("assistant")
+
+
+def _audio(n: int, seed: int) -> list[np.ndarray]:
+    """Speech-like input: noise bursts with pauses (the codec's cost does not depend on content)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i in range(n):
+        loud = (i // 25) % 2 == 0
+        frames.append((rng.standard_normal(FRAME) * (0.1 if loud else 0.001)).astype(np.float32))
+    return frames
+
+
+def _session(model: PersonaPlex, voice, tokens, opts: BenchOptions, **kw) -> Session:
+    return model.session(voice, system_tokens=tokens, seed=opts.seed, **kw)
+
+
+def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchResult:
+    """Load, warm up and time everything `opts` asks for."""
+    mx.reset_peak_memory()
+    t0 = time.perf_counter()
+    progress("building random weights" if opts.random_weights or opts.small else "loading")
+    model, voice, tokens = _build(opts)
+    load_s = time.perf_counter() - t0
+
+    progress("warming up")
+    t0 = time.perf_counter()
+    session = _session(model, voice, tokens, opts)
+    audio = _audio(max(opts.steps, opts.warmup_steps) + 50, opts.seed)
+    for pcm in audio[: opts.warmup_steps]:
+        session.step(pcm)
+    session.step_codes(np.zeros(8, np.int32))
+    warmup_s = time.perf_counter() - t0
+
+    progress("timing the prompt prefill")
+    prefills = []
+    for _ in range(3):
+        session.reset()
+        prefills.append(session.prefill_ms)
+
+    progress(f"timing {opts.steps} steps")
+    step_ms = [session.step(pcm).timings.total_ms for pcm in audio[: opts.steps]]
+
+    progress(f"timing {opts.steps} LM-only steps")
+    lm_ms = []
+    rng = np.random.default_rng(opts.seed)
+    for _ in range(opts.steps):
+        codes = rng.integers(0, model.lm.config.card, 8)
+        t = time.perf_counter()
+        session.step_codes(codes)
+        lm_ms.append(1000 * (time.perf_counter() - t))
+
+    phases: dict[str, float] = {}
+    if opts.phases:
+        progress("timing the phases")
+        phased = _session(model, voice, tokens, opts, measure_phases=True)
+        timings = [phased.step(pcm).timings for pcm in audio[: min(opts.steps, 100)]][5:]
+        for name in ("encode", "temporal", "depformer", "decode"):
+            phases[name] = round(float(np.median([getattr(t, f"{name}_ms") for t in timings])), 3)
+
+    turn = _turn_latency(model, voice, tokens, opts) if opts.turn else {}
+    steps = Stats.of(step_ms)
+    return BenchResult(
+        model=model.source,
+        quantization=model.quantization,
+        dtype=str(model.lm.dtype).split(".")[-1],
+        device=device_name(),
+        platform=f"{platform.system()} {platform.machine()}, MLX {mx.__version__}",
+        load_s=round(load_s, 3),
+        warmup_s=round(warmup_s, 3),
+        prefill_ms=round(float(np.median(prefills)), 3),
+        prefill_positions=session.prompt_positions,
+        step_ms=steps,
+        lm_step_ms=Stats.of(lm_ms),
+        phases_ms=phases,
+        rtf=round(steps.p50 / BUDGET_MS, 4),
+        peak_memory_gb=round(mx.get_peak_memory() / 1e9, 3),
+        turn=turn,
+        options=asdict(opts),
+    )
+
+
+def _turn_latency(model, voice, tokens, opts: BenchOptions, prebuffer: int = 3) -> dict[str, float]:
+    """From the utterance's last frame handed to the model to the first reply sample played.
+
+    Playback starts once `prebuffer` reply frames are queued, so the latency is the last
+    utterance step plus `prebuffer` reply steps (80 ms frames produced faster than real time).
+    """
+    session = _session(model, voice, tokens, opts)
+    utterance = _audio(40, opts.seed + 2)
+    silence = np.zeros(FRAME, np.float32)
+    results = []
+    for _ in range(5):
+        for pcm in utterance[:-1]:
+            session.step(pcm)
+        t = time.perf_counter()
+        session.step(utterance[-1])
+        first = None
+        for i in range(prebuffer):
+            session.step(silence)
+            if i == 0:
+                first = time.perf_counter() - t
+        results.append((first, time.perf_counter() - t))
+        for _ in range(10):
+            session.step(silence)
+    first_ms = float(np.median([r[0] for r in results])) * 1000
+    played_ms = float(np.median([r[1] for r in results])) * 1000
+    return {
+        "first_reply_frame_ms": round(first_ms, 3),
+        "first_sample_played_ms": round(played_ms, 3),
+    }

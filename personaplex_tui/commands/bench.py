@@ -1,0 +1,96 @@
+"""`ppx-tui bench`: how fast is a step here? A Rich table, or JSON with --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from personaplex_tui.commands.common import DTYPES, UsageError, add_model_arguments, status
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time load, warm-up, prompt prefill and the 80 ms step (p50/p90/p99/max)",
+        description="Benchmark PersonaPlex on this machine: a real checkpoint (--model) or "
+        "random weights of the exact 7B shape (--random-weights, no download).",
+    )
+    add_model_arguments(p)
+    p.add_argument("--random-weights", action="store_true", help="random weights of the 7B shape")
+    p.add_argument(
+        "--bits", type=int, choices=(4, 8, 16), default=4, help="random weights: 4, 8 or 16 (bf16)"
+    )
+    p.add_argument("--small", action="store_true", help="a tiny random model (CPU smoke test, CI)")
+    p.add_argument("--steps", type=int, default=300, help="timed steps after warm-up (300)")
+    p.add_argument("--warmup-steps", type=int, default=20, help="warm-up steps (20)")
+    p.add_argument("--voice-frames", type=int, default=50, help="random voice prompt length (50)")
+    p.add_argument("--prompt-tokens", type=int, default=20, help="random system prompt length (20)")
+    p.add_argument("--no-phases", action="store_true", help="skip the per-phase breakdown")
+    p.add_argument("--turn", action="store_true", help="also time turn-based reply latency")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from personaplex_tui.benchmark import BenchOptions, run_benchmark
+
+    if args.steps < 1 or args.warmup_steps < 0:
+        raise UsageError("--steps must be at least 1 and --warmup-steps at least 0.")
+    if args.model and (args.random_weights or args.small):
+        raise UsageError("Give either --model or --random-weights/--small, not both.")
+    assert args.dtype is None or args.dtype in DTYPES
+    opts = BenchOptions(
+        model=args.model,
+        random_weights=args.random_weights,
+        small=args.small,
+        bits=args.bits,
+        dtype=args.dtype,
+        quantize=args.quantize,
+        steps=args.steps,
+        warmup_steps=args.warmup_steps,
+        voice_frames=args.voice_frames,
+        prompt_tokens=args.prompt_tokens,
+        phases=not args.no_phases,
+        turn=args.turn,
+        seed=args.seed,
+    )
+    result = run_benchmark(opts, progress=lambda m: status(f"bench: {m}..."))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        Console().print(result_table(result))
+    return 0
+
+
+def result_table(r) -> Table:
+    """The benchmark as a two-column Rich table."""
+    t = Table(title=f"ppx-tui bench — {r.model}", title_justify="left")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("device", r.device)
+    t.add_row("platform", r.platform)
+    t.add_row("weights", f"{r.quantization}, activations {r.dtype}")
+    t.add_row("load", f"{r.load_s:.2f} s")
+    t.add_row("warm-up (compile + first steps)", f"{r.warmup_s:.2f} s")
+    t.add_row(f"prompt prefill ({r.prefill_positions} positions)", f"{r.prefill_ms:.1f} ms")
+    s = r.step_ms
+    t.add_row(
+        f"step, full duplex (n={s.n})",
+        f"p50 {s.p50:.2f} · p90 {s.p90:.2f} · p99 {s.p99:.2f} · max {s.max:.2f} ms",
+    )
+    lm = r.lm_step_ms
+    t.add_row(
+        "LM step only (no Mimi)",
+        f"p50 {lm.p50:.2f} · p90 {lm.p90:.2f} · p99 {lm.p99:.2f} · max {lm.max:.2f} ms",
+    )
+    for name, ms in r.phases_ms.items():
+        t.add_row(f"  phase: {name}", f"{ms:.2f} ms")
+    t.add_row("real-time factor (p50 / 80 ms)", f"{r.rtf:.3f}")
+    t.add_row("peak memory", f"{r.peak_memory_gb:.2f} GB")
+    for name, ms in r.turn.items():
+        t.add_row(f"turn: {name.replace('_', ' ')}", f"{ms:.1f} ms")
+    return t

@@ -1,0 +1,41 @@
+"""`ppx-tui bench --small` runs headless, fast, and reports every figure (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_small_json_reports_everything():
+    proc = subprocess.run(
+        [sys.executable, "-m", "personaplex_tui", "bench", "--small", "--steps", "30",
+         "--warmup-steps", "3", "--turn", "--json"],  # fmt: skip
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["device"] == "cpu" and r["model"] == "random weights"
+    for key in ("load_s", "warmup_s", "prefill_ms", "rtf", "peak_memory_gb"):
+        assert r[key] > 0, key
+    assert r["prefill_positions"] == 50 + 6 + 20 + 6 + 1
+    for block in ("step_ms", "lm_step_ms"):
+        s = r[block]
+        assert s["n"] == 30 and 0 < s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
+    assert set(r["phases_ms"]) == {"encode", "temporal", "depformer", "decode"}
+    assert 0 < r["turn"]["first_reply_frame_ms"] <= r["turn"]["first_sample_played_ms"]
+
+
+def test_bench_path_imports_no_ui_or_audio():
+    code = (
+        "import sys; import personaplex_tui.commands.bench, personaplex_tui.benchmark; "
+        "print('textual' in sys.modules, 'sounddevice' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)  # fmt: skip
+    assert out.stdout.split() == ["False", "False"]
