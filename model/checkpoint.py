@@ -119,6 +119,11 @@ def _module_tensors(
     ]
 
 
+def default_dtype() -> mx.Dtype:
+    """bfloat16 on a GPU (Metal, CUDA); float32 on the CPU, where bfloat16 math is ~10x slower."""
+    return mx.bfloat16 if mx.default_device().type == mx.DeviceType.gpu else mx.float32
+
+
 def _cast(arr: mx.array, dtype: mx.Dtype) -> mx.array:
     return arr if arr.dtype == dtype else arr.astype(dtype)
 
@@ -138,7 +143,7 @@ def lm_from_tensors(
     tensors: Tensors,
     layout: str,
     *,
-    dtype: mx.Dtype = mx.bfloat16,
+    dtype: mx.Dtype | None = None,
     quantize: int | None = None,
     group_size: int = 64,
 ) -> tuple[LM, PersonaPlexConfig]:
@@ -146,8 +151,9 @@ def lm_from_tensors(
 
     Consumes `tensors` (entries are popped, so lazily loaded arrays are freed once used) and
     evaluates module by module. Returns the LM and the config updated with the quantization
-    actually in effect.
+    actually in effect. dtype None means `default_dtype()`.
     """
+    dtype = dtype or default_dtype()
     quant = _quantization_for(config, layout, quantize, group_size)
     if quant is not None:
         try:
@@ -180,7 +186,7 @@ def lm_from_tensors(
 def load_lm(
     model: str | os.PathLike[str] | None = None,
     *,
-    dtype: mx.Dtype = mx.bfloat16,
+    dtype: mx.Dtype | None = None,
     quantize: int | None = None,
     group_size: int = 64,
     tqdm_class: Any = None,
@@ -188,7 +194,7 @@ def load_lm(
     """Load the LM from a checkpoint folder or Hugging Face repo id (default: the 4-bit model).
 
     dtype: activation dtype (float weights, embeddings and quantization scales are cast to it;
-    norms stay float32). quantize: 4 or 8 to quantize a float checkpoint's projections on load
+    norms stay float32); None picks `default_dtype()` (bfloat16 on a GPU, float32 on the CPU). quantize: 4 or 8 to quantize a float checkpoint's projections on load
     (group size 64), layer by layer. Raises CheckpointError / ModelNotFoundError with one
     sentence on any problem.
     """

@@ -129,6 +129,9 @@ class LM(nn.Module):
         """Activation dtype (that of the embeddings)."""
         return self.text_emb.weight.dtype
 
+    def _as_activation(self, x: mx.array) -> mx.array:
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
     def make_cache(self, batch: int = 1) -> list[RingKVCache]:
         """Fresh ring KV caches of the temporal transformer, one per layer."""
         return self.transformer.make_cache(self.dtype, batch)
@@ -157,7 +160,7 @@ class LM(nn.Module):
         of `context`), advances it by T. Returns text logits [1, T, text_card] and the normed
         hidden state h [1, T, D] that feeds the depformer.
         """
-        h = self.out_norm(self.transformer(x.astype(self.dtype), caches))
+        h = self.out_norm(self.transformer(self._as_activation(x), caches))
         return self.text_linear(h), h
 
     def forward_step(
@@ -168,7 +171,7 @@ class LM(nn.Module):
         `full` says whether every ring slot is valid after this write (`step_is_full`); the
         caller advances the caches' offsets (`advance`), which this leaves alone.
         """
-        h = self.out_norm(self.transformer.step(x.astype(self.dtype), caches, pos, full))
+        h = self.out_norm(self.transformer.step(self._as_activation(x), caches, pos, full))
         return self.text_linear(h), h
 
     # ---- depformer ------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -45,6 +46,9 @@ class ColumnStepper:
     Calling it returns (text_token int32 [], audio_tokens int32 [n_steps]) unevaluated and
     advances the caches by one position; the caller evaluates (`mx.eval`/`mx.async_eval`).
     Two graphs are compiled: while the ring fills (masked attention) and once it is full.
+    The graphs capture `caches` (their `state` lists) and the LM's weights: reset the caches
+    with `cache.reset()` (never replace them) and build a new stepper for new caches, weights,
+    sampling parameters or `n_steps`.
     """
 
     def __init__(
@@ -63,7 +67,7 @@ class ColumnStepper:
         self.audio = audio
         self.n_steps = n_steps
         state = [cache.state for cache in caches]
-        self._fns = {}
+        self._fns: dict[bool, Callable[..., tuple[mx.array, mx.array]]] = {}
         for full in (False, True):
             fn = partial(self._column, full=full)
             self._fns[full] = mx.compile(fn, inputs=state, outputs=state) if compile else fn

@@ -23,6 +23,12 @@ def _std(shape: tuple[int, ...]) -> float:
     return 1.0 / math.sqrt(shape[-1])
 
 
+def _random_uint32(shape: tuple[int, ...], key: mx.array) -> mx.array:
+    """Uniform random 32-bit words (two 16-bit halves: MLX's randint is exact at that width)."""
+    hi, lo = mx.random.randint(0, 1 << 16, (2, *shape), dtype=mx.uint32, key=key)
+    return (hi << 16) | lo
+
+
 def random_weights(config: PersonaPlexConfig, *, seed: int = 0) -> dict[str, mx.array]:
     """Float32 weights of every LM module by parameter path (lazy; norms near 1)."""
     modules = lm_modules(config.lm)
@@ -54,9 +60,7 @@ def random_tensors(config: PersonaPlexConfig, layout: str = CONVERTED, *, seed: 
             part = spec.target.rsplit(".", 1)[1]
             levels = (1 << bits) - 1
             if spec.dtype == "U32":
-                arr = mx.random.randint(0, 1 << 31, spec.shape, dtype=mx.int32, key=k).astype(
-                    mx.uint32
-                )
+                arr = _random_uint32(spec.shape, k)
             elif part in ("scales", "biases"):
                 fan_in = spec.shape[-1] * config.quantization.group_size  # type: ignore[union-attr]
                 scale = math.sqrt(12.0 / fan_in) / levels
@@ -70,7 +74,7 @@ def random_tensors(config: PersonaPlexConfig, layout: str = CONVERTED, *, seed: 
     return out
 
 
-def random_lm(config: PersonaPlexConfig, *, dtype: mx.Dtype = mx.bfloat16, seed: int = 0) -> LM:
+def random_lm(config: PersonaPlexConfig, *, dtype: mx.Dtype | None = None, seed: int = 0) -> LM:
     """An LM of `config` (quantized per `config.quantization`) with random weights, in memory."""
     lm, _ = lm_from_tensors(config, random_tensors(config, seed=seed), CONVERTED, dtype=dtype)
     return lm

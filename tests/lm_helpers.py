@@ -150,10 +150,11 @@ def random_columns(config: PersonaPlexConfig, steps: int, *, seed: int = 0) -> n
     cols = np.empty((steps, lm.n_streams), dtype=np.int64)
     cols[:, 0] = rng.integers(0, lm.text_card, steps)
     cols[:, 1:] = rng.integers(0, lm.card, (steps, lm.n_audio))
-    cols[0, 0], cols[0, 1:] = lm.text_initial, lm.audio_initial
-    cols[1, 3] = lm.audio_initial
-    cols[2, 5] = -1
-    cols[3, 0] = -1
+    specials = [(0, 0, lm.text_initial), (1, 3, lm.audio_initial), (2, 5, -1), (3, 0, -1)]
+    cols[0, 1:] = lm.audio_initial
+    for row, stream, token in specials:
+        if row < steps:
+            cols[row, stream] = token
     return cols
 
 

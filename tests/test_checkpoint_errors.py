@@ -203,3 +203,14 @@ def test_offline_uses_the_cache(tmp_path):
     result = _resolve_in_subprocess("someone/cached-model", tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert Path(result.stdout.strip()) == snapshot
+
+
+def test_loader_imports_stay_light():
+    code = (
+        "import sys, model.checkpoint, model.lm_step, model.random_weights;"
+        "print(' '.join(m for m in ('torch', 'huggingface_hub', 'textual') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""  # the hub client is imported only to download

@@ -1,0 +1,59 @@
+"""Sampling on the device: greedy = argmax, top-k and temperature respected, seeded reproducibility."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+from model.sampling import GREEDY, SamplingParams, sample_token, split_key
+
+
+def test_greedy_is_argmax():
+    logits = mx.random.normal((6, 300), key=mx.random.key(1))
+    expected = np.argmax(np.array(logits), axis=-1)
+    assert np.array(sample_token(logits, GREEDY, None)).tolist() == expected.tolist()
+    greedy_with_top_k = SamplingParams(temperature=0.0, top_k=25)
+    assert np.array(sample_token(logits, greedy_with_top_k, None)).tolist() == expected.tolist()
+    assert sample_token(logits, GREEDY, None).dtype == mx.int32
+
+
+def test_top_k_is_respected():
+    logits = mx.random.normal((500,), key=mx.random.key(2))
+    top5 = set(np.argsort(np.array(logits))[-5:].tolist())
+    draws = [
+        int(sample_token(logits, SamplingParams(2.0, 5), k))
+        for k in split_key(mx.random.key(3), 200)
+    ]
+    assert set(draws) <= top5
+    assert len(set(draws)) >= 3  # a real draw, not a constant
+    top1 = [
+        int(sample_token(logits, SamplingParams(5.0, 1), k))
+        for k in split_key(mx.random.key(4), 20)
+    ]
+    assert set(top1) == {int(np.argmax(np.array(logits)))}
+
+
+def _frequencies(probs: list[float], params: SamplingParams, n: int = 6000) -> np.ndarray:
+    logits = mx.broadcast_to(mx.log(mx.array(probs)), (n, len(probs)))
+    draws = np.array(sample_token(logits, params, mx.random.key(5)))
+    return np.bincount(draws, minlength=len(probs)) / n
+
+
+def test_distribution_is_softmax_over_the_top_k():
+    probs = [0.5, 0.2, 0.15, 0.1, 0.05]
+    freq = _frequencies(probs, SamplingParams(1.0, 3))
+    expected = np.array([0.5, 0.2, 0.15, 0, 0]) / 0.85
+    assert np.abs(freq - expected).max() < 0.03
+    hot = _frequencies(probs, SamplingParams(2.0, 0))  # temperature 2: p ** (1/2), renormalised
+    expected = np.sqrt(probs) / np.sqrt(probs).sum()
+    assert np.abs(hot - expected).max() < 0.03
+
+
+def test_same_key_same_tokens():
+    logits = mx.random.normal((4, 2048), key=mx.random.key(6))
+    params = SamplingParams(0.8, 250)
+    first = np.array(sample_token(logits, params, mx.random.key(7)))
+    again = np.array(sample_token(logits, params, mx.random.key(7)))
+    other = np.array(sample_token(logits, params, mx.random.key(8)))
+    assert first.tolist() == again.tolist()
+    assert first.tolist() != other.tolist()
