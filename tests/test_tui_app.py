@@ -230,6 +230,20 @@ async def test_c_copies_the_transcript():
         assert app.clipboard == "[you 1.0–2.5 s] (19 frames)\n[agent 3.2 s] Hello there!"
 
 
+async def test_transcript_text_can_be_selected_and_copied():
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        for i, piece in enumerate([" Select", " me", " please."]):
+            app.bridge(TextOut(10 + i, piece))
+        await pilot.pause()
+        body = app.main.query_one("#transcript .said", Static)
+        body.text_select_all()  # what a mouse drag over it does
+        await pilot.pause()
+        await pilot.press("ctrl+c")
+        assert app.clipboard == "Select me please."
+
+
 async def test_question_mark_opens_help_and_escape_closes_it():
     app, _, _ = build()
     async with app.run_test(size=SIZE) as pilot:

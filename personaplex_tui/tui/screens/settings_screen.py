@@ -43,6 +43,10 @@ def _device_options(names: Sequence[str], current: str | None) -> list[tuple[str
     return options
 
 
+def _echo_hint(on: bool) -> str:
+    return "on: the mic is muted while the agent speaks" if on else "off (best with headphones)"
+
+
 def _number(text: str, label: str, kind: type) -> Any:
     try:
         return kind(text.strip())
@@ -103,7 +107,11 @@ class SettingsScreen(ModalScreen[Settings | None]):
                     self._input(str(s.max_steps), "max-steps", type="integer"),
                     hint=f"{low}-{high} × 80 ms, turn-based",
                 )
-                yield _row("Echo suppression", Switch(s.echo_suppression, id="echo"))
+                yield _row(
+                    "Echo suppression",
+                    Switch(s.echo_suppression, id="echo"),
+                    hint=_echo_hint(s.echo_suppression),
+                )
                 yield _row(
                     "Audio temp · top-k",
                     self._input(str(s.audio_temperature), "audio-temperature", type="number"),
@@ -156,6 +164,11 @@ class SettingsScreen(ModalScreen[Settings | None]):
         else:
             box.disabled = True
             box.value = PROMPT_PRESETS[prompt]
+
+    @on(Switch.Changed, "#echo")
+    def _echo_changed(self, event: Switch.Changed) -> None:
+        hint = event.switch.parent.query_one(".field-hint", Label)  # type: ignore[union-attr]
+        hint.update(_echo_hint(event.value))
 
     @on(Select.Changed, "#prompt")
     def _prompt_changed(self, event: Select.Changed) -> None:

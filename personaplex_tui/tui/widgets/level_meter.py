@@ -85,17 +85,20 @@ class LevelMeter(Widget):
         first = Text.assemble(label, bar, number)
         if self.size.height < 2:
             return first
-        detail = Text.assemble(
-            (" " * len(label), ""),
-            ("rms ", "dim"),
-            db_text(self.rms_db).strip(),
-            ("  peak ", "dim"),
-            db_text(self.peak_db).strip(),
-            (" dBFS", "dim"),
-        )
         flag = self._flag()
-        gap = width - len(detail) - len(flag)
-        if gap >= 1:
-            detail.append(" " * gap)
-            detail.append_text(flag)
+        for unit in (" dBFS", ""):  # the flag matters more than the unit
+            detail = Text.assemble(
+                (" " * len(label), ""),
+                ("rms ", "dim"),
+                db_text(self.rms_db).strip(),
+                ("  peak ", "dim"),
+                db_text(self.peak_db).strip(),
+                (unit, "dim"),
+            )
+            gap = width - len(detail) - len(flag)
+            if gap >= 1:
+                break
+        detail.append(" " * max(gap, 1))
+        detail.append_text(flag)
+        detail.truncate(width)
         return Text("\n").join([first, detail])
