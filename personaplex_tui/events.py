@@ -136,6 +136,14 @@ class Notice:
     severity: Literal["information", "warning", "error"] = "information"
 
 
+@dataclass(frozen=True)
+class MemoryUsage:
+    """Memory the engine holds on the accelerator (MLX active / peak bytes), sent now and then."""
+
+    device_bytes: int
+    peak_device_bytes: int = 0
+
+
 EngineEvent = (
     LoadProgress
     | ModelInfo
@@ -148,6 +156,7 @@ EngineEvent = (
     | PlaybackStats
     | UserTurn
     | Notice
+    | MemoryUsage
 )
 EventSink = Callable[[EngineEvent], None]
 

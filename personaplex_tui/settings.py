@@ -1,0 +1,381 @@
+"""User settings: one validated dataclass, persisted as TOML in the user's config folder.
+
+Command-line flags override the file for one run (`add_chat_arguments` + `resolve_settings`);
+changes made in the app are written back with `SettingsStore.update`, field by field, so a flag
+given for one run is never saved by accident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from model.errors import PersonaPlexError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+APP_NAME = "ppx-tui"
+CONFIG_ENV = "PPX_TUI_CONFIG"
+
+VOICES: tuple[str, ...] = (
+    *(f"NATF{i}" for i in range(4)),
+    *(f"NATM{i}" for i in range(4)),
+    *(f"VARF{i}" for i in range(5)),
+    *(f"VARM{i}" for i in range(5)),
+)
+
+PROMPT_PRESETS: dict[str, str] = {
+    "assistant": "You are a helpful assistant. Answer questions clearly and concisely.",
+    "focused": (
+        "You are a helpful assistant. Listen carefully to what the user says, then respond "
+        "directly to their question or request. Stay on topic. Be concise."
+    ),
+    "customer-service": (
+        "You are a customer service agent. Answer the customer question directly and "
+        "helpfully. Do not change the subject."
+    ),
+    "teacher": (
+        "You are a wise and friendly teacher. Answer questions or provide advice in a clear "
+        "and engaging way."
+    ),
+    "casual": "You enjoy having a good conversation.",
+}
+CUSTOM_PROMPT = "custom"
+
+Mode = Literal["turn", "duplex"]
+MODES: tuple[str, ...] = ("turn", "duplex")
+MODE_LABELS: dict[str, str] = {"turn": "turn-based", "duplex": "duplex"}
+
+MAX_STEPS_RANGE = (50, 500)
+TEMPERATURE_RANGE = (0.0, 2.0)
+AUDIO_TOP_K_RANGE = (1, 2048)
+TEXT_TOP_K_RANGE = (1, 32000)
+PROMPT_TEXT_MAX_CHARS = 2000
+
+# Settings kept in the TOML file; the others (files to read and write) are per run.
+PERSISTED: tuple[str, ...] = (
+    "voice",
+    "prompt",
+    "prompt_text",
+    "mode",
+    "max_steps",
+    "echo_suppression",
+    "audio_temperature",
+    "audio_top_k",
+    "text_temperature",
+    "text_top_k",
+    "input_device",
+    "output_device",
+    "model",
+)
+
+
+class SettingsError(PersonaPlexError):
+    """A setting has a bad value; the message says which and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the user can choose; validated on construction (raises `SettingsError`)."""
+
+    voice: str = "NATF2"
+    prompt: str = "assistant"  # a key of PROMPT_PRESETS, or "custom" to use prompt_text
+    prompt_text: str = ""
+    mode: Mode = "turn"
+    max_steps: int = 75  # turn-based reply length in frames (80 ms each)
+    echo_suppression: bool = False
+    audio_temperature: float = 0.8
+    audio_top_k: int = 250
+    text_temperature: float = 0.7
+    text_top_k: int = 25
+    input_device: str | None = None  # None: the system default
+    output_device: str | None = None
+    model: str | None = None  # Hugging Face repo id or local folder; None: the default model
+    # Per run only (flags), never written to the file.
+    input_file: Path | None = None
+    output_file: Path | None = None
+    record_dir: Path | None = None
+    timing_log: Path | None = None
+
+    def __post_init__(self) -> None:
+        problems = _problems(self)
+        if problems:
+            raise SettingsError(problems[0])
+
+    @property
+    def system_prompt(self) -> str:
+        """The system-prompt text the session is prompted with."""
+        if self.prompt == CUSTOM_PROMPT:
+            return self.prompt_text.strip()
+        return PROMPT_PRESETS[self.prompt]
+
+    @property
+    def prompt_label(self) -> str:
+        """Short name for the status bar: the preset's name or the custom text's start."""
+        if self.prompt != CUSTOM_PROMPT:
+            return self.prompt
+        text = self.prompt_text.strip()
+        return f"“{text[:24]}…”" if len(text) > 24 else f"“{text}”"
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes` applied, validated."""
+        return dataclasses.replace(self, **changes)
+
+    def persisted(self) -> dict[str, Any]:
+        """The fields kept in the settings file (None values left out)."""
+        values = {name: getattr(self, name) for name in PERSISTED}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def changed_fields(self, other: Settings) -> dict[str, Any]:
+        """Fields whose value in `other` differs from this one: {name: other's value}."""
+        return {
+            f.name: getattr(other, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        }
+
+
+def _in_range(name: str, value: float, bounds: tuple[float, float]) -> str | None:
+    low, high = bounds
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name} must be a number between {low} and {high} (got {value})."
+    if not low <= value <= high:
+        return f"{name} must be between {low} and {high} (got {value})."
+    return None
+
+
+def _problems(s: Settings) -> list[str]:
+    """Every problem with `s`, each one sentence (empty when valid)."""
+    problems: list[str] = []
+    if s.voice not in VOICES:
+        problems.append(f"Unknown voice '{s.voice}'; choose one of {', '.join(VOICES)}.")
+    if s.prompt != CUSTOM_PROMPT and s.prompt not in PROMPT_PRESETS:
+        names = ", ".join(PROMPT_PRESETS)
+        problems.append(
+            f"Unknown system prompt '{s.prompt}'; choose one of {names}, or give your own text."
+        )
+    if s.prompt == CUSTOM_PROMPT and not s.prompt_text.strip():
+        problems.append("The custom system prompt is empty; type a prompt or pick a preset.")
+    if len(s.prompt_text) > PROMPT_TEXT_MAX_CHARS:
+        problems.append(
+            f"The system prompt is too long ({len(s.prompt_text)} characters; "
+            f"at most {PROMPT_TEXT_MAX_CHARS})."
+        )
+    if s.mode not in MODES:
+        problems.append(f"Unknown mode '{s.mode}'; choose 'turn' or 'duplex'.")
+    checks = (
+        ("Max steps", s.max_steps, MAX_STEPS_RANGE, int),
+        ("Audio temperature", s.audio_temperature, TEMPERATURE_RANGE, float),
+        ("Audio top-k", s.audio_top_k, AUDIO_TOP_K_RANGE, int),
+        ("Text temperature", s.text_temperature, TEMPERATURE_RANGE, float),
+        ("Text top-k", s.text_top_k, TEXT_TOP_K_RANGE, int),
+    )
+    for label, value, bounds, kind in checks:
+        ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
+        if isinstance(value, bool) or not ok_type:
+            wanted = "a number" if kind is float else "a whole number"
+            problems.append(f"{label} must be {wanted} (got {value!r}).")
+            continue
+        problem = _in_range(label, value, bounds)
+        if problem:
+            problems.append(problem)
+    if not isinstance(s.echo_suppression, bool):
+        problems.append(f"Echo suppression must be true or false (got {s.echo_suppression!r}).")
+    for label, value in (
+        ("Input device", s.input_device),
+        ("Output device", s.output_device),
+        ("Model", s.model),
+    ):
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            problems.append(f"{label} must be a non-empty name (got {value!r}).")
+    return problems
+
+
+# --- the settings file -----------------------------------------------------------------------
+
+
+def default_config_path() -> Path:
+    """`$PPX_TUI_CONFIG`, else `settings.toml` in the user's config folder."""
+    override = os.environ.get(CONFIG_ENV)
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return platformdirs.user_config_path(APP_NAME) / "settings.toml"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    escaped = "".join(
+        {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch)
+        or (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)
+        for ch in text
+    )
+    return f'"{escaped}"'
+
+
+def to_toml(settings: Settings) -> str:
+    """The settings file's text: the persisted fields as flat TOML keys."""
+    lines = ["# ppx-tui settings (written by the app; command-line flags override them)"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in settings.persisted().items()]
+    return "\n".join(lines) + "\n"
+
+
+def _coerce(name: str, value: Any, where: Path) -> Any:
+    """A TOML value checked against the field's type, with a message naming the file."""
+    kinds = {f.name: f.type for f in fields(Settings)}
+    kind = str(kinds[name])
+    bad = None
+    if kind == "bool" and not isinstance(value, bool):
+        bad = "true or false"
+    elif kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        bad = "a whole number"
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad = "a number"
+        else:
+            value = float(value)
+    elif kind not in ("bool", "int", "float") and not isinstance(value, str):
+        bad = "text in quotes"
+    if bad:
+        raise SettingsError(f"In {where}, {name} must be {bad} (got {value!r}).")
+    return value
+
+
+def load_settings(path: Path) -> Settings:
+    """Settings from the TOML file at `path`; the defaults when it does not exist."""
+    if not path.exists():
+        return Settings()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise SettingsError(f"The settings file {path} is not valid TOML ({err}).") from None
+    except OSError as err:
+        raise SettingsError(f"Cannot read the settings file {path} ({err.strerror}).") from None
+    values = {k: _coerce(k, v, path) for k, v in data.items() if k in PERSISTED}
+    try:
+        return Settings(**values)
+    except SettingsError as err:
+        raise SettingsError(f"In {path}: {err}") from None
+
+
+def save_settings(settings: Settings, path: Path) -> None:
+    """Write the persisted fields to `path` (atomically: a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_toml(settings), encoding="utf-8")
+    tmp.replace(path)
+
+
+class SettingsStore:
+    """The settings file; `update` writes only the fields the user changed in the app."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> Settings:
+        return load_settings(self.path)
+
+    def update(self, **changes: Any) -> Settings:
+        """Apply `changes` (persisted fields only) to the file's settings and save them."""
+        kept = {k: v for k, v in changes.items() if k in PERSISTED}
+        try:
+            current = self.load()
+        except SettingsError:
+            current = Settings()  # a broken file is replaced rather than kept forever
+        updated = current.replace(**kept)
+        save_settings(updated, self.path)
+        return updated
+
+
+# --- command-line flags ----------------------------------------------------------------------
+
+
+def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the chat flags to `parser`; unset flags stay None so the file's values hold."""
+    parser.add_argument("--config", type=Path, metavar="FILE", help="settings file to use")
+    parser.add_argument("--mode", choices=MODES, help="turn-based (default) or full duplex")
+    parser.add_argument("--voice", metavar="NAME", help=f"voice preset ({VOICES[0]}...)")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument(
+        "--system-prompt", metavar="NAME", help=f"prompt preset: {', '.join(PROMPT_PRESETS)}"
+    )
+    prompt.add_argument("--prompt-text", metavar="TEXT", help="your own system prompt")
+    parser.add_argument(
+        "--max-steps",
+        type=_int_flag("--max-steps"),
+        metavar="N",
+        help=f"turn-based reply length in 80 ms frames ({MAX_STEPS_RANGE[0]}-{MAX_STEPS_RANGE[1]})",
+    )
+    parser.add_argument(
+        "--echo-suppression",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mute the mic while the agent speaks (for speakers without headphones)",
+    )
+    parser.add_argument("--model", metavar="REPO_OR_DIR", help="Hugging Face repo or folder")
+    parser.add_argument("--input-device", metavar="X", help="microphone (name or index)")
+    parser.add_argument("--output-device", metavar="Y", help="speaker (name or index)")
+    parser.add_argument("--input-file", type=Path, metavar="WAV", help="read the mic from a WAV")
+    parser.add_argument("--output-file", type=Path, metavar="WAV", help="write the agent to a WAV")
+    parser.add_argument("--record", type=Path, metavar="DIR", help="record sessions into DIR")
+    parser.add_argument(
+        "--timing-log", type=Path, metavar="FILE.jsonl", help="write step timings as JSON lines"
+    )
+
+
+def _int_flag(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} needs a whole number (got {text!r})"
+            ) from None
+
+    return parse
+
+
+def settings_from_args(args: argparse.Namespace, base: Settings) -> Settings:
+    """`base` with every flag the user gave applied on top; raises `SettingsError`."""
+    changes: dict[str, Any] = {}
+    simple = ("mode", "voice", "max_steps", "echo_suppression", "model")
+    simple += ("input_device", "output_device", "input_file", "output_file", "timing_log")
+    for name in simple:
+        value = getattr(args, name, None)
+        if value is not None:
+            changes[name] = value
+    if getattr(args, "record", None) is not None:
+        changes["record_dir"] = args.record
+    if getattr(args, "system_prompt", None) is not None:
+        changes["prompt"], changes["prompt_text"] = args.system_prompt, ""
+    if getattr(args, "prompt_text", None) is not None:
+        changes["prompt"], changes["prompt_text"] = CUSTOM_PROMPT, args.prompt_text
+    if isinstance(changes.get("voice"), str):
+        changes["voice"] = changes["voice"].upper()
+    input_file = changes.get("input_file")
+    if input_file is not None and not Path(input_file).is_file():
+        raise SettingsError(f"The input file {input_file} does not exist.")
+    return base.replace(**changes)
+
+
+def resolve_settings(args: argparse.Namespace) -> tuple[Settings, SettingsStore]:
+    """The settings file (from `--config` or the default place) overridden by the flags."""
+    store = SettingsStore(args.config or default_config_path())
+    return settings_from_args(args, store.load()), store

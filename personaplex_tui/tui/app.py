@@ -1,0 +1,403 @@
+"""The PersonaPlex chat app: `make_app(settings, controller_factory)` builds it for the CLI and tests.
+
+The app creates its controller on mount, handing it a thread-safe, non-blocking event sink
+(`EventBridge`); every controller call runs as a worker, so the UI never waits on the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from model.errors import PersonaPlexError
+from personaplex_tui.events import (
+    ConversationAPI,
+    EngineError,
+    EngineEvent,
+    EventSink,
+    LoadProgress,
+    ModelInfo,
+    Notice,
+    StateChanged,
+    TextOut,
+    UserTurn,
+)
+from personaplex_tui.memory import process_rss_bytes
+from personaplex_tui.settings import MODE_LABELS, VOICES, Settings, SettingsError, SettingsStore
+from personaplex_tui.tui.bridge import EventBridge
+from personaplex_tui.tui.keys import KEY_ACTIONS
+from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
+from personaplex_tui.tui.screens.help_screen import HelpScreen
+from personaplex_tui.tui.screens.main_screen import MainScreen
+from personaplex_tui.tui.screens.settings_screen import SettingsScreen
+from personaplex_tui.tui.step_stats import StepStats
+from personaplex_tui.tui.widgets.control_bar import ControlBar
+from personaplex_tui.tui.widgets.error_banner import ErrorBanner
+from personaplex_tui.tui.widgets.load_panel import LoadPanel
+from personaplex_tui.tui.widgets.status_bar import StatusBar, StatusInfo
+from personaplex_tui.tui.widgets.transcript import Transcript
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ControllerFactory = Callable[[Settings, EventSink], ConversationAPI]
+DeviceLister = Callable[[], tuple[Sequence[str], Sequence[str]]]  # (inputs, outputs)
+MemoryProbe = Callable[[], int | None]
+
+LOADING_STATES = frozenset({"idle", "loading", "warming_up"})
+ACTIVE_STATES = frozenset({"listening", "thinking", "speaking", "duplex"})
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+class PersonaPlexApp(App[None]):
+    """The chat TUI; build it with `make_app`."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "ppx-tui"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
+
+    def __init__(
+        self,
+        settings: Settings,
+        controller_factory: ControllerFactory,
+        *,
+        store: SettingsStore | None = None,
+        list_devices: DeviceLister | None = None,
+        memory_probe: MemoryProbe | None = process_rss_bytes,
+        memory_interval_s: float = 2.0,
+        log_path: Path | None = None,
+        cursor_blink: bool = True,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.store = store
+        self.state = "idle"
+        self.model_info: ModelInfo | None = None
+        self.pending_reset = False
+        self.rss_bytes: int | None = None
+        self.device_bytes: int | None = None
+        self.stats = StepStats()
+        self.bridge = EventBridge(self)
+        self.controller: ConversationAPI | None = None
+        self._controller_factory = controller_factory
+        self._list_devices = list_devices
+        self._memory_probe = memory_probe
+        self._memory_interval_s = memory_interval_s
+        self.log_path = log_path
+        self.cursor_blink = cursor_blink
+        self._quitting = False
+        self._main_screen: MainScreen
+
+    # --- layout and lifecycle ------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen:
+        self._main_screen = MainScreen(self.stats)
+        return self._main_screen
+
+    @property
+    def main(self) -> MainScreen:
+        """The main screen (it stays under the help and settings screens)."""
+        return self._main_screen
+
+    def on_main_screen_ready(self, _: MainScreen.Ready) -> None:
+        self._refresh_status()
+        self._show_loading(True)
+        if self._memory_probe is not None:
+            self._poll_memory()
+            self.set_interval(self._memory_interval_s, self._poll_memory)
+        try:
+            self.controller = self._controller_factory(self.settings, self.bridge)
+        except PersonaPlexError as err:
+            self._set_state("error")
+            self._show_error(str(err))
+            return
+        self._call("start", self.controller.start)
+
+    def _poll_memory(self) -> None:
+        assert self._memory_probe is not None
+        try:
+            self.rss_bytes = self._memory_probe()
+        except OSError:
+            self.rss_bytes = None
+        self._refresh_status()
+
+    def _call(
+        self,
+        name: str,
+        make: Callable[[], Awaitable[T]],
+        then: Callable[[T], None] | None = None,
+    ) -> Worker[None]:
+        """Run a controller call as a worker; failures go to `on_worker_state_changed`."""
+
+        async def run() -> None:
+            result = await make()
+            if then is not None:
+                then(result)
+
+        return self.run_worker(run(), name=name, group="controller", exit_on_error=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if event.state != WorkerState.ERROR or worker.group != "controller":
+            return
+        error = worker.error
+        if worker.name == "start":
+            self._set_state("error")  # loading stopped; the banner says why
+        if isinstance(error, PersonaPlexError):
+            log.warning("%s failed: %s", worker.name, error)
+            self._show_error(str(error))
+        else:
+            log.error("%s failed", worker.name, exc_info=error)
+            where = f" Details are in {self.log_path}." if self.log_path else ""
+            self._show_error(f"Could not {worker.name.replace('_', ' ')}: {error}.{where}")
+
+    # --- engine events -------------------------------------------------------------------
+
+    def on_engine_event_message(self, message: EngineEventMessage) -> None:
+        self.apply_event(message.event)
+
+    def apply_event(self, event: EngineEvent) -> None:
+        """Show one ordered engine event (high-rate ones come through `on_live_data_arrived`)."""
+        if isinstance(event, StateChanged):
+            self._set_state(event.state)
+        elif isinstance(event, TextOut):
+            self.main.query_one(Transcript).add_agent_text(event.index, event.text)
+        elif isinstance(event, UserTurn):
+            self.main.query_one(Transcript).add_user_turn(event.start_s, event.end_s, event.frames)
+        elif isinstance(event, ModelInfo):
+            self.model_info = event
+            self._refresh_status()
+        elif isinstance(event, EngineError):
+            log.warning("engine error (%s): %s", event.kind or "?", event.message)
+            self._show_error(event.message)
+        elif isinstance(event, Notice):
+            self.notify(event.message, severity=event.severity)
+        elif isinstance(event, LoadProgress):
+            self.main.query_one(LoadPanel).set_progress(event)
+
+    def on_live_data_arrived(self, _: LiveDataArrived) -> None:
+        data = self.bridge.drain()
+        self.main.show_live(data)
+        if data.memory is not None:
+            self.device_bytes = data.memory.device_bytes
+            self._refresh_status()
+
+    def _set_state(self, state: str) -> None:
+        previous, self.state = self.state, state
+        if previous == "error" and state not in ("error", "idle"):
+            self.dismiss_error()
+        if state == "speaking" or previous == "speaking":
+            self.main.query_one(Transcript).end_agent_turn()
+        self._show_loading(state in LOADING_STATES)
+        self.main.query_one(ControlBar).set_talk_label("Stop" if state in ACTIVE_STATES else "Talk")
+        self._refresh_status()
+
+    def _show_loading(self, visible: bool) -> None:
+        self.main.query_one(LoadPanel).display = visible
+
+    def _show_error(self, message: str) -> None:
+        self.main.query_one(ErrorBanner).show(message)
+
+    def dismiss_error(self) -> None:
+        self.main.query_one(ErrorBanner).clear()
+
+    def _refresh_status(self) -> None:
+        info = self.model_info
+        s = self.settings
+        self.main.query_one(StatusBar).info = StatusInfo(
+            state=self.state,
+            mode=MODE_LABELS[s.mode],
+            voice=s.voice,
+            prompt=s.prompt_label,
+            model=info.source if info else (s.model or ""),
+            quantization=info.quantization if info else "",
+            device=info.device if info else "",
+            rss_bytes=self.rss_bytes,
+            device_bytes=self.device_bytes,
+            pending_reset=self.pending_reset,
+        )
+
+    # --- settings ------------------------------------------------------------------------
+
+    def change_settings(self, new: Settings) -> None:
+        """Adopt `new`: persist what changed, tell the controller, flag a pending reset."""
+        changes = self.settings.changed_fields(new)
+        if not changes:
+            return
+        self.settings = new
+        self._refresh_status()
+        if self.store is not None:
+            try:
+                self.store.update(**changes)
+            except (OSError, SettingsError) as err:
+                self.notify(f"Could not save the settings: {err}", severity="warning")
+        if "model" in changes:
+            self.notify("The new model is used the next time ppx-tui starts.")
+        controller = self.controller
+        if controller is None:
+            return
+        if "mode" in changes:
+            self.main.query_one(Transcript).add_system(f"{MODE_LABELS[new.mode]} mode")
+            self._call("switch_mode", lambda: controller.set_mode(new.mode))
+
+        def applied(needs_reset: bool) -> None:
+            if needs_reset and not self.pending_reset:
+                self.pending_reset = True
+                self.notify("Changes apply on the next reset (press r).")
+            self._refresh_status()
+
+        self._call("apply_settings", lambda: controller.apply_settings(new), applied)
+
+    def _settings_closed(self, new: Settings | None) -> None:
+        if new is not None:
+            self.change_settings(new)
+
+    def _devices(self) -> tuple[Sequence[str], Sequence[str], str]:
+        if self._list_devices is None:
+            return (), (), "The device list is not available."
+        try:
+            inputs, outputs = self._list_devices()
+        except Exception as err:  # a device backend can fail in many ways
+            log.warning("listing audio devices failed: %s", err)
+            return (), (), "The device list is not available."
+        return inputs, outputs, ""
+
+    @property
+    def voices(self) -> tuple[str, ...]:
+        """The loaded checkpoint's voices, else the presets."""
+        if self.model_info and self.model_info.voices:
+            return tuple(v for v in self.model_info.voices if v in VOICES) or VOICES
+        return VOICES
+
+    # --- actions (keys, buttons, command palette) ----------------------------------------
+
+    def _usable_controller(self) -> ConversationAPI | None:
+        if self.controller is None:
+            self.notify("There is no conversation to control.", severity="error")
+            return None
+        if self.state in LOADING_STATES:
+            self.notify("The model is still loading.", severity="warning")
+            return None
+        if self.state == "error" and self.model_info is None:
+            self.notify("No model is loaded (see the message above).", severity="error")
+            return None
+        return self.controller
+
+    def action_talk(self) -> None:
+        controller = self._usable_controller()
+        if controller is not None:
+            self._call("talk", controller.toggle_talk)
+
+    def action_switch_mode(self) -> None:
+        mode = "duplex" if self.settings.mode == "turn" else "turn"
+        self.change_settings(self.settings.replace(mode=mode))
+
+    def action_reset(self) -> None:
+        controller = self._usable_controller()
+        if controller is None:
+            return
+        self.pending_reset = False
+        self.dismiss_error()
+        self.main.query_one(Transcript).add_system("new conversation")
+        self._refresh_status()
+        self._call("reset", controller.reset)
+
+    def action_cycle_voice(self) -> None:
+        voices = self.voices
+        at = voices.index(self.settings.voice) if self.settings.voice in voices else -1
+        voice = voices[(at + 1) % len(voices)]
+        self.change_settings(self.settings.replace(voice=voice))
+        self.notify(f"Voice {voice}")
+
+    def action_settings(self) -> None:
+        inputs, outputs, note = self._devices()
+        screen = SettingsScreen(
+            self.settings,
+            self.voices,
+            inputs,
+            outputs,
+            devices_note=note,
+            cursor_blink=self.cursor_blink,
+        )
+        self.push_screen(screen, self._settings_closed)
+
+    def action_save_recording(self) -> None:
+        controller = self._usable_controller()
+        if controller is not None:
+            self._call(
+                "save_recording",
+                controller.save_recording,
+                lambda folder: self.notify(f"Saved the recording to {folder}"),
+            )
+
+    def action_copy_transcript(self) -> None:
+        text = self.main.query_one(Transcript).plain_text()
+        if not text:
+            self.notify("The transcript is empty.")
+            return
+        self.copy_to_clipboard(text)
+        self.notify(f"Copied the transcript ({len(text.splitlines())} lines).")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.log_path))
+
+    def action_dismiss_error(self) -> None:
+        self.dismiss_error()
+
+    async def action_quit(self) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        self._set_state("stopping")
+        if self.controller is not None:
+            try:
+                await asyncio.wait_for(self.controller.shutdown(), SHUTDOWN_TIMEOUT_S)
+            except Exception:  # quitting must not fail
+                log.exception("shutdown failed")
+        self.bridge.close()
+        self.exit()
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        if not isinstance(screen, MainScreen):
+            return
+        for key in KEY_ACTIONS:
+            if key.action in ("quit", "dismiss_error"):
+                continue  # the palette lists Quit already
+            yield SystemCommand(key.label, key.help, partial(self.run_action, key.action))
+
+
+def make_app(
+    settings: Settings,
+    controller_factory: ControllerFactory,
+    *,
+    store: SettingsStore | None = None,
+    list_devices: DeviceLister | None = None,
+    memory_probe: MemoryProbe | None = process_rss_bytes,
+    log_path: Path | None = None,
+    cursor_blink: bool = True,
+) -> PersonaPlexApp:
+    """The chat app. `controller_factory(settings, sink)` is called once the app is mounted.
+
+    `store` persists settings the user changes in the app (None: not persisted);
+    `list_devices()` returns (input names, output names) for the settings screen;
+    `memory_probe()` returns the bytes in use for the status bar (None: not shown).
+    """
+    return PersonaPlexApp(
+        settings,
+        controller_factory,
+        store=store,
+        list_devices=list_devices,
+        memory_probe=memory_probe,
+        log_path=log_path,
+        cursor_blink=cursor_blink,
+    )

@@ -1,0 +1,68 @@
+"""The main screen: status, errors and loading, level meters, step timing, transcript, controls."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from personaplex_tui.tui.bridge import LiveData
+from personaplex_tui.tui.keys import main_bindings
+from personaplex_tui.tui.step_stats import StepStats
+from personaplex_tui.tui.widgets.control_bar import ControlBar
+from personaplex_tui.tui.widgets.error_banner import ErrorBanner
+from personaplex_tui.tui.widgets.level_meter import LevelMeter
+from personaplex_tui.tui.widgets.load_panel import LoadPanel
+from personaplex_tui.tui.widgets.status_bar import StatusBar
+from personaplex_tui.tui.widgets.timing_panel import TimingPanel
+from personaplex_tui.tui.widgets.transcript import Transcript
+
+
+class MainScreen(Screen):
+    """Layout, plus routing live data to its widgets; the app feeds it (see `PersonaPlexApp`)."""
+
+    BINDINGS = main_bindings()
+
+    class Ready(Message):
+        """The widgets are mounted: the app may start the conversation."""
+
+    def __init__(self, stats: StepStats) -> None:
+        super().__init__(id="main")
+        self._stats = stats
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield ErrorBanner(id="error")
+        yield LoadPanel(id="load")
+        with Horizontal(id="dashboard"):
+            with Vertical(id="meters"):
+                yield LevelMeter("mic", id="mic-meter")
+                yield LevelMeter("agent", id="agent-meter")
+            yield TimingPanel(self._stats, id="timing")
+        yield Transcript(id="transcript")
+        yield ControlBar(id="controls")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#meters").border_title = "levels · dBFS"
+        self.query_one(ErrorBanner).display = False
+        self.post_message(self.Ready())
+
+    def show_live(self, data: LiveData) -> None:
+        """New levels, step timings, playback stats or load progress from the bridge."""
+        if data.levels is not None:
+            lv = data.levels
+            mic = self.query_one("#mic-meter", LevelMeter)
+            mic.set_levels(lv.mic_rms_db, lv.mic_peak_db, lv.mic_clipping)
+            agent = self.query_one("#agent-meter", LevelMeter)
+            agent.set_levels(lv.agent_rms_db, lv.agent_peak_db, lv.agent_clipping)
+        timing = self.query_one(TimingPanel)
+        if data.timings:
+            self._stats.add(data.timings)
+            timing.data_changed()
+        if data.playback is not None:
+            timing.set_playback(data.playback)
+        if data.progress is not None:
+            self.query_one(LoadPanel).set_progress(data.progress)

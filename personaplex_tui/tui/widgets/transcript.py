@@ -1,0 +1,93 @@
+"""The transcript: the agent's inner monologue as it streams, user turns marked with their times.
+
+Scrollable (it follows new text until the user scrolls up), selectable with the mouse, and
+exported as plain text for the clipboard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from textual.containers import VerticalScroll
+from textual.widgets import Label, Static
+
+FRAME_S = 0.08
+NEW_TURN_GAP_FRAMES = 19  # agent text after 1.5 s of silence starts a new block
+
+
+@dataclass
+class _AgentTurn:
+    start_index: int
+    last_index: int
+    body: Static
+    pieces: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces).strip()
+
+
+class Transcript(VerticalScroll):
+    """A list of entries: system lines, user turns, agent blocks."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._lines: list[str] = []  # plain text, one per entry
+        self._agent: _AgentTurn | None = None
+        self.border_title = "transcript"
+
+    @property
+    def agent_text(self) -> str:
+        """The text of the agent block being written ("" when none)."""
+        return self._agent.text if self._agent else ""
+
+    def _follow(self) -> None:
+        """Once the text overflows, keep the newest in view until the user scrolls up.
+
+        (Anchoring earlier would push short transcripts to the bottom of the panel.)
+        """
+        if not self.is_anchored and self.max_scroll_y > 0:
+            self.anchor()
+
+    def watch_virtual_size(self) -> None:  # the content grew (or shrank)
+        self.call_after_refresh(self._follow)
+
+    def _mount_entry(self, *widgets: Label | Static) -> None:
+        self.mount_all(widgets)
+
+    def add_system(self, message: str) -> None:
+        """A dim line between turns: a reset, a mode switch, a loaded model."""
+        self.end_agent_turn()
+        self._lines.append(f"-- {message} --")
+        self._mount_entry(Label(f"── {message} ──", classes="system"))
+
+    def add_user_turn(self, start_s: float, end_s: float, frames: int) -> None:
+        self.end_agent_turn()
+        span = f"{start_s:.1f}–{end_s:.1f} s"
+        self._lines.append(f"[you {span}] ({frames} frames)")
+        label = Label(f"you · {span} · spoke {end_s - start_s:.1f} s", classes="who user")
+        self._mount_entry(label)
+
+    def add_agent_text(self, index: int, piece: str) -> None:
+        """Append a piece of inner monologue produced at frame `index`."""
+        turn = self._agent
+        if turn is not None and index - turn.last_index > NEW_TURN_GAP_FRAMES:
+            self.end_agent_turn()
+            turn = None
+        if turn is None:
+            body = Static("", classes="said")
+            turn = self._agent = _AgentTurn(index, index, body)
+            self._lines.append("")
+            header = Label(f"agent · {index * FRAME_S:.1f} s", classes="who agent")
+            self._mount_entry(header, body)
+        turn.pieces.append(piece)
+        turn.last_index = index
+        self._lines[-1] = f"[agent {turn.start_index * FRAME_S:.1f} s] {turn.text}"
+        turn.body.update(turn.text)
+
+    def end_agent_turn(self) -> None:
+        """The next agent text starts a new block."""
+        self._agent = None
+
+    def plain_text(self) -> str:
+        return "\n".join(self._lines)

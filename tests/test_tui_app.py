@@ -1,0 +1,613 @@
+"""The chat app driven by Textual's pilot against the fake controller: keys, buttons, palette,
+settings, a full-duplex session, loading and the offline message."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+from textual.command import CommandPalette
+from textual.pilot import Pilot
+from textual.widgets import Static
+
+from model.errors import ModelNotFoundError, PersonaPlexError
+from personaplex_tui.events import (
+    FrameOut,
+    Levels,
+    LoadProgress,
+    MemoryUsage,
+    Notice,
+    PlaybackStats,
+    StateChanged,
+    StepTiming,
+    TextOut,
+    UserTurn,
+)
+from personaplex_tui.settings import PROMPT_PRESETS, Settings, SettingsStore, load_settings
+from personaplex_tui.tui.app import PersonaPlexApp, make_app
+from personaplex_tui.tui.messages import LiveDataArrived
+from personaplex_tui.tui.screens.help_screen import HelpScreen
+from personaplex_tui.tui.screens.settings_screen import SettingsScreen
+from personaplex_tui.tui.widgets.error_banner import ErrorBanner
+from personaplex_tui.tui.widgets.level_meter import LevelMeter
+from personaplex_tui.tui.widgets.load_panel import LoadPanel
+from personaplex_tui.tui.widgets.status_bar import StatusBar
+from personaplex_tui.tui.widgets.timing_panel import TimingPanel
+from personaplex_tui.tui.widgets.transcript import Transcript
+from tests.tui_fakes import (
+    MODEL_INFO,
+    REPLIES,
+    FakeConversation,
+    FakeFactory,
+    conversation_events,
+    fixed_memory,
+    list_devices,
+)
+
+SIZE = (80, 24)
+pytestmark = pytest.mark.asyncio
+
+
+def build(
+    settings: Settings | None = None, store: SettingsStore | None = None, **fake: object
+) -> tuple[PersonaPlexApp, FakeFactory, list[str]]:
+    factory = FakeFactory(**fake)
+    app = make_app(
+        settings or Settings(),
+        factory,
+        store=store,
+        list_devices=list_devices,
+        memory_probe=fixed_memory,
+        log_path=Path("/tmp/ppx-tui-test.log"),
+        cursor_blink=False,
+    )
+    notes: list[str] = []
+    original = app.notify
+
+    def notify(message: str, **kwargs: object) -> None:
+        notes.append(message)
+        original(message, **kwargs)  # type: ignore[arg-type]
+
+    app.notify = notify  # type: ignore[method-assign]
+    return app, factory, notes
+
+
+async def until(pilot: Pilot, check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Let the app run until `check()` holds (polling, so a busy app is not waited out)."""
+    for _ in range(int(timeout_s / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the app never got there")
+
+
+def fake_of(factory: FakeFactory) -> FakeConversation:
+    assert factory.fake is not None
+    return factory.fake
+
+
+def text_of(widget: object) -> str:
+    return widget.render().plain  # type: ignore[attr-defined]
+
+
+async def ready(pilot: Pilot, app: PersonaPlexApp) -> None:
+    await until(pilot, lambda: app.state == "ready")
+
+
+async def test_startup_loads_in_the_background_then_shows_the_model():
+    app, factory, _ = build(load_pause_s=0.05)
+    async with app.run_test(size=SIZE) as pilot:
+        panel = app.main.query_one(LoadPanel)
+        await until(pilot, lambda: app.state == "loading")
+        assert panel.display
+        await until(pilot, lambda: panel.progress is not None and panel.progress.done_bytes > 0)
+        assert "of 5.8 GB" in text_of(panel) and "MB/s" in text_of(panel)
+        await until(pilot, lambda: app.state == "warming_up")
+        assert "WARMING UP" in text_of(app.main.query_one(StatusBar))
+        await ready(pilot, app)
+        assert not panel.display
+        status = text_of(app.main.query_one(StatusBar))
+        assert MODEL_INFO.source in status and "4-bit" in status and "GPU" in status
+        assert "1.2 GB" in status  # the injected memory probe
+        assert fake_of(factory).names() == ["start"]
+
+
+async def test_download_progress_shows_bytes_rate_and_time_left():
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        app.bridge(StateChanged("loading"))  # e.g. a new model after a restart
+        app.bridge(LoadProgress("download", "mimi.safetensors", 2_900_000_000, 5_800_000_000,
+                                48_300_000.0, 60.0))  # fmt: skip
+        await pilot.pause()
+        text = text_of(app.main.query_one(LoadPanel))
+        assert "50%" in text and "2.9 GB of 5.8 GB" in text
+        assert "48.3 MB/s" in text and "1:00 left" in text and "Downloading" in text
+
+
+async def test_keys_do_nothing_to_the_model_while_it_loads():
+    app, factory, notes = build(load_pause_s=0.3)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state == "loading")
+        await pilot.press("space", "r", "w")
+        assert fake_of(factory).names() == ["start"]
+        assert any("still loading" in n for n in notes)
+
+
+async def test_offline_without_a_model_says_what_to_do():
+    app, factory, notes = build(offline=True)
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.main.query_one(ErrorBanner)
+        await until(pilot, lambda: banner.display)
+        await pilot.pause()
+        assert "--model PATH" in banner.message and "HF_HUB_OFFLINE=1" in banner.message
+        assert banner.region.height >= 3  # in view, not squeezed away
+        assert "ERROR" in text_of(app.main.query_one(StatusBar))
+        await pilot.press("space")
+        assert fake_of(factory).names() == ["start"]
+        assert any("No model is loaded" in n for n in notes)
+        await pilot.press("escape")
+        assert not banner.display
+
+
+async def test_space_talks_and_a_turn_based_reply_streams_into_the_transcript():
+    app, factory, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("space")
+        await until(pilot, lambda: app.state == "listening")
+        assert str(app.main.query_one("#btn-talk").label) == "Stop"  # type: ignore[attr-defined]
+        await pilot.press("space")
+        fake = fake_of(factory)
+        await until(pilot, lambda: fake.played.is_set() and app.state == "ready")
+        transcript = app.main.query_one(Transcript)
+        await until(pilot, lambda: REPLIES[0] in transcript.plain_text())
+        assert "[you 0.0–" in transcript.plain_text()
+        assert fake.names() == ["start", "toggle_talk", "toggle_talk"]
+        assert str(app.main.query_one("#btn-talk").label) == "Talk"  # type: ignore[attr-defined]
+
+
+async def test_m_switches_mode_and_saves_it(tmp_path: Path):
+    store = SettingsStore(tmp_path / "settings.toml")
+    app, factory, _ = build(store=store)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("m")
+        fake = fake_of(factory)
+        await until(pilot, lambda: ("set_mode", "duplex") in fake.calls)
+        assert app.settings.mode == "duplex"
+        assert "duplex" in text_of(app.main.query_one(StatusBar))
+        assert load_settings(store.path).mode == "duplex"
+        await pilot.press("m")
+        await until(pilot, lambda: fake.calls[-2:][0] == ("set_mode", "turn"))
+        assert load_settings(store.path).mode == "turn"
+
+
+async def test_v_cycles_the_voice_which_applies_on_reset():
+    app, factory, notes = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("v")
+        await until(pilot, lambda: app.pending_reset)
+        assert app.settings.voice == "NATF3"
+        assert "NATF3" in text_of(app.main.query_one(StatusBar))
+        assert "press r to apply" in text_of(app.main.query_one(StatusBar))
+        assert any("next reset" in n for n in notes)
+        await pilot.press("v", "v", "v", "v")
+        await until(pilot, lambda: app.settings.voice == "NATM3")
+        await pilot.press("r")
+        await until(pilot, lambda: "reset" in fake_of(factory).names())
+        assert not app.pending_reset
+        assert "press r" not in text_of(app.main.query_one(StatusBar))
+        assert "new conversation" in app.main.query_one(Transcript).plain_text()
+
+
+async def test_w_saves_the_recording_and_says_where():
+    app, factory, notes = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("w")
+        await until(pilot, lambda: any("recordings/session-1" in n for n in notes))
+        assert fake_of(factory).names() == ["start", "save_recording"]
+
+
+async def test_c_copies_the_transcript():
+    app, _, notes = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("c")
+        assert any("empty" in n for n in notes)
+        app.bridge(UserTurn(1.0, 2.5, 19))
+        for i, piece in enumerate([" Hello", " there", "!"]):
+            app.bridge(TextOut(40 + i, piece))
+        await pilot.pause()
+        await pilot.press("c")
+        assert app.clipboard == "[you 1.0–2.5 s] (19 frames)\n[agent 3.2 s] Hello there!"
+
+
+async def test_transcript_text_can_be_selected_and_copied():
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        for i, piece in enumerate([" Select", " me", " please."]):
+            app.bridge(TextOut(10 + i, piece))
+        await pilot.pause()
+        body = app.main.query_one("#transcript .said", Static)
+        body.text_select_all()  # what a mouse drag over it does
+        await pilot.pause()
+        await pilot.press("ctrl+c")
+        assert app.clipboard == "Select me please."
+
+
+async def test_question_mark_opens_help_and_escape_closes_it():
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        console = Console(width=100, record=True)
+        console.print(app.screen.query_one("#help-keys", Static).content)
+        help_text = console.export_text()
+        for word in ("space", "Switch between", "Start a new conversation", "Next voice", "ctrl+p"):
+            assert word in help_text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_q_shuts_the_controller_down_and_quits():
+    app, factory, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("q")
+        await pilot.pause()
+    assert fake_of(factory).names()[-1] == "shutdown"
+    assert not app.is_running
+
+
+async def test_buttons_work_with_the_mouse():
+    app, factory, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.click("#btn-talk")
+        await until(pilot, lambda: app.state == "listening")
+        await pilot.click("#btn-voice")
+        await until(pilot, lambda: app.settings.voice == "NATF3")
+        await pilot.click("#btn-settings")
+        await until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        await pilot.click("#cancel")
+        await until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert fake_of(factory).names()[:2] == ["start", "toggle_talk"]
+
+
+async def test_command_palette_lists_and_runs_the_actions():
+    app, factory, _ = build()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app)
+        commands = {c.title for c in app.get_system_commands(app.main)}
+        assert {"Talk", "Mode", "Reset", "Voice", "Settings", "Save", "Copy", "Help"} <= commands
+        await pilot.press("ctrl+p")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"save")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: "save_recording" in fake_of(factory).names())
+
+
+async def test_controller_failures_show_one_sentence():
+    app, factory, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        fake = fake_of(factory)
+
+        async def not_writable() -> str:
+            raise PersonaPlexError("The recording folder /rec is not writable.")
+
+        fake.save_recording = not_writable  # type: ignore[method-assign]
+        await pilot.press("w")
+        banner = app.main.query_one(ErrorBanner)
+        await until(pilot, lambda: banner.display)
+        assert banner.message == "The recording folder /rec is not writable."
+
+        async def broken() -> None:
+            raise RuntimeError("stream closed")
+
+        fake.reset = broken  # type: ignore[method-assign]
+        await pilot.press("r")
+        await until(pilot, lambda: "stream closed" in banner.message)
+        assert banner.message == (
+            "Could not reset: stream closed. Details are in /tmp/ppx-tui-test.log."
+        )
+
+
+async def test_a_failing_controller_factory_is_shown_not_raised():
+    def factory(settings: Settings, sink: object) -> FakeConversation:
+        raise PersonaPlexError("No audio input device was found.")
+
+    app = make_app(Settings(), factory, memory_probe=None, cursor_blink=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        banner = app.main.query_one(ErrorBanner)
+        assert banner.display and banner.message == "No audio input device was found."
+
+
+async def test_a_start_that_raises_ends_loading_with_its_message():
+    missing = ModelNotFoundError("No model at /models/missing: the folder does not exist.")
+    app, _, _ = build(start_error=missing)
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.main.query_one(ErrorBanner)
+        await until(pilot, lambda: banner.display)
+        assert banner.message == "No model at /models/missing: the folder does not exist."
+        assert app.state == "error" and not app.main.query_one(LoadPanel).display
+
+
+async def test_quit_while_loading_stops_cleanly():
+    app, factory, _ = build(load_pause_s=0.5)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state == "loading")
+        await pilot.press("q")
+        await pilot.pause()
+    assert fake_of(factory).names() == ["start", "shutdown"]
+    assert not app.is_running
+
+
+async def test_notices_and_memory_events_reach_the_user():
+    app, _, notes = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        app.bridge(Notice("Output device changed to Headphones."))
+        app.bridge(MemoryUsage(5_800_000_000, 6_100_000_000))
+        await pilot.pause()
+        assert "Output device changed to Headphones." in notes
+        assert "MLX 5.8 GB" in text_of(app.main.query_one(StatusBar))
+
+
+async def test_full_duplex_session_fills_meters_timings_and_transcript():
+    app, factory, _ = build(Settings(mode="duplex"), pace_s=0.004)
+    stream = conversation_events()
+    levels_seen: set[tuple[float, float]] = set()
+
+    def watch(message: object) -> None:  # what the meters showed whenever new data arrived
+        if isinstance(message, LiveDataArrived) and app.state == "duplex":
+            mic = app.main.query_one("#mic-meter", LevelMeter)
+            agent = app.main.query_one("#agent-meter", LevelMeter)
+            levels_seen.add((mic.rms_db, agent.rms_db))
+
+    async with app.run_test(size=(120, 40), message_hook=watch) as pilot:
+        await ready(pilot, app)
+        mic = app.main.query_one("#mic-meter", LevelMeter)
+        agent = app.main.query_one("#agent-meter", LevelMeter)
+        await pilot.press("space")  # the stream comes from another thread, like PortAudio
+        fake = fake_of(factory)
+        await until(pilot, lambda: fake.played.is_set())
+        assert app.state == "duplex"
+        assert "DUPLEX" in text_of(app.main.query_one(StatusBar))
+        timings = [e.total_ms for e in stream if isinstance(e, StepTiming)]
+        await until(pilot, lambda: app.stats.count == len(timings))
+
+        # Meters moved with the speech and the agent's voice.
+        assert len({m for m, _ in levels_seen}) > 10 and len({a for _, a in levels_seen}) > 10
+        last = [e for e in stream if isinstance(e, Levels)][-1]
+        assert (mic.rms_db, agent.rms_db) == (last.mic_rms_db, last.agent_rms_db)
+        # Step timing statistics are those of the stream's last window.
+        summary = app.stats.summary()
+        assert summary is not None
+        window = np.array(timings[-125:])
+        assert summary.p50_ms == pytest.approx(np.percentile(window, 50))
+        assert summary.p95_ms == pytest.approx(np.percentile(window, 95))
+        assert summary.max_ms == pytest.approx(window.max())
+        await pilot.pause(0.3)  # the panel repaints at most 4 times a second
+        panel = text_of(app.main.query_one(TimingPanel))
+        assert f"p50 {np.percentile(window, 50):.1f}" in panel and "RTF" in panel
+        underruns = [e for e in stream if isinstance(e, PlaybackStats)][-1].underruns
+        assert underruns > 0 and f"underruns {underruns}" in panel
+        assert "temporal" in panel and "depformer" in panel and "mimi enc" in panel
+        # The transcript holds every reply and every user turn, in order.
+        text = app.main.query_one(Transcript).plain_text()
+        positions = [text.index(reply) for reply in REPLIES]
+        assert positions == sorted(positions)
+        turns = [e for e in stream if isinstance(e, UserTurn)]
+        assert text.count("[you ") == len(turns) == 3
+        # Stop, then quit cleanly.
+        await pilot.press("space")
+        await until(pilot, lambda: app.state == "ready")
+        await pilot.press("q")
+        await pilot.pause()
+    assert fake.names() == ["start", "toggle_talk", "toggle_talk", "shutdown"]
+
+
+async def test_the_bridge_is_thread_safe_and_coalesces_high_rate_events():
+    app, _, _ = build()
+    handled: list[object] = []
+    threads_n, per_thread = 4, 300
+
+    def emit(offset: int) -> None:
+        for i in range(per_thread):
+            index = offset * per_thread + i
+            app.bridge(StepTiming(index, 40.0 + (index % 50)))
+            app.bridge(Levels(-20.0 - i % 10, -10.0, -30.0, -12.0))
+            app.bridge(FrameOut(index, np.zeros(1920, np.float32), ""))
+
+    async with app.run_test(size=SIZE, message_hook=handled.append) as pilot:
+        await ready(pilot, app)
+        workers = [threading.Thread(target=emit, args=(k,)) for k in range(threads_n)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        await until(pilot, lambda: app.stats.count == threads_n * per_thread)
+        live = [m for m in handled if isinstance(m, LiveDataArrived)]
+        assert 0 < len(live) < threads_n * per_thread  # far fewer repaints than events
+        app.bridge.close()
+        app.bridge(StepTiming(0, 1.0))
+        await pilot.pause()
+        assert app.stats.count == threads_n * per_thread
+
+
+async def test_resizes_cleanly_between_small_and_large_terminals():
+    app, _, _ = build()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot, app)
+        screen = app.main
+        dashboard = screen.query_one("#dashboard")
+        assert screen.has_class("-narrow", "-short")
+        small = dashboard.region.height
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        assert screen.has_class("-wide", "-tall")
+        assert dashboard.region.height > small
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert dashboard.region.height == small
+        for widget in (StatusBar, TimingPanel, Transcript):
+            assert screen.query_one(widget).region.width <= 80
+
+
+async def test_transcript_follows_new_text_unless_scrolled_up():
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        transcript = app.main.query_one(Transcript)
+        for turn in range(12):
+            app.bridge(UserTurn(turn * 5.0, turn * 5.0 + 2, 25))
+            app.bridge(TextOut(turn * 100 + 40, f" reply number {turn}"))
+        await until(pilot, lambda: transcript.max_scroll_y > 0)
+        await until(pilot, lambda: transcript.scroll_y == transcript.max_scroll_y)
+        transcript.scroll_home(animate=False)  # the user scrolls up to read
+        await pilot.pause()
+        longest = transcript.max_scroll_y
+        app.bridge(TextOut(12 * 100 + 41, " more"))
+        await until(pilot, lambda: transcript.max_scroll_y > longest)
+        await pilot.pause()
+        assert transcript.scroll_y == 0
+
+
+def _pick(app: PersonaPlexApp, selector: str, value: object) -> None:
+    widget = app.screen.query_one(selector)
+    widget.value = value  # type: ignore[attr-defined]
+
+
+SETTING_CHANGES: list[tuple[str, object, dict[str, object]]] = [
+    ("#voice", "VARF4", {"voice": "VARF4"}),
+    ("#prompt", "teacher", {"prompt": "teacher"}),
+    ("#mode", "duplex", {"mode": "duplex"}),
+    ("#max-steps", "240", {"max_steps": 240}),
+    ("#echo", True, {"echo_suppression": True}),
+    ("#audio-temperature", "0.6", {"audio_temperature": 0.6}),
+    ("#audio-top-k", "100", {"audio_top_k": 100}),
+    ("#text-temperature", "0", {"text_temperature": 0.0}),
+    ("#text-top-k", "10", {"text_top_k": 10}),
+    ("#input-device", "USB Audio Interface", {"input_device": "USB Audio Interface"}),
+    ("#output-device", "Headphones", {"output_device": "Headphones"}),
+    ("#model", "/models/personaplex-8bit", {"model": "/models/personaplex-8bit"}),
+]
+
+
+@pytest.mark.parametrize(("selector", "value", "expected"), SETTING_CHANGES)
+async def test_each_setting_changes_through_the_settings_screen(
+    tmp_path: Path, selector: str, value: object, expected: dict[str, object]
+):
+    store = SettingsStore(tmp_path / "settings.toml")
+    app, factory, notes = build(store=store)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        before = app.settings
+        await pilot.press("s")
+        assert isinstance(app.screen, SettingsScreen)
+        _pick(app, selector, value)
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert app.settings == before.replace(**expected)
+        fake = fake_of(factory)
+        await until(pilot, lambda: fake.calls[-1][0] == "apply_settings")
+        assert fake.calls[-1] == ("apply_settings", app.settings)
+        saved = load_settings(store.path)
+        for name, wanted in expected.items():
+            assert getattr(saved, name) == wanted
+        if "mode" in expected:
+            assert ("set_mode", "duplex") in fake.calls
+        if "model" in expected:
+            assert any("next time ppx-tui starts" in n for n in notes)
+        needs_reset = {"voice", "prompt", "audio_temperature", "audio_top_k"}
+        needs_reset |= {"text_temperature", "text_top_k", "model"}
+        await pilot.pause()
+        assert app.pending_reset == bool(needs_reset & expected.keys())
+
+
+async def test_typing_a_custom_prompt_and_a_reply_length():
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("s")
+        screen = app.screen
+        box = screen.query_one("#prompt-text")
+        assert box.disabled and box.value == PROMPT_PRESETS["assistant"]  # type: ignore[attr-defined]
+        _pick(app, "#prompt", "custom")
+        await pilot.pause()
+        assert not box.disabled
+        box.value = ""  # type: ignore[attr-defined]
+        box.focus()
+        await pilot.press(*"Be brief.")
+        steps = screen.query_one("#max-steps")
+        steps.focus()
+        await pilot.press("end", "backspace", "backspace", "1", "2", "0")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert app.settings.system_prompt == "Be brief."
+        assert app.settings.max_steps == 120
+        assert "Be brief." in text_of(app.main.query_one(StatusBar))
+
+
+@pytest.mark.parametrize(
+    ("selector", "value", "message"),
+    [
+        ("#max-steps", "20", "Max steps must be between 50 and 500 (got 20)."),
+        ("#audio-top-k", "", "Audio top-k must be a whole number (got '')."),
+        ("#text-temperature", "3", "Text temperature must be between 0.0 and 2.0 (got 3.0)."),
+    ],
+)
+async def test_bad_values_in_the_settings_screen_are_refused(selector, value, message):
+    app, factory, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        before = app.settings
+        await pilot.press("s")
+        _pick(app, selector, value)
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, SettingsScreen)
+        assert str(app.screen.query_one("#settings-error").render()) == message
+        await pilot.press("escape")
+        assert app.settings == before
+        assert "apply_settings" not in fake_of(factory).names()
+
+
+async def test_an_empty_custom_prompt_is_refused():
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("s")
+        _pick(app, "#prompt", "custom")
+        await pilot.pause()
+        _pick(app, "#prompt-text", "  ")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        error = str(app.screen.query_one("#settings-error").render())
+        assert error == "The custom system prompt is empty; type a prompt or pick a preset."
+
+
+async def test_settings_screen_keeps_an_unplugged_device_and_works_without_a_list():
+    settings = Settings(input_device="Old Mic")
+    app = make_app(settings, FakeFactory(), memory_probe=None, cursor_blink=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("s")
+        screen = app.screen
+        assert screen.query_one("#input-device").value == "Old Mic"  # type: ignore[attr-defined]
+        assert "device list is not available" in str(screen.query_one("#settings-note").render())
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.settings == settings
