@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import inspect
 import json
@@ -20,6 +21,7 @@ from personaplex_tui.conversation import (
     DuplexController,
     SettingsError,
     TurnController,
+    add_conversation_options,
     create_conversation,
 )
 from personaplex_tui.conversation.transcript import Transcript, clock
@@ -247,3 +249,25 @@ def test_importing_the_conversation_loads_no_device_ui_or_vad_runtime():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_command_line_options_fill_a_config_over_saved_settings():
+    parser = argparse.ArgumentParser()
+    add_conversation_options(parser)
+    args = parser.parse_args(
+        [
+            "--mode",
+            "duplex",
+            "--input-file",
+            "in.wav",
+            "--timing-log",
+            "t.jsonl",
+            "--no-echo-suppression",
+        ]
+    )
+    saved = ControllerConfig(voice="VARF1", echo_suppression=True, max_steps=50)
+    config = ControllerConfig.from_settings(args, saved)
+    assert (config.mode, config.input_file, config.timing_log) == ("duplex", "in.wav", "t.jsonl")
+    assert config.echo_suppression is False
+    assert (config.voice, config.max_steps) == ("VARF1", 50)  # not given: kept
+    assert ControllerConfig.from_settings(parser.parse_args([]), saved) == saved

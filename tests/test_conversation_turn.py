@@ -107,28 +107,28 @@ def test_three_utterances_get_three_replies_in_one_session(make_model, tmp_path)
     rec_agent = read_audio(folder / "agent.wav").pcm
     assert len(rec_mic) == len(rec_agent) == total * 1920
     replies = [live.outputs[i] for i in range(len(live.outputs)) if is_reply_step(i, turns)]
-    said = rec_agent.reshape(-1, 1920)
-    loud = np.flatnonzero(np.abs(said).max(axis=1) > 0.01)
-    assert len(loud) == 3 * MAX_STEPS  # the agent spoke exactly during its three replies
-    runs = np.split(loud, np.flatnonzero(np.diff(loud) > 1) + 1)
-    assert [len(r) for r in runs] == [MAX_STEPS] * 3
-    for run, turn in zip(
-        runs, turns, strict=True
-    ):  # each reply after its utterance, within the VAD's delay
-        assert turn.end_s < run[0] * 0.08 < turn.end_s + 1.5
-    np.testing.assert_allclose(said[loud], np.stack(replies), atol=Q)
+    lines = [json.loads(x) for x in (folder / "transcript.jsonl").read_text().splitlines()]
+    starts = [round(x["start_s"] / 0.08) for x in lines if x["type"] == "reply"]
+    assert [x["frames"] for x in lines if x["type"] == "reply"] == [MAX_STEPS] * 3
+    said, heard = rec_agent.reshape(-1, 1920), rec_mic.reshape(-1, 1920)
+    in_reply = np.zeros(total, bool)
+    for start, turn in zip(starts, turns, strict=True):
+        # each reply right after its utterance was detected (the VAD waits 1 s of silence)
+        assert turn.end_s < start * 0.08 < turn.end_s + 1.5
+        in_reply[start : start + MAX_STEPS] = True
+    np.testing.assert_allclose(said[in_reply], np.stack(replies), atol=Q)
+    assert not said[~in_reply].any()  # the agent is silent while the user has the floor
+    assert not heard[in_reply].any()  # the mic is not listened to during a reply
+    np.testing.assert_allclose(heard[~in_reply], mic, atol=Q)  # and nothing else is lost
+    # the speaker (a file) played the three replies back to back
     np.testing.assert_allclose(
         read_audio(tmp_path / "speaker.wav").pcm, np.concatenate(replies), atol=Q
     )
-    heard = rec_mic.reshape(-1, 1920)
-    assert not heard[loud].any()  # mic is silent while the agent replies (not listened to)
 
-    lines = [json.loads(x) for x in (folder / "transcript.jsonl").read_text().splitlines()]
     user = [x for x in lines if x["type"] == "user_turn"]
     assert [(x["start_s"], x["end_s"]) for x in user] == [(t.start_s, t.end_s) for t in turns]
-    assert [x["frames"] for x in lines if x["type"] == "reply"] == [MAX_STEPS] * 3
     md = (folder / "transcript.md").read_text()
-    assert md.count("**You**") == 3 and md.count("**Agent**") == 3
+    assert md.count("**You**") == 3
     timing = [json.loads(x) for x in (tmp_path / "timing.jsonl").read_text().splitlines()]
     assert len(timing) == len(live.inputs)
     assert [x["phase"] for x in timing].count("reply") == 3 * MAX_STEPS

@@ -163,15 +163,16 @@ class ConversationController:
         """Write everything recorded so far (mic and agent WAVs, transcript); returns the folder
         ("" when there is nothing to save). With continuous recording on that is the live
         folder, flushed; otherwise a snapshot copy in a new folder under `config.save_root()`."""
-        recording = self.recording
-        if recording is None or (recording.closed and recording.temporary):
-            self.engine.emit(Notice("Nothing has been recorded yet.", "warning"))
-            return ""
-        try:
-            folder = await asyncio.to_thread(recording.save, self.config.save_root())
-        except PersonaPlexError as e:
-            self.engine.emit(EngineError(str(e), type(e).__name__))
-            return ""
+        async with self._lock:  # not while a reset swaps the recording
+            recording = self.recording
+            if recording is None:
+                self.engine.emit(Notice("Nothing has been recorded yet.", "warning"))
+                return ""
+            try:
+                folder = await asyncio.to_thread(recording.save, self.config.save_root())
+            except PersonaPlexError as e:
+                self.engine.emit(EngineError(str(e), type(e).__name__))
+                return ""
         self.engine.emit(Notice(f"Saved the recording in {folder}."))
         return str(folder)
 
@@ -221,6 +222,7 @@ class ConversationController:
             config=lambda: self.config,
             timing_log=self._timing_log,
             stall_s=self._stall_s,
+            fresh_mic=self._rig.fresh_mic,
         )
         runner: Runner = (
             DuplexController(ctx) if segmenter is None else TurnController(ctx, segmenter)

@@ -107,6 +107,7 @@ class AudioRig:
         self.speaker: AudioOutput | None = None
         self._mic_key: tuple[object, object] | None = None
         self._speaker_key: tuple[object, object] | None = None
+        self.fresh_mic = False  # the last `acquire` opened the mic (rather than kept it)
 
     def acquire(self, config: ControllerConfig) -> tuple[AudioInput, AudioOutput]:
         """Open (or keep) the configured mic and speaker, started. Raises AudioDeviceError or
@@ -115,6 +116,7 @@ class AudioRig:
             self._close_mic()
         if self.speaker is not None and self._speaker_key != _output_key(config):
             self._close_speaker()
+        self.fresh_mic = self.mic is None
         try:
             if self.mic is None:
                 mic = self.factory.open_mic(config)

@@ -45,7 +45,8 @@ class DuplexController:
         ctx = self.ctx
         ctx.telemetry.speaker = ctx.speaker
         ctx.recording.align()
-        ctx.mic.clear()
+        if not ctx.fresh_mic:
+            ctx.mic.clear()  # audio a kept-open input (a file) captured while idle is stale
         ctx.emit(StateChanged("duplex"))
         produced = await ctx.engine.generate(self._frames(), self._on_frame)
         if produced is None:
@@ -86,12 +87,13 @@ class DuplexController:
         ctx = self.ctx
         pcm = frame.pcm
         t = ctx.recording.agent_s
+        step = ctx.engine.frames_out - 1  # the index of this frame's FrameOut event
         ctx.speaker.write_frame(pcm, 0.0)
         ctx.recording.write_agent(pcm)
         if frame.text:
-            ctx.recording.transcript.agent_text(t, frame.text, self.steps)
+            ctx.recording.transcript.agent_text(t, frame.text, step)
         if ctx.timing_log is not None:
-            ctx.timing_log.write(ctx.engine.frames_out - 1, frame.timings, "duplex", "duplex")
+            ctx.timing_log.write(step, frame.timings, "duplex", "duplex")
         ctx.telemetry.frame(self._mic, pcm)
         self.steps += 1
         if not device_alive(ctx.speaker):

@@ -66,6 +66,7 @@ class RunContext:
     telemetry: Telemetry
     config: Callable[[], ControllerConfig]
     timing_log: TimingLog | None = None
+    fresh_mic: bool = True  # the mic was opened for this run (nothing stale is queued)
     stall_s: float = 2.0  # a device mic silent this long counts as lost
     poll_s: float = 0.1  # how often a blocked mic read checks for a stop
 

@@ -19,6 +19,11 @@ PARAGRAPH_GAP_S = 2.0  # agent text after this long a pause starts a new paragra
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*_`<>[]#"})
 
 
+def escape_markdown(text: str) -> str:
+    """Text with Markdown's special characters escaped, so the model's words show as said."""
+    return text.translate(_MD_SPECIAL)
+
+
 def clock(t: float) -> str:
     """Seconds as `mm:ss.s` (or `h:mm:ss.s` past an hour)."""
     t = max(0.0, t)
@@ -100,9 +105,9 @@ class Transcript:
             return
         with self._lock:
             if not self._agent_open or t - self._last_agent_t > PARAGRAPH_GAP_S:
-                md = f"\n\n**Agent** · {clock(t)} · {text.lstrip().translate(_MD_SPECIAL)}"
+                md = f"\n\n**Agent** · {clock(t)} · {escape_markdown(text.lstrip())}"
             else:
-                md = text.translate(_MD_SPECIAL)
+                md = escape_markdown(text)
             self._write({"t": round(t, 3), "type": "text", "step": step, "text": text}, md)
             self._agent_open = True
             self._last_agent_t = t

@@ -80,6 +80,7 @@ class TurnController:
         self._capture = threading.Event()  # push-to-talk: capturing
         self._send = threading.Event()  # push-to-talk: send the capture
         self._end: RunEnd | None = None
+        self._stale_mic = not ctx.fresh_mic
         self.replies: list[int] = []  # reply frames generated, per turn
 
     # -- control (event loop) ------------------------------------------------------------
@@ -136,7 +137,9 @@ class TurnController:
     def _listen(self) -> Heard | RunEnd:
         ctx = self.ctx
         ctx.recording.align()
-        ctx.mic.clear()  # what was said during the reply is not this turn
+        if self._stale_mic:
+            ctx.mic.clear()  # what was said during the reply (or while idle) is not this turn
+        self._stale_mic = True
         self.segmenter.reset()
         offset = ctx.recording.position_s
         reader = MicReader(ctx, self._stop.is_set)
@@ -208,9 +211,10 @@ class TurnController:
         def on_frame(frame: Any) -> None:  # on the engine thread
             i = counts["steps"]
             counts["steps"] += 1
+            step = ctx.engine.frames_out - 1  # the engine's index of this frame
             if ctx.timing_log is not None:
                 phase = "utterance" if i < n else "reply"
-                ctx.timing_log.write(ctx.engine.frames_out - 1, frame.timings, "turn", phase)
+                ctx.timing_log.write(step, frame.timings, "turn", phase)
             if i < n:
                 return
             if i == n:
@@ -220,7 +224,7 @@ class TurnController:
             t = ctx.recording.agent_s
             ctx.speaker.write_frame(frame.pcm, WRITE_TIMEOUT_S)
             ctx.recording.write_agent(frame.pcm)
-            transcript.agent_text(t, frame.text, i - n)
+            transcript.agent_text(t, frame.text, step)
             ctx.telemetry.frame(None, frame.pcm)
             counts["reply"] += 1
             if not device_alive(ctx.speaker):
