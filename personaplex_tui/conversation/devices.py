@@ -49,6 +49,9 @@ class AudioFactory:
     realtime_files: bool = True
     file_end: Literal["end", "silence"] = "silence"
     latency: float | str | None = None
+    # How long the agent counts as audible after its last sound left the player: the output
+    # and input latencies plus one 80 ms mic block (a PulseAudio loopback measured ~0.32 s).
+    echo_tail_s: float = 0.5
 
     def _find(self, spec: str | int | None, direction: Direction) -> tuple[DeviceInfo, int]:
         devices = self.devices() if self.devices is not None else portaudio_devices()
@@ -74,12 +77,15 @@ class AudioFactory:
     def open_speaker(self, config: ControllerConfig) -> AudioOutput:
         """The configured speaker, not started yet."""
         if config.output_file:
-            return FileSpeaker(config.output_file, realtime=self.realtime_files)
+            return FileSpeaker(
+                config.output_file, realtime=self.realtime_files, echo_tail_s=self.echo_tail_s
+            )
         info, rate = self._find(config.output_device, "output")
         return SpeakerStream(
             rate,
             device=info.index,
             device_name=info.name,
+            echo_tail_s=self.echo_tail_s,
             latency=self.latency,
             stream_factory=self.output_stream,
         )
