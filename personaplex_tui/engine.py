@@ -214,17 +214,24 @@ class Engine:
         self,
         frames: Iterable[np.ndarray | None],
         on_frame: Callable[[Any], None] | None = None,
+        *,
+        quiet_steps: int = 0,
     ) -> list[Any] | None:
         """Step the session once per user frame; `on_frame(frame)` runs on the engine thread.
 
         `frames` is consumed on the engine thread (it may block, e.g. on the microphone);
-        a `None` item ends the run. Returns the frames produced, or None if it failed.
+        a `None` item ends the run. The first `quiet_steps` frames are stepped and timed but
+        not reported as FrameOut/TextOut (a turn-based utterance: the model listens, and what
+        it produces meanwhile is never played). Returns the frames produced, or None if it failed.
         """
         self._cancel.clear()
-        return await self._run_reporting(self._generate, iter(frames), on_frame)
+        return await self._run_reporting(self._generate, iter(frames), on_frame, quiet_steps)
 
     def _generate(
-        self, frames: Iterator[np.ndarray | None], on_frame: Callable[[Any], None] | None
+        self,
+        frames: Iterator[np.ndarray | None],
+        on_frame: Callable[[Any], None] | None,
+        quiet_steps: int = 0,
     ) -> list[Any]:
         session = self._require_session()
         produced: list[Any] = []
@@ -237,16 +244,17 @@ class Engine:
             produced.append(frame)
             if on_frame is not None:
                 on_frame(frame)
-            self._report(index, frame)
+            self._report(index, frame, heard=len(produced) > quiet_steps)
             if self._cancel.is_set():
                 break
         return produced
 
-    def _report(self, index: int, frame: Any) -> None:
+    def _report(self, index: int, frame: Any, heard: bool = True) -> None:
         t = frame.timings
-        self.emit(FrameOut(index=index, pcm=frame.pcm, text=frame.text))
-        if frame.text:
-            self.emit(TextOut(index=index, text=frame.text))
+        if heard:
+            self.emit(FrameOut(index=index, pcm=frame.pcm, text=frame.text))
+            if frame.text:
+                self.emit(TextOut(index=index, text=frame.text))
         self.emit(
             StepTiming(
                 index=index,

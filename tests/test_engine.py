@@ -132,3 +132,21 @@ def test_operations_without_a_model_fail_with_a_sentence():
     ok, events = asyncio.run(main())
     assert ok is False
     assert [e.message for e in events if isinstance(e, EngineError)] == ["No model is loaded yet."]
+
+
+def test_quiet_steps_are_stepped_and_timed_but_not_reported():
+    async def main():
+        events, model = [], FakeModel()
+        engine = _engine(model, events)
+        await engine.load()
+        await engine.new_session()
+        pcm = [np.full(1920, 0.1, np.float32)] * 6
+        played = []
+        frames = await engine.generate(pcm, played.append, quiet_steps=4)
+        await engine.close()
+        return events, frames, played
+
+    events, frames, played = asyncio.run(main())
+    assert len(frames) == 6 and played == frames  # on_frame sees every frame
+    assert [e.index for e in events if isinstance(e, FrameOut)] == [4, 5]
+    assert [e.index for e in events if isinstance(e, StepTiming)] == [0, 1, 2, 3, 4, 5]

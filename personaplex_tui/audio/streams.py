@@ -80,6 +80,18 @@ class _DeviceStream:
     def resampling(self) -> bool:
         return self.device_rate != SAMPLE_RATE
 
+    @property
+    def active(self) -> bool:
+        """True while the PortAudio stream runs; False before `start`, after `close`, and once
+        the stream stopped by itself (the device vanished or failed)."""
+        stream = self._stream
+        if stream is None:
+            return False
+        try:
+            return bool(getattr(stream, "active", True))
+        except Exception:  # PortAudioError: the stream is gone
+            return False
+
     def _start_stream(self, default_factory: str, callback: Callable[..., None]) -> None:
         if self._stream is not None:
             return

@@ -1,0 +1,107 @@
+"""What the conversation controllers need to know: mode, voice and prompt, sampling, devices, files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Literal
+
+from model.errors import PersonaPlexError
+from personaplex_tui.engine import SessionOptions
+
+Mode = Literal["turn", "duplex"]
+MODES: tuple[str, ...] = ("turn", "duplex")
+
+# Fields that only take effect with a new session (the prompt prefill depends on them).
+SESSION_FIELDS = frozenset(
+    {
+        "voice",
+        "prompt",
+        "prompt_text",
+        "audio_temp",
+        "audio_top_k",
+        "text_temp",
+        "text_top_k",
+        "seed",
+    }
+)
+# Fields that choose the microphone and the speaker.
+AUDIO_FIELDS = frozenset({"input_device", "output_device", "input_file", "output_file"})
+
+
+class SettingsError(PersonaPlexError):
+    """A setting has a value the controllers cannot use."""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Everything the conversation controllers read; any object with these attribute names
+    (e.g. the TUI's Settings) can be turned into one with `ControllerConfig.from_settings`."""
+
+    mode: Mode = "turn"
+    voice: str = "NATF2"
+    prompt: str | None = "assistant"  # a system-prompt preset name
+    prompt_text: str | None = None  # a custom system prompt (wins over `prompt`)
+    max_steps: int = 75  # turn-based reply length in frames (75 = 6 s)
+    echo_suppression: bool = False
+    audio_temp: float = 0.8
+    audio_top_k: int = 250
+    text_temp: float = 0.7
+    text_top_k: int = 25
+    seed: int | None = None
+    input_device: str | int | None = None  # None = the system default
+    output_device: str | int | None = None
+    input_file: str | Path | None = None  # a WAV played as the microphone
+    output_file: str | Path | None = None  # a WAV the speaker's audio is written to
+    record_dir: str | Path | None = None  # record every session continuously under this folder
+    save_dir: str | Path | None = (
+        None  # where `save_recording` copies to (default ~/ppx-tui/recordings)
+    )
+    timing_log: str | Path | None = None  # append every step's timings here as JSON lines
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SettingsError(f"The mode must be 'turn' or 'duplex', not '{self.mode}'.")
+        if int(self.max_steps) < 1:
+            raise SettingsError(
+                f"The reply length must be at least one frame, not {self.max_steps}."
+            )
+
+    @classmethod
+    def from_settings(
+        cls, settings: object, base: ControllerConfig | None = None
+    ) -> ControllerConfig:
+        """A config taking every field that `settings` has as an attribute, the rest from `base`."""
+        base = base if base is not None else cls()
+        if isinstance(settings, ControllerConfig):
+            return settings
+        values = {
+            f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)
+        }
+        return replace(base, **values)
+
+    def changed(self, other: ControllerConfig) -> frozenset[str]:
+        """The names of the fields whose values differ in `other`."""
+        return frozenset(
+            f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)
+        )
+
+    def session_options(self) -> SessionOptions:
+        """The engine's options for a new session with this voice, prompt and sampling."""
+        return SessionOptions(
+            voice=self.voice,
+            prompt=None if self.prompt_text else self.prompt,
+            prompt_text=self.prompt_text or None,
+            audio_temp=float(self.audio_temp),
+            audio_top_k=int(self.audio_top_k),
+            text_temp=float(self.text_temp),
+            text_top_k=int(self.text_top_k),
+            seed=self.seed,
+        )
+
+    def save_root(self) -> Path:
+        """Where saved recordings go: `save_dir`, else `record_dir`, else ~/ppx-tui/recordings."""
+        for folder in (self.save_dir, self.record_dir):
+            if folder:
+                return Path(folder).expanduser()
+        return Path.home() / "ppx-tui" / "recordings"

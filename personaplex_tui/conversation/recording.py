@@ -1,0 +1,211 @@
+"""A session's recording: the mic and agent tracks on one timeline plus the transcript, always on disk.
+
+Every session is recorded as it happens (WAVs flushed every second, transcript on every entry),
+so a crash loses at most the last second. With continuous recording on (`record_dir`), the files
+go into a new folder there and stay. Without it they go into a private temporary folder:
+`save()` copies a consistent snapshot of it into a new folder, and `close()` deletes it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.errors import PersonaPlexError
+from personaplex_tui.audio import (
+    FRAME_SAMPLES,
+    SAMPLE_RATE,
+    SessionRecorder,
+    new_recording_folder,
+)
+from personaplex_tui.conversation.transcript import Transcript
+
+_WAV_HEADER = 44  # WavWriter writes a canonical 44-byte header
+_COPY_CHUNK = 1 << 20
+
+
+class RecordingError(PersonaPlexError):
+    """A recording could not be saved."""
+
+
+def copy_wav_prefix(source: Path, target: Path, frames: int) -> None:
+    """Copy the first `frames` samples of a 16-bit mono WavWriter file into a new WAV."""
+    with open(source, "rb") as src, wave.open(str(target), "wb") as dst:
+        dst.setnchannels(1)
+        dst.setsampwidth(2)
+        dst.setframerate(SAMPLE_RATE)
+        src.seek(_WAV_HEADER)
+        left = 2 * frames
+        while left > 0:
+            chunk = src.read(min(left, _COPY_CHUNK))
+            if not chunk:
+                break
+            dst.writeframes(chunk)
+            left -= len(chunk)
+
+
+class ConversationRecording:
+    """Records `mic.wav` and `agent.wav` (24 kHz mono 16-bit) and the transcript of one session.
+
+    The two tracks share a timeline: `align()` pads the shorter one with silence, and the
+    controllers call it whenever the conversation changes phase, so sample n of one track
+    happened at the same time as sample n of the other. The timeline keeps counting even if
+    writing fails (a full disk): the failure is reported once through `on_error`.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        temporary: bool,
+        details: dict[str, Any],
+        on_error: Callable[[str], None] = lambda message: None,
+    ) -> None:
+        self.folder = folder
+        self.temporary = temporary
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._mic_samples = 0
+        self._agent_samples = 0
+        self._recorder: SessionRecorder | None = None
+        self.closed = False
+        try:
+            self._recorder = SessionRecorder(folder)
+        except PersonaPlexError as e:
+            on_error(f"{e} The conversation goes on without a recording.")
+        self.transcript = Transcript(folder, "Conversation", details)
+        if self.transcript.failed:
+            on_error(self.transcript.failed)
+
+    @classmethod
+    def begin(
+        cls,
+        record_dir: str | Path | None,
+        details: dict[str, Any],
+        on_error: Callable[[str], None] = lambda message: None,
+    ) -> ConversationRecording:
+        """A new recording under `record_dir` (kept), or in a temporary folder when it is None."""
+        if record_dir:
+            return cls(
+                new_recording_folder(Path(record_dir).expanduser()), False, details, on_error
+            )
+        folder = Path(tempfile.mkdtemp(prefix="ppx-tui-recording-"))
+        return cls(folder, True, details, on_error)
+
+    # -- the timeline --------------------------------------------------------------------
+    @property
+    def mic_s(self) -> float:
+        return self._mic_samples / SAMPLE_RATE
+
+    @property
+    def agent_s(self) -> float:
+        return self._agent_samples / SAMPLE_RATE
+
+    @property
+    def position_s(self) -> float:
+        """The end of the timeline (the longer track), in seconds."""
+        return max(self._mic_samples, self._agent_samples) / SAMPLE_RATE
+
+    def write_mic(self, pcm: np.ndarray) -> None:
+        """Append the user's audio (any thread; never raises)."""
+        self._write(pcm, mic=True)
+
+    def write_agent(self, pcm: np.ndarray) -> None:
+        """Append the agent's audio (any thread; never raises)."""
+        self._write(pcm, mic=False)
+
+    def align(self) -> None:
+        """Pad the shorter track with silence so both end at the same time."""
+        with self._lock:
+            gap = self._mic_samples - self._agent_samples
+        if gap:
+            silence = np.zeros(FRAME_SAMPLES, np.float32)
+            for start in range(0, abs(gap), FRAME_SAMPLES):
+                self._write(silence[: min(FRAME_SAMPLES, abs(gap) - start)], mic=gap < 0)
+
+    def _write(self, pcm: np.ndarray, mic: bool) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            if mic:
+                self._mic_samples += len(pcm)
+            else:
+                self._agent_samples += len(pcm)
+            if self._recorder is None:
+                return
+            try:
+                (self._recorder.write_mic if mic else self._recorder.write_agent)(pcm)
+            except (OSError, ValueError) as e:
+                self._fail(f"Recording stopped: {getattr(e, 'strerror', None) or e}.")
+
+    def _fail(self, message: str) -> None:
+        recorder, self._recorder = self._recorder, None
+        try:
+            if recorder is not None:
+                recorder.close()
+        except OSError:
+            pass
+        self._on_error(message)
+
+    # -- files ---------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Make everything recorded so far valid files on disk."""
+        with self._lock:
+            if self._recorder is not None:
+                try:
+                    self._recorder.flush()
+                except OSError as e:
+                    self._fail(f"Recording stopped: {e.strerror or e}.")
+
+    def save(self, root: str | Path) -> Path:
+        """Everything so far as files in a folder: this one when it is kept anyway, else a copy
+        in a new folder under `root`. Raises RecordingError with one sentence on failure."""
+        if not self.temporary:
+            self.flush()
+            return self.folder
+        with self._lock:
+            if self._recorder is None:
+                raise RecordingError("There is no recording to save (writing it had failed).")
+            self._recorder.flush()
+            mic_frames = round(self._recorder.mic_seconds * SAMPLE_RATE)
+            agent_frames = round(self._recorder.agent_seconds * SAMPLE_RATE)
+        target = new_recording_folder(Path(root).expanduser())
+        try:
+            target.mkdir(parents=True)
+            copy_wav_prefix(self.folder / "mic.wav", target / "mic.wav", mic_frames)
+            copy_wav_prefix(self.folder / "agent.wav", target / "agent.wav", agent_frames)
+            self.transcript.copy_to(target)
+        except OSError as e:
+            raise RecordingError(
+                f"Could not save the recording in {target}: {e.strerror or e}."
+            ) from None
+        return target
+
+    def close(self, note: str | None = None) -> Path | None:
+        """Finish the files; a temporary recording is deleted. Returns the kept folder, if any.
+
+        Safe to call twice."""
+        self.align()
+        end = self.position_s
+        if note:
+            self.transcript.note(end, note)
+        with self._lock:
+            if self.closed:
+                return None if self.temporary else self.folder
+            self.closed = True
+            if self._recorder is not None:
+                try:
+                    self._recorder.close()
+                except OSError as e:
+                    self._on_error(f"Finishing the recording failed: {e.strerror or e}.")
+        self.transcript.close(end)
+        if self.temporary:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return None
+        return self.folder

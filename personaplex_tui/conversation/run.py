@@ -1,0 +1,134 @@
+"""What both controllers share during a run: the audio, the recording, meters, and how a run ends."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from personaplex_tui.audio import FRAME_SAMPLES, AudioInput, AudioOutput, LevelMeters
+from personaplex_tui.conversation.config import ControllerConfig
+from personaplex_tui.conversation.devices import device_alive
+from personaplex_tui.conversation.recording import ConversationRecording
+from personaplex_tui.conversation.timing_log import TimingLog
+from personaplex_tui.engine import Engine
+from personaplex_tui.events import EventSink
+
+EndReason = Literal[
+    "stopped",  # asked to stop (space in duplex, mode switch, reset, shutdown)
+    "input_ended",  # the input file was played to its end
+    "input_lost",  # the input device stopped delivering audio
+    "output_lost",  # the output device stopped playing
+    "engine_error",  # a step failed (the engine already reported it)
+    "failed",  # anything else (a bug): reported with its message
+]
+
+SILENCE = np.zeros(FRAME_SAMPLES, np.float32)
+SILENCE.flags.writeable = False
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """Why a run ended, and the sentence to show the user (empty when there is nothing to say)."""
+
+    reason: EndReason
+    message: str = ""
+
+
+def input_lost(mic: AudioInput) -> RunEnd:
+    return RunEnd(
+        "input_lost",
+        f"The input device '{mic.device_name}' stopped delivering audio (unplugged or taken by "
+        "another program?); choose another input device and press space to go on.",
+    )
+
+
+def output_lost(speaker: AudioOutput) -> RunEnd:
+    return RunEnd(
+        "output_lost",
+        f"The output device '{speaker.device_name}' stopped playing (unplugged or taken by "
+        "another program?); choose another output device and press space to go on.",
+    )
+
+
+@dataclass
+class RunContext:
+    """The pieces a controller joins for one run; `config()` returns the live settings, so
+    echo suppression and the reply length can change between frames."""
+
+    engine: Engine
+    mic: AudioInput
+    speaker: AudioOutput
+    recording: ConversationRecording
+    telemetry: Telemetry
+    config: Callable[[], ControllerConfig]
+    timing_log: TimingLog | None = None
+    fresh_mic: bool = True  # the mic was opened for this run (nothing stale is queued)
+    stall_s: float = 2.0  # a device mic silent this long counts as lost
+    poll_s: float = 0.1  # how often a blocked mic read checks for a stop
+
+    def emit(self, event: object) -> None:
+        self.engine.emit(event)  # type: ignore[arg-type]
+
+
+class MicReader:
+    """Reads frames for a run and tells apart a stop, the end of a file and a lost device.
+
+    `read()` blocks at most `poll_s` at a time, so a stop request is seen within that; it
+    returns None when the run must end, with the reason in `end`.
+    """
+
+    def __init__(self, ctx: RunContext, should_stop: Callable[[], bool]) -> None:
+        self.ctx = ctx
+        self.should_stop = should_stop
+        self.end: RunEnd | None = None
+        self.frames = 0
+
+    def read(self) -> np.ndarray | None:
+        mic = self.ctx.mic
+        waited_since = time.monotonic()
+        while True:
+            if self.should_stop():
+                self.end = RunEnd("stopped")
+                return None
+            pcm = mic.read_frame(timeout=self.ctx.poll_s)
+            if pcm is not None:
+                self.frames += 1
+                return pcm
+            if mic.finished:
+                self.end = RunEnd("input_ended", f"The input file {mic.device_name} has ended.")
+                return None
+            if not device_alive(mic) or time.monotonic() - waited_since > self.ctx.stall_s:
+                self.end = input_lost(mic)
+                return None
+
+
+class Telemetry:
+    """Level meters for the mic and the agent plus the player's state, as `Levels` and
+    `PlaybackStats` events at most `rate_hz` times a second (fed from the engine or listening
+    thread, never from an audio callback)."""
+
+    def __init__(self, sink: EventSink, rate_hz: float = 15.0) -> None:
+        self.sink = sink
+        self.meters = LevelMeters()
+        self.interval_s = 1.0 / rate_hz
+        self._last = -1e9
+        self.speaker: AudioOutput | None = None
+
+    def frame(self, mic: np.ndarray | None, agent: np.ndarray | None) -> None:
+        """One 80 ms frame went by: what the user said and what the agent said (None = silence)."""
+        self.meters.update_mic(SILENCE if mic is None else mic)
+        self.meters.update_agent(SILENCE if agent is None else agent)
+        now = time.monotonic()
+        if now - self._last >= self.interval_s:
+            self._last = now
+            self.report()
+
+    def report(self) -> None:
+        """Send the current levels and playback state now."""
+        self.sink(self.meters.snapshot())
+        if self.speaker is not None:
+            self.sink(self.speaker.stats())

@@ -1,0 +1,71 @@
+"""`--timing-log FILE.jsonl`: every step's timings appended as one JSON line."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from model.errors import PersonaPlexError
+
+FLUSH_EVERY_S = 1.0
+
+
+class TimingLogError(PersonaPlexError):
+    """The timing log could not be opened or written."""
+
+
+class TimingLog:
+    """Appends one line per step: `{"time", "step", "mode", "phase", "total_ms", "encode_ms",
+    "temporal_ms", "depformer_ms", "decode_ms"}`; flushed at least once a second. Thread-safe."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: TextIO = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise TimingLogError(
+                f"Could not open the timing log {self.path}: {e.strerror or e}."
+            ) from None
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self.lines = 0
+
+    def write(self, step: int, timings: Any, mode: str, phase: str) -> None:
+        """Log one step (`timings` is a model.types.StepTimings); never raises."""
+        record = {
+            "time": round(time.time(), 4),
+            "step": step,
+            "mode": mode,
+            "phase": phase,
+            "total_ms": round(float(timings.total_ms), 3),
+            "encode_ms": round(float(timings.encode_ms), 3),
+            "temporal_ms": round(float(timings.temporal_ms), 3),
+            "depformer_ms": round(float(timings.depformer_ms), 3),
+            "decode_ms": round(float(timings.decode_ms), 3),
+        }
+        line = json.dumps(record) + "\n"
+        with self._lock:
+            if self._file.closed:
+                return
+            try:
+                self._file.write(line)
+                self.lines += 1
+                now = time.monotonic()
+                if now - self._last_flush >= FLUSH_EVERY_S:
+                    self._file.flush()
+                    self._last_flush = now
+            except OSError:
+                pass  # a full disk must not stop the conversation
+
+    def close(self) -> None:
+        """Flush and close; safe to call twice."""
+        with self._lock:
+            if not self._file.closed:
+                try:
+                    self._file.close()
+                except OSError:
+                    pass

@@ -1,0 +1,161 @@
+"""The transcript of a recording, written as it happens: `transcript.jsonl` and `transcript.md`.
+
+Both files are appended to and flushed on every entry, so a crash loses nothing already said.
+Times are seconds on the recording's timeline (the position in `mic.wav` / `agent.wav`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+JSONL_NAME = "transcript.jsonl"
+MARKDOWN_NAME = "transcript.md"
+PARAGRAPH_GAP_S = 2.0  # agent text after this long a pause starts a new paragraph
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*_`<>[]#"})
+
+
+def escape_markdown(text: str) -> str:
+    """Text with Markdown's special characters escaped, so the model's words show as said."""
+    return text.translate(_MD_SPECIAL)
+
+
+def clock(t: float) -> str:
+    """Seconds as `mm:ss.s` (or `h:mm:ss.s` past an hour)."""
+    t = max(0.0, t)
+    minutes, seconds = divmod(t, 60.0)
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{minutes:02d}:{seconds:04.1f}"
+    return f"{hours}:{text}" if hours else text
+
+
+class Transcript:
+    """Writes the events of a conversation as JSON lines and as a readable Markdown transcript.
+
+    JSONL entries are objects with `t` (timeline seconds), `wall` (Unix time) and `type`:
+    `session`, `user_turn`, `reply`, `text`, `note`, `error`, `end`. The Markdown has the user's
+    turns (times and length; there is no speech recognition), the agent's words as it said
+    them, and notes. Thread-safe; writing errors disable the transcript instead of raising.
+    """
+
+    def __init__(self, folder: str | Path, title: str, details: dict[str, Any]) -> None:
+        self.folder = Path(folder)
+        self._lock = threading.RLock()
+        self._agent_open = False
+        self._last_agent_t = -1e9
+        self.failed: str | None = None
+        self._jsonl: TextIO | None = None
+        self._md: TextIO | None = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._jsonl = open(self.folder / JSONL_NAME, "a", encoding="utf-8")  # noqa: SIM115
+            self._md = open(self.folder / MARKDOWN_NAME, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            self.failed = f"Could not write the transcript in {self.folder}: {e.strerror or e}."
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        facts = " · ".join(f"{k} {v}" for k, v in details.items() if v not in (None, ""))
+        self._write(
+            {"t": 0.0, "type": "session", "title": title, **details},
+            f"# {title}, {stamp}\n\n{facts}\n",
+        )
+
+    # -- entries -------------------------------------------------------------------------
+    def user_turn(self, start_s: float, end_s: float, frames: int, manual: bool = False) -> None:
+        """The user spoke from `start_s` to `end_s` (a VAD utterance or push-to-talk)."""
+        how = "push-to-talk" if manual else "voice detected"
+        self._write(
+            {
+                "t": start_s,
+                "type": "user_turn",
+                "start_s": start_s,
+                "end_s": end_s,
+                "frames": frames,
+                "manual": manual,
+            },
+            f"\n\n**You** · {clock(start_s)}–{clock(end_s)} · {end_s - start_s:.1f} s ({how})",
+        )
+
+    def reply(self, start_s: float, end_s: float, frames: int, interrupted: bool) -> None:
+        """A turn-based reply ended (JSONL only; the Markdown has its words)."""
+        self._write(
+            {
+                "t": start_s,
+                "type": "reply",
+                "start_s": start_s,
+                "end_s": end_s,
+                "frames": frames,
+                "interrupted": interrupted,
+            },
+            f"\n\n_{clock(end_s)} · reply interrupted_" if interrupted else "",
+        )
+
+    def agent_turn(self) -> None:
+        """The next agent text starts a new paragraph (a turn-based reply begins)."""
+        with self._lock:
+            self._agent_open = False
+
+    def agent_text(self, t: float, text: str, step: int) -> None:
+        """A piece of the agent's inner monologue, said at `t`."""
+        if not text:
+            return
+        with self._lock:
+            if not self._agent_open or t - self._last_agent_t > PARAGRAPH_GAP_S:
+                md = f"\n\n**Agent** · {clock(t)} · {escape_markdown(text.lstrip())}"
+            else:
+                md = escape_markdown(text)
+            self._write({"t": round(t, 3), "type": "text", "step": step, "text": text}, md)
+            self._agent_open = True
+            self._last_agent_t = t
+
+    def note(self, t: float, text: str, kind: str = "note") -> None:
+        """A line for the reader: a mode change, an error, the end of the input file."""
+        self._write({"t": round(t, 3), "type": kind, "text": text}, f"\n\n_{clock(t)} · {text}_")
+
+    # -- files ---------------------------------------------------------------------------
+    def _write(self, record: dict[str, Any], markdown: str) -> None:
+        record = {"t": record.pop("t"), "wall": round(time.time(), 3), **record}
+        with self._lock:
+            if self._jsonl is None or self._md is None or self._jsonl.closed:
+                return
+            if record["type"] != "text":
+                self._agent_open = False
+            try:
+                self._jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")
+                self._jsonl.flush()
+                if markdown:
+                    self._md.write(markdown)
+                    self._md.flush()
+            except OSError as e:
+                self.failed = f"Writing the transcript failed: {e.strerror or e}."
+                self._close_files()
+
+    def copy_to(self, folder: Path) -> None:
+        """Copy both files as they are now into `folder` (for a saved snapshot)."""
+        with self._lock:
+            for name in (JSONL_NAME, MARKDOWN_NAME):
+                source = self.folder / name
+                if source.exists():
+                    shutil.copyfile(source, folder / name)
+            if self._md is not None and not self._md.closed:
+                with open(folder / MARKDOWN_NAME, "a", encoding="utf-8") as md:
+                    md.write("\n")
+
+    def close(self, t: float | None = None) -> None:
+        """End the transcript (an `end` entry when `t` is given); safe to call twice."""
+        if t is not None:
+            self._write({"t": round(t, 3), "type": "end"}, "\n")
+        with self._lock:
+            self._close_files()
+
+    def _close_files(self) -> None:
+        for f in (self._jsonl, self._md):
+            if f is not None and not f.closed:
+                try:
+                    f.close()
+                except OSError:
+                    pass

@@ -1,0 +1,267 @@
+"""Turn-based conversation: listen for an utterance, then step it and `max_steps` frames of silence
+through the session, streaming the reply to the speaker. The session continues across turns.
+
+Listening runs on a worker thread: mic -> recording, meters, Silero VAD (`UtteranceSegmenter`).
+When an utterance ends (or push-to-talk sends one), the engine steps the utterance's frames
+(state "thinking"; what the model says meanwhile is not played), then digital silence for
+`max_steps` frames, each reply frame going to the speaker as it is made ("speaking"). After the
+reply has played out the controller listens again.
+
+Policies:
+- Mic audio captured during a reply is discarded (not sent, not recorded, not queued into the
+  next turn): listening starts afresh once the reply has played (and, with echo suppression
+  on, once its echo tail is over), so the model never hears itself.
+- Space while thinking or speaking interrupts the reply: generation stops within one step and
+  the queued audio is dropped.
+- Space while listening is push-to-talk: the first press starts capturing (the last
+  `preroll_frames` frames before the press included, VAD paused), the second press sends what
+  was captured as the utterance. A capture longer than `max_capture_s` is sent on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from personaplex_tui.audio import (
+    FRAME_SECONDS,
+    UtteranceEnded,
+    UtteranceSegmenter,
+    UtteranceStarted,
+    split_frames,
+)
+from personaplex_tui.conversation.devices import device_alive
+from personaplex_tui.conversation.run import SILENCE, MicReader, RunContext, RunEnd, output_lost
+from personaplex_tui.events import StateChanged, UserTurn
+
+Phase = Literal["listening", "capturing", "thinking", "speaking"]
+WRITE_TIMEOUT_S = 1.0  # the engine waits this long for room in the player
+DRAIN_SLACK_S = 2.0  # beyond the queued audio, how long playing it out may take
+ECHO_TAIL_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class Heard:
+    """An utterance to answer: timeline seconds, 24 kHz audio, and whether push-to-talk made it."""
+
+    start_s: float
+    end_s: float
+    audio: np.ndarray = field(repr=False)
+    manual: bool = False
+
+
+class TurnController:
+    """Listens and replies turn by turn until stopped, the input ends, a device is lost or a
+    step fails. `press()` is space: push-to-talk while listening, interrupt while replying."""
+
+    mode = "turn"
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        segmenter: UtteranceSegmenter,
+        *,
+        preroll_frames: int = 4,
+        max_capture_s: float = 60.0,
+    ) -> None:
+        self.ctx = ctx
+        self.segmenter = segmenter
+        self.preroll_frames = preroll_frames
+        self.max_capture_s = max_capture_s
+        self.phase: Phase = "listening"
+        self._stop = threading.Event()  # the run must end
+        self._interrupt = threading.Event()  # the reply must end
+        self._capture = threading.Event()  # push-to-talk: capturing
+        self._send = threading.Event()  # push-to-talk: send the capture
+        self._end: RunEnd | None = None
+        self._stale_mic = not ctx.fresh_mic
+        self.replies: list[int] = []  # reply frames generated, per turn
+
+    # -- control (event loop) ------------------------------------------------------------
+    async def run(self) -> RunEnd:
+        """Listen and reply until something ends the run; returns why."""
+        ctx = self.ctx
+        ctx.telemetry.speaker = ctx.speaker
+        while True:
+            self.phase = "listening"
+            self._interrupt.clear()
+            self._capture.clear()
+            self._send.clear()
+            ctx.emit(StateChanged("listening"))
+            heard = await asyncio.to_thread(self._listen)
+            if isinstance(heard, RunEnd):
+                ctx.recording.align()
+                return heard
+            end = await self._reply(heard)
+            if end is not None:
+                return end
+
+    async def press(self) -> None:
+        """Space: start or send a push-to-talk capture, or interrupt the reply."""
+        if self.phase == "listening":
+            self.phase = "capturing"
+            self._capture.set()
+            self.ctx.emit(StateChanged("listening", "capturing: press space to send"))
+        elif self.phase == "capturing":
+            self._send.set()
+        else:
+            await self.interrupt()
+
+    async def interrupt(self) -> None:
+        """Stop the reply within one step and drop the audio queued for playback."""
+        if self.phase not in ("thinking", "speaking"):
+            return
+        self._interrupt.set()
+        self.ctx.speaker.clear()  # wakes the engine if it waits for room in the player
+        await self.ctx.engine.stop()
+        self.ctx.speaker.clear()
+
+    async def stop(self) -> None:
+        """End the run within one step (or one mic poll while listening)."""
+        self._stop.set()
+        self._interrupt.set()
+        if self.phase in ("thinking", "speaking"):
+            self.ctx.speaker.clear()
+            await self.ctx.engine.stop()
+
+    def _halted(self) -> bool:
+        return self._interrupt.is_set() or self._stop.is_set()
+
+    # -- listening (worker thread) -------------------------------------------------------
+    def _listen(self) -> Heard | RunEnd:
+        ctx = self.ctx
+        ctx.recording.align()
+        if self._stale_mic:
+            ctx.mic.clear()  # what was said during the reply (or while idle) is not this turn
+        self._stale_mic = True
+        self.segmenter.reset()
+        offset = ctx.recording.position_s
+        reader = MicReader(ctx, self._stop.is_set)
+        preroll: deque[np.ndarray] = deque(maxlen=self.preroll_frames)
+        captured: list[np.ndarray] | None = None
+        capture_start = 0.0
+        n = 0
+        while True:
+            pcm = reader.read()
+            if pcm is None:
+                assert reader.end is not None
+                if reader.end.reason == "input_ended":
+                    if captured:
+                        return Heard(
+                            capture_start,
+                            offset + n * FRAME_SECONDS,
+                            np.concatenate(captured),
+                            True,
+                        )
+                    for event in self.segmenter.finish():
+                        if isinstance(event, UtteranceEnded):
+                            return Heard(offset + event.start_s, offset + event.end_s, event.audio)
+                return reader.end
+            ctx.recording.write_mic(pcm)
+            ctx.telemetry.frame(pcm, None)
+            n += 1
+            if captured is None and self._capture.is_set():
+                captured = list(preroll)
+                capture_start = offset + (n - 1 - len(captured)) * FRAME_SECONDS
+            if captured is not None:
+                captured.append(pcm)
+                if self._send.is_set() or len(captured) * FRAME_SECONDS >= self.max_capture_s:
+                    return Heard(
+                        capture_start, offset + n * FRAME_SECONDS, np.concatenate(captured), True
+                    )
+                continue
+            preroll.append(pcm)
+            for event in self.segmenter.feed(pcm):
+                if isinstance(event, UtteranceStarted):
+                    ctx.emit(StateChanged("listening", "speech detected"))
+                elif isinstance(event, UtteranceEnded):
+                    return Heard(offset + event.start_s, offset + event.end_s, event.audio)
+
+    # -- replying ------------------------------------------------------------------------
+    async def _reply(self, heard: Heard) -> RunEnd | None:
+        ctx = self.ctx
+        transcript = ctx.recording.transcript
+        frames = split_frames(heard.audio)
+        n = len(frames)
+        max_steps = ctx.config().max_steps
+        ctx.emit(UserTurn(start_s=heard.start_s, end_s=heard.end_s, frames=n))
+        transcript.user_turn(heard.start_s, heard.end_s, n, heard.manual)
+        ctx.recording.align()
+        reply_start = ctx.recording.position_s
+        self.phase = "thinking"
+        ctx.emit(StateChanged("thinking"))
+        counts = {"steps": 0, "reply": 0}
+
+        def source() -> Any:
+            for pcm in frames:
+                if self._halted():
+                    return
+                yield pcm
+            for _ in range(max_steps):
+                if self._halted():
+                    return
+                yield SILENCE
+
+        def on_frame(frame: Any) -> None:  # on the engine thread
+            i = counts["steps"]
+            counts["steps"] += 1
+            step = ctx.engine.frames_out - 1  # the engine's index of this frame
+            if ctx.timing_log is not None:
+                phase = "utterance" if i < n else "reply"
+                ctx.timing_log.write(step, frame.timings, "turn", phase)
+            if i < n:
+                return
+            if i == n:
+                self.phase = "speaking"
+                ctx.emit(StateChanged("speaking"))
+                transcript.agent_turn()
+            t = ctx.recording.agent_s
+            ctx.speaker.write_frame(frame.pcm, WRITE_TIMEOUT_S)
+            ctx.recording.write_agent(frame.pcm)
+            transcript.agent_text(t, frame.text, step)
+            ctx.telemetry.frame(None, frame.pcm)
+            counts["reply"] += 1
+            if not device_alive(ctx.speaker):
+                self._end = output_lost(ctx.speaker)
+                self._stop.set()
+
+        produced = await ctx.engine.generate(source(), on_frame, quiet_steps=n)
+        self.replies.append(counts["reply"])
+        if produced is not None and not self._halted():
+            await asyncio.to_thread(self._play_out)
+        interrupted = self._interrupt.is_set() and not self._stop.is_set()
+        if produced is None or self._halted() or self._end is not None:
+            ctx.speaker.clear()
+        transcript.reply(
+            reply_start, reply_start + counts["reply"] * FRAME_SECONDS, counts["reply"], interrupted
+        )
+        ctx.recording.align()
+        ctx.telemetry.report()
+        if produced is None:
+            return RunEnd("engine_error")
+        if self._end is not None:
+            return self._end
+        if self._stop.is_set():
+            return RunEnd("stopped")
+        return None
+
+    def _play_out(self) -> None:
+        """Wait until the reply has been played (and its echo has died away, when suppressing)."""
+        speaker = self.ctx.speaker
+        queued_s = speaker.stats().buffered_frames * FRAME_SECONDS
+        played = speaker.drain(queued_s + DRAIN_SLACK_S)  # clear() (interrupt, stop) wakes it
+        if self._halted():
+            return
+        if not played and not device_alive(speaker):
+            self._end = output_lost(speaker)
+            return
+        if self.ctx.config().echo_suppression:
+            deadline = time.monotonic() + ECHO_TAIL_WAIT_S
+            while speaker.audible() and not self._halted() and time.monotonic() < deadline:
+                self._interrupt.wait(0.02)

@@ -1,0 +1,273 @@
+"""The app-level controller: saving recordings, shutdown, settings, reset and mode switches."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import subprocess
+import sys
+import wave
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from personaplex_tui.audio import read_audio, split_frames
+from personaplex_tui.conversation import (
+    ControllerConfig,
+    ConversationController,
+    DuplexController,
+    SettingsError,
+    TurnController,
+    add_conversation_options,
+    create_conversation,
+)
+from personaplex_tui.conversation.transcript import Transcript, clock
+from personaplex_tui.events import (
+    ConversationAPI,
+    EngineError,
+    FrameOut,
+    LoadProgress,
+    ModelInfo,
+    Notice,
+)
+from tests.conversation_fakes import (
+    CONVERSATION,
+    Events,
+    FakeDevices,
+    FakeModel,
+    Probe,
+    conversation_pcm,
+    file_factory,
+    is_state,
+)
+from tests.test_conversation_duplex import Q, only_folder
+
+
+def ended(e) -> bool:
+    return isinstance(e, Notice) and "has ended" in e.message
+
+
+def test_save_recording_without_continuous_recording_copies_a_snapshot(tmp_path):
+    config = ControllerConfig(
+        mode="duplex",
+        input_file=CONVERSATION,
+        output_file=tmp_path / "o.wav",
+        save_dir=tmp_path / "saved",
+    )
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=file_factory())
+        await conv.start()
+        await events.wait_for(ended)
+        temp = conv.recording.folder
+        assert conv.recording.temporary and (temp / "mic.wav").exists()
+        saved = await conv.save_recording()
+        await conv.shutdown()
+        await conv.shutdown()
+        after = await conv.save_recording()
+        return events, probe, temp, saved, after
+
+    events, probe, temp, saved, after = asyncio.run(main())
+    mic = split_frames(conversation_pcm())
+    folder = only_folder(tmp_path / "saved")
+    assert saved == str(folder)
+    assert Notice(f"Saved the recording in {folder}.") in events.items
+    rec_mic = read_audio(folder / "mic.wav").pcm
+    rec_agent = read_audio(folder / "agent.wav").pcm
+    assert len(rec_mic) == len(rec_agent) == len(mic) * 1920
+    np.testing.assert_allclose(rec_mic, mic.reshape(-1), atol=Q)
+    np.testing.assert_allclose(rec_agent, np.concatenate(probe.sessions[-1].outputs), atol=Q)
+    lines = [json.loads(x) for x in (folder / "transcript.jsonl").read_text().splitlines()]
+    assert lines[0]["type"] == "session" and any(x["type"] == "text" for x in lines)
+    assert (folder / "transcript.md").read_text().startswith("# Conversation")
+    assert not temp.exists()  # the private copy went away at shutdown
+    assert after == "" and events.items[-1] == Notice("Nothing has been recorded yet.", "warning")
+
+
+def test_recording_on_disk_is_valid_while_the_conversation_runs(tmp_path):
+    config = ControllerConfig(
+        mode="duplex", record_dir=tmp_path / "rec", save_dir=tmp_path / "saved"
+    )
+    devices = FakeDevices(period_s=0.002)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        await conv.start()
+        await events.wait_for(lambda e: isinstance(e, FrameOut) and e.index >= 40)
+        live_folder = conv.recording.folder
+        # a crash now would leave valid WAVs missing at most the last second
+        with wave.open(str(live_folder / "mic.wav")) as w:
+            on_disk = w.getnframes() / 24000
+        assert on_disk >= conv.recording.mic_s - 1.0 - 0.08
+        saved = await conv.save_recording()  # continuous recording: the live folder, flushed
+        assert saved == str(live_folder)
+        with wave.open(str(live_folder / "mic.wav")) as w:
+            assert w.getnframes() >= 40 * 1920
+        await conv.shutdown()
+        return events, probe, live_folder
+
+    events, probe, folder = asyncio.run(main())
+    n = len(probe.sessions[-1].outputs)
+    with wave.open(str(folder / "mic.wav")) as m, wave.open(str(folder / "agent.wav")) as a:
+        assert m.getnframes() == a.getnframes()
+        assert n * 1920 <= m.getnframes() <= (n + 1) * 1920
+    assert Notice(f"The recording is in {folder}.") in events.items
+    assert not (tmp_path / "saved").exists()
+
+
+def test_settings_reset_and_mode_switches(tmp_path):
+    devices = FakeDevices(period_s=0.003)
+    config = ControllerConfig(mode="turn", record_dir=tmp_path, max_steps=5)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        await conv.start()
+        await events.wait_for(is_state("listening"))
+        assert isinstance(conv.runner, TurnController)
+        # duck-typed settings: only the attributes present change
+        pending = await conv.apply_settings(SimpleNamespace(voice="VARM1", echo_suppression=True))
+        assert pending is True and conv.config.echo_suppression and conv.config.max_steps == 5
+        assert await conv.apply_settings(SimpleNamespace(max_steps=7)) is True  # still pending
+        mark = len(events.items)
+        await conv.set_mode("duplex")
+        await events.wait_for(is_state("duplex"), after=mark)
+        assert isinstance(conv.runner, DuplexController)
+        await events.wait_for(lambda e: isinstance(e, FrameOut), after=mark)
+        mark = len(events.items)
+        await conv.reset()  # a new session with the new voice, still live in duplex
+        await events.wait_for(is_state("duplex"), after=mark)
+        await events.wait_for(lambda e: isinstance(e, FrameOut), after=mark)
+        assert await conv.apply_settings(SimpleNamespace(max_steps=9)) is False
+        bad = await conv.apply_settings(SimpleNamespace(mode="karaoke"))
+        mark = len(events.items)
+        await conv.apply_settings(SimpleNamespace(mode="turn"))
+        await events.wait_for(is_state("listening"), after=mark)
+        assert isinstance(conv.runner, TurnController)
+        await conv.shutdown()
+        return events, probe, bad
+
+    events, probe, bad = asyncio.run(main())
+    sessions = probe.sessions[1:]  # after the warm-up's
+    assert [s.options["voice"] for s in sessions] == ["NATF2", "VARM1"]
+    assert sessions[1].options["prompt"] == "assistant" and sessions[1].options["seed"] is None
+    assert bad is False
+    assert (
+        EngineError("The mode must be 'turn' or 'duplex', not 'karaoke'.", "SettingsError")
+        in events.items
+    )
+    first, second = sorted(p for p in tmp_path.iterdir() if p.is_dir())  # one recording per session
+    md = (first / "transcript.md").read_text()
+    assert "mode: duplex" in md and "voice NATF2" in md
+    assert "voice VARM1" in (second / "transcript.md").read_text()
+    assert "mode: turn" in (second / "transcript.md").read_text()
+    for folder in (first, second):
+        with wave.open(str(folder / "mic.wav")) as m, wave.open(str(folder / "agent.wav")) as a:
+            assert m.getnframes() == a.getnframes() > 0
+
+
+def test_a_failed_load_is_reported_and_start_can_be_tried_again():
+    attempts = []
+
+    def loader(progress):
+        attempts.append(1)
+        progress(LoadProgress("load", "reading weights"))
+        if len(attempts) == 1:
+            raise FileNotFoundError("no weights here")
+        return Probe(FakeModel()), ModelInfo("m", "bf16", "cpu", ("NATF2",))
+
+    async def main():
+        events = Events()
+        conv = create_conversation(
+            loader, events, ControllerConfig(mode="duplex"), audio=FakeDevices().factory()
+        )
+        await conv.start()
+        assert not conv.running
+        await conv.start()
+        await events.wait_for(is_state("duplex"))
+        await conv.shutdown()
+        return events
+
+    events = asyncio.run(main())
+    assert [e.message for e in events.of(EngineError)] == ["The model failed: no weights here"]
+    assert len(events.of(LoadProgress)) == 2
+
+
+def test_config_from_any_settings_object():
+    base = ControllerConfig(voice="NATF2", seed=3)
+    settings = SimpleNamespace(mode="duplex", voice="VARF1", text_temp=0.5, unrelated="x")
+    config = ControllerConfig.from_settings(settings, base)
+    assert (config.mode, config.voice, config.text_temp, config.seed) == ("duplex", "VARF1", 0.5, 3)
+    assert base.changed(config) == {"mode", "voice", "text_temp"}
+    options = ControllerConfig(prompt="teacher", prompt_text="Be brief.").session_options()
+    assert options.prompt is None and options.prompt_text == "Be brief."
+    with pytest.raises(SettingsError, match="at least one frame"):
+        ControllerConfig(max_steps=0)
+
+
+def test_transcript_markdown_and_json_lines(tmp_path):
+    t = Transcript(tmp_path, "Conversation", {"voice": "NATF2", "seed": None})
+    t.user_turn(0.5, 2.0, 22)
+    t.agent_turn()
+    for i, word in enumerate([" Hi", " *there*", "!"]):
+        t.agent_text(2.0 + 0.32 * i, word, i)
+    t.agent_text(9.0, " Again", 30)  # after a long pause: a new paragraph
+    t.reply(2.0, 9.5, 94, interrupted=True)
+    t.close(9.5)
+    t.close(9.5)
+    md = (tmp_path / "transcript.md").read_text()
+    assert "voice NATF2" in md and "seed" not in md
+    assert "**You** · 00:00.5–00:02.0 · 1.5 s (voice detected)" in md
+    assert "**Agent** · 00:02.0 · Hi \\*there\\*!" in md
+    assert "**Agent** · 00:09.0 · Again" in md and "_00:09.5 · reply interrupted_" in md
+    lines = [json.loads(x) for x in (tmp_path / "transcript.jsonl").read_text().splitlines()]
+    assert [x["type"] for x in lines] == ["session", "user_turn"] + ["text"] * 4 + ["reply", "end"]
+    assert clock(3725.25) == "1:02:05.2"
+
+
+def test_the_controller_implements_the_conversation_api():
+    for name, member in vars(ConversationAPI).items():
+        if name.startswith("_") or not callable(member):
+            continue
+        mine = getattr(ConversationController, name)
+        assert inspect.iscoroutinefunction(mine), name
+        assert list(inspect.signature(mine).parameters) == list(
+            inspect.signature(member).parameters
+        ), name
+
+
+def test_importing_the_conversation_loads_no_device_ui_or_vad_runtime():
+    code = (
+        "import sys, personaplex_tui.conversation;"
+        "print(' '.join(m for m in ('sounddevice', 'onnxruntime', 'textual', 'torch', 'mlx')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_command_line_options_fill_a_config_over_saved_settings():
+    parser = argparse.ArgumentParser()
+    add_conversation_options(parser)
+    args = parser.parse_args(
+        [
+            "--mode",
+            "duplex",
+            "--input-file",
+            "in.wav",
+            "--timing-log",
+            "t.jsonl",
+            "--no-echo-suppression",
+        ]
+    )
+    saved = ControllerConfig(voice="VARF1", echo_suppression=True, max_steps=50)
+    config = ControllerConfig.from_settings(args, saved)
+    assert (config.mode, config.input_file, config.timing_log) == ("duplex", "in.wav", "t.jsonl")
+    assert config.echo_suppression is False
+    assert (config.voice, config.max_steps) == ("VARF1", 50)  # not given: kept
+    assert ControllerConfig.from_settings(parser.parse_args([]), saved) == saved

@@ -1,0 +1,156 @@
+"""Faults: a step that raises, a missing or busy device, a device lost mid-session. Each ends in
+one sentence naming what failed, keeps the recording, and leaves the controller usable."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from personaplex_tui.audio import read_audio, split_frames
+from personaplex_tui.conversation import ControllerConfig, create_conversation
+from personaplex_tui.events import EngineError, FrameOut, Notice, StateChanged
+from tests.conversation_fakes import (
+    CONVERSATION,
+    Events,
+    FakeDevices,
+    FakeModel,
+    Probe,
+    conversation_pcm,
+    file_factory,
+    is_state,
+)
+from tests.test_conversation_duplex import Q, only_folder
+
+WARM_UP_STEPS = 3
+
+
+def test_an_engine_error_mid_session_keeps_the_recording_and_the_controller(tmp_path):
+    config = ControllerConfig(
+        mode="duplex", input_file=CONVERSATION, output_file=tmp_path / "o.wav", record_dir=tmp_path
+    )
+    fail_at = WARM_UP_STEPS + 51  # the 51st live step raises
+
+    async def main():
+        events, model = Events(), FakeModel(fail_at=fail_at)
+        probe = Probe(model)
+        conv = create_conversation(probe.loader(), events, config, audio=file_factory())
+        await conv.start()
+        error = await events.wait_for(lambda e: isinstance(e, EngineError))
+        await events.wait_for(is_state("error"))
+        while conv.running:  # the run winds down after the engine reported the error
+            await asyncio.sleep(0.01)
+        folder = only_folder(tmp_path)
+        mic_so_far = read_audio(folder / "mic.wav").pcm  # flushed when the run ended
+        agent_so_far = read_audio(folder / "agent.wav").pcm
+        mark = len(events.items)
+        await conv.toggle_talk()  # go on with the same session
+        await events.wait_for(
+            lambda e: isinstance(e, Notice) and "has ended" in e.message, after=mark
+        )
+        await conv.shutdown()
+        return events, probe, error, mic_so_far, agent_so_far, folder
+
+    events, probe, error, mic_so_far, agent_so_far, folder = asyncio.run(main())
+    assert error.message == "The model failed: boom" and error.kind == "RuntimeError"
+    assert len(mic_so_far) == len(agent_so_far) == 51 * 1920  # aligned; the failed step is silent
+    assert not agent_so_far[50 * 1920 :].any()
+
+    mic = split_frames(conversation_pcm())
+    live = probe.sessions[-1]
+    assert len(probe.sessions) == 2  # no new session: the conversation went on
+    # every frame reached the model once (the 51st in the step that raised), nothing skipped
+    np.testing.assert_array_equal(np.stack(live.inputs), mic)
+    assert len(live.outputs) == len(mic) - 1
+    rec_mic = read_audio(folder / "mic.wav").pcm
+    rec_agent = read_audio(folder / "agent.wav").pcm
+    assert len(rec_mic) == len(rec_agent) == len(mic) * 1920
+    np.testing.assert_allclose(rec_mic, mic.reshape(-1), atol=Q)
+    assert "step failed" in (folder / "transcript.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("setting", "busy", "expected"),
+    [
+        ({"input_device": "Studio Mic"}, set(), "No input device matches 'Studio Mic'"),
+        ({"output_device": "Hall PA"}, set(), "No output device matches 'Hall PA'"),
+        ({}, {0}, "The input device 'Desk Mic' could not be opened (Device unavailable"),
+        ({}, {2}, "The output device 'Speakers' could not be opened (Device unavailable"),
+    ],
+)
+def test_a_missing_or_busy_device_is_one_sentence_then_another_device_works(
+    setting, busy, expected
+):
+    devices = FakeDevices()
+    devices.busy = set(busy)
+    config = ControllerConfig(mode="duplex", **setting)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        await conv.start()
+        error = await events.wait_for(lambda e: isinstance(e, EngineError))
+        assert not conv.running
+        assert all(not s.active for s in devices.inputs + devices.outputs)  # nothing left open
+        needs_reset = await conv.apply_settings(
+            ControllerConfig(mode="duplex", input_device="USB Headset", output_device="USB Headset")
+        )
+        mark = len(events.items)
+        await conv.toggle_talk()
+        await events.wait_for(lambda e: isinstance(e, FrameOut) and e.index >= 5, after=mark)
+        await conv.shutdown()
+        return events, error, needs_reset
+
+    events, error, needs_reset = asyncio.run(main())
+    assert error.message.startswith(expected) and error.kind == "AudioDeviceError"
+    assert error.message.count(".") <= 2 and "\n" not in error.message  # one sentence
+    assert StateChanged("error", error.message) in events.items
+    assert needs_reset is False  # devices take effect without a new session
+    assert devices.inputs[-1].kwargs["device"] == 1 and devices.outputs[-1].kwargs["device"] == 1
+
+
+@pytest.mark.parametrize("lost", ["input", "output"])
+def test_a_device_lost_mid_session_stops_cleanly_and_resumes_on_another(lost, tmp_path):
+    devices = FakeDevices()
+    config = ControllerConfig(mode="duplex", record_dir=tmp_path)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        await conv.start()
+        await events.wait_for(lambda e: isinstance(e, FrameOut) and e.index >= 30)
+        stream = devices.inputs[-1] if lost == "input" else devices.outputs[-1]
+        stream.lose()
+        error = await events.wait_for(lambda e: isinstance(e, EngineError))
+        while conv.running:
+            await asyncio.sleep(0.01)
+        steps = len(probe.sessions[-1].inputs)
+        folder = only_folder(tmp_path)
+        heard = read_audio(folder / "mic.wav").pcm
+        said = read_audio(folder / "agent.wav").pcm
+        other = (
+            {"input_device": "USB Headset"} if lost == "input" else {"output_device": "USB Headset"}
+        )
+        await conv.apply_settings(ControllerConfig(mode="duplex", record_dir=tmp_path, **other))
+        mark = len(events.items)
+        await conv.toggle_talk()
+        await events.wait_for(
+            lambda e: isinstance(e, FrameOut) and e.index >= steps + 20, after=mark
+        )
+        await conv.shutdown()
+        return events, probe, error, steps, heard, said, folder
+
+    events, probe, error, steps, heard, said, folder = asyncio.run(main())
+    name = "Desk Mic" if lost == "input" else "Speakers"
+    assert error.message.startswith(f"The {lost} device '{name}' stopped")
+    assert error.kind == "AudioDeviceError"
+    assert len(heard) == len(said) == steps * 1920  # nothing recorded was lost
+    live = probe.sessions[-1]
+    assert len(probe.sessions) == 2 and len(live.inputs) >= steps + 20  # the same session went on
+    final = read_audio(folder / "mic.wav").pcm
+    assert len(live.inputs) * 1920 <= len(final) <= (len(live.inputs) + 1) * 1920
+    assert np.array_equal(final[: len(heard)], heard)
+    assert f"'{name}' stopped" in (folder / "transcript.md").read_text()
+    kind = devices.inputs if lost == "input" else devices.outputs
+    assert [s.kwargs["device"] for s in kind] == [0 if lost == "input" else 2, 1]
