@@ -7,44 +7,47 @@ session = pp.session("VARF2", "casual")
 frame = session.step(pcm_1920)         # one 80 ms frame in, one out
 """
 
-from model.config import PersonaPlexConfig, config_7b
-from model.errors import (
-    AudioInputError,
-    CheckpointError,
-    ModelNotFoundError,
-    PersonaPlexError,
-    UnknownPromptError,
-    UnknownVoiceError,
-)
-from model.hub import DEFAULT_MODEL
-from model.persona import PersonaPlex, load, random_model
-from model.prompts import PROMPT_PRESETS
-from model.replies import Diagnosis
-from model.session import Session, SessionSampling
-from model.types import Chunk, Frame, Reply, StepTimings
-from model.voices import DEFAULT_VOICE, VOICE_PRESETS
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "DEFAULT_VOICE",
-    "PROMPT_PRESETS",
-    "VOICE_PRESETS",
-    "AudioInputError",
-    "CheckpointError",
-    "Chunk",
-    "Diagnosis",
-    "Frame",
-    "ModelNotFoundError",
-    "PersonaPlex",
-    "PersonaPlexConfig",
-    "PersonaPlexError",
-    "Reply",
-    "Session",
-    "SessionSampling",
-    "StepTimings",
-    "UnknownPromptError",
-    "UnknownVoiceError",
-    "config_7b",
-    "load",
-    "random_model",
-]
+import importlib
+from typing import Any
+
+# Public names and the modules that define them; imported on first use, so that importing a
+# light module such as `model.errors` does not load MLX.
+_EXPORTS: dict[str, str] = {
+    "PersonaPlexConfig": "model.config",
+    "config_7b": "model.config",
+    "AudioInputError": "model.errors",
+    "CheckpointError": "model.errors",
+    "ModelNotFoundError": "model.errors",
+    "PersonaPlexError": "model.errors",
+    "UnknownPromptError": "model.errors",
+    "UnknownVoiceError": "model.errors",
+    "DEFAULT_MODEL": "model.hub",
+    "PersonaPlex": "model.persona",
+    "load": "model.persona",
+    "random_model": "model.persona",
+    "PROMPT_PRESETS": "model.prompts",
+    "Diagnosis": "model.replies",
+    "Session": "model.session",
+    "SessionSampling": "model.session",
+    "Chunk": "model.types",
+    "Frame": "model.types",
+    "Reply": "model.types",
+    "StepTimings": "model.types",
+    "DEFAULT_VOICE": "model.voices",
+    "VOICE_PRESETS": "model.voices",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'model' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
