@@ -2,7 +2,7 @@
 
 Prints a table (nothing is asserted). Random weights of the full-size Mimi unless --tiny.
 
-    python benchmarks/mimi_step.py [--frames 20] [--tiny] [--no-torch] [--threads N]
+    python benchmarks/mimi_step.py [--frames 20] [--tiny] [--no-torch] [--threads 1,2]
                                    [--torch-device cuda]
 """
 
@@ -86,7 +86,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--tiny", action="store_true", help="the small test config")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    parser.add_argument(
+        "--threads", default="1,0", help="torch thread counts to time, comma-separated (0: default)"
+    )
     parser.add_argument("--torch-device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
@@ -111,15 +113,15 @@ def main() -> None:
     if not args.no_torch:
         import torch
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        default_threads = torch.get_num_threads()
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "mimi.safetensors"
             save_weights(path, weights)
-            enc, dec = time_torch(cfg, path, pcm, args.frames, args.warmup, args.torch_device)
-        where = "CUDA" if args.torch_device == "cuda" else f"{torch.get_num_threads()} threads"
-        name = f"PyTorch moshi ({where})"
-        print(f"{name:34s} {_ms(enc)} {_ms(dec)}")
+            for threads in [int(t) or default_threads for t in args.threads.split(",")]:
+                torch.set_num_threads(threads)
+                enc, dec = time_torch(cfg, path, pcm, args.frames, args.warmup, args.torch_device)
+                where = "CUDA" if args.torch_device == "cuda" else f"CPU, {threads} threads"
+                print(f"{'PyTorch moshi (' + where + ')':34s} {_ms(enc)} {_ms(dec)}")
 
 
 if __name__ == "__main__":
