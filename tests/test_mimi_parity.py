@@ -28,7 +28,8 @@ TINY_CLIPS = [
     ("shipping_44k_stereo.wav", None),
 ]
 FULL_CLIPS = [("weather.wav", 24), ("greeting.wav", 16)]  # (file, frames; None = whole file)
-CASES = [("tiny", *c) for c in TINY_CLIPS] + [("full", *c) for c in FULL_CLIPS]
+CASES = [("tiny", *c) for c in TINY_CLIPS]
+CASES += [pytest.param("full", *c, marks=pytest.mark.slow) for c in FULL_CLIPS]
 CASES += [("variant", "greeting.wav", None)]
 
 
