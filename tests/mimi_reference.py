@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -71,13 +73,24 @@ def moshi_mimi(cfg: MimiConfig, weights_file: Path, device: str = "cpu"):
     return loaders.get_mimi(weights_file, extra, device=device, num_codebooks=cfg.num_codebooks)
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Frame-sized work is faster on one thread, and spinning OpenMP threads stall a busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @torch.no_grad()
 def stream_encode(mimi, pcm: np.ndarray) -> np.ndarray:
     """Frame by frame with `streaming(1)`: codes [num_codebooks, n]."""
     frame = mimi.frame_size
     x = torch.from_numpy(np.ascontiguousarray(pcm, dtype=np.float32))
     out = []
-    with mimi.streaming(1):
+    with mimi.streaming(1), _one_thread():
         for start in range(0, len(pcm) - frame + 1, frame):
             out.append(mimi.encode(x[None, None, start : start + frame])[0, :, 0])
     return torch.stack(out, dim=1).numpy().astype(np.int32)
@@ -88,7 +101,7 @@ def stream_decode(mimi, codes: np.ndarray) -> np.ndarray:
     """Frame by frame with `streaming(1)`: pcm [n * frame_size]."""
     c = torch.from_numpy(codes.astype(np.int64))
     out = []
-    with mimi.streaming(1):
+    with mimi.streaming(1), _one_thread():
         for i in range(c.shape[1]):
             out.append(mimi.decode(c[None, :, i : i + 1])[0, 0])
     return torch.cat(out).numpy()

@@ -123,3 +123,21 @@ def test_bad_input_is_one_sentence(codec, call, arg, message):
     with pytest.raises(AudioInputError) as info:
         getattr(codec, call)(arg)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"ratios": (8, 6, 5, 3)}, "not a whole number of encoder hops"),
+        ({"num_heads": 5}, "not a multiple of its 5 heads"),
+        ({"num_codebooks": 12}, "uses 12 codebooks but stores 10"),
+        ({"context": 1}, "shorter than one frame"),
+    ],
+)
+def test_unusable_config_is_one_sentence(change, message):
+    from dataclasses import replace
+
+    from model.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=message):
+        MimiCodec(replace(mimi_tiny(), **change))

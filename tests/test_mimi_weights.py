@@ -181,3 +181,10 @@ def test_moshi_state_dict_saved_as_is_loads(tmp_path, tiny_weights):
     codec = MimiCodec.from_file(tmp_path / "state_dict.safetensors", cfg)
     pcm = (0.1 * np.random.default_rng(0).standard_normal(4 * 1920)).astype(np.float32)
     assert np.array_equal(codec.encode_numpy(pcm), stream_encode(reference, pcm))
+
+
+def test_in_memory_weights_are_validated(tiny_weights):
+    weights = dict(tiny_weights)
+    weights["encoder.model.0.conv.conv.bias"] = np.zeros(4, np.int64)
+    with pytest.raises(CheckpointError, match="'encoder.model.0.conv.conv.bias' is int64"):
+        MimiCodec(mimi_tiny()).load_weights(weights)

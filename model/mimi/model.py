@@ -12,6 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import MimiConfig
+from ..errors import CheckpointError
 from .conv import StreamingConv1d, StreamingConvTranspose1d
 from .quantizer import SplitResidualQuantizer
 from .seanet import SeanetDecoder, SeanetEncoder
@@ -24,20 +25,25 @@ _CHUNK_FRAMES = 25  # frames per SEANet call when a whole signal is coded (bound
 
 
 def check_config(cfg: MimiConfig) -> None:
-    """Raises ValueError for a MimiConfig this implementation cannot run."""
+    """Raises CheckpointError for a Mimi config (from a checkpoint's config.json) this cannot run."""
     if cfg.frame_size % cfg.hop_length or cfg.steps_per_frame < 1:
-        raise ValueError(
-            f"Mimi frame of {cfg.frame_size} samples is not a whole number of encoder hops "
-            f"({cfg.hop_length})"
+        raise CheckpointError(
+            f"The Mimi config's frame of {cfg.frame_size} samples is not a whole number of "
+            f"encoder hops of {cfg.hop_length} samples."
         )
     if cfg.dimension % cfg.num_heads:
-        raise ValueError(
-            f"Mimi dimension {cfg.dimension} is not a multiple of {cfg.num_heads} heads"
+        raise CheckpointError(
+            f"The Mimi config's dimension {cfg.dimension} is not a multiple of its "
+            f"{cfg.num_heads} heads."
         )
     if not 1 <= cfg.num_codebooks <= cfg.n_q:
-        raise ValueError(f"Mimi uses {cfg.num_codebooks} codebooks but stores {cfg.n_q}")
+        raise CheckpointError(
+            f"The Mimi config uses {cfg.num_codebooks} codebooks but stores {cfg.n_q}."
+        )
     if cfg.context < cfg.steps_per_frame:
-        raise ValueError(f"Mimi context {cfg.context} is shorter than one frame")
+        raise CheckpointError(
+            f"The Mimi config's context of {cfg.context} steps is shorter than one frame."
+        )
 
 
 class MimiModel(nn.Module):

@@ -323,8 +323,23 @@ def sanitize(weights: Mapping[str, Any], cfg: MimiConfig) -> dict[str, mx.array]
     return out
 
 
-def load_into(model: MimiModel, weights: Mapping[str, Any]) -> None:
-    """Loads checkpoint tensors (PyTorch names, validated) into `model` and refreshes its tables."""
+_MX_DTYPE_CODES = {mx.float32: "F32", mx.float16: "F16", mx.bfloat16: "BF16", mx.bool_: "BOOL"}
+_MX_DTYPE_CODES |= {
+    getattr(mx, f"{t}{n}"): f"{t[0].upper()}{n}" for t in ("int", "uint") for n in (8, 16, 32, 64)
+}
+
+
+def describe(weights: Mapping[str, mx.array]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Name -> (safetensors dtype code, shape), the form `check_checkpoint` takes."""
+    return {
+        k: (_MX_DTYPE_CODES.get(v.dtype, str(v.dtype)), tuple(v.shape)) for k, v in weights.items()
+    }
+
+
+def load_into(model: MimiModel, weights: Mapping[str, Any], source: str = "Mimi weights") -> None:
+    """Validates checkpoint tensors (PyTorch names) and loads them into `model`."""
+    weights = {k: _as_mx(v) for k, v in weights.items()}
+    check_checkpoint(describe(weights), model.cfg, source)
     model.load_weights(list(sanitize(weights, model.cfg).items()), strict=True)
     model.prepare()
 
@@ -332,6 +347,4 @@ def load_into(model: MimiModel, weights: Mapping[str, Any]) -> None:
 def load_file(model: MimiModel, path: str | os.PathLike) -> None:
     """Validates a Mimi safetensors file against `model.cfg` and loads it."""
     check_checkpoint(read_safetensors_header(path), model.cfg, path)
-    weights = read_safetensors(path)
-    required, _ = checkpoint_spec(model.cfg)
-    load_into(model, {k: v for k, v in weights.items() if _canonical(k) in required})
+    load_into(model, read_safetensors(path), str(path))
