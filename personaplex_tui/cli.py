@@ -12,7 +12,7 @@ import sys
 
 from model.errors import PersonaPlexError
 from personaplex_tui import __version__
-from personaplex_tui.commands import bench, info, respond
+from personaplex_tui.commands import bench, info, respond, soak
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     respond.add_parser(sub)
     bench.add_parser(sub)
     info.add_parsers(sub)
+    soak.add_parser(sub)
     return parser
 
 

@@ -60,7 +60,7 @@ class WavWriter:
             self._file.flush()
         except OSError as e:
             raise AudioFileError(
-                f"Could not create the recording {self.path}: {e.strerror or e}."
+                f"Could not create the audio file {self.path}: {e.strerror or e}."
             ) from None
 
     @property
@@ -99,11 +99,17 @@ class WavWriter:
                 self._flush_locked()
 
     def close(self) -> None:
-        """Flush and close; safe to call twice."""
+        """Flush and close; safe to call twice. The file is closed even when the last flush
+        fails (a full disk): it then holds everything up to the previous flush."""
         with self._lock:
             if not self._file.closed:
-                self._flush_locked()
-                self._file.close()
+                try:
+                    self._flush_locked()
+                finally:
+                    try:
+                        self._file.close()
+                    except OSError:
+                        pass  # its buffer could not be written either
 
     def _flush_locked(self) -> None:
         data_bytes = self._frames * 2 * self.channels

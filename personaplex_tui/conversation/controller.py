@@ -29,6 +29,10 @@ from personaplex_tui.events import (
 )
 
 log = logging.getLogger(__name__)
+ENGINE_ERROR_HINT = (
+    "A model step failed (the recording and transcript are kept); press space to go on with "
+    "this conversation, or r to start a new one."
+)
 Runner = TurnController | DuplexController
 Loader = Callable[[Callable[[LoadProgress], None]], tuple[ModelLike, ModelInfo]]
 
@@ -266,6 +270,7 @@ class ConversationController:
             self.engine.emit(StateChanged("ready", end.message))
         elif end.reason == "engine_error":  # the engine reported the error itself
             self._note("A model step failed; the conversation stopped.", "error")
+            self.engine.emit(Notice(ENGINE_ERROR_HINT, "warning"))
         else:
             kind = "AudioDeviceError" if end.reason.endswith("_lost") else "RuntimeError"
             self._error(end.message, kind)

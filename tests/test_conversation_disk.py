@@ -1,0 +1,212 @@
+"""Disk faults: an unwritable record folder, a disk that fills up mid-session (for the recording
+and for the speaker's output file). Each is one clear sentence; the conversation goes on, and
+what reached the disk before the failure stays valid (WAVs readable, transcript lines whole)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from personaplex_tui.audio import read_audio, split_frames
+from personaplex_tui.conversation import ControllerConfig, create_conversation
+from personaplex_tui.events import EngineError, FrameOut, Notice
+from tests.conversation_fakes import (
+    CONVERSATION,
+    Events,
+    FakeDevices,
+    FakeModel,
+    Probe,
+    conversation_pcm,
+    is_state,
+)
+from tests.test_conversation_duplex import only_folder
+
+N_FRAMES = len(split_frames(conversation_pcm()))
+
+
+class FullDisk:
+    """Files opened under `root` share `free` bytes; a write that does not fit raises ENOSPC
+    (nothing of it is written), as does every later one."""
+
+    def __init__(self, root: Path, free: int) -> None:
+        self.root = str(root)
+        self.free = free
+        self.refused = 0
+
+    def open(self, file, mode="r", *args, **kwargs):
+        handle = open(file, mode, *args, **kwargs)  # the real one
+        if str(file).startswith(self.root) and any(c in mode for c in "wa+"):
+            return _Metered(handle, self)
+        return handle
+
+    def install(self, monkeypatch) -> None:
+        """Route the recording's, transcript's and speaker's file opening through this disk."""
+        import personaplex_tui.audio.wav_writer as wav_writer
+        import personaplex_tui.conversation.transcript as transcript
+
+        for module in (wav_writer, transcript):
+            monkeypatch.setattr(module, "open", self.open, raising=False)
+
+
+class _Metered:
+    def __init__(self, handle, disk: FullDisk) -> None:
+        self._handle, self._disk = handle, disk
+
+    def write(self, data):
+        size = len(data.encode() if isinstance(data, str) else data)
+        if size > self._disk.free:
+            self._disk.free = 0
+            self._disk.refused += 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._disk.free -= size
+        return self._handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+
+def one_sentence(message: str) -> bool:
+    return "\n" not in message and message.endswith(".") and message[0].isupper()
+
+
+def run_duplex(config: ControllerConfig, devices: FakeDevices | None = None):
+    """A duplex conversation over conversation.wav to its end; the events and the model probe."""
+    factory = (devices or FakeDevices()).factory()
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=factory)
+        await conv.start()
+        await events.wait_for(lambda e: isinstance(e, Notice) and "has ended" in e.message)
+        await conv.shutdown()
+        return events, probe
+
+    return asyncio.run(main())
+
+
+def warnings(events) -> list[str]:
+    return [e.message for e in events.of(Notice) if e.severity == "warning"]
+
+
+@pytest.mark.parametrize("how", ["read-only", "not-a-folder"])
+def test_an_unwritable_record_folder_is_one_sentence_and_the_conversation_goes_on(
+    how, tmp_path, monkeypatch
+):
+    if how == "read-only":
+        root = tmp_path / "locked"
+        root.mkdir()
+        root.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        if os.geteuid() == 0:  # root ignores permission bits: refuse like the kernel would
+            real_mkdir = os.mkdir
+
+            def mkdir(path, *args, **kwargs):
+                if str(path).startswith(str(root)):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+                return real_mkdir(path, *args, **kwargs)
+
+            monkeypatch.setattr(os, "mkdir", mkdir)
+        reason = "Permission denied"
+    else:
+        (tmp_path / "notes.txt").write_text("a file where a folder should be")
+        root = tmp_path / "notes.txt" / "recordings"
+        reason = "Not a directory"
+    config = ControllerConfig(mode="duplex", input_file=CONVERSATION, record_dir=root)
+    try:
+        events, probe = run_duplex(config)
+    finally:
+        if (tmp_path / "locked").exists():
+            (tmp_path / "locked").chmod(stat.S_IRWXU)  # so that pytest can clean up
+    (message,) = warnings(events)  # one message for the mic, agent and transcript files
+    assert message.startswith(f"Cannot record in {root}/") and f"({reason})" in message
+    assert message.endswith("the conversation goes on without a recording or transcript.")
+    assert one_sentence(message)
+    assert not events.of(EngineError)
+    assert len(events.of(FrameOut)) == len(probe.sessions[-1].inputs) == N_FRAMES
+
+
+def test_a_disk_filling_up_mid_session_stops_the_recording_not_the_conversation(
+    tmp_path, monkeypatch
+):
+    disk = FullDisk(tmp_path, free=300_000)  # about 3 s of the two 24 kHz 16-bit tracks
+    disk.install(monkeypatch)
+    config = ControllerConfig(mode="duplex", input_file=CONVERSATION, record_dir=tmp_path)
+    events, probe = run_duplex(config)
+
+    assert disk.refused > 0
+    found = warnings(events)
+    recording = [m for m in found if m.startswith("Recording in")]
+    transcript = [m for m in found if m.startswith("Writing the transcript")]
+    assert len(recording) == 1 and len(transcript) == 1 and len(found) == 2  # each said once
+    assert "(No space left on device)" in recording[0] and one_sentence(recording[0])
+    assert recording[0].endswith("is kept and the conversation goes on.")
+    assert "(No space left on device)" in transcript[0] and one_sentence(transcript[0])
+    assert not events.of(EngineError)
+    assert len(events.of(FrameOut)) == len(probe.sessions[-1].inputs) == N_FRAMES
+
+    folder = only_folder(tmp_path)
+    live = probe.sessions[-1]
+    mic, agent = read_audio(folder / "mic.wav").pcm, read_audio(folder / "agent.wav").pcm
+    assert 24000 <= len(mic) <= 24000 * 4 and 24000 <= len(agent) <= 24000 * 4
+    np.testing.assert_allclose(mic, np.concatenate(live.inputs)[: len(mic)], atol=1.5 / 32767)
+    np.testing.assert_allclose(agent, np.concatenate(live.outputs)[: len(agent)], atol=1.5 / 32767)
+    lines = (folder / "transcript.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["type"] == "session"
+    assert all(json.loads(line) for line in lines)  # whole lines only
+
+
+def test_an_output_file_on_a_full_disk_is_a_lost_output_and_another_goes_on(tmp_path, monkeypatch):
+    out_dir = tmp_path / "out"
+    disk = FullDisk(out_dir, free=200_000)  # about 4 s of the speaker's track
+    disk.install(monkeypatch)
+    config = ControllerConfig(
+        mode="duplex",
+        input_file=CONVERSATION,
+        output_file=out_dir / "speaker.wav",
+        record_dir=tmp_path / "rec",
+    )
+    devices = FakeDevices()
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        await conv.start()
+        error = await events.wait_for(lambda e: isinstance(e, EngineError))
+        while conv.running:
+            await asyncio.sleep(0.01)
+        steps = len(probe.sessions[-1].inputs)
+        other = ControllerConfig(
+            mode="duplex",
+            input_file=CONVERSATION,
+            output_device="USB Headset",
+            record_dir=tmp_path / "rec",
+        )
+        await conv.apply_settings(other)
+        mark = len(events.items)
+        await conv.toggle_talk()
+        await events.wait_for(
+            lambda e: isinstance(e, Notice) and "has ended" in e.message, after=mark
+        )
+        await conv.shutdown()
+        return events, probe, error, steps
+
+    events, probe, error, steps = asyncio.run(main())
+    assert error.message == (
+        f"Writing the output file {out_dir / 'speaker.wav'} failed (No space left on device); "
+        "choose another output and press space to go on."
+    )
+    assert error.kind == "AudioDeviceError" and is_state("error")(
+        events.items[events.items.index(error) + 1]
+    )
+    assert 1 < steps < N_FRAMES
+    played = read_audio(out_dir / "speaker.wav").pcm  # valid up to its last flush
+    assert 24000 <= len(played) <= 24000 * 5
+    assert len(probe.sessions) == 2 and len(probe.sessions[-1].inputs) == N_FRAMES
+    folder = only_folder(tmp_path / "rec")
+    assert len(read_audio(folder / "mic.wav").pcm) == N_FRAMES * 1920  # the recording lost nothing
