@@ -88,7 +88,7 @@ def test_memory_is_flat_after_the_warm_up(result):
     ("args", "message"),
     [
         (["--frames", "0"], "--frames must be at least 1, not 0."),
-        (["--context", "-5"], "--context must be at least 1, not -5."),
+        (["--context", "-5"], "--context must be between 1 and 100000 frames, not -5."),
         (["--every", "0"], "--every must be at least 1, not 0."),
         (["--frames", "10", "--settle", "20"], "--settle must be between 1 and --frames (10), not 20."),
         (["--audio-temp", "-0.5"], "--audio-temp must be between 0 and 10, not -0.5."),

@@ -28,6 +28,15 @@ def _header(sample_rate: int, channels: int, data_bytes: int) -> bytes:
     )
 
 
+def _reason(error: OSError, path: Path) -> str:
+    """Why a file could not be created; names a file that stands where a folder must be."""
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        for parent in path.parents:
+            if parent.exists() and not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+    return str(error.strerror or error)
+
+
 class WavWriter:
     """Appends float32 audio to a 16-bit PCM WAV file.
 
@@ -60,7 +69,7 @@ class WavWriter:
             self._file.flush()
         except OSError as e:
             raise AudioFileError(
-                f"Could not create the audio file {self.path}: {e.strerror or e}."
+                f"Could not create the audio file {self.path}: {_reason(e, self.path)}."
             ) from None
 
     @property

@@ -70,11 +70,22 @@ def _options(args: argparse.Namespace):
         (args.frames >= 1, f"--frames must be at least 1, not {args.frames}."),
         (args.every >= 1, f"--every must be at least 1, not {args.every}."),
         (args.max_growth_mb > 0, f"--max-growth-mb must be positive, not {args.max_growth_mb}."),
-        (args.voice_frames >= 1, f"--voice-frames must be at least 1, not {args.voice_frames}."),
-        (args.prompt_tokens >= 1, f"--prompt-tokens must be at least 1, not {args.prompt_tokens}."),
+        (
+            0 <= args.voice_frames <= 1000,
+            f"--voice-frames must be between 0 and 1000, not {args.voice_frames}.",
+        ),
+        (
+            0 <= args.prompt_tokens <= 1000,
+            f"--prompt-tokens must be between 0 and 1000, not {args.prompt_tokens}.",
+        ),
     ]
     if args.context is not None:
-        checks.append((args.context >= 1, f"--context must be at least 1, not {args.context}."))
+        checks.append(
+            (
+                1 <= args.context <= 100_000,
+                f"--context must be between 1 and 100000 frames, not {args.context}.",
+            )
+        )
         checks.append(
             (
                 not args.model,
