@@ -1,6 +1,7 @@
-"""Disk faults: an unwritable record folder, a disk that fills up mid-session (for the recording
-and for the speaker's output file). Each is one clear sentence; the conversation goes on, and
-what reached the disk before the failure stays valid (WAVs readable, transcript lines whole)."""
+"""File faults: an unwritable record folder, a disk that fills up mid-session (for the recording
+and for the speaker's output file), a bad input file. Each is one clear sentence; the
+conversation goes on, and what reached the disk before the failure stays valid (WAVs readable,
+transcript lines whole)."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ class _Metered:
 
 
 def one_sentence(message: str) -> bool:
-    return "\n" not in message and message.endswith(".") and message[0].isupper()
+    return "\n" not in message and message.endswith(".")
 
 
 def run_duplex(config: ControllerConfig, devices: FakeDevices | None = None):
@@ -210,3 +211,47 @@ def test_an_output_file_on_a_full_disk_is_a_lost_output_and_another_goes_on(tmp_
     assert len(probe.sessions) == 2 and len(probe.sessions[-1].inputs) == N_FRAMES
     folder = only_folder(tmp_path / "rec")
     assert len(read_audio(folder / "mic.wav").pcm) == N_FRAMES * 1920  # the recording lost nothing
+
+
+def _bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Input files the app's --input-file may be given, and the sentence each one gets."""
+    folder.mkdir()
+    good = folder / "good.wav"
+    good.write_bytes((CONVERSATION).read_bytes()[: 44 + 48000])  # header promises more: cut
+    empty = folder / "empty.wav"
+    empty.write_bytes(b"")
+    text = folder / "notes.wav"
+    text.write_text("not audio at all\n" * 10)
+    return {
+        "truncated": (good, f"The audio file {good} is truncated: it holds"),
+        "zero-length": (empty, f"The audio file {empty} is empty (0 bytes)."),
+        "not-audio": (text, f"{text} is not a WAV or FLAC audio file"),
+        "missing": (folder / "gone.wav", f"The audio file {folder / 'gone.wav'} does not exist."),
+        "folder": (folder, f"{folder} is a folder, not an audio file."),
+    }
+
+
+@pytest.mark.parametrize("kind", ["truncated", "zero-length", "not-audio", "missing", "folder"])
+def test_a_bad_input_file_is_one_sentence_and_the_app_goes_on_with_a_good_one(kind, tmp_path):
+    path, message = _bad_inputs(tmp_path / "inputs")[kind]
+    config = ControllerConfig(mode="duplex", input_file=path)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=FakeDevices().factory())
+        await conv.start()
+        error = await events.wait_for(lambda e: isinstance(e, EngineError))
+        assert not conv.running
+        await conv.apply_settings(ControllerConfig(mode="duplex", input_file=CONVERSATION))
+        mark = len(events.items)
+        await conv.toggle_talk()
+        await events.wait_for(
+            lambda e: isinstance(e, Notice) and "has ended" in e.message, after=mark
+        )
+        await conv.shutdown()
+        return events, probe, error
+
+    events, probe, error = asyncio.run(main())
+    assert error.message.startswith(message) and one_sentence(error.message)
+    assert error.kind == "AudioFileError"
+    assert len(probe.sessions[-1].inputs) == N_FRAMES  # the good file was played in full
