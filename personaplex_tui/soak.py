@@ -196,12 +196,17 @@ def _wav_samples(path: Path) -> int:
 
 
 def _jsonl_entries(path: Path) -> tuple[int, str]:
-    """How many valid JSON lines the transcript has, and the type of the last one."""
+    """How many JSON lines the transcript has and the type of the last one ("invalid" if a
+    line does not parse)."""
     if not path.is_file():
         return 0, ""
     n, last = 0, ""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        last = json.loads(line).get("type", "")
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            return n, "invalid"
+        last = entry.get("type", "") if isinstance(entry, dict) else "invalid"
         n += 1
     return n, last
 
@@ -278,7 +283,10 @@ def run_soak(
         Path(opts.record_dir).expanduser() if keep else Path(tempfile.mkdtemp(prefix="ppx-soak-"))
     )
     try:
-        work.mkdir(parents=True, exist_ok=True)
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PersonaPlexError(f"Cannot write in {work}: {e.strerror or e}.") from None
         ran = asyncio.run(_converse(opts, meter, work))
         folder: Path | None = ran["folder"]
         mic = _wav_samples(folder / "mic.wav") if folder else -1
@@ -295,7 +303,7 @@ def run_soak(
     rss_growth, rss_slope = _growth(samples, settle, "rss_mb")
     result = SoakResult(
         model=ran["model"],
-        context=opts.context if not opts.model else 0,
+        context=meter.context or 0,
         frames=opts.frames,
         frames_in=ran["frames_in"],
         frames_stepped=stepped,

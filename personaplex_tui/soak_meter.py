@@ -59,6 +59,7 @@ class MemoryMeter:
         self.frames = 0
         self.context_full_frame: int | None = None
         self.positions = 0  # temporal positions of the live session (prefill included)
+        self.context: int | None = None  # the temporal context of the live session's model
         self.armed = False
         self._start = 0.0
         self._lock = threading.Lock()
@@ -88,6 +89,7 @@ class MemoryMeter:
             labels = []
             if n == 1:
                 labels.append("start")
+            self.context = context
             if position is not None:
                 self.positions = position
                 full = context is not None and position >= context
@@ -164,7 +166,6 @@ class SoakModel:
         self.live: MeteredSession | None = None  # the newest session (earlier ones are freed)
 
     def session(self, **options: Any) -> MeteredSession:
-        options.pop("extra", None)
         if self.system_tokens is not None:
             options.pop("prompt", None)
             options.pop("prompt_text", None)

@@ -54,25 +54,16 @@ def assert_one_sentence(proc: subprocess.CompletedProcess, message: str, code: i
 
 def test_ctrl_c_mid_reply_exits_130_and_leaves_a_valid_partial_wav(ckpt, tmp_path):
     out, dump = tmp_path / "reply.wav", tmp_path / "tokens.jsonl"
+    # `ppx-tui` as a user's terminal starts it: SIGINT raises KeyboardInterrupt (a test runner
+    # started in the background may hand its children an ignored SIGINT).
+    start = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from personaplex_tui.cli import main; sys.exit(main())"
+    )
+    args = ["respond", "--input", QUESTION, "--output", str(out), "--dump-tokens", str(dump),
+            "--model", str(ckpt), "--max-steps", "3000", "--seed", "3"]  # fmt: skip
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "personaplex_tui",
-            "respond",
-            "--input",
-            QUESTION,
-            "--output",
-            str(out),
-            "--dump-tokens",
-            str(dump),
-            "--model",
-            str(ckpt),
-            "--max-steps",
-            "3000",
-            "--seed",
-            "3",
-        ],  # fmt: skip
+        [sys.executable, "-c", start, *args],
         cwd=ROOT,
         env=env(),
         stdout=subprocess.PIPE,

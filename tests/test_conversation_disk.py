@@ -255,3 +255,21 @@ def test_a_bad_input_file_is_one_sentence_and_the_app_goes_on_with_a_good_one(ki
     assert error.message.startswith(message) and one_sentence(error.message)
     assert error.kind == "AudioFileError"
     assert len(probe.sessions[-1].inputs) == N_FRAMES  # the good file was played in full
+
+
+def test_a_temp_folder_that_cannot_be_written_is_one_sentence(tmp_path, monkeypatch):
+    """Without a record folder the session is recorded in a temporary one: a full or read-only
+    temp folder is the same single warning, and the conversation goes on."""
+    import tempfile
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "notes.txt"))
+    (tmp_path / "notes.txt").write_text("a file where the temp folder should be")
+    events, probe = run_duplex(ControllerConfig(mode="duplex", input_file=CONVERSATION))
+    (message,) = warnings(events)
+    assert message.startswith(f"Cannot record in {tmp_path / 'notes.txt'}/ppx-tui-recording-")
+    assert one_sentence(message) and not events.of(EngineError)
+    assert len(events.of(FrameOut)) == N_FRAMES

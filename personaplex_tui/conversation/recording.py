@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import uuid
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -104,7 +105,10 @@ class ConversationRecording:
             return cls(
                 new_recording_folder(Path(record_dir).expanduser()), False, details, on_error
             )
-        folder = Path(tempfile.mkdtemp(prefix="ppx-tui-recording-"))
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="ppx-tui-recording-"))
+        except OSError:  # a full or read-only temp folder: __init__ says so, once
+            folder = Path(tempfile.gettempdir()) / f"ppx-tui-recording-{uuid.uuid4().hex}"
         return cls(folder, True, details, on_error)
 
     # -- the timeline --------------------------------------------------------------------
