@@ -50,9 +50,10 @@ class FullDisk:
     def install(self, monkeypatch) -> None:
         """Route the recording's, transcript's and speaker's file opening through this disk."""
         import personaplex_tui.audio.wav_writer as wav_writer
+        import personaplex_tui.conversation.timing_log as timing_log
         import personaplex_tui.conversation.transcript as transcript
 
-        for module in (wav_writer, transcript):
+        for module in (wav_writer, transcript, timing_log):
             monkeypatch.setattr(module, "open", self.open, raising=False)
 
 
@@ -273,3 +274,18 @@ def test_a_temp_folder_that_cannot_be_written_is_one_sentence(tmp_path, monkeypa
     assert message.startswith(f"Cannot record in {tmp_path / 'notes.txt'}/ppx-tui-recording-")
     assert one_sentence(message) and not events.of(EngineError)
     assert len(events.of(FrameOut)) == N_FRAMES
+
+
+def test_a_timing_log_on_a_full_disk_stops_with_one_warning(tmp_path, monkeypatch):
+    disk = FullDisk(tmp_path / "logs", free=5_000)  # some 25 lines of timings
+    disk.install(monkeypatch)
+    log = tmp_path / "logs" / "timing.jsonl"
+    config = ControllerConfig(mode="duplex", input_file=CONVERSATION, timing_log=log)
+    events, probe = run_duplex(config)
+    (message,) = warnings(events)
+    assert message == (
+        f"Writing the timing log {log} failed (No space left on device); it stops here."
+    )
+    assert not events.of(EngineError) and len(events.of(FrameOut)) == N_FRAMES
+    lines = log.read_text().splitlines()
+    assert 10 < len(lines) < 40 and all(json.loads(line)["step"] >= 0 for line in lines)

@@ -315,7 +315,7 @@ class ConversationController:
             self._timing_log = None
         if self.config.timing_log:
             try:
-                self._timing_log = TimingLog(self.config.timing_log)
+                self._timing_log = TimingLog(self.config.timing_log, self._recording_problem)
             except PersonaPlexError as e:
                 self._error(str(e), type(e).__name__)
 
