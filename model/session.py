@@ -20,8 +20,10 @@ import mlx.core as mx
 import numpy as np
 
 from model.errors import AudioInputError
-from model.lm import advance, step_is_full
+from model.kv_cache import Window
+from model.lm import advance, step_window
 from model.prompt_plan import PromptPlan, plan_prompt
+from model.ring_mask import default_mode
 from model.sampling import SamplingParams, sample_token
 from model.types import Frame, StepTimings
 from model.voices import VoicePrompt
@@ -73,6 +75,7 @@ class Session:
         measure_phases: bool = False,
         collect_stats: bool = False,
         compile: bool = True,
+        ring_mask: str | None = None,
     ) -> None:
         self.model = model
         self.voice = voice
@@ -87,9 +90,11 @@ class Session:
         self.measure_phases = measure_phases
         self.collect_stats = collect_stats
         self._compile = compile
+        self._hide = ring_mask or default_mode()
         self._n_q = cfg.n_q_agent
+        model.lm.prepare()
         self._caches = model.lm.make_cache()
-        self._fns: dict[tuple[str, bool], Any] = {}
+        self._fns: dict[tuple[str, Window | None], Any] = {}
         self.last_stats: StepStats | None = None
         self.prefill_ms = 0.0
         self.reset()
@@ -161,6 +166,33 @@ class Session:
         self.prompt_positions = plan.positions
         self.prefill_ms = 1000 * (time.perf_counter() - start)
 
+    def warm_up(self) -> None:
+        """Compile the step for every attention window it will use, now.
+
+        The ring fills during the first minutes of a conversation and each window length gets
+        its own graph: without this, each would be compiled when first reached, mid-sentence.
+        Runs every graph once on the current state and drops the results: the only write, ring
+        slot `position`, is the one the next step overwrites. Nothing else changes.
+        """
+        if not self._compile:
+            return
+        pos = mx.array(self.position, dtype=mx.int32)
+        key = mx.random.key(0)
+        pcm = mx.zeros((self.frame_size,), dtype=mx.float32)
+        user = mx.zeros((self._n_q,), dtype=mx.int32)
+        state = [c.state for c in self._caches]
+        for window in self._caches[0].windows_ahead():
+            if self.measure_phases:
+                column = self._user_column(user)
+                mx.eval(self._fn("temporal", window)(column, pos), state)
+                continue
+            enc, dec = self._enc_state, self._dec_state
+            mx.eval(self._fn("fused", window)(pcm, enc, dec, *self._lm_state(), pos, key), state)
+            mx.eval(self._fn("codes", window)(user, *self._lm_state(), pos, key), state)
+
+    def _lm_state(self) -> tuple[mx.array, mx.array, mx.array]:
+        return self._text, self._agent, self._user_acoustic
+
     # -- the step -----------------------------------------------------------------------------
 
     def _user_column(self, user: mx.array) -> mx.array:
@@ -174,9 +206,9 @@ class Session:
     def _decode(self, codes: mx.array, dec_state: Any) -> tuple[mx.array, Any]:
         return self.model.mimi.model.decode_step(codes, dec_state)
 
-    def _temporal(self, column: mx.array, pos: mx.array, *, full: bool):
+    def _temporal(self, column: mx.array, pos: mx.array, *, window: Window):
         lm = self.model.lm
-        return lm.forward_step(lm.embed(column), self._caches, pos, full)
+        return lm.forward_step(lm.embed(column), self._caches, pos, window, self._hide)
 
     def _depformer(self, logits: mx.array, h: mx.array, key: mx.array):
         text_key, audio_key = mx.random.split(key, 2)
@@ -198,32 +230,33 @@ class Session:
         top = mx.argsort(-logp)[:5]
         return mx.sqrt((h.astype(mx.float32) ** 2).sum()), entropy, top, p[top]
 
-    def _fused(self, pcm, enc_state, dec_state, text, agent, user_ac, pos, key, *, full):
+    def _fused(self, pcm, enc_state, dec_state, text, agent, user_ac, pos, key, *, window):
         """Mimi encode -> temporal -> text + agent depformer -> Mimi decode, as one graph."""
         user, enc_state = self._encode(pcm, enc_state)
         column = mx.concatenate([text.reshape(1), agent, user[:1], user_ac]).astype(mx.int32)
-        logits, h = self._temporal(column, pos, full=full)
+        logits, h = self._temporal(column, pos, window=window)
         next_text, next_agent = self._depformer(logits, h, key)
         codes = mx.concatenate([agent[:1], next_agent[1:]])
         out, dec_state = self._decode(codes, dec_state)
         stats = self._stats(logits, h) if self.collect_stats else ()
         return out, codes, user, next_text, next_agent, enc_state, dec_state, stats
 
-    def _codes(self, user, text, agent, user_ac, pos, key, *, full):
+    def _codes(self, user, text, agent, user_ac, pos, key, *, window):
         """The LM part of a step only: user codes in, next text and agent codes out."""
         column = mx.concatenate([text.reshape(1), agent, user[:1], user_ac]).astype(mx.int32)
-        logits, h = self._temporal(column, pos, full=full)
+        logits, h = self._temporal(column, pos, window=window)
         next_text, next_agent = self._depformer(logits, h, key)
         return mx.concatenate([agent[:1], next_agent[1:]]), next_text, next_agent
 
-    def _fn(self, name: str, full: bool):
-        key = (name, full)
+    def _fn(self, name: str, window: Window | None = None):
+        """The (compiled) function `name`; the LM's take the attention window (one graph each)."""
+        key = (name, window)
         if key not in self._fns:
             state = [c.state for c in self._caches]
             fn = {
-                "fused": partial(self._fused, full=full),
-                "codes": partial(self._codes, full=full),
-                "temporal": partial(self._temporal, full=full),
+                "fused": partial(self._fused, window=window),
+                "codes": partial(self._codes, window=window),
+                "temporal": partial(self._temporal, window=window),
                 "encode": self._encode,
                 "depformer": self._depformer,
                 "decode": self._decode,
@@ -242,15 +275,15 @@ class Session:
                 f"A step takes one frame of {self.frame_size} samples, not {list(pcm.shape)}."
             )
         start = time.perf_counter()
-        full = step_is_full(self._caches)
+        window = step_window(self._caches)
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
         self._key, key = mx.random.split(self._key)
         timings = StepTimings()
         if self.measure_phases:
-            out, codes, user, text, agent, stats = self._step_phased(pcm, pos, key, full, timings)
+            out, codes, user, text, agent, stats = self._step_phased(pcm, pos, key, window, timings)
         else:
             out, codes, user, text, agent, self._enc_state, self._dec_state, stats = self._fn(
-                "fused", full
+                "fused", window
             )(
                 mx.array(pcm),
                 self._enc_state,
@@ -293,10 +326,10 @@ class Session:
         the same conversation as `step`, whose Mimi streams it does not touch.
         """
         user = mx.array(np.asarray(user_codes, dtype=np.int32).reshape(self._n_q))
-        full = step_is_full(self._caches)
+        window = step_window(self._caches)
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
         self._key, key = mx.random.split(self._key)
-        codes, text, agent = self._fn("codes", full)(
+        codes, text, agent = self._fn("codes", window)(
             user, self._text, self._agent, self._user_acoustic, pos, key
         )
         self._eval(codes, text, agent)
@@ -316,7 +349,7 @@ class Session:
             self._dec_state,
         )
 
-    def _step_phased(self, pcm, pos, key, full, timings: StepTimings):
+    def _step_phased(self, pcm, pos, key, window, timings: StepTimings):
         """The same step, evaluated phase by phase to time each one (a few syncs more)."""
 
         def timed(attr: str, fn, *args):
@@ -327,14 +360,14 @@ class Session:
             return result
 
         user, self._enc_state = timed(
-            "encode_ms", self._fn("encode", False), mx.array(pcm), self._enc_state
+            "encode_ms", self._fn("encode"), mx.array(pcm), self._enc_state
         )
         column = self._user_column(user)
-        logits, h = timed("temporal_ms", self._fn("temporal", full), column, pos)
+        logits, h = timed("temporal_ms", self._fn("temporal", window), column, pos)
         mx.eval([c.state for c in self._caches])
-        text, agent = timed("depformer_ms", self._fn("depformer", False), logits, h, key)
+        text, agent = timed("depformer_ms", self._fn("depformer"), logits, h, key)
         codes = mx.concatenate([self._agent[:1], agent[1:]])
-        out, self._dec_state = timed("decode_ms", self._fn("decode", False), codes, self._dec_state)
+        out, self._dec_state = timed("decode_ms", self._fn("decode"), codes, self._dec_state)
         stats = self._stats(logits, h) if self.collect_stats else ()
         self._eval(out, codes, user, text, agent, stats)
         return out, codes, user, text, agent, stats

@@ -6,8 +6,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model.kv_cache import RingKVCache
+from model.kv_cache import RingKVCache, Window, window_lengths
 from model.layers import Attention
+from model.ring_mask import BOOL, FAR_KEYS, MODES
 
 CONTEXT, STEPS, DIM, HEADS = 4, 13, 32, 2
 
@@ -65,16 +66,85 @@ def test_ring_matches_window_reference(attention, inputs, sizes):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_fixed_shape_steps_match_window_reference(attention, inputs):
-    ref = window_reference(attention, inputs)
-    cache, outs = new_cache(), []
+def fixed_shape_steps(attn: Attention, x: mx.array, hide: str, smallest: int) -> list[np.ndarray]:
+    """`Attention.step` one position at a time, through the windows the cache picks."""
+    cache = RingKVCache(HEADS, DIM // HEADS, CONTEXT, mx.float32, smallest_window=smallest)
+    outs = []
     for t in range(STEPS):
         pos = mx.array(t, dtype=mx.int32)
-        full = cache.offset + 1 >= CONTEXT
-        mask = None if full else mx.arange(CONTEXT) <= pos
-        outs.append(np.array(attention.step(inputs[:, t : t + 1], cache, pos, mask))[0, 0])
+        window = cache.step_window()
+        slot = mx.array(t % CONTEXT, dtype=mx.int32).reshape(1, 1, 1, 1)
+        written = mx.arange(window.length) <= pos if window.masked else None
+        out = attn.step(x[:, t : t + 1], cache, pos, slot, window, written, hide)
+        outs.append(np.array(out)[0, 0])
         cache.offset += 1
-    np.testing.assert_allclose(np.stack(outs), ref, rtol=1e-4, atol=1e-5)
+    return outs
+
+
+@pytest.mark.parametrize("smallest", [1, 2, 4], ids=["windows-1-2-4", "windows-2-4", "window-4"])
+@pytest.mark.parametrize("hide", MODES)
+def test_fixed_shape_steps_match_window_reference(attention, inputs, hide, smallest):
+    ref = window_reference(attention, inputs)
+    got = np.stack(fixed_shape_steps(attention, inputs, hide, smallest))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_far_keys_equal_the_boolean_mask_exactly(attention, inputs):
+    # Stale slots hold garbage (as after a reset): neither way may let it through.
+    cache_a = new_cache()
+    run_chunks(
+        attention, mx.random.normal((1, STEPS, DIM), key=mx.random.key(9)) * 50, [STEPS], cache_a
+    )
+    outs = {}
+    for hide in MODES:
+        cache = new_cache()
+        cache.state = [a + 0 for a in cache_a.state]  # same stale contents for both
+        outs[hide] = []
+        for t in range(STEPS):
+            window = cache.step_window()
+            pos = mx.array(t, dtype=mx.int32)
+            slot = mx.array(t % CONTEXT, dtype=mx.int32).reshape(1, 1, 1, 1)
+            written = mx.arange(window.length) <= pos if window.masked else None
+            outs[hide].append(
+                np.array(
+                    attention.step(inputs[:, t : t + 1], cache, pos, slot, window, written, hide)
+                )
+            )
+            cache.offset += 1
+    np.testing.assert_array_equal(np.stack(outs[BOOL]), np.stack(outs[FAR_KEYS]))
+    np.testing.assert_allclose(
+        np.stack(outs[BOOL])[:, 0, 0], window_reference(attention, inputs), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_windows_grow_in_buckets_then_cover_the_full_ring():
+    cache = RingKVCache(HEADS, DIM // HEADS, 10, mx.float32, smallest_window=2)
+    assert cache.windows == (2, 4, 8, 10)
+    seen = []
+    for _ in range(13):
+        seen.append(cache.step_window())
+        cache.offset += 1
+    lengths = [w.length for w in seen]
+    assert lengths == [2, 2, 4, 4, 8, 8, 8, 8, 10, 10, 10, 10, 10]
+    assert [w.masked for w in seen] == [True] * 9 + [False] * 4  # position 9 fills the ring
+    assert all(w.length >= min(i + 1, 10) for i, w in enumerate(seen))
+    assert window_lengths(3000) == (256, 512, 1024, 2048, 3000)
+    assert window_lengths(256) == (256,)
+    cache.offset = 3
+    assert cache.windows_ahead() == [Window(n, True) for n in (4, 8, 10)] + [Window(10, False)]
+
+
+def test_step_writes_only_its_slot_in_place_across_the_wrap():
+    cache = RingKVCache(1, 2, 3, mx.float32)
+    full = Window(3, False)
+    for t in range(7):  # positions 0..6 into slots 0,1,2,0,1,2,0
+        k = mx.full((1, 1, 1, 2), float(t + 1))
+        slot = mx.array(t % 3, dtype=mx.int32).reshape(1, 1, 1, 1)
+        keys, values = cache.step_update(k, -k, slot, full)
+        mx.eval(keys, values)
+        cache.offset += 1
+    assert np.array(cache.keys)[0, 0, :, 0].tolist() == [7.0, 5.0, 6.0]
+    assert np.array(cache.values)[0, 0, :, 0].tolist() == [-7.0, -5.0, -6.0]
 
 
 def test_reset_forgets_everything(attention, inputs):
