@@ -1,0 +1,388 @@
+"""Step-time variants side by side in one process: attention windows and masks, KV writes, the step's
+phases (temporal, depformer, Mimi encode/decode), LM-only and full steps, warm-up, kernel counts.
+
+Headless (no textual/sounddevice), random weights of the 7B's exact shape (or the tiny test model
+with --small, for a CPU smoke run). Prints tables of milliseconds (p50 / p90 of repeated,
+individually evaluated calls); nothing is asserted except that the two ways of hiding unwritten
+ring slots give the same logits.
+
+    python benchmarks/step_variants.py --bits 8        # ~1-2 min on an H200 (first run: JIT)
+    python benchmarks/step_variants.py --bits 4
+    python benchmarks/step_variants.py --small         # CPU smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import random_model  # noqa: E402
+from model.config import config_7b, mimi_tiny, tiny  # noqa: E402
+from model.layers import RMSNorm  # noqa: E402
+from model.ring_mask import BOOL, FAR_KEYS, default_mode, hide_unwritten  # noqa: E402
+
+FRAME = 1920
+# Primitives that launch no kernel (views, bookkeeping): not counted as kernels.
+VIEWS = {
+    "Broadcast", "BroadcastAxes", "Reshape", "Slice", "Squeeze", "ExpandDims", "Transpose",
+    "AsStrided", "StopGradient", "Depends", "Split", "Flatten", "Unflatten", "View",
+}  # fmt: skip
+
+
+def timed(fn: Callable[[], object], iters: int, warm: int = 3) -> np.ndarray:
+    """Milliseconds of `iters` calls of fn (each evaluated), after `warm` untimed ones."""
+    for _ in range(warm):
+        mx.eval(fn())
+    out = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        mx.eval(fn())
+        out.append(1000 * (time.perf_counter() - t))
+    return np.array(out)
+
+
+def fmt(ms: np.ndarray | None) -> str:
+    if ms is None or len(ms) == 0:
+        return "-"
+    return f"{np.median(ms):7.3f} / {np.percentile(ms, 90):7.3f}"
+
+
+def table(title: str, columns: list[str], rows: list[tuple[str, list[str]]]) -> None:
+    width = max(20, *(len(name) for name, _ in rows))
+    print(f"\n== {title}")
+    print(f"{'':{width}s} " + " ".join(f"{c:>19s}" for c in columns))
+    for name, cells in rows:
+        print(f"{name:{width}s} " + " ".join(f"{c:>19s}" for c in cells))
+    sys.stdout.flush()
+
+
+def kernel_count(*outputs: object) -> int:
+    """Kernel-launching primitives in the (compiled) graph that produces `outputs`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "graph.dot")
+        mx.export_to_dot(path, *outputs)
+        labels = re.findall(r'label ="([^"]+)"', Path(path).read_text())
+    counts = collections.Counter(labels)
+    return sum(n for name, n in counts.items() if name not in VIEWS)
+
+
+# ---- micro-benchmarks: attention over a window of the ring, KV writes ----------------------
+
+
+def attention_micro(layers: int, heads: int, context: int, dh: int, iters: int) -> None:
+    dtype = mx.bfloat16 if mx.default_device() == mx.gpu else mx.float32
+    caches = [mx.random.normal((1, heads, context, dh)).astype(dtype) for _ in range(2 * layers)]
+    q = mx.random.normal((1, heads, 1, dh)).astype(dtype)
+    mx.eval(caches, q)
+    scale = dh**-0.5
+    lengths = sorted({n for n in (256, 512, 1024, 2048, context) if n <= context})
+    rows = []
+    for n in lengths:
+        pos = mx.array(n // 2, dtype=mx.int32)  # half the window written
+
+        def run(mode: str | None, n: int = n, pos: mx.array = pos):
+            def f(pos):
+                written = mx.arange(n) <= pos
+                outs = []
+                for i in range(layers):
+                    k, v = caches[2 * i][:, :, :n], caches[2 * i + 1][:, :, :n]
+                    if mode is None:
+                        mask = None
+                    else:
+                        k, mask = hide_unwritten(q, k, written, mode)
+                    outs.append(
+                        mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
+                    )
+                return outs
+
+            g = mx.compile(f)
+            return timed(lambda: g(pos), iters)
+
+        rows.append((f"window {n}", [fmt(run(None)), fmt(run(BOOL)), fmt(run(FAR_KEYS))]))
+    table(
+        f"{layers} x attention of one query over a window of the ring (ms p50 / p90)",
+        ["no mask (ideal)", "bool mask", "far keys"],
+        rows,
+    )
+
+    state = caches[: 2 * layers]
+    new = mx.random.normal((1, heads, 1, dh)).astype(dtype)
+    slot = mx.array(5, dtype=mx.int32).reshape(1, 1, 1, 1)
+
+    def put(slot):
+        index = mx.broadcast_to(slot, new.shape)
+        for i in range(len(state)):
+            state[i] = mx.put_along_axis(state[i], index, new, axis=2)
+        return state[0][0, 0, 0, 0]
+
+    def slice_update(slot):
+        for i in range(len(state)):
+            state[i] = mx.slice_update(state[i], new, slot.reshape(1), axes=(2,))
+        return state[0][0, 0, 0, 0]
+
+    rows = []
+    for name, f in (("put_along_axis (used)", put), ("slice_update, dynamic start", slice_update)):
+        g = mx.compile(f, inputs=state, outputs=state)
+        rows.append((name, [fmt(timed(lambda g=g: (g(slot), state), iters))]))
+    table(f"{2 * layers} KV writes of one position into the rings", ["ms p50 / p90"], rows)
+
+
+# ---- the model's step ----------------------------------------------------------------------
+
+
+def set_position(session, position: int) -> None:
+    """Move the session's rings to `position` (contents stay: timing does not depend on them)."""
+    for cache in session._caches:
+        cache.offset = position
+
+
+def positions_for(context: int, windows: tuple[int, ...]) -> dict[str, int]:
+    """A ring position inside each window (masked ones while filling, then the full ring)."""
+    out, low = {}, 0
+    for n in windows:
+        out[f"window {n}" + (" (masked)" if n == context else "")] = max(low, n // 2 + low // 2)
+        low = n
+    out[f"full ring {context}"] = context + 10
+    return out
+
+
+def session_phases(session, position: int, iters: int) -> dict[str, np.ndarray]:
+    """Temporal step and LM-only step at `position` (the rings are put back there each call)."""
+    set_position(session, position)
+    window = session._caches[0].step_window()
+    pos = mx.array(position, dtype=mx.int32)
+    column = session._user_column(mx.zeros((8,), dtype=mx.int32))
+    temporal = session._fn("temporal", window)
+    out = {"temporal": timed(lambda: temporal(column, pos), iters)}
+    codes = np.zeros(8, np.int32)
+
+    def lm_step():
+        set_position(session, position)
+        return session.step_codes(codes)
+
+    out["LM step (step_codes)"] = timed(lm_step, iters)
+    return out
+
+
+def full_steps(session, position: int, iters: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    pcm = (0.1 * rng.standard_normal(FRAME)).astype(np.float32)
+    set_position(session, position)
+    for _ in range(3):
+        session.step(pcm)
+    out = []
+    for _ in range(iters):
+        set_position(session, position)
+        out.append(session.step(pcm).timings.total_ms)
+    return np.array(out)
+
+
+def fixed_phases(session, iters: int) -> dict[str, np.ndarray]:
+    """Depformer (text sampling + 8 agent steps), Mimi encode and decode: window-independent."""
+    set_position(session, session.prompt_positions)
+    window = session._caches[0].step_window()
+    pos = mx.array(session.position, dtype=mx.int32)
+    column = session._user_column(mx.zeros((8,), dtype=mx.int32))
+    logits, h = session._fn("temporal", window)(column, pos)
+    mx.eval(logits, h, [c.state for c in session._caches])
+    key = mx.random.key(1)
+    pcm = mx.array((0.1 * np.random.default_rng(1).standard_normal(FRAME)).astype(np.float32))
+    codes = mx.array([1, 2, 3, 4, 5, 6, 7, 8], dtype=mx.int32)
+    dep, enc, dec = session._fn("depformer"), session._fn("encode"), session._fn("decode")
+    return {
+        "depformer + sampling": timed(lambda: dep(logits, h, key), iters),
+        "Mimi encode": timed(lambda: enc(pcm, session._enc_state)[0], iters),
+        "Mimi decode": timed(lambda: dec(codes, session._dec_state)[0], iters),
+    }
+
+
+def kernel_counts(session) -> dict[str, int]:
+    set_position(session, session.prompt_positions)
+    window = session._caches[0].step_window()
+    pos = mx.array(session.position, dtype=mx.int32)
+    user = mx.zeros((8,), dtype=mx.int32)
+    pcm = mx.zeros((FRAME,), dtype=mx.float32)
+    key = mx.random.key(0)
+    lm_state = (session._text, session._agent, session._user_acoustic)
+    counts = {}
+
+    def count(name: str, outputs) -> None:
+        counts[name] = kernel_count(*outputs)
+        mx.eval(outputs, [c.state for c in session._caches])
+
+    count("temporal", session._fn("temporal", window)(session._user_column(user), pos))
+    logits, h = session._fn("temporal", window)(session._user_column(user), pos)
+    mx.eval(logits, h)
+    count("depformer + sampling", session._fn("depformer")(logits, h, key))
+    count("Mimi encode", session._fn("encode")(pcm, session._enc_state)[:1])
+    count("Mimi decode", session._fn("decode")(user, session._dec_state)[:1])
+    count("LM step", session._fn("codes", window)(user, *lm_state, pos, key))
+    out = session._fn("fused", window)(
+        pcm, session._enc_state, session._dec_state, *lm_state, pos, key
+    )
+    count("full step", out[:5])
+    return counts
+
+
+def same_logits(a, b, positions: list[int]) -> list[str]:
+    """Max |logits difference| between two sessions at the same state, relative to max |logits|."""
+    out = []
+    column = a._user_column(mx.zeros((8,), dtype=mx.int32))
+    for position in positions:
+        results = []
+        for s in (a, b):
+            set_position(s, position)
+            window = s._caches[0].step_window()
+            logits, _ = s._fn("temporal", window)(column, mx.array(position, dtype=mx.int32))
+            results.append(np.array(logits.astype(mx.float32)).reshape(-1))
+        diff = np.abs(results[0] - results[1]).max() / max(np.abs(results[0]).max(), 1e-9)
+        out.append(f"{diff:.2e}")
+    return out
+
+
+class Float32Norm:
+    """The previous RMSNorm (input cast to float32 and back), patched in for one comparison."""
+
+    def __enter__(self):
+        self._saved = RMSNorm.__call__
+
+        def call(norm, x):
+            y = mx.fast.rms_norm(x.astype(mx.float32), norm.alpha.reshape(-1), norm.eps)
+            return y.astype(x.dtype)
+
+        RMSNorm.__call__ = call
+        return self
+
+    def __exit__(self, *_):
+        RMSNorm.__call__ = self._saved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bits", type=int, default=8, help="4, 8 or 16 (bfloat16)")
+    parser.add_argument("--small", action="store_true", help="tiny model (CPU smoke test)")
+    parser.add_argument("--iters", type=int, default=40)
+    parser.add_argument("--skip-micro", action="store_true")
+    args = parser.parse_args()
+    iters = args.iters
+    ptx = os.environ.get("MLX_PTX_CACHE_DIR") or os.path.join(
+        tempfile.gettempdir(), "mlx", mx.__version__, "ptx"
+    )
+    cached = len(list(Path(ptx).rglob("*.ptx"))) if Path(ptx).is_dir() else 0
+    print(
+        f"MLX {mx.__version__} on {mx.default_device()}; default ring mask: {default_mode()}; "
+        f"PTX cache {ptx}: {cached} kernels at start"
+    )
+    if args.small:
+        cfg, bits = tiny(mimi=mimi_tiny(), num_layers=4), None
+    else:
+        cfg, bits = config_7b(), (None if args.bits == 16 else args.bits)
+    t = cfg.lm.temporal
+    if not args.skip_micro:
+        attention_micro(t.num_layers, t.num_heads, t.context, t.head_dim, iters)
+
+    t0 = time.perf_counter()
+    model = random_model(cfg, bits=bits, seed=0)
+    mx.eval(model.lm.parameters())
+    build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    tokens = [int(x) for x in rng.integers(4, cfg.lm.text_card, 20)]
+    label = "tiny" if args.small else f"7B {args.bits}-bit" if bits else "7B bfloat16"
+    print(f"\n{label} random weights built in {build_s:.1f} s; dtype {model.lm.dtype}")
+
+    sessions, warm = {}, []
+    for mode in (BOOL, FAR_KEYS):
+        t0 = time.perf_counter()
+        s = model.session(None, system_tokens=tokens, seed=0, ring_mask=mode)
+        created = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        s.step(np.zeros(FRAME, np.float32))
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        s.warm_up()
+        warm_all = time.perf_counter() - t0
+        warm.append((mode, [f"{created:.2f}", f"{first:.2f}", f"{warm_all:.2f}"]))
+        sessions[mode] = s
+    table(
+        "warm-up, seconds (first session pays the kernel JIT; PTX cache cold or warm, see above)",
+        ["session + prefill", "first step", "warm_up(all windows)"],
+        warm,
+    )
+
+    positions = positions_for(t.context, sessions[BOOL]._caches[0].windows)
+    if args.small:
+        positions = {"window (masked)": t.context // 2, f"full ring {t.context}": t.context + 3}
+    # Both sessions have run the same steps so far: same rings, so the same logits are expected.
+    check = same_logits(sessions[BOOL], sessions[FAR_KEYS], list(positions.values()))
+    table(
+        "bool vs far keys, same state: max |logits diff| / max |logits| (0 on the CPU; on a GPU "
+        "the attention kernels differ)",
+        list(positions),
+        [("relative", check)],
+    )
+
+    rows_t, rows_lm = [], []
+    for name, position in positions.items():
+        by_mode = {m: session_phases(s, position, iters) for m, s in sessions.items()}
+        rows_t.append((name, [fmt(by_mode[m]["temporal"]) for m in (BOOL, FAR_KEYS)]))
+        rows_lm.append((name, [fmt(by_mode[m]["LM step (step_codes)"]) for m in (BOOL, FAR_KEYS)]))
+    table(
+        f"temporal step ({t.num_layers} layers, one position), ms p50 / p90",
+        [BOOL, FAR_KEYS],
+        rows_t,
+    )
+    table("LM step (temporal + text + 8 depformer steps), ms p50 / p90", [BOOL, FAR_KEYS], rows_lm)
+
+    fixed = fixed_phases(sessions[default_mode()], iters)
+    table(
+        "window-independent phases, ms p50 / p90", ["ms"], [(k, [fmt(v)]) for k, v in fixed.items()]
+    )
+
+    rows = []
+    first_window = next(iter(positions.values()))
+    full_ring = list(positions.values())[-1]
+    for mode, s in sessions.items():
+        cells = []
+        for position in (first_window, full_ring):
+            ms = full_steps(s, position, iters)
+            cells.append(f"{np.median(ms):.2f}/{np.percentile(ms, 99):.2f}")
+        rows.append((mode, cells))
+    table(
+        "full duplex step (encode + LM + decode, Session.step), ms p50 / p99",
+        ["first window", "full ring"],
+        rows,
+    )
+
+    with Float32Norm():
+        s32 = model.session(None, system_tokens=tokens, seed=0)
+        by = session_phases(s32, first_window, iters)
+    base = session_phases(sessions[default_mode()], first_window, iters)
+    table(
+        "RMSNorm: fused (used) vs input cast to float32 and back, first window, ms p50 / p90",
+        ["fused", "float32 round trip"],
+        [(k, [fmt(base[k]), fmt(by[k])]) for k in base],
+    )
+
+    counts = kernel_counts(sessions[default_mode()])
+    table(
+        "kernels per call (compiled graph, views excluded)",
+        ["kernels"],
+        [(k, [str(v)]) for k, v in counts.items()],
+    )
+    print(f"\npeak memory {mx.get_peak_memory() / 1e9:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
