@@ -215,12 +215,13 @@ class Attention(nn.Module):
         x: mx.array,
         cache: RingKVCache,
         pos: mx.array,
-        slot: mx.array,
+        index: mx.array,
         window: Window,
         written: mx.array | None,
         hide: str,
     ) -> mx.array:
-        """One position `pos` (device scalar) into ring slot `slot`; fixed shapes, no host sync.
+        """One position `pos` (device scalar) into the ring slot `index` holds (broadcast to
+        [B, H, 1, Dh], see `RingKVCache.step_update`); fixed shapes, no host sync.
 
         x: [B, 1, D]. Heads are split by reshapes only (q, k, v are row blocks of the packed
         projection when T = 1) and q, k get RoPE in one call. `written` (bool [window]) marks
@@ -230,7 +231,7 @@ class Attention(nn.Module):
         qkv = self.in_proj(x).reshape(b, 3 * h, 1, dh)
         qk = self._rope(qkv[:, : 2 * h], pos)
         q, k, v = qk[:, :h], qk[:, h:], qkv[:, 2 * h :]
-        keys, values = cache.step_update(k, v, slot, window)
+        keys, values = cache.step_update(k, v, index, window)
         keys, mask = hide_unwritten(q, keys, written, hide)
         out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
         return self.out_proj(out.reshape(b, 1, h * dh))

@@ -74,10 +74,12 @@ class Transformer(nn.Module):
         self, x: mx.array, caches: list[RingKVCache], pos: mx.array, window: Window, hide: str
     ) -> mx.array:
         """One position `pos` attending `window` of the rings (slots past `pos` hidden as `hide`)."""
-        slot = (pos % self.config.context).astype(mx.int32).reshape(1, 1, 1, 1)
+        cfg = self.config
+        slot = (pos % cfg.context).astype(mx.int32).reshape(1, 1, 1, 1)
+        index = mx.broadcast_to(slot, (x.shape[0], cfg.num_heads, 1, cfg.head_dim))
         written = mx.arange(window.length) <= pos if window.masked else None
         for layer, cache in zip(self.layers, caches, strict=True):
-            x = layer.step(x, cache, pos, slot, window, written, hide)
+            x = layer.step(x, cache, pos, index, window, written, hide)
         return x
 
 

@@ -42,8 +42,8 @@ def window_reference(attn: Attention, x: mx.array) -> np.ndarray:
     return np.array(attn.out_proj(mx.array(merged.astype(np.float32))))[0]
 
 
-def new_cache() -> RingKVCache:
-    return RingKVCache(HEADS, DIM // HEADS, CONTEXT, mx.float32)
+def new_cache(align: int = 1) -> RingKVCache:
+    return RingKVCache(HEADS, DIM // HEADS, CONTEXT, mx.float32, align=align)
 
 
 def run_chunks(attn: Attention, x: mx.array, sizes: list[int], cache: RingKVCache) -> np.ndarray:
@@ -60,20 +60,25 @@ def run_chunks(attn: Attention, x: mx.array, sizes: list[int], cache: RingKVCach
     [[1] * STEPS, [STEPS], [3, 1, 5, 2, 2], [2, 6, 1, 4]],
     ids=["one-by-one", "all-at-once", "chunks", "chunk-longer-than-context"],
 )
-def test_ring_matches_window_reference(attention, inputs, sizes):
+@pytest.mark.parametrize("align", [1, 3], ids=["4-slots", "6-slots"])
+def test_ring_matches_window_reference(attention, inputs, sizes, align):
     ref = window_reference(attention, inputs)
-    got = run_chunks(attention, inputs, sizes, new_cache())
+    got = run_chunks(attention, inputs, sizes, new_cache(align))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
-def fixed_shape_steps(attn: Attention, x: mx.array, hide: str, smallest: int) -> list[np.ndarray]:
+def fixed_shape_steps(
+    attn: Attention, x: mx.array, hide: str, smallest: int, align: int = 1
+) -> list[np.ndarray]:
     """`Attention.step` one position at a time, through the windows the cache picks."""
-    cache = RingKVCache(HEADS, DIM // HEADS, CONTEXT, mx.float32, smallest_window=smallest)
+    cache = RingKVCache(
+        HEADS, DIM // HEADS, CONTEXT, mx.float32, smallest_window=smallest, align=align
+    )
     outs = []
     for t in range(STEPS):
         pos = mx.array(t, dtype=mx.int32)
         window = cache.step_window()
-        slot = mx.array(t % CONTEXT, dtype=mx.int32).reshape(1, 1, 1, 1)
+        slot = mx.full((1, HEADS, 1, DIM // HEADS), t % CONTEXT, dtype=mx.int32)
         written = mx.arange(window.length) <= pos if window.masked else None
         out = attn.step(x[:, t : t + 1], cache, pos, slot, window, written, hide)
         outs.append(np.array(out)[0, 0])
@@ -81,11 +86,15 @@ def fixed_shape_steps(attn: Attention, x: mx.array, hide: str, smallest: int) ->
     return outs
 
 
-@pytest.mark.parametrize("smallest", [1, 2, 4], ids=["windows-1-2-4", "windows-2-4", "window-4"])
+@pytest.mark.parametrize(
+    "smallest, align",
+    [(1, 1), (2, 1), (4, 1), (2, 3)],
+    ids=["windows-1-2-4", "windows-2-4", "window-4", "windows-2-4-in-6-slots"],
+)
 @pytest.mark.parametrize("hide", MODES)
-def test_fixed_shape_steps_match_window_reference(attention, inputs, hide, smallest):
+def test_fixed_shape_steps_match_window_reference(attention, inputs, hide, smallest, align):
     ref = window_reference(attention, inputs)
-    got = np.stack(fixed_shape_steps(attention, inputs, hide, smallest))
+    got = np.stack(fixed_shape_steps(attention, inputs, hide, smallest, align))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
@@ -103,7 +112,7 @@ def test_far_keys_equal_the_boolean_mask_exactly(attention, inputs):
         for t in range(STEPS):
             window = cache.step_window()
             pos = mx.array(t, dtype=mx.int32)
-            slot = mx.array(t % CONTEXT, dtype=mx.int32).reshape(1, 1, 1, 1)
+            slot = mx.full((1, HEADS, 1, DIM // HEADS), t % CONTEXT, dtype=mx.int32)
             written = mx.arange(window.length) <= pos if window.masked else None
             outs[hide].append(
                 np.array(
@@ -139,8 +148,8 @@ def test_step_writes_only_its_slot_in_place_across_the_wrap():
     full = Window(3, False)
     for t in range(7):  # positions 0..6 into slots 0,1,2,0,1,2,0
         k = mx.full((1, 1, 1, 2), float(t + 1))
-        slot = mx.array(t % 3, dtype=mx.int32).reshape(1, 1, 1, 1)
-        keys, values = cache.step_update(k, -k, slot, full)
+        index = mx.full((1, 1, 1, 2), t % 3, dtype=mx.int32)
+        keys, values = cache.step_update(k, -k, index, full)
         mx.eval(keys, values)
         cache.offset += 1
     assert np.array(cache.keys)[0, 0, :, 0].tolist() == [7.0, 5.0, 6.0]
