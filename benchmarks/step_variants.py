@@ -180,16 +180,17 @@ def session_phases(session, position: int, iters: int) -> dict[str, np.ndarray]:
     return out
 
 
-def full_steps(session, position: int, iters: int) -> np.ndarray:
+def full_steps(session, position: int, mimi_full: bool, iters: int) -> np.ndarray:
+    """Session.step at `position`, Mimi's caches filling (first 10 s) or full."""
     rng = np.random.default_rng(0)
     pcm = (0.1 * rng.standard_normal(FRAME)).astype(np.float32)
-    set_position(session, position)
-    for _ in range(3):
-        session.step(pcm)
     out = []
-    for _ in range(iters):
+    for i in range(iters + 3):
         set_position(session, position)
-        out.append(session.step(pcm).timings.total_ms)
+        session._mimi_frames = 10**6 if mimi_full else 0
+        ms = session.step(pcm).timings.total_ms
+        if i >= 3:
+            out.append(ms)
     return np.array(out)
 
 
@@ -204,12 +205,13 @@ def fixed_phases(session, iters: int) -> dict[str, np.ndarray]:
     key = mx.random.key(1)
     pcm = mx.array((0.1 * np.random.default_rng(1).standard_normal(FRAME)).astype(np.float32))
     codes = mx.array([1, 2, 3, 4, 5, 6, 7, 8], dtype=mx.int32)
-    dep, enc, dec = session._fn("depformer"), session._fn("encode"), session._fn("decode")
-    return {
-        "depformer + sampling": timed(lambda: dep(logits, h, key), iters),
-        "Mimi encode": timed(lambda: enc(pcm, session._enc_state)[0], iters),
-        "Mimi decode": timed(lambda: dec(codes, session._dec_state)[0], iters),
-    }
+    dep = session._fn("depformer")
+    out = {"depformer + sampling": timed(lambda: dep(logits, h, key), iters)}
+    for full, when in ((False, "first 10 s"), (True, "caches full")):
+        enc, dec = session._fn("encode", None, full), session._fn("decode", None, full)
+        out[f"Mimi encode ({when})"] = timed(lambda e=enc: e(pcm, session._enc_state)[0], iters)
+        out[f"Mimi decode ({when})"] = timed(lambda d=dec: d(codes, session._dec_state)[0], iters)
+    return out
 
 
 def kernel_counts(session) -> dict[str, int]:
@@ -230,13 +232,15 @@ def kernel_counts(session) -> dict[str, int]:
     logits, h = session._fn("temporal", window)(session._user_column(user), pos)
     mx.eval(logits, h)
     count("depformer + sampling", session._fn("depformer")(logits, h, key))
-    count("Mimi encode", session._fn("encode")(pcm, session._enc_state)[:1])
-    count("Mimi decode", session._fn("decode")(user, session._dec_state)[:1])
+    for full, when in ((False, "first 10 s"), (True, "caches full")):
+        enc, dec = session._fn("encode", None, full), session._fn("decode", None, full)
+        count(f"Mimi encode ({when})", enc(pcm, session._enc_state)[:1])
+        count(f"Mimi decode ({when})", dec(user, session._dec_state)[:1])
     count("LM step", session._fn("codes", window)(user, *lm_state, pos, key))
-    out = session._fn("fused", window)(
-        pcm, session._enc_state, session._dec_state, *lm_state, pos, key
-    )
-    count("full step", out[:5])
+    for full, when in ((False, "first 10 s"), (True, "Mimi caches full")):
+        fused = session._fn("fused", window, full)
+        out = fused(pcm, session._enc_state, session._dec_state, *lm_state, pos, key)
+        count(f"full step ({when})", out[:5])
     return counts
 
 
@@ -382,13 +386,13 @@ def main() -> None:
     rows = []
     for n in names:
         cells = []
-        for position in (first_window, full_ring):
-            ms = full_steps(sessions[n], position, iters)
+        for position, mimi_full in ((first_window, False), (full_ring, True)):
+            ms = full_steps(sessions[n], position, mimi_full, iters)
             cells.append(f"{np.median(ms):.2f} / {np.percentile(ms, 99):.2f}")
         rows.append((n, cells))
     table(
         "full duplex step (encode + LM + decode, Session.step), ms p50 / p99",
-        ["first window", "full ring"],
+        ["first window", "full ring (+Mimi full)"],
         rows,
     )
 

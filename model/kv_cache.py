@@ -97,16 +97,14 @@ class RingKVCache:
 
     def step_window(self) -> Window:
         """The window of the next one-position step (the one writing position `offset`)."""
-        written = self.offset + 1
+        return self.window_at(self.offset)
+
+    def window_at(self, position: int) -> Window:
+        """The window of the one-position step that writes `position`."""
+        written = position + 1
         if written >= self.context:
             return Window(self.context, False)
         return Window(next(n for n in self.windows if n >= written), True)
-
-    def windows_ahead(self) -> list[Window]:
-        """Every window that the steps from `offset` on will attend, in order."""
-        written = self.offset + 1
-        ahead = [Window(n, True) for n in self.windows if n >= written and written < self.context]
-        return [*ahead, Window(self.context, False)]
 
     def _slot_positions(self) -> np.ndarray:
         """Absolute position held by each valid slot, in slot order."""

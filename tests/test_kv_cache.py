@@ -139,8 +139,15 @@ def test_windows_grow_in_buckets_then_cover_the_full_ring():
     assert all(w.length >= min(i + 1, 10) for i, w in enumerate(seen))
     assert window_lengths(3000) == (256, 512, 1024, 2048, 3000)
     assert window_lengths(256) == (256,)
-    cache.offset = 3
-    assert cache.windows_ahead() == [Window(n, True) for n in (4, 8, 10)] + [Window(10, False)]
+    assert [cache.window_at(p) for p in (0, 1, 2, 7, 8, 9, 50)] == [
+        Window(2, True),
+        Window(2, True),
+        Window(4, True),
+        Window(8, True),
+        Window(10, True),
+        Window(10, False),
+        Window(10, False),
+    ]
 
 
 def test_step_writes_only_its_slot_in_place_across_the_wrap():
