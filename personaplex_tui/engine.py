@@ -67,6 +67,13 @@ class SessionOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _compile_ahead(session: SessionLike) -> None:
+    """`Session.warm_up()`: compile the graphs of every attention window before the user talks."""
+    warm_up = getattr(session, "warm_up", None)
+    if warm_up is not None:
+        warm_up()
+
+
 class Cancelled(Exception):
     """Generation was stopped between two steps."""
 
@@ -165,6 +172,7 @@ class Engine:
         def work() -> float:
             start = time.perf_counter()
             session = self._require_model().session(**self._session_kwargs())
+            _compile_ahead(session)  # every kernel any step will need, JIT-compiled now
             silence = np.zeros(FRAME, np.float32)
             for _ in range(steps):
                 session.step(silence)
@@ -179,6 +187,7 @@ class Engine:
 
         def work() -> bool:
             self.session = self._require_model().session(**self._session_kwargs())
+            _compile_ahead(self.session)  # no step graph is compiled mid-conversation
             self.frames_out = 0
             return True
 
