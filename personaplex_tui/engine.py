@@ -172,7 +172,6 @@ class Engine:
         def work() -> float:
             start = time.perf_counter()
             session = self._require_model().session(**self._session_kwargs())
-            _compile_ahead(session)  # every kernel any step will need, JIT-compiled now
             silence = np.zeros(FRAME, np.float32)
             for _ in range(steps):
                 session.step(silence)
@@ -187,7 +186,9 @@ class Engine:
 
         def work() -> bool:
             self.session = self._require_model().session(**self._session_kwargs())
-            _compile_ahead(self.session)  # no step graph is compiled mid-conversation
+            # Every step graph (and the kernels the throwaway warm-up did not need), now:
+            # none is compiled mid-conversation.
+            _compile_ahead(self.session)
             self.frames_out = 0
             return True
 
