@@ -416,6 +416,8 @@ def main() -> None:
         [(k, [str(v)]) for k, v in counts.items()],
     )
     print(f"\npeak memory {mx.get_peak_memory() / 1e9:.2f} GB")
+    now = len(list(Path(ptx).rglob("*.ptx"))) if Path(ptx).is_dir() else 0
+    print(f"PTX cache: {cached} kernels at start, {now} at the end")
     print(f"total {time.perf_counter() - started:.0f} s")
 
 
