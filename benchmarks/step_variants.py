@@ -35,6 +35,7 @@ from model.config import config_7b, mimi_tiny, tiny  # noqa: E402
 from model.kv_cache import ALIGN_ENV, default_align  # noqa: E402
 from model.layers import RMSNorm  # noqa: E402
 from model.ring_mask import BOOL, FAR_KEYS, default_mode, hide_unwritten  # noqa: E402
+from personaplex_tui.kernel_cache import persistent_kernel_cache  # noqa: E402
 
 FRAME = 1920
 # Primitives that launch no kernel (views, bookkeeping): not counted as kernels.
@@ -310,9 +311,8 @@ def main() -> None:
     args = parser.parse_args()
     iters = args.iters
     started = time.perf_counter()
-    ptx = os.environ.get("MLX_PTX_CACHE_DIR") or os.path.join(
-        tempfile.gettempdir(), "mlx", mx.__version__, "ptx"
-    )
+    persistent_kernel_cache()  # the folder `ppx-tui` uses, so that both warm each other up
+    ptx = os.environ["MLX_PTX_CACHE_DIR"]
     cached = len(list(Path(ptx).rglob("*.ptx"))) if Path(ptx).is_dir() else 0
     print(
         f"MLX {mx.__version__} on {mx.default_device()}; defaults: ring mask {default_mode()}, "
