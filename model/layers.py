@@ -62,7 +62,9 @@ class RMSNorm(nn.Module):
         self.alpha = mx.ones((1, 1, dim), dtype=mx.float32)
 
     def prepare(self, dtype: mx.Dtype) -> None:
-        self._weight = derive((self.alpha,), lambda: self.alpha.reshape(-1).astype(dtype))
+        prepared: Derived | None = getattr(self, "_weight", None)
+        if prepared is None or not prepared.fresh((self.alpha,)) or prepared.value.dtype != dtype:
+            self._weight = derive((self.alpha,), lambda: self.alpha.reshape(-1).astype(dtype))
 
     def __call__(self, x: mx.array) -> mx.array:
         prepared: Derived | None = getattr(self, "_weight", None)
@@ -103,6 +105,9 @@ class _PerStepRows:
 
     def prepare(self, dtype: mx.Dtype | None = None) -> None:
         """Pre-split the stacked arrays into per-step row blocks (views: no copy, no memory)."""
+        prepared: Derived | None = getattr(self, "_split", None)
+        if prepared is not None and prepared.fresh(self._sources()):
+            return
         self._split = derive(
             self._sources(), lambda: [self._rows(k) for k in range(self.num_steps)]
         )
