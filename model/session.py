@@ -85,7 +85,7 @@ class Session:
         self._n_q = cfg.n_q_agent
         model.lm.prepare()
         self._caches = model.lm.make_cache()
-        self._fns: dict[tuple[str, Window | None], Any] = {}
+        self._fns: dict[tuple[str, Window | None, bool], Any] = {}
         self.last_stats: StepStats | None = None
         self.prefill_ms = 0.0
         self.reset()
