@@ -179,7 +179,9 @@ def lm_from_tensors(
         mx.eval([arr for _, arr in pairs])
         weights += pairs
     lm.load_weights(weights, strict=True)
+    del weights, pairs  # the stacks `prepare` builds replace these arrays: free them as it goes
     lm.eval()
+    lm.prepare()
     return lm, replace(config, quantization=quant)
 
 

@@ -1,25 +1,80 @@
-"""KV caches: a preallocated ring over the last `context` positions, and a per-column depformer cache."""
+"""The temporal transformer's KV cache: a preallocated ring over the last `context` positions.
+
+A one-position step (compiled, fixed shapes) writes its keys in place with `put_along_axis` and
+attends a static prefix of the ring, its `Window`: while the ring fills, the smallest of a few
+bucket lengths that holds every written slot (slots past the step's position are hidden, see
+`model.ring_mask`); once the ring is full, all of it with no mask at all.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import mlx.core as mx
 import numpy as np
+
+SMALLEST_WINDOW = 256  # window lengths double from this up to the context while the ring fills
+ALIGN_ENV = "PPX_RING_ALIGN"
+
+
+def default_align() -> int:
+    """Ring buffer slots are a multiple of this (`PPX_RING_ALIGN`, default 1 = exactly `context`).
+
+    On CUDA, MLX runs single-query attention through cuDNN (instead of its vector kernel) when
+    the keys are a prefix of a buffer whose length is a multiple of 256; 256 lets it.
+    """
+    value = os.environ.get(ALIGN_ENV, "").strip()
+    if not value:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{ALIGN_ENV} must be a positive integer, not '{value}'")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Window:
+    """What one step attends: ring slots [0, length); `masked` when some of them are unwritten."""
+
+    length: int
+    masked: bool
+
+
+def window_lengths(context: int, smallest: int = SMALLEST_WINDOW) -> tuple[int, ...]:
+    """The bucket lengths of a ring of `context` slots: smallest, 2*smallest, ... < context, context."""
+    lengths = []
+    n = max(1, smallest)
+    while n < context:
+        lengths.append(n)
+        n *= 2
+    return (*lengths, context)
 
 
 class RingKVCache:
     """Keys and values of the last `context` positions in preallocated [B, H, context, Dh] arrays.
 
-    Position p lives in slot p % context; positions keep counting past the context. `state` is the
+    Position p lives in slot p % context; positions keep counting past the context (the buffers
+    may have a few more slots, never used: `align`). `state` is the
     list [keys, values]: writes replace its items (so MLX can update the buffers in place when
     nothing else holds them) and it can be handed to `mx.compile(inputs=..., outputs=...)`.
     `offset` (a host int) counts the positions written so far.
     """
 
     def __init__(
-        self, num_heads: int, head_dim: int, context: int, dtype: mx.Dtype, batch: int = 1
+        self,
+        num_heads: int,
+        head_dim: int,
+        context: int,
+        dtype: mx.Dtype,
+        batch: int = 1,
+        smallest_window: int = SMALLEST_WINDOW,
+        align: int | None = None,
     ):
         self.context = context
-        shape = (batch, num_heads, context, head_dim)
+        self.windows = window_lengths(context, smallest_window)
+        align = default_align() if align is None else align
+        slots = -(-context // align) * align
+        shape = (batch, num_heads, slots, head_dim)
         self.state: list[mx.array] = [mx.zeros(shape, dtype=dtype), mx.zeros(shape, dtype=dtype)]
         self.offset = 0
 
@@ -39,6 +94,17 @@ class RingKVCache:
     def reset(self) -> None:
         """Forget every position (the buffers are reused; stale slots are never attended)."""
         self.offset = 0
+
+    def step_window(self) -> Window:
+        """The window of the next one-position step (the one writing position `offset`)."""
+        return self.window_at(self.offset)
+
+    def window_at(self, position: int) -> Window:
+        """The window of the one-position step that writes `position`."""
+        written = position + 1
+        if written >= self.context:
+            return Window(self.context, False)
+        return Window(next(n for n in self.windows if n >= written), True)
 
     def _slot_positions(self) -> np.ndarray:
         """Absolute position held by each valid slot, in slot order."""
@@ -91,40 +157,18 @@ class RingKVCache:
         return all_k, all_v, mx.array(allowed)
 
     def step_update(
-        self, keys: mx.array, values: mx.array, pos: mx.array
+        self, keys: mx.array, values: mx.array, index: mx.array, window: Window
     ) -> tuple[mx.array, mx.array]:
-        """Write one position `pos` (a device scalar) at slot pos % context; fixed shapes, no sync.
+        """Write one position in place; fixed shapes, no host sync.
 
-        Returns the whole ring; the caller masks slots above `pos` until the ring is full and
-        advances `offset` itself (this method leaves host state alone so it can be compiled).
+        keys/values: [B, H, 1, Dh]; index: int32 broadcast to their shape, holding the slot
+        (position % context; built once per step for all layers). Returns the window's keys and
+        values (views of the ring). Host state is left alone so that this can be compiled: the
+        caller advances `offset`.
         """
-        start = (pos % self.context).astype(mx.int32).reshape(1)
-        k = mx.slice_update(self.state[0], keys, start, axes=(2,))
-        v = mx.slice_update(self.state[1], values, start, axes=(2,))
-        self.state[0] = k
-        self.state[1] = v
-        return k, v
-
-
-class ColumnKVCache:
-    """The depformer's cache: the keys and values of the steps run so far in one column."""
-
-    def __init__(self) -> None:
-        self.keys: mx.array | None = None
-        self.values: mx.array | None = None
-
-    @property
-    def offset(self) -> int:
-        return 0 if self.keys is None else self.keys.shape[2]
-
-    def reset(self) -> None:
-        self.keys = None
-        self.values = None
-
-    def append(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        if self.keys is None or self.values is None:
-            self.keys, self.values = keys, values
-        else:
-            self.keys = mx.concatenate([self.keys, keys], axis=2)
-            self.values = mx.concatenate([self.values, values], axis=2)
-        return self.keys, self.values
+        self.state[0] = mx.put_along_axis(self.state[0], index, keys, axis=2)
+        self.state[1] = mx.put_along_axis(self.state[1], index, values, axis=2)
+        n = window.length
+        if n == self.state[0].shape[2]:
+            return self.state[0], self.state[1]
+        return self.state[0][:, :, :n], self.state[1][:, :, :n]

@@ -1,13 +1,22 @@
-"""Building blocks of the PersonaPlex LM: f32 RMSNorm, gated SiLU FFN, per-step linears, attention."""
+"""Building blocks of the PersonaPlex LM: RMSNorm, gated SiLU FFN, per-step linears, attention.
+
+Arrays a hot path needs in another form than the checkpoint's (per-step row blocks, norm weights
+in the activation dtype) are derived once by `prepare(dtype)`, outside any compiled graph, so
+they enter compiled steps as constants; a module that was never prepared (or whose weights were
+replaced since) derives them on the fly with the same numbers.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from model.kv_cache import ColumnKVCache, RingKVCache
+from model.kv_cache import RingKVCache, Window
+from model.ring_mask import hide_unwritten
 
 
 def embed_or_zero(table: mx.array, ids: mx.array) -> mx.array:
@@ -16,17 +25,56 @@ def embed_or_zero(table: mx.array, ids: mx.array) -> mx.array:
     return mx.where(mx.expand_dims(ids >= 0, -1), rows, mx.array(0, dtype=rows.dtype))
 
 
+class Derived:
+    """Arrays computed from `sources` (the module's weights at the time); stale once one is replaced."""
+
+    __slots__ = ("sources", "value")
+
+    def __init__(self, sources: tuple[mx.array, ...], value: Any):
+        self.sources = sources
+        self.value = value
+
+    def fresh(self, sources: tuple[mx.array, ...]) -> bool:
+        return len(sources) == len(self.sources) and all(
+            a is b for a, b in zip(sources, self.sources, strict=True)
+        )
+
+
+def derive(sources: tuple[mx.array, ...], build: Callable[[], Any]) -> Derived:
+    """`build()` evaluated now (views of evaluated arrays cost no memory), tagged with its sources."""
+    value = build()
+    mx.eval(value)
+    return Derived(sources, value)
+
+
 class RMSNorm(nn.Module):
-    """RMSNorm computed in float32 (Moshi's `rms_norm_f32`); the weight is named `alpha`, [1, 1, D]."""
+    """RMSNorm (Moshi's `rms_norm_f32`); the weight is named `alpha`, [1, 1, D], kept in float32.
+
+    `mx.fast.rms_norm` accumulates in float32 for any input; the weight is applied in the input's
+    dtype, so a bfloat16 output may differ from a single rounding of the float32 result by one
+    unit in the last place (measured: ~1 in 4 elements at most 1 ulp), for two kernels fewer
+    per norm than casting the input to float32 and back.
+    """
 
     def __init__(self, dim: int, eps: float = 1e-8):
         super().__init__()
         self.eps = eps
         self.alpha = mx.ones((1, 1, dim), dtype=mx.float32)
 
+    def prepare(self, dtype: mx.Dtype) -> None:
+        prepared: Derived | None = getattr(self, "_weight", None)
+        if prepared is None or not prepared.fresh((self.alpha,)) or prepared.value.dtype != dtype:
+            self._weight = derive((self.alpha,), lambda: self.alpha.reshape(-1).astype(dtype))
+
     def __call__(self, x: mx.array) -> mx.array:
-        y = mx.fast.rms_norm(x.astype(mx.float32), self.alpha.reshape(-1), self.eps)
-        return y.astype(x.dtype)
+        prepared: Derived | None = getattr(self, "_weight", None)
+        if prepared is not None and prepared.fresh((self.alpha,)):
+            weight = prepared.value
+            if weight.dtype != x.dtype:
+                weight = weight.astype(x.dtype)
+        else:
+            weight = self.alpha.reshape(-1).astype(x.dtype)
+        return mx.fast.rms_norm(x, weight, self.eps)
 
 
 class GatedFFN(nn.Module):
@@ -42,7 +90,36 @@ class GatedFFN(nn.Module):
         return self.linear_out(nn.silu(gate) * value)
 
 
-class MultiLinear(nn.Module):
+class _PerStepRows:
+    """Shared by the float and quantized multi-linears: per-step row blocks of the stacked arrays."""
+
+    num_steps: int
+    output_dims: int
+
+    def _sources(self) -> tuple[mx.array, ...]:
+        raise NotImplementedError
+
+    def _rows(self, step: int) -> tuple[mx.array, ...]:
+        rows = slice(step * self.output_dims, (step + 1) * self.output_dims)
+        return tuple(a[rows] for a in self._sources())
+
+    def prepare(self, dtype: mx.Dtype | None = None) -> None:
+        """Pre-split the stacked arrays into per-step row blocks (views: no copy, no memory)."""
+        prepared: Derived | None = getattr(self, "_split", None)
+        if prepared is not None and prepared.fresh(self._sources()):
+            return
+        self._split = derive(
+            self._sources(), lambda: [self._rows(k) for k in range(self.num_steps)]
+        )
+
+    def step_weights(self, step: int) -> tuple[mx.array, ...]:
+        prepared: Derived | None = getattr(self, "_split", None)
+        if prepared is not None and prepared.fresh(self._sources()):
+            return prepared.value[step]
+        return self._rows(step)
+
+
+class MultiLinear(_PerStepRows, nn.Module):
     """`num_steps` bias-free linears stored as one weight: step k owns rows [k*out, (k+1)*out)."""
 
     def __init__(self, num_steps: int, input_dims: int, output_dims: int):
@@ -52,8 +129,11 @@ class MultiLinear(nn.Module):
         scale = 1.0 / math.sqrt(input_dims)
         self.weight = mx.random.uniform(-scale, scale, (num_steps * output_dims, input_dims))
 
+    def _sources(self) -> tuple[mx.array, ...]:
+        return (self.weight,)
+
     def __call__(self, x: mx.array, step: int) -> mx.array:
-        w = self.weight[step * self.output_dims : (step + 1) * self.output_dims]
+        (w,) = self.step_weights(step)
         return x @ w.T
 
     def to_quantized(
@@ -62,7 +142,7 @@ class MultiLinear(nn.Module):
         return QuantizedMultiLinear.from_multi_linear(self, group_size, bits)
 
 
-class QuantizedMultiLinear(nn.Module):
+class QuantizedMultiLinear(_PerStepRows, nn.Module):
     """A `MultiLinear` whose stacked weight is MLX-affine quantized (weight, scales, biases)."""
 
     def __init__(
@@ -88,16 +168,13 @@ class QuantizedMultiLinear(nn.Module):
         out.weight, out.scales, out.biases = mx.quantize(layer.weight, group_size, bits)
         return out
 
+    def _sources(self) -> tuple[mx.array, ...]:
+        return (self.weight, self.scales, self.biases)
+
     def __call__(self, x: mx.array, step: int) -> mx.array:
-        rows = slice(step * self.output_dims, (step + 1) * self.output_dims)
+        w, scales, biases = self.step_weights(step)
         return mx.quantized_matmul(
-            x,
-            self.weight[rows],
-            self.scales[rows],
-            self.biases[rows],
-            transpose=True,
-            group_size=self.group_size,
-            bits=self.bits,
+            x, w, scales, biases, transpose=True, group_size=self.group_size, bits=self.bits
         )
 
 
@@ -139,18 +216,39 @@ class Attention(nn.Module):
         return self.out_proj(_merge_heads(out))
 
     def step(
-        self, x: mx.array, cache: RingKVCache, pos: mx.array, mask: mx.array | None
+        self,
+        x: mx.array,
+        cache: RingKVCache,
+        pos: mx.array,
+        index: mx.array,
+        window: Window,
+        written: mx.array | None,
+        hide: str,
     ) -> mx.array:
-        """One position `pos` (a device scalar) with fixed shapes: compile-friendly, no host sync."""
-        q, k, v = _split_heads(self.in_proj(x), self.num_heads)
-        q, k = self._rope(q, pos), self._rope(k, pos)
-        keys, values = cache.step_update(k, v, pos)
+        """One position `pos` (device scalar) into the ring slot `index` holds (broadcast to
+        [B, H, 1, Dh], see `RingKVCache.step_update`); fixed shapes, no host sync.
+
+        x: [B, 1, D]. Heads are split by reshapes only (q, k, v are row blocks of the packed
+        projection when T = 1) and q, k get RoPE in one call. `written` (bool [window]) marks
+        the window's slots that hold a position (None: all), hidden as `hide` says.
+        """
+        b, h, dh = x.shape[0], self.num_heads, self.head_dim
+        qkv = self.in_proj(x).reshape(b, 3 * h, 1, dh)
+        qk = self._rope(qkv[:, : 2 * h], pos)
+        q, k, v = qk[:, :h], qk[:, h:], qkv[:, 2 * h :]
+        keys, values = cache.step_update(k, v, index, window)
+        keys, mask = hide_unwritten(q, keys, written, hide)
         out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
-        return self.out_proj(_merge_heads(out))
+        return self.out_proj(out.reshape(b, 1, h * dh))
 
 
 class StepAttention(nn.Module):
-    """Depformer self-attention: per-step packed in/out projections, no positional embedding."""
+    """Depformer self-attention: per-step packed in/out projections, no positional embedding.
+
+    One column's keys and values live in one [B, 2, H, steps so far, Dh] array (keys at index 0,
+    values at 1), grown by one concatenation per step: both are adjacent row blocks of the packed
+    projection, so a step writes them with a single kernel.
+    """
 
     def __init__(self, dim: int, num_heads: int, num_steps: int):
         super().__init__()
@@ -159,8 +257,17 @@ class StepAttention(nn.Module):
         self.in_proj = MultiLinear(num_steps, dim, 3 * dim)
         self.out_proj = MultiLinear(num_steps, dim, dim)
 
-    def __call__(self, x: mx.array, step: int, cache: ColumnKVCache) -> mx.array:
-        q, k, v = _split_heads(self.in_proj(x, step), self.num_heads)
-        keys, values = cache.append(k, v)
-        out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale)
-        return self.out_proj(_merge_heads(out), step)
+    def __call__(self, x: mx.array, step: int, kv: mx.array | None) -> tuple[mx.array, mx.array]:
+        """x [B, 1, D] at `step`; kv: the column's keys/values of the steps before (None at 0)."""
+        b, h = x.shape[0], self.num_heads
+        qkv = self.in_proj(x, step).reshape(b, 3, h, 1, -1)
+        new = qkv[:, 1:]
+        if kv is None:
+            kv = new
+            out = qkv[:, 2]  # attention over a single key is its value
+        else:
+            kv = mx.concatenate([kv, new], axis=3)
+            out = mx.fast.scaled_dot_product_attention(
+                qkv[:, 0], kv[:, 0], kv[:, 1], scale=self.scale
+            )
+        return self.out_proj(out.reshape(b, 1, -1), step), kv

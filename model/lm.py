@@ -13,15 +13,18 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from model.config import LMConfig, TransformerConfig
-from model.kv_cache import ColumnKVCache, RingKVCache
+from model.kv_cache import SMALLEST_WINDOW, RingKVCache, Window
 from model.layers import (
     Attention,
+    Derived,
     GatedFFN,
     RMSNorm,
     StepAttention,
     embed_or_zero,
 )
-from model.sampling import GREEDY, SamplingParams, sample_token, split_key
+from model.ring_mask import default_mode
+from model.sampling import GREEDY, SamplingParams, gumbel_noise, sample_with_noise
+from model.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
 
 
 class TransformerLayer(nn.Module):
@@ -38,10 +41,9 @@ class TransformerLayer(nn.Module):
         x = x + self.self_attn(self.norm1(x), cache)
         return x + self.gating(self.norm2(x))
 
-    def step(
-        self, x: mx.array, cache: RingKVCache, pos: mx.array, mask: mx.array | None
-    ) -> mx.array:
-        x = x + self.self_attn.step(self.norm1(x), cache, pos, mask)
+    def step(self, x: mx.array, cache: RingKVCache, *args: object) -> mx.array:
+        """One position; `args` as `Attention.step` takes them after the cache."""
+        x = x + self.self_attn.step(self.norm1(x), cache, *args)
         return x + self.gating(self.norm2(x))
 
 
@@ -53,10 +55,14 @@ class Transformer(nn.Module):
         self.config = cfg
         self.layers = [TransformerLayer(cfg) for _ in range(cfg.num_layers)]
 
-    def make_cache(self, dtype: mx.Dtype, batch: int = 1) -> list[RingKVCache]:
+    def make_cache(
+        self, dtype: mx.Dtype, batch: int = 1, smallest_window: int | None = None
+    ) -> list[RingKVCache]:
         cfg = self.config
+        smallest = SMALLEST_WINDOW if smallest_window is None else smallest_window
         return [
-            RingKVCache(cfg.num_heads, cfg.head_dim, cfg.context, dtype, batch) for _ in self.layers
+            RingKVCache(cfg.num_heads, cfg.head_dim, cfg.context, dtype, batch, smallest)
+            for _ in self.layers
         ]
 
     def __call__(self, x: mx.array, caches: list[RingKVCache]) -> mx.array:
@@ -64,10 +70,16 @@ class Transformer(nn.Module):
             x = layer(x, cache)
         return x
 
-    def step(self, x: mx.array, caches: list[RingKVCache], pos: mx.array, full: bool) -> mx.array:
-        mask = None if full else mx.arange(self.config.context) <= pos
+    def step(
+        self, x: mx.array, caches: list[RingKVCache], pos: mx.array, window: Window, hide: str
+    ) -> mx.array:
+        """One position `pos` attending `window` of the rings (slots past `pos` hidden as `hide`)."""
+        cfg = self.config
+        slot = (pos % cfg.context).astype(mx.int32).reshape(1, 1, 1, 1)
+        index = mx.broadcast_to(slot, (x.shape[0], cfg.num_heads, 1, cfg.head_dim))
+        written = mx.arange(window.length) <= pos if window.masked else None
         for layer, cache in zip(self.layers, caches, strict=True):
-            x = layer.step(x, cache, pos, mask)
+            x = layer.step(x, cache, pos, index, window, written, hide)
         return x
 
 
@@ -81,9 +93,10 @@ class DepformerLayer(nn.Module):
         self.norm2 = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.gating = [GatedFFN(cfg.d_model, cfg.dim_feedforward) for _ in range(num_steps)]
 
-    def __call__(self, x: mx.array, step: int, cache: ColumnKVCache) -> mx.array:
-        x = x + self.self_attn(self.norm1(x), step, cache)
-        return x + self.gating[step](self.norm2(x))
+    def __call__(self, x: mx.array, step: int, kv: mx.array | None) -> tuple[mx.array, mx.array]:
+        y, kv = self.self_attn(self.norm1(x), step, kv)
+        x = x + y
+        return x + self.gating[step](self.norm2(x)), kv
 
 
 class Depformer(nn.Module):
@@ -93,10 +106,15 @@ class Depformer(nn.Module):
         super().__init__()
         self.layers = [DepformerLayer(cfg, num_steps) for _ in range(cfg.num_layers)]
 
-    def __call__(self, x: mx.array, step: int, caches: list[ColumnKVCache]) -> mx.array:
-        for layer, cache in zip(self.layers, caches, strict=True):
-            x = layer(x, step, cache)
-        return x
+    def __call__(
+        self, x: mx.array, step: int, kvs: list[mx.array | None]
+    ) -> tuple[mx.array, list[mx.array | None]]:
+        """Step `step` of a column; kvs: each layer's keys/values of the earlier steps."""
+        out = []
+        for layer, kv in zip(self.layers, kvs, strict=True):
+            x, kv = layer(x, step, kv)
+            out.append(kv)
+        return x, out
 
 
 Chooser = Callable[[int, mx.array], mx.array]
@@ -132,9 +150,26 @@ class LM(nn.Module):
     def _as_activation(self, x: mx.array) -> mx.array:
         return x if x.dtype == self.dtype else x.astype(self.dtype)
 
-    def make_cache(self, batch: int = 1) -> list[RingKVCache]:
+    def make_cache(self, batch: int = 1, smallest_window: int | None = None) -> list[RingKVCache]:
         """Fresh ring KV caches of the temporal transformer, one per layer."""
-        return self.transformer.make_cache(self.dtype, batch)
+        return self.transformer.make_cache(self.dtype, batch, smallest_window)
+
+    def prepare(self) -> None:
+        """Derive the fast paths' arrays from the current weights (idempotent, cheap when done).
+
+        The 17 input embedding tables become views of one stacked table (plus a zero row for the
+        id -1), the depformer_in linears views of one stacked projection, and the multi-linears
+        and norms get their per-step / activation-dtype forms. Memory stays the same.
+        """
+        dtype = self.dtype
+        for _, module in self.named_modules():
+            if module is not self and hasattr(module, "prepare"):
+                module.prepare(dtype)
+        tables = [self.text_emb, *self.emb]
+        if not _fresh(self, "_tables", stacked_sources(tables)):
+            self._tables = stack_tables(tables, zero_row=True)
+        if not _fresh(self, "_dep_in", stacked_sources(self.depformer_in)):
+            self._dep_in = stack_linears(self.depformer_in)
 
     # ---- temporal transformer -------------------------------------------------------------
 
@@ -145,6 +180,11 @@ class LM(nn.Module):
         tokens (text_card, card) index the tables' extra rows.
         """
         tokens = tokens.reshape(-1, self.config.n_streams)
+        tables = [self.text_emb, *self.emb]
+        if _fresh(self, "_tables", stacked_sources(tables)):
+            table, offsets, zero = self._tables.value
+            ids = mx.where(tokens >= 0, tokens + offsets, zero)
+            return mx.expand_dims(table[ids].sum(axis=1), 0)
         x = None
         for i, table in enumerate(self.emb):
             e = embed_or_zero(table.weight, tokens[:, i + 1])
@@ -164,31 +204,50 @@ class LM(nn.Module):
         return self.text_linear(h), h
 
     def forward_step(
-        self, x: mx.array, caches: list[RingKVCache], pos: mx.array, full: bool
+        self,
+        x: mx.array,
+        caches: list[RingKVCache],
+        pos: mx.array,
+        window: Window,
+        hide: str | None = None,
     ) -> tuple[mx.array, mx.array]:
         """One position `pos` (int32 device scalar) with fixed shapes, for `mx.compile`.
 
-        `full` says whether every ring slot is valid after this write (`step_is_full`); the
-        caller advances the caches' offsets (`advance`), which this leaves alone.
+        `window` is `step_window(caches)` (one compiled graph per window); `hide` how unwritten
+        slots are hidden (`model.ring_mask`, default per backend). The caller advances the
+        caches' offsets (`advance`), which this leaves alone.
         """
-        h = self.out_norm(self.transformer.step(self._as_activation(x), caches, pos, full))
+        hide = hide or default_mode()
+        x = self.transformer.step(self._as_activation(x), caches, pos, window, hide)
+        h = self.out_norm(x)
         return self.text_linear(h), h
 
     # ---- depformer ------------------------------------------------------------------------
 
+    def _depformer_inputs(self, h: mx.array, n_steps: int) -> list[mx.array]:
+        """`depformer_in[k](h)` for k < n_steps: one stacked matmul when prepared."""
+        if not _fresh(self, "_dep_in", stacked_sources(self.depformer_in)):
+            return [self.depformer_in[k](h) for k in range(n_steps)]
+        out = linear_rows(self._dep_in.value, self.depformer_in[0], h, n_steps)
+        d = self.config.depformer.d_model
+        return [out[..., k * d : (k + 1) * d] for k in range(n_steps)]
+
     def _run_depformer(
-        self, h: mx.array, text_token: mx.array, choose: Chooser, n_steps: int
+        self, h: mx.array, text_token: mx.array, choose: Chooser, n_steps: int, valid_ids: bool
     ) -> tuple[list[mx.array], list[mx.array]]:
         """Steps 0..n_steps-1 of the depformer for one column; `choose(k, logits)` gives the
-        token of step k (which is also step k+1's input)."""
+        token of step k (which is also step k+1's input). `valid_ids`: every input id is a real
+        token (no -1), so embeddings are plain lookups."""
         h = h[:, -1:]
-        caches = [ColumnKVCache() for _ in self.depformer.layers]
+        inputs = self._depformer_inputs(h, n_steps)
+        kvs: list[mx.array | None] = [None] * len(self.depformer.layers)
         prev = text_token.reshape(1, 1).astype(mx.int32)
         tokens, logits = [], []
         for k in range(n_steps):
-            table = self.depformer_text_emb if k == 0 else self.depformer_emb[k - 1]
-            x = self.depformer_in[k](h) + embed_or_zero(table.weight, prev)
-            step_logits = self.linears[k](self.depformer(x, k, caches))
+            table = (self.depformer_text_emb if k == 0 else self.depformer_emb[k - 1]).weight
+            e = table[prev] if valid_ids else embed_or_zero(table, prev)
+            x, kvs = self.depformer(inputs[k] + e, k, kvs)
+            step_logits = self.linears[k](x)
             prev = choose(k, step_logits).reshape(1, 1)
             tokens.append(prev.reshape(()))
             logits.append(step_logits.reshape(-1))
@@ -214,37 +273,49 @@ class LM(nn.Module):
         """Audio tokens of one column: int32 [n_steps] (8 = agent codebooks only, 16 = all).
 
         h: the temporal output for the column ([1, 1, D]; the last position is used);
-        text_token: the text token the depformer sees (int scalar array). Where `provided[k]`
-        (bool [dep_q]) is set, `forced[k]` (int [dep_q]) replaces the sampled token, both as
-        output and as step k+1's input (chosen with mx.where: no host sync).
+        text_token: the text token the depformer sees (a real id, int scalar array). Where
+        `provided[k]` (bool [dep_q]) is set, `forced[k]` (int [dep_q], a real id) replaces the
+        sampled token, both as output and as step k+1's input (chosen with mx.where: no host
+        sync). The Gumbel noise of all steps is drawn at once from `key`.
         """
         n = self._steps(n_steps)
-        keys = split_key(key, n) if key is not None and not params.greedy else [None] * n
         if (forced is None) != (provided is None):
             raise ValueError("forced and provided go together")
+        sampling = not params.greedy
+        if sampling and key is None:
+            raise ValueError("sampling with a temperature needs a key")
+        noise = gumbel_noise(key, (n, self.config.card)) if sampling else None
 
         def choose(k: int, logits: mx.array) -> mx.array:
-            token = sample_token(logits.reshape(-1), params, keys[k])
+            token = sample_with_noise(
+                logits.reshape(-1), params, noise[k] if noise is not None else None
+            )
             if forced is None or provided is None:
                 return token
             return mx.where(provided[k], forced[k].astype(mx.int32), token)
 
-        tokens, _ = self._run_depformer(h, text_token, choose, n)
+        tokens, _ = self._run_depformer(h, text_token, choose, n, valid_ids=True)
         return mx.stack(tokens)
 
     def depformer_logits(
         self, h: mx.array, text_token: mx.array, tokens: mx.array, n_steps: int | None = None
     ) -> mx.array:
-        """Teacher-forced depformer logits [n_steps, card] (float32): step k sees tokens[k-1]."""
+        """Teacher-forced depformer logits [n_steps, card] (float32): step k sees tokens[k-1]
+        (any ids, -1 included)."""
         n = self._steps(n_steps)
         tokens = tokens.astype(mx.int32)
-        _, logits = self._run_depformer(h, text_token, lambda k, _: tokens[k], n)
+        _, logits = self._run_depformer(h, text_token, lambda k, _: tokens[k], n, valid_ids=False)
         return mx.stack(logits).astype(mx.float32)
 
 
-def step_is_full(caches: list[RingKVCache]) -> bool:
-    """Whether every ring slot is valid once the next position is written (then no mask)."""
-    return caches[0].offset + 1 >= caches[0].context
+def _fresh(lm: LM, name: str, sources: tuple[mx.array, ...]) -> bool:
+    derived: Derived | None = getattr(lm, name, None)
+    return derived is not None and derived.fresh(sources)
+
+
+def step_window(caches: list[RingKVCache]) -> Window:
+    """The window the next `LM.forward_step` attends (chosen on the host, one graph each)."""
+    return caches[0].step_window()
 
 
 def advance(caches: list[RingKVCache], n: int = 1) -> None:

@@ -8,8 +8,9 @@ from functools import partial
 
 import mlx.core as mx
 
-from model.kv_cache import RingKVCache
-from model.lm import LM, advance, step_is_full
+from model.kv_cache import RingKVCache, Window
+from model.lm import LM, advance, step_window
+from model.ring_mask import default_mode
 from model.sampling import SamplingParams, sample_token
 
 
@@ -45,8 +46,8 @@ class ColumnStepper:
 
     Calling it returns (text_token int32 [], audio_tokens int32 [n_steps]) unevaluated and
     advances the caches by one position; the caller evaluates (`mx.eval`/`mx.async_eval`).
-    Two graphs are compiled: while the ring fills (masked attention) and once it is full.
-    The graphs capture `caches` (their `state` lists) and the LM's weights: reset the caches
+    One graph is compiled per attention window (`RingKVCache.step_window`: a few bucket lengths
+    while the ring fills, then the whole ring unmasked), on first use. The graphs capture `caches` (their `state` lists) and the LM's weights: reset the caches
     with `cache.reset()` (never replace them) and build a new stepper for new caches, weights,
     sampling parameters or `n_steps`.
     """
@@ -60,17 +61,24 @@ class ColumnStepper:
         audio: SamplingParams,
         n_steps: int = 16,
         compile: bool = True,
+        ring_mask: str | None = None,
     ):
         self.lm = lm
         self.caches = caches
         self.text = text
         self.audio = audio
         self.n_steps = n_steps
-        state = [cache.state for cache in caches]
-        self._fns: dict[bool, Callable[..., tuple[mx.array, mx.array]]] = {}
-        for full in (False, True):
-            fn = partial(self._column, full=full)
-            self._fns[full] = mx.compile(fn, inputs=state, outputs=state) if compile else fn
+        self.hide = ring_mask or default_mode()
+        self._compile = compile
+        self._fns: dict[Window, Callable[..., tuple[mx.array, mx.array]]] = {}
+        lm.prepare()
+
+    def _fn(self, window: Window) -> Callable[..., tuple[mx.array, mx.array]]:
+        if window not in self._fns:
+            state = [cache.state for cache in self.caches]
+            fn = partial(self._column, window=window)
+            self._fns[window] = mx.compile(fn, inputs=state, outputs=state) if self._compile else fn
+        return self._fns[window]
 
     def _column(
         self,
@@ -82,10 +90,10 @@ class ColumnStepper:
         pos: mx.array,
         key: mx.array,
         *,
-        full: bool,
+        window: Window,
     ) -> tuple[mx.array, mx.array]:
         lm = self.lm
-        logits, h = lm.forward_step(lm.embed(tokens), self.caches, pos, full)
+        logits, h = lm.forward_step(lm.embed(tokens), self.caches, pos, window, self.hide)
         text_key, audio_key = mx.random.split(key, 2)
         text = sample_token(logits.reshape(-1), self.text, text_key)
         text = mx.where(text_provided, text_forced, text)
@@ -102,8 +110,7 @@ class ColumnStepper:
 
     def __call__(self, inputs: ColumnInputs, key: mx.array) -> tuple[mx.array, mx.array]:
         pos = mx.array(self.caches[0].offset, dtype=mx.int32)
-        fn = self._fns[step_is_full(self.caches)]
-        text, audio = fn(
+        text, audio = self._fn(step_window(self.caches))(
             inputs.tokens,
             inputs.text_forced,
             inputs.text_provided,

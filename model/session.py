@@ -20,9 +20,12 @@ import mlx.core as mx
 import numpy as np
 
 from model.errors import AudioInputError
-from model.lm import advance, step_is_full
+from model.kv_cache import Window
+from model.lm import advance, step_window
 from model.prompt_plan import PromptPlan, plan_prompt
+from model.ring_mask import default_mode
 from model.sampling import SamplingParams, sample_token
+from model.step_stats import StepStats, step_stats
 from model.types import Frame, StepTimings
 from model.voices import VoicePrompt
 
@@ -48,16 +51,6 @@ class SessionSampling:
         return SamplingParams(self.text_temp, self.text_top_k)
 
 
-@dataclass(frozen=True)
-class StepStats:
-    """Per-step figures for tuning (`Session(collect_stats=True)`)."""
-
-    hidden_norm: float
-    text_entropy: float
-    top_tokens: list[int]
-    top_probs: list[float]
-
-
 class Session:
     """One conversation with a loaded model. Not thread-safe: use it from one thread."""
 
@@ -73,6 +66,7 @@ class Session:
         measure_phases: bool = False,
         collect_stats: bool = False,
         compile: bool = True,
+        ring_mask: str | None = None,
     ) -> None:
         self.model = model
         self.voice = voice
@@ -87,9 +81,11 @@ class Session:
         self.measure_phases = measure_phases
         self.collect_stats = collect_stats
         self._compile = compile
+        self._hide = ring_mask or default_mode()
         self._n_q = cfg.n_q_agent
+        model.lm.prepare()
         self._caches = model.lm.make_cache()
-        self._fns: dict[tuple[str, bool], Any] = {}
+        self._fns: dict[tuple[str, Window | None, bool], Any] = {}
         self.last_stats: StepStats | None = None
         self.prefill_ms = 0.0
         self.reset()
@@ -158,8 +154,56 @@ class Session:
         )
         self._text_host = int(self._text.item())
         self.frames = 0
+        self._mimi_frames = 0  # frames through Mimi since the reset (its caches fill up)
         self.prompt_positions = plan.positions
         self.prefill_ms = 1000 * (time.perf_counter() - start)
+
+    def _graphs_ahead(self) -> list[tuple[Window, bool]]:
+        """(attention window, Mimi caches full) of every step graph the next steps will use."""
+        cache, full_after = self._caches[0], self.model.mimi.model.full_after
+        offset, frames, keys = cache.offset, self._mimi_frames, []
+        while True:
+            key = (cache.window_at(offset), full_after(frames))
+            if key not in keys:
+                keys.append(key)
+            if not key[0].masked and key[1]:
+                return keys
+            offset, frames = offset + 1, frames + 1
+
+    def warm_up(self) -> None:
+        """Compile every step graph the conversation will use, now.
+
+        The ring fills during the first minutes of a conversation (Mimi's caches in the first
+        seconds) and each attention window gets its own graph: without this, each would be
+        compiled when first reached, mid-sentence. Runs every graph once on the current state
+        and drops the results: the only write, ring slot `position`, is the one the next step
+        overwrites. Nothing else changes.
+        """
+        if not self._compile:
+            return
+        pos = mx.array(self.position, dtype=mx.int32)
+        key = mx.random.key(0)
+        pcm = mx.zeros((self.frame_size,), dtype=mx.float32)
+        user = mx.zeros((self._n_q,), dtype=mx.int32)
+        state = [c.state for c in self._caches]
+        lm = (self._text, self._agent, self._user_acoustic)
+        windows = []
+        for window, mimi_full in self._graphs_ahead():
+            if self.measure_phases:
+                for name, args in (
+                    ("encode", (pcm, self._enc_state)),
+                    ("decode", (user, self._dec_state)),
+                ):
+                    mx.eval(self._fn(name, None, mimi_full)(*args))
+                if window not in windows:
+                    mx.eval(self._fn("temporal", window)(self._user_column(user), pos), state)
+            else:
+                enc, dec = self._enc_state, self._dec_state
+                fused = self._fn("fused", window, mimi_full)
+                mx.eval(fused(pcm, enc, dec, *lm, pos, key), state)
+                if window not in windows:
+                    mx.eval(self._fn("codes", window)(user, *lm, pos, key), state)
+            windows.append(window)
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -168,15 +212,15 @@ class Session:
             [self._text.reshape(1), self._agent, user[:1], self._user_acoustic]
         ).astype(mx.int32)
 
-    def _encode(self, pcm: mx.array, enc_state: Any) -> tuple[mx.array, Any]:
-        return self.model.mimi.model.encode_step(pcm, enc_state)
+    def _encode(self, pcm: mx.array, enc_state: Any, *, mimi_full: bool) -> tuple[mx.array, Any]:
+        return self.model.mimi.model.encode_step(pcm, enc_state, mimi_full)
 
-    def _decode(self, codes: mx.array, dec_state: Any) -> tuple[mx.array, Any]:
-        return self.model.mimi.model.decode_step(codes, dec_state)
+    def _decode(self, codes: mx.array, dec_state: Any, *, mimi_full: bool) -> tuple[mx.array, Any]:
+        return self.model.mimi.model.decode_step(codes, dec_state, mimi_full)
 
-    def _temporal(self, column: mx.array, pos: mx.array, *, full: bool):
+    def _temporal(self, column: mx.array, pos: mx.array, *, window: Window):
         lm = self.model.lm
-        return lm.forward_step(lm.embed(column), self._caches, pos, full)
+        return lm.forward_step(lm.embed(column), self._caches, pos, window, self._hide)
 
     def _depformer(self, logits: mx.array, h: mx.array, key: mx.array):
         text_key, audio_key = mx.random.split(key, 2)
@@ -190,43 +234,39 @@ class Session:
         )
         return text, audio[: self._n_q]
 
-    def _stats(self, logits: mx.array, h: mx.array) -> tuple[mx.array, ...]:
-        flat = logits.reshape(-1).astype(mx.float32)
-        logp = flat - mx.logsumexp(flat)
-        p = mx.exp(logp)
-        entropy = -(p * logp).sum()
-        top = mx.argsort(-logp)[:5]
-        return mx.sqrt((h.astype(mx.float32) ** 2).sum()), entropy, top, p[top]
-
-    def _fused(self, pcm, enc_state, dec_state, text, agent, user_ac, pos, key, *, full):
+    def _fused(
+        self, pcm, enc_state, dec_state, text, agent, user_ac, pos, key, *, window, mimi_full
+    ):
         """Mimi encode -> temporal -> text + agent depformer -> Mimi decode, as one graph."""
-        user, enc_state = self._encode(pcm, enc_state)
+        user, enc_state = self._encode(pcm, enc_state, mimi_full=mimi_full)
         column = mx.concatenate([text.reshape(1), agent, user[:1], user_ac]).astype(mx.int32)
-        logits, h = self._temporal(column, pos, full=full)
+        logits, h = self._temporal(column, pos, window=window)
         next_text, next_agent = self._depformer(logits, h, key)
         codes = mx.concatenate([agent[:1], next_agent[1:]])
-        out, dec_state = self._decode(codes, dec_state)
-        stats = self._stats(logits, h) if self.collect_stats else ()
+        out, dec_state = self._decode(codes, dec_state, mimi_full=mimi_full)
+        stats = step_stats(logits, h) if self.collect_stats else ()
         return out, codes, user, next_text, next_agent, enc_state, dec_state, stats
 
-    def _codes(self, user, text, agent, user_ac, pos, key, *, full):
+    def _codes(self, user, text, agent, user_ac, pos, key, *, window):
         """The LM part of a step only: user codes in, next text and agent codes out."""
         column = mx.concatenate([text.reshape(1), agent, user[:1], user_ac]).astype(mx.int32)
-        logits, h = self._temporal(column, pos, full=full)
+        logits, h = self._temporal(column, pos, window=window)
         next_text, next_agent = self._depformer(logits, h, key)
         return mx.concatenate([agent[:1], next_agent[1:]]), next_text, next_agent
 
-    def _fn(self, name: str, full: bool):
-        key = (name, full)
+    def _fn(self, name: str, window: Window | None = None, mimi_full: bool = False):
+        """The (compiled) function `name`: one graph per attention window (LM functions) and
+        per state of Mimi's caches (filling or full; Mimi functions)."""
+        key = (name, window, mimi_full)
         if key not in self._fns:
             state = [c.state for c in self._caches]
             fn = {
-                "fused": partial(self._fused, full=full),
-                "codes": partial(self._codes, full=full),
-                "temporal": partial(self._temporal, full=full),
-                "encode": self._encode,
+                "fused": partial(self._fused, window=window, mimi_full=mimi_full),
+                "codes": partial(self._codes, window=window),
+                "temporal": partial(self._temporal, window=window),
+                "encode": partial(self._encode, mimi_full=mimi_full),
                 "depformer": self._depformer,
-                "decode": self._decode,
+                "decode": partial(self._decode, mimi_full=mimi_full),
             }[name]
             if self._compile:
                 uses_cache = name in ("fused", "temporal", "codes")
@@ -242,15 +282,17 @@ class Session:
                 f"A step takes one frame of {self.frame_size} samples, not {list(pcm.shape)}."
             )
         start = time.perf_counter()
-        full = step_is_full(self._caches)
+        window = step_window(self._caches)
+        mimi_full = self.model.mimi.model.full_after(self._mimi_frames)
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
         self._key, key = mx.random.split(self._key)
         timings = StepTimings()
         if self.measure_phases:
-            out, codes, user, text, agent, stats = self._step_phased(pcm, pos, key, full, timings)
+            graphs = (window, mimi_full)
+            out, codes, user, text, agent, stats = self._step_phased(pcm, pos, key, graphs, timings)
         else:
             out, codes, user, text, agent, self._enc_state, self._dec_state, stats = self._fn(
-                "fused", full
+                "fused", window, mimi_full
             )(
                 mx.array(pcm),
                 self._enc_state,
@@ -263,17 +305,13 @@ class Session:
             )
             self._eval(out, codes, user, text, agent, stats)
         advance(self._caches)
+        self._mimi_frames += 1
         frame_text = self._text_host
         self._text, self._agent, self._user_acoustic = text, agent, user[1:]
         self._text_host = int(text.item())
         timings.total_ms = 1000 * (time.perf_counter() - start)
         if stats:
-            self.last_stats = StepStats(
-                hidden_norm=float(stats[0].item()),
-                text_entropy=float(stats[1].item()),
-                top_tokens=[int(t) for t in np.array(stats[2])],
-                top_probs=[float(p) for p in np.array(stats[3])],
-            )
+            self.last_stats = StepStats.read(stats)
         frame = Frame(
             index=self.frames,
             pcm=np.array(out),
@@ -293,10 +331,10 @@ class Session:
         the same conversation as `step`, whose Mimi streams it does not touch.
         """
         user = mx.array(np.asarray(user_codes, dtype=np.int32).reshape(self._n_q))
-        full = step_is_full(self._caches)
+        window = step_window(self._caches)
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
         self._key, key = mx.random.split(self._key)
-        codes, text, agent = self._fn("codes", full)(
+        codes, text, agent = self._fn("codes", window)(
             user, self._text, self._agent, self._user_acoustic, pos, key
         )
         self._eval(codes, text, agent)
@@ -316,7 +354,7 @@ class Session:
             self._dec_state,
         )
 
-    def _step_phased(self, pcm, pos, key, full, timings: StepTimings):
+    def _step_phased(self, pcm, pos, key, graphs: tuple[Window, bool], timings: StepTimings):
         """The same step, evaluated phase by phase to time each one (a few syncs more)."""
 
         def timed(attr: str, fn, *args):
@@ -327,14 +365,15 @@ class Session:
             return result
 
         user, self._enc_state = timed(
-            "encode_ms", self._fn("encode", False), mx.array(pcm), self._enc_state
+            "encode_ms", self._fn("encode", None, graphs[1]), mx.array(pcm), self._enc_state
         )
         column = self._user_column(user)
-        logits, h = timed("temporal_ms", self._fn("temporal", full), column, pos)
+        logits, h = timed("temporal_ms", self._fn("temporal", graphs[0]), column, pos)
         mx.eval([c.state for c in self._caches])
-        text, agent = timed("depformer_ms", self._fn("depformer", False), logits, h, key)
+        text, agent = timed("depformer_ms", self._fn("depformer"), logits, h, key)
         codes = mx.concatenate([self._agent[:1], agent[1:]])
-        out, self._dec_state = timed("decode_ms", self._fn("decode", False), codes, self._dec_state)
-        stats = self._stats(logits, h) if self.collect_stats else ()
+        decode = self._fn("decode", None, graphs[1])
+        out, self._dec_state = timed("decode_ms", decode, codes, self._dec_state)
+        stats = step_stats(logits, h) if self.collect_stats else ()
         self._eval(out, codes, user, text, agent, stats)
         return out, codes, user, text, agent, stats

@@ -13,6 +13,7 @@ import sys
 from model.errors import PersonaPlexError
 from personaplex_tui import __version__
 from personaplex_tui.commands import bench, info, respond, soak
+from personaplex_tui.kernel_cache import persistent_kernel_cache
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 0
+    persistent_kernel_cache()
     try:
         return int(handler(args) or 0)
     except PersonaPlexError as exc:

@@ -67,6 +67,13 @@ class SessionOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _compile_ahead(session: SessionLike) -> None:
+    """`Session.warm_up()`: compile the graphs of every attention window before the user talks."""
+    warm_up = getattr(session, "warm_up", None)
+    if warm_up is not None:
+        warm_up()
+
+
 class Cancelled(Exception):
     """Generation was stopped between two steps."""
 
@@ -179,6 +186,9 @@ class Engine:
 
         def work() -> bool:
             self.session = self._require_model().session(**self._session_kwargs())
+            # Every step graph (and the kernels the throwaway warm-up did not need), now:
+            # none is compiled mid-conversation.
+            _compile_ahead(self.session)
             self.frames_out = 0
             return True
 

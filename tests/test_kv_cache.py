@@ -6,8 +6,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model.kv_cache import RingKVCache
+from model.kv_cache import RingKVCache, Window, window_lengths
 from model.layers import Attention
+from model.ring_mask import BOOL, FAR_KEYS, MODES
 
 CONTEXT, STEPS, DIM, HEADS = 4, 13, 32, 2
 
@@ -41,8 +42,8 @@ def window_reference(attn: Attention, x: mx.array) -> np.ndarray:
     return np.array(attn.out_proj(mx.array(merged.astype(np.float32))))[0]
 
 
-def new_cache() -> RingKVCache:
-    return RingKVCache(HEADS, DIM // HEADS, CONTEXT, mx.float32)
+def new_cache(align: int = 1) -> RingKVCache:
+    return RingKVCache(HEADS, DIM // HEADS, CONTEXT, mx.float32, align=align)
 
 
 def run_chunks(attn: Attention, x: mx.array, sizes: list[int], cache: RingKVCache) -> np.ndarray:
@@ -59,22 +60,107 @@ def run_chunks(attn: Attention, x: mx.array, sizes: list[int], cache: RingKVCach
     [[1] * STEPS, [STEPS], [3, 1, 5, 2, 2], [2, 6, 1, 4]],
     ids=["one-by-one", "all-at-once", "chunks", "chunk-longer-than-context"],
 )
-def test_ring_matches_window_reference(attention, inputs, sizes):
+@pytest.mark.parametrize("align", [1, 3], ids=["4-slots", "6-slots"])
+def test_ring_matches_window_reference(attention, inputs, sizes, align):
     ref = window_reference(attention, inputs)
-    got = run_chunks(attention, inputs, sizes, new_cache())
+    got = run_chunks(attention, inputs, sizes, new_cache(align))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_fixed_shape_steps_match_window_reference(attention, inputs):
-    ref = window_reference(attention, inputs)
-    cache, outs = new_cache(), []
+def fixed_shape_steps(
+    attn: Attention, x: mx.array, hide: str, smallest: int, align: int = 1
+) -> list[np.ndarray]:
+    """`Attention.step` one position at a time, through the windows the cache picks."""
+    cache = RingKVCache(
+        HEADS, DIM // HEADS, CONTEXT, mx.float32, smallest_window=smallest, align=align
+    )
+    outs = []
     for t in range(STEPS):
         pos = mx.array(t, dtype=mx.int32)
-        full = cache.offset + 1 >= CONTEXT
-        mask = None if full else mx.arange(CONTEXT) <= pos
-        outs.append(np.array(attention.step(inputs[:, t : t + 1], cache, pos, mask))[0, 0])
+        window = cache.step_window()
+        slot = mx.full((1, HEADS, 1, DIM // HEADS), t % CONTEXT, dtype=mx.int32)
+        written = mx.arange(window.length) <= pos if window.masked else None
+        out = attn.step(x[:, t : t + 1], cache, pos, slot, window, written, hide)
+        outs.append(np.array(out)[0, 0])
         cache.offset += 1
-    np.testing.assert_allclose(np.stack(outs), ref, rtol=1e-4, atol=1e-5)
+    return outs
+
+
+@pytest.mark.parametrize(
+    "smallest, align",
+    [(1, 1), (2, 1), (4, 1), (2, 3)],
+    ids=["windows-1-2-4", "windows-2-4", "window-4", "windows-2-4-in-6-slots"],
+)
+@pytest.mark.parametrize("hide", MODES)
+def test_fixed_shape_steps_match_window_reference(attention, inputs, hide, smallest, align):
+    ref = window_reference(attention, inputs)
+    got = np.stack(fixed_shape_steps(attention, inputs, hide, smallest, align))
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_far_keys_equal_the_boolean_mask_exactly(attention, inputs):
+    # Stale slots hold garbage (as after a reset): neither way may let it through.
+    cache_a = new_cache()
+    run_chunks(
+        attention, mx.random.normal((1, STEPS, DIM), key=mx.random.key(9)) * 50, [STEPS], cache_a
+    )
+    outs = {}
+    for hide in MODES:
+        cache = new_cache()
+        cache.state = [a + 0 for a in cache_a.state]  # same stale contents for both
+        outs[hide] = []
+        for t in range(STEPS):
+            window = cache.step_window()
+            pos = mx.array(t, dtype=mx.int32)
+            slot = mx.full((1, HEADS, 1, DIM // HEADS), t % CONTEXT, dtype=mx.int32)
+            written = mx.arange(window.length) <= pos if window.masked else None
+            outs[hide].append(
+                np.array(
+                    attention.step(inputs[:, t : t + 1], cache, pos, slot, window, written, hide)
+                )
+            )
+            cache.offset += 1
+    np.testing.assert_array_equal(np.stack(outs[BOOL]), np.stack(outs[FAR_KEYS]))
+    np.testing.assert_allclose(
+        np.stack(outs[BOOL])[:, 0, 0], window_reference(attention, inputs), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_windows_grow_in_buckets_then_cover_the_full_ring():
+    cache = RingKVCache(HEADS, DIM // HEADS, 10, mx.float32, smallest_window=2)
+    assert cache.windows == (2, 4, 8, 10)
+    seen = []
+    for _ in range(13):
+        seen.append(cache.step_window())
+        cache.offset += 1
+    lengths = [w.length for w in seen]
+    assert lengths == [2, 2, 4, 4, 8, 8, 8, 8, 10, 10, 10, 10, 10]
+    assert [w.masked for w in seen] == [True] * 9 + [False] * 4  # position 9 fills the ring
+    assert all(w.length >= min(i + 1, 10) for i, w in enumerate(seen))
+    assert window_lengths(3000) == (256, 512, 1024, 2048, 3000)
+    assert window_lengths(256) == (256,)
+    assert [cache.window_at(p) for p in (0, 1, 2, 7, 8, 9, 50)] == [
+        Window(2, True),
+        Window(2, True),
+        Window(4, True),
+        Window(8, True),
+        Window(10, True),
+        Window(10, False),
+        Window(10, False),
+    ]
+
+
+def test_step_writes_only_its_slot_in_place_across_the_wrap():
+    cache = RingKVCache(1, 2, 3, mx.float32)
+    full = Window(3, False)
+    for t in range(7):  # positions 0..6 into slots 0,1,2,0,1,2,0
+        k = mx.full((1, 1, 1, 2), float(t + 1))
+        index = mx.full((1, 1, 1, 2), t % 3, dtype=mx.int32)
+        keys, values = cache.step_update(k, -k, index, full)
+        mx.eval(keys, values)
+        cache.offset += 1
+    assert np.array(cache.keys)[0, 0, :, 0].tolist() == [7.0, 5.0, 6.0]
+    assert np.array(cache.values)[0, 0, :, 0].tolist() == [-7.0, -5.0, -6.0]
 
 
 def test_reset_forgets_everything(attention, inputs):

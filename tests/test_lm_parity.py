@@ -11,7 +11,8 @@ from moshi.models.lm import LMGen
 from model.checkpoint import load_lm
 from model.checkpoint_write import layout_tensors, write_checkpoint
 from model.layout import CONVERTED, ORIGINAL
-from model.lm import advance, step_is_full
+from model.lm import advance, step_window
+from model.ring_mask import MODES
 from model.sampling import GREEDY
 from tests.lm_helpers import (
     assert_close,
@@ -82,17 +83,19 @@ def test_greedy_depformer_tokens_equal_moshi(reference, layout):
         assert np.array(agent_only).tolist() == ref[0, :8].tolist()
 
 
-def test_cached_steps_equal_batched_forward_and_moshi_streaming(reference):
+@pytest.mark.parametrize("hide", MODES)
+def test_cached_steps_equal_batched_forward_and_moshi_streaming(reference, hide):
     lm, cols, moshi = reference["lms"][CONVERTED], reference["cols"], reference["moshi"]
     x = lm.embed(mx.array(cols))
 
-    eager_caches, fixed_caches = lm.make_cache(), lm.make_cache()
+    eager_caches, fixed_caches = lm.make_cache(), lm.make_cache(smallest_window=2)
     eager, fixed = [], []
-    for t in range(STEPS):
+    for t in range(STEPS):  # windows 2, 4, 6 (masked) while the ring fills, then 6 unmasked
         logits, _ = lm.forward(x[:, t : t + 1], eager_caches)
         eager.append(np.array(logits[0, 0]))
         pos = mx.array(t, dtype=mx.int32)
-        logits, _ = lm.forward_step(x[:, t : t + 1], fixed_caches, pos, step_is_full(fixed_caches))
+        window = step_window(fixed_caches)
+        logits, _ = lm.forward_step(x[:, t : t + 1], fixed_caches, pos, window, hide)
         advance(fixed_caches)
         fixed.append(np.array(logits[0, 0]))
 

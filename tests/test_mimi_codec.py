@@ -141,3 +141,20 @@ def test_unusable_config_is_one_sentence(change, message):
 
     with pytest.raises(CheckpointError, match=message):
         MimiCodec(replace(mimi_tiny(), **change))
+
+
+def test_full_caches_attend_without_a_mask_array_and_equal_the_masked_path(codec, shipping):
+    pcm = shipping[: 12 * FRAME]  # context 7, two steps a frame: full from the 4th frame on
+    model = codec.model
+    assert [model.full_after(f) for f in range(5)] == [False, False, False, True, True]
+    codec.reset()
+    codes, out = _stream(codec, pcm)
+    enc, dec = model.init_encode_state(), model.init_decode_state()
+    masked_codes, masked_out = [], []
+    for i in range(12):
+        c, enc = model.encode_step(mx.array(pcm[i * FRAME : (i + 1) * FRAME]), enc, False)
+        o, dec = model.decode_step(c, dec, False)
+        masked_codes.append(np.array(c))
+        masked_out.append(np.array(o))
+    assert np.array_equal(np.stack(masked_codes, axis=1), codes)
+    np.testing.assert_allclose(np.concatenate(masked_out), out, atol=1e-6 * np.abs(out).max())

@@ -5,7 +5,14 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 
-from model.sampling import GREEDY, SamplingParams, sample_token, split_key
+from model.sampling import (
+    GREEDY,
+    SamplingParams,
+    gumbel_noise,
+    sample_token,
+    sample_with_noise,
+    split_key,
+)
 
 
 def test_greedy_is_argmax():
@@ -57,3 +64,38 @@ def test_same_key_same_tokens():
     other = np.array(sample_token(logits, params, mx.random.key(8)))
     assert first.tolist() == again.tolist()
     assert first.tolist() != other.tolist()
+
+
+def test_a_draw_does_not_depend_on_the_order_of_the_candidates():
+    # Permuting the vocabulary (logits and noise together) permutes the token: the top-k cut is
+    # a threshold and the noise belongs to a token id, not to a partition's output slot.
+    rng = np.random.default_rng(8)
+    params = SamplingParams(0.8, 25)
+    for seed in range(20):
+        logits = mx.array(rng.standard_normal(300).astype(np.float32))
+        noise = gumbel_noise(mx.random.key(seed), (300,))
+        perm = rng.permutation(300)
+        token = int(sample_with_noise(logits, params, noise))
+        permuted = int(sample_with_noise(logits[mx.array(perm)], params, noise[mx.array(perm)]))
+        assert perm[permuted] == token
+        top = set(np.argsort(np.array(logits))[-25:].tolist())
+        assert token in top
+
+
+def test_batched_noise_draws_like_one_key_per_row():
+    # The depformer draws the noise of all its steps at once: each row is an independent draw.
+    logits = mx.broadcast_to(mx.log(mx.array([0.5, 0.3, 0.2])), (3000, 3))
+    params = SamplingParams(1.0, 0)
+    draws = np.array(sample_with_noise(logits, params, gumbel_noise(mx.random.key(2), (3000, 3))))
+    freq = np.bincount(draws, minlength=3) / 3000
+    assert np.abs(freq - [0.5, 0.3, 0.2]).max() < 0.03
+
+
+def test_bfloat16_logits_sample_within_the_top_k():
+    logits = mx.random.normal((2048,), key=mx.random.key(11)).astype(mx.bfloat16)
+    top = set(np.argsort(np.array(logits.astype(mx.float32)))[-250:].tolist())
+    draws = {
+        int(sample_token(logits, SamplingParams(0.8, 250), k))
+        for k in split_key(mx.random.key(12), 50)
+    }
+    assert draws <= top and len(draws) > 10

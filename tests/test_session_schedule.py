@@ -6,10 +6,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from model.kv_cache import Window
 from model.persona import load
 from model.prompt_plan import plan_prompt
+from model.ring_mask import MODES
 from model.sampling import GREEDY
-from tests.checkpoints import write_small_checkpoint
+from tests.checkpoints import small_config, write_small_checkpoint
 from tests.reference_schedule import ReferenceSchedule
 from tests.textdata import load_wav_24k
 
@@ -154,3 +156,40 @@ def test_step_codes_is_the_lm_part_of_step(model):
         text, agent = b.step_codes(user)
         assert text == fa.text_id
         np.testing.assert_array_equal(agent, fa.agent_codes)
+
+
+@pytest.fixture(scope="module")
+def short_ring_model(tmp_path_factory):
+    """A ring of 40 positions: the conversation fills it (and Mimi's caches) within 30 frames."""
+    config = small_config(context=40)
+    folder = write_small_checkpoint(tmp_path_factory.mktemp("short"), config=config)
+    return load(folder, dtype=mx.float32)
+
+
+@pytest.mark.parametrize("hide", MODES)
+def test_windows_and_filled_caches_keep_the_reference_schedule(short_ring_model, monkeypatch, hide):
+    monkeypatch.setattr("model.lm.SMALLEST_WINDOW", 8)  # windows 8, 16, 32, 40, then the full ring
+    model = short_ring_model
+    n = 30
+    frames = _user_frames(model, n + 1)
+    tokens = model.system_tokens("casual")[:4]  # a short prompt: two masked windows ahead
+    ref, _ = _reference(model, None, tokens)
+    ref_out = [ref.step(user=codes) for codes in _user_codes(model, frames)]
+
+    warmed = model.session(None, system_tokens=tokens, ring_mask=hide, **GREEDY_OPTS)
+    warmed.warm_up()
+    graphs = set(warmed._fns)
+    windows = {w for _, w, _ in graphs if w is not None}
+    ahead = {n for n in (8, 16, 32, 40) if n > warmed.position}
+    assert {w.length for w in windows if w.masked} == ahead and len(ahead) >= 2
+    assert Window(40, False) in windows
+    assert {full for name, _, full in graphs if name == "fused"} == {False, True}
+    cold = model.session(None, system_tokens=tokens, ring_mask=hide, **GREEDY_OPTS)
+    for i, pcm in enumerate(frames[:n]):
+        a, b = warmed.step(pcm), cold.step(pcm)
+        got = np.concatenate([[a.text_id], a.agent_codes, a.user_codes])
+        np.testing.assert_array_equal(got, ref_out[i + 1], err_msg=f"frame {i}")
+        np.testing.assert_array_equal(a.agent_codes, b.agent_codes)
+        np.testing.assert_array_equal(a.pcm, b.pcm)
+    assert warmed.position > 40  # the ring wrapped
+    assert set(warmed._fns) == graphs  # warm_up compiled every graph the steps needed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import mlx.core as mx
@@ -29,7 +30,7 @@ class MimiCodec:
         self.cfg = cfg or MimiConfig()
         self.model = MimiModel(self.cfg)
         self._compile = compile
-        self._steps: tuple[Callable, Callable] | None = None
+        self._steps: dict[bool, tuple[Callable, Callable]] = {}
         self.reset()
 
     @classmethod
@@ -58,7 +59,7 @@ class MimiCodec:
 
     def _weights_changed(self) -> None:
         mx.eval(self.model.parameters(), self.model.quantizer._table)
-        self._steps = None
+        self._steps = {}
         self.reset()
 
     # --- properties ------------------------------------------------------------------------
@@ -82,16 +83,20 @@ class MimiCodec:
         """Forgets all streamed audio and codes (both directions)."""
         self._encode_state = self.model.init_encode_state()
         self._decode_state = self.model.init_decode_state()
+        self._encoded = 0  # frames streamed each way (the transformers' caches fill up)
+        self._decoded = 0
 
     def state_arrays(self) -> list[mx.array]:
         """The streaming state's arrays, to evaluate together with a step's outputs."""
         return [a for _, a in tree_flatten([self._encode_state, self._decode_state])]
 
-    def _step_functions(self) -> tuple[Callable, Callable]:
-        if self._steps is None:
-            enc, dec = self.model.encode_step, self.model.decode_step
-            self._steps = (mx.compile(enc), mx.compile(dec)) if self._compile else (enc, dec)
-        return self._steps
+    def _step_functions(self, full: bool) -> tuple[Callable, Callable]:
+        """(encode, decode) steps, compiled once for caches that are filling and once for full."""
+        if full not in self._steps:
+            enc = partial(self.model.encode_step, full=full)
+            dec = partial(self.model.decode_step, full=full)
+            self._steps[full] = (mx.compile(enc), mx.compile(dec)) if self._compile else (enc, dec)
+        return self._steps[full]
 
     def encode_step(self, pcm: mx.array) -> mx.array:
         """pcm [frame_size] float -> codes [num_codebooks] int32 (lazy)."""
@@ -100,7 +105,9 @@ class MimiCodec:
             raise AudioInputError(
                 f"Mimi encodes frames of {self.frame_size} samples, not {list(pcm.shape)}."
             )
-        codes, self._encode_state = self._step_functions()[0](pcm, self._encode_state)
+        encode = self._step_functions(self.model.full_after(self._encoded))[0]
+        codes, self._encode_state = encode(pcm, self._encode_state)
+        self._encoded += 1
         return codes
 
     def decode_step(self, codes: mx.array) -> mx.array:
@@ -110,7 +117,9 @@ class MimiCodec:
             raise AudioInputError(
                 f"Mimi decodes {self.num_codebooks} codes per frame, not {list(codes.shape)}."
             )
-        pcm, self._decode_state = self._step_functions()[1](codes, self._decode_state)
+        decode = self._step_functions(self.model.full_after(self._decoded))[1]
+        pcm, self._decode_state = decode(codes, self._decode_state)
+        self._decoded += 1
         return pcm
 
     # --- whole signals ---------------------------------------------------------------------

@@ -80,20 +80,33 @@ class MimiModel(nn.Module):
             "decoder": self.decoder.init_state(),
         }
 
-    def encode_step(self, pcm: mx.array, state: EncodeState) -> tuple[mx.array, EncodeState]:
-        """pcm [frame_size] -> codes [num_codebooks] int32, as moshi's streaming `encode`."""
+    def full_after(self, frames: int) -> bool:
+        """Whether the transformers' caches are full in the step of the frame after `frames`
+        streamed ones (then `encode_step`/`decode_step` may be told `full=True`)."""
+        spf = self.cfg.steps_per_frame
+        return self.encoder_transformer.is_full(frames * spf, spf)
+
+    def encode_step(
+        self, pcm: mx.array, state: EncodeState, full: bool = False
+    ) -> tuple[mx.array, EncodeState]:
+        """pcm [frame_size] -> codes [num_codebooks] int32, as moshi's streaming `encode`.
+
+        `full` as `full_after(frames streamed so far)` says (False is always correct).
+        """
         x = pcm.astype(mx.float32).reshape(1, -1, 1)
         x, enc = self.encoder(x, state["encoder"])
-        x, tr = self.encoder_transformer.step(x, state["transformer"])
+        x, tr = self.encoder_transformer.step(x, state["transformer"], full)
         x, down = self.downsample(x, state["downsample"])
         codes = self.quantizer.encode(x).reshape(-1)
         return codes, {"encoder": enc, "transformer": tr, "downsample": down}
 
-    def decode_step(self, codes: mx.array, state: DecodeState) -> tuple[mx.array, DecodeState]:
+    def decode_step(
+        self, codes: mx.array, state: DecodeState, full: bool = False
+    ) -> tuple[mx.array, DecodeState]:
         """codes [num_codebooks] -> pcm [frame_size] float32, as moshi's streaming `decode`."""
         x = self.quantizer.decode(codes.astype(mx.int32).reshape(1, 1, -1))
         x, up = self.upsample(x, state["upsample"])
-        x, tr = self.decoder_transformer.step(x, state["transformer"])
+        x, tr = self.decoder_transformer.step(x, state["transformer"], full)
         x, dec = self.decoder(x, state["decoder"])
         return x.reshape(-1), {"upsample": up, "transformer": tr, "decoder": dec}
 

@@ -1,9 +1,13 @@
-"""Mimi's causal transformer (LayerNorm, RoPE, GELU MLP, layer scale) with a ring KV cache.
+"""Mimi's causal transformer (LayerNorm, RoPE, GELU MLP, layer scale) with a streaming KV cache.
 
-`step` is moshi's streaming forward: the new keys are written into a ring of `context` slots,
-then every query attends to the ring (so the first query of a step sees one key fewer once the
-ring has wrapped). `forward` runs a whole sequence at once and reproduces exactly what stepping
-one codec frame at a time would attend to.
+`step` is moshi's streaming forward over a ring of `context` slots: the new keys are written,
+then every query attends to what the ring holds (so the first query of a step sees one key
+fewer once the ring has wrapped). The cache here keeps the same `context` positions in time
+order instead (a step shifts the oldest out and appends its own), which makes the set a query
+may see exactly a bottom-right "causal" mask: once every slot holds a position (`full`), the
+attention needs no mask array at all (on CUDA the fused single-query kernel takes it; a mask
+array would send it down the unfused path). `forward` runs a whole sequence at once and
+reproduces exactly what stepping one codec frame at a time would attend to.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import mlx.nn as nn
 
 from ..config import MimiConfig
 
-# (offset, [(keys, values) per layer]): offset is the int32 position of the next step.
+# (offset, [(keys, values) per layer]): offset is the int32 position of the next step; keys and
+# values [batch, heads, context, head_dim] hold positions offset-context..offset-1, oldest first
+# (negative positions: never written).
 TransformerState = tuple[mx.array, list[tuple[mx.array, mx.array]]]
 
 _QUERY_BLOCK = 256  # queries per attention call in `forward`
@@ -76,12 +82,12 @@ class Attention(nn.Module):
         x: mx.array,
         cache: tuple[mx.array, mx.array],
         offset: mx.array,
-        slots: mx.array,
-        mask: mx.array,
+        mask: mx.array | str,
     ) -> tuple[mx.array, tuple[mx.array, mx.array]]:
         q, k, v = self._qkv(x, offset)
-        keys = mx.put_along_axis(cache[0], slots, k, axis=2)
-        values = mx.put_along_axis(cache[1], slots, v, axis=2)
+        t = x.shape[1]
+        keys = mx.concatenate([cache[0][:, :, t:], k], axis=2)
+        values = mx.concatenate([cache[1][:, :, t:], v], axis=2)
         y = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self._scale, mask=mask)
         return self._out(y), (keys, values)
 
@@ -131,8 +137,8 @@ class TransformerLayer(nn.Module):
         h = self.linear2(nn.gelu(self.linear1(self.norm2(x))))
         return x + self.layer_scale_2(h)
 
-    def step(self, x, cache, offset, slots, mask):
-        y, cache = self.self_attn.step(self.norm1(x), cache, offset, slots, mask)
+    def step(self, x, cache, offset, mask):
+        y, cache = self.self_attn.step(self.norm1(x), cache, offset, mask)
         return self._feed_forward(x + self.layer_scale_1(y)), cache
 
     def forward(self, x: mx.array, context: int, steps_per_frame: int) -> mx.array:
@@ -156,23 +162,34 @@ class MimiTransformer(nn.Module):
         caches = [(mx.zeros(shape), mx.zeros(shape)) for _ in self.layers]
         return mx.array(0, dtype=mx.int32), caches
 
-    def step(self, x: mx.array, state: TransformerState) -> tuple[mx.array, TransformerState]:
-        """Streams `x` (at most `context` steps) through the ring caches."""
+    def step(
+        self, x: mx.array, state: TransformerState, full: bool = False
+    ) -> tuple[mx.array, TransformerState]:
+        """Streams `x` (at most `context` steps) through the caches.
+
+        `full`: every slot holds a position once this step is written (`is_full`), so the
+        bottom-right causal mask is the whole mask. False is always correct, only slower.
+        """
         offset, caches = state
         t, c = x.shape[1], self._context
         if t > c:
             raise ValueError(f"a streaming step of {t} positions exceeds the context of {c}")
-        new = offset + mx.arange(t, dtype=mx.int32)
-        slots = (new % c).reshape(1, 1, t, 1)
-        last = offset + (t - 1)
-        # Position held by each ring slot once this step is written (negative: never written).
-        held = last - (last - mx.arange(c, dtype=mx.int32)) % c
-        mask = (held[None, :] >= 0) & (held[None, :] <= new[:, None])
+        if full:
+            mask: mx.array | str = "causal"
+        else:
+            new = offset + mx.arange(t, dtype=mx.int32)
+            # Position held by each slot once this step is written (negative: never written).
+            held = offset + t - c + mx.arange(c, dtype=mx.int32)
+            mask = (held[None, :] >= 0) & (held[None, :] <= new[:, None])
         new_caches = []
         for layer, cache in zip(self.layers, caches, strict=True):
-            x, cache = layer.step(x, cache, offset, slots, mask)
+            x, cache = layer.step(x, cache, offset, mask)
             new_caches.append(cache)
         return x, (offset + t, new_caches)
+
+    def is_full(self, positions: int, steps: int) -> bool:
+        """Whether a step of `steps` positions after `positions` ones fills every slot."""
+        return positions + steps >= self._context
 
     def __call__(self, x: mx.array) -> mx.array:
         """A whole sequence from position 0, equal to stepping it one codec frame at a time."""

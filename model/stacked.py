@@ -1,0 +1,83 @@
+"""Per-table and per-step weights stacked into one array, the originals becoming views of it.
+
+A hot path then reads many small tables with one gather (the 17 input embeddings) or computes
+many projections of the same input with one matmul (the depformer's `depformer_in`), and memory
+stays the same: the modules keep their parameters (as row blocks of the stack), so loading,
+saving and the checkpoint names are untouched.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from model.layers import Derived, derive
+
+_QUANTIZED_PARTS = ("weight", "scales", "biases")
+
+
+def _parts(module: nn.Module) -> tuple[str, ...]:
+    return _QUANTIZED_PARTS if isinstance(module, nn.QuantizedLinear) else ("weight",)
+
+
+def stacked_sources(modules: list[nn.Module]) -> tuple[mx.array, ...]:
+    """The arrays a stack of `modules` is built from (to tell when it is stale)."""
+    return tuple(module[part] for module in modules for part in _parts(module))
+
+
+def _stack_into(modules: list[nn.Module], part: str, extra: list[mx.array]) -> mx.array:
+    """Concatenate `part` of every module (and `extra` rows); the modules get views back."""
+    arrays = [module[part] for module in modules]
+    stacked = mx.concatenate([*arrays, *extra], axis=0)
+    mx.eval(stacked)
+    start = 0
+    for module, array in zip(modules, arrays, strict=True):
+        rows = array.shape[0]
+        setattr(module, part, stacked[start : start + rows])
+        start += rows
+    return stacked
+
+
+def stack_tables(tables: list[nn.Embedding], zero_row: bool = True) -> Derived:
+    """One table for `tables` (plus a zero row): value = (table, row offset of each, zero row).
+
+    `table[where(ids >= 0, ids + offsets, zero)]` then looks up one id per table at once, the
+    id -1 giving zeros.
+    """
+    weight = tables[0].weight
+    extra = [mx.zeros((1, weight.shape[1]), dtype=weight.dtype)] if zero_row else []
+    sizes = [t.weight.shape[0] for t in tables]
+    stacked = _stack_into(tables, "weight", extra)
+    offsets = mx.array([sum(sizes[:i]) for i in range(len(sizes))], dtype=mx.int32)
+    zero = mx.array(sum(sizes), dtype=mx.int32)
+    return derive(stacked_sources(tables), lambda: (stacked, offsets, zero))
+
+
+def stack_linears(linears: list[nn.Module]) -> Derived:
+    """One projection for `linears` (same input): value[n] = the stacked arrays of the first n.
+
+    Each `value[n]` is a prefix of the stack (a view), so any number of leading steps costs one
+    matmul over exactly their rows.
+    """
+    parts = _parts(linears[0])
+    stacked = [_stack_into(linears, part, []) for part in parts]
+    rows = linears[0].weight.shape[0]
+
+    def prefixes() -> dict[int, tuple[mx.array, ...]]:
+        return {n: tuple(a[: n * rows] for a in stacked) for n in range(1, len(linears) + 1)}
+
+    return derive(stacked_sources(linears), prefixes)
+
+
+def linear_rows(
+    value: dict[int, tuple[mx.array, ...]], like: nn.Module, x: mx.array, n: int
+) -> mx.array:
+    """x times the first `n` stacked linears of `stack_linears` (`like`: one of them) -> [..., n*out]."""
+    arrays = value[n]
+    if isinstance(like, nn.QuantizedLinear):
+        w, scales, biases = arrays
+        return mx.quantized_matmul(
+            x, w, scales, biases, transpose=True, group_size=like.group_size, bits=like.bits
+        )
+    (w,) = arrays
+    return x @ w.T

@@ -1,0 +1,39 @@
+"""A lasting home for the GPU kernels MLX compiles, so that only the first run pays for the JIT.
+
+MLX's CUDA backend compiles its kernels at first use (most of a cold warm-up) and keeps them in
+`$MLX_PTX_CACHE_DIR`, by default a folder under the system's temporary directory that a reboot
+may empty. Unless the user chose a folder, ppx-tui points it at its own cache folder, one
+subfolder per MLX version (the cached kernels are only valid for the version that built them).
+Metal and the CPU ignore it.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from pathlib import Path
+
+from personaplex_tui.settings import APP_NAME
+
+ENV_VAR = "MLX_PTX_CACHE_DIR"
+
+
+def persistent_kernel_cache(cache_root: Path | None = None) -> Path | None:
+    """Set `$MLX_PTX_CACHE_DIR` to `<user cache>/mlx-kernels/<mlx version>` unless it is set.
+
+    Returns the folder chosen, or None when the user's own setting was kept. Call it before the
+    first kernel runs (MLX reads the variable once, at its first JIT compilation).
+    """
+    if os.environ.get(ENV_VAR):
+        return None
+    if cache_root is None:
+        import platformdirs
+
+        cache_root = platformdirs.user_cache_path(APP_NAME)
+    try:
+        version = metadata.version("mlx")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    folder = cache_root / "mlx-kernels" / version
+    os.environ[ENV_VAR] = str(folder)
+    return folder
