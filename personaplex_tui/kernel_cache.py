@@ -27,9 +27,12 @@ def persistent_kernel_cache(cache_root: Path | None = None) -> Path | None:
     if os.environ.get(ENV_VAR):
         return None
     if cache_root is None:
-        import platformdirs
+        try:
+            import platformdirs
 
-        cache_root = platformdirs.user_cache_path(APP_NAME)
+            cache_root = platformdirs.user_cache_path(APP_NAME)
+        except ImportError:  # headless boxes with only the model's dependencies
+            cache_root = Path.home() / ".cache" / APP_NAME
     try:
         version = metadata.version("mlx")
     except metadata.PackageNotFoundError:
