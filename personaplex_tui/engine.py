@@ -27,6 +27,7 @@ from personaplex_tui.events import (
     EventSink,
     FrameOut,
     LoadProgress,
+    MemoryUsage,
     ModelInfo,
     StateChanged,
     StepTiming,
@@ -36,6 +37,7 @@ from personaplex_tui.events import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FRAME = 1920
+MemoryProbe = Callable[[], MemoryUsage | None]
 
 
 class SessionLike(Protocol):
@@ -72,7 +74,11 @@ class Cancelled(Exception):
 
 
 class Engine:
-    """Owns the model on one thread; every public coroutine is safe to call from the event loop."""
+    """Owns the model on one thread; every public coroutine is safe to call from the event loop.
+
+    `memory_probe()`, when given, runs on the engine thread after loading, warm-up and a new
+    session, and every `memory_every_s` while generating; its `MemoryUsage` goes out as an event.
+    """
 
     def __init__(
         self,
@@ -80,10 +86,15 @@ class Engine:
         sink: EventSink,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        memory_probe: MemoryProbe | None = None,
+        memory_every_s: float = 1.0,
     ) -> None:
         self._loader = loader
         self._sink = sink
         self._loop = loop
+        self._memory_probe = memory_probe
+        self._memory_every_s = memory_every_s
+        self._memory_at = float("-inf")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ppx-engine")
         self._cancel = threading.Event()
         self.model: ModelLike | None = None
@@ -133,6 +144,23 @@ class Engine:
         self.thread_ident = threading.get_ident()
         return fn(*args)
 
+    def _report_memory(self, force: bool = False) -> None:
+        """Send a MemoryUsage event (engine thread), at most every `memory_every_s` unless forced."""
+        if self._memory_probe is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._memory_at < self._memory_every_s:
+            return
+        self._memory_at = now
+        try:
+            usage = self._memory_probe()
+        except Exception:  # a probe must never stop the model
+            log.exception("the memory probe failed")
+            self._memory_probe = None
+            return
+        if usage is not None:
+            self.emit(usage)
+
     async def _run_reporting(self, fn: Callable[..., T], *args: Any) -> T | None:
         """Like `run`, but a failure becomes an EngineError event and `None`."""
         try:
@@ -140,8 +168,12 @@ class Engine:
         except Cancelled:
             return None
         except Exception as exc:  # the engine must survive anything a step throws
-            message = str(exc) if isinstance(exc, PersonaPlexError) else f"The model failed: {exc}"
-            log.exception("engine operation failed")
+            if isinstance(exc, PersonaPlexError):  # a user's mistake: its sentence says it all
+                message = str(exc)
+                log.warning("engine operation failed: %s", message)
+            else:
+                message = f"The model failed: {exc}"
+                log.exception("engine operation failed")
             self.emit(EngineError(message=message, kind=type(exc).__name__))
             self.emit(StateChanged("error", message))
             return None
@@ -151,7 +183,13 @@ class Engine:
     async def load(self) -> ModelInfo | None:
         """Load the model (progress events on the way)."""
         self.emit(StateChanged("loading"))
-        result = await self._run_reporting(self._loader, self.emit)
+
+        def work() -> tuple[ModelLike, ModelInfo]:
+            loaded = self._loader(self.emit)
+            self._report_memory(force=True)
+            return loaded
+
+        result = await self._run_reporting(work)
         if result is None:
             return None
         self.model, self.info = result
@@ -161,6 +199,7 @@ class Engine:
     async def warm_up(self, steps: int = 3) -> float | None:
         """Run a throwaway session for a few steps so kernels are compiled before the user talks."""
         self.emit(StateChanged("warming_up"))
+        self.emit(LoadProgress("warm_up", f"{steps} steps of silence on a throwaway session"))
 
         def work() -> float:
             start = time.perf_counter()
@@ -168,6 +207,7 @@ class Engine:
             silence = np.zeros(FRAME, np.float32)
             for _ in range(steps):
                 session.step(silence)
+            self._report_memory(force=True)
             return time.perf_counter() - start
 
         return await self._run_reporting(work)
@@ -176,10 +216,14 @@ class Engine:
         """Start a fresh session (prompt prefill) with the given or current options."""
         if options is not None:
             self.options = options
+        o = self.options
+        prompt = "custom" if o.prompt_text else o.prompt
+        self.emit(LoadProgress("prompt", f"voice {o.voice}, prompt {prompt}"))
 
         def work() -> bool:
             self.session = self._require_model().session(**self._session_kwargs())
             self.frames_out = 0
+            self._report_memory(force=True)
             return True
 
         ok = await self._run_reporting(work)
@@ -245,6 +289,7 @@ class Engine:
             if on_frame is not None:
                 on_frame(frame)
             self._report(index, frame, heard=len(produced) > quiet_steps)
+            self._report_memory()
             if self._cancel.is_set():
                 break
         return produced
