@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from personaplex_tui import __version__
-from personaplex_tui.commands.common import UsageError
+from personaplex_tui.commands.common import UsageError, status
 from personaplex_tui.events import EventSink, MemoryUsage
 from personaplex_tui.settings import Settings, SettingsStore, add_chat_arguments, resolve_settings
 
@@ -120,4 +120,18 @@ def run(args: argparse.Namespace) -> int:
     with stderr_to_file(log_path):
         app = build_app(settings, store=store, log_path=log_path)
         app.run()
+    for line in after_exit_lines(settings):
+        status(line)
     return int(app.return_code or 0)
+
+
+def after_exit_lines(settings: Settings) -> list[str]:
+    """Where the files of the session are, for the terminal once the screen is gone."""
+    lines = []
+    if settings.record_dir is not None:
+        lines.append(f"ppx-tui: recordings are in {settings.record_dir}")
+    if settings.output_file is not None:
+        lines.append(f"ppx-tui: the agent's audio is in {settings.output_file}")
+    if settings.timing_log is not None:
+        lines.append(f"ppx-tui: step timings are in {settings.timing_log}")
+    return lines
