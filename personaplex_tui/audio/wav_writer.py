@@ -6,12 +6,12 @@ import os
 import struct
 import threading
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
 from personaplex_tui.audio.errors import AudioFileError
 from personaplex_tui.audio.frames import SAMPLE_RATE
+from personaplex_tui.audio.stream_parts import ClosesOnExit
 
 _HEADER_BYTES = 44
 
@@ -28,7 +28,7 @@ def _header(sample_rate: int, channels: int, data_bytes: int) -> bytes:
     )
 
 
-class WavWriter:
+class WavWriter(ClosesOnExit):
     """Appends float32 audio to a 16-bit PCM WAV file.
 
     Every `flush_every_s` seconds of audio (and on `flush`/`close`) the sizes in the header are
@@ -115,14 +115,3 @@ class WavWriter:
         if self._fsync:
             os.fsync(f.fileno())
         self._unflushed = 0
-
-    def __enter__(self) -> WavWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
