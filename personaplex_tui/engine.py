@@ -97,6 +97,7 @@ class Engine:
         self._memory_at = float("-inf")
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ppx-engine")
         self._cancel = threading.Event()
+        self._aborted = False  # shutting down: the cancel stays set
         self.model: ModelLike | None = None
         self.info: ModelInfo | None = None
         self.session: SessionLike | None = None
@@ -184,8 +185,13 @@ class Engine:
         """Load the model (progress events on the way)."""
         self.emit(StateChanged("loading"))
 
+        def progress(event: LoadProgress) -> None:
+            if self._cancel.is_set():  # a download stops at its next progress report
+                raise Cancelled
+            self.emit(event)
+
         def work() -> tuple[ModelLike, ModelInfo]:
-            loaded = self._loader(self.emit)
+            loaded = self._loader(progress)
             self._report_memory(force=True)
             return loaded
 
@@ -242,7 +248,14 @@ class Engine:
         try:
             await self.run(lambda: None)
         finally:
-            self._cancel.clear()
+            if not self._aborted:
+                self._cancel.clear()
+
+    def abort(self) -> None:
+        """From any thread, when shutting down: whatever runs stops at its next step or
+        progress report (a download too), and nothing runs any more."""
+        self._aborted = True
+        self._cancel.set()
 
     async def close(self) -> None:
         """Stop and release the engine thread; safe to call twice."""
@@ -268,7 +281,8 @@ class Engine:
         not reported as FrameOut/TextOut (a turn-based utterance: the model listens, and what
         it produces meanwhile is never played). Returns the frames produced, or None if it failed.
         """
-        self._cancel.clear()
+        if not self._aborted:
+            self._cancel.clear()
         return await self._run_reporting(self._generate, iter(frames), on_frame, quiet_steps)
 
     def _generate(

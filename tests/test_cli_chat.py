@@ -113,3 +113,16 @@ def test_stderr_of_c_libraries_goes_to_the_log_while_the_tui_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr == "drawn by the TUI\nafter\n"
     assert log.read_text() == "Expression alsa_snd_pcm failed\n"
+
+
+def test_after_the_screen_closes_the_files_written_are_named(tmp_path):
+    from personaplex_tui.commands.chat import after_exit_lines
+    from personaplex_tui.settings import Settings
+
+    (tmp_path / "agent.wav").write_bytes(b"")
+    settings = Settings(
+        output_file=tmp_path / "agent.wav",
+        record_dir=tmp_path / "never-made",
+        timing_log=tmp_path / "t.jsonl",
+    )
+    assert after_exit_lines(settings) == [f"ppx-tui: the agent's audio is in {tmp_path}/agent.wav"]

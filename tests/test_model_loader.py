@@ -132,3 +132,39 @@ def test_an_old_hub_without_byte_bars_still_shows_files():
     p = events[-1]
     assert (p.done_bytes, p.total_bytes, p.eta_s) == (0, 0, None)
     assert p.message == "org/model · 3 of 4 files"
+
+
+def test_quitting_during_a_download_stops_it_at_the_next_progress_report():
+    import asyncio
+    import threading
+    import time
+
+    from personaplex_tui.conversation import create_conversation
+    from personaplex_tui.events import StateChanged
+
+    reached = threading.Event()
+    updates: list[int] = []
+
+    def slow_download(progress):  # the hub's byte bar, one chunk every 20 ms for 50 s
+        tracker = DownloadTracker(progress, "org/huge", every_s=0.0)
+        with tracker.bar_class()(total=2500 * 10**6, unit="B") as bar:
+            for _ in range(2500):
+                time.sleep(0.02)
+                bar.update(10**6)
+                updates.append(1)
+                reached.set()
+        raise AssertionError("the download was not stopped")
+
+    async def main():
+        events: list[object] = []
+        conv = create_conversation(slow_download, events.append)
+        start = asyncio.create_task(conv.start())
+        await asyncio.to_thread(reached.wait, 10)
+        asked = time.perf_counter()
+        await conv.shutdown()
+        await start
+        return events, time.perf_counter() - asked
+
+    events, took = asyncio.run(main())
+    assert took < 1.0 and len(updates) < 100
+    assert not any(isinstance(e, StateChanged) and e.state == "error" for e in events)

@@ -127,11 +127,9 @@ def run(args: argparse.Namespace) -> int:
 
 def after_exit_lines(settings: Settings) -> list[str]:
     """Where the files of the session are, for the terminal once the screen is gone."""
-    lines = []
-    if settings.record_dir is not None:
-        lines.append(f"ppx-tui: recordings are in {settings.record_dir}")
-    if settings.output_file is not None:
-        lines.append(f"ppx-tui: the agent's audio is in {settings.output_file}")
-    if settings.timing_log is not None:
-        lines.append(f"ppx-tui: step timings are in {settings.timing_log}")
-    return lines
+    files = (
+        ("recordings are in", settings.record_dir),
+        ("the agent's audio is in", settings.output_file),
+        ("step timings are in", settings.timing_log),
+    )
+    return [f"ppx-tui: {what} {path}" for what, path in files if path and Path(path).exists()]

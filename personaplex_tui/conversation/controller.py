@@ -179,6 +179,7 @@ class ConversationController:
         if self.closed:
             return
         self.closed = True
+        self.engine.abort()  # a load in progress (a download) ends at its next progress report
         async with self._lock:
             try:
                 await self._stop_run()
