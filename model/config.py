@@ -10,12 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from model.config_check import Section
+
 DELAYS_7B: tuple[int, ...] = (0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1)
-
-
-def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
 
 
 @dataclass
@@ -201,66 +198,33 @@ class PersonaPlexConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PersonaPlexConfig:
-        """Build from a converted checkpoint's config.json (unknown keys are ignored)."""
-        t = dict(data.get("temporal", {}))
-        d = dict(data.get("depformer", {}))
+        """Build from a converted checkpoint's config.json (unknown keys are ignored).
+
+        Every value is checked: a missing section or key takes the 7B's value, a bad one raises
+        CheckpointError with one sentence naming the key (`model.config_check`)."""
+        top = Section.top(data)
+        t, d = top.section("temporal"), top.section("depformer")
         base = config_7b()
-        bt, bd = base.lm.temporal, base.lm.depformer
-        t_dim = int(t.get("dim", bt.d_model))
-        temporal = TransformerConfig(
-            d_model=t_dim,
-            num_heads=int(t.get("num_heads", bt.num_heads)),
-            num_layers=int(t.get("num_layers", bt.num_layers)),
-            dim_feedforward=int(
-                t["dim_feedforward"]
-                if "dim_feedforward" in t
-                else gated_hidden(t_dim, float(t.get("hidden_scale", 4.125)))
-            ),
-            context=int(t.get("context", bt.context)),
-            max_period=float(t.get("max_period", bt.max_period)),
-            norm_eps=float(t.get("norm_eps", bt.norm_eps)),
-        )
-        d_dim = int(d.get("dim", bd.d_model))
-        depformer = TransformerConfig(
-            d_model=d_dim,
-            num_heads=int(d.get("num_heads", bd.num_heads)),
-            num_layers=int(d.get("num_layers", bd.num_layers)),
-            dim_feedforward=int(
-                d["dim_feedforward"]
-                if "dim_feedforward" in d
-                else gated_hidden(d_dim, float(d.get("hidden_scale", 4.125)))
-            ),
-            context=int(d.get("context", bd.context)),
-            max_period=float(d.get("max_period", bd.max_period)),
-            norm_eps=float(d.get("norm_eps", bd.norm_eps)),
-        )
-        delays = tuple(data.get("delays", DELAYS_7B))
+        temporal = _transformer(t, base.lm.temporal, rope=True)
+        depformer = _transformer(d, base.lm.depformer, rope=False)
+        delays = top.integers("delays", DELAYS_7B, low=0, high=MAX_DELAY)
+        if len(delays) < 3 or len(delays) % 2 == 0:
+            raise top.fail(
+                "delays", "one delay for the text and two equal sets for the audio", list(delays)
+            )
+        n_audio = len(delays) - 1
         lm = LMConfig(
             temporal=temporal,
             depformer=depformer,
-            text_card=int(t.get("text_card", d.get("text_card", 32000))),
-            card=int(t.get("card", d.get("card", 2048))),
-            dep_q=int(d.get("num_steps", len(delays) - 1)),
+            text_card=t.integer("text_card", d.integer("text_card", 32000)),
+            card=t.integer("card", d.integer("card", 2048)),
+            dep_q=d.integer("num_steps", n_audio, low=n_audio // 2, high=n_audio),
             delays=delays,
         )
-        m = dict(data.get("mimi", {}))
-        aliases = {
-            "seanet_ratios": "ratios",
-            "transformer_layers": "num_layers",
-            "transformer_heads": "num_heads",
-            "transformer_dim_feedforward": "dim_feedforward",
-            "transformer_context": "context",
-        }
-        m = {aliases.get(k, k): v for k, v in m.items()}
-        # The converted config's `num_codebooks` counts the codebooks Moshi uses (16 = 8 per
-        # speaker); PersonaPlex codes each speaker with the first 8 of Mimi's quantizer.
-        if "num_codebooks" in m:
-            m["num_codebooks"] = lm.n_q_agent
-        mimi = MimiConfig(**_known(MimiConfig, m))
-        sampling = SamplingConfig(**_known(SamplingConfig, dict(data.get("sampling", {}))))
-        q = data.get("quantization")
-        quant = QuantizationConfig(**_known(QuantizationConfig, dict(q))) if q else None
-        voices = tuple(data.get("voices", ()))
+        mimi = _mimi(top.section("mimi"), lm.n_q_agent)
+        sampling = _sampling(top.section("sampling"))
+        quant = _quantization(top) if top.data.get("quantization") else None
+        voices = top.strings("voices", ())
         return cls(lm=lm, mimi=mimi, sampling=sampling, quantization=quant, voices=voices)
 
     def to_dict(self) -> dict[str, Any]:
@@ -301,6 +265,104 @@ class PersonaPlexConfig:
             q["quantized_components"] = list(self.quantization.quantized_components)
             out["quantization"] = q
         return out
+
+
+MAX_CONTEXT = 100_000  # KV positions a cache may hold (the 7B's temporal context is 3000)
+MAX_DELAY = 16
+_MIMI_ALIASES = {
+    "seanet_ratios": "ratios",
+    "transformer_layers": "num_layers",
+    "transformer_heads": "num_heads",
+    "transformer_dim_feedforward": "dim_feedforward",
+    "transformer_context": "context",
+}
+
+
+def _transformer(s: Section, base: TransformerConfig, *, rope: bool) -> TransformerConfig:
+    dim = s.integer("dim", base.d_model)
+    heads = s.integer("num_heads", base.num_heads)
+    if dim % heads or (rope and (dim // heads) % 2):
+        wanted = "a multiple of num_heads" + (" giving an even head size" if rope else "")
+        raise s.fail("dim", f"{wanted} ({heads})", dim)
+    if s.has("dim_feedforward"):
+        hidden = s.integer("dim_feedforward", 0)
+    else:
+        hidden = gated_hidden(dim, s.number("hidden_scale", 4.125, positive=True))
+        if hidden < 1:
+            raise s.fail(
+                "hidden_scale",
+                "large enough for a hidden size of at least 1",
+                s.data["hidden_scale"],
+            )
+    return TransformerConfig(
+        d_model=dim,
+        num_heads=heads,
+        num_layers=s.integer("num_layers", base.num_layers),
+        dim_feedforward=hidden,
+        context=s.integer("context", base.context, high=MAX_CONTEXT),
+        max_period=s.number("max_period", base.max_period, positive=True),
+        norm_eps=s.number("norm_eps", base.norm_eps, positive=True),
+    )
+
+
+def _mimi(s: Section, codebooks: int) -> MimiConfig:
+    s = Section({_MIMI_ALIASES.get(k, k): v for k, v in s.data.items()}, s.where)
+    base = MimiConfig()
+    values: dict[str, Any] = {}
+    for f in fields(MimiConfig):
+        default = getattr(base, f.name)
+        if f.name == "num_codebooks":
+            continue
+        if f.name == "context":
+            values[f.name] = s.integer(f.name, default, high=MAX_CONTEXT)
+        elif isinstance(default, tuple):
+            values[f.name] = s.integers(f.name, default)
+        elif isinstance(default, int):
+            values[f.name] = s.integer(f.name, default)
+        elif f.name == "layer_scale":
+            values[f.name] = s.number(f.name, default, low=None)
+        else:
+            values[f.name] = s.number(f.name, default, positive=True)
+    # The converted config's `num_codebooks` counts the codebooks Moshi uses (16 = 8 per
+    # speaker); PersonaPlex codes each speaker with the first 8 of Mimi's quantizer.
+    mimi = MimiConfig(**values, num_codebooks=codebooks)
+    if mimi.n_q < codebooks:
+        raise s.fail("n_q", f"at least the {codebooks} codebooks a speaker uses", mimi.n_q)
+    if mimi.dimension % mimi.num_heads:
+        raise s.fail("dimension", f"a multiple of num_heads ({mimi.num_heads})", mimi.dimension)
+    if mimi.frame_size < 1 or mimi.frame_size % mimi.hop_length:
+        raise s.fail(
+            "ratios",
+            f"a product dividing the frame of {mimi.frame_size} samples (sample_rate / frame_rate)",
+            list(mimi.ratios),
+        )
+    return mimi
+
+
+def _sampling(s: Section) -> SamplingConfig:
+    base = SamplingConfig()
+    return SamplingConfig(
+        audio_temp=s.number("audio_temp", base.audio_temp),
+        audio_top_k=s.integer("audio_top_k", base.audio_top_k),
+        text_temp=s.number("text_temp", base.text_temp),
+        text_top_k=s.integer("text_top_k", base.text_top_k),
+    )
+
+
+def _quantization(top: Section) -> QuantizationConfig:
+    q = top.section("quantization")
+    bits = q.integer("bits", 4)
+    if bits not in (2, 3, 4, 5, 6, 8):
+        raise q.fail("bits", "one of 2, 3, 4, 5, 6, 8", bits)
+    components = q.strings("quantized_components", ("temporal", "depformer"))
+    if not set(components) <= {"temporal", "depformer"}:
+        raise q.fail(
+            "quantized_components", "a list of 'temporal' and 'depformer'", list(components)
+        )
+    group_size = q.integer("group_size", 64)
+    if group_size not in (32, 64, 128):
+        raise q.fail("group_size", "one of 32, 64, 128", group_size)
+    return QuantizationConfig(bits=bits, group_size=group_size, quantized_components=components)
 
 
 def config_7b() -> PersonaPlexConfig:

@@ -14,11 +14,14 @@ from typing import Any
 
 from model.config import (
     DELAYS_7B,
+    MAX_CONTEXT,
+    MAX_DELAY,
     LMConfig,
     PersonaPlexConfig,
     TransformerConfig,
     config_7b,
 )
+from model.config_check import Section
 from model.errors import CheckpointError
 from model.layout import (
     CONFIG_FILE,
@@ -64,41 +67,56 @@ def moshi_hidden(dim_feedforward: int, dim: int) -> int:
 
 
 def config_from_moshi_kwargs(data: dict[str, Any]) -> PersonaPlexConfig:
-    """A PersonaPlexConfig from Moshi's LM kwargs (the schema of Kyutai's config.json)."""
+    """A PersonaPlexConfig from Moshi's LM kwargs (the schema of Kyutai's config.json).
+
+    Values are checked like `PersonaPlexConfig.from_dict`'s: CheckpointError names a bad key."""
+    s = Section.top(data)
     base = config_7b()
-    dim = int(data["dim"])
-    scale = float(data.get("hidden_scale", 4.125))
+    dim, heads = s.integer("dim", None), s.integer("num_heads", None)
+    if dim % heads or (dim // heads) % 2:
+        raise s.fail("dim", f"a multiple of num_heads ({heads}) giving an even head size", dim)
+    scale = s.number("hidden_scale", 4.125, positive=True)
     temporal = TransformerConfig(
         d_model=dim,
-        num_heads=int(data["num_heads"]),
-        num_layers=int(data["num_layers"]),
-        dim_feedforward=moshi_hidden(int(scale * dim), dim),
-        context=int(data.get("context", base.lm.temporal.context)),
-        max_period=float(data.get("max_period", 10000.0)),
+        num_heads=heads,
+        num_layers=s.integer("num_layers", None),
+        dim_feedforward=max(1, moshi_hidden(int(scale * dim), dim)),
+        context=s.integer("context", base.lm.temporal.context, high=MAX_CONTEXT),
+        max_period=s.number("max_period", 10000.0, positive=True),
     )
-    d_dim = int(data["depformer_dim"])
-    d_ff = data.get("depformer_dim_feedforward") or int(scale * d_dim)
+    d_dim, d_heads = s.integer("depformer_dim", None), s.integer("depformer_num_heads", None)
+    if d_dim % d_heads:
+        raise s.fail("depformer_dim", f"a multiple of depformer_num_heads ({d_heads})", d_dim)
+    if s.has("depformer_dim_feedforward"):
+        d_ff = s.integer("depformer_dim_feedforward", 0)
+    else:
+        d_ff = max(1, int(scale * d_dim))
+    delays = s.integers("delays", DELAYS_7B, low=0, high=MAX_DELAY)
+    if len(delays) < 3 or len(delays) % 2 == 0:
+        raise s.fail(
+            "delays", "one delay for the text and two equal sets for the audio", list(delays)
+        )
+    n_q = s.integer("n_q", len(delays) - 1)
+    if n_q != len(delays) - 1:
+        raise s.fail("n_q", f"the number of audio delays ({len(delays) - 1})", n_q)
+    dep_q = s.integer("dep_q", n_q, low=n_q // 2, high=n_q)
     depformer = TransformerConfig(
         d_model=d_dim,
-        num_heads=int(data["depformer_num_heads"]),
-        num_layers=int(data["depformer_num_layers"]),
-        dim_feedforward=moshi_hidden(int(d_ff), d_dim),
-        context=int(data.get("dep_q", 16)),
-        max_period=float(data.get("depformer_max_period", 10000.0)),
+        num_heads=d_heads,
+        num_layers=s.integer("depformer_num_layers", None),
+        dim_feedforward=max(1, moshi_hidden(d_ff, d_dim)),
+        context=dep_q,
+        max_period=s.number("depformer_max_period", 10000.0, positive=True),
     )
-    delays = tuple(data.get("delays", DELAYS_7B))
-    n_q = int(data.get("n_q", len(delays) - 1))
-    if n_q != len(delays) - 1:
-        raise ValueError(f"n_q {n_q} does not match the {len(delays)} delays")
     lm = LMConfig(
         temporal=temporal,
         depformer=depformer,
-        text_card=int(data.get("text_card", 32000)),
-        card=int(data.get("card", 2048)),
-        dep_q=int(data.get("dep_q", n_q)),
+        text_card=s.integer("text_card", 32000),
+        card=s.integer("card", 2048),
+        dep_q=dep_q,
         delays=delays,
-        text_pad_id=int(data.get("existing_text_padding_id", 3)),
-        text_epad_id=int(data.get("existing_text_end_padding_id", 0)),
+        text_pad_id=s.integer("existing_text_padding_id", 3, low=0),
+        text_epad_id=s.integer("existing_text_end_padding_id", 0, low=0),
     )
     return PersonaPlexConfig(lm=lm)
 
@@ -114,7 +132,9 @@ def read_config(folder: Path, layout: str) -> PersonaPlexConfig:
             return PersonaPlexConfig.from_dict(data)
         if layout == ORIGINAL and "dim" in data:
             return config_from_moshi_kwargs(data)
-    except (ValueError, TypeError, KeyError) as error:
+    except CheckpointError as error:
+        raise CheckpointError(f"{path} is invalid: {error}") from None
+    except (ValueError, TypeError, KeyError) as error:  # a check missing above: still a sentence
         raise CheckpointError(f"{path} describes an invalid model ({error}).") from None
     raise CheckpointError(
         f"{folder} is not a PersonaPlex checkpoint: its {CONFIG_FILE} has no 'temporal' section."

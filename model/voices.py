@@ -101,7 +101,16 @@ def load_voice(
         raise CheckpointError(
             f"{source}: 'embeddings' has shape {tuple(emb.shape)}, expected [T, 1, 1, {d_model}]."
         )
-    cache = np.asarray(tensors["cache"]).astype(np.int64)
+    if not bool(mx.isfinite(emb).all()):
+        raise CheckpointError(
+            f"{source}: 'embeddings' holds NaN or infinite values; the file is corrupt."
+        )
+    raw_cache = np.asarray(tensors["cache"])
+    if raw_cache.dtype.kind == "f" and not np.isfinite(raw_cache).all():
+        raise CheckpointError(
+            f"{source}: 'cache' holds NaN or infinite values; the file is corrupt."
+        )
+    cache = raw_cache.astype(np.int64)
     if cache.shape[-2:] != (n_streams, ring_columns) or cache.size != n_streams * ring_columns:
         raise CheckpointError(
             f"{source}: 'cache' has shape {cache.shape}, expected [1, {n_streams}, {ring_columns}]."

@@ -13,7 +13,7 @@ import sys
 
 from model.errors import PersonaPlexError
 from personaplex_tui import __version__
-from personaplex_tui.commands import bench, chat, info, respond
+from personaplex_tui.commands import bench, chat, info, respond, soak
 from personaplex_tui.commands.common import UsageError
 
 EPILOG = """\
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     respond.add_parser(sub)
     bench.add_parser(sub)
     info.add_parsers(sub)
+    soak.add_parser(sub)
     return parser
 
 

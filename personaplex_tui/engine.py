@@ -273,36 +273,42 @@ class Engine:
         on_frame: Callable[[Any], None] | None = None,
         *,
         quiet_steps: int = 0,
+        keep: bool = True,
     ) -> list[Any] | None:
         """Step the session once per user frame; `on_frame(frame)` runs on the engine thread.
 
         `frames` is consumed on the engine thread (it may block, e.g. on the microphone);
         a `None` item ends the run. The first `quiet_steps` frames are stepped and timed but
         not reported as FrameOut/TextOut (a turn-based utterance: the model listens, and what
-        it produces meanwhile is never played). Returns the frames produced, or None if it failed.
+        it produces meanwhile is never played). Returns the frames produced (an empty list when
+        `keep` is False: an endless duplex run must not hold every frame), or None if it failed.
         """
         if not self._aborted:
             self._cancel.clear()
-        return await self._run_reporting(self._generate, iter(frames), on_frame, quiet_steps)
+        return await self._run_reporting(self._generate, iter(frames), on_frame, quiet_steps, keep)
 
     def _generate(
         self,
         frames: Iterator[np.ndarray | None],
         on_frame: Callable[[Any], None] | None,
         quiet_steps: int = 0,
+        keep: bool = True,
     ) -> list[Any]:
         session = self._require_session()
         produced: list[Any] = []
+        steps = 0
         for pcm in frames:
             if pcm is None or self._cancel.is_set():
                 break
             frame = session.step(pcm)
             index = self.frames_out
             self.frames_out += 1
-            produced.append(frame)
+            steps += 1
+            if keep:
+                produced.append(frame)
             if on_frame is not None:
                 on_frame(frame)
-            self._report(index, frame, heard=len(produced) > quiet_steps)
+            self._report(index, frame, heard=steps > quiet_steps)
             self._report_memory()
             if self._cancel.is_set():
                 break

@@ -14,6 +14,9 @@ from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.resample import resample
 
 SILENCE_PEAK = 10 ** (-60 / 20)  # a file whose peak stays under -60 dBFS is "silent"
+MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates worth resampling (Hz)
+MAX_CHANNELS = 64
+MAX_SECONDS = 3 * 3600  # 3 h of 24 kHz float32 is about 1 GB in memory
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,21 @@ def read_audio(path: str | Path) -> AudioClip:
         raise AudioFileError(_unreadable(p, e)) from None
     except OSError as e:
         raise AudioFileError(f"The audio file {p} could not be read: {e.strerror or e}.") from None
+    if not MIN_RATE <= info.samplerate <= MAX_RATE:
+        raise AudioFileError(
+            f"The audio file {p} has a sample rate of {info.samplerate} Hz; "
+            f"{MIN_RATE} to {MAX_RATE} Hz can be used (is the file corrupt?)."
+        )
+    if info.channels > MAX_CHANNELS:
+        raise AudioFileError(
+            f"The audio file {p} has {info.channels} channels, more than the {MAX_CHANNELS} "
+            "that can be mixed down (is the file corrupt?)."
+        )
+    if info.frames > MAX_SECONDS * info.samplerate:
+        raise AudioFileError(
+            f"The audio file {p} is {info.frames / info.samplerate / 3600:.1f} h long; "
+            f"at most {MAX_SECONDS // 3600} h can be read (is the file corrupt?)."
+        )
     if info.format in ("WAV", "WAVEX"):
         _check_wav_complete(p, size, info.samplerate)
     try:

@@ -59,8 +59,10 @@ class FileMic(RingCounters, StartsOnEnter):
 
     `realtime=True` delivers one frame per 80 ms through a ring buffer, like `MicStream`;
     `realtime=False` hands frames out as fast as `read_frame` is called. After the file,
-    `after_end="end"` ends the stream (`read_frame` returns None, `finished` is True) and
-    `"silence"` goes on with silent frames for ever (a duplex conversation keeps its clock).
+    `after_end="end"` ends the stream (`read_frame` returns None, `finished` is True),
+    `"silence"` goes on with silent frames for ever (a duplex conversation keeps its clock) and
+    `"loop"` plays the file again from its start. `max_frames` ends the stream after that many
+    frames whatever `after_end` says (a soak test's fixed length).
     """
 
     def __init__(
@@ -68,8 +70,9 @@ class FileMic(RingCounters, StartsOnEnter):
         source: str | Path | np.ndarray,
         *,
         realtime: bool = True,
-        after_end: Literal["end", "silence"] = "end",
+        after_end: Literal["end", "silence", "loop"] = "end",
         capacity_frames: int = 50,
+        max_frames: int | None = None,
     ) -> None:
         if isinstance(source, np.ndarray):
             pcm, self.device_name = np.asarray(source, np.float32), "array"
@@ -83,6 +86,8 @@ class FileMic(RingCounters, StartsOnEnter):
         self.device_overflows = 0
         self.realtime = realtime
         self.after_end = after_end
+        self.max_frames = max_frames
+        self.frames_delivered = 0
         self._pos = 0  # next sample of the file to deliver
         self._ring = RingBuffer(capacity_frames * FRAME_SAMPLES, overflow="drop_oldest")
         self._silence = np.zeros(FRAME_SAMPLES, np.float32)
@@ -104,11 +109,19 @@ class FileMic(RingCounters, StartsOnEnter):
         self._started = True
 
     def _next(self) -> np.ndarray | None:
+        if self.max_frames is not None and self.frames_delivered >= self.max_frames:
+            return None
+        if self._pos >= len(self._pcm) and self.after_end == "loop" and len(self._pcm):
+            self._pos = 0
         if self._pos < len(self._pcm):
             frame = self._pcm[self._pos : self._pos + FRAME_SAMPLES]
             self._pos += FRAME_SAMPLES
-            return frame
-        return self._silence if self.after_end == "silence" else None
+        elif self.after_end == "silence":
+            frame = self._silence
+        else:
+            return None
+        self.frames_delivered += 1
+        return frame
 
     def _tick(self) -> bool:
         frame = self._next()
@@ -128,6 +141,8 @@ class FileMic(RingCounters, StartsOnEnter):
     @property
     def finished(self) -> bool:
         if not self.realtime:
+            if self.max_frames is not None and self.frames_delivered >= self.max_frames:
+                return True
             return self.after_end == "end" and self._pos >= len(self._pcm)
         return self._ring.closed and self._ring.available < FRAME_SAMPLES
 
@@ -145,7 +160,9 @@ class FileSpeaker(StartsOnEnter):
 
     `realtime=True` pulls one block per 80 ms like a sound card, so the file holds the pre-buffer
     delay and any underrun as silence, exactly as it would have sounded. `realtime=False` writes
-    audio as soon as the pre-buffer (or a flush) lets it play, with no gaps.
+    audio as soon as the pre-buffer (or a flush) lets it play, with no gaps. If writing fails
+    (a full disk) the file keeps what was written, the speaker stops like an unplugged device
+    (`active` turns False) and `failure` says why in one sentence.
     """
 
     def __init__(
@@ -170,16 +187,31 @@ class FileSpeaker(StartsOnEnter):
         self._block = np.zeros(FRAME_SAMPLES, np.float32)
         self._clock = _Paced("file-speaker", self._tick) if realtime else None
         self._started = False
+        self.failure = ""  # why writing stopped, if it did
+
+    @property
+    def active(self) -> bool:
+        """False once writing the file failed (like a sound device that stopped)."""
+        return not self.failure
 
     def start(self) -> None:
         if not self._started and self._clock is not None:
             self._clock.start()
         self._started = True
 
+    def _record(self, pcm: np.ndarray) -> bool:
+        if self.failure:
+            return False
+        try:
+            self._writer.write(pcm)
+        except OSError as e:
+            self.failure = f"Writing the output file {self.path} failed ({e.strerror or e})."
+            return False
+        return True
+
     def _tick(self) -> bool:
         self.player.fill(self._block)
-        self._writer.write(self._block)
-        return True
+        return self._record(self._block)
 
     def _pump(self) -> None:
         """Fast mode: play every block that the player would release now."""
@@ -189,7 +221,7 @@ class FileSpeaker(StartsOnEnter):
             if queued == 0 or not (queued >= FRAME_SAMPLES and ready or self.player.flushing):
                 return
             got = self.player.fill(self._block)
-            self._writer.write(self._block[:got])
+            self._record(self._block[:got])
 
     def write_frame(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
         """Queue 24 kHz audio; wait up to `timeout` s for room. False if it was dropped."""
@@ -229,4 +261,9 @@ class FileSpeaker(StartsOnEnter):
         else:
             self.flush()
         self.player.close()
-        self._writer.close()
+        try:
+            self._writer.close()
+        except OSError as e:
+            self.failure = (
+                self.failure or f"Finishing the output file {self.path} failed ({e.strerror or e})."
+            )

@@ -64,7 +64,9 @@ class SessionRecorder:
         self._agent.flush()
 
     def close(self) -> RecordingPaths:
-        """Finish both files (safe to call twice); returns their paths."""
-        self._mic.close()
-        self._agent.close()
+        """Finish both files (safe to call twice, both closed even if one fails); returns their paths."""
+        try:
+            self._mic.close()
+        finally:
+            self._agent.close()
         return self.paths

@@ -28,6 +28,15 @@ def _header(sample_rate: int, channels: int, data_bytes: int) -> bytes:
     )
 
 
+def _reason(error: OSError, path: Path) -> str:
+    """Why a file could not be created; names a file that stands where a folder must be."""
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        for parent in path.parents:
+            if parent.exists() and not parent.is_dir():
+                return f"{parent} is a file, not a folder"
+    return str(error.strerror or error)
+
+
 class WavWriter(ClosesOnExit):
     """Appends float32 audio to a 16-bit PCM WAV file.
 
@@ -60,7 +69,7 @@ class WavWriter(ClosesOnExit):
             self._file.flush()
         except OSError as e:
             raise AudioFileError(
-                f"Could not create the recording {self.path}: {e.strerror or e}."
+                f"Could not create the audio file {self.path}: {_reason(e, self.path)}."
             ) from None
 
     @property
@@ -99,11 +108,17 @@ class WavWriter(ClosesOnExit):
                 self._flush_locked()
 
     def close(self) -> None:
-        """Flush and close; safe to call twice."""
+        """Flush and close; safe to call twice. The file is closed even when the last flush
+        fails (a full disk): it then holds everything up to the previous flush."""
         with self._lock:
             if not self._file.closed:
-                self._flush_locked()
-                self._file.close()
+                try:
+                    self._flush_locked()
+                finally:
+                    try:
+                        self._file.close()
+                    except OSError:
+                        pass  # its buffer could not be written either
 
     def _flush_locked(self) -> None:
         data_bytes = self._frames * 2 * self.channels

@@ -8,7 +8,13 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from personaplex_tui.commands.common import DTYPES, UsageError, add_model_arguments, status
+from personaplex_tui.commands.common import (
+    DTYPES,
+    UsageError,
+    add_model_arguments,
+    check_seed,
+    status,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +46,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.warmup_steps < 0:
         raise UsageError("--steps must be at least 1 and --warmup-steps at least 0.")
+    for flag, value in (
+        ("--voice-frames", args.voice_frames),
+        ("--prompt-tokens", args.prompt_tokens),
+    ):
+        if not 0 <= value <= 1000:
+            raise UsageError(f"{flag} must be between 0 and 1000, not {value}.")
+    check_seed(args.seed)
     if args.model and (args.random_weights or args.small):
         raise UsageError("Give either --model or --random-weights/--small, not both.")
     assert args.dtype is None or args.dtype in DTYPES

@@ -47,8 +47,18 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-top-k", type=int, default=None, help="text top-k (25)")
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int | None) -> None:
+    """A seed is a whole number from 0 to 2**63 - 1 (MLX's random keys take no negatives)."""
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and {MAX_SEED}, not {seed}.")
+
+
 def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
     """Session keyword arguments from the sampling flags, validated."""
+    check_seed(args.seed)
     opts: dict[str, Any] = {"seed": args.seed}
     for name in ("audio_temp", "text_temp"):
         value = getattr(args, name)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,13 +64,13 @@ class _Sink:
 
     def __init__(self, output: str | None) -> None:
         self.output = output
+        self.is_file = bool(output)
         self.first_audio_s: float | None = None
         self._start = time.perf_counter()
         if output:
             from personaplex_tui.audio import WavWriter
 
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            self._writer = WavWriter(output, sample_rate=RATE)
+            self._writer = WavWriter(output, sample_rate=RATE)  # AudioFileError: one sentence
             self._speaker = None
         else:
             from personaplex_tui.audio import make_speaker
@@ -99,6 +98,13 @@ class _Sink:
             self._speaker.close()
 
 
+def _open_dump(path: str) -> Any:
+    try:
+        return open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in run()
+    except OSError as e:
+        raise UsageError(f"Cannot write the token dump {path}: {e.strerror or e}.") from None
+
+
 def _validate(args: argparse.Namespace) -> None:
     if not 1 <= args.max_steps <= 3000:
         raise UsageError(f"--max-steps must be between 1 and 3000, not {args.max_steps}.")
@@ -108,12 +114,14 @@ def _validate(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model import load
+    from model.prompts import resolve_prompt
     from model.voice_presets import canonical_voice
     from personaplex_tui.audio import read_audio
 
     _validate(args)
     options = sampling_options(args)
     canonical_voice(args.voice)  # an unknown name fails before the model loads
+    resolve_prompt(args.system_prompt, args.prompt_text)  # so does an unknown or empty prompt
     clip = read_audio(args.input)
     if clip.warning:
         status(f"warning: {clip.warning}")
@@ -121,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model, dtype=mx_dtype(args.dtype), quantize=args.quantize)
     session = model.session(args.voice, args.system_prompt, args.prompt_text, **options)
 
-    dump = open(args.dump_tokens, "w", encoding="utf-8") if args.dump_tokens else None  # noqa: SIM115
+    dump = _open_dump(args.dump_tokens) if args.dump_tokens else None
     step_ms: list[float] = []
 
     def on_frame(frame: Any) -> None:
@@ -138,21 +146,34 @@ def run(args: argparse.Namespace) -> int:
     from model import replies
 
     # Refuse unusable audio (too long for the context...) before anything is written.
-    replies.utterance_frames(clip.pcm, session.frame_size, model.lm.config.temporal.context)
+    heard = len(
+        replies.utterance_frames(clip.pcm, session.frame_size, model.lm.config.temporal.context)
+    )
     sink = _Sink(args.output)
+    # A WAV file grows frame by frame (Ctrl+C keeps a valid file of what was made); the
+    # speaker gets chunks (--stream) or the whole reply.
+    per_frame = sink.is_file
+
+    def on_reply_frame(frame: Any) -> None:
+        on_frame(frame)
+        if per_frame and frame.index >= heard:
+            sink.write(frame.pcm)
+
     start = time.perf_counter()
     try:
         if args.stream:
             transcript = ""
             for chunk in replies.respond_stream(
-                session, clip.pcm, args.max_steps, args.chunk_seconds, on_frame
+                session, clip.pcm, args.max_steps, args.chunk_seconds, on_reply_frame
             ):
-                sink.write(chunk.audio)
+                if not per_frame:
+                    sink.write(chunk.audio)
                 if chunk.final:
                     transcript = chunk.transcript
         else:
-            reply = replies.respond(session, clip.pcm, args.max_steps, on_frame)
-            sink.write(reply.audio)
+            reply = replies.respond(session, clip.pcm, args.max_steps, on_reply_frame)
+            if not per_frame:
+                sink.write(reply.audio)
             transcript = reply.text
     finally:
         sink.close()

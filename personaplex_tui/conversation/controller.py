@@ -29,6 +29,10 @@ from personaplex_tui.events import (
 )
 
 log = logging.getLogger(__name__)
+ENGINE_ERROR_HINT = (
+    "A model step failed (the recording and transcript are kept); press space to go on with "
+    "this conversation, or r to start a new one."
+)
 Runner = TurnController | DuplexController
 Loader = Callable[[Callable[[LoadProgress], None]], tuple[ModelLike, ModelInfo]]
 
@@ -265,6 +269,7 @@ class ConversationController:
             self.engine.emit(StateChanged("ready", end.message))
         elif end.reason == "engine_error":  # the engine reported the error itself
             self._note("A model step failed; the conversation stopped.", "error")
+            self.engine.emit(Notice(ENGINE_ERROR_HINT, "warning"))
         else:
             kind = "AudioDeviceError" if end.reason.endswith("_lost") else "RuntimeError"
             self._error(end.message, kind)
@@ -311,7 +316,7 @@ class ConversationController:
             self._timing_log = None
         if self.config.timing_log:
             try:
-                self._timing_log = TimingLog(self.config.timing_log)
+                self._timing_log = TimingLog(self.config.timing_log, self._recording_problem)
             except PersonaPlexError as e:
                 self._error(str(e), type(e).__name__)
 

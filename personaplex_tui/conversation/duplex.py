@@ -48,7 +48,7 @@ class DuplexController:
         if not ctx.fresh_mic:
             ctx.mic.clear()  # audio a kept-open input (a file) captured while idle is stale
         ctx.emit(StateChanged("duplex"))
-        produced = await ctx.engine.generate(self._frames(), self._on_frame)
+        produced = await ctx.engine.generate(self._frames(), self._on_frame, keep=False)
         if produced is None:
             end = RunEnd("engine_error")
         else:

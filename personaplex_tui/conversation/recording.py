@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
+import uuid
 import wave
 from collections.abc import Callable
 from pathlib import Path
@@ -76,10 +77,19 @@ class ConversationRecording:
         self._recorder: SessionRecorder | None = None
         self.closed = False
         try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # unwritable or missing parent: one message for every file
+            on_error(
+                f"Cannot record in {folder} ({e.strerror or e}); the conversation goes on "
+                "without a recording or transcript."
+            )
+            self.transcript = Transcript(folder, "Conversation", details)
+            return
+        try:
             self._recorder = SessionRecorder(folder)
         except PersonaPlexError as e:
-            on_error(f"{e} The conversation goes on without a recording.")
-        self.transcript = Transcript(folder, "Conversation", details)
+            on_error(f"{str(e).rstrip('.')}; the conversation goes on without a recording.")
+        self.transcript = Transcript(folder, "Conversation", details, on_error)
         if self.transcript.failed:
             on_error(self.transcript.failed)
 
@@ -95,7 +105,10 @@ class ConversationRecording:
             return cls(
                 new_recording_folder(Path(record_dir).expanduser()), False, details, on_error
             )
-        folder = Path(tempfile.mkdtemp(prefix="ppx-tui-recording-"))
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="ppx-tui-recording-"))
+        except OSError:  # a full or read-only temp folder: __init__ says so, once
+            folder = Path(tempfile.gettempdir()) / f"ppx-tui-recording-{uuid.uuid4().hex}"
         return cls(folder, True, details, on_error)
 
     # -- the timeline --------------------------------------------------------------------
@@ -142,16 +155,21 @@ class ConversationRecording:
             try:
                 (self._recorder.write_mic if mic else self._recorder.write_agent)(pcm)
             except (OSError, ValueError) as e:
-                self._fail(f"Recording stopped: {getattr(e, 'strerror', None) or e}.")
+                self._fail(e)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, error: Exception) -> None:
+        """Writing failed (a full disk): keep what is on disk, stop writing, say so once."""
         recorder, self._recorder = self._recorder, None
         try:
             if recorder is not None:
                 recorder.close()
         except OSError:
             pass
-        self._on_error(message)
+        reason = getattr(error, "strerror", None) or error
+        self._on_error(
+            f"Recording in {self.folder} stopped ({reason}); what was recorded until then is "
+            "kept and the conversation goes on."
+        )
 
     # -- files ---------------------------------------------------------------------------
     def flush(self) -> None:
@@ -161,7 +179,7 @@ class ConversationRecording:
                 try:
                     self._recorder.flush()
                 except OSError as e:
-                    self._fail(f"Recording stopped: {e.strerror or e}.")
+                    self._fail(e)
 
     def save(self, root: str | Path) -> Path:
         """Everything so far as files in a folder: this one when it is kept anyway, else a copy
@@ -172,7 +190,12 @@ class ConversationRecording:
         with self._lock:
             if self._recorder is None:
                 raise RecordingError("There is no recording to save (writing it had failed).")
-            self._recorder.flush()
+            try:
+                self._recorder.flush()
+            except OSError as e:
+                raise RecordingError(
+                    f"Could not save the recording: writing {self.folder} failed ({e.strerror or e})."
+                ) from None
             mic_frames = round(self._recorder.mic_seconds * SAMPLE_RATE)
             agent_frames = round(self._recorder.agent_seconds * SAMPLE_RATE)
         target = new_recording_folder(Path(root).expanduser())

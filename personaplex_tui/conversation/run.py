@@ -47,6 +47,12 @@ def input_lost(mic: AudioInput) -> RunEnd:
 
 
 def output_lost(speaker: AudioOutput) -> RunEnd:
+    failure = getattr(speaker, "failure", "")  # a file stand-in says why it stopped
+    if failure:
+        return RunEnd(
+            "output_lost",
+            f"{failure.rstrip('.')}; choose another output and press space to go on.",
+        )
     return RunEnd(
         "output_lost",
         f"The output device '{speaker.device_name}' stopped playing (unplugged or taken by "

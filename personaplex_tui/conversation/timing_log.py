@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,10 +20,14 @@ class TimingLogError(PersonaPlexError):
 
 class TimingLog:
     """Appends one line per step: `{"time", "step", "mode", "phase", "total_ms", "encode_ms",
-    "temporal_ms", "depformer_ms", "decode_ms"}`; flushed at least once a second. Thread-safe."""
+    "temporal_ms", "depformer_ms", "decode_ms"}`; flushed at least once a second. Thread-safe.
+    A write that fails (a full disk) closes the log and is reported once through `on_error`."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, on_error: Callable[[str], None] = lambda message: None
+    ) -> None:
         self.path = Path(path).expanduser()
+        self._on_error = on_error
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file: TextIO = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
@@ -58,8 +63,18 @@ class TimingLog:
                 if now - self._last_flush >= FLUSH_EVERY_S:
                     self._file.flush()
                     self._last_flush = now
+            except OSError as e:  # a full disk must not stop the conversation: say it once
+                failure = e
+            else:
+                return
+            try:
+                self._file.close()
             except OSError:
-                pass  # a full disk must not stop the conversation
+                pass
+        self._on_error(
+            f"Writing the timing log {self.path} failed ({failure.strerror or failure}); "
+            "it stops here."
+        )
 
     def close(self) -> None:
         """Flush and close; safe to call twice."""

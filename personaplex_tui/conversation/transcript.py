@@ -10,6 +10,7 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -39,11 +40,20 @@ class Transcript:
     JSONL entries are objects with `t` (timeline seconds), `wall` (Unix time) and `type`:
     `session`, `user_turn`, `reply`, `text`, `note`, `error`, `end`. The Markdown has the user's
     turns (times and length; there is no speech recognition), the agent's words as it said
-    them, and notes. Thread-safe; writing errors disable the transcript instead of raising.
+    them, and notes. Thread-safe; writing errors disable the transcript instead of raising:
+    `failed` says why, and a failure after the files were opened (a full disk) is also reported
+    once through `on_error`.
     """
 
-    def __init__(self, folder: str | Path, title: str, details: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        title: str,
+        details: dict[str, Any],
+        on_error: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self.folder = Path(folder)
+        self._on_error = on_error
         self._lock = threading.RLock()
         self._agent_open = False
         self._last_agent_t = -1e9
@@ -131,8 +141,12 @@ class Transcript:
                     self._md.write(markdown)
                     self._md.flush()
             except OSError as e:
-                self.failed = f"Writing the transcript failed: {e.strerror or e}."
+                self.failed = (
+                    f"Writing the transcript in {self.folder} failed ({e.strerror or e}); "
+                    "the conversation goes on without it."
+                )
                 self._close_files()
+                self._on_error(self.failed)
 
     def copy_to(self, folder: Path) -> None:
         """Copy both files as they are now into `folder` (for a saved snapshot)."""

@@ -231,7 +231,7 @@ class TurnController:
                 self._end = output_lost(ctx.speaker)
                 self._stop.set()
 
-        produced = await ctx.engine.generate(source(), on_frame, quiet_steps=n)
+        produced = await ctx.engine.generate(source(), on_frame, quiet_steps=n, keep=False)
         self.replies.append(counts["reply"])
         if produced is not None and not self._halted():
             await asyncio.to_thread(self._play_out)

@@ -1,0 +1,190 @@
+"""`ppx-tui soak`: an hour of full duplex faster than real time; memory curve, counts and errors.
+
+Exits 0 when every frame went in and out, nothing failed and memory stayed flat; 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from personaplex_tui.commands.common import (
+    UsageError,
+    add_model_arguments,
+    add_sampling_arguments,
+    sampling_options,
+    status,
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "soak",
+        help="a long full-duplex session faster than real time: memory curve, counts, errors",
+        description="Run full duplex for --frames frames (45000 = one hour) as fast as the "
+        "model goes: a file looped as the microphone, the speaker and the recording written to "
+        "disk, through the real engine and controller. Prints the memory curve, frames in/out, "
+        "errors and speed; exits 1 if a frame was lost, an error occurred or memory grew.",
+    )
+    p.add_argument("--frames", type=int, default=45000, help="80 ms frames to run (45000 = 1 h)")
+    p.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        help="temporal context of the small random model, in frames (3000, as the 7B)",
+    )
+    p.add_argument("--every", type=int, default=2500, help="a memory sample every N frames (2500)")
+    p.add_argument(
+        "--settle",
+        type=int,
+        default=None,
+        help="frames after which memory must stay flat (3000, or half of --frames if shorter)",
+    )
+    p.add_argument(
+        "--max-growth-mb",
+        type=float,
+        default=32.0,
+        help="allowed growth of MLX active memory and of RSS after --settle, in MiB (32)",
+    )
+    p.add_argument("--input", metavar="AUDIO", help="audio looped as the microphone (WAV/FLAC)")
+    p.add_argument("--record-dir", metavar="DIR", help="keep the recording and speaker WAV here")
+    p.add_argument("--voice", default="NATF2", help="voice preset, with --model (NATF2)")
+    p.add_argument("--system-prompt", default="assistant", metavar="NAME", help="prompt preset")
+    p.add_argument("--voice-frames", type=int, default=50, help="random model: voice prompt (50)")
+    p.add_argument("--prompt-tokens", type=int, default=20, help="random model: prompt tokens (20)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_sampling_arguments(p)
+    add_model_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def _options(args: argparse.Namespace):
+    from model.prompts import resolve_prompt
+    from model.voices import canonical_voice
+    from personaplex_tui.soak import SoakOptions
+
+    checks = [
+        (args.frames >= 1, f"--frames must be at least 1, not {args.frames}."),
+        (args.every >= 1, f"--every must be at least 1, not {args.every}."),
+        (args.max_growth_mb > 0, f"--max-growth-mb must be positive, not {args.max_growth_mb}."),
+        (
+            0 <= args.voice_frames <= 1000,
+            f"--voice-frames must be between 0 and 1000, not {args.voice_frames}.",
+        ),
+        (
+            0 <= args.prompt_tokens <= 1000,
+            f"--prompt-tokens must be between 0 and 1000, not {args.prompt_tokens}.",
+        ),
+    ]
+    if args.context is not None:
+        checks.append(
+            (
+                1 <= args.context <= 100_000,
+                f"--context must be between 1 and 100000 frames, not {args.context}.",
+            )
+        )
+        checks.append(
+            (
+                not args.model,
+                "--context sets the random model's context; with --model the checkpoint's is used.",
+            )
+        )
+    if args.settle is not None:
+        checks.append(
+            (
+                1 <= args.settle <= args.frames,
+                f"--settle must be between 1 and --frames ({args.frames}), not {args.settle}.",
+            )
+        )
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    sampling = sampling_options(args)
+    canonical_voice(args.voice)
+    resolve_prompt(args.system_prompt, None)
+    if args.input:
+        from personaplex_tui.audio import read_audio
+
+        read_audio(args.input)  # a bad file fails here, in one sentence
+    return SoakOptions(
+        frames=args.frames,
+        context=args.context if args.context is not None else 3000,
+        model=args.model,
+        dtype=args.dtype,
+        quantize=args.quantize,
+        input=args.input,
+        every=args.every,
+        settle=args.settle,
+        max_growth_mb=args.max_growth_mb,
+        record_dir=args.record_dir,
+        voice=args.voice,
+        prompt=args.system_prompt,
+        seed=sampling["seed"] if sampling["seed"] is not None else 0,
+        sampling=sampling,
+        voice_frames=args.voice_frames,
+        prompt_tokens=args.prompt_tokens,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from personaplex_tui.soak import run_soak
+
+    opts = _options(args)
+    what = args.model or f"a small random model (context {opts.context})"
+    status(f"soak: {opts.frames} frames ({opts.frames * 0.08 / 60:.1f} min of audio) on {what}...")
+
+    def progress(s) -> None:
+        label = f" ({s.label})" if s.label else ""
+        status(
+            f"soak: frame {s.frame}{label}: MLX active {s.mlx_active_mb:.1f} MiB, "
+            f"cache {s.mlx_cache_mb:.1f} MiB, RSS {s.rss_mb:.1f} MiB, {s.elapsed_s:.1f} s"
+        )
+
+    result = run_soak(opts, progress)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        Console().print(result_table(result))
+    for problem in result.problems:
+        status(f"soak: FAILED: {problem}")
+    return 0 if result.ok else 1
+
+
+def result_table(r) -> Table:
+    """The soak's figures and memory curve as a Rich table."""
+    t = Table(title=f"ppx-tui soak — {r.model}", title_justify="left")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("verdict", "ok" if r.ok else "FAILED")
+    t.add_row(
+        "frames asked / in / stepped / out",
+        f"{r.frames} / {r.frames_in} / {r.frames_stepped} / {r.frames_out}",
+    )
+    t.add_row(
+        "recorded mic / agent / speaker samples",
+        f"{r.recorded_mic_samples} / {r.recorded_agent_samples} / {r.speaker_samples}",
+    )
+    t.add_row("transcript entries", str(r.transcript_entries))
+    if r.context:
+        t.add_row("temporal positions / ring wraps", f"{r.positions} / {r.ring_wraps:.1f}")
+    t.add_row("errors / warnings", f"{len(r.errors)} / {len(r.warnings)}")
+    t.add_row("elapsed", f"{r.elapsed_s:.1f} s")
+    t.add_row("frames/s (x real time)", f"{r.frames_per_s:.1f} ({r.realtime_factor:.2f}x)")
+    t.add_row(
+        f"growth after frame {r.settle}: MLX active / RSS",
+        f"{r.active_growth_mb:.2f} / {r.rss_growth_mb:.2f} MiB",
+    )
+    t.add_row(
+        "slope: MLX active / RSS",
+        f"{r.active_slope_b_per_frame:.1f} / {r.rss_slope_b_per_frame:.1f} B/frame",
+    )
+    for s in r.memory:
+        label = f" ({s.label})" if s.label else ""
+        t.add_row(
+            f"memory at frame {s.frame}{label}",
+            f"active {s.mlx_active_mb:.1f} · cache {s.mlx_cache_mb:.1f} · RSS {s.rss_mb:.1f} MiB",
+        )
+    return t

@@ -1,0 +1,359 @@
+"""A soak run: a long full-duplex conversation (an hour is 45,000 frames), faster than real time,
+through the real engine, duplex controller, player and recording, watching memory and counts.
+
+The microphone is a file played in a loop as fast as the engine takes it, the speaker a WAV file
+and the conversation is recorded to disk as the app records it (mic, agent, transcript). The
+default model is a small one with random weights (any temporal context); a checkpoint folder
+works too. `run_soak` returns a `SoakResult`; `ppx-tui soak` prints it. Headless: no textual,
+no sounddevice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import wave
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.errors import PersonaPlexError
+from personaplex_tui.audio import FRAME_SAMPLES, AudioInput, AudioOutput, FileMic, FileSpeaker
+from personaplex_tui.conversation import AudioFactory, ControllerConfig, create_conversation
+from personaplex_tui.events import EngineError, ModelInfo, Notice, StateChanged
+from personaplex_tui.soak_meter import MemoryMeter, MemorySample, SoakModel, random_voice
+
+DEFAULT_INPUT = (
+    Path(__file__).resolve().parents[1] / "tests" / "data" / "audio" / "conversation.wav"
+)
+SETTLE_FRAMES = 3000  # memory must be flat after this many frames (or half the run, if shorter)
+
+
+@dataclass
+class SoakOptions:
+    """What to run: how long, on which model, with which input, and how memory is judged."""
+
+    frames: int = 45000  # one hour at 12.5 frames/s
+    context: int = 3000  # temporal context of the random model (the 7B's is 3000)
+    model: str | None = None  # a checkpoint folder or repo id instead of the random model
+    dtype: str | None = None
+    quantize: int | None = None
+    input: str | None = None  # audio looped as the microphone (default: the test conversation)
+    every: int = 2500  # a memory sample every this many frames
+    settle: int | None = None  # frames before memory must be flat (default: SETTLE_FRAMES)
+    max_growth_mb: float = 32.0  # allowed growth of MLX active memory and of RSS after `settle`
+    record_dir: str | None = None  # keep the recording here (default: a temporary folder)
+    voice: str = "NATF2"
+    prompt: str = "assistant"
+    seed: int = 0
+    sampling: dict[str, Any] = field(default_factory=dict)  # audio_temp, audio_top_k, ...
+    voice_frames: int = 50  # random model: voice prompt length
+    prompt_tokens: int = 20  # random model: system prompt length
+
+    def settle_frames(self) -> int:
+        return self.settle if self.settle is not None else min(SETTLE_FRAMES, self.frames // 2)
+
+
+@dataclass
+class SoakResult:
+    """What a soak run did: counts, errors, speed and the memory curve."""
+
+    model: str
+    context: int
+    frames: int  # asked for
+    frames_in: int  # microphone frames delivered
+    frames_stepped: int  # model steps of the live session
+    frames_out: int  # agent frames reported (FrameOut events)
+    speaker_samples: int  # samples the speaker stand-in wrote
+    recorded_mic_samples: int
+    recorded_agent_samples: int
+    transcript_entries: int  # JSON lines in transcript.jsonl (the last one `end`)
+    positions: int  # temporal positions of the session at the end (prefill included)
+    errors: list[str]
+    warnings: list[str]
+    elapsed_s: float  # the live conversation, first step to last
+    frames_per_s: float
+    realtime_factor: float  # seconds of conversation per second of wall clock
+    settle: int
+    memory: list[MemorySample]
+    active_growth_mb: float  # max after `settle` minus the value at `settle`
+    rss_growth_mb: float
+    active_slope_b_per_frame: float  # least-squares slope over the samples after `settle`
+    rss_slope_b_per_frame: float
+    problems: list[str] = field(default_factory=list)
+    recording: str = ""  # the kept recording folder ("" when it was temporary)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def ring_wraps(self) -> float:
+        return self.positions / self.context if self.context else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        out["ring_wraps"] = round(self.ring_wraps, 2)
+        return out
+
+
+class _Events:
+    """The event sink: counts events and keeps only errors and warnings (nothing per frame)."""
+
+    def __init__(self, on_live: Callable[[], None]) -> None:
+        self.on_live = on_live
+        self.counts: Counter[str] = Counter()
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self.live = False
+        self.ended = asyncio.Event()
+
+    def __call__(self, event: object) -> None:
+        self.counts[type(event).__name__] += 1
+        if isinstance(event, EngineError):
+            self.errors.append(event.message)
+        elif isinstance(event, Notice) and event.severity != "information":
+            self.warnings.append(event.message)
+        elif isinstance(event, StateChanged):
+            if event.state == "duplex":
+                self.live = True
+                self.on_live()  # before the run's first step: the engine steps after this
+            elif self.live or event.state == "error":
+                self.ended.set()
+
+
+class _SoakAudio(AudioFactory):
+    """The input looped for exactly `frames` frames, as fast as it is read; a WAV speaker."""
+
+    def __init__(self, source: str | Path | np.ndarray, frames: int) -> None:
+        super().__init__(realtime_files=False)
+        self.source = source
+        self.frames = frames
+        self.mic: FileMic | None = None
+        self.speaker: FileSpeaker | None = None
+
+    def open_mic(self, config: ControllerConfig) -> AudioInput:
+        self.mic = FileMic(self.source, realtime=False, after_end="loop", max_frames=self.frames)
+        return self.mic
+
+    def open_speaker(self, config: ControllerConfig) -> AudioOutput:
+        assert config.output_file is not None
+        self.speaker = FileSpeaker(config.output_file, realtime=False)
+        return self.speaker
+
+
+def synthetic_speech(seconds: float = 10.0, seed: int = 0) -> np.ndarray:
+    """Speech-like input when no file is at hand: noise bursts of one second, then pauses."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 24000)
+    loud = (np.arange(n) // 24000) % 2 == 0
+    return (rng.standard_normal(n) * np.where(loud, 0.1, 0.001)).astype(np.float32)
+
+
+def _loader(opts: SoakOptions, meter: MemoryMeter) -> Callable[..., tuple[SoakModel, ModelInfo]]:
+    def load(progress: Callable[[Any], None]) -> tuple[SoakModel, ModelInfo]:
+        import mlx.core as mx
+
+        from model import load as load_model
+        from model import random_model
+        from model.config import mimi_tiny, tiny
+
+        dtype = getattr(mx, opts.dtype) if opts.dtype else None
+        if opts.model:
+            model = load_model(opts.model, dtype=dtype, quantize=opts.quantize)
+            adapted = SoakModel(model, meter)
+        else:
+            model = random_model(
+                tiny(context=opts.context, mimi=mimi_tiny()), dtype=dtype, seed=opts.seed
+            )
+            rng = np.random.default_rng(opts.seed + 1)
+            tokens = rng.integers(4, model.lm.config.text_card, opts.prompt_tokens)
+            adapted = SoakModel(
+                model,
+                meter,
+                voice=random_voice(model, opts.voice_frames, opts.seed),
+                system_tokens=[int(t) for t in tokens],
+            )
+        device = "gpu" if mx.default_device() == mx.gpu else "cpu"
+        return adapted, ModelInfo(model.source, model.quantization, device, model.voices)
+
+    return load
+
+
+def _wav_samples(path: Path) -> int:
+    try:
+        with wave.open(str(path)) as w:
+            return w.getnframes()
+    except (OSError, wave.Error, EOFError):
+        return -1
+
+
+def _jsonl_entries(path: Path) -> tuple[int, str]:
+    """How many JSON lines the transcript has and the type of the last one ("invalid" if a
+    line does not parse)."""
+    if not path.is_file():
+        return 0, ""
+    n, last = 0, ""
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            return n, "invalid"
+        last = entry.get("type", "") if isinstance(entry, dict) else "invalid"
+        n += 1
+    return n, last
+
+
+def _growth(samples: list[MemorySample], settle: int, key: str) -> tuple[float, float]:
+    """(max after `settle` minus the value at `settle` in MiB, slope in bytes per frame)."""
+    after = [s for s in samples if s.frame >= settle]
+    if len(after) < 2:
+        return 0.0, 0.0
+    values = np.array([getattr(s, key) for s in after])
+    frames = np.array([s.frame for s in after], dtype=np.float64)
+    slope = float(np.polyfit(frames, values, 1)[0]) * 1024 * 1024
+    return round(float(values.max() - values[0]), 3), round(slope, 1)
+
+
+async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[str, Any]:
+    source: str | Path | np.ndarray
+    if opts.input:
+        source = opts.input
+    elif DEFAULT_INPUT.is_file():
+        source = DEFAULT_INPUT
+    else:
+        source = synthetic_speech(seed=opts.seed)
+    audio = _SoakAudio(source, opts.frames)
+    events = _Events(meter.arm)
+    s = opts.sampling
+    config = ControllerConfig(
+        mode="duplex",
+        voice=opts.voice,
+        prompt=opts.prompt,
+        audio_temp=s.get("audio_temp") if s.get("audio_temp") is not None else 0.8,
+        audio_top_k=s.get("audio_top_k") or 250,
+        text_temp=s.get("text_temp") if s.get("text_temp") is not None else 0.7,
+        text_top_k=s.get("text_top_k") or 25,
+        seed=opts.seed if s.get("seed") is None else s["seed"],
+        input_file=str(source) if not isinstance(source, np.ndarray) else "synthetic speech",
+        output_file=work / "speaker.wav",
+        record_dir=work / "recording",
+    )
+    loader = _loader(opts, meter)
+    conv = create_conversation(loader, events, config, audio=audio)
+    folder: Path | None = None
+    try:
+        await conv.start()
+        if conv.recording is not None:
+            folder = conv.recording.folder
+        if not conv.running and not events.live:
+            raise PersonaPlexError(events.errors[0] if events.errors else "The soak did not start.")
+        await events.ended.wait()
+        while conv.running:  # the run winds down (the speaker drains) after its last step
+            await asyncio.sleep(0.05)
+    finally:
+        await conv.shutdown()
+    model = conv.engine.model
+    live = model.live if isinstance(model, SoakModel) else None
+    return {
+        "model": conv.engine.info.source if conv.engine.info else "",
+        "events": events,
+        "frames_in": audio.mic.frames_delivered if audio.mic else 0,
+        "frames_stepped": live.steps if live else 0,
+        "speaker_samples": _wav_samples(work / "speaker.wav"),
+        "folder": folder,
+    }
+
+
+def run_soak(
+    opts: SoakOptions, progress: Callable[[MemorySample], None] = lambda s: None
+) -> SoakResult:
+    """Run the soak `opts` describes; `progress` sees each memory sample as it is taken."""
+    settle = opts.settle_frames()
+    meter = MemoryMeter(opts.every, settle, opts.frames, progress)
+    keep = opts.record_dir is not None
+    work = (
+        Path(opts.record_dir).expanduser() if keep else Path(tempfile.mkdtemp(prefix="ppx-soak-"))
+    )
+    try:
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PersonaPlexError(f"Cannot write in {work}: {e.strerror or e}.") from None
+        ran = asyncio.run(_converse(opts, meter, work))
+        folder: Path | None = ran["folder"]
+        mic = _wav_samples(folder / "mic.wav") if folder else -1
+        agent = _wav_samples(folder / "agent.wav") if folder else -1
+        entries, last = _jsonl_entries(folder / "transcript.jsonl") if folder else (0, "")
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    events: _Events = ran["events"]
+    samples = list(meter.samples)
+    elapsed = samples[-1].elapsed_s if samples else 0.0
+    stepped = ran["frames_stepped"]
+    active_growth, active_slope = _growth(samples, settle, "mlx_active_mb")
+    rss_growth, rss_slope = _growth(samples, settle, "rss_mb")
+    result = SoakResult(
+        model=ran["model"],
+        context=meter.context or 0,
+        frames=opts.frames,
+        frames_in=ran["frames_in"],
+        frames_stepped=stepped,
+        frames_out=events.counts["FrameOut"],
+        speaker_samples=ran["speaker_samples"],
+        recorded_mic_samples=mic,
+        recorded_agent_samples=agent,
+        transcript_entries=entries,
+        positions=meter.positions,
+        errors=events.errors,
+        warnings=events.warnings,
+        elapsed_s=elapsed,
+        frames_per_s=round((stepped - 1) / elapsed, 2) if elapsed > 0 else 0.0,
+        realtime_factor=round((stepped - 1) * 0.08 / elapsed, 2) if elapsed > 0 else 0.0,
+        settle=settle,
+        memory=samples,
+        active_growth_mb=active_growth,
+        rss_growth_mb=rss_growth,
+        active_slope_b_per_frame=active_slope,
+        rss_slope_b_per_frame=rss_slope,
+        recording=str(folder) if keep and folder else "",
+    )
+    result.problems = _problems(result, opts, last)
+    return result
+
+
+def _problems(r: SoakResult, opts: SoakOptions, last_entry: str) -> list[str]:
+    found = [f"error: {e}" for e in r.errors]
+    samples = r.frames * FRAME_SAMPLES
+    counts = {
+        "microphone frames": r.frames_in,
+        "model steps": r.frames_stepped,
+        "agent frames out": r.frames_out,
+    }
+    for what, n in counts.items():
+        if n != r.frames:
+            found.append(f"{what}: {n}, expected {r.frames}")
+    tracks = {
+        "speaker": r.speaker_samples,
+        "recorded mic": r.recorded_mic_samples,
+        "recorded agent": r.recorded_agent_samples,
+    }
+    for what, n in tracks.items():
+        if n != samples:
+            found.append(f"{what} samples: {n}, expected {samples}")
+    if last_entry != "end":
+        found.append(f"the transcript does not end with an 'end' entry ({last_entry or 'empty'})")
+    for what, grew in (("MLX active memory", r.active_growth_mb), ("RSS", r.rss_growth_mb)):
+        if grew > opts.max_growth_mb:
+            found.append(
+                f"{what} grew {grew:.1f} MiB after frame {r.settle} (limit {opts.max_growth_mb} MiB)"
+            )
+    return found

@@ -1,0 +1,200 @@
+"""The command line under faults and bad input: Ctrl+C mid-reply, broken audio files, absurd
+flags, unwritable outputs, an unreachable hub. Always one sentence and a non-zero exit code,
+never a traceback; an interrupted reply leaves a valid WAV of what was generated."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.checkpoints import write_small_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+AUDIO = ROOT / "tests" / "data" / "audio"
+QUESTION = str(AUDIO / "weather.wav")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return write_small_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+def env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **extra}
+
+
+def ppx(*args: str, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "personaplex_tui", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=environ or env(),
+        timeout=300,
+    )
+
+
+def assert_one_sentence(proc: subprocess.CompletedProcess, message: str, code: int = 2) -> None:
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert message in last, proc.stderr
+    assert last.endswith(".")
+
+
+def test_ctrl_c_mid_reply_exits_130_and_leaves_a_valid_partial_wav(ckpt, tmp_path):
+    out, dump = tmp_path / "reply.wav", tmp_path / "tokens.jsonl"
+    # `ppx-tui` as a user's terminal starts it: SIGINT raises KeyboardInterrupt (a test runner
+    # started in the background may hand its children an ignored SIGINT).
+    start = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from personaplex_tui.cli import main; sys.exit(main())"
+    )
+    args = ["respond", "--input", QUESTION, "--output", str(out), "--dump-tokens", str(dump),
+            "--model", str(ckpt), "--max-steps", "3000", "--seed", "3"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", start, *args],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.stat().st_size > 44 + 2 * 1920 * 20):  # 20 reply frames
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().endswith("ppx-tui: interrupted.")
+    assert stdout == ""
+    with wave.open(str(out)) as w:  # the header was finished: it counts every sample written
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (24000, 1, 2)
+        frames = w.getnframes()
+    assert out.stat().st_size == 44 + 2 * frames
+    assert frames % 1920 == 0 and 20 * 1920 <= frames < 3000 * 1920
+    rows = [json.loads(line) for line in dump.read_text().splitlines()]
+    heard = -(-sf.info(QUESTION).frames // 1920)
+    assert len(rows) >= heard + frames // 1920  # every frame made was dumped, whole lines only
+    assert [r["frame"] for r in rows] == list(range(len(rows)))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _valid_wav(path: Path, seconds: float = 1.0) -> Path:
+    sf.write(path, 0.1 * np.sin(np.arange(int(24000 * seconds)) / 7), 24000, subtype="PCM_16")
+    return path
+
+
+def _truncated(path: Path) -> Path:
+    data = _valid_wav(path).read_bytes()
+    return _write(path, data[: len(data) // 3])
+
+
+def _garbled(path: Path) -> Path:
+    data = bytearray(_valid_wav(path).read_bytes())
+    data[20:36] = b"\xff" * 16
+    return _write(path, bytes(data))
+
+
+def _flac_cut(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    sf.write(path, 0.3 * rng.standard_normal(48000), 24000, subtype="PCM_16")
+    data = path.read_bytes()
+    return _write(path, data[: len(data) // 2])
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: _write(d / "zero.wav", b""), "The audio file {p} is empty (0 bytes)."),
+        (lambda d: _truncated(d / "cut.wav"), "The audio file {p} is truncated: it holds"),
+        (lambda d: _garbled(d / "garbled.wav"), "The audio file {p} is corrupt ("),
+        (lambda d: _flac_cut(d / "cut.flac"), "The audio file {p} is "),
+        (lambda d: _write(d / "photo.wav", PNG), "{p} is not a WAV or FLAC audio file"),
+        (lambda d: d, "{p} is a folder, not an audio file."),
+    ],
+    ids=["zero-length", "truncated-wav", "corrupt-header", "truncated-flac", "not-audio", "folder"],
+)
+def test_broken_input_audio_is_one_sentence(make, message, tmp_path):
+    path = make(tmp_path)
+    proc = ppx("respond", "--input", str(path), "--output", str(tmp_path / "o.wav"))
+    assert_one_sentence(proc, message.format(p=path))
+    assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-steps", "0"], "--max-steps must be between 1 and 3000, not 0."),
+        (["--max-steps", "100000"], "--max-steps must be between 1 and 3000, not 100000."),
+        (["--text-temp", "-0.1"], "--text-temp must be between 0 and 10, not -0.1."),
+        (["--audio-temp", "nan"], "--audio-temp must be between 0 and 10, not nan."),
+        (["--audio-top-k", "0"], "--audio-top-k must be at least 1, not 0."),
+        (["--chunk-seconds", "0"], "--chunk-seconds must be positive, not 0.0."),
+        (["--seed", "-1"], "--seed must be between 0 and"),
+        (["--voice", "natf9"], "Unknown voice 'natf9'; choose one of"),
+        (["--prompt-text", "  "], "The system prompt text is empty."),
+    ],
+)
+def test_absurd_respond_flags_are_one_sentence(args, message, tmp_path):
+    proc = ppx("respond", "--input", QUESTION, "--output", str(tmp_path / "o.wav"), *args)
+    assert_one_sentence(proc, message)
+    assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "--steps must be at least 1 and --warmup-steps at least 0."),
+        (["--voice-frames", "-5"], "--voice-frames must be between 0 and 1000, not -5."),
+        (["--prompt-tokens", "-1"], "--prompt-tokens must be between 0 and 1000, not -1."),
+        (["--seed", "-1"], "--seed must be between 0 and"),
+    ],
+)
+def test_absurd_bench_flags_are_one_sentence(args, message):
+    assert_one_sentence(ppx("bench", "--small", "--json", *args), message)
+
+
+def test_unwritable_outputs_are_one_sentence(ckpt, tmp_path):
+    blocker = _write(tmp_path / "file", b"x")
+    proc = ppx("respond", "--input", QUESTION, "--model", str(ckpt), "--max-steps", "2",
+               "--output", str(blocker / "reply.wav"))  # fmt: skip
+    assert_one_sentence(
+        proc,
+        f"Could not create the audio file {blocker / 'reply.wav'}: {blocker} is a file, not a folder.",
+    )
+    proc = ppx("respond", "--input", QUESTION, "--model", str(ckpt), "--max-steps", "2",
+               "--output", str(tmp_path / "r.wav"), "--dump-tokens", str(blocker / "t.jsonl"))  # fmt: skip
+    assert_one_sentence(
+        proc, f"Cannot write the token dump {blocker / 't.jsonl'}: Not a directory."
+    )
+
+
+def test_an_unreachable_hub_is_one_sentence(tmp_path):
+    environ = env(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
+    environ.pop("HF_HUB_OFFLINE")
+    environ.pop("HF_HUB_CACHE", None)
+    proc = ppx("respond", "--input", QUESTION, "--output", str(tmp_path / "o.wav"),
+               "--model", "someone/some-model", environ=environ)  # fmt: skip
+    assert_one_sentence(
+        proc, "Could not download someone/some-model (the Hugging Face hub is unreachable)"
+    )
+    assert "--model PATH" in proc.stderr

@@ -1,0 +1,291 @@
+"""File faults: an unwritable record folder, a disk that fills up mid-session (for the recording
+and for the speaker's output file), a bad input file. Each is one clear sentence; the
+conversation goes on, and what reached the disk before the failure stays valid (WAVs readable,
+transcript lines whole)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from personaplex_tui.audio import read_audio, split_frames
+from personaplex_tui.conversation import ControllerConfig, create_conversation
+from personaplex_tui.events import EngineError, FrameOut, Notice
+from tests.conversation_fakes import (
+    CONVERSATION,
+    Events,
+    FakeDevices,
+    FakeModel,
+    Probe,
+    conversation_pcm,
+    is_state,
+)
+from tests.test_conversation_duplex import only_folder
+
+N_FRAMES = len(split_frames(conversation_pcm()))
+
+
+class FullDisk:
+    """Files opened under `root` share `free` bytes; a write that does not fit raises ENOSPC
+    (nothing of it is written), as does every later one."""
+
+    def __init__(self, root: Path, free: int) -> None:
+        self.root = str(root)
+        self.free = free
+        self.refused = 0
+
+    def open(self, file, mode="r", *args, **kwargs):
+        handle = open(file, mode, *args, **kwargs)  # the real one
+        if str(file).startswith(self.root) and any(c in mode for c in "wa+"):
+            return _Metered(handle, self)
+        return handle
+
+    def install(self, monkeypatch) -> None:
+        """Route the recording's, transcript's and speaker's file opening through this disk."""
+        import personaplex_tui.audio.wav_writer as wav_writer
+        import personaplex_tui.conversation.timing_log as timing_log
+        import personaplex_tui.conversation.transcript as transcript
+
+        for module in (wav_writer, transcript, timing_log):
+            monkeypatch.setattr(module, "open", self.open, raising=False)
+
+
+class _Metered:
+    def __init__(self, handle, disk: FullDisk) -> None:
+        self._handle, self._disk = handle, disk
+
+    def write(self, data):
+        size = len(data.encode() if isinstance(data, str) else data)
+        if size > self._disk.free:
+            self._disk.free = 0
+            self._disk.refused += 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._disk.free -= size
+        return self._handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+
+def one_sentence(message: str) -> bool:
+    return "\n" not in message and message.endswith(".")
+
+
+def run_duplex(config: ControllerConfig, devices: FakeDevices | None = None):
+    """A duplex conversation over conversation.wav to its end; the events and the model probe."""
+    factory = (devices or FakeDevices()).factory()
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=factory)
+        await conv.start()
+        await events.wait_for(lambda e: isinstance(e, Notice) and "has ended" in e.message)
+        await conv.shutdown()
+        return events, probe
+
+    return asyncio.run(main())
+
+
+def warnings(events) -> list[str]:
+    return [e.message for e in events.of(Notice) if e.severity == "warning"]
+
+
+@pytest.mark.parametrize("how", ["read-only", "not-a-folder"])
+def test_an_unwritable_record_folder_is_one_sentence_and_the_conversation_goes_on(
+    how, tmp_path, monkeypatch
+):
+    if how == "read-only":
+        root = tmp_path / "locked"
+        root.mkdir()
+        root.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        if os.geteuid() == 0:  # root ignores permission bits: refuse like the kernel would
+            real_mkdir = os.mkdir
+
+            def mkdir(path, *args, **kwargs):
+                if str(path).startswith(str(root)):
+                    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+                return real_mkdir(path, *args, **kwargs)
+
+            monkeypatch.setattr(os, "mkdir", mkdir)
+        reason = "Permission denied"
+    else:
+        (tmp_path / "notes.txt").write_text("a file where a folder should be")
+        root = tmp_path / "notes.txt" / "recordings"
+        reason = "Not a directory"
+    config = ControllerConfig(mode="duplex", input_file=CONVERSATION, record_dir=root)
+    try:
+        events, probe = run_duplex(config)
+    finally:
+        if (tmp_path / "locked").exists():
+            (tmp_path / "locked").chmod(stat.S_IRWXU)  # so that pytest can clean up
+    (message,) = warnings(events)  # one message for the mic, agent and transcript files
+    assert message.startswith(f"Cannot record in {root}/") and f"({reason})" in message
+    assert message.endswith("the conversation goes on without a recording or transcript.")
+    assert one_sentence(message)
+    assert not events.of(EngineError)
+    assert len(events.of(FrameOut)) == len(probe.sessions[-1].inputs) == N_FRAMES
+
+
+def test_a_disk_filling_up_mid_session_stops_the_recording_not_the_conversation(
+    tmp_path, monkeypatch
+):
+    disk = FullDisk(tmp_path, free=300_000)  # about 3 s of the two 24 kHz 16-bit tracks
+    disk.install(monkeypatch)
+    config = ControllerConfig(mode="duplex", input_file=CONVERSATION, record_dir=tmp_path)
+    events, probe = run_duplex(config)
+
+    assert disk.refused > 0
+    found = warnings(events)
+    recording = [m for m in found if m.startswith("Recording in")]
+    transcript = [m for m in found if m.startswith("Writing the transcript")]
+    assert len(recording) == 1 and len(transcript) == 1 and len(found) == 2  # each said once
+    assert "(No space left on device)" in recording[0] and one_sentence(recording[0])
+    assert recording[0].endswith("is kept and the conversation goes on.")
+    assert "(No space left on device)" in transcript[0] and one_sentence(transcript[0])
+    assert not events.of(EngineError)
+    assert len(events.of(FrameOut)) == len(probe.sessions[-1].inputs) == N_FRAMES
+
+    folder = only_folder(tmp_path)
+    live = probe.sessions[-1]
+    mic, agent = read_audio(folder / "mic.wav").pcm, read_audio(folder / "agent.wav").pcm
+    assert 24000 <= len(mic) <= 24000 * 4 and 24000 <= len(agent) <= 24000 * 4
+    np.testing.assert_allclose(mic, np.concatenate(live.inputs)[: len(mic)], atol=1.5 / 32767)
+    np.testing.assert_allclose(agent, np.concatenate(live.outputs)[: len(agent)], atol=1.5 / 32767)
+    lines = (folder / "transcript.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["type"] == "session"
+    assert all(json.loads(line) for line in lines)  # whole lines only
+
+
+def test_an_output_file_on_a_full_disk_is_a_lost_output_and_another_goes_on(tmp_path, monkeypatch):
+    out_dir = tmp_path / "out"
+    disk = FullDisk(out_dir, free=200_000)  # about 4 s of the speaker's track
+    disk.install(monkeypatch)
+    config = ControllerConfig(
+        mode="duplex",
+        input_file=CONVERSATION,
+        output_file=out_dir / "speaker.wav",
+        record_dir=tmp_path / "rec",
+    )
+    devices = FakeDevices()
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        await conv.start()
+        error = await events.wait_for(lambda e: isinstance(e, EngineError))
+        while conv.running:
+            await asyncio.sleep(0.01)
+        steps = len(probe.sessions[-1].inputs)
+        other = ControllerConfig(
+            mode="duplex",
+            input_file=CONVERSATION,
+            output_device="USB Headset",
+            record_dir=tmp_path / "rec",
+        )
+        await conv.apply_settings(other)
+        mark = len(events.items)
+        await conv.toggle_talk()
+        await events.wait_for(
+            lambda e: isinstance(e, Notice) and "has ended" in e.message, after=mark
+        )
+        await conv.shutdown()
+        return events, probe, error, steps
+
+    events, probe, error, steps = asyncio.run(main())
+    assert error.message == (
+        f"Writing the output file {out_dir / 'speaker.wav'} failed (No space left on device); "
+        "choose another output and press space to go on."
+    )
+    assert error.kind == "AudioDeviceError" and is_state("error")(
+        events.items[events.items.index(error) + 1]
+    )
+    assert 1 < steps < N_FRAMES
+    played = read_audio(out_dir / "speaker.wav").pcm  # valid up to its last flush
+    assert 24000 <= len(played) <= 24000 * 5
+    assert len(probe.sessions) == 2 and len(probe.sessions[-1].inputs) == N_FRAMES
+    folder = only_folder(tmp_path / "rec")
+    assert len(read_audio(folder / "mic.wav").pcm) == N_FRAMES * 1920  # the recording lost nothing
+
+
+def _bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Input files the app's --input-file may be given, and the sentence each one gets."""
+    folder.mkdir()
+    good = folder / "good.wav"
+    good.write_bytes((CONVERSATION).read_bytes()[: 44 + 48000])  # header promises more: cut
+    empty = folder / "empty.wav"
+    empty.write_bytes(b"")
+    text = folder / "notes.wav"
+    text.write_text("not audio at all\n" * 10)
+    return {
+        "truncated": (good, f"The audio file {good} is truncated: it holds"),
+        "zero-length": (empty, f"The audio file {empty} is empty (0 bytes)."),
+        "not-audio": (text, f"{text} is not a WAV or FLAC audio file"),
+        "missing": (folder / "gone.wav", f"The audio file {folder / 'gone.wav'} does not exist."),
+        "folder": (folder, f"{folder} is a folder, not an audio file."),
+    }
+
+
+@pytest.mark.parametrize("kind", ["truncated", "zero-length", "not-audio", "missing", "folder"])
+def test_a_bad_input_file_is_one_sentence_and_the_app_goes_on_with_a_good_one(kind, tmp_path):
+    path, message = _bad_inputs(tmp_path / "inputs")[kind]
+    config = ControllerConfig(mode="duplex", input_file=path)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=FakeDevices().factory())
+        await conv.start()
+        error = await events.wait_for(lambda e: isinstance(e, EngineError))
+        assert not conv.running
+        await conv.apply_settings(ControllerConfig(mode="duplex", input_file=CONVERSATION))
+        mark = len(events.items)
+        await conv.toggle_talk()
+        await events.wait_for(
+            lambda e: isinstance(e, Notice) and "has ended" in e.message, after=mark
+        )
+        await conv.shutdown()
+        return events, probe, error
+
+    events, probe, error = asyncio.run(main())
+    assert error.message.startswith(message) and one_sentence(error.message)
+    assert error.kind == "AudioFileError"
+    assert len(probe.sessions[-1].inputs) == N_FRAMES  # the good file was played in full
+
+
+def test_a_temp_folder_that_cannot_be_written_is_one_sentence(tmp_path, monkeypatch):
+    """Without a record folder the session is recorded in a temporary one: a full or read-only
+    temp folder is the same single warning, and the conversation goes on."""
+    import tempfile
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "notes.txt"))
+    (tmp_path / "notes.txt").write_text("a file where the temp folder should be")
+    events, probe = run_duplex(ControllerConfig(mode="duplex", input_file=CONVERSATION))
+    (message,) = warnings(events)
+    assert message.startswith(f"Cannot record in {tmp_path / 'notes.txt'}/ppx-tui-recording-")
+    assert one_sentence(message) and not events.of(EngineError)
+    assert len(events.of(FrameOut)) == N_FRAMES
+
+
+def test_a_timing_log_on_a_full_disk_stops_with_one_warning(tmp_path, monkeypatch):
+    disk = FullDisk(tmp_path / "logs", free=5_000)  # some 25 lines of timings
+    disk.install(monkeypatch)
+    log = tmp_path / "logs" / "timing.jsonl"
+    config = ControllerConfig(mode="duplex", input_file=CONVERSATION, timing_log=log)
+    events, probe = run_duplex(config)
+    (message,) = warnings(events)
+    assert message == (
+        f"Writing the timing log {log} failed (No space left on device); it stops here."
+    )
+    assert not events.of(EngineError) and len(events.of(FrameOut)) == N_FRAMES
+    lines = log.read_text().splitlines()
+    assert 10 < len(lines) < 40 and all(json.loads(line)["step"] >= 0 for line in lines)
