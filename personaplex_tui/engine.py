@@ -78,6 +78,8 @@ class Engine:
 
     `memory_probe()`, when given, runs on the engine thread after loading, warm-up and a new
     session, and every `memory_every_s` while generating; its `MemoryUsage` goes out as an event.
+    `release()`, when given, runs last on the engine thread when the engine closes: it frees
+    what the thread holds (MLX's per-thread streams).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class Engine:
         loop: asyncio.AbstractEventLoop | None = None,
         memory_probe: MemoryProbe | None = None,
         memory_every_s: float = 1.0,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self._loader = loader
         self._sink = sink
@@ -95,6 +98,7 @@ class Engine:
         self._memory_probe = memory_probe
         self._memory_every_s = memory_every_s
         self._memory_at = float("-inf")
+        self._release = release
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ppx-engine")
         self._cancel = threading.Event()
         self._aborted = False  # shutting down: the cancel stays set
@@ -261,9 +265,21 @@ class Engine:
         """Stop and release the engine thread; safe to call twice."""
         if self._closed:
             return
-        self._cancel.set()
-        self._closed = True
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        self.abort()
+        try:
+            if self._release is not None:
+                await self.run(self._release_thread)
+        finally:
+            self._closed = True
+            await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+    def _release_thread(self) -> None:
+        """Last, on the engine thread: free what the thread holds (the model stays readable)."""
+        assert self._release is not None
+        try:
+            self._release()
+        except Exception:  # closing must not fail
+            log.exception("releasing the engine thread failed")
 
     # -- generation ---------------------------------------------------------------------------
 

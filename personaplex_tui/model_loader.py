@@ -96,3 +96,13 @@ def memory_usage() -> MemoryUsage:
     import mlx.core as mx
 
     return MemoryUsage(int(mx.get_active_memory()), int(mx.get_peak_memory()))
+
+
+def release_mlx_thread() -> None:
+    """Wait for MLX's work and destroy the streams of the calling thread (the engine's, as it
+    closes). Without it the process can abort on exit ("terminate called without an active
+    exception") when it ends right after a thread that used MLX."""
+    import mlx.core as mx
+
+    mx.synchronize()
+    mx.clear_streams()

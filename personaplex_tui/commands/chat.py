@@ -73,13 +73,16 @@ def controller_factory(
     loader: Loader,
     audio: AudioFactory | None = None,
     memory_probe: Callable[[], MemoryUsage | None] | None = None,
+    release: Callable[[], None] | None = None,
 ) -> Callable[[Settings, EventSink], ConversationController]:
     """What the app calls once mounted: the real conversation controller for its settings."""
     from personaplex_tui.conversation import ControllerConfig, create_conversation
 
     def make(settings: Settings, sink: EventSink) -> ConversationController:
         config = ControllerConfig.from_settings(settings)
-        return create_conversation(loader, sink, config, audio=audio, memory_probe=memory_probe)
+        return create_conversation(
+            loader, sink, config, audio=audio, memory_probe=memory_probe, release=release
+        )
 
     return make
 
@@ -94,10 +97,12 @@ def build_app(
     cursor_blink: bool = True,
 ) -> PersonaPlexApp:
     """The chat app on the real model (`loader`: `ModelLoader(settings.model)` by default)."""
-    from personaplex_tui.model_loader import ModelLoader, memory_usage
+    from personaplex_tui.model_loader import ModelLoader, memory_usage, release_mlx_thread
     from personaplex_tui.tui.app import make_app
 
-    factory = controller_factory(loader or ModelLoader(settings.model), audio, memory_usage)
+    factory = controller_factory(
+        loader or ModelLoader(settings.model), audio, memory_usage, release_mlx_thread
+    )
     return make_app(
         settings,
         factory,

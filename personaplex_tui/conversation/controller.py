@@ -348,13 +348,15 @@ def create_conversation(
     audio: AudioFactory | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     memory_probe: MemoryProbe | None = None,
+    release: Callable[[], None] | None = None,
     **options: Any,
 ) -> ConversationController:
     """An `Engine` on `loader` wired to `sink`, and the controller over it.
 
     `loader(progress)` runs on the engine thread, may call `progress(LoadProgress(...))`, and
     returns `(model, ModelInfo)` where `model.session(**SessionOptions)` makes a session.
-    `memory_probe()` runs on the engine thread now and then (`MemoryUsage` events).
+    `memory_probe()` runs on the engine thread now and then (`MemoryUsage` events), `release()`
+    last on it when the engine closes (e.g. `model_loader.release_mlx_thread`).
     `options` go to `ConversationController` (`segmenter_factory`, `stall_s`, `levels_hz`)."""
-    engine = Engine(loader, sink, loop=loop, memory_probe=memory_probe)
+    engine = Engine(loader, sink, loop=loop, memory_probe=memory_probe, release=release)
     return ConversationController(engine, config, audio=audio, **options)
