@@ -35,8 +35,8 @@ _EXPORTS: dict[str, str] = {
     "Frame": "model.types",
     "Reply": "model.types",
     "StepTimings": "model.types",
-    "DEFAULT_VOICE": "model.voices",
-    "VOICE_PRESETS": "model.voices",
+    "DEFAULT_VOICE": "model.voice_presets",
+    "VOICE_PRESETS": "model.voice_presets",
 }
 __all__ = sorted(_EXPORTS)
 

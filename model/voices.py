@@ -1,4 +1,5 @@
-"""The 18 voice presets and loading a voice prompt (embeddings + token ring) from a checkpoint."""
+"""Loading a voice prompt (embeddings + token ring) from a checkpoint; the preset names live in
+`model.voice_presets` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,36 +10,15 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from model.errors import CheckpointError, UnknownVoiceError
+from model.errors import CheckpointError
 from model.torch_file import read_torch_tensors
-
-VOICE_CATEGORIES: dict[str, str] = {
-    "NATF": "natural female",
-    "NATM": "natural male",
-    "VARF": "varied female",
-    "VARM": "varied male",
-}
-VOICE_PRESETS: tuple[str, ...] = (
-    *(f"NATF{i}" for i in range(4)),
-    *(f"NATM{i}" for i in range(4)),
-    *(f"VARF{i}" for i in range(5)),
-    *(f"VARM{i}" for i in range(5)),
+from model.voice_presets import (  # noqa: F401 - re-exported
+    DEFAULT_VOICE,
+    VOICE_CATEGORIES,
+    VOICE_PRESETS,
+    canonical_voice,
+    voice_category,
 )
-DEFAULT_VOICE = "NATF2"
-
-
-def voice_category(name: str) -> str:
-    """'natural female', 'varied male', ... for a preset name."""
-    return VOICE_CATEGORIES.get(name[:4].upper(), "custom")
-
-
-def canonical_voice(name: str, available: tuple[str, ...] = VOICE_PRESETS) -> str:
-    """The preset's canonical spelling, or UnknownVoiceError naming the choices."""
-    wanted = name.strip().upper()
-    for voice in available:
-        if voice.upper() == wanted:
-            return voice
-    raise UnknownVoiceError(f"Unknown voice '{name}'; choose one of: {', '.join(available)}.")
 
 
 @dataclass

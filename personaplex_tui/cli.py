@@ -8,20 +8,44 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from model.errors import PersonaPlexError
 from personaplex_tui import __version__
-from personaplex_tui.commands import bench, info, respond, soak
+from personaplex_tui.commands import bench, chat, info, respond, soak
+from personaplex_tui.commands.common import UsageError
 from personaplex_tui.kernel_cache import persistent_kernel_cache
+
+EPILOG = """\
+examples:
+  ppx-tui                                   talk turn by turn (space to talk)
+  ppx-tui --mode duplex --voice VARF2       full duplex, like a phone call
+  ppx-tui --input-file q.wav --output-file a.wav --mode duplex   no sound card needed
+  ppx-tui respond --input q.wav --output a.wav                    one reply, no TUI
+  ppx-tui voices | prompts | devices | bench
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Flag mistakes in one line (not the whole usage), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        message = re.sub(r"^argument (\S+): (?=\1 )", "", message)
+        self.exit(2, f"{self.prog}: {message}. See `{self.prog} --help`.\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ppx-tui",
-        description="Talk with NVIDIA PersonaPlex 7B in your terminal, locally, on MLX.",
+        description="Talk with NVIDIA PersonaPlex 7B in your terminal, locally, on MLX. "
+        "With no command, the chat opens.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # `respond --input` is not an abbreviation of `--input-file`
     )
     parser.add_argument("--version", action="version", version=f"ppx-tui {__version__}")
+    chat.add_arguments(parser.add_argument_group("chat options"))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     respond.add_parser(sub)
     bench.add_parser(sub)
@@ -30,15 +54,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_no_chat_options(argv: list[str], command: str) -> None:
+    """Chat options before a subcommand would be ignored (or overridden): refuse them."""
+    before = argv[: argv.index(command)] if command in argv else []
+    given = [a.split("=")[0] for a in before if a.startswith("--")]
+    if given:
+        raise UsageError(
+            f"{given[0]} is an option of the chat; put the options of `{command}` after it."
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
-    if handler is None:
-        parser.print_help()
-        return 0
     persistent_kernel_cache()
     try:
+        if handler is None:
+            return chat.run(args)
+        _check_no_chat_options(argv, args.command)
         return int(handler(args) or 0)
     except PersonaPlexError as exc:
         print(f"ppx-tui: {exc}", file=sys.stderr)

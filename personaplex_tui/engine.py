@@ -27,6 +27,7 @@ from personaplex_tui.events import (
     EventSink,
     FrameOut,
     LoadProgress,
+    MemoryUsage,
     ModelInfo,
     StateChanged,
     StepTiming,
@@ -36,6 +37,7 @@ from personaplex_tui.events import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FRAME = 1920
+MemoryProbe = Callable[[], MemoryUsage | None]
 
 
 class SessionLike(Protocol):
@@ -79,7 +81,13 @@ class Cancelled(Exception):
 
 
 class Engine:
-    """Owns the model on one thread; every public coroutine is safe to call from the event loop."""
+    """Owns the model on one thread; every public coroutine is safe to call from the event loop.
+
+    `memory_probe()`, when given, runs on the engine thread after loading, warm-up and a new
+    session, and every `memory_every_s` while generating; its `MemoryUsage` goes out as an event.
+    `release()`, when given, runs last on the engine thread when the engine closes: it frees
+    what the thread holds (MLX's per-thread streams).
+    """
 
     def __init__(
         self,
@@ -87,12 +95,20 @@ class Engine:
         sink: EventSink,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        memory_probe: MemoryProbe | None = None,
+        memory_every_s: float = 1.0,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self._loader = loader
         self._sink = sink
         self._loop = loop
+        self._memory_probe = memory_probe
+        self._memory_every_s = memory_every_s
+        self._memory_at = float("-inf")
+        self._release = release
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ppx-engine")
         self._cancel = threading.Event()
+        self._aborted = False  # shutting down: the cancel stays set
         self.model: ModelLike | None = None
         self.info: ModelInfo | None = None
         self.session: SessionLike | None = None
@@ -140,6 +156,23 @@ class Engine:
         self.thread_ident = threading.get_ident()
         return fn(*args)
 
+    def _report_memory(self, force: bool = False) -> None:
+        """Send a MemoryUsage event (engine thread), at most every `memory_every_s` unless forced."""
+        if self._memory_probe is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._memory_at < self._memory_every_s:
+            return
+        self._memory_at = now
+        try:
+            usage = self._memory_probe()
+        except Exception:  # a probe must never stop the model
+            log.exception("the memory probe failed")
+            self._memory_probe = None
+            return
+        if usage is not None:
+            self.emit(usage)
+
     async def _run_reporting(self, fn: Callable[..., T], *args: Any) -> T | None:
         """Like `run`, but a failure becomes an EngineError event and `None`."""
         try:
@@ -147,8 +180,12 @@ class Engine:
         except Cancelled:
             return None
         except Exception as exc:  # the engine must survive anything a step throws
-            message = str(exc) if isinstance(exc, PersonaPlexError) else f"The model failed: {exc}"
-            log.exception("engine operation failed")
+            if isinstance(exc, PersonaPlexError):  # a user's mistake: its sentence says it all
+                message = str(exc)
+                log.warning("engine operation failed: %s", message)
+            else:
+                message = f"The model failed: {exc}"
+                log.exception("engine operation failed")
             self.emit(EngineError(message=message, kind=type(exc).__name__))
             self.emit(StateChanged("error", message))
             return None
@@ -158,7 +195,18 @@ class Engine:
     async def load(self) -> ModelInfo | None:
         """Load the model (progress events on the way)."""
         self.emit(StateChanged("loading"))
-        result = await self._run_reporting(self._loader, self.emit)
+
+        def progress(event: LoadProgress) -> None:
+            if self._cancel.is_set():  # a download stops at its next progress report
+                raise Cancelled
+            self.emit(event)
+
+        def work() -> tuple[ModelLike, ModelInfo]:
+            loaded = self._loader(progress)
+            self._report_memory(force=True)
+            return loaded
+
+        result = await self._run_reporting(work)
         if result is None:
             return None
         self.model, self.info = result
@@ -168,6 +216,7 @@ class Engine:
     async def warm_up(self, steps: int = 3) -> float | None:
         """Run a throwaway session for a few steps so kernels are compiled before the user talks."""
         self.emit(StateChanged("warming_up"))
+        self.emit(LoadProgress("warm_up", f"{steps} steps of silence on a throwaway session"))
 
         def work() -> float:
             start = time.perf_counter()
@@ -175,6 +224,7 @@ class Engine:
             silence = np.zeros(FRAME, np.float32)
             for _ in range(steps):
                 session.step(silence)
+            self._report_memory(force=True)
             return time.perf_counter() - start
 
         return await self._run_reporting(work)
@@ -183,6 +233,9 @@ class Engine:
         """Start a fresh session (prompt prefill) with the given or current options."""
         if options is not None:
             self.options = options
+        o = self.options
+        prompt = "custom" if o.prompt_text else o.prompt
+        self.emit(LoadProgress("prompt", f"voice {o.voice}, prompt {prompt}"))
 
         def work() -> bool:
             self.session = self._require_model().session(**self._session_kwargs())
@@ -190,6 +243,7 @@ class Engine:
             # none is compiled mid-conversation.
             _compile_ahead(self.session)
             self.frames_out = 0
+            self._report_memory(force=True)
             return True
 
         ok = await self._run_reporting(work)
@@ -208,15 +262,34 @@ class Engine:
         try:
             await self.run(lambda: None)
         finally:
-            self._cancel.clear()
+            if not self._aborted:
+                self._cancel.clear()
+
+    def abort(self) -> None:
+        """From any thread, when shutting down: whatever runs stops at its next step or
+        progress report (a download too), and nothing runs any more."""
+        self._aborted = True
+        self._cancel.set()
 
     async def close(self) -> None:
         """Stop and release the engine thread; safe to call twice."""
         if self._closed:
             return
-        self._cancel.set()
-        self._closed = True
-        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+        self.abort()
+        try:
+            if self._release is not None:
+                await self.run(self._release_thread)
+        finally:
+            self._closed = True
+            await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
+    def _release_thread(self) -> None:
+        """Last, on the engine thread: free what the thread holds (the model stays readable)."""
+        assert self._release is not None
+        try:
+            self._release()
+        except Exception:  # closing must not fail
+            log.exception("releasing the engine thread failed")
 
     # -- generation ---------------------------------------------------------------------------
 
@@ -236,7 +309,8 @@ class Engine:
         it produces meanwhile is never played). Returns the frames produced (an empty list when
         `keep` is False: an endless duplex run must not hold every frame), or None if it failed.
         """
-        self._cancel.clear()
+        if not self._aborted:
+            self._cancel.clear()
         return await self._run_reporting(self._generate, iter(frames), on_frame, quiet_steps, keep)
 
     def _generate(
@@ -261,6 +335,7 @@ class Engine:
             if on_frame is not None:
                 on_frame(frame)
             self._report(index, frame, heard=steps > quiet_steps)
+            self._report_memory()
             if self._cancel.is_set():
                 break
         return produced

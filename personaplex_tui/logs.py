@@ -10,6 +10,7 @@ from pathlib import Path
 from personaplex_tui.settings import APP_NAME
 
 LOG_ENV = "PPX_TUI_LOG"
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "urllib3", "filelock")
 _FORMAT = "%(asctime)s %(levelname)-7s %(threadName)s %(name)s: %(message)s"
 
 
@@ -51,5 +52,7 @@ def setup_logging(path: Path | None = None, level: int = logging.INFO) -> Path:
         old.close()
     root.addHandler(handler)
     root.setLevel(level)
+    for chatty in QUIET_LOGGERS:  # a line per HTTP request would bury what matters
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     logging.captureWarnings(True)
     return path

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from model.errors import PersonaPlexError
+from model.prompts import DEFAULT_PROMPT, PROMPT_PRESETS
+from model.voice_presets import DEFAULT_VOICE, VOICE_PRESETS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,29 +29,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 APP_NAME = "ppx-tui"
 CONFIG_ENV = "PPX_TUI_CONFIG"
 
-VOICES: tuple[str, ...] = (
-    *(f"NATF{i}" for i in range(4)),
-    *(f"NATM{i}" for i in range(4)),
-    *(f"VARF{i}" for i in range(5)),
-    *(f"VARM{i}" for i in range(5)),
-)
-
-PROMPT_PRESETS: dict[str, str] = {
-    "assistant": "You are a helpful assistant. Answer questions clearly and concisely.",
-    "focused": (
-        "You are a helpful assistant. Listen carefully to what the user says, then respond "
-        "directly to their question or request. Stay on topic. Be concise."
-    ),
-    "customer-service": (
-        "You are a customer service agent. Answer the customer question directly and "
-        "helpfully. Do not change the subject."
-    ),
-    "teacher": (
-        "You are a wise and friendly teacher. Answer questions or provide advice in a clear "
-        "and engaging way."
-    ),
-    "casual": "You enjoy having a good conversation.",
-}
 CUSTOM_PROMPT = "custom"
 
 Mode = Literal["turn", "duplex"]
@@ -88,8 +67,8 @@ class SettingsError(PersonaPlexError):
 class Settings:
     """Everything the user can choose; validated on construction (raises `SettingsError`)."""
 
-    voice: str = "NATF2"
-    prompt: str = "assistant"  # a key of PROMPT_PRESETS, or "custom" to use prompt_text
+    voice: str = DEFAULT_VOICE
+    prompt: str = DEFAULT_PROMPT  # a key of PROMPT_PRESETS, or "custom" to use prompt_text
     prompt_text: str = ""
     mode: Mode = "turn"
     max_steps: int = 75  # turn-based reply length in frames (80 ms each)
@@ -157,8 +136,9 @@ def _in_range(name: str, value: float, bounds: tuple[float, float]) -> str | Non
 def _problems(s: Settings) -> list[str]:
     """Every problem with `s`, each one sentence (empty when valid)."""
     problems: list[str] = []
-    if s.voice not in VOICES:
-        problems.append(f"Unknown voice '{s.voice}'; choose one of {', '.join(VOICES)}.")
+    if s.voice not in VOICE_PRESETS:
+        names = ", ".join(VOICE_PRESETS)
+        problems.append(f"Unknown voice '{s.voice}'; choose one of {names}.")
     if s.prompt != CUSTOM_PROMPT and s.prompt not in PROMPT_PRESETS:
         names = ", ".join(PROMPT_PRESETS)
         problems.append(
@@ -311,7 +291,9 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the chat flags to `parser`; unset flags stay None so the file's values hold."""
     parser.add_argument("--config", type=Path, metavar="FILE", help="settings file to use")
     parser.add_argument("--mode", choices=MODES, help="turn-based (default) or full duplex")
-    parser.add_argument("--voice", metavar="NAME", help=f"voice preset ({VOICES[0]}...)")
+    parser.add_argument(
+        "--voice", metavar="NAME", help=f"voice preset, e.g. {DEFAULT_VOICE} (see `ppx-tui voices`)"
+    )
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument(
         "--system-prompt", metavar="NAME", help=f"prompt preset: {', '.join(PROMPT_PRESETS)}"

@@ -27,6 +27,7 @@ from model.errors import PersonaPlexError
 from personaplex_tui.audio import FRAME_SAMPLES, AudioInput, AudioOutput, FileMic, FileSpeaker
 from personaplex_tui.conversation import AudioFactory, ControllerConfig, create_conversation
 from personaplex_tui.events import EngineError, ModelInfo, Notice, StateChanged
+from personaplex_tui.model_loader import release_mlx_thread
 from personaplex_tui.soak_meter import MemoryMeter, MemorySample, SoakModel, random_voice
 
 DEFAULT_INPUT = (
@@ -247,7 +248,7 @@ async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[s
         record_dir=work / "recording",
     )
     loader = _loader(opts, meter)
-    conv = create_conversation(loader, events, config, audio=audio)
+    conv = create_conversation(loader, events, config, audio=audio, release=release_mlx_thread)
     folder: Path | None = None
     try:
         await conv.start()

@@ -137,7 +137,11 @@ class ProbedSession:
 
 
 class Probe:
-    """Wraps any model shaped like `model.PersonaPlex` (fake or real) to watch the calls into it."""
+    """Wraps any model shaped like `model.PersonaPlex` (fake or real) to watch the calls into it.
+
+    `inner` is the model, or a function that makes it: called by the loader, on the engine
+    thread (MLX streams belong to the thread that made them, so a real model must be loaded
+    on the thread that runs it)."""
 
     def __init__(self, inner: object) -> None:
         self.inner = inner
@@ -156,6 +160,8 @@ class Probe:
         def load(progress: Callable[[LoadProgress], None]) -> tuple[Probe, ModelInfo]:
             self.threads.add(threading.get_ident())
             progress(LoadProgress("load", "loading the test model"))
+            if callable(self.inner) and not hasattr(self.inner, "session"):
+                self.inner = self.inner()
             return self, ModelInfo("test-model", "bf16", "cpu", ("NATF2", "VARM1"))
 
         return load

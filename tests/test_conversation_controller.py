@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import inspect
 import json
 import subprocess
 import sys
 import wave
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,7 +21,6 @@ from personaplex_tui.conversation import (
     DuplexController,
     SettingsError,
     TurnController,
-    add_conversation_options,
     create_conversation,
 )
 from personaplex_tui.conversation.transcript import Transcript, clock
@@ -33,7 +32,9 @@ from personaplex_tui.events import (
     ModelInfo,
     Notice,
 )
+from personaplex_tui.settings import CUSTOM_PROMPT, Settings
 from tests.conversation_fakes import (
+    AUDIO,
     CONVERSATION,
     Events,
     FakeDevices,
@@ -195,7 +196,7 @@ def test_a_failed_load_is_reported_and_start_can_be_tried_again():
 
     events = asyncio.run(main())
     assert [e.message for e in events.of(EngineError)] == ["The model failed: no weights here"]
-    assert len(events.of(LoadProgress)) == 2
+    assert [e.stage for e in events.of(LoadProgress)].count("load") == 2
 
 
 def test_config_from_any_settings_object():
@@ -251,23 +252,30 @@ def test_importing_the_conversation_loads_no_device_ui_or_vad_runtime():
     assert out.stdout.strip() == ""
 
 
-def test_command_line_options_fill_a_config_over_saved_settings():
-    parser = argparse.ArgumentParser()
-    add_conversation_options(parser)
-    args = parser.parse_args(
-        [
-            "--mode",
-            "duplex",
-            "--input-file",
-            "in.wav",
-            "--timing-log",
-            "t.jsonl",
-            "--no-echo-suppression",
-        ]
+def test_config_from_the_apps_settings():
+    saved = ControllerConfig(seed=3, save_dir="/tmp/saved")
+    settings = Settings(
+        mode="duplex",
+        voice="VARF2",
+        prompt=CUSTOM_PROMPT,
+        prompt_text="  Be a pirate.  ",
+        audio_temperature=0.6,
+        text_top_k=40,
+        input_file=AUDIO / "greeting.wav",
+        record_dir=Path("rec"),
     )
-    saved = ControllerConfig(voice="VARF1", echo_suppression=True, max_steps=50)
-    config = ControllerConfig.from_settings(args, saved)
-    assert (config.mode, config.input_file, config.timing_log) == ("duplex", "in.wav", "t.jsonl")
-    assert config.echo_suppression is False
-    assert (config.voice, config.max_steps) == ("VARF1", 50)  # not given: kept
-    assert ControllerConfig.from_settings(parser.parse_args([]), saved) == saved
+    config = ControllerConfig.from_settings(settings, saved)
+    assert (config.mode, config.voice, config.audio_temp, config.text_top_k) == (
+        "duplex",
+        "VARF2",
+        0.6,
+        40,
+    )
+    assert (config.input_file, config.record_dir) == (AUDIO / "greeting.wav", Path("rec"))
+    assert (config.seed, config.save_dir) == (3, "/tmp/saved")  # not in Settings: kept
+    options = config.session_options()
+    assert (options.prompt, options.prompt_text) == (None, "Be a pirate.")
+    # a preset wins over text left in the file from an earlier custom prompt
+    preset = Settings(prompt="teacher", prompt_text="old text")
+    options = ControllerConfig.from_settings(preset).session_options()
+    assert (options.prompt, options.prompt_text) == ("teacher", None)

@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from model.errors import ModelNotFoundError, PersonaPlexError
+from model.prompts import PROMPT_PRESETS
 from personaplex_tui.events import (
     FrameOut,
     Levels,
@@ -28,7 +29,7 @@ from personaplex_tui.events import (
     TextOut,
     UserTurn,
 )
-from personaplex_tui.settings import PROMPT_PRESETS, Settings, SettingsStore, load_settings
+from personaplex_tui.settings import Settings, SettingsStore, load_settings
 from personaplex_tui.tui.app import PersonaPlexApp, make_app
 from personaplex_tui.tui.messages import LiveDataArrived
 from personaplex_tui.tui.screens.help_screen import HelpScreen
@@ -213,7 +214,9 @@ async def test_w_saves_the_recording_and_says_where():
         await ready(pilot, app)
         await pilot.press("w")
         await until(pilot, lambda: any("recordings/session-1" in n for n in notes))
+        await pilot.pause(0.1)
         assert fake_of(factory).names() == ["start", "save_recording"]
+        assert sum("recordings/session-1" in n for n in notes) == 1  # said once
 
 
 async def test_c_copies_the_transcript():

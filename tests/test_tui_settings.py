@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from model.prompts import PROMPT_PRESETS
+from model.voice_presets import VOICE_PRESETS
 from personaplex_tui.logs import setup_logging
 from personaplex_tui.settings import (
     CUSTOM_PROMPT,
-    PROMPT_PRESETS,
-    VOICES,
     Settings,
     SettingsError,
     SettingsStore,
@@ -36,10 +36,12 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def test_presets_are_the_published_ones():
-    assert len(VOICES) == 18 and len(set(VOICES)) == 18
-    assert {v[:4] for v in VOICES} == {"NATF", "NATM", "VARF", "VARM"}
-    assert set(PROMPT_PRESETS) == {"assistant", "focused", "customer-service", "teacher", "casual"}
+def test_settings_offer_exactly_the_models_presets():
+    assert [Settings(voice=v).voice for v in VOICE_PRESETS] == list(VOICE_PRESETS)
+    for name, text in PROMPT_PRESETS.items():
+        assert Settings(prompt=name).system_prompt == text
+    with pytest.raises(SettingsError, match="Unknown voice 'NATF9'; choose one of NATF0, "):
+        Settings(voice="NATF9")
 
 
 def test_round_trip_keeps_every_persisted_field(tmp_path: Path):

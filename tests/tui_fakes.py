@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from model.voice_presets import VOICE_PRESETS
 from personaplex_tui.events import (
     EngineError,
     EngineEvent,
@@ -25,13 +26,14 @@ from personaplex_tui.events import (
     Levels,
     LoadProgress,
     ModelInfo,
+    Notice,
     PlaybackStats,
     StateChanged,
     StepTiming,
     TextOut,
     UserTurn,
 )
-from personaplex_tui.settings import VOICES, Settings
+from personaplex_tui.settings import Settings
 
 AUDIO = Path(__file__).parent / "data" / "audio"
 FRAME = 1920
@@ -40,7 +42,7 @@ MODEL_INFO = ModelInfo(
     source="aufklarer/PersonaPlex-7B-MLX-4bit",
     quantization="4-bit",
     device="gpu",
-    voices=VOICES,
+    voices=VOICE_PRESETS,
     load_s=9.8,
     warm_up_s=14.2,
 )
@@ -309,7 +311,9 @@ class FakeConversation:
 
     async def save_recording(self) -> str:
         self.calls.append(("save_recording",))
-        return "/tmp/ppx-tui/recordings/session-1"
+        folder = "/tmp/ppx-tui/recordings/session-1"
+        self.emit(Notice(f"Saved the recording in {folder}."))
+        return folder
 
     async def shutdown(self) -> None:
         self.calls.append(("shutdown",))

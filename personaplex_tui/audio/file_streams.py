@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 import numpy as np
@@ -25,6 +24,7 @@ from personaplex_tui.audio.frames import (
 )
 from personaplex_tui.audio.player import Player
 from personaplex_tui.audio.ring_buffer import RingBuffer
+from personaplex_tui.audio.stream_parts import RingCounters, StartsOnEnter
 from personaplex_tui.audio.wav_writer import WavWriter
 from personaplex_tui.events import PlaybackStats
 
@@ -54,7 +54,7 @@ class _Paced:
             self._thread.join()
 
 
-class FileMic:
+class FileMic(RingCounters, StartsOnEnter):
     """A microphone that plays an audio file (any format `read_audio` takes) or an array.
 
     `realtime=True` delivers one frame per 80 ms through a ring buffer, like `MicStream`;
@@ -149,37 +149,13 @@ class FileMic:
     def clear(self) -> None:
         self._ring.clear()
 
-    @property
-    def overruns(self) -> int:
-        return self._ring.overruns
-
-    @property
-    def dropped_samples(self) -> int:
-        return self._ring.dropped
-
-    @property
-    def queued_frames(self) -> int:
-        return self._ring.available // FRAME_SAMPLES
-
     def close(self) -> None:
         if self._clock is not None:
             self._clock.stop()
         self._ring.close()
 
-    def __enter__(self) -> FileMic:
-        self.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class FileSpeaker:
+class FileSpeaker(StartsOnEnter):
     """A speaker that records what it plays into a 16-bit WAV file, through a `Player`.
 
     `realtime=True` pulls one block per 80 ms like a sound card, so the file holds the pre-buffer
@@ -291,15 +267,3 @@ class FileSpeaker:
             self.failure = (
                 self.failure or f"Finishing the output file {self.path} failed ({e.strerror or e})."
             )
-
-    def __enter__(self) -> FileSpeaker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from personaplex_tui.audio.frames import (
 from personaplex_tui.audio.player import Player
 from personaplex_tui.audio.resample import StreamResampler
 from personaplex_tui.audio.ring_buffer import RingBuffer
+from personaplex_tui.audio.stream_parts import RingCounters, StartsOnEnter
 from personaplex_tui.events import PlaybackStats
 
 StreamFactory = Callable[..., Any]
@@ -47,7 +47,7 @@ def _open(factory: StreamFactory, kind: str, name: str, **kwargs: Any) -> Any:
     return stream
 
 
-class _DeviceStream:
+class _DeviceStream(StartsOnEnter):
     """What the microphone and the speaker share: the device, its rate, start and close."""
 
     kind = ""
@@ -118,26 +118,8 @@ class _DeviceStream:
             finally:
                 stream.close()
 
-    def __enter__(self) -> _DeviceStream:
-        self.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def start(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def close(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-
-class MicStream(_DeviceStream):
+class MicStream(RingCounters, _DeviceStream):
     """Captures the microphone; `read_frame` returns 1920-sample 24 kHz frames.
 
     The callback copies each block into a ring of `capacity_frames` frames; when the consumer
@@ -191,18 +173,6 @@ class MicStream(_DeviceStream):
     def finished(self) -> bool:
         """True once closed (a device never runs out)."""
         return self._ring.closed
-
-    @property
-    def overruns(self) -> int:
-        return self._ring.overruns
-
-    @property
-    def dropped_samples(self) -> int:
-        return self._ring.dropped
-
-    @property
-    def queued_frames(self) -> int:
-        return self._ring.available // self.device_frame
 
     def close(self) -> None:
         """Stop capturing and wake a blocked reader; safe to call twice."""

@@ -6,12 +6,12 @@ import os
 import struct
 import threading
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
 from personaplex_tui.audio.errors import AudioFileError
 from personaplex_tui.audio.frames import SAMPLE_RATE
+from personaplex_tui.audio.stream_parts import ClosesOnExit
 
 _HEADER_BYTES = 44
 
@@ -37,7 +37,7 @@ def _reason(error: OSError, path: Path) -> str:
     return str(error.strerror or error)
 
 
-class WavWriter:
+class WavWriter(ClosesOnExit):
     """Appends float32 audio to a 16-bit PCM WAV file.
 
     Every `flush_every_s` seconds of audio (and on `flush`/`close`) the sizes in the header are
@@ -130,14 +130,3 @@ class WavWriter:
         if self._fsync:
             os.fsync(f.fileno())
         self._unflushed = 0
-
-    def __enter__(self) -> WavWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from model.prompts import PROMPT_PRESETS
-from model.voices import DEFAULT_VOICE, VOICE_PRESETS, voice_category
+from model.voice_presets import DEFAULT_VOICE, VOICE_PRESETS, voice_category
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -115,7 +115,7 @@ def _validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from model import load
     from model.prompts import resolve_prompt
-    from model.voices import canonical_voice
+    from model.voice_presets import canonical_voice
     from personaplex_tui.audio import read_audio
 
     _validate(args)

@@ -11,7 +11,6 @@ from personaplex_tui.conversation.config import (
 from personaplex_tui.conversation.controller import ConversationController, create_conversation
 from personaplex_tui.conversation.devices import AudioFactory, AudioRig, device_alive
 from personaplex_tui.conversation.duplex import DuplexController
-from personaplex_tui.conversation.options import add_conversation_options
 from personaplex_tui.conversation.recording import ConversationRecording, RecordingError
 from personaplex_tui.conversation.run import MicReader, RunContext, RunEnd, Telemetry
 from personaplex_tui.conversation.timing_log import TimingLog, TimingLogError
@@ -39,7 +38,6 @@ __all__ = [
     "TimingLogError",
     "Transcript",
     "TurnController",
-    "add_conversation_options",
     "create_conversation",
     "device_alive",
 ]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from model.errors import PersonaPlexError
 from personaplex_tui.engine import SessionOptions
+from personaplex_tui.settings import CUSTOM_PROMPT, MODES, Mode, Settings, SettingsError
 
-Mode = Literal["turn", "duplex"]
-MODES: tuple[str, ...] = ("turn", "duplex")
+__all__ = ["AUDIO_FIELDS", "MODES", "SESSION_FIELDS", "ControllerConfig", "Mode", "SettingsError"]
 
 # Fields that only take effect with a new session (the prompt prefill depends on them).
 SESSION_FIELDS = frozenset(
@@ -29,14 +28,10 @@ SESSION_FIELDS = frozenset(
 AUDIO_FIELDS = frozenset({"input_device", "output_device", "input_file", "output_file"})
 
 
-class SettingsError(PersonaPlexError):
-    """A setting has a value the controllers cannot use."""
-
-
 @dataclass(frozen=True)
 class ControllerConfig:
-    """Everything the conversation controllers read; any object with these attribute names
-    (e.g. the TUI's Settings) can be turned into one with `ControllerConfig.from_settings`."""
+    """Everything the conversation controllers read; the app's `Settings`, or any object with
+    these attribute names, can be turned into one with `ControllerConfig.from_settings`."""
 
     mode: Mode = "turn"
     voice: str = "NATF2"
@@ -71,10 +66,13 @@ class ControllerConfig:
     def from_settings(
         cls, settings: object, base: ControllerConfig | None = None
     ) -> ControllerConfig:
-        """A config taking every field that `settings` has as an attribute, the rest from `base`."""
+        """A config from the app's `Settings` (every field it has), or from any object: the
+        fields it has as attributes; the rest from `base`."""
         base = base if base is not None else cls()
         if isinstance(settings, ControllerConfig):
             return settings
+        if isinstance(settings, Settings):
+            return replace(base, **_from_app_settings(settings))
         values = {
             f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)
         }
@@ -105,3 +103,26 @@ class ControllerConfig:
             if folder:
                 return Path(folder).expanduser()
         return Path.home() / "ppx-tui" / "recordings"
+
+
+def _from_app_settings(s: Settings) -> dict[str, Any]:
+    """ControllerConfig's fields from the app's settings (names and the custom prompt differ)."""
+    custom = s.prompt == CUSTOM_PROMPT
+    return {
+        "mode": s.mode,
+        "voice": s.voice,
+        "prompt": None if custom else s.prompt,
+        "prompt_text": s.prompt_text.strip() if custom else None,
+        "max_steps": s.max_steps,
+        "echo_suppression": s.echo_suppression,
+        "audio_temp": s.audio_temperature,
+        "audio_top_k": s.audio_top_k,
+        "text_temp": s.text_temperature,
+        "text_top_k": s.text_top_k,
+        "input_device": s.input_device,
+        "output_device": s.output_device,
+        "input_file": s.input_file,
+        "output_file": s.output_file,
+        "record_dir": s.record_dir,
+        "timing_log": s.timing_log,
+    }

@@ -18,7 +18,7 @@ from personaplex_tui.conversation.recording import ConversationRecording
 from personaplex_tui.conversation.run import RunContext, RunEnd, Telemetry
 from personaplex_tui.conversation.timing_log import TimingLog
 from personaplex_tui.conversation.turn import TurnController
-from personaplex_tui.engine import Engine, ModelLike
+from personaplex_tui.engine import Engine, MemoryProbe, ModelLike
 from personaplex_tui.events import (
     EngineError,
     EventSink,
@@ -88,8 +88,6 @@ class ConversationController:
                 self._loaded = True
             if self._session_config is None and not await self._new_session():
                 return
-            if self._timing_log is None:
-                self._open_timing_log()
             await self._start_run()
 
     async def toggle_talk(self) -> None:
@@ -185,6 +183,7 @@ class ConversationController:
         if self.closed:
             return
         self.closed = True
+        self.engine.abort()  # a load in progress (a download) ends at its next progress report
         async with self._lock:
             try:
                 await self._stop_run()
@@ -296,6 +295,8 @@ class ConversationController:
         self.recording = await asyncio.to_thread(
             ConversationRecording.begin, c.record_dir, details, self._recording_problem
         )
+        if self._session_config is None and self._timing_log is None:
+            self._open_timing_log()  # the first session (start, or a reset after it failed)
         self._session_config = c
         return True
 
@@ -346,12 +347,16 @@ def create_conversation(
     *,
     audio: AudioFactory | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    memory_probe: MemoryProbe | None = None,
+    release: Callable[[], None] | None = None,
     **options: Any,
 ) -> ConversationController:
     """An `Engine` on `loader` wired to `sink`, and the controller over it.
 
     `loader(progress)` runs on the engine thread, may call `progress(LoadProgress(...))`, and
     returns `(model, ModelInfo)` where `model.session(**SessionOptions)` makes a session.
+    `memory_probe()` runs on the engine thread now and then (`MemoryUsage` events), `release()`
+    last on it when the engine closes (e.g. `model_loader.release_mlx_thread`).
     `options` go to `ConversationController` (`segmenter_factory`, `stall_s`, `levels_hz`)."""
-    engine = Engine(loader, sink, loop=loop)
+    engine = Engine(loader, sink, loop=loop, memory_probe=memory_probe, release=release)
     return ConversationController(engine, config, audio=audio, **options)

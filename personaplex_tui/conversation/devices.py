@@ -161,16 +161,16 @@ class AudioRig:
 
     def _close_mic(self) -> None:
         mic, self.mic, self._mic_key = self.mic, None, None
-        if mic is not None:
-            try:
-                mic.close()
-            except Exception:  # a vanished device may fail to close; it is gone either way
-                pass
+        _close_quietly(mic)
 
     def _close_speaker(self) -> None:
         speaker, self.speaker, self._speaker_key = self.speaker, None, None
-        if speaker is not None:
-            try:
-                speaker.close()
-            except Exception:
-                pass
+        _close_quietly(speaker)
+
+
+def _close_quietly(stream: AudioInput | AudioOutput | None) -> None:
+    if stream is not None:
+        try:
+            stream.close()
+        except Exception:  # a vanished device may fail to close; it is gone either way
+            pass

@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from model.errors import PersonaPlexError
+from model.voice_presets import VOICE_PRESETS
 from personaplex_tui.events import (
     ConversationAPI,
     EngineError,
@@ -31,7 +32,7 @@ from personaplex_tui.events import (
     UserTurn,
 )
 from personaplex_tui.memory import process_rss_bytes
-from personaplex_tui.settings import MODE_LABELS, VOICES, Settings, SettingsError, SettingsStore
+from personaplex_tui.settings import MODE_LABELS, Settings, SettingsError, SettingsStore
 from personaplex_tui.tui.bridge import EventBridge
 from personaplex_tui.tui.keys import KEY_ACTIONS
 from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
@@ -275,8 +276,8 @@ class PersonaPlexApp(App[None]):
     def voices(self) -> tuple[str, ...]:
         """The loaded checkpoint's voices, else the presets."""
         if self.model_info and self.model_info.voices:
-            return tuple(v for v in self.model_info.voices if v in VOICES) or VOICES
-        return VOICES
+            return tuple(v for v in self.model_info.voices if v in VOICE_PRESETS) or VOICE_PRESETS
+        return VOICE_PRESETS
 
     # --- actions (keys, buttons, command palette) ----------------------------------------
 
@@ -332,12 +333,8 @@ class PersonaPlexApp(App[None]):
 
     def action_save_recording(self) -> None:
         controller = self._usable_controller()
-        if controller is not None:
-            self._call(
-                "save_recording",
-                controller.save_recording,
-                lambda folder: self.notify(f"Saved the recording to {folder}"),
-            )
+        if controller is not None:  # the controller says where it saved (a Notice event)
+            self._call("save_recording", controller.save_recording)
 
     def action_copy_transcript(self) -> None:
         text = self.main.query_one(Transcript).plain_text()

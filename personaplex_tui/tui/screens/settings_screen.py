@@ -17,11 +17,11 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
+from model.prompts import PROMPT_PRESETS
 from personaplex_tui.settings import (
     CUSTOM_PROMPT,
     MAX_STEPS_RANGE,
     MODE_LABELS,
-    PROMPT_PRESETS,
     Settings,
     SettingsError,
 )

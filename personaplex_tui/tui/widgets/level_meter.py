@@ -86,9 +86,10 @@ class LevelMeter(Widget):
         if self.size.height < 2:
             return first
         flag = self._flag()
-        for unit in (" dBFS", ""):  # the flag matters more than the unit
+        # the flag matters more than the unit, and the unit more than the indent
+        for indent, unit in ((len(label), " dBFS"), (len(label), ""), (0, "")):
             detail = Text.assemble(
-                (" " * len(label), ""),
+                (" " * indent, ""),
                 ("rms ", "dim"),
                 db_text(self.rms_db).strip(),
                 ("  peak ", "dim"),

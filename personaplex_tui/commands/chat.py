@@ -1,0 +1,140 @@
+"""`ppx-tui` with no subcommand: the chat TUI on the real model, the devices or WAV files.
+
+Mistakes the flags can reveal (an unknown voice, a missing input file, a model folder that does
+not exist, bad numbers) end in one sentence before the screen opens. Textual and PortAudio are
+imported only here, when the chat starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from personaplex_tui import __version__
+from personaplex_tui.commands.common import UsageError, status
+from personaplex_tui.events import EventSink, MemoryUsage
+from personaplex_tui.settings import Settings, SettingsStore, add_chat_arguments, resolve_settings
+
+if TYPE_CHECKING:
+    from personaplex_tui.conversation import AudioFactory, ConversationController
+    from personaplex_tui.engine import ModelLike
+    from personaplex_tui.events import LoadProgress, ModelInfo
+    from personaplex_tui.tui.app import PersonaPlexApp
+
+log = logging.getLogger(__name__)
+Loader = Callable[[Callable[["LoadProgress"], None]], tuple["ModelLike", "ModelInfo"]]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The chat flags, on the top-level parser."""
+    add_chat_arguments(parser)
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse, in one sentence, what would only fail once the TUI is up."""
+    from personaplex_tui.audio import read_audio
+
+    if settings.input_file is not None:
+        read_audio(settings.input_file)  # missing, empty, corrupt or not audio: AudioFileError
+    for flag, path in (
+        ("--output-file", settings.output_file),
+        ("--timing-log", settings.timing_log),
+    ):
+        if path is not None and Path(path).is_dir():
+            raise UsageError(f"{flag} {path} is a folder; give a file name.")
+    if settings.record_dir is not None and Path(settings.record_dir).is_file():
+        raise UsageError(f"--record {settings.record_dir} is a file; give a folder.")
+    _check_model(settings.model)
+
+
+def _check_model(spec: str | None) -> None:
+    """A --model that names a local path must be a folder (repo ids are fetched in the TUI)."""
+    if spec is None or Path(spec).expanduser().is_dir():
+        return
+    repo_like = spec.count("/") == 1 and not spec.startswith(("/", ".", "~"))
+    if not repo_like or Path(spec).expanduser().exists():
+        from model.hub import resolve_model
+
+        resolve_model(spec)  # raises ModelNotFoundError with the sentence for this path
+
+
+def device_names() -> tuple[list[str], list[str]]:
+    """(input names, output names) of the sound devices, for the settings screen."""
+    from personaplex_tui.audio import list_devices
+
+    devices = list_devices()
+    return [d.name for d in devices if d.is_input], [d.name for d in devices if d.is_output]
+
+
+def controller_factory(
+    loader: Loader,
+    audio: AudioFactory | None = None,
+    memory_probe: Callable[[], MemoryUsage | None] | None = None,
+    release: Callable[[], None] | None = None,
+) -> Callable[[Settings, EventSink], ConversationController]:
+    """What the app calls once mounted: the real conversation controller for its settings."""
+    from personaplex_tui.conversation import ControllerConfig, create_conversation
+
+    def make(settings: Settings, sink: EventSink) -> ConversationController:
+        config = ControllerConfig.from_settings(settings)
+        return create_conversation(
+            loader, sink, config, audio=audio, memory_probe=memory_probe, release=release
+        )
+
+    return make
+
+
+def build_app(
+    settings: Settings,
+    *,
+    store: SettingsStore | None = None,
+    log_path: Path | None = None,
+    audio: AudioFactory | None = None,
+    loader: Loader | None = None,
+    cursor_blink: bool = True,
+) -> PersonaPlexApp:
+    """The chat app on the real model (`loader`: `ModelLoader(settings.model)` by default)."""
+    from personaplex_tui.model_loader import ModelLoader, memory_usage, release_mlx_thread
+    from personaplex_tui.tui.app import make_app
+
+    factory = controller_factory(
+        loader or ModelLoader(settings.model), audio, memory_usage, release_mlx_thread
+    )
+    return make_app(
+        settings,
+        factory,
+        store=store,
+        list_devices=device_names,
+        log_path=log_path,
+        cursor_blink=cursor_blink,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the settings (file, then flags), check them, then run the TUI until quit."""
+    from personaplex_tui.logs import setup_logging
+    from personaplex_tui.stderr_capture import stderr_to_file
+
+    settings, store = resolve_settings(args)
+    check_settings(settings)
+    log_path = setup_logging()
+    log.info("ppx-tui %s: %s", __version__, settings)
+    with stderr_to_file(log_path):
+        app = build_app(settings, store=store, log_path=log_path)
+        app.run()
+    for line in after_exit_lines(settings):
+        status(line)
+    return int(app.return_code or 0)
+
+
+def after_exit_lines(settings: Settings) -> list[str]:
+    """Where the files of the session are, for the terminal once the screen is gone."""
+    files = (
+        ("recordings are in", settings.record_dir),
+        ("the agent's audio is in", settings.output_file),
+        ("step timings are in", settings.timing_log),
+    )
+    return [f"ppx-tui: {what} {path}" for what, path in files if path and Path(path).exists()]

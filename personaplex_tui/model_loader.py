@@ -1,0 +1,108 @@
+"""Loading PersonaPlex for the engine (on its thread): download and load with progress events,
+what was loaded (`ModelInfo`), and the accelerator memory MLX holds (`MemoryUsage`).
+
+MLX is imported only inside these functions, which the engine calls on its own thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.hub import DEFAULT_MODEL
+from personaplex_tui.download_progress import DownloadTracker
+from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo
+
+Progress = Callable[[LoadProgress], None]
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def fetch_model(spec: str, progress: Progress) -> Path:
+    """The local folder of `spec` (a folder, or a repo id downloaded with progress events).
+
+    Raises ModelNotFoundError with one sentence (it names --model PATH and HF_HUB_OFFLINE)
+    when the hub cannot be reached and nothing is cached."""
+    from model.hub import resolve_model
+
+    folder = Path(spec).expanduser()
+    if folder.is_dir():
+        return folder.resolve()
+    where = "in the Hugging Face cache" if _hub_offline() else "on the Hugging Face hub"
+    progress(LoadProgress("download", f"Looking for {spec} {where}"))
+    tracker = DownloadTracker(progress, spec)
+    folder = resolve_model(spec, tqdm_class=tracker.bar_class())
+    progress(tracker.progress())
+    return folder
+
+
+def accelerator() -> str:
+    """'gpu' or 'cpu': where MLX computes by default."""
+    import mlx.core as mx
+
+    return "gpu" if mx.default_device() == mx.gpu else "cpu"
+
+
+def load_model(
+    spec: str | None,
+    progress: Progress,
+    *,
+    dtype: str | None = None,
+    quantize: int | None = None,
+) -> tuple[Any, ModelInfo]:
+    """Fetch and load a model (`None`: the default repo); returns `(PersonaPlex, ModelInfo)`.
+
+    `dtype` is an MLX dtype name ("bfloat16", ...; None: the device's default)."""
+    import mlx.core as mx
+
+    import model
+
+    source = spec or DEFAULT_MODEL
+    start = time.perf_counter()
+    folder = fetch_model(source, progress)
+    progress(LoadProgress("load", f"Reading the weights from {folder}"))
+    loaded = model.load(folder, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
+    info = ModelInfo(
+        source=source,
+        quantization=loaded.quantization,
+        device=accelerator(),
+        voices=loaded.voices,
+        load_s=time.perf_counter() - start,
+    )
+    return loaded, info
+
+
+@dataclass(frozen=True)
+class ModelLoader:
+    """The engine's loader for one model choice: `loader(progress) -> (model, ModelInfo)`."""
+
+    spec: str | None = None
+    dtype: str | None = None
+    quantize: int | None = None
+
+    def __call__(self, progress: Progress) -> tuple[Any, ModelInfo]:
+        return load_model(self.spec, progress, dtype=self.dtype, quantize=self.quantize)
+
+
+def memory_usage() -> MemoryUsage:
+    """Bytes MLX holds now and at most so far (call it on the engine thread)."""
+    import mlx.core as mx
+
+    return MemoryUsage(int(mx.get_active_memory()), int(mx.get_peak_memory()))
+
+
+def release_mlx_thread() -> None:
+    """Wait for MLX's work and destroy the streams of the calling thread (the engine's, as it
+    closes). Without it the process can abort on exit ("terminate called without an active
+    exception") when it ends right after a thread that used MLX."""
+    import mlx.core as mx
+
+    mx.synchronize()
+    mx.clear_streams()

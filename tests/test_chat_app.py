@@ -1,0 +1,172 @@
+"""The chat app wired as `ppx-tui` wires it (flags -> settings -> real loader, engine, controller,
+TUI) on the small real model: a full-duplex session from a WAV, and the offline-no-model message."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from personaplex_tui.audio import read_audio
+from personaplex_tui.cli import build_parser
+from personaplex_tui.commands.chat import build_app, check_settings
+from personaplex_tui.conversation import AudioFactory
+from personaplex_tui.events import TextOut
+from personaplex_tui.settings import resolve_settings
+from personaplex_tui.tui.app import PersonaPlexApp
+from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
+from personaplex_tui.tui.widgets.error_banner import ErrorBanner
+from personaplex_tui.tui.widgets.level_meter import LevelMeter
+from personaplex_tui.tui.widgets.load_panel import LoadPanel
+from personaplex_tui.tui.widgets.status_bar import StatusBar
+from personaplex_tui.tui.widgets.timing_panel import TimingPanel
+from personaplex_tui.tui.widgets.transcript import Transcript
+from tests.conversation_fakes import AUDIO, CONVERSATION
+
+pytestmark = pytest.mark.asyncio
+FRAME = 1920
+
+
+def chat_app(tmp_path: Path, *flags: str, audio: AudioFactory | None = None) -> PersonaPlexApp:
+    """The app `ppx-tui FLAGS` would run (settings file in tmp_path, files not paced)."""
+    args = build_parser().parse_args([*flags, "--config", str(tmp_path / "settings.toml")])
+    settings, store = resolve_settings(args)
+    check_settings(settings)
+    return build_app(
+        settings,
+        store=store,
+        log_path=tmp_path / "ppx-tui.log",
+        audio=audio or AudioFactory(realtime_files=False, file_end="end"),
+        cursor_blink=False,
+    )
+
+
+async def until(pilot: Pilot, check: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    for _ in range(int(timeout_s / 0.02)):
+        if check():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("the app never got there")
+
+
+def text_of(widget: object) -> str:
+    return widget.render().plain  # type: ignore[attr-defined]
+
+
+async def test_a_duplex_session_on_the_real_model_from_a_wav(small_checkpoint, tmp_path):
+    app = chat_app(
+        tmp_path,
+        *("--model", str(small_checkpoint), "--mode", "duplex", "--voice", "VARF2"),
+        *("--input-file", str(CONVERSATION), "--output-file", str(tmp_path / "agent.wav")),
+        *("--record", str(tmp_path / "rec"), "--timing-log", str(tmp_path / "t.jsonl")),
+    )
+    levels: set[tuple[float, float]] = set()
+    texts: list[str] = []
+    states: list[str] = []
+
+    def watch(message: object) -> None:
+        if isinstance(message, LiveDataArrived) and app.state == "duplex":
+            mic = app.main.query_one("#mic-meter", LevelMeter)
+            agent = app.main.query_one("#agent-meter", LevelMeter)
+            levels.add((mic.rms_db, agent.rms_db))
+        if isinstance(message, EngineEventMessage) and isinstance(message.event, TextOut):
+            texts.append(message.event.text)
+        if not states or states[-1] != app.state:
+            states.append(app.state)
+
+    async with app.run_test(size=(120, 40), message_hook=watch) as pilot:
+        await until(pilot, lambda: app.state == "duplex")  # loaded, warmed up, live at once
+        status = text_of(app.main.query_one(StatusBar))
+        assert str(small_checkpoint)[-20:] in status and "CPU" in status and "VARF2" in status
+        assert not app.main.query_one(LoadPanel).display
+        # the file ends the input: the run stops by itself and says so
+        await until(pilot, lambda: app.state == "ready" and app.stats.count > 0)
+        n = len(read_audio(CONVERSATION).pcm) // FRAME + 1
+        await until(pilot, lambda: app.stats.count == n, 5)
+
+        # meters moved with the speech and the agent's voice
+        assert len({m for m, _ in levels}) > 10 and len({a for _, a in levels}) > 10
+        # step timings filled the panel (the step is timed by the real model)
+        await pilot.pause(0.3)  # the panel repaints at most 4 times a second
+        summary = app.stats.summary()
+        assert summary is not None and 0 < summary.p50_ms <= summary.max_ms
+        panel = app.main.query_one(TimingPanel)
+        assert f"p50 {summary.p50_ms:.1f}" in text_of(panel)
+        assert f"{n} steps" in str(panel.border_subtitle)
+        # the random model's inner monologue is in the transcript, in order
+        transcript = app.main.query_one(Transcript).plain_text()
+        assert texts and "[agent " in transcript
+        said = "".join(texts)
+        assert said.strip()[:20] in transcript.replace("\n", "")
+        # MLX memory figures came from the engine
+        assert app.device_bytes is not None and app.device_bytes > 0
+        assert "MLX" in text_of(app.main.query_one(StatusBar))
+        assert not app.main.query_one(ErrorBanner).display
+        await pilot.press("q")
+        await pilot.pause(0.5)
+    assert states[-1] == "stopping" and "error" not in states
+
+    # quitting shut everything down and finished every file
+    folders = [p for p in (tmp_path / "rec").iterdir() if p.is_dir()]
+    assert len(folders) == 1
+    mic, agent = read_audio(folders[0] / "mic.wav").pcm, read_audio(folders[0] / "agent.wav").pcm
+    assert len(mic) == len(agent) == n * FRAME
+    assert len(read_audio(tmp_path / "agent.wav").pcm) == n * FRAME
+    md = (folders[0] / "transcript.md").read_text()
+    assert "voice VARF2" in md and "has ended" in md
+    assert len((tmp_path / "t.jsonl").read_text().splitlines()) == n
+
+
+async def test_no_model_offline_says_what_to_do_in_the_banner(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    app = chat_app(
+        tmp_path, "--model", "someone/missing", "--input-file", str(AUDIO / "greeting.wav")
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        await until(pilot, lambda: app.state == "error", 20)
+        banner = app.main.query_one(ErrorBanner)
+        await until(pilot, lambda: banner.display)
+        shown = text_of(banner)
+        assert "someone/missing is not in the Hugging Face cache" in shown
+        assert "--model PATH" in shown and "HF_HUB_OFFLINE" in shown
+        await pilot.press("space")  # nothing to talk to: a clear note, no crash
+        await pilot.press("q")
+        await pilot.pause(0.2)
+    assert app.return_code in (0, None)
+
+
+async def test_a_voice_the_checkpoint_lacks_is_named_in_the_banner(small_checkpoint, tmp_path):
+    app = chat_app(
+        tmp_path,
+        *("--model", str(small_checkpoint), "--voice", "VARM3"),
+        *("--input-file", str(AUDIO / "greeting.wav"), "--output-file", str(tmp_path / "a.wav")),
+    )
+    states: list[str] = []
+
+    def watch(_: object) -> None:
+        if not states or states[-1] != app.state:
+            states.append(app.state)
+
+    async with app.run_test(size=(100, 30), message_hook=watch) as pilot:
+        banner = app.main.query_one(ErrorBanner)
+        await until(pilot, lambda: banner.display, 30)
+        assert "Unknown voice 'VARM3'; choose one of: NATF2, NATM0, VARF2." in text_of(banner)
+        # the model is loaded: another voice and a reset recover without a restart
+        assert app.model_info is not None and app.voices == ("NATF2", "NATM0", "VARF2")
+        await pilot.press("v")
+        await until(pilot, lambda: app.settings.voice == "NATF2")
+        await pilot.press("r")
+        await until(pilot, lambda: app.state == "ready", 30)
+        assert not banner.display
+        mark = len(states)
+        await pilot.press("space")  # and the conversation starts: the file's question is answered
+        await until(pilot, lambda: "speaking" in states[mark:] and app.state == "ready", 30)
+        assert "[you " in app.main.query_one(Transcript).plain_text()
+        await pilot.press("q")
+        await pilot.pause(0.2)

@@ -1,0 +1,128 @@
+"""`ppx-tui` (the chat) on the command line: one set of flags, and every mistake the flags can
+reveal ends in one sentence and exit code 2 before the screen opens (a subprocess, like a user)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from personaplex_tui.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+AUDIO = ROOT / "tests" / "data" / "audio"
+CHAT_FLAGS = {
+    "--config",
+    "--mode",
+    "--voice",
+    "--system-prompt",
+    "--prompt-text",
+    "--max-steps",
+    "--echo-suppression",
+    "--no-echo-suppression",
+    "--model",
+    "--input-device",
+    "--output-device",
+    "--input-file",
+    "--output-file",
+    "--record",
+    "--timing-log",
+}
+
+
+def ppx(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PPX_TUI_CONFIG": str(tmp_path / "settings.toml"),
+        "PPX_TUI_LOG": str(tmp_path / "ppx-tui.log"),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "personaplex_tui", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_the_chat_has_exactly_one_set_of_flags():
+    parser = build_parser()
+    top = {s for a in parser._actions for s in a.option_strings}
+    assert top - {"-h", "--help", "--version"} == CHAT_FLAGS
+    help_text = parser.format_help()
+    for flag in ("--record DIR", "--timing-log FILE.jsonl", "--model REPO_OR_DIR"):
+        assert flag in help_text
+    assert "--record-dir" not in help_text and "--save-dir" not in help_text
+
+
+@pytest.mark.parametrize(
+    ("argv", "sentence"),
+    [
+        (["--voice", "BOB"], "Unknown voice 'BOB'; choose one of NATF0, NATF1, "),
+        (["--system-prompt", "pirate"], "Unknown system prompt 'pirate'; choose one of assistant,"),
+        (["--input-file", "missing.wav"], "The input file missing.wav does not exist."),
+        (["--input-file", str(ROOT / "pyproject.toml")], "is not a WAV or FLAC audio file"),
+        (["--max-steps", "many"], "--max-steps needs a whole number (got 'many')."),
+        (["--max-steps", "5"], "Max steps must be between 50 and 500 (got 5)."),
+        (["--mode", "karaoke"], "invalid choice: 'karaoke'"),
+        (["--model", "./no/such/folder"], "No model folder at ./no/such/folder; pass --model PATH"),
+        (["--output-file", str(AUDIO)], "--output-file"),
+        (["--voice", "VARF2", "voices"], "--voice is an option of the chat; put the options of"),
+    ],
+)
+def test_a_mistake_is_one_sentence_and_exit_code_2(tmp_path, argv, sentence):
+    done = ppx(tmp_path, *argv)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ppx-tui: "), done.stderr
+    assert sentence in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_a_bad_settings_file_is_named(tmp_path):
+    (tmp_path / "settings.toml").write_text('voice = "NOBODY"\n')
+    done = ppx(tmp_path, "--mode", "duplex")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"ppx-tui: In {tmp_path / 'settings.toml'}: Unknown voice")
+
+
+def test_stderr_of_c_libraries_goes_to_the_log_while_the_tui_runs(tmp_path):
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from personaplex_tui.stderr_capture import stderr_to_file\n"
+        "with stderr_to_file(Path(sys.argv[1])):\n"
+        "    os.write(2, b'Expression alsa_snd_pcm failed\\n')\n"  # what PortAudio does
+        "    print('drawn by the TUI', file=sys.__stderr__, flush=True)\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    log = tmp_path / "ppx-tui.log"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(log)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "drawn by the TUI\nafter\n"
+    assert log.read_text() == "Expression alsa_snd_pcm failed\n"
+
+
+def test_after_the_screen_closes_the_files_written_are_named(tmp_path):
+    from personaplex_tui.commands.chat import after_exit_lines
+    from personaplex_tui.settings import Settings
+
+    (tmp_path / "agent.wav").write_bytes(b"")
+    settings = Settings(
+        output_file=tmp_path / "agent.wav",
+        record_dir=tmp_path / "never-made",
+        timing_log=tmp_path / "t.jsonl",
+    )
+    assert after_exit_lines(settings) == [f"ppx-tui: the agent's audio is in {tmp_path}/agent.wav"]
