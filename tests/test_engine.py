@@ -150,3 +150,35 @@ def test_quiet_steps_are_stepped_and_timed_but_not_reported():
     assert len(frames) == 6 and played == frames  # on_frame sees every frame
     assert [e.index for e in events if isinstance(e, FrameOut)] == [4, 5]
     assert [e.index for e in events if isinstance(e, StepTiming)] == [0, 1, 2, 3, 4, 5]
+
+
+def test_every_nth_step_is_timed_phase_by_phase():
+    class PhasedSession(FakeSession):
+        measure_phases = False
+
+        def step(self, pcm):
+            frame = super().step(pcm)
+            if self.measure_phases:
+                frame.timings = StepTimings(2.0, 0.5, 0.5, 0.5, 0.5)
+            return frame
+
+    class PhasedModel(FakeModel):
+        def session(self, **options):
+            s = PhasedSession(self, None, **options)
+            self.sessions.append(s)
+            return s
+
+    async def main():
+        events, model = [], PhasedModel()
+        engine = _engine(model, events)
+        engine.phase_every = 4
+        await engine.load()
+        await engine.new_session()
+        await engine.generate([np.zeros(1920, np.float32)] * 10)
+        await engine.close()
+        return events, model
+
+    events, model = asyncio.run(main())
+    timed = [e.index for e in events if isinstance(e, StepTiming) and e.encode_ms > 0]
+    assert timed == [3, 7]
+    assert model.sessions[-1].measure_phases is False

@@ -76,10 +76,17 @@ class StepStats:
             return None
         totals = sorted(t.total_ms for t in self._window)
         n = len(totals)
-        phases = tuple(
-            (label, sum(getattr(t, name) for t in self._window) / n) for name, label in PHASES
+        # The engine measures the phases on some steps only (each costs a few syncs): average
+        # over the steps that have them.
+        timed = [t for t in self._window if any(getattr(t, name) > 0 for name, _ in PHASES)]
+        phases = (
+            tuple(
+                (label, sum(getattr(t, name) for t in timed) / len(timed)) for name, label in PHASES
+            )
+            if timed
+            else ()
         )
-        measured = any(ms > 0 for _, ms in phases)
+        measured = bool(timed)
         return StepSummary(
             count=self.count,
             window=n,
