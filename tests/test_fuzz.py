@@ -171,7 +171,7 @@ def _load(folder: Path, layout: str) -> None:
     assert isinstance(config, PersonaPlexConfig)
     lm = config.lm
     assert lm.temporal.d_model % lm.temporal.num_heads == 0
-    assert 1 <= lm.temporal.context and math.isfinite(lm.temporal.max_period)
+    assert lm.temporal.context >= 1 and math.isfinite(lm.temporal.max_period)
     try:  # what load_lm does next: a ValueError there becomes a CheckpointError
         expected_layout(config, layout)
     except ValueError:

@@ -45,7 +45,7 @@ def test_system_prompt_tokens_match_sentencepiece(tokenizer):
     ids = tokenizer.encode_system_prompt("You enjoy having a good conversation.")
     expected = tokenizer._sp.EncodeAsIds("<system> You enjoy having a good conversation. <system>")
     assert ids == list(expected)
-    assert 1 not in ids and 2 not in ids  # no BOS/EOS
+    assert not {1, 2} & set(ids)  # no BOS/EOS
     assert tokenizer.decode(ids) == "<system> You enjoy having a good conversation. <system>"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -12,11 +13,11 @@ C = TypeVar("C", bound="ClosesOnExit")
 S = TypeVar("S", bound="StartsOnEnter")
 
 
-class ClosesOnExit:
+class ClosesOnExit(ABC):
     """`with obj:` closes it at the end of the block."""
 
-    def close(self) -> None:  # pragma: no cover - every user defines it
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self: C) -> C:
         return self
@@ -33,8 +34,8 @@ class ClosesOnExit:
 class StartsOnEnter(ClosesOnExit):
     """`with stream:` starts it, and closes it at the end of the block."""
 
-    def start(self) -> None:  # pragma: no cover - every user defines it
-        raise NotImplementedError
+    @abstractmethod
+    def start(self) -> None: ...
 
     def __enter__(self: S) -> S:
         self.start()
