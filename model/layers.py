@@ -15,7 +15,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from model.kv_cache import RingKVCache, Window
+from model.kv_cache import KVState, RingKVCache, Window, step_write
 from model.ring_mask import hide_unwritten
 
 
@@ -218,7 +218,7 @@ class Attention(nn.Module):
     def step(
         self,
         x: mx.array,
-        cache: RingKVCache,
+        state: KVState,
         pos: mx.array,
         index: mx.array,
         window: Window,
@@ -226,7 +226,7 @@ class Attention(nn.Module):
         hide: str,
     ) -> mx.array:
         """One position `pos` (device scalar) into the ring slot `index` holds (broadcast to
-        [B, H, 1, Dh], see `RingKVCache.step_update`); fixed shapes, no host sync.
+        [B, H, 1, Dh], see `step_write`) of the ring `state`; fixed shapes, no host sync.
 
         x: [B, 1, D]. Heads are split by reshapes only (q, k, v are row blocks of the packed
         projection when T = 1) and q, k get RoPE in one call. `written` (bool [window]) marks
@@ -236,7 +236,7 @@ class Attention(nn.Module):
         qkv = self.in_proj(x).reshape(b, 3 * h, 1, dh)
         qk = self._rope(qkv[:, : 2 * h], pos)
         q, k, v = qk[:, :h], qk[:, h:], qkv[:, 2 * h :]
-        keys, values = cache.step_update(k, v, index, window)
+        keys, values = step_write(state, k, v, index, window)
         keys, mask = hide_unwritten(q, keys, written, hide)
         out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
         return self.out_proj(out.reshape(b, 1, h * dh))

@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from model.config import LMConfig, TransformerConfig
-from model.kv_cache import SMALLEST_WINDOW, RingKVCache, Window
+from model.kv_cache import SMALLEST_WINDOW, KVState, RingKVCache, Window
 from model.layers import (
     Attention,
     Derived,
@@ -41,9 +41,9 @@ class TransformerLayer(nn.Module):
         x = x + self.self_attn(self.norm1(x), cache)
         return x + self.gating(self.norm2(x))
 
-    def step(self, x: mx.array, cache: RingKVCache, *args: object) -> mx.array:
-        """One position; `args` as `Attention.step` takes them after the cache."""
-        x = x + self.self_attn.step(self.norm1(x), cache, *args)
+    def step(self, x: mx.array, state: KVState, *args: object) -> mx.array:
+        """One position; `args` as `Attention.step` takes them after the ring state."""
+        x = x + self.self_attn.step(self.norm1(x), state, *args)
         return x + self.gating(self.norm2(x))
 
 
@@ -71,15 +71,18 @@ class Transformer(nn.Module):
         return x
 
     def step(
-        self, x: mx.array, caches: list[RingKVCache], pos: mx.array, window: Window, hide: str
+        self, x: mx.array, states: list[KVState], pos: mx.array, window: Window, hide: str
     ) -> mx.array:
-        """One position `pos` attending `window` of the rings (slots past `pos` hidden as `hide`)."""
+        """One position `pos` attending `window` of the rings (slots past `pos` hidden as `hide`).
+
+        `states`: each layer's ring state ([keys, values], see `RingKVCache`), updated in place.
+        """
         cfg = self.config
         slot = (pos % cfg.context).astype(mx.int32).reshape(1, 1, 1, 1)
         index = mx.broadcast_to(slot, (x.shape[0], cfg.num_heads, 1, cfg.head_dim))
         written = mx.arange(window.length) <= pos if window.masked else None
-        for layer, cache in zip(self.layers, caches, strict=True):
-            x = layer.step(x, cache, pos, index, window, written, hide)
+        for layer, state in zip(self.layers, states, strict=True):
+            x = layer.step(x, state, pos, index, window, written, hide)
         return x
 
 
@@ -206,19 +209,20 @@ class LM(nn.Module):
     def forward_step(
         self,
         x: mx.array,
-        caches: list[RingKVCache],
+        states: list[KVState],
         pos: mx.array,
         window: Window,
         hide: str | None = None,
     ) -> tuple[mx.array, mx.array]:
         """One position `pos` (int32 device scalar) with fixed shapes, for `mx.compile`.
 
-        `window` is `step_window(caches)` (one compiled graph per window); `hide` how unwritten
-        slots are hidden (`model.ring_mask`, default per backend). The caller advances the
-        caches' offsets (`advance`), which this leaves alone.
+        `states`: the caches' ring states (`[c.state for c in caches]`), whose items this
+        replaces with the written rings. `window` is `step_window(caches)` (one compiled graph
+        per window); `hide` how unwritten slots are hidden (`model.ring_mask`, default per
+        backend). The caller advances the caches' offsets (`advance`), which this leaves alone.
         """
         hide = hide or default_mode()
-        x = self.transformer.step(self._as_activation(x), caches, pos, window, hide)
+        x = self.transformer.step(self._as_activation(x), states, pos, window, hide)
         h = self.out_norm(x)
         return self.text_linear(h), h
 
