@@ -58,9 +58,9 @@ def count(outputs: object) -> int:
     return sum(breakdown(outputs).values())
 
 
-def _one_node(x: mx.array, a: mx.array, b: mx.array) -> mx.array:
-    """One AddMM node shaped like x, depending on a and b (a stand-in for a fused kernel)."""
-    return mx.addmm(x, a, b)
+def _one_node(c: mx.array, a: mx.array, b: mx.array) -> mx.array:
+    """One AddMM node shaped like a @ b, depending on c (a stand-in for a fused kernel)."""
+    return mx.addmm(c, a, b)
 
 
 @contextlib.contextmanager
@@ -88,7 +88,7 @@ def gpu_like_fast_ops() -> Iterator[collections.Counter]:
         if isinstance(mask, mx.array):
             return saved_sdpa(q, k, v, scale=scale, mask=mask, **kw)
         made["ScaledDotProductAttention"] += 1
-        return _one_node(q, k[..., : q.shape[2], :1], v[..., :1, :])
+        return _one_node(k[:, :1, : q.shape[2], :], q[..., :1], v[:, :1, :1, :])
 
     fast.rms_norm, fast.layer_norm, fast.rope = norm("RMSNorm"), norm("LayerNorm"), rope
     fast.scaled_dot_product_attention = sdpa

@@ -21,9 +21,10 @@ from model.layers import (
     RMSNorm,
     StepAttention,
     embed_or_zero,
+    stack_scalars,
 )
 from model.ring_mask import default_mode
-from model.sampling import GREEDY, SamplingParams, gumbel_noise, sample_with_noise
+from model.sampling import GREEDY, SamplingParams, draw, gumbel_noise
 from model.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
 
 
@@ -38,13 +39,13 @@ class TransformerLayer(nn.Module):
         self.gating = GatedFFN(cfg.d_model, cfg.dim_feedforward)
 
     def __call__(self, x: mx.array, cache: RingKVCache) -> mx.array:
-        x = x + self.self_attn(self.norm1(x), cache)
-        return x + self.gating(self.norm2(x))
+        x = self.self_attn(self.norm1(x), cache, residual=x)
+        return self.gating(self.norm2(x), residual=x)
 
     def step(self, x: mx.array, state: KVState, *args: object) -> mx.array:
         """One position; `args` as `Attention.step` takes them after the ring state."""
-        x = x + self.self_attn.step(self.norm1(x), state, *args)
-        return x + self.gating(self.norm2(x))
+        x = self.self_attn.step(self.norm1(x), state, *args, residual=x)
+        return self.gating(self.norm2(x), residual=x)
 
 
 class Transformer(nn.Module):
@@ -97,9 +98,8 @@ class DepformerLayer(nn.Module):
         self.gating = [GatedFFN(cfg.d_model, cfg.dim_feedforward) for _ in range(num_steps)]
 
     def __call__(self, x: mx.array, step: int, kv: mx.array | None) -> tuple[mx.array, mx.array]:
-        y, kv = self.self_attn(self.norm1(x), step, kv)
-        x = x + y
-        return x + self.gating[step](self.norm2(x)), kv
+        x, kv = self.self_attn(self.norm1(x), step, kv, residual=x)
+        return self.gating[step](self.norm2(x), residual=x), kv
 
 
 class Depformer(nn.Module):
@@ -245,14 +245,14 @@ class LM(nn.Module):
         h = h[:, -1:]
         inputs = self._depformer_inputs(h, n_steps)
         kvs: list[mx.array | None] = [None] * len(self.depformer.layers)
-        prev = text_token.reshape(1, 1).astype(mx.int32)
+        prev = text_token.reshape(1, 1)
         tokens, logits = [], []
         for k in range(n_steps):
             table = (self.depformer_text_emb if k == 0 else self.depformer_emb[k - 1]).weight
-            e = table[prev] if valid_ids else embed_or_zero(table, prev)
+            e = table[prev] if valid_ids else embed_or_zero(table, prev.astype(mx.int32))
             x, kvs = self.depformer(inputs[k] + e, k, kvs)
             step_logits = self.linears[k](x)
-            prev = choose(k, step_logits).reshape(1, 1)
+            prev = choose(k, step_logits).reshape(1, 1)  # any integer type (argmax: uint32)
             tokens.append(prev.reshape(()))
             logits.append(step_logits.reshape(-1))
         return tokens, logits
@@ -291,15 +291,14 @@ class LM(nn.Module):
         noise = gumbel_noise(key, (n, self.config.card)) if sampling else None
 
         def choose(k: int, logits: mx.array) -> mx.array:
-            token = sample_with_noise(
-                logits.reshape(-1), params, noise[k] if noise is not None else None
-            )
+            step_noise = noise[k : k + 1] if noise is not None else None  # a view, no gather
+            token = draw(logits.reshape(1, -1), params, step_noise)
             if forced is None or provided is None:
                 return token
-            return mx.where(provided[k], forced[k].astype(mx.int32), token)
+            return mx.where(provided[k], forced[k].astype(mx.int32), token.astype(mx.int32))
 
         tokens, _ = self._run_depformer(h, text_token, choose, n, valid_ids=True)
-        return mx.stack(tokens)
+        return stack_scalars(tokens)
 
     def depformer_logits(
         self, h: mx.array, text_token: mx.array, tokens: mx.array, n_steps: int | None = None
