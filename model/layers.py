@@ -29,7 +29,7 @@ def embed_or_zero(table: mx.array, ids: mx.array) -> mx.array:
 def stack_scalars(values: list[mx.array], dtype: mx.Dtype = mx.int32) -> mx.array:
     """`mx.stack` of scalar arrays, as one elementwise kernel once compiled (a concatenation
     copies each input with a kernel of its own)."""
-    slots = mx.arange(len(values))  # a constant of the graph
+    slots = mx.array(list(range(len(values))))  # data, not an op: a constant of the graph
     out = values[-1].reshape(1)
     for i in range(len(values) - 2, -1, -1):
         out = mx.where(slots == i, values[i].reshape(1), out)

@@ -7,10 +7,12 @@ Everything here is lazy: nothing reads back to the host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from model.config import LMConfig, TransformerConfig
 from model.kv_cache import SMALLEST_WINDOW, KVState, RingKVCache, Window
@@ -81,7 +83,7 @@ class Transformer(nn.Module):
         cfg = self.config
         slot = (pos % cfg.context).astype(mx.int32).reshape(1, 1, 1, 1)
         index = mx.broadcast_to(slot, (x.shape[0], cfg.num_heads, 1, cfg.head_dim))
-        written = mx.arange(window.length) <= pos if window.masked else None
+        written = _slots(window.length) <= pos if window.masked else None
         for layer, state in zip(self.layers, states, strict=True):
             x = layer.step(x, state, pos, index, window, written, hide)
         return x
@@ -314,6 +316,12 @@ class LM(nn.Module):
 def _fresh(lm: LM, name: str, sources: tuple[mx.array, ...]) -> bool:
     derived: Derived | None = getattr(lm, name, None)
     return derived is not None and derived.fresh(sources)
+
+
+@functools.lru_cache(maxsize=16)
+def _slots(n: int) -> mx.array:
+    """0..n-1 as data (a constant in a compiled graph, where `mx.arange` is a kernel)."""
+    return mx.array(np.arange(n, dtype=np.int32))
 
 
 def step_window(caches: list[RingKVCache]) -> Window:

@@ -195,6 +195,7 @@ class MimiTransformer(nn.Module):
         self._per_frame = cfg.steps_per_frame
         self._heads = cfg.num_heads
         self._head_dim = cfg.dimension // cfg.num_heads
+        self._slots = mx.array(list(range(cfg.context)), dtype=mx.int32)
 
     def init_state(self, batch: int = 1) -> TransformerState:
         shape = (batch, self._heads, self._context, 2 * self._head_dim)
@@ -215,9 +216,9 @@ class MimiTransformer(nn.Module):
         if full:
             mask: mx.array | str = "causal"
         else:
-            new = offset + mx.arange(t, dtype=mx.int32)
+            new = offset + mx.array(list(range(t)), dtype=mx.int32)  # data: no kernel
             # Position held by each slot once this step is written (negative: never written).
-            held = offset + t - c + mx.arange(c, dtype=mx.int32)
+            held = offset + (t - c) + self._slots
             mask = (held[None, :] >= 0) & (held[None, :] <= new[:, None])
         new_caches = []
         for layer, cache in zip(self.layers, caches, strict=True):
