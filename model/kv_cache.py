@@ -8,28 +8,16 @@ bucket lengths that holds every written slot (slots past the step's position are
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
 
-SMALLEST_WINDOW = 256  # window lengths double from this up to the context while the ring fills
-ALIGN_ENV = "PPX_RING_ALIGN"
+# Window lengths double from this up to the context while the ring fills. Each is one more
+# compiled step graph; 512 covers the first ~40 s of a conversation after a typical prompt.
+SMALLEST_WINDOW = 512
 
-
-def default_align() -> int:
-    """Ring buffer slots are a multiple of this (`PPX_RING_ALIGN`, default 1 = exactly `context`).
-
-    On CUDA, MLX runs single-query attention through cuDNN (instead of its vector kernel) when
-    the keys are a prefix of a buffer whose length is a multiple of 256; 256 lets it.
-    """
-    value = os.environ.get(ALIGN_ENV, "").strip()
-    if not value:
-        return 1
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{ALIGN_ENV} must be a positive integer, not '{value}'")
-    return int(value)
+KVState = list[mx.array]  # [keys, values] of one layer, each [B, H, context, Dh]
 
 
 @dataclass(frozen=True)
@@ -53,11 +41,12 @@ def window_lengths(context: int, smallest: int = SMALLEST_WINDOW) -> tuple[int, 
 class RingKVCache:
     """Keys and values of the last `context` positions in preallocated [B, H, context, Dh] arrays.
 
-    Position p lives in slot p % context; positions keep counting past the context (the buffers
-    may have a few more slots, never used: `align`). `state` is the
-    list [keys, values]: writes replace its items (so MLX can update the buffers in place when
-    nothing else holds them) and it can be handed to `mx.compile(inputs=..., outputs=...)`.
-    `offset` (a host int) counts the positions written so far.
+    Position p lives in slot p % context; positions keep counting past the context. `state` is
+    the list [keys, values]: writes replace its items (so MLX can update the buffers in place
+    when nothing else holds them). A compiled step takes the states of all layers as an input
+    and returns the new ones (see `step_write`); the caller puts them back into `state` before
+    evaluating, dropping its references to the old buffers. `offset` (a host int) counts the
+    positions written so far.
     """
 
     def __init__(
@@ -68,14 +57,11 @@ class RingKVCache:
         dtype: mx.Dtype,
         batch: int = 1,
         smallest_window: int = SMALLEST_WINDOW,
-        align: int | None = None,
     ):
         self.context = context
         self.windows = window_lengths(context, smallest_window)
-        align = default_align() if align is None else align
-        slots = -(-context // align) * align
-        shape = (batch, num_heads, slots, head_dim)
-        self.state: list[mx.array] = [mx.zeros(shape, dtype=dtype), mx.zeros(shape, dtype=dtype)]
+        shape = (batch, num_heads, context, head_dim)
+        self.state: KVState = [mx.zeros(shape, dtype=dtype), mx.zeros(shape, dtype=dtype)]
         self.offset = 0
 
     @property
@@ -159,16 +145,23 @@ class RingKVCache:
     def step_update(
         self, keys: mx.array, values: mx.array, index: mx.array, window: Window
     ) -> tuple[mx.array, mx.array]:
-        """Write one position in place; fixed shapes, no host sync.
+        """`step_write` into this cache's `state`."""
+        return step_write(self.state, keys, values, index, window)
 
-        keys/values: [B, H, 1, Dh]; index: int32 broadcast to their shape, holding the slot
-        (position % context; built once per step for all layers). Returns the window's keys and
-        values (views of the ring). Host state is left alone so that this can be compiled: the
-        caller advances `offset`.
-        """
-        self.state[0] = mx.put_along_axis(self.state[0], index, keys, axis=2)
-        self.state[1] = mx.put_along_axis(self.state[1], index, values, axis=2)
-        n = window.length
-        if n == self.state[0].shape[2]:
-            return self.state[0], self.state[1]
-        return self.state[0][:, :, :n], self.state[1][:, :, :n]
+
+def step_write(
+    state: KVState, keys: mx.array, values: mx.array, index: mx.array, window: Window
+) -> tuple[mx.array, mx.array]:
+    """Write one position into a layer's ring `state` in place; fixed shapes, no host sync.
+
+    keys/values: [B, H, 1, Dh]; index: int32 broadcast to their shape, holding the slot
+    (position % context; built once per step for all layers). Replaces the items of `state`
+    and returns the window's keys and values (views of the ring). Host state is left alone so
+    that this can be compiled: the caller advances the cache's `offset`.
+    """
+    state[0] = mx.put_along_axis(state[0], index, keys, axis=2)
+    state[1] = mx.put_along_axis(state[1], index, values, axis=2)
+    n = window.length
+    if n == state[0].shape[2]:
+        return state[0], state[1]
+    return state[0][:, :, :n], state[1][:, :, :n]

@@ -15,7 +15,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from model.kv_cache import RingKVCache, Window
+from model import backend
+from model.kv_cache import KVState, RingKVCache, Window, step_write
 from model.ring_mask import hide_unwritten
 
 
@@ -23,6 +24,16 @@ def embed_or_zero(table: mx.array, ids: mx.array) -> mx.array:
     """Rows of `table` for `ids`; the id -1 ("no token") gives a zero vector."""
     rows = table[mx.maximum(ids, 0)]
     return mx.where(mx.expand_dims(ids >= 0, -1), rows, mx.array(0, dtype=rows.dtype))
+
+
+def stack_scalars(values: list[mx.array], dtype: mx.Dtype = mx.int32) -> mx.array:
+    """`mx.stack` of scalar arrays, as one elementwise kernel once compiled (a concatenation
+    copies each input with a kernel of its own)."""
+    slots = mx.array(list(range(len(values))))  # data, not an op: a constant of the graph
+    out = values[-1].reshape(1)
+    for i in range(len(values) - 2, -1, -1):
+        out = mx.where(slots == i, values[i].reshape(1), out)
+    return out.astype(dtype)
 
 
 class Derived:
@@ -77,17 +88,62 @@ class RMSNorm(nn.Module):
         return mx.fast.rms_norm(x, weight, self.eps)
 
 
+def linear_add(linear: nn.Module, x: mx.array, residual: mx.array | None) -> mx.array:
+    """`residual + linear(x)` (bias-free `linear`); float weights do the add in the matmul."""
+    if residual is None:
+        return linear(x)
+    if isinstance(linear, nn.Linear):
+        return mx.addmm(residual, x, linear.weight.T)
+    return residual + linear(x)
+
+
+def _quantized(x: mx.array, arrays: tuple[mx.array, ...], like: nn.QuantizedLinear) -> mx.array:
+    w, scales, biases = arrays
+    return mx.quantized_matmul(
+        x, w, scales, biases, transpose=True, group_size=like.group_size, bits=like.bits
+    )
+
+
 class GatedFFN(nn.Module):
-    """Gated SiLU feed-forward: `linear_out(silu(gate) * value)`, gate and value halves of `linear_in`."""
+    """Gated SiLU feed-forward: `linear_out(silu(gate) * value)`, gate and value halves of `linear_in`.
+
+    A quantized `linear_in` wider than the backend's mat-vec kernel takes (`backend.matvec_rows`)
+    runs as two matmuls, gate and value (row-block views, prepared by `prepare`).
+    """
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
         self.linear_in = nn.Linear(dim, 2 * hidden, bias=False)
         self.linear_out = nn.Linear(hidden, dim, bias=False)
 
-    def __call__(self, x: mx.array) -> mx.array:
-        gate, value = mx.split(self.linear_in(x), 2, axis=-1)
-        return self.linear_out(nn.silu(gate) * value)
+    def _sources(self) -> tuple[mx.array, ...]:
+        lin = self.linear_in
+        return (lin.weight, lin.scales, lin.biases) if "scales" in lin else (lin.weight,)
+
+    def prepare(self, dtype: mx.Dtype | None = None) -> None:
+        lin, limit = self.linear_in, backend.matvec_rows()
+        if not isinstance(lin, nn.QuantizedLinear) or not limit or lin.weight.shape[0] <= limit:
+            self._halves = None
+            return
+        prepared: Derived | None = getattr(self, "_halves", None)
+        if prepared is None or not prepared.fresh(self._sources()):
+            half = lin.weight.shape[0] // 2
+            self._halves = derive(
+                self._sources(),
+                lambda: [
+                    tuple(a[rows] for a in self._sources())
+                    for rows in (slice(0, half), slice(half, None))
+                ],
+            )
+
+    def __call__(self, x: mx.array, residual: mx.array | None = None) -> mx.array:
+        """The FFN of x (normed), plus `residual` when given (one kernel fewer for float weights)."""
+        halves: Derived | None = getattr(self, "_halves", None)
+        if halves is not None and halves.fresh(self._sources()):
+            gate, value = (_quantized(x, arrays, self.linear_in) for arrays in halves.value)
+        else:
+            gate, value = mx.split(self.linear_in(x), 2, axis=-1)
+        return linear_add(self.linear_out, nn.silu(gate) * value, residual)
 
 
 class _PerStepRows:
@@ -132,9 +188,9 @@ class MultiLinear(_PerStepRows, nn.Module):
     def _sources(self) -> tuple[mx.array, ...]:
         return (self.weight,)
 
-    def __call__(self, x: mx.array, step: int) -> mx.array:
+    def __call__(self, x: mx.array, step: int, residual: mx.array | None = None) -> mx.array:
         (w,) = self.step_weights(step)
-        return x @ w.T
+        return x @ w.T if residual is None else mx.addmm(residual, x, w.T)
 
     def to_quantized(
         self, group_size: int = 64, bits: int = 4, mode: str = "affine", **_: object
@@ -171,11 +227,12 @@ class QuantizedMultiLinear(_PerStepRows, nn.Module):
     def _sources(self) -> tuple[mx.array, ...]:
         return (self.weight, self.scales, self.biases)
 
-    def __call__(self, x: mx.array, step: int) -> mx.array:
+    def __call__(self, x: mx.array, step: int, residual: mx.array | None = None) -> mx.array:
         w, scales, biases = self.step_weights(step)
-        return mx.quantized_matmul(
+        y = mx.quantized_matmul(
             x, w, scales, biases, transpose=True, group_size=self.group_size, bits=self.bits
         )
+        return y if residual is None else residual + y
 
 
 def _split_heads(qkv: mx.array, num_heads: int) -> tuple[mx.array, mx.array, mx.array]:
@@ -207,47 +264,53 @@ class Attention(nn.Module):
             x, self.head_dim, traditional=True, base=self.max_period, scale=1.0, offset=offset
         )
 
-    def __call__(self, x: mx.array, cache: RingKVCache) -> mx.array:
-        """Any number of positions, continuing at `cache.offset` (prefill; host-side bookkeeping)."""
+    def __call__(
+        self, x: mx.array, cache: RingKVCache, residual: mx.array | None = None
+    ) -> mx.array:
+        """Any number of positions, continuing at `cache.offset` (prefill; host-side bookkeeping).
+        Adds `residual` to the output when given."""
         q, k, v = _split_heads(self.in_proj(x), self.num_heads)
         q, k = self._rope(q, cache.offset), self._rope(k, cache.offset)
         keys, values, mask = cache.update_and_fetch(k, v)
         out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
-        return self.out_proj(_merge_heads(out))
+        return linear_add(self.out_proj, _merge_heads(out), residual)
 
     def step(
         self,
         x: mx.array,
-        cache: RingKVCache,
+        state: KVState,
         pos: mx.array,
         index: mx.array,
         window: Window,
         written: mx.array | None,
         hide: str,
+        residual: mx.array | None = None,
     ) -> mx.array:
         """One position `pos` (device scalar) into the ring slot `index` holds (broadcast to
-        [B, H, 1, Dh], see `RingKVCache.step_update`); fixed shapes, no host sync.
+        [B, H, 1, Dh], see `step_write`) of the ring `state`; fixed shapes, no host sync.
 
         x: [B, 1, D]. Heads are split by reshapes only (q, k, v are row blocks of the packed
         projection when T = 1) and q, k get RoPE in one call. `written` (bool [window]) marks
-        the window's slots that hold a position (None: all), hidden as `hide` says.
+        the window's slots that hold a position (None: all), hidden as `hide` says. Adds
+        `residual` to the output when given.
         """
         b, h, dh = x.shape[0], self.num_heads, self.head_dim
         qkv = self.in_proj(x).reshape(b, 3 * h, 1, dh)
         qk = self._rope(qkv[:, : 2 * h], pos)
         q, k, v = qk[:, :h], qk[:, h:], qkv[:, 2 * h :]
-        keys, values = cache.step_update(k, v, index, window)
+        keys, values = step_write(state, k, v, index, window)
         keys, mask = hide_unwritten(q, keys, written, hide)
         out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
-        return self.out_proj(out.reshape(b, 1, h * dh))
+        return linear_add(self.out_proj, out.reshape(b, 1, h * dh), residual)
 
 
 class StepAttention(nn.Module):
     """Depformer self-attention: per-step packed in/out projections, no positional embedding.
 
-    One column's keys and values live in one [B, 2, H, steps so far, Dh] array (keys at index 0,
-    values at 1), grown by one concatenation per step: both are adjacent row blocks of the packed
-    projection, so a step writes them with a single kernel.
+    One column's keys and values live in one [B, 2, H, num_steps, Dh] array (keys at index 0,
+    values at 1): step 0 fills it with its own (one kernel), step k writes slot k in place (one
+    kernel: keys and values are adjacent row blocks of the packed projection) and attends slots
+    0..k.
     """
 
     def __init__(self, dim: int, num_heads: int, num_steps: int):
@@ -257,17 +320,21 @@ class StepAttention(nn.Module):
         self.in_proj = MultiLinear(num_steps, dim, 3 * dim)
         self.out_proj = MultiLinear(num_steps, dim, dim)
 
-    def __call__(self, x: mx.array, step: int, kv: mx.array | None) -> tuple[mx.array, mx.array]:
-        """x [B, 1, D] at `step`; kv: the column's keys/values of the steps before (None at 0)."""
+    def __call__(
+        self, x: mx.array, step: int, kv: mx.array | None, residual: mx.array | None = None
+    ) -> tuple[mx.array, mx.array]:
+        """x [B, 1, D] at `step`; kv: the column's keys/values of the steps before (None at 0).
+        Adds `residual` to the output when given."""
         b, h = x.shape[0], self.num_heads
         qkv = self.in_proj(x, step).reshape(b, 3, h, 1, -1)
         new = qkv[:, 1:]
         if kv is None:
-            kv = new
+            shape = (b, 2, h, self.in_proj.num_steps, qkv.shape[-1])
+            kv = mx.contiguous(mx.broadcast_to(new, shape))  # slot 0; the others unused yet
             out = qkv[:, 2]  # attention over a single key is its value
         else:
-            kv = mx.concatenate([kv, new], axis=3)
+            kv[:, :, :, step : step + 1] = new
             out = mx.fast.scaled_dot_product_attention(
-                qkv[:, 0], kv[:, 0], kv[:, 1], scale=self.scale
+                qkv[:, 0], kv[:, 0, :, : step + 1], kv[:, 1, :, : step + 1], scale=self.scale
             )
-        return self.out_proj(out.reshape(b, 1, -1), step), kv
+        return self.out_proj(out.reshape(b, 1, -1), step, residual), kv

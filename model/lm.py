@@ -7,13 +7,15 @@ Everything here is lazy: nothing reads back to the host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 from model.config import LMConfig, TransformerConfig
-from model.kv_cache import SMALLEST_WINDOW, RingKVCache, Window
+from model.kv_cache import SMALLEST_WINDOW, KVState, RingKVCache, Window
 from model.layers import (
     Attention,
     Derived,
@@ -21,9 +23,10 @@ from model.layers import (
     RMSNorm,
     StepAttention,
     embed_or_zero,
+    stack_scalars,
 )
 from model.ring_mask import default_mode
-from model.sampling import GREEDY, SamplingParams, gumbel_noise, sample_with_noise
+from model.sampling import GREEDY, SamplingParams, draw, gumbel_noise
 from model.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
 
 
@@ -38,13 +41,13 @@ class TransformerLayer(nn.Module):
         self.gating = GatedFFN(cfg.d_model, cfg.dim_feedforward)
 
     def __call__(self, x: mx.array, cache: RingKVCache) -> mx.array:
-        x = x + self.self_attn(self.norm1(x), cache)
-        return x + self.gating(self.norm2(x))
+        x = self.self_attn(self.norm1(x), cache, residual=x)
+        return self.gating(self.norm2(x), residual=x)
 
-    def step(self, x: mx.array, cache: RingKVCache, *args: object) -> mx.array:
-        """One position; `args` as `Attention.step` takes them after the cache."""
-        x = x + self.self_attn.step(self.norm1(x), cache, *args)
-        return x + self.gating(self.norm2(x))
+    def step(self, x: mx.array, state: KVState, *args: object) -> mx.array:
+        """One position; `args` as `Attention.step` takes them after the ring state."""
+        x = self.self_attn.step(self.norm1(x), state, *args, residual=x)
+        return self.gating(self.norm2(x), residual=x)
 
 
 class Transformer(nn.Module):
@@ -71,15 +74,18 @@ class Transformer(nn.Module):
         return x
 
     def step(
-        self, x: mx.array, caches: list[RingKVCache], pos: mx.array, window: Window, hide: str
+        self, x: mx.array, states: list[KVState], pos: mx.array, window: Window, hide: str
     ) -> mx.array:
-        """One position `pos` attending `window` of the rings (slots past `pos` hidden as `hide`)."""
+        """One position `pos` attending `window` of the rings (slots past `pos` hidden as `hide`).
+
+        `states`: each layer's ring state ([keys, values], see `RingKVCache`), updated in place.
+        """
         cfg = self.config
         slot = (pos % cfg.context).astype(mx.int32).reshape(1, 1, 1, 1)
         index = mx.broadcast_to(slot, (x.shape[0], cfg.num_heads, 1, cfg.head_dim))
-        written = mx.arange(window.length) <= pos if window.masked else None
-        for layer, cache in zip(self.layers, caches, strict=True):
-            x = layer.step(x, cache, pos, index, window, written, hide)
+        written = _slots(window.length) <= pos if window.masked else None
+        for layer, state in zip(self.layers, states, strict=True):
+            x = layer.step(x, state, pos, index, window, written, hide)
         return x
 
 
@@ -94,9 +100,8 @@ class DepformerLayer(nn.Module):
         self.gating = [GatedFFN(cfg.d_model, cfg.dim_feedforward) for _ in range(num_steps)]
 
     def __call__(self, x: mx.array, step: int, kv: mx.array | None) -> tuple[mx.array, mx.array]:
-        y, kv = self.self_attn(self.norm1(x), step, kv)
-        x = x + y
-        return x + self.gating[step](self.norm2(x)), kv
+        x, kv = self.self_attn(self.norm1(x), step, kv, residual=x)
+        return self.gating[step](self.norm2(x), residual=x), kv
 
 
 class Depformer(nn.Module):
@@ -206,19 +211,20 @@ class LM(nn.Module):
     def forward_step(
         self,
         x: mx.array,
-        caches: list[RingKVCache],
+        states: list[KVState],
         pos: mx.array,
         window: Window,
         hide: str | None = None,
     ) -> tuple[mx.array, mx.array]:
         """One position `pos` (int32 device scalar) with fixed shapes, for `mx.compile`.
 
-        `window` is `step_window(caches)` (one compiled graph per window); `hide` how unwritten
-        slots are hidden (`model.ring_mask`, default per backend). The caller advances the
-        caches' offsets (`advance`), which this leaves alone.
+        `states`: the caches' ring states (`[c.state for c in caches]`), whose items this
+        replaces with the written rings. `window` is `step_window(caches)` (one compiled graph
+        per window); `hide` how unwritten slots are hidden (`model.ring_mask`, default per
+        backend). The caller advances the caches' offsets (`advance`), which this leaves alone.
         """
         hide = hide or default_mode()
-        x = self.transformer.step(self._as_activation(x), caches, pos, window, hide)
+        x = self.transformer.step(self._as_activation(x), states, pos, window, hide)
         h = self.out_norm(x)
         return self.text_linear(h), h
 
@@ -241,14 +247,14 @@ class LM(nn.Module):
         h = h[:, -1:]
         inputs = self._depformer_inputs(h, n_steps)
         kvs: list[mx.array | None] = [None] * len(self.depformer.layers)
-        prev = text_token.reshape(1, 1).astype(mx.int32)
+        prev = text_token.reshape(1, 1)
         tokens, logits = [], []
         for k in range(n_steps):
             table = (self.depformer_text_emb if k == 0 else self.depformer_emb[k - 1]).weight
-            e = table[prev] if valid_ids else embed_or_zero(table, prev)
+            e = table[prev] if valid_ids else embed_or_zero(table, prev.astype(mx.int32))
             x, kvs = self.depformer(inputs[k] + e, k, kvs)
             step_logits = self.linears[k](x)
-            prev = choose(k, step_logits).reshape(1, 1)
+            prev = choose(k, step_logits).reshape(1, 1)  # any integer type (argmax: uint32)
             tokens.append(prev.reshape(()))
             logits.append(step_logits.reshape(-1))
         return tokens, logits
@@ -287,15 +293,14 @@ class LM(nn.Module):
         noise = gumbel_noise(key, (n, self.config.card)) if sampling else None
 
         def choose(k: int, logits: mx.array) -> mx.array:
-            token = sample_with_noise(
-                logits.reshape(-1), params, noise[k] if noise is not None else None
-            )
+            step_noise = noise[k : k + 1] if noise is not None else None  # a view, no gather
+            token = draw(logits.reshape(1, -1), params, step_noise)
             if forced is None or provided is None:
                 return token
-            return mx.where(provided[k], forced[k].astype(mx.int32), token)
+            return mx.where(provided[k], forced[k].astype(mx.int32), token.astype(mx.int32))
 
         tokens, _ = self._run_depformer(h, text_token, choose, n, valid_ids=True)
-        return mx.stack(tokens)
+        return stack_scalars(tokens)
 
     def depformer_logits(
         self, h: mx.array, text_token: mx.array, tokens: mx.array, n_steps: int | None = None
@@ -311,6 +316,12 @@ class LM(nn.Module):
 def _fresh(lm: LM, name: str, sources: tuple[mx.array, ...]) -> bool:
     derived: Derived | None = getattr(lm, name, None)
     return derived is not None and derived.fresh(sources)
+
+
+@functools.lru_cache(maxsize=16)
+def _slots(n: int) -> mx.array:
+    """0..n-1 as data (a constant in a compiled graph, where `mx.arange` is a kernel)."""
+    return mx.array(np.arange(n, dtype=np.int32))
 
 
 def step_window(caches: list[RingKVCache]) -> Window:

@@ -8,7 +8,7 @@ from functools import partial
 
 import mlx.core as mx
 
-from model.kv_cache import RingKVCache, Window
+from model.kv_cache import KVState, RingKVCache, Window
 from model.lm import LM, advance, step_window
 from model.ring_mask import default_mode
 from model.sampling import SamplingParams, sample_token
@@ -47,9 +47,9 @@ class ColumnStepper:
     Calling it returns (text_token int32 [], audio_tokens int32 [n_steps]) unevaluated and
     advances the caches by one position; the caller evaluates (`mx.eval`/`mx.async_eval`).
     One graph is compiled per attention window (`RingKVCache.step_window`: a few bucket lengths
-    while the ring fills, then the whole ring unmasked), on first use. The graphs capture `caches` (their `state` lists) and the LM's weights: reset the caches
-    with `cache.reset()` (never replace them) and build a new stepper for new caches, weights,
-    sampling parameters or `n_steps`.
+    while the ring fills, then the whole ring unmasked), on first use. The rings go in and out
+    of the graphs as arrays; the graphs capture the LM's weights: build a new stepper for new
+    weights, sampling parameters or `n_steps`.
     """
 
     def __init__(
@@ -75,9 +75,8 @@ class ColumnStepper:
 
     def _fn(self, window: Window) -> Callable[..., tuple[mx.array, mx.array]]:
         if window not in self._fns:
-            state = [cache.state for cache in self.caches]
             fn = partial(self._column, window=window)
-            self._fns[window] = mx.compile(fn, inputs=state, outputs=state) if self._compile else fn
+            self._fns[window] = mx.compile(fn) if self._compile else fn
         return self._fns[window]
 
     def _column(
@@ -89,11 +88,12 @@ class ColumnStepper:
         audio_provided: mx.array,
         pos: mx.array,
         key: mx.array,
+        states: list[KVState],
         *,
         window: Window,
-    ) -> tuple[mx.array, mx.array]:
+    ) -> tuple[tuple[mx.array, mx.array], list[KVState]]:
         lm = self.lm
-        logits, h = lm.forward_step(lm.embed(tokens), self.caches, pos, window, self.hide)
+        logits, h = lm.forward_step(lm.embed(tokens), states, pos, window, self.hide)
         text_key, audio_key = mx.random.split(key, 2)
         text = sample_token(logits.reshape(-1), self.text, text_key)
         text = mx.where(text_provided, text_forced, text)
@@ -106,11 +106,11 @@ class ColumnStepper:
             params=self.audio,
             key=audio_key,
         )
-        return text, audio
+        return (text, audio), states
 
     def __call__(self, inputs: ColumnInputs, key: mx.array) -> tuple[mx.array, mx.array]:
         pos = mx.array(self.caches[0].offset, dtype=mx.int32)
-        text, audio = self._fn(step_window(self.caches))(
+        (text, audio), states = self._fn(step_window(self.caches))(
             inputs.tokens,
             inputs.text_forced,
             inputs.text_provided,
@@ -118,6 +118,9 @@ class ColumnStepper:
             inputs.audio_provided,
             pos,
             key,
+            [cache.state for cache in self.caches],
         )
+        for cache, state in zip(self.caches, states, strict=True):
+            cache.state = list(state)  # the old buffers are the graph's alone: written in place
         advance(self.caches)
         return text, audio

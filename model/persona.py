@@ -23,6 +23,7 @@ from model.mimi import MimiCodec
 from model.prompts import resolve_prompt
 from model.random_weights import random_lm
 from model.session import Session, SessionSampling
+from model.step_graphs import StepGraphs
 from model.tokenizer import TextTokenizer
 from model.types import Chunk, Frame, Reply
 from model.voices import (
@@ -78,6 +79,7 @@ class PersonaPlex:
         self.source = source or (str(folder) if folder else "random weights")
         self.load_times = load_times or LoadTimes()
         self._voice_cache: dict[str, VoicePrompt] = {}
+        self._step_graphs: dict[bool, StepGraphs] = {}
 
     # -- what it has --------------------------------------------------------------------------
 
@@ -125,6 +127,12 @@ class PersonaPlex:
         return self.tokenizer.piece(token) if self.tokenizer else ""
 
     # -- sessions -----------------------------------------------------------------------------
+
+    def step_graphs(self, compile: bool = True) -> StepGraphs:
+        """The step graphs every session of this model shares (compiled, or eager functions)."""
+        if compile not in self._step_graphs:
+            self._step_graphs[compile] = StepGraphs(self.lm, self.mimi, compile=compile)
+        return self._step_graphs[compile]
 
     def session(
         self,

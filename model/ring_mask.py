@@ -14,6 +14,8 @@ import os
 
 import mlx.core as mx
 
+from model.backend import on_cuda
+
 BOOL, FAR_KEYS = "bool", "far_keys"
 MODES = (BOOL, FAR_KEYS)
 ENV_VAR = "PPX_RING_MASK"
@@ -30,9 +32,7 @@ def default_mode() -> str:
         if mode not in MODES:
             raise ValueError(f"{ENV_VAR} must be one of {', '.join(MODES)}, not '{mode}'")
         return mode
-    cuda = getattr(mx, "cuda", None)
-    on_cuda = cuda is not None and cuda.is_available() and mx.default_device() == mx.gpu
-    return FAR_KEYS if on_cuda else BOOL
+    return FAR_KEYS if on_cuda() else BOOL
 
 
 def hide_unwritten(

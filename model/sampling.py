@@ -41,10 +41,16 @@ def sample_with_noise(logits: mx.array, params: SamplingParams, noise: mx.array 
 
     `noise` may be None when `params` is greedy (argmax).
     """
+    return draw(logits, params, noise).astype(mx.int32)
+
+
+def draw(logits: mx.array, params: SamplingParams, noise: mx.array | None) -> mx.array:
+    """`sample_with_noise` as the argmax gives it: uint32 (an index as good as any, one kernel
+    fewer than converting it)."""
     if params.greedy or noise is None:
         if not params.greedy:
             raise ValueError("sampling with a temperature needs noise (or a key)")
-        return mx.argmax(logits, axis=-1).astype(mx.int32)
+        return mx.argmax(logits, axis=-1)
     vocab = logits.shape[-1]
     scores = logits.astype(mx.float32) * (1.0 / params.temperature)
     if 0 < params.top_k < vocab:
@@ -52,7 +58,7 @@ def sample_with_noise(logits: mx.array, params: SamplingParams, noise: mx.array 
         cut = vocab - params.top_k
         kth = mx.partition(logits, cut, axis=-1)[..., cut : cut + 1]
         scores = mx.where(logits >= kth, scores, -mx.inf)
-    return mx.argmax(scores + noise, axis=-1).astype(mx.int32)
+    return mx.argmax(scores + noise, axis=-1)
 
 
 def sample_token(logits: mx.array, params: SamplingParams, key: mx.array | None) -> mx.array:

@@ -4,16 +4,17 @@ The schedule is the reference's (SPEC.md §4), run one frame earlier: the refere
 frame p and returns agent frame p-1; here the model runs on ring column p as soon as user frame
 p's codes are known, which yields agent frame p in the same call with identical tokens (all the
 inputs of column p are known then, and the agent's codebooks never depend on the depformer's
-user steps, which are skipped). A step is one compiled graph — Mimi encode, the temporal
-transformer, text sampling, the 8 agent depformer steps, Mimi decode — and one evaluation.
+user steps, which are skipped). A step is three compiled graphs — Mimi encode; the temporal
+transformer, text sampling and the 8 agent depformer steps; Mimi decode — evaluated at once.
+The graphs belong to the model (`model.step_graphs`): every session of it shares them.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
@@ -25,6 +26,7 @@ from model.lm import advance, step_window
 from model.prompt_plan import PromptPlan, plan_prompt
 from model.ring_mask import default_mode
 from model.sampling import SamplingParams, sample_token
+from model.step_graphs import LMStepSpec, input_column
 from model.step_stats import StepStats, step_stats
 from model.types import Frame, StepTimings
 from model.voices import VoicePrompt
@@ -81,11 +83,19 @@ class Session:
         self.measure_phases = measure_phases
         self.collect_stats = collect_stats
         self._compile = compile
-        self._hide = ring_mask or default_mode()
         self._n_q = cfg.n_q_agent
         model.lm.prepare()
+        self._graphs = model.step_graphs(compile)
+        self._graphs.refresh()
+        self._spec = LMStepSpec(
+            text=self.sampling.text,
+            audio=self.sampling.audio,
+            depformer_steps=self.depformer_steps,
+            agent_codebooks=self._n_q,
+            hide=ring_mask or default_mode(),
+            stats=collect_stats,
+        )
         self._caches = model.lm.make_cache()
-        self._fns: dict[tuple[str, Window | None, bool], Any] = {}
         self.last_stats: StepStats | None = None
         self.prefill_ms = 0.0
         self.reset()
@@ -171,108 +181,56 @@ class Session:
             offset, frames = offset + 1, frames + 1
 
     def warm_up(self) -> None:
-        """Compile every step graph the conversation will use, now.
+        """Compile every step graph the conversation will use, and run each once, now.
 
         The ring fills during the first minutes of a conversation (Mimi's caches in the first
-        seconds) and each attention window gets its own graph: without this, each would be
-        compiled when first reached, mid-sentence. Runs every graph once on the current state
-        and drops the results: the only write, ring slot `position`, is the one the next step
+        seconds) and each attention window has its own graph: without this, each would be
+        compiled (and its GPU kernels loaded) when first reached, mid-sentence. Graphs another
+        session of the model already ran are skipped. Runs each graph on the current state and
+        drops the results: the only write, ring slot `position`, is the one the next step
         overwrites. Nothing else changes.
         """
         if not self._compile:
             return
+        g = self._graphs
         pos = mx.array(self.position, dtype=mx.int32)
         key = mx.random.key(0)
         pcm = mx.zeros((self.frame_size,), dtype=mx.float32)
         user = mx.zeros((self._n_q,), dtype=mx.int32)
-        state = [c.state for c in self._caches]
-        lm = (self._text, self._agent, self._user_acoustic)
-        windows = []
-        for window, mimi_full in self._graphs_ahead():
+        for window, full in self._graphs_ahead():
+            mimi = f"Mimi {'full' if full else 'filling'}"
+            g.warm(f"encode ({mimi})", g.encode(full), pcm, self._enc_state)
+            g.warm(f"decode ({mimi})", g.decode(full), user, self._dec_state)
+            where = f"window {window.length}{' masked' if window.masked else ''}"
             if self.measure_phases:
-                for name, args in (
-                    ("encode", (pcm, self._enc_state)),
-                    ("decode", (user, self._dec_state)),
-                ):
-                    mx.eval(self._fn(name, None, mimi_full)(*args))
-                if window not in windows:
-                    mx.eval(self._fn("temporal", window)(self._user_column(user), pos), state)
+                column = input_column(self._text, self._agent, user, self._user_acoustic)
+                temporal = g.temporal(self._spec, window)
+                g.warm(f"temporal ({where})", temporal, column, pos, call=self._with_rings)
+                g.warm("depformer", g.depformer(self._spec), *self._dummy_temporal_out(), key)
             else:
-                enc, dec = self._enc_state, self._dec_state
-                fused = self._fn("fused", window, mimi_full)
-                mx.eval(fused(pcm, enc, dec, *lm, pos, key), state)
-                if window not in windows:
-                    mx.eval(self._fn("codes", window)(user, *lm, pos, key), state)
-            windows.append(window)
+                lm_step = g.lm_step(self._spec, window)
+                lm = (self._text, self._agent, self._user_acoustic)
+                g.warm(f"LM step ({where})", lm_step, user, *lm, pos, key, call=self._with_rings)
+        mx.eval([c.state for c in self._caches])
+
+    def _dummy_temporal_out(self) -> tuple[mx.array, mx.array]:
+        """Zero logits and h shaped as the temporal step returns them (to warm the depformer)."""
+        lm = self.model.lm
+        logits = mx.zeros((1, 1, lm.config.text_card), dtype=lm.dtype)
+        return logits, mx.zeros((1, 1, lm.config.temporal.d_model), dtype=lm.dtype)
 
     # -- the step -----------------------------------------------------------------------------
 
-    def _user_column(self, user: mx.array) -> mx.array:
-        return mx.concatenate(
-            [self._text.reshape(1), self._agent, user[:1], self._user_acoustic]
-        ).astype(mx.int32)
+    def _with_rings(self, fn: Callable, *args: Any) -> Any:
+        """Call a graph that takes the rings' states last and returns them last; put them back.
 
-    def _encode(self, pcm: mx.array, enc_state: Any, *, mimi_full: bool) -> tuple[mx.array, Any]:
-        return self.model.mimi.model.encode_step(pcm, enc_state, mimi_full)
-
-    def _decode(self, codes: mx.array, dec_state: Any, *, mimi_full: bool) -> tuple[mx.array, Any]:
-        return self.model.mimi.model.decode_step(codes, dec_state, mimi_full)
-
-    def _temporal(self, column: mx.array, pos: mx.array, *, window: Window):
-        lm = self.model.lm
-        return lm.forward_step(lm.embed(column), self._caches, pos, window, self._hide)
-
-    def _depformer(self, logits: mx.array, h: mx.array, key: mx.array):
-        text_key, audio_key = mx.random.split(key, 2)
-        text = sample_token(logits.reshape(-1), self.sampling.text, text_key)
-        audio = self.model.lm.depformer_step(
-            h,
-            text,
-            n_steps=self.depformer_steps,
-            params=self.sampling.audio,
-            key=audio_key,
-        )
-        return text, audio[: self._n_q]
-
-    def _fused(
-        self, pcm, enc_state, dec_state, text, agent, user_ac, pos, key, *, window, mimi_full
-    ):
-        """Mimi encode -> temporal -> text + agent depformer -> Mimi decode, as one graph."""
-        user, enc_state = self._encode(pcm, enc_state, mimi_full=mimi_full)
-        column = mx.concatenate([text.reshape(1), agent, user[:1], user_ac]).astype(mx.int32)
-        logits, h = self._temporal(column, pos, window=window)
-        next_text, next_agent = self._depformer(logits, h, key)
-        codes = mx.concatenate([agent[:1], next_agent[1:]])
-        out, dec_state = self._decode(codes, dec_state, mimi_full=mimi_full)
-        stats = step_stats(logits, h) if self.collect_stats else ()
-        return out, codes, user, next_text, next_agent, enc_state, dec_state, stats
-
-    def _codes(self, user, text, agent, user_ac, pos, key, *, window):
-        """The LM part of a step only: user codes in, next text and agent codes out."""
-        column = mx.concatenate([text.reshape(1), agent, user[:1], user_ac]).astype(mx.int32)
-        logits, h = self._temporal(column, pos, window=window)
-        next_text, next_agent = self._depformer(logits, h, key)
-        return mx.concatenate([agent[:1], next_agent[1:]]), next_text, next_agent
-
-    def _fn(self, name: str, window: Window | None = None, mimi_full: bool = False):
-        """The (compiled) function `name`: one graph per attention window (LM functions) and
-        per state of Mimi's caches (filling or full; Mimi functions)."""
-        key = (name, window, mimi_full)
-        if key not in self._fns:
-            state = [c.state for c in self._caches]
-            fn = {
-                "fused": partial(self._fused, window=window, mimi_full=mimi_full),
-                "codes": partial(self._codes, window=window),
-                "temporal": partial(self._temporal, window=window),
-                "encode": partial(self._encode, mimi_full=mimi_full),
-                "depformer": self._depformer,
-                "decode": partial(self._decode, mimi_full=mimi_full),
-            }[name]
-            if self._compile:
-                uses_cache = name in ("fused", "temporal", "codes")
-                fn = mx.compile(fn, inputs=state, outputs=state) if uses_cache else mx.compile(fn)
-            self._fns[key] = fn
-        return self._fns[key]
+        The old buffers are then held by the lazy graph only, so that evaluating it writes them
+        in place (anything else holding them would make every write copy a whole ring).
+        """
+        out, states = fn(*args, [c.state for c in self._caches])
+        for cache, state in zip(self._caches, states, strict=True):
+            cache.state = list(state)
+        return out
 
     def step(self, pcm: np.ndarray) -> Frame:
         """Hear one 80 ms frame of the user (1920 float samples), return the agent's frame."""
@@ -283,26 +241,18 @@ class Session:
             )
         start = time.perf_counter()
         window = step_window(self._caches)
-        mimi_full = self.model.mimi.model.full_after(self._mimi_frames)
+        full = self.model.mimi.model.full_after(self._mimi_frames)
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
-        self._key, key = mx.random.split(self._key)
         timings = StepTimings()
+        g = self._graphs
         if self.measure_phases:
-            graphs = (window, mimi_full)
-            out, codes, user, text, agent, stats = self._step_phased(pcm, pos, key, graphs, timings)
-        else:
-            out, codes, user, text, agent, self._enc_state, self._dec_state, stats = self._fn(
-                "fused", window, mimi_full
-            )(
-                mx.array(pcm),
-                self._enc_state,
-                self._dec_state,
-                self._text,
-                self._agent,
-                self._user_acoustic,
-                pos,
-                key,
+            out, codes, user, text, agent, stats = self._step_phased(
+                mx.array(pcm), pos, window, full, timings
             )
+        else:
+            user, self._enc_state = g.encode(full)(mx.array(pcm), self._enc_state)
+            codes, text, agent, stats = self._lm(window, user, pos)
+            out, self._dec_state = g.decode(full)(codes, self._dec_state)
             self._eval(out, codes, user, text, agent, stats)
         advance(self._caches)
         self._mimi_frames += 1
@@ -324,6 +274,13 @@ class Session:
         self.frames += 1
         return frame
 
+    def _lm(self, window: Window, user: mx.array, pos: mx.array) -> tuple:
+        """The LM step graph on this session's state: (codes, text, agent, stats), lazy."""
+        fn = self._graphs.lm_step(self._spec, window)
+        lm = (self._text, self._agent, self._user_acoustic)
+        codes, text, agent, stats, self._key = self._with_rings(fn, user, *lm, pos, self._key)
+        return codes, text, agent, stats
+
     def step_codes(self, user_codes: np.ndarray) -> tuple[int, np.ndarray]:
         """The LM alone: the user's 8 Mimi codes for one frame in, (text id, agent codes) out.
 
@@ -331,12 +288,8 @@ class Session:
         the same conversation as `step`, whose Mimi streams it does not touch.
         """
         user = mx.array(np.asarray(user_codes, dtype=np.int32).reshape(self._n_q))
-        window = step_window(self._caches)
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
-        self._key, key = mx.random.split(self._key)
-        codes, text, agent = self._fn("codes", window)(
-            user, self._text, self._agent, self._user_acoustic, pos, key
-        )
+        codes, text, agent, _ = self._lm(step_window(self._caches), user, pos)
         self._eval(codes, text, agent)
         advance(self._caches)
         frame_text = self._text_host
@@ -354,26 +307,27 @@ class Session:
             self._dec_state,
         )
 
-    def _step_phased(self, pcm, pos, key, graphs: tuple[Window, bool], timings: StepTimings):
+    def _step_phased(self, pcm, pos, window: Window, full: bool, timings: StepTimings):
         """The same step, evaluated phase by phase to time each one (a few syncs more)."""
+        g = self._graphs
 
-        def timed(attr: str, fn, *args):
+        def timed(attr: str, call: Callable[[], Any]) -> Any:
             t0 = time.perf_counter()
-            result = fn(*args)
-            mx.eval(result)
+            result = call()
+            mx.eval(result, [c.state for c in self._caches])
             setattr(timings, attr, 1000 * (time.perf_counter() - t0))
             return result
 
-        user, self._enc_state = timed(
-            "encode_ms", self._fn("encode", None, graphs[1]), mx.array(pcm), self._enc_state
-        )
-        column = self._user_column(user)
-        logits, h = timed("temporal_ms", self._fn("temporal", graphs[0]), column, pos)
-        mx.eval([c.state for c in self._caches])
-        text, agent = timed("depformer_ms", self._fn("depformer"), logits, h, key)
+        self._key, key = mx.random.split(self._key)
+        user, self._enc_state = timed("encode_ms", lambda: g.encode(full)(pcm, self._enc_state))
+        column = input_column(self._text, self._agent, user, self._user_acoustic)
+        temporal = g.temporal(self._spec, window)
+        logits, h = timed("temporal_ms", lambda: self._with_rings(temporal, column, pos))
+        depformer = g.depformer(self._spec)
+        text, agent = timed("depformer_ms", lambda: depformer(logits, h, key))
         codes = mx.concatenate([self._agent[:1], agent[1:]])
-        decode = self._fn("decode", None, graphs[1])
-        out, self._dec_state = timed("decode_ms", decode, codes, self._dec_state)
+        decode = g.decode(full)
+        out, self._dec_state = timed("decode_ms", lambda: decode(codes, self._dec_state))
         stats = step_stats(logits, h) if self.collect_stats else ()
         self._eval(out, codes, user, text, agent, stats)
         return out, codes, user, text, agent, stats

@@ -6,6 +6,7 @@ Rich table or JSON. Never imports textual or sounddevice (it runs on headless GP
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,8 @@ from model import PersonaPlex, load, random_model
 from model.config import config_7b, mimi_tiny, tiny
 from model.session import Session
 from model.voices import VoicePrompt
+from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
+from personaplex_tui.kernel_cache import cached_kernels
 
 FRAME = 1920
 BUDGET_MS = 80.0
@@ -61,6 +64,30 @@ class Stats:
 
 
 @dataclass
+class Warmup:
+    """Where the warm-up went (seconds unless marked ms).
+
+    session_s: the first session (its prompt prefill is the first use of the eager kernels);
+    graphs: the first use of each step graph (`Session.warm_up`): trace_ms traces and compiles
+    it, first_run_ms is its first evaluation (on a GPU: JIT-compiling or loading its kernels);
+    graphs_s: all of `warm_up`; steps_s: the warm-up steps after it; new_session_ms: a second
+    session with the same options, warm_up included (graphs are shared: new_session_traces is
+    0); prefill_new_length_ms: the first prefill of another prompt length (a voice one frame
+    longer); kernel_cache: the GPU kernel cache folder and its module count before and after.
+    """
+
+    session_s: float = 0.0
+    prefill_first_ms: float = 0.0
+    graphs: list[dict[str, Any]] = field(default_factory=list)
+    graphs_s: float = 0.0
+    steps_s: float = 0.0
+    new_session_ms: float = 0.0
+    new_session_traces: int = 0
+    prefill_new_length_ms: float = 0.0
+    kernel_cache: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class BenchResult:
     model: str
     quantization: str
@@ -77,6 +104,7 @@ class BenchResult:
     rtf: float = 0.0
     peak_memory_gb: float = 0.0
     turn: dict[str, float] = field(default_factory=dict)
+    warmup: Warmup = field(default_factory=Warmup)
     options: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -97,6 +125,7 @@ def device_name() -> str:
 
 
 def _random_voice(model: PersonaPlex, frames: int, seed: int) -> VoicePrompt:
+    frames = max(1, frames)
     cfg = model.lm.config
     rng = np.random.default_rng(seed)
     cache = rng.integers(0, cfg.card, (cfg.n_streams, cfg.max_delay + 3))
@@ -147,14 +176,35 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
     load_s = time.perf_counter() - t0
 
     progress("warming up")
+    kernels_before = cached_kernels()
     t0 = time.perf_counter()
     session = _session(model, voice, tokens, opts)
+    warm = Warmup(session_s=round(time.perf_counter() - t0, 3))
+    warm.prefill_first_ms = round(session.prefill_ms, 3)
+    graphs = model.step_graphs()
+    t = time.perf_counter()
     session.warm_up()  # every attention window's graph, so that none compiles while timed
+    warm.graphs_s = round(time.perf_counter() - t, 3)
+    warm.graphs = [asdict(g) for g in graphs.timings]
     audio = _audio(max(opts.steps, opts.warmup_steps) + 50, opts.seed)
+    t = time.perf_counter()
     for pcm in audio[: opts.warmup_steps]:
         session.step(pcm)
     session.step_codes(np.zeros(8, np.int32))
+    warm.steps_s = round(time.perf_counter() - t, 3)
     warmup_s = time.perf_counter() - t0
+    traces = graphs.traces
+    t = time.perf_counter()
+    _session(model, voice, tokens, opts).warm_up()
+    warm.new_session_ms = round(1000 * (time.perf_counter() - t), 3)
+    warm.new_session_traces = graphs.traces - traces
+    longer = _random_voice(model, (voice.frames if voice else 0) + 1, opts.seed + 3)
+    warm.prefill_new_length_ms = round(_session(model, longer, tokens, opts).prefill_ms, 3)
+    warm.kernel_cache = {
+        "dir": os.environ.get(KERNEL_CACHE_VAR, ""),
+        "modules_before": kernels_before,
+        "modules_after": cached_kernels(),
+    }
 
     progress("timing the prompt prefill")
     prefills = []
@@ -201,6 +251,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         rtf=round(steps.p50 / BUDGET_MS, 4),
         peak_memory_gb=round(mx.get_peak_memory() / 1e9, 3),
         turn=turn,
+        warmup=warm,
         options=asdict(opts),
     )
 

@@ -70,7 +70,8 @@ class SessionOptions:
 
 
 def _compile_ahead(session: SessionLike) -> None:
-    """`Session.warm_up()`: compile the graphs of every attention window before the user talks."""
+    """`Session.warm_up()`: compile the step graphs of every attention window (those the model
+    has not built yet) before the user talks."""
     warm_up = getattr(session, "warm_up", None)
     if warm_up is not None:
         warm_up()
@@ -217,13 +218,15 @@ class Engine:
         return self.info
 
     async def warm_up(self, steps: int = 3) -> float | None:
-        """Run a throwaway session for a few steps so kernels are compiled before the user talks."""
+        """Compile every step graph and run a throwaway session for a few steps, before the user
+        talks. The graphs belong to the model: later sessions (and resets) reuse them."""
         self.emit(StateChanged("warming_up"))
         self.emit(LoadProgress("warm_up", f"{steps} steps of silence on a throwaway session"))
 
         def work() -> float:
             start = time.perf_counter()
             session = self._require_model().session(**self._session_kwargs())
+            _compile_ahead(session)
             silence = np.zeros(FRAME, np.float32)
             for _ in range(steps):
                 session.step(silence)
@@ -242,8 +245,8 @@ class Engine:
 
         def work() -> bool:
             self.session = self._require_model().session(**self._session_kwargs())
-            # Every step graph (and the kernels the throwaway warm-up did not need), now:
-            # none is compiled mid-conversation.
+            # Every step graph these options need (the warm-up built those of the options it
+            # ran with), now: none is compiled mid-conversation.
             _compile_ahead(self.session)
             self.frames_out = 0
             self._report_memory(force=True)

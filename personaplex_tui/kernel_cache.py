@@ -40,3 +40,11 @@ def persistent_kernel_cache(cache_root: Path | None = None) -> Path | None:
     folder = cache_root / "mlx-kernels" / version
     os.environ[ENV_VAR] = str(folder)
     return folder
+
+
+def cached_kernels() -> int:
+    """How many compiled kernel modules `$MLX_PTX_CACHE_DIR` holds (0 when unset or empty)."""
+    folder = os.environ.get(ENV_VAR)
+    if not folder or not Path(folder).is_dir():
+        return 0
+    return sum(1 for _ in Path(folder).rglob("*.ptx"))

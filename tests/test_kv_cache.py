@@ -42,8 +42,8 @@ def window_reference(attn: Attention, x: mx.array) -> np.ndarray:
     return np.array(attn.out_proj(mx.array(merged.astype(np.float32))))[0]
 
 
-def new_cache(align: int = 1) -> RingKVCache:
-    return RingKVCache(HEADS, DIM // HEADS, CONTEXT, mx.float32, align=align)
+def new_cache() -> RingKVCache:
+    return RingKVCache(HEADS, DIM // HEADS, CONTEXT, mx.float32)
 
 
 def run_chunks(attn: Attention, x: mx.array, sizes: list[int], cache: RingKVCache) -> np.ndarray:
@@ -60,41 +60,32 @@ def run_chunks(attn: Attention, x: mx.array, sizes: list[int], cache: RingKVCach
     [[1] * STEPS, [STEPS], [3, 1, 5, 2, 2], [2, 6, 1, 4]],
     ids=["one-by-one", "all-at-once", "chunks", "chunk-longer-than-context"],
 )
-@pytest.mark.parametrize("align", [1, 3], ids=["4-slots", "6-slots"])
-def test_ring_matches_window_reference(attention, inputs, sizes, align):
+def test_ring_matches_window_reference(attention, inputs, sizes):
     ref = window_reference(attention, inputs)
-    got = run_chunks(attention, inputs, sizes, new_cache(align))
+    got = run_chunks(attention, inputs, sizes, new_cache())
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
-def fixed_shape_steps(
-    attn: Attention, x: mx.array, hide: str, smallest: int, align: int = 1
-) -> list[np.ndarray]:
+def fixed_shape_steps(attn: Attention, x: mx.array, hide: str, smallest: int) -> list[np.ndarray]:
     """`Attention.step` one position at a time, through the windows the cache picks."""
-    cache = RingKVCache(
-        HEADS, DIM // HEADS, CONTEXT, mx.float32, smallest_window=smallest, align=align
-    )
+    cache = RingKVCache(HEADS, DIM // HEADS, CONTEXT, mx.float32, smallest_window=smallest)
     outs = []
     for t in range(STEPS):
         pos = mx.array(t, dtype=mx.int32)
         window = cache.step_window()
         slot = mx.full((1, HEADS, 1, DIM // HEADS), t % CONTEXT, dtype=mx.int32)
         written = mx.arange(window.length) <= pos if window.masked else None
-        out = attn.step(x[:, t : t + 1], cache, pos, slot, window, written, hide)
+        out = attn.step(x[:, t : t + 1], cache.state, pos, slot, window, written, hide)
         outs.append(np.array(out)[0, 0])
         cache.offset += 1
     return outs
 
 
-@pytest.mark.parametrize(
-    "smallest, align",
-    [(1, 1), (2, 1), (4, 1), (2, 3)],
-    ids=["windows-1-2-4", "windows-2-4", "window-4", "windows-2-4-in-6-slots"],
-)
+@pytest.mark.parametrize("smallest", [1, 2, 4], ids=["windows-1-2-4", "windows-2-4", "window-4"])
 @pytest.mark.parametrize("hide", MODES)
-def test_fixed_shape_steps_match_window_reference(attention, inputs, hide, smallest, align):
+def test_fixed_shape_steps_match_window_reference(attention, inputs, hide, smallest):
     ref = window_reference(attention, inputs)
-    got = np.stack(fixed_shape_steps(attention, inputs, hide, smallest, align))
+    got = np.stack(fixed_shape_steps(attention, inputs, hide, smallest))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
@@ -116,7 +107,9 @@ def test_far_keys_equal_the_boolean_mask_exactly(attention, inputs):
             written = mx.arange(window.length) <= pos if window.masked else None
             outs[hide].append(
                 np.array(
-                    attention.step(inputs[:, t : t + 1], cache, pos, slot, window, written, hide)
+                    attention.step(
+                        inputs[:, t : t + 1], cache.state, pos, slot, window, written, hide
+                    )
                 )
             )
             cache.offset += 1
@@ -137,8 +130,9 @@ def test_windows_grow_in_buckets_then_cover_the_full_ring():
     assert lengths == [2, 2, 4, 4, 8, 8, 8, 8, 10, 10, 10, 10, 10]
     assert [w.masked for w in seen] == [True] * 9 + [False] * 4  # position 9 fills the ring
     assert all(w.length >= min(i + 1, 10) for i, w in enumerate(seen))
-    assert window_lengths(3000) == (256, 512, 1024, 2048, 3000)
-    assert window_lengths(256) == (256,)
+    assert window_lengths(3000) == (512, 1024, 2048, 3000)
+    assert window_lengths(3000, 256) == (256, 512, 1024, 2048, 3000)
+    assert window_lengths(512) == (512,)
     assert [cache.window_at(p) for p in (0, 1, 2, 7, 8, 9, 50)] == [
         Window(2, True),
         Window(2, True),

@@ -95,7 +95,8 @@ def test_cached_steps_equal_batched_forward_and_moshi_streaming(reference, hide)
         eager.append(np.array(logits[0, 0]))
         pos = mx.array(t, dtype=mx.int32)
         window = step_window(fixed_caches)
-        logits, _ = lm.forward_step(x[:, t : t + 1], fixed_caches, pos, window, hide)
+        states = [c.state for c in fixed_caches]
+        logits, _ = lm.forward_step(x[:, t : t + 1], states, pos, window, hide)
         advance(fixed_caches)
         fixed.append(np.array(logits[0, 0]))
 

@@ -85,3 +85,25 @@ def test_norm_weight_takes_the_activation_dtype():
     ref = mx.fast.rms_norm(x.astype(mx.float32), norm.alpha.reshape(-1), 1e-8)
     # One bfloat16 rounding more than the float32 path: at most a unit in the last place.
     np.testing.assert_allclose(np.array(y.astype(mx.float32)), np.array(ref), rtol=2**-7, atol=1e-6)
+
+
+def test_wide_quantized_ffn_inputs_in_halves_give_the_same_numbers(lm, monkeypatch):
+    """Where the backend's mat-vec kernel takes fewer rows (CUDA: 16384), the FFN input runs as
+    gate and value matmuls: same numbers, and new weights are not missed."""
+    ffn = lm.transformer.layers[0].gating
+    rows = ffn.linear_in.weight.shape[0]
+    x = mx.random.normal((1, 1, CONFIG.lm.temporal.d_model), key=mx.random.key(4))
+    whole = ffn(x)
+    monkeypatch.setattr("model.backend.matvec_rows", lambda: rows - 1)
+    ffn.prepare()
+    assert ffn._halves is not None and ffn._halves.fresh(ffn._sources())
+    assert mx.array_equal(ffn(x), whole)
+    residual = mx.ones_like(whole)
+    assert mx.array_equal(ffn(x, residual=residual), residual + whole)
+    old = ffn.linear_in.weight
+    ffn.linear_in.weight = mx.zeros_like(old)  # replaced: the halves are stale, not used
+    assert not mx.array_equal(ffn(x), whole)
+    ffn.linear_in.weight = old
+    monkeypatch.setattr("model.backend.matvec_rows", lambda: rows)
+    ffn.prepare()
+    assert ffn._halves is None and mx.array_equal(ffn(x), whole)

@@ -176,14 +176,16 @@ def test_windows_and_filled_caches_keep_the_reference_schedule(short_ring_model,
     ref, _ = _reference(model, None, tokens)
     ref_out = [ref.step(user=codes) for codes in _user_codes(model, frames)]
 
+    graphs = model.step_graphs()
     warmed = model.session(None, system_tokens=tokens, ring_mask=hide, **GREEDY_OPTS)
     warmed.warm_up()
-    graphs = set(warmed._fns)
-    windows = {w for _, w, _ in graphs if w is not None}
+    built = graphs.keys()
+    windows = {k[2] for k in built if k[0] == "lm" and k[1].hide == hide}
     ahead = {n for n in (8, 16, 32, 40) if n > warmed.position}
     assert {w.length for w in windows if w.masked} == ahead and len(ahead) >= 2
     assert Window(40, False) in windows
-    assert {full for name, _, full in graphs if name == "fused"} == {False, True}
+    assert {k[1] for k in built if k[0] == "encode"} == {False, True}
+    traces = graphs.traces
     cold = model.session(None, system_tokens=tokens, ring_mask=hide, **GREEDY_OPTS)
     for i, pcm in enumerate(frames[:n]):
         a, b = warmed.step(pcm), cold.step(pcm)
@@ -192,4 +194,4 @@ def test_windows_and_filled_caches_keep_the_reference_schedule(short_ring_model,
         np.testing.assert_array_equal(a.agent_codes, b.agent_codes)
         np.testing.assert_array_equal(a.pcm, b.pcm)
     assert warmed.position > 40  # the ring wrapped
-    assert set(warmed._fns) == graphs  # warm_up compiled every graph the steps needed
+    assert graphs.keys() == built and graphs.traces == traces  # warm_up built every graph needed

@@ -1,10 +1,17 @@
-"""Streaming causal convolutions of Mimi, written as one matmul each, state carried between calls.
+"""Streaming causal convolutions of Mimi, each one matmul over windows of its input, state carried
+between calls.
 
 Layout is [batch, time, channels]. A convolution keeps the last `(kernel-1)*dilation+1-stride`
 input samples of the previous call (zeros after a reset: moshi's constant padding, or the first
-sample repeated for the replicate-padded downsampling); a transposed convolution keeps the tail
-of its overlap-add. Any call length that is a multiple of the stride gives the same result as
-one call over the whole signal.
+sample repeated for the replicate-padded downsampling); a transposed convolution keeps the
+previous call's last input step. Any call length that is a multiple of the stride gives the same
+result as one call over the whole signal.
+
+Few kernels per call (a streaming step is a chain of small ops, each costing a launch on a GPU):
+the kept samples and the new ones are joined once, every output's window is a strided view of
+that (no copy per tap), and an ELU that precedes the convolution (`pre_elu=True`) is applied while
+the windows are gathered into the matmul's operand, in the same kernel. The state keeps the
+input before the ELU (zero padding is the same either way: ELU(0) = 0).
 """
 
 from __future__ import annotations
@@ -18,6 +25,23 @@ ConvState = tuple[mx.array, ...]
 def elu(x: mx.array) -> mx.array:
     """ELU with alpha 1 (torch.nn.ELU): x for x > 0, expm1(x) otherwise."""
     return mx.maximum(x, 0.0) + mx.expm1(mx.minimum(x, 0.0))
+
+
+def _windows(x: mx.array, kernel: int, stride: int, dilation: int, pre_elu: bool) -> mx.array:
+    """[b, n_out, kernel * c]: the input of each output, taps in order (ELU'd if `pre_elu`).
+
+    x holds exactly the samples the outputs need: n_out = (len - span) / stride + 1.
+    """
+    b, length, c = x.shape
+    span = (kernel - 1) * dilation + 1
+    n_out = (length - span) // stride + 1
+    if kernel == stride or (n_out == 1 and span == length and dilation == 1):
+        cols = x.reshape(b, n_out, kernel * c)  # windows are consecutive, disjoint rows
+        return elu(cols) if pre_elu else cols
+    view = mx.as_strided(x, (b, n_out, kernel, c), (length * c, stride * c, dilation * c, 1))
+    # The ELU writes the gathered windows itself; without it, one copy gathers them.
+    cols = elu(view) if pre_elu else mx.contiguous(view)
+    return cols.reshape(b, n_out, kernel * c)
 
 
 class StreamingConv1d(nn.Module):
@@ -58,9 +82,10 @@ class StreamingConv1d(nn.Module):
             return (previous, mx.ones((batch, 1, 1), dtype=mx.bool_))
         return (previous,)
 
-    def __call__(self, x: mx.array, state: ConvState) -> tuple[mx.array, ConvState]:
-        k, s, d = self._kernel, self._stride, self._dilation
-        n_out = x.shape[1] // s
+    def __call__(
+        self, x: mx.array, state: ConvState, pre_elu: bool = False
+    ) -> tuple[mx.array, ConvState]:
+        """x [b, t, in] (t a multiple of the stride) -> [b, t / stride, out]; ELU(x) if `pre_elu`."""
         if self._context:
             previous = state[0]
             if self._replicate:
@@ -71,28 +96,10 @@ class StreamingConv1d(nn.Module):
                 new_state += (mx.zeros_like(state[1]),)
         else:
             new_state = ()
-        if k == 1 and s == 1:
-            cols = x
-        elif d == 1 and k % s == 0:
-            # Windows of a kernel of m*stride samples are m consecutive blocks of `stride` samples.
-            b, t, c = x.shape
-            blocks = x.reshape(b, t // s, s * c)
-            m = k // s
-            cols = mx.concatenate([blocks[:, j : j + n_out] for j in range(m)], axis=-1)
-        else:
-            span = (n_out - 1) * s + 1
-            cols = mx.concatenate([x[:, i * d : i * d + span : s] for i in range(k)], axis=-1)
+        cols = _windows(x, self._kernel, self._stride, self._dilation, pre_elu)
         if "bias" in self:
             return mx.addmm(self.bias, cols, self.weight), new_state
         return cols @ self.weight, new_state
-
-
-def _overlap_add(z: mx.array, partial: mx.array) -> tuple[mx.array, mx.array]:
-    """z [b, t, 2, stride*c] holds each input step's two output blocks; returns t blocks and the tail."""
-    first, second = z[:, :, 0], z[:, :, 1]
-    t = z.shape[1]
-    shifted = mx.concatenate([partial, second[:, : t - 1]], axis=1)
-    return first + shifted, second[:, t - 1 :]
 
 
 class StreamingConvTranspose1d(nn.Module):
@@ -100,6 +107,10 @@ class StreamingConvTranspose1d(nn.Module):
 
     Dense: `weight` is [in, kernel * out] (column k*out + o: tap k, channel o).
     Depthwise (groups == channels): `weight` is [kernel, channels].
+
+    Output step t (stride samples) is x[t] @ taps 0..s-1 + x[t-1] @ taps s..2s-1: a kernel-2
+    convolution over the input steps, with `stride * out` channels. `prepare()` derives that
+    convolution's weight; the state is the previous call's last input step (zeros at first).
     """
 
     def __init__(
@@ -125,21 +136,49 @@ class StreamingConvTranspose1d(nn.Module):
         if bias:
             self.bias = mx.zeros((out_channels,))
         self._stride = stride
+        self._in = in_channels
         self._out = out_channels
         self._depthwise = depthwise
 
-    def init_state(self, batch: int = 1) -> ConvState:
-        return (mx.zeros((batch, 1, self._stride * self._out)),)
-
-    def __call__(self, x: mx.array, state: ConvState) -> tuple[mx.array, ConvState]:
-        b, t, c = x.shape
+    def prepare(self) -> None:
+        """Derive the kernel-2 form from the weights (call after loading them)."""
         s, o = self._stride, self._out
-        if self._depthwise:
-            z = x[:, :, None, :] * self.weight
-        else:
-            z = x @ self.weight
-        out, tail = _overlap_add(z.reshape(b, t, 2, s * o), state[0])
-        y = out.reshape(b, t * s, o)
+        w, arrays = self.weight, []
+        if self._depthwise:  # [2s, c] -> previous-step taps, this step's taps: [2, s, c]
+            arrays.append(mx.stack([w[s:], w[:s]]))
+        else:  # [in, 2s*o] -> rows for x[t-1] (taps s..2s-1), then for x[t] (taps 0..s-1)
+            arrays.append(mx.contiguous(mx.concatenate([w[:, s * o :], w[:, : s * o]], axis=0)))
         if "bias" in self:
-            y = y + self.bias
-        return y, (tail,)
+            arrays.append(mx.tile(self.bias, s))  # channel o of every one of the s samples
+        mx.eval(arrays)
+        self._derived = (w, *arrays)
+
+    def _forms(self) -> tuple[mx.array, ...]:
+        derived = getattr(self, "_derived", None)
+        if derived is None or derived[0] is not self.weight:
+            self.prepare()
+        return self._derived[1:]
+
+    def init_state(self, batch: int = 1) -> ConvState:
+        return (mx.zeros((batch, 1, self._in)),)
+
+    def __call__(
+        self, x: mx.array, state: ConvState, pre_elu: bool = False
+    ) -> tuple[mx.array, ConvState]:
+        """x [b, t, in] -> [b, t * stride, out]; ELU(x) first if `pre_elu`."""
+        b, t, c = x.shape
+        forms = self._forms()
+        if self._depthwise:
+            previous = state[0] if t == 1 else mx.concatenate([state[0], x[:, :-1]], axis=1)
+            now = x
+            if pre_elu:
+                now, previous = elu(now), elu(previous)
+            taps = forms[0]
+            y = previous[:, :, None, :] * taps[0] + now[:, :, None, :] * taps[1]
+            if len(forms) > 1:
+                y = y + forms[1].reshape(self._stride, self._out)
+        else:
+            both = mx.concatenate([state[0], x], axis=1)
+            cols = _windows(both, 2, 1, 1, pre_elu)
+            y = mx.addmm(forms[1], cols, forms[0]) if len(forms) > 1 else cols @ forms[0]
+        return y.reshape(b, t * self._stride, self._out), (x[:, t - 1 :],)

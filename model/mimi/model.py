@@ -59,10 +59,13 @@ class MimiModel(nn.Module):
         self.quantizer = SplitResidualQuantizer(cfg)
         self.downsample = StreamingConv1d(d, d, 2 * stride, stride, bias=False, replicate=True)
         self.upsample = StreamingConvTranspose1d(d, d, 2 * stride, stride, False, depthwise=True)
+        self.prepare()
 
     def prepare(self) -> None:
-        """Refreshes tables derived from the weights (after `load_weights`)."""
-        self.quantizer.prepare()
+        """Refreshes the arrays derived from the weights (after `load_weights`), evaluated."""
+        for _, module in self.named_modules():
+            if module is not self and hasattr(module, "prepare"):
+                module.prepare()
 
     # --- streaming: one frame, state in and out ---------------------------------------------
 

@@ -26,37 +26,54 @@ class SplitResidualQuantizer(nn.Module):
         self.prepare()
 
     def prepare(self) -> None:
-        """Derives the lookup tables from the weights; call after loading them."""
-        n = self.codebooks.shape[0]
-        cb = self.codebooks.shape[2]
+        """Derives the lookup tables from the weights (evaluated); call after loading them."""
+        n, _, cb = self.codebooks.shape
         # Matmul right operands stored contiguous ([in, out]), the fastest layout for CPU BLAS.
         self._input_proj = mx.contiguous(
             mx.concatenate([self.semantic_input_proj, self.acoustic_input_proj]).T
         )
-        self._codebooks_t = mx.contiguous(self.codebooks.transpose(0, 2, 1))
-        self._half_norms = 0.5 * mx.sum(self.codebooks * self.codebooks, axis=-1)
+        # Nearest entry = argmax of x . c - |c|^2 / 2: one matmul with the bias added in it.
+        self._codebooks_t = [mx.contiguous(self.codebooks[i].T) for i in range(n)]
+        self._neg_half_norms = [-0.5 * mx.sum(c * c, axis=-1) for c in self.codebooks]
+        self._entries = [self.codebooks[i] for i in range(n)]
         # Each codebook entry already passed through its output projection: decoding is a sum
         # of table rows.
         semantic = self.codebooks[0] @ self.semantic_output_proj.T
         acoustic = self.codebooks[1:].reshape(-1, cb) @ self.acoustic_output_proj.T
         self._table = mx.concatenate([semantic, acoustic])
         self._offsets = mx.arange(n, dtype=mx.int32) * self._bins
+        self._slots = mx.arange(n, dtype=mx.int32)
         self._cb = cb
+        mx.eval(
+            self._input_proj,
+            self._codebooks_t,
+            self._neg_half_norms,
+            self._entries,
+            self._table,
+            self._offsets,
+            self._slots,
+        )
 
     def _nearest(self, x: mx.array, i: int) -> mx.array:
-        return mx.argmin(self._half_norms[i] - x @ self._codebooks_t[i], axis=-1).astype(mx.int32)
+        """uint32 index of the entry of codebook i nearest to each row of x (first of ties)."""
+        return mx.argmax(mx.addmm(self._neg_half_norms[i], x, self._codebooks_t[i]), axis=-1)
 
     def encode(self, x: mx.array) -> mx.array:
         """[batch, steps, dimension] -> codes [batch, steps, num_codebooks] (int32)."""
         projected = x @ self._input_proj
         semantic, residual = projected[..., : self._cb], projected[..., self._cb :]
+        n = len(self._entries)
         codes = [self._nearest(semantic, 0)]
-        for i in range(1, self.codebooks.shape[0]):
+        for i in range(1, n):
             code = self._nearest(residual, i)
             codes.append(code)
-            if i + 1 < self.codebooks.shape[0]:
-                residual = residual - self.codebooks[i][code]
-        return mx.stack(codes, axis=-1)
+            if i + 1 < n:
+                residual = residual - self._entries[i][code]
+        # One elementwise kernel places the codes (a concatenation would copy each one).
+        out = codes[-1][..., None]
+        for i in range(n - 2, -1, -1):
+            out = mx.where(self._slots == i, codes[i][..., None], out)
+        return out.astype(mx.int32)
 
     def decode(self, codes: mx.array) -> mx.array:
         """codes [batch, steps, num_codebooks] -> [batch, steps, dimension]."""

@@ -1,7 +1,8 @@
 """SEANet encoder and decoder of Mimi (causal, constant padding, ELU, true-skip residual blocks).
 
 Layers sit in `layers` at the index they have in moshi's `nn.Sequential` (`encoder.model.{i}`),
-ELUs included, so checkpoint keys map one to one.
+ELUs included, so checkpoint keys map one to one. An ELU layer is run by the convolution after
+it, while that one gathers its input windows (`pre_elu`): no kernel of its own.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from .conv import StreamingConv1d, StreamingConvTranspose1d, elu
 
 
 class Elu(nn.Module):
-    """A parameter-free ELU step of a layer stack."""
+    """A parameter-free ELU step of a layer stack (run by the next layer, see `_Stack`)."""
 
     def init_state(self, batch: int = 1) -> tuple:
         return ()
 
-    def __call__(self, x: mx.array, state: tuple) -> tuple[mx.array, tuple]:
-        return elu(x), state
+    def __call__(self, x: mx.array, state: tuple, pre_elu: bool = False) -> tuple[mx.array, tuple]:
+        return elu(elu(x) if pre_elu else x), state
 
 
 class ResidualBlock(nn.Module):
@@ -37,9 +38,11 @@ class ResidualBlock(nn.Module):
     def init_state(self, batch: int = 1) -> Any:
         return self.conv1.init_state(batch)
 
-    def __call__(self, x: mx.array, state: Any) -> tuple[mx.array, Any]:
-        h, state = self.conv1(elu(x), state)
-        h, _ = self.conv2(elu(h), ())
+    def __call__(self, x: mx.array, state: Any, pre_elu: bool = False) -> tuple[mx.array, Any]:
+        if pre_elu:
+            x = elu(x)
+        h, state = self.conv1(x, state, pre_elu=True)
+        h, _ = self.conv2(h, (), pre_elu=True)
         return x + h, state
 
 
@@ -51,7 +54,7 @@ def _residuals(cfg: MimiConfig, dim: int) -> list[ResidualBlock]:
 
 
 class _Stack(nn.Module):
-    """A sequence of streaming layers, each `layer(x, state) -> (y, state)`."""
+    """A sequence of streaming layers, each `layer(x, state, pre_elu) -> (y, state)`."""
 
     layers: list
 
@@ -59,10 +62,16 @@ class _Stack(nn.Module):
         return [layer.init_state(batch) for layer in self.layers]
 
     def __call__(self, x: mx.array, state: list) -> tuple[mx.array, list]:
-        new_state = []
+        new_state, pre_elu = [], False
         for layer, layer_state in zip(self.layers, state, strict=True):
-            x, layer_state = layer(x, layer_state)
+            if isinstance(layer, Elu) and not pre_elu:
+                pre_elu = True  # for the next layer to apply
+            else:
+                x, layer_state = layer(x, layer_state, pre_elu=pre_elu)
+                pre_elu = False
             new_state.append(layer_state)
+        if pre_elu:
+            x = elu(x)
         return x, new_state
 
 

@@ -8,6 +8,15 @@ may see exactly a bottom-right "causal" mask: once every slot holds a position (
 attention needs no mask array at all (on CUDA the fused single-query kernel takes it; a mask
 array would send it down the unfused path). `forward` runs a whole sequence at once and
 reproduces exactly what stepping one codec frame at a time would attend to.
+
+A step is launch-bound (a few small kernels per layer), so it runs on weights rearranged by
+`prepare()`: the projection gives each head a query row [q | 0] and a key-value row [k | v];
+RoPE on the first half of every row turns q and k and leaves v alone; the cache stores the
+key-value rows (one shift per layer); attention runs every row as a query against them, keys
+and values alike being the whole rows ([q | 0] . [k | v] = q . k, and the second half of the
+output is the attention over v), and the output projection reads only those halves of the
+query rows. The layer scales are folded into the output projections, which add the residual
+in the matmul.
 """
 
 from __future__ import annotations
@@ -19,10 +28,10 @@ import mlx.nn as nn
 
 from ..config import MimiConfig
 
-# (offset, [(keys, values) per layer]): offset is the int32 position of the next step; keys and
-# values [batch, heads, context, head_dim] hold positions offset-context..offset-1, oldest first
-# (negative positions: never written).
-TransformerState = tuple[mx.array, list[tuple[mx.array, mx.array]]]
+# (offset, [rows per layer]): offset is the int32 position of the next step; the key-value rows
+# [batch, heads, context, 2 * head_dim] ([k | v]) hold positions offset-context..offset-1, oldest
+# first (negative positions: never written).
+TransformerState = tuple[mx.array, list[mx.array]]
 
 _QUERY_BLOCK = 256  # queries per attention call in `forward`
 
@@ -77,20 +86,6 @@ class Attention(nn.Module):
         b, _, t, _ = y.shape
         return self.out_proj(y.transpose(0, 2, 1, 3).reshape(b, t, -1))
 
-    def step(
-        self,
-        x: mx.array,
-        cache: tuple[mx.array, mx.array],
-        offset: mx.array,
-        mask: mx.array | str,
-    ) -> tuple[mx.array, tuple[mx.array, mx.array]]:
-        q, k, v = self._qkv(x, offset)
-        t = x.shape[1]
-        keys = mx.concatenate([cache[0][:, :, t:], k], axis=2)
-        values = mx.concatenate([cache[1][:, :, t:], v], axis=2)
-        y = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self._scale, mask=mask)
-        return self._out(y), (keys, values)
-
     def forward(self, x: mx.array, context: int, steps_per_frame: int) -> mx.array:
         q, k, v = self._qkv(x, 0)
         n = x.shape[1]
@@ -137,9 +132,53 @@ class TransformerLayer(nn.Module):
         h = self.linear2(nn.gelu(self.linear1(self.norm2(x))))
         return x + self.layer_scale_2(h)
 
-    def step(self, x, cache, offset, mask):
-        y, cache = self.self_attn.step(self.norm1(x), cache, offset, mask)
-        return self._feed_forward(x + self.layer_scale_1(y)), cache
+    def prepare(self) -> None:
+        """Derive the step's weights (see the module docstring); call after loading weights."""
+        attn = self.self_attn
+        heads, dh = attn._heads, attn._head_dim
+        w_in = attn.in_proj.weight  # [d, 3d]: q, k, v, head by head
+        d = w_in.shape[0]
+        q, k, v = (w_in[:, i * d : (i + 1) * d].reshape(d, heads, dh) for i in range(3))
+        rows = mx.concatenate([q, mx.zeros_like(q), k, v], axis=-1).reshape(d, 4 * d)
+        w_out = attn.out_proj.weight * self.layer_scale_1.scale  # [d, d], rows head by head
+        out = mx.zeros((heads, 2, 2 * dh, d))
+        out[:, 0, dh:] = w_out.reshape(heads, dh, d)  # second half of each query row
+        arrays = (rows, out.reshape(4 * d, d), self.linear2.weight * self.layer_scale_2.scale)
+        mx.eval(arrays)
+        self._step = (self._sources(), arrays)
+
+    def _sources(self) -> tuple[mx.array, ...]:
+        a = self.self_attn
+        return (a.in_proj.weight, a.out_proj.weight, self.linear2.weight) + (
+            self.layer_scale_1.scale,
+            self.layer_scale_2.scale,
+        )
+
+    def _step_weights(self) -> tuple[mx.array, mx.array, mx.array]:
+        derived = getattr(self, "_step", None)
+        fresh = derived is not None and all(
+            a is b for a, b in zip(derived[0], self._sources(), strict=True)
+        )
+        if not fresh:
+            self.prepare()
+        return self._step[1]
+
+    def step(
+        self, x: mx.array, rows: mx.array, offset: mx.array, mask: mx.array | str
+    ) -> tuple[mx.array, mx.array]:
+        """x [b, t, d] at `offset` through the cached key-value `rows` -> (x, rows)."""
+        w_in, w_out, w2 = self._step_weights()
+        attn = self.self_attn
+        b, t, d = x.shape
+        heads, dh = attn._heads, attn._head_dim
+        qkv = (self.norm1(x) @ w_in).reshape(b, t, 2 * heads, 2 * dh).transpose(0, 2, 1, 3)
+        qkv = mx.fast.rope(
+            qkv, dh, traditional=True, base=attn._max_period, scale=1.0, offset=offset
+        )
+        rows = mx.concatenate([rows[:, :, t:], qkv[:, 1::2]], axis=2)
+        y = mx.fast.scaled_dot_product_attention(qkv, rows, rows, scale=attn._scale, mask=mask)
+        x = mx.addmm(x, y.transpose(0, 2, 1, 3).reshape(b, t, 4 * d), w_out)
+        return mx.addmm(x, nn.gelu(self.linear1(self.norm2(x))), w2), rows
 
     def forward(self, x: mx.array, context: int, steps_per_frame: int) -> mx.array:
         y = self.self_attn.forward(self.norm1(x), context, steps_per_frame)
@@ -156,11 +195,11 @@ class MimiTransformer(nn.Module):
         self._per_frame = cfg.steps_per_frame
         self._heads = cfg.num_heads
         self._head_dim = cfg.dimension // cfg.num_heads
+        self._slots = mx.array(list(range(cfg.context)), dtype=mx.int32)
 
     def init_state(self, batch: int = 1) -> TransformerState:
-        shape = (batch, self._heads, self._context, self._head_dim)
-        caches = [(mx.zeros(shape), mx.zeros(shape)) for _ in self.layers]
-        return mx.array(0, dtype=mx.int32), caches
+        shape = (batch, self._heads, self._context, 2 * self._head_dim)
+        return mx.array(0, dtype=mx.int32), [mx.zeros(shape) for _ in self.layers]
 
     def step(
         self, x: mx.array, state: TransformerState, full: bool = False
@@ -177,9 +216,9 @@ class MimiTransformer(nn.Module):
         if full:
             mask: mx.array | str = "causal"
         else:
-            new = offset + mx.arange(t, dtype=mx.int32)
+            new = offset + mx.array(list(range(t)), dtype=mx.int32)  # data: no kernel
             # Position held by each slot once this step is written (negative: never written).
-            held = offset + t - c + mx.arange(c, dtype=mx.int32)
+            held = offset + (t - c) + self._slots
             mask = (held[None, :] >= 0) & (held[None, :] <= new[:, None])
         new_caches = []
         for layer, cache in zip(self.layers, caches, strict=True):

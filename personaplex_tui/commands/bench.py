@@ -89,6 +89,14 @@ def result_table(r) -> Table:
     t.add_row("weights", f"{r.quantization}, activations {r.dtype}")
     t.add_row("load", f"{r.load_s:.2f} s")
     t.add_row("warm-up (compile + first steps)", f"{r.warmup_s:.2f} s")
+    w = r.warmup
+    t.add_row("  first session (prompt prefill)", f"{w.session_s:.2f} s")
+    t.add_row(f"  step graphs ({len(w.graphs)}: trace + first run)", f"{w.graphs_s:.2f} s")
+    for g in w.graphs:
+        t.add_row(f"    {g['graph']}", f"{g['trace_ms']:.0f} + {g['first_run_ms']:.0f} ms")
+    t.add_row(f"  first {r.options.get('warmup_steps', 0)} steps", f"{w.steps_s:.2f} s")
+    t.add_row("  new session, graphs shared", f"{w.new_session_ms:.0f} ms")
+    t.add_row("  prefill of a new prompt length", f"{w.prefill_new_length_ms:.0f} ms")
     t.add_row(f"prompt prefill ({r.prefill_positions} positions)", f"{r.prefill_ms:.1f} ms")
     s = r.step_ms
     t.add_row(

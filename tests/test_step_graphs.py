@@ -1,0 +1,113 @@
+"""Step graphs belong to the model: sessions share them, a reset or a new session traces nothing,
+the rings are written in place, and new weights rebuild them."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from model import random_model
+from model.config import mimi_tiny, tiny
+from tests.textdata import load_wav_24k
+
+TOKENS = [5, 6, 7, 8]
+
+
+@pytest.fixture()
+def model():
+    # A short ring: the steps below cross two masked windows and reach the full ring.
+    m = random_model(tiny(context=40, mimi=mimi_tiny()), dtype=mx.float32, seed=2)
+    mx.eval(m.lm.parameters())
+    return m
+
+
+def _frames(n: int) -> list[np.ndarray]:
+    pcm = load_wav_24k("shipping.wav")[: n * 1920]
+    return [pcm[i * 1920 : (i + 1) * 1920] for i in range(n)]
+
+
+def _run(session, frames) -> list[tuple[int, list[int], np.ndarray]]:
+    out = []
+    for pcm in frames:
+        f = session.step(pcm)
+        out.append((f.text_id, f.agent_codes.tolist(), f.pcm))
+    return out
+
+
+def _same(a, b) -> None:
+    assert [x[:2] for x in a] == [x[:2] for x in b]
+    np.testing.assert_array_equal(np.stack([x[2] for x in a]), np.stack([x[2] for x in b]))
+
+
+def test_sessions_share_graphs_and_resets_trace_nothing(model, monkeypatch):
+    monkeypatch.setattr("model.lm.SMALLEST_WINDOW", 8)
+    graphs = model.step_graphs()
+    frames = _frames(40)
+    a = model.session(None, system_tokens=TOKENS, seed=5)
+    a.warm_up()
+    built, traces = graphs.keys(), graphs.traces
+    assert traces == len(built) >= 6  # encode and decode x2, an LM graph per window ahead
+    assert len(graphs.timings) == len(built)  # each first use timed
+    first = _run(a, frames)
+    assert a.position > 40  # the ring filled (and Mimi's caches)
+
+    a.reset()
+    _same(_run(a, frames), first)
+    b = model.session(None, system_tokens=TOKENS, seed=5)
+    b.warm_up()
+    _same(_run(b, frames), first)
+    assert graphs.traces == traces and graphs.keys() == built
+    assert len(graphs.timings) == len(built)  # nothing was run for the first time again
+
+    # Other sampling parameters: new LM graphs, the same Mimi graphs.
+    c = model.session(None, system_tokens=TOKENS, seed=5, text_temp=0.5)
+    c.warm_up()
+    new = graphs.keys() - built
+    assert new and all(k[0] == "lm" for k in new)
+
+
+def test_shared_compiled_graphs_equal_the_eager_functions(model):
+    frames = _frames(12)
+    compiled = _run(model.session(None, system_tokens=TOKENS, seed=9), frames)
+    compiled_again = _run(model.session(None, system_tokens=TOKENS, seed=9), frames)
+    eager = _run(model.session(None, system_tokens=TOKENS, seed=9, compile=False), frames)
+    _same(compiled, compiled_again)
+    assert [x[:2] for x in compiled] == [x[:2] for x in eager]
+    for x, y in zip(compiled, eager, strict=True):
+        np.testing.assert_allclose(x[2], y[2], atol=1e-5)
+
+
+def _buffers(session) -> list[int]:
+    """Addresses of the rings' key buffers (CPU arrays are numpy-viewable without a copy)."""
+    return [np.asarray(c.state[0]).__array_interface__["data"][0] for c in session._caches]
+
+
+def test_steps_write_the_rings_in_place(model):
+    session = model.session(None, system_tokens=TOKENS, seed=1)
+    before = _buffers(session)
+    for pcm in _frames(3):
+        session.step(pcm)
+        session.step_codes(np.zeros(8, np.int32))
+        assert _buffers(session) == before
+    # The check can fail: a ring that something else still holds is copied, not written.
+    held = [c.state[0] for c in session._caches]
+    session.step(_frames(1)[0])
+    assert _buffers(session) != before
+    del held
+
+
+def test_new_weights_rebuild_the_graphs(model):
+    graphs = model.step_graphs()
+    frames = _frames(4)
+    old = _run(model.session(None, system_tokens=TOKENS, seed=3), frames)
+    built = graphs.keys()
+    model.lm.out_norm.alpha = model.lm.out_norm.alpha * 0.25
+    mx.eval(model.lm.out_norm.alpha)
+    session = model.session(None, system_tokens=TOKENS, seed=3)
+    assert graphs.keys() == set()
+    new = _run(session, frames)
+    assert graphs.keys() == built
+    eager = _run(model.session(None, system_tokens=TOKENS, seed=3, compile=False), frames)
+    assert [x[:2] for x in new] == [x[:2] for x in eager]
+    assert [x[:2] for x in new] != [x[:2] for x in old]
