@@ -151,9 +151,10 @@ class _PerStepRows:
 
     num_steps: int
     output_dims: int
+    _SOURCES: tuple[str, ...]  # the stacked arrays' attribute names, set by each subclass
 
     def _sources(self) -> tuple[mx.array, ...]:
-        raise NotImplementedError
+        return tuple(getattr(self, name) for name in self._SOURCES)
 
     def _rows(self, step: int) -> tuple[mx.array, ...]:
         rows = slice(step * self.output_dims, (step + 1) * self.output_dims)
@@ -178,15 +179,14 @@ class _PerStepRows:
 class MultiLinear(_PerStepRows, nn.Module):
     """`num_steps` bias-free linears stored as one weight: step k owns rows [k*out, (k+1)*out)."""
 
+    _SOURCES = ("weight",)
+
     def __init__(self, num_steps: int, input_dims: int, output_dims: int):
         super().__init__()
         self.num_steps = num_steps
         self.output_dims = output_dims
         scale = 1.0 / math.sqrt(input_dims)
         self.weight = mx.random.uniform(-scale, scale, (num_steps * output_dims, input_dims))
-
-    def _sources(self) -> tuple[mx.array, ...]:
-        return (self.weight,)
 
     def __call__(self, x: mx.array, step: int, residual: mx.array | None = None) -> mx.array:
         (w,) = self.step_weights(step)
@@ -200,6 +200,8 @@ class MultiLinear(_PerStepRows, nn.Module):
 
 class QuantizedMultiLinear(_PerStepRows, nn.Module):
     """A `MultiLinear` whose stacked weight is MLX-affine quantized (weight, scales, biases)."""
+
+    _SOURCES = ("weight", "scales", "biases")
 
     def __init__(
         self, num_steps: int, input_dims: int, output_dims: int, group_size: int, bits: int
@@ -223,9 +225,6 @@ class QuantizedMultiLinear(_PerStepRows, nn.Module):
         out = cls(layer.num_steps, input_dims, layer.output_dims, group_size, bits)
         out.weight, out.scales, out.biases = mx.quantize(layer.weight, group_size, bits)
         return out
-
-    def _sources(self) -> tuple[mx.array, ...]:
-        return (self.weight, self.scales, self.biases)
 
     def __call__(self, x: mx.array, step: int, residual: mx.array | None = None) -> mx.array:
         w, scales, biases = self.step_weights(step)
