@@ -13,8 +13,13 @@ import numpy as np
 
 from model.types import Frame, StepTimings
 from personaplex_tui.audio import DeviceInfo, read_audio
-from personaplex_tui.conversation import AudioFactory
-from personaplex_tui.events import LoadProgress, ModelInfo, StateChanged
+from personaplex_tui.conversation import (
+    AudioFactory,
+    ControllerConfig,
+    ConversationController,
+    create_conversation,
+)
+from personaplex_tui.events import LoadProgress, ModelInfo, Notice, StateChanged
 
 AUDIO = Path(__file__).parent / "data" / "audio"
 CONVERSATION = AUDIO / "conversation.wav"
@@ -165,6 +170,20 @@ class Probe:
             return self, ModelInfo("test-model", "bf16", "cpu", ("NATF2", "VARM1"))
 
         return load
+
+
+def tiny_mlx(checkpoint: Path) -> object:
+    """The real model: a small checkpoint of random weights through `model.load`."""
+    import model
+
+    return model.load(checkpoint)
+
+
+# Model factories the conversation tests run against (given the small checkpoint's folder).
+MODEL_FACTORIES: dict[str, Callable[[Path], object]] = {
+    "fake": lambda _checkpoint: FakeModel(),
+    "tiny-mlx": tiny_mlx,
+}
 
 
 # -- fake PortAudio ---------------------------------------------------------------------------
@@ -334,6 +353,24 @@ class Events:
                 await asyncio.wait_for(self._changed.wait(), left)
             except asyncio.TimeoutError:
                 pass
+
+
+def ended(event: object) -> bool:
+    """True for the notice that says the conversation has ended."""
+    return isinstance(event, Notice) and "has ended" in event.message
+
+
+async def run_until_ended(
+    config: ControllerConfig, probe: Probe, events: Events, audio: AudioFactory | None = None
+) -> ConversationController:
+    """Start a conversation on `probe`, wait until it has ended, and shut it down."""
+    conv = create_conversation(
+        probe.loader(), events, config, audio=audio if audio is not None else file_factory()
+    )
+    await conv.start()
+    await events.wait_for(ended)
+    await conv.shutdown()
+    return conv
 
 
 def is_state(name: str, detail: str | None = None) -> Callable[[object], bool]:

@@ -39,15 +39,12 @@ from tests.conversation_fakes import (
     FakeModel,
     Probe,
     conversation_pcm,
+    ended,
     file_factory,
     is_state,
 )
 from tests.import_probe import modules_loaded_by
 from tests.test_conversation_duplex import Q, only_folder
-
-
-def ended(e) -> bool:
-    return isinstance(e, Notice) and "has ended" in e.message
 
 
 def test_save_recording_without_continuous_recording_copies_a_snapshot(tmp_path):
