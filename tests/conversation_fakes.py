@@ -13,8 +13,13 @@ import numpy as np
 
 from model.types import Frame, StepTimings
 from personaplex_tui.audio import DeviceInfo, read_audio
-from personaplex_tui.conversation import AudioFactory
-from personaplex_tui.events import LoadProgress, ModelInfo, StateChanged
+from personaplex_tui.conversation import (
+    AudioFactory,
+    ControllerConfig,
+    ConversationController,
+    create_conversation,
+)
+from personaplex_tui.events import LoadProgress, ModelInfo, Notice, StateChanged
 
 AUDIO = Path(__file__).parent / "data" / "audio"
 CONVERSATION = AUDIO / "conversation.wav"
@@ -167,19 +172,55 @@ class Probe:
         return load
 
 
+def tiny_mlx(checkpoint: Path) -> object:
+    """The real model: a small checkpoint of random weights through `model.load`."""
+    import model
+
+    return model.load(checkpoint)
+
+
+# Model factories the conversation tests run against (given the small checkpoint's folder).
+MODEL_FACTORIES: dict[str, Callable[[Path], object]] = {
+    "fake": lambda _checkpoint: FakeModel(),
+    "tiny-mlx": tiny_mlx,
+}
+
+
 # -- fake PortAudio ---------------------------------------------------------------------------
-class FakeInputStream:
+class FakeStream:
+    """What the fake PortAudio streams share: the stream's kwargs, a thread that calls back
+    every `period_s` once started, and `lose()`, which makes the device vanish."""
+
+    def __init__(self, period_s: float, run: Callable[[], None], **kwargs: object) -> None:
+        self.kwargs = kwargs
+        self.period_s = period_s
+        self.active = False
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=run, daemon=True)
+
+    def lose(self) -> None:
+        """The device vanishes: no more callbacks, and the stream is no longer active."""
+        self._halt.set()
+        self.active = False
+
+    def stop(self) -> None:
+        """Stop calling back (as `sounddevice`'s `stop`)."""
+        self._halt.set()
+
+    def close(self) -> None:
+        """Stop calling back and deactivate (as `sounddevice`'s `close`)."""
+        self._halt.set()
+        self.active = False
+
+
+class FakeInputStream(FakeStream):
     """Stands in for `sounddevice.InputStream`: its own thread calls the callback with the
     signal (then silence) every `period_s`; `lose()` makes the device vanish."""
 
     def __init__(self, signal: np.ndarray, period_s: float, **kwargs: object) -> None:
-        self.kwargs = kwargs
+        super().__init__(period_s, self._feed, **kwargs)
         self.signal = signal
-        self.period_s = period_s
-        self.active = False
         self.blocks = 0
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._feed, daemon=True)
 
     def start(self) -> None:
         self.active = True
@@ -194,30 +235,15 @@ class FakeInputStream:
             callback(block[:, None].astype(np.float32), n, None, None)
             self.blocks += 1
 
-    def lose(self) -> None:
-        self._halt.set()
-        self.active = False
 
-    def stop(self) -> None:
-        self._halt.set()
-
-    def close(self) -> None:
-        self._halt.set()
-        self.active = False
-
-
-class FakeOutputStream:
+class FakeOutputStream(FakeStream):
     """Stands in for `sounddevice.OutputStream`: pulls a block every `period_s` (or never, when
     `pull` is False, so audio stays queued); `lose()` makes the device vanish."""
 
     def __init__(self, period_s: float, pull: bool, **kwargs: object) -> None:
-        self.kwargs = kwargs
-        self.period_s = period_s
+        super().__init__(period_s, self._drain, **kwargs)
         self.pull = pull
-        self.active = False
         self.played: list[np.ndarray] = []
-        self._halt = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
 
     def start(self) -> None:
         self.active = True
@@ -231,17 +257,6 @@ class FakeOutputStream:
             out = np.zeros((n, 1), np.float32)
             callback(out, n, None, None)
             self.played.append(out[:, 0].copy())
-
-    def lose(self) -> None:
-        self._halt.set()
-        self.active = False
-
-    def stop(self) -> None:
-        self._halt.set()
-
-    def close(self) -> None:
-        self._halt.set()
-        self.active = False
 
 
 class FakeDevices:
@@ -334,6 +349,24 @@ class Events:
                 await asyncio.wait_for(self._changed.wait(), left)
             except asyncio.TimeoutError:
                 pass
+
+
+def ended(event: object) -> bool:
+    """True for the notice that says the conversation has ended."""
+    return isinstance(event, Notice) and "has ended" in event.message
+
+
+async def run_until_ended(
+    config: ControllerConfig, probe: Probe, events: Events, audio: AudioFactory | None = None
+) -> ConversationController:
+    """Start a conversation on `probe`, wait until it has ended, and shut it down."""
+    conv = create_conversation(
+        probe.loader(), events, config, audio=audio if audio is not None else file_factory()
+    )
+    await conv.start()
+    await events.wait_for(ended)
+    await conv.shutdown()
+    return conv
 
 
 def is_state(name: str, detail: str | None = None) -> Callable[[object], bool]:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.import_probe import modules_loaded_by
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,10 +34,5 @@ def test_bench_small_json_reports_everything():
 
 
 def test_bench_path_imports_no_ui_or_audio():
-    code = (
-        "import sys; import personaplex_tui.commands.bench, personaplex_tui.benchmark; "
-        "print('textual' in sys.modules, 'sounddevice' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)  # fmt: skip
-    assert out.stdout.split() == ["False", "False"]
+    loaded = modules_loaded_by("import personaplex_tui.commands.bench, personaplex_tui.benchmark")
+    assert ("textual" in loaded, "sounddevice" in loaded) == (False, False)

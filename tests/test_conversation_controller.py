@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import subprocess
-import sys
 import wave
 from pathlib import Path
 from types import SimpleNamespace
@@ -41,14 +39,12 @@ from tests.conversation_fakes import (
     FakeModel,
     Probe,
     conversation_pcm,
+    ended,
     file_factory,
     is_state,
 )
+from tests.import_probe import modules_loaded_by
 from tests.test_conversation_duplex import Q, only_folder
-
-
-def ended(e) -> bool:
-    return isinstance(e, Notice) and "has ended" in e.message
 
 
 def test_save_recording_without_continuous_recording_copies_a_snapshot(tmp_path):
@@ -243,13 +239,8 @@ def test_the_controller_implements_the_conversation_api():
 
 
 def test_importing_the_conversation_loads_no_device_ui_or_vad_runtime():
-    code = (
-        "import sys, personaplex_tui.conversation;"
-        "print(' '.join(m for m in ('sounddevice', 'onnxruntime', 'textual', 'torch', 'mlx')"
-        " if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    loaded = modules_loaded_by("import personaplex_tui.conversation")
+    assert loaded & {"sounddevice", "onnxruntime", "textual", "torch", "mlx"} == set()
 
 
 def test_config_from_the_apps_settings():

@@ -25,7 +25,9 @@ from tests.conversation_fakes import (
     FakeModel,
     Probe,
     conversation_pcm,
+    ended,
     is_state,
+    run_until_ended,
 )
 from tests.test_conversation_duplex import only_folder
 
@@ -84,10 +86,7 @@ def run_duplex(config: ControllerConfig, devices: FakeDevices | None = None):
 
     async def main():
         events, probe = Events(), Probe(FakeModel())
-        conv = create_conversation(probe.loader(), events, config, audio=factory)
-        await conv.start()
-        await events.wait_for(lambda e: isinstance(e, Notice) and "has ended" in e.message)
-        await conv.shutdown()
+        await run_until_ended(config, probe, events, factory)
         return events, probe
 
     return asyncio.run(main())
@@ -192,9 +191,7 @@ def test_an_output_file_on_a_full_disk_is_a_lost_output_and_another_goes_on(tmp_
         await conv.apply_settings(other)
         mark = len(events.items)
         await conv.toggle_talk()
-        await events.wait_for(
-            lambda e: isinstance(e, Notice) and "has ended" in e.message, after=mark
-        )
+        await events.wait_for(ended, after=mark)
         await conv.shutdown()
         return events, probe, error, steps
 
@@ -246,9 +243,7 @@ def test_a_bad_input_file_is_one_sentence_and_the_app_goes_on_with_a_good_one(ki
         await conv.apply_settings(ControllerConfig(mode="duplex", input_file=CONVERSATION))
         mark = len(events.items)
         await conv.toggle_talk()
-        await events.wait_for(
-            lambda e: isinstance(e, Notice) and "has ended" in e.message, after=mark
-        )
+        await events.wait_for(ended, after=mark)
         await conv.shutdown()
         return events, probe, error
 

@@ -14,33 +14,17 @@ import pytest
 from personaplex_tui.audio import FileSpeaker, read_audio, split_frames
 from personaplex_tui.conversation import AudioFactory, ControllerConfig, create_conversation
 from personaplex_tui.conversation.transcript import clock, escape_markdown
-from personaplex_tui.events import FrameOut, Levels, Notice, PlaybackStats, StepTiming, TextOut
+from personaplex_tui.events import FrameOut, Levels, PlaybackStats, StepTiming, TextOut
 from tests.conversation_fakes import (
     CONVERSATION,
     Events,
     FakeModel,
     Probe,
     conversation_pcm,
-    file_factory,
+    run_until_ended,
 )
 
-
-def tiny_mlx(checkpoint):
-    """The real model: a small checkpoint of random weights through `model.load`."""
-    import model
-
-    return model.load(checkpoint)
-
-
-# Model factories the conversation tests run against (given the small checkpoint's folder).
-MODEL_FACTORIES = {"fake": lambda _checkpoint: FakeModel(), "tiny-mlx": tiny_mlx}
 Q = 1.5 / 32767  # 16-bit WAV quantization (plus rounding)
-
-
-@pytest.fixture(params=sorted(MODEL_FACTORIES))
-def make_model(request, small_checkpoint):
-    """A function making the model; `Probe` calls it in the loader, on the engine thread."""
-    return lambda: MODEL_FACTORIES[request.param](small_checkpoint)
 
 
 def wav_samples(path) -> np.ndarray:
@@ -64,10 +48,7 @@ def test_duplex_steps_once_per_mic_frame_and_records_everything(make_model, tmp_
 
     async def main():
         events, probe = Events(), Probe(make_model)
-        conv = create_conversation(probe.loader(), events, config, audio=file_factory())
-        await conv.start()
-        await events.wait_for(lambda e: isinstance(e, Notice) and "has ended" in e.message)
-        await conv.shutdown()
+        conv = await run_until_ended(config, probe, events)
         await conv.shutdown()  # twice is safe
         return events, probe, conv
 
@@ -152,11 +133,8 @@ def test_echo_suppression_sends_silence_while_the_agent_is_audible(tmp_path):
     audio = EchoTestAudio(realtime_files=False, file_end="end")
 
     async def main():
-        events, probe = Events(), Probe(FakeModel(talk=talk))
-        conv = create_conversation(probe.loader(), events, config, audio=audio)
-        await conv.start()
-        await events.wait_for(lambda e: isinstance(e, Notice) and "has ended" in e.message)
-        await conv.shutdown()
+        probe = Probe(FakeModel(talk=talk))
+        await run_until_ended(config, probe, Events(), audio)
         return probe
 
     probe = asyncio.run(main())

@@ -10,7 +10,7 @@ import pytest
 
 from personaplex_tui.audio import read_audio, split_frames
 from personaplex_tui.conversation import ControllerConfig, create_conversation
-from personaplex_tui.events import EngineError, FrameOut, Notice, StateChanged
+from personaplex_tui.events import EngineError, FrameOut, StateChanged
 from tests.conversation_fakes import (
     CONVERSATION,
     Events,
@@ -18,6 +18,7 @@ from tests.conversation_fakes import (
     FakeModel,
     Probe,
     conversation_pcm,
+    ended,
     file_factory,
     is_state,
 )
@@ -46,9 +47,7 @@ def test_an_engine_error_mid_session_keeps_the_recording_and_the_controller(tmp_
         agent_so_far = read_audio(folder / "agent.wav").pcm
         mark = len(events.items)
         await conv.toggle_talk()  # go on with the same session
-        await events.wait_for(
-            lambda e: isinstance(e, Notice) and "has ended" in e.message, after=mark
-        )
+        await events.wait_for(ended, after=mark)
         await conv.shutdown()
         return events, probe, error, mic_so_far, agent_so_far, folder
 

@@ -10,12 +10,8 @@ import numpy as np
 
 from personaplex_tui.audio import read_audio, split_frames, write_wav
 from personaplex_tui.conversation import AudioFactory, ControllerConfig, create_conversation
-from personaplex_tui.events import FrameOut, Notice, UserTurn
-from tests.conversation_fakes import AUDIO, Events, FakeModel, Probe
-
-
-def ended(e) -> bool:
-    return isinstance(e, Notice) and "has ended" in e.message
+from personaplex_tui.events import FrameOut, UserTurn
+from tests.conversation_fakes import AUDIO, Events, FakeModel, Probe, ended
 
 
 def loud_frames(path) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import pytest
 
 from personaplex_tui.audio import UtteranceEnded, UtteranceSegmenter, read_audio, split_frames
 from personaplex_tui.conversation import ControllerConfig, create_conversation
-from personaplex_tui.events import FrameOut, Notice, StateChanged, StepTiming, UserTurn
+from personaplex_tui.events import FrameOut, StateChanged, StepTiming, UserTurn
 from tests.conversation_fakes import (
     CONVERSATION,
     Events,
@@ -20,18 +20,12 @@ from tests.conversation_fakes import (
     FakeModel,
     Probe,
     conversation_pcm,
-    file_factory,
     is_state,
+    run_until_ended,
 )
-from tests.test_conversation_duplex import MODEL_FACTORIES, Q, only_folder
+from tests.test_conversation_duplex import Q, only_folder
 
 MAX_STEPS = 12
-
-
-@pytest.fixture(params=sorted(MODEL_FACTORIES))
-def make_model(request, small_checkpoint):
-    """A function making the model; `Probe` calls it in the loader, on the engine thread."""
-    return lambda: MODEL_FACTORIES[request.param](small_checkpoint)
 
 
 def vad_utterances(pcm: np.ndarray) -> list[UtteranceEnded]:
@@ -54,10 +48,7 @@ def test_three_utterances_get_three_replies_in_one_session(make_model, tmp_path)
 
     async def main():
         events, probe = Events(), Probe(make_model)
-        conv = create_conversation(probe.loader(), events, config, audio=file_factory())
-        await conv.start()
-        await events.wait_for(lambda e: isinstance(e, Notice) and "has ended" in e.message)
-        await conv.shutdown()
+        conv = await run_until_ended(config, probe, events)
         return events, probe, conv
 
     events, probe, conv = asyncio.run(main())

@@ -15,9 +15,9 @@ import mlx.nn as nn
 import pytest
 
 from personaplex_tui.conversation import ControllerConfig, create_conversation
-from personaplex_tui.events import MemoryUsage, Notice, TextOut
+from personaplex_tui.events import MemoryUsage, TextOut
 from personaplex_tui.model_loader import ModelLoader, memory_usage
-from tests.conversation_fakes import AUDIO, Events, file_factory
+from tests.conversation_fakes import AUDIO, Events, ended, file_factory
 from tests.mlx_threads import MlxCallWatch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_every_mlx_call_runs_on_the_engine_thread(mode, small_checkpoint, tmp_pa
             memory_probe=memory_usage,
         )
         await conv.start()
-        await events.wait_for(lambda e: isinstance(e, Notice) and "has ended" in e.message)
+        await events.wait_for(ended)
         await conv.reset()  # a new session, on the engine thread too
         await conv.shutdown()
         return events, conv.engine.thread_ident

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from textual.app import App, ComposeResult
@@ -15,6 +12,7 @@ from personaplex_tui.tui.format import db_text, human_bytes, human_duration
 from personaplex_tui.tui.step_stats import StepStats, percentile
 from personaplex_tui.tui.widgets.level_meter import CLIP_HOLD_UPDATES, LevelMeter, level_fraction
 from personaplex_tui.tui.widgets.timing_panel import sparkline
+from tests.import_probe import modules_loaded_by
 
 
 @pytest.mark.parametrize("q", [0, 12.5, 50, 95, 100])
@@ -109,9 +107,7 @@ def test_memory_probe_sees_an_allocation():
 
 
 def test_settings_and_logging_do_not_load_the_ui():
-    code = (
-        "import sys, personaplex_tui.settings, personaplex_tui.logs, personaplex_tui.memory; "
-        "print('textual' in sys.modules)"
+    loaded = modules_loaded_by(
+        "import personaplex_tui.settings, personaplex_tui.logs, personaplex_tui.memory"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert "textual" not in loaded

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from personaplex_tui.audio import (
     AudioInput,
@@ -22,6 +22,17 @@ from personaplex_tui.audio.devices import list_devices as portaudio_devices
 from personaplex_tui.conversation.config import ControllerConfig
 
 StreamFactory = Callable[..., Any]
+Stream = TypeVar("Stream", AudioInput, AudioOutput)
+
+
+def start_or_close(stream: Stream) -> Stream:
+    """Start `stream` and return it; if it fails to start, close it and re-raise."""
+    try:
+        stream.start()
+    except BaseException:
+        stream.close()
+        raise
+    return stream
 
 
 def device_alive(stream: object) -> bool:
@@ -125,21 +136,11 @@ class AudioRig:
         self.fresh_mic = self.mic is None
         try:
             if self.mic is None:
-                mic = self.factory.open_mic(config)
-                try:
-                    mic.start()
-                except BaseException:
-                    mic.close()
-                    raise
-                self.mic, self._mic_key = mic, _input_key(config)
+                self.mic = start_or_close(self.factory.open_mic(config))
+                self._mic_key = _input_key(config)
             if self.speaker is None:
-                speaker = self.factory.open_speaker(config)
-                try:
-                    speaker.start()
-                except BaseException:
-                    speaker.close()
-                    raise
-                self.speaker, self._speaker_key = speaker, _output_key(config)
+                self.speaker = start_or_close(self.factory.open_speaker(config))
+                self._speaker_key = _output_key(config)
         except BaseException:
             self.release()
             raise
