@@ -37,6 +37,7 @@ from personaplex_tui.events import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FRAME = 1920
+FIRST_RUN_NOTE = "first run here: compiling the GPU kernels (minutes, once)"
 MemoryProbe = Callable[[], MemoryUsage | None]
 
 
@@ -221,7 +222,9 @@ class Engine:
         """Compile every step graph and run a throwaway session for a few steps, before the user
         talks. The graphs belong to the model: later sessions (and resets) reuse them."""
         self.emit(StateChanged("warming_up"))
-        self.emit(LoadProgress("warm_up", f"{steps} steps of silence on a throwaway session"))
+        first_run = self.info is not None and self.info.compiles_kernels
+        detail = FIRST_RUN_NOTE if first_run else f"{steps} steps of silence on a throwaway session"
+        self.emit(LoadProgress("warm_up", detail))
 
         def work() -> float:
             start = time.perf_counter()

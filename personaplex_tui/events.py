@@ -48,6 +48,7 @@ class ModelInfo:
     voices: tuple[str, ...]
     load_s: float = 0.0
     warm_up_s: float = 0.0
+    compiles_kernels: bool = False  # first run here: the warm-up JIT-compiles GPU kernels
 
 
 @dataclass(frozen=True)

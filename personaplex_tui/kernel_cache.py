@@ -48,3 +48,16 @@ def cached_kernels() -> int:
     if not folder or not Path(folder).is_dir():
         return 0
     return sum(1 for _ in Path(folder).rglob("*.ptx"))
+
+
+# Fewer cached modules than this: most of the step's CUDA kernels are still to be compiled (a
+# full warm-up leaves about 30 for one quantization).
+FEW_MODULES = 10
+
+
+def kernels_to_compile() -> bool:
+    """True on MLX's CUDA backend while the kernel cache is (nearly) empty: the warm-up will
+    JIT-compile the step's kernels (about two minutes on an H200; seconds once cached)."""
+    from model.backend import on_cuda
+
+    return on_cuda() and cached_kernels() < FEW_MODULES

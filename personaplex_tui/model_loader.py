@@ -15,6 +15,7 @@ from typing import Any
 from model.hub import DEFAULT_MODEL
 from personaplex_tui.download_progress import DownloadTracker
 from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo
+from personaplex_tui.kernel_cache import kernels_to_compile
 
 Progress = Callable[[LoadProgress], None]
 
@@ -75,6 +76,7 @@ def load_model(
         device=accelerator(),
         voices=loaded.voices,
         load_s=time.perf_counter() - start,
+        compiles_kernels=kernels_to_compile(),
     )
     return loaded, info
 

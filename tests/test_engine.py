@@ -8,8 +8,15 @@ import threading
 import numpy as np
 
 from model.types import Frame, StepTimings
-from personaplex_tui.engine import Engine, SessionOptions
-from personaplex_tui.events import EngineError, FrameOut, ModelInfo, StateChanged, StepTiming
+from personaplex_tui.engine import FIRST_RUN_NOTE, Engine, SessionOptions
+from personaplex_tui.events import (
+    EngineError,
+    FrameOut,
+    LoadProgress,
+    ModelInfo,
+    StateChanged,
+    StepTiming,
+)
 
 
 class FakeSession:
@@ -182,3 +189,22 @@ def test_every_nth_step_is_timed_phase_by_phase():
     timed = [e.index for e in events if isinstance(e, StepTiming) and e.encode_ms > 0]
     assert timed == [3, 7]
     assert model.sessions[-1].measure_phases is False
+
+
+def test_warm_up_says_when_the_gpu_kernels_are_compiled_for_the_first_time():
+    async def main(compiles: bool):
+        events, model = [], FakeModel()
+
+        def loader(progress):
+            return model, ModelInfo("fake", "8-bit", "gpu", ("NATF2",), compiles_kernels=compiles)
+
+        engine = Engine(loader, events.append)
+        await engine.load()
+        await engine.warm_up(steps=1)
+        await engine.close()
+        return [e.message for e in events if isinstance(e, LoadProgress) and e.stage == "warm_up"]
+
+    first = asyncio.run(main(True))
+    assert len(first) == 1 and FIRST_RUN_NOTE in first[0]
+    later = asyncio.run(main(False))
+    assert len(later) == 1 and "kernels" not in later[0]

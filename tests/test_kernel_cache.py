@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 from importlib import metadata
 
-from personaplex_tui.kernel_cache import ENV_VAR, persistent_kernel_cache
+from personaplex_tui.kernel_cache import (
+    ENV_VAR,
+    FEW_MODULES,
+    kernels_to_compile,
+    persistent_kernel_cache,
+)
 
 
 def test_sets_a_versioned_folder_when_unset(monkeypatch, tmp_path):
@@ -19,3 +24,16 @@ def test_keeps_the_users_choice(monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_VAR, "/somewhere/else")
     assert persistent_kernel_cache(tmp_path) is None
     assert os.environ[ENV_VAR] == "/somewhere/else"
+
+
+def test_kernels_to_compile_on_cuda_with_a_nearly_empty_cache(monkeypatch, tmp_path):
+    """The first-run note is for MLX's CUDA backend (Metal and the CPU keep no PTX cache)."""
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    monkeypatch.setattr("model.backend.on_cuda", lambda: True)
+    assert kernels_to_compile()
+    for i in range(FEW_MODULES):
+        (tmp_path / f"k{i}.ptx").write_text("")
+    assert not kernels_to_compile()  # a warm cache: later runs start in seconds
+    monkeypatch.setattr("model.backend.on_cuda", lambda: False)
+    (tmp_path / "k0.ptx").unlink()
+    assert not kernels_to_compile()
