@@ -15,7 +15,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from model import backend
+from model import backend, matvec
 from model.kv_cache import KVState, RingKVCache, Window, step_write
 from model.ring_mask import hide_unwritten
 
@@ -88,20 +88,28 @@ class RMSNorm(nn.Module):
         return mx.fast.rms_norm(x, weight, self.eps)
 
 
+def project(linear: nn.Module, x: mx.array) -> mx.array:
+    """`linear(x)`; a quantized single row goes through the fused mat-vec (`model.matvec`)."""
+    if matvec.affine(linear):
+        return matvec.matvec(x, matvec.of_linear(linear))
+    return linear(x)
+
+
 def linear_add(linear: nn.Module, x: mx.array, residual: mx.array | None) -> mx.array:
-    """`residual + linear(x)` (bias-free `linear`); float weights do the add in the matmul."""
+    """`residual + linear(x)` (bias-free `linear`); the add happens inside the matmul kernel for
+    float weights and for the fused quantized mat-vec."""
     if residual is None:
-        return linear(x)
+        return project(linear, x)
     if isinstance(linear, nn.Linear):
         return mx.addmm(residual, x, linear.weight.T)
+    if matvec.affine(linear):
+        return matvec.matvec(x, matvec.of_linear(linear), residual)
     return residual + linear(x)
 
 
-def _quantized(x: mx.array, arrays: tuple[mx.array, ...], like: nn.QuantizedLinear) -> mx.array:
+def _quantized(arrays: tuple[mx.array, ...], like: nn.QuantizedLinear) -> matvec.Quantized:
     w, scales, biases = arrays
-    return mx.quantized_matmul(
-        x, w, scales, biases, transpose=True, group_size=like.group_size, bits=like.bits
-    )
+    return matvec.Quantized(w, scales, biases, like.group_size, like.bits)
 
 
 class GatedFFN(nn.Module):
@@ -137,13 +145,19 @@ class GatedFFN(nn.Module):
             )
 
     def __call__(self, x: mx.array, residual: mx.array | None = None) -> mx.array:
-        """The FFN of x (normed), plus `residual` when given (one kernel fewer for float weights)."""
-        halves: Derived | None = getattr(self, "_halves", None)
-        if halves is not None and halves.fresh(self._sources()):
-            gate, value = (_quantized(x, arrays, self.linear_in) for arrays in halves.value)
+        """The FFN of x (normed), plus `residual` when given (the add happens in the output
+        projection's kernel for float weights and for the fused quantized mat-vec)."""
+        lin = self.linear_in
+        if matvec.affine(lin):
+            halves: Derived | None = getattr(self, "_halves", None)
+            split = None
+            if halves is not None and halves.fresh(self._sources()):
+                split = tuple(_quantized(arrays, lin) for arrays in halves.value)
+            hidden = matvec.gated_matvec(x, matvec.of_linear(lin), split)
         else:
-            gate, value = mx.split(self.linear_in(x), 2, axis=-1)
-        return linear_add(self.linear_out, nn.silu(gate) * value, residual)
+            gate, value = mx.split(lin(x), 2, axis=-1)
+            hidden = nn.silu(gate) * value
+        return linear_add(self.linear_out, hidden, residual)
 
 
 class _PerStepRows:
@@ -228,10 +242,8 @@ class QuantizedMultiLinear(_PerStepRows, nn.Module):
 
     def __call__(self, x: mx.array, step: int, residual: mx.array | None = None) -> mx.array:
         w, scales, biases = self.step_weights(step)
-        y = mx.quantized_matmul(
-            x, w, scales, biases, transpose=True, group_size=self.group_size, bits=self.bits
-        )
-        return y if residual is None else residual + y
+        q = matvec.Quantized(w, scales, biases, self.group_size, self.bits)
+        return matvec.matvec(x, q, residual)
 
 
 def _split_heads(qkv: mx.array, num_heads: int) -> tuple[mx.array, mx.array, mx.array]:
@@ -268,7 +280,7 @@ class Attention(nn.Module):
     ) -> mx.array:
         """Any number of positions, continuing at `cache.offset` (prefill; host-side bookkeeping).
         Adds `residual` to the output when given."""
-        q, k, v = _split_heads(self.in_proj(x), self.num_heads)
+        q, k, v = _split_heads(project(self.in_proj, x), self.num_heads)
         q, k = self._rope(q, cache.offset), self._rope(k, cache.offset)
         keys, values, mask = cache.update_and_fetch(k, v)
         out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
@@ -294,7 +306,7 @@ class Attention(nn.Module):
         `residual` to the output when given.
         """
         b, h, dh = x.shape[0], self.num_heads, self.head_dim
-        qkv = self.in_proj(x).reshape(b, 3 * h, 1, dh)
+        qkv = project(self.in_proj, x).reshape(b, 3 * h, 1, dh)
         qk = self._rope(qkv[:, : 2 * h], pos)
         q, k, v = qk[:, :h], qk[:, h:], qkv[:, 2 * h :]
         keys, values = step_write(state, k, v, index, window)

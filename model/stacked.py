@@ -11,6 +11,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from model import matvec
 from model.layers import Derived, derive
 
 _QUANTIZED_PARTS = ("weight", "scales", "biases")
@@ -76,8 +77,6 @@ def linear_rows(
     arrays = value[n]
     if isinstance(like, nn.QuantizedLinear):
         w, scales, biases = arrays
-        return mx.quantized_matmul(
-            x, w, scales, biases, transpose=True, group_size=like.group_size, bits=like.bits
-        )
+        return matvec.matvec(x, matvec.Quantized(w, scales, biases, like.group_size, like.bits))
     (w,) = arrays
     return x @ w.T
