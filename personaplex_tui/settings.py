@@ -42,6 +42,9 @@ TEXT_TOP_K_RANGE = (1, 32000)
 PROMPT_TEXT_MAX_CHARS = 2000
 
 # Settings kept in the TOML file; the others (files to read and write) are per run.
+DTYPES = ("float32", "float16", "bfloat16")
+QUANTIZE = (4, 8)
+
 PERSISTED: tuple[str, ...] = (
     "voice",
     "prompt",
@@ -56,6 +59,8 @@ PERSISTED: tuple[str, ...] = (
     "input_device",
     "output_device",
     "model",
+    "dtype",
+    "quantize",
 )
 
 
@@ -80,6 +85,8 @@ class Settings:
     input_device: str | None = None  # None: the system default
     output_device: str | None = None
     model: str | None = None  # Hugging Face repo id or local folder; None: the default model
+    dtype: str | None = None  # activation dtype; None: bfloat16 on a GPU, float32 on the CPU
+    quantize: int | None = None  # quantize a float checkpoint to 4 or 8 bits on load
     # Per run only (flags), never written to the file.
     input_file: Path | None = None
     output_file: Path | None = None
@@ -178,6 +185,10 @@ def _problems(s: Settings) -> list[str]:
     ):
         if value is not None and (not isinstance(value, str) or not value.strip()):
             problems.append(f"{label} must be a non-empty name (got {value!r}).")
+    if s.dtype is not None and s.dtype not in DTYPES:
+        problems.append(f"Unknown dtype '{s.dtype}'; choose one of {', '.join(DTYPES)}.")
+    if s.quantize is not None and (isinstance(s.quantize, bool) or s.quantize not in QUANTIZE):
+        problems.append(f"Quantize must be 4 or 8 bits (got {s.quantize!r}).")
     return problems
 
 
@@ -224,14 +235,14 @@ def _coerce(name: str, value: Any, where: Path) -> Any:
     bad = None
     if kind == "bool" and not isinstance(value, bool):
         bad = "true or false"
-    elif kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+    elif kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
         bad = "a whole number"
     elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             bad = "a number"
         else:
             value = float(value)
-    elif kind not in ("bool", "int", "float") and not isinstance(value, str):
+    elif not kind.startswith(("bool", "int", "float")) and not isinstance(value, str):
         bad = "text in quotes"
     if bad:
         raise SettingsError(f"In {where}, {name} must be {bad} (got {value!r}).")
@@ -312,6 +323,15 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
         help="mute the mic while the agent speaks (for speakers without headphones)",
     )
     parser.add_argument("--model", metavar="REPO_OR_DIR", help="Hugging Face repo or folder")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, help="activation dtype (bfloat16 on a GPU, float32 on the CPU)"
+    )
+    parser.add_argument(
+        "--quantize",
+        type=int,
+        choices=QUANTIZE,
+        help="quantize a float checkpoint (nvidia/personaplex-7b-v1) to 4 or 8 bits on load",
+    )
     parser.add_argument("--input-device", metavar="X", help="microphone (name or index)")
     parser.add_argument("--output-device", metavar="Y", help="speaker (name or index)")
     parser.add_argument("--input-file", type=Path, metavar="WAV", help="read the mic from a WAV")
@@ -337,7 +357,7 @@ def _int_flag(flag: str) -> Callable[[str], int]:
 def settings_from_args(args: argparse.Namespace, base: Settings) -> Settings:
     """`base` with every flag the user gave applied on top; raises `SettingsError`."""
     changes: dict[str, Any] = {}
-    simple = ("mode", "voice", "max_steps", "echo_suppression", "model")
+    simple = ("mode", "voice", "max_steps", "echo_suppression", "model", "dtype", "quantize")
     simple += ("input_device", "output_device", "input_file", "output_file", "timing_log")
     for name in simple:
         value = getattr(args, name, None)

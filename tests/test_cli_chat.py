@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "tests" / "data" / "audio"
 CHAT_FLAGS = {
     "--config",
+    "--dtype",
+    "--quantize",
     "--mode",
     "--voice",
     "--system-prompt",
@@ -70,6 +72,8 @@ def test_the_chat_has_exactly_one_set_of_flags():
         (["--max-steps", "many"], "--max-steps needs a whole number (got 'many')."),
         (["--max-steps", "5"], "Max steps must be between 50 and 500 (got 5)."),
         (["--mode", "karaoke"], "invalid choice: 'karaoke'"),
+        (["--quantize", "3"], "invalid choice: 3"),
+        (["--dtype", "int8"], "invalid choice: 'int8'"),
         (["--model", "./no/such/folder"], "No model folder at ./no/such/folder; pass --model PATH"),
         (["--output-file", str(AUDIO)], "--output-file"),
         (["--voice", "VARF2", "voices"], "--voice is an option of the chat; put the options of"),
@@ -126,3 +130,22 @@ def test_after_the_screen_closes_the_files_written_are_named(tmp_path):
         timing_log=tmp_path / "t.jsonl",
     )
     assert after_exit_lines(settings) == [f"ppx-tui: the agent's audio is in {tmp_path}/agent.wav"]
+
+
+def test_the_chat_loads_the_model_as_dtype_and_quantize_say(monkeypatch, tmp_path):
+    from personaplex_tui.commands import chat
+    from personaplex_tui.model_loader import ModelLoader
+    from personaplex_tui.settings import resolve_settings
+
+    loaders = []
+
+    def factory(loader, *rest):
+        loaders.append(loader)
+        return lambda settings, sink: None
+
+    monkeypatch.setattr(chat, "controller_factory", factory)
+    argv = ["--model", str(tmp_path), "--quantize", "4", "--dtype", "float16"]
+    args = build_parser().parse_args([*argv, "--config", str(tmp_path / "settings.toml")])
+    settings, _ = resolve_settings(args)
+    chat.build_app(settings)
+    assert loaders == [ModelLoader(str(tmp_path), dtype="float16", quantize=4)]

@@ -60,6 +60,8 @@ def test_round_trip_keeps_every_persisted_field(tmp_path: Path):
         input_device="USB Mic ñ",
         output_device="3",
         model="/models/personaplex-8bit",
+        dtype="float16",
+        quantize=8,
         record_dir=Path("/tmp/rec"),  # per run: not written
     )
     save_settings(original, path)
@@ -93,6 +95,9 @@ def test_missing_file_gives_defaults_and_none_values_are_left_out(tmp_path: Path
         ({"echo_suppression": "yes"}, "Echo suppression must be true or false"),
         ({"input_device": " "}, "Input device must be a non-empty name"),
         ({"prompt": CUSTOM_PROMPT, "prompt_text": "x" * 2001}, "too long"),
+        ({"dtype": "int8"}, "Unknown dtype 'int8'; choose one of float32, float16, bfloat16"),
+        ({"quantize": 3}, "Quantize must be 4 or 8 bits (got 3)"),
+        ({"quantize": True}, "Quantize must be 4 or 8 bits"),
     ],
 )
 def test_bad_values_are_rejected_with_one_clear_sentence(changes, message):
@@ -110,6 +115,9 @@ def test_bad_file_values_name_the_file_and_the_key(tmp_path: Path):
         load_settings(path)
     path.write_text("max_steps = 20\n")
     with pytest.raises(SettingsError, match=r"In .*settings\.toml: Max steps must be between"):
+        load_settings(path)
+    path.write_text('quantize = "4"\n')
+    with pytest.raises(SettingsError, match=r"settings\.toml, quantize must be a whole number"):
         load_settings(path)
     path.write_text("voice = \n")
     with pytest.raises(SettingsError, match="is not valid TOML"):

@@ -96,12 +96,16 @@ def build_app(
     loader: Loader | None = None,
     cursor_blink: bool = True,
 ) -> PersonaPlexApp:
-    """The chat app on the real model (`loader`: `ModelLoader(settings.model)` by default)."""
+    """The chat app on the real model (`loader`: a `ModelLoader` of the settings' model by
+    default)."""
     from personaplex_tui.model_loader import ModelLoader, memory_usage, release_mlx_thread
     from personaplex_tui.tui.app import make_app
 
     factory = controller_factory(
-        loader or ModelLoader(settings.model), audio, memory_usage, release_mlx_thread
+        loader or ModelLoader(settings.model, dtype=settings.dtype, quantize=settings.quantize),
+        audio,
+        memory_usage,
+        release_mlx_thread,
     )
     return make_app(
         settings,

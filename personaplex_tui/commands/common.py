@@ -7,8 +7,7 @@ import sys
 from typing import Any
 
 from model.errors import PersonaPlexError
-
-DTYPES = ("float32", "float16", "bfloat16")
+from personaplex_tui.settings import DTYPES, QUANTIZE
 
 
 class UsageError(PersonaPlexError):
@@ -32,7 +31,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quantize",
         type=int,
-        choices=(4, 8),
+        choices=QUANTIZE,
         default=None,
         help="quantize a float checkpoint (nvidia/personaplex-7b-v1) to 4 or 8 bits on load",
     )
