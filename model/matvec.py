@@ -11,10 +11,12 @@ row, reads 16-byte chunks, turns a code into a float by placing its bits under t
 - `matvec(x, q, residual=r)`: `r + x @ W.T` (one rounding instead of two);
 - `gated_matvec(x, q)`: `silu(x @ G.T) * (x @ V.T)`, G and V the two halves of W's rows.
 
-Measured against MLX's kernels plus separate adds and SiLU: 32 temporal layers of 4 projections
-and two norms each, compiled, on an H100: 8-bit 5.27 -> 4.13 ms, 4-bit 5.83 -> 4.30 ms; the
-whole LM step on an H200 (interleaved, median of 3 rounds of 120 steps, same process): 8-bit
-10.73 -> 10.30 ms, 4-bit 11.75 -> 11.12 ms, 1076 -> 807 kernels per step. Applying the RMSNorm
+Measured against MLX's kernels plus separate adds and SiLU (`python -m benchmarks.matvec_ab`):
+32 temporal layers of 4 projections and two norms each, compiled: H100 8-bit 5.27 -> 4.13 ms,
+4-bit 5.83 -> 4.30 ms; H200 5.16 -> 4.37 and 6.39 -> 5.39 ms. The whole LM step on an H200
+(rounds alternating the two in one process, median of the rounds' medians): 8-bit 10.73 -> 10.30
+and 12.42 -> 10.67 ms, 4-bit 11.75 -> 11.12 and 14.19 -> 14.33 ms (noisy shared machines);
+1076 -> 807 kernels per step. Applying the RMSNorm
 inside the kernel as well (each warp reads all of x) was tried and was slower (+1.5 to 2 ms).
 The kernel is compiled once per process (NVRTC, about 2.5 s of the warm-up; MLX does not cache
 custom kernels on disk). `usable(...)` says when it applies (CUDA, one row, 4 or 8 bits,
