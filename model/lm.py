@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from model import matvec
 from model.config import LMConfig, TransformerConfig
 from model.kv_cache import SMALLEST_WINDOW, KVState, RingKVCache, Window
 from model.layers import (
@@ -164,12 +165,18 @@ class LM(nn.Module):
 
         The 17 input embedding tables become views of one stacked table (plus a zero row for the
         id -1), the depformer_in linears views of one stacked projection, and the multi-linears
-        and norms get their per-step / activation-dtype forms. Memory stays the same.
+        and norms get their per-step / activation-dtype forms. Memory stays the same. On CUDA,
+        the fused quantized mat-vec is checked for each kind of quantized weight (`matvec.check`).
         """
         dtype = self.dtype
+        kinds = set()
         for _, module in self.named_modules():
             if module is not self and hasattr(module, "prepare"):
                 module.prepare(dtype)
+            if hasattr(module, "bits") and hasattr(module, "group_size"):
+                kinds.add((module.bits, module.group_size))
+        for bits, group_size in sorted(kinds):
+            matvec.check(dtype, bits, group_size)  # on CUDA: our kernel, or MLX's if it fails
         tables = [self.text_emb, *self.emb]
         if not _fresh(self, "_tables", stacked_sources(tables)):
             self._tables = stack_tables(tables, zero_row=True)

@@ -191,8 +191,61 @@ def _get_kernel() -> Any:
 
 
 def enabled() -> bool:
-    """The fused kernel is on: CUDA, and `PPX_MATVEC` is not `mlx`."""
-    return on_cuda() and os.environ.get(ENV_VAR, "").strip().lower() != "mlx"
+    """The fused kernel is on: CUDA, `PPX_MATVEC` is not `mlx`, and no `check` failed."""
+    return (
+        on_cuda()
+        and os.environ.get(ENV_VAR, "").strip().lower() != "mlx"
+        and disabled_reason is None
+    )
+
+
+disabled_reason: str | None = None  # why `check` turned the kernel off (None: it did not)
+_checked: set[tuple[Any, int, int]] = set()
+CHECK_TOLERANCE = 3e-2  # of the largest output; bfloat16 outputs differ by ~1e-2 at most
+
+
+def check(dtype: mx.Dtype, bits: int, group_size: int) -> bool:
+    """Run the kernel once on a small random problem of this kind (plain, residual and gated)
+    and compare it with MLX's ops; outside compiled graphs (`LM.prepare` calls it).
+
+    A failure (no runtime compiler, an MLX whose custom kernels work differently, a wrong
+    result) turns the kernel off for the process, with the reason in `disabled_reason`: the
+    model then runs on MLX's kernels instead of failing mid-conversation. The kernel compiled
+    here is the one the model's graphs use (same source and template), so it costs no extra
+    compilation. Returns whether the kernel is on.
+    """
+    global disabled_reason
+    key = (dtype, bits, group_size)
+    if not enabled() or key in _checked:
+        return enabled()
+    _checked.add(key)
+    inputs, rows = 4 * max(group_size, 128 // bits * 32), 64
+    keys = mx.random.split(mx.random.key(0), 3)
+    w = mx.random.normal((rows, inputs), key=keys[0]) * inputs**-0.5
+    q = Quantized(*mx.quantize(w.astype(dtype), group_size, bits), group_size, bits)
+    x = mx.random.normal((1, 1, inputs), key=keys[1]).astype(dtype)
+    r = mx.random.normal((1, 1, rows), key=keys[2]).astype(dtype)
+    try:
+        if not usable(x, q):
+            raise ValueError(f"{bits}-bit, group {group_size} is not a shape it handles")
+        want = _mlx(x, q)
+        gate, value = mx.split(want, 2, axis=-1)
+        pairs = [
+            (_run(x, q, rows, mx.zeros((1,), dtype=dtype)), want),
+            (_run(x, q, rows, r.reshape(-1)), r + want),
+            (_run(x, q, rows // 2, mx.zeros((2,), dtype=dtype)), nn.silu(gate) * value),
+        ]
+        for got, ref in pairs:
+            got, ref = got.astype(mx.float32), ref.astype(mx.float32)
+            error = (mx.abs(got - ref).max() / mx.abs(ref).max()).item()
+            if not error <= CHECK_TOLERANCE:  # also catches NaN
+                raise ValueError(f"its result is off by {error:.3g} of the largest output")
+    except Exception as err:  # any failure: fall back to MLX's kernels
+        disabled_reason = (
+            f"the fused quantized mat-vec kernel failed its check ({err}); "
+            "using MLX's kernels instead"
+        )
+    return enabled()
 
 
 def usable(x: mx.array, q: Quantized) -> bool:

@@ -166,3 +166,70 @@ def test_kernel_equals_mlx(bits, dtype, shape, monkeypatch):
     view = Quantized(q.weight[block], q.scales[block], q.biases[block], q.group_size, q.bits)
     got = np.array(matvec.matvec(x, view).astype(mx.float32)).reshape(-1)
     assert np.abs(got - ref[block]).max() <= tol * scale
+
+
+@pytest.fixture
+def fresh_check_state(monkeypatch):
+    """A CUDA-like machine for `matvec.check`, with the module's check state reset."""
+    monkeypatch.delenv(matvec.ENV_VAR, raising=False)
+    monkeypatch.setattr(matvec, "on_cuda", lambda: True)
+    monkeypatch.setattr(matvec, "disabled_reason", None)
+    monkeypatch.setattr(matvec, "_checked", set())
+
+
+def mlx_run(x, q, n_out, r):
+    """What the kernel computes, with MLX's ops (a stand-in that passes the check)."""
+    y = mx.quantized_matmul(x, q.weight, q.scales, q.biases, True, q.group_size, q.bits)
+    if r.size == 2:
+        gate, value = mx.split(y, 2, axis=-1)
+        return nn.silu(gate) * value
+    return y if r.size == 1 else y + r.reshape(y.shape)
+
+
+def test_check_keeps_a_kernel_that_computes_the_right_thing(fresh_check_state, monkeypatch):
+    monkeypatch.setattr(matvec, "_run", mlx_run)
+    assert matvec.check(mx.float32, 4, 64) and matvec.check(mx.float32, 8, 64)
+    assert matvec.enabled() and matvec.disabled_reason is None
+
+
+@pytest.mark.parametrize(
+    ("run", "reason"),
+    [
+        (lambda x, q, n, r: mx.zeros((n,), dtype=x.dtype), "its result is off by"),
+        (lambda x, q, n, r: mlx_run(x, q, n, r) * mx.nan, "its result is off by"),
+        (lambda *a: (_ for _ in ()).throw(RuntimeError("nvrtc: not found")), "nvrtc: not found"),
+    ],
+)
+def test_a_kernel_that_fails_its_check_falls_back_to_mlx(
+    fresh_check_state, monkeypatch, run, reason
+):
+    monkeypatch.setattr(matvec, "_run", run)
+    assert not matvec.check(mx.float32, 8, 64)
+    assert not matvec.enabled()
+    assert reason in matvec.disabled_reason and "using MLX's kernels" in matvec.disabled_reason
+    q, x = quantized(64, 512, 8), row(512)  # and products run on MLX's kernels from then on
+    assert mx.array_equal(matvec.matvec(x, q), reference_mlx(x, q))
+
+
+def reference_mlx(x, q):
+    return mx.quantized_matmul(x, q.weight, q.scales, q.biases, True, q.group_size, q.bits)
+
+
+def test_check_runs_nothing_without_cuda(monkeypatch):
+    monkeypatch.setattr(matvec, "on_cuda", lambda: False)
+    monkeypatch.setattr(matvec, "_checked", set())
+    monkeypatch.setattr(matvec, "_run", lambda *a: pytest.fail("the kernel ran"))
+    assert not matvec.check(mx.float32, 8, 64)
+    assert matvec._checked == set()
+
+
+def test_preparing_a_quantized_lm_checks_each_kind_of_weight(monkeypatch):
+    from model.random_weights import random_lm
+    from tests.lm_helpers import small_config
+
+    calls = []
+    monkeypatch.setattr(matvec, "check", lambda *kind: calls.append(kind) or False)
+    lm = random_lm(small_config(d_model=256, dep_dim=64, dep_dim_feedforward=192, bits=8))
+    lm.prepare()
+    assert {(bits, group) for _, bits, group in calls} == {(8, 64)}
+    assert {dtype for dtype, _, _ in calls} == {lm.dtype}
