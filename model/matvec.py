@@ -18,8 +18,8 @@ Measured against MLX's kernels plus separate adds and SiLU (`python -m benchmark
 and 12.42 -> 10.67 ms, 4-bit 11.75 -> 11.12 and 14.19 -> 14.33 ms (noisy shared machines);
 1076 -> 807 kernels per step. Applying the RMSNorm
 inside the kernel as well (each warp reads all of x) was tried and was slower (+1.5 to 2 ms).
-The kernel is compiled once per process (NVRTC, about 2.5 s of the warm-up; MLX does not cache
-custom kernels on disk). `usable(...)` says when it applies (CUDA, one row, 4 or 8 bits,
+The kernel is compiled once per process (NVRTC, about 2 s; MLX does not cache custom kernels on
+disk), when `check` first runs it against MLX's ops while the model loads. `usable(...)` says when it applies (CUDA, one row, 4 or 8 bits,
 shapes it handles); otherwise the same functions run MLX's own ops, so callers need not care.
 `PPX_MATVEC=mlx` turns it off (for comparisons).
 """
