@@ -15,7 +15,8 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from model import PersonaPlex, load, random_model
+from model import PersonaPlex, load, matvec, random_model
+from model.backend import on_cuda
 from model.config import config_7b, mimi_tiny, tiny
 from model.session import Session
 from model.voices import VoicePrompt
@@ -106,9 +107,19 @@ class BenchResult:
     turn: dict[str, float] = field(default_factory=dict)
     warmup: Warmup = field(default_factory=Warmup)
     options: dict[str, Any] = field(default_factory=dict)
+    matvec: str = ""  # which kernels multiply quantized weights by one row
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def matvec_kernels(model: PersonaPlex) -> str:
+    """Which kernels run the model's quantized mat-vecs: ours (`model.matvec`) or MLX's."""
+    if model.config.quantization is None or not on_cuda():
+        return "MLX"
+    if matvec.enabled():
+        return "fused (model/matvec.py)"
+    return f"MLX ({matvec.disabled_reason or f'{matvec.ENV_VAR}=mlx'})"
 
 
 def device_name() -> str:
@@ -253,6 +264,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         turn=turn,
         warmup=warm,
         options=asdict(opts),
+        matvec=matvec_kernels(model),
     )
 
 

@@ -6,6 +6,7 @@ MLX is imported only inside these functions, which the engine calls on its own t
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo
 from personaplex_tui.kernel_cache import kernels_to_compile
 
 Progress = Callable[[LoadProgress], None]
+log = logging.getLogger(__name__)
 
 
 def _hub_offline() -> bool:
@@ -70,6 +72,10 @@ def load_model(
     folder = fetch_model(source, progress)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))
     loaded = model.load(folder, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
+    from model import matvec
+
+    if matvec.disabled_reason:
+        log.warning("%s", matvec.disabled_reason)
     info = ModelInfo(
         source=source,
         quantization=loaded.quantization,

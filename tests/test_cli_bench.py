@@ -36,3 +36,27 @@ def test_bench_small_json_reports_everything():
 def test_bench_path_imports_no_ui_or_audio():
     loaded = modules_loaded_by("import personaplex_tui.commands.bench, personaplex_tui.benchmark")
     assert ("textual" in loaded, "sounddevice" in loaded) == (False, False)
+
+
+def test_the_bench_says_which_kernels_multiply_quantized_weights(monkeypatch):
+    from types import SimpleNamespace
+
+    from model import matvec
+    from model.config import QuantizationConfig
+    from personaplex_tui import benchmark
+
+    quantized = SimpleNamespace(config=SimpleNamespace(quantization=QuantizationConfig(4, 64)))
+    floats = SimpleNamespace(config=SimpleNamespace(quantization=None))
+    monkeypatch.setattr(benchmark, "on_cuda", lambda: False)
+    assert benchmark.matvec_kernels(quantized) == "MLX"
+    monkeypatch.setattr(benchmark, "on_cuda", lambda: True)
+    monkeypatch.setattr(matvec, "on_cuda", lambda: True)
+    monkeypatch.delenv(matvec.ENV_VAR, raising=False)
+    monkeypatch.setattr(matvec, "disabled_reason", None)
+    assert benchmark.matvec_kernels(floats) == "MLX"
+    assert benchmark.matvec_kernels(quantized) == "fused (model/matvec.py)"
+    monkeypatch.setenv(matvec.ENV_VAR, "mlx")
+    assert benchmark.matvec_kernels(quantized) == "MLX (PPX_MATVEC=mlx)"
+    monkeypatch.delenv(matvec.ENV_VAR)
+    monkeypatch.setattr(matvec, "disabled_reason", "the kernel failed its check (x)")
+    assert benchmark.matvec_kernels(quantized) == "MLX (the kernel failed its check (x))"
