@@ -107,11 +107,6 @@ def linear_add(linear: nn.Module, x: mx.array, residual: mx.array | None) -> mx.
     return residual + linear(x)
 
 
-def _quantized(arrays: tuple[mx.array, ...], like: nn.QuantizedLinear) -> matvec.Quantized:
-    w, scales, biases = arrays
-    return matvec.Quantized(w, scales, biases, like.group_size, like.bits)
-
-
 class GatedFFN(nn.Module):
     """Gated SiLU feed-forward: `linear_out(silu(gate) * value)`, gate and value halves of `linear_in`.
 
@@ -152,7 +147,7 @@ class GatedFFN(nn.Module):
             halves: Derived | None = getattr(self, "_halves", None)
             split = None
             if halves is not None and halves.fresh(self._sources()):
-                split = tuple(_quantized(arrays, lin) for arrays in halves.value)
+                split = tuple(matvec.of_linear(lin, arrays) for arrays in halves.value)
             hidden = matvec.gated_matvec(x, matvec.of_linear(lin), split)
         else:
             gate, value = mx.split(lin(x), 2, axis=-1)
@@ -241,9 +236,7 @@ class QuantizedMultiLinear(_PerStepRows, nn.Module):
         return out
 
     def __call__(self, x: mx.array, step: int, residual: mx.array | None = None) -> mx.array:
-        w, scales, biases = self.step_weights(step)
-        q = matvec.Quantized(w, scales, biases, self.group_size, self.bits)
-        return matvec.matvec(x, q, residual)
+        return matvec.matvec(x, matvec.of_linear(self, self.step_weights(step)), residual)
 
 
 def _split_heads(qkv: mx.array, num_heads: int) -> tuple[mx.array, mx.array, mx.array]:

@@ -321,9 +321,11 @@ def gated_matvec(
     return nn.silu(gate) * value
 
 
-def of_linear(linear: nn.QuantizedLinear) -> Quantized:
-    """The quantized weight of an affine `nn.QuantizedLinear` (bias-free)."""
-    return Quantized(linear.weight, linear.scales, linear.biases, linear.group_size, linear.bits)
+def of_linear(linear: Any, arrays: tuple[mx.array, ...] | None = None) -> Quantized:
+    """The quantized weight of an affine quantized linear (`nn.QuantizedLinear`, a quantized
+    multi-linear): its own arrays, or `arrays` (weight, scales, biases: row blocks of them)."""
+    weight, scales, biases = arrays or (linear.weight, linear.scales, linear.biases)
+    return Quantized(weight, scales, biases, linear.group_size, linear.bits)
 
 
 def affine(linear: object) -> bool:

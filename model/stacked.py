@@ -76,7 +76,6 @@ def linear_rows(
     """x times the first `n` stacked linears of `stack_linears` (`like`: one of them) -> [..., n*out]."""
     arrays = value[n]
     if isinstance(like, nn.QuantizedLinear):
-        w, scales, biases = arrays
-        return matvec.matvec(x, matvec.Quantized(w, scales, biases, like.group_size, like.bits))
+        return matvec.matvec(x, matvec.of_linear(like, arrays))
     (w,) = arrays
     return x @ w.T
