@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from model import matvec
+from model import depformer_kernel, matvec
 from model.config import LMConfig, TransformerConfig
 from model.kv_cache import SMALLEST_WINDOW, KVState, RingKVCache, Window
 from model.layers import (
@@ -169,6 +169,11 @@ class LM(nn.Module):
         the fused quantized mat-vec is checked for each kind of quantized weight (`matvec.check`).
         """
         dtype = self.dtype
+        if depformer_kernel.enabled() and depformer_kernel.supports(self) is None:
+            # before the modules derive their per-step views: stacking replaces their weights
+            if not _fresh(self, "_dep_stack", depformer_kernel.stack_sources(self)):
+                value = depformer_kernel.stack(self)
+                self._dep_stack = Derived(depformer_kernel.stack_sources(self), value)
         kinds = set()
         for _, module in self.named_modules():
             if module is not self and hasattr(module, "prepare"):
@@ -182,6 +187,14 @@ class LM(nn.Module):
             self._tables = stack_tables(tables, zero_row=True)
         if not _fresh(self, "_dep_in", stacked_sources(self.depformer_in)):
             self._dep_in = stack_linears(self.depformer_in)
+        if self.depformer_stack() is not None:
+            depformer_kernel.check(self)  # on CUDA: the one-kernel depformer, or MLX's ops
+
+    def depformer_stack(self) -> depformer_kernel.DepformerStack | None:
+        """The depformer kernel's stacked weights, when prepared for the current weights."""
+        if not _fresh(self, "_dep_stack", depformer_kernel.stack_sources(self)):
+            return None
+        return self._dep_stack.value
 
     # ---- temporal transformer -------------------------------------------------------------
 
@@ -236,6 +249,13 @@ class LM(nn.Module):
         return self.text_linear(h), h
 
     # ---- depformer ------------------------------------------------------------------------
+
+    def depformer_inputs_flat(self, h: mx.array, n_steps: int) -> mx.array:
+        """`depformer_in[k](h[:, -1:])` of steps 0..n_steps-1 side by side: [1, 1, n_steps * D]."""
+        h = h[:, -1:]
+        if _fresh(self, "_dep_in", stacked_sources(self.depformer_in)):
+            return linear_rows(self._dep_in.value, self.depformer_in[0], h, n_steps)
+        return mx.concatenate([self.depformer_in[k](h) for k in range(n_steps)], axis=-1)
 
     def _depformer_inputs(self, h: mx.array, n_steps: int) -> list[mx.array]:
         """`depformer_in[k](h)` for k < n_steps: one stacked matmul when prepared."""
@@ -298,6 +318,13 @@ class LM(nn.Module):
         if sampling and key is None:
             raise ValueError("sampling with a temperature needs a key")
         noise = gumbel_noise(key, (n, self.config.card)) if sampling else None
+        stack = self.depformer_stack() if depformer_kernel.enabled() else None
+        if stack is not None:
+            dep_in = self.depformer_inputs_flat(h, n)
+            tokens, _, _ = depformer_kernel.run(
+                self, stack, dep_in, text_token, n, params, noise, forced, provided
+            )
+            return tokens
 
         def choose(k: int, logits: mx.array) -> mx.array:
             step_noise = noise[k : k + 1] if noise is not None else None  # a view, no gather

@@ -26,10 +26,12 @@ def stacked_sources(modules: list[nn.Module]) -> tuple[mx.array, ...]:
     return tuple(module[part] for module in modules for part in _parts(module))
 
 
-def _stack_into(modules: list[nn.Module], part: str, extra: list[mx.array]) -> mx.array:
+def stack_into(
+    modules: list[nn.Module], part: str, extra: list[mx.array] | None = None
+) -> mx.array:
     """Concatenate `part` of every module (and `extra` rows); the modules get views back."""
     arrays = [module[part] for module in modules]
-    stacked = mx.concatenate([*arrays, *extra], axis=0)
+    stacked = mx.concatenate([*arrays, *(extra or [])], axis=0)
     mx.eval(stacked)
     start = 0
     for module, array in zip(modules, arrays, strict=True):
@@ -48,7 +50,7 @@ def stack_tables(tables: list[nn.Embedding], zero_row: bool = True) -> Derived:
     weight = tables[0].weight
     extra = [mx.zeros((1, weight.shape[1]), dtype=weight.dtype)] if zero_row else []
     sizes = [t.weight.shape[0] for t in tables]
-    stacked = _stack_into(tables, "weight", extra)
+    stacked = stack_into(tables, "weight", extra)
     offsets = mx.array([sum(sizes[:i]) for i in range(len(sizes))], dtype=mx.int32)
     zero = mx.array(sum(sizes), dtype=mx.int32)
     return derive(stacked_sources(tables), lambda: (stacked, offsets, zero))
@@ -61,7 +63,7 @@ def stack_linears(linears: list[nn.Module]) -> Derived:
     matmul over exactly their rows.
     """
     parts = _parts(linears[0])
-    stacked = [_stack_into(linears, part, []) for part in parts]
+    stacked = [stack_into(linears, part, []) for part in parts]
     rows = linears[0].weight.shape[0]
 
     def prefixes() -> dict[int, tuple[mx.array, ...]]:

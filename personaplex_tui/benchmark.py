@@ -15,7 +15,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from model import PersonaPlex, load, matvec, random_model
+from model import PersonaPlex, depformer_kernel, load, matvec, random_model
 from model.backend import on_cuda
 from model.config import config_7b, mimi_tiny, tiny
 from model.session import Session
@@ -108,6 +108,7 @@ class BenchResult:
     warmup: Warmup = field(default_factory=Warmup)
     options: dict[str, Any] = field(default_factory=dict)
     matvec: str = ""  # which kernels multiply quantized weights by one row
+    depformer: str = ""  # which kernels run the depformer
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +121,18 @@ def matvec_kernels(model: PersonaPlex) -> str:
     if matvec.enabled():
         return "fused (model/matvec.py)"
     return f"MLX ({matvec.disabled_reason or f'{matvec.ENV_VAR}=mlx'})"
+
+
+def depformer_kernels(model: PersonaPlex) -> str:
+    """Which kernels run the depformer: ours (`model.depformer_kernel`, one per column) or MLX's."""
+    if not on_cuda():
+        return "MLX"
+    if depformer_kernel.enabled() and model.lm.depformer_stack() is not None:
+        return "one kernel per column (model/depformer_kernel.py)"
+    why = depformer_kernel.supports(model.lm) or depformer_kernel.disabled_reason
+    if why is None and os.environ.get(depformer_kernel.ENV_VAR, "").strip().lower() == "mlx":
+        why = f"{depformer_kernel.ENV_VAR}=mlx"
+    return f"MLX ({why})" if why else "MLX"
 
 
 def device_name() -> str:
@@ -265,6 +278,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         warmup=warm,
         options=asdict(opts),
         matvec=matvec_kernels(model),
+        depformer=depformer_kernels(model),
     )
 
 

@@ -72,10 +72,11 @@ def load_model(
     folder = fetch_model(source, progress)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))
     loaded = model.load(folder, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
-    from model import matvec
+    from model import depformer_kernel, matvec
 
-    if matvec.disabled_reason:
-        log.warning("%s", matvec.disabled_reason)
+    for reason in (matvec.disabled_reason, depformer_kernel.disabled_reason):
+        if reason:
+            log.warning("%s", reason)
     info = ModelInfo(
         source=source,
         quantization=loaded.quantization,
