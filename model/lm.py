@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from model import depformer_kernel, matvec
+from model import depformer_kernel, matvec, temporal_kernel
 from model.config import LMConfig, TransformerConfig
 from model.kv_cache import SMALLEST_WINDOW, KVState, RingKVCache, Window
 from model.layers import (
@@ -169,6 +169,10 @@ class LM(nn.Module):
         the fused quantized mat-vec is checked for each kind of quantized weight (`matvec.check`).
         """
         dtype = self.dtype
+        if temporal_kernel.enabled() and temporal_kernel.supports(self) is None:
+            if not _fresh(self, "_temporal_stack", temporal_kernel.stack_sources(self)):
+                value = temporal_kernel.stack(self)
+                self._temporal_stack = Derived(temporal_kernel.stack_sources(self), value)
         if depformer_kernel.enabled() and depformer_kernel.supports(self) is None:
             # before the modules derive their per-step views: stacking replaces their weights
             if not _fresh(self, "_dep_stack", depformer_kernel.stack_sources(self)):
@@ -189,6 +193,14 @@ class LM(nn.Module):
             self._dep_in = stack_linears(self.depformer_in)
         if self.depformer_stack() is not None:
             depformer_kernel.check(self)  # on CUDA: the one-kernel depformer, or MLX's ops
+        if self.temporal_stack() is not None:
+            temporal_kernel.check(self)  # on CUDA: the one-kernel temporal step, or MLX's ops
+
+    def temporal_stack(self) -> temporal_kernel.TemporalStack | None:
+        """The temporal kernel's stacked weights, when prepared for the current weights."""
+        if not _fresh(self, "_temporal_stack", temporal_kernel.stack_sources(self)):
+            return None
+        return self._temporal_stack.value
 
     def depformer_stack(self) -> depformer_kernel.DepformerStack | None:
         """The depformer kernel's stacked weights, when prepared for the current weights."""
@@ -244,7 +256,12 @@ class LM(nn.Module):
         backend). The caller advances the caches' offsets (`advance`), which this leaves alone.
         """
         hide = hide or default_mode()
-        x = self.transformer.step(self._as_activation(x), states, pos, window, hide)
+        x = self._as_activation(x)
+        stack = self.temporal_stack() if temporal_kernel.enabled() else None
+        if stack is not None:  # one kernel; it writes the rings in place (states unchanged)
+            x, _ = temporal_kernel.run(self, stack, x, pos, states)
+        else:
+            x = self.transformer.step(x, states, pos, window, hide)
         h = self.out_norm(x)
         return self.text_linear(h), h
 

@@ -42,14 +42,15 @@ def test_the_model_supports_it_when_its_projections_are_quantized():
     assert "quantized" in depformer_kernel.supports(small_lm(bits=None))
 
 
-def test_stacking_changes_no_number_and_the_modules_read_the_stack():
+def test_stacking_keeps_the_results_and_the_modules_read_the_stack():
     lm = small_lm()
     before = teacher_forced(lm)
     stack = depformer_kernel.stack(lm)
     lm._dep_stack = Derived(depformer_kernel.stack_sources(lm), stack)
     lm.prepare()
     assert lm.depformer_stack() is stack
-    np.testing.assert_array_equal(teacher_forced(lm), before)
+    # bit-identical on the CPU; on a GPU MLX may pick other kernels for the views (~1e-6)
+    np.testing.assert_allclose(teacher_forced(lm), before, rtol=1e-5, atol=1e-5)
     # the modules' weights are row blocks of the stacks, in the order the kernel reads them
     d, s = lm.config.depformer.d_model, lm.config.dep_q
     hidden = lm.depformer.layers[0].gating[0].linear_out.weight.shape[1] * 32 // stack.bits
@@ -66,6 +67,7 @@ def test_stacking_changes_no_number_and_the_modules_read_the_stack():
     assert lm.depformer_stack() is None
 
 
+@pytest.mark.skipif(on_cuda(), reason="on CUDA the kernel runs")
 def test_off_the_gpu_the_depformer_runs_on_mlx_ops():
     lm = small_lm()
     assert not depformer_kernel.enabled()
@@ -140,7 +142,7 @@ def test_the_kernel_passes_its_check_and_runs_the_depformer(bits, dtype):
 @GPU
 def test_a_wrong_kernel_is_turned_off(monkeypatch):
     monkeypatch.setattr(depformer_kernel, "disabled_reason", None)
-    monkeypatch.setattr(depformer_kernel, "_kernel", [])
+    monkeypatch.setattr(depformer_kernel, "_kernel", {})
     monkeypatch.setattr(depformer_kernel, "KERNEL_NAME", "ppx_depformer_broken")
     broken = depformer_kernel._BODY.replace("x2[r] = ppx_f(T(v + xs[r]))", "x2[r] = ppx_f(T(v))")
     assert broken != depformer_kernel._BODY

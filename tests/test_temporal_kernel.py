@@ -1,0 +1,107 @@
+"""The one-kernel temporal step (`model.temporal_kernel`): its stacked weights, when it applies,
+and on an NVIDIA GPU the kernel itself against MLX's ops.
+
+The kernel runs only through MLX's CUDA backend; its GPU cases are skipped elsewhere (they ran
+on an H100/H200, see the README's Speed section). Everywhere: stacking the weights changes no
+number and the CPU keeps MLX's path.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from model import temporal_kernel
+from model.backend import on_cuda
+from model.layers import Derived
+from model.random_weights import random_lm
+from tests.lm_helpers import small_config
+
+GPU = pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs only")
+
+
+def small_lm(bits: int | None = 8, dtype: mx.Dtype = mx.bfloat16, context: int = 40, seed=0):
+    # head_dim 64 (whole lanes), group-aligned widths
+    config = small_config(
+        d_model=256, num_heads=4, context=context, dep_dim=64, dep_dim_feedforward=192, bits=bits
+    )
+    return random_lm(config, dtype=dtype, seed=seed)
+
+
+def steps(lm, n: int, seed: int = 4) -> np.ndarray:
+    """Outputs h of n one-position steps from empty rings (MLX's or the kernel's path)."""
+    caches = lm.make_cache(smallest_window=8)
+    outs = []
+    for p in range(n):
+        x = mx.random.normal((1, 1, lm.config.temporal.d_model), key=mx.random.key(seed + p))
+        states = [c.state for c in caches]
+        window = caches[0].step_window()
+        _, h = lm.forward_step(x.astype(lm.dtype), states, mx.array(p, dtype=mx.int32), window)
+        for c, s in zip(caches, states, strict=True):
+            c.state = list(s)
+            c.offset += 1
+        outs.append(np.array(h.astype(mx.float32)).reshape(-1))
+    return np.stack(outs)
+
+
+def test_the_model_supports_it_when_its_projections_are_quantized():
+    assert temporal_kernel.supports(small_lm(bits=8)) is None
+    assert temporal_kernel.supports(small_lm(bits=4)) is None
+    assert "quantized" in temporal_kernel.supports(small_lm(bits=None))
+    assert "float32" in temporal_kernel.supports(small_lm(bits=8, dtype=mx.float32))
+
+
+def test_stacking_keeps_the_results_and_the_modules_read_the_stack():
+    lm = small_lm(dtype=mx.float32)
+    before = steps(lm, 3)
+    stack = temporal_kernel.stack(lm)
+    lm._temporal_stack = Derived(temporal_kernel.stack_sources(lm), stack)
+    lm.prepare()
+    assert lm.temporal_stack() is stack
+    # bit-identical on the CPU; on a GPU MLX may pick other kernels for the views (~1e-6)
+    np.testing.assert_allclose(steps(lm, 3), before, rtol=1e-5, atol=1e-5)
+    cfg = lm.config.temporal
+    d, hidden = cfg.d_model, cfg.dim_feedforward
+    per_layer = 3 * d + d + 2 * hidden
+    layer = lm.transformer.layers[1]
+    rows = slice(per_layer + 3 * d, per_layer + 4 * d)  # layer 1, out_proj
+    np.testing.assert_array_equal(np.array(layer.self_attn.out_proj.weight), stack.qa[rows])
+    rows = slice(d, 2 * d)  # layer 1, linear_out
+    np.testing.assert_array_equal(np.array(layer.gating.linear_out.biases), stack.bb[rows])
+    layer.norm2.alpha = layer.norm2.alpha * 2
+    assert lm.temporal_stack() is None  # a replaced weight makes the stack stale
+
+
+@pytest.mark.skipif(on_cuda(), reason="on CUDA the kernel runs")
+def test_off_the_gpu_the_step_runs_on_mlx_ops():
+    lm = small_lm()
+    assert not temporal_kernel.enabled()
+    assert lm.temporal_stack() is None
+
+
+@GPU
+@pytest.mark.parametrize("bits", [4, 8])
+def test_the_kernel_steps_like_mlx_through_a_wrapping_ring(bits, monkeypatch):
+    lm = small_lm(bits=bits)  # building it prepares it: stack + check
+    assert temporal_kernel.disabled_reason is None
+    assert lm.temporal_stack() is not None
+    ours = steps(lm, 50)  # the 40-slot ring wraps after 40 positions
+    monkeypatch.setenv(temporal_kernel.ENV_VAR, "mlx")
+    theirs = steps(lm, 50)
+    scale = np.abs(theirs).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(ours - theirs) <= 0.05 * scale)
+
+
+@GPU
+def test_a_wrong_kernel_is_turned_off(monkeypatch):
+    monkeypatch.setattr(temporal_kernel, "disabled_reason", None)
+    monkeypatch.setattr(temporal_kernel, "_kernels", {})
+    monkeypatch.setattr(temporal_kernel, "KERNEL_NAME", "ppx_temporal_broken")
+    broken = temporal_kernel._BODY.replace("const float c = cosf(theta)", "const float c = 1.f")
+    assert broken != temporal_kernel._BODY
+    monkeypatch.setattr(temporal_kernel, "_BODY", broken)
+    lm = small_lm()
+    assert not temporal_kernel.enabled()
+    assert "failed its check" in temporal_kernel.disabled_reason
+    assert lm.temporal_stack() is not None  # stacked, but MLX's ops run the step
