@@ -87,23 +87,30 @@ __device__ __forceinline__ unsigned long long ppx_now() {
 }
 
 // Grid-wide barrier over co-resident blocks: a counter that only grows (zeroed with the buffer),
-// each block waiting for its next multiple of gridDim.x. After a second of waiting it raises the
-// error flag (word 1) and every barrier from then on falls through.
+// each block waiting (acquire loads) for its next multiple of gridDim.x. After a second of
+// waiting it raises the error flag (word 1) and every barrier from then on falls through.
 __device__ __forceinline__ void ppx_grid_sync(unsigned int* sync, unsigned int& target) {
   __syncthreads();
   if (threadIdx.x == 0) {
     target += gridDim.x;
     __threadfence();
     atomicAdd(sync, 1u);
-    volatile unsigned int* v = sync;
-    const unsigned long long t0 = ppx_now();
-    while (v[0] < target && v[1] == 0u) {
-      if (ppx_now() - t0 > 1000000000ull) {
-        atomicExch(sync + 1, 1u);
-        break;
+    unsigned int v;
+    int spins = 0;
+    unsigned long long t0 = 0;
+    while (true) {
+      asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(sync) : "memory");
+      if (v >= target) break;
+      if ((++spins & 1023) == 0) {  // now and then: the error flag, the clock
+        if (t0 == 0) t0 = ppx_now();
+        const volatile unsigned int* flag = sync + 1;
+        if (*flag) break;
+        if (ppx_now() - t0 > 1000000000ull) {
+          atomicExch(sync + 1, 1u);
+          break;
+        }
       }
     }
-    __threadfence();
   }
   __syncthreads();
 }

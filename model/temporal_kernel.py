@@ -66,17 +66,33 @@ class TemporalStack:
 
 
 _HEADER = """
-// Two rows of an affine quantized weight times x (shared memory, activation dtype).
+// Shared-memory layout of a mat-vec's input: its 16-byte segments XOR-swizzled within rows of
+// eight, so that the 32 lanes reading their chunks (SPC segments each, lane-strided) hit
+// distinct banks: segment s lives at s ^ ((s >> 3) & (SPC - 1)).
+template <int SPC>
+__device__ __forceinline__ int ppx_seg(int s) {
+  return s ^ ((s >> 3) & (SPC - 1));
+}
+template <int XV, int SPC>
+__device__ __forceinline__ int ppx_sw(int i) {
+  return ppx_seg<SPC>(i / XV) * XV + i % XV;
+}
+
+// Two rows of an affine quantized weight times x (shared memory, activation dtype, swizzled);
+// csum: the sums of x over each 16-byte weight chunk (computed once per phase).
 template <typename T, int BITS, int G, int K, int U>
 __device__ __forceinline__ float2 ppx_qdot2(
-    const uint32_t* w, const T* s, const T* b, size_t row0, size_t row1, const T* x, int lane) {
+    const uint32_t* w, const T* s, const T* b, size_t row0, size_t row1, const T* x,
+    const float* csum, int lane) {
   constexpr int CHUNKS = K * BITS / 128;
   constexpr int EPC = 128 / BITS;
   constexpr int PW = 32 / BITS;
   constexpr int GROUPS = K / G;
   constexpr int XV = 16 / sizeof(T);
+  constexpr int SPC = EPC / XV;
   const uint4* w0 = reinterpret_cast<const uint4*>(w) + row0 * CHUNKS;
   const uint4* w1 = reinterpret_cast<const uint4*>(w) + row1 * CHUNKS;
+  const uint4* xv = reinterpret_cast<const uint4*>(x);
   const T* s0 = s + row0 * GROUPS;
   const T* s1 = s + row1 * GROUPS;
   const T* b0 = b + row0 * GROUPS;
@@ -86,20 +102,16 @@ __device__ __forceinline__ float2 ppx_qdot2(
   for (int c = lane; c < CHUNKS; c += 32) {
     const uint4 q0 = w0[c];
     const uint4 q1 = w1[c];
-    const int e0 = c * EPC;
     float xf[EPC];
-    const uint4* xp = reinterpret_cast<const uint4*>(x + e0);
 #pragma unroll
-    for (int v = 0; v < EPC / XV; v++) {
-      const uint4 u = xp[v];
+    for (int v = 0; v < SPC; v++) {
+      const uint4 u = xv[ppx_seg<SPC>(c * SPC + v)];
       const T* t = reinterpret_cast<const T*>(&u);
 #pragma unroll
       for (int j = 0; j < XV; j++) xf[v * XV + j] = ppx_f(t[j]);
     }
-    float xsum = 0.f;
-#pragma unroll
-    for (int j = 0; j < EPC; j++) xsum += xf[j];
-    const int g = e0 / G;
+    const float xsum = csum[c];
+    const int g = c * EPC / G;
     const float d0 = ppx_word_dot<BITS>(q0.x, xf) + ppx_word_dot<BITS>(q0.y, xf + PW)
         + ppx_word_dot<BITS>(q0.z, xf + 2 * PW) + ppx_word_dot<BITS>(q0.w, xf + 3 * PW);
     const float d1 = ppx_word_dot<BITS>(q1.x, xf) + ppx_word_dot<BITS>(q1.y, xf + PW)
@@ -115,8 +127,23 @@ __device__ __forceinline__ float2 ppx_qdot2(
   return make_float2(a0, a1);
 }
 
-// RMSNorm of x into out (both shared, activation dtype), as MLX's kernel rounds.
-template <typename T, int D, int NT>
+// The sums of a swizzled x[K] over each chunk of EPC values (in order, as the mat-vec kernel
+// sums them).
+template <typename T, int K, int EPC, int NT>
+__device__ __forceinline__ void ppx_chunk_sums(const T* x, float* csum) {
+  constexpr int XV = 16 / sizeof(T);
+  for (int c = threadIdx.x; c < K / EPC; c += NT) {
+    float t = 0.f;
+#pragma unroll
+    for (int j = 0; j < EPC; j++) t += ppx_f(x[ppx_sw<XV, EPC / XV>(c * EPC + j)]);
+    csum[c] = t;
+  }
+  __syncthreads();
+}
+
+// RMSNorm of x into out (both shared, activation dtype; out swizzled for a mat-vec of SPC
+// segments per chunk), as MLX's kernel rounds.
+template <typename T, int D, int NT, int SPC>
 __device__ __forceinline__ void ppx_rms_t(const T* x, const T* w, T* out, float eps, float* red) {
   float ss = 0.f;
   for (int i = threadIdx.x; i < D; i += NT) {
@@ -126,7 +153,7 @@ __device__ __forceinline__ void ppx_rms_t(const T* x, const T* w, T* out, float 
   const float inv = rsqrtf(ppx_block_sum<NT>(ss, red) / D + eps);
   for (int i = threadIdx.x; i < D; i += NT) {
     const T y = T(ppx_f(x[i]) * inv);
-    out[i] = T(ppx_f(w[i]) * ppx_f(y));
+    out[ppx_sw<16 / sizeof(T), SPC>(i)] = T(ppx_f(w[i]) * ppx_f(y));
   }
   __syncthreads();
 }
@@ -141,7 +168,10 @@ _BODY = """
   constexpr int XV = 16 / sizeof(T);
   constexpr int PART = DH + 2;
   __shared__ __align__(16) T xs[D];
-  __shared__ __align__(16) T ns[HID > D ? HID : D];
+  constexpr int EPC = 128 / BITS;
+  constexpr int SPC = EPC / XV;
+  __shared__ __align__(16) T nt[HID > D ? HID : D];  // a mat-vec's input (swizzled)
+  __shared__ float csum[(HID > D ? HID : D) / EPC];
   __shared__ float qsm[NW][DH];  // each warp's query, for its attention items
   __shared__ float redf[NW];
 
@@ -180,10 +210,12 @@ _BODY = """
   for (int l = 0; l < NL; l++) {
     const size_t base = static_cast<size_t>(l) * LROWS;
     // 1. norm1; q/k/v by RoPE pairs; k, v into the ring slot
-    ppx_rms_t<T, D, NT>(xs, norms + (2 * l) * D, ns, eps, redf);
+    ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l) * D, nt, eps, redf);
+    ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
     for (int pr = gwarp; pr < QKV / 2; pr += nwarps) {
       const int r = 2 * pr;
-      const float2 v = ppx_qdot2<T, BITS, G, D, U>(qa, sa, ba, base + r, base + r + 1, ns, lane);
+      const float2 v =
+          ppx_qdot2<T, BITS, G, D, U>(qa, sa, ba, base + r, base + r + 1, nt, csum, lane);
       if (lane == 0) {
         float y0 = ppx_f(T(v.x));
         float y1 = ppx_f(T(v.y));
@@ -296,12 +328,13 @@ _BODY = """
     }
     ppx_grid_sync(sync, target);
     // 4. x + out_proj(attention)
-    for (int i = tid; i < D; i += NT) ns[i] = T(__ldcg(att + i));
+    for (int i = tid; i < D; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(att + i));
     __syncthreads();
+    ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
     for (int pr = gwarp; pr < D / 2; pr += nwarps) {
       const int r = 2 * pr;
       const float2 v = ppx_qdot2<T, BITS, G, D, U>(
-          qa, sa, ba, base + QKV + r, base + QKV + r + 1, ns, lane);
+          qa, sa, ba, base + QKV + r, base + QKV + r + 1, nt, csum, lane);
       if (lane == 0) {
         x1[r] = ppx_f(T(v.x + ppx_f(xs[r])));
         x1[r + 1] = ppx_f(T(v.y + ppx_f(xs[r + 1])));
@@ -311,19 +344,22 @@ _BODY = """
     // 5. norm2, silu(gate) * value
     for (int i = tid; i < D; i += NT) xs[i] = T(__ldcg(x1 + i));
     __syncthreads();
-    ppx_rms_t<T, D, NT>(xs, norms + (2 * l + 1) * D, ns, eps, redf);
+    ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l + 1) * D, nt, eps, redf);
+    ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
     for (int r = gwarp; r < HID; r += nwarps) {
       const size_t g0 = base + QKV + D + r;
-      const float2 v = ppx_qdot2<T, BITS, G, D, U>(qa, sa, ba, g0, g0 + HID, ns, lane);
+      const float2 v =
+          ppx_qdot2<T, BITS, G, D, U>(qa, sa, ba, g0, g0 + HID, nt, csum, lane);
       if (lane == 0) hidg[r] = ppx_f(T(v.x / (1.f + __expf(-v.x)) * v.y));
     }
     ppx_grid_sync(sync, target);
     // 6. x' + linear_out(hidden)
-    for (int i = tid; i < HID; i += NT) ns[i] = T(__ldcg(hidg + i));
+    for (int i = tid; i < HID; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(hidg + i));
     __syncthreads();
+    ppx_chunk_sums<T, HID, EPC, NT>(nt, csum);
     for (int pr = gwarp; pr < D / 2; pr += nwarps) {
       const size_t r = static_cast<size_t>(l) * D + 2 * pr;
-      const float2 v = ppx_qdot2<T, BITS, G, HID, U>(qb, sb, bb, r, r + 1, ns, lane);
+      const float2 v = ppx_qdot2<T, BITS, G, HID, U>(qb, sb, bb, r, r + 1, nt, csum, lane);
       if (lane == 0) {
         x2[2 * pr] = ppx_f(T(v.x + ppx_f(xs[2 * pr])));
         x2[2 * pr + 1] = ppx_f(T(v.y + ppx_f(xs[2 * pr + 1])));
@@ -410,10 +446,19 @@ def supports(lm: Any) -> str | None:
         or hidden % group
         or group % chunk
         or cfg.d_model % 2
-        or (cfg.d_model + hidden) * 2 > 46000  # x and the hidden state in shared memory
+        or _shared_bytes(cfg.d_model, hidden, head_dim, bits) > 48 * 1024
     ):
         return "its shapes are not ones it handles"
     return None
+
+
+def _shared_bytes(d: int, hidden: int, head_dim: int, bits: int) -> int:
+    """Static shared memory of the kernel (at most 48 KiB): x, a mat-vec's input, chunk sums,
+    each warp's query."""
+    chunk = 128 // bits
+    return (
+        2 * d + max(4 * d, 2 * hidden) + 4 * max(d, hidden) // chunk + 4 * THREADS // 32 * head_dim
+    )
 
 
 def stack(lm: Any) -> TemporalStack:

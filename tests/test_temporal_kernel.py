@@ -105,3 +105,23 @@ def test_a_wrong_kernel_is_turned_off(monkeypatch):
     assert not temporal_kernel.enabled()
     assert "failed its check" in temporal_kernel.disabled_reason
     assert lm.temporal_stack() is not None  # stacked, but MLX's ops run the step
+
+
+def _segment(s: int, spc: int) -> int:
+    return s ^ ((s >> 3) & (spc - 1))  # the kernel's `ppx_seg<SPC>`
+
+
+@pytest.mark.parametrize("spc", [1, 2, 4, 8])
+def test_the_shared_memory_swizzle_is_a_permutation_without_bank_conflicts(spc):
+    n = 8 * 64
+    assert sorted(_segment(s, spc) for s in range(n)) == list(range(n))
+    # lane L reads the SPC segments of chunk L + 32 j; 8 lanes' 16-byte reads form one wavefront,
+    # conflict-free when their segments fall in 8 different groups of 4 banks
+    for j in range(2):
+        for v in range(spc):
+            for wave in range(4):
+                groups = {
+                    _segment((lane + 32 * j) * spc + v, spc) % 8
+                    for lane in range(8 * wave, 8 * wave + 8)
+                }
+                assert len(groups) == 8
