@@ -15,7 +15,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from model import PersonaPlex, depformer_kernel, load, matvec, random_model
+from model import PersonaPlex, depformer_kernel, load, matvec, random_model, temporal_kernel
 from model.backend import on_cuda
 from model.config import config_7b, mimi_tiny, tiny
 from model.session import Session
@@ -109,6 +109,7 @@ class BenchResult:
     options: dict[str, Any] = field(default_factory=dict)
     matvec: str = ""  # which kernels multiply quantized weights by one row
     depformer: str = ""  # which kernels run the depformer
+    temporal: str = ""  # which kernels run the temporal transformer's step
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,13 +126,24 @@ def matvec_kernels(model: PersonaPlex) -> str:
 
 def depformer_kernels(model: PersonaPlex) -> str:
     """Which kernels run the depformer: ours (`model.depformer_kernel`, one per column) or MLX's."""
+    prepared = on_cuda() and model.lm.depformer_stack() is not None
+    return _one_kernel(model, depformer_kernel, prepared, "one kernel per column")
+
+
+def temporal_kernels(model: PersonaPlex) -> str:
+    """Which kernels run the temporal step: ours (`model.temporal_kernel`, one per step) or MLX's."""
+    prepared = on_cuda() and model.lm.temporal_stack() is not None
+    return _one_kernel(model, temporal_kernel, prepared, "one kernel per step")
+
+
+def _one_kernel(model: PersonaPlex, module: Any, prepared: bool, what: str) -> str:
     if not on_cuda():
         return "MLX"
-    if depformer_kernel.enabled() and model.lm.depformer_stack() is not None:
-        return "one kernel per column (model/depformer_kernel.py)"
-    why = depformer_kernel.supports(model.lm) or depformer_kernel.disabled_reason
-    if why is None and os.environ.get(depformer_kernel.ENV_VAR, "").strip().lower() == "mlx":
-        why = f"{depformer_kernel.ENV_VAR}=mlx"
+    if module.enabled() and prepared:
+        return f"{what} ({module.__name__.replace('.', '/')}.py)"
+    why = module.supports(model.lm) or module.disabled_reason
+    if why is None and os.environ.get(module.ENV_VAR, "").strip().lower() == "mlx":
+        why = f"{module.ENV_VAR}=mlx"
     return f"MLX ({why})" if why else "MLX"
 
 
@@ -279,6 +291,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         options=asdict(opts),
         matvec=matvec_kernels(model),
         depformer=depformer_kernels(model),
+        temporal=temporal_kernels(model),
     )
 
 

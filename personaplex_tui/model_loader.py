@@ -72,9 +72,10 @@ def load_model(
     folder = fetch_model(source, progress)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))
     loaded = model.load(folder, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
-    from model import depformer_kernel, matvec
+    from model import depformer_kernel, matvec, temporal_kernel
 
-    for reason in (matvec.disabled_reason, depformer_kernel.disabled_reason):
+    kernels = (matvec, temporal_kernel, depformer_kernel)
+    for reason in (k.disabled_reason for k in kernels):
         if reason:
             log.warning("%s", reason)
     info = ModelInfo(

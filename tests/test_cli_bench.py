@@ -60,3 +60,29 @@ def test_the_bench_says_which_kernels_multiply_quantized_weights(monkeypatch):
     monkeypatch.delenv(matvec.ENV_VAR)
     monkeypatch.setattr(matvec, "disabled_reason", "the kernel failed its check (x)")
     assert benchmark.matvec_kernels(quantized) == "MLX (the kernel failed its check (x))"
+
+
+def test_the_bench_says_which_kernels_run_the_temporal_step_and_the_depformer(monkeypatch):
+    from types import SimpleNamespace
+
+    from model import depformer_kernel, temporal_kernel
+    from personaplex_tui import benchmark
+
+    stacked = SimpleNamespace(temporal_stack=lambda: object(), depformer_stack=lambda: object())
+    model = SimpleNamespace(lm=stacked)
+    monkeypatch.setattr(benchmark, "on_cuda", lambda: False)
+    assert benchmark.temporal_kernels(model) == "MLX"
+    monkeypatch.setattr(benchmark, "on_cuda", lambda: True)
+    for module in (temporal_kernel, depformer_kernel):
+        monkeypatch.setattr(module, "enabled", lambda: True)
+        monkeypatch.setattr(module, "supports", lambda lm: None)
+    want = "one kernel per step (model/temporal_kernel.py)"
+    assert benchmark.temporal_kernels(model) == want
+    want = "one kernel per column (model/depformer_kernel.py)"
+    assert benchmark.depformer_kernels(model) == want
+    monkeypatch.setattr(temporal_kernel, "enabled", lambda: False)
+    monkeypatch.setattr(temporal_kernel, "disabled_reason", "the temporal kernel failed (x)")
+    assert benchmark.temporal_kernels(model) == "MLX (the temporal kernel failed (x))"
+    monkeypatch.setattr(depformer_kernel, "supports", lambda lm: "its projections are floats")
+    monkeypatch.setattr(depformer_kernel, "enabled", lambda: False)
+    assert benchmark.depformer_kernels(model) == "MLX (its projections are floats)"
