@@ -166,7 +166,10 @@ class LM(nn.Module):
         The 17 input embedding tables become views of one stacked table (plus a zero row for the
         id -1), the depformer_in linears views of one stacked projection, and the multi-linears
         and norms get their per-step / activation-dtype forms. Memory stays the same. On CUDA,
-        the fused quantized mat-vec is checked for each kind of quantized weight (`matvec.check`).
+        the fused quantized mat-vec is checked for each kind of quantized weight (`matvec.check`),
+        and where the one-kernel temporal step and depformer apply, their weights are stacked
+        (the modules keep views) and the kernels checked against MLX's ops
+        (`temporal_kernel.check`, `depformer_kernel.check`).
         """
         dtype = self.dtype
         if temporal_kernel.enabled() and temporal_kernel.supports(self) is None:

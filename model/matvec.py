@@ -22,7 +22,9 @@ inside the kernel as well (each warp reads all of x) was tried and was slower (+
 The kernel is compiled once per process (NVRTC, about 2 s; MLX does not cache custom kernels on
 disk), when `check` first runs it against MLX's ops while the model loads. `usable(...)` says when it applies (CUDA, one row, 4 or 8 bits,
 shapes it handles); otherwise the same functions run MLX's own ops, so callers need not care.
-`PPX_MATVEC=mlx` turns it off (for comparisons).
+`PPX_MATVEC=mlx` turns it off (for comparisons). With the temporal and depformer kernels on
+(`model.temporal_kernel`, `model.depformer_kernel`), which do their own mat-vecs, it runs the
+stacked `depformer_in` projection and whatever those kernels leave to MLX.
 """
 
 from __future__ import annotations
