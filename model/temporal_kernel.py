@@ -3,7 +3,7 @@
 As MLX ops a step is ~300 kernels (per layer: two norms, four mat-vecs, RoPE, two cache writes,
 attention); most of its time is launch latency and host encoding. This kernel keeps one block
 per SM resident and separates the phases of a layer with grid-wide barriers (see
-`model.depformer_kernel`, whose helpers it shares):
+`model.persistent_kernel`):
 
 1. every block RMS-normalises x; the grid computes q/k/v two rows per warp (a RoPE pair), rotates
    q and k and writes k and v into the layer's ring slot -- barrier;
@@ -21,21 +21,20 @@ attended are 0..min(pos, context - 1): exactly those written (see `model.ring_ma
 compiled kernel serves every window. Intermediate values are rounded to the activation dtype
 where MLX's ops round them. `check` compares the kernel with MLX's ops at load (a few steps on
 the model's weights) and turns it off, with the reason, if they differ. `PPX_TEMPORAL=mlx` turns
-it off.
+it off. Measured on an H200 at a full ring: 3.9 ms against 6.2-6.9 ms for MLX's ops, at 8 and 4
+bits (`python -m benchmarks.kernels_ab`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 import numpy as np
 
-from model import depformer_kernel, matvec
-from model.backend import on_cuda, sm_count
+from model import matvec, persistent_kernel
 from model.stacked import stack_into
 
 ENV_VAR = "PPX_TEMPORAL"
@@ -386,12 +385,12 @@ def _get_kernel(consts: list[tuple[str, Any]], layers: int) -> Any:
         )
         names = ["x", "pos", "params", "qa", "sa", "ba", "qb", "sb", "bb", "norms"]
         names += [f"k{i}" for i in range(layers)] + [f"v{i}" for i in range(layers)]
-        _kernels[key] = depformer_kernel.bounded_kernel(
+        _kernels[key] = persistent_kernel.bounded_kernel(
             KERNEL_NAME,
             names,
             ["out", "work"],
             _BODY.replace("KV_POINTERS", pointers),
-            depformer_kernel._HEADER + _HEADER,
+            persistent_kernel.HEADER + _HEADER,
             consts,
             THREADS,
             ensure_row_contiguous=False,  # the rings must be the arrays themselves, never copies
@@ -405,12 +404,7 @@ disabled_reason: str | None = None  # why `check` turned the kernel off (None: i
 def enabled() -> bool:
     """The kernel may run: CUDA, `PPX_TEMPORAL` is not `mlx`, the SM count is known, no `check`
     failed."""
-    return (
-        on_cuda()
-        and os.environ.get(ENV_VAR, "").strip().lower() != "mlx"
-        and disabled_reason is None
-        and sm_count() is not None
-    )
+    return persistent_kernel.available(ENV_VAR) and disabled_reason is None
 
 
 def _linears(layer: Any) -> list[Any]:
@@ -493,7 +487,7 @@ def work_size(lm: Any) -> int:
     head_dim = cfg.d_model // cfg.num_heads
     runs = -(-cfg.context // 32)
     return (
-        depformer_kernel.SYNC_WORDS
+        persistent_kernel.SYNC_WORDS
         + 4 * cfg.d_model
         + cfg.dim_feedforward
         + cfg.num_heads * runs * (head_dim + 2)
@@ -509,7 +503,6 @@ def run(
     cfg = lm.config.temporal
     head_dim = cfg.d_model // cfg.num_heads
     params = [weights.eps, head_dim**-0.5 * math.log2(math.e), math.log2(cfg.max_period)]
-    blocks = sm_count() or 1
     consts: list[tuple[str, Any]] = [
         ("T", lm.dtype),
         ("BITS", weights.bits),
@@ -522,7 +515,7 @@ def run(
         ("CTX", cfg.context),
         ("NT", THREADS),
         ("U", UNROLL[weights.bits]),
-        ("SYNC", depformer_kernel.SYNC_WORDS),
+        ("SYNC", persistent_kernel.SYNC_WORDS),
     ]
     keys = [state[0] for state in states]
     values = [state[1] for state in states]
@@ -541,7 +534,7 @@ def run(
             *keys,
             *values,
         ],
-        grid=(blocks * THREADS, 1, 1),
+        grid=(persistent_kernel.blocks() * THREADS, 1, 1),
         threadgroup=(THREADS, 1, 1),
         output_shapes=[(cfg.d_model,), (work_size(lm),)],
         output_dtypes=[lm.dtype, mx.float32],
@@ -580,17 +573,15 @@ def check(lm: Any) -> bool:
                 c.offset += 1
             if np.array(work[:2]).view(np.uint32)[1]:
                 raise ValueError("its grid barrier timed out (blocks not resident together)")
-            _compare(got, want, f"step {p}")
-            _compare(ours[-1].keys[:, :, : p + 1], theirs[-1].keys[:, :, : p + 1], "cached keys")
+            persistent_kernel.compare(got, want, f"step {p}", CHECK_TOLERANCE)
+            persistent_kernel.compare(
+                ours[-1].keys[:, :, : p + 1],
+                theirs[-1].keys[:, :, : p + 1],
+                "cached keys",
+                CHECK_TOLERANCE,
+            )
     except Exception as err:  # any failure: MLX's ops run the temporal transformer
         disabled_reason = (
             f"the temporal kernel failed its check ({err}); using MLX's kernels instead"
         )
     return enabled()
-
-
-def _compare(got: mx.array, ref: mx.array, what: str) -> None:
-    got, ref = got.astype(mx.float32), ref.astype(mx.float32)
-    error = (mx.abs(got - ref).max() / mx.abs(ref).max()).item()
-    if not error <= CHECK_TOLERANCE:
-        raise ValueError(f"its {what} is off by {error:.3g} of the largest value")

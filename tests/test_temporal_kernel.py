@@ -94,6 +94,33 @@ def test_the_kernel_steps_like_mlx_through_a_wrapping_ring(bits, monkeypatch):
 
 
 @GPU
+def test_the_kernel_continues_a_prefill_of_mlx_ops(monkeypatch):
+    """A session prefills the rings with MLX's batched forward, then steps with the kernel."""
+    lm = small_lm(bits=8)
+    d = lm.config.temporal.d_model
+    prompt = mx.random.normal((1, 30, d), key=mx.random.key(2)).astype(lm.dtype)
+    outs = {}
+    for mode in ("kernel", "mlx"):
+        if mode == "mlx":
+            monkeypatch.setenv(temporal_kernel.ENV_VAR, "mlx")
+        caches = lm.make_cache(smallest_window=8)
+        lm.forward(prompt, caches)
+        rows = []
+        for p in range(30, 45):  # past the 40-slot ring's end
+            x = mx.random.normal((1, 1, d), key=mx.random.key(100 + p)).astype(lm.dtype)
+            states = [c.state for c in caches]
+            pos = mx.array(p, dtype=mx.int32)
+            _, h = lm.forward_step(x, states, pos, caches[0].step_window())
+            for c, s in zip(caches, states, strict=True):
+                c.state = list(s)
+                c.offset += 1
+            rows.append(np.array(h.astype(mx.float32)).reshape(-1))
+        outs[mode] = np.stack(rows)
+    scale = np.abs(outs["mlx"]).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(outs["kernel"] - outs["mlx"]) <= 0.05 * scale)
+
+
+@GPU
 def test_a_wrong_kernel_is_turned_off(monkeypatch):
     monkeypatch.setattr(temporal_kernel, "disabled_reason", None)
     monkeypatch.setattr(temporal_kernel, "_kernels", {})

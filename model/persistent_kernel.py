@@ -1,0 +1,149 @@
+"""What the persistent CUDA kernels (`model.temporal_kernel`, `model.depformer_kernel`) share.
+
+Both keep one block per SM resident for a whole step and separate the phases that need all of
+a previous phase's outputs with a grid-wide barrier: an atomic counter in the first word of a
+zeroed work buffer. Blocks are co-resident because there is one per SM (`backend.sm_count`) and
+the kernel declares its block size to the compiler (`bounded_kernel`: `__launch_bounds__`), so
+registers never keep a block from fitting. A barrier that waits more than a second sets an
+error flag (the buffer's second word) and every later one falls through: a kernel can fail, but
+never hang the GPU. Each kernel's `check` compares it with MLX's ops at load (`compare`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import mlx.core as mx
+
+from model import matvec
+from model.backend import on_cuda, sm_count
+
+SYNC_WORDS = 32  # the work buffer's first words: barrier counter, error flag
+
+HEADER = (
+    matvec._HEADER
+    + """
+#include <cuda/std/limits>
+
+__device__ __forceinline__ unsigned long long ppx_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Grid-wide barrier over co-resident blocks: a counter that only grows (zeroed with the buffer),
+// each block waiting (acquire loads) for its next multiple of gridDim.x. After a second of
+// waiting it raises the error flag (word 1) and every barrier from then on falls through.
+__device__ __forceinline__ void ppx_grid_sync(unsigned int* sync, unsigned int& target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    target += gridDim.x;
+    __threadfence();
+    atomicAdd(sync, 1u);
+    unsigned int v;
+    int spins = 0;
+    unsigned long long t0 = 0;
+    while (true) {
+      asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(sync) : "memory");
+      if (v >= target) break;
+      if ((++spins & 1023) == 0) {  // now and then: the error flag, the clock
+        if (t0 == 0) t0 = ppx_now();
+        const volatile unsigned int* flag = sync + 1;
+        if (*flag) break;
+        if (ppx_now() - t0 > 1000000000ull) {
+          atomicExch(sync + 1, 1u);
+          break;
+        }
+      }
+    }
+  }
+  __syncthreads();
+}
+
+template <int NT>
+__device__ __forceinline__ float ppx_block_sum(float v, float* red) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffff, v, off);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float t = 0.f;
+#pragma unroll
+  for (int i = 0; i < NT / 32; i++) t += red[i];
+  return t;
+}
+"""
+)
+
+
+def available(env_var: str) -> bool:
+    """A persistent kernel can run here: CUDA, `env_var` is not `mlx`, the SM count is known."""
+    return (
+        on_cuda()
+        and os.environ.get(env_var, "").strip().lower() != "mlx"
+        and sm_count() is not None
+    )
+
+
+def blocks() -> int:
+    """Blocks of a persistent kernel: one per SM."""
+    return sm_count() or 1
+
+
+CUDA_TYPES = {mx.bfloat16: "__nv_bfloat16", mx.float16: "__half", mx.float32: "float"}
+
+
+def bounded_source(
+    name: str, body: str, header: str, consts: list[tuple[str, Any]], threads: int
+) -> tuple[str, str, str]:
+    """(name, source, header) of `bounded_kernel`: the constants written into the source, the
+    name made unique by a digest, and a macro that puts `__launch_bounds__` on the declaration
+    (MLX declares `__global__ void custom_kernel_<name>(...)` right after the header; the macro
+    is undefined at the end of the body, before NVRTC looks the kernel up by name)."""
+    lines = [
+        f"  using {k} = {CUDA_TYPES[v]};"
+        if isinstance(v, mx.Dtype)
+        else f"  constexpr int {k} = {int(v)};"
+        for k, v in consts
+    ]
+    digest = hashlib.sha1(repr((body, header, consts, threads)).encode()).hexdigest()[:12]
+    name = f"{name}_{digest}"
+    full = f"custom_kernel_{name}"
+    bounds = f"\n#define {full} __launch_bounds__({threads}, 1) {full}\n"
+    source = "\n".join(lines) + "\n" + body + f"\n#undef {full}\n"
+    return name, source, header + bounds
+
+
+def bounded_kernel(
+    name: str,
+    inputs: list[str],
+    outputs: list[str],
+    body: str,
+    header: str,
+    consts: list[tuple[str, Any]],
+    threads: int,
+    **kwargs: Any,
+) -> Any:
+    """`mx.fast.cuda_kernel` with its constants written into the source (dtypes as `using`,
+    ints as `constexpr int`) instead of template arguments, so that the kernel's name is known
+    and its declaration can carry `__launch_bounds__(threads, 1)`: the compiler then fits its
+    registers to `threads` per block, one block per SM. Call it without `template`."""
+    name, source, header = bounded_source(name, body, header, consts, threads)
+    return mx.fast.cuda_kernel(
+        name=name,
+        input_names=inputs,
+        output_names=outputs,
+        source=source,
+        header=header,
+        **kwargs,
+    )
+
+
+def compare(got: mx.array, ref: mx.array, what: str, tolerance: float) -> None:
+    """Raise ValueError unless |got - ref| <= tolerance * max|ref| everywhere (NaN fails)."""
+    got, ref = got.astype(mx.float32), ref.astype(mx.float32)  # error relative to ref's largest
+    error = (mx.abs(got - ref).max() / mx.abs(ref).max()).item()
+    if not error <= tolerance:  # also catches NaN (and a timed-out barrier's garbage)
+        raise ValueError(f"its {what} logits are off by {error:.3g} of the largest")
