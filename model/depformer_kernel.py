@@ -46,7 +46,7 @@ KERNEL_NAME = "ppx_depformer"  # MLX keeps one compiled module per name (and tem
 
 
 @dataclass(frozen=True)
-class DepformerStack:
+class DepformerStack(persistent_kernel.StackedWeights):
     """The depformer's weights as the kernel reads them (the modules hold views of these).
 
     qa/sa/ba: every 1024-input projection (rows per layer: in_proj of all steps, out_proj of all
@@ -55,18 +55,8 @@ class DepformerStack:
     norms: norm1/norm2 weights of each layer in the activation dtype.
     """
 
-    qa: mx.array
-    sa: mx.array
-    ba: mx.array
-    qb: mx.array
-    sb: mx.array
-    bb: mx.array
-    heads: mx.array
-    emb: mx.array
-    norms: mx.array
-    bits: int
-    group_size: int
-    eps: float
+    heads: mx.array | None = None
+    emb: mx.array | None = None
 
 
 _HEADER = (
@@ -475,7 +465,7 @@ def stack(lm: Any) -> DepformerStack:
     head = dep.layers[0].self_attn.in_proj
     eps = dep.layers[0].norm1.eps
     return DepformerStack(
-        qa, sa, ba, qb, sb, bb, heads, emb, norms, head.bits, head.group_size, eps
+        qa, sa, ba, qb, sb, bb, norms, head.bits, head.group_size, eps, heads=heads, emb=emb
     )
 
 
@@ -546,29 +536,23 @@ def run(
         ("NT", THREADS),
         ("SYNC", persistent_kernel.SYNC_WORDS),
     ]
-    tokens, work = _get_kernel(consts)(
-        inputs=[
+    tokens, work = persistent_kernel.launch(
+        _get_kernel(consts),
+        [
             dep_in.reshape(-1).astype(dtype),
             text_token.reshape(1).astype(mx.int32),
             _NO_FLOAT if noise is None else noise.astype(mx.float32).reshape(-1),
             _NO_INT if forced is None else forced.astype(mx.int32).reshape(-1),
             _NO_INT if provided is None else provided.astype(mx.int32).reshape(-1),
             mx.array(scalars, dtype=mx.float32),
-            weights.qa,
-            weights.sa,
-            weights.ba,
-            weights.qb,
-            weights.sb,
-            weights.bb,
+            *weights.projections,
             weights.heads,
             weights.emb,
             weights.norms,
         ],
-        grid=(persistent_kernel.blocks() * THREADS, 1, 1),
-        threadgroup=(THREADS, 1, 1),
-        output_shapes=[(n_steps,), (work_size,)],
-        output_dtypes=[mx.int32, mx.float32],
-        init_value=0,
+        [(n_steps,), (work_size,)],
+        [mx.int32, mx.float32],
+        THREADS,
     )
     start = work_size - cfg.dep_q * cfg.card
     logits = work[start : start + n_steps * cfg.card].reshape(n_steps, cfg.card)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
@@ -78,6 +79,29 @@ __device__ __forceinline__ float ppx_block_sum(float v, float* red) {
 )
 
 
+@dataclass(frozen=True)
+class StackedWeights:
+    """A kernel's quantized projections stacked by input width (the modules hold views):
+    qa/sa/ba (weights, scales, biases) of the model-width inputs, qb/sb/bb of the FFN's
+    `linear_out`; norms: the RMSNorm weights in the activation dtype, and their epsilon."""
+
+    qa: mx.array
+    sa: mx.array
+    ba: mx.array
+    qb: mx.array
+    sb: mx.array
+    bb: mx.array
+    norms: mx.array
+    bits: int
+    group_size: int
+    eps: float
+
+    @property
+    def projections(self) -> tuple[mx.array, ...]:
+        """The quantized stacks in the kernels' input order: qa, sa, ba, qb, sb, bb."""
+        return (self.qa, self.sa, self.ba, self.qb, self.sb, self.bb)
+
+
 def available(env_var: str) -> bool:
     """A persistent kernel can run here: CUDA, `env_var` is not `mlx`, the SM count is known."""
     return (
@@ -87,9 +111,23 @@ def available(env_var: str) -> bool:
     )
 
 
-def blocks() -> int:
-    """Blocks of a persistent kernel: one per SM."""
-    return sm_count() or 1
+def launch(
+    kernel: Any,
+    inputs: list[mx.array],
+    shapes: list[tuple[int, ...]],
+    dtypes: list[mx.Dtype],
+    threads: int,
+) -> list[mx.array]:
+    """Run a persistent kernel: one block of `threads` per SM, outputs zeroed (the work buffer's
+    barrier counter and error flag must start at 0)."""
+    return kernel(
+        inputs=inputs,
+        grid=((sm_count() or 1) * threads, 1, 1),
+        threadgroup=(threads, 1, 1),
+        output_shapes=shapes,
+        output_dtypes=dtypes,
+        init_value=0,
+    )
 
 
 CUDA_TYPES = {mx.bfloat16: "__nv_bfloat16", mx.float16: "__half", mx.float32: "float"}

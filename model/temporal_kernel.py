@@ -45,23 +45,12 @@ DTYPES = (mx.bfloat16, mx.float16)  # x and the hidden state live in shared memo
 
 
 @dataclass(frozen=True)
-class TemporalStack:
+class TemporalStack(persistent_kernel.StackedWeights):
     """The temporal transformer's weights as the kernel reads them (the modules hold views).
 
     qa/sa/ba: every 4096-input projection (per layer: in_proj, out_proj, linear_in rows);
     qb/sb/bb: every `linear_out`; norms: norm1/norm2 weights in the activation dtype.
     """
-
-    qa: mx.array
-    sa: mx.array
-    ba: mx.array
-    qb: mx.array
-    sb: mx.array
-    bb: mx.array
-    norms: mx.array
-    bits: int
-    group_size: int
-    eps: float
 
 
 _HEADER = """
@@ -519,26 +508,20 @@ def run(
     ]
     keys = [state[0] for state in states]
     values = [state[1] for state in states]
-    out, work = _get_kernel(consts, cfg.num_layers)(
-        inputs=[
+    out, work = persistent_kernel.launch(
+        _get_kernel(consts, cfg.num_layers),
+        [
             x.reshape(-1).astype(lm.dtype),
             pos.reshape(1).astype(mx.int32),
             mx.array(params, dtype=mx.float32),
-            weights.qa,
-            weights.sa,
-            weights.ba,
-            weights.qb,
-            weights.sb,
-            weights.bb,
+            *weights.projections,
             weights.norms,
             *keys,
             *values,
         ],
-        grid=(persistent_kernel.blocks() * THREADS, 1, 1),
-        threadgroup=(THREADS, 1, 1),
-        output_shapes=[(cfg.d_model,), (work_size(lm),)],
-        output_dtypes=[lm.dtype, mx.float32],
-        init_value=0,
+        [(cfg.d_model,), (work_size(lm),)],
+        [lm.dtype, mx.float32],
+        THREADS,
     )
     return out.reshape(1, 1, cfg.d_model), work
 
