@@ -39,6 +39,7 @@ import mlx.nn as nn
 from model.backend import on_cuda
 
 ENV_VAR = "PPX_MATVEC"
+ROWS_ENV_VAR = "PPX_QUANTIZED_ROWS"  # `qmm`: several rows through MLX's quantized GEMM on CUDA
 ROWS = 1  # output rows per warp (1, 2 and 4 measured: 1 is fastest)
 UNROLL = 2  # 16-byte chunks per thread the loop is unrolled by (2, 4 and 8 measured)
 THREADS = 256  # per block (8 warps)
@@ -291,9 +292,21 @@ def _run(x: mx.array, q: Quantized, n_out: int, r: mx.array) -> mx.array:
 
 
 def _mlx(x: mx.array, q: Quantized) -> mx.array:
+    if on_cuda() and x.size > q.inputs and os.environ.get(ROWS_ENV_VAR, "") != "qmm":
+        return x @ dequantized(q).T
     return mx.quantized_matmul(
         x, q.weight, q.scales, q.biases, transpose=True, group_size=q.group_size, bits=q.bits
     )
+
+
+def dequantized(q: Quantized) -> mx.array:
+    """The weight [N, K] in the scales' dtype (a temporary: made at each use, freed after).
+
+    On CUDA a product of several rows (the prompt prefill) multiplies this with cuBLAS: MLX's
+    quantized GEMM is a CUTLASS kernel compiled on first use, 40 s or more on a machine's first
+    run (4-bit), while dequantizing is a precompiled kernel. `PPX_QUANTIZED_ROWS=qmm` goes back
+    to MLX's quantized GEMM."""
+    return mx.dequantize(q.weight, q.scales, q.biases, group_size=q.group_size, bits=q.bits)
 
 
 def matvec(x: mx.array, q: Quantized, residual: mx.array | None = None) -> mx.array:

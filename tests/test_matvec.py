@@ -233,3 +233,22 @@ def test_preparing_a_quantized_lm_checks_each_kind_of_weight(monkeypatch):
     lm.prepare()
     assert {(bits, group) for _, bits, group in calls} == {(8, 64)}
     assert {dtype for dtype, _, _ in calls} == {lm.dtype}
+
+
+def test_several_rows_on_cuda_multiply_the_dequantized_weight(monkeypatch):
+    # on CUDA a prefill's rows go through dequantize + matmul (no JIT-compiled quantized GEMM)
+    q = quantized(64, 256, 8)
+    x = mx.random.normal((1, 5, 256), key=mx.random.key(3))
+    want = np.array(mx.quantized_matmul(x, q.weight, q.scales, q.biases, transpose=True, bits=8))
+    monkeypatch.setattr(matvec, "on_cuda", lambda: True)
+    monkeypatch.delenv(matvec.ROWS_ENV_VAR, raising=False)
+    calls = []
+    monkeypatch.setattr(
+        matvec, "dequantized", lambda q, f=matvec.dequantized: calls.append(1) or f(q)
+    )
+    got = np.array(matvec.matvec(x, q))
+    assert calls and np.allclose(got, want, rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv(matvec.ROWS_ENV_VAR, "qmm")
+    calls.clear()
+    np.testing.assert_array_equal(np.array(matvec.matvec(x, q)), want)
+    assert not calls
