@@ -291,8 +291,14 @@ def _run(x: mx.array, q: Quantized, n_out: int, r: mx.array) -> mx.array:
     return out.reshape(*x.shape[:-1], n_out)
 
 
+def dequantizes_rows() -> bool:
+    """Products of several rows multiply dequantized weights (CUDA, unless `PPX_QUANTIZED_ROWS`
+    is `qmm`)."""
+    return on_cuda() and os.environ.get(ROWS_ENV_VAR, "").strip().lower() != "qmm"
+
+
 def _mlx(x: mx.array, q: Quantized) -> mx.array:
-    if on_cuda() and x.size > q.inputs and os.environ.get(ROWS_ENV_VAR, "") != "qmm":
+    if x.size > q.inputs and dequantizes_rows():
         return x @ dequantized(q).T
     return mx.quantized_matmul(
         x, q.weight, q.scales, q.biases, transpose=True, group_size=q.group_size, bits=q.bits
