@@ -268,7 +268,8 @@ class LM(nn.Module):
         """
         hide = hide or default_mode()
         x = self._as_activation(x)
-        stack = self.temporal_stack() if temporal_kernel.enabled() else None
+        one_row = x.shape[0] == 1 and x.shape[1] == 1  # what the kernel takes
+        stack = self.temporal_stack() if one_row and temporal_kernel.enabled() else None
         if stack is not None:  # one kernel; it writes the rings in place (states unchanged)
             x, _ = temporal_kernel.run(self, stack, x, pos, states)
         else:
@@ -346,7 +347,8 @@ class LM(nn.Module):
         if sampling and key is None:
             raise ValueError("sampling with a temperature needs a key")
         noise = gumbel_noise(key, (n, self.config.card)) if sampling else None
-        stack = self.depformer_stack() if depformer_kernel.enabled() else None
+        one_row = h.shape[0] == 1  # what the kernel takes
+        stack = self.depformer_stack() if one_row and depformer_kernel.enabled() else None
         if stack is not None:
             dep_in = self.depformer_inputs_flat(h, n)
             tokens, _, _ = depformer_kernel.run(
