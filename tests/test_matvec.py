@@ -247,7 +247,9 @@ def test_several_rows_on_cuda_multiply_the_dequantized_weight(monkeypatch):
         matvec, "dequantized", lambda q, f=matvec.dequantized: calls.append(1) or f(q)
     )
     got = np.array(matvec.matvec(x, q))
-    assert calls and np.allclose(got, want, rtol=1e-5, atol=1e-5)
+    # a GPU's cuBLAS multiplies float32 in TF32 (~1e-3); the CPU agrees to float32 rounding
+    tol = 1e-5 if mx.default_device() == mx.cpu else 5e-3
+    assert calls and np.abs(got - want).max() <= tol * np.abs(want).max()
     monkeypatch.setenv(matvec.ROWS_ENV_VAR, "qmm")
     calls.clear()
     np.testing.assert_array_equal(np.array(matvec.matvec(x, q)), want)
