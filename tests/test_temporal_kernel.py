@@ -29,15 +29,23 @@ def small_lm(bits: int | None = 8, dtype: mx.Dtype = mx.bfloat16, context: int =
     return random_lm(config, dtype=dtype, seed=seed)
 
 
-def steps(lm, n: int, seed: int = 4) -> np.ndarray:
-    """Outputs h of n one-position steps from empty rings (MLX's or the kernel's path)."""
+def steps(lm, n: int, seed: int = 4, compiled: bool = False) -> np.ndarray:
+    """Outputs h of n one-position steps from empty rings (MLX's or the kernel's path), called
+    directly or (`compiled`) through one compiled graph per window, as sessions run them."""
     caches = lm.make_cache(smallest_window=8)
+    graphs = {}
     outs = []
     for p in range(n):
         x = mx.random.normal((1, 1, lm.config.temporal.d_model), key=mx.random.key(seed + p))
         states = [c.state for c in caches]
         window = caches[0].step_window()
-        _, h = lm.forward_step(x.astype(lm.dtype), states, mx.array(p, dtype=mx.int32), window)
+
+        def step(x, pos, states, window=window):
+            return lm.forward_step(x, states, pos, window)[1], states
+
+        if compiled:
+            step = graphs.setdefault(window, mx.compile(step))
+        h, states = step(x.astype(lm.dtype), mx.array(p, dtype=mx.int32), states)
         for c, s in zip(caches, states, strict=True):
             c.state = list(s)
             c.offset += 1
@@ -91,6 +99,13 @@ def test_the_kernel_steps_like_mlx_through_a_wrapping_ring(bits, monkeypatch):
     theirs = steps(lm, 50)
     scale = np.abs(theirs).max(axis=-1, keepdims=True)
     assert np.all(np.abs(ours - theirs) <= 0.05 * scale)
+
+
+@GPU
+def test_compiled_kernel_steps_equal_direct_ones():
+    """Sessions run the step as compiled graphs that return the rings they were given."""
+    lm = small_lm(bits=8)
+    np.testing.assert_array_equal(steps(lm, 45, compiled=True), steps(lm, 45))
 
 
 @GPU
