@@ -411,14 +411,10 @@ def supports(lm: Any) -> str | None:
     if not dep.layers:
         return "the depformer has no layers"
     layer = dep.layers[0]
-    linears = [layer.self_attn.in_proj, layer.self_attn.out_proj]
-    linears += [g.linear_in for g in layer.gating] + [g.linear_out for g in layer.gating]
-    linears += list(lm.depformer_in)
-    kinds = {(type(x).__name__, getattr(x, "bits", None), getattr(x, "group_size", None))
-             for x in linears}  # fmt: skip
+    linears = _projections(lm)
     if any(getattr(x, "bits", None) not in matvec.BITS for x in linears):
         return "its projections are not 4- or 8-bit quantized"
-    if len({k[1:] for k in kinds}) != 1:
+    if len({(x.bits, x.group_size) for x in linears}) != 1:
         return "its projections are quantized in different ways"
     if any(getattr(x, "mode", "affine") != "affine" for x in linears):
         return "its projections are not affine quantized"
@@ -469,14 +465,20 @@ def stack(lm: Any) -> DepformerStack:
     )
 
 
+def _projections(lm: Any) -> list[Any]:
+    """The depformer layers' projections, layer by layer (attention, then each step's FFN)."""
+    out: list[Any] = []
+    for layer in lm.depformer.layers:
+        out += [layer.self_attn.in_proj, layer.self_attn.out_proj]
+        out += [lin for g in layer.gating for lin in (g.linear_in, g.linear_out)]
+    return out
+
+
 def stack_sources(lm: Any) -> tuple[mx.array, ...]:
     """The arrays `stack(lm)` reads (to tell when a stack is stale)."""
-    out: list[mx.array] = []
-    for layer in lm.depformer.layers:
-        for x in (layer.self_attn.in_proj, layer.self_attn.out_proj, *layer.gating):
-            for lin in (x.linear_in, x.linear_out) if hasattr(x, "linear_in") else (x,):
-                out += [lin[p] for p in ("weight", "scales", "biases") if p in lin]
-        out += [layer.norm1.alpha, layer.norm2.alpha]
+    parts = ("weight", "scales", "biases")
+    out = [lin[p] for lin in _projections(lm) for p in parts if p in lin]
+    out += [n.alpha for layer in lm.depformer.layers for n in (layer.norm1, layer.norm2)]
     out += [h.weight for h in lm.linears]
     out += [lm.depformer_text_emb.weight] + [e.weight for e in lm.depformer_emb]
     return tuple(out)
@@ -573,9 +575,8 @@ def check(lm: Any) -> bool:
     weights = lm.depformer_stack()
     if not enabled() or weights is None:
         return False
-    if getattr(lm, "_depformer_checked", None) is weights:
+    if not persistent_kernel.first_check(lm, "_depformer_checked", weights):
         return True
-    lm._depformer_checked = weights
     cfg = lm.config
     n = cfg.dep_q
     try:

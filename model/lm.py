@@ -180,15 +180,12 @@ class LM(nn.Module):
         (`temporal_kernel.check`, `depformer_kernel.check`).
         """
         dtype = self.dtype
-        if temporal_kernel.enabled() and temporal_kernel.supports(self) is None:
-            if not _fresh(self, "_temporal_stack", temporal_kernel.stack_sources(self)):
-                value = temporal_kernel.stack(self)
-                self._temporal_stack = Derived(temporal_kernel.stack_sources(self), value)
-        if depformer_kernel.enabled() and depformer_kernel.supports(self) is None:
-            # before the modules derive their per-step views: stacking replaces their weights
-            if not _fresh(self, "_dep_stack", depformer_kernel.stack_sources(self)):
-                value = depformer_kernel.stack(self)
-                self._dep_stack = Derived(depformer_kernel.stack_sources(self), value)
+        # before the modules derive their per-step views: stacking replaces their weights
+        for name, kernel in _KERNEL_STACKS.items():
+            if kernel.enabled() and kernel.supports(self) is None:
+                if not _fresh(self, name, kernel.stack_sources(self)):
+                    value = kernel.stack(self)
+                    setattr(self, name, Derived(kernel.stack_sources(self), value))
         kinds = set()
         for _, module in self.named_modules():
             if module is not self and hasattr(module, "prepare"):
@@ -202,22 +199,21 @@ class LM(nn.Module):
             self._tables = stack_tables(tables, zero_row=True)
         if not _fresh(self, "_dep_in", stacked_sources(self.depformer_in)):
             self._dep_in = stack_linears(self.depformer_in)
-        if self.depformer_stack() is not None:
-            depformer_kernel.check(self)  # on CUDA: the one-kernel depformer, or MLX's ops
-        if self.temporal_stack() is not None:
-            temporal_kernel.check(self)  # on CUDA: the one-kernel temporal step, or MLX's ops
+        for kernel in _KERNEL_STACKS.values():
+            kernel.check(self)  # on CUDA: the kernel, or MLX's ops if it fails (or is not stacked)
 
     def temporal_stack(self) -> temporal_kernel.TemporalStack | None:
         """The temporal kernel's stacked weights, when prepared for the current weights."""
-        if not _fresh(self, "_temporal_stack", temporal_kernel.stack_sources(self)):
-            return None
-        return self._temporal_stack.value
+        return self._kernel_stack("_temporal_stack")
 
     def depformer_stack(self) -> depformer_kernel.DepformerStack | None:
         """The depformer kernel's stacked weights, when prepared for the current weights."""
-        if not _fresh(self, "_dep_stack", depformer_kernel.stack_sources(self)):
+        return self._kernel_stack("_dep_stack")
+
+    def _kernel_stack(self, name: str) -> object | None:
+        if not _fresh(self, name, _KERNEL_STACKS[name].stack_sources(self)):
             return None
-        return self._dep_stack.value
+        return getattr(self, name).value
 
     # ---- temporal transformer -------------------------------------------------------------
 
@@ -375,6 +371,10 @@ class LM(nn.Module):
         tokens = tokens.astype(mx.int32)
         _, logits = self._run_depformer(h, text_token, lambda k, _: tokens[k], n, valid_ids=False)
         return mx.stack(logits).astype(mx.float32)
+
+
+# The one-kernel paths on CUDA, by the LM attribute that holds their stacked weights.
+_KERNEL_STACKS = {"_temporal_stack": temporal_kernel, "_dep_stack": depformer_kernel}
 
 
 def _fresh(lm: LM, name: str, sources: tuple[mx.array, ...]) -> bool:

@@ -102,6 +102,15 @@ class StackedWeights:
         return (self.qa, self.sa, self.ba, self.qb, self.sb, self.bb)
 
 
+def first_check(lm: Any, attr: str, weights: StackedWeights) -> bool:
+    """True when `weights` (a kernel's stack for `lm`) have not been checked yet; marks them, so
+    that a kernel is checked once per set of weights."""
+    if getattr(lm, attr, None) is weights:
+        return False
+    setattr(lm, attr, weights)
+    return True
+
+
 def available(env_var: str) -> bool:
     """A persistent kernel can run here: CUDA, `env_var` is not `mlx`, the SM count is known."""
     return (

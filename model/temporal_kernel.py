@@ -537,9 +537,8 @@ def check(lm: Any) -> bool:
     weights = lm.temporal_stack()
     if not enabled() or weights is None:
         return False
-    if getattr(lm, "_temporal_checked", None) is weights:
+    if not persistent_kernel.first_check(lm, "_temporal_checked", weights):
         return True
-    lm._temporal_checked = weights
     cfg = lm.config.temporal
     try:
         ours, theirs = lm.make_cache(), lm.make_cache()
