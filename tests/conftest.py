@@ -3,6 +3,7 @@ models (fake and tiny real) the conversation tests run against."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,3 +23,26 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_model(request: pytest.FixtureRequest, small_checkpoint: Path) -> Callable[[], object]:
     """A function making the model; `Probe` calls it in the loader, on the engine thread."""
     return lambda: MODEL_FACTORIES[request.param](small_checkpoint)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Lists the Mimi parity tests' accepted ties (tests/test_mimi_parity.py), when any ran."""
+    reference = sys.modules.get("tests.mimi_reference")  # imported only if those tests ran
+    if reference is None or not reference.TIE_REPORT:
+        return
+    TIE_REPORT, SNR_REPORT = reference.TIE_REPORT, reference.SNR_REPORT
+    ties = sum(len(t) for _, t, _ in TIE_REPORT)
+    compared = sum(n for _, _, n in TIE_REPORT)
+    terminalreporter.write_line(
+        f"Mimi parity: {ties} tie(s) accepted in {compared} codes compared over {len(TIE_REPORT)} runs"
+    )
+    for name, found, _ in TIE_REPORT:
+        for frame, codebook, gap in found:
+            terminalreporter.write_line(
+                f"  {name}: frame {frame}, codebook {codebook}, distances {gap:.1e} apart"
+            )
+    if SNR_REPORT:
+        snrs = [snr for _, snr in SNR_REPORT]
+        terminalreporter.write_line(
+            f"Mimi parity: decoded audio {min(snrs):.1f}-{max(snrs):.1f} dB SNR over {len(snrs)} runs"
+        )

@@ -107,6 +107,11 @@ def stream_decode(mimi, codes: np.ndarray) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
+# (test, ties [(frame, codebook, relative gap)], codes compared), printed at the end of the run.
+TIE_REPORT: list[tuple[str, list[tuple[int, int, float]], int]] = []
+# (test, decoded audio's SNR in dB against the reference), printed at the end of the run.
+SNR_REPORT: list[tuple[str, float]] = []
+
 AUDIO_DIR = Path(__file__).parent / "data" / "audio"
 
 
@@ -123,3 +128,46 @@ def load_test_audio(name: str) -> np.ndarray:
     if rate != 24000:
         pcm = soxr.resample(pcm, rate, 24000).astype(np.float32)
     return pcm
+
+
+@torch.no_grad()
+def stream_encode_latents(mimi, pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`stream_encode`, also returning each frame's quantizer input: (codes [K, n], latents [n, D])."""
+    quantizer = mimi.quantizer
+    seen: list[torch.Tensor] = []
+    original = quantizer.encode
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x[0, :, 0].clone())
+        return original(x)
+
+    quantizer.encode = recording
+    try:
+        codes = stream_encode(mimi, pcm)
+    finally:
+        del quantizer.encode  # back to the class's method
+    return codes, torch.stack(seen).numpy()
+
+
+@torch.no_grad()
+def codebook_distances(mimi, latent: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """The reference's Euclidean distances (float64) from codebook k's input to all its entries.
+
+    `latent` is one frame's quantizer input [D]; `codes` the frame's codes, of which only those
+    before k are used (they fix the residual codebook k quantizes). Codebook 0 is the semantic
+    one; the acoustic ones quantize in residual after their own input projection, as moshi's
+    `SplitResidualVectorQuantizer.encode` does.
+    """
+    quantizer = mimi.quantizer
+    first, rest = quantizer.rvq_first, quantizer.rvq_rest
+    x = torch.from_numpy(latent).double()[None, :, None]
+    if k == 0:
+        rvq, layers = first, first.vq.layers[:1]
+    else:
+        rvq, layers = rest, rest.vq.layers[:k]
+    residual = rvq.input_proj.double()(x)[0, :, 0]
+    rvq.input_proj.float()
+    for j, layer in enumerate(layers[:-1]):
+        residual = residual - layer._codebook.embedding.double()[int(codes[1 + j])]
+    table = layers[-1]._codebook.embedding.double()
+    return torch.linalg.vector_norm(table - residual[None], dim=-1).numpy()

@@ -6,6 +6,15 @@ server does: `with mimi.streaming(1)`, one 1920-sample frame per `encode`, one c
 resampled to 24 kHz with soxr); the full-size config, slow on a CPU, runs two short clips; a
 variant of the tiny config (two dilated residual layers, other ratios and kernels, 4 codebooks)
 runs one clip.
+
+Codes are compared exactly, with one allowance for ties. The encoder is a float32 computation
+done in another order, so where the reference's nearest and second-nearest entries of a codebook
+are within float32 rounding of each other, either answer is right. In each frame, codes must
+equal the reference's up to the first codebook that differs; that difference is accepted only if
+the reference's own (float64) distances to the two entries differ by at most TIE_MARGIN of the
+nearest distance, and the residual codebooks after it in that frame (which quantize a residual
+that differs from then on) are not compared. Later frames are unaffected: the quantizer feeds
+nothing back into the encoder. Ties found are listed at the end of the test run.
 """
 
 from __future__ import annotations
@@ -18,7 +27,26 @@ import pytest
 
 from model.config import MimiConfig, mimi_tiny
 from model.mimi import MimiCodec, random_mimi_weights, save_weights
-from tests.mimi_reference import load_test_audio, moshi_mimi, stream_decode, stream_encode
+from tests.mimi_reference import (
+    SNR_REPORT,
+    TIE_REPORT,
+    codebook_distances,
+    load_test_audio,
+    moshi_mimi,
+    stream_decode,
+    stream_encode_latents,
+)
+
+# Relative gap |d(ours) - d(reference)| / d(reference) up to which two entries are a tie. Measured
+# on these clips on two x86-64 CPUs: the one tie seen (tiny config, shipping.wav, frame 11,
+# codebook 2) was 6.5e-8, i.e. float32 rounding; the closest decision that both sides made alike
+# was 9.8e-6. 1e-5 is about 80 float32 ulps: wide enough for rounding in another summation
+# order, two orders of magnitude tighter than any real disagreement would be.
+TIE_MARGIN = 1e-5
+# Decoded audio (from the reference's codes) measured 106-124 dB SNR against the reference on
+# every case here; 95 dB leaves a margin for other CPUs and BLAS builds, and fails a decoder
+# whose gain is off by 0.01% (-80 dB).
+DECODE_SNR_DB = 95
 
 TINY_CLIPS = [
     ("shipping.wav", None),
@@ -61,6 +89,7 @@ def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
 @dataclass
 class Run:
     ref_codes: np.ndarray  # reference streaming encode [8, n]
+    ref_latents: np.ndarray  # the reference quantizer's input per frame [n, D]
     ref_pcm: np.ndarray  # reference streaming decode of ref_codes
     codes: np.ndarray  # MimiCodec.encode_step frame by frame
     codes_batch: np.ndarray  # MimiCodec.encode of the whole clip
@@ -91,7 +120,7 @@ class Runs:
             pcm = load_test_audio(name)
             n = len(pcm) // codec.frame_size if frames is None else frames
             pcm = pcm[: n * codec.frame_size]
-            ref_codes = stream_encode(reference, pcm)
+            ref_codes, ref_latents = stream_encode_latents(reference, pcm)
             ref_pcm = stream_decode(reference, ref_codes)
             codec.reset()
             codes, out = [], []
@@ -103,6 +132,7 @@ class Runs:
                 mx.eval(codes[-1], out[-1])
             self._runs[key] = Run(
                 ref_codes=ref_codes,
+                ref_latents=ref_latents,
                 ref_pcm=ref_pcm,
                 codes=np.stack([np.array(c) for c in codes], axis=1),
                 codes_batch=codec.encode_numpy(pcm),
@@ -117,6 +147,32 @@ def runs(tmp_path_factory) -> Runs:
     return Runs(tmp_path_factory)
 
 
+def compare_codes(
+    reference, latents: np.ndarray, want: np.ndarray, got: np.ndarray
+) -> tuple[list[tuple[int, int, float]], int]:
+    """Frame by frame: equal up to the first differing codebook, which must be a tie.
+
+    Returns the ties (frame, codebook, relative gap) and how many codes were compared. Fails at
+    the first difference that is not a tie.
+    """
+    ties, compared = [], 0
+    for t in range(want.shape[1]):
+        for k in range(want.shape[0]):
+            compared += 1
+            a, b = int(want[k, t]), int(got[k, t])
+            if a == b:
+                continue
+            d = codebook_distances(reference, latents[t], want[:, t], k)
+            gap = abs(d[b] - d[a]) / d[a]
+            assert gap <= TIE_MARGIN, (
+                f"frame {t}, codebook {k}: entry {b} instead of {a}, whose distances differ by "
+                f"{gap:.2e} of the nearest (a tie is at most {TIE_MARGIN:.0e})"
+            )
+            ties.append((t, k, float(gap)))
+            break  # the residual differs from here on in this frame
+    return ties, compared
+
+
 @pytest.mark.parametrize("cfg_name,name,frames", CASES)
 def test_codes_match_reference_streaming(runs, cfg_name, name, frames):
     run = runs.get(cfg_name, name, frames)
@@ -124,9 +180,11 @@ def test_codes_match_reference_streaming(runs, cfg_name, name, frames):
     assert run.codes.shape == run.ref_codes.shape == (n_q, run.ref_codes.shape[1])
     # The clip must exercise the codebooks, or agreement would mean little.
     assert len(np.unique(run.ref_codes[0])) >= 3 and len(np.unique(run.ref_codes[1:])) >= 10
-    assert np.array_equal(run.codes[0], run.ref_codes[0]), "semantic codebook differs"
-    agree = np.mean(run.codes == run.ref_codes)
-    assert agree >= 0.99, f"only {agree:.2%} of codes equal the reference"
+    reference = runs.pair(cfg_name)[1]
+    ties, compared = compare_codes(reference, run.ref_latents, run.ref_codes, run.codes)
+    TIE_REPORT.append((f"streaming {cfg_name}/{name}", ties, compared))
+    # Ties are rare: a tie per frame would mean the margin hides real differences.
+    assert len(ties) <= max(1, run.ref_codes.shape[1] // 20)
 
 
 @pytest.mark.parametrize("cfg_name,name,frames", CASES)
@@ -134,15 +192,35 @@ def test_decode_matches_reference_streaming(runs, cfg_name, name, frames):
     run = runs.get(cfg_name, name, frames)
     assert run.pcm.shape == run.ref_pcm.shape == (run.ref_codes.shape[1] * 1920,)  # 80 ms frames
     assert np.sqrt(np.mean(run.ref_pcm**2)) > 1e-3  # the reference decodes to real signal
-    assert snr_db(run.ref_pcm, run.pcm) >= 40
+    snr = snr_db(run.ref_pcm, run.pcm)
+    SNR_REPORT.append((f"streaming {cfg_name}/{name}", snr))
+    assert snr >= DECODE_SNR_DB
 
 
 @pytest.mark.parametrize("cfg_name,name,frames", CASES)
 def test_streaming_equals_batch(runs, cfg_name, name, frames):
+    """The whole-clip encode gives the streaming codes (up to ties, judged by the reference)."""
     run = runs.get(cfg_name, name, frames)
-    assert np.mean(run.codes_batch == run.codes) >= 0.99
-    assert np.array_equal(run.codes_batch[0], run.codes[0])
-    assert snr_db(run.pcm, run.pcm_batch) >= 80
+    reference = runs.pair(cfg_name)[1]
+    ties, compared = compare_codes(reference, run.ref_latents, run.codes, run.codes_batch)
+    TIE_REPORT.append((f"batch {cfg_name}/{name}", ties, compared))
+    assert len(ties) <= max(1, run.ref_codes.shape[1] // 20)
+    snr = snr_db(run.pcm, run.pcm_batch)
+    SNR_REPORT.append((f"batch {cfg_name}/{name}", snr))
+    assert snr >= DECODE_SNR_DB
+
+
+def test_a_non_tie_difference_fails(runs):
+    """The comparison is not blind: one code moved to its second-nearest entry is caught."""
+    run = runs.get("tiny", "greeting.wav", None)
+    reference = runs.pair("tiny")[1]
+    t, k = run.ref_codes.shape[1] // 2, 3
+    d = codebook_distances(reference, run.ref_latents[t], run.ref_codes[:, t], k)
+    assert int(np.argmin(d)) == run.ref_codes[k, t]
+    moved = run.ref_codes.copy()
+    moved[k, t] = int(np.argsort(d)[1])
+    with pytest.raises(AssertionError, match=f"frame {t}, codebook {k}"):
+        compare_codes(reference, run.ref_latents, run.ref_codes, moved)
 
 
 def test_full_size_config_is_moshi_default():
