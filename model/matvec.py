@@ -209,7 +209,9 @@ def enabled() -> bool:
 
 disabled_reason: str | None = None  # why `check` turned the kernel off (None: it did not)
 _checked: set[tuple[Any, int, int]] = set()
-CHECK_TOLERANCE = 3e-2  # of the largest output; bfloat16 outputs differ by ~1e-2 at most
+# Relative L2 error of the output row: both round the same float32 sums to bfloat16, so they
+# differ by summation order and the odd rounding flip (see persistent_kernel.ROW_TOLERANCE).
+CHECK_TOLERANCE = 5e-3
 
 
 def check(dtype: mx.Dtype, bits: int, group_size: int) -> bool:
@@ -244,10 +246,10 @@ def check(dtype: mx.Dtype, bits: int, group_size: int) -> bool:
             (_run(x, q, rows // 2, mx.zeros((2,), dtype=dtype)), nn.silu(gate) * value),
         ]
         for got, ref in pairs:
-            got, ref = got.astype(mx.float32), ref.astype(mx.float32)
-            error = (mx.abs(got - ref).max() / mx.abs(ref).max()).item()
+            got, ref = got.astype(mx.float32).reshape(-1), ref.astype(mx.float32).reshape(-1)
+            error = (mx.linalg.norm(got - ref) / mx.linalg.norm(ref)).item()
             if not error <= CHECK_TOLERANCE:  # also catches NaN
-                raise ValueError(f"its result is off by {error:.3g} of the largest output")
+                raise ValueError(f"its result is off by {error:.3g} of the output's norm")
     except Exception as err:  # any failure: fall back to MLX's kernels
         disabled_reason = (
             f"the fused quantized mat-vec kernel failed its check ({err}); "

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
+import numpy as np
 
 from model import matvec
 from model.backend import on_cuda, sm_count
@@ -188,9 +189,30 @@ def bounded_kernel(
     )
 
 
-def compare(got: mx.array, ref: mx.array, what: str, tolerance: float) -> None:
-    """Raise ValueError unless |got - ref| <= tolerance * max|ref| everywhere (NaN fails)."""
-    got, ref = got.astype(mx.float32), ref.astype(mx.float32)  # error relative to ref's largest
-    error = (mx.abs(got - ref).max() / mx.abs(ref).max()).item()
+# A kernel's output rows must be within this relative L2 distance of MLX's ops' rows
+# (|got - ref| <= ROW_TOLERANCE * |ref| for each row, i.e. cosine >= ~0.99995). Both round to
+# the activation dtype at the same places, so they differ by float32 summation order and the
+# odd bfloat16 rounding flip: measured on an H200 (README, Speed) well under 1e-3 for every
+# kernel. A bound on each row's norm, rather than on the largest value anywhere, does not let
+# a few outlier channels hide an error in all the others.
+ROW_TOLERANCE = 5e-3
+
+
+def compare(got: mx.array, ref: mx.array, what: str, tolerance: float = ROW_TOLERANCE) -> float:
+    """Raise ValueError unless every row (last axis) of `got` is within `tolerance` of the same
+    row of `ref`, relative to that row's norm (NaN fails). Returns the worst relative error."""
+    got = got.astype(mx.float32).reshape(-1, got.shape[-1])
+    ref = ref.astype(mx.float32).reshape(-1, ref.shape[-1])
+    norms = mx.maximum(mx.linalg.norm(ref, axis=-1), 1e-30)
+    error = (mx.linalg.norm(got - ref, axis=-1) / norms).max().item()
     if not error <= tolerance:  # also catches NaN (and a timed-out barrier's garbage)
-        raise ValueError(f"its {what} logits are off by {error:.3g} of the largest")
+        raise ValueError(f"its {what} are off by {error:.3g} of a row's norm")
+    return error
+
+
+def same_argmax(got: mx.array, ref: mx.array, what: str) -> None:
+    """Raise ValueError unless each row's largest entry is at the same index in both."""
+    a = np.array(mx.argmax(got.reshape(-1, got.shape[-1]), axis=-1))
+    b = np.array(mx.argmax(ref.reshape(-1, ref.shape[-1]), axis=-1))
+    if not np.array_equal(a, b):
+        raise ValueError(f"its {what} pick {a.tolist()} where MLX's ops pick {b.tolist()}")

@@ -526,42 +526,77 @@ def run(
     return out.reshape(1, 1, cfg.d_model), work
 
 
-CHECK_TOLERANCE = 5e-2  # of the largest output value
+def _fill_rings(caches: list[Any], seed: int) -> None:
+    """Random keys and values in every slot of `caches` (a ring that has wrapped)."""
+    for i, c in enumerate(caches):
+        k_key, v_key = mx.random.split(mx.random.key(seed + i))
+        shape, dtype = c.keys.shape, c.keys.dtype
+        c.state = [
+            mx.random.normal(shape, key=k_key).astype(dtype),
+            mx.random.normal(shape, key=v_key).astype(dtype),
+        ]
+
+
+def verify(lm: Any, weights: TemporalStack) -> float:
+    """Step the kernel with `weights` beside MLX's ops (each with its own rings) and raise
+    ValueError where they differ; returns the worst relative row error seen.
+
+    Positions 0-2 on empty rings, then two positions past the end of a full ring of random
+    keys and values (every slot attended, the slot written wrapped around). At each step,
+    every layer's new key and value, the output after the final norm and the text logits must
+    agree per row (`persistent_kernel.compare`), and the logits' argmax must be the same.
+    """
+    cfg = lm.config.temporal
+    ours, theirs = lm.make_cache(), lm.make_cache()
+    positions = [0, 1, 2, cfg.context + 5, cfg.context + 6]
+    worst = 0.0
+    for n, p in enumerate(positions):
+        if p == cfg.context + 5:  # the same wrapped ring on both sides
+            _fill_rings(ours, 1000)
+            _fill_rings(theirs, 1000)
+            for c in (*ours, *theirs):
+                c.offset = p
+        x = mx.random.normal((1, 1, cfg.d_model), key=mx.random.key(10 + n)).astype(lm.dtype)
+        pos = mx.array(p, dtype=mx.int32)
+        got, work = run(lm, weights, x, pos, [c.state for c in ours])
+        states = [list(c.state) for c in theirs]
+        want = lm.transformer.step(x, states, pos, theirs[0].window_at(p), "bool")
+        for c, st in zip(theirs, states, strict=True):
+            c.state = st
+        mx.eval(got, want, work, [c.state for c in ours], [c.state for c in theirs])
+        for c in (*ours, *theirs):
+            c.offset += 1
+        if np.array(work[:2]).view(np.uint32)[1]:
+            raise ValueError("its grid barrier timed out (blocks not resident together)")
+        slot = p % cfg.context
+        for layer, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            for i, what in enumerate(("key", "value")):
+                row_a = a.state[i][:, :, slot].reshape(1, -1)
+                row_b = b.state[i][:, :, slot].reshape(1, -1)
+                what = f"layer {layer} {what}s at position {p}"
+                worst = max(worst, persistent_kernel.compare(row_a, row_b, what))
+        h_got, h_want = lm.out_norm(got), lm.out_norm(want)
+        worst = max(worst, persistent_kernel.compare(h_got, h_want, f"outputs at position {p}"))
+        logits_got, logits_want = lm.text_linear(h_got), lm.text_linear(h_want)
+        worst = max(
+            worst, persistent_kernel.compare(logits_got, logits_want, f"logits at position {p}")
+        )
+        persistent_kernel.same_argmax(logits_got, logits_want, f"text logits at position {p}")
+    return worst
 
 
 def check(lm: Any) -> bool:
-    """Run a few steps of the kernel on `lm`'s weights beside MLX's ops (each with its own rings)
-    and compare the outputs; outside compiled graphs (`LM.prepare` calls it). A failure turns
-    the kernel off for the process (`disabled_reason`). Returns whether it is on."""
+    """`verify` the kernel on `lm`'s weights; outside compiled graphs (`LM.prepare` calls it).
+    A failure turns the kernel off for the process (`disabled_reason`). Returns whether it is
+    on."""
     global disabled_reason
     weights = lm.temporal_stack()
     if not enabled() or weights is None:
         return False
     if not persistent_kernel.first_check(lm, "_temporal_checked", weights):
         return True
-    cfg = lm.config.temporal
     try:
-        ours, theirs = lm.make_cache(), lm.make_cache()
-        for p in range(3):
-            x = mx.random.normal((1, 1, cfg.d_model), key=mx.random.key(10 + p)).astype(lm.dtype)
-            pos = mx.array(p, dtype=mx.int32)
-            got, work = run(lm, weights, x, pos, [c.state for c in ours])
-            states = [list(c.state) for c in theirs]
-            want = lm.transformer.step(x, states, pos, theirs[0].window_at(p), "bool")
-            for c, s in zip(theirs, states, strict=True):
-                c.state = s
-            mx.eval(got, want, work, [c.state for c in ours], [c.state for c in theirs])
-            for c in (*ours, *theirs):
-                c.offset += 1
-            if np.array(work[:2]).view(np.uint32)[1]:
-                raise ValueError("its grid barrier timed out (blocks not resident together)")
-            persistent_kernel.compare(got, want, f"step {p}", CHECK_TOLERANCE)
-            persistent_kernel.compare(
-                ours[-1].keys[:, :, : p + 1],
-                theirs[-1].keys[:, :, : p + 1],
-                "cached keys",
-                CHECK_TOLERANCE,
-            )
+        verify(lm, weights)
     except Exception as err:  # any failure: MLX's ops run the temporal transformer
         disabled_reason = (
             f"the temporal kernel failed its check ({err}); using MLX's kernels instead"

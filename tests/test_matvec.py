@@ -151,21 +151,21 @@ def test_kernel_equals_mlx(bits, dtype, shape, monkeypatch):
     q = quantized(rows, inputs, bits)
     x = row(inputs, dtype=dtype)
     r = row(rows, seed=5, dtype=dtype)
-    tol = 1e-4 if dtype == mx.float32 else 2e-2
+    # float32: summation order only; bfloat16: the check's bound on the row's norm
+    tol = 1e-4 if dtype == mx.float32 else matvec.CHECK_TOLERANCE
     ref = reference(x, q)
-    scale = np.abs(ref).max()
     for got, want in (
         (matvec.matvec(x, q), ref),
         (matvec.matvec(x, q, r), ref + np.array(r.astype(mx.float32)).reshape(-1)),
         (matvec.gated_matvec(x, q), emulate(x, q, "gated")),
     ):
         got = np.array(got.astype(mx.float32)).reshape(-1)
-        assert np.abs(got - want).max() <= tol * scale
+        assert np.linalg.norm(got - want) <= tol * np.linalg.norm(want)
     # row-block views (the per-step depformer weights) start inside the stacked arrays
     block = slice(rows // 2 - rows // 2 % 8, rows)
     view = Quantized(q.weight[block], q.scales[block], q.biases[block], q.group_size, q.bits)
     got = np.array(matvec.matvec(x, view).astype(mx.float32)).reshape(-1)
-    assert np.abs(got - ref[block]).max() <= tol * scale
+    assert np.linalg.norm(got - ref[block]) <= tol * np.linalg.norm(ref[block])
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model import temporal_kernel
+from model import persistent_kernel, temporal_kernel
 from model.backend import on_cuda
 from model.layers import Derived
 from model.random_weights import random_lm
@@ -97,8 +97,7 @@ def test_the_kernel_steps_like_mlx_through_a_wrapping_ring(bits, monkeypatch):
     ours = steps(lm, 50)  # the 40-slot ring wraps after 40 positions
     monkeypatch.setenv(temporal_kernel.ENV_VAR, "mlx")
     theirs = steps(lm, 50)
-    scale = np.abs(theirs).max(axis=-1, keepdims=True)
-    assert np.all(np.abs(ours - theirs) <= 0.05 * scale)
+    persistent_kernel.compare(mx.array(ours), mx.array(theirs), "outputs")  # the check's bound
 
 
 @GPU
@@ -131,8 +130,7 @@ def test_the_kernel_continues_a_prefill_of_mlx_ops(monkeypatch):
                 c.offset += 1
             rows.append(np.array(h.astype(mx.float32)).reshape(-1))
         outs[mode] = np.stack(rows)
-    scale = np.abs(outs["mlx"]).max(axis=-1, keepdims=True)
-    assert np.all(np.abs(outs["kernel"] - outs["mlx"]) <= 0.05 * scale)
+    persistent_kernel.compare(mx.array(outs["kernel"]), mx.array(outs["mlx"]), "outputs")
 
 
 @GPU
@@ -147,6 +145,45 @@ def test_a_wrong_kernel_is_turned_off(monkeypatch):
     assert not temporal_kernel.enabled()
     assert "failed its check" in temporal_kernel.disabled_reason
     assert lm.temporal_stack() is not None  # stacked, but MLX's ops run the step
+
+
+@GPU
+@pytest.mark.parametrize("bits", [4, 8])
+def test_the_check_catches_one_norm_weight_off_by_one_percent(bits):
+    """A kernel that is only slightly wrong -- one layer's norm 1% off -- fails the check,
+    which compares every layer's keys and values as well as the outputs and logits."""
+    from dataclasses import replace
+
+    lm = small_lm(bits=bits, context=64)
+    weights = lm.temporal_stack()
+    assert weights is not None
+    assert temporal_kernel.verify(lm, weights) <= persistent_kernel.ROW_TOLERANCE
+    d = lm.config.temporal.d_model
+    layer = 2
+    scale = np.ones(weights.norms.shape, np.float32)
+    scale[2 * layer * d : (2 * layer + 1) * d] = 1.01  # norm1 of layer 2
+    off = replace(
+        weights, norms=(weights.norms.astype(mx.float32) * mx.array(scale)).astype(lm.dtype)
+    )
+    with pytest.raises(ValueError, match="layer 2 keys"):
+        temporal_kernel.verify(lm, off)
+
+
+@GPU
+def test_the_check_catches_an_attention_scale_off_by_one_percent(monkeypatch):
+    monkeypatch.setattr(temporal_kernel, "_kernels", {})
+    monkeypatch.setattr(temporal_kernel, "KERNEL_NAME", "ppx_temporal_scale")
+    off = temporal_kernel._BODY.replace(
+        "const float scale_log2 = params[1];", "const float scale_log2 = params[1] * 1.01f;"
+    )
+    assert off != temporal_kernel._BODY
+    monkeypatch.setattr(temporal_kernel, "_BODY", off)
+    monkeypatch.setenv(temporal_kernel.ENV_VAR, "mlx")  # build it without the load-time check
+    lm = small_lm(context=64)
+    monkeypatch.delenv(temporal_kernel.ENV_VAR)
+    stack = temporal_kernel.stack(lm)
+    with pytest.raises(ValueError, match="off by"):
+        temporal_kernel.verify(lm, stack)
 
 
 def _segment(s: int, spc: int) -> int:
