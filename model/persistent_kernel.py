@@ -189,30 +189,50 @@ def bounded_kernel(
     )
 
 
-# A kernel's output rows must be within this relative L2 distance of MLX's ops' rows
-# (|got - ref| <= ROW_TOLERANCE * |ref| for each row, i.e. cosine >= ~0.99995). Both round to
-# the activation dtype at the same places, so they differ by float32 summation order and the
-# odd bfloat16 rounding flip: measured on an H200 (README, Speed) well under 1e-3 for every
-# kernel. A bound on each row's norm, rather than on the largest value anywhere, does not let
-# a few outlier channels hide an error in all the others.
-ROW_TOLERANCE = 5e-3
+# A kernel's output rows are compared with MLX's ops' rows in two ways. The relative L2 error
+# (|got - ref| <= ROW_TOLERANCE * |ref| for each row, cosine >= ~0.99995) bounds what bfloat16
+# allows: both round to the activation dtype at the same places and differ by float32
+# summation order and the odd rounding flip, which add up to 0.5-1.6e-2 of a row's norm
+# through 32 layers on the 7B shapes with random weights (measured on an H200: 1.56e-2 at the
+# worst, layer 20's keys). A bound on each row's norm,
+# rather than on the largest value anywhere, lets no outlier channel hide an error in all the
+# others. Rounding noise is uncorrelated with the row, so its projection on the row averages
+# out (~1e-4 over 4096 values); the row's gain <got, ref> / <ref, ref> must stay within
+# GAIN_TOLERANCE of 1, which catches a weight or scale off by a fraction of a percent that the
+# L2 bound alone would let through.
+ROW_TOLERANCE = 3e-2
+GAIN_TOLERANCE = 2e-3
 
 
 def compare(got: mx.array, ref: mx.array, what: str, tolerance: float = ROW_TOLERANCE) -> float:
     """Raise ValueError unless every row (last axis) of `got` is within `tolerance` of the same
-    row of `ref`, relative to that row's norm (NaN fails). Returns the worst relative error."""
+    row of `ref`, relative to that row's norm, and has a gain within GAIN_TOLERANCE of 1 (NaN
+    fails). Returns the worst relative error."""
     got = got.astype(mx.float32).reshape(-1, got.shape[-1])
     ref = ref.astype(mx.float32).reshape(-1, ref.shape[-1])
-    norms = mx.maximum(mx.linalg.norm(ref, axis=-1), 1e-30)
-    error = (mx.linalg.norm(got - ref, axis=-1) / norms).max().item()
+    energy = mx.maximum(mx.sum(ref * ref, axis=-1), 1e-30)
+    error = (mx.linalg.norm(got - ref, axis=-1) / mx.sqrt(energy)).max().item()
+    gain = (mx.abs(mx.sum(got * ref, axis=-1) / energy - 1)).max().item()
     if not error <= tolerance:  # also catches NaN (and a timed-out barrier's garbage)
         raise ValueError(f"its {what} are off by {error:.3g} of a row's norm")
+    if not gain <= GAIN_TOLERANCE:
+        raise ValueError(f"its {what} have a gain off by {gain:.3g}")
     return error
 
 
+def bfloat16_tie(logits: np.ndarray, picked: int, best: int) -> bool:
+    """Whether `picked` is as good as `best` to bfloat16 precision: its logit is within one
+    bfloat16 step (1/128 of the magnitude) of the best one's. Two implementations that round
+    to bfloat16 in another order may pick either."""
+    return bool(logits[best] - logits[picked] <= abs(logits[best]) / 128)
+
+
 def same_argmax(got: mx.array, ref: mx.array, what: str) -> None:
-    """Raise ValueError unless each row's largest entry is at the same index in both."""
+    """Raise ValueError unless each row's largest entry is at the same index in both, or the
+    two entries are a bfloat16 tie in `ref`."""
+    ref_np = np.array(ref.astype(mx.float32)).reshape(-1, ref.shape[-1])
     a = np.array(mx.argmax(got.reshape(-1, got.shape[-1]), axis=-1))
-    b = np.array(mx.argmax(ref.reshape(-1, ref.shape[-1]), axis=-1))
-    if not np.array_equal(a, b):
-        raise ValueError(f"its {what} pick {a.tolist()} where MLX's ops pick {b.tolist()}")
+    b = ref_np.argmax(axis=-1)
+    for row, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x != y and not bfloat16_tie(ref_np[row], int(x), int(y)):
+            raise ValueError(f"its {what} pick {a.tolist()} where MLX's ops pick {b.tolist()}")
