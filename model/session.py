@@ -24,7 +24,6 @@ from model.errors import AudioInputError
 from model.kv_cache import Window
 from model.lm import advance, step_window
 from model.prompt_plan import PromptPlan, plan_prompt
-from model.ring_mask import default_mode
 from model.sampling import SamplingParams, sample_token
 from model.step_graphs import LMStepSpec, input_column
 from model.step_stats import StepStats, step_stats
@@ -68,7 +67,6 @@ class Session:
         measure_phases: bool = False,
         collect_stats: bool = False,
         compile: bool = True,
-        ring_mask: str | None = None,
     ) -> None:
         self.model = model
         self.voice = voice
@@ -92,7 +90,6 @@ class Session:
             audio=self.sampling.audio,
             depformer_steps=self.depformer_steps,
             agent_codebooks=self._n_q,
-            hide=ring_mask or default_mode(),
             stats=collect_stats,
         )
         self._caches = model.lm.make_cache()
@@ -204,7 +201,7 @@ class Session:
             where = f"window {window.length}{' masked' if window.masked else ''}"
             if self.measure_phases:
                 column = input_column(self._text, self._agent, user, self._user_acoustic)
-                temporal = g.temporal(self._spec, window)
+                temporal = g.temporal(window)
                 g.warm(f"temporal ({where})", temporal, column, pos, call=self._with_rings)
                 g.warm("depformer", g.depformer(self._spec), *self._dummy_temporal_out(), key)
             else:
@@ -321,7 +318,7 @@ class Session:
         self._key, key = mx.random.split(self._key)
         user, self._enc_state = timed("encode_ms", lambda: g.encode(full)(pcm, self._enc_state))
         column = input_column(self._text, self._agent, user, self._user_acoustic)
-        temporal = g.temporal(self._spec, window)
+        temporal = g.temporal(window)
         logits, h = timed("temporal_ms", lambda: self._with_rings(temporal, column, pos))
         depformer = g.depformer(self._spec)
         text, agent = timed("depformer_ms", lambda: depformer(logits, h, key))
