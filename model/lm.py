@@ -1,7 +1,8 @@
 """The PersonaPlex language model: 17-stream embedding, temporal transformer, text head, depformer.
 
-Module attributes are named like the original checkpoint's keys (SPEC.md §3b), so a parameter's
-path is its canonical name, e.g. `transformer.layers.0.self_attn.in_proj.weight`.
+Module attributes are named like the original checkpoint's keys, so a parameter's path is its
+canonical name, e.g. `transformer.layers.0.self_attn.in_proj.weight` (docs/checkpoint-layouts.md
+§Names inside the LM).
 Everything here is lazy: nothing reads back to the host.
 """
 

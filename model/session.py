@@ -1,11 +1,12 @@
 """A live conversation: prompt prefill, then `step(user_frame) -> Frame`, one frame every 80 ms.
 
-The schedule is the reference's (SPEC.md §4), run one frame earlier: the reference feeds user
-frame p and returns agent frame p-1; here the model runs on ring column p as soon as user frame
-p's codes are known, which yields agent frame p in the same call with identical tokens (all the
-inputs of column p are known then, and the agent's codebooks never depend on the depformer's
-user steps, which are skipped). A step is three compiled graphs — Mimi encode; the temporal
-transformer, text sampling and the 8 agent depformer steps; Mimi decode — evaluated at once.
+The schedule is the reference's, run one frame earlier (docs/driving-personaplex.md §The live
+step, §One frame earlier): the reference feeds user frame p and returns agent frame p-1; here the
+model runs on ring column p as soon as user frame p's codes are known, which yields agent frame p
+in the same call with identical tokens (all the inputs of column p are known then, and the agent's
+codebooks never depend on the depformer's user steps, which are skipped). A step is three compiled
+graphs — Mimi encode; the temporal transformer, text sampling and the 8 agent depformer steps;
+Mimi decode — evaluated at once.
 The graphs belong to the model (`model.step_graphs`): every session of it shares them.
 """
 

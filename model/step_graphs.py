@@ -171,11 +171,11 @@ class StepGraphs:
     ) -> tuple[tuple, list[KVState]]:
         """The LM part of a step: this frame's user codes in, the agent's next tokens out.
 
-        The input column is the previous step's text and agent tokens, the user's semantic code
-        of this frame and acoustic codes of the previous one (SPEC.md §4, delays); the output
-        codes are the agent's frame to decode (semantic code from the previous step). `key` is
-        the session's random key: the step draws from the second half of its split and returns
-        the first as the session's next key.
+        The input column is the previous step's text and agent tokens, the user's semantic code of
+        this frame and acoustic codes of the previous one (docs/driving-personaplex.md §Delays);
+        the output codes are the agent's frame to decode (semantic code from the previous step).
+        `key` is the session's random key: the step draws from the second half of its split and
+        returns the first as the session's next key.
         """
         next_key, key = mx.random.split(key)
         column = input_column(text, agent, user, user_acoustic)

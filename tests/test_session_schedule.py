@@ -1,4 +1,5 @@
-"""`Session` against a step-by-step implementation of SPEC.md §4, token for token (greedy, float32)."""
+"""`Session` against a step-by-step implementation of the reference schedule, token for token
+(greedy, float32). The schedule: docs/driving-personaplex.md §The reference step."""
 
 from __future__ import annotations
 
