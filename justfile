@@ -16,10 +16,11 @@ app *ARGS: setup
 test *ARGS: setup-test
     {{py}} -m pytest {{ARGS}}
 
-# Lint and format check.
+# Lint, format check and the import contracts of pyproject.toml ([tool.importlinter]).
 lint: setup-test
     {{venv}}/bin/ruff check model personaplex_tui tests
     {{venv}}/bin/ruff format --check model personaplex_tui tests
+    {{venv}}/bin/lint-imports
 
 # Benchmark the step (see README). Example: ./dev bench --random-weights --small
 bench *ARGS: setup

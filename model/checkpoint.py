@@ -1,4 +1,6 @@
-"""Load the PersonaPlex LM from a checkpoint in either layout of SPEC.md §3, checking it first.
+"""Load the PersonaPlex LM from a checkpoint in either layout, checking it first.
+
+The layouts: docs/checkpoint-layouts.md.
 
 `load_lm(model)` takes a folder or a Hugging Face repo id (see `model.hub.resolve_model`),
 checks every LM file against `model.layout.expected_layout` (one clear sentence per problem),

@@ -1,8 +1,8 @@
 """Configuration dataclasses for PersonaPlex: the LM, the depformer, Mimi, sampling, quantization.
 
-`PersonaPlexConfig.from_dict` reads a converted checkpoint's `config.json` (SPEC.md §3a),
-ignoring keys it does not know; `config_7b()` is the published model and `tiny()` a small
-model of the same structure for tests.
+`PersonaPlexConfig.from_dict` reads a converted checkpoint's `config.json`
+(docs/checkpoint-layouts.md §config.json), ignoring keys it does not know; `config_7b()` is the
+published model and `tiny()` a small model of the same structure for tests.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ class LMConfig:
 
 @dataclass
 class MimiConfig:
-    """Kyutai's Mimi codec (SPEC.md §2); defaults are the published model."""
+    """Kyutai's Mimi codec; defaults are the published model (docs/driving-personaplex.md
+    §Architecture)."""
 
     sample_rate: int = 24000
     frame_rate: float = 12.5
@@ -366,7 +367,7 @@ def _quantization(top: Section) -> QuantizationConfig:
 
 
 def config_7b() -> PersonaPlexConfig:
-    """PersonaPlex 7B as published (SPEC.md §2)."""
+    """PersonaPlex 7B as published (docs/driving-personaplex.md §Architecture)."""
     temporal = TransformerConfig(
         d_model=4096, num_heads=32, num_layers=32, dim_feedforward=11264, context=3000
     )

@@ -15,7 +15,8 @@ from model.errors import ModelNotFoundError
 
 DEFAULT_MODEL = "aufklarer/PersonaPlex-7B-MLX-4bit"
 
-# What the app needs from either layout (SPEC.md §3); patterns absent from a repo match nothing.
+# What the app needs from either layout (docs/checkpoint-layouts.md); patterns absent from a
+# repo match nothing.
 MODEL_FILE_PATTERNS: tuple[str, ...] = (
     "config.json",
     "temporal.safetensors",

@@ -287,7 +287,6 @@ class Attention(nn.Module):
         index: mx.array,
         window: Window,
         written: mx.array | None,
-        hide: str,
         residual: mx.array | None = None,
     ) -> mx.array:
         """One position `pos` (device scalar) into the ring slot `index` holds (broadcast to
@@ -295,7 +294,7 @@ class Attention(nn.Module):
 
         x: [B, 1, D]. Heads are split by reshapes only (q, k, v are row blocks of the packed
         projection when T = 1) and q, k get RoPE in one call. `written` (bool [window]) marks
-        the window's slots that hold a position (None: all), hidden as `hide` says. Adds
+        the window's slots that hold a position (None: all), hidden as `model.ring_mask` says. Adds
         `residual` to the output when given.
         """
         b, h, dh = x.shape[0], self.num_heads, self.head_dim
@@ -303,7 +302,7 @@ class Attention(nn.Module):
         qk = self._rope(qkv[:, : 2 * h], pos)
         q, k, v = qk[:, :h], qk[:, h:], qkv[:, 2 * h :]
         keys, values = step_write(state, k, v, index, window)
-        keys, mask = hide_unwritten(q, keys, written, hide)
+        keys, mask = hide_unwritten(q, keys, written)
         out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=self.scale, mask=mask)
         return linear_add(self.out_proj, out.reshape(b, 1, h * dh), residual)
 

@@ -1,4 +1,6 @@
-"""The LM's checkpoint layouts (SPEC.md §3): which file holds which tensor, of which shape and dtype.
+"""The LM's checkpoint layouts: which file holds which tensor, of which shape and dtype.
+
+The layouts: docs/checkpoint-layouts.md.
 
 `expected_layout` is the single source for validation, loading and writing: every tensor of a
 layout maps to a parameter path of `model.lm.LM` (its canonical name).

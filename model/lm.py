@@ -1,7 +1,8 @@
 """The PersonaPlex language model: 17-stream embedding, temporal transformer, text head, depformer.
 
-Module attributes are named like the original checkpoint's keys (SPEC.md §3b), so a parameter's
-path is its canonical name, e.g. `transformer.layers.0.self_attn.in_proj.weight`.
+Module attributes are named like the original checkpoint's keys, so a parameter's path is its
+canonical name, e.g. `transformer.layers.0.self_attn.in_proj.weight` (docs/checkpoint-layouts.md
+§Names inside the LM).
 Everything here is lazy: nothing reads back to the host.
 """
 
@@ -26,7 +27,6 @@ from model.layers import (
     embed_or_zero,
     stack_scalars,
 )
-from model.ring_mask import default_mode
 from model.sampling import GREEDY, SamplingParams, draw, gumbel_noise
 from model.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
 
@@ -82,10 +82,9 @@ class Transformer(nn.Module):
                 mx.eval(x, cache.state)
         return x
 
-    def step(
-        self, x: mx.array, states: list[KVState], pos: mx.array, window: Window, hide: str
-    ) -> mx.array:
-        """One position `pos` attending `window` of the rings (slots past `pos` hidden as `hide`).
+    def step(self, x: mx.array, states: list[KVState], pos: mx.array, window: Window) -> mx.array:
+        """One position `pos` attending `window` of the rings (slots past `pos` hidden, see
+        `model.ring_mask`).
 
         `states`: each layer's ring state ([keys, values], see `RingKVCache`), updated in place.
         """
@@ -94,7 +93,7 @@ class Transformer(nn.Module):
         index = mx.broadcast_to(slot, (x.shape[0], cfg.num_heads, 1, cfg.head_dim))
         written = _slots(window.length) <= pos if window.masked else None
         for layer, state in zip(self.layers, states, strict=True):
-            x = layer.step(x, state, pos, index, window, written, hide)
+            x = layer.step(x, state, pos, index, window, written)
         return x
 
 
@@ -253,23 +252,21 @@ class LM(nn.Module):
         states: list[KVState],
         pos: mx.array,
         window: Window,
-        hide: str | None = None,
     ) -> tuple[mx.array, mx.array]:
         """One position `pos` (int32 device scalar) with fixed shapes, for `mx.compile`.
 
         `states`: the caches' ring states (`[c.state for c in caches]`), whose items this
         replaces with the written rings. `window` is `step_window(caches)` (one compiled graph
-        per window); `hide` how unwritten slots are hidden (`model.ring_mask`, default per
-        backend). The caller advances the caches' offsets (`advance`), which this leaves alone.
+        per window); unwritten slots are hidden as `model.ring_mask` says. The caller advances
+        the caches' offsets (`advance`), which this leaves alone.
         """
-        hide = hide or default_mode()
         x = self._as_activation(x)
         one_row = x.shape[0] == 1 and x.shape[1] == 1  # what the kernel takes
         stack = self.temporal_stack() if one_row and temporal_kernel.enabled() else None
         if stack is not None:  # one kernel; it writes the rings in place (states unchanged)
             x, _ = temporal_kernel.run(self, stack, x, pos, states)
         else:
-            x = self.transformer.step(x, states, pos, window, hide)
+            x = self.transformer.step(x, states, pos, window)
         h = self.out_norm(x)
         return self.text_linear(h), h
 

@@ -1,4 +1,6 @@
-"""Read the LM's configuration from a checkpoint folder, in either layout of SPEC.md §3.
+"""Read the LM's configuration from a checkpoint folder, in either layout.
+
+The layouts: docs/checkpoint-layouts.md.
 
 Converted layout: config.json in the converted schema (`PersonaPlexConfig.from_dict`).
 Original layout: no config.json means PersonaPlex 7B (`config_7b()`); a config.json next to

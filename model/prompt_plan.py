@@ -1,4 +1,6 @@
-"""The prompt phase of SPEC.md §4 worked out on the host: which token column each prefill position reads.
+"""The prompt phase worked out on the host: which token column each prefill position reads.
+
+The phase: docs/driving-personaplex.md §The prompt phase.
 
 Every token of the prompt phase is forced (voice, silence, system prompt, silence), so the model's
 samples never enter the token ring and the whole phase can be computed before the model runs.
@@ -15,7 +17,8 @@ import numpy as np
 
 from model.config import LMConfig
 
-# Mimi codes of a silent agent frame and of the user's 440 Hz sine (SPEC.md §1).
+# Mimi codes of a silent agent frame and of the user's 440 Hz sine
+# (docs/driving-personaplex.md §Special tokens).
 AGENT_SILENCE: tuple[int, ...] = (948, 243, 1178, 546, 1736, 1030, 1978, 2008)
 USER_SINE: tuple[int, ...] = (430, 1268, 381, 1611, 1095, 1495, 56, 472)
 SILENCE_FRAMES = 6  # int(0.5 s * 12.5 Hz) before and after the system prompt

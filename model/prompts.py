@@ -1,4 +1,7 @@
-"""System-prompt presets (SPEC.md §4) and the resolution of a preset name or free text."""
+"""System-prompt presets and the resolution of a preset name or free text.
+
+How the prompt is fed: docs/driving-personaplex.md §The prompt phase.
+"""
 
 from __future__ import annotations
 

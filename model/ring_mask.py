@@ -1,6 +1,7 @@
 """How a one-position step hides the ring slots of its window that hold no position yet.
 
-Two ways, equal in result (backend-dependent speed, so `PPX_RING_MASK` can pick one):
+Two ways, equal in result (backend-dependent speed, so `PPX_RING_MASK` can pick one; it is read
+when a step graph is traced, and the step graphs are keyed by it):
 - `bool`: a boolean mask given to the attention kernel (free on Metal and the CPU, whose kernels
   take masks; on CUDA a mask sends MLX's attention down its unfused path, ~5 kernels).
 - `far_keys`: the unwritten slots' keys are replaced by `-BIG * sign(q)`, whose score
@@ -36,15 +37,16 @@ def default_mode() -> str:
 
 
 def hide_unwritten(
-    q: mx.array, keys: mx.array, written: mx.array | None, mode: str
+    q: mx.array, keys: mx.array, written: mx.array | None
 ) -> tuple[mx.array, mx.array | None]:
-    """Keys and mask for attending `keys` [B, H, L, Dh] where `written` (bool [L]) is False.
+    """Keys and mask for attending `keys` [B, H, L, Dh] where `written` (bool [L]) is False,
+    the way `default_mode()` says.
 
     `written` None means every slot is valid: the keys come back unchanged, with no mask.
     """
     if written is None:
         return keys, None
-    if mode == BOOL:
+    if default_mode() == BOOL:
         return keys, written
     far = mx.sign(q) * -_FAR.get(keys.dtype, 2.0**14)
     return mx.where(written[:, None], keys, far.astype(keys.dtype)), None

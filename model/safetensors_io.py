@@ -55,15 +55,6 @@ def dtype_name(code: str) -> str:
     return DTYPES.get(code, (0, code))[1]
 
 
-def mx_dtype_code(dtype: mx.Dtype) -> str:
-    """The safetensors code of an MLX dtype (mx.float16 -> "F16")."""
-    name = str(dtype).rsplit(".", 1)[-1]
-    for code, (_, readable) in DTYPES.items():
-        if readable == name:
-            return code
-    raise ValueError(f"no safetensors code for {dtype}")
-
-
 def read_header(path: str | Path) -> dict[str, TensorHeader]:
     """Parse and check the header of a safetensors file, without reading its data.
 

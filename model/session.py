@@ -1,11 +1,12 @@
 """A live conversation: prompt prefill, then `step(user_frame) -> Frame`, one frame every 80 ms.
 
-The schedule is the reference's (SPEC.md §4), run one frame earlier: the reference feeds user
-frame p and returns agent frame p-1; here the model runs on ring column p as soon as user frame
-p's codes are known, which yields agent frame p in the same call with identical tokens (all the
-inputs of column p are known then, and the agent's codebooks never depend on the depformer's
-user steps, which are skipped). A step is three compiled graphs — Mimi encode; the temporal
-transformer, text sampling and the 8 agent depformer steps; Mimi decode — evaluated at once.
+The schedule is the reference's, run one frame earlier (docs/driving-personaplex.md §The live
+step, §One frame earlier): the reference feeds user frame p and returns agent frame p-1; here the
+model runs on ring column p as soon as user frame p's codes are known, which yields agent frame p
+in the same call with identical tokens (all the inputs of column p are known then, and the agent's
+codebooks never depend on the depformer's user steps, which are skipped). A step is three compiled
+graphs — Mimi encode; the temporal transformer, text sampling and the 8 agent depformer steps;
+Mimi decode — evaluated at once.
 The graphs belong to the model (`model.step_graphs`): every session of it shares them.
 """
 
@@ -24,7 +25,6 @@ from model.errors import AudioInputError
 from model.kv_cache import Window
 from model.lm import advance, step_window
 from model.prompt_plan import PromptPlan, plan_prompt
-from model.ring_mask import default_mode
 from model.sampling import SamplingParams, sample_token
 from model.step_graphs import LMStepSpec, input_column
 from model.step_stats import StepStats, step_stats
@@ -68,7 +68,6 @@ class Session:
         measure_phases: bool = False,
         collect_stats: bool = False,
         compile: bool = True,
-        ring_mask: str | None = None,
     ) -> None:
         self.model = model
         self.voice = voice
@@ -92,7 +91,6 @@ class Session:
             audio=self.sampling.audio,
             depformer_steps=self.depformer_steps,
             agent_codebooks=self._n_q,
-            hide=ring_mask or default_mode(),
             stats=collect_stats,
         )
         self._caches = model.lm.make_cache()
@@ -204,7 +202,7 @@ class Session:
             where = f"window {window.length}{' masked' if window.masked else ''}"
             if self.measure_phases:
                 column = input_column(self._text, self._agent, user, self._user_acoustic)
-                temporal = g.temporal(self._spec, window)
+                temporal = g.temporal(window)
                 g.warm(f"temporal ({where})", temporal, column, pos, call=self._with_rings)
                 g.warm("depformer", g.depformer(self._spec), *self._dummy_temporal_out(), key)
             else:
@@ -321,7 +319,7 @@ class Session:
         self._key, key = mx.random.split(self._key)
         user, self._enc_state = timed("encode_ms", lambda: g.encode(full)(pcm, self._enc_state))
         column = input_column(self._text, self._agent, user, self._user_acoustic)
-        temporal = g.temporal(self._spec, window)
+        temporal = g.temporal(window)
         logits, h = timed("temporal_ms", lambda: self._with_rings(temporal, column, pos))
         depformer = g.depformer(self._spec)
         text, agent = timed("depformer_ms", lambda: depformer(logits, h, key))

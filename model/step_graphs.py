@@ -6,8 +6,9 @@ and the depformer) and Mimi decode (codes -> pcm). Their state (Mimi's streaming
 rings of the temporal transformer) goes in and comes out as arrays, so one compiled graph
 serves every session of the model: a new session, or a reset, traces and compiles nothing.
 Graphs differ by what changes their shapes or constants: the attention window (`Window`), the
-state of Mimi's caches (filling or full) and the session's `LMStepSpec` (sampling parameters,
-depformer steps, how unwritten ring slots are hidden, statistics on or off).
+state of Mimi's caches (filling or full), the session's `LMStepSpec` (sampling parameters,
+depformer steps, statistics on or off) and how unwritten ring slots are hidden (`model.ring_mask`,
+read when a graph is looked up).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mlx.utils import tree_flatten
 from model.kv_cache import KVState, Window
 from model.lm import LM
 from model.mimi import MimiCodec
+from model.ring_mask import default_mode
 from model.sampling import SamplingParams, sample_token
 from model.step_stats import step_stats
 
@@ -36,7 +38,6 @@ class LMStepSpec:
     audio: SamplingParams
     depformer_steps: int  # 8 (the agent's codebooks) .. 16
     agent_codebooks: int  # codebooks returned (8)
-    hide: str  # `model.ring_mask` mode
     stats: bool = False  # also return `step_stats`
 
 
@@ -75,12 +76,13 @@ class StepGraphs:
     def lm_step(self, spec: LMStepSpec, window: Window) -> Callable:
         """(user, text, agent, user_acoustic, pos, key, ring states) ->
         ((codes, next_text, next_agent, stats, next_key), ring states). See `_lm_step`."""
-        return self._get(("lm", spec, window), partial(self._lm_step, spec=spec, window=window))
+        fn = partial(self._lm_step, spec=spec, window=window)
+        return self._get(("lm", spec, window, default_mode()), fn)
 
-    def temporal(self, spec: LMStepSpec, window: Window) -> Callable:
+    def temporal(self, window: Window) -> Callable:
         """(column [17], pos, ring states) -> ((logits, h), ring states): the temporal part."""
-        fn = partial(self._temporal, hide=spec.hide, window=window)
-        return self._get(("temporal", spec.hide, window), fn)
+        fn = partial(self._temporal, window=window)
+        return self._get(("temporal", window, default_mode()), fn)
 
     def depformer(self, spec: LMStepSpec) -> Callable:
         """(logits, h, key) -> (next_text, next_agent): text sampling and the depformer."""
@@ -109,8 +111,8 @@ class StepGraphs:
         )
 
     def keys(self) -> set[tuple]:
-        """The graphs built so far: ("encode" | "decode", full), ("lm", spec, window),
-        ("temporal", hide, window), ("depformer", spec)."""
+        """The graphs built so far: ("encode" | "decode", full), ("lm", spec, window, ring mask
+        mode), ("temporal", window, ring mask mode), ("depformer", spec)."""
         return set(self._fns)
 
     def refresh(self) -> None:
@@ -139,10 +141,10 @@ class StepGraphs:
     # -- the functions ------------------------------------------------------------------------
 
     def _temporal(
-        self, column: mx.array, pos: mx.array, states: list[KVState], *, hide: str, window: Window
+        self, column: mx.array, pos: mx.array, states: list[KVState], *, window: Window
     ) -> tuple[tuple[mx.array, mx.array], list[KVState]]:
         lm = self.lm
-        return lm.forward_step(lm.embed(column), states, pos, window, hide), states
+        return lm.forward_step(lm.embed(column), states, pos, window), states
 
     def _depformer(
         self, logits: mx.array, h: mx.array, key: mx.array, *, spec: LMStepSpec
@@ -169,15 +171,15 @@ class StepGraphs:
     ) -> tuple[tuple, list[KVState]]:
         """The LM part of a step: this frame's user codes in, the agent's next tokens out.
 
-        The input column is the previous step's text and agent tokens, the user's semantic code
-        of this frame and acoustic codes of the previous one (SPEC.md §4, delays); the output
-        codes are the agent's frame to decode (semantic code from the previous step). `key` is
-        the session's random key: the step draws from the second half of its split and returns
-        the first as the session's next key.
+        The input column is the previous step's text and agent tokens, the user's semantic code of
+        this frame and acoustic codes of the previous one (docs/driving-personaplex.md §Delays);
+        the output codes are the agent's frame to decode (semantic code from the previous step).
+        `key` is the session's random key: the step draws from the second half of its split and
+        returns the first as the session's next key.
         """
         next_key, key = mx.random.split(key)
         column = input_column(text, agent, user, user_acoustic)
-        (logits, h), states = self._temporal(column, pos, states, hide=spec.hide, window=window)
+        (logits, h), states = self._temporal(column, pos, states, window=window)
         next_text, next_agent = self._depformer(logits, h, key, spec=spec)
         codes = mx.concatenate([agent[:1], next_agent[1:]])
         stats = step_stats(logits, h) if spec.stats else ()

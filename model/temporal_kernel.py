@@ -560,7 +560,7 @@ def verify(lm: Any, weights: TemporalStack) -> float:
         pos = mx.array(p, dtype=mx.int32)
         got, work = run(lm, weights, x, pos, [c.state for c in ours])
         states = [list(c.state) for c in theirs]
-        want = lm.transformer.step(x, states, pos, theirs[0].window_at(p), "bool")
+        want = lm.transformer.step(x, states, pos, theirs[0].window_at(p))
         for c, st in zip(theirs, states, strict=True):
             c.state = st
         mx.eval(got, want, work, [c.state for c in ours], [c.state for c in theirs])

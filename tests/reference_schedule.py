@@ -1,4 +1,5 @@
-"""A straightforward, slow implementation of SPEC.md §4 (the reference step schedule), for tests.
+"""A straightforward, slow implementation of the reference step schedule, for tests
+(docs/driving-personaplex.md §The reference step).
 
 It keeps the token ring and provided flags on the host exactly as the reference does and calls
 the model one column at a time through three callables, so that `model.Session` (batched prefill,
@@ -22,7 +23,8 @@ PAD = 3
 
 
 class ReferenceSchedule:
-    """SPEC.md §4 `step(user, agent, text)` with greedy text sampling."""
+    """The reference's `step(user, agent, text)` with greedy text sampling
+    (docs/driving-personaplex.md §The reference step)."""
 
     def __init__(
         self,

@@ -207,6 +207,6 @@ def test_offline_uses_the_cache(tmp_path):
 
 
 def test_loader_imports_stay_light():
-    loaded = modules_loaded_by("import model.checkpoint, model.lm_step, model.random_weights")
+    loaded = modules_loaded_by("import model.checkpoint, model.session, model.random_weights")
     # the hub client is imported only to download
     assert loaded & {"torch", "huggingface_hub", "textual"} == set()

@@ -8,7 +8,7 @@ import pytest
 
 from model.kv_cache import RingKVCache, Window, window_lengths
 from model.layers import Attention
-from model.ring_mask import BOOL, FAR_KEYS, MODES
+from model.ring_mask import BOOL, ENV_VAR, FAR_KEYS, MODES
 
 CONTEXT, STEPS, DIM, HEADS = 4, 13, 32, 2
 
@@ -66,7 +66,7 @@ def test_ring_matches_window_reference(attention, inputs, sizes):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
-def fixed_shape_steps(attn: Attention, x: mx.array, hide: str, smallest: int) -> list[np.ndarray]:
+def fixed_shape_steps(attn: Attention, x: mx.array, smallest: int) -> list[np.ndarray]:
     """`Attention.step` one position at a time, through the windows the cache picks."""
     cache = RingKVCache(HEADS, DIM // HEADS, CONTEXT, mx.float32, smallest_window=smallest)
     outs = []
@@ -75,7 +75,7 @@ def fixed_shape_steps(attn: Attention, x: mx.array, hide: str, smallest: int) ->
         window = cache.step_window()
         slot = mx.full((1, HEADS, 1, DIM // HEADS), t % CONTEXT, dtype=mx.int32)
         written = mx.arange(window.length) <= pos if window.masked else None
-        out = attn.step(x[:, t : t + 1], cache.state, pos, slot, window, written, hide)
+        out = attn.step(x[:, t : t + 1], cache.state, pos, slot, window, written)
         outs.append(np.array(out)[0, 0])
         cache.offset += 1
     return outs
@@ -83,13 +83,14 @@ def fixed_shape_steps(attn: Attention, x: mx.array, hide: str, smallest: int) ->
 
 @pytest.mark.parametrize("smallest", [1, 2, 4], ids=["windows-1-2-4", "windows-2-4", "window-4"])
 @pytest.mark.parametrize("hide", MODES)
-def test_fixed_shape_steps_match_window_reference(attention, inputs, hide, smallest):
+def test_fixed_shape_steps_match_window_reference(attention, inputs, hide, smallest, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, hide)
     ref = window_reference(attention, inputs)
-    got = np.stack(fixed_shape_steps(attention, inputs, hide, smallest))
+    got = np.stack(fixed_shape_steps(attention, inputs, smallest))
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_far_keys_equal_the_boolean_mask_exactly(attention, inputs):
+def test_far_keys_equal_the_boolean_mask_exactly(attention, inputs, monkeypatch):
     # Stale slots hold garbage (as after a reset): neither way may let it through.
     cache_a = new_cache()
     run_chunks(
@@ -97,6 +98,7 @@ def test_far_keys_equal_the_boolean_mask_exactly(attention, inputs):
     )
     outs = {}
     for hide in MODES:
+        monkeypatch.setenv(ENV_VAR, hide)
         cache = new_cache()
         cache.state = [a + 0 for a in cache_a.state]  # same stale contents for both
         outs[hide] = []
@@ -107,9 +109,7 @@ def test_far_keys_equal_the_boolean_mask_exactly(attention, inputs):
             written = mx.arange(window.length) <= pos if window.masked else None
             outs[hide].append(
                 np.array(
-                    attention.step(
-                        inputs[:, t : t + 1], cache.state, pos, slot, window, written, hide
-                    )
+                    attention.step(inputs[:, t : t + 1], cache.state, pos, slot, window, written)
                 )
             )
             cache.offset += 1

@@ -1,4 +1,5 @@
-"""At full 7B size, the loader expects exactly the tensors of SPEC.md §3a (4-bit and 8-bit)."""
+"""At full 7B size, the loader expects exactly the tensors of the converted layout (4-bit and
+8-bit), as docs/checkpoint-layouts.md §The converted layout lists them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from model.lm import LM
 
 
 def spec_3a(bits: int) -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
-    """SPEC.md §3a written out: file -> key -> (shape, dtype)."""
+    """The converted layout written out: file -> key -> (shape, dtype)."""
 
     def q(prefix: str, out: int, inp: int, underscore: bool = False) -> dict:
         sep = "_" if underscore else "."

@@ -12,7 +12,7 @@ from model.checkpoint import load_lm
 from model.checkpoint_write import layout_tensors, write_checkpoint
 from model.layout import CONVERTED, ORIGINAL
 from model.lm import advance, step_window
-from model.ring_mask import MODES
+from model.ring_mask import ENV_VAR, MODES
 from model.sampling import GREEDY
 from tests.lm_helpers import (
     assert_close,
@@ -84,7 +84,8 @@ def test_greedy_depformer_tokens_equal_moshi(reference, layout):
 
 
 @pytest.mark.parametrize("hide", MODES)
-def test_cached_steps_equal_batched_forward_and_moshi_streaming(reference, hide):
+def test_cached_steps_equal_batched_forward_and_moshi_streaming(reference, hide, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, hide)
     lm, cols, moshi = reference["lms"][CONVERTED], reference["cols"], reference["moshi"]
     x = lm.embed(mx.array(cols))
 
@@ -96,7 +97,7 @@ def test_cached_steps_equal_batched_forward_and_moshi_streaming(reference, hide)
         pos = mx.array(t, dtype=mx.int32)
         window = step_window(fixed_caches)
         states = [c.state for c in fixed_caches]
-        logits, _ = lm.forward_step(x[:, t : t + 1], states, pos, window, hide)
+        logits, _ = lm.forward_step(x[:, t : t + 1], states, pos, window)
         advance(fixed_caches)
         fixed.append(np.array(logits[0, 0]))
 

@@ -1,4 +1,5 @@
-"""`Session` against a step-by-step implementation of SPEC.md §4, token for token (greedy, float32)."""
+"""`Session` against a step-by-step implementation of the reference schedule, token for token
+(greedy, float32). The schedule: docs/driving-personaplex.md §The reference step."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from model.kv_cache import Window
 from model.persona import load
 from model.prompt_plan import plan_prompt
-from model.ring_mask import MODES
+from model.ring_mask import ENV_VAR, MODES
 from model.sampling import GREEDY
 from tests.checkpoints import small_config, write_small_checkpoint
 from tests.reference_schedule import ReferenceSchedule
@@ -169,6 +170,7 @@ def short_ring_model(tmp_path_factory):
 @pytest.mark.parametrize("hide", MODES)
 def test_windows_and_filled_caches_keep_the_reference_schedule(short_ring_model, monkeypatch, hide):
     monkeypatch.setattr("model.lm.SMALLEST_WINDOW", 8)  # windows 8, 16, 32, 40, then the full ring
+    monkeypatch.setenv(ENV_VAR, hide)
     model = short_ring_model
     n = 30
     frames = _user_frames(model, n + 1)
@@ -177,16 +179,16 @@ def test_windows_and_filled_caches_keep_the_reference_schedule(short_ring_model,
     ref_out = [ref.step(user=codes) for codes in _user_codes(model, frames)]
 
     graphs = model.step_graphs()
-    warmed = model.session(None, system_tokens=tokens, ring_mask=hide, **GREEDY_OPTS)
+    warmed = model.session(None, system_tokens=tokens, **GREEDY_OPTS)
     warmed.warm_up()
     built = graphs.keys()
-    windows = {k[2] for k in built if k[0] == "lm" and k[1].hide == hide}
+    windows = {k[2] for k in built if k[0] == "lm" and k[3] == hide}
     ahead = {n for n in (8, 16, 32, 40) if n > warmed.position}
     assert {w.length for w in windows if w.masked} == ahead and len(ahead) >= 2
     assert Window(40, False) in windows
     assert {k[1] for k in built if k[0] == "encode"} == {False, True}
     traces = graphs.traces
-    cold = model.session(None, system_tokens=tokens, ring_mask=hide, **GREEDY_OPTS)
+    cold = model.session(None, system_tokens=tokens, **GREEDY_OPTS)
     for i, pcm in enumerate(frames[:n]):
         a, b = warmed.step(pcm), cold.step(pcm)
         got = np.concatenate([[a.text_id], a.agent_codes, a.user_codes])

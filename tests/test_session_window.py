@@ -38,7 +38,8 @@ def run(tmp_path_factory):
     columns, stats, text_out, agent_out = [], [], [], []
     for i in range(STEPS):
         # The column this step runs on: the previous step's text and agent tokens, this frame's
-        # semantic user code and the previous frame's acoustic ones (SPEC.md §4, delays).
+        # semantic user code and the previous frame's acoustic ones
+        # (docs/driving-personaplex.md §Delays).
         text, agent = int(session._text.item()), np.array(session._agent)
         user_acoustic = np.array(session._user_acoustic)
         frame = session.step(pcm[i * 1920 : (i + 1) * 1920])
