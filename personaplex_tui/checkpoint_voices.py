@@ -42,8 +42,8 @@ def require_voice(folder: Path, voice: str) -> str:
         return canonical_voice(voice, voices)
     except UnknownVoiceError:
         raise UnknownVoiceError(
-            f"The checkpoint in {folder} has no voice '{voice}'; choose one of: "
-            f"{', '.join(voices)}."
+            f"Unknown voice '{voice}'; choose one of: {', '.join(voices)} "
+            f"(the voices of the checkpoint in {folder})."
         ) from None
 
 
