@@ -218,9 +218,14 @@ class Engine:
         self.emit(self.info)
         return self.info
 
-    async def warm_up(self, steps: int = 3) -> float | None:
+    async def warm_up(self, steps: int = 3, options: SessionOptions | None = None) -> float | None:
         """Compile every step graph and run a throwaway session for a few steps, before the user
-        talks. The graphs belong to the model: later sessions (and resets) reuse them."""
+        talks. The graphs belong to the model: later sessions (and resets) reuse them.
+
+        The throwaway session has the given (else the current) voice, prompt and sampling: those
+        the conversation will use, so a checkpoint without the default voice warms up too."""
+        if options is not None:
+            self.options = options
         self.emit(StateChanged("warming_up"))
         first_run = self.info is not None and self.info.compiles_kernels
         detail = FIRST_RUN_NOTE if first_run else f"{steps} steps of silence on a throwaway session"

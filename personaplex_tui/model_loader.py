@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from model.hub import DEFAULT_MODEL
+from personaplex_tui.checkpoint_voices import require_voice
 from personaplex_tui.download_progress import DownloadTracker
 from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo
 from personaplex_tui.kernel_cache import kernels_to_compile
@@ -59,10 +60,12 @@ def load_model(
     *,
     dtype: str | None = None,
     quantize: int | None = None,
+    voice: str | None = None,
 ) -> tuple[Any, ModelInfo]:
     """Fetch and load a model (`None`: the default repo); returns `(PersonaPlex, ModelInfo)`.
 
-    `dtype` is an MLX dtype name ("bfloat16", ...; None: the device's default)."""
+    `dtype` is an MLX dtype name ("bfloat16", ...; None: the device's default). A `voice` the
+    fetched checkpoint lacks is refused (UnknownVoiceError) before the weights load."""
     import mlx.core as mx
 
     import model
@@ -70,6 +73,8 @@ def load_model(
     source = spec or DEFAULT_MODEL
     start = time.perf_counter()
     folder = fetch_model(source, progress)
+    if voice is not None:
+        require_voice(folder, voice)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))
     loaded = model.load(folder, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
     from model import depformer_kernel, matvec, temporal_kernel
@@ -96,9 +101,12 @@ class ModelLoader:
     spec: str | None = None
     dtype: str | None = None
     quantize: int | None = None
+    voice: str | None = None  # the voice the conversation starts with: checked before the weights
 
     def __call__(self, progress: Progress) -> tuple[Any, ModelInfo]:
-        return load_model(self.spec, progress, dtype=self.dtype, quantize=self.quantize)
+        return load_model(
+            self.spec, progress, dtype=self.dtype, quantize=self.quantize, voice=self.voice
+        )
 
 
 def memory_usage() -> MemoryUsage:

@@ -25,6 +25,7 @@ import numpy as np
 
 from model.errors import PersonaPlexError
 from personaplex_tui.audio import FRAME_SAMPLES, AudioInput, AudioOutput, FileMic, FileSpeaker
+from personaplex_tui.checkpoint_voices import fetch_with_voice, local_checkpoint
 from personaplex_tui.conversation import AudioFactory, ControllerConfig, create_conversation
 from personaplex_tui.events import EngineError, ModelInfo, Notice, StateChanged
 from personaplex_tui.model_loader import release_mlx_thread
@@ -168,6 +169,8 @@ def _loader(opts: SoakOptions, meter: MemoryMeter) -> Callable[..., tuple[SoakMo
 
         dtype = getattr(mx, opts.dtype) if opts.dtype else None
         if opts.model:
+            if local_checkpoint(opts.model) is None:  # a repo: its voices, once it is fetched
+                fetch_with_voice(opts.model, opts.voice)
             model = load_model(opts.model, dtype=dtype, quantize=opts.quantize)
             adapted = SoakModel(model, meter)
         else:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
+from model.errors import UnknownVoiceError
 from personaplex_tui.audio import read_audio
 from personaplex_tui.cli import build_parser
 from personaplex_tui.commands.chat import build_app, check_settings
@@ -141,32 +142,12 @@ async def test_no_model_offline_says_what_to_do_in_the_banner(tmp_path, monkeypa
     assert app.return_code in (0, None)
 
 
-async def test_a_voice_the_checkpoint_lacks_is_named_in_the_banner(small_checkpoint, tmp_path):
-    app = chat_app(
-        tmp_path,
-        *("--model", str(small_checkpoint), "--voice", "VARM3"),
-        *("--input-file", str(AUDIO / "greeting.wav"), "--output-file", str(tmp_path / "a.wav")),
+async def test_a_voice_the_checkpoint_lacks_is_refused_before_the_screen_opens(
+    small_checkpoint, tmp_path
+):
+    with pytest.raises(UnknownVoiceError) as refused:
+        chat_app(tmp_path, "--model", str(small_checkpoint), "--voice", "VARM3")
+    assert str(refused.value) == (
+        "Unknown voice 'VARM3'; choose one of: NATF2, NATM0, VARF2 "
+        f"(the voices of the checkpoint in {small_checkpoint.resolve()})."
     )
-    states: list[str] = []
-
-    def watch(_: object) -> None:
-        if not states or states[-1] != app.state:
-            states.append(app.state)
-
-    async with app.run_test(size=(100, 30), message_hook=watch) as pilot:
-        banner = app.main.query_one(ErrorBanner)
-        await until(pilot, lambda: banner.display, 30)
-        assert "Unknown voice 'VARM3'; choose one of: NATF2, NATM0, VARF2." in text_of(banner)
-        # the model is loaded: another voice and a reset recover without a restart
-        assert app.model_info is not None and app.voices == ("NATF2", "NATM0", "VARF2")
-        await pilot.press("v")
-        await until(pilot, lambda: app.settings.voice == "NATF2")
-        await pilot.press("r")
-        await until(pilot, lambda: app.state == "ready", 30)
-        assert not banner.display
-        mark = len(states)
-        await pilot.press("space")  # and the conversation starts: the file's question is answered
-        await until(pilot, lambda: "speaking" in states[mark:] and app.state == "ready", 30)
-        assert "[you " in app.main.query_one(Transcript).plain_text()
-        await pilot.press("q")
-        await pilot.pause(0.2)

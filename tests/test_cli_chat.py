@@ -144,8 +144,8 @@ def test_the_chat_loads_the_model_as_dtype_and_quantize_say(monkeypatch, tmp_pat
         return lambda settings, sink: None
 
     monkeypatch.setattr(chat, "controller_factory", factory)
-    argv = ["--model", str(tmp_path), "--quantize", "4", "--dtype", "float16"]
+    argv = ["--model", str(tmp_path), "--quantize", "4", "--dtype", "float16", "--voice", "VARM1"]
     args = build_parser().parse_args([*argv, "--config", str(tmp_path / "settings.toml")])
     settings, _ = resolve_settings(args)
     chat.build_app(settings)
-    assert loaders == [ModelLoader(str(tmp_path), dtype="float16", quantize=4)]
+    assert loaders == [ModelLoader(str(tmp_path), dtype="float16", quantize=4, voice="VARM1")]

@@ -196,7 +196,7 @@ def turn_events(
     return events
 
 
-def load_events(total: int = 5_800_000_000) -> Iterator[EngineEvent]:
+def load_events(total: int = 5_800_000_000, info: ModelInfo = MODEL_INFO) -> Iterator[EngineEvent]:
     """First run: download with progress, load, warm-up, prompt, ready."""
     yield StateChanged("loading")
     for part in range(0, 11):
@@ -204,7 +204,7 @@ def load_events(total: int = 5_800_000_000) -> Iterator[EngineEvent]:
         eta = (total - done) / 48e6
         yield LoadProgress("download", "temporal.safetensors", done, total, 48e6, eta)
     yield LoadProgress("load", "Loading the weights")
-    yield MODEL_INFO
+    yield info
     yield StateChanged("warming_up")
     yield LoadProgress("warm_up", "Compiling kernels")
     yield LoadProgress("prompt", "Voice NATF2, prompt assistant")
@@ -223,6 +223,7 @@ class FakeConversation:
     pace_s: float = 0.0
     load_pause_s: float = 0.0
     start_error: Exception | None = None  # raised by start(), as a real loader might
+    model_info: ModelInfo = MODEL_INFO  # what loading reports (the checkpoint's voices)
     calls: list[tuple[object, ...]] = field(default_factory=list)
     state: str = "idle"
     played: threading.Event = field(default_factory=threading.Event)
@@ -244,7 +245,7 @@ class FakeConversation:
             self.emit(EngineError(OFFLINE_MESSAGE, kind="ModelNotFoundError"))
             self.emit(StateChanged("error", "no model"))
             return
-        for event in load_events():
+        for event in load_events(info=self.model_info):
             self.emit(event)
             if self.load_pause_s:
                 await asyncio.sleep(self.load_pause_s)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from personaplex_tui import __version__
+from personaplex_tui.checkpoint_voices import check_voice
 from personaplex_tui.commands.common import UsageError, status
 from personaplex_tui.events import EventSink, MemoryUsage
 from personaplex_tui.settings import Settings, SettingsStore, add_chat_arguments, resolve_settings
@@ -48,6 +49,7 @@ def check_settings(settings: Settings) -> None:
     if settings.record_dir is not None and Path(settings.record_dir).is_file():
         raise UsageError(f"--record {settings.record_dir} is a file; give a folder.")
     _check_model(settings.model)
+    check_voice(settings.model, settings.voice)  # a repo's voices: once it is fetched
 
 
 def _check_model(spec: str | None) -> None:
@@ -102,7 +104,10 @@ def build_app(
     from personaplex_tui.tui.app import make_app
 
     factory = controller_factory(
-        loader or ModelLoader(settings.model, dtype=settings.dtype, quantize=settings.quantize),
+        loader
+        or ModelLoader(
+            settings.model, dtype=settings.dtype, quantize=settings.quantize, voice=settings.voice
+        ),
         audio,
         memory_usage,
         release_mlx_thread,

@@ -8,13 +8,20 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from model.errors import CheckpointError
 from model.prompts import PROMPT_PRESETS
 from model.voice_presets import DEFAULT_VOICE, VOICE_PRESETS, voice_category
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("voices", help="list the 18 voice presets")
+    p = sub.add_parser("voices", help="list the 18 voice presets, or those a checkpoint has")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--model",
+        metavar="REPO_OR_DIR",
+        default=None,
+        help="list only the voices this checkpoint folder or Hugging Face repo has",
+    )
     p.set_defaults(handler=run_voices)
     p = sub.add_parser("prompts", help="list the system-prompt presets with their texts")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -24,15 +31,34 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_devices)
 
 
+def _checkpoint_voices(spec: str) -> tuple[str, ...]:
+    """The voices of a checkpoint folder, or of a repo (only its voice files are fetched)."""
+    from model.hub import resolve_model
+    from personaplex_tui.checkpoint_voices import (
+        VOICE_FILE_PATTERNS,
+        checkpoint_voices,
+        local_checkpoint,
+    )
+
+    folder = local_checkpoint(spec) or resolve_model(spec, allow_patterns=VOICE_FILE_PATTERNS)
+    voices = checkpoint_voices(folder)
+    if not voices:
+        raise CheckpointError(
+            f"The checkpoint in {folder} has no voice files (voices/*.safetensors or voices.tgz)."
+        )
+    return voices
+
+
 def run_voices(args: argparse.Namespace) -> int:
+    voices = _checkpoint_voices(args.model) if args.model else VOICE_PRESETS
     rows = [
-        {"name": v, "category": voice_category(v), "default": v == DEFAULT_VOICE}
-        for v in VOICE_PRESETS
+        {"name": v, "category": voice_category(v), "default": v == DEFAULT_VOICE} for v in voices
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title="Voices", title_justify="left")
+    title = f"Voices of {args.model}" if args.model else "Voices"
+    table = Table(title=title, title_justify="left")
     table.add_column("name")
     table.add_column("category")
     table.add_column("default")

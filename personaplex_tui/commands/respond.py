@@ -115,17 +115,19 @@ def _validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from model import load
     from model.prompts import resolve_prompt
-    from model.voice_presets import canonical_voice
     from personaplex_tui.audio import read_audio
+    from personaplex_tui.checkpoint_voices import check_voice, fetch_with_voice, local_checkpoint
 
     _validate(args)
     options = sampling_options(args)
-    canonical_voice(args.voice)  # an unknown name fails before the model loads
+    check_voice(args.model, args.voice)  # a voice the folder lacks fails before the model loads
     resolve_prompt(args.system_prompt, args.prompt_text)  # so does an unknown or empty prompt
     clip = read_audio(args.input)
     if clip.warning:
         status(f"warning: {clip.warning}")
     status(f"Loading {args.model or 'the default model'}...")
+    if local_checkpoint(args.model) is None:  # a repo: its voices are known once it is fetched
+        fetch_with_voice(args.model, args.voice)
     model = load(args.model, dtype=mx_dtype(args.dtype), quantize=args.quantize)
     session = model.session(args.voice, args.system_prompt, args.prompt_text, **options)
 

@@ -63,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _options(args: argparse.Namespace):
     from model.prompts import resolve_prompt
-    from model.voices import canonical_voice
+    from personaplex_tui.checkpoint_voices import check_voice
     from personaplex_tui.soak import SoakOptions
 
     checks = [
@@ -103,7 +103,7 @@ def _options(args: argparse.Namespace):
         if not ok:
             raise UsageError(message)
     sampling = sampling_options(args)
-    canonical_voice(args.voice)
+    check_voice(args.model, args.voice)  # a voice the folder lacks: before the model loads
     resolve_prompt(args.system_prompt, None)
     if args.input:
         from personaplex_tui.audio import read_audio

@@ -83,7 +83,8 @@ class ConversationController:
             if not self._loaded:
                 if await self.engine.load() is None or self.closed:
                     return
-                if await self.engine.warm_up() is None or self.closed:
+                options = self.config.session_options()
+                if await self.engine.warm_up(options=options) is None or self.closed:
                     return
                 self._loaded = True
             if self._session_config is None and not await self._new_session():

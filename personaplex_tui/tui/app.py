@@ -231,6 +231,10 @@ class PersonaPlexApp(App[None]):
 
     def change_settings(self, new: Settings) -> None:
         """Adopt `new`: persist what changed, tell the controller, flag a pending reset."""
+        if new.voice != self.settings.voice and new.voice not in (self.voices or ()):
+            # never kept (nor saved): every later start would fail on it
+            self.notify(f"This checkpoint has no voice {new.voice}.", severity="warning")
+            new = new.replace(voice=self.settings.voice)
         changes = self.settings.changed_fields(new)
         if not changes:
             return
@@ -273,11 +277,11 @@ class PersonaPlexApp(App[None]):
         return inputs, outputs, ""
 
     @property
-    def voices(self) -> tuple[str, ...]:
-        """The loaded checkpoint's voices, else the presets."""
-        if self.model_info and self.model_info.voices:
-            return tuple(v for v in self.model_info.voices if v in VOICE_PRESETS) or VOICE_PRESETS
-        return VOICE_PRESETS
+    def voices(self) -> tuple[str, ...] | None:
+        """The presets the loaded checkpoint has; None until it has loaded (not known yet)."""
+        if self.model_info is None:
+            return None
+        return tuple(v for v in self.model_info.voices if v in VOICE_PRESETS)
 
     # --- actions (keys, buttons, command palette) ----------------------------------------
 
@@ -314,6 +318,15 @@ class PersonaPlexApp(App[None]):
 
     def action_cycle_voice(self) -> None:
         voices = self.voices
+        if voices is None:
+            self.notify(
+                "The voices are known once the model has loaded; v does nothing until then.",
+                severity="warning",
+            )
+            return
+        if not voices:
+            self.notify("This checkpoint has no voice presets to choose from.", severity="warning")
+            return
         at = voices.index(self.settings.voice) if self.settings.voice in voices else -1
         voice = voices[(at + 1) % len(voices)]
         self.change_settings(self.settings.replace(voice=voice))
@@ -321,9 +334,12 @@ class PersonaPlexApp(App[None]):
 
     def action_settings(self) -> None:
         inputs, outputs, note = self._devices()
+        voices = self.voices
+        if voices is None:
+            note = " ".join(filter(None, ("The voices are known once the model has loaded.", note)))
         screen = SettingsScreen(
             self.settings,
-            self.voices,
+            voices or (self.settings.voice,),
             inputs,
             outputs,
             devices_note=note,
