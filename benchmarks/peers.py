@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         status = job.result["status"]
         print(f"peers: [{i}/{len(job_list)}] {job.key}: {status}", file=sys.stderr, flush=True)
     table = rows(job_list)
-    if not args.json and any(j.impl == OURS and not j.ok for j in job_list):
+    if any(j.impl == OURS and not j.ok for j in job_list):
         print("peers: ppx-tui's own benchmark failed; see its row.", file=sys.stderr)
     what = "tiny model (--small), float weights" if args.small else f"7B shapes, {args.bits}-bit"
     print(f"ms per 80 ms frame, random weights, {what}; {args.steps} timed steps "
