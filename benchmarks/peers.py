@@ -10,7 +10,8 @@ or missing package cannot touch another's numbers):
 
 Every figure is milliseconds per 80 ms frame over `--steps` timed steps after `--warmup-steps`
 untimed ones, with `ppx-tui bench`'s percentiles; the ratio columns are the peer's over ours for
-the same measure (the LM step: over ours with 8 depformer steps). A peer whose package is
+the same measure (the LM step: over ours with 8 depformer steps; ours' steps follow its prompt
+prefill of about 80 positions, the peers' start at position 0). A peer whose package is
 missing is a row saying so. Random weights of the 7B's exact shape; `--small` uses the tiny
 model of `ppx-tui bench --small` (float weights) for a CPU smoke run.
 
@@ -102,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--json", metavar="PATH", help="also write every result as JSON to PATH")
-    args = p.parse_args(argv)  # fmt: skip
+    args = p.parse_args(argv)
     if args.steps < 1 or args.warmup_steps < 0:
         p.error("--steps must be at least 1 and --warmup-steps at least 0.")
     if args.timeout <= 0:
@@ -164,7 +165,8 @@ def _read(job: Job, stdout: str) -> dict[str, Any] | None:
             r = json.loads(stdout)
         except json.JSONDecodeError:
             return None
-        label = f"{OURS} ({r['platform'].split(', ')[-1]}, {r['device']}), {r['quantization']}"
+        mlx = r["platform"].split(", ")[-1]
+        label = f"{OURS}, {mlx} on {r['device']}, {r['quantization']}"
         measures = {"lm": r["lm_step_ms"], "full": r["step_ms"]}
         return {"status": "ok", "label": label, "measures": measures, "bench": r}
     for line in reversed(stdout.splitlines()):

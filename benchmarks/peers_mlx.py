@@ -33,6 +33,7 @@ from benchmarks.peers_common import (  # noqa: E402
     worker_parser,
 )
 from model.config import MimiConfig, PersonaPlexConfig, TransformerConfig  # noqa: E402
+from personaplex_tui.benchmark import device_name  # noqa: E402
 
 GROUP_SIZE = 64  # PersonaPlex's converted checkpoints (model.config.QuantizationConfig)
 
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import mlx.core as mx
         import mlx.nn as nn
+        from mlx.utils import tree_flatten
         from moshi_mlx import models, utils
         from moshi_mlx.models.mimi import Mimi
     except ImportError as exc:
@@ -113,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = shapes(args.small)
     n = args.warmup_steps + args.steps
     frames = [mx.array(x)[None, None] for x in noise_frames(n, args.seed)]
-    device = "GPU" if mx.default_device() == mx.gpu else "CPU"
-    version = f"moshi_mlx {metadata.version('moshi_mlx')} (MLX {mx.__version__}, {device})"
+    version = f"moshi_mlx {metadata.version('moshi_mlx')}, MLX {mx.__version__} on {device_name()}"
     q = cfg.mimi.num_codebooks
     mimi = Mimi(mimi_config(cfg.mimi))
     mx.eval(mimi.parameters())
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.part == "mimi":
         enc, dec = codec_timed(encode, decode, args.warmup_steps, args.steps)
-        emit(f"{version}, Mimi float32", {"encode": enc, "decode": dec})
+        dtype = str(tree_flatten(mimi.parameters())[0][1].dtype).split(".")[-1]
+        emit(f"{version}, Mimi {dtype}", {"encode": enc, "decode": dec})
         return 0
 
     model = models.Lm(lm_config(cfg, args.depformer_steps))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
+from mlx.utils import tree_flatten
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return np.array(pcm)
 
     enc, dec = codec_timed(encode, decode, args.warmup_steps, args.steps)
-    label = f"ppx-tui (MLX {mx.__version__}, {device_name()}), Mimi float32"
+    dtype = str(tree_flatten(codec.model.parameters())[0][1].dtype).split(".")[-1]
+    label = f"ppx-tui, MLX {mx.__version__} on {device_name()}, Mimi {dtype}"
     emit(label, {"encode": enc, "decode": dec})
     return 0
 

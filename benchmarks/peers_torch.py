@@ -100,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = shapes(args.small)
     n = args.warmup_steps + args.steps
     pcm = torch.from_numpy(noise_frames(n, args.seed)).to(device)[:, None, None, :]
-    where = torch.cuda.get_device_name() if cuda else "CPU"
-    version = f"PyTorch moshi {metadata.version('moshi')} (torch {torch.__version__}, {where})"
+    where = f"gpu ({torch.cuda.get_device_name()})" if cuda else "cpu"
+    version = f"PyTorch moshi {metadata.version('moshi')}, torch {torch.__version__} on {where}"
+    graphs = ", CUDA graphs" if cuda else ""
     compiled = contextlib.nullcontext() if cuda else no_compile()
 
     with torch.no_grad(), compiled:
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 enc, dec = codec_timed(
                     encode, lambda c: mimi.decode(c).cpu(), args.warmup_steps, args.steps
                 )
-            emit(f"{version}, Mimi float32", {"encode": enc, "decode": dec}, cuda=cuda)
+            dtype = str(next(mimi.parameters()).dtype).split(".")[-1]
+            emit(f"{version}, Mimi {dtype}{graphs}", {"encode": enc, "decode": dec})
             return 0
 
         dtype = torch.bfloat16 if cuda else torch.float32
@@ -150,9 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             lm_ms = timed(lm_step, args.warmup_steps, args.steps)
         with gen.streaming(1), mimi.streaming(1):
             full_ms = timed(full_step, args.warmup_steps, args.steps)
-    graphs = ", CUDA graphs" if cuda else ""
     label = f"{version}, {str(dtype).split('.')[-1]}{graphs}"
-    emit(label, {"lm": lm_ms, "full": full_ms}, cuda=cuda, depformer_steps=args.depformer_steps)
+    emit(label, {"lm": lm_ms, "full": full_ms}, depformer_steps=args.depformer_steps)
     return 0
 
 
