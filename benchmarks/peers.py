@@ -108,6 +108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--steps must be at least 1 and --warmup-steps at least 0.")
     if args.timeout <= 0:
         p.error("--timeout must be positive.")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        p.error(f"--json: the folder of {args.json} does not exist.")
     return args
 
 
@@ -258,4 +260,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("peers: interrupted.", file=sys.stderr)
+        sys.exit(130)

@@ -100,6 +100,11 @@ def mimi_config(cfg: MimiConfig):
     )  # fmt: skip
 
 
+def _text(out):
+    """The text token from `LmGen.step` (0.3.0 returns it with the transformer's output)."""
+    return out[0] if isinstance(out, tuple) else out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = worker_parser(__doc__.splitlines()[0]).parse_args(argv)
     try:
@@ -158,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
 
     def lm_step(i: int) -> None:
-        text, _ = gen.step(codes[i : i + 1])
+        text = _text(gen.step(codes[i : i + 1]))
         mx.eval(text, gen.gen_sequence)
         text.item()
         tokens = gen.last_audio_tokens()
@@ -167,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def full_step(i: int) -> None:
         user = encode(i)
-        text, _ = gen.step(user[:, :need, 0])
+        text = _text(gen.step(user[:, :need, 0]))
         mx.eval(text, gen.gen_sequence)
         text.item()
         tokens = gen.last_audio_tokens()

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.import_probe import modules_loaded_by
 
@@ -84,10 +85,19 @@ def test_a_process_that_runs_out_of_time_is_a_row_and_a_failed_exit():
     assert "Traceback" not in proc.stderr
 
 
-def test_a_bad_option_is_one_sentence_and_exit_2():
-    proc = peers("--steps", "0", timeout=60)
+@pytest.mark.parametrize(
+    "args, sentence",
+    [
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--json", "/no/such/folder/peers.json"], "the folder of /no/such/folder/peers.json"),
+        (["--peers", "onnx"], "invalid choice: 'onnx'"),
+    ],
+)
+def test_a_bad_option_is_one_sentence_and_exit_2(args, sentence):
+    proc = peers(*args, timeout=60)
     assert proc.returncode == 2
-    assert "--steps must be at least 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert sentence in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""  # nothing was run
 
 
 def test_the_percentiles_are_those_of_ppx_tui_bench():
