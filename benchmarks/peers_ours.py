@@ -1,7 +1,8 @@
 """Peer worker for this project's Mimi (`model.mimi.MimiCodec`, random weights), per 80 ms frame.
 
-`mimi`: the codec's compiled streaming `encode_step` and `decode_step` of one frame, timed
-separately (codes evaluated; audio evaluated and copied to the host), float32 like the peers'.
+`mimi`: the codec's streaming encode and decode of one frame through the compiled graphs the
+full-duplex step uses, timed separately (codes evaluated; audio evaluated and copied to the
+host), float32 like the peers'.
 The LM step and the full-duplex step are `ppx-tui bench`'s, which `benchmarks/peers.py` runs.
 
     python benchmarks/peers_ours.py mimi --steps 300
@@ -10,6 +11,7 @@ The LM step and the full-duplex step are `ppx-tui bench`'s, which `benchmarks/pe
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -30,17 +32,33 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("ppx-tui's LM step is measured by `python -m personaplex_tui bench`.")
     cfg = shapes(args.small)
     codec = MimiCodec.random(cfg.mimi, seed=args.seed)
+    mimi = codec.model
     frames = [mx.array(x) for x in noise_frames(args.warmup_steps + args.steps, args.seed)]
+    # The session's compiled graphs (`model.step_graphs`): one while the transformers' caches
+    # fill and one once they are full; both traced now, so that none compiles while timed.
+    graphs = {
+        full: (mx.compile(partial(mimi.encode_step, full=full)),
+               mx.compile(partial(mimi.decode_step, full=full)))
+        for full in (False, True)
+    }  # fmt: skip
+    for enc_fn, dec_fn in graphs.values():
+        codes, _ = enc_fn(frames[0], mimi.init_encode_state())
+        mx.eval(codes, dec_fn(codes, mimi.init_decode_state()))
+    state = {"encode": mimi.init_encode_state(), "decode": mimi.init_decode_state()}
+    done = {"encode": 0, "decode": 0}
+
+    def step(kind: str, x: mx.array) -> mx.array:
+        fn = graphs[mimi.full_after(done[kind])][kind == "decode"]
+        out, state[kind] = fn(x, state[kind])
+        mx.eval(out, state[kind])
+        done[kind] += 1
+        return out
 
     def encode(i: int) -> mx.array:
-        codes = codec.encode_step(frames[i])
-        mx.eval(codes, codec.state_arrays())
-        return codes
+        return step("encode", frames[i])
 
     def decode(codes: mx.array) -> np.ndarray:
-        pcm = codec.decode_step(codes)
-        mx.eval(pcm, codec.state_arrays())
-        return np.array(pcm)
+        return np.array(step("decode", codes))
 
     enc, dec = codec_timed(encode, decode, args.warmup_steps, args.steps)
     dtype = str(tree_flatten(codec.model.parameters())[0][1].dtype).split(".")[-1]
