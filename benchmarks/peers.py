@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.peers_common import RESULT_PREFIX  # noqa: E402
+from personaplex_tui.kernel_cache import persistent_kernel_cache  # noqa: E402
 
 MEASURES = {
     "lm": "LM step",
@@ -231,6 +232,9 @@ def render(table: list[dict[str, Any]], markdown: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # MLX's CUDA kernels, compiled at first use, kept on disk as `ppx-tui` keeps them: every
+    # process inherits the folder, so the second and later runs start warm (no effect elsewhere).
+    persistent_kernel_cache()
     job_list = jobs(args)
     missing: dict[str, dict[str, Any]] = {}
     for i, job in enumerate(job_list, 1):
