@@ -7,7 +7,8 @@ encode, `LMGen.step`, Mimi decode of the agent's 8 codes, audio copied to the ho
 
 On CUDA: the LM in bfloat16, Mimi in float32, and moshi's own CUDA graphs (LMGen and Mimi capture
 them during the warm-up steps) and torch.compile, as shipped. On the CPU: float32 throughout and
-torch.compile off (it takes minutes there and is not what a CPU user would run).
+torch.compile off (it takes minutes there and is not what a CPU user would run), one thread.
+`--bits` is accepted and ignored: moshi's PyTorch LM has no 4- or 8-bit path of its own.
 
     python benchmarks/peers_torch.py lm --depformer-steps 8 --steps 300
 """
