@@ -1,0 +1,271 @@
+"""ppx-tui against its peers on PersonaPlex's shapes: one command, one side-by-side table with ratios.
+
+Runs, each in its own process and in sequence (so that one implementation's GPU memory, threads
+or missing package cannot touch another's numbers):
+- ours: `python -m personaplex_tui bench --random-weights --json` (the LM step, 8 depformer
+  steps, and the full-duplex step) and `benchmarks/peers_ours.py mimi` (Mimi per frame);
+- PyTorch `moshi` (`benchmarks/peers_torch.py`): LMGen with 8 and 16 depformer steps, the
+  full-duplex step as its server runs it, Mimi per frame; bf16 with CUDA graphs on CUDA;
+- Kyutai's `moshi_mlx` (`benchmarks/peers_mlx.py`): the same, `--bits` like ours.
+
+Every figure is milliseconds per 80 ms frame over `--steps` timed steps after `--warmup-steps`
+untimed ones, with `ppx-tui bench`'s percentiles; the ratio columns are the peer's over ours for
+the same measure (the LM step: over ours with 8 depformer steps; ours' steps follow its prompt
+prefill of about 80 positions, the peers' start at position 0). A peer whose package is
+missing is a row saying so. Random weights of the 7B's exact shape; `--small` uses the tiny
+model of `ppx-tui bench --small` (float weights) for a CPU smoke run.
+
+    python3 benchmarks/peers.py --bits 4 --steps 300          # on the GPU machine
+    python3 benchmarks/peers.py --small --steps 30            # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.peers_common import RESULT_PREFIX  # noqa: E402
+from personaplex_tui.kernel_cache import persistent_kernel_cache  # noqa: E402
+
+MEASURES = {
+    "lm": "LM step",
+    "full": "full-duplex step",
+    "encode": "Mimi encode",
+    "decode": "Mimi decode",
+}
+LM, MIMI = ("lm", "full"), ("encode", "decode")  # what each kind of process reports
+PEERS = ("torch", "mlx")
+OURS = "ppx-tui"
+NAMES = {OURS: OURS, "torch": "PyTorch moshi", "mlx": "moshi_mlx"}
+
+
+@dataclass
+class Job:
+    """One process: what it measures, how to start it, and what it reported."""
+
+    key: str
+    impl: str  # OURS or one of PEERS
+    what: str  # e.g. "8 depformer steps"
+    measures: tuple[str, ...]  # keys of MEASURES it reports
+    argv: list[str]
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.result.get("status") == "ok"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Benchmark ppx-tui and its peers (PyTorch moshi, moshi_mlx) on PersonaPlex's "
+        "shapes with random weights, and print one side-by-side table."
+    )
+    p.add_argument(
+        "--bits",
+        type=int,
+        choices=(4, 8, 16),
+        default=4,
+        help="LM weights of ours and moshi_mlx: 4, 8 or 16 (bf16); PyTorch is bf16",
+    )
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="the tiny model of `ppx-tui bench --small` (float weights; CPU, tests)",
+    )
+    p.add_argument("--steps", type=int, default=300, help="timed steps or frames per measure (300)")
+    p.add_argument("--warmup-steps", type=int, default=20, help="untimed steps before them (20)")
+    p.add_argument(
+        "--depformer-steps",
+        type=int,
+        nargs="+",
+        choices=(8, 16),
+        default=[8, 16],
+        help="the peers' depformer steps: 8 as ours runs, 16 as PersonaPlex ships",
+    )
+    p.add_argument(
+        "--peers", nargs="+", choices=PEERS, default=list(PEERS), help="which peers to run (both)"
+    )
+    p.add_argument("--timeout", type=float, default=900, help="seconds per process (900)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    p.add_argument("--json", metavar="PATH", help="also write every result as JSON to PATH")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup_steps < 0:
+        p.error("--steps must be at least 1 and --warmup-steps at least 0.")
+    if args.timeout <= 0:
+        p.error("--timeout must be positive.")
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        p.error(f"--json: the folder of {args.json} does not exist.")
+    return args
+
+
+def jobs(args: argparse.Namespace) -> list[Job]:
+    """Every process to run, ours first."""
+    bits = 16 if args.small else args.bits  # the tiny shapes are not multiples of a group
+    common = ["--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
+              "--seed", str(args.seed), "--bits", str(bits)] + (["--small"] * args.small)  # fmt: skip
+    bench = [
+        "-m", "personaplex_tui", "bench", "--small" if args.small else "--random-weights",
+        "--no-phases", "--json", *common,
+    ]  # fmt: skip
+    out = [
+        Job("ours", OURS, "8 depformer steps", LM, bench),
+        Job("ours-mimi", OURS, "", MIMI, ["benchmarks/peers_ours.py", "mimi", *common]),
+    ]
+    for peer in args.peers:
+        script = f"benchmarks/peers_{peer}.py"
+        for d in args.depformer_steps:
+            what = f"{d} depformer steps" + (" (as shipped)" if d == 16 else "")
+            argv = [script, "lm", "--depformer-steps", str(d), *common]
+            out.append(Job(f"{peer}-{d}", peer, what, LM, argv))
+        out.append(Job(f"{peer}-mimi", peer, "", MIMI, [script, "mimi", *common]))
+    return out
+
+
+def run(job: Job, timeout: float) -> None:
+    """Start the job's process and read its result (never raises: failures become results)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, *job.argv], cwd=ROOT, env=env, capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        job.result = {"status": "timed out", "why": f"timed out after {timeout:.0f} s"}
+        return
+    seconds = round(time.perf_counter() - t0, 1)
+    result = _read(job, proc.stdout) if proc.returncode == 0 else None
+    if result is None:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()] or ["no output"]
+        why = f"failed (exit {proc.returncode}): {lines[-1].strip()[:300]}"
+        result = {"status": "failed", "why": why}
+    result["seconds"] = seconds
+    job.result = result
+
+
+def _read(job: Job, stdout: str) -> dict[str, Any] | None:
+    if job.key == "ours":  # `ppx-tui bench --json`: one JSON document
+        try:
+            r = json.loads(stdout)
+        except json.JSONDecodeError:
+            return None
+        mlx = r["platform"].split(", ")[-1]
+        label = f"{OURS}, {mlx} on {r['device']}, {r['quantization']}"
+        measures = {"lm": r["lm_step_ms"], "full": r["step_ms"]}
+        return {"status": "ok", "label": label, "measures": measures, "bench": r}
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line[len(RESULT_PREFIX) :])
+    return None
+
+
+def rows(job_list: list[Job]) -> list[dict[str, Any]]:
+    """The table: per measure, ours first, then each peer with its ratios to ours."""
+    ours = {
+        m: s for j in job_list if j.impl == OURS and j.ok for m, s in j.result["measures"].items()
+    }
+    out = []
+    for measure, title in MEASURES.items():
+        for job in job_list:
+            if not job.ok:
+                if measure == job.measures[0]:  # reported once, where its numbers would be
+                    out.append({"measure": title, "impl": job.impl, "what": job.what,
+                                "label": NAMES[job.impl], "status": job.result.get("why", "failed")})  # fmt: skip
+                continue
+            stats = job.result["measures"].get(measure)
+            if stats is None:
+                continue
+            row = {"measure": title, "impl": job.impl, "what": job.what,
+                   "label": job.result["label"], "status": "ok", **stats}  # fmt: skip
+            base = ours.get(measure)
+            if base and job.impl != OURS:
+                row["ratio_p50"] = round(stats["p50"] / base["p50"], 2)
+                row["ratio_p99"] = round(stats["p99"] / base["p99"], 2)
+            out.append(row)
+    return out
+
+
+def render(table: list[dict[str, Any]], markdown: bool) -> str:
+    """The rows as a Markdown table or as aligned text (Rich, no colours)."""
+    head = ["measure", "implementation", "", "p50", "p90", "p99", "max", "n", "p50 / ours",
+            "p99 / ours", "note"]  # fmt: skip
+    lines = []
+    for r in table:
+        cells = [r["measure"], r["label"], r["what"]]
+        if r["status"] != "ok":
+            cells += [""] * 7 + [r["status"]]
+        else:
+            cells += [f"{r[k]:.2f}" for k in ("p50", "p90", "p99", "max")] + [str(r["n"])]
+            cells += [f"{r[k]:.2f}x" if k in r else "" for k in ("ratio_p50", "ratio_p99")] + [""]
+        lines.append(cells)
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(out + ["| " + " | ".join(cells) + " |" for cells in lines])
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for i, name in enumerate(head):
+        t.add_column(name, justify="left" if i < 3 or i == 10 else "right", no_wrap=True)
+    for cells in lines:
+        t.add_row(*cells)
+    console = Console(file=io.StringIO(), width=400, color_system=None, record=True)
+    console.print(t)
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # MLX's CUDA kernels, compiled at first use, kept on disk as `ppx-tui` keeps them: every
+    # process inherits the folder, so the second and later runs start warm (no effect elsewhere).
+    persistent_kernel_cache()
+    job_list = jobs(args)
+    missing: dict[str, dict[str, Any]] = {}
+    for i, job in enumerate(job_list, 1):
+        print(f"peers: [{i}/{len(job_list)}] {job.key} ...", file=sys.stderr, flush=True)
+        if job.impl in missing:  # its package is not installed: no need to try again
+            job.result = missing[job.impl]
+        else:
+            run(job, args.timeout)
+        if job.result["status"] == "not installed":
+            missing[job.impl] = job.result
+        status = job.result["status"]
+        print(f"peers: [{i}/{len(job_list)}] {job.key}: {status}", file=sys.stderr, flush=True)
+    table = rows(job_list)
+    if any(j.impl == OURS and not j.ok for j in job_list):
+        print("peers: ppx-tui's own benchmark failed; see its row.", file=sys.stderr)
+    what = "tiny model (--small), float weights" if args.small else f"7B shapes, {args.bits}-bit"
+    print(f"ms per 80 ms frame, random weights, {what}; {args.steps} timed steps "
+          f"after {args.warmup_steps}; ratios: peer / ours (>1: ours is faster)")  # fmt: skip
+    print(render(table, args.markdown))
+    if args.json:
+        results = {j.key: {"argv": j.argv, **j.result} for j in job_list}
+        Path(args.json).write_text(
+            json.dumps({"options": vars(args), "rows": table, "results": results}, indent=2)
+        )
+    failed = [j for j in job_list if j.result["status"] not in ("ok", "not installed")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("peers: interrupted.", file=sys.stderr)
+        sys.exit(130)

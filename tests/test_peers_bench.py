@@ -1,0 +1,116 @@
+"""`benchmarks/peers.py` end to end on tiny shapes: ours, PyTorch moshi, moshi_mlx or its absence."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.import_probe import modules_loaded_by
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peers(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "benchmarks/peers.py", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])},
+    )  # fmt: skip
+
+
+def the_row(rows: list[dict], measure: str, impl: str, what: str = "") -> dict:
+    found = [r for r in rows if r["measure"] == measure and r["impl"] == impl and what in r["what"]]
+    assert len(found) == 1, (measure, impl, what, rows)
+    return found[0]
+
+
+def test_one_table_with_ours_the_pytorch_peer_and_ratios_of_the_measured_numbers(tmp_path):
+    out = tmp_path / "peers.json"
+    proc = peers("--small", "--steps", "6", "--warmup-steps", "2", "--depformer-steps", "8",
+                 "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    rows, results = data["rows"], data["results"]
+    table = proc.stdout.splitlines()
+
+    for measure, ours_key, peer_key, source in (
+        ("LM step", "ours", "torch-8", lambda r: r["bench"]["lm_step_ms"]),
+        ("full-duplex step", "ours", "torch-8", lambda r: r["bench"]["step_ms"]),
+        ("Mimi encode", "ours-mimi", "torch-mimi", lambda r: r["measures"]["encode"]),
+        ("Mimi decode", "ours-mimi", "torch-mimi", lambda r: r["measures"]["decode"]),
+    ):
+        ours = the_row(rows, measure, "ppx-tui")
+        torch = the_row(rows, measure, "torch")
+        # the rows carry what the processes measured
+        assert ours["p50"] == source(results[ours_key])["p50"] and ours["n"] == 6
+        assert torch["p50"] == results[peer_key]["measures"][measure_key(measure)]["p50"]
+        assert 0 < torch["p50"] <= torch["p90"] <= torch["p99"] <= torch["max"]
+        # the ratios are the peer's numbers over ours, and the printed table shows them
+        assert torch["ratio_p50"] == round(torch["p50"] / ours["p50"], 2)
+        assert torch["ratio_p99"] == round(torch["p99"] / ours["p99"], 2)
+        assert "ratio_p50" not in ours
+        printed = [line for line in table if line.startswith(measure) and "PyTorch moshi" in line]
+        assert len(printed) == 1 and f"{torch['ratio_p50']:.2f}x" in printed[0], printed
+        assert f"{torch['p50']:.2f}" in printed[0]
+        assert any(line.startswith(measure) and "ppx-tui" in line for line in table)
+
+    mlx = [r for r in rows if r["impl"] == "mlx"]
+    assert {r["measure"] for r in mlx} >= {"LM step", "Mimi encode"}
+    if importlib.util.find_spec("moshi_mlx") is None:
+        assert all("moshi_mlx is not installed" in r["status"] for r in mlx)
+        assert sum("moshi_mlx is not installed" in line for line in table) == len(mlx)
+    else:
+        assert all(r["status"] == "ok" and r["ratio_p50"] > 0 for r in mlx)
+
+
+def measure_key(title: str) -> str:
+    from benchmarks.peers import MEASURES
+
+    return {v: k for k, v in MEASURES.items()}[title]
+
+
+def test_a_process_that_runs_out_of_time_is_a_row_and_a_failed_exit():
+    proc = peers("--small", "--steps", "1", "--peers", "torch", "--timeout", "0.01", timeout=120)
+    assert proc.returncode == 1
+    rows = [line for line in proc.stdout.splitlines() if "timed out after" in line]
+    assert len(rows) == 5, proc.stdout  # ours' two processes, torch's 8 and 16 steps and Mimi
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, sentence",
+    [
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--json", "/no/such/folder/peers.json"], "the folder of /no/such/folder/peers.json"),
+        (["--peers", "onnx"], "invalid choice: 'onnx'"),
+    ],
+)
+def test_a_bad_option_is_one_sentence_and_exit_2(args, sentence):
+    proc = peers(*args, timeout=60)
+    assert proc.returncode == 2
+    assert sentence in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""  # nothing was run
+
+
+def test_the_percentiles_are_those_of_ppx_tui_bench():
+    from benchmarks.peers_common import percentiles
+    from personaplex_tui.benchmark import Stats
+
+    ms = list(np.random.default_rng(0).gamma(2.0, 3.0, 137))
+    assert percentiles(ms) == asdict(Stats.of(ms))
+
+
+def test_the_command_and_its_workers_import_no_ui_or_audio():
+    loaded = modules_loaded_by(
+        "import benchmarks.peers, benchmarks.peers_ours, benchmarks.peers_torch, "
+        "benchmarks.peers_mlx"
+    )
+    assert ("textual" in loaded, "sounddevice" in loaded) == (False, False)
