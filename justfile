@@ -18,8 +18,13 @@ test *ARGS: setup-test
 
 # Lint and format check.
 lint: setup-test
-    {{venv}}/bin/ruff check model personaplex_tui tests
-    {{venv}}/bin/ruff format --check model personaplex_tui tests
+    {{venv}}/bin/ruff check model personaplex_tui tests .ci
+    {{venv}}/bin/ruff format --check model personaplex_tui tests .ci
+
+# Every runtime dependency has wheels for macOS arm64 and Linux x86_64, Python 3.10-3.13 (asks
+# the package index, installs nothing). Run by CI before the tests.
+check-wheels: setup-test
+    {{py}} .ci/check_wheels.py
 
 # Benchmark the step (see README). Example: ./dev bench --random-weights --small
 bench *ARGS: setup
