@@ -41,6 +41,7 @@ from tests.textdata import load_wav_24k
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "tests" / "data" / "audio"
 STEPS = 8
+PPX_TUI = Path(sys.executable).with_name("ppx-tui")  # the console script `pip install` made
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_cli_respond(folder, tmp_path, bits):
     out = tmp_path / "reply.wav"
     quantize = [] if bits is None else ["--quantize", str(bits)]
     proc = subprocess.run(
-        [sys.executable, "-m", "personaplex_tui", "respond", "--model", str(folder),
+        [str(PPX_TUI), "respond", "--model", str(folder),
          "--input", str(AUDIO / "shipping.wav"), "--output", str(out), "--max-steps", "6",
          "--voice", "NATF2", "--json", *quantize],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
