@@ -21,8 +21,7 @@ lint: setup-test
     {{venv}}/bin/ruff check model personaplex_tui tests .ci
     {{venv}}/bin/ruff format --check model personaplex_tui tests .ci
 
-# Every runtime dependency has wheels for macOS arm64 and Linux x86_64, Python 3.10-3.13 (asks
-# the package index, installs nothing). Run by CI before the tests.
+# PyPI has wheels of every dependency for macOS arm64 and Linux x86_64, Python 3.10-3.13 (CI).
 check-wheels: setup-test
     {{py}} .ci/check_wheels.py
 
