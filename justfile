@@ -18,9 +18,13 @@ test *ARGS: setup-test
 
 # Lint, format check and the import contracts of pyproject.toml ([tool.importlinter]).
 lint: setup-test
-    {{venv}}/bin/ruff check model personaplex_tui tests
-    {{venv}}/bin/ruff format --check model personaplex_tui tests
+    {{venv}}/bin/ruff check model personaplex_tui tests benchmarks .ci
+    {{venv}}/bin/ruff format --check model personaplex_tui tests benchmarks .ci
     {{venv}}/bin/lint-imports
+
+# PyPI has wheels of every dependency for macOS arm64 and Linux x86_64, Python 3.10-3.13 (CI).
+check-wheels: setup-test
+    {{py}} .ci/check_wheels.py
 
 # Benchmark the step (see README). Example: ./dev bench --random-weights --small
 bench *ARGS: setup

@@ -5,12 +5,15 @@ The layouts: docs/checkpoint-layouts.md.
 Converted layout: config.json in the converted schema (`PersonaPlexConfig.from_dict`).
 Original layout: no config.json means PersonaPlex 7B (`config_7b()`); a config.json next to
 model.safetensors may describe other sizes, in the converted schema or in Moshi's own
-LM-kwargs schema (`dim`, `num_heads`, `depformer_dim`, ... as `moshi.models.loaders` reads it).
+LM-kwargs schema (`dim`, `num_heads`, `depformer_dim`, ... as `moshi.models.loaders` reads it),
+whose `mimi_config_name` may name a JSON file of moshi's Mimi config (`seanet`, `quantizer`,
+`transformer`) for a Mimi other than the published one.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from model.config import (
     LMConfig,
     PersonaPlexConfig,
     TransformerConfig,
+    _mimi,
     config_7b,
 )
 from model.config_check import Section
@@ -123,6 +127,57 @@ def config_from_moshi_kwargs(data: dict[str, Any]) -> PersonaPlexConfig:
     return PersonaPlexConfig(lm=lm)
 
 
+# Where moshi's Mimi config keeps what the converted schema's `mimi` section holds.
+_MOSHI_MIMI_KEYS = {
+    "": ("sample_rate", "frame_rate", "channels"),
+    "seanet": ("dimension", "n_filters", "ratios", "kernel_size", "residual_kernel_size")
+    + ("last_kernel_size", "dilation_base", "compress", "n_residual_layers"),
+    "transformer": ("num_heads", "num_layers", "dim_feedforward", "context", "layer_scale")
+    + ("max_period",),
+    "quantizer": ("n_q",),
+}
+_MOSHI_MIMI_RENAMED = {
+    ("quantizer", "bins"): "codebook_size",
+    ("quantizer", "dimension"): "codebook_dim",
+}
+
+
+def _moshi_mimi(folder: Path, name: Any, config: PersonaPlexConfig) -> PersonaPlexConfig:
+    """`config` with the Mimi that moshi's config file `name` (in `folder`) describes."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE} is invalid: 'mimi_config_name' must be a file name in the checkpoint folder, not {name!r}."
+        )
+    path = folder / name
+    if not path.is_file():
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE} names the Mimi config {name}, which is not in {folder}."
+        )
+    data = _read_json(path)
+    flat: dict[str, Any] = {}
+    try:
+        parts = {
+            part: Section.top(data).section(part).data if part else data
+            for part in _MOSHI_MIMI_KEYS
+        }
+        for part, keys in _MOSHI_MIMI_KEYS.items():
+            flat |= {key: parts[part][key] for key in keys if key in parts[part]}
+        for (part, key), ours in _MOSHI_MIMI_RENAMED.items():
+            if key in parts[part]:
+                flat[ours] = parts[part][key]
+        mimi = _mimi(Section(flat), config.lm.n_q_agent)
+        d_model = parts["transformer"].get("d_model", mimi.dimension)
+        if d_model != mimi.dimension:
+            raise Section(parts["transformer"], "transformer").fail(
+                "d_model", f"the SEANet dimension ({mimi.dimension})", d_model
+            )
+    except CheckpointError as error:
+        raise CheckpointError(f"{path} is invalid: {error}") from None
+    except (ValueError, TypeError, KeyError) as error:
+        raise CheckpointError(f"{path} describes an invalid Mimi ({error}).") from None
+    return replace(config, mimi=mimi)
+
+
 def read_config(folder: Path, layout: str) -> PersonaPlexConfig:
     """The checkpoint's PersonaPlexConfig (see the module docstring for the rules)."""
     path = folder / CONFIG_FILE
@@ -132,12 +187,14 @@ def read_config(folder: Path, layout: str) -> PersonaPlexConfig:
     try:
         if "temporal" in data:
             return PersonaPlexConfig.from_dict(data)
-        if layout == ORIGINAL and "dim" in data:
-            return config_from_moshi_kwargs(data)
+        moshi = config_from_moshi_kwargs(data) if layout == ORIGINAL and "dim" in data else None
     except CheckpointError as error:
         raise CheckpointError(f"{path} is invalid: {error}") from None
     except (ValueError, TypeError, KeyError) as error:  # a check missing above: still a sentence
         raise CheckpointError(f"{path} describes an invalid model ({error}).") from None
+    if moshi is not None:
+        name = data.get("mimi_config_name")
+        return moshi if name is None else _moshi_mimi(folder, name, moshi)
     raise CheckpointError(
         f"{folder} is not a PersonaPlex checkpoint: its {CONFIG_FILE} has no 'temporal' section."
     )

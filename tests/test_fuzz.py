@@ -19,6 +19,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from model.checkpoint import load_lm
 from model.config import PersonaPlexConfig
 from model.errors import CheckpointError
 from model.layout import CONVERTED, ORIGINAL, expected_layout
@@ -26,6 +27,7 @@ from model.lm_config_io import read_config
 from personaplex_tui.audio import AudioFileError, read_audio
 from tests.checkpoints import small_config
 from tests.lm_helpers import moshi_kwargs
+from tests.lm_helpers import small_config as sized_config
 
 EXTENDED = bool(os.environ.get("PPX_FUZZ"))
 FUZZ = settings(
@@ -122,6 +124,12 @@ def _valid_converted() -> dict:
     return json.loads(json.dumps(small_config(context=50).to_dict()))
 
 
+def _valid_quantized() -> dict:
+    """A 4-bit config whose sizes fit the group size; mutated sizes often do not."""
+    config = sized_config(context=50, d_model=256, dep_dim=64, dep_dim_feedforward=192, bits=4)
+    return json.loads(json.dumps(config.to_dict()))
+
+
 def _valid_moshi() -> dict:
     kwargs = moshi_kwargs(small_config(context=50))
     return json.loads(json.dumps({k: v for k, v in kwargs.items() if _plain(v)}))
@@ -172,10 +180,16 @@ def _load(folder: Path, layout: str) -> None:
     lm = config.lm
     assert lm.temporal.d_model % lm.temporal.num_heads == 0
     assert lm.temporal.context >= 1 and math.isfinite(lm.temporal.max_period)
-    try:  # what load_lm does next: a ValueError there becomes a CheckpointError
+    try:
         expected_layout(config, layout)
-    except ValueError:
-        pass
+        inconsistent = None
+    except ValueError as error:
+        inconsistent = str(error)
+    with pytest.raises(CheckpointError) as info:  # no weights beside the config: always an error
+        load_lm(folder)
+    one_sentence(str(info.value))
+    if inconsistent is not None:
+        assert str(info.value) == f"{folder / 'config.json'} is inconsistent: {inconsistent}."
 
 
 def _write_and_load(config: object, layout: str) -> None:
@@ -202,6 +216,12 @@ def test_any_json_is_a_config_or_one_sentence(data):
 @given(edits=st.lists(edit, min_size=1, max_size=4))
 def test_a_mutated_converted_config_loads_or_names_the_key(edits):
     _write_and_load(_mutate(_valid_converted(), edits), CONVERTED)
+
+
+@FUZZ
+@given(edits=st.lists(edit, min_size=1, max_size=4))
+def test_a_mutated_quantized_config_loads_or_names_the_key(edits):
+    _write_and_load(_mutate(_valid_quantized(), edits), CONVERTED)
 
 
 @FUZZ
@@ -236,3 +256,15 @@ def test_config_errors_name_the_key(tmp_path, change, message):
     with pytest.raises(CheckpointError) as info:
         read_config(tmp_path, CONVERTED)
     assert str(info.value) == f"{tmp_path / 'config.json'} is invalid: {message}"
+
+
+def test_sizes_the_group_size_does_not_divide_are_one_sentence(tmp_path):
+    config = _valid_quantized()
+    config["temporal"]["dim_feedforward"] = 100
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as info:
+        load_lm(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path / 'config.json'} is inconsistent: "
+        "an input size of 100 cannot be quantized with group size 64."
+    )
