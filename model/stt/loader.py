@@ -178,7 +178,8 @@ def lm_from_file(
     group_size: int = 64,
 ) -> tuple[SttLM, SttConfig]:
     """Build the LM from a checked model.safetensors; `quantize` (4 or 8) quantizes the
-    transformer's projections (embeddings and heads stay float)."""
+    transformer's projections whose input size is a multiple of `group_size` (all of the
+    published model's; embeddings and heads stay float)."""
     cfg, keys = check_weights(path, cfg)
     dtype = dtype or default_dtype()
     d = cfg.transformer.d_model
@@ -198,7 +199,9 @@ def lm_from_file(
     if quantize is not None:
 
         def wanted(module_path: str, module: nn.Module) -> bool:
-            return isinstance(module, nn.Linear) and module_path.startswith("transformer.")
+            # every projection of the published model; a tiny test model's odd widths stay float
+            fits = isinstance(module, nn.Linear) and module.weight.shape[1] % group_size == 0
+            return fits and module_path.startswith("transformer.")
 
         nn.quantize(lm, group_size, quantize, class_predicate=wanted)
     mx.eval(lm.parameters())
