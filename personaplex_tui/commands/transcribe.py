@@ -1,0 +1,130 @@
+"""`ppx-tui transcribe`: the words of a recording, printed as they stream out of Kyutai's STT.
+
+Headless (no textual, no sound card). The text of each 80 ms frame is printed as soon as the
+frame is done, about 0.5 s behind the voice; silent frames at the end flush the last words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from personaplex_tui.commands.common import UsageError, status
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "transcribe",
+        help="transcribe a recording (WAV/FLAC) with Kyutai's streaming STT",
+        description="Stream a recording through Mimi (32 codebooks) and Kyutai STT 1B "
+        "(English and French), printing the words as they come, about 0.5 s behind the voice.",
+    )
+    p.add_argument("--input", required=True, metavar="AUDIO", help="the recording (WAV or FLAC)")
+    p.add_argument("--json", action="store_true", help="print the text, words and timings as JSON")
+    p.add_argument(
+        "--dump-tokens",
+        metavar="FILE.jsonl",
+        help="write every frame: {frame, text_token, audio[32], end_of_turn[heads]}",
+    )
+    add_stt_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def add_stt_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--stt-model and --stt-quantize (shared with the commands that transcribe the user)."""
+    p.add_argument(
+        "--stt-model",
+        metavar="REPO_OR_DIR",
+        default=None,
+        help="Hugging Face repo id or local folder of the STT model (default: kyutai/stt-1b-en_fr; "
+        "kyutai/stt-1b-en_fr-candle adds the end-of-turn heads)",
+    )
+    p.add_argument(
+        "--stt-quantize",
+        type=int,
+        choices=(4, 8),
+        default=None,
+        help="quantize the STT model's projections to 4 or 8 bits on load",
+    )
+
+
+def _open_dump(path: str) -> Any:
+    try:
+        return open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in run()
+    except OSError as e:
+        raise UsageError(f"Cannot write the token dump {path}: {e.strerror or e}.") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from model.stt import load_stt
+    from model.stt.transcribe import transcribe_frames
+    from personaplex_tui.audio import read_audio
+
+    clip = read_audio(args.input)  # an unusable file fails before the model loads
+    if clip.warning:
+        status(f"warning: {clip.warning}")
+    status(f"Loading {args.stt_model or 'kyutai/stt-1b-en_fr'}...")
+    start = time.perf_counter()
+    stt = load_stt(args.stt_model, quantize=args.stt_quantize)
+    load_s = time.perf_counter() - start
+    dump = _open_dump(args.dump_tokens) if args.dump_tokens else None
+    pieces: list[str] = []
+    words: list[dict[str, Any]] = []
+    step_ms: list[float] = []
+    delay = stt.config.delay_frames
+    start = time.perf_counter()
+    try:
+        for frame in transcribe_frames(stt, clip.pcm):
+            step_ms.append(frame.step_ms)
+            if dump is not None:
+                record = {
+                    "frame": frame.index,
+                    "text_token": frame.text_token,
+                    "audio": list(frame.codes),
+                    "end_of_turn": [round(p, 6) for p in frame.end_of_turn],
+                }
+                dump.write(json.dumps(record) + "\n")
+            if not frame.piece:
+                continue
+            if frame.piece.startswith(" ") or not words:
+                at = max(0.0, (frame.index - delay) / 12.5)
+                words.append({"word": "", "start_s": round(at, 2)})
+            words[-1]["word"] += frame.piece.strip()
+            text = frame.piece if pieces else frame.piece.lstrip()
+            pieces.append(text)
+            if not args.json:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+    finally:
+        if dump is not None:
+            dump.close()
+    elapsed = time.perf_counter() - start
+    transcript = "".join(pieces).strip()
+    if args.json:
+        steps = np.array(step_ms) if step_ms else np.zeros(1)
+        out = {
+            "model": str(stt.folder),
+            "input": str(args.input),
+            "input_seconds": round(clip.duration_s, 3),
+            "frames": len(step_ms),
+            "text": transcript,
+            "words": [w for w in words if w["word"]],
+            "end_of_turn_heads": stt.config.extra_heads,
+            "timings": {
+                "load_s": round(load_s, 3),
+                "step_ms_p50": round(float(np.percentile(steps, 50)), 2),
+                "step_ms_p90": round(float(np.percentile(steps, 90)), 2),
+                "transcribe_s": round(elapsed, 3),
+            },
+            "rtf": round(elapsed / clip.duration_s, 3) if clip.duration_s else None,
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print()
+        status(f"Transcribed {clip.duration_s:.2f} s in {elapsed:.2f} s.")
+    return 0
