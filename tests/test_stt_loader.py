@@ -151,12 +151,14 @@ def test_not_a_folder_names_the_stt_flag(tmp_path: Path) -> None:
 
 
 def test_repo_id_downloads_through_the_hub(
-    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    copy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from huggingface_hub import constants
 
+    served = copy()
+    (served / "model.q8.safetensors").write_bytes(b"\0" * 4096)  # not named by config.json
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    with fake_hub("kyutai/stt-1b-en_fr", base, bytes_per_s=5e7) as url:
+    with fake_hub("kyutai/stt-1b-en_fr", served, bytes_per_s=5e7) as url:
         monkeypatch.setattr(constants, "ENDPOINT", url)
         monkeypatch.setattr(
             constants,
@@ -165,6 +167,7 @@ def test_repo_id_downloads_through_the_hub(
         )
         stt = load_stt(None, dtype=mx.float32)  # the default repo
     assert stt.config.extra_heads == 4 and (stt.folder / MIMI_FILE).is_file()
+    assert not (stt.folder / "model.q8.safetensors").exists()  # only the files it needs
 
 
 def test_unreachable_hub_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,3 +191,11 @@ def test_config_dataclass_reads_the_real_keys() -> None:
         {"dim": 64, "num_heads": 4, "num_layers": 1, "n_q": 8, "delays": [0] * 9, "context": 10}
     )
     assert cfg.n_streams == 9 and cfg.transformer.context == 10
+
+
+def test_model_stt_is_pure_computation() -> None:
+    from tests.import_probe import modules_loaded_by
+
+    mods = modules_loaded_by("import model.stt")
+    for banned in ("textual", "sounddevice", "personaplex_tui", "torch"):
+        assert banned not in mods, f"importing model.stt loaded {banned}"

@@ -34,7 +34,6 @@ from model.tokenizer import TextTokenizer
 DEFAULT_STT_MODEL = "kyutai/stt-1b-en_fr"
 STT_FLAG = "--stt-model"
 CONFIG_FILE = "config.json"
-STT_FILE_PATTERNS = ("config.json", "*.safetensors", "*.model", "*.json")
 FLOATS = ("BF16", "F16", "F32")
 _ATTENTION = re.compile(
     r"^(transformer\.layers\.\d+\.self_attn\.)(in|out)_?projs?(\.0)?[._]weight$"
@@ -233,15 +232,23 @@ def load_stt(
 ) -> SttModel:
     """Load the STT model from a folder or a Hugging Face repo id (default kyutai/stt-1b-en_fr).
 
+    From a repo, only config.json and the files it names are downloaded (into the hub cache).
+
     Raises CheckpointError / ModelNotFoundError with one sentence on any problem."""
-    folder = resolve_model(
-        model,
-        allow_patterns=STT_FILE_PATTERNS,
-        tqdm_class=tqdm_class,
-        default=DEFAULT_STT_MODEL,
-        flag=STT_FLAG,
-    )
+
+    def resolve(patterns: list[str]) -> Path:
+        return resolve_model(
+            model,
+            allow_patterns=patterns,
+            tqdm_class=tqdm_class,
+            default=DEFAULT_STT_MODEL,
+            flag=STT_FLAG,
+        )
+
+    folder = resolve([CONFIG_FILE])  # a repo id: config.json first, it names the other files
     cfg = read_stt_config(folder)
+    names = [cfg.moshi_name, cfg.mimi_name, cfg.tokenizer_name, cfg.mimi_config_name]
+    folder = resolve([CONFIG_FILE, *(n for n in names if n)])  # a folder: the same folder
     lm, cfg = lm_from_file(folder / cfg.moshi_name, cfg, dtype=dtype, quantize=quantize)
     mimi_path = folder / cfg.mimi_name
     if not mimi_path.is_file():
