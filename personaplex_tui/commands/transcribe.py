@@ -61,14 +61,14 @@ def _open_dump(path: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model.stt import load_stt
+    from model.stt import DEFAULT_STT_MODEL, load_stt
     from model.stt.transcribe import transcribe_frames
     from personaplex_tui.audio import read_audio
 
     clip = read_audio(args.input)  # an unusable file fails before the model loads
     if clip.warning:
         status(f"warning: {clip.warning}")
-    status(f"Loading {args.stt_model or 'kyutai/stt-1b-en_fr'}...")
+    status(f"Loading {args.stt_model or DEFAULT_STT_MODEL}...")
     start = time.perf_counter()
     stt = load_stt(args.stt_model, quantize=args.stt_quantize)
     load_s = time.perf_counter() - start
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     pieces: list[str] = []
     words: list[dict[str, Any]] = []
     step_ms: list[float] = []
-    delay = stt.config.delay_frames
+    # a word's start in the input: its frame, less the text's delay and the silence prefix
+    lag = stt.config.delay_frames + round(stt.config.audio_silence_prefix_seconds * 12.5)
     start = time.perf_counter()
     try:
         for frame in transcribe_frames(stt, clip.pcm):
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             if not frame.piece:
                 continue
             if frame.piece.startswith(" ") or not words:
-                at = max(0.0, (frame.index - delay) / 12.5)
+                at = max(0.0, (frame.index - lag) / 12.5)
                 words.append({"word": "", "start_s": round(at, 2)})
             words[-1]["word"] += frame.piece.strip()
             text = frame.piece if pieces else frame.piece.lstrip()
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         steps = np.array(step_ms) if step_ms else np.zeros(1)
         out = {
-            "model": str(stt.folder),
+            "model": args.stt_model or DEFAULT_STT_MODEL,
+            "folder": str(stt.folder),
             "input": str(args.input),
             "input_seconds": round(clip.duration_s, 3),
             "frames": len(step_ms),
