@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,7 @@ def _open_dump(path: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     from model.stt import DEFAULT_STT_MODEL, load_stt
     from model.stt.transcribe import transcribe_frames
+    from model.stt.words import TranscriptBuilder
     from personaplex_tui.audio import read_audio
 
     clip = read_audio(args.input)  # an unusable file fails before the model loads
@@ -73,11 +75,13 @@ def run(args: argparse.Namespace) -> int:
     stt = load_stt(args.stt_model, quantize=args.stt_quantize)
     load_s = time.perf_counter() - start
     dump = _open_dump(args.dump_tokens) if args.dump_tokens else None
-    pieces: list[str] = []
-    words: list[dict[str, Any]] = []
+    cfg = stt.config
+    # word times: frames less the text's delay and the silence prefix fed before the audio
+    lag = cfg.delay_frames + round(cfg.audio_silence_prefix_seconds * 12.5)
+    builder = TranscriptBuilder(
+        stt.tokenizer.piece, lag_frames=lag, pad_id=cfg.text_pad_id, epad_id=cfg.text_epad_id
+    )
     step_ms: list[float] = []
-    # a word's start in the input: its frame, less the text's delay and the silence prefix
-    lag = stt.config.delay_frames + round(stt.config.audio_silence_prefix_seconds * 12.5)
     start = time.perf_counter()
     try:
         for frame in transcribe_frames(stt, clip.pcm):
@@ -90,22 +94,15 @@ def run(args: argparse.Namespace) -> int:
                     "end_of_turn": [round(p, 6) for p in frame.end_of_turn],
                 }
                 dump.write(json.dumps(record) + "\n")
-            if not frame.piece:
-                continue
-            if frame.piece.startswith(" ") or not words:
-                at = max(0.0, (frame.index - lag) / 12.5)
-                words.append({"word": "", "start_s": round(at, 2)})
-            words[-1]["word"] += frame.piece.strip()
-            text = frame.piece if pieces else frame.piece.lstrip()
-            pieces.append(text)
-            if not args.json:
-                sys.stdout.write(text)
+            added = builder.feed(frame.index, frame.text_token)
+            if added and not args.json:
+                sys.stdout.write(added)
                 sys.stdout.flush()
     finally:
         if dump is not None:
             dump.close()
     elapsed = time.perf_counter() - start
-    transcript = "".join(pieces).strip()
+    words = builder.finish()
     if args.json:
         steps = np.array(step_ms) if step_ms else np.zeros(1)
         out = {
@@ -114,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
             "input": str(args.input),
             "input_seconds": round(clip.duration_s, 3),
             "frames": len(step_ms),
-            "text": transcript,
-            "words": [w for w in words if w["word"]],
+            "text": builder.text,
+            "words": [asdict(w) for w in words],
             "end_of_turn_heads": stt.config.extra_heads,
             "timings": {
                 "load_s": round(load_s, 3),
