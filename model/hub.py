@@ -57,6 +57,8 @@ def resolve_model(
     cache_dir: str | os.PathLike[str] | None = None,
     endpoint: str | None = None,
     tqdm_class: Any = None,
+    default: str = DEFAULT_MODEL,
+    flag: str = "--model",
 ) -> Path:
     """The local folder of a model given as a folder path or a Hugging Face repo id.
 
@@ -64,20 +66,23 @@ def resolve_model(
     matching `allow_patterns`; already cached files are not fetched again; `HF_HUB_OFFLINE=1`
     uses the cache only). `tqdm_class` replaces the hub's progress bars (bytes, rate, ETA).
     Raises ModelNotFoundError with one sentence when the model cannot be found or fetched.
+    `default` is the repo used when `spec` is None and `flag` the option the messages name
+    (another model than PersonaPlex, such as the STT model, passes its own).
     """
-    spec = DEFAULT_MODEL if spec is None else os.fspath(spec)
+    spec = default if spec is None else os.fspath(spec)
+    use_local = _USE_LOCAL.replace("--model", flag)
     path = Path(spec).expanduser()
     if path.is_dir():
         return path.resolve()
     if path.exists():
         raise ModelNotFoundError(
-            f"{spec} is a file; --model expects a checkpoint folder or a Hugging Face repo id."
+            f"{spec} is a file; {flag} expects a checkpoint folder or a Hugging Face repo id."
         )
     if _looks_like_path(spec) or not _REPO_ID.match(spec):
         raise ModelNotFoundError(
-            f"No model folder at {spec}; {_USE_LOCAL} or a Hugging Face repo id such as {DEFAULT_MODEL}."
+            f"No model folder at {spec}; {use_local} or a Hugging Face repo id such as {default}."
         )
-    return _download(spec, allow_patterns, revision, cache_dir, endpoint, tqdm_class)
+    return _download(spec, allow_patterns, revision, cache_dir, endpoint, tqdm_class, use_local)
 
 
 def _download(
@@ -87,6 +92,7 @@ def _download(
     cache_dir: str | os.PathLike[str] | None,
     endpoint: str | None,
     tqdm_class: Any,
+    use_local: str = _USE_LOCAL,
 ) -> Path:
     from huggingface_hub import errors, snapshot_download
 
@@ -101,11 +107,11 @@ def _download(
         )
     except errors.GatedRepoError:
         raise ModelNotFoundError(
-            f"{repo_id} is gated on Hugging Face: accept its license on the website and log in with `hf auth login`, or {_USE_LOCAL}."
+            f"{repo_id} is gated on Hugging Face: accept its license on the website and log in with `hf auth login`, or {use_local}."
         ) from None
     except errors.RepositoryNotFoundError:
         raise ModelNotFoundError(
-            f"{repo_id} does not exist on Hugging Face (or is private); check the name, or {_USE_LOCAL}."
+            f"{repo_id} does not exist on Hugging Face (or is private); check the name, or {use_local}."
         ) from None
     except errors.RevisionNotFoundError:
         raise ModelNotFoundError(
@@ -113,18 +119,18 @@ def _download(
         ) from None
     except errors.IncompleteSnapshotError:
         raise ModelNotFoundError(
-            f"The cached copy of {repo_id} is incomplete and the hub cannot be reached to finish it; connect and retry, or {_USE_LOCAL}."
+            f"The cached copy of {repo_id} is incomplete and the hub cannot be reached to finish it; connect and retry, or {use_local}."
         ) from None
     except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled):
         if _hub_offline():
             raise ModelNotFoundError(
-                f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download it, or {_USE_LOCAL}."
+                f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download it, or {use_local}."
             ) from None
         raise ModelNotFoundError(
-            f"Could not download {repo_id} (the Hugging Face hub is unreachable) and it is not cached; {_USE_LOCAL}, or connect and retry (HF_HUB_OFFLINE=1 uses the cache only)."
+            f"Could not download {repo_id} (the Hugging Face hub is unreachable) and it is not cached; {use_local}, or connect and retry (HF_HUB_OFFLINE=1 uses the cache only)."
         ) from None
     except (errors.HfHubHTTPError, OSError) as error:
         raise ModelNotFoundError(
-            f"Downloading {repo_id} from Hugging Face failed ({type(error).__name__}); retry, or {_USE_LOCAL}."
+            f"Downloading {repo_id} from Hugging Face failed ({type(error).__name__}); retry, or {use_local}."
         ) from None
     return Path(folder)

@@ -1,0 +1,89 @@
+"""The STT language model: n_q + 1 input embeddings, the project's temporal transformer, text and
+extra heads. No depformer: the audio is only read, never generated.
+
+Module attributes are named like the PyTorch checkpoint's keys (`text_emb`, `emb.i`,
+`transformer.layers.i...`, `out_norm`, `text_linear`, `extra_heads.i`). Everything is lazy.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from model.kv_cache import RingKVCache, Window
+from model.layers import RMSNorm, embed_or_zero
+from model.lm import Transformer
+from model.ring_mask import default_mode
+from model.stt.config import SttConfig
+
+
+class SttLM(nn.Module):
+    """Kyutai's STT LM (moshi's `LMModel` with `dep_q = 0` and optional extra heads)."""
+
+    def __init__(self, config: SttConfig):
+        super().__init__()
+        self.config = config
+        d = config.transformer.d_model
+        self.text_emb = nn.Embedding(config.text_card + 1, d)
+        self.emb = [nn.Embedding(config.card + 1, d) for _ in range(config.n_q)]
+        self.transformer = Transformer(config.transformer)
+        self.out_norm = RMSNorm(d, config.transformer.norm_eps)
+        self.text_linear = nn.Linear(d, config.text_card, bias=False)
+        self.extra_heads = [
+            nn.Linear(d, config.extra_heads_dim, bias=False) for _ in range(config.extra_heads)
+        ]
+
+    @property
+    def dtype(self) -> mx.Dtype:
+        return self.text_emb.weight.dtype
+
+    def make_cache(self, smallest_window: int | None = None) -> list[RingKVCache]:
+        """Fresh ring KV caches (one per layer) of `context` frames: memory stays flat."""
+        return self.transformer.make_cache(self.dtype, 1, smallest_window)
+
+    def embed(self, tokens: mx.array) -> mx.array:
+        """Columns of n_q + 1 ids ([n_q + 1] or [T, n_q + 1], text first) -> [1, T, D].
+
+        Plain sum of the text and audio embeddings; the id -1 contributes zeros."""
+        tokens = tokens.reshape(-1, self.config.n_streams)
+        x = embed_or_zero(self.text_emb.weight, tokens[:, 0])
+        for i, table in enumerate(self.emb):
+            x = x + embed_or_zero(table.weight, tokens[:, i + 1])
+        return mx.expand_dims(x, 0)
+
+    def heads(self, h: mx.array) -> tuple[mx.array, mx.array]:
+        """Text logits [.., text_card] and extra-head probabilities [.., extra_heads, dim]
+        (float32 softmax) of the normed transformer output h."""
+        logits = self.text_linear(h)
+        if not self.extra_heads:
+            return logits, mx.zeros((*h.shape[:-1], 0, self.config.extra_heads_dim), mx.float32)
+        extra = mx.stack([head(h) for head in self.extra_heads], axis=-2)
+        return logits, mx.softmax(extra.astype(mx.float32), axis=-1)
+
+    def forward(self, x: mx.array, caches: list[RingKVCache]) -> tuple[mx.array, mx.array]:
+        """T embedded positions [1, T, D] at the caches' offset (host-side bookkeeping)."""
+        x = x if x.dtype == self.dtype else x.astype(self.dtype)
+        return self.heads(self.out_norm(self.transformer(x, caches)))
+
+    def forward_step(
+        self,
+        x: mx.array,
+        states: list[list[mx.array]],
+        pos: mx.array,
+        window: Window,
+        hide: str | None = None,
+    ) -> tuple[mx.array, mx.array]:
+        """One position `pos` (int32 device scalar) with fixed shapes (see `LM.forward_step`);
+        the caller advances the caches' offsets."""
+        x = x if x.dtype == self.dtype else x.astype(self.dtype)
+        h = self.transformer.step(x, states, pos, window, hide or default_mode())
+        return self.heads(self.out_norm(h))
+
+
+@functools.lru_cache(maxsize=4)
+def initial_column(n_q: int, text_initial: int, audio_initial: int) -> mx.array:
+    """The column fed at the first step: every stream's initial token (moshi's `LMGen`)."""
+    return mx.array(np.array([text_initial] + [audio_initial] * n_q, dtype=np.int32))

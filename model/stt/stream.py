@@ -1,0 +1,91 @@
+"""Streaming transcription: one frame of Mimi codes in, one text token and the end-of-turn
+probabilities out, through a bounded ring KV cache (memory stays flat however long it runs).
+
+Frame convention: that of the PyPI `moshi` package's `LMGen` (what Kyutai's PyTorch and MLX STT
+scripts run, and the parity oracle). The step that receives frame 0 runs on the initial tokens
+(frame 0 itself is never read, as `LMGen` replaces it by them); the step that receives frame
+n >= 1 runs on the column [text token of step n-1, the n_q codes of frame n] at position n, and
+returns text token n, which has seen every frame up to n. So each frame costs one forward, the
+text of a frame is ready in the step that receives it, and a word appears about
+`audio_delay_seconds` after it is spoken (the model was trained to trail the audio that much).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from model.kv_cache import KVState, Window
+from model.stt.model import SttLM, initial_column
+
+
+@dataclass
+class SttStep:
+    """The lazy outputs of one step."""
+
+    text_token: mx.array  # int32 scalar
+    end_of_turn: mx.array  # float32 [extra_heads]: each head's probability of class 0
+    head_probs: mx.array  # float32 [extra_heads, extra_heads_dim]: every class
+
+
+class SttStream:
+    """A transcription stream over one `SttLM` (build one per audio stream; `reset` to reuse).
+
+    `step` is lazy: evaluate its outputs together with `state_arrays()` (one evaluation per step,
+    which a caller can share with other work of the same frame). Graphs are compiled once per
+    attention window and hold the weights as constants.
+    """
+
+    def __init__(self, lm: SttLM, *, compile: bool = True, smallest_window: int | None = None):
+        self.lm = lm
+        self._compile = compile
+        self._graphs: dict[Window, Callable] = {}
+        self._smallest = smallest_window
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: the next step is frame 0 again."""
+        self.caches = self.lm.make_cache(self._smallest)
+        cfg = self.lm.config
+        self._initial = initial_column(cfg.n_q, cfg.text_initial, cfg.audio_initial)
+        self._text = mx.array(cfg.text_initial, dtype=mx.int32)
+        self.frames = 0
+
+    def state_arrays(self) -> list[mx.array]:
+        """Arrays to evaluate with a step's outputs (the rings and the last text token)."""
+        return [self._text, *(a for c in self.caches for a in c.state)]
+
+    def step(self, codes: mx.array) -> SttStep:
+        """Feed the codes of the next frame ([n_q] ints, lazy is fine) and get its outputs."""
+        n_q = self.lm.config.n_q
+        if codes.shape != (n_q,):
+            raise ValueError(f"the STT model reads {n_q} codes per frame, not {list(codes.shape)}")
+        if self.frames == 0:
+            column = self._initial
+        else:
+            column = mx.concatenate([self._text.reshape(1), codes.astype(mx.int32)])
+        window = self.caches[0].step_window()
+        pos = mx.array(self.frames, dtype=mx.int32)
+        states = [c.state for c in self.caches]
+        (token, probs), states = self._graph(window)(column, pos, states)
+        for cache, state in zip(self.caches, states, strict=True):
+            cache.state = state
+            cache.offset += 1
+        self._text = token
+        self.frames += 1
+        return SttStep(token, probs[:, 0], probs)
+
+    def _graph(self, window: Window) -> Callable:
+        if window not in self._graphs:
+
+            def run(
+                column: mx.array, pos: mx.array, states: list[KVState]
+            ) -> tuple[tuple[mx.array, mx.array], list[KVState]]:
+                logits, probs = self.lm.forward_step(self.lm.embed(column), states, pos, window)
+                token = mx.argmax(logits.reshape(-1)).astype(mx.int32)
+                return (token, probs.reshape(probs.shape[-2:])), states
+
+            self._graphs[window] = mx.compile(run) if self._compile else run
+        return self._graphs[window]

@@ -1,0 +1,117 @@
+"""`ppx-tui transcribe` end to end in a subprocess, on a tiny random Kyutai STT repository in the
+real layout; the tokens it dumps are checked against moshi's `LMGen` fed the same codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.tokenizer import TextTokenizer
+from tests.stt_reference import TOKENIZER_FILE, run_reference, write_tiny_stt_repo
+
+ROOT = Path(__file__).resolve().parents[1]
+AUDIO = ROOT / "tests" / "data" / "audio"
+FLUSH = 7  # ceil(0.5 s * 12.5 Hz) silent frames after the input
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_stt_repo(tmp_path_factory.mktemp("stt") / "stt")
+
+
+def ppx(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "personaplex_tui", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr
+    return lines[-1]
+
+
+def test_json_and_token_dump_match_moshi(repo: Path, tmp_path: Path) -> None:
+    dump = tmp_path / "tokens.jsonl"
+    proc = ppx(
+        "transcribe", "--input", str(AUDIO / "greeting.wav"), "--stt-model", str(repo),
+        "--json", "--dump-tokens", str(dump),
+    )  # fmt: skip
+    meta = json.loads(proc.stdout)
+    frames = -(-int(3.4952 * 24000) // 1920) + FLUSH
+    rows = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert meta["frames"] == len(rows) == frames
+    assert [r["frame"] for r in rows] == list(range(frames))
+    for row in rows:
+        assert set(row) == {"frame", "text_token", "audio", "end_of_turn"}
+        assert len(row["audio"]) == 32 and all(0 <= c < 2048 for c in row["audio"])
+        assert len(row["end_of_turn"]) == 4 and all(0 <= p <= 1 for p in row["end_of_turn"])
+    # the oracle: moshi's LMGen fed the very codes the command fed our model
+    codes = np.array([r["audio"] for r in rows])
+    reference = run_reference(repo, np.zeros(0, np.float32), codes=codes)
+    assert [r["text_token"] for r in rows] == reference.text.tolist()
+    eot = np.array([r["end_of_turn"] for r in rows])
+    assert np.abs(eot - reference.heads[:, :, 0]).max() <= 1e-4
+    # the text is the tokens' pieces; the words carry start times
+    tokenizer = TextTokenizer(repo / TOKENIZER_FILE)
+    assert meta["text"] == tokenizer.decode(reference.text.tolist())
+    assert meta["text"] and meta["words"]
+    assert " ".join(w["text"] for w in meta["words"]) == " ".join(meta["text"].split())
+    assert all(0 <= w["start_s"] <= w["end_s"] for w in meta["words"])
+    starts = [w["start_s"] for w in meta["words"]]
+    assert starts == sorted(starts) and starts[-1] < frames * 0.08
+    assert meta["end_of_turn_heads"] == 4 and meta["timings"]["step_ms_p50"] > 0
+
+
+def test_text_streams_to_stdout(repo: Path) -> None:
+    plain = ppx("transcribe", "--input", str(AUDIO / "weather.wav"), "--stt-model", str(repo))
+    meta = json.loads(
+        ppx(
+            "transcribe", "--input", str(AUDIO / "weather.wav"), "--stt-model", str(repo), "--json"
+        ).stdout
+    )
+    assert plain.stdout.strip() == meta["text"]
+    assert "Transcribed" in plain.stderr
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--stt-model", "/nonexistent/stt"], "--stt-model"),
+        (["--stt-model", "EMPTY"], "config.json"),
+        (["--stt-model", "REPO", "--dump-tokens", "/nonexistent/dir/t.jsonl"], "token dump"),
+        (["--stt-model", "REPO", "--input", "/nonexistent.wav"], "does not exist"),
+    ],
+    ids=["missing", "empty", "dump", "input"],
+)
+def test_mistakes_end_in_one_sentence(repo: Path, tmp_path: Path, args, expected) -> None:
+    (tmp_path / "empty").mkdir()
+    args = [{"EMPTY": str(tmp_path / "empty"), "REPO": str(repo)}.get(a, a) for a in args]
+    if "--input" not in args:
+        args += ["--input", str(AUDIO / "weather.wav")]
+    line = one_error_line(ppx("transcribe", *args, check=False))
+    assert line.startswith("ppx-tui: ") and expected in line and line.endswith(".")
+
+
+def test_bad_quantize_value_is_a_usage_error(repo: Path) -> None:
+    proc = ppx(
+        "transcribe", "--input", str(AUDIO / "weather.wav"), "--stt-model", str(repo),
+        "--stt-quantize", "3", check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--stt-quantize" in proc.stderr
