@@ -16,6 +16,7 @@ from personaplex_tui import __version__
 from personaplex_tui.commands import bench, chat, info, respond, soak
 from personaplex_tui.commands.common import UsageError
 from personaplex_tui.kernel_cache import persistent_kernel_cache
+from personaplex_tui.stop_signals import POLICY, Stopped, stopped_sentence
 
 EPILOG = """\
 examples:
@@ -65,12 +66,17 @@ def _check_no_chat_options(argv: list[str], command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the process's signal policy is installed here (`stop_signals`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    POLICY.install()
     parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    persistent_kernel_cache()
     try:
+        args = parser.parse_args(argv)
+    except Stopped as stop:
+        return stop.exit_code
+    handler = getattr(args, "handler", None)
+    try:
+        persistent_kernel_cache()
         if handler is None:
             return chat.run(args)
         _check_no_chat_options(argv, args.command)
@@ -78,10 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     except PersonaPlexError as exc:
         print(f"ppx-tui: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except Stopped as stop:
+        print(f"ppx-tui: {stopped_sentence(stop.signum)}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # a SIGINT handler other than ours (ignored at start, then raised)
         print("ppx-tui: interrupted.", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
     finally:
+        POLICY.quiet()  # a signal while the process winds down must not print a traceback
         logging.shutdown()

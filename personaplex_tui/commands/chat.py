@@ -17,6 +17,7 @@ from personaplex_tui import __version__
 from personaplex_tui.commands.common import UsageError, status
 from personaplex_tui.events import EventSink, MemoryUsage
 from personaplex_tui.settings import Settings, SettingsStore, add_chat_arguments, resolve_settings
+from personaplex_tui.stop_signals import POLICY, signal_name, stopped_sentence
 
 if TYPE_CHECKING:
     from personaplex_tui.conversation import AudioFactory, ConversationController
@@ -128,10 +129,17 @@ def run(args: argparse.Namespace) -> int:
     log.info("ppx-tui %s: %s", __version__, settings)
     with stderr_to_file(log_path):
         app = build_app(settings, store=store, log_path=log_path)
-        app.run()
+        with POLICY.deferred(app.stop_for_signal):  # a signal quits as `q` does
+            app.run()
+    if app.stop_signal is not None:
+        log.info("stopped by %s", signal_name(app.stop_signal))
     for line in after_exit_lines(settings):
         status(line)
-    return int(app.return_code or 0)
+    if app.load_error is not None:
+        status(f"ppx-tui: {app.load_error}")
+    if app.stop_signal is not None:
+        status(f"ppx-tui: {stopped_sentence(app.stop_signal)}")
+    return app.exit_code or int(app.return_code or 0)  # Textual's 1 after a crash
 
 
 def after_exit_lines(settings: Settings) -> list[str]:
