@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
 import signal
 import struct
@@ -22,6 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # What Textual writes when it gives the terminal back: main screen, cursor shown, mouse off.
 RESTORE_SEQUENCES = ("\x1b[?1049l", "\x1b[?25h", "\x1b[?1000l", "\x1b[?1003l", "\x1b[?1006l")
+_ESCAPE = re.compile(r"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def after_screen(output: str) -> list[str]:
+    """The lines written once the app left the alternate screen, without escape sequences."""
+    _, _, rest = output.rpartition("\x1b[?1049l")
+    return [line.strip() for line in _ESCAPE.sub("", rest).splitlines() if line.strip()]
 
 
 def _as_terminal_session() -> None:
