@@ -41,7 +41,7 @@ class MainScreen(Screen):
                 yield LevelMeter("agent", id="agent-meter")
             yield TimingPanel(self._stats, id="timing")
         yield Transcript(id="transcript")
-        yield Footer()
+        yield Footer(compact=True)  # every key fits in 80 columns
 
     def on_mount(self) -> None:
         self.query_one("#meters").border_title = "levels · dBFS"
