@@ -27,6 +27,7 @@ from personaplex_tui.events import (
     LoadProgress,
     ModelInfo,
     Notice,
+    SessionStarted,
     StateChanged,
     TextOut,
     UserTurn,
@@ -188,6 +189,8 @@ class PersonaPlexApp(App[None]):
             self._show_error(event.message)
         elif isinstance(event, Notice):
             self.notify(event.message, severity=event.severity)
+        elif isinstance(event, SessionStarted) and event.number > 1:
+            self.main.query_one(Transcript).add_system("new conversation")
         elif isinstance(event, LoadProgress):
             self.main.query_one(LoadPanel).set_progress(event)
 
@@ -315,9 +318,8 @@ class PersonaPlexApp(App[None]):
             return
         self.pending_reset = False
         self.dismiss_error()
-        self.main.query_one(Transcript).add_system("new conversation")
         self._refresh_status()
-        self._call("reset", controller.reset)
+        self._call("reset", controller.reset)  # "new conversation" comes with SessionStarted
 
     def action_cycle_voice(self) -> None:
         voices = self.voices
