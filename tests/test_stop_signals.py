@@ -88,9 +88,9 @@ def wait_live(tui: PtyProcess, record: Path, frames: int = 10) -> Path:
     [
         (signal.SIGINT, True, 130),  # defect 8: it kept stepping headless; a 2nd gave a traceback
         (signal.SIGTERM, False, 143),  # defect 9: killed, terminal left in the alternate screen
-        (signal.SIGHUP, False, 129),  # the terminal went away
+        (signal.SIGHUP, False, 129),  # the terminal window is closed
     ],
-    ids=["SIGINT-twice", "SIGTERM", "SIGHUP"],
+    ids=["SIGINT-twice", "SIGTERM", "terminal-closed"],
 )
 def test_a_signal_stops_the_chat_finishes_its_files_and_restores_the_terminal(
     ckpt, tmp_path, sig, second, code
@@ -98,7 +98,10 @@ def test_a_signal_stops_the_chat_finishes_its_files_and_restores_the_terminal(
     tui, record = start_chat(ckpt, tmp_path)
     try:
         folder = wait_live(tui, record)
-        tui.kill(sig)
+        if sig == signal.SIGHUP:
+            tui.hang_up()
+        else:
+            tui.kill(sig)
         if second:
             time.sleep(0.05)  # the shutdown is under way
             tui.kill(sig)
@@ -107,13 +110,14 @@ def test_a_signal_stops_the_chat_finishes_its_files_and_restores_the_terminal(
     finally:
         tui.close()
     assert "Traceback" not in out
-    after = out[out.rindex("\x1b[?1049h") :]  # everything written after entering the screen
-    for sequence in RESTORE_SEQUENCES:
-        assert sequence in after, repr(sequence)
-    expected = "interrupted." if sig == signal.SIGINT else f"stopped by {sig.name}."
-    assert after_screen(out) == [f"ppx-tui: recordings are in {record}",
-        f"ppx-tui: the agent's audio is in {tmp_path / 'out.wav'}",
-        f"ppx-tui: step timings are in {tmp_path / 'timings.jsonl'}", f"ppx-tui: {expected}"]  # fmt: skip
+    if sig != signal.SIGHUP:  # a closed terminal shows nothing more
+        after = out[out.rindex("\x1b[?1049h") :]  # everything written after entering the screen
+        for sequence in RESTORE_SEQUENCES:
+            assert sequence in after, repr(sequence)
+        expected = "interrupted." if sig == signal.SIGINT else f"stopped by {sig.name}."
+        assert after_screen(out) == [f"ppx-tui: recordings are in {record}",
+            f"ppx-tui: the agent's audio is in {tmp_path / 'out.wav'}",
+            f"ppx-tui: step timings are in {tmp_path / 'timings.jsonl'}", f"ppx-tui: {expected}"]  # fmt: skip
 
     agent = folder / "agent.wav"
     assert_stays(agent, agent.stat().st_size)
@@ -195,3 +199,20 @@ def test_sigterm_stops_a_soak_with_its_recording_whole(tmp_path):
     assert assert_wav_whole(folder / "mic.wav") == samples == result["recorded_agent_samples"]
     assert_wav_whole(run / "speaker.wav")
     assert jsonl(folder / "transcript.jsonl")[-1]["type"] == "end"
+
+
+def test_sigterm_stops_a_bench_in_one_sentence(tmp_path):
+    """bench writes no files: the policy's default, a stop where the signal lands."""
+    proc = ppx(["bench", "--small", "--steps", "1000000", "--warmup-steps", "1"], tmp_path)
+    assert proc.stderr is not None
+    seen = ""
+    while "bench: warming up" not in seen:
+        line = proc.stderr.readline()
+        assert line, (proc.wait(), seen)
+        seen += line
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert stdout == "" and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "ppx-tui: stopped by SIGTERM."

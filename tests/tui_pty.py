@@ -68,11 +68,12 @@ class PtyProcess:
         os.close(slave)
         self._raw = bytearray()
         self._lock = threading.Lock()
+        self._hung_up = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        while True:
+        while not self._hung_up.is_set():
             try:
                 ready, _, _ = select.select([self.master], [], [], 0.2)
                 if not ready:
@@ -105,6 +106,13 @@ class PtyProcess:
     def kill(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
 
+    def hang_up(self) -> None:
+        """Close the terminal, as closing its window does (the kernel sends SIGHUP)."""
+        self._hung_up.set()  # the reader stops first: nothing is read from a closed terminal
+        self._reader.join(timeout=5)
+        os.close(self.master)
+        self.master = -1
+
     def wait(self, timeout: float) -> int:
         """The exit code (-N when killed by signal N); the terminal output is read to the end."""
         code = self.proc.wait(timeout=timeout)
@@ -117,4 +125,5 @@ class PtyProcess:
             self.proc.kill()
             self.proc.wait(timeout=30)
         self._reader.join(timeout=5)
-        os.close(self.master)
+        if self.master >= 0:
+            os.close(self.master)

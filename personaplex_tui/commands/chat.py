@@ -131,14 +131,17 @@ def run(args: argparse.Namespace) -> int:
         app = build_app(settings, store=store, log_path=log_path)
         with POLICY.deferred(app.stop_for_signal):  # a signal quits as `q` does
             app.run()
+    lines = after_exit_lines(settings)
+    if app.load_error is not None:
+        lines.append(f"ppx-tui: {app.load_error}")
     if app.stop_signal is not None:
         log.info("stopped by %s", signal_name(app.stop_signal))
-    for line in after_exit_lines(settings):
-        status(line)
-    if app.load_error is not None:
-        status(f"ppx-tui: {app.load_error}")
-    if app.stop_signal is not None:
-        status(f"ppx-tui: {stopped_sentence(app.stop_signal)}")
+        lines.append(f"ppx-tui: {stopped_sentence(app.stop_signal)}")
+    try:
+        for line in lines:
+            status(line)
+    except OSError:  # the terminal is gone (SIGHUP): the log has the story
+        log.info("the terminal is gone: %s", " / ".join(lines))
     return app.exit_code or int(app.return_code or 0)  # Textual's 1 after a crash
 
 
