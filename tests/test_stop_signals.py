@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from personaplex_tui.stop_signals import SignalPolicy, Stopped
 from tests.checkpoints import write_small_checkpoint
 from tests.tui_pty import RESTORE_SEQUENCES, ROOT, PtyProcess, after_screen
 
@@ -59,6 +60,49 @@ def only(pattern: str, folder: Path) -> Path:
 
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# -- the policy, in this process ---------------------------------------------------------
+
+
+@pytest.fixture
+def policy():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    policy = SignalPolicy()
+    policy.install()
+    yield policy
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_the_first_signal_stops_at_once_by_default_and_a_second_is_ignored(policy):
+    with pytest.raises(Stopped) as stopped:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs before this returns
+    assert (stopped.value.signum, stopped.value.exit_code, policy.exit_code) == (15, 143, 143)
+    os.kill(os.getpid(), signal.SIGINT)  # while stopping: nothing raised, nothing changed
+    time.sleep(0.05)
+    assert policy.received == signal.SIGTERM
+
+
+def test_deferred_a_signal_is_recorded_reported_and_raised_between_steps(policy):
+    seen: list[int] = []
+    with policy.deferred(seen.append):
+        policy.check()  # nothing yet
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.05)
+        assert seen == [signal.SIGHUP] and policy.exit_code == 129
+        with pytest.raises(Stopped):
+            policy.check()
+
+
+def test_a_signal_ignored_at_start_stays_ignored():
+    saved = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a program
+    try:
+        SignalPolicy().install()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, saved)
 
 
 # -- the chat TUI --------------------------------------------------------------------------
