@@ -98,7 +98,7 @@ class PersonaPlexApp(App[None]):
         self._main_screen: MainScreen
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stop_signal: int | None = None  # a signal asked the app to quit (see stop_for_signal)
-        self.load_error: str | None = None  # why the model could not be loaded (fatal)
+        self.load_error: str | None = None  # why no conversation could start (exit code 2)
 
     # --- layout and lifecycle ------------------------------------------------------------
 
@@ -205,6 +205,8 @@ class PersonaPlexApp(App[None]):
         previous, self.state = self.state, state
         if state == "error" and previous in LOADING_STATES and self.load_error is None:
             self.load_error = detail or "The model could not be loaded."  # nothing can run
+        elif state not in LOADING_STATES and state not in ("error", "stopping"):
+            self.load_error = None  # a conversation runs after all (e.g. another voice, reset)
         if previous == "error" and state not in ("error", "idle"):
             self.dismiss_error()
         if state == "speaking" or previous == "speaking":
