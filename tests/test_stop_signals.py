@@ -170,6 +170,7 @@ def test_a_signal_stops_the_chat_finishes_its_files_and_restores_the_terminal(
     assert assert_wav_whole(tmp_path / "out.wav") > 0
     entries = jsonl(folder / "transcript.jsonl")
     assert entries[0]["type"] == "session" and entries[-1]["type"] == "end"
+    assert all(e["text"] for e in entries if e["type"] == "note")
     assert entries[-1]["t"] == pytest.approx(frames / 24000, abs=0.001)
     assert (folder / "transcript.md").read_text(encoding="utf-8").endswith("\n")
     timings = jsonl(tmp_path / "timings.jsonl")  # every line whole
@@ -242,7 +243,9 @@ def test_sigterm_stops_a_soak_with_its_recording_whole(tmp_path):
     samples = assert_wav_whole(folder / "agent.wav")
     assert assert_wav_whole(folder / "mic.wav") == samples == result["recorded_agent_samples"]
     assert_wav_whole(run / "speaker.wav")
-    assert jsonl(folder / "transcript.jsonl")[-1]["type"] == "end"
+    entries = jsonl(folder / "transcript.jsonl")
+    assert entries[-1]["type"] == "end"
+    assert all(e["text"] for e in entries if e["type"] == "note")  # no "input ended" of nothing
 
 
 def test_sigterm_stops_a_bench_in_one_sentence(tmp_path):
