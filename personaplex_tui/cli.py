@@ -78,16 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         persistent_kernel_cache()
         if handler is None:
-            return chat.run(args)
-        _check_no_chat_options(argv, args.command)
-        return int(handler(args) or 0)
+            code = chat.run(args)
+        else:
+            _check_no_chat_options(argv, args.command)
+            code = int(handler(args) or 0)
+        if code == 0 and POLICY.received is not None:  # it came as the work was finishing
+            raise Stopped(POLICY.received)
+        return code
     except PersonaPlexError as exc:
         print(f"ppx-tui: {exc}", file=sys.stderr)
         return 2
     except Stopped as stop:
         print(f"ppx-tui: {stopped_sentence(stop.signum)}", file=sys.stderr)
         return stop.exit_code
-    except KeyboardInterrupt:  # a SIGINT handler other than ours (ignored at start, then raised)
+    except KeyboardInterrupt:  # raised by something other than our policy
         print("ppx-tui: interrupted.", file=sys.stderr)
         return 130
     except BrokenPipeError:

@@ -8,7 +8,8 @@ never prints a traceback. The first signal stops the command:
   checking files) and `main` exits 128 + the signal's number (130, 143, 129);
 - inside `POLICY.deferred(on_stop)`, it is only recorded, and `on_stop(signum)` is called (it
   may schedule a shutdown on an event loop); the command stops between two model steps
-  (`POLICY.check()` raises `Stopped`), finishes its files and returns `POLICY.exit_code`.
+  (`POLICY.check()` raises `Stopped`), finishes its files, says what it made, and raises
+  `Stopped` again (or returns 128 + the number itself, as the chat does).
 
 Every later signal is ignored: the shutdown already under way finishes. A signal that was
 ignored when the process started (`nohup`, a background job) stays ignored.
