@@ -158,7 +158,6 @@ async def test_a_voice_the_checkpoint_lacks_is_named_in_the_banner(small_checkpo
         banner = app.main.query_one(ErrorBanner)
         await until(pilot, lambda: banner.display, 30)
         assert "Unknown voice 'VARM3'; choose one of: NATF2, NATM0, VARF2." in text_of(banner)
-        assert app.load_error is not None and "VARM3" in app.load_error  # quitting now: exit 2
         # the model is loaded: another voice and a reset recover without a restart
         assert app.model_info is not None and app.voices == ("NATF2", "NATM0", "VARF2")
         await pilot.press("v")
@@ -172,4 +171,3 @@ async def test_a_voice_the_checkpoint_lacks_is_named_in_the_banner(small_checkpo
         assert "[you " in app.main.query_one(Transcript).plain_text()
         await pilot.press("q")
         await pilot.pause(0.2)
-    assert app.load_error is None and app.return_code == 0  # it recovered: a normal quit

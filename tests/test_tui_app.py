@@ -357,6 +357,23 @@ async def test_a_start_that_raises_ends_loading_with_its_message():
         assert app.state == "error" and not app.main.query_one(LoadPanel).display
 
 
+async def test_a_start_that_fails_makes_the_exit_code_2_until_a_conversation_runs():
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        assert app.exit_code == 0
+        app.bridge(StateChanged("warming_up"))  # a session that cannot start (a wrong voice)
+        app.bridge(StateChanged("error", "Unknown voice 'VARM3'."))
+        await until(pilot, lambda: app.state == "error")
+        assert (app.load_error, app.exit_code) == ("Unknown voice 'VARM3'.", 2)
+        app.bridge(StateChanged("ready"))  # another voice and a reset: it runs after all
+        await until(pilot, lambda: app.state == "ready")
+        assert (app.load_error, app.exit_code) == (None, 0)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
 async def test_quit_while_loading_stops_cleanly():
     app, factory, _ = build(load_pause_s=0.5)
     async with app.run_test(size=SIZE) as pilot:
