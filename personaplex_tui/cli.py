@@ -16,6 +16,7 @@ from personaplex_tui import __version__
 from personaplex_tui.commands import bench, chat, info, respond, soak, transcribe
 from personaplex_tui.commands.common import UsageError
 from personaplex_tui.kernel_cache import persistent_kernel_cache
+from personaplex_tui.stop_signals import POLICY, Stopped, stopped_sentence
 
 EPILOG = """\
 examples:
@@ -66,23 +67,36 @@ def _check_no_chat_options(argv: list[str], command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; the process's signal policy is installed here (`stop_signals`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    POLICY.install()
     parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = getattr(args, "handler", None)
-    persistent_kernel_cache()
     try:
+        args = parser.parse_args(argv)
+    except Stopped as stop:
+        return stop.exit_code
+    handler = getattr(args, "handler", None)
+    try:
+        persistent_kernel_cache()
         if handler is None:
-            return chat.run(args)
-        _check_no_chat_options(argv, args.command)
-        return int(handler(args) or 0)
+            code = chat.run(args)
+        else:
+            _check_no_chat_options(argv, args.command)
+            code = int(handler(args) or 0)
+        if code == 0 and POLICY.received is not None:  # it came as the work was finishing
+            raise Stopped(POLICY.received)
+        return code
     except PersonaPlexError as exc:
         print(f"ppx-tui: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except Stopped as stop:
+        print(f"ppx-tui: {stopped_sentence(stop.signum)}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:  # raised by something other than our policy
         print("ppx-tui: interrupted.", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
     finally:
+        POLICY.quiet()  # a signal while the process winds down must not print a traceback
         logging.shutdown()

@@ -138,6 +138,14 @@ class Notice:
 
 
 @dataclass(frozen=True)
+class SessionStarted:
+    """A conversation session began, with a new recording and transcript: the events after this
+    one belong to it (those of the previous session all came before)."""
+
+    number: int  # 1 for the first session, 2 after the first reset, ...
+
+
+@dataclass(frozen=True)
 class MemoryUsage:
     """Memory the engine holds on the accelerator (MLX active / peak bytes), sent now and then."""
 
@@ -157,6 +165,7 @@ EngineEvent = (
     | PlaybackStats
     | UserTurn
     | Notice
+    | SessionStarted
     | MemoryUsage
 )
 EventSink = Callable[[EngineEvent], None]

@@ -30,6 +30,7 @@ from personaplex_tui.conversation import AudioFactory, ControllerConfig, create_
 from personaplex_tui.events import EngineError, ModelInfo, Notice, StateChanged
 from personaplex_tui.model_loader import release_mlx_thread
 from personaplex_tui.soak_meter import MemoryMeter, MemorySample, SoakModel, random_voice
+from personaplex_tui.stop_signals import POLICY
 
 DEFAULT_INPUT = (
     Path(__file__).resolve().parents[1] / "tests" / "data" / "audio" / "conversation.wav"
@@ -253,17 +254,26 @@ async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[s
     loader = _loader(opts, meter)
     conv = create_conversation(loader, events, config, audio=audio, release=release_mlx_thread)
     folder: Path | None = None
-    try:
-        await conv.start()
-        if conv.recording is not None:
-            folder = conv.recording.folder
-        if not conv.running and not events.live:
-            raise PersonaPlexError(events.errors[0] if events.errors else "The soak did not start.")
-        await events.ended.wait()
-        while conv.running:  # the run winds down (the speaker drains) after its last step
-            await asyncio.sleep(0.05)
-    finally:
-        await conv.shutdown()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:  # in the signal handler: the run ends at its next step
+        loop.call_soon_threadsafe(conv.engine.abort)
+
+    with POLICY.deferred(on_signal):
+        try:
+            await conv.start()
+            if conv.recording is not None:
+                folder = conv.recording.folder
+            started = conv.running or events.live
+            if not started and POLICY.received is None:
+                message = events.errors[0] if events.errors else "The soak did not start."
+                raise PersonaPlexError(message)
+            if started:
+                await events.ended.wait()
+            while conv.running:  # the run winds down (the speaker drains) after its last step
+                await asyncio.sleep(0.05)
+        finally:
+            await conv.shutdown()
     model = conv.engine.model
     live = model.live if isinstance(model, SoakModel) else None
     return {

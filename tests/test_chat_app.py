@@ -139,7 +139,8 @@ async def test_no_model_offline_says_what_to_do_in_the_banner(tmp_path, monkeypa
         await pilot.press("space")  # nothing to talk to: a clear note, no crash
         await pilot.press("q")
         await pilot.pause(0.2)
-    assert app.return_code in (0, None)
+    assert app.return_code == 2  # the model never loaded: a failure, not a normal quit
+    assert app.load_error is not None and "someone/missing" in app.load_error
 
 
 async def test_a_voice_the_checkpoint_lacks_is_refused_before_the_screen_opens(

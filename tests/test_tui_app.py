@@ -13,7 +13,8 @@ import pytest
 from rich.console import Console
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import Static
+from textual.widgets import Button, Static
+from textual.widgets._footer import FooterKey
 
 from model.errors import ModelNotFoundError, PersonaPlexError
 from model.prompts import PROMPT_PRESETS
@@ -31,6 +32,7 @@ from personaplex_tui.events import (
 )
 from personaplex_tui.settings import Settings, SettingsStore, load_settings
 from personaplex_tui.tui.app import PersonaPlexApp, make_app
+from personaplex_tui.tui.keys import KEY_ACTIONS
 from personaplex_tui.tui.messages import LiveDataArrived
 from personaplex_tui.tui.screens.help_screen import HelpScreen
 from personaplex_tui.tui.screens.settings_screen import SettingsScreen
@@ -162,7 +164,6 @@ async def test_space_talks_and_a_turn_based_reply_streams_into_the_transcript():
         await ready(pilot, app)
         await pilot.press("space")
         await until(pilot, lambda: app.state == "listening")
-        assert str(app.main.query_one("#btn-talk").label) == "Stop"  # type: ignore[attr-defined]
         await pilot.press("space")
         fake = fake_of(factory)
         await until(pilot, lambda: fake.played.is_set() and app.state == "ready")
@@ -170,7 +171,6 @@ async def test_space_talks_and_a_turn_based_reply_streams_into_the_transcript():
         await until(pilot, lambda: REPLIES[0] in transcript.plain_text())
         assert "[you 0.0–" in transcript.plain_text()
         assert fake.names() == ["start", "toggle_talk", "toggle_talk"]
-        assert str(app.main.query_one("#btn-talk").label) == "Talk"  # type: ignore[attr-defined]
 
 
 async def test_m_switches_mode_and_saves_it(tmp_path: Path):
@@ -271,15 +271,25 @@ async def test_q_shuts_the_controller_down_and_quits():
     assert not app.is_running
 
 
-async def test_buttons_work_with_the_mouse():
+def footer_key(app: PersonaPlexApp, label: str) -> FooterKey:
+    (key,) = [k for k in app.main.query(FooterKey) if k.description == label]
+    return key
+
+
+async def test_the_actions_are_shown_once_in_the_footer_and_work_with_the_mouse():
     app, factory, _ = build()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
-        await pilot.click("#btn-talk")
+        await until(pilot, lambda: any(k.region.width for k in app.main.query(FooterKey)))
+        await pilot.pause()
+        shown = [k.description for k in app.main.query(FooterKey) if k.action != "command_palette"]
+        assert shown == [k.label for k in KEY_ACTIONS if k.show]  # each once, no button row
+        assert not app.main.query(Button)
+        await pilot.click(footer_key(app, "Talk"))
         await until(pilot, lambda: app.state == "listening")
-        await pilot.click("#btn-voice")
+        await pilot.click(footer_key(app, "Voice"))
         await until(pilot, lambda: app.settings.voice == "NATF3")
-        await pilot.click("#btn-settings")
+        await pilot.click(footer_key(app, "Settings"))
         await until(pilot, lambda: isinstance(app.screen, SettingsScreen))
         await pilot.click("#cancel")
         await until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
@@ -345,6 +355,23 @@ async def test_a_start_that_raises_ends_loading_with_its_message():
         await until(pilot, lambda: banner.display)
         assert banner.message == "No model at /models/missing: the folder does not exist."
         assert app.state == "error" and not app.main.query_one(LoadPanel).display
+
+
+async def test_a_start_that_fails_makes_the_exit_code_2_until_a_conversation_runs():
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        assert app.exit_code == 0
+        app.bridge(StateChanged("warming_up"))  # a session that cannot start (a wrong voice)
+        app.bridge(StateChanged("error", "Unknown voice 'VARM3'."))
+        await until(pilot, lambda: app.state == "error")
+        assert (app.load_error, app.exit_code) == ("Unknown voice 'VARM3'.", 2)
+        app.bridge(StateChanged("ready"))  # another voice and a reset: it runs after all
+        await until(pilot, lambda: app.state == "ready")
+        assert (app.load_error, app.exit_code) == (None, 0)
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
 
 
 async def test_quit_while_loading_stops_cleanly():

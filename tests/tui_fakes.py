@@ -28,6 +28,7 @@ from personaplex_tui.events import (
     ModelInfo,
     Notice,
     PlaybackStats,
+    SessionStarted,
     StateChanged,
     StepTiming,
     TextOut,
@@ -226,6 +227,7 @@ class FakeConversation:
     model_info: ModelInfo = MODEL_INFO  # what loading reports (the checkpoint's voices)
     calls: list[tuple[object, ...]] = field(default_factory=list)
     state: str = "idle"
+    sessions: int = 0
     played: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -249,6 +251,8 @@ class FakeConversation:
             self.emit(event)
             if self.load_pause_s:
                 await asyncio.sleep(self.load_pause_s)
+        self.sessions = 1
+        self.emit(SessionStarted(1))
         self.emit(StateChanged("ready"))
 
     def _play(self, events: list[EngineEvent], then: str) -> None:
@@ -301,6 +305,8 @@ class FakeConversation:
     async def reset(self) -> None:
         self.calls.append(("reset",))
         self._halt()
+        self.sessions += 1
+        self.emit(SessionStarted(self.sessions))
         self.emit(StateChanged("ready"))
 
     async def apply_settings(self, settings: object) -> bool:

@@ -18,6 +18,7 @@ from personaplex_tui.checkpoint_voices import check_voice
 from personaplex_tui.commands.common import UsageError, status
 from personaplex_tui.events import EventSink, MemoryUsage
 from personaplex_tui.settings import Settings, SettingsStore, add_chat_arguments, resolve_settings
+from personaplex_tui.stop_signals import POLICY, signal_name, stopped_sentence
 
 if TYPE_CHECKING:
     from personaplex_tui.conversation import AudioFactory, ConversationController
@@ -133,10 +134,20 @@ def run(args: argparse.Namespace) -> int:
     log.info("ppx-tui %s: %s", __version__, settings)
     with stderr_to_file(log_path):
         app = build_app(settings, store=store, log_path=log_path)
-        app.run()
-    for line in after_exit_lines(settings):
-        status(line)
-    return int(app.return_code or 0)
+        with POLICY.deferred(app.stop_for_signal):  # a signal quits as `q` does
+            app.run()
+    lines = after_exit_lines(settings)
+    if app.load_error is not None:
+        lines.append(f"ppx-tui: {app.load_error}")
+    if app.stop_signal is not None:
+        log.info("stopped by %s", signal_name(app.stop_signal))
+        lines.append(f"ppx-tui: {stopped_sentence(app.stop_signal)}")
+    try:
+        for line in lines:
+            status(line)
+    except OSError:  # the terminal is gone (SIGHUP): the log has the story
+        log.info("the terminal is gone: %s", " / ".join(lines))
+    return app.exit_code or int(app.return_code or 0)  # Textual's 1 after a crash
 
 
 def after_exit_lines(settings: Settings) -> list[str]:

@@ -20,6 +20,7 @@ from personaplex_tui.commands.common import (
     sampling_options,
     status,
 )
+from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
 
 FRAME = 1920
 RATE = 24000
@@ -89,12 +90,14 @@ class _Sink:
         for i in range(0, pcm.size, FRAME):
             self._speaker.write_frame(pcm[i : i + FRAME], timeout=None)
 
-    def close(self) -> None:
+    def close(self, drain: bool = True) -> None:
+        """Finish the file, or play what is queued (`drain`) and close the speaker."""
         if self._writer is not None:
             self._writer.close()
         if self._speaker is not None:
-            self._speaker.flush()
-            self._speaker.drain(timeout=None)
+            if drain:
+                self._speaker.flush()
+                self._speaker.drain(timeout=None)
             self._speaker.close()
 
 
@@ -133,9 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
     dump = _open_dump(args.dump_tokens) if args.dump_tokens else None
     step_ms: list[float] = []
+    text_ids: list[int] = []
 
     def on_frame(frame: Any) -> None:
+        POLICY.check()  # a stop signal ends the reply here, between two steps
         step_ms.append(frame.timings.total_ms)
+        text_ids.append(int(frame.text_id))
         if dump is not None:
             record = {
                 "frame": frame.index,
@@ -152,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         replies.utterance_frames(clip.pcm, session.frame_size, model.lm.config.temporal.context)
     )
     sink = _Sink(args.output)
-    # A WAV file grows frame by frame (Ctrl+C keeps a valid file of what was made); the
+    # A WAV file grows frame by frame (a stop keeps a valid file of what was made); the
     # speaker gets chunks (--stream) or the whole reply.
     per_frame = sink.is_file
 
@@ -162,41 +168,48 @@ def run(args: argparse.Namespace) -> int:
             sink.write(frame.pcm)
 
     start = time.perf_counter()
+    stopped: Stopped | None = None
+    transcript = ""
     try:
-        if args.stream:
-            transcript = ""
-            for chunk in replies.respond_stream(
-                session, clip.pcm, args.max_steps, args.chunk_seconds, on_reply_frame
-            ):
+        with POLICY.deferred():  # a signal is acted on at the next frame (files stay whole)
+            if args.stream:
+                for chunk in replies.respond_stream(
+                    session, clip.pcm, args.max_steps, args.chunk_seconds, on_reply_frame
+                ):
+                    if not per_frame:
+                        sink.write(chunk.audio)
+                    if chunk.final:
+                        transcript = chunk.transcript
+            else:
+                reply = replies.respond(session, clip.pcm, args.max_steps, on_reply_frame)
                 if not per_frame:
-                    sink.write(chunk.audio)
-                if chunk.final:
-                    transcript = chunk.transcript
-        else:
-            reply = replies.respond(session, clip.pcm, args.max_steps, on_reply_frame)
-            if not per_frame:
-                sink.write(reply.audio)
-            transcript = reply.text
+                    sink.write(reply.audio)
+                transcript = reply.text
+    except Stopped as stop:
+        stopped = stop
+        tokenizer = model.tokenizer
+        transcript = tokenizer.decode(text_ids) if tokenizer else ""
     finally:
-        sink.close()
+        sink.close(drain=stopped is None)
         if dump is not None:
             dump.close()
     elapsed = time.perf_counter() - start
     audio_s = (len(step_ms)) * FRAME / RATE
+    reply_steps = max(0, len(step_ms) - heard)
     if args.transcript:
-        print(transcript)
+        print(transcript, flush=True)
     if args.json:
-        print(
-            json.dumps(
-                _metadata(args, model, session, clip, transcript, step_ms, elapsed, audio_s, sink),
-                indent=2,
-            )
-        )
+        meta = _metadata(args, model, session, clip, transcript, step_ms, elapsed, audio_s, sink)
+        meta["stopped_by"] = signal_name(stopped.signum) if stopped else None
+        meta["reply_steps_made"] = reply_steps
+        print(json.dumps(meta, indent=2), flush=True)
     else:
         if args.stream and sink.first_audio_s is not None:
             status(f"First audio after {sink.first_audio_s:.2f} s.")
         if args.output:
-            status(f"Wrote {args.max_steps * FRAME / RATE:.2f} s of reply to {args.output}.")
+            status(f"Wrote {reply_steps * FRAME / RATE:.2f} s of reply to {args.output}.")
+    if stopped is not None:
+        raise stopped  # `main` says so and exits 128 + the signal's number
     return 0
 
 

@@ -18,6 +18,7 @@ from personaplex_tui.commands.common import (
     sampling_options,
     status,
 )
+from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -144,10 +145,18 @@ def run(args: argparse.Namespace) -> int:
         )
 
     result = run_soak(opts, progress)
+    stopped = POLICY.received
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print(
+            json.dumps(
+                {**result.as_dict(), "stopped_by": stopped and signal_name(stopped)}, indent=2
+            )
+        )
     else:
         Console().print(result_table(result))
+    if stopped is not None:  # what ran is reported; `main` says why it ended, exit 128 + N
+        status(f"soak: stopped after {result.frames_stepped} of {result.frames} frames.")
+        raise Stopped(stopped)
     for problem in result.problems:
         status(f"soak: FAILED: {problem}")
     return 0 if result.ok else 1

@@ -25,6 +25,7 @@ from personaplex_tui.events import (
     LoadProgress,
     ModelInfo,
     Notice,
+    SessionStarted,
     StateChanged,
 )
 
@@ -67,6 +68,7 @@ class ConversationController:
         self._lock = asyncio.Lock()
         self._loaded = False
         self._session_config: ControllerConfig | None = None  # what the live session was made with
+        self._sessions = 0
         self.recording: ConversationRecording | None = None
         self._timing_log: TimingLog | None = None
         self.runner: Runner | None = None
@@ -299,6 +301,10 @@ class ConversationController:
         if self._session_config is None and self._timing_log is None:
             self._open_timing_log()  # the first session (start, or a reset after it failed)
         self._session_config = c
+        self._sessions += 1
+        # After every event of the previous session (the engine is idle): the screen starts
+        # the new conversation where the files do.
+        self.engine.emit(SessionStarted(self._sessions))
         return True
 
     async def _finish_recording(self) -> None:

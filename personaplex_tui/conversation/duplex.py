@@ -52,7 +52,9 @@ class DuplexController:
         if produced is None:
             end = RunEnd("engine_error")
         else:
-            end = self._end or self._reader.end or RunEnd("input_ended")
+            # Stopped between two steps (space, a reset, quitting, a signal), or the input ended.
+            halted = RunEnd("stopped") if self._halted() else RunEnd("input_ended")
+            end = self._end or self._reader.end or halted
         if end.reason == "input_ended":
             await asyncio.to_thread(ctx.speaker.drain, DRAIN_TIMEOUT_S)
         else:

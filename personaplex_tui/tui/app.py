@@ -27,6 +27,7 @@ from personaplex_tui.events import (
     LoadProgress,
     ModelInfo,
     Notice,
+    SessionStarted,
     StateChanged,
     TextOut,
     UserTurn,
@@ -40,7 +41,6 @@ from personaplex_tui.tui.screens.help_screen import HelpScreen
 from personaplex_tui.tui.screens.main_screen import MainScreen
 from personaplex_tui.tui.screens.settings_screen import SettingsScreen
 from personaplex_tui.tui.step_stats import StepStats
-from personaplex_tui.tui.widgets.control_bar import ControlBar
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar, StatusInfo
@@ -54,7 +54,6 @@ DeviceLister = Callable[[], tuple[Sequence[str], Sequence[str]]]  # (inputs, out
 MemoryProbe = Callable[[], int | None]
 
 LOADING_STATES = frozenset({"idle", "loading", "warming_up"})
-ACTIVE_STATES = frozenset({"listening", "thinking", "speaking", "duplex"})
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
@@ -97,6 +96,9 @@ class PersonaPlexApp(App[None]):
         self.cursor_blink = cursor_blink
         self._quitting = False
         self._main_screen: MainScreen
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stop_signal: int | None = None  # a signal asked the app to quit (see stop_for_signal)
+        self.load_error: str | None = None  # why no conversation could start (exit code 2)
 
     # --- layout and lifecycle ------------------------------------------------------------
 
@@ -110,6 +112,10 @@ class PersonaPlexApp(App[None]):
         return self._main_screen
 
     def on_main_screen_ready(self, _: MainScreen.Ready) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.stop_signal is not None:  # a signal came while the app was starting
+            self.call_later(self.action_quit)
+            return
         self._refresh_status()
         self._show_loading(True)
         if self._memory_probe is not None:
@@ -118,6 +124,7 @@ class PersonaPlexApp(App[None]):
         try:
             self.controller = self._controller_factory(self.settings, self.bridge)
         except PersonaPlexError as err:
+            self.load_error = str(err)
             self._set_state("error")
             self._show_error(str(err))
             return
@@ -152,7 +159,7 @@ class PersonaPlexApp(App[None]):
             return
         error = worker.error
         if worker.name == "start":
-            self._set_state("error")  # loading stopped; the banner says why
+            self._set_state("error", str(error))  # loading stopped; the banner says why
         if isinstance(error, PersonaPlexError):
             log.warning("%s failed: %s", worker.name, error)
             self._show_error(str(error))
@@ -169,7 +176,7 @@ class PersonaPlexApp(App[None]):
     def apply_event(self, event: EngineEvent) -> None:
         """Show one ordered engine event (high-rate ones come through `on_live_data_arrived`)."""
         if isinstance(event, StateChanged):
-            self._set_state(event.state)
+            self._set_state(event.state, event.detail)
         elif isinstance(event, TextOut):
             self.main.query_one(Transcript).add_agent_text(event.index, event.text)
         elif isinstance(event, UserTurn):
@@ -182,6 +189,8 @@ class PersonaPlexApp(App[None]):
             self._show_error(event.message)
         elif isinstance(event, Notice):
             self.notify(event.message, severity=event.severity)
+        elif isinstance(event, SessionStarted) and event.number > 1:
+            self.main.query_one(Transcript).add_system("new conversation")
         elif isinstance(event, LoadProgress):
             self.main.query_one(LoadPanel).set_progress(event)
 
@@ -192,14 +201,17 @@ class PersonaPlexApp(App[None]):
             self.device_bytes = data.memory.device_bytes
             self._refresh_status()
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, detail: str = "") -> None:
         previous, self.state = self.state, state
+        if state == "error" and previous in LOADING_STATES and self.load_error is None:
+            self.load_error = detail or "The model could not be loaded."  # nothing can run
+        elif state not in LOADING_STATES and state not in ("error", "stopping"):
+            self.load_error = None  # a conversation runs after all (e.g. another voice, reset)
         if previous == "error" and state not in ("error", "idle"):
             self.dismiss_error()
         if state == "speaking" or previous == "speaking":
             self.main.query_one(Transcript).end_agent_turn()
         self._show_loading(state in LOADING_STATES)
-        self.main.query_one(ControlBar).set_talk_label("Stop" if state in ACTIVE_STATES else "Talk")
         self._refresh_status()
 
     def _show_loading(self, visible: bool) -> None:
@@ -312,9 +324,8 @@ class PersonaPlexApp(App[None]):
             return
         self.pending_reset = False
         self.dismiss_error()
-        self.main.query_one(Transcript).add_system("new conversation")
         self._refresh_status()
-        self._call("reset", controller.reset)
+        self._call("reset", controller.reset)  # "new conversation" comes with SessionStarted
 
     def action_cycle_voice(self) -> None:
         voices = self.voices
@@ -377,7 +388,28 @@ class PersonaPlexApp(App[None]):
             except Exception:  # quitting must not fail
                 log.exception("shutdown failed")
         self.bridge.close()
-        self.exit()
+        self.exit(return_code=self.exit_code)
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal that stopped the app; 2 when the model could not be loaded; else 0."""
+        if self.stop_signal is not None:
+            return 128 + self.stop_signal
+        return 2 if self.load_error is not None else 0
+
+    def stop_for_signal(self, signum: int) -> None:
+        """Called from a signal handler (any point of the event loop's thread): quit as `q`
+        does, every file finished, and exit with 128 + `signum`."""
+        if self.stop_signal is not None:
+            return
+        self.stop_signal = signum
+        loop = self._loop
+        if loop is None:
+            return  # not mounted yet: on_main_screen_ready quits
+        try:
+            loop.call_soon_threadsafe(self.call_later, self.action_quit)
+        except RuntimeError:  # the loop has closed: the app is over anyway
+            pass
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

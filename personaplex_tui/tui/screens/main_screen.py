@@ -1,4 +1,4 @@
-"""The main screen: status, errors and loading, level meters, step timing, transcript, controls."""
+"""The main screen: status, errors and loading, level meters, step timing, transcript, key footer."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from textual.widgets import Footer
 from personaplex_tui.tui.bridge import LiveData
 from personaplex_tui.tui.keys import main_bindings
 from personaplex_tui.tui.step_stats import StepStats
-from personaplex_tui.tui.widgets.control_bar import ControlBar
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
 from personaplex_tui.tui.widgets.level_meter import LevelMeter
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
@@ -42,8 +41,7 @@ class MainScreen(Screen):
                 yield LevelMeter("agent", id="agent-meter")
             yield TimingPanel(self._stats, id="timing")
         yield Transcript(id="transcript")
-        yield ControlBar(id="controls")
-        yield Footer()
+        yield Footer(compact=True)  # every key fits in 80 columns
 
     def on_mount(self) -> None:
         self.query_one("#meters").border_title = "levels · dBFS"

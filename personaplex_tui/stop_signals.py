@@ -1,0 +1,116 @@
+"""One signal policy for every command: SIGINT, SIGTERM and SIGHUP stop the work, files are finished.
+
+`ppx-tui`'s `main` installs the handlers once for the whole process (`POLICY.install()`); they
+stay until the process ends, so a signal arriving while it winds down (threads being joined)
+never prints a traceback. The first signal stops the command:
+
+- by default, `Stopped` is raised in the main thread (nothing is being written yet: loading,
+  checking files) and `main` exits 128 + the signal's number (130, 143, 129);
+- inside `POLICY.deferred(on_stop)`, it is only recorded, and `on_stop(signum)` is called (it
+  may schedule a shutdown on an event loop); the command stops between two model steps
+  (`POLICY.check()` raises `Stopped`), finishes its files, says what it made, and raises
+  `Stopped` again (or returns 128 + the number itself, as the chat does).
+
+Every later signal is ignored: the shutdown already under way finishes. A signal that was
+ignored when the process started (`nohup`, a background job) stays ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+StopAction = Callable[[int], None]
+
+
+def _stop_signals() -> tuple[signal.Signals, ...]:
+    names = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP: the terminal went away
+    return tuple(getattr(signal, n) for n in names if hasattr(signal, n))
+
+
+def signal_name(signum: int) -> str:
+    """`SIGINT`, `SIGTERM`, ... for a signal number."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def exit_code_for(signum: int) -> int:
+    """The shell's convention: 128 + the signal's number (SIGINT 130, SIGTERM 143, SIGHUP 129)."""
+    return 128 + int(signum)
+
+
+def stopped_sentence(signum: int) -> str:
+    """What the command line says last: "interrupted." (Ctrl+C) or "stopped by SIGTERM."."""
+    return "interrupted." if signum == signal.SIGINT else f"stopped by {signal_name(signum)}."
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal arrived; raised in the main thread where the command can stop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code_for(self.signum)
+
+
+class SignalPolicy:
+    """The handlers of SIGINT, SIGTERM and SIGHUP, and what the first one does (see the module)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._on_stop: StopAction | None = None  # None: raise Stopped at once
+        self._deferred = False
+        self._installed = False
+
+    def install(self) -> None:
+        """Handle the stop signals from now on, for the rest of the process (main thread only)."""
+        if self._installed:
+            return
+        for sig in _stop_signals():
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # nohup, or a background job of a script: keep ignoring it
+            signal.signal(sig, self._handle)
+        self._installed = True
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the signal's number once one arrived, else None."""
+        return None if self.received is None else exit_code_for(self.received)
+
+    def check(self) -> None:
+        """Raise `Stopped` if a stop signal arrived (call it between two steps)."""
+        if self.received is not None:
+            raise Stopped(self.received)
+
+    @contextlib.contextmanager
+    def deferred(self, on_stop: StopAction | None = None) -> Iterator[None]:
+        """Inside: a signal is recorded and `on_stop(signum)` called, nothing is raised."""
+        saved = self._deferred, self._on_stop
+        self._deferred, self._on_stop = True, on_stop
+        try:
+            yield
+        finally:
+            self._deferred, self._on_stop = saved
+
+    def quiet(self) -> None:
+        """From now on (the command returned), signals are recorded only."""
+        self._deferred, self._on_stop = True, None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:
+            return  # a second signal: the shutdown under way finishes
+        self.received = signum
+        if not self._deferred:
+            raise Stopped(signum)
+        if self._on_stop is not None:
+            self._on_stop(signum)
+
+
+POLICY = SignalPolicy()

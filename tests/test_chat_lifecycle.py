@@ -1,0 +1,108 @@
+"""The chat's life as a user sees it in a real terminal (a pty) on a small checkpoint: a reset
+starts the new conversation on the screen exactly where its recording starts, and a model that
+cannot be loaded ends the app with a non-zero exit code and its sentence."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.checkpoints import write_small_checkpoint
+from tests.tui_pty import ROOT, PtyProcess, after_screen
+
+CONVERSATION = str(ROOT / "tests" / "data" / "audio" / "conversation.wav")
+FRAME_BYTES = 2 * 1920
+COPIED = re.compile(r"\x1b\]52;c;([A-Za-z0-9+/=]*)\x07")  # OSC 52: what `c` copied
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return write_small_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+def user_env(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PPX_TUI_CONFIG": str(tmp / "settings.toml"),
+        "PPX_TUI_LOG": str(tmp / "ppx-tui.log"),
+    }
+
+
+def said(text: str) -> str:
+    return re.sub(r"\s", "", text)
+
+
+def screen_agent_text(part: str) -> str:
+    """The agent's words in a piece of the copied transcript (`[agent 1.2 s] words`)."""
+    return said("".join(re.findall(r"^\[agent [\d.]+ s\] (.*)$", part, re.MULTILINE)))
+
+
+def file_agent_text(folder: Path) -> str:
+    lines = (folder / "transcript.jsonl").read_text(encoding="utf-8").splitlines()
+    return said("".join(e["text"] for e in map(json.loads, lines) if e["type"] == "text"))
+
+
+def test_after_a_reset_the_screen_and_the_files_split_the_conversations_alike(ckpt, tmp_path):
+    """Defect 12: the last piece of the old conversation showed under "new conversation"."""
+    record = tmp_path / "record"
+    tui = PtyProcess(["--model", str(ckpt), "--mode", "duplex", "--input-file", CONVERSATION,
+                      "--output-file", str(tmp_path / "out.wav"), "--record", str(record)],
+                     env=user_env(tmp_path))  # fmt: skip
+
+    def recordings() -> list[int]:  # agent.wav sizes, oldest first
+        return [f.stat().st_size for f in sorted(record.glob("*/agent.wav"))]
+
+    try:
+        for session in (1, 2, 3):  # resets while the model talks (each one could misplace text)
+            tui.wait_for(
+                lambda n=session: len(recordings()) == n and recordings()[-1] > 15 * FRAME_BYTES,
+                120,
+                f"live in session {session}",
+            )
+            os.write(tui.master, b"r")
+        tui.wait_for(lambda: len(recordings()) == 4 and recordings()[-1] > 15 * FRAME_BYTES,
+                     120, "live in session 4")  # fmt: skip
+        os.write(tui.master, b" ")  # stop talking, then copy the transcript and quit
+        time.sleep(1.0)
+        os.write(tui.master, b"c")
+        tui.wait_for(lambda: bool(COPIED.search(tui.output)), 30, "copied")
+        os.write(tui.master, b"q")
+        assert tui.wait(timeout=30) == 0
+        copied = base64.b64decode(COPIED.findall(tui.output)[-1]).decode("utf-8")
+    finally:
+        tui.close()
+    on_screen = copied.split("-- new conversation --")
+    folders = sorted(p.parent for p in record.glob("*/agent.wav"))
+    assert len(on_screen) == len(folders) == 4
+    for part, folder in zip(on_screen, folders, strict=True):
+        assert screen_agent_text(part) == file_agent_text(folder) != ""
+
+
+def test_the_chat_exits_2_after_a_fatal_load_error(ckpt, tmp_path):
+    """Defect 13: a truncated mimi.safetensors, the error banner, `q`: it exited 0."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in ckpt.iterdir():
+        (broken / item.name).symlink_to(item)
+    (broken / "mimi.safetensors").unlink()
+    data = (ckpt / "mimi.safetensors").read_bytes()
+    (broken / "mimi.safetensors").write_bytes(data[: len(data) // 2])
+    tui = PtyProcess(["--model", str(broken), "--input-file", CONVERSATION,
+                      "--output-file", str(tmp_path / "out.wav")], env=user_env(tmp_path))  # fmt: skip
+    try:
+        tui.wait_for(lambda: " ERROR " in tui.output, 120, "showing the error")
+        os.write(tui.master, b"q")
+        assert tui.wait(timeout=30) == 2
+        out = tui.output
+    finally:
+        tui.close()
+    assert "Traceback" not in out
+    last = after_screen(out)[-1]
+    assert last.startswith("ppx-tui: ") and "mimi.safetensors" in last and last.endswith(".")

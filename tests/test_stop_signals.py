@@ -1,0 +1,265 @@
+"""Signals, as a user's terminal or `kill` sends them, to real `ppx-tui` processes on a small
+checkpoint: SIGINT, SIGTERM and SIGHUP stop the model between steps, every file is finished (WAV
+headers describe what is on disk, the transcript has its end record, token dumps and timing
+logs are whole), the terminal is restored, the exit code is 128 + the signal's number, and a
+second signal during the shutdown prints no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from personaplex_tui.stop_signals import SignalPolicy, Stopped
+from tests.checkpoints import write_small_checkpoint
+from tests.tui_pty import RESTORE_SEQUENCES, ROOT, PtyProcess, after_screen
+
+AUDIO = ROOT / "tests" / "data" / "audio"
+CONVERSATION = str(AUDIO / "conversation.wav")  # 20 s: the conversation is still live when stopped
+FRAME_BYTES = 2 * 1920
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return write_small_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+def user_env(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PPX_TUI_CONFIG": str(tmp / "settings.toml"),
+        "PPX_TUI_LOG": str(tmp / "ppx-tui.log"),
+    }
+
+
+def assert_wav_whole(path: Path) -> int:
+    """The header counts exactly the samples on disk (16-bit mono); returns that count."""
+    info = sf.info(str(path))
+    on_disk = (path.stat().st_size - 44) // 2
+    assert (info.frames, info.samplerate, info.channels) == (on_disk, 24000, 1), path
+    return info.frames
+
+
+def assert_stays(path: Path, size: int, seconds: float = 0.5) -> None:
+    time.sleep(seconds)
+    assert path.stat().st_size == size, f"{path} still grows"
+
+
+def only(pattern: str, folder: Path) -> Path:
+    (found,) = folder.glob(pattern)
+    return found
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+# -- the policy, in this process ---------------------------------------------------------
+
+
+@pytest.fixture
+def policy():
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    policy = SignalPolicy()
+    policy.install()
+    yield policy
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_the_first_signal_stops_at_once_by_default_and_a_second_is_ignored(policy):
+    with pytest.raises(Stopped) as stopped:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs before this returns
+    assert (stopped.value.signum, stopped.value.exit_code, policy.exit_code) == (15, 143, 143)
+    os.kill(os.getpid(), signal.SIGINT)  # while stopping: nothing raised, nothing changed
+    time.sleep(0.05)
+    assert policy.received == signal.SIGTERM
+
+
+def test_deferred_a_signal_is_recorded_reported_and_raised_between_steps(policy):
+    seen: list[int] = []
+    with policy.deferred(seen.append):
+        policy.check()  # nothing yet
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.05)
+        assert seen == [signal.SIGHUP] and policy.exit_code == 129
+        with pytest.raises(Stopped):
+            policy.check()
+
+
+def test_a_signal_ignored_at_start_stays_ignored():
+    saved = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a program
+    try:
+        SignalPolicy().install()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, saved)
+
+
+# -- the chat TUI --------------------------------------------------------------------------
+
+
+def start_chat(ckpt: Path, tmp: Path) -> tuple[PtyProcess, Path]:
+    record = tmp / "record"
+    args = ["--model", str(ckpt), "--mode", "duplex", "--input-file", CONVERSATION,
+            "--output-file", str(tmp / "out.wav"), "--record", str(record),
+            "--timing-log", str(tmp / "timings.jsonl")]  # fmt: skip
+    return PtyProcess(args, env=user_env(tmp)), record
+
+
+def wait_live(tui: PtyProcess, record: Path, frames: int = 10) -> Path:
+    """Until the agent's track holds `frames` frames: the model is stepping."""
+
+    def agent_size() -> int:
+        found = list(record.glob("*/agent.wav"))
+        return found[0].stat().st_size if found else 0
+
+    tui.wait_for(lambda: agent_size() > 44 + frames * FRAME_BYTES, 120, "live")
+    return only("*/agent.wav", record).parent
+
+
+@pytest.mark.parametrize(
+    ("sig", "second", "code"),
+    [
+        (signal.SIGINT, True, 130),  # defect 8: it kept stepping headless; a 2nd gave a traceback
+        (signal.SIGTERM, False, 143),  # defect 9: killed, terminal left in the alternate screen
+        (signal.SIGHUP, False, 129),  # the terminal window is closed
+    ],
+    ids=["SIGINT-twice", "SIGTERM", "terminal-closed"],
+)
+def test_a_signal_stops_the_chat_finishes_its_files_and_restores_the_terminal(
+    ckpt, tmp_path, sig, second, code
+):
+    tui, record = start_chat(ckpt, tmp_path)
+    try:
+        folder = wait_live(tui, record)
+        if sig == signal.SIGHUP:
+            tui.hang_up()
+        else:
+            tui.kill(sig)
+        if second:
+            time.sleep(0.05)  # the shutdown is under way
+            tui.kill(sig)
+        assert tui.wait(timeout=30) == code
+        out = tui.output
+    finally:
+        tui.close()
+    assert "Traceback" not in out
+    if sig != signal.SIGHUP:  # a closed terminal shows nothing more
+        after = out[out.rindex("\x1b[?1049h") :]  # everything written after entering the screen
+        for sequence in RESTORE_SEQUENCES:
+            assert sequence in after, repr(sequence)
+        expected = "interrupted." if sig == signal.SIGINT else f"stopped by {sig.name}."
+        assert after_screen(out) == [f"ppx-tui: recordings are in {record}",
+            f"ppx-tui: the agent's audio is in {tmp_path / 'out.wav'}",
+            f"ppx-tui: step timings are in {tmp_path / 'timings.jsonl'}", f"ppx-tui: {expected}"]  # fmt: skip
+
+    agent = folder / "agent.wav"
+    assert_stays(agent, agent.stat().st_size)
+    frames = assert_wav_whole(agent)
+    assert assert_wav_whole(folder / "mic.wav") == frames >= 10 * 1920  # aligned tracks
+    assert assert_wav_whole(tmp_path / "out.wav") > 0
+    entries = jsonl(folder / "transcript.jsonl")
+    assert entries[0]["type"] == "session" and entries[-1]["type"] == "end"
+    assert all(e["text"] for e in entries if e["type"] == "note")
+    assert entries[-1]["t"] == pytest.approx(frames / 24000, abs=0.001)
+    assert (folder / "transcript.md").read_text(encoding="utf-8").endswith("\n")
+    timings = jsonl(tmp_path / "timings.jsonl")  # every line whole
+    assert len(timings) >= 10
+
+
+# -- respond, soak -------------------------------------------------------------------------
+
+
+def ppx(args: list[str], tmp: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "personaplex_tui", *args],
+        cwd=ROOT,
+        env={**user_env(tmp), "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the test runner's signals stay ours
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def wait_growing(proc: subprocess.Popen, path: Path, size: int) -> None:
+    deadline = time.monotonic() + 120
+    while not (path.exists() and path.stat().st_size > size):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_signal_stops_respond_with_every_output_whole(ckpt, tmp_path, sig):
+    """Defect 9 (an empty token dump, a lagging header) and Ctrl+C losing --transcript/--json."""
+    out, dump = tmp_path / "reply.wav", tmp_path / "tokens.jsonl"
+    proc = ppx(["respond", "--input", str(AUDIO / "weather.wav"), "--output", str(out),
+                "--dump-tokens", str(dump), "--transcript", "--json", "--model", str(ckpt),
+                "--max-steps", "3000", "--seed", "3"], tmp_path)  # fmt: skip
+    wait_growing(proc, out, 44 + 20 * FRAME_BYTES)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig
+    assert "Traceback" not in stderr
+    expected = "interrupted." if sig == signal.SIGINT else f"stopped by {sig.name}."
+    assert stderr.strip().splitlines()[-1] == f"ppx-tui: {expected}"
+    reply_samples = assert_wav_whole(out)
+    tokens = jsonl(dump)
+    assert [t["frame"] for t in tokens] == list(range(len(tokens)))
+    start = stdout.index("{\n")  # --transcript's line, then --json's object
+    transcript, meta = stdout[:start].rstrip("\n"), json.loads(stdout[start:])
+    assert meta["stopped_by"] == sig.name and meta["steps"] == len(tokens)
+    assert meta["reply_steps_made"] * 1920 == reply_samples > 0
+    assert meta["transcript"] == transcript
+
+
+def test_sigterm_stops_a_soak_with_its_recording_whole(tmp_path):
+    run = tmp_path / "run"
+    proc = ppx(["soak", "--frames", "100000", "--context", "50", "--every", "100",
+                "--record-dir", str(run), "--json"], tmp_path)  # fmt: skip
+    agent = run / "recording"
+    deadline = time.monotonic() + 120
+    while not list(agent.glob("*/agent.wav")) or only("*/agent.wav", agent).stat().st_size < 1e5:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr and stderr.strip().endswith("ppx-tui: stopped by SIGTERM.")
+    result = json.loads(stdout)
+    assert result["stopped_by"] == "SIGTERM" and 0 < result["frames_stepped"] < 100000
+    folder = only("*/agent.wav", agent).parent
+    samples = assert_wav_whole(folder / "agent.wav")
+    assert assert_wav_whole(folder / "mic.wav") == samples == result["recorded_agent_samples"]
+    assert_wav_whole(run / "speaker.wav")
+    entries = jsonl(folder / "transcript.jsonl")
+    assert entries[-1]["type"] == "end"
+    assert all(e["text"] for e in entries if e["type"] == "note")  # no "input ended" of nothing
+
+
+def test_sigterm_stops_a_bench_in_one_sentence(tmp_path):
+    """bench writes no files: the policy's default, a stop where the signal lands."""
+    proc = ppx(["bench", "--small", "--steps", "1000000", "--warmup-steps", "1"], tmp_path)
+    assert proc.stderr is not None
+    seen = ""
+    while "bench: warming up" not in seen:
+        line = proc.stderr.readline()
+        assert line, (proc.wait(), seen)
+        seen += line
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert stdout == "" and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "ppx-tui: stopped by SIGTERM."
