@@ -300,7 +300,9 @@ class SettingsStore:
 
 def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the chat flags to `parser`; unset flags stay None so the file's values hold."""
-    parser.add_argument("--config", type=Path, metavar="FILE", help="settings file to use")
+    parser.add_argument(
+        "--config", type=_path_flag("--config"), metavar="FILE", help="settings file to use"
+    )
     parser.add_argument("--mode", choices=MODES, help="turn-based (default) or full duplex")
     parser.add_argument(
         "--voice", metavar="NAME", help=f"voice preset, e.g. {DEFAULT_VOICE} (see `ppx-tui voices`)"
@@ -334,12 +336,38 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--input-device", metavar="X", help="microphone (name or index)")
     parser.add_argument("--output-device", metavar="Y", help="speaker (name or index)")
-    parser.add_argument("--input-file", type=Path, metavar="WAV", help="read the mic from a WAV")
-    parser.add_argument("--output-file", type=Path, metavar="WAV", help="write the agent to a WAV")
-    parser.add_argument("--record", type=Path, metavar="DIR", help="record sessions into DIR")
     parser.add_argument(
-        "--timing-log", type=Path, metavar="FILE.jsonl", help="write step timings as JSON lines"
+        "--input-file",
+        type=_path_flag("--input-file"),
+        metavar="WAV",
+        help="read the mic from a WAV",
     )
+    parser.add_argument(
+        "--output-file",
+        type=_path_flag("--output-file"),
+        metavar="WAV",
+        help="write the agent to a WAV",
+    )
+    parser.add_argument(
+        "--record", type=_path_flag("--record"), metavar="DIR", help="record sessions into DIR"
+    )
+    parser.add_argument(
+        "--timing-log",
+        type=_path_flag("--timing-log"),
+        metavar="FILE.jsonl",
+        help="write step timings as JSON lines",
+    )
+
+
+def _path_flag(flag: str) -> Callable[[str], Path]:
+    """A path flag; an empty one is refused (Path("") would quietly mean this folder)."""
+
+    def parse(text: str) -> Path:
+        if not text:
+            raise argparse.ArgumentTypeError(f"{flag} needs a path (got an empty one)")
+        return Path(text)
+
+    return parse
 
 
 def _int_flag(flag: str) -> Callable[[str], int]:
@@ -372,7 +400,7 @@ def settings_from_args(args: argparse.Namespace, base: Settings) -> Settings:
     if isinstance(changes.get("voice"), str):
         changes["voice"] = changes["voice"].upper()
     input_file = changes.get("input_file")
-    if input_file is not None and not Path(input_file).is_file():
+    if input_file is not None and not Path(input_file).exists():
         raise SettingsError(f"The input file {input_file} does not exist.")
     return base.replace(**changes)
 

@@ -196,15 +196,16 @@ def test_an_output_file_on_a_full_disk_is_a_lost_output_and_another_goes_on(tmp_
         return events, probe, error, steps
 
     events, probe, error, steps = asyncio.run(main())
+    played = read_audio(out_dir / "speaker.wav").pcm  # its header counts what was written
     assert error.message == (
         f"Writing the output file {out_dir / 'speaker.wav'} failed (No space left on device); "
+        f"it keeps the first {len(played) / 24000:.2f} s; "
         "choose another output and press space to go on."
     )
     assert error.kind == "AudioDeviceError" and is_state("error")(
         events.items[events.items.index(error) + 1]
     )
     assert steps > 1 and steps < N_FRAMES
-    played = read_audio(out_dir / "speaker.wav").pcm  # valid up to its last flush
     assert 24000 <= len(played) <= 24000 * 5
     assert len(probe.sessions) == 2 and len(probe.sessions[-1].inputs) == N_FRAMES
     folder = only_folder(tmp_path / "rec")

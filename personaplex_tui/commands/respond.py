@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from typing import Any
 
@@ -17,12 +18,17 @@ from personaplex_tui.commands.common import (
     add_model_arguments,
     add_sampling_arguments,
     mx_dtype,
+    print_out,
     sampling_options,
     status,
 )
+from personaplex_tui.commands.paths import check_output_file, check_text
+from personaplex_tui.commands.token_dump import TokenDump
 
 FRAME = 1920
 RATE = 24000
+MAX_STEPS_LIMIT = 3000  # one KV context of the 7B model (4 minutes)
+MAX_CHUNK_S = 240.0  # a chunk longer than the longest reply is the whole reply
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,10 +70,10 @@ class _Sink:
 
     def __init__(self, output: str | None) -> None:
         self.output = output
-        self.is_file = bool(output)
+        self.is_file = output is not None
         self.first_audio_s: float | None = None
         self._start = time.perf_counter()
-        if output:
+        if output is not None:
             from personaplex_tui.audio import WavWriter
 
             self._writer = WavWriter(output, sample_rate=RATE)  # AudioFileError: one sentence
@@ -89,6 +95,11 @@ class _Sink:
         for i in range(0, pcm.size, FRAME):
             self._speaker.write_frame(pcm[i : i + FRAME], timeout=None)
 
+    @property
+    def written_s(self) -> float | None:
+        """Seconds in the output file (None when playing)."""
+        return None if self._writer is None else self._writer.duration_s
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -98,18 +109,34 @@ class _Sink:
             self._speaker.close()
 
 
-def _open_dump(path: str) -> Any:
-    try:
-        return open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in run()
-    except OSError as e:
-        raise UsageError(f"Cannot write the token dump {path}: {e.strerror or e}.") from None
-
-
 def _validate(args: argparse.Namespace) -> None:
-    if not 1 <= args.max_steps <= 3000:
-        raise UsageError(f"--max-steps must be between 1 and 3000, not {args.max_steps}.")
-    if args.chunk_seconds <= 0:
-        raise UsageError(f"--chunk-seconds must be positive, not {args.chunk_seconds}.")
+    if not 1 <= args.max_steps <= MAX_STEPS_LIMIT:
+        raise UsageError(
+            f"--max-steps must be between 1 and {MAX_STEPS_LIMIT} (one context), "
+            f"not {args.max_steps}."
+        )
+    if not (math.isfinite(args.chunk_seconds) and 0 < args.chunk_seconds <= MAX_CHUNK_S):
+        raise UsageError(
+            f"--chunk-seconds must be more than 0 and at most {MAX_CHUNK_S:g}, "
+            f"not {args.chunk_seconds}."
+        )
+    check_text(args.prompt_text, "--prompt-text")
+    check_text(args.system_prompt, "--system-prompt")
+    check_text(args.voice, "--voice")
+
+
+def _check_speaker() -> None:
+    """Without --output the reply is played: there must be a speaker (said before loading)."""
+    from personaplex_tui.audio import AudioDeviceError, find_device
+
+    try:
+        find_device(None, "output")
+    except AudioDeviceError as e:
+        reason = str(e).split(";")[0].rstrip(".")
+        raise UsageError(
+            f"Cannot play the reply ({reason[:1].lower()}{reason[1:]}); "
+            "give --output FILE.wav to write it to a file instead."
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,23 +152,16 @@ def run(args: argparse.Namespace) -> int:
     clip = read_audio(args.input)
     if clip.warning:
         status(f"warning: {clip.warning}")
+    # Every file this run writes can be written: checked now, not after minutes of loading.
+    if args.output is not None:
+        check_output_file(args.output, "the audio file", "--output", seekable=True)
+    if args.dump_tokens is not None:
+        check_output_file(args.dump_tokens, "the token dump", "--dump-tokens")
+    if args.output is None:
+        _check_speaker()
     status(f"Loading {args.model or 'the default model'}...")
     model = load(args.model, dtype=mx_dtype(args.dtype), quantize=args.quantize)
     session = model.session(args.voice, args.system_prompt, args.prompt_text, **options)
-
-    dump = _open_dump(args.dump_tokens) if args.dump_tokens else None
-    step_ms: list[float] = []
-
-    def on_frame(frame: Any) -> None:
-        step_ms.append(frame.timings.total_ms)
-        if dump is not None:
-            record = {
-                "frame": frame.index,
-                "text": frame.text_id,
-                "agent": [int(c) for c in frame.agent_codes],
-                "user": [int(c) for c in frame.user_codes],
-            }
-            dump.write(json.dumps(record) + "\n")
 
     from model import replies
 
@@ -150,6 +170,18 @@ def run(args: argparse.Namespace) -> int:
         replies.utterance_frames(clip.pcm, session.frame_size, model.lm.config.temporal.context)
     )
     sink = _Sink(args.output)
+    try:
+        dump = TokenDump(args.dump_tokens) if args.dump_tokens is not None else None
+    except BaseException:
+        sink.close()
+        raise
+    step_ms: list[float] = []
+
+    def on_frame(frame: Any) -> None:
+        step_ms.append(frame.timings.total_ms)
+        if dump is not None:
+            dump.write(frame)  # TokenDumpError: one sentence, the dump keeps whole lines
+
     # A WAV file grows frame by frame (Ctrl+C keeps a valid file of what was made); the
     # speaker gets chunks (--stream) or the whole reply.
     per_frame = sink.is_file
@@ -182,9 +214,9 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     audio_s = (len(step_ms)) * FRAME / RATE
     if args.transcript:
-        print(transcript)
+        print_out(transcript)
     if args.json:
-        print(
+        print_out(
             json.dumps(
                 _metadata(args, model, session, clip, transcript, step_ms, elapsed, audio_s, sink),
                 indent=2,
@@ -193,8 +225,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.stream and sink.first_audio_s is not None:
             status(f"First audio after {sink.first_audio_s:.2f} s.")
-        if args.output:
-            status(f"Wrote {args.max_steps * FRAME / RATE:.2f} s of reply to {args.output}.")
+        if sink.written_s is not None:
+            status(f"Wrote {sink.written_s:.2f} s of reply to {args.output}.")
     return 0
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
 from rich.table import Table
 
 from personaplex_tui.commands.common import (
     UsageError,
     add_model_arguments,
     add_sampling_arguments,
+    print_out,
     sampling_options,
     status,
 )
@@ -145,9 +145,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_soak(opts, progress)
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print_out(json.dumps(result.as_dict(), indent=2))
     else:
-        Console().print(result_table(result))
+        print_out(result_table(result))
     for problem in result.problems:
         status(f"soak: FAILED: {problem}")
     return 0 if result.ok else 1
