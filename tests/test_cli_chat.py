@@ -120,11 +120,11 @@ def test_stderr_of_c_libraries_goes_to_the_log_while_the_tui_runs(tmp_path):
 
 
 def test_after_the_screen_closes_the_files_written_are_named(tmp_path):
-    from personaplex_tui.commands.chat import after_exit_lines
-    from personaplex_tui.settings import Settings
-
     import numpy as np
     import soundfile as sf
+
+    from personaplex_tui.commands.chat import after_exit_lines
+    from personaplex_tui.settings import Settings
 
     sf.write(tmp_path / "agent.wav", np.zeros(1920, np.float32), 24000, subtype="PCM_16")
     settings = Settings(
