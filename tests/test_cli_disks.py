@@ -222,3 +222,75 @@ def test_unwritable_chat_files_are_refused_before_the_screen_opens(tmp_path):
                    "--model", str(tmp_path / "no-such-model"))  # fmt: skip
         one_sentence(proc, message)
     assert not Path("/proc/x.jsonl").exists()
+
+
+def _run_tui_until(args: list[str], home: Path, file_limit: int, done) -> tuple[int, str]:
+    """`ppx-tui ARGS` on a pseudo-terminal, as a user starts it; once `done()` holds (or after a
+    minute) `q` is pressed. Returns the exit code and the screen's text without escapes."""
+    import pty
+    import re
+    import select
+    import time
+
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+               "TERM": "xterm-256color", "HOME": str(home), "XDG_CONFIG_HOME": str(home / "cfg"),
+               "XDG_STATE_HOME": str(home / "state"), "XDG_CACHE_HOME": str(home / "cache")}  # fmt: skip
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a full disk for files over file_limit bytes
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+        os.chdir(ROOT)
+        os.execve(sys.executable, [sys.executable, "-m", "personaplex_tui", *args], environ)
+    screen = b""
+
+    def read(seconds: float) -> bool:
+        nonlocal screen
+        if select.select([fd], [], [], seconds)[0]:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                return False
+            screen += chunk
+            return bool(chunk)
+        return True
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not done():
+        read(0.2)
+    settle = time.monotonic() + 1.0
+    while time.monotonic() < settle:
+        read(0.1)
+    os.write(fd, b"q")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and read(0.5):
+        pass
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    text = re.sub(rb"\x1b\[[0-9;?<>=]*[a-zA-Z]", b" ", screen).decode(errors="replace")
+    return os.waitstatus_to_exitcode(status), " ".join(text.replace("▌", " ").split())
+
+
+def test_a_full_disk_during_a_tui_recording_keeps_wavs_whose_headers_count_their_data(
+    ckpt, tmp_path
+):
+    rec = tmp_path / "rec"
+    limit = 30001  # mic.wav fills first (it is written before each step): 0.62 s and a byte
+    mic = lambda: next(rec.glob("*/mic.wav"), None)  # noqa: E731
+    code, screen = _run_tui_until(
+        ["--mode", "duplex", "--input-file", QUESTION, "--output-file", "/dev/null",
+         "--record", str(rec), "--model", str(ckpt)],
+        tmp_path / "home",
+        limit,
+        lambda: mic() is not None and mic().stat().st_size >= limit - 1,
+    )  # fmt: skip
+    assert code == 0, screen[-2000:]
+    folder = mic().parent
+    assert wav_counts_its_bytes(folder / "mic.wav") == (limit - 1 - 44) // 2
+    assert wav_counts_its_bytes(folder / "agent.wav") > 0
+    # The notice, as the screen wraps it in its box.
+    for piece in (
+        "Recording in",
+        "stopped (File too large); what was",
+        "recorded until then is kept",
+    ):
+        assert piece in screen, screen
