@@ -35,7 +35,7 @@ Mode = Literal["turn", "duplex"]
 MODES: tuple[str, ...] = ("turn", "duplex")
 MODE_LABELS: dict[str, str] = {"turn": "turn-based", "duplex": "duplex"}
 
-MAX_STEPS_RANGE = (50, 500)
+MAX_STEPS_RANGE = (50, 500)  # a turn of the chat: 4-40 s (`respond` takes up to a context)
 TEMPERATURE_RANGE = (0.0, 2.0)
 AUDIO_TOP_K_RANGE = (1, 2048)
 TEXT_TOP_K_RANGE = (1, 32000)

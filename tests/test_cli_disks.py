@@ -294,3 +294,32 @@ def test_a_full_disk_during_a_tui_recording_keeps_wavs_whose_headers_count_their
         "recorded until then is kept",
     ):
         assert piece in screen, screen
+
+
+# --- checks before the model loads -----------------------------------------------------------
+
+
+def test_inputs_that_cannot_fit_are_refused_before_loading(tmp_path):
+    import numpy as np
+
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(24000 * 241, np.float32), 24000, subtype="PCM_16")
+    common = ("--output", str(tmp_path / "o.wav"), "--model", str(tmp_path / "no-such-model"))
+    proc = ppx("respond", "--input", str(long), *common)
+    stderr = one_sentence(proc, "The audio is 241.0 s long, longer than the model's 240.0 s")
+    assert "Loading" not in stderr
+    proc = ppx("respond", "--input", QUESTION, "--prompt-text", "x" * 2001, *common)
+    stderr = one_sentence(proc, "--prompt-text is too long (2001 characters; at most 2000, as in")
+    assert "Loading" not in stderr
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_prefill(tmp_path):
+    from tests.checkpoints import small_config
+
+    ckpt = write_small_checkpoint(tmp_path / "ckpt", config=small_config(context=50))
+    out = tmp_path / "o.wav"
+    proc = ppx("respond", "--input", QUESTION, "--output", str(out), "--model", str(ckpt),
+               "--prompt-text", "hello world " * 20)  # fmt: skip
+    one_sentence(proc, "fit in this model's context of 50 frames.")
+    assert "The system prompt is " in proc.stderr.decode() and not out.exists()

@@ -24,6 +24,7 @@ from personaplex_tui.commands.common import (
 )
 from personaplex_tui.commands.paths import check_output_file, check_text
 from personaplex_tui.commands.token_dump import TokenDump
+from personaplex_tui.settings import MAX_STEPS_RANGE, PROMPT_TEXT_MAX_CHARS
 
 FRAME = 1920
 RATE = 24000
@@ -47,7 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     prompt.add_argument("--prompt-text", default=None, metavar="TEXT", help="free system prompt")
     p.add_argument(
-        "--max-steps", type=int, default=75, help="reply length in 80 ms frames (75 = 6 s)"
+        "--max-steps",
+        type=int,
+        default=75,
+        help=f"reply length in 80 ms frames (75 = 6 s), 1-{MAX_STEPS_LIMIT}: up to one context, "
+        f"where the chat's turns take {MAX_STEPS_RANGE[0]}-{MAX_STEPS_RANGE[1]}",
     )
     p.add_argument("--stream", action="store_true", help="write or play chunks as they come")
     p.add_argument(
@@ -121,8 +126,25 @@ def _validate(args: argparse.Namespace) -> None:
             f"not {args.chunk_seconds}."
         )
     check_text(args.prompt_text, "--prompt-text")
+    if args.prompt_text is not None and len(args.prompt_text) > PROMPT_TEXT_MAX_CHARS:
+        raise UsageError(
+            f"--prompt-text is too long ({len(args.prompt_text)} characters; at most "
+            f"{PROMPT_TEXT_MAX_CHARS}, as in the chat)."
+        )
     check_text(args.system_prompt, "--system-prompt")
     check_text(args.voice, "--voice")
+
+
+def _check_prompt_fits(tokens: int, voice_frames: int, context: int) -> None:
+    """The prompt phase (voice, silence, system prompt, silence) must fit in the context."""
+    from model.prompt_plan import SILENCE_FRAMES
+
+    room = context - voice_frames - 2 * SILENCE_FRAMES
+    if tokens > room:
+        raise UsageError(
+            f"The system prompt is {tokens} tokens long; with the voice prompt, at most {room} "
+            f"fit in this model's context of {context} frames."
+        )
 
 
 def _check_speaker() -> None:
@@ -152,6 +174,10 @@ def run(args: argparse.Namespace) -> int:
     clip = read_audio(args.input)
     if clip.warning:
         status(f"warning: {clip.warning}")
+    from model import replies
+
+    # Longer than any PersonaPlex context (the checkpoint's own is checked again once loaded).
+    replies.utterance_frames(clip.pcm, FRAME, MAX_STEPS_LIMIT)
     # Every file this run writes can be written: checked now, not after minutes of loading.
     if args.output is not None:
         check_output_file(args.output, "the audio file", "--output", seekable=True)
@@ -161,14 +187,13 @@ def run(args: argparse.Namespace) -> int:
         _check_speaker()
     status(f"Loading {args.model or 'the default model'}...")
     model = load(args.model, dtype=mx_dtype(args.dtype), quantize=args.quantize)
-    session = model.session(args.voice, args.system_prompt, args.prompt_text, **options)
-
-    from model import replies
-
-    # Refuse unusable audio (too long for the context...) before anything is written.
-    heard = len(
-        replies.utterance_frames(clip.pcm, session.frame_size, model.lm.config.temporal.context)
-    )
+    context = model.lm.config.temporal.context
+    # Refuse what does not fit this model's context before the prompt phase runs.
+    heard = len(replies.utterance_frames(clip.pcm, FRAME, context))
+    voice = model.voice(args.voice)
+    tokens = model.system_tokens(args.system_prompt, args.prompt_text)
+    _check_prompt_fits(len(tokens), voice.frames, context)
+    session = model.session(voice, system_tokens=tokens, **options)
     sink = _Sink(args.output)
     try:
         dump = TokenDump(args.dump_tokens) if args.dump_tokens is not None else None
