@@ -323,3 +323,16 @@ def test_a_prompt_longer_than_the_context_is_refused_before_prefill(tmp_path):
                "--prompt-text", "hello world " * 20)  # fmt: skip
     one_sentence(proc, "fit in this model's context of 50 frames.")
     assert "The system prompt is " in proc.stderr.decode() and not out.exists()
+
+
+def test_unknown_settings_keys_are_one_warning_line(tmp_path):
+    config = tmp_path / "settings.toml"
+    config.write_text('voise = "NATM0"\nmax_step = 300\n[my_tools]\neditor = "vim"\n')
+    proc = ppx("--config", str(config), "--timing-log", "/proc/x.jsonl")  # stops before the TUI
+    stderr = one_sentence(proc, "Cannot create the timing log /proc/x.jsonl")
+    warnings = [line for line in stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        f"ppx-tui: warning: {config} has settings this version does not know: voise (did you "
+        "mean voice?), max_step (did you mean max_steps?), my_tools; they are kept in the file "
+        "but ignored."
+    ]

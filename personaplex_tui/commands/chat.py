@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     from personaplex_tui.stderr_capture import stderr_to_file
 
     settings, store = resolve_settings(args)
+    for warning in store.warnings:  # unknown keys in the settings file, said once
+        status(f"ppx-tui: warning: {warning}")
     check_settings(settings)
     log_path = setup_logging()
     log.info("ppx-tui %s: %s", __version__, settings)

@@ -239,8 +239,8 @@ class PersonaPlexApp(App[None]):
         if self.store is not None:
             try:
                 self.store.update(**changes)
-            except (OSError, SettingsError) as err:
-                self.notify(f"Could not save the settings: {err}", severity="warning")
+            except SettingsError as err:  # one sentence naming the file
+                self.notify(str(err), severity="warning")
         if "model" in changes:
             self.notify("The new model is used the next time ppx-tui starts.")
         controller = self.controller
