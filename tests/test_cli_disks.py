@@ -336,3 +336,24 @@ def test_unknown_settings_keys_are_one_warning_line(tmp_path):
         "mean voice?), max_step (did you mean max_steps?), my_tools; they are kept in the file "
         "but ignored."
     ]
+
+
+def test_the_timing_log_writes_null_for_phases_not_measured(ckpt, tmp_path):
+    log = tmp_path / "timing.jsonl"
+    lines = lambda: log.read_text().count("\n") if log.exists() else 0  # noqa: E731
+    code, screen = _run_tui_until(
+        ["--mode", "duplex", "--input-file", QUESTION, "--output-file", "/dev/null",
+         "--timing-log", str(log), "--model", str(ckpt)],
+        tmp_path / "home",
+        1 << 30,
+        lambda: lines() >= 30,
+    )  # fmt: skip
+    assert code == 0, screen[-2000:]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    phases = ("encode_ms", "temporal_ms", "depformer_ms", "decode_ms")
+    measured = [r for r in rows if r["encode_ms"] is not None]
+    unmeasured = [r for r in rows if r["encode_ms"] is None]
+    assert measured and unmeasured, rows
+    assert all(all(r[p] is None for p in phases) for r in unmeasured)
+    assert all(all(r[p] > 0 for p in phases) for r in measured)
+    assert all(r["total_ms"] > 0 for r in rows)

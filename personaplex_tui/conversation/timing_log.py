@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from model.errors import PersonaPlexError
 
 FLUSH_EVERY_S = 1.0
+PHASES = ("encode_ms", "temporal_ms", "depformer_ms", "decode_ms")
 
 
 class TimingLogError(PersonaPlexError):
@@ -20,7 +21,8 @@ class TimingLogError(PersonaPlexError):
 
 class TimingLog:
     """Appends one line per step: `{"time", "step", "mode", "phase", "total_ms", "encode_ms",
-    "temporal_ms", "depformer_ms", "decode_ms"}`; flushed at least once a second. Thread-safe.
+    "temporal_ms", "depformer_ms", "decode_ms"}`, the phases null on steps where they were not
+    measured; flushed at least once a second. Thread-safe.
     A write that fails (a full disk) closes the log and is reported once through `on_error`."""
 
     def __init__(
@@ -41,16 +43,18 @@ class TimingLog:
 
     def write(self, step: int, timings: Any, mode: str, phase: str) -> None:
         """Log one step (`timings` is a model.types.StepTimings); never raises."""
+        phases = [float(getattr(timings, name)) for name in PHASES]
+        measured = any(ms > 0 for ms in phases)  # the engine times the phases on some steps
         record = {
             "time": round(time.time(), 4),
             "step": step,
             "mode": mode,
             "phase": phase,
             "total_ms": round(float(timings.total_ms), 3),
-            "encode_ms": round(float(timings.encode_ms), 3),
-            "temporal_ms": round(float(timings.temporal_ms), 3),
-            "depformer_ms": round(float(timings.depformer_ms), 3),
-            "decode_ms": round(float(timings.decode_ms), 3),
+            **{
+                name: round(ms, 3) if measured else None
+                for name, ms in zip(PHASES, phases, strict=True)
+            },
         }
         line = json.dumps(record) + "\n"
         with self._lock:
