@@ -357,3 +357,24 @@ def test_the_timing_log_writes_null_for_phases_not_measured(ckpt, tmp_path):
     assert all(all(r[p] is None for p in phases) for r in unmeasured)
     assert all(all(r[p] > 0 for p in phases) for r in measured)
     assert all(r["total_ms"] > 0 for r in rows)
+
+
+# --- voices ----------------------------------------------------------------------------------
+
+
+def test_a_soak_with_a_voice_the_checkpoint_lacks_says_so_once(ckpt):
+    proc = ppx("soak", "--model", str(ckpt), "--frames", "10", "--voice", "VARM3")
+    stderr = one_sentence(proc, "Unknown voice 'VARM3'; choose one of: NATF2, NATM0, VARF2.")
+    assert stderr.count("Unknown voice") == 1, stderr
+
+
+def test_a_broken_voice_file_says_what_is_wrong(ckpt, tmp_path):
+    import shutil
+
+    broken = tmp_path / "ckpt"
+    shutil.copytree(ckpt, broken)
+    voice = broken / "voices" / "NATF2.safetensors"
+    voice.write_bytes(voice.read_bytes()[:100])
+    proc = ppx("respond", "--input", QUESTION, "--output", str(tmp_path / "o.wav"),
+               "--model", str(broken), "--voice", "NATF2")  # fmt: skip
+    one_sentence(proc, f"{voice} is truncated: its header alone needs")

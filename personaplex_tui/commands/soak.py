@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 from rich.table import Table
 
@@ -143,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
             f"cache {s.mlx_cache_mb:.1f} MiB, RSS {s.rss_mb:.1f} MiB, {s.elapsed_s:.1f} s"
         )
 
+    # The soak reports every error and warning itself, once; without a handler, Python's last
+    # resort would print the engine's log records of them to stderr as well.
+    logging.getLogger().addHandler(logging.NullHandler())
     result = run_soak(opts, progress)
     if args.json:
         print_out(json.dumps(result.as_dict(), indent=2))
