@@ -378,3 +378,8 @@ def test_a_broken_voice_file_says_what_is_wrong(ckpt, tmp_path):
     proc = ppx("respond", "--input", QUESTION, "--output", str(tmp_path / "o.wav"),
                "--model", str(broken), "--voice", "NATF2")  # fmt: skip
     one_sentence(proc, f"{voice} is truncated: its header alone needs")
+
+
+def test_an_input_file_that_is_a_folder_is_called_a_folder(tmp_path):
+    proc = ppx("--input-file", str(tmp_path), "--config", str(tmp_path / "s.toml"))
+    one_sentence(proc, f"{tmp_path} is a folder, not an audio file.")

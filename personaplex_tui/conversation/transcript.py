@@ -16,7 +16,9 @@ from typing import Any, TextIO
 
 JSONL_NAME = "transcript.jsonl"
 MARKDOWN_NAME = "transcript.md"
-PARAGRAPH_GAP_S = 2.0  # agent text after this long a pause starts a new paragraph
+# Agent text after a pause of 20 frames or more starts a new paragraph, as it starts a new block
+# on the screen (tui/widgets/transcript.py: more than 19 frames between pieces).
+PARAGRAPH_GAP_S = 19.5 * 0.08
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*_`<>[]#"})
 
 
@@ -123,8 +125,13 @@ class Transcript:
             self._last_agent_t = t
 
     def note(self, t: float, text: str, kind: str = "note") -> None:
-        """A line for the reader: a mode change, an error, the end of the input file."""
-        self._write({"t": round(t, 3), "type": kind, "text": text}, f"\n\n_{clock(t)} · {text}_")
+        """A line for the reader: a mode change, an error, the end of the input file (nothing
+        for an empty text)."""
+        text = text.strip()
+        if not text:
+            return
+        md = f"\n\n_{clock(t)} · {escape_markdown(text)}_"
+        self._write({"t": round(t, 3), "type": kind, "text": text}, md)
 
     # -- files ---------------------------------------------------------------------------
     def _write(self, record: dict[str, Any], markdown: str) -> None:

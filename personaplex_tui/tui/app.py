@@ -171,7 +171,7 @@ class PersonaPlexApp(App[None]):
         if isinstance(event, StateChanged):
             self._set_state(event.state)
         elif isinstance(event, TextOut):
-            self.main.query_one(Transcript).add_agent_text(event.index, event.text)
+            self.main.query_one(Transcript).add_agent_text(event.index, event.text, event.t)
         elif isinstance(event, UserTurn):
             self.main.query_one(Transcript).add_user_turn(event.start_s, event.end_s, event.frames)
         elif isinstance(event, ModelInfo):
