@@ -297,6 +297,11 @@ def save_settings(settings: Settings, path: Path) -> None:
         existing = path.read_text(encoding="utf-8") if path.is_file() else ""
     except (OSError, UnicodeDecodeError):
         existing = ""
+    if path.is_file() and not path.stat().st_mode & 0o222:  # made read-only: respected
+        raise SettingsError(
+            f"The settings file {path} is read-only, so it was not changed; "
+            "the change holds for this run only."
+        )
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

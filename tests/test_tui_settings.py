@@ -296,3 +296,17 @@ def test_setup_logging_twice_keeps_one_handler(tmp_path: Path):
         root.handlers[:] = before
         root.setLevel(level)
         logging.captureWarnings(False)
+
+
+def test_a_read_only_settings_file_is_left_alone_and_named(tmp_path: Path):
+    path = tmp_path / "settings.toml"
+    path.write_text('voice = "NATM0"\n')
+    path.chmod(0o444)
+    with pytest.raises(SettingsError) as err:
+        SettingsStore(path).update(mode="duplex")
+    assert str(err.value) == (
+        f"The settings file {path} is read-only, so it was not changed; "
+        "the change holds for this run only."
+    )
+    assert path.read_text() == 'voice = "NATM0"\n'
+    assert not path.with_name("settings.toml.tmp").exists()
