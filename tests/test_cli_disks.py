@@ -383,3 +383,22 @@ def test_a_broken_voice_file_says_what_is_wrong(ckpt, tmp_path):
 def test_an_input_file_that_is_a_folder_is_called_a_folder(tmp_path):
     proc = ppx("--input-file", str(tmp_path), "--config", str(tmp_path / "s.toml"))
     one_sentence(proc, f"{tmp_path} is a folder, not an audio file.")
+
+
+def test_a_full_disk_during_the_timing_log_keeps_whole_lines_and_says_so(ckpt, tmp_path):
+    log = tmp_path / "timing.jsonl"
+    limit = 4001  # some 20 lines, the last one cut
+    code, screen = _run_tui_until(
+        ["--mode", "duplex", "--input-file", QUESTION, "--output-file", "/dev/null",
+         "--timing-log", str(log), "--model", str(ckpt)],
+        tmp_path / "home",
+        limit,
+        lambda: log.exists() and log.stat().st_size >= limit - 300,
+    )  # fmt: skip
+    assert code == 0, screen[-2000:]
+    data = log.read_bytes()
+    assert data.endswith(b"\n") and len(data) < limit
+    rows = [json.loads(line) for line in data.splitlines()]  # whole lines only
+    assert rows and [r["step"] for r in rows] == list(range(len(rows)))
+    for piece in (f"it keeps the {len(rows)} steps logged", "stops here"):
+        assert piece in screen, screen
