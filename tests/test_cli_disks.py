@@ -402,3 +402,23 @@ def test_a_full_disk_during_the_timing_log_keeps_whole_lines_and_says_so(ckpt, t
     assert rows and [r["step"] for r in rows] == list(range(len(rows)))
     for piece in (f"it keeps the {len(rows)} steps logged", "stops here"):
         assert piece in screen, screen
+
+
+def test_respond_without_a_sound_card_says_to_give_output_before_loading(tmp_path):
+    # A machine without sound devices: PortAudio lists none.
+    start = (
+        "import sys; import personaplex_tui.audio.devices as d; d.list_devices = lambda: []; "
+        "from personaplex_tui.cli import main; sys.exit(main())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", start, "respond", "--input", QUESTION,
+         "--model", str(tmp_path / "no-such-model")],
+        capture_output=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    stderr = one_sentence(
+        proc,
+        "Cannot play the reply (there is no default output device); give --output FILE.wav to "
+        "write it to a file instead.",
+    )
+    assert "Loading" not in stderr and "by name or index" not in stderr
