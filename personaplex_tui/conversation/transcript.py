@@ -7,12 +7,13 @@ Times are seconds on the recording's timeline (the position in `mic.wav` / `agen
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 JSONL_NAME = "transcript.jsonl"
 MARKDOWN_NAME = "transcript.md"
@@ -60,12 +61,16 @@ class Transcript:
         self._agent_open = False
         self._last_agent_t = -1e9
         self.failed: str | None = None
-        self._jsonl: TextIO | None = None
-        self._md: TextIO | None = None
+        self._jsonl: BinaryIO | None = None
+        self._md: BinaryIO | None = None
+        self._sizes = [0, 0]  # bytes of whole entries in each file
+        self.entries = 0
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._jsonl = open(self.folder / JSONL_NAME, "a", encoding="utf-8")  # noqa: SIM115
-            self._md = open(self.folder / MARKDOWN_NAME, "a", encoding="utf-8")  # noqa: SIM115
+            # Written through (no buffer of ours): what a write leaves is on disk at once.
+            self._jsonl = open(self.folder / JSONL_NAME, "ab", buffering=0)  # noqa: SIM115
+            self._md = open(self.folder / MARKDOWN_NAME, "ab", buffering=0)  # noqa: SIM115
+            self._sizes = [os.fstat(f.fileno()).st_size for f in (self._jsonl, self._md)]
         except OSError as e:
             self.failed = f"Could not write the transcript in {self.folder}: {e.strerror or e}."
             return
@@ -141,19 +146,32 @@ class Transcript:
                 return
             if record["type"] != "text":
                 self._agent_open = False
+            files = (self._jsonl, self._md)
+            data = (
+                (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"),
+                markdown.encode("utf-8"),
+            )
             try:
-                self._jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")
-                self._jsonl.flush()
-                if markdown:
-                    self._md.write(markdown)
-                    self._md.flush()
+                for f, chunk in zip(files, data, strict=True):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[f.write(view) or 0 :]
             except OSError as e:
+                for f, size in zip(files, self._sizes, strict=True):  # whole entries only
+                    try:
+                        os.ftruncate(f.fileno(), size)
+                    except OSError:
+                        pass
                 self.failed = (
                     f"Writing the transcript in {self.folder} failed ({e.strerror or e}); "
-                    "the conversation goes on without it."
+                    f"it keeps the {self.entries} entries written until then and the "
+                    "conversation goes on without it."
                 )
                 self._close_files()
                 self._on_error(self.failed)
+                return
+            self._sizes = [size + len(chunk) for size, chunk in zip(self._sizes, data, strict=True)]
+            self.entries += 1
 
     def copy_to(self, folder: Path) -> None:
         """Copy both files as they are now into `folder` (for a saved snapshot)."""
