@@ -11,6 +11,7 @@ import mlx.core as mx
 import numpy as np
 
 from model.errors import CheckpointError
+from model.safetensors_io import load_safetensors
 from model.torch_file import read_torch_tensors
 from model.voice_presets import (  # noqa: F401 - re-exported
     DEFAULT_VOICE,
@@ -62,10 +63,7 @@ def _tgz_members(tgz: Path) -> dict[str, str]:
 def _read_voice_tensors(folder: Path, name: str) -> tuple[dict[str, np.ndarray | mx.array], str]:
     path = folder / "voices" / f"{name}.safetensors"
     if path.is_file():
-        try:
-            return dict(mx.load(str(path))), str(path)
-        except Exception as exc:
-            raise CheckpointError(f"{path} could not be read ({type(exc).__name__}).") from None
+        return dict(load_safetensors(path)), str(path)  # CheckpointError says what is wrong
     tgz = folder / "voices.tgz"
     members = _tgz_members(tgz) if tgz.is_file() else {}
     if name in members:

@@ -310,12 +310,14 @@ class Engine:
     async def generate(
         self,
         frames: Iterable[np.ndarray | None],
-        on_frame: Callable[[Any], None] | None = None,
+        on_frame: Callable[[Any], float | None] | None = None,
         *,
         quiet_steps: int = 0,
         keep: bool = True,
     ) -> list[Any] | None:
-        """Step the session once per user frame; `on_frame(frame)` runs on the engine thread.
+        """Step the session once per user frame; `on_frame(frame)` runs on the engine thread and
+        may return the frame's time on the conversation's timeline (the recording's), which its
+        TextOut event then carries.
 
         `frames` is consumed on the engine thread (it may block, e.g. on the microphone);
         a `None` item ends the run. The first `quiet_steps` frames are stepped and timed but
@@ -330,7 +332,7 @@ class Engine:
     def _generate(
         self,
         frames: Iterator[np.ndarray | None],
-        on_frame: Callable[[Any], None] | None,
+        on_frame: Callable[[Any], float | None] | None,
         quiet_steps: int = 0,
         keep: bool = True,
     ) -> list[Any]:
@@ -346,9 +348,8 @@ class Engine:
             steps += 1
             if keep:
                 produced.append(frame)
-            if on_frame is not None:
-                on_frame(frame)
-            self._report(index, frame, heard=steps > quiet_steps)
+            when = on_frame(frame) if on_frame is not None else None
+            self._report(index, frame, heard=steps > quiet_steps, t=when)
             self._report_memory()
             if self._cancel.is_set():
                 break
@@ -365,12 +366,13 @@ class Engine:
         finally:
             session.measure_phases = before
 
-    def _report(self, index: int, frame: Any, heard: bool = True) -> None:
-        t = frame.timings
+    def _report(self, index: int, frame: Any, heard: bool = True, t: float | None = None) -> None:
         if heard:
             self.emit(FrameOut(index=index, pcm=frame.pcm, text=frame.text))
             if frame.text:
-                self.emit(TextOut(index=index, text=frame.text))
+                when = float(t) if isinstance(t, (int, float)) else None
+                self.emit(TextOut(index=index, text=frame.text, t=when))
+        t = frame.timings
         self.emit(
             StepTiming(
                 index=index,

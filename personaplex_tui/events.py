@@ -70,10 +70,12 @@ class FrameOut:
 
 @dataclass(frozen=True)
 class TextOut:
-    """A non-empty inner-monologue piece, for the transcript."""
+    """A non-empty inner-monologue piece, for the transcript; `t`: when it was said, in seconds
+    on the conversation's timeline (the recording's, as the user's turns), when known."""
 
     index: int
     text: str
+    t: float | None = None
 
 
 @dataclass(frozen=True)

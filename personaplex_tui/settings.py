@@ -17,6 +17,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
+
 from model.errors import PersonaPlexError
 from model.prompts import DEFAULT_PROMPT, PROMPT_PRESETS
 from model.voice_presets import DEFAULT_VOICE, VOICE_PRESETS
@@ -35,7 +38,7 @@ Mode = Literal["turn", "duplex"]
 MODES: tuple[str, ...] = ("turn", "duplex")
 MODE_LABELS: dict[str, str] = {"turn": "turn-based", "duplex": "duplex"}
 
-MAX_STEPS_RANGE = (50, 500)
+MAX_STEPS_RANGE = (50, 500)  # a turn of the chat: 4-40 s (`respond` takes up to a context)
 TEMPERATURE_RANGE = (0.0, 2.0)
 AUDIO_TOP_K_RANGE = (1, 2048)
 TEXT_TOP_K_RANGE = (1, 32000)
@@ -205,27 +208,44 @@ def default_config_path() -> Path:
     return platformdirs.user_config_path(APP_NAME) / "settings.toml"
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    text = str(value)
-    escaped = "".join(
-        {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(ch)
-        or (f"\\u{ord(ch):04x}" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch)
-        for ch in text
+HEADER = "ppx-tui settings (written by the app; command-line flags override them)"
+
+
+def to_toml(settings: Settings, existing: str = "") -> str:
+    """The settings file's text: `existing` (the file as it is) with the persisted fields set,
+    keeping the user's comments, unknown keys and tables; a field now None is removed."""
+    try:
+        doc = tomlkit.parse(existing) if existing.strip() else None
+    except TOMLKitError:
+        doc = None  # a broken file is replaced rather than kept forever
+    if doc is None:
+        doc = tomlkit.document()
+        doc.add(tomlkit.comment(HEADER))
+    values = settings.persisted()
+    for key in PERSISTED:
+        if key not in values:
+            if key in doc:
+                del doc[key]
+        elif key not in doc or doc[key] != values[key]:
+            doc[key] = values[key]  # an unchanged line keeps its comment and layout
+    return tomlkit.dumps(doc)
+
+
+def unknown_keys_warning(path: Path, data: dict[str, Any]) -> str | None:
+    """One line about the keys (and tables) of the file that no setting reads, if any."""
+    unknown = [k for k in data if k not in PERSISTED]
+    if not unknown:
+        return None
+    import difflib
+
+    named = []
+    for key in unknown:
+        near = difflib.get_close_matches(key, PERSISTED, n=1)
+        named.append(f"{key} (did you mean {near[0]}?)" if near else key)
+    return (
+        f"{path} has settings this version does not know: {', '.join(named)}; "
+        "they are kept in the file but ignored."
     )
-    return f'"{escaped}"'
-
-
-def to_toml(settings: Settings) -> str:
-    """The settings file's text: the persisted fields as flat TOML keys."""
-    lines = ["# ppx-tui settings (written by the app; command-line flags override them)"]
-    lines += [f"{key} = {_toml_value(value)}" for key, value in settings.persisted().items()]
-    return "\n".join(lines) + "\n"
 
 
 def _coerce(name: str, value: Any, where: Path) -> Any:
@@ -249,8 +269,9 @@ def _coerce(name: str, value: Any, where: Path) -> Any:
     return value
 
 
-def load_settings(path: Path) -> Settings:
-    """Settings from the TOML file at `path`; the defaults when it does not exist."""
+def load_settings(path: Path, warn: Callable[[str], None] | None = None) -> Settings:
+    """Settings from the TOML file at `path`; the defaults when it does not exist. Keys no
+    setting reads are ignored, and said in one line through `warn`."""
     if not path.exists():
         return Settings()
     try:
@@ -259,6 +280,9 @@ def load_settings(path: Path) -> Settings:
         raise SettingsError(f"The settings file {path} is not valid TOML ({err}).") from None
     except OSError as err:
         raise SettingsError(f"Cannot read the settings file {path} ({err.strerror}).") from None
+    message = unknown_keys_warning(path, data)
+    if message and warn is not None:
+        warn(message)
     values = {k: _coerce(k, v, path) for k, v in data.items() if k in PERSISTED}
     try:
         return Settings(**values)
@@ -267,21 +291,50 @@ def load_settings(path: Path) -> Settings:
 
 
 def save_settings(settings: Settings, path: Path) -> None:
-    """Write the persisted fields to `path` (atomically: a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the persisted fields into `path`, keeping everything else the file holds
+    (atomically: a temporary file, then a rename). Raises SettingsError naming `path`."""
+    try:
+        existing = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        existing = ""
+    if path.is_file() and not path.stat().st_mode & 0o222:  # made read-only: respected
+        raise SettingsError(
+            f"The settings file {path} is read-only, so it was not changed; "
+            "the change holds for this run only."
+        )
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_toml(settings), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(to_toml(settings, existing), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        reason = err.strerror or str(err)
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            reason = f"{blocker} is a file, not a folder"
+        raise SettingsError(
+            f"The settings file {path} could not be saved ({reason}); "
+            "the change holds for this run only."
+        ) from None
 
 
 class SettingsStore:
-    """The settings file; `update` writes only the fields the user changed in the app."""
+    """The settings file; `update` writes only the fields the user changed in the app.
+
+    `warnings` holds what the first load had to say (unknown keys), once."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.warnings: list[str] = []
+        self._loaded = False
 
     def load(self) -> Settings:
-        return load_settings(self.path)
+        first, self._loaded = not self._loaded, True
+        return load_settings(self.path, self.warnings.append if first else None)
 
     def update(self, **changes: Any) -> Settings:
         """Apply `changes` (persisted fields only) to the file's settings and save them."""
@@ -300,7 +353,9 @@ class SettingsStore:
 
 def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the chat flags to `parser`; unset flags stay None so the file's values hold."""
-    parser.add_argument("--config", type=Path, metavar="FILE", help="settings file to use")
+    parser.add_argument(
+        "--config", type=_path_flag("--config"), metavar="FILE", help="settings file to use"
+    )
     parser.add_argument("--mode", choices=MODES, help="turn-based (default) or full duplex")
     parser.add_argument(
         "--voice", metavar="NAME", help=f"voice preset, e.g. {DEFAULT_VOICE} (see `ppx-tui voices`)"
@@ -334,12 +389,38 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--input-device", metavar="X", help="microphone (name or index)")
     parser.add_argument("--output-device", metavar="Y", help="speaker (name or index)")
-    parser.add_argument("--input-file", type=Path, metavar="WAV", help="read the mic from a WAV")
-    parser.add_argument("--output-file", type=Path, metavar="WAV", help="write the agent to a WAV")
-    parser.add_argument("--record", type=Path, metavar="DIR", help="record sessions into DIR")
     parser.add_argument(
-        "--timing-log", type=Path, metavar="FILE.jsonl", help="write step timings as JSON lines"
+        "--input-file",
+        type=_path_flag("--input-file"),
+        metavar="WAV",
+        help="read the mic from a WAV",
     )
+    parser.add_argument(
+        "--output-file",
+        type=_path_flag("--output-file"),
+        metavar="WAV",
+        help="write the agent to a WAV",
+    )
+    parser.add_argument(
+        "--record", type=_path_flag("--record"), metavar="DIR", help="record sessions into DIR"
+    )
+    parser.add_argument(
+        "--timing-log",
+        type=_path_flag("--timing-log"),
+        metavar="FILE.jsonl",
+        help="write step timings as JSON lines",
+    )
+
+
+def _path_flag(flag: str) -> Callable[[str], Path]:
+    """A path flag; an empty one is refused (Path("") would quietly mean this folder)."""
+
+    def parse(text: str) -> Path:
+        if not text:
+            raise argparse.ArgumentTypeError(f"{flag} needs a path (got an empty one)")
+        return Path(text)
+
+    return parse
 
 
 def _int_flag(flag: str) -> Callable[[str], int]:
@@ -372,7 +453,7 @@ def settings_from_args(args: argparse.Namespace, base: Settings) -> Settings:
     if isinstance(changes.get("voice"), str):
         changes["voice"] = changes["voice"].upper()
     input_file = changes.get("input_file")
-    if input_file is not None and not Path(input_file).is_file():
+    if input_file is not None and not Path(input_file).exists():
         raise SettingsError(f"The input file {input_file} does not exist.")
     return base.replace(**changes)
 

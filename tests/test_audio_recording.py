@@ -1,4 +1,4 @@
-"""The incremental WAV writer (valid after a crash up to its last flush) and the session recorder."""
+"""The incremental WAV writer (its header always counts what is on disk) and the session recorder."""
 
 import subprocess
 import sys
@@ -23,30 +23,29 @@ os._exit(1)                             # die without closing anything
 """
 
 
-def test_writer_survives_a_crash_up_to_the_last_flush(tmp_path):
+def test_writer_survives_a_crash_with_everything_written(tmp_path):
     path = tmp_path / "crash.wav"
     proc = subprocess.run([sys.executable, "-c", CRASH, str(path)], cwd=ROOT)
     assert proc.returncode == 1
     data, rate = sf.read(path, dtype="float32")
-    # Flushes come once 1 s of audio is unflushed: after frames 13 (1.04 s) and 26 (2.08 s).
+    # The header is rewritten after every write: all 32 frames are counted.
     assert rate == 24000
-    assert len(data) == 26 * 1920
+    assert len(data) == 32 * 1920
     expected = np.concatenate(
-        [(np.arange(1920) / 1920 * 0.5) * (1 if i % 2 else -1) for i in range(26)]
+        [(np.arange(1920) / 1920 * 0.5) * (1 if i % 2 else -1) for i in range(32)]
     )
     np.testing.assert_allclose(data, expected, atol=1 / 32767)
-    # Our own reader accepts it too (no "truncated" complaint about the unflushed tail).
-    assert abs(read_audio(path).duration_s - 26 * 0.08) < 1e-6
+    assert abs(read_audio(path).duration_s - 32 * 0.08) < 1e-6
 
 
 def test_header_is_valid_while_writing(tmp_path):
     path = tmp_path / "live.wav"
     w = WavWriter(path, flush_every_s=0.5)
     assert sf.info(path).frames == 0  # a valid empty WAV from the start
-    w.write(np.full(12000, 0.25, np.float32))  # exactly the flush interval
+    w.write(np.full(12000, 0.25, np.float32))
     assert sf.info(path).frames == 12000
     w.write(np.full(100, 0.25, np.float32))
-    assert sf.info(path).frames == 12000  # not flushed yet
+    assert sf.info(path).frames == 12100  # no flush needed
     w.flush()
     assert sf.info(path).frames == 12100
     w.close()

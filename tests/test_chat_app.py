@@ -152,3 +152,58 @@ async def test_a_voice_the_checkpoint_lacks_is_refused_before_the_screen_opens(
         "Unknown voice 'VARM3'; choose one of: NATF2, NATM0, VARF2 "
         f"(the voices of the checkpoint in {small_checkpoint.resolve()})."
     )
+
+
+def _times(screen: str, markdown: str) -> tuple[list[tuple[float, ...]], list[tuple[float, ...]]]:
+    """(the screen's, transcript.md's) turn times in order: (start, end) for the user's, (start,)
+    for the agent's blocks."""
+    import re
+
+    def seconds(clock: str) -> float:
+        minutes, secs = clock.split(":")
+        return 60 * int(minutes) + float(secs)
+
+    shown = [
+        tuple(float(x) for x in m.groups() if x)
+        for m in re.finditer(r"\[(?:you ([\d.]+)–([\d.]+) s|agent ([\d.]+) s)\]", screen)
+    ]
+    written = [
+        tuple(seconds(x) for x in m.groups() if x)
+        for m in re.finditer(
+            r"\*\*(?:You\*\* · ([\d:.]+)–([\d:.]+)|Agent\*\* · ([\d:.]+))", markdown
+        )
+    ]
+    return shown, written
+
+
+async def test_the_screen_and_transcript_md_tell_the_same_times_on_one_clock(
+    small_checkpoint, tmp_path
+):
+    app = chat_app(
+        tmp_path,
+        *("--model", str(small_checkpoint), "--voice", "NATF2", "--max-steps", "50"),
+        *("--input-file", str(AUDIO / "greeting.wav"), "--output-file", str(tmp_path / "a.wav")),
+        *("--record", str(tmp_path / "rec")),
+    )
+    states: list[str] = []
+
+    def watch(_: object) -> None:
+        if not states or states[-1] != app.state:
+            states.append(app.state)
+
+    async with app.run_test(size=(100, 30), message_hook=watch) as pilot:
+        await until(pilot, lambda: app.state == "ready", 30)
+        await pilot.press("space")  # the file's question is heard and answered
+        await until(pilot, lambda: "speaking" in states and app.state == "ready", 30)
+        screen = app.main.query_one(Transcript).plain_text()
+        await pilot.press("q")
+        await pilot.pause(0.3)
+    (folder,) = [p for p in (tmp_path / "rec").iterdir() if p.is_dir()]
+    markdown = (folder / "transcript.md").read_text()
+    shown, written = _times(screen, markdown)
+    assert shown and len(shown[0]) == 2 and any(len(x) == 1 for x in shown), screen
+    assert shown == [tuple(round(x, 1) for x in w) for w in written], (screen, markdown)
+    user_end = shown[0][1]
+    agent = next(x[0] for x in shown if len(x) == 1)
+    assert user_end <= agent <= user_end + 2.0  # the reply follows the question on one clock
+    assert "· _" not in markdown  # no empty notes

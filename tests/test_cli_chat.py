@@ -75,7 +75,7 @@ def test_the_chat_has_exactly_one_set_of_flags():
         (["--quantize", "3"], "invalid choice: 3"),
         (["--dtype", "int8"], "invalid choice: 'int8'"),
         (["--model", "./no/such/folder"], "No model folder at ./no/such/folder; pass --model PATH"),
-        (["--output-file", str(AUDIO)], "--output-file"),
+        (["--output-file", str(AUDIO)], "it is a folder; give a file name."),
         (["--voice", "VARF2", "voices"], "--voice is an option of the chat; put the options of"),
     ],
 )
@@ -120,16 +120,23 @@ def test_stderr_of_c_libraries_goes_to_the_log_while_the_tui_runs(tmp_path):
 
 
 def test_after_the_screen_closes_the_files_written_are_named(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
     from personaplex_tui.commands.chat import after_exit_lines
     from personaplex_tui.settings import Settings
 
-    (tmp_path / "agent.wav").write_bytes(b"")
+    sf.write(tmp_path / "agent.wav", np.zeros(1920, np.float32), 24000, subtype="PCM_16")
     settings = Settings(
         output_file=tmp_path / "agent.wav",
         record_dir=tmp_path / "never-made",
         timing_log=tmp_path / "t.jsonl",
     )
     assert after_exit_lines(settings) == [f"ppx-tui: the agent's audio is in {tmp_path}/agent.wav"]
+    # Where writing failed at once there is no audio to point at: /dev/full, an empty WAV.
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 24000, subtype="PCM_16")
+    for failed in (Path("/dev/full"), tmp_path / "empty.wav"):
+        assert after_exit_lines(Settings(output_file=failed)) == []
 
 
 def test_the_chat_loads_the_model_as_dtype_and_quantize_say(monkeypatch, tmp_path):

@@ -143,12 +143,12 @@ def test_broken_input_audio_is_one_sentence(make, message, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--max-steps", "0"], "--max-steps must be between 1 and 3000, not 0."),
-        (["--max-steps", "100000"], "--max-steps must be between 1 and 3000, not 100000."),
+        (["--max-steps", "0"], "--max-steps must be between 1 and 3000 (one context), not 0."),
+        (["--max-steps", "100000"], "--max-steps must be between 1 and 3000 (one context), not"),
         (["--text-temp", "-0.1"], "--text-temp must be between 0 and 10, not -0.1."),
         (["--audio-temp", "nan"], "--audio-temp must be between 0 and 10, not nan."),
         (["--audio-top-k", "0"], "--audio-top-k must be at least 1, not 0."),
-        (["--chunk-seconds", "0"], "--chunk-seconds must be positive, not 0.0."),
+        (["--chunk-seconds", "0"], "--chunk-seconds must be more than 0 and at most 240, not 0.0."),
         (["--seed", "-1"], "--seed must be between 0 and"),
         (["--voice", "natf9"], "Unknown voice 'natf9'; choose one of"),
         (["--prompt-text", "  "], "The system prompt text is empty."),
@@ -179,13 +179,15 @@ def test_unwritable_outputs_are_one_sentence(ckpt, tmp_path):
                "--output", str(blocker / "reply.wav"))  # fmt: skip
     assert_one_sentence(
         proc,
-        f"Could not create the audio file {blocker / 'reply.wav'}: {blocker} is a file, not a folder.",
+        f"Cannot write the audio file {blocker / 'reply.wav'}: {blocker} is a file, not a folder.",
     )
     proc = ppx("respond", "--input", QUESTION, "--model", str(ckpt), "--max-steps", "2",
                "--output", str(tmp_path / "r.wav"), "--dump-tokens", str(blocker / "t.jsonl"))  # fmt: skip
     assert_one_sentence(
-        proc, f"Cannot write the token dump {blocker / 't.jsonl'}: Not a directory."
+        proc,
+        f"Cannot write the token dump {blocker / 't.jsonl'}: {blocker} is a file, not a folder.",
     )
+    assert "Loading" not in proc.stderr  # said before the model loads
 
 
 def test_an_unreachable_hub_is_one_sentence(tmp_path):

@@ -107,7 +107,7 @@ def _text_file(path: Path) -> Path:
         (lambda d: _text_file(d / "notes.wav"), [], "{p} is not a WAV or FLAC audio file"),
         (lambda d: AUDIO / "shipping.wav", ["--voice", "BOB"], "Unknown voice 'BOB'; choose one of"),
         (lambda d: AUDIO / "shipping.wav", ["--system-prompt", "pirate"], "Unknown system prompt preset 'pirate'"),
-        (lambda d: AUDIO / "shipping.wav", ["--max-steps", "-3"], "--max-steps must be between 1 and 3000, not -3."),
+        (lambda d: AUDIO / "shipping.wav", ["--max-steps", "-3"], "--max-steps must be between 1 and 3000 (one context), not -3."),
         (lambda d: AUDIO / "shipping.wav", ["--audio-temp", "-1"], "--audio-temp must be between 0 and 10, not -1.0."),
         (lambda d: AUDIO / "shipping.wav", ["--text-top-k", "0"], "--text-top-k must be at least 1, not 0."),
         (lambda d: _write_wav(d / "long.wav", np.zeros(int(1.7 * 24000))), ["--model", "SMALLCTX"],

@@ -270,3 +270,34 @@ def test_config_from_the_apps_settings():
     preset = Settings(prompt="teacher", prompt_text="old text")
     options = ControllerConfig.from_settings(preset).session_options()
     assert (options.prompt, options.prompt_text) == ("teacher", None)
+
+
+def test_agent_text_carries_the_recordings_time_which_restarts_after_a_reset(tmp_path):
+    from personaplex_tui.events import TextOut
+
+    devices = FakeDevices(period_s=0.003)
+    config = ControllerConfig(mode="duplex", record_dir=tmp_path)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        await conv.start()
+        await events.wait_for(lambda e: isinstance(e, TextOut) and (e.t or 0) > 1.0)
+        mark = len(events.items)
+        await conv.reset()
+        await events.wait_for(lambda e: isinstance(e, TextOut), after=mark)
+        await conv.shutdown()
+        return events.items, mark
+
+    items, mark = asyncio.run(main())
+    before = [e for e in items[:mark] if isinstance(e, TextOut)]
+    after = [e for e in items[mark:] if isinstance(e, TextOut)]
+    assert all(e.t is not None for e in before + after)
+    assert [e.t for e in before] == sorted(e.t for e in before) and before[-1].t > 1.0
+    assert after[0].t < 1.0  # a new recording, a new clock
+    first = sorted(p for p in tmp_path.iterdir() if p.is_dir())[0]
+    lines = [json.loads(x) for x in (first / "transcript.jsonl").read_text().splitlines()]
+    written = {r["step"]: r["t"] for r in lines if r["type"] == "text"}
+    assert {e.index: round(e.t, 3) for e in before} == {
+        e.index: written[e.index] for e in before
+    }  # the screen's time is transcript.md's

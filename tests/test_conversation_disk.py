@@ -196,15 +196,16 @@ def test_an_output_file_on_a_full_disk_is_a_lost_output_and_another_goes_on(tmp_
         return events, probe, error, steps
 
     events, probe, error, steps = asyncio.run(main())
+    played = read_audio(out_dir / "speaker.wav").pcm  # its header counts what was written
     assert error.message == (
         f"Writing the output file {out_dir / 'speaker.wav'} failed (No space left on device); "
+        f"it keeps the first {len(played) / 24000:.2f} s; "
         "choose another output and press space to go on."
     )
     assert error.kind == "AudioDeviceError" and is_state("error")(
         events.items[events.items.index(error) + 1]
     )
     assert steps > 1 and steps < N_FRAMES
-    played = read_audio(out_dir / "speaker.wav").pcm  # valid up to its last flush
     assert 24000 <= len(played) <= 24000 * 5
     assert len(probe.sessions) == 2 and len(probe.sessions[-1].inputs) == N_FRAMES
     folder = only_folder(tmp_path / "rec")
@@ -278,9 +279,48 @@ def test_a_timing_log_on_a_full_disk_stops_with_one_warning(tmp_path, monkeypatc
     config = ControllerConfig(mode="duplex", input_file=CONVERSATION, timing_log=log)
     events, probe = run_duplex(config)
     (message,) = warnings(events)
-    assert message == (
-        f"Writing the timing log {log} failed (No space left on device); it stops here."
-    )
     assert not events.of(EngineError) and len(events.of(FrameOut)) == N_FRAMES
     lines = log.read_text().splitlines()
     assert 10 < len(lines) < 40 and all(json.loads(line)["step"] >= 0 for line in lines)
+    assert message == (
+        f"Writing the timing log {log} failed (No space left on device); "
+        f"it keeps the {len(lines)} steps logged until then and stops here."
+    )
+
+
+TRANSCRIBE = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2001, 2001))  # a real full disk past 2001 bytes
+from personaplex_tui.conversation.transcript import Transcript
+said = []
+t = Transcript(sys.argv[1], "Conversation", {"voice": "NATF2"}, said.append)
+for step in range(500):
+    t.agent_text(step * 0.08, f" word{step}", step)
+t.close(40.0)
+print(said[0] if said else "")
+"""
+
+
+def test_a_transcript_on_a_real_full_disk_keeps_whole_entries(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", TRANSCRIBE, str(tmp_path)],
+        capture_output=True, text=True, cwd=root, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    message = proc.stdout.strip()
+    data = (tmp_path / "transcript.jsonl").read_bytes()
+    assert data.endswith(b"\n") and len(data) <= 2001
+    entries = [json.loads(line) for line in data.splitlines()]  # whole lines only
+    assert entries[0]["type"] == "session" and entries[-1]["type"] == "text"
+    assert message == (
+        f"Writing the transcript in {tmp_path} failed (File too large); it keeps the "
+        f"{len(entries)} entries written until then and the conversation goes on without it."
+    )
+    markdown = (tmp_path / "transcript.md").read_text()
+    assert markdown.rstrip().endswith(entries[-1]["text"].strip())  # the same entries, whole

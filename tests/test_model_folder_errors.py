@@ -79,13 +79,13 @@ def test_corrupt_tokenizer(folder):
 def test_voice_file_of_garbage(folder):
     path = folder / "voices" / "NATF2.safetensors"
     path.write_bytes(b"\x00" * 64)
-    assert failure(folder).startswith(f"{path} could not be read")
+    assert failure(folder).startswith(f"{path} is not a safetensors file (its header is not JSON)")
 
 
 def test_truncated_voice_file(folder):
     path = folder / "voices" / "NATF2.safetensors"
     path.write_bytes(path.read_bytes()[:-40])
-    assert failure(folder).startswith(f"{path} could not be read")
+    assert failure(folder).startswith(f"{path} is truncated")
 
 
 def test_voice_without_embeddings(folder):

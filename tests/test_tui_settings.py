@@ -124,10 +124,60 @@ def test_bad_file_values_name_the_file_and_the_key(tmp_path: Path):
         load_settings(path)
 
 
-def test_unknown_keys_in_the_file_are_ignored(tmp_path: Path):
+def test_unknown_keys_in_the_file_are_ignored_with_one_warning(tmp_path: Path):
     path = tmp_path / "settings.toml"
-    path.write_text('voice = "VARF1"\nfuture_option = 3\n')
-    assert load_settings(path).voice == "VARF1"
+    path.write_text('voice = "VARF1"\nvoise = "NATM0"\nmax_step = 300\nfuture_option = 3\n')
+    said: list[str] = []
+    assert load_settings(path, said.append).voice == "VARF1"
+    assert said == [
+        f"{path} has settings this version does not know: voise (did you mean voice?), "
+        "max_step (did you mean max_steps?), future_option; they are kept in the file but ignored."
+    ]
+    store = SettingsStore(path)
+    store.load()
+    store.update(mode="duplex")
+    store.load()
+    assert len(store.warnings) == 1  # once, however often the file is read
+
+
+USER_FILE = """\
+# my settings: NATM0 sounds best on my headset
+voice = "NATM0"  # keep this one
+max_step = 300   # a typo, kept as it is
+
+mode = "turn"
+
+[my_tools]
+editor = "vim"
+"""
+
+
+def test_saving_keeps_the_users_comments_unknown_keys_and_tables(tmp_path: Path):
+    path = tmp_path / "settings.toml"
+    path.write_text(USER_FILE)
+    SettingsStore(path).update(mode="duplex", input_device="USB Mic")
+    text = path.read_text()
+    for kept in ("# my settings: NATM0 sounds best on my headset", 'voice = "NATM0"  # keep this one',
+                 "max_step = 300   # a typo, kept as it is", "[my_tools]", 'editor = "vim"'):  # fmt: skip
+        assert kept in text, text
+    data = tomllib.loads(text)
+    assert data["mode"] == "duplex" and data["input_device"] == "USB Mic"
+    assert data["my_tools"] == {"editor": "vim"} and "input_device" not in data["my_tools"]
+    assert load_settings(path) == Settings(voice="NATM0", mode="duplex", input_device="USB Mic")
+    SettingsStore(path).update(input_device=None)  # back to the default device: the key goes
+    assert "input_device" not in tomllib.loads(path.read_text())
+
+
+def test_a_settings_file_that_cannot_be_saved_is_named_in_one_sentence(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("a file where the config folder should be")
+    path = tmp_path / "notes.txt" / "settings.toml"
+    with pytest.raises(SettingsError) as err:
+        save_settings(Settings(mode="duplex"), path)
+    assert str(err.value) == (
+        f"The settings file {path} could not be saved ({tmp_path / 'notes.txt'} is a file, not a "
+        "folder); "
+        "the change holds for this run only."
+    )
 
 
 def test_flags_override_the_file(tmp_path: Path):
@@ -246,3 +296,17 @@ def test_setup_logging_twice_keeps_one_handler(tmp_path: Path):
         root.handlers[:] = before
         root.setLevel(level)
         logging.captureWarnings(False)
+
+
+def test_a_read_only_settings_file_is_left_alone_and_named(tmp_path: Path):
+    path = tmp_path / "settings.toml"
+    path.write_text('voice = "NATM0"\n')
+    path.chmod(0o444)
+    with pytest.raises(SettingsError) as err:
+        SettingsStore(path).update(mode="duplex")
+    assert str(err.value) == (
+        f"The settings file {path} is read-only, so it was not changed; "
+        "the change holds for this run only."
+    )
+    assert path.read_text() == 'voice = "NATM0"\n'
+    assert not path.with_name("settings.toml.tmp").exists()

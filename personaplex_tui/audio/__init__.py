@@ -25,7 +25,7 @@ from personaplex_tui.audio.ring_buffer import RingBuffer
 from personaplex_tui.audio.segmenter import UtteranceEnded, UtteranceSegmenter, UtteranceStarted
 from personaplex_tui.audio.streams import MicStream, SpeakerStream, make_mic, make_speaker
 from personaplex_tui.audio.vad import SileroVad
-from personaplex_tui.audio.wav_writer import WavWriter
+from personaplex_tui.audio.wav_writer import WavWriteError, WavWriter
 
 __all__ = [
     "FRAME_SAMPLES",
@@ -55,6 +55,7 @@ __all__ = [
     "UtteranceSegmenter",
     "UtteranceStarted",
     "VadUnavailableError",
+    "WavWriteError",
     "WavWriter",
     "devices_table",
     "find_device",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -17,6 +21,7 @@ SILENCE_PEAK = 10 ** (-60 / 20)  # a file whose peak stays under -60 dBFS is "si
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates worth resampling (Hz)
 MAX_CHANNELS = 64
 MAX_SECONDS = 3 * 3600  # 3 h of 24 kHz float32 is about 1 GB in memory
+MAX_PIPE_BYTES = 4 << 30  # what a pipe may hand over (read into memory to be decoded)
 
 
 @dataclass(frozen=True)
@@ -45,23 +50,60 @@ class AudioClip:
 def read_audio(path: str | Path) -> AudioClip:
     """Read a WAV or FLAC file and return it as 24 kHz mono float32.
 
-    Raises AudioFileError with one sentence when the file is missing, empty, not audio,
-    corrupt or truncated. A file of silence is returned with `silent=True`.
+    Raises AudioFileError with one sentence when the file is missing, unreadable, empty, not
+    audio, corrupt or truncated. A file of silence is returned with `silent=True`. A pipe (a
+    FIFO, `<(...)` in the shell) is read to its end first.
     """
+    if str(path) == "":
+        raise AudioFileError("No audio file was given (the file name is empty).")
     p = Path(path)
-    if not p.exists():
-        raise AudioFileError(f"The audio file {p} does not exist.")
-    if p.is_dir():
-        raise AudioFileError(f"{p} is a folder, not an audio file.")
-    size = p.stat().st_size
-    if size == 0:
-        raise AudioFileError(f"The audio file {p} is empty (0 bytes).")
     try:
-        info = sf.info(str(p))
-    except sf.LibsndfileError as e:
-        raise AudioFileError(_unreadable(p, e)) from None
+        handle = open(p, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise AudioFileError(f"The audio file {p} does not exist.") from None
+    except IsADirectoryError:
+        raise AudioFileError(f"{p} is a folder, not an audio file.") from None
+    except PermissionError:
+        raise AudioFileError(
+            f"The audio file {p} cannot be read: you have no permission to read it."
+        ) from None
     except OSError as e:
         raise AudioFileError(f"The audio file {p} could not be read: {e.strerror or e}.") from None
+    with handle:
+        try:
+            source, size = _source(handle)
+        except OSError as e:
+            raise AudioFileError(
+                f"The audio file {p} could not be read: {e.strerror or e}."
+            ) from None
+        if size == 0:
+            raise AudioFileError(
+                f"The audio file {p} is empty (0 bytes)."
+                if source is handle
+                else f"{p} gave no data (it is a pipe that was closed without any audio)."
+            )
+        return _decode(p, source, size)
+
+
+def _source(handle: BinaryIO) -> tuple[BinaryIO, int]:
+    """A seekable stream of the file's bytes and its size: the file itself, or a pipe's bytes
+    read into memory (libsndfile needs to seek)."""
+    st = os.fstat(handle.fileno())
+    if stat.S_ISREG(st.st_mode):
+        return handle, st.st_size
+    data = handle.read(MAX_PIPE_BYTES + 1)
+    if len(data) > MAX_PIPE_BYTES:
+        raise OSError(0, f"more than {MAX_PIPE_BYTES >> 30} GB came through the pipe")
+    return io.BytesIO(data), len(data)
+
+
+def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:
+    try:
+        info = sf.info(source)
+    except sf.LibsndfileError as e:
+        raise AudioFileError(_unreadable(p, source, e)) from None
+    except (OSError, RuntimeError) as e:
+        raise AudioFileError(f"The audio file {p} could not be read: {_reason(e)}.") from None
     if not MIN_RATE <= info.samplerate <= MAX_RATE:
         raise AudioFileError(
             f"The audio file {p} has a sample rate of {info.samplerate} Hz; "
@@ -78,9 +120,10 @@ def read_audio(path: str | Path) -> AudioClip:
             f"at most {MAX_SECONDS // 3600} h can be read (is the file corrupt?)."
         )
     if info.format in ("WAV", "WAVEX"):
-        _check_wav_complete(p, size, info.samplerate)
+        _check_wav_complete(p, source, size, info.samplerate)
     try:
-        data = sf.read(str(p), dtype="float32", always_2d=True)[0]
+        source.seek(0)
+        data = sf.read(source, dtype="float32", always_2d=True)[0]
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioFileError(
             f"The audio file {p} is corrupt or truncated ({_reason(e)})."
@@ -124,39 +167,39 @@ def _reason(e: Exception) -> str:
     return text.rstrip(".").replace(". ", "; ") or type(e).__name__
 
 
-def _unreadable(p: Path, e: sf.LibsndfileError) -> str:
+def _unreadable(p: Path, source: BinaryIO, e: sf.LibsndfileError) -> str:
     reason = _reason(e)
-    with open(p, "rb") as f:
-        head = f.read(12)
+    source.seek(0)
+    head = source.read(12)
     if head[:4] in (b"RIFF", b"RF64", b"fLaC", b"FORM") or head[8:12] == b"WAVE":
         return f"The audio file {p} is corrupt ({reason})."
     return f"{p} is not a WAV or FLAC audio file (its format was not recognised)."
 
 
-def _check_wav_complete(p: Path, size: int, rate: int) -> None:
+def _check_wav_complete(p: Path, f: BinaryIO, size: int, rate: int) -> None:
     """libsndfile quietly reads a cut-off WAV; compare the data chunk's size with the file's."""
     block = 1
-    with open(p, "rb") as f:
-        head = f.read(12)
-        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+    f.seek(0)
+    head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
             return
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return
-            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if cid == b"fmt " and csize >= 14:
-                fmt = f.read(csize)
-                block = max(1, struct.unpack("<H", fmt[12:14])[0])
-                if csize & 1:
-                    f.seek(1, 1)
-                continue
-            if cid == b"data":
-                have = size - f.tell()
-                if csize not in (0, 0xFFFFFFFF) and have < csize:  # 0 / ~0: length unknown
-                    raise AudioFileError(
-                        f"The audio file {p} is truncated: it holds {have / block / rate:.2f} s "
-                        f"of the {csize / block / rate:.2f} s its header promises."
-                    )
-                return
-            f.seek(csize + (csize & 1), 1)
+        cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if cid == b"fmt " and csize >= 14:
+            fmt = f.read(csize)
+            block = max(1, struct.unpack("<H", fmt[12:14])[0])
+            if csize & 1:
+                f.seek(1, 1)
+            continue
+        if cid == b"data":
+            have = size - f.tell()
+            if csize not in (0, 0xFFFFFFFF) and have < csize:  # 0 / ~0: length unknown
+                raise AudioFileError(
+                    f"The audio file {p} is truncated: it holds {have / block / rate:.2f} s "
+                    f"of the {csize / block / rate:.2f} s its header promises."
+                )
+            return
+        f.seek(csize + (csize & 1), 1)

@@ -204,8 +204,11 @@ class FileSpeaker(StartsOnEnter):
             return False
         try:
             self._writer.write(pcm)
-        except OSError as e:
-            self.failure = f"Writing the output file {self.path} failed ({e.strerror or e})."
+        except OSError as e:  # a WavWriteError: the file keeps what its header says
+            self.failure = (
+                f"Writing the output file {self.path} failed ({e.strerror or e}); "
+                f"it keeps the first {self._writer.duration_s:.2f} s."
+            )
             return False
         return True
 
@@ -261,9 +264,4 @@ class FileSpeaker(StartsOnEnter):
         else:
             self.flush()
         self.player.close()
-        try:
-            self._writer.close()
-        except OSError as e:
-            self.failure = (
-                self.failure or f"Finishing the output file {self.path} failed ({e.strerror or e})."
-            )
+        self._writer.close()  # never raises: the header is right after every write

@@ -1,4 +1,4 @@
-"""A WAV writer for long recordings whose header stays valid as it grows (crash-safe to ~1 s)."""
+"""A WAV writer for long recordings whose header always describes the samples on disk."""
 
 from __future__ import annotations
 
@@ -14,6 +14,20 @@ from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.stream_parts import ClosesOnExit
 
 _HEADER_BYTES = 44
+
+
+class WavWriteError(AudioFileError, OSError):
+    """Writing a WAV failed (a full disk): the file keeps `kept_s` seconds, its header says so.
+
+    An OSError too, so that callers which stop a recording on a disk error keep working."""
+
+    def __init__(self, message: str, path: Path, reason: str, kept_s: float) -> None:
+        super().__init__(message)
+        self.path, self.kept_s = path, kept_s
+        self.strerror = reason  # what went wrong, as an OSError says it
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def _header(sample_rate: int, channels: int, data_bytes: int) -> bytes:
@@ -40,10 +54,12 @@ def _reason(error: OSError, path: Path) -> str:
 class WavWriter(ClosesOnExit):
     """Appends float32 audio to a 16-bit PCM WAV file.
 
-    Every `flush_every_s` seconds of audio (and on `flush`/`close`) the sizes in the header are
-    rewritten and the file is flushed to the OS, so if the process dies the file is a valid
-    WAV holding everything up to the last flush. Thread-safe; `fsync=True` also survives a
-    power cut at the cost of a disk sync per flush.
+    Samples go straight to the OS (no buffer of our own) and after every write the sizes in the
+    header are rewritten to count exactly the whole samples in the file, so a process that dies
+    leaves a valid WAV of everything it wrote. A write that fails (a full disk, a file-size
+    limit) cuts the file to its last whole sample, makes the header say so and raises
+    `WavWriteError` naming the file and what it kept; later writes raise it again. Thread-safe;
+    `fsync=True` also survives a power cut (a disk sync every `flush_every_s` of audio).
     """
 
     def __init__(
@@ -57,32 +73,44 @@ class WavWriter(ClosesOnExit):
         self.path = Path(path)
         self.sample_rate = sample_rate
         self.channels = channels
-        self._flush_every = max(1, int(flush_every_s * sample_rate))
+        self._block = 2 * channels
+        self._sync_every = max(1, int(flush_every_s * sample_rate))
         self._fsync = fsync
         self._lock = threading.Lock()
-        self._frames = 0  # sample frames written (one per channel set)
-        self._unflushed = 0
+        self._data_bytes = 0  # bytes of samples in the file
+        self._unsynced = 0
+        self._failure: WavWriteError | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
-            self._file.write(_header(sample_rate, channels, 0))
-            self._file.flush()
+            self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
         except OSError as e:
             raise AudioFileError(
                 f"Could not create the audio file {self.path}: {_reason(e, self.path)}."
             ) from None
+        try:
+            self._write_all(_header(sample_rate, channels, 0))
+        except OSError as e:
+            self._file.close()
+            raise AudioFileError(
+                f"Could not create the audio file {self.path}: {e.strerror or e}."
+            ) from None
 
     @property
     def frames_written(self) -> int:
-        return self._frames
+        return self._data_bytes // self._block
 
     @property
     def duration_s(self) -> float:
-        return self._frames / self.sample_rate
+        return self.frames_written / self.sample_rate
 
     @property
     def closed(self) -> bool:
         return self._file.closed
+
+    @property
+    def failure(self) -> WavWriteError | None:
+        """Why writing stopped, if it did."""
+        return self._failure
 
     def write(self, pcm: np.ndarray) -> None:
         """Append samples: shape [n] for mono, [n, channels] otherwise; clipped to [-1, 1]."""
@@ -93,40 +121,74 @@ class WavWriter(ClosesOnExit):
             raise ValueError(f"expected {self.channels} channel(s), got {data.shape[1]}")
         ints = np.clip(np.rint(data * 32767.0), -32768, 32767).astype("<i2")
         with self._lock:
+            if self._failure is not None:
+                raise self._failure
             if self._file.closed:
                 return
-            self._file.write(ints.tobytes())
-            self._frames += len(ints)
-            self._unflushed += len(ints)
-            if self._unflushed >= self._flush_every:
-                self._flush_locked()
+            try:
+                self._write_all(ints.tobytes(), count=True)
+                self._rewrite_header()
+            except OSError as e:
+                raise self._fail(e) from None
+            self._unsynced += len(ints)
+            if self._fsync and self._unsynced >= self._sync_every:
+                self._sync()
 
     def flush(self) -> None:
-        """Make everything written so far a valid file on disk."""
+        """Make everything written so far durable (the header is always up to date)."""
         with self._lock:
-            if not self._file.closed:
-                self._flush_locked()
+            if not self._file.closed and self._failure is None:
+                self._sync()
 
     def close(self) -> None:
-        """Flush and close; safe to call twice. The file is closed even when the last flush
-        fails (a full disk): it then holds everything up to the previous flush."""
+        """Close the file; safe to call twice, never raises (the header is already right)."""
         with self._lock:
-            if not self._file.closed:
+            if self._file.closed:
+                return
+            try:
+                if self._fsync and self._failure is None:
+                    self._sync()
+            except OSError:
+                pass
+            finally:
                 try:
-                    self._flush_locked()
-                finally:
-                    try:
-                        self._file.close()
-                    except OSError:
-                        pass  # its buffer could not be written either
+                    self._file.close()
+                except OSError:
+                    pass
 
-    def _flush_locked(self) -> None:
-        data_bytes = self._frames * 2 * self.channels
-        f = self._file
-        f.seek(0)
-        f.write(_header(self.sample_rate, self.channels, data_bytes))
-        f.seek(_HEADER_BYTES + data_bytes)
-        f.flush()
+    def _write_all(self, data: bytes, count: bool = False) -> None:
+        view = memoryview(data)
+        while view:
+            n = self._file.write(view) or 0
+            if count:
+                self._data_bytes += n
+            view = view[n:]
+
+    def _rewrite_header(self) -> None:
+        header = _header(self.sample_rate, self.channels, self._data_bytes)
+        os.pwrite(self._file.fileno(), header, 0)
+
+    def _sync(self) -> None:
         if self._fsync:
-            os.fsync(f.fileno())
-        self._unflushed = 0
+            os.fsync(self._file.fileno())
+        self._unsynced = 0
+
+    def _fail(self, error: OSError) -> WavWriteError:
+        """Cut a partly written sample off, make the header count what is left, remember why."""
+        reason = str(error.strerror or error)
+        whole = self._data_bytes - self._data_bytes % self._block
+        try:
+            if whole != self._data_bytes:
+                os.ftruncate(self._file.fileno(), _HEADER_BYTES + whole)
+            self._data_bytes = whole
+            self._rewrite_header()
+            kept = f"it keeps the first {self.duration_s:.2f} s, which its header describes"
+        except OSError:  # the header itself cannot be written: say what is really there
+            kept = f"its header could not be updated either ({self.duration_s:.2f} s were written)"
+        self._failure = WavWriteError(
+            f"Writing the audio file {self.path} failed ({reason}); {kept}.",
+            self.path,
+            reason,
+            self.duration_s,
+        )
+        return self._failure

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
 from rich.table import Table
 
 from personaplex_tui.commands.common import (
@@ -13,6 +12,7 @@ from personaplex_tui.commands.common import (
     UsageError,
     add_model_arguments,
     check_seed,
+    print_out,
     status,
 )
 
@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_benchmark(opts, progress=lambda m: status(f"bench: {m}..."))
     if args.json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print_out(json.dumps(result.as_dict(), indent=2))
     else:
-        Console().print(result_table(result))
+        print_out(result_table(result))
     return 0
 
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from personaplex_tui import __version__
 from personaplex_tui.checkpoint_voices import check_voice
-from personaplex_tui.commands.common import UsageError, status
+from personaplex_tui.commands.common import status
+from personaplex_tui.commands.paths import check_output_file, check_output_folder
 from personaplex_tui.events import EventSink, MemoryUsage
 from personaplex_tui.settings import Settings, SettingsStore, add_chat_arguments, resolve_settings
 from personaplex_tui.stop_signals import POLICY, signal_name, stopped_sentence
@@ -39,16 +40,17 @@ def check_settings(settings: Settings) -> None:
     """Refuse, in one sentence, what would only fail once the TUI is up."""
     from personaplex_tui.audio import read_audio
 
-    if settings.input_file is not None:
-        read_audio(settings.input_file)  # missing, empty, corrupt or not audio: AudioFileError
-    for flag, path in (
-        ("--output-file", settings.output_file),
-        ("--timing-log", settings.timing_log),
-    ):
-        if path is not None and Path(path).is_dir():
-            raise UsageError(f"{flag} {path} is a folder; give a file name.")
-    if settings.record_dir is not None and Path(settings.record_dir).is_file():
-        raise UsageError(f"--record {settings.record_dir} is a file; give a folder.")
+    source = settings.input_file
+    if source is not None and (Path(source).is_file() or Path(source).is_dir()):
+        read_audio(source)  # missing, empty, corrupt or not audio: AudioFileError
+    # (a pipe can be read only once: the conversation reads it, and says what is wrong)
+    # Every file the session writes can be written: said now, not in a banner after loading.
+    if settings.output_file is not None:
+        check_output_file(settings.output_file, "the output file", "--output-file", seekable=True)
+    if settings.timing_log is not None:
+        check_output_file(settings.timing_log, "the timing log", "--timing-log")
+    if settings.record_dir is not None:
+        check_output_folder(settings.record_dir, "recordings", "--record")
     _check_model(settings.model)
     check_voice(settings.model, settings.voice)  # a repo's voices: once it is fetched
 
@@ -129,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     from personaplex_tui.stderr_capture import stderr_to_file
 
     settings, store = resolve_settings(args)
+    for warning in store.warnings:  # unknown keys in the settings file, said once
+        status(f"ppx-tui: warning: {warning}")
     check_settings(settings)
     log_path = setup_logging()
     log.info("ppx-tui %s: %s", __version__, settings)
@@ -152,9 +156,22 @@ def run(args: argparse.Namespace) -> int:
 
 def after_exit_lines(settings: Settings) -> list[str]:
     """Where the files of the session are, for the terminal once the screen is gone."""
-    files = (
-        ("recordings are in", settings.record_dir),
-        ("the agent's audio is in", settings.output_file),
-        ("step timings are in", settings.timing_log),
-    )
-    return [f"ppx-tui: {what} {path}" for what, path in files if path and Path(path).exists()]
+    lines = []
+    if settings.record_dir and Path(settings.record_dir).is_dir():
+        lines.append(f"ppx-tui: recordings are in {settings.record_dir}")
+    if settings.output_file and _has_audio(Path(settings.output_file)):
+        lines.append(f"ppx-tui: the agent's audio is in {settings.output_file}")
+    log = settings.timing_log
+    if log and Path(log).is_file() and Path(log).stat().st_size > 0:
+        lines.append(f"ppx-tui: step timings are in {log}")
+    return lines
+
+
+def _has_audio(path: Path) -> bool:
+    """A regular file holding a WAV with samples (not /dev/full, nor a file that failed)."""
+    try:
+        import soundfile as sf
+
+        return path.is_file() and sf.info(str(path)).frames > 0
+    except Exception:  # noqa: BLE001 - any unreadable file holds no audio to point at
+        return False

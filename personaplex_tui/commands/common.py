@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -12,6 +13,10 @@ from personaplex_tui.settings import DTYPES, QUANTIZE
 
 class UsageError(PersonaPlexError):
     """A flag value that makes no sense (one sentence)."""
+
+
+class OutputError(PersonaPlexError):
+    """The standard output could not be written (a full disk, a closed device)."""
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,3 +92,31 @@ def mx_dtype(name: str | None) -> Any:
 def status(message: str) -> None:
     """A progress line on stderr (stdout stays clean for --json and --transcript)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def print_out(item: Any) -> None:
+    """Print text or a rich renderable on stdout, now. A write that fails (`> /dev/full`) is one
+    sentence (OutputError); a closed pipe stays a BrokenPipeError."""
+    try:
+        if isinstance(item, str):
+            sys.stdout.write(item + "\n")
+        else:
+            from rich.console import Console
+
+            Console().print(item)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        _discard_stdout()
+        raise OutputError(f"Could not write to the standard output: {e.strerror or e}.") from None
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is still buffered fails no more at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass

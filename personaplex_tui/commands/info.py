@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
 from rich.table import Table
 
 from model.errors import CheckpointError
 from model.prompts import PROMPT_PRESETS
 from model.voice_presets import DEFAULT_VOICE, VOICE_PRESETS, voice_category
+from personaplex_tui.commands.common import print_out
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +55,7 @@ def run_voices(args: argparse.Namespace) -> int:
         {"name": v, "category": voice_category(v), "default": v == DEFAULT_VOICE} for v in voices
     ]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_out(json.dumps(rows, indent=2))
         return 0
     title = f"Voices of {args.model}" if args.model else "Voices"
     table = Table(title=title, title_justify="left")
@@ -64,20 +64,20 @@ def run_voices(args: argparse.Namespace) -> int:
     table.add_column("default")
     for r in rows:
         table.add_row(r["name"], r["category"], "yes" if r["default"] else "")
-    Console().print(table)
+    print_out(table)
     return 0
 
 
 def run_prompts(args: argparse.Namespace) -> int:
     if args.json:
-        print(json.dumps(PROMPT_PRESETS, indent=2))
+        print_out(json.dumps(PROMPT_PRESETS, indent=2))
         return 0
     table = Table(title="System prompts", title_justify="left", show_lines=True)
     table.add_column("preset")
     table.add_column("text")
     for name, text in PROMPT_PRESETS.items():
         table.add_row(name, text)
-    Console().print(table)
+    print_out(table)
     return 0
 
 
@@ -88,7 +88,7 @@ def run_devices(args: argparse.Namespace) -> int:
 
     devices = list_devices()
     if args.json:
-        print(json.dumps([asdict(d) for d in devices], indent=2))
+        print_out(json.dumps([asdict(d) for d in devices], indent=2))
         return 0
-    Console().print(devices_table(devices))
+    print_out(devices_table(devices))
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from typing import Any
 
@@ -17,13 +18,19 @@ from personaplex_tui.commands.common import (
     add_model_arguments,
     add_sampling_arguments,
     mx_dtype,
+    print_out,
     sampling_options,
     status,
 )
+from personaplex_tui.commands.paths import check_output_file, check_text
+from personaplex_tui.commands.token_dump import TokenDump
+from personaplex_tui.settings import MAX_STEPS_RANGE, PROMPT_TEXT_MAX_CHARS
 from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
 
 FRAME = 1920
 RATE = 24000
+MAX_STEPS_LIMIT = 3000  # one KV context of the 7B model (4 minutes)
+MAX_CHUNK_S = 240.0  # a chunk longer than the longest reply is the whole reply
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     prompt.add_argument("--prompt-text", default=None, metavar="TEXT", help="free system prompt")
     p.add_argument(
-        "--max-steps", type=int, default=75, help="reply length in 80 ms frames (75 = 6 s)"
+        "--max-steps",
+        type=int,
+        default=75,
+        help=f"reply length in 80 ms frames (75 = 6 s), 1-{MAX_STEPS_LIMIT}: up to one context, "
+        f"where the chat's turns take {MAX_STEPS_RANGE[0]}-{MAX_STEPS_RANGE[1]}",
     )
     p.add_argument("--stream", action="store_true", help="write or play chunks as they come")
     p.add_argument(
@@ -65,10 +76,10 @@ class _Sink:
 
     def __init__(self, output: str | None) -> None:
         self.output = output
-        self.is_file = bool(output)
+        self.is_file = output is not None
         self.first_audio_s: float | None = None
         self._start = time.perf_counter()
-        if output:
+        if output is not None:
             from personaplex_tui.audio import WavWriter
 
             self._writer = WavWriter(output, sample_rate=RATE)  # AudioFileError: one sentence
@@ -90,6 +101,11 @@ class _Sink:
         for i in range(0, pcm.size, FRAME):
             self._speaker.write_frame(pcm[i : i + FRAME], timeout=None)
 
+    @property
+    def written_s(self) -> float | None:
+        """Seconds in the output file (None when playing)."""
+        return None if self._writer is None else self._writer.duration_s
+
     def close(self, drain: bool = True) -> None:
         """Finish the file, or play what is queued (`drain`) and close the speaker."""
         if self._writer is not None:
@@ -101,18 +117,51 @@ class _Sink:
             self._speaker.close()
 
 
-def _open_dump(path: str) -> Any:
-    try:
-        return open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in run()
-    except OSError as e:
-        raise UsageError(f"Cannot write the token dump {path}: {e.strerror or e}.") from None
-
-
 def _validate(args: argparse.Namespace) -> None:
-    if not 1 <= args.max_steps <= 3000:
-        raise UsageError(f"--max-steps must be between 1 and 3000, not {args.max_steps}.")
-    if args.chunk_seconds <= 0:
-        raise UsageError(f"--chunk-seconds must be positive, not {args.chunk_seconds}.")
+    if not 1 <= args.max_steps <= MAX_STEPS_LIMIT:
+        raise UsageError(
+            f"--max-steps must be between 1 and {MAX_STEPS_LIMIT} (one context), "
+            f"not {args.max_steps}."
+        )
+    if not (math.isfinite(args.chunk_seconds) and 0 < args.chunk_seconds <= MAX_CHUNK_S):
+        raise UsageError(
+            f"--chunk-seconds must be more than 0 and at most {MAX_CHUNK_S:g}, "
+            f"not {args.chunk_seconds}."
+        )
+    check_text(args.prompt_text, "--prompt-text")
+    if args.prompt_text is not None and len(args.prompt_text) > PROMPT_TEXT_MAX_CHARS:
+        raise UsageError(
+            f"--prompt-text is too long ({len(args.prompt_text)} characters; at most "
+            f"{PROMPT_TEXT_MAX_CHARS}, as in the chat)."
+        )
+    check_text(args.system_prompt, "--system-prompt")
+    check_text(args.voice, "--voice")
+
+
+def _check_prompt_fits(tokens: int, voice_frames: int, context: int) -> None:
+    """The prompt phase (voice, silence, system prompt, silence) must fit in the context."""
+    from model.prompt_plan import SILENCE_FRAMES
+
+    room = context - voice_frames - 2 * SILENCE_FRAMES
+    if tokens > room:
+        raise UsageError(
+            f"The system prompt is {tokens} tokens long; with the voice prompt, at most {room} "
+            f"fit in this model's context of {context} frames."
+        )
+
+
+def _check_speaker() -> None:
+    """Without --output the reply is played: there must be a speaker (said before loading)."""
+    from personaplex_tui.audio import AudioDeviceError, find_device
+
+    try:
+        find_device(None, "output")
+    except AudioDeviceError as e:
+        reason = str(e).split(";")[0].rstrip(".")
+        raise UsageError(
+            f"Cannot play the reply ({reason[:1].lower()}{reason[1:]}); "
+            "give --output FILE.wav to write it to a file instead."
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,13 +177,34 @@ def run(args: argparse.Namespace) -> int:
     clip = read_audio(args.input)
     if clip.warning:
         status(f"warning: {clip.warning}")
+    from model import replies
+
+    # Longer than any PersonaPlex context (the checkpoint's own is checked again once loaded).
+    replies.utterance_frames(clip.pcm, FRAME, MAX_STEPS_LIMIT)
+    # Every file this run writes can be written: checked now, not after minutes of loading.
+    if args.output is not None:
+        check_output_file(args.output, "the audio file", "--output", seekable=True)
+    if args.dump_tokens is not None:
+        check_output_file(args.dump_tokens, "the token dump", "--dump-tokens")
+    if args.output is None:
+        _check_speaker()
     status(f"Loading {args.model or 'the default model'}...")
     if local_checkpoint(args.model) is None:  # a repo: its voices are known once it is fetched
         fetch_with_voice(args.model, args.voice)
     model = load(args.model, dtype=mx_dtype(args.dtype), quantize=args.quantize)
-    session = model.session(args.voice, args.system_prompt, args.prompt_text, **options)
-
-    dump = _open_dump(args.dump_tokens) if args.dump_tokens else None
+    context = model.lm.config.temporal.context
+    # Refuse what does not fit this model's context before the prompt phase runs.
+    heard = len(replies.utterance_frames(clip.pcm, FRAME, context))
+    voice = model.voice(args.voice)
+    tokens = model.system_tokens(args.system_prompt, args.prompt_text)
+    _check_prompt_fits(len(tokens), voice.frames, context)
+    session = model.session(voice, system_tokens=tokens, **options)
+    sink = _Sink(args.output)
+    try:
+        dump = TokenDump(args.dump_tokens) if args.dump_tokens is not None else None
+    except BaseException:
+        sink.close()
+        raise
     step_ms: list[float] = []
     text_ids: list[int] = []
 
@@ -143,22 +213,9 @@ def run(args: argparse.Namespace) -> int:
         step_ms.append(frame.timings.total_ms)
         text_ids.append(int(frame.text_id))
         if dump is not None:
-            record = {
-                "frame": frame.index,
-                "text": frame.text_id,
-                "agent": [int(c) for c in frame.agent_codes],
-                "user": [int(c) for c in frame.user_codes],
-            }
-            dump.write(json.dumps(record) + "\n")
+            dump.write(frame)  # TokenDumpError: one sentence, the dump keeps whole lines
 
-    from model import replies
-
-    # Refuse unusable audio (too long for the context...) before anything is written.
-    heard = len(
-        replies.utterance_frames(clip.pcm, session.frame_size, model.lm.config.temporal.context)
-    )
-    sink = _Sink(args.output)
-    # A WAV file grows frame by frame (a stop keeps a valid file of what was made); the
+    # A WAV file grows frame by frame (Ctrl+C keeps a valid file of what was made); the
     # speaker gets chunks (--stream) or the whole reply.
     per_frame = sink.is_file
 
@@ -197,17 +254,17 @@ def run(args: argparse.Namespace) -> int:
     audio_s = (len(step_ms)) * FRAME / RATE
     reply_steps = max(0, len(step_ms) - heard)
     if args.transcript:
-        print(transcript, flush=True)
+        print_out(transcript)
     if args.json:
         meta = _metadata(args, model, session, clip, transcript, step_ms, elapsed, audio_s, sink)
         meta["stopped_by"] = signal_name(stopped.signum) if stopped else None
         meta["reply_steps_made"] = reply_steps
-        print(json.dumps(meta, indent=2), flush=True)
+        print_out(json.dumps(meta, indent=2))
     else:
         if args.stream and sink.first_audio_s is not None:
             status(f"First audio after {sink.first_audio_s:.2f} s.")
-        if args.output:
-            status(f"Wrote {reply_steps * FRAME / RATE:.2f} s of reply to {args.output}.")
+        if sink.written_s is not None:
+            status(f"Wrote {sink.written_s:.2f} s of reply to {args.output}.")
     if stopped is not None:
         raise stopped  # `main` says so and exits 128 + the signal's number
     return 0

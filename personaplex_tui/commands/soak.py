@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
-from rich.console import Console
 from rich.table import Table
 
 from personaplex_tui.commands.common import (
     UsageError,
     add_model_arguments,
     add_sampling_arguments,
+    print_out,
     sampling_options,
     status,
 )
@@ -144,16 +145,19 @@ def run(args: argparse.Namespace) -> int:
             f"cache {s.mlx_cache_mb:.1f} MiB, RSS {s.rss_mb:.1f} MiB, {s.elapsed_s:.1f} s"
         )
 
+    # The soak reports every error and warning itself, once; without a handler, Python's last
+    # resort would print the engine's log records of them to stderr as well.
+    logging.getLogger().addHandler(logging.NullHandler())
     result = run_soak(opts, progress)
     stopped = POLICY.received
     if args.json:
-        print(
+        print_out(
             json.dumps(
                 {**result.as_dict(), "stopped_by": stopped and signal_name(stopped)}, indent=2
             )
         )
     else:
-        Console().print(result_table(result))
+        print_out(result_table(result))
     if stopped is not None:  # what ran is reported; `main` says why it ended, exit 128 + N
         status(f"soak: stopped after {result.frames_stepped} of {result.frames} frames.")
         raise Stopped(stopped)

@@ -85,7 +85,8 @@ class DuplexController:
             self._mic = pcm
             yield heard
 
-    def _on_frame(self, frame: Any) -> None:
+    def _on_frame(self, frame: Any) -> float:
+        """Play, record and transcribe one frame; returns its time on the timeline."""
         ctx = self.ctx
         pcm = frame.pcm
         t = ctx.recording.agent_s
@@ -101,3 +102,4 @@ class DuplexController:
         if not device_alive(ctx.speaker):
             self._end = output_lost(ctx.speaker)
             self._stop.set()
+        return t

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 from model.errors import PersonaPlexError
 
-FLUSH_EVERY_S = 1.0
+PHASES = ("encode_ms", "temporal_ms", "depformer_ms", "decode_ms")
 
 
 class TimingLogError(PersonaPlexError):
@@ -20,7 +21,8 @@ class TimingLogError(PersonaPlexError):
 
 class TimingLog:
     """Appends one line per step: `{"time", "step", "mode", "phase", "total_ms", "encode_ms",
-    "temporal_ms", "depformer_ms", "decode_ms"}`; flushed at least once a second. Thread-safe.
+    "temporal_ms", "depformer_ms", "decode_ms"}`, the phases null on steps where they were not
+    measured; each line goes to the OS as it is written. Thread-safe.
     A write that fails (a full disk) closes the log and is reported once through `on_error`."""
 
     def __init__(
@@ -30,54 +32,61 @@ class TimingLog:
         self._on_error = on_error
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: TextIO = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            # Written through (no buffer of ours): a killed process leaves every whole line.
+            self._file: BinaryIO = open(self.path, "ab", buffering=0)  # noqa: SIM115
+            self._size = os.fstat(self._file.fileno()).st_size
         except OSError as e:
             raise TimingLogError(
                 f"Could not open the timing log {self.path}: {e.strerror or e}."
             ) from None
         self._lock = threading.Lock()
-        self._last_flush = time.monotonic()
         self.lines = 0
 
     def write(self, step: int, timings: Any, mode: str, phase: str) -> None:
         """Log one step (`timings` is a model.types.StepTimings); never raises."""
+        phases = [float(getattr(timings, name)) for name in PHASES]
+        measured = any(ms > 0 for ms in phases)  # the engine times the phases on some steps
         record = {
             "time": round(time.time(), 4),
             "step": step,
             "mode": mode,
             "phase": phase,
             "total_ms": round(float(timings.total_ms), 3),
-            "encode_ms": round(float(timings.encode_ms), 3),
-            "temporal_ms": round(float(timings.temporal_ms), 3),
-            "depformer_ms": round(float(timings.depformer_ms), 3),
-            "decode_ms": round(float(timings.decode_ms), 3),
+            **{
+                name: round(ms, 3) if measured else None
+                for name, ms in zip(PHASES, phases, strict=True)
+            },
         }
-        line = json.dumps(record) + "\n"
+        line = (json.dumps(record) + "\n").encode()
         with self._lock:
             if self._file.closed:
                 return
             try:
-                self._file.write(line)
-                self.lines += 1
-                now = time.monotonic()
-                if now - self._last_flush >= FLUSH_EVERY_S:
-                    self._file.flush()
-                    self._last_flush = now
+                view = memoryview(line)
+                while view:
+                    view = view[self._file.write(view) or 0 :]
             except OSError as e:  # a full disk must not stop the conversation: say it once
                 failure = e
             else:
+                self._size += len(line)
+                self.lines += 1
                 return
+            try:  # a line cut short goes: the log keeps whole lines
+                if self._file.seekable():
+                    os.ftruncate(self._file.fileno(), self._size)
+            except OSError:
+                pass
             try:
                 self._file.close()
             except OSError:
                 pass
         self._on_error(
             f"Writing the timing log {self.path} failed ({failure.strerror or failure}); "
-            "it stops here."
+            f"it keeps the {self.lines} steps logged until then and stops here."
         )
 
     def close(self) -> None:
-        """Flush and close; safe to call twice."""
+        """Close the file; safe to call twice."""
         with self._lock:
             if not self._file.closed:
                 try:

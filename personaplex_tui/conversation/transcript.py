@@ -7,16 +7,19 @@ Times are seconds on the recording's timeline (the position in `mic.wav` / `agen
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 JSONL_NAME = "transcript.jsonl"
 MARKDOWN_NAME = "transcript.md"
-PARAGRAPH_GAP_S = 2.0  # agent text after this long a pause starts a new paragraph
+# Agent text after a pause of 20 frames or more starts a new paragraph, as it starts a new block
+# on the screen (tui/widgets/transcript.py: more than 19 frames between pieces).
+PARAGRAPH_GAP_S = 19.5 * 0.08
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*_`<>[]#"})
 
 
@@ -58,12 +61,16 @@ class Transcript:
         self._agent_open = False
         self._last_agent_t = -1e9
         self.failed: str | None = None
-        self._jsonl: TextIO | None = None
-        self._md: TextIO | None = None
+        self._jsonl: BinaryIO | None = None
+        self._md: BinaryIO | None = None
+        self._sizes = [0, 0]  # bytes of whole entries in each file
+        self.entries = 0
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._jsonl = open(self.folder / JSONL_NAME, "a", encoding="utf-8")  # noqa: SIM115
-            self._md = open(self.folder / MARKDOWN_NAME, "a", encoding="utf-8")  # noqa: SIM115
+            # Written through (no buffer of ours): what a write leaves is on disk at once.
+            self._jsonl = open(self.folder / JSONL_NAME, "ab", buffering=0)  # noqa: SIM115
+            self._md = open(self.folder / MARKDOWN_NAME, "ab", buffering=0)  # noqa: SIM115
+            self._sizes = [os.fstat(f.fileno()).st_size for f in (self._jsonl, self._md)]
         except OSError as e:
             self.failed = f"Could not write the transcript in {self.folder}: {e.strerror or e}."
             return
@@ -123,8 +130,13 @@ class Transcript:
             self._last_agent_t = t
 
     def note(self, t: float, text: str, kind: str = "note") -> None:
-        """A line for the reader: a mode change, an error, the end of the input file."""
-        self._write({"t": round(t, 3), "type": kind, "text": text}, f"\n\n_{clock(t)} · {text}_")
+        """A line for the reader: a mode change, an error, the end of the input file (nothing
+        for an empty text)."""
+        text = text.strip()
+        if not text:
+            return
+        md = f"\n\n_{clock(t)} · {escape_markdown(text)}_"
+        self._write({"t": round(t, 3), "type": kind, "text": text}, md)
 
     # -- files ---------------------------------------------------------------------------
     def _write(self, record: dict[str, Any], markdown: str) -> None:
@@ -134,19 +146,32 @@ class Transcript:
                 return
             if record["type"] != "text":
                 self._agent_open = False
+            files = (self._jsonl, self._md)
+            data = (
+                (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"),
+                markdown.encode("utf-8"),
+            )
             try:
-                self._jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")
-                self._jsonl.flush()
-                if markdown:
-                    self._md.write(markdown)
-                    self._md.flush()
+                for f, chunk in zip(files, data, strict=True):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[f.write(view) or 0 :]
             except OSError as e:
+                for f, size in zip(files, self._sizes, strict=True):  # whole entries only
+                    try:
+                        os.ftruncate(f.fileno(), size)
+                    except OSError:
+                        pass
                 self.failed = (
                     f"Writing the transcript in {self.folder} failed ({e.strerror or e}); "
-                    "the conversation goes on without it."
+                    f"it keeps the {self.entries} entries written until then and the "
+                    "conversation goes on without it."
                 )
                 self._close_files()
                 self._on_error(self.failed)
+                return
+            self._sizes = [size + len(chunk) for size, chunk in zip(self._sizes, data, strict=True)]
+            self.entries += 1
 
     def copy_to(self, folder: Path) -> None:
         """Copy both files as they are now into `folder` (for a saved snapshot)."""

@@ -208,7 +208,7 @@ class TurnController:
                     return
                 yield SILENCE
 
-        def on_frame(frame: Any) -> None:  # on the engine thread
+        def on_frame(frame: Any) -> float | None:  # on the engine thread; returns its time
             i = counts["steps"]
             counts["steps"] += 1
             step = ctx.engine.frames_out - 1  # the engine's index of this frame
@@ -216,7 +216,7 @@ class TurnController:
                 phase = "utterance" if i < n else "reply"
                 ctx.timing_log.write(step, frame.timings, "turn", phase)
             if i < n:
-                return
+                return None
             if i == n:
                 self.phase = "speaking"
                 ctx.emit(StateChanged("speaking"))
@@ -230,6 +230,7 @@ class TurnController:
             if not device_alive(ctx.speaker):
                 self._end = output_lost(ctx.speaker)
                 self._stop.set()
+            return t
 
         produced = await ctx.engine.generate(source(), on_frame, quiet_steps=n, keep=False)
         self.replies.append(counts["reply"])

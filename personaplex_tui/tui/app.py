@@ -178,7 +178,7 @@ class PersonaPlexApp(App[None]):
         if isinstance(event, StateChanged):
             self._set_state(event.state, event.detail)
         elif isinstance(event, TextOut):
-            self.main.query_one(Transcript).add_agent_text(event.index, event.text)
+            self.main.query_one(Transcript).add_agent_text(event.index, event.text, event.t)
         elif isinstance(event, UserTurn):
             self.main.query_one(Transcript).add_user_turn(event.start_s, event.end_s, event.frames)
         elif isinstance(event, ModelInfo):
@@ -255,8 +255,8 @@ class PersonaPlexApp(App[None]):
         if self.store is not None:
             try:
                 self.store.update(**changes)
-            except (OSError, SettingsError) as err:
-                self.notify(f"Could not save the settings: {err}", severity="warning")
+            except SettingsError as err:  # one sentence naming the file
+                self.notify(str(err), severity="warning")
         if "model" in changes:
             self.notify("The new model is used the next time ppx-tui starts.")
         controller = self.controller

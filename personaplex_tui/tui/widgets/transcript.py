@@ -17,7 +17,7 @@ NEW_TURN_GAP_FRAMES = 19  # agent text after 1.5 s of silence starts a new block
 
 @dataclass
 class _AgentTurn:
-    start_index: int
+    start_s: float
     last_index: int
     body: Static
     pieces: list[str] = field(default_factory=list)
@@ -68,21 +68,23 @@ class Transcript(VerticalScroll):
         label = Label(f"you · {span} · spoke {end_s - start_s:.1f} s", classes="who user")
         self._mount_entry(label)
 
-    def add_agent_text(self, index: int, piece: str) -> None:
-        """Append a piece of inner monologue produced at frame `index`."""
+    def add_agent_text(self, index: int, piece: str, t: float | None = None) -> None:
+        """Append a piece of inner monologue produced at frame `index`, said at `t` seconds on
+        the conversation's timeline (the user's turns' clock, as in transcript.md)."""
         turn = self._agent
         if turn is not None and index - turn.last_index > NEW_TURN_GAP_FRAMES:
             self.end_agent_turn()
             turn = None
         if turn is None:
             body = Static("", classes="said")
-            turn = self._agent = _AgentTurn(index, index, body)
+            start_s = index * FRAME_S if t is None else t
+            turn = self._agent = _AgentTurn(start_s, index, body)
             self._lines.append("")
-            header = Label(f"agent · {index * FRAME_S:.1f} s", classes="who agent")
+            header = Label(f"agent · {start_s:.1f} s", classes="who agent")
             self._mount_entry(header, body)
         turn.pieces.append(piece)
         turn.last_index = index
-        self._lines[-1] = f"[agent {turn.start_index * FRAME_S:.1f} s] {turn.text}"
+        self._lines[-1] = f"[agent {turn.start_s:.1f} s] {turn.text}"
         turn.body.update(turn.text)
 
     def end_agent_turn(self) -> None:
