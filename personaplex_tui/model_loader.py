@@ -77,10 +77,9 @@ def load_model(
         require_voice(folder, voice)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))
     loaded = model.load(folder, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
-    from model import depformer_kernel, matvec, temporal_kernel
+    from model.cuda import KERNELS
 
-    kernels = (matvec, temporal_kernel, depformer_kernel)
-    for reason in (k.disabled_reason for k in kernels):
+    for reason in (k.disabled_reason for k in KERNELS):
         if reason:
             log.warning("%s", reason)
     info = ModelInfo(
