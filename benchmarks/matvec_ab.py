@@ -23,7 +23,7 @@ import numpy as np
 
 from model import cuda, random_model
 from model.config import config_7b
-from model.layers import gated_matvec, matvec
+from model.lm.layers import gated_matvec, matvec
 from model.quantized import Quantized
 from personaplex_tui import benchmark as bench
 from personaplex_tui.kernel_cache import persistent_kernel_cache

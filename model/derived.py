@@ -4,13 +4,13 @@ Where a fast path precomputes arrays from weights (a norm weight in the activati
 per-step row blocks, stacked tables, a kernel's stacked projections), the result is a `Derived`
 tagged with the arrays it was made from; it is fresh while every one of them is still the same
 array (identity, not value), so replacing a weight makes it stale. This is the one place that
-freshness is decided (`current`, `refreshed`). `stack_into` makes the stacks: one array, the
+freshness is decided (`same_arrays`, `current`, `refreshed`; the step graphs use it too). `stack_into` makes the stacks: one array, the
 modules keeping views of their rows (docs/cuda-kernels.md §Stacked weights).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import mlx.core as mx
@@ -27,9 +27,12 @@ class Derived:
         self.value = value
 
     def fresh(self, sources: tuple[mx.array, ...]) -> bool:
-        return len(sources) == len(self.sources) and all(
-            a is b for a, b in zip(sources, self.sources, strict=True)
-        )
+        return same_arrays(sources, self.sources)
+
+
+def same_arrays(a: Sequence[mx.array], b: Sequence[mx.array]) -> bool:
+    """`a` and `b` are the same arrays (identity, not value), in the same order."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def derive(sources: tuple[mx.array, ...], build: Callable[[], Any]) -> Derived:

@@ -3,7 +3,7 @@
 `Quantized` is a weight as `mx.quantized_matmul` takes it. `mlx_matmul` is MLX's product; on
 CUDA a product of several rows (the prompt prefill) multiplies a temporarily dequantized weight
 with cuBLAS instead (`dequantized`). The one-row fast path on CUDA is `model.cuda`'s fused
-mat-vec, chosen in `model.layers.matvec` (docs/cuda-kernels.md §The fused quantized mat-vec).
+mat-vec, chosen in `model.lm.layers.matvec` (docs/cuda-kernels.md §The fused quantized mat-vec).
 """
 
 from __future__ import annotations

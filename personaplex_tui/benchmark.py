@@ -17,9 +17,9 @@ import numpy as np
 
 from model import PersonaPlex, cuda, load, random_model
 from model.backend import on_cuda
+from model.checkpoints.voices import VoicePrompt
 from model.config import config_7b, mimi_tiny, tiny
-from model.session import Session
-from model.voices import VoicePrompt
+from model.conversation.session import Session
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
 

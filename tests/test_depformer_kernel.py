@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from model.backend import on_cuda
+from model.checkpoints.random_weights import random_lm
 from model.cuda import DEPFORMER as depformer_kernel
 from model.cuda import persistent
-from model.random_weights import random_lm
 from tests.lm_helpers import small_config
 
 GPU = pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs only")

@@ -1,4 +1,4 @@
-"""The fused quantized mat-vec (`model/cuda/matvec.py`, chosen in `model.layers.matvec`): its arithmetic, when it applies, and its fallback.
+"""The fused quantized mat-vec (`model/cuda/matvec.py`, chosen in `model.lm.layers.matvec`): its arithmetic, when it applies, and its fallback.
 
 The CUDA kernel itself runs only on an NVIDIA GPU: `test_kernel_equals_mlx` checks it there
 (skipped elsewhere). On every machine, `emulate` repeats the kernel's arithmetic step by step in
@@ -13,11 +13,11 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from model import layers
 from model import quantized as quantized_module
 from model.backend import on_cuda
 from model.cuda import MATVEC as kernel
 from model.cuda import matvec as kernel_module
+from model.lm import layers
 from model.quantized import Quantized
 
 
@@ -227,7 +227,7 @@ def test_check_runs_nothing_without_cuda(monkeypatch):
 
 
 def test_preparing_a_quantized_lm_checks_each_kind_of_weight(monkeypatch):
-    from model.random_weights import random_lm
+    from model.checkpoints.random_weights import random_lm
     from tests.lm_helpers import small_config
 
     calls = []

@@ -15,8 +15,8 @@ from textual.command import CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+from model.conversation.prompts import PROMPT_PRESETS
 from model.errors import ModelNotFoundError, PersonaPlexError
-from model.prompts import PROMPT_PRESETS
 from personaplex_tui.events import (
     FrameOut,
     Levels,

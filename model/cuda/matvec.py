@@ -21,7 +21,7 @@ and 12.42 -> 10.67 ms, 4-bit 11.75 -> 11.12 and 14.19 -> 14.33 ms (noisy shared 
 inside the kernel as well (each warp reads all of x) was tried and was slower (+1.5 to 2 ms).
 The kernel is compiled once per process (NVRTC, about 2 s; MLX does not cache custom kernels on
 disk), when `check` first runs it against MLX's ops while the model loads. `usable(...)` says when it applies (CUDA, one row, 4 or 8 bits,
-shapes it handles); otherwise `model.layers.matvec` runs MLX's own ops, so callers need not care.
+shapes it handles); otherwise `model.lm.layers.matvec` runs MLX's own ops, so callers need not care.
 `PPX_MATVEC=mlx` turns it off (for comparisons). With the temporal and depformer kernels on
 (`model/cuda/temporal.py`, `model/cuda/depformer.py`), which do their own mat-vecs, it runs the
 stacked `depformer_in` projection and whatever those kernels leave to MLX.

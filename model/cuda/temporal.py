@@ -17,7 +17,7 @@ per SM resident and separates the phases of a layer with grid-wide barriers (see
 The ring caches are written in place: the kernel gets them as inputs (MLX allocates a custom
 kernel's outputs anew, and copying 32 rings per step is what the step must never do) and writes
 the new slot through them, so the step returns the same arrays as its new ring states. Slots
-attended are 0..min(pos, context - 1): exactly those written (see `model.ring_mask`), so one
+attended are 0..min(pos, context - 1): exactly those written (see `model.lm.ring_mask`), so one
 compiled kernel serves every window. Intermediate values are rounded to the activation dtype
 where MLX's ops round them. `verify` compares the kernel with MLX's ops at load (a few steps on
 the model's weights) and turns it off, with the reason, if they differ. `PPX_TEMPORAL=mlx` turns

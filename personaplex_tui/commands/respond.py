@@ -114,7 +114,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model import load
-    from model.prompts import resolve_prompt
+    from model.conversation.prompts import resolve_prompt
     from personaplex_tui.audio import read_audio
     from personaplex_tui.checkpoint_voices import check_voice, fetch_with_voice, local_checkpoint
 
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             }
             dump.write(json.dumps(record) + "\n")
 
-    from model import replies
+    from model.conversation import replies
 
     # Refuse unusable audio (too long for the context...) before anything is written.
     heard = len(

@@ -73,7 +73,8 @@ __device__ __forceinline__ float ppx_qdot(
 #pragma unroll
     for (int j = 0; j < EPC; j++) xsum += xf[j];
     const int g = e0 / G;
-    acc = ppx_affine(ppx_f(sr[g]), ppx_f(br[g]), ppx_chunk_dot<BITS>(q, xf), xsum, acc);
+    const float dot = ppx_chunk_dot<BITS>(q, xf);
+    acc = ppx_affine(ppx_f(sr[g]), ppx_f(br[g]), dot, xsum, acc);
   }
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, off);

@@ -45,8 +45,10 @@ __device__ __forceinline__ float2 ppx_qdot2(
     }
     const float xsum = csum[c];
     const int g = c * EPC / G;
-    a0 = ppx_affine(ppx_f(s0[g]), ppx_f(b0[g]), ppx_chunk_dot<BITS>(q0, xf), xsum, a0);
-    a1 = ppx_affine(ppx_f(s1[g]), ppx_f(b1[g]), ppx_chunk_dot<BITS>(q1, xf), xsum, a1);
+    const float d0 = ppx_chunk_dot<BITS>(q0, xf);
+    const float d1 = ppx_chunk_dot<BITS>(q1, xf);
+    a0 = ppx_affine(ppx_f(s0[g]), ppx_f(b0[g]), d0, xsum, a0);
+    a1 = ppx_affine(ppx_f(s1[g]), ppx_f(b1[g]), d1, xsum, a1);
   }
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) {

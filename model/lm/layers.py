@@ -15,9 +15,9 @@ import mlx.nn as nn
 
 from model import backend, cuda, quantized
 from model.derived import current, derive, refreshed
-from model.kv_cache import KVState, RingKVCache, Window, step_write
+from model.lm.kv_cache import KVState, RingKVCache, Window, step_write
+from model.lm.ring_mask import hide_unwritten
 from model.quantized import Quantized, mlx_matmul
-from model.ring_mask import hide_unwritten
 
 
 def embed_or_zero(table: mx.array, ids: mx.array) -> mx.array:
@@ -295,7 +295,7 @@ class Attention(nn.Module):
 
         x: [B, 1, D]. Heads are split by reshapes only (q, k, v are row blocks of the packed
         projection when T = 1) and q, k get RoPE in one call. `written` (bool [window]) marks
-        the window's slots that hold a position (None: all), hidden as `model.ring_mask` says. Adds
+        the window's slots that hold a position (None: all), hidden as `model.lm.ring_mask` says. Adds
         `residual` to the output when given.
         """
         b, h, dh = x.shape[0], self.num_heads, self.head_dim

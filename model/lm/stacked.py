@@ -13,7 +13,7 @@ import mlx.nn as nn
 
 from model import quantized
 from model.derived import Derived, derive, stack_into
-from model.layers import matvec
+from model.lm.layers import matvec
 
 _QUANTIZED_PARTS = ("weight", "scales", "biases")
 

@@ -18,8 +18,8 @@ import numpy as np
 from model import cuda, quantized
 from model.config import LMConfig, TransformerConfig
 from model.derived import Derived, current, is_fresh
-from model.kv_cache import SMALLEST_WINDOW, KVState, RingKVCache, Window
-from model.layers import (
+from model.lm.kv_cache import SMALLEST_WINDOW, KVState, RingKVCache, Window
+from model.lm.layers import (
     Attention,
     GatedFFN,
     RMSNorm,
@@ -27,8 +27,8 @@ from model.layers import (
     embed_or_zero,
     stack_scalars,
 )
+from model.lm.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
 from model.sampling import GREEDY, SamplingParams, draw, gumbel_noise
-from model.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
 
 
 class TransformerLayer(nn.Module):
@@ -84,7 +84,7 @@ class Transformer(nn.Module):
 
     def step(self, x: mx.array, states: list[KVState], pos: mx.array, window: Window) -> mx.array:
         """One position `pos` attending `window` of the rings (slots past `pos` hidden, see
-        `model.ring_mask`).
+        `model.lm.ring_mask`).
 
         `states`: each layer's ring state ([keys, values], see `RingKVCache`), updated in place.
         """
@@ -134,7 +134,7 @@ Chooser = Callable[[int, mx.array], mx.array]
 
 
 class LM(nn.Module):
-    """PersonaPlex's LM. Parameters are float32 until a checkpoint (see `model.checkpoint`) sets them."""
+    """PersonaPlex's LM. Parameters are float32 until a checkpoint (see `model.checkpoints.load`) sets them."""
 
     def __init__(self, config: LMConfig):
         super().__init__()
@@ -253,7 +253,7 @@ class LM(nn.Module):
 
         `states`: the caches' ring states (`[c.state for c in caches]`), whose items this
         replaces with the written rings. `window` is `step_window(caches)` (one compiled graph
-        per window); unwritten slots are hidden as `model.ring_mask` says. The caller advances
+        per window); unwritten slots are hidden as `model.lm.ring_mask` says. The caller advances
         the caches' offsets (`advance`), which this leaves alone.
         """
         x = self._as_activation(x)

@@ -14,6 +14,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from model.checkpoints.layout import (
+    CONFIG_FILE,
+    CONVERTED,
+    ORIGINAL,
+    ORIGINAL_FILE,
+    TEMPORAL_FILE,
+)
 from model.config import (
     DELAYS_7B,
     MAX_CONTEXT,
@@ -25,13 +32,6 @@ from model.config import (
 )
 from model.config_check import Section
 from model.errors import CheckpointError
-from model.layout import (
-    CONFIG_FILE,
-    CONVERTED,
-    ORIGINAL,
-    ORIGINAL_FILE,
-    TEMPORAL_FILE,
-)
 
 
 def detect_layout(folder: Path) -> str:
