@@ -4,8 +4,9 @@ Where a fast path precomputes arrays from weights (a norm weight in the activati
 per-step row blocks, stacked tables, a kernel's stacked projections), the result is a `Derived`
 tagged with the arrays it was made from; it is fresh while every one of them is still the same
 array (identity, not value), so replacing a weight makes it stale. This is the one place that
-freshness is decided (`same_arrays`, `current`, `refreshed`; the step graphs use it too). `stack_into` makes the stacks: one array, the
-modules keeping views of their rows (docs/cuda-kernels.md §Stacked weights).
+freshness is decided (`same_arrays`, `current`, `refreshed`; the step graphs use it too).
+`stack_into` makes the stacks: one array, the modules keeping views of their rows
+(docs/cuda-kernels.md §Stacked weights).
 """
 
 from __future__ import annotations

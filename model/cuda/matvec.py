@@ -1,4 +1,6 @@
-"""The fused quantized mat-vec: one activation row times an MLX-affine quantized weight in one CUDA kernel, with fused epilogues.
+"""The fused quantized mat-vec: one activation row times an MLX-affine quantized weight.
+
+One CUDA kernel, with fused epilogues.
 
 An LM step multiplies a single row by ~350 quantized weights. MLX's CUDA mat-vec reads 8 bytes
 per thread at a time and converts codes with integer-to-float instructions; a residual add or
@@ -20,8 +22,9 @@ and 12.42 -> 10.67 ms, 4-bit 11.75 -> 11.12 and 14.19 -> 14.33 ms (noisy shared 
 1076 -> 807 kernels per step. Applying the RMSNorm
 inside the kernel as well (each warp reads all of x) was tried and was slower (+1.5 to 2 ms).
 The kernel is compiled once per process (NVRTC, about 2 s; MLX does not cache custom kernels on
-disk), when `check` first runs it against MLX's ops while the model loads. `usable(...)` says when it applies (CUDA, one row, 4 or 8 bits,
-shapes it handles); otherwise `model.lm.layers.matvec` runs MLX's own ops, so callers need not care.
+disk), when `check` first runs it against MLX's ops while the model loads. `usable(...)` says
+when it applies (CUDA, one row, 4 or 8 bits, shapes it handles); otherwise
+`model.lm.layers.matvec` runs MLX's own ops, so callers need not care.
 `PPX_MATVEC=mlx` turns it off (for comparisons). With the temporal and depformer kernels on
 (`model/cuda/temporal.py`, `model/cuda/depformer.py`), which do their own mat-vecs, it runs the
 stacked `depformer_in` projection and whatever those kernels leave to MLX.
@@ -77,8 +80,8 @@ class MatvecKernel(Kernel):
         and compare it with MLX's ops; outside compiled graphs (`LM.prepare` calls it).
 
         A failure (no runtime compiler, an MLX whose custom kernels work differently, a wrong
-        result) turns the kernel off for the process, with the reason in `disabled_reason` (`Kernel.try_check`): the
-        model then runs on MLX's kernels instead of failing mid-conversation. The kernel compiled
+        result) turns the kernel off for the process, with the reason in `disabled_reason`
+        (`Kernel.try_check`): the model then runs on MLX's kernels instead of failing mid-conversation. The kernel compiled
         here is the one the model's graphs use (same source and template), so it costs no extra
         compilation. Returns whether the kernel is on.
         """

@@ -21,8 +21,8 @@ attended are 0..min(pos, context - 1): exactly those written (see `model.lm.ring
 compiled kernel serves every window. Intermediate values are rounded to the activation dtype
 where MLX's ops round them. `verify` compares the kernel with MLX's ops at load (a few steps on
 the model's weights) and turns it off, with the reason, if they differ. `PPX_TEMPORAL=mlx` turns
-it off. docs/cuda-kernels.md §The temporal step. Measured on an H200 at a full ring: 3.9 ms against 6.2-6.9 ms for MLX's ops, at 8 and 4
-bits (`python -m benchmarks.kernels_ab`).
+it off (docs/cuda-kernels.md §The temporal step). Measured on an H200 at a full ring: 3.9 ms
+against 6.2-6.9 ms for MLX's ops, at 8 and 4 bits (`python -m benchmarks.kernels_ab`).
 """
 
 from __future__ import annotations
