@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import mlx.core as mx
 
-from model import depformer_kernel, random_model, temporal_kernel
+from model import cuda, random_model
 from model.config import config_7b
 from model.sampling import SamplingParams
 from personaplex_tui.kernel_cache import persistent_kernel_cache
@@ -63,7 +63,7 @@ def temporal(lm, offset: int, n_rounds: int, iters: int) -> dict:
     def step(x, pos, states):
         return lm.forward_step(x, states, pos, window), states
 
-    fns = {m: traced(temporal_kernel.ENV_VAR, m, step, x, pos, [c.state for c in caches])
+    fns = {m: traced(cuda.TEMPORAL.env_var, m, step, x, pos, [c.state for c in caches])
            for m in ("ours", "mlx")}  # fmt: skip
 
     def call(mode: str) -> Callable[[], object]:
@@ -86,7 +86,7 @@ def depformer(lm, params: SamplingParams, n_rounds: int, iters: int) -> dict:
     def column(h, text, key):
         return lm.depformer_step(h, text, n_steps=8, params=params, key=key)
 
-    fns = {m: traced(depformer_kernel.ENV_VAR, m, column, h, text, key) for m in ("ours", "mlx")}
+    fns = {m: traced(cuda.DEPFORMER.env_var, m, column, h, text, key) for m in ("ours", "mlx")}
     return rounds({m: (lambda f=f: f(h, text, key)) for m, f in fns.items()}, n_rounds, iters)
 
 
@@ -99,9 +99,9 @@ def main() -> None:
     persistent_kernel_cache()
     for bits in args.bits:
         lm = random_model(config_7b(), bits=bits, seed=0).lm
-        print(f"{bits}-bit: temporal kernel {temporal_kernel.enabled()} "
-              f"({temporal_kernel.disabled_reason}), depformer kernel "
-              f"{depformer_kernel.enabled()} ({depformer_kernel.disabled_reason})", flush=True)  # fmt: skip
+        print(f"{bits}-bit: temporal kernel {cuda.TEMPORAL.enabled()} "
+              f"({cuda.TEMPORAL.disabled_reason}), depformer kernel "
+              f"{cuda.DEPFORMER.enabled()} ({cuda.DEPFORMER.disabled_reason})", flush=True)  # fmt: skip
         for offset in (3500, 100):
             res = temporal(lm, offset, args.rounds, args.iters)
             print(f"  temporal step, position {offset}: {res}", flush=True)

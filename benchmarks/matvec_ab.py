@@ -1,4 +1,4 @@
-"""The fused quantized mat-vec (`model.matvec`) against MLX's kernels, on a CUDA GPU.
+"""The fused quantized mat-vec (`model/cuda/matvec.py`) against MLX's kernels, on a CUDA GPU.
 
 Two measurements, both in one process so that the machine's drift hits both sides alike:
 1. `--pass`: 32 temporal layers of 4 projections (qkv, out + residual, gated FFN in, FFN out +
@@ -21,9 +21,10 @@ import time
 import mlx.core as mx
 import numpy as np
 
-from model import matvec, random_model
+from model import cuda, random_model
 from model.config import config_7b
-from model.matvec import Quantized
+from model.lm.layers import gated_matvec, matvec
+from model.quantized import Quantized
 from personaplex_tui import benchmark as bench
 from personaplex_tui.kernel_cache import persistent_kernel_cache
 
@@ -33,9 +34,9 @@ MODES = ("ours", "mlx")
 def use(mode: str) -> None:
     """Route quantized mat-vecs through our kernel ("ours") or MLX's ops ("mlx")."""
     if mode == "mlx":
-        os.environ[matvec.ENV_VAR] = "mlx"
+        os.environ[cuda.MATVEC.env_var] = "mlx"
     else:
-        os.environ.pop(matvec.ENV_VAR, None)
+        os.environ.pop(cuda.MATVEC.env_var, None)
 
 
 def median_ms(fn, runs: int = 20) -> float:
@@ -78,10 +79,10 @@ def temporal_pass(bits: int) -> None:
 
     def run(x: mx.array) -> mx.array:
         for (qkv, out, gate, down), split in zip(layers, halves, strict=True):
-            a = matvec.matvec(mx.fast.rms_norm(x, norm, 1e-8), qkv)[..., :d]
-            x = matvec.matvec(a, out, x)
-            h = matvec.gated_matvec(mx.fast.rms_norm(x, norm, 1e-8), gate, split)
-            x = matvec.matvec(h, down, x)
+            a = matvec(mx.fast.rms_norm(x, norm, 1e-8), qkv)[..., :d]
+            x = matvec(a, out, x)
+            h = gated_matvec(mx.fast.rms_norm(x, norm, 1e-8), gate, split)
+            x = matvec(h, down, x)
         return x
 
     x = mx.random.normal((1, 1, d)).astype(mx.bfloat16)
@@ -138,7 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     persistent_kernel_cache()
     use("ours")
-    if not matvec.enabled():
+    if not cuda.MATVEC.enabled():
         raise SystemExit("The fused mat-vec runs on NVIDIA GPUs only (MLX's CUDA backend).")
     for bits in args.bits:
         temporal_pass(bits)

@@ -32,8 +32,8 @@ from benchmarks.peers_common import (  # noqa: E402
     user_codes,
     worker_parser,
 )
+from model.checkpoints.config_io import moshi_hidden  # noqa: E402
 from model.config import MimiConfig, PersonaPlexConfig  # noqa: E402
-from model.lm_config_io import moshi_hidden  # noqa: E402
 
 
 def _moshi_ff(hidden: int, dim: int) -> int:

@@ -5,6 +5,11 @@ pp = model.load()                      # aufklarer/PersonaPlex-7B-MLX-4bit, or a
 reply = pp.respond(audio_24k, voice="NATF2", prompt="assistant")
 session = pp.session("VARF2", "casual")
 frame = session.step(pcm_1920)         # one 80 ms frame in, one out
+
+Packages, each using only those below it (pyproject's import contracts): `conversation`
+(sessions, replies, the facade), `checkpoints` and `mimi`, `lm` (the language model), `cuda`
+(optional kernels, reached only through `model.cuda`); shared modules: `config`, `sampling`,
+`quantized`, `derived`, `backend`, `config_check`, `errors`.
 """
 
 from __future__ import annotations
@@ -23,20 +28,20 @@ _EXPORTS: dict[str, str] = {
     "PersonaPlexError": "model.errors",
     "UnknownPromptError": "model.errors",
     "UnknownVoiceError": "model.errors",
-    "DEFAULT_MODEL": "model.hub",
-    "PersonaPlex": "model.persona",
-    "load": "model.persona",
-    "random_model": "model.persona",
-    "PROMPT_PRESETS": "model.prompts",
-    "Diagnosis": "model.replies",
-    "Session": "model.session",
-    "SessionSampling": "model.session",
-    "Chunk": "model.types",
-    "Frame": "model.types",
-    "Reply": "model.types",
-    "StepTimings": "model.types",
-    "DEFAULT_VOICE": "model.voice_presets",
-    "VOICE_PRESETS": "model.voice_presets",
+    "DEFAULT_MODEL": "model.checkpoints.hub",
+    "PersonaPlex": "model.conversation.persona",
+    "load": "model.conversation.persona",
+    "random_model": "model.conversation.persona",
+    "PROMPT_PRESETS": "model.conversation.prompts",
+    "Diagnosis": "model.conversation.replies",
+    "Session": "model.conversation.session",
+    "SessionSampling": "model.conversation.session",
+    "Chunk": "model.conversation.types",
+    "Frame": "model.conversation.types",
+    "Reply": "model.conversation.types",
+    "StepTimings": "model.conversation.types",
+    "DEFAULT_VOICE": "model.checkpoints.voice_presets",
+    "VOICE_PRESETS": "model.checkpoints.voice_presets",
 }
 __all__ = sorted(_EXPORTS)
 

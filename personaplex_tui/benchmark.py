@@ -15,11 +15,11 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from model import PersonaPlex, depformer_kernel, load, matvec, random_model, temporal_kernel
+from model import PersonaPlex, cuda, load, random_model
 from model.backend import on_cuda
+from model.checkpoints.voices import VoicePrompt
 from model.config import config_7b, mimi_tiny, tiny
-from model.session import Session
-from model.voices import VoicePrompt
+from model.conversation.session import Session
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
 
@@ -116,34 +116,32 @@ class BenchResult:
 
 
 def matvec_kernels(model: PersonaPlex) -> str:
-    """Which kernels run the model's quantized mat-vecs: ours (`model.matvec`) or MLX's."""
+    """Which kernels run the model's quantized mat-vecs: ours (`model/cuda/matvec.py`) or MLX's."""
     if model.config.quantization is None or not on_cuda():
         return "MLX"
-    if matvec.enabled():
-        return "fused (model/matvec.py)"
-    return f"MLX ({matvec.disabled_reason or f'{matvec.ENV_VAR}=mlx'})"
+    if cuda.MATVEC.enabled():
+        return f"fused ({cuda.MATVEC.path})"
+    return f"MLX ({cuda.MATVEC.disabled_reason or f'{cuda.MATVEC.env_var}=mlx'})"
 
 
 def depformer_kernels(model: PersonaPlex) -> str:
-    """Which kernels run the depformer: ours (`model.depformer_kernel`, one per column) or MLX's."""
+    """Which kernels run the depformer: ours (`model/cuda/depformer.py`, one per column) or MLX's."""
     prepared = on_cuda() and model.lm.depformer_stack() is not None
-    return _one_kernel(model, depformer_kernel, prepared, "one kernel per column")
+    return _one_kernel(model, cuda.DEPFORMER, prepared, "one kernel per column")
 
 
 def temporal_kernels(model: PersonaPlex) -> str:
-    """Which kernels run the temporal step: ours (`model.temporal_kernel`, one per step) or MLX's."""
+    """Which kernels run the temporal step: ours (`model/cuda/temporal.py`, one per step) or MLX's."""
     prepared = on_cuda() and model.lm.temporal_stack() is not None
-    return _one_kernel(model, temporal_kernel, prepared, "one kernel per step")
+    return _one_kernel(model, cuda.TEMPORAL, prepared, "one kernel per step")
 
 
-def _one_kernel(model: PersonaPlex, module: Any, prepared: bool, what: str) -> str:
+def _one_kernel(model: PersonaPlex, kernel: cuda.Kernel, prepared: bool, what: str) -> str:
     if not on_cuda():
         return "MLX"
-    if module.enabled() and prepared:
-        return f"{what} ({module.__name__.replace('.', '/')}.py)"
-    why = module.supports(model.lm) or module.disabled_reason
-    if why is None and os.environ.get(module.ENV_VAR, "").strip().lower() == "mlx":
-        why = f"{module.ENV_VAR}=mlx"
+    if kernel.enabled() and prepared:
+        return f"{what} ({kernel.path})"
+    why = kernel.why_off(model.lm)
     return f"MLX ({why})" if why else "MLX"
 
 

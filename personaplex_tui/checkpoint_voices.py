@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from model.checkpoints.voice_presets import canonical_voice
 from model.errors import UnknownVoiceError
-from model.voice_presets import canonical_voice
 
 # The files that hold a checkpoint's voices (both layouts): enough to list them.
 VOICE_FILE_PATTERNS = ("voices/*.safetensors", "voices.tgz")
@@ -24,7 +24,7 @@ def local_checkpoint(spec: str | os.PathLike[str] | None) -> Path | None:
 
 def checkpoint_voices(folder: Path) -> tuple[str, ...]:
     """The voices a checkpoint folder has (presets first, in their order); no weight is read."""
-    from model.voices import available_voices
+    from model.checkpoints.voices import available_voices
 
     return available_voices(folder)
 
@@ -60,7 +60,7 @@ def check_voice(spec: str | os.PathLike[str] | None, voice: str) -> None:
 def fetch_with_voice(spec: str | os.PathLike[str] | None, voice: str) -> Path:
     """The checkpoint's folder (a repo id is fetched), once it is known to have `voice`; no
     weight is read."""
-    from model.hub import resolve_model
+    from model.checkpoints.hub import resolve_model
 
     folder = resolve_model(spec)
     require_voice(folder, voice)

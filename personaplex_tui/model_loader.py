@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.hub import DEFAULT_MODEL
+from model.checkpoints.hub import DEFAULT_MODEL
 from personaplex_tui.checkpoint_voices import require_voice
 from personaplex_tui.download_progress import DownloadTracker
 from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo
@@ -34,7 +34,7 @@ def fetch_model(spec: str, progress: Progress) -> Path:
 
     Raises ModelNotFoundError with one sentence (it names --model PATH and HF_HUB_OFFLINE)
     when the hub cannot be reached and nothing is cached."""
-    from model.hub import resolve_model
+    from model.checkpoints.hub import resolve_model
 
     folder = Path(spec).expanduser()
     if folder.is_dir():
@@ -77,10 +77,9 @@ def load_model(
         require_voice(folder, voice)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))
     loaded = model.load(folder, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
-    from model import depformer_kernel, matvec, temporal_kernel
+    from model.cuda import KERNELS
 
-    kernels = (matvec, temporal_kernel, depformer_kernel)
-    for reason in (k.disabled_reason for k in kernels):
+    for reason in (k.disabled_reason for k in KERNELS):
         if reason:
             log.warning("%s", reason)
     info = ModelInfo(

@@ -20,9 +20,9 @@ from typing import Any, Literal
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from model.checkpoints.voice_presets import DEFAULT_VOICE, VOICE_PRESETS
+from model.conversation.prompts import DEFAULT_PROMPT, PROMPT_PRESETS
 from model.errors import PersonaPlexError
-from model.prompts import DEFAULT_PROMPT, PROMPT_PRESETS
-from model.voice_presets import DEFAULT_VOICE, VOICE_PRESETS
 
 if sys.version_info >= (3, 11):
     import tomllib

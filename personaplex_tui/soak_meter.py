@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 
 from model import PersonaPlex
-from model.voices import VoicePrompt
+from model.checkpoints.voices import VoicePrompt
 from personaplex_tui.memory import process_rss_bytes
 
 MB = 1024 * 1024

@@ -8,11 +8,11 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from model.checkpoint_write import layout_tensors, write_checkpoint
+from model.checkpoints.layout import CONVERTED
+from model.checkpoints.random_weights import random_weights
+from model.checkpoints.write import layout_tensors, write_checkpoint
 from model.config import PersonaPlexConfig, QuantizationConfig, mimi_tiny, tiny
-from model.layout import CONVERTED
 from model.mimi import random_mimi_weights, save_weights
-from model.random_weights import random_weights
 from tests.textdata import train_tiny_spm
 
 SMALL_VOICES = ("NATF2", "VARF2", "NATM0")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.types import Frame, StepTimings
+from model.conversation.types import Frame, StepTimings
 from personaplex_tui.audio import DeviceInfo, read_audio
 from personaplex_tui.conversation import (
     AudioFactory,

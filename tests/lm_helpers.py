@@ -12,8 +12,8 @@ from moshi.models import loaders
 from moshi.models.lm import LMModel
 from moshi.utils.compile import no_compile
 
+from model.checkpoints.config_io import moshi_hidden
 from model.config import LMConfig, PersonaPlexConfig, QuantizationConfig, TransformerConfig
-from model.lm_config_io import moshi_hidden
 
 
 @contextlib.contextmanager
@@ -108,7 +108,7 @@ def weights_from_moshi(model: LMModel) -> dict[str, mx.array]:
     """The moshi model's weights by this project's parameter paths (float32).
 
     moshi keeps per-step attention projections as `in_projs.k` / `out_projs.k`; the checkpoint
-    (and `model.lm.LM`) stacks them into one `in_proj` / `out_proj` weight along the output axis.
+    (and `model.lm.model.LM`) stacks them into one `in_proj` / `out_proj` weight along the output axis.
     """
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     out: dict[str, mx.array] = {}

@@ -11,13 +11,13 @@ from pathlib import Path
 import mlx.core as mx
 import pytest
 
-from model.checkpoint import load_lm
-from model.checkpoint_write import layout_tensors, write_checkpoint
+from model.checkpoints.hub import resolve_model
+from model.checkpoints.layout import ORIGINAL
+from model.checkpoints.load import load_lm
+from model.checkpoints.random_weights import random_weights
+from model.checkpoints.safetensors_io import read_header
+from model.checkpoints.write import layout_tensors, write_checkpoint
 from model.errors import CheckpointError, ModelNotFoundError
-from model.hub import resolve_model
-from model.layout import ORIGINAL
-from model.random_weights import random_weights
-from model.safetensors_io import read_header
 from tests.import_probe import modules_loaded_by
 from tests.lm_helpers import small_config
 
@@ -172,7 +172,7 @@ def test_hub_unreachable(tmp_path):
 def _resolve_in_subprocess(spec: str, hf_home: Path) -> subprocess.CompletedProcess:
     code = (
         "import sys\n"
-        "from model.hub import resolve_model\n"
+        "from model.checkpoints.hub import resolve_model\n"
         "from model.errors import ModelNotFoundError\n"
         "try:\n"
         f"    print(resolve_model({spec!r}))\n"
@@ -207,6 +207,8 @@ def test_offline_uses_the_cache(tmp_path):
 
 
 def test_loader_imports_stay_light():
-    loaded = modules_loaded_by("import model.checkpoint, model.session, model.random_weights")
+    loaded = modules_loaded_by(
+        "import model.checkpoints.load, model.conversation.session, model.checkpoints.random_weights"
+    )
     # the hub client is imported only to download
     assert loaded & {"torch", "huggingface_hub", "textual"} == set()

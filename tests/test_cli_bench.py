@@ -41,8 +41,8 @@ def test_bench_path_imports_no_ui_or_audio():
 def test_the_bench_says_which_kernels_multiply_quantized_weights(monkeypatch):
     from types import SimpleNamespace
 
-    from model import matvec
     from model.config import QuantizationConfig
+    from model.cuda import MATVEC as matvec
     from personaplex_tui import benchmark
 
     quantized = SimpleNamespace(config=SimpleNamespace(quantization=QuantizationConfig(4, 64)))
@@ -50,14 +50,14 @@ def test_the_bench_says_which_kernels_multiply_quantized_weights(monkeypatch):
     monkeypatch.setattr(benchmark, "on_cuda", lambda: False)
     assert benchmark.matvec_kernels(quantized) == "MLX"
     monkeypatch.setattr(benchmark, "on_cuda", lambda: True)
-    monkeypatch.setattr(matvec, "on_cuda", lambda: True)
-    monkeypatch.delenv(matvec.ENV_VAR, raising=False)
+    monkeypatch.setattr("model.cuda.kernel.on_cuda", lambda: True)
+    monkeypatch.delenv(matvec.env_var, raising=False)
     monkeypatch.setattr(matvec, "disabled_reason", None)
     assert benchmark.matvec_kernels(floats) == "MLX"
-    assert benchmark.matvec_kernels(quantized) == "fused (model/matvec.py)"
-    monkeypatch.setenv(matvec.ENV_VAR, "mlx")
+    assert benchmark.matvec_kernels(quantized) == "fused (model/cuda/matvec.py)"
+    monkeypatch.setenv(matvec.env_var, "mlx")
     assert benchmark.matvec_kernels(quantized) == "MLX (PPX_MATVEC=mlx)"
-    monkeypatch.delenv(matvec.ENV_VAR)
+    monkeypatch.delenv(matvec.env_var)
     monkeypatch.setattr(matvec, "disabled_reason", "the kernel failed its check (x)")
     assert benchmark.matvec_kernels(quantized) == "MLX (the kernel failed its check (x))"
 
@@ -65,7 +65,8 @@ def test_the_bench_says_which_kernels_multiply_quantized_weights(monkeypatch):
 def test_the_bench_says_which_kernels_run_the_temporal_step_and_the_depformer(monkeypatch):
     from types import SimpleNamespace
 
-    from model import depformer_kernel, temporal_kernel
+    from model.cuda import DEPFORMER as depformer_kernel
+    from model.cuda import TEMPORAL as temporal_kernel
     from personaplex_tui import benchmark
 
     stacked = SimpleNamespace(temporal_stack=lambda: object(), depformer_stack=lambda: object())
@@ -76,9 +77,9 @@ def test_the_bench_says_which_kernels_run_the_temporal_step_and_the_depformer(mo
     for module in (temporal_kernel, depformer_kernel):
         monkeypatch.setattr(module, "enabled", lambda: True)
         monkeypatch.setattr(module, "supports", lambda lm: None)
-    want = "one kernel per step (model/temporal_kernel.py)"
+    want = "one kernel per step (model/cuda/temporal.py)"
     assert benchmark.temporal_kernels(model) == want
-    want = "one kernel per column (model/depformer_kernel.py)"
+    want = "one kernel per column (model/cuda/depformer.py)"
     assert benchmark.depformer_kernels(model) == want
     monkeypatch.setattr(temporal_kernel, "enabled", lambda: False)
     monkeypatch.setattr(temporal_kernel, "disabled_reason", "the temporal kernel failed (x)")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.tokenizer import TextTokenizer
+from model.conversation.tokenizer import TextTokenizer
 from tests.stt_reference import TOKENIZER_FILE, run_reference, write_tiny_stt_repo
 
 ROOT = Path(__file__).resolve().parents[1]

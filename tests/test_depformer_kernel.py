@@ -1,4 +1,4 @@
-"""The one-kernel depformer (`model.depformer_kernel`): its stacked weights, when it applies, its
+"""The one-kernel depformer (`model/cuda/depformer.py`): its stacked weights, when it applies, its
 top-k selection, and on an NVIDIA GPU the kernel itself against MLX's ops.
 
 The kernel runs only through MLX's CUDA backend; its GPU cases are skipped elsewhere (they ran
@@ -13,10 +13,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model import depformer_kernel
 from model.backend import on_cuda
-from model.layers import Derived
-from model.random_weights import random_lm
+from model.checkpoints.random_weights import random_lm
+from model.cuda import DEPFORMER as depformer_kernel
 from tests.lm_helpers import small_config
 
 GPU = pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs only")
@@ -46,7 +45,7 @@ def test_stacking_keeps_the_results_and_the_modules_read_the_stack():
     lm = small_lm()
     before = teacher_forced(lm)
     stack = depformer_kernel.stack(lm)
-    lm._dep_stack = Derived(depformer_kernel.stack_sources(lm), stack)
+    lm.kernels.adopt(depformer_kernel, lm, stack)
     lm.prepare()
     assert lm.depformer_stack() is stack
     # bit-identical on the CPU; on a GPU MLX may pick other kernels for the views (~1e-6)
@@ -143,11 +142,11 @@ def test_the_kernel_passes_its_check_and_runs_the_depformer(bits, dtype):
 @GPU
 def test_a_wrong_kernel_is_turned_off(monkeypatch):
     monkeypatch.setattr(depformer_kernel, "disabled_reason", None)
-    monkeypatch.setattr(depformer_kernel, "_kernel", {})
-    monkeypatch.setattr(depformer_kernel, "KERNEL_NAME", "ppx_depformer_broken")
-    broken = depformer_kernel._BODY.replace("x2[r] = ppx_f(T(v + xs[r]))", "x2[r] = ppx_f(T(v))")
-    assert broken != depformer_kernel._BODY
-    monkeypatch.setattr(depformer_kernel, "_BODY", broken)
+    monkeypatch.setattr(depformer_kernel, "_kernels", {})
+    monkeypatch.setattr(depformer_kernel, "name", "ppx_depformer_broken")
+    broken = depformer_kernel.body.replace("x2[r] = ppx_f(T(v + xs[r]))", "x2[r] = ppx_f(T(v))")
+    assert broken != depformer_kernel.body
+    monkeypatch.setattr(depformer_kernel, "body", broken)
     lm = small_lm()
     assert not depformer_kernel.enabled()
     assert "failed its check" in depformer_kernel.disabled_reason

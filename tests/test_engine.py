@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from model.types import Frame, StepTimings
+from model.conversation.types import Frame, StepTimings
 from personaplex_tui.engine import FIRST_RUN_NOTE, Engine, SessionOptions
 from personaplex_tui.events import (
     EngineError,

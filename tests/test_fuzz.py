@@ -19,11 +19,11 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model.checkpoint import load_lm
+from model.checkpoints.config_io import read_config
+from model.checkpoints.layout import CONVERTED, ORIGINAL, expected_layout
+from model.checkpoints.load import load_lm
 from model.config import PersonaPlexConfig
 from model.errors import CheckpointError
-from model.layout import CONVERTED, ORIGINAL, expected_layout
-from model.lm_config_io import read_config
 from personaplex_tui.audio import AudioFileError, read_audio
 from tests.checkpoints import small_config
 from tests.lm_helpers import moshi_kwargs

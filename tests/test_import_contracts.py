@@ -43,3 +43,16 @@ def test_a_thread_in_model_breaks_its_contract(tmp_path):
     assert result.returncode != 0
     assert "model is not allowed to import threading" in result.stdout
     assert "model.errors -> threading" in result.stdout
+
+
+def test_reaching_past_the_cuda_seam_breaks_its_contract(tmp_path):
+    for package in ("model", "personaplex_tui"):
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    lm = tmp_path / "model" / "lm" / "model.py"
+    lm.write_text(lm.read_text() + "\nfrom model.cuda import temporal  # noqa: E402,F401\n")
+    result = _lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "model.lm.model -> model.cuda.temporal" in result.stdout

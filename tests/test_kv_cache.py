@@ -6,9 +6,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model.kv_cache import RingKVCache, Window, window_lengths
-from model.layers import Attention
-from model.ring_mask import BOOL, ENV_VAR, FAR_KEYS, MODES
+from model.lm.kv_cache import RingKVCache, Window, window_lengths
+from model.lm.layers import Attention
+from model.lm.ring_mask import BOOL, ENV_VAR, FAR_KEYS, MODES
 
 CONTEXT, STEPS, DIM, HEADS = 4, 13, 32, 2
 

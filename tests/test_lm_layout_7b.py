@@ -8,10 +8,10 @@ import mlx.nn as nn
 import pytest
 from mlx.utils import tree_flatten
 
-from model.checkpoint import quantize_lm
+from model.checkpoints.layout import CONVERTED, ORIGINAL, expected_layout
+from model.checkpoints.load import quantize_lm
 from model.config import QuantizationConfig, config_7b
-from model.layout import CONVERTED, ORIGINAL, expected_layout
-from model.lm import LM
+from model.lm.model import LM
 
 
 def spec_3a(bits: int) -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:

@@ -8,11 +8,11 @@ import pytest
 import torch
 from moshi.models.lm import LMGen
 
-from model.checkpoint import load_lm
-from model.checkpoint_write import layout_tensors, write_checkpoint
-from model.layout import CONVERTED, ORIGINAL
-from model.lm import advance, step_window
-from model.ring_mask import ENV_VAR, MODES
+from model.checkpoints.layout import CONVERTED, ORIGINAL
+from model.checkpoints.load import load_lm
+from model.checkpoints.write import layout_tensors, write_checkpoint
+from model.lm.model import advance, step_window
+from model.lm.ring_mask import ENV_VAR, MODES
 from model.sampling import GREEDY
 from tests.lm_helpers import (
     assert_close,

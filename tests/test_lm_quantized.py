@@ -9,11 +9,11 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from model.checkpoint import load_lm
-from model.checkpoint_write import layout_tensors, write_checkpoint
-from model.layers import QuantizedMultiLinear
-from model.layout import CONVERTED, ORIGINAL, expected_layout, lm_modules
-from model.lm import LM
+from model.checkpoints.layout import CONVERTED, ORIGINAL, expected_layout, lm_modules
+from model.checkpoints.load import load_lm
+from model.checkpoints.write import layout_tensors, write_checkpoint
+from model.lm.layers import QuantizedMultiLinear
+from model.lm.model import LM
 from tests.lm_helpers import (
     assert_close,
     build_moshi,

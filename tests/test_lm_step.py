@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from model.config import mimi_tiny, tiny
-from model.lm import advance, step_window
-from model.persona import random_model
+from model.conversation.persona import random_model
+from model.conversation.step_graphs import LMStepSpec, input_column
+from model.lm.model import advance, step_window
 from model.sampling import GREEDY, SamplingParams, sample_token
-from model.step_graphs import LMStepSpec, input_column
 from tests.lm_helpers import random_columns
 
 TEXT, AUDIO = SamplingParams(0.7, 25), SamplingParams(0.8, 40)

@@ -1,4 +1,4 @@
-"""The fused quantized mat-vec (`model.matvec`): its arithmetic, when it applies, and its fallback.
+"""The fused quantized mat-vec (`model/cuda/matvec.py`, chosen in `model.lm.layers.matvec`): its arithmetic, when it applies, and its fallback.
 
 The CUDA kernel itself runs only on an NVIDIA GPU: `test_kernel_equals_mlx` checks it there
 (skipped elsewhere). On every machine, `emulate` repeats the kernel's arithmetic step by step in
@@ -13,9 +13,12 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from model import matvec
+from model import quantized as quantized_module
 from model.backend import on_cuda
-from model.matvec import Quantized
+from model.cuda import MATVEC as kernel
+from model.cuda import matvec as kernel_module
+from model.lm import layers
+from model.quantized import Quantized
 
 
 def quantized(rows: int, inputs: int, bits: int, group_size: int = 64, seed: int = 0) -> Quantized:
@@ -109,37 +112,37 @@ def test_emulation_notices_a_wrong_code_order():
 
 
 def test_usable_only_for_what_the_kernel_handles(monkeypatch):
-    monkeypatch.setattr(matvec, "enabled", lambda: True)
+    monkeypatch.setattr(kernel, "enabled", lambda: True)
     q8 = quantized(64, 512, 8)
-    assert matvec.usable(row(512), q8)
-    assert matvec.usable(row(512, dtype=mx.bfloat16), q8)
-    assert not matvec.usable(mx.zeros((1, 2, 512)), q8)  # two rows: prefill
-    assert not matvec.usable(row(512), quantized(64, 512, 3, 64))  # 3 bits
-    assert not matvec.usable(row(512), quantized(4, 512, 8))  # too few rows
-    assert not matvec.usable(row(512).astype(mx.int32), q8)
+    assert kernel.usable(row(512), q8)
+    assert kernel.usable(row(512, dtype=mx.bfloat16), q8)
+    assert not kernel.usable(mx.zeros((1, 2, 512)), q8)  # two rows: prefill
+    assert not kernel.usable(row(512), quantized(64, 512, 3, 64))  # 3 bits
+    assert not kernel.usable(row(512), quantized(4, 512, 8))  # too few rows
+    assert not kernel.usable(row(512).astype(mx.int32), q8)
 
 
 def test_off_unless_cuda(monkeypatch):
-    monkeypatch.delenv(matvec.ENV_VAR, raising=False)
-    assert matvec.enabled() == on_cuda()
-    monkeypatch.setenv(matvec.ENV_VAR, "mlx")
-    assert not matvec.enabled()
+    monkeypatch.delenv(kernel.env_var, raising=False)
+    assert kernel.enabled() == on_cuda()
+    monkeypatch.setenv(kernel.env_var, "mlx")
+    assert not kernel.enabled()
 
 
 def test_fallback_is_mlx_ops(monkeypatch):
-    monkeypatch.setattr(matvec, "enabled", lambda: False)
+    monkeypatch.setattr(kernel, "enabled", lambda: False)
     q = quantized(64, 256, 4)
     x, r = row(256), row(64, seed=3)
     plain = mx.quantized_matmul(x, q.weight, q.scales, q.biases, True, q.group_size, q.bits)
-    assert mx.array_equal(matvec.matvec(x, q), plain)
-    assert mx.array_equal(matvec.matvec(x, q, r), r + plain)
+    assert mx.array_equal(layers.matvec(x, q), plain)
+    assert mx.array_equal(layers.matvec(x, q, r), r + plain)
     gate, value = mx.split(plain, 2, axis=-1)
-    assert mx.allclose(matvec.gated_matvec(x, q), nn.silu(gate) * value)
+    assert mx.allclose(layers.gated_matvec(x, q), nn.silu(gate) * value)
     halves = tuple(
         Quantized(q.weight[s], q.scales[s], q.biases[s], q.group_size, q.bits)
         for s in (slice(0, 32), slice(32, None))
     )
-    assert mx.allclose(matvec.gated_matvec(x, q, halves), nn.silu(gate) * value)
+    assert mx.allclose(layers.gated_matvec(x, q, halves), nn.silu(gate) * value)
 
 
 @pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs only")
@@ -152,29 +155,29 @@ def test_kernel_equals_mlx(bits, dtype, shape, monkeypatch):
     x = row(inputs, dtype=dtype)
     r = row(rows, seed=5, dtype=dtype)
     # float32: summation order only; bfloat16: the check's bound on the row's norm
-    tol = 1e-4 if dtype == mx.float32 else matvec.CHECK_TOLERANCE
+    tol = 1e-4 if dtype == mx.float32 else kernel_module.CHECK_TOLERANCE
     ref = reference(x, q)
     for got, want in (
-        (matvec.matvec(x, q), ref),
-        (matvec.matvec(x, q, r), ref + np.array(r.astype(mx.float32)).reshape(-1)),
-        (matvec.gated_matvec(x, q), emulate(x, q, "gated")),
+        (layers.matvec(x, q), ref),
+        (layers.matvec(x, q, r), ref + np.array(r.astype(mx.float32)).reshape(-1)),
+        (layers.gated_matvec(x, q), emulate(x, q, "gated")),
     ):
         got = np.array(got.astype(mx.float32)).reshape(-1)
         assert np.linalg.norm(got - want) <= tol * np.linalg.norm(want)
     # row-block views (the per-step depformer weights) start inside the stacked arrays
     block = slice(rows // 2 - rows // 2 % 8, rows)
     view = Quantized(q.weight[block], q.scales[block], q.biases[block], q.group_size, q.bits)
-    got = np.array(matvec.matvec(x, view).astype(mx.float32)).reshape(-1)
+    got = np.array(layers.matvec(x, view).astype(mx.float32)).reshape(-1)
     assert np.linalg.norm(got - ref[block]) <= tol * np.linalg.norm(ref[block])
 
 
 @pytest.fixture
 def fresh_check_state(monkeypatch):
-    """A CUDA-like machine for `matvec.check`, with the module's check state reset."""
-    monkeypatch.delenv(matvec.ENV_VAR, raising=False)
-    monkeypatch.setattr(matvec, "on_cuda", lambda: True)
-    monkeypatch.setattr(matvec, "disabled_reason", None)
-    monkeypatch.setattr(matvec, "_checked", set())
+    """A CUDA-like machine for `kernel.check`, with the kernel's check state reset."""
+    monkeypatch.delenv(kernel.env_var, raising=False)
+    monkeypatch.setattr("model.cuda.kernel.on_cuda", lambda: True)
+    monkeypatch.setattr(kernel, "disabled_reason", None)
+    monkeypatch.setattr(kernel, "checked", set())
 
 
 def mlx_run(x, q, n_out, r):
@@ -187,9 +190,9 @@ def mlx_run(x, q, n_out, r):
 
 
 def test_check_keeps_a_kernel_that_computes_the_right_thing(fresh_check_state, monkeypatch):
-    monkeypatch.setattr(matvec, "_run", mlx_run)
-    assert matvec.check(mx.float32, 4, 64) and matvec.check(mx.float32, 8, 64)
-    assert matvec.enabled() and matvec.disabled_reason is None
+    monkeypatch.setattr(kernel, "run", mlx_run)
+    assert kernel.check(mx.float32, 4, 64) and kernel.check(mx.float32, 8, 64)
+    assert kernel.enabled() and kernel.disabled_reason is None
 
 
 @pytest.mark.parametrize(
@@ -203,12 +206,12 @@ def test_check_keeps_a_kernel_that_computes_the_right_thing(fresh_check_state, m
 def test_a_kernel_that_fails_its_check_falls_back_to_mlx(
     fresh_check_state, monkeypatch, run, reason
 ):
-    monkeypatch.setattr(matvec, "_run", run)
-    assert not matvec.check(mx.float32, 8, 64)
-    assert not matvec.enabled()
-    assert reason in matvec.disabled_reason and "using MLX's kernels" in matvec.disabled_reason
+    monkeypatch.setattr(kernel, "run", run)
+    assert not kernel.check(mx.float32, 8, 64)
+    assert not kernel.enabled()
+    assert reason in kernel.disabled_reason and "using MLX's kernels" in kernel.disabled_reason
     q, x = quantized(64, 512, 8), row(512)  # and products run on MLX's kernels from then on
-    assert mx.array_equal(matvec.matvec(x, q), reference_mlx(x, q))
+    assert mx.array_equal(layers.matvec(x, q), reference_mlx(x, q))
 
 
 def reference_mlx(x, q):
@@ -216,19 +219,19 @@ def reference_mlx(x, q):
 
 
 def test_check_runs_nothing_without_cuda(monkeypatch):
-    monkeypatch.setattr(matvec, "on_cuda", lambda: False)
-    monkeypatch.setattr(matvec, "_checked", set())
-    monkeypatch.setattr(matvec, "_run", lambda *a: pytest.fail("the kernel ran"))
-    assert not matvec.check(mx.float32, 8, 64)
-    assert matvec._checked == set()
+    monkeypatch.setattr("model.cuda.kernel.on_cuda", lambda: False)
+    monkeypatch.setattr(kernel, "checked", set())
+    monkeypatch.setattr(kernel, "run", lambda *a: pytest.fail("the kernel ran"))
+    assert not kernel.check(mx.float32, 8, 64)
+    assert kernel.checked == set()
 
 
 def test_preparing_a_quantized_lm_checks_each_kind_of_weight(monkeypatch):
-    from model.random_weights import random_lm
+    from model.checkpoints.random_weights import random_lm
     from tests.lm_helpers import small_config
 
     calls = []
-    monkeypatch.setattr(matvec, "check", lambda *kind: calls.append(kind) or False)
+    monkeypatch.setattr(kernel, "check", lambda *kind: calls.append(kind) or False)
     lm = random_lm(small_config(d_model=256, dep_dim=64, dep_dim_feedforward=192, bits=8))
     lm.prepare()
     assert {(bits, group) for _, bits, group in calls} == {(8, 64)}
@@ -240,17 +243,19 @@ def test_several_rows_on_cuda_multiply_the_dequantized_weight(monkeypatch):
     q = quantized(64, 256, 8)
     x = mx.random.normal((1, 5, 256), key=mx.random.key(3))
     want = np.array(mx.quantized_matmul(x, q.weight, q.scales, q.biases, transpose=True, bits=8))
-    monkeypatch.setattr(matvec, "on_cuda", lambda: True)
-    monkeypatch.delenv(matvec.ROWS_ENV_VAR, raising=False)
+    monkeypatch.setattr(quantized_module, "on_cuda", lambda: True)
+    monkeypatch.delenv(quantized_module.ROWS_ENV_VAR, raising=False)
     calls = []
     monkeypatch.setattr(
-        matvec, "dequantized", lambda q, f=matvec.dequantized: calls.append(1) or f(q)
+        quantized_module,
+        "dequantized",
+        lambda q, f=quantized_module.dequantized: calls.append(1) or f(q),
     )
-    got = np.array(matvec.matvec(x, q))
+    got = np.array(layers.matvec(x, q))
     # a GPU's cuBLAS multiplies float32 in TF32 (~1e-3); the CPU agrees to float32 rounding
     tol = 1e-5 if mx.default_device() == mx.cpu else 5e-3
     assert calls and np.abs(got - want).max() <= tol * np.abs(want).max()
-    monkeypatch.setenv(matvec.ROWS_ENV_VAR, "qmm")
+    monkeypatch.setenv(quantized_module.ROWS_ENV_VAR, "qmm")
     calls.clear()
-    np.testing.assert_array_equal(np.array(matvec.matvec(x, q)), want)
+    np.testing.assert_array_equal(np.array(layers.matvec(x, q)), want)
     assert not calls

@@ -23,8 +23,8 @@ from moshi.models.lm import LMModel
 from safetensors.torch import load_file
 
 import model
-from model.layout import ORIGINAL
-from model.lm_config_io import read_config
+from model.checkpoints.config_io import read_config
+from model.checkpoints.layout import ORIGINAL
 from tests.lm_helpers import assert_close, moshi_depformer_logits, moshi_forward, random_columns
 from tests.mimi_reference import stream_encode
 from tests.original_checkpoint import (

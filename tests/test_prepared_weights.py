@@ -7,8 +7,8 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 
-from model.layers import MultiLinear, QuantizedMultiLinear, RMSNorm, embed_or_zero
-from model.random_weights import random_lm
+from model.checkpoints.random_weights import random_lm
+from model.lm.layers import MultiLinear, QuantizedMultiLinear, RMSNorm, embed_or_zero
 from tests.lm_helpers import random_columns, small_config
 
 CONFIG = small_config(d_model=256, dep_dim=64, dep_dim_feedforward=192, bits=8)

@@ -8,12 +8,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model.checkpoint import load_lm
-from model.checkpoint_write import CODE_TO_DTYPE, layout_tensors, write_checkpoint
+from model.checkpoints.layout import CONVERTED, ORIGINAL, expected_layout
+from model.checkpoints.load import load_lm
+from model.checkpoints.random_weights import random_lm, random_tensors, random_weights
+from model.checkpoints.write import CODE_TO_DTYPE, layout_tensors, write_checkpoint
 from model.config import PersonaPlexConfig, config_7b
 from model.errors import CheckpointError
-from model.layout import CONVERTED, ORIGINAL, expected_layout
-from model.random_weights import random_lm, random_tensors, random_weights
 from tests.lm_helpers import moshi_kwargs, random_columns, small_config
 
 QUANTIZED = small_config(d_model=256, dep_dim=64, dep_dim_feedforward=192, bits=4)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model import AudioInputError, UnknownPromptError, UnknownVoiceError, load
-from model.replies import respond
+from model.conversation.replies import respond
 from tests.checkpoints import small_config, write_small_checkpoint
 from tests.textdata import load_wav_24k
 

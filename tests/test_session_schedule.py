@@ -7,10 +7,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model.kv_cache import Window
-from model.persona import load
-from model.prompt_plan import plan_prompt
-from model.ring_mask import ENV_VAR, MODES
+from model.conversation.persona import load
+from model.conversation.prompt_plan import plan_prompt
+from model.lm.kv_cache import Window
+from model.lm.ring_mask import ENV_VAR, MODES
 from model.sampling import GREEDY
 from tests.checkpoints import small_config, write_small_checkpoint
 from tests.reference_schedule import ReferenceSchedule
@@ -169,7 +169,9 @@ def short_ring_model(tmp_path_factory):
 
 @pytest.mark.parametrize("hide", MODES)
 def test_windows_and_filled_caches_keep_the_reference_schedule(short_ring_model, monkeypatch, hide):
-    monkeypatch.setattr("model.lm.SMALLEST_WINDOW", 8)  # windows 8, 16, 32, 40, then the full ring
+    monkeypatch.setattr(
+        "model.lm.model.SMALLEST_WINDOW", 8
+    )  # windows 8, 16, 32, 40, then the full ring
     monkeypatch.setenv(ENV_VAR, hide)
     model = short_ring_model
     n = 30

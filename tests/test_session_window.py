@@ -15,8 +15,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model.persona import load
-from model.prompt_plan import plan_prompt
+from model.conversation.persona import load
+from model.conversation.prompt_plan import plan_prompt
 from model.sampling import GREEDY
 from tests.checkpoints import small_config, write_small_checkpoint
 from tests.textdata import load_wav_24k

@@ -41,7 +41,7 @@ def _same(a, b) -> None:
 
 
 def test_sessions_share_graphs_and_resets_trace_nothing(model, monkeypatch):
-    monkeypatch.setattr("model.lm.SMALLEST_WINDOW", 8)
+    monkeypatch.setattr("model.lm.model.SMALLEST_WINDOW", 8)
     graphs = model.step_graphs()
     frames = _frames(40)
     a = model.session(None, system_tokens=TOKENS, seed=5)

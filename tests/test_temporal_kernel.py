@@ -1,4 +1,4 @@
-"""The one-kernel temporal step (`model.temporal_kernel`): its stacked weights, when it applies,
+"""The one-kernel temporal step (`model/cuda/temporal.py`): its stacked weights, when it applies,
 and on an NVIDIA GPU the kernel itself against MLX's ops.
 
 The kernel runs only through MLX's CUDA backend; its GPU cases are skipped elsewhere (they ran
@@ -12,10 +12,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model import persistent_kernel, temporal_kernel
 from model.backend import on_cuda
-from model.layers import Derived
-from model.random_weights import random_lm
+from model.checkpoints.random_weights import random_lm
+from model.cuda import TEMPORAL as temporal_kernel
+from model.cuda import persistent
 from tests.lm_helpers import small_config
 
 GPU = pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs only")
@@ -64,7 +64,7 @@ def test_stacking_keeps_the_results_and_the_modules_read_the_stack():
     lm = small_lm(dtype=mx.float32)
     before = steps(lm, 3)
     stack = temporal_kernel.stack(lm)
-    lm._temporal_stack = Derived(temporal_kernel.stack_sources(lm), stack)
+    lm.kernels.adopt(temporal_kernel, lm, stack)
     lm.prepare()
     assert lm.temporal_stack() is stack
     # bit-identical on the CPU; on a GPU MLX may pick other kernels for the views (~1e-6)
@@ -95,9 +95,9 @@ def test_the_kernel_steps_like_mlx_through_a_wrapping_ring(bits, monkeypatch):
     assert temporal_kernel.disabled_reason is None
     assert lm.temporal_stack() is not None
     ours = steps(lm, 50)  # the 40-slot ring wraps after 40 positions
-    monkeypatch.setenv(temporal_kernel.ENV_VAR, "mlx")
+    monkeypatch.setenv(temporal_kernel.env_var, "mlx")
     theirs = steps(lm, 50)
-    persistent_kernel.compare(mx.array(ours), mx.array(theirs), "outputs")  # the check's bound
+    persistent.compare(mx.array(ours), mx.array(theirs), "outputs")  # the check's bound
 
 
 @GPU
@@ -116,7 +116,7 @@ def test_the_kernel_continues_a_prefill_of_mlx_ops(monkeypatch):
     outs = {}
     for mode in ("kernel", "mlx"):
         if mode == "mlx":
-            monkeypatch.setenv(temporal_kernel.ENV_VAR, "mlx")
+            monkeypatch.setenv(temporal_kernel.env_var, "mlx")
         caches = lm.make_cache(smallest_window=8)
         lm.forward(prompt, caches)
         rows = []
@@ -130,17 +130,17 @@ def test_the_kernel_continues_a_prefill_of_mlx_ops(monkeypatch):
                 c.offset += 1
             rows.append(np.array(h.astype(mx.float32)).reshape(-1))
         outs[mode] = np.stack(rows)
-    persistent_kernel.compare(mx.array(outs["kernel"]), mx.array(outs["mlx"]), "outputs")
+    persistent.compare(mx.array(outs["kernel"]), mx.array(outs["mlx"]), "outputs")
 
 
 @GPU
 def test_a_wrong_kernel_is_turned_off(monkeypatch):
     monkeypatch.setattr(temporal_kernel, "disabled_reason", None)
     monkeypatch.setattr(temporal_kernel, "_kernels", {})
-    monkeypatch.setattr(temporal_kernel, "KERNEL_NAME", "ppx_temporal_broken")
-    broken = temporal_kernel._BODY.replace("const float c = cosf(theta)", "const float c = 1.f")
-    assert broken != temporal_kernel._BODY
-    monkeypatch.setattr(temporal_kernel, "_BODY", broken)
+    monkeypatch.setattr(temporal_kernel, "name", "ppx_temporal_broken")
+    broken = temporal_kernel.body.replace("const float c = cosf(theta)", "const float c = 1.f")
+    assert broken != temporal_kernel.body
+    monkeypatch.setattr(temporal_kernel, "body", broken)
     lm = small_lm()
     assert not temporal_kernel.enabled()
     assert "failed its check" in temporal_kernel.disabled_reason
@@ -157,7 +157,7 @@ def test_the_check_catches_one_norm_weight_off_by_one_percent(bits):
     lm = small_lm(bits=bits, context=64)
     weights = lm.temporal_stack()
     assert weights is not None
-    assert temporal_kernel.verify(lm, weights) <= persistent_kernel.ROW_TOLERANCE
+    assert temporal_kernel.verify(lm, weights) <= persistent.ROW_TOLERANCE
     d = lm.config.temporal.d_model
     layer = 1  # the last of the small model's two
     scale = np.ones(weights.norms.shape, np.float32)

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from model.errors import CheckpointError, UnknownPromptError, UnknownVoiceError
-from model.prompts import PROMPT_PRESETS, resolve_prompt, wrap_system_prompt
-from model.tokenizer import TextTokenizer
-from model.torch_file import read_torch_tensors
-from model.voices import (
+from model.checkpoints.torch_file import read_torch_tensors
+from model.checkpoints.voices import (
     VOICE_PRESETS,
     available_voices,
     canonical_voice,
     load_voice,
     voice_category,
 )
+from model.conversation.prompts import PROMPT_PRESETS, resolve_prompt, wrap_system_prompt
+from model.conversation.tokenizer import TextTokenizer
+from model.errors import CheckpointError, UnknownPromptError, UnknownVoiceError
 from tests.textdata import train_tiny_spm
 
 

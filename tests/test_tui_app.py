@@ -16,8 +16,8 @@ from textual.pilot import Pilot
 from textual.widgets import Button, Static
 from textual.widgets._footer import FooterKey
 
+from model.conversation.prompts import PROMPT_PRESETS
 from model.errors import ModelNotFoundError, PersonaPlexError
-from model.prompts import PROMPT_PRESETS
 from personaplex_tui.events import (
     FrameOut,
     Levels,

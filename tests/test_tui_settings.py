@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from model.prompts import PROMPT_PRESETS
-from model.voice_presets import VOICE_PRESETS
+from model.checkpoints.voice_presets import VOICE_PRESETS
+from model.conversation.prompts import PROMPT_PRESETS
 from personaplex_tui.logs import setup_logging
 from personaplex_tui.settings import (
     CUSTOM_PROMPT,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from model.prompts import PROMPT_PRESETS
+from model.conversation.prompts import PROMPT_PRESETS
 
 SENTENCES = [
     *PROMPT_PRESETS.values(),

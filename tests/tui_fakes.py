@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from model.voice_presets import VOICE_PRESETS
+from model.checkpoints.voice_presets import VOICE_PRESETS
 from personaplex_tui.events import (
     EngineError,
     EngineEvent,

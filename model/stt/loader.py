@@ -20,16 +20,16 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from model.checkpoint import default_dtype
+from model.checkpoints.hub import resolve_model
+from model.checkpoints.load import default_dtype
+from model.checkpoints.safetensors_io import TensorHeader, load_safetensors, read_header
 from model.config import MimiConfig
+from model.conversation.tokenizer import TextTokenizer
 from model.errors import CheckpointError
-from model.hub import resolve_model
 from model.mimi import MimiCodec
-from model.safetensors_io import TensorHeader, load_safetensors, read_header
 from model.stt.config import SttConfig
 from model.stt.mimi_config import mimi_config_from_moshi
 from model.stt.model import SttLM
-from model.tokenizer import TextTokenizer
 
 DEFAULT_STT_MODEL = "kyutai/stt-1b-en_fr"
 STT_FLAG = "--stt-model"

@@ -13,10 +13,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from model.kv_cache import RingKVCache, Window
-from model.layers import RMSNorm, embed_or_zero
-from model.lm import Transformer
-from model.ring_mask import default_mode
+from model.lm.model import Transformer
+from model.lm.kv_cache import RingKVCache, Window
+from model.lm.layers import RMSNorm, embed_or_zero
+from model.lm.ring_mask import default_mode
 from model.stt.config import SttConfig
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from model.kv_cache import KVState, Window
+from model.lm.kv_cache import KVState, Window
 from model.stt.model import SttLM, initial_column
 
 

@@ -61,7 +61,7 @@ def _check_model(spec: str | None) -> None:
         return
     repo_like = spec.count("/") == 1 and not spec.startswith(("/", ".", "~"))
     if not repo_like or Path(spec).expanduser().exists():
-        from model.hub import resolve_model
+        from model.checkpoints.hub import resolve_model
 
         resolve_model(spec)  # raises ModelNotFoundError with the sentence for this path
 

@@ -7,9 +7,9 @@ import json
 
 from rich.table import Table
 
+from model.checkpoints.voice_presets import DEFAULT_VOICE, VOICE_PRESETS, voice_category
+from model.conversation.prompts import PROMPT_PRESETS
 from model.errors import CheckpointError
-from model.prompts import PROMPT_PRESETS
-from model.voice_presets import DEFAULT_VOICE, VOICE_PRESETS, voice_category
 from personaplex_tui.commands.common import print_out
 
 
@@ -33,7 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _checkpoint_voices(spec: str) -> tuple[str, ...]:
     """The voices of a checkpoint folder, or of a repo (only its voice files are fetched)."""
-    from model.hub import resolve_model
+    from model.checkpoints.hub import resolve_model
     from personaplex_tui.checkpoint_voices import (
         VOICE_FILE_PATTERNS,
         checkpoint_voices,

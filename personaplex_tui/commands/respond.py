@@ -140,7 +140,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def _check_prompt_fits(tokens: int, voice_frames: int, context: int) -> None:
     """The prompt phase (voice, silence, system prompt, silence) must fit in the context."""
-    from model.prompt_plan import SILENCE_FRAMES
+    from model.conversation.prompt_plan import SILENCE_FRAMES
 
     room = context - voice_frames - 2 * SILENCE_FRAMES
     if tokens > room:
@@ -166,7 +166,7 @@ def _check_speaker() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model import load
-    from model.prompts import resolve_prompt
+    from model.conversation.prompts import resolve_prompt
     from personaplex_tui.audio import read_audio
     from personaplex_tui.checkpoint_voices import check_voice, fetch_with_voice, local_checkpoint
 
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     clip = read_audio(args.input)
     if clip.warning:
         status(f"warning: {clip.warning}")
-    from model import replies
+    from model.conversation import replies
 
     # Longer than any PersonaPlex context (the checkpoint's own is checked again once loaded).
     replies.utterance_frames(clip.pcm, FRAME, MAX_STEPS_LIMIT)

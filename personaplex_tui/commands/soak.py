@@ -64,7 +64,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from model.prompts import resolve_prompt
+    from model.conversation.prompts import resolve_prompt
     from personaplex_tui.checkpoint_voices import check_voice
     from personaplex_tui.soak import SoakOptions
 

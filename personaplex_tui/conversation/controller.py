@@ -361,7 +361,7 @@ def create_conversation(
     """An `Engine` on `loader` wired to `sink`, and the controller over it.
 
     `loader(progress)` runs on the engine thread, may call `progress(LoadProgress(...))`, and
-    returns `(model, ModelInfo)` where `model.session(**SessionOptions)` makes a session.
+    returns `(model, ModelInfo)` where `model.conversation.session(**SessionOptions)` makes a session.
     `memory_probe()` runs on the engine thread now and then (`MemoryUsage` events), `release()`
     last on it when the engine closes (e.g. `model_loader.release_mlx_thread`).
     `options` go to `ConversationController` (`segmenter_factory`, `stall_s`, `levels_hz`)."""

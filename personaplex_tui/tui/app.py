@@ -17,8 +17,8 @@ from textual.app import App, SystemCommand
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from model.checkpoints.voice_presets import VOICE_PRESETS
 from model.errors import PersonaPlexError
-from model.voice_presets import VOICE_PRESETS
 from personaplex_tui.events import (
     ConversationAPI,
     EngineError,

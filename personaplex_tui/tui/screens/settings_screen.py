@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
-from model.prompts import PROMPT_PRESETS
+from model.conversation.prompts import PROMPT_PRESETS
 from personaplex_tui.settings import (
     CUSTOM_PROMPT,
     MAX_STEPS_RANGE,

@@ -9,15 +9,15 @@ replaced since) derives them on the fly with the same numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from model import backend, matvec
-from model.kv_cache import KVState, RingKVCache, Window, step_write
-from model.ring_mask import hide_unwritten
+from model import backend, cuda, quantized
+from model.derived import current, derive, refreshed
+from model.lm.kv_cache import KVState, RingKVCache, Window, step_write
+from model.lm.ring_mask import hide_unwritten
+from model.quantized import Quantized, mlx_matmul
 
 
 def embed_or_zero(table: mx.array, ids: mx.array) -> mx.array:
@@ -36,28 +36,6 @@ def stack_scalars(values: list[mx.array], dtype: mx.Dtype = mx.int32) -> mx.arra
     return out.astype(dtype)
 
 
-class Derived:
-    """Arrays computed from `sources` (the module's weights at the time); stale once one is replaced."""
-
-    __slots__ = ("sources", "value")
-
-    def __init__(self, sources: tuple[mx.array, ...], value: Any):
-        self.sources = sources
-        self.value = value
-
-    def fresh(self, sources: tuple[mx.array, ...]) -> bool:
-        return len(sources) == len(self.sources) and all(
-            a is b for a, b in zip(sources, self.sources, strict=True)
-        )
-
-
-def derive(sources: tuple[mx.array, ...], build: Callable[[], Any]) -> Derived:
-    """`build()` evaluated now (views of evaluated arrays cost no memory), tagged with its sources."""
-    value = build()
-    mx.eval(value)
-    return Derived(sources, value)
-
-
 class RMSNorm(nn.Module):
     """RMSNorm (Moshi's `rms_norm_f32`); the weight is named `alpha`, [1, 1, D], kept in float32.
 
@@ -73,14 +51,13 @@ class RMSNorm(nn.Module):
         self.alpha = mx.ones((1, 1, dim), dtype=mx.float32)
 
     def prepare(self, dtype: mx.Dtype) -> None:
-        prepared: Derived | None = getattr(self, "_weight", None)
-        if prepared is None or not prepared.fresh((self.alpha,)) or prepared.value.dtype != dtype:
+        weight = current(getattr(self, "_weight", None), (self.alpha,))
+        if weight is None or weight.dtype != dtype:
             self._weight = derive((self.alpha,), lambda: self.alpha.reshape(-1).astype(dtype))
 
     def __call__(self, x: mx.array) -> mx.array:
-        prepared: Derived | None = getattr(self, "_weight", None)
-        if prepared is not None and prepared.fresh((self.alpha,)):
-            weight = prepared.value
+        weight = current(getattr(self, "_weight", None), (self.alpha,))
+        if weight is not None:
             if weight.dtype != x.dtype:
                 weight = weight.astype(x.dtype)
         else:
@@ -88,10 +65,38 @@ class RMSNorm(nn.Module):
         return mx.fast.rms_norm(x, weight, self.eps)
 
 
+def matvec(x: mx.array, q: Quantized, residual: mx.array | None = None) -> mx.array:
+    """`x @ W.T` (+ `residual`): one row by the fused kernel on CUDA (`model.cuda`), MLX's ops
+    otherwise."""
+    fused = cuda.fused_matvec(x, q, residual)
+    if fused is not None:
+        return fused
+    y = mlx_matmul(x, q)
+    return y if residual is None else residual + y
+
+
+def gated_matvec(
+    x: mx.array, q: Quantized, halves: tuple[Quantized, Quantized] | None = None
+) -> mx.array:
+    """`silu(gate) * value`, gate and value the first and second halves of `x @ W.T`.
+
+    `halves`: the two row blocks of `q` as separate weights, for MLX's own kernels (whose
+    mat-vec takes at most `backend.CUDA_MATVEC_ROWS` rows).
+    """
+    fused = cuda.fused_gated_matvec(x, q)
+    if fused is not None:
+        return fused
+    if halves is not None:
+        gate, value = (mlx_matmul(x, h) for h in halves)
+    else:
+        gate, value = mx.split(mlx_matmul(x, q), 2, axis=-1)
+    return nn.silu(gate) * value
+
+
 def project(linear: nn.Module, x: mx.array) -> mx.array:
-    """`linear(x)`; a quantized single row goes through the fused mat-vec (`model.matvec`)."""
-    if matvec.affine(linear):
-        return matvec.matvec(x, matvec.of_linear(linear))
+    """`linear(x)`; a quantized single row goes through the fused mat-vec (`matvec`)."""
+    if quantized.affine(linear):
+        return matvec(x, quantized.of_linear(linear))
     return linear(x)
 
 
@@ -102,8 +107,8 @@ def linear_add(linear: nn.Module, x: mx.array, residual: mx.array | None) -> mx.
         return project(linear, x)
     if isinstance(linear, nn.Linear):
         return mx.addmm(residual, x, linear.weight.T)
-    if matvec.affine(linear):
-        return matvec.matvec(x, matvec.of_linear(linear), residual)
+    if quantized.affine(linear):
+        return matvec(x, quantized.of_linear(linear), residual)
     return residual + linear(x)
 
 
@@ -128,27 +133,26 @@ class GatedFFN(nn.Module):
         if not isinstance(lin, nn.QuantizedLinear) or not limit or lin.weight.shape[0] <= limit:
             self._halves = None
             return
-        prepared: Derived | None = getattr(self, "_halves", None)
-        if prepared is None or not prepared.fresh(self._sources()):
-            half = lin.weight.shape[0] // 2
-            self._halves = derive(
-                self._sources(),
-                lambda: [
-                    tuple(a[rows] for a in self._sources())
-                    for rows in (slice(0, half), slice(half, None))
-                ],
-            )
+        half = lin.weight.shape[0] // 2
+        self._halves = refreshed(
+            getattr(self, "_halves", None),
+            self._sources(),
+            lambda: [
+                tuple(a[rows] for a in self._sources())
+                for rows in (slice(0, half), slice(half, None))
+            ],
+        )
 
     def __call__(self, x: mx.array, residual: mx.array | None = None) -> mx.array:
         """The FFN of x (normed), plus `residual` when given (the add happens in the output
         projection's kernel for float weights and for the fused quantized mat-vec)."""
         lin = self.linear_in
-        if matvec.affine(lin):
-            halves: Derived | None = getattr(self, "_halves", None)
+        if quantized.affine(lin):
+            halves = current(getattr(self, "_halves", None), self._sources())
             split = None
-            if halves is not None and halves.fresh(self._sources()):
-                split = tuple(matvec.of_linear(lin, arrays) for arrays in halves.value)
-            hidden = matvec.gated_matvec(x, matvec.of_linear(lin), split)
+            if halves is not None:
+                split = tuple(quantized.of_linear(lin, arrays) for arrays in halves)
+            hidden = gated_matvec(x, quantized.of_linear(lin), split)
         else:
             gate, value = mx.split(lin(x), 2, axis=-1)
             hidden = nn.silu(gate) * value
@@ -171,18 +175,15 @@ class _PerStepRows:
 
     def prepare(self, dtype: mx.Dtype | None = None) -> None:
         """Pre-split the stacked arrays into per-step row blocks (views: no copy, no memory)."""
-        prepared: Derived | None = getattr(self, "_split", None)
-        if prepared is not None and prepared.fresh(self._sources()):
-            return
-        self._split = derive(
-            self._sources(), lambda: [self._rows(k) for k in range(self.num_steps)]
+        self._split = refreshed(
+            getattr(self, "_split", None),
+            self._sources(),
+            lambda: [self._rows(k) for k in range(self.num_steps)],
         )
 
     def step_weights(self, step: int) -> tuple[mx.array, ...]:
-        prepared: Derived | None = getattr(self, "_split", None)
-        if prepared is not None and prepared.fresh(self._sources()):
-            return prepared.value[step]
-        return self._rows(step)
+        split = current(getattr(self, "_split", None), self._sources())
+        return split[step] if split is not None else self._rows(step)
 
 
 class MultiLinear(_PerStepRows, nn.Module):
@@ -236,7 +237,7 @@ class QuantizedMultiLinear(_PerStepRows, nn.Module):
         return out
 
     def __call__(self, x: mx.array, step: int, residual: mx.array | None = None) -> mx.array:
-        return matvec.matvec(x, matvec.of_linear(self, self.step_weights(step)), residual)
+        return matvec(x, quantized.of_linear(self, self.step_weights(step)), residual)
 
 
 def _split_heads(qkv: mx.array, num_heads: int) -> tuple[mx.array, mx.array, mx.array]:
@@ -294,7 +295,7 @@ class Attention(nn.Module):
 
         x: [B, 1, D]. Heads are split by reshapes only (q, k, v are row blocks of the packed
         projection when T = 1) and q, k get RoPE in one call. `written` (bool [window]) marks
-        the window's slots that hold a position (None: all), hidden as `model.ring_mask` says. Adds
+        the window's slots that hold a position (None: all), hidden as `model.lm.ring_mask` says. Adds
         `residual` to the output when given.
         """
         b, h, dh = x.shape[0], self.num_heads, self.head_dim

@@ -7,7 +7,7 @@ rings of the temporal transformer) goes in and comes out as arrays, so one compi
 serves every session of the model: a new session, or a reset, traces and compiles nothing.
 Graphs differ by what changes their shapes or constants: the attention window (`Window`), the
 state of Mimi's caches (filling or full), the session's `LMStepSpec` (sampling parameters,
-depformer steps, statistics on or off) and how unwritten ring slots are hidden (`model.ring_mask`,
+depformer steps, statistics on or off) and how unwritten ring slots are hidden (`model.lm.ring_mask`,
 read when a graph is looked up).
 """
 
@@ -22,12 +22,13 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from model.kv_cache import KVState, Window
-from model.lm import LM
+from model.conversation.step_stats import step_stats
+from model.derived import same_arrays
+from model.lm.kv_cache import KVState, Window
+from model.lm.model import LM
+from model.lm.ring_mask import default_mode
 from model.mimi import MimiCodec
-from model.ring_mask import default_mode
 from model.sampling import SamplingParams, sample_token
-from model.step_stats import step_stats
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,7 @@ class StepGraphs:
         """Forget every graph if a weight was replaced since they were built (graphs hold the
         weights they were traced with as constants). Call it when a session starts."""
         weights = _leaves(self.lm, self.mimi)
-        if len(weights) != len(self._weights) or any(
-            a is not b for a, b in zip(weights, self._weights, strict=True)
-        ):
+        if not same_arrays(weights, self._weights):
             self._fns.clear()
             self._run.clear()
             self._weights = weights

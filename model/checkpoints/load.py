@@ -2,8 +2,8 @@
 
 The layouts: docs/checkpoint-layouts.md.
 
-`load_lm(model)` takes a folder or a Hugging Face repo id (see `model.hub.resolve_model`),
-checks every LM file against `model.layout.expected_layout` (one clear sentence per problem),
+`load_lm(model)` takes a folder or a Hugging Face repo id (see `model.checkpoints.hub.resolve_model`),
+checks every LM file against `model.checkpoints.layout.expected_layout` (one clear sentence per problem),
 and builds the LM layer by layer from lazily loaded tensors, so that no second copy of the
 weights is ever alive. Quantized checkpoints are used as stored; a float checkpoint can be
 quantized on load.
@@ -19,11 +19,9 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from model.config import PersonaPlexConfig, QuantizationConfig
-from model.errors import CheckpointError
-from model.hub import resolve_model
-from model.layers import MultiLinear
-from model.layout import (
+from model.checkpoints.config_io import detect_layout, read_config
+from model.checkpoints.hub import resolve_model
+from model.checkpoints.layout import (
     CONFIG_FILE,
     CONVERTED,
     Module,
@@ -32,9 +30,11 @@ from model.layout import (
     expected_layout,
     lm_modules,
 )
-from model.lm import LM
-from model.lm_config_io import detect_layout, read_config
-from model.safetensors_io import TensorHeader, dtype_name, load_safetensors, read_header
+from model.checkpoints.safetensors_io import TensorHeader, dtype_name, load_safetensors, read_header
+from model.config import PersonaPlexConfig, QuantizationConfig
+from model.errors import CheckpointError
+from model.lm.layers import MultiLinear
+from model.lm.model import LM
 
 Tensors = dict[str, dict[str, mx.array]]  # file -> key -> (lazy) array
 

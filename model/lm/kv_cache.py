@@ -3,7 +3,7 @@
 A one-position step (compiled, fixed shapes) writes its keys in place with `put_along_axis` and
 attends a static prefix of the ring, its `Window`: while the ring fills, the smallest of a few
 bucket lengths that holds every written slot (slots past the step's position are hidden, see
-`model.ring_mask`); once the ring is full, all of it with no mask at all.
+`model.lm.ring_mask`); once the ring is full, all of it with no mask at all.
 """
 
 from __future__ import annotations

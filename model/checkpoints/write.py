@@ -7,8 +7,8 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from model.checkpoints.layout import CONFIG_FILE, CONVERTED, expected_layout
 from model.config import PersonaPlexConfig
-from model.layout import CONFIG_FILE, CONVERTED, expected_layout
 
 Tensors = dict[str, dict[str, mx.array]]  # file -> key -> array
 

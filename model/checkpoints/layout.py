@@ -3,7 +3,7 @@
 The layouts: docs/checkpoint-layouts.md.
 
 `expected_layout` is the single source for validation, loading and writing: every tensor of a
-layout maps to a parameter path of `model.lm.LM` (its canonical name).
+layout maps to a parameter path of `model.lm.model.LM` (its canonical name).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.conversation.session import Session, StepStats
+from model.conversation.types import Chunk, Frame, Reply
 from model.errors import AudioInputError
-from model.session import Session, StepStats
-from model.types import Chunk, Frame, Reply
 
 OnFrame = Callable[[Frame], None]
 MAX_STEPS_LIMIT = 3000  # one KV context (4 minutes); longer replies are allowed to wrap, not this

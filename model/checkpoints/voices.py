@@ -1,5 +1,5 @@
 """Loading a voice prompt (embeddings + token ring) from a checkpoint; the preset names live in
-`model.voice_presets` (re-exported here)."""
+`model.checkpoints.voice_presets` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from model.errors import CheckpointError
-from model.safetensors_io import load_safetensors
-from model.torch_file import read_torch_tensors
-from model.voice_presets import (  # noqa: F401 - re-exported
+from model.checkpoints.safetensors_io import load_safetensors
+from model.checkpoints.torch_file import read_torch_tensors
+from model.checkpoints.voice_presets import (  # noqa: F401 - re-exported
     DEFAULT_VOICE,
     VOICE_CATEGORIES,
     VOICE_PRESETS,
     canonical_voice,
     voice_category,
 )
+from model.errors import CheckpointError
 
 
 @dataclass

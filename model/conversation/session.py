@@ -7,7 +7,7 @@ in the same call with identical tokens (all the inputs of column p are known the
 codebooks never depend on the depformer's user steps, which are skipped). A step is three compiled
 graphs — Mimi encode; the temporal transformer, text sampling and the 8 agent depformer steps;
 Mimi decode — evaluated at once.
-The graphs belong to the model (`model.step_graphs`): every session of it shares them.
+The graphs belong to the model (`model.conversation.step_graphs`): every session of it shares them.
 """
 
 from __future__ import annotations
@@ -16,23 +16,34 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import mlx.core as mx
 import numpy as np
 
+from model.checkpoints.voices import VoicePrompt
+from model.conversation.prompt_plan import PromptPlan, plan_prompt
+from model.conversation.step_graphs import LMStepSpec, StepGraphs, input_column
+from model.conversation.step_stats import StepStats, step_stats
+from model.conversation.tokenizer import TextTokenizer
+from model.conversation.types import Frame, StepTimings
 from model.errors import AudioInputError
-from model.kv_cache import Window
-from model.lm import advance, step_window
-from model.prompt_plan import PromptPlan, plan_prompt
+from model.lm.kv_cache import Window
+from model.lm.model import LM, advance, step_window
+from model.mimi import MimiCodec
 from model.sampling import SamplingParams, sample_token
-from model.step_graphs import LMStepSpec, input_column
-from model.step_stats import StepStats, step_stats
-from model.types import Frame, StepTimings
-from model.voices import VoicePrompt
 
-if TYPE_CHECKING:
-    from model.persona import PersonaPlex
+
+class SessionModel(Protocol):
+    """What a session needs of its model (a `PersonaPlex`, which makes the sessions)."""
+
+    lm: LM
+    mimi: MimiCodec
+    tokenizer: TextTokenizer
+
+    def piece(self, token: int) -> str: ...
+
+    def step_graphs(self, compile: bool = True) -> StepGraphs: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class Session:
 
     def __init__(
         self,
-        model: PersonaPlex,
+        model: SessionModel,
         *,
         voice: VoicePrompt | None,
         system_tokens: list[int],

@@ -11,8 +11,9 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from model import matvec
-from model.layers import Derived, derive
+from model import quantized
+from model.derived import Derived, derive, stack_into
+from model.lm.layers import matvec
 
 _QUANTIZED_PARTS = ("weight", "scales", "biases")
 
@@ -24,21 +25,6 @@ def _parts(module: nn.Module) -> tuple[str, ...]:
 def stacked_sources(modules: list[nn.Module]) -> tuple[mx.array, ...]:
     """The arrays a stack of `modules` is built from (to tell when it is stale)."""
     return tuple(module[part] for module in modules for part in _parts(module))
-
-
-def stack_into(
-    modules: list[nn.Module], part: str, extra: list[mx.array] | None = None
-) -> mx.array:
-    """Concatenate `part` of every module (and `extra` rows); the modules get views back."""
-    arrays = [module[part] for module in modules]
-    stacked = mx.concatenate([*arrays, *(extra or [])], axis=0)
-    mx.eval(stacked)
-    start = 0
-    for module, array in zip(modules, arrays, strict=True):
-        rows = array.shape[0]
-        setattr(module, part, stacked[start : start + rows])
-        start += rows
-    return stacked
 
 
 def stack_tables(tables: list[nn.Embedding], zero_row: bool = True) -> Derived:
@@ -78,6 +64,6 @@ def linear_rows(
     """x times the first `n` stacked linears of `stack_linears` (`like`: one of them) -> [..., n*out]."""
     arrays = value[n]
     if isinstance(like, nn.QuantizedLinear):
-        return matvec.matvec(x, matvec.of_linear(like, arrays))
+        return matvec(x, quantized.of_linear(like, arrays))
     (w,) = arrays
     return x @ w.T

@@ -15,20 +15,20 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from model import depformer_kernel, matvec, temporal_kernel
+from model import cuda, quantized
 from model.config import LMConfig, TransformerConfig
-from model.kv_cache import SMALLEST_WINDOW, KVState, RingKVCache, Window
-from model.layers import (
+from model.derived import Derived, current, is_fresh
+from model.lm.kv_cache import SMALLEST_WINDOW, KVState, RingKVCache, Window
+from model.lm.layers import (
     Attention,
-    Derived,
     GatedFFN,
     RMSNorm,
     StepAttention,
     embed_or_zero,
     stack_scalars,
 )
+from model.lm.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
 from model.sampling import GREEDY, SamplingParams, draw, gumbel_noise
-from model.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
 
 
 class TransformerLayer(nn.Module):
@@ -72,10 +72,10 @@ class Transformer(nn.Module):
     def __call__(self, x: mx.array, caches: list[RingKVCache]) -> mx.array:
         """Several positions at once (the prompt prefill). On CUDA, where the quantized
         projections of several rows multiply temporarily dequantized weights
-        (`matvec.dequantized`), each layer is evaluated before the next is built, so that only
+        (`quantized.dequantized`), each layer is evaluated before the next is built, so that only
         one layer's temporaries exist at a time (the whole graph at once made the peak memory
         grow by the dequantized model's size: 15 -> 24 GB at 8 bits)."""
-        layer_by_layer = x.shape[1] > 1 and matvec.dequantizes_rows()
+        layer_by_layer = x.shape[1] > 1 and quantized.dequantizes_rows()
         for layer, cache in zip(self.layers, caches, strict=True):
             x = layer(x, cache)
             if layer_by_layer:
@@ -84,7 +84,7 @@ class Transformer(nn.Module):
 
     def step(self, x: mx.array, states: list[KVState], pos: mx.array, window: Window) -> mx.array:
         """One position `pos` attending `window` of the rings (slots past `pos` hidden, see
-        `model.ring_mask`).
+        `model.lm.ring_mask`).
 
         `states`: each layer's ring state ([keys, values], see `RingKVCache`), updated in place.
         """
@@ -134,7 +134,7 @@ Chooser = Callable[[int, mx.array], mx.array]
 
 
 class LM(nn.Module):
-    """PersonaPlex's LM. Parameters are float32 until a checkpoint (see `model.checkpoint`) sets them."""
+    """PersonaPlex's LM. Parameters are float32 until a checkpoint (see `model.checkpoints.load`) sets them."""
 
     def __init__(self, config: LMConfig):
         super().__init__()
@@ -154,6 +154,9 @@ class LM(nn.Module):
         ]
         self.depformer = Depformer(d, config.dep_q)
         self.linears = [nn.Linear(d.d_model, config.card, bias=False) for _ in range(config.dep_q)]
+        self._tables: Derived | None = None  # the 17 input tables stacked (`prepare`)
+        self._dep_in: Derived | None = None  # the depformer_in linears stacked (`prepare`)
+        self._cuda = cuda.Accelerator()  # the CUDA kernels' stacks and checks
 
     @property
     def dtype(self) -> mx.Dtype:
@@ -173,46 +176,38 @@ class LM(nn.Module):
         The 17 input embedding tables become views of one stacked table (plus a zero row for the
         id -1), the depformer_in linears views of one stacked projection, and the multi-linears
         and norms get their per-step / activation-dtype forms. Memory stays the same. On CUDA,
-        the fused quantized mat-vec is checked for each kind of quantized weight (`matvec.check`),
-        and where the one-kernel temporal step and depformer apply, their weights are stacked
-        (the modules keep views) and the kernels checked against MLX's ops
-        (`temporal_kernel.check`, `depformer_kernel.check`).
+        the fused quantized mat-vec is checked for each kind of quantized weight, and where the
+        one-kernel temporal step and depformer apply, their weights are stacked (the modules keep
+        views) and the kernels checked against MLX's ops (`model.cuda.Accelerator`).
         """
         dtype = self.dtype
-        # before the modules derive their per-step views: stacking replaces their weights
-        for name, kernel in _KERNEL_STACKS.items():
-            if kernel.enabled() and kernel.supports(self) is None:
-                if not _fresh(self, name, kernel.stack_sources(self)):
-                    value = kernel.stack(self)
-                    setattr(self, name, Derived(kernel.stack_sources(self), value))
+        self._cuda.stack_weights(self)  # before the modules derive their per-step views
         kinds = set()
         for _, module in self.named_modules():
             if module is not self and hasattr(module, "prepare"):
                 module.prepare(dtype)
             if hasattr(module, "bits") and hasattr(module, "group_size"):
                 kinds.add((module.bits, module.group_size))
-        for bits, group_size in sorted(kinds):
-            matvec.check(dtype, bits, group_size)  # on CUDA: our kernel, or MLX's if it fails
+        self._cuda.check_matvec(dtype, kinds)  # on CUDA: our kernel, or MLX's if it fails
         tables = [self.text_emb, *self.emb]
-        if not _fresh(self, "_tables", stacked_sources(tables)):
+        if not is_fresh(self._tables, stacked_sources(tables)):
             self._tables = stack_tables(tables, zero_row=True)
-        if not _fresh(self, "_dep_in", stacked_sources(self.depformer_in)):
+        if not is_fresh(self._dep_in, stacked_sources(self.depformer_in)):
             self._dep_in = stack_linears(self.depformer_in)
-        for kernel in _KERNEL_STACKS.values():
-            kernel.check(self)  # on CUDA: the kernel, or MLX's ops if it fails (or is not stacked)
+        self._cuda.check(self)  # on CUDA: the kernels, or MLX's ops where one fails
 
-    def temporal_stack(self) -> temporal_kernel.TemporalStack | None:
+    @property
+    def kernels(self) -> cuda.Accelerator:
+        """The CUDA kernels' state for this model (stacks, checks; nothing off CUDA)."""
+        return self._cuda
+
+    def temporal_stack(self) -> object | None:
         """The temporal kernel's stacked weights, when prepared for the current weights."""
-        return self._kernel_stack("_temporal_stack")
+        return self._cuda.stack(cuda.TEMPORAL, self)
 
-    def depformer_stack(self) -> depformer_kernel.DepformerStack | None:
+    def depformer_stack(self) -> object | None:
         """The depformer kernel's stacked weights, when prepared for the current weights."""
-        return self._kernel_stack("_dep_stack")
-
-    def _kernel_stack(self, name: str) -> object | None:
-        if not _fresh(self, name, _KERNEL_STACKS[name].stack_sources(self)):
-            return None
-        return getattr(self, name).value
+        return self._cuda.stack(cuda.DEPFORMER, self)
 
     # ---- temporal transformer -------------------------------------------------------------
 
@@ -224,8 +219,9 @@ class LM(nn.Module):
         """
         tokens = tokens.reshape(-1, self.config.n_streams)
         tables = [self.text_emb, *self.emb]
-        if _fresh(self, "_tables", stacked_sources(tables)):
-            table, offsets, zero = self._tables.value
+        stacked = current(self._tables, stacked_sources(tables))
+        if stacked is not None:
+            table, offsets, zero = stacked
             ids = mx.where(tokens >= 0, tokens + offsets, zero)
             return mx.expand_dims(table[ids].sum(axis=1), 0)
         x = None
@@ -257,16 +253,13 @@ class LM(nn.Module):
 
         `states`: the caches' ring states (`[c.state for c in caches]`), whose items this
         replaces with the written rings. `window` is `step_window(caches)` (one compiled graph
-        per window); unwritten slots are hidden as `model.ring_mask` says. The caller advances
+        per window); unwritten slots are hidden as `model.lm.ring_mask` says. The caller advances
         the caches' offsets (`advance`), which this leaves alone.
         """
         x = self._as_activation(x)
-        one_row = x.shape[0] == 1 and x.shape[1] == 1  # what the kernel takes
-        stack = self.temporal_stack() if one_row and temporal_kernel.enabled() else None
-        if stack is not None:  # one kernel; it writes the rings in place (states unchanged)
-            x, _ = temporal_kernel.run(self, stack, x, pos, states)
-        else:
-            x = self.transformer.step(x, states, pos, window)
+        # on CUDA one kernel, which writes the rings in place (states unchanged)
+        out = self._cuda.temporal_step(self, x, pos, states)
+        x = out if out is not None else self.transformer.step(x, states, pos, window)
         h = self.out_norm(x)
         return self.text_linear(h), h
 
@@ -275,15 +268,17 @@ class LM(nn.Module):
     def depformer_inputs_flat(self, h: mx.array, n_steps: int) -> mx.array:
         """`depformer_in[k](h[:, -1:])` of steps 0..n_steps-1 side by side: [1, 1, n_steps * D]."""
         h = h[:, -1:]
-        if _fresh(self, "_dep_in", stacked_sources(self.depformer_in)):
-            return linear_rows(self._dep_in.value, self.depformer_in[0], h, n_steps)
+        stacked = current(self._dep_in, stacked_sources(self.depformer_in))
+        if stacked is not None:
+            return linear_rows(stacked, self.depformer_in[0], h, n_steps)
         return mx.concatenate([self.depformer_in[k](h) for k in range(n_steps)], axis=-1)
 
     def _depformer_inputs(self, h: mx.array, n_steps: int) -> list[mx.array]:
         """`depformer_in[k](h)` for k < n_steps: one stacked matmul when prepared."""
-        if not _fresh(self, "_dep_in", stacked_sources(self.depformer_in)):
+        stacked = current(self._dep_in, stacked_sources(self.depformer_in))
+        if stacked is None:
             return [self.depformer_in[k](h) for k in range(n_steps)]
-        out = linear_rows(self._dep_in.value, self.depformer_in[0], h, n_steps)
+        out = linear_rows(stacked, self.depformer_in[0], h, n_steps)
         d = self.config.depformer.d_model
         return [out[..., k * d : (k + 1) * d] for k in range(n_steps)]
 
@@ -340,13 +335,18 @@ class LM(nn.Module):
         if sampling and key is None:
             raise ValueError("sampling with a temperature needs a key")
         noise = gumbel_noise(key, (n, self.config.card)) if sampling else None
-        one_row = h.shape[0] == 1  # what the kernel takes
-        stack = self.depformer_stack() if one_row and depformer_kernel.enabled() else None
-        if stack is not None:
-            dep_in = self.depformer_inputs_flat(h, n)
-            tokens, _, _ = depformer_kernel.run(
-                self, stack, dep_in, text_token, n, params, noise, forced, provided
-            )
+        tokens = self._cuda.depformer_column(
+            self,
+            h,
+            lambda: self.depformer_inputs_flat(h, n),
+            text_token,
+            n,
+            params,
+            noise,
+            forced,
+            provided,
+        )
+        if tokens is not None:  # on CUDA: one kernel for the column
             return tokens
 
         def choose(k: int, logits: mx.array) -> mx.array:
@@ -368,15 +368,6 @@ class LM(nn.Module):
         tokens = tokens.astype(mx.int32)
         _, logits = self._run_depformer(h, text_token, lambda k, _: tokens[k], n, valid_ids=False)
         return mx.stack(logits).astype(mx.float32)
-
-
-# The one-kernel paths on CUDA, by the LM attribute that holds their stacked weights.
-_KERNEL_STACKS = {"_temporal_stack": temporal_kernel, "_dep_stack": depformer_kernel}
-
-
-def _fresh(lm: LM, name: str, sources: tuple[mx.array, ...]) -> bool:
-    derived: Derived | None = getattr(lm, name, None)
-    return derived is not None and derived.fresh(sources)
 
 
 @functools.lru_cache(maxsize=16)

@@ -17,6 +17,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from model.checkpoints.layout import (
+    CONFIG_FILE,
+    CONVERTED,
+    ORIGINAL,
+    ORIGINAL_FILE,
+    TEMPORAL_FILE,
+)
 from model.config import (
     DELAYS_7B,
     MAX_CONTEXT,
@@ -29,13 +36,6 @@ from model.config import (
 )
 from model.config_check import Section
 from model.errors import CheckpointError
-from model.layout import (
-    CONFIG_FILE,
-    CONVERTED,
-    ORIGINAL,
-    ORIGINAL_FILE,
-    TEMPORAL_FILE,
-)
 
 
 def detect_layout(folder: Path) -> str:

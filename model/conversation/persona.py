@@ -12,21 +12,11 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from model import replies
-from model.checkpoint import load_lm
-from model.config import PersonaPlexConfig, QuantizationConfig
-from model.errors import CheckpointError, UnknownVoiceError
-from model.hub import DEFAULT_MODEL, resolve_model
-from model.layout import ORIGINAL_FILE
-from model.lm import LM
-from model.mimi import MimiCodec
-from model.prompts import resolve_prompt
-from model.random_weights import random_lm
-from model.session import Session, SessionSampling
-from model.step_graphs import StepGraphs
-from model.tokenizer import TextTokenizer
-from model.types import Chunk, Frame, Reply
-from model.voices import (
+from model.checkpoints.hub import DEFAULT_MODEL, resolve_model
+from model.checkpoints.layout import ORIGINAL_FILE
+from model.checkpoints.load import load_lm
+from model.checkpoints.random_weights import random_lm
+from model.checkpoints.voices import (
     DEFAULT_VOICE,
     VOICE_PRESETS,
     VoicePrompt,
@@ -34,6 +24,16 @@ from model.voices import (
     canonical_voice,
     load_voice,
 )
+from model.config import PersonaPlexConfig, QuantizationConfig
+from model.conversation import replies
+from model.conversation.prompts import resolve_prompt
+from model.conversation.session import Session, SessionSampling
+from model.conversation.step_graphs import StepGraphs
+from model.conversation.tokenizer import TextTokenizer
+from model.conversation.types import Chunk, Frame, Reply
+from model.errors import CheckpointError, UnknownVoiceError
+from model.lm.model import LM
+from model.mimi import MimiCodec
 
 TOKENIZER_FILE = "tokenizer_spm_32k_3.model"
 MIMI_FILES = ("mimi.safetensors", "tokenizer-e351c8d8-checkpoint125.safetensors")

@@ -11,11 +11,11 @@ import math
 
 import mlx.core as mx
 
-from model.checkpoint import lm_from_tensors
-from model.checkpoint_write import CODE_TO_DTYPE, Tensors
+from model.checkpoints.layout import CONVERTED, expected_layout, lm_modules
+from model.checkpoints.load import lm_from_tensors
+from model.checkpoints.write import CODE_TO_DTYPE, Tensors
 from model.config import PersonaPlexConfig
-from model.layout import CONVERTED, expected_layout, lm_modules
-from model.lm import LM
+from model.lm.model import LM
 
 
 def _std(shape: tuple[int, ...]) -> float:

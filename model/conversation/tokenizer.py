@@ -6,8 +6,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from model.conversation.prompts import wrap_system_prompt
 from model.errors import CheckpointError
-from model.prompts import wrap_system_prompt
 
 TEXT_PAD = 3
 TEXT_EPAD = 0

@@ -1,0 +1,42 @@
+"""The optional CUDA accelerator: our own kernels, run through MLX's CUDA backend only.
+
+The rest of `model/` reaches CUDA through this module alone: `Accelerator` (an LM's kernel
+state: stacked weights, load-time checks, the temporal step and the depformer column),
+`fused_matvec` / `fused_gated_matvec` (one row times a quantized weight), and `KERNELS` (each
+kernel's switch and the reason it is off, for reports). On Metal and the CPU every kernel is
+off and each entry point answers None: readers of those paths need not look inside. It uses
+only `model.backend`, `model.derived`, `model.quantized` and `model.sampling`.
+docs/cuda-kernels.md.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+
+from model.cuda.accelerator import Accelerator
+from model.cuda.depformer import KERNEL as DEPFORMER
+from model.cuda.kernel import Kernel
+from model.cuda.matvec import KERNEL as MATVEC
+from model.cuda.temporal import KERNEL as TEMPORAL
+from model.quantized import Quantized
+
+KERNELS: tuple[Kernel, ...] = (MATVEC, TEMPORAL, DEPFORMER)
+
+__all__ = ["DEPFORMER", "KERNELS", "MATVEC", "TEMPORAL", "Accelerator", "Kernel"]
+
+
+def fused_matvec(x: mx.array, q: Quantized, residual: mx.array | None = None) -> mx.array | None:
+    """`x @ W.T` (+ `residual`) by the fused kernel (None: it does not take this product)."""
+    if not MATVEC.usable(x, q):
+        return None
+    if residual is None:
+        return MATVEC.run(x, q, q.rows, mx.zeros((1,), dtype=x.dtype))
+    return MATVEC.run(x, q, q.rows, residual.astype(x.dtype).reshape(-1))
+
+
+def fused_gated_matvec(x: mx.array, q: Quantized) -> mx.array | None:
+    """`silu(gate) * value` of `x @ W.T`'s halves by the fused kernel (None: it does not take
+    this product)."""
+    if not MATVEC.usable(x, q):
+        return None
+    return MATVEC.run(x, q, q.rows // 2, mx.zeros((2,), dtype=x.dtype))

@@ -1,0 +1,307 @@
+"""The whole depformer of one column (every step, layer and draw) as one persistent CUDA kernel.
+
+The depformer runs up to 16 sub-steps of 6 small layers per column; as MLX ops that is ~390
+kernels for ~100 MB of weights per step: its time is launch latency and host encoding, not
+bandwidth. This kernel keeps one block per SM resident for the whole column and separates the
+phases that need all of a previous phase's outputs with a grid-wide barrier (see
+`model/cuda/persistent.py`). Per layer and step:
+
+1. every block RMS-normalises the residual stream x (1024 values, in shared memory) and the grid
+   computes the packed q/k/v projection, one output row per warp -- barrier;
+2. every block computes the attention of all heads over steps 0..k from the stored q/k/v, then
+   the grid computes `x + out_proj(attention)` -- barrier;
+3. every block normalises x' and the grid computes `silu(gate) * value` of `linear_in` -- barrier;
+4. the grid computes `x' + linear_out(hidden)` -- barrier.
+
+Then the grid computes the step's logits (the float `linears[k]`), and every block draws the
+token itself (argmax, or the top-k cut by a radix select and the Gumbel-max draw with the noise
+MLX drew), so the next step's input `depformer_in[k+1](h) + emb[token]` needs no barrier: 25
+barriers per step, one kernel per column. Intermediate values are rounded to the activation
+dtype where MLX's ops round them, and accumulated in float32. Weights are MLX-affine 4/8-bit
+(the depformer's projections), read from a few stacked arrays (`stack`): the modules' own
+weights become views of them, so memory stays the same.
+
+`verify` runs the kernel at load on the model's weights against MLX's ops (teacher-forced logits
+and the draws from them) and turns it off, with the reason, if anything differs (a timed-out
+barrier included). `PPX_DEPFORMER=mlx` turns it off. Measured on an H200, 8 steps with top-k
+sampling: 1.3-1.4 ms against 4.0-6.5 ms for MLX's ops (`python -m benchmarks.kernels_ab`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from model.cuda import persistent, source
+from model.derived import stack_into
+from model.quantized import BITS, DTYPES
+from model.sampling import SamplingParams, draw, gumbel_noise
+
+THREADS = 512  # per block, one block per SM (H100, 8 steps: 256 1.60, 512 1.49, 1024 1.54 ms)
+
+
+@dataclass(frozen=True)
+class DepformerStack(persistent.StackedWeights):
+    """The depformer's weights as the kernel reads them (the modules hold views of these).
+
+    qa/sa/ba: every 1024-input projection (rows per layer: in_proj of all steps, out_proj of all
+    steps, then `linear_in` of step 0, 1, ...); qb/sb/bb: every `linear_out` (layer-major, then
+    step); heads: the float `linears` stacked; emb: `depformer_text_emb` then `depformer_emb`;
+    norms: norm1/norm2 weights of each layer in the activation dtype.
+    """
+
+    heads: mx.array | None = None
+    emb: mx.array | None = None
+
+
+def _projections(lm: Any) -> list[Any]:
+    """The depformer layers' projections, layer by layer (attention, then each step's FFN)."""
+    out: list[Any] = []
+    for layer in lm.depformer.layers:
+        out += [layer.self_attn.in_proj, layer.self_attn.out_proj]
+        out += [lin for g in layer.gating for lin in (g.linear_in, g.linear_out)]
+    return out
+
+
+_NO_INT = mx.zeros((1,), dtype=mx.int32)
+_NO_FLOAT = mx.zeros((1,), dtype=mx.float32)
+
+
+_INPUTS = [
+    "dep_in", "text", "noise", "forced", "provided", "params",
+    "qa", "sa", "ba", "qb", "sb", "bb", "heads", "emb", "norms",
+]  # fmt: skip
+
+
+class DepformerKernel(persistent.PersistentKernel):
+    """The depformer of one column as one kernel (`run`), on `DepformerStack`s (`stack`)."""
+
+    env_var = "PPX_DEPFORMER"
+    what = "the depformer kernel"
+    path = "model/cuda/depformer.py"
+    name = "ppx_depformer"  # a digest of the source and constants is appended
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = source.read("depformer.cu")
+        self.header = source.header("depformer.cuh")
+        self._kernels: dict[tuple, Any] = {}
+
+    def _compiled(self, consts: list[tuple[str, Any]]) -> Any:
+        key = (self.name, tuple(consts), THREADS, self.body, self.header)
+        if key not in self._kernels:
+            self._kernels[key] = source.bounded_kernel(
+                self.name, _INPUTS, ["tokens", "work"], self.body, self.header, consts, THREADS
+            )
+        return self._kernels[key]
+
+    def supports(self, lm: Any) -> str | None:
+        """Why the kernel cannot run `lm`'s depformer (None: it can)."""
+        cfg = lm.config
+        d, dep = cfg.depformer, lm.depformer
+        if not dep.layers:
+            return "the depformer has no layers"
+        layer = dep.layers[0]
+        linears = _projections(lm)
+        if any(getattr(x, "bits", None) not in BITS for x in linears):
+            return "its projections are not 4- or 8-bit quantized"
+        if len({(x.bits, x.group_size) for x in linears}) != 1:
+            return "its projections are quantized in different ways"
+        if any(getattr(x, "mode", "affine") != "affine" for x in linears):
+            return "its projections are not affine quantized"
+        bits, group = linears[0].bits, linears[0].group_size
+        if lm.dtype not in DTYPES or any(h.weight.dtype != lm.dtype for h in lm.linears):
+            return "its output heads are not float weights of the activation dtype"
+        card = cfg.card
+        hidden = layer.gating[0].linear_out.weight.shape[1] * 32 // bits
+        head_dim = d.d_model // d.num_heads
+        chunk = 128 // bits
+        if (
+            card & (card - 1)
+            or head_dim % 32
+            or d.d_model % 16
+            or hidden % 16
+            or d.d_model % chunk
+            or hidden % chunk
+            or group % chunk
+            or d.d_model % group
+            or hidden % group
+        ):
+            return "its shapes are not ones it handles"
+        return None
+
+    def stack(self, lm: Any) -> DepformerStack:
+        """The kernel's arrays for `lm`'s depformer, its modules' weights becoming views of them
+        (`derived.stack_into`: no extra memory once done)."""
+        dep = lm.depformer
+        parts = ("weight", "scales", "biases")
+        first = []
+        for layer in dep.layers:
+            first += [layer.self_attn.in_proj, layer.self_attn.out_proj]
+            first += [g.linear_in for g in layer.gating]
+        second = [g.linear_out for layer in dep.layers for g in layer.gating]
+        qa, sa, ba = (stack_into(first, p) for p in parts)
+        qb, sb, bb = (stack_into(second, p) for p in parts)
+        heads = stack_into(list(lm.linears), "weight")
+        emb = stack_into([lm.depformer_text_emb, *lm.depformer_emb], "weight")
+        norms = mx.concatenate(
+            [n.alpha.reshape(-1) for layer in dep.layers for n in (layer.norm1, layer.norm2)]
+        ).astype(lm.dtype)
+        mx.eval(norms)
+        head = dep.layers[0].self_attn.in_proj
+        eps = dep.layers[0].norm1.eps
+        return DepformerStack(
+            qa, sa, ba, qb, sb, bb, norms, head.bits, head.group_size, eps, heads=heads, emb=emb
+        )
+
+    def stack_sources(self, lm: Any) -> tuple[mx.array, ...]:
+        """The arrays `self.stack(lm)` reads (to tell when a stack is stale)."""
+        parts = ("weight", "scales", "biases")
+        out = [lin[p] for lin in _projections(lm) for p in parts if p in lin]
+        out += [n.alpha for layer in lm.depformer.layers for n in (layer.norm1, layer.norm2)]
+        out += [h.weight for h in lm.linears]
+        out += [lm.depformer_text_emb.weight] + [e.weight for e in lm.depformer_emb]
+        return tuple(out)
+
+    def run(
+        self,
+        lm: Any,
+        weights: DepformerStack,
+        dep_in: mx.array,
+        text_token: mx.array,
+        n_steps: int,
+        params: SamplingParams,
+        noise: mx.array | None,
+        forced: mx.array | None = None,
+        provided: mx.array | None = None,
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        """Tokens int32 [n_steps] of one column, its logits float32 [n_steps, card] and the whole
+        work buffer (word 1: the barrier's error flag, as float bits).
+
+        dep_in: `depformer_in[k](h)` of steps 0..n_steps-1, [n_steps * D] (activation dtype);
+        noise: Gumbel noise float32 [n_steps, card] (None when greedy); forced / provided as
+        `LM.depformer_step` takes them.
+        """
+        cfg = lm.config
+        d = cfg.depformer
+        hidden = weights.qb.shape[1] * 32 // weights.bits
+        dtype = lm.dtype
+        greedy = params.greedy
+        inv_temp = 0.0 if greedy else float(np.float32(1.0 / params.temperature))
+        scalars = [
+            weights.eps,
+            inv_temp,
+            (d.d_model // d.num_heads) ** -0.5 * math.log2(math.e),
+            n_steps,
+            params.top_k,
+            0.0 if forced is None else 1.0,
+        ]
+        work_size = persistent.SYNC_WORDS + 2 * d.d_model + d.num_layers * cfg.dep_q * 3 * d.d_model
+        work_size += hidden + cfg.dep_q * cfg.card
+        consts: list[tuple[str, Any]] = [
+            ("T", dtype),
+            ("BITS", weights.bits),
+            ("G", weights.group_size),
+            ("D", d.d_model),
+            ("HID", hidden),
+            ("NH", d.num_heads),
+            ("NL", d.num_layers),
+            ("S", cfg.dep_q),
+            ("CARD", cfg.card),
+            ("TEXT_ROWS", cfg.text_card + 1),
+            ("NT", THREADS),
+            ("SYNC", persistent.SYNC_WORDS),
+        ]
+        tokens, work = persistent.launch(
+            self._compiled(consts),
+            [
+                dep_in.reshape(-1).astype(dtype),
+                text_token.reshape(1).astype(mx.int32),
+                _NO_FLOAT if noise is None else noise.astype(mx.float32).reshape(-1),
+                _NO_INT if forced is None else forced.astype(mx.int32).reshape(-1),
+                _NO_INT if provided is None else provided.astype(mx.int32).reshape(-1),
+                mx.array(scalars, dtype=mx.float32),
+                *weights.projections,
+                weights.heads,
+                weights.emb,
+                weights.norms,
+            ],
+            [(n_steps,), (work_size,)],
+            [mx.int32, mx.float32],
+            THREADS,
+        )
+        start = work_size - cfg.dep_q * cfg.card
+        logits = work[start : start + n_steps * cfg.card].reshape(n_steps, cfg.card)
+        return tokens, logits, work
+
+    def verify(self, lm: Any, weights: DepformerStack) -> float:
+        """Run the kernel with `weights` beside MLX's ops and raise ValueError where they differ;
+        returns the worst relative row error of the logits.
+
+        Greedy: each step's logits must match MLX's depformer teacher-forced with the kernel's
+        tokens, per row (`persistent.compare`), and each token must be the argmax of MLX's
+        logits. Sampling (top-k 250, temperature 0.8): each token must be what MLX's draw gives for
+        MLX's logits and the same noise.
+        """
+        cfg = lm.config
+        n = cfg.dep_q
+        keys = mx.random.split(mx.random.key(1), 3)
+        h = mx.random.normal((1, 1, cfg.temporal.d_model), key=keys[0]).astype(lm.dtype)
+        text = mx.array(3, dtype=mx.int32)
+        dep_in = lm.depformer_inputs_flat(h, n)
+        tokens, logits, work = self.run(lm, weights, dep_in, text, n, SamplingParams(0.0, 0), None)
+        ref = lm.depformer_logits(h, text, tokens, n)
+        mx.eval(tokens, logits, ref, work)
+        if np.array(work[:2]).view(np.uint32)[1]:
+            raise ValueError("its grid barrier timed out (blocks not resident together)")
+        worst = persistent.compare(logits, ref, "greedy logits")
+        _same_picks(tokens, logits, ref, SamplingParams(0.0, 0), None, "greedy")
+        params = SamplingParams(0.8, 250)
+        noise = gumbel_noise(keys[1], (n, cfg.card))
+        tokens, logits, _ = self.run(lm, weights, dep_in, text, n, params, noise)
+        ref = lm.depformer_logits(h, text, tokens, n)
+        mx.eval(tokens, logits, ref)
+        worst = max(worst, persistent.compare(logits, ref, "sampled logits"))
+        _same_picks(tokens, logits, ref, params, noise, "sampled")
+        return worst
+
+
+def _same_picks(
+    tokens: mx.array,
+    logits: mx.array,
+    ref: mx.array,
+    params: SamplingParams,
+    noise: mx.array | None,
+    what: str,
+) -> None:
+    """The kernel's tokens are exactly what MLX's draw picks from the kernel's own logits, and
+    what it picks from MLX's logits up to a `near_tie` of the scores (logits / temperature +
+    noise, as `sampling.draw` ranks them)."""
+    got = np.array(tokens)
+    own = np.array(draw(logits.astype(ref.dtype), params, noise))
+    if not np.array_equal(got, own):
+        raise ValueError(f"{what} tokens {got.tolist()} are not its logits' picks {own.tolist()}")
+
+    def scores(x: mx.array) -> np.ndarray:
+        s = np.array(x.astype(mx.float32))
+        if params.greedy:
+            return s
+        kth = np.sort(s, axis=-1)[:, -params.top_k][:, None]
+        return np.where(s >= kth, s / params.temperature + np.array(noise), -np.inf)
+
+    mine, theirs = scores(logits), scores(ref)
+    want = theirs.argmax(axis=-1)
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
+        if a == b:
+            continue
+        kept = np.isfinite(theirs[k]) & np.isfinite(mine[k])  # inside both top-k cuts
+        ours_k, theirs_k = np.where(kept, mine[k], 0), np.where(kept, theirs[k], 0)
+        if not (kept[a] and persistent.near_tie(theirs_k, ours_k, int(a), int(b))):
+            raise ValueError(f"{what} tokens {got.tolist()} differ from MLX's {want.tolist()}")
+
+
+KERNEL = DepformerKernel()

@@ -1,0 +1,106 @@
+// What every kernel of model/cuda/ shares (docs/cuda-kernels.md): conversions, the quantized dot
+// product of one 16-byte chunk of MLX-affine codes, the grid-wide barrier of the persistent
+// kernels, block reductions and RMSNorm's scale. Handed to MLX as the start of each kernel's
+// header (`model/cuda/source.py`); nothing here is a kernel of its own.
+#ifndef PPX_COMMON_CUH
+#define PPX_COMMON_CUH
+template <typename T>
+__device__ __forceinline__ float ppx_f(T v) { return static_cast<float>(v); }
+
+// The byte at `i` of `word` (0..255) as a float: its bits put under the exponent of 2^23.
+__device__ __forceinline__ float ppx_byte(uint32_t word, int i) {
+  return __int_as_float(__byte_perm(word, 0x4B000000u, 0x7540u + i)) - 8388608.f;
+}
+
+// sum_j q_j * x[j] for the 32 / BITS codes of one packed word.
+template <int BITS>
+__device__ __forceinline__ float ppx_word_dot(uint32_t word, const float* x) {
+  float dot = 0.f;
+  if constexpr (BITS == 8) {
+#pragma unroll
+    for (int i = 0; i < 4; i++) dot = fmaf(ppx_byte(word, i), x[i], dot);
+  } else if constexpr (BITS == 4) {
+    const uint32_t lo = word & 0x0F0F0F0Fu, hi = (word >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      dot = fmaf(ppx_byte(lo, i), x[2 * i], dot);
+      dot = fmaf(ppx_byte(hi, i), x[2 * i + 1], dot);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 32 / BITS; j++) {
+      dot = fmaf(static_cast<float>((word >> (j * BITS)) & ((1u << BITS) - 1u)), x[j], dot);
+    }
+  }
+  return dot;
+}
+
+// The dot product of one 16-byte chunk of codes (4 packed words) with its 128 / BITS inputs x.
+template <int BITS>
+__device__ __forceinline__ float ppx_chunk_dot(const uint4& q, const float* x) {
+  constexpr int PW = 32 / BITS;
+  return ppx_word_dot<BITS>(q.x, x) + ppx_word_dot<BITS>(q.y, x + PW)
+      + ppx_word_dot<BITS>(q.z, x + 2 * PW) + ppx_word_dot<BITS>(q.w, x + 3 * PW);
+}
+
+// The affine dequantization folded per chunk: acc + sum((q*s + b) * x) = s * dot + b * xsum.
+__device__ __forceinline__ float ppx_affine(float s, float b, float dot, float xsum, float acc) {
+  return fmaf(s, dot, fmaf(b, xsum, acc));
+}
+#include <cuda/std/limits>
+
+__device__ __forceinline__ unsigned long long ppx_now() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+// Grid-wide barrier over co-resident blocks: a counter that only grows (zeroed with the buffer),
+// each block waiting (acquire loads) for its next multiple of gridDim.x. After a second of
+// waiting it raises the error flag (word 1) and every barrier from then on falls through.
+__device__ __forceinline__ void ppx_grid_sync(unsigned int* sync, unsigned int& target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    target += gridDim.x;
+    __threadfence();
+    atomicAdd(sync, 1u);
+    unsigned int v;
+    int spins = 0;
+    unsigned long long t0 = 0;
+    while (true) {
+      asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(sync) : "memory");
+      if (v >= target) break;
+      if ((++spins & 1023) == 0) {  // now and then: the error flag, the clock
+        if (t0 == 0) t0 = ppx_now();
+        const volatile unsigned int* flag = sync + 1;
+        if (*flag) break;
+        if (ppx_now() - t0 > 1000000000ull) {
+          atomicExch(sync + 1, 1u);
+          break;
+        }
+      }
+    }
+  }
+  __syncthreads();
+}
+
+template <int NT>
+__device__ __forceinline__ float ppx_block_sum(float v, float* red) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffff, v, off);
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float t = 0.f;
+#pragma unroll
+  for (int i = 0; i < NT / 32; i++) t += red[i];
+  return t;
+}
+
+// RMSNorm's scale 1 / sqrt(mean(x^2) + eps) from each thread's part `ss` of the sum of squares.
+template <int NT, int D>
+__device__ __forceinline__ float ppx_rms_scale(float ss, float eps, float* red) {
+  return rsqrtf(ppx_block_sum<NT>(ss, red) / D + eps);
+}
+
+#endif  // PPX_COMMON_CUH

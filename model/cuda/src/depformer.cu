@@ -1,0 +1,202 @@
+// The depformer kernel's body: every step, layer and draw of one column (docs/cuda-kernels.md
+// §The depformer). MLX declares the kernel around it: inputs dep_in, text, noise, forced,
+// provided, params, qa, sa, ba, qb, sb, bb, heads, emb, norms; outputs tokens, work. The
+// constants (T, BITS, G, D, HID, NH, NL, S, CARD, TEXT_ROWS, NT, SYNC) come from the prelude.
+  constexpr int NW = NT / 32;
+  constexpr int DH = D / NH;
+  constexpr int VPL = DH / 32;
+  constexpr int QKV = 3 * D;
+  constexpr int LROWS = S * (QKV + D + 2 * HID);
+  constexpr int MAXK = D > HID ? D : HID;
+  __shared__ __align__(16) float xs[D];
+  __shared__ __align__(16) float ns[MAXK + MAXK / 4 + 16];
+  __shared__ float lg[CARD];
+  __shared__ float redf[NW];
+  __shared__ int redi[NW];
+  __shared__ int hist[256];
+  __shared__ int sel_s, kk_s;
+
+  unsigned int* sync = reinterpret_cast<unsigned int*>(work);
+  float* x1 = work + SYNC;
+  float* x2 = x1 + D;
+  float* qkvg = x2 + D;
+  float* hidg = qkvg + NL * S * QKV;
+  float* logg = hidg + HID;
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int gwarp = blockIdx.x * NW + (tid >> 5);
+  const int nwarps = gridDim.x * NW;
+  unsigned int target = 0;
+  const float eps = params[0];
+  const float inv_temp = params[1];
+  const float scale_log2 = params[2];
+  const int n_steps = static_cast<int>(params[3]);
+  const int top_k = static_cast<int>(params[4]);
+  const bool use_forced = params[5] != 0.f;
+  const bool greedy = inv_temp <= 0.f;
+
+  {
+    const T* row = emb + static_cast<size_t>(text[0]) * D;
+    for (int i = tid; i < D; i += NT) xs[i] = ppx_f(T(ppx_f(dep_in[i]) + ppx_f(row[i])));
+    __syncthreads();
+  }
+
+  for (int k = 0; k < n_steps; k++) {
+    for (int l = 0; l < NL; l++) {
+      const size_t base = static_cast<size_t>(l) * LROWS;
+      float* qkv_l = qkvg + static_cast<size_t>(l) * S * QKV;
+      // 1. norm1, packed q/k/v
+      ppx_rms<T, D, NT>(xs, norms + (2 * l) * D, ns, eps, redf);
+      for (int r = gwarp; r < QKV; r += nwarps) {
+        const float v = ppx_qdot<T, BITS, G, D>(qa, sa, ba, base + k * QKV + r, ns, lane);
+        if (lane == 0) qkv_l[k * QKV + r] = ppx_f(T(v));
+      }
+      ppx_grid_sync(sync, target);
+      // 2. attention over steps 0..k (every block, all heads), x + out_proj
+      for (int hh = tid >> 5; hh < NH; hh += NW) {
+        float q[VPL], o[VPL];
+        const int d0 = hh * DH + lane * VPL;
+#pragma unroll
+        for (int i = 0; i < VPL; i++) {
+          q[i] = scale_log2 * __ldcg(qkv_l + k * QKV + d0 + i);
+          o[i] = 0.f;
+        }
+        float m = -cuda::std::numeric_limits<float>::infinity();
+        float sum = 0.f;
+        for (int j = 0; j <= k; j++) {
+          const float* kp = qkv_l + j * QKV + D + d0;
+          float s = 0.f;
+#pragma unroll
+          for (int i = 0; i < VPL; i++) s = fmaf(q[i], __ldcg(kp + i), s);
+#pragma unroll
+          for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffff, s, off);
+          const float mn = fmaxf(m, s);
+          const float f = exp2f(m - mn);
+          const float e = exp2f(s - mn);
+          sum = sum * f + e;
+#pragma unroll
+          for (int i = 0; i < VPL; i++) o[i] = o[i] * f + e * __ldcg(kp + D + i);
+          m = mn;
+        }
+        const float rs = __frcp_rn(sum);
+#pragma unroll
+        for (int i = 0; i < VPL; i++) ns[ppx_pad(d0 + i)] = ppx_f(T(o[i] * rs));
+      }
+      __syncthreads();
+      for (int r = gwarp; r < D; r += nwarps) {
+        const float v = ppx_qdot<T, BITS, G, D>(qa, sa, ba, base + S * QKV + k * D + r, ns, lane);
+        if (lane == 0) x1[r] = ppx_f(T(v + xs[r]));
+      }
+      ppx_grid_sync(sync, target);
+      // 3. norm2, silu(gate) * value
+      for (int i = tid; i < D; i += NT) xs[i] = __ldcg(x1 + i);
+      __syncthreads();
+      ppx_rms<T, D, NT>(xs, norms + (2 * l + 1) * D, ns, eps, redf);
+      const size_t gin = base + S * (QKV + D) + static_cast<size_t>(k) * 2 * HID;
+      for (int r = gwarp; r < HID; r += nwarps) {
+        const float g = ppx_qdot<T, BITS, G, D>(qa, sa, ba, gin + r, ns, lane);
+        const float v = ppx_qdot<T, BITS, G, D>(qa, sa, ba, gin + HID + r, ns, lane);
+        if (lane == 0) hidg[r] = ppx_f(T(g / (1.f + __expf(-g)) * v));
+      }
+      ppx_grid_sync(sync, target);
+      // 4. x' + linear_out
+      for (int i = tid; i < HID; i += NT) ns[ppx_pad(i)] = __ldcg(hidg + i);
+      __syncthreads();
+      const size_t gout = (static_cast<size_t>(l) * S + k) * D;
+      for (int r = gwarp; r < D; r += nwarps) {
+        const float v = ppx_qdot<T, BITS, G, HID>(qb, sb, bb, gout + r, ns, lane);
+        if (lane == 0) x2[r] = ppx_f(T(v + xs[r]));
+      }
+      ppx_grid_sync(sync, target);
+      for (int i = tid; i < D; i += NT) xs[i] = __ldcg(x2 + i);
+      __syncthreads();
+    }
+    // logits of step k
+    for (int i = tid; i < D; i += NT) ns[ppx_pad(i)] = xs[i];
+    __syncthreads();
+    for (int r = gwarp; r < CARD; r += nwarps) {
+      const float v = ppx_fdot<T, D>(heads, static_cast<size_t>(k) * CARD + r, ns, lane);
+      if (lane == 0) logg[k * CARD + r] = ppx_f(T(v));
+    }
+    ppx_grid_sync(sync, target);
+    // the token (every block draws it: the next input needs no barrier)
+    for (int i = tid; i < CARD; i += NT) lg[i] = __ldcg(logg + k * CARD + i);
+    __syncthreads();
+    float best = -cuda::std::numeric_limits<float>::infinity();
+    int idx = 0x7fffffff;
+    if (greedy) {
+      for (int i = tid; i < CARD; i += NT) {
+        if (lg[i] > best) {
+          best = lg[i];
+          idx = i;
+        }
+      }
+    } else {
+      float kth = -cuda::std::numeric_limits<float>::infinity();
+      if (top_k > 0 && top_k < CARD) {
+        // radix select of the top_k-th largest logit, 8 bits at a time from the top
+        unsigned int prefix = 0u, mask = 0u;
+        int kk = top_k;
+        for (int shift = 24; shift >= 0; shift -= 8) {
+          for (int i = tid; i < 256; i += NT) hist[i] = 0;
+          __syncthreads();
+          for (int i = tid; i < CARD; i += NT) {
+            const unsigned int key = ppx_key(lg[i]);
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
+          }
+          __syncthreads();
+          if (tid < 32) {
+            int c[8];
+            int tot = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+              c[j] = hist[lane * 8 + j];
+              tot += c[j];
+            }
+            int incl = tot;  // this lane's bins and every higher lane's
+#pragma unroll
+            for (int off = 1; off < 32; off <<= 1) {
+              const int o = __shfl_down_sync(0xffffffff, incl, off);
+              if (lane + off < 32) incl += o;
+            }
+            int above = incl - tot;
+#pragma unroll
+            for (int j = 7; j >= 0; j--) {
+              if (above < kk && above + c[j] >= kk) {
+                sel_s = lane * 8 + j;
+                kk_s = kk - above;
+              }
+              above += c[j];
+            }
+          }
+          __syncthreads();
+          prefix |= static_cast<unsigned int>(sel_s) << shift;
+          mask |= 255u << shift;
+          kk = kk_s;
+          __syncthreads();
+        }
+        kth = ppx_unkey(prefix);
+      }
+      const float* nz = noise + static_cast<size_t>(k) * CARD;
+      for (int i = tid; i < CARD; i += NT) {
+        const float v = (lg[i] >= kth ? lg[i] * inv_temp
+                                      : -cuda::std::numeric_limits<float>::infinity())
+            + nz[i];
+        if (v > best) {
+          best = v;
+          idx = i;
+        }
+      }
+    }
+    int token = ppx_block_argmax<NT>(best, idx, redf, redi);
+    if (use_forced && provided[k] != 0) token = forced[k];
+    if (blockIdx.x == 0 && tid == 0) tokens[k] = token;
+    if (k + 1 < n_steps) {
+      const T* row = emb + (static_cast<size_t>(TEXT_ROWS) + static_cast<size_t>(k) * (CARD + 1)
+                            + token) * D;
+      const T* din = dep_in + static_cast<size_t>(k + 1) * D;
+      for (int i = tid; i < D; i += NT) xs[i] = ppx_f(T(ppx_f(din[i]) + ppx_f(row[i])));
+      __syncthreads();
+    }
+  }

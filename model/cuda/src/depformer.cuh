@@ -1,0 +1,111 @@
+// The depformer kernel's own device functions (docs/cuda-kernels.md §The depformer); the shared
+// ones are in common.cuh, which comes first in the kernel's header.
+__device__ __forceinline__ int ppx_pad(int i) { return i + ((i >> 4) << 2); }
+
+// The first index of the largest value over the block (as MLX's argmax breaks ties).
+template <int NT>
+__device__ __forceinline__ int ppx_block_argmax(float best, int idx, float* redf, int* redi) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ob = __shfl_xor_sync(0xffffffff, best, off);
+    const int oi = __shfl_xor_sync(0xffffffff, idx, off);
+    if (ob > best || (ob == best && oi < idx)) {
+      best = ob;
+      idx = oi;
+    }
+  }
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) {
+    redf[threadIdx.x >> 5] = best;
+    redi[threadIdx.x >> 5] = idx;
+  }
+  __syncthreads();
+  best = redf[0];
+  idx = redi[0];
+  for (int w = 1; w < NT / 32; w++) {
+    if (redf[w] > best || (redf[w] == best && redi[w] < idx)) {
+      best = redf[w];
+      idx = redi[w];
+    }
+  }
+  return idx;
+}
+
+// RMSNorm of x[D] into out (padded), as MLX's kernel rounds: w * T(x * rsqrt(mean(x^2) + eps)).
+template <typename T, int D, int NT>
+__device__ __forceinline__ void ppx_rms(
+    const float* x, const T* w, float* out, float eps, float* red) {
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < D; i += NT) ss += x[i] * x[i];
+  const float inv = ppx_rms_scale<NT, D>(ss, eps, red);
+  for (int i = threadIdx.x; i < D; i += NT) {
+    const T y = T(x[i] * inv);
+    out[ppx_pad(i)] = ppx_f(T(ppx_f(w[i]) * ppx_f(y)));
+  }
+  __syncthreads();
+}
+
+// One row of an affine quantized weight times x (shared, padded); every lane gets the sum.
+template <typename T, int BITS, int G, int K>
+__device__ __forceinline__ float ppx_qdot(
+    const uint32_t* w, const T* s, const T* b, size_t row, const float* x, int lane) {
+  constexpr int CHUNKS = K * BITS / 128;
+  constexpr int EPC = 128 / BITS;
+  constexpr int GROUPS = K / G;
+  const uint4* wv = reinterpret_cast<const uint4*>(w) + row * CHUNKS;
+  const T* sr = s + row * GROUPS;
+  const T* br = b + row * GROUPS;
+  float acc = 0.f;
+#pragma unroll 2
+  for (int c = lane; c < CHUNKS; c += 32) {
+    const uint4 q = wv[c];
+    const int e0 = c * EPC;
+    float xf[EPC];
+#pragma unroll
+    for (int v = 0; v < EPC / 4; v++) {
+      const float4 f = *reinterpret_cast<const float4*>(x + ppx_pad(e0 + 4 * v));
+      xf[4 * v] = f.x;
+      xf[4 * v + 1] = f.y;
+      xf[4 * v + 2] = f.z;
+      xf[4 * v + 3] = f.w;
+    }
+    float xsum = 0.f;
+#pragma unroll
+    for (int j = 0; j < EPC; j++) xsum += xf[j];
+    const int g = e0 / G;
+    const float dot = ppx_chunk_dot<BITS>(q, xf);
+    acc = ppx_affine(ppx_f(sr[g]), ppx_f(br[g]), dot, xsum, acc);
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, off);
+  return acc;
+}
+
+// One row of a float weight [rows, K] times x (shared, padded); every lane gets the sum.
+template <typename T, int K>
+__device__ __forceinline__ float ppx_fdot(const T* w, size_t row, const float* x, int lane) {
+  constexpr int EPC = 16 / sizeof(T);
+  constexpr int CHUNKS = K / EPC;
+  const uint4* wv = reinterpret_cast<const uint4*>(w + row * K);
+  float acc = 0.f;
+#pragma unroll 2
+  for (int c = lane; c < CHUNKS; c += 32) {
+    const uint4 u = wv[c];
+    const T* t = reinterpret_cast<const T*>(&u);
+    const int e0 = c * EPC;
+#pragma unroll
+    for (int j = 0; j < EPC; j++) acc = fmaf(ppx_f(t[j]), x[ppx_pad(e0 + j)], acc);
+  }
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, off);
+  return acc;
+}
+
+// Float32 <-> unsigned keys in the same order (for the radix select of the top-k cut).
+__device__ __forceinline__ unsigned int ppx_key(float f) {
+  const unsigned int u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float ppx_unkey(unsigned int k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}

@@ -1,0 +1,216 @@
+// The temporal kernel's body: all layers of one position (docs/cuda-kernels.md §The temporal
+// step). MLX declares the kernel around it: inputs x, pos, params, qa, sa, ba, qb, sb, bb, norms,
+// k0.., v0.. (the rings); outputs out, work. The constants (T, BITS, G, D, HID, NH, DH, NL, CTX,
+// NT, U, SYNC) and PPX_KV_POINTERS (the rings' pointers) come from the prelude (source.py).
+  constexpr int NW = NT / 32;
+  constexpr int QKV = 3 * D;
+  constexpr int LROWS = QKV + D + 2 * HID;
+  constexpr int VPL = DH / 32;
+  constexpr int KV16 = DH * sizeof(T) / 16;
+  constexpr int XV = 16 / sizeof(T);
+  constexpr int PART = DH + 2;
+  __shared__ __align__(16) T xs[D];
+  constexpr int EPC = 128 / BITS;
+  constexpr int SPC = EPC / XV;
+  __shared__ __align__(16) T nt[HID > D ? HID : D];  // a mat-vec's input (swizzled)
+  __shared__ float csum[(HID > D ? HID : D) / EPC];
+  __shared__ float qsm[NW][DH];  // each warp's query, for its attention items
+  __shared__ float redf[NW];
+
+  unsigned int* sync = reinterpret_cast<unsigned int*>(work);
+  float* x1 = work + SYNC;
+  float* x2 = x1 + D;
+  float* qg = x2 + D;
+  float* att = qg + D;
+  float* hidg = att + D;
+  float* part = hidg + HID;
+
+  T* kc[NL];
+  T* vc[NL];
+  PPX_KV_POINTERS
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int wib = tid >> 5;
+  const int gwarp = blockIdx.x * NW + wib;
+  const int nwarps = gridDim.x * NW;
+  unsigned int target = 0;
+  const float eps = params[0];
+  const float scale_log2 = params[1];
+  const float log2_base = params[2];
+  const int p = pos[0];
+  const int slot = p % CTX;
+  const int nvalid = p + 1 < CTX ? p + 1 : CTX;
+  // positions per attention item: about one item per warp, whole runs of 32
+  int run = (nvalid * NH + nwarps - 1) / nwarps;
+  run = ((run + 31) / 32) * 32;
+  const int nch = (nvalid + run - 1) / run;
+
+  for (int i = tid; i < D; i += NT) xs[i] = x[i];
+  __syncthreads();
+
+  for (int l = 0; l < NL; l++) {
+    const size_t base = static_cast<size_t>(l) * LROWS;
+    // 1. norm1; q/k/v by RoPE pairs; k, v into the ring slot
+    ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l) * D, nt, eps, redf);
+    ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
+    for (int pr = gwarp; pr < QKV / 2; pr += nwarps) {
+      const int r = 2 * pr;
+      const float2 v =
+          ppx_qdot2<T, BITS, G, D, U>(qa, sa, ba, base + r, base + r + 1, nt, csum, lane);
+      if (lane == 0) {
+        float y0 = ppx_f(T(v.x));
+        float y1 = ppx_f(T(v.y));
+        const int part_ = r / D;  // 0 q, 1 k, 2 v
+        const int within = r % D;
+        const int head = within / DH;
+        const int dd = within % DH;
+        if (part_ < 2) {
+          const float inv_freq = exp2f(-(static_cast<float>(dd / 2) / (DH / 2)) * log2_base);
+          const float theta = static_cast<float>(p) * inv_freq;
+          const float c = cosf(theta), s = sinf(theta);
+          const float r0 = y0 * c - y1 * s;
+          const float r1 = y0 * s + y1 * c;
+          y0 = ppx_f(T(r0));
+          y1 = ppx_f(T(r1));
+        }
+        if (part_ == 0) {
+          qg[within] = y0;
+          qg[within + 1] = y1;
+        } else {
+          T* cache = part_ == 1 ? kc[l] : vc[l];
+          const size_t at = (static_cast<size_t>(head) * CTX + slot) * DH + dd;
+          cache[at] = T(y0);
+          cache[at + 1] = T(y1);
+        }
+      }
+    }
+    ppx_grid_sync(sync, target);
+    // 2. attention partials: one (head, run of positions) per warp
+    {
+      const T* kl = kc[l];
+      const T* vl = vc[l];
+      for (int it = gwarp; it < NH * nch; it += nwarps) {
+        const int h = it / nch;
+        const int c = it % nch;
+        __syncwarp();
+        for (int d = lane; d < DH; d += 32) qsm[wib][d] = scale_log2 * __ldcg(qg + h * DH + d);
+        __syncwarp();
+        const T* kb = kl + static_cast<size_t>(h) * CTX * DH;
+        const T* vb = vl + static_cast<size_t>(h) * CTX * DH;
+        float m = -cuda::std::numeric_limits<float>::infinity();
+        float lsum = 0.f;
+        float o[VPL];
+#pragma unroll
+        for (int i = 0; i < VPL; i++) o[i] = 0.f;
+        const int j0 = c * run;
+        const int j1 = j0 + run < nvalid ? j0 + run : nvalid;
+        for (int jb = j0; jb < j1; jb += 32) {
+          const int j = jb + lane;
+          float s = -cuda::std::numeric_limits<float>::infinity();
+          if (j < j1) {
+            const uint4* kp = reinterpret_cast<const uint4*>(kb + static_cast<size_t>(j) * DH);
+            float acc = 0.f;
+#pragma unroll
+            for (int v = 0; v < KV16; v++) {
+              const uint4 u = __ldcg(kp + v);
+              const T* t = reinterpret_cast<const T*>(&u);
+#pragma unroll
+              for (int e = 0; e < XV; e++) acc = fmaf(qsm[wib][v * XV + e], ppx_f(t[e]), acc);
+            }
+            s = acc;
+          }
+          float mb = s;
+#pragma unroll
+          for (int off = 16; off > 0; off >>= 1) mb = fmaxf(mb, __shfl_xor_sync(0xffffffff, mb, off));
+          const float mn = fmaxf(m, mb);
+          const float f = exp2f(m - mn);
+          const float pj = exp2f(s - mn);
+          float ps = pj;
+#pragma unroll
+          for (int off = 16; off > 0; off >>= 1) ps += __shfl_xor_sync(0xffffffff, ps, off);
+          lsum = lsum * f + ps;
+#pragma unroll
+          for (int i = 0; i < VPL; i++) o[i] *= f;
+          const int nj = j1 - jb < 32 ? j1 - jb : 32;
+#pragma unroll 8
+          for (int t = 0; t < nj; t++) {
+            const float pt = __shfl_sync(0xffffffff, pj, t);
+            const T* vp = vb + static_cast<size_t>(jb + t) * DH + lane * VPL;
+#pragma unroll
+            for (int i = 0; i < VPL; i++) o[i] = fmaf(pt, ppx_f(vp[i]), o[i]);
+          }
+          m = mn;
+        }
+        float* dst = part + static_cast<size_t>(h * nch + c) * PART;
+        if (lane == 0) {
+          dst[0] = m;
+          dst[1] = lsum;
+        }
+#pragma unroll
+        for (int i = 0; i < VPL; i++) dst[2 + lane * VPL + i] = o[i];
+      }
+    }
+    ppx_grid_sync(sync, target);
+    // 3. combine each head's partials (one warp per head and 32 of its dims)
+    for (int it = gwarp; it < NH * (DH / 32); it += nwarps) {
+      const int h = it / (DH / 32);
+      const int d = (it % (DH / 32)) * 32 + lane;
+      const float* src = part + static_cast<size_t>(h * nch) * PART;
+      float mx_ = -cuda::std::numeric_limits<float>::infinity();
+      for (int c = 0; c < nch; c++) mx_ = fmaxf(mx_, __ldcg(src + c * PART));
+      float lsum = 0.f, acc = 0.f;
+#pragma unroll 4
+      for (int c = 0; c < nch; c++) {
+        const float f = exp2f(__ldcg(src + c * PART) - mx_);
+        lsum = fmaf(__ldcg(src + c * PART + 1), f, lsum);
+        acc = fmaf(__ldcg(src + c * PART + 2 + d), f, acc);
+      }
+      att[h * DH + d] = ppx_f(T(acc * __frcp_rn(lsum)));
+    }
+    ppx_grid_sync(sync, target);
+    // 4. x + out_proj(attention)
+    for (int i = tid; i < D; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(att + i));
+    __syncthreads();
+    ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
+    for (int pr = gwarp; pr < D / 2; pr += nwarps) {
+      const int r = 2 * pr;
+      const float2 v = ppx_qdot2<T, BITS, G, D, U>(
+          qa, sa, ba, base + QKV + r, base + QKV + r + 1, nt, csum, lane);
+      if (lane == 0) {
+        x1[r] = ppx_f(T(v.x + ppx_f(xs[r])));
+        x1[r + 1] = ppx_f(T(v.y + ppx_f(xs[r + 1])));
+      }
+    }
+    ppx_grid_sync(sync, target);
+    // 5. norm2, silu(gate) * value
+    for (int i = tid; i < D; i += NT) xs[i] = T(__ldcg(x1 + i));
+    __syncthreads();
+    ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l + 1) * D, nt, eps, redf);
+    ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
+    for (int r = gwarp; r < HID; r += nwarps) {
+      const size_t g0 = base + QKV + D + r;
+      const float2 v =
+          ppx_qdot2<T, BITS, G, D, U>(qa, sa, ba, g0, g0 + HID, nt, csum, lane);
+      if (lane == 0) hidg[r] = ppx_f(T(v.x / (1.f + __expf(-v.x)) * v.y));
+    }
+    ppx_grid_sync(sync, target);
+    // 6. x' + linear_out(hidden)
+    for (int i = tid; i < HID; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(hidg + i));
+    __syncthreads();
+    ppx_chunk_sums<T, HID, EPC, NT>(nt, csum);
+    for (int pr = gwarp; pr < D / 2; pr += nwarps) {
+      const size_t r = static_cast<size_t>(l) * D + 2 * pr;
+      const float2 v = ppx_qdot2<T, BITS, G, HID, U>(qb, sb, bb, r, r + 1, nt, csum, lane);
+      if (lane == 0) {
+        x2[2 * pr] = ppx_f(T(v.x + ppx_f(xs[2 * pr])));
+        x2[2 * pr + 1] = ppx_f(T(v.y + ppx_f(xs[2 * pr + 1])));
+      }
+    }
+    ppx_grid_sync(sync, target);
+    for (int i = tid; i < D; i += NT) xs[i] = T(__ldcg(x2 + i));
+    __syncthreads();
+  }
+  if (blockIdx.x == 0) {
+    for (int i = tid; i < D; i += NT) out[i] = xs[i];
+  }
