@@ -13,7 +13,7 @@ import sys
 
 from model.errors import PersonaPlexError
 from personaplex_tui import __version__
-from personaplex_tui.commands import bench, chat, info, respond, soak
+from personaplex_tui.commands import bench, chat, info, respond, soak, sound_check
 from personaplex_tui.commands.common import UsageError
 from personaplex_tui.kernel_cache import persistent_kernel_cache
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     info.add_parsers(sub)
     soak.add_parser(sub)
+    sound_check.add_parser(sub)
     return parser
 
 
