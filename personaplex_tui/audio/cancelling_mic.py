@@ -1,0 +1,180 @@
+"""A microphone with the agent's echo removed, on its own thread, and the speaker that feeds it.
+
+`CancellingMic` wraps any `AudioInput`: a worker thread reads each raw frame, takes the far end
+heard during it from a `FarEndTimeline`, runs the `EchoCanceller` and queues the cleaned frame
+with the raw one. The reader (the engine's thread) only takes finished frames from the queue,
+so the processing never runs on the MLX thread, and PortAudio's callbacks are untouched.
+`ReferencingSpeaker` wraps any `AudioOutput` and places every frame it plays on the timeline.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from personaplex_tui.audio.aec import EchoCanceller
+from personaplex_tui.audio.echo_metrics import EchoMeter
+from personaplex_tui.audio.far_end import FarEndTimeline
+from personaplex_tui.audio.frames import SAMPLE_RATE
+from personaplex_tui.audio.protocols import AudioInput, AudioOutput
+
+RESYNC_S = 0.1  # the mic's clock and the timeline's may drift apart this far before a resync
+
+
+def stream_latency_s(stream: object) -> float:
+    """PortAudio's reported latency of a device stream (0 for file stand-ins)."""
+    inner = getattr(stream, "_stream", None)
+    try:
+        latency = float(getattr(inner, "latency", 0.0) or 0.0)
+    except (TypeError, ValueError):
+        return 0.0
+    return latency if 0.0 <= latency < 5.0 else 0.0
+
+
+def queued_s(speaker: object) -> float:
+    """Seconds of agent audio queued in the speaker's player, not yet handed to the device."""
+    player = getattr(speaker, "player", None)
+    rate = getattr(speaker, "device_rate", SAMPLE_RATE)
+    if player is None:
+        return 0.0
+    return float(player.queued_samples) / float(rate)
+
+
+class ReferencingSpeaker:
+    """An `AudioOutput` that records on `timeline` what it will play, and when."""
+
+    def __init__(self, inner: AudioOutput, timeline: FarEndTimeline) -> None:
+        self.inner = inner
+        self.timeline = timeline
+
+    def write_frame(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
+        lead = queued_s(self.inner) + stream_latency_s(self.inner)
+        ok = self.inner.write_frame(pcm, timeout)
+        if ok:
+            self.timeline.push(pcm, lead)
+        return ok
+
+    def clear(self) -> int:
+        dropped = self.inner.clear()
+        self.timeline.drop_future()
+        return dropped
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the speaker's own
+        return getattr(self.inner, name)
+
+
+class CancellingMic:
+    """An `AudioInput` whose frames have the agent's echo removed; `last_raw` is the frame as
+    the microphone captured it (for the recording), set by `read_frame`."""
+
+    def __init__(
+        self,
+        inner: AudioInput,
+        timeline: FarEndTimeline,
+        canceller: EchoCanceller,
+        meter: EchoMeter | None = None,
+        capacity_frames: int = 50,
+    ) -> None:
+        self.inner = inner
+        self.timeline = timeline
+        self.canceller = canceller
+        self.meter = meter if meter is not None else EchoMeter()
+        self.sample_rate = inner.sample_rate
+        self.frame_samples = inner.frame_samples
+        self.device_name = inner.device_name
+        self.last_raw: np.ndarray | None = None
+        self._queue: queue.Queue[tuple[np.ndarray, np.ndarray]] = queue.Queue(capacity_frames)
+        self._stop = threading.Event()
+        self._cursor: int | None = None  # timeline time of the next raw frame's first sample
+        self._input_latency = stream_latency_s(inner)
+        self._dropped = 0
+        self._ended = threading.Event()
+        self.failure = ""
+        self._thread = threading.Thread(target=self._work, name="ppx-echo-cancel", daemon=True)
+
+    # -- AudioInput ----------------------------------------------------------------------
+    def start(self) -> None:
+        self.inner.start()
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
+
+    def read_frame(self, timeout: float | None = None) -> np.ndarray | None:
+        try:
+            clean, raw = (
+                self._queue.get(timeout=timeout) if timeout != 0 else self._queue.get_nowait()
+            )
+        except queue.Empty:
+            return None
+        self.last_raw = raw
+        return clean
+
+    @property
+    def finished(self) -> bool:
+        return self._ended.is_set() and self._queue.empty()
+
+    @property
+    def active(self) -> bool:
+        return bool(getattr(self.inner, "active", True)) and not self.failure
+
+    def clear(self) -> None:
+        self.inner.clear()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._cursor = None
+
+    @property
+    def overruns(self) -> int:
+        return self.inner.overruns
+
+    @property
+    def dropped_samples(self) -> int:
+        return self.inner.dropped_samples + self._dropped
+
+    def close(self) -> None:
+        """Stop the worker (the wrapped microphone is its owner's to close)."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+
+    # -- the worker ----------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            raw = self.inner.read_frame(timeout=0.1)
+            if raw is None:
+                if self.inner.finished:
+                    break
+                continue
+            try:
+                self._process(raw)
+            except Exception as e:  # a canceller failure must not hang the conversation
+                self.failure = f"The echo canceller failed ({e})."
+                break
+        self._ended.set()
+
+    def _process(self, raw: np.ndarray) -> None:
+        n = len(raw)
+        expected = self.timeline.now() - n - int(self._input_latency * SAMPLE_RATE)
+        if self._cursor is None or abs(self._cursor - expected) > RESYNC_S * SAMPLE_RATE:
+            self._cursor = expected
+        far = self.timeline.take(self._cursor, n)
+        self._cursor += n
+        t0 = time.perf_counter()
+        clean = self.canceller.process(raw, far)
+        self.meter.update(far, raw, clean, time.perf_counter() - t0)
+        item = (clean, np.asarray(raw, np.float32))
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:  # the reader fell behind: drop the oldest, like the device ring
+            try:
+                self._queue.get_nowait()
+                self._dropped += n
+            except queue.Empty:
+                pass
+            self._queue.put_nowait(item)

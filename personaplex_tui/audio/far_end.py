@@ -1,0 +1,88 @@
+"""The far end for the echo canceller: agent audio placed on a 24 kHz clock at the moment the
+speaker will play it (now + the player's queue + PortAudio's reported output latency)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from personaplex_tui.audio.frames import SAMPLE_RATE
+
+
+class FarEndTimeline:
+    """A ring of `capacity_s` seconds of far-end audio indexed by absolute sample times.
+
+    The speaker side `push`es each frame with how long until it is heard; consecutive frames
+    that land within `tolerance_s` of the previous one's end are laid end to end (timing jitter
+    must not tear the signal), otherwise the frame is placed where it was said to play (a gap
+    after silence, or earlier after an interruption dropped queued audio). The microphone side
+    `take`s the samples heard during its own frames; what was taken is cleared. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        capacity_s: float = 8.0,
+        tolerance_s: float = 0.03,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._size = int(capacity_s * SAMPLE_RATE)
+        self._ring = np.zeros(self._size, np.float32)
+        self._tolerance = int(tolerance_s * SAMPLE_RATE)
+        self._clock = clock
+        self._t0 = clock()
+        self._lock = threading.Lock()
+        self._write_end: int | None = None  # the sample time just past the last pushed frame
+        self._read_end = 0  # nothing before this is kept
+
+    def now(self) -> int:
+        """The current time on the timeline, in samples."""
+        return int((self._clock() - self._t0) * SAMPLE_RATE)
+
+    def push(self, pcm: np.ndarray, lead_s: float) -> None:
+        """`pcm` (24 kHz) starts playing `lead_s` seconds from now."""
+        pcm = np.asarray(pcm, np.float32).reshape(-1)
+        at = self.now() + int(round(lead_s * SAMPLE_RATE))
+        with self._lock:
+            end = self._write_end
+            if end is not None and abs(at - end) <= self._tolerance:
+                at = end
+            elif end is not None and at < end:
+                self._zero(at, end)  # that queued audio was dropped: it will never play
+            start = max(at, self._read_end)
+            stop = min(at + len(pcm), self._read_end + self._size)
+            if stop > start:
+                self._copy_in(pcm[start - at : stop - at], start)
+            self._write_end = at + len(pcm)
+
+    def drop_future(self) -> None:
+        """Queued agent audio was dropped (an interruption): forget what had not played yet."""
+        with self._lock:
+            now = self.now()
+            if self._write_end is not None and self._write_end > now:
+                self._zero(max(now, self._read_end), self._write_end)
+                self._write_end = now
+
+    def take(self, start: int, n: int) -> np.ndarray:
+        """The far end from sample time `start` for `n` samples (zeros where nothing played)."""
+        out = np.zeros(n, np.float32)
+        with self._lock:
+            lo = max(start, self._read_end, start + n - self._size)
+            hi = start + n
+            if hi > lo:
+                idx = np.arange(lo, hi) % self._size
+                out[lo - start :] = self._ring[idx]
+                self._ring[idx] = 0.0
+            self._read_end = max(self._read_end, hi)
+        return out
+
+    def _zero(self, start: int, stop: int) -> None:
+        start = max(start, self._read_end)
+        stop = min(stop, self._read_end + self._size)
+        if stop > start:
+            self._ring[np.arange(start, stop) % self._size] = 0.0
+
+    def _copy_in(self, pcm: np.ndarray, start: int) -> None:
+        self._ring[np.arange(start, start + len(pcm)) % self._size] = pcm
