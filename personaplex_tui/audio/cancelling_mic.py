@@ -22,7 +22,13 @@ from personaplex_tui.audio.far_end import FarEndTimeline
 from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.protocols import AudioInput, AudioOutput
 
-RESYNC_S = 0.1  # the mic's clock and the timeline's may drift apart this far before a resync
+RESYNC_S = 0.5  # a frame this much later than expected means captured audio was lost
+EARLY_S = 0.05  # a frame this much earlier than expected corrects the estimate
+# The far end is handed to the canceller this much before its estimated time in the mic:
+# AEC3 finds an echo that comes later than its reference (by up to ~0.4 s) but never one that
+# comes earlier, and PortAudio's reported latencies are estimates (PulseAudio's were ~25 ms
+# too long). So estimation errors from -0.15 s to +0.25 s are tolerated.
+LEAD_MARGIN_S = 0.15
 
 
 def stream_latency_s(stream: object) -> float:
@@ -52,10 +58,11 @@ class ReferencingSpeaker:
         self.timeline = timeline
 
     def write_frame(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
+        now = self.timeline.now()
         lead = queued_s(self.inner) + stream_latency_s(self.inner)
         ok = self.inner.write_frame(pcm, timeout)
         if ok:
-            self.timeline.push(pcm, lead)
+            self.timeline.push(pcm, lead, now)
         return ok
 
     def clear(self) -> int:
@@ -118,7 +125,7 @@ class CancellingMic:
 
     @property
     def active(self) -> bool:
-        return bool(getattr(self.inner, "active", True)) and not self.failure
+        return bool(getattr(self.inner, "active", True))
 
     def clear(self) -> None:
         self.inner.clear()
@@ -151,23 +158,41 @@ class CancellingMic:
                 if self.inner.finished:
                     break
                 continue
+            if self.failure:  # the canceller failed: the raw mic goes on, uncancelled
+                self._queue_frame(raw, raw)
+                continue
             try:
                 self._process(raw)
-            except Exception as e:  # a canceller failure must not hang the conversation
-                self.failure = f"The echo canceller failed ({e})."
-                break
+            except Exception as e:  # a canceller failure must not end the conversation
+                self.failure = f"The echo canceller failed ({e}); the mic goes on uncancelled."
+                self._queue_frame(raw, raw)
         self._ended.set()
 
     def _process(self, raw: np.ndarray) -> None:
+        # When the frame's first sample was heard: now - the frame - the input latency, or
+        # earlier (the frame may have waited in the ring). Frames are laid end to end; only an
+        # estimate 50 ms earlier corrects the time (or one so late that audio was lost).
         n = len(raw)
-        expected = self.timeline.now() - n - int(self._input_latency * SAMPLE_RATE)
-        if self._cursor is None or abs(self._cursor - expected) > RESYNC_S * SAMPLE_RATE:
+        expected = (
+            self.timeline.now() - n - int((self._input_latency - LEAD_MARGIN_S) * SAMPLE_RATE)
+        )
+        cursor = self._cursor
+        if (
+            cursor is None
+            or expected < cursor - EARLY_S * SAMPLE_RATE
+            or expected > cursor + RESYNC_S * SAMPLE_RATE
+        ):
             self._cursor = expected
         far = self.timeline.take(self._cursor, n)
+        self.meter.base_delay_s = self.timeline.last_lead_s + self._input_latency - LEAD_MARGIN_S
         self._cursor += n
         t0 = time.perf_counter()
         clean = self.canceller.process(raw, far)
         self.meter.update(far, raw, clean, time.perf_counter() - t0)
+        self._queue_frame(clean, raw)
+
+    def _queue_frame(self, clean: np.ndarray, raw: np.ndarray) -> None:
+        n = len(raw)
         item = (clean, np.asarray(raw, np.float32))
         try:
             self._queue.put_nowait(item)

@@ -15,40 +15,46 @@ from personaplex_tui.audio.frames import SAMPLE_RATE
 class FarEndTimeline:
     """A ring of `capacity_s` seconds of far-end audio indexed by absolute sample times.
 
-    The speaker side `push`es each frame with how long until it is heard; consecutive frames
-    that land within `tolerance_s` of the previous one's end are laid end to end (timing jitter
-    must not tear the signal), otherwise the frame is placed where it was said to play (a gap
-    after silence, or earlier after an interruption dropped queued audio). The microphone side
-    `take`s the samples heard during its own frames; what was taken is cleared. Thread-safe.
+    The speaker side `push`es each frame with the time it starts playing (now + the player's
+    queue + the output latency). That estimate jitters by up to a device block (the block in
+    flight is no longer queued) and with the threads' timing, and every correction would tear
+    the signal the canceller is following, so frames are laid end to end unless a frame lands
+    more than `tolerance_s` later (a gap: an underrun) or more than `jump_s` earlier (queued
+    audio was dropped). The microphone side `take`s the samples heard during its own frames;
+    what was taken is cleared. Thread-safe.
     """
 
     def __init__(
         self,
         capacity_s: float = 8.0,
-        tolerance_s: float = 0.03,
+        tolerance_s: float = 0.1,
+        jump_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._size = int(capacity_s * SAMPLE_RATE)
         self._ring = np.zeros(self._size, np.float32)
         self._tolerance = int(tolerance_s * SAMPLE_RATE)
+        self._jump = int(jump_s * SAMPLE_RATE)
         self._clock = clock
         self._t0 = clock()
         self._lock = threading.Lock()
         self._write_end: int | None = None  # the sample time just past the last pushed frame
         self._read_end = 0  # nothing before this is kept
+        self.last_lead_s = 0.0  # how far ahead of its push the last frame plays
 
     def now(self) -> int:
         """The current time on the timeline, in samples."""
         return int((self._clock() - self._t0) * SAMPLE_RATE)
 
-    def push(self, pcm: np.ndarray, lead_s: float) -> None:
-        """`pcm` (24 kHz) starts playing `lead_s` seconds from now."""
+    def push(self, pcm: np.ndarray, lead_s: float, now: int | None = None) -> None:
+        """`pcm` (24 kHz) starts playing `lead_s` seconds after `now` (default: this moment)."""
         pcm = np.asarray(pcm, np.float32).reshape(-1)
-        at = self.now() + int(round(lead_s * SAMPLE_RATE))
+        at = (self.now() if now is None else now) + int(round(lead_s * SAMPLE_RATE))
         with self._lock:
+            self.last_lead_s = lead_s
             end = self._write_end
-            if end is not None and abs(at - end) <= self._tolerance:
-                at = end
+            if end is not None and end - self._jump <= at <= end + self._tolerance:
+                at = end  # jitter: the frame follows the previous one
             elif end is not None and at < end:
                 self._zero(at, end)  # that queued audio was dropped: it will never play
             start = max(at, self._read_end)
