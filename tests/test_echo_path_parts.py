@@ -149,3 +149,30 @@ def test_the_recording_keeps_raw_and_processed_mic_on_one_timeline(tmp_path):
     assert len(raw) == len(done) == 3 * 1920
     assert np.allclose(raw[:3840], 0.5, atol=1e-3) and not raw[3840:].any()
     assert not done[:1920].any() and np.allclose(done[1920:3840], 0.25, atol=1e-3)
+
+
+class StubMeter:
+    def __init__(self, residual_s: float | None) -> None:
+        self.residual_s, self.restarts, self.base_delay_s = residual_s, 0, 0.0
+
+    def update(self, *args) -> None: ...
+
+    def restart_delay(self) -> None:
+        self.restarts += 1
+        self.residual_s = None
+
+
+def test_a_measured_delay_out_of_the_cancellers_window_moves_the_alignment():
+    frames = [np.zeros(1920, np.float32) for _ in range(2)]
+    for residual, shift in ((0.45, -0.30), (-0.05, 0.20), (0.15, 0.0)):
+        meter, clock = StubMeter(None), Clock()
+        timeline = FarEndTimeline(clock=clock)
+        mic = CancellingMic(ListMic(frames), timeline, Halving(), meter)  # type: ignore[arg-type]
+        mic._process(frames[0])
+        before = mic._cursor
+        meter.residual_s = residual  # the far end leads its echo by this much
+        clock.t += 0.08  # the next frame comes on time
+        mic._process(frames[1])
+        moved = (mic._cursor - before - 1920) / 24000
+        assert abs(moved - shift) < 0.002, (residual, moved)
+        assert meter.restarts == (1 if shift else 0)

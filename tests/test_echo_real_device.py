@@ -27,7 +27,7 @@ CHECK = r"""
 import asyncio, dataclasses, json, sys
 import numpy as np
 from personaplex_tui.conversation import AudioFactory, ControllerConfig, create_conversation
-from personaplex_tui.events import EchoStats, EngineError, FrameOut, Notice
+from personaplex_tui.events import EchoStats, EngineError, FrameOut, Notice, PlaybackStats
 from tests.conversation_fakes import Events, FakeModel, FakeSession, Probe
 from tests.echo_paths import far_talk
 
@@ -63,6 +63,7 @@ async def main():
         "erle_db": last and last.erle_db,
         "processing_ms": last and last.processing_ms,
         "same_thread": probe.threads == {conv.engine.thread_ident},
+        "underruns": events.of(PlaybackStats)[-1].underruns,
     }))
 
 asyncio.run(main())
@@ -135,10 +136,40 @@ def test_the_agents_voice_is_20_db_lower_in_the_processed_mic(pulse_room, tmp_pa
     raw_p = np.mean(raw[: frames * 480].reshape(frames, 480) ** 2, axis=1)
     clean_p = np.mean(clean[: frames * 480].reshape(frames, 480) ** 2, axis=1)
     echo = 10 * np.log10(raw_p + 1e-20) > 10 * np.log10(raw_p.max()) - 30
-    echo[: 3 * 50] = False  # the first 3 s: the canceller converges
-    assert echo.sum() >= 200  # the agent was heard in the mic, for seconds
+    echo[: 5 * 50] = False  # the first 5 s: the app aligns, the canceller converges
+    assert echo.sum() >= 150  # the agent was heard in the mic, for seconds
     reduction = 10 * np.log10(raw_p[echo].sum() / (clean_p[echo].sum() + 1e-20))
     print(f"echo in the raw mic vs the processed one: {reduction:.1f} dB; live meter: {r}")
     assert reduction >= 20.0
     assert r["erle_db"] is not None and r["erle_db"] >= 15.0
     assert r["delay_ms"] is not None and 0 < r["delay_ms"] < 1000
+
+
+def _ppx(env: dict, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "personaplex_tui", *argv],
+        cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_the_live_sound_check_measures_the_echo_and_says_duplex_will_work(pulse_room):
+    r = _ppx(pulse_room, "sound-check", "--input-device", "pulse", "--output-device", "pulse",
+             "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    print(report)
+    assert 150 <= report["round_trip_ms"] <= 1500  # player buffer + devices + 60 ms loopback
+    assert 0 <= report["residual_ms"] <= 400  # within the canceller's reach after alignment
+    assert report["echo_before_dbfs"] > -30 and report["erle_db"] >= 20
+    assert report["clipped_samples"] == 0 and report["works"] is True
+    assert "duplex without headphones will work here" in report["verdict"][-1]
+    text = _ppx(pulse_room, "sound-check", "--input-device", "pulse", "--output-device", "pulse")
+    assert text.returncode == 0 and "Round-trip delay:" in text.stdout and "Use: " in text.stdout
+
+
+def test_the_live_sound_check_names_a_missing_device_in_one_sentence(pulse_room):
+    r = _ppx(pulse_room, "sound-check", "--input-device", "no such mic")
+    assert r.returncode == 2
+    assert r.stderr.startswith("ppx-tui: ") and len(r.stderr.strip().splitlines()) == 1
+    assert "no such mic" in r.stderr

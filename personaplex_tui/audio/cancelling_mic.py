@@ -5,6 +5,8 @@ heard during it from a `FarEndTimeline`, runs the `EchoCanceller` and queues the
 with the raw one. The reader (the engine's thread) only takes finished frames from the queue,
 so the processing never runs on the MLX thread, and PortAudio's callbacks are untouched.
 `ReferencingSpeaker` wraps any `AudioOutput` and places every frame it plays on the timeline.
+The alignment comes from the player's queue and PortAudio's reported latencies, and is refined
+by the delay measured between the far end and the raw mic (AEC3 itself then finds the rest).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from personaplex_tui.audio.far_end import FarEndTimeline
 from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.protocols import AudioInput, AudioOutput
 
-RESYNC_S = 0.5  # a frame this much later than expected means captured audio was lost
 EARLY_S = 0.05  # a frame this much earlier than expected corrects the estimate
 # The far end is handed to the canceller this much before its estimated time in the mic:
 # AEC3 finds an echo that comes later than its reference (by up to ~0.4 s) but never one that
 # comes earlier, and PortAudio's reported latencies are estimates (PulseAudio's were ~25 ms
 # too long). So estimation errors from -0.15 s to +0.25 s are tolerated.
 LEAD_MARGIN_S = 0.15
+# The echo delay the meter measures (GCC-PHAT, every second) refines the alignment when it
+# strays out of this window (the far end must lead, by less than AEC3's reach).
+RESIDUAL_WINDOW_S = (0.05, 0.25)
 
 
 def stream_latency_s(stream: object) -> float:
@@ -99,6 +103,8 @@ class CancellingMic:
         self._cursor: int | None = None  # timeline time of the next raw frame's first sample
         self._input_latency = stream_latency_s(inner)
         self._dropped = 0
+        self.refinements = 0  # times the measured delay moved the alignment
+        self._inner_dropped = inner.dropped_samples
         self._ended = threading.Event()
         self.failure = ""
         self._thread = threading.Thread(target=self._work, name="ppx-echo-cancel", daemon=True)
@@ -171,17 +177,17 @@ class CancellingMic:
     def _process(self, raw: np.ndarray) -> None:
         # When the frame's first sample was heard: now - the frame - the input latency, or
         # earlier (the frame may have waited in the ring). Frames are laid end to end; only an
-        # estimate 50 ms earlier corrects the time (or one so late that audio was lost).
+        # estimate 50 ms earlier corrects the time; audio the mic's ring dropped is skipped.
         n = len(raw)
         expected = (
             self.timeline.now() - n - int((self._input_latency - LEAD_MARGIN_S) * SAMPLE_RATE)
         )
         cursor = self._cursor
-        if (
-            cursor is None
-            or expected < cursor - EARLY_S * SAMPLE_RATE
-            or expected > cursor + RESYNC_S * SAMPLE_RATE
-        ):
+        lost = self.inner.dropped_samples - self._inner_dropped  # the mic's ring overflowed
+        self._inner_dropped += lost
+        if cursor is not None and lost:
+            cursor = self._cursor = cursor + lost * SAMPLE_RATE // max(self.inner.sample_rate, 1)
+        if cursor is None or expected < cursor - EARLY_S * SAMPLE_RATE:
             self._cursor = expected
         far = self.timeline.take(self._cursor, n)
         self.meter.base_delay_s = self.timeline.last_lead_s + self._input_latency - LEAD_MARGIN_S
@@ -189,7 +195,22 @@ class CancellingMic:
         t0 = time.perf_counter()
         clean = self.canceller.process(raw, far)
         self.meter.update(far, raw, clean, time.perf_counter() - t0)
+        self._refine()
         self._queue_frame(clean, raw)
+
+    def _refine(self) -> None:
+        """Move the alignment when the measured delay left the window AEC3 can handle."""
+        residual = self.meter.residual_s
+        if residual is None or self._cursor is None:
+            return
+        low, high = RESIDUAL_WINDOW_S
+        if not low <= residual <= high:
+            # Taking the far end from earlier on the timeline brings its echo sooner after it.
+            self._cursor -= int(round((residual - LEAD_MARGIN_S) * SAMPLE_RATE))
+            self.refinements += 1
+            self.meter.restart_delay()
+        else:
+            self.meter.residual_s = None
 
     def _queue_frame(self, clean: np.ndarray, raw: np.ndarray) -> None:
         n = len(raw)

@@ -25,12 +25,13 @@ def envelope_db(pcm: np.ndarray, frame: int = ENVELOPE_SAMPLES) -> np.ndarray:
 
 
 def estimate_delay(
-    far: np.ndarray, mic: np.ndarray, max_delay_s: float = 1.0
+    far: np.ndarray, mic: np.ndarray, max_delay_s: float = 1.0, min_delay_s: float = 0.0
 ) -> tuple[float, float]:
     """How long after `far` its echo appears in `mic`, by generalized cross-correlation with
     phase transform (GCC-PHAT). Returns (delay in seconds, confidence): the confidence is how
     far the peak stands above the correlation's spread (above ~8 the delay is trustworthy).
-    Only delays from 0 to `max_delay_s` are searched."""
+    Only delays from `min_delay_s` (negative: the mic ahead of the far end) to `max_delay_s`
+    are searched."""
     far = np.asarray(far, dtype=np.float64).reshape(-1)
     mic = np.asarray(mic, dtype=np.float64).reshape(-1)
     n = min(len(far), len(mic))
@@ -41,10 +42,11 @@ def estimate_delay(
     cross /= np.abs(cross) + 1e-12 * np.max(np.abs(cross))
     corr = np.fft.irfft(cross, size)
     reach = min(int(max_delay_s * SAMPLE_RATE), n - 1)
-    lags = corr[: reach + 1]
+    back = min(int(max(-min_delay_s, 0.0) * SAMPLE_RATE), n - 1)
+    lags = np.concatenate([corr[size - back :], corr[: reach + 1]]) if back else corr[: reach + 1]
     best = int(np.argmax(lags))
     spread = float(np.std(lags)) or 1e-12
-    return best / SAMPLE_RATE, float((lags[best] - np.mean(lags)) / spread)
+    return (best - back) / SAMPLE_RATE, float((lags[best] - np.mean(lags)) / spread)
 
 
 def echo_active(far: np.ndarray, delay_s: float, frame: int = ENVELOPE_SAMPLES) -> np.ndarray:
@@ -101,7 +103,7 @@ class EchoMeter:
     applied to the far end) is added.
     """
 
-    def __init__(self, window_s: float = 4.0, delay_every_s: float = 1.0) -> None:
+    def __init__(self, window_s: float = 2.0, delay_every_s: float = 0.5) -> None:
         self._frames = max(1, int(window_s * SAMPLE_RATE / 1920))
         self._far: deque[np.ndarray] = deque(maxlen=self._frames)
         self._mic: deque[np.ndarray] = deque(maxlen=self._frames)
@@ -110,6 +112,7 @@ class EchoMeter:
         self._count = 0
         self._lock = threading.Lock()
         self._delay_ms: float | None = None
+        self.residual_s: float | None = None  # the last confident far-to-mic delay, unread
         self._cost_s = 0.0
         self._cost_n = 0
         self.base_delay_s = 0.0
@@ -127,15 +130,24 @@ class EchoMeter:
         self._count += 1
         delay = None
         if self._count % self._every == 0 and len(self._far) == self._frames:
-            d, confidence = estimate_delay(np.concatenate(self._far), np.concatenate(self._mic))
+            d, confidence = estimate_delay(
+                np.concatenate(self._far), np.concatenate(self._mic), 1.0, -0.5
+            )
             if confidence >= 8.0:
                 delay = d
+                self.residual_s = d
         with self._lock:
             self._powers.append(powers)
             self._cost_s += cost_s
             self._cost_n += 1
             if delay is not None:
                 self._delay_ms = 1000.0 * (delay + self.base_delay_s)
+
+    def restart_delay(self) -> None:
+        """The alignment changed: measure the delay afresh (the window holds the old one)."""
+        self._far.clear()
+        self._mic.clear()
+        self.residual_s = None
 
     def reading(self) -> EchoReading:
         with self._lock:
