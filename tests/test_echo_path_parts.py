@@ -176,3 +176,27 @@ def test_a_measured_delay_out_of_the_cancellers_window_moves_the_alignment():
         moved = (mic._cursor - before - 1920) / 24000
         assert abs(moved - shift) < 0.002, (residual, moved)
         assert meter.restarts == (1 if shift else 0)
+
+
+def test_the_players_tap_lays_what_was_played_end_to_end_at_24_khz():
+    from personaplex_tui.audio.far_end import PlayedTap
+    from personaplex_tui.audio.player import Player
+
+    timeline = FarEndTimeline()
+    tap = PlayedTap(timeline, 48000, output_latency_s=0.05)
+    player = Player(3840, prebuffer_frames=1)
+    player.tap = tap
+    t = np.arange(3 * 3840) / 48000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    player.write(tone)
+    for _ in range(4):  # three blocks of the tone, then one of silence (an underrun)
+        player.fill(np.empty(3840, np.float32))
+    tap.drain()
+    assert timeline.written == 4 * 1920  # every played sample, silence included, at 24 kHz
+    far = timeline.take(0, 4 * 1920)
+    lag = round(tap.latency_s * 24000) - round(0.05 * 24000)  # the resampler's fixed delay
+    expected = np.sin(2 * np.pi * 440 * np.arange(3 * 1920) / 24000) * 0.5
+    assert (
+        np.abs(far[lag + 100 : 3 * 1920 - 100] - expected[100 : 3 * 1920 - 100 - lag]).max() < 0.02
+    )
+    assert tap.latency_s > 0.05

@@ -85,7 +85,7 @@ def pulse_room():
         f"load-module module-native-protocol-unix auth-anonymous=1 socket={socket}\n"
         "load-module module-null-sink sink_name=ppx_speaker rate=48000 channels=2\n"
         "load-module module-null-sink sink_name=ppx_room rate=48000 channels=2\n"
-        "load-module module-loopback source=ppx_speaker.monitor sink=ppx_room latency_msec=60\n"
+        "load-module module-loopback source=ppx_speaker.monitor sink=ppx_room latency_msec=60 adjust_time=0\n"
         "set-default-sink ppx_speaker\n"
         "set-default-source ppx_room.monitor\n"
     )

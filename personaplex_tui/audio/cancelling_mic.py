@@ -20,7 +20,7 @@ import numpy as np
 
 from personaplex_tui.audio.aec import EchoCanceller
 from personaplex_tui.audio.echo_metrics import EchoMeter
-from personaplex_tui.audio.far_end import FarEndTimeline
+from personaplex_tui.audio.far_end import FarEndTimeline, PlayedTap
 from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.protocols import AudioInput, AudioOutput
 
@@ -30,6 +30,7 @@ EARLY_S = 0.05  # a frame this much earlier than expected corrects the estimate
 # comes earlier, and PortAudio's reported latencies are estimates (PulseAudio's were ~25 ms
 # too long). So estimation errors from -0.15 s to +0.25 s are tolerated.
 LEAD_MARGIN_S = 0.15
+TAP_SLACK_S = 0.1  # the speaker's callback runs a block at a time: leave it that much room
 # The echo delay the meter measures (GCC-PHAT, every second) refines the alignment when it
 # strays out of this window (the far end must lead, by less than AEC3's reach).
 RESIDUAL_WINDOW_S = (0.05, 0.25)
@@ -89,8 +90,10 @@ class CancellingMic:
         canceller: EchoCanceller,
         meter: EchoMeter | None = None,
         capacity_frames: int = 50,
+        tap: PlayedTap | None = None,
     ) -> None:
         self.inner = inner
+        self.tap = tap
         self.timeline = timeline
         self.canceller = canceller
         self.meter = meter if meter is not None else EchoMeter()
@@ -175,28 +178,51 @@ class CancellingMic:
         self._ended.set()
 
     def _process(self, raw: np.ndarray) -> None:
-        # When the frame's first sample was heard: now - the frame - the input latency, or
-        # earlier (the frame may have waited in the ring). Frames are laid end to end; only an
-        # estimate 50 ms earlier corrects the time; audio the mic's ring dropped is skipped.
         n = len(raw)
-        expected = (
-            self.timeline.now() - n - int((self._input_latency - LEAD_MARGIN_S) * SAMPLE_RATE)
-        )
-        cursor = self._cursor
         lost = self.inner.dropped_samples - self._inner_dropped  # the mic's ring overflowed
         self._inner_dropped += lost
-        if cursor is not None and lost:
-            cursor = self._cursor = cursor + lost * SAMPLE_RATE // max(self.inner.sample_rate, 1)
-        if cursor is None or expected < cursor - EARLY_S * SAMPLE_RATE:
-            self._cursor = expected
+        if self._cursor is not None and lost:
+            self._cursor += lost * SAMPLE_RATE // max(self.inner.sample_rate, 1)
+        if self.tap is not None:
+            self._align_to_tap(n)
+        else:
+            self._align_to_clock(n)
         far = self.timeline.take(self._cursor, n)
-        self.meter.base_delay_s = self.timeline.last_lead_s + self._input_latency - LEAD_MARGIN_S
+        self.meter.base_delay_s = self._base_delay_s()
         self._cursor += n
         t0 = time.perf_counter()
         clean = self.canceller.process(raw, far)
         self.meter.update(far, raw, clean, time.perf_counter() - t0)
         self._refine()
         self._queue_frame(clean, raw)
+
+    def _align_to_tap(self, n: int) -> None:
+        """The timeline counts the speaker's samples: mic frames follow it sample for sample;
+        only the first is placed by the latencies (the sample played `out + in + n` ago is the
+        one heard at the frame's start), and again if the mic gets ahead of what was played
+        (a speaker that started late); the measured delay refines that."""
+        assert self.tap is not None
+        self.tap.drain()
+        latest = self.timeline.written - n  # no echo comes before its sound was played
+        if self._cursor is None or self._cursor > latest:  # the speaker started late
+            back = max(self.tap.latency_s + self._input_latency - LEAD_MARGIN_S, TAP_SLACK_S)
+            self._cursor = latest - int(back * SAMPLE_RATE)
+
+    def _align_to_clock(self, n: int) -> None:
+        """The timeline is the monotonic clock: when the frame's first sample was heard is now -
+        the frame - the input latency, or earlier (the frame may have waited in the ring).
+        Frames are laid end to end; only an estimate 50 ms earlier corrects the time."""
+        expected = (
+            self.timeline.now() - n - int((self._input_latency - LEAD_MARGIN_S) * SAMPLE_RATE)
+        )
+        if self._cursor is None or expected < self._cursor - EARLY_S * SAMPLE_RATE:
+            self._cursor = expected
+
+    def _base_delay_s(self) -> float:
+        """The echo delay the alignment assumes before the measured residual is added."""
+        if self.tap is not None:
+            return self.tap.latency_s + self._input_latency - LEAD_MARGIN_S
+        return self.timeline.last_lead_s + self._input_latency - LEAD_MARGIN_S
 
     def _refine(self) -> None:
         """Move the alignment when the measured delay left the window AEC3 can handle."""

@@ -10,6 +10,8 @@ from collections.abc import Callable
 import numpy as np
 
 from personaplex_tui.audio.frames import SAMPLE_RATE
+from personaplex_tui.audio.resample import StreamResampler
+from personaplex_tui.audio.ring_buffer import RingBuffer
 
 
 class FarEndTimeline:
@@ -63,6 +65,22 @@ class FarEndTimeline:
                 self._copy_in(pcm[start - at : stop - at], start)
             self._write_end = at + len(pcm)
 
+    @property
+    def written(self) -> int:
+        """The sample time just past the last frame placed (0 before any)."""
+        return self._write_end or 0
+
+    def append(self, pcm: np.ndarray) -> None:
+        """Place `pcm` right after what was placed last (a stream without gaps)."""
+        pcm = np.asarray(pcm, np.float32).reshape(-1)
+        with self._lock:
+            at = self._write_end or 0
+            start = max(at, self._read_end)
+            stop = min(at + len(pcm), self._read_end + self._size)
+            if stop > start:
+                self._copy_in(pcm[start - at : stop - at], start)
+            self._write_end = at + len(pcm)
+
     def drop_future(self) -> None:
         """Queued agent audio was dropped (an interruption): forget what had not played yet."""
         with self._lock:
@@ -92,3 +110,51 @@ class FarEndTimeline:
 
     def _copy_in(self, pcm: np.ndarray, start: int) -> None:
         self._ring[np.arange(start, start + len(pcm)) % self._size] = pcm
+
+
+class PlayedTap:
+    """The far end as the speaker played it, sample by sample, silence and underruns included.
+
+    The player's callback hands every block it plays to this object (`__call__`), which only
+    copies it into a ring. The canceller's thread calls `drain` to move what was played onto a
+    `FarEndTimeline` at 24 kHz, end to end: the timeline then counts the speaker's samples, on
+    the device's own clock, with no timing jitter at all.
+    """
+
+    def __init__(
+        self,
+        timeline: FarEndTimeline,
+        device_rate: int = SAMPLE_RATE,
+        output_latency_s: float = 0.0,
+        capacity_s: float = 4.0,
+    ) -> None:
+        self.timeline = timeline
+        self.device_rate = device_rate
+        self._ring = RingBuffer(int(capacity_s * device_rate), overflow="drop_oldest")
+        self._resampler = (
+            StreamResampler(device_rate, SAMPLE_RATE) if device_rate != SAMPLE_RATE else None
+        )
+        # From a sample leaving the callback to it being heard, on the timeline's clock.
+        self.latency_s = output_latency_s + (
+            self._resampler.latency_s if self._resampler is not None else 0.0
+        )
+        self._dropped = 0
+
+    def __call__(self, block: np.ndarray) -> None:
+        self._ring.write(block)
+
+    def drain(self) -> None:
+        """Move everything played so far onto the timeline (the canceller's thread)."""
+        dropped = self._ring.dropped - self._dropped
+        if dropped:  # not drained for seconds: keep the count, lose the samples
+            self._dropped += dropped
+            self.timeline.append(np.zeros(dropped * SAMPLE_RATE // self.device_rate, np.float32))
+        n = self._ring.available
+        if not n:
+            return
+        block = self._ring.read(n, 0)
+        if block is None:
+            return
+        if self._resampler is not None:
+            block = self._resampler.process(block)
+        self.timeline.append(block)

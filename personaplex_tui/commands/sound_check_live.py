@@ -9,10 +9,10 @@ import json
 import numpy as np
 
 from personaplex_tui.audio.aec import EchoCanceller, ProcessingOptions
-from personaplex_tui.audio.cancelling_mic import CancellingMic, ReferencingSpeaker
+from personaplex_tui.audio.cancelling_mic import CancellingMic, stream_latency_s
 from personaplex_tui.audio.echo_check import LiveReport, analyse, check_signal
 from personaplex_tui.audio.errors import AudioDeviceError
-from personaplex_tui.audio.far_end import FarEndTimeline
+from personaplex_tui.audio.far_end import FarEndTimeline, PlayedTap
 from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from personaplex_tui.commands.common import status
 
@@ -49,12 +49,14 @@ def run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
     clean: list[np.ndarray] = []
     try:
         speaker.start()
-        cancelling = CancellingMic(mic, timeline, canceller)
+        tap = PlayedTap(timeline, speaker.device_rate, stream_latency_s(speaker))
+        speaker.player.tap = tap
+        cancelling = CancellingMic(mic, timeline, canceller, tap=tap)
         cancelling.start()
-        out = ReferencingSpeaker(speaker, timeline)
+        out = speaker
         try:
             # The whole signal is queued at once: the device plays it without a gap whatever
-            # this machine's load, and the far end lies on the timeline in one piece.
+            # this machine's load; the player's tap hands the canceller what it played.
             for k in range(frames):
                 out.write_frame(signal[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES], 1.0)
             out.flush()

@@ -1,16 +1,21 @@
 """Keeping the agent's voice out of the mic for one run: the echo canceller around a sound
-device's mic and speaker, or, when it is off or cannot load, mute-while-speaking."""
+device's mic, fed what the speaker's player plays (a tap in its callback), or, when it is off
+or cannot load, mute-while-speaking."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from personaplex_tui.audio import AudioInput, AudioOutput, FileMic
+from personaplex_tui.audio import SAMPLE_RATE, AudioInput, AudioOutput, FileMic
 from personaplex_tui.audio.aec import EchoCanceller, ProcessingOptions
-from personaplex_tui.audio.cancelling_mic import CancellingMic, ReferencingSpeaker
+from personaplex_tui.audio.cancelling_mic import (
+    CancellingMic,
+    ReferencingSpeaker,
+    stream_latency_s,
+)
 from personaplex_tui.audio.echo_metrics import EchoMeter
 from personaplex_tui.audio.errors import CancellerUnavailableError
-from personaplex_tui.audio.far_end import FarEndTimeline
+from personaplex_tui.audio.far_end import FarEndTimeline, PlayedTap
 from personaplex_tui.conversation.config import ControllerConfig
 from personaplex_tui.events import EchoStats
 
@@ -25,6 +30,7 @@ class EchoPath:
     speaker: AudioOutput
     meter: EchoMeter | None = None  # set while cancelling
     fallback: bool = False  # the canceller was wanted but could not load: mute instead
+    player: object = None  # the speaker's player, whose tap feeds the canceller
 
     def stats(self, config: ControllerConfig) -> EchoStats:
         if self.meter is not None:
@@ -34,6 +40,8 @@ class EchoPath:
 
     def close(self) -> None:
         """Stop the canceller's thread (the devices are their owner's to close)."""
+        if self.player is not None:
+            self.player.tap = None  # type: ignore[attr-defined]
         if isinstance(self.mic, CancellingMic):
             self.mic.close()
 
@@ -55,6 +63,14 @@ def echo_path(
         return EchoPath(mic, speaker, fallback=True), f"{str(e).rstrip('.')}; {FALLBACK}."
     timeline = FarEndTimeline()
     meter = EchoMeter()
-    wrapped = CancellingMic(mic, timeline, canceller, meter)
+    player = getattr(speaker, "player", None)
+    if player is None:  # no player to tap: place the agent's frames by the clock instead
+        wrapped = CancellingMic(mic, timeline, canceller, meter)
+        wrapped.start()
+        return EchoPath(wrapped, ReferencingSpeaker(speaker, timeline), meter), ""
+    rate = int(getattr(speaker, "device_rate", 0) or SAMPLE_RATE)
+    tap = PlayedTap(timeline, rate, stream_latency_s(speaker))
+    wrapped = CancellingMic(mic, timeline, canceller, meter, tap=tap)
     wrapped.start()
-    return EchoPath(wrapped, ReferencingSpeaker(speaker, timeline), meter), ""
+    player.tap = tap
+    return EchoPath(wrapped, speaker, meter, player=player), ""
