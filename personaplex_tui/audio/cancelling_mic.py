@@ -107,6 +107,7 @@ class CancellingMic:
         self._input_latency = stream_latency_s(inner)
         self._dropped = 0
         self.refinements = 0  # times the measured delay moved the alignment
+        self._clear = False  # the reader asked to discard what was captured
         self._inner_dropped = inner.dropped_samples
         self._ended = threading.Event()
         self.failure = ""
@@ -137,13 +138,14 @@ class CancellingMic:
         return bool(getattr(self.inner, "active", True))
 
     def clear(self) -> None:
-        self.inner.clear()
+        """Discard captured audio not yet read: the worker clears the wrapped mic (its reading
+        thread) before its next read; what it had already processed is dropped here."""
+        self._clear = True
         while True:
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
-        self._cursor = None
 
     @property
     def overruns(self) -> int:
@@ -162,6 +164,10 @@ class CancellingMic:
     # -- the worker ----------------------------------------------------------------------
     def _work(self) -> None:
         while not self._stop.is_set():
+            if self._clear:
+                self._clear = False
+                self.inner.clear()
+                self._cursor = None  # the mic's stream skipped: place the next frame afresh
             raw = self.inner.read_frame(timeout=0.1)
             if raw is None:
                 if self.inner.finished:
