@@ -10,7 +10,7 @@ import numpy as np
 
 from personaplex_tui.audio.errors import CancellerUnavailableError
 from personaplex_tui.conversation import ControllerConfig, create_conversation
-from personaplex_tui.events import EchoStats, FrameOut, Notice
+from personaplex_tui.events import EchoStats, FrameOut, Notice, UserTurn
 from tests.conversation_fakes import Events, FakeDevices, FakeModel, Probe
 
 
@@ -69,3 +69,27 @@ def test_without_echo_handling_the_greeting_reaches_the_model():
     """The counterpart of the fallback test: those frames are not silent by themselves."""
     _, probe = _run(ControllerConfig(mode="duplex"), frames=30)
     assert any(x.any() for x in probe.sessions[-1].inputs[8:25])
+
+
+def test_turn_based_mode_hears_the_user_through_the_canceller(tmp_path):
+    devices = FakeDevices(period_s=0.02)  # 4x real time: the VAD must see the pauses
+
+    async def main():
+        events = Events()
+        probe = Probe(FakeModel())
+        config = ControllerConfig(
+            mode="turn", max_steps=10, echo_cancellation=True, record_dir=tmp_path
+        )
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        await conv.start()
+        await events.wait_for(lambda e: isinstance(e, UserTurn), timeout=30)
+        await events.wait_for(lambda e: isinstance(e, FrameOut) and e.index >= 5, timeout=30)
+        await conv.shutdown()
+        return events
+
+    events = asyncio.run(main())
+    turn = events.of(UserTurn)[0]
+    assert 0.2 < turn.start_s < 1.0 and turn.end_s > turn.start_s + 1.5  # the greeting
+    assert [e for e in events.of(EchoStats) if e.mode == "cancel"]
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert (folder / "mic_processed.wav").exists()
