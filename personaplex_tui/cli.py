@@ -13,7 +13,7 @@ import sys
 
 from model.errors import PersonaPlexError
 from personaplex_tui import __version__
-from personaplex_tui.commands import bench, chat, info, respond, soak, transcribe
+from personaplex_tui.commands import bench, chat, info, respond, soak, sound_check, transcribe
 from personaplex_tui.commands.common import UsageError
 from personaplex_tui.kernel_cache import persistent_kernel_cache
 from personaplex_tui.stop_signals import POLICY, Stopped, stopped_sentence
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_parsers(sub)
     soak.add_parser(sub)
     transcribe.add_parser(sub)
+    sound_check.add_parser(sub)
     return parser
 
 

@@ -123,6 +123,17 @@ class PlaybackStats:
 
 
 @dataclass(frozen=True)
+class EchoStats:
+    """How the mic is kept free of the agent's voice: `mode` "cancel" (the echo canceller, with
+    its measured echo delay and echo reduction), "mute" (mute while the agent speaks) or "off"."""
+
+    mode: Literal["cancel", "mute", "off"]
+    delay_ms: float | None = None  # the echo's delay after the agent audio left the app
+    erle_db: float | None = None  # echo return loss enhancement: how much echo was removed
+    processing_ms: float = 0.0  # the canceller's mean cost per 80 ms frame
+
+
+@dataclass(frozen=True)
 class UserTurn:
     """The user said something (turn-based: one VAD utterance), times in seconds since start."""
 
@@ -165,6 +176,7 @@ EngineEvent = (
     | EngineError
     | Levels
     | PlaybackStats
+    | EchoStats
     | UserTurn
     | Notice
     | SessionStarted

@@ -55,6 +55,9 @@ PERSISTED: tuple[str, ...] = (
     "mode",
     "max_steps",
     "echo_suppression",
+    "echo_cancellation",
+    "noise_suppression",
+    "auto_gain",
     "audio_temperature",
     "audio_top_k",
     "text_temperature",
@@ -81,6 +84,13 @@ class Settings:
     mode: Mode = "turn"
     max_steps: int = 75  # turn-based reply length in frames (80 ms each)
     echo_suppression: bool = False
+    # WebRTC's audio processing on the mic (audio/aec.py): the echo canceller, on so that duplex
+    # works on a laptop's speakers; noise suppression, on as in the reference clients (it also
+    # removes the canceller's residue in pauses); automatic gain, off: it raises room noise
+    # and echo residue between words, and the model hears a well-set mic as it is.
+    echo_cancellation: bool = True
+    noise_suppression: bool = True
+    auto_gain: bool = False
     audio_temperature: float = 0.8
     audio_top_k: int = 250
     text_temperature: float = 0.7
@@ -181,6 +191,13 @@ def _problems(s: Settings) -> list[str]:
             problems.append(problem)
     if not isinstance(s.echo_suppression, bool):
         problems.append(f"Echo suppression must be true or false (got {s.echo_suppression!r}).")
+    for label, flag in (
+        ("Echo cancellation", s.echo_cancellation),
+        ("Noise suppression", s.noise_suppression),
+        ("Automatic gain", s.auto_gain),
+    ):
+        if not isinstance(flag, bool):
+            problems.append(f"{label} must be true or false (got {flag!r}).")
     for label, value in (
         ("Input device", s.input_device),
         ("Output device", s.output_device),
@@ -375,7 +392,25 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
         "--echo-suppression",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="mute the mic while the agent speaks (for speakers without headphones)",
+        help="mute the mic while the agent speaks (the fallback to echo cancellation)",
+    )
+    parser.add_argument(
+        "--echo-cancellation",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cancel the agent's echo in the mic (WebRTC AEC3; default: on)",
+    )
+    parser.add_argument(
+        "--noise-suppression",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="WebRTC noise suppression on the mic (default: on)",
+    )
+    parser.add_argument(
+        "--auto-gain",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="WebRTC automatic gain control on the mic (default: off)",
     )
     parser.add_argument("--model", metavar="REPO_OR_DIR", help="Hugging Face repo or folder")
     parser.add_argument(
@@ -439,6 +474,7 @@ def settings_from_args(args: argparse.Namespace, base: Settings) -> Settings:
     """`base` with every flag the user gave applied on top; raises `SettingsError`."""
     changes: dict[str, Any] = {}
     simple = ("mode", "voice", "max_steps", "echo_suppression", "model", "dtype", "quantize")
+    simple += ("echo_cancellation", "noise_suppression", "auto_gain")
     simple += ("input_device", "output_device", "input_file", "output_file", "timing_log")
     for name in simple:
         value = getattr(args, name, None)

@@ -15,3 +15,7 @@ class AudioDeviceError(PersonaPlexError):
 
 class VadUnavailableError(PersonaPlexError):
     """The voice activity detector's model or runtime could not be loaded."""
+
+
+class CancellerUnavailableError(PersonaPlexError):
+    """The echo canceller's library is missing or cannot be loaded on this platform."""

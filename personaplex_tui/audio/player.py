@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,6 +45,7 @@ class Player:
         self._in_overrun = False
         self._audible_until = 0  # write counter just past the last audible sample queued
         self._last_audible_out = -1e9  # monotonic time an audible sample was last output
+        self.tap: Callable[[np.ndarray], None] | None = None  # sees every block played
 
     # -- producer side -------------------------------------------------------------------
     def write(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
@@ -99,8 +101,17 @@ class Player:
     def fill(self, out: np.ndarray) -> int:
         """Fill one output block (called from the audio callback; never waits on the engine).
 
-        Returns how many samples of queued audio went out; the rest of `out` is zeros.
+        Returns how many samples of queued audio went out; the rest of `out` is zeros. The
+        block, silence included, is then handed to `tap` when one is set (the echo canceller's
+        far end: it must only copy).
         """
+        got = self._fill(out)
+        tap = self.tap
+        if tap is not None:
+            tap(out)
+        return got
+
+    def _fill(self, out: np.ndarray) -> int:
         n = len(out)
         with self._state_lock:
             if not self._playing:

@@ -33,7 +33,8 @@ def new_recording_folder(base: str | Path, now: float | None = None) -> Path:
 
 
 class SessionRecorder:
-    """Writes `mic.wav` and `agent.wav` (24 kHz mono 16-bit) into one folder as audio arrives.
+    """Writes `mic.wav` and `agent.wav` (24 kHz mono 16-bit) into one folder as audio arrives,
+    and `mic_processed.wav` (the mic after echo cancellation) once there is any.
 
     Each track is an incremental `WavWriter`, so a crash loses at most its last second. The
     transcript is the caller's (write it into `paths.folder`). Thread-safe per track.
@@ -44,6 +45,22 @@ class SessionRecorder:
         self.paths = RecordingPaths(folder, folder / "mic.wav", folder / "agent.wav")
         self._mic = WavWriter(self.paths.mic, SAMPLE_RATE, 1, flush_every_s)
         self._agent = WavWriter(self.paths.agent, SAMPLE_RATE, 1, flush_every_s)
+        self._flush_every_s = flush_every_s
+        self._processed: WavWriter | None = None
+
+    @property
+    def processed_path(self) -> Path:
+        return self.paths.folder / "mic_processed.wav"
+
+    def write_mic_processed(self, pcm: np.ndarray) -> None:
+        """The mic after echo cancellation (the file is made on the first call)."""
+        if self._processed is None:
+            self._processed = WavWriter(self.processed_path, SAMPLE_RATE, 1, self._flush_every_s)
+        self._processed.write(pcm)
+
+    @property
+    def processed_seconds(self) -> float | None:
+        return None if self._processed is None else self._processed.duration_s
 
     def write_mic(self, pcm: np.ndarray) -> None:
         self._mic.write(pcm)
@@ -62,11 +79,17 @@ class SessionRecorder:
     def flush(self) -> None:
         self._mic.flush()
         self._agent.flush()
+        if self._processed is not None:
+            self._processed.flush()
 
     def close(self) -> RecordingPaths:
         """Finish both files (safe to call twice, both closed even if one fails); returns their paths."""
         try:
             self._mic.close()
         finally:
-            self._agent.close()
+            try:
+                self._agent.close()
+            finally:
+                if self._processed is not None:
+                    self._processed.close()
         return self.paths

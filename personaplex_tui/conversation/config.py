@@ -26,6 +26,8 @@ SESSION_FIELDS = frozenset(
 )
 # Fields that choose the microphone and the speaker.
 AUDIO_FIELDS = frozenset({"input_device", "output_device", "input_file", "output_file"})
+# Fields that change the mic's processing (a running conversation restarts on them).
+PROCESSING_FIELDS = frozenset({"echo_cancellation", "noise_suppression", "auto_gain"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class ControllerConfig:
     prompt_text: str | None = None  # a custom system prompt (wins over `prompt`)
     max_steps: int = 75  # turn-based reply length in frames (75 = 6 s)
     echo_suppression: bool = False
+    # The app's default is on (settings.py); off here so that a bare config processes nothing.
+    echo_cancellation: bool = False
+    noise_suppression: bool = True
+    auto_gain: bool = False
     audio_temp: float = 0.8
     audio_top_k: int = 250
     text_temp: float = 0.7
@@ -115,6 +121,9 @@ def _from_app_settings(s: Settings) -> dict[str, Any]:
         "prompt_text": s.prompt_text.strip() if custom else None,
         "max_steps": s.max_steps,
         "echo_suppression": s.echo_suppression,
+        "echo_cancellation": s.echo_cancellation,
+        "noise_suppression": s.noise_suppression,
+        "auto_gain": s.auto_gain,
         "audio_temp": s.audio_temperature,
         "audio_top_k": s.audio_top_k,
         "text_temp": s.text_temperature,

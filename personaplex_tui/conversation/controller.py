@@ -11,9 +11,16 @@ from typing import Any
 
 from model.errors import PersonaPlexError
 from personaplex_tui.audio import UtteranceSegmenter
-from personaplex_tui.conversation.config import AUDIO_FIELDS, MODES, ControllerConfig, Mode
+from personaplex_tui.conversation.config import (
+    AUDIO_FIELDS,
+    MODES,
+    PROCESSING_FIELDS,
+    ControllerConfig,
+    Mode,
+)
 from personaplex_tui.conversation.devices import AudioFactory, AudioRig
 from personaplex_tui.conversation.duplex import DuplexController
+from personaplex_tui.conversation.echo import EchoPath, echo_path
 from personaplex_tui.conversation.recording import ConversationRecording
 from personaplex_tui.conversation.run import RunContext, RunEnd, Telemetry
 from personaplex_tui.conversation.timing_log import TimingLog
@@ -72,6 +79,8 @@ class ConversationController:
         self.recording: ConversationRecording | None = None
         self._timing_log: TimingLog | None = None
         self.runner: Runner | None = None
+        self._echo: EchoPath | None = None
+        self._echo_warned = False
         self._task: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -152,7 +161,9 @@ class ConversationController:
                 self._error(str(e), type(e).__name__)
                 return self._reset_pending()
             changed = self.config.changed(new)
-            restart = self.runner is not None and bool(changed & (AUDIO_FIELDS | {"mode"}))
+            restart = self.runner is not None and bool(
+                changed & (AUDIO_FIELDS | PROCESSING_FIELDS | {"mode"})
+            )
             if restart:
                 await self._stop_run()
             self.config = new
@@ -219,13 +230,20 @@ class ConversationController:
             await asyncio.to_thread(self._rig.release)
             self._error(str(e), type(e).__name__)
             return False
+        path, problem = await asyncio.to_thread(echo_path, mic, speaker, self.config)
+        if problem and not self._echo_warned:
+            self._echo_warned = True
+            self.engine.emit(Notice(problem, "warning"))
+            self._note(problem, "error")
+        self._echo = path
+        self.telemetry.echo = lambda: path.stats(self._live_config())
         ctx = RunContext(
             engine=self.engine,
-            mic=mic,
-            speaker=speaker,
+            mic=path.mic,
+            speaker=path.speaker,
             recording=self.recording,
             telemetry=self.telemetry,
-            config=lambda: self.config,
+            config=self._live_config,
             timing_log=self._timing_log,
             stall_s=self._stall_s,
             fresh_mic=self._rig.fresh_mic,
@@ -247,6 +265,8 @@ class ConversationController:
                 await self.engine.stop()
             except RuntimeError:  # the engine is already closed
                 pass
+        if self._echo is not None:
+            await asyncio.to_thread(self._echo.close)
         if self.recording is not None:
             self.recording.align()
             self.recording.flush()
@@ -254,6 +274,14 @@ class ConversationController:
         if self.runner is runner:
             self.runner, self._task = None, None
         self._report(end)
+
+    def _live_config(self) -> ControllerConfig:
+        """The settings a run reads at every frame: mute-while-speaking stands in for the echo
+        canceller when its library could not load."""
+        echo = self._echo
+        if echo is not None and echo.fallback and not self.config.echo_suppression:
+            return replace(self.config, echo_suppression=True)
+        return self.config
 
     async def _stop_run(self) -> None:
         runner, task = self.runner, self._task

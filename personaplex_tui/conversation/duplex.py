@@ -1,7 +1,8 @@
 """Full duplex: one model step per captured mic frame, the agent's audio straight to the speaker.
 
 The microphone is the clock. On the engine thread, each frame read from the mic is recorded,
-metered, replaced by silence while the agent is audible (echo suppression, when on) and stepped
+metered (after echo cancellation, when on; the raw and the processed frame are both recorded),
+replaced by silence while the agent is audible (echo suppression, when on) and stepped
 through the session; each agent frame goes to the speaker's player (3-frame pre-buffer), the
 recording, the meters, the transcript and the timing log. The model decides when to talk.
 """
@@ -17,7 +18,13 @@ import numpy as np
 
 from personaplex_tui.audio import EchoSuppressor
 from personaplex_tui.conversation.devices import device_alive
-from personaplex_tui.conversation.run import MicReader, RunContext, RunEnd, output_lost
+from personaplex_tui.conversation.run import (
+    MicReader,
+    RunContext,
+    RunEnd,
+    output_lost,
+    raw_frame,
+)
 from personaplex_tui.events import StateChanged
 
 DRAIN_TIMEOUT_S = 5.0
@@ -81,7 +88,8 @@ class DuplexController:
                 return
             self._echo.enabled = ctx.config().echo_suppression
             heard = self._echo.process(pcm)
-            ctx.recording.write_mic(pcm)
+            raw = raw_frame(ctx.mic, pcm)
+            ctx.recording.write_mic(raw, None if raw is pcm else pcm)
             self._mic = pcm
             yield heard
 

@@ -53,7 +53,9 @@ def copy_wav_prefix(source: Path, target: Path, frames: int) -> None:
 
 
 class ConversationRecording:
-    """Records `mic.wav` and `agent.wav` (24 kHz mono 16-bit) and the transcript of one session.
+    """Records `mic.wav` and `agent.wav` (24 kHz mono 16-bit) and the transcript of one session;
+    with echo cancellation on, `mic.wav` is the raw mic and `mic_processed.wav` the cleaned one
+    (silence where nothing was processed), on the same timeline.
 
     The two tracks share a timeline: `align()` pads the shorter one with silence, and the
     controllers call it whenever the conversation changes phase, so sample n of one track
@@ -74,6 +76,7 @@ class ConversationRecording:
         self._lock = threading.Lock()
         self._mic_samples = 0
         self._agent_samples = 0
+        self._processed_samples: int | None = None  # None until a processed frame came
         self._recorder: SessionRecorder | None = None
         self.closed = False
         try:
@@ -125,8 +128,21 @@ class ConversationRecording:
         """The end of the timeline (the longer track), in seconds."""
         return max(self._mic_samples, self._agent_samples) / SAMPLE_RATE
 
-    def write_mic(self, pcm: np.ndarray) -> None:
-        """Append the user's audio (any thread; never raises)."""
+    def write_mic(self, pcm: np.ndarray, processed: np.ndarray | None = None) -> None:
+        """Append the user's audio as captured, and as the echo canceller left it when it ran
+        (any thread; never raises)."""
+        if processed is not None:
+            with self._lock:
+                start = self._processed_samples or 0
+                gap = self._mic_samples - start
+                self._processed_samples = self._mic_samples + len(processed)
+                if self._recorder is not None and not self.closed:
+                    try:
+                        if gap > 0:
+                            self._recorder.write_mic_processed(np.zeros(gap, np.float32))
+                        self._recorder.write_mic_processed(processed)
+                    except (OSError, ValueError) as e:
+                        self._fail(e)
         self._write(pcm, mic=True)
 
     def write_agent(self, pcm: np.ndarray) -> None:
@@ -141,6 +157,19 @@ class ConversationRecording:
             silence = np.zeros(FRAME_SAMPLES, np.float32)
             for start in range(0, abs(gap), FRAME_SAMPLES):
                 self._write(silence[: min(FRAME_SAMPLES, abs(gap) - start)], mic=gap < 0)
+        with self._lock:
+            behind = (
+                None
+                if self._processed_samples is None
+                else (self._mic_samples - self._processed_samples)
+            )
+            if behind and behind > 0:
+                self._processed_samples = self._mic_samples
+                if self._recorder is not None and not self.closed:
+                    try:
+                        self._recorder.write_mic_processed(np.zeros(behind, np.float32))
+                    except (OSError, ValueError) as e:
+                        self._fail(e)
 
     def _write(self, pcm: np.ndarray, mic: bool) -> None:
         with self._lock:
@@ -198,11 +227,15 @@ class ConversationRecording:
                 ) from None
             mic_frames = round(self._recorder.mic_seconds * SAMPLE_RATE)
             agent_frames = round(self._recorder.agent_seconds * SAMPLE_RATE)
+            processed_s = self._recorder.processed_seconds
         target = new_recording_folder(Path(root).expanduser())
         try:
             target.mkdir(parents=True)
             copy_wav_prefix(self.folder / "mic.wav", target / "mic.wav", mic_frames)
             copy_wav_prefix(self.folder / "agent.wav", target / "agent.wav", agent_frames)
+            if processed_s is not None:
+                name = "mic_processed.wav"
+                copy_wav_prefix(self.folder / name, target / name, round(processed_s * SAMPLE_RATE))
             self.transcript.copy_to(target)
         except OSError as e:
             raise RecordingError(

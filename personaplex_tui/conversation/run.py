@@ -15,7 +15,7 @@ from personaplex_tui.conversation.devices import device_alive
 from personaplex_tui.conversation.recording import ConversationRecording
 from personaplex_tui.conversation.timing_log import TimingLog
 from personaplex_tui.engine import Engine
-from personaplex_tui.events import EventSink
+from personaplex_tui.events import EchoStats, EventSink
 
 EndReason = Literal[
     "stopped",  # asked to stop (space in duplex, mode switch, reset, shutdown)
@@ -80,6 +80,13 @@ class RunContext:
         self.engine.emit(event)  # type: ignore[arg-type]
 
 
+def raw_frame(mic: AudioInput, pcm: np.ndarray) -> np.ndarray:
+    """The frame as the microphone captured it, before echo cancellation (`pcm` itself when
+    nothing processed it)."""
+    raw = getattr(mic, "last_raw", None)
+    return pcm if raw is None or len(raw) != len(pcm) else raw
+
+
 class MicReader:
     """Reads frames for a run and tells apart a stop, the end of a file and a lost device.
 
@@ -123,6 +130,7 @@ class Telemetry:
         self.interval_s = 1.0 / rate_hz
         self._last = -1e9
         self.speaker: AudioOutput | None = None
+        self.echo: Callable[[], EchoStats] | None = None  # how the mic is kept free of echo
 
     def frame(self, mic: np.ndarray | None, agent: np.ndarray | None) -> None:
         """One 80 ms frame went by: what the user said and what the agent said (None = silence)."""
@@ -138,3 +146,5 @@ class Telemetry:
         self.sink(self.meters.snapshot())
         if self.speaker is not None:
             self.sink(self.speaker.stats())
+        if self.echo is not None:
+            self.sink(self.echo())

@@ -37,7 +37,14 @@ from personaplex_tui.audio import (
     split_frames,
 )
 from personaplex_tui.conversation.devices import device_alive
-from personaplex_tui.conversation.run import SILENCE, MicReader, RunContext, RunEnd, output_lost
+from personaplex_tui.conversation.run import (
+    SILENCE,
+    MicReader,
+    RunContext,
+    RunEnd,
+    output_lost,
+    raw_frame,
+)
 from personaplex_tui.events import StateChanged, UserTurn
 
 Phase = Literal["listening", "capturing", "thinking", "speaking"]
@@ -163,7 +170,7 @@ class TurnController:
                         if isinstance(event, UtteranceEnded):
                             return Heard(offset + event.start_s, offset + event.end_s, event.audio)
                 return reader.end
-            ctx.recording.write_mic(pcm)
+            _record_mic(ctx, pcm)
             ctx.telemetry.frame(pcm, None)
             n += 1
             if captured is None and self._capture.is_set():
@@ -266,3 +273,9 @@ class TurnController:
             deadline = time.monotonic() + ECHO_TAIL_WAIT_S
             while speaker.audible() and not self._halted() and time.monotonic() < deadline:
                 self._interrupt.wait(0.02)
+
+
+def _record_mic(ctx: RunContext, pcm: np.ndarray) -> None:
+    """Record the frame as captured and, when the echo canceller ran, as it left it."""
+    raw = raw_frame(ctx.mic, pcm)
+    ctx.recording.write_mic(raw, None if raw is pcm else pcm)

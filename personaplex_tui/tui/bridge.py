@@ -1,7 +1,7 @@
 """The thread-safe event sink the controller calls: engine events in, Textual messages out.
 
 Safe to call from any thread and never blocks: each event becomes a message posted to the app.
-High-rate data (levels, playback, step timings, load progress, memory) is coalesced: the bridge
+High-rate data (levels, playback, echo, step timings, load progress, memory) is coalesced: the bridge
 keeps the newest values (and every step timing, up to a bound) and posts one `LiveDataArrived`
 until the app drains it, so a busy engine cannot flood the UI's queue.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from textual.message_pump import MessagePump
 
 from personaplex_tui.events import (
+    EchoStats,
     EngineEvent,
     FrameOut,
     Levels,
@@ -30,6 +31,7 @@ _LATEST_FIELD: dict[type, str] = {
     PlaybackStats: "playback",
     LoadProgress: "progress",
     MemoryUsage: "memory",
+    EchoStats: "echo",
 }
 
 
@@ -41,6 +43,7 @@ class LiveData:
     playback: PlaybackStats | None = None
     progress: LoadProgress | None = None
     memory: MemoryUsage | None = None
+    echo: EchoStats | None = None
     timings: list[StepTiming] = field(default_factory=list)
 
 

@@ -31,3 +31,15 @@ def human_duration(seconds: float | None) -> str:
 def db_text(db: float) -> str:
     """A level for a meter, e.g. '-23.4'; '-inf' under -99 dB."""
     return "-inf" if db <= -99 else f"{db:5.1f}"
+
+
+def echo_text(mode: str, delay_ms: float | None, erle_db: float | None) -> str:
+    """The level panel's bottom line: how the agent's voice is kept out of the mic, e.g.
+    `ERLE 31 dB · delay 312 ms` while the echo canceller runs."""
+    if mode == "mute":
+        return "echo: mic muted while agent talks"
+    if mode != "cancel":
+        return ""
+    erle = "–" if erle_db is None else f"{erle_db:.0f} dB"
+    delay = "–" if delay_ms is None else f"{delay_ms:.0f} ms"
+    return f"ERLE {erle} · delay {delay}"

@@ -9,6 +9,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from personaplex_tui.tui.bridge import LiveData
+from personaplex_tui.tui.format import echo_text
 from personaplex_tui.tui.keys import main_bindings
 from personaplex_tui.tui.step_stats import StepStats
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
@@ -56,6 +57,9 @@ class MainScreen(Screen):
             mic.set_levels(lv.mic_rms_db, lv.mic_peak_db, lv.mic_clipping)
             agent = self.query_one("#agent-meter", LevelMeter)
             agent.set_levels(lv.agent_rms_db, lv.agent_peak_db, lv.agent_clipping)
+        if data.echo is not None:  # the mic meter shows the level after echo cancellation
+            e = data.echo
+            self.query_one("#meters").border_subtitle = echo_text(e.mode, e.delay_ms, e.erle_db)
         timing = self.query_one(TimingPanel)
         if data.timings:
             self._stats.add(data.timings)

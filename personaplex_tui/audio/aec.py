@@ -1,0 +1,114 @@
+"""Acoustic echo cancellation: WebRTC's audio processing (AEC3) through the `livekit` package.
+
+The canceller takes the microphone and the far end (the agent audio that went to the speaker,
+aligned to the moment it was heard) in any whole number of 10 ms blocks at 24 kHz, and returns
+the microphone with the echo removed, optionally with noise suppression, a high-pass filter and
+automatic gain. AEC3 finds the remaining delay between the two by itself (its matched filters),
+so the alignment only has to be roughly right. `livekit` is imported on first use: a missing
+or broken install raises `CancellerUnavailableError` with one sentence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from personaplex_tui.audio.errors import CancellerUnavailableError
+from personaplex_tui.audio.frames import SAMPLE_RATE
+
+BLOCK_SAMPLES = SAMPLE_RATE // 100  # WebRTC processes 10 ms blocks
+_INT16 = 32767.0
+
+
+@dataclass(frozen=True)
+class ProcessingOptions:
+    """Which parts of WebRTC's processing run on the microphone."""
+
+    echo_cancellation: bool = True
+    noise_suppression: bool = True
+    auto_gain: bool = False
+    high_pass: bool = True
+
+
+def _load_rtc() -> Any:
+    try:
+        from livekit import rtc
+    except Exception as e:  # ImportError, OSError from a native library that will not load
+        reason = str(e).strip().rstrip(".") or type(e).__name__
+        raise CancellerUnavailableError(
+            f"The echo canceller could not be loaded (livekit: {reason})."
+        ) from None
+    return rtc
+
+
+class EchoCanceller:
+    """One WebRTC audio processing module at 24 kHz mono; not thread-safe (one caller thread).
+
+    `process(mic, far)` takes float32 audio of the same length, a multiple of 240 samples
+    (10 ms): `far[i]` must be what the speaker played at about the time `mic[i]` was captured
+    (up to a few hundred ms of remaining delay is found by AEC3 itself).
+    """
+
+    def __init__(self, options: ProcessingOptions | None = None, stream_delay_ms: int = 0) -> None:
+        self.options = options if options is not None else ProcessingOptions()
+        rtc = _load_rtc()
+        o = self.options
+        try:
+            self._apm = rtc.AudioProcessingModule(
+                echo_cancellation=o.echo_cancellation,
+                noise_suppression=o.noise_suppression,
+                high_pass_filter=o.high_pass,
+                auto_gain_control=o.auto_gain,
+            )
+            self._far = rtc.AudioFrame.create(SAMPLE_RATE, 1, BLOCK_SAMPLES)
+            self._near = rtc.AudioFrame.create(SAMPLE_RATE, 1, BLOCK_SAMPLES)
+        except Exception as e:  # the native runtime failed to start
+            reason = str(e).strip().rstrip(".") or type(e).__name__
+            raise CancellerUnavailableError(
+                f"The echo canceller could not be started (livekit: {reason})."
+            ) from None
+        # Views on the frames' own buffers: no allocation per block.
+        self._far_pcm = np.frombuffer(self._far._data, dtype=np.int16)
+        self._near_pcm = np.frombuffer(self._near._data, dtype=np.int16)
+        self.stream_delay_ms = int(stream_delay_ms)
+        self.blocks = 0
+
+    def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
+        """The microphone with the far end's echo removed (float32, same length as `mic`)."""
+        mic = np.asarray(mic, dtype=np.float32).reshape(-1)
+        far = np.asarray(far, dtype=np.float32).reshape(-1)
+        if len(mic) != len(far) or len(mic) % BLOCK_SAMPLES:
+            raise ValueError(
+                f"mic and far must have the same length, a multiple of {BLOCK_SAMPLES} samples "
+                f"(got {len(mic)} and {len(far)})"
+            )
+        mic16 = _to_int16(mic)
+        far16 = _to_int16(far)
+        out = np.empty(len(mic), dtype=np.float32)
+        for start in range(0, len(mic), BLOCK_SAMPLES):
+            block = slice(start, start + BLOCK_SAMPLES)
+            if self.options.echo_cancellation:
+                self._far_pcm[:] = far16[block]
+                self._apm.process_reverse_stream(self._far)
+                self._apm.set_stream_delay_ms(self.stream_delay_ms)
+            self._near_pcm[:] = mic16[block]
+            self._apm.process_stream(self._near)
+            out[block] = self._near_pcm
+            self.blocks += 1
+        out /= _INT16
+        return out
+
+
+def _to_int16(pcm: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(pcm, -1.0, 1.0) * _INT16).astype(np.int16)
+
+
+def canceller_available() -> str | None:
+    """None when the canceller can be made here, else the sentence saying why not."""
+    try:
+        EchoCanceller()
+    except CancellerUnavailableError as e:
+        return str(e)
+    return None

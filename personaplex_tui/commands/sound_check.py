@@ -1,0 +1,82 @@
+"""`ppx-tui sound-check`: will duplex without headphones work here? Live on the sound card, or
+offline on two recordings (`--far FAR.wav --mic MIC.wav --output CLEAN.wav`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from personaplex_tui.commands.common import UsageError, status
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sound-check",
+        help="test echo cancellation: live on your speaker and mic, or on two recordings",
+        description="Live: plays a short test signal through the speaker while recording the "
+        "microphone, then reports the round-trip delay, the echo before and after "
+        "cancellation, the noise floor and clipping, and whether duplex without headphones "
+        "will work. Offline (--far, --mic, --output): runs the same canceller on two "
+        "recordings, no sound card needed.",
+    )
+    p.add_argument("--far", metavar="WAV", help="offline: what the speaker played")
+    p.add_argument("--mic", metavar="WAV", help="offline: what the microphone recorded")
+    p.add_argument("--output", metavar="WAV", help="offline: write the cleaned microphone here")
+    p.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    p.add_argument(
+        "--noise-suppression",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="WebRTC noise suppression on the cleaned microphone (default: on)",
+    )
+    p.add_argument(
+        "--auto-gain",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="WebRTC automatic gain control (default: off)",
+    )
+    p.add_argument("--input-device", metavar="X", help="live: microphone, by name or index")
+    p.add_argument("--output-device", metavar="Y", help="live: speaker, by name or index")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from personaplex_tui.audio.aec import ProcessingOptions
+
+    options = ProcessingOptions(noise_suppression=args.noise_suppression, auto_gain=args.auto_gain)
+    offline = [args.far, args.mic, args.output]
+    if any(offline):
+        if not all(offline):
+            raise UsageError(
+                "The offline sound check needs all three of --far, --mic and --output."
+            )
+        if args.input_device is not None or args.output_device is not None:
+            raise UsageError("--input-device and --output-device are for the live sound check.")
+        return _offline(args, options)
+    from personaplex_tui.commands.sound_check_live import run_live
+
+    return run_live(args, options)
+
+
+def _offline(args: argparse.Namespace, options: object) -> int:
+    from personaplex_tui.audio.offline_aec import cancel_recordings
+
+    report = cancel_recordings(args.far, args.mic, args.output, options)  # type: ignore[arg-type]
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+        for note in report.notes:
+            status(note)
+        return 0
+    for note in report.notes:
+        print(note)
+    if report.delay_ms is None:
+        print(f"Wrote {report.output} ({report.seconds:.1f} s); no echo to measure.")
+        return 0
+    print(f"Echo delay: {report.delay_ms:.0f} ms after the far end.")
+    if report.erle_db is not None:
+        print(
+            f"Echo: {report.echo_before_dbfs:.1f} dBFS before, {report.echo_after_dbfs:.1f} dBFS "
+            f"after cancellation: {report.erle_db:.1f} dB removed (ERLE)."
+        )
+    print(f"Wrote {report.output} ({report.seconds:.1f} s).")
+    return 0

@@ -1,0 +1,111 @@
+"""The live `ppx-tui sound-check`: play the test signal through the speaker while recording the
+microphone, through the same echo path the app uses, and say whether duplex will work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from personaplex_tui.audio.aec import EchoCanceller, ProcessingOptions
+from personaplex_tui.audio.cancelling_mic import CancellingMic, stream_latency_s
+from personaplex_tui.audio.echo_check import LiveReport, analyse, check_signal
+from personaplex_tui.audio.errors import AudioDeviceError
+from personaplex_tui.audio.far_end import FarEndTimeline, PlayedTap
+from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
+from personaplex_tui.commands.common import status
+
+READ_TIMEOUT_S = 2.0
+
+
+class _TappedTimeline(FarEndTimeline):
+    """Keeps a copy of every far-end frame handed to the canceller, for the report."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity_s=30.0)
+        self.taken: list[np.ndarray] = []
+
+    def take(self, start: int, n: int) -> np.ndarray:
+        far = super().take(start, n)
+        self.taken.append(far)
+        return far
+
+
+def run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
+    from personaplex_tui.audio.streams import make_mic, make_speaker
+
+    canceller = EchoCanceller(options)  # CancellerUnavailableError: one sentence, exit 2
+    signal = check_signal()
+    frames = len(signal) // FRAME_SAMPLES
+    mic = make_mic(args.input_device)
+    speaker = make_speaker(args.output_device)
+    status(
+        f"Playing a {frames * FRAME_SAMPLES / SAMPLE_RATE:.0f} s test signal on "
+        f"'{speaker.device_name}' and recording '{mic.device_name}'..."
+    )
+    timeline = _TappedTimeline()
+    raw: list[np.ndarray] = []
+    clean: list[np.ndarray] = []
+    try:
+        speaker.start()
+        tap = PlayedTap(timeline, speaker.device_rate, stream_latency_s(speaker))
+        speaker.player.tap = tap
+        cancelling = CancellingMic(mic, timeline, canceller, tap=tap)
+        cancelling.start()
+        out = speaker
+        try:
+            # The whole signal is queued at once: the device plays it without a gap whatever
+            # this machine's load; the player's tap hands the canceller what it played.
+            for k in range(frames):
+                out.write_frame(signal[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES], 1.0)
+            out.flush()
+            for _ in range(frames):
+                frame = cancelling.read_frame(timeout=READ_TIMEOUT_S)
+                if frame is None:
+                    raise AudioDeviceError(
+                        f"The input device '{mic.device_name}' delivered no audio for "
+                        f"{READ_TIMEOUT_S:.0f} s; is it in use by another program?"
+                    )
+                clean.append(frame)
+                raw.append(cancelling.last_raw if cancelling.last_raw is not None else frame)
+        finally:
+            cancelling.close()
+    finally:
+        try:
+            mic.close()
+        finally:
+            speaker.close()
+    far = np.concatenate(timeline.taken)
+    report = analyse(
+        signal,
+        far,
+        np.concatenate(raw),
+        np.concatenate(clean),
+        mic.device_name,
+        speaker.device_name,
+    )
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        _print(report)
+    return 0
+
+
+def _print(r: LiveReport) -> None:
+    print(f"Microphone: {r.input_device}    Speaker: {r.output_device}")
+    print(
+        f"Noise floor: {r.noise_floor_dbfs:.0f} dBFS; mic peak {r.mic_peak_dbfs:.0f} dBFS", end=""
+    )
+    print(f", {r.clipped_samples} clipped samples." if r.clipped_samples else ", no clipping.")
+    if r.round_trip_ms is not None:
+        left = "" if r.residual_ms is None else f"; {r.residual_ms:.0f} ms left after alignment"
+        print(f"Round-trip delay: {r.round_trip_ms:.0f} ms{left}.")
+    if r.erle_db is not None:
+        print(
+            f"Echo: {r.echo_before_dbfs:.0f} dBFS before, {r.echo_after_dbfs:.0f} dBFS after "
+            f"cancellation ({r.erle_db:.0f} dB removed)."
+        )
+    for sentence in r.verdict:
+        print(sentence)
+    print(f"Use: {r.settings}")

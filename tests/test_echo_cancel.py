@@ -1,0 +1,96 @@
+"""The echo canceller on synthetic echo paths (shared speech, 20-250 ms, decaying room, gain
+0.3-1.0, -50 dBFS noise): far end alone, double talk and a 60 ms delay jump.
+
+ERLE is measured over the 20 ms blocks after the first 2 s in which the far end (shifted by
+the echo delay) is within 30 dB of its loudest block. Double talk: correlations of 20 ms
+log-RMS envelopes (dBFS, floored at -60) after 2 s, and the cleaned track's energy over the
+near end's in the blocks where the near end talks (within 30 dB of its loudest block).
+`python benchmarks/echo_cancel.py` prints every figure as a table.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+
+from personaplex_tui.audio.aec import BLOCK_SAMPLES, EchoCanceller, ProcessingOptions
+from personaplex_tui.audio.echo_metrics import estimate_delay
+from tests.echo_paths import CASES, far_talk, measure_case
+
+IDS = [f"{round(d * 1000)}ms-gain{g}" for d, g in CASES]
+
+
+@cache
+def figures(delay_s: float, gain: float) -> dict[str, float]:
+    return measure_case(delay_s, gain)
+
+
+@pytest.mark.parametrize(("delay_s", "gain"), CASES, ids=IDS)
+def test_far_end_alone_is_cancelled_by_25_db(delay_s: float, gain: float) -> None:
+    assert figures(delay_s, gain)["erle_alone_db"] >= 25.0
+
+
+@pytest.mark.parametrize(("delay_s", "gain"), CASES, ids=IDS)
+def test_double_talk_keeps_the_near_end_and_drops_the_echo(delay_s: float, gain: float) -> None:
+    f = figures(delay_s, gain)
+    assert f["corr_clean_near"] >= 0.7  # the cleaned track follows the talker
+    assert f["corr_mic_echo"] >= 0.4  # before cancelling, the microphone followed the echo
+    assert f["corr_clean_echo"] <= 0.15  # after, it no longer does
+    assert f["corr_clean_echo"] <= f["corr_near_echo"] + 0.1
+
+
+LEVEL_CASES = [
+    pytest.param(
+        d,
+        g,
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="echo as loud as the talker: AEC3's suppressor dips the near end ~3.9 dB",
+        ),
+    )
+    if g >= 1.0
+    else (d, g)
+    for d, g in CASES
+]
+
+
+@pytest.mark.parametrize(("delay_s", "gain"), LEVEL_CASES, ids=IDS)
+def test_double_talk_keeps_the_near_end_level_within_3_db(delay_s: float, gain: float) -> None:
+    assert abs(figures(delay_s, gain)["level_vs_near_db"]) <= 3.0
+
+
+@pytest.mark.parametrize(("delay_s", "gain"), CASES, ids=IDS)
+def test_a_60_ms_delay_jump_is_cancelled_again_within_2_s(delay_s: float, gain: float) -> None:
+    f = figures(delay_s, gain)
+    assert f["erle_jump_1_2s_db"] >= 20.0
+    assert f["erle_jump_2_4s_db"] >= 20.0
+
+
+def test_without_a_far_end_the_canceller_passes_speech_through() -> None:
+    speech = far_talk(6.0)
+    clean = EchoCanceller(ProcessingOptions(noise_suppression=False)).process(
+        speech, np.zeros_like(speech)
+    )
+    late = slice(len(speech) // 3, None)  # past the high-pass filter's and the AEC's start
+    ratio = np.sum(clean[late].astype(np.float64) ** 2) / np.sum(
+        speech[late].astype(np.float64) ** 2
+    )
+    assert abs(10 * np.log10(ratio)) < 1.5
+
+
+def test_process_refuses_blocks_that_are_not_whole_10_ms() -> None:
+    aec = EchoCanceller()
+    with pytest.raises(ValueError):
+        aec.process(
+            np.zeros(BLOCK_SAMPLES + 1, np.float32), np.zeros(BLOCK_SAMPLES + 1, np.float32)
+        )
+
+
+def test_delay_estimate_finds_the_echo_delay() -> None:
+    far = far_talk(6.0)
+    shift = int(0.173 * 24000)
+    mic = 0.4 * np.concatenate([np.zeros(shift, np.float32), far])[: len(far)]
+    delay, confidence = estimate_delay(far, mic)
+    assert abs(delay - 0.173) < 0.002 and confidence > 8

@@ -1,0 +1,74 @@
+"""`ppx-tui sound-check --far --mic --output`: the canceller on two recordings, no sound card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from personaplex_tui.audio import read_audio
+from personaplex_tui.cli import main
+from tests.echo_paths import echo, far_talk, impulse_response, noise
+
+
+def _recordings(tmp_path: Path, delay_s: float, mic_rate: int = 24000, cut_s: float = 0.0):
+    rng = np.random.default_rng(5)
+    far = far_talk(10.0)
+    mic = echo(far, delay_s, 0.5, impulse_response(rng)) + noise(len(far), rng)
+    mic = mic[: len(mic) - int(cut_s * 24000)]
+    if mic_rate != 24000:
+        mic = soxr.resample(mic, 24000, mic_rate)
+    sf.write(tmp_path / "far.wav", far, 24000)
+    sf.write(tmp_path / "mic.wav", mic, mic_rate)
+    return tmp_path / "far.wav", tmp_path / "mic.wav", tmp_path / "clean.wav"
+
+
+def test_json_reports_the_delay_and_erle_and_says_what_was_converted(tmp_path, capsys):
+    far, mic, out = _recordings(tmp_path, 0.15, mic_rate=44100, cut_s=0.5)
+    rc = main(["sound-check", "--far", str(far), "--mic", str(mic), "--output", str(out), "--json"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert abs(report["delay_ms"] - 150) <= 3
+    assert report["erle_db"] >= 25
+    assert report["echo_after_dbfs"] < report["echo_before_dbfs"] - 25
+    assert "resampled from 44100 Hz to 24000 Hz" in captured.err
+    assert "0.50 s shorter; it was padded with silence" in captured.err
+    clean = read_audio(out)
+    assert abs(clean.duration_s - 10.0) < 0.02 and clean.source_rate == 24000
+
+
+def test_an_echo_beyond_the_cancellers_reach_is_said_and_brought_within_it(tmp_path, capsys):
+    far, mic, out = _recordings(tmp_path, 0.8)
+    rc = main(["sound-check", "--far", str(far), "--mic", str(mic), "--output", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "beyond the canceller's own reach" in text
+    delay = float(text.split("Echo delay: ")[1].split(" ms")[0])
+    assert abs(delay - 800) <= 5
+    erle = float(text.split("dB removed")[0].rsplit(":", 1)[1])
+    assert erle >= 25
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--far", "FAR"], "needs all three of --far, --mic and --output"),
+        (["--far", "missing.wav", "--mic", "MIC", "--output", "o.wav"], "does not exist"),
+        (
+            ["--far", "FAR", "--mic", "MIC", "--output", "o.wav", "--input-device", "1"],
+            "are for the live sound check",
+        ),
+    ],
+)
+def test_mistakes_end_in_one_sentence_and_exit_code_2(tmp_path, capsys, args, message):
+    far, mic, _ = _recordings(tmp_path, 0.05)
+    args = [a.replace("FAR", str(far)).replace("MIC", str(mic)) for a in args]
+    args = [str(tmp_path / a) if a.endswith(".wav") and "/" not in a else a for a in args]
+    assert main(["sound-check", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
