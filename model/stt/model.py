@@ -13,9 +13,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from model.lm.model import Transformer
 from model.lm.kv_cache import RingKVCache, Window
 from model.lm.layers import RMSNorm, embed_or_zero
+from model.lm.model import Transformer
 from model.lm.ring_mask import default_mode
 from model.stt.config import SttConfig
 
