@@ -1,0 +1,130 @@
+"""The user's transcript inside a PersonaPlex conversation: the STT run on the codes of the same
+Mimi encode, in the same step and the same evaluation.
+
+PersonaPlex's Mimi encodes each user frame once, with the STT's 32-codebook quantizer; a residual
+quantizer's first codes do not depend on later ones (tests/test_mimi_32_codebooks.py), so the
+first 8 go to PersonaPlex unchanged and all 32 to the STT. That holds only if the STT's Mimi is
+PersonaPlex's (as published, the very same checkpoint): `Listener.attach` checks it, weight by
+weight, and refuses another one in one sentence. Lazy arrays only; the session evaluates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from model.errors import CheckpointError
+from model.kv_cache import Window
+from model.mimi.quantizer import SplitResidualQuantizer
+from model.stt.config import SttConfig
+from model.stt.loader import SttModel
+from model.stt.model import SttLM
+from model.stt.stream import SttStep, SttStream
+from model.tokenizer import TextTokenizer
+
+if TYPE_CHECKING:
+    from model.mimi import MimiCodec
+
+_ENCODER_PARTS = ("encoder", "encoder_transformer", "downsample")
+
+
+@dataclass
+class Listener:
+    """The STT parts a PersonaPlex model keeps to transcribe its user (one per model).
+
+    The STT's own Mimi is not kept: PersonaPlex's encoder runs, with `quantizer` (all the STT's
+    codebooks) in place of its own."""
+
+    config: SttConfig
+    lm: SttLM
+    quantizer: SplitResidualQuantizer
+    tokenizer: TextTokenizer
+    source: str
+    compile: bool = True
+    graphs: dict[Window, Callable] = field(default_factory=dict)  # shared by every stream
+
+    @classmethod
+    def attach(cls, mimi: MimiCodec, stt: SttModel, *, source: str = "") -> Listener:
+        """The listener of a PersonaPlex whose codec is `mimi`; CheckpointError (one sentence)
+        when the STT's Mimi is not the same network with the same first codebooks."""
+        ours, theirs = mimi.model, stt.mimi.model
+        n = ours.cfg.num_codebooks
+        if theirs.cfg.num_codebooks < max(n, stt.config.n_q):
+            raise CheckpointError(
+                f"The STT model's Mimi codes {theirs.cfg.num_codebooks} codebooks, fewer than the {max(n, stt.config.n_q)} needed."
+            )
+        if not _same_encoder(ours, theirs, n):
+            raise CheckpointError(
+                f"The STT model {source or stt.folder} uses another Mimi than PersonaPlex's, so one encode cannot serve both."
+            )
+        return cls(
+            config=stt.config,
+            lm=stt.lm,
+            quantizer=theirs.quantizer,
+            tokenizer=stt.tokenizer,
+            source=source or str(stt.folder),
+        )
+
+    def stream(self) -> ListenerStream:
+        """A fresh transcription stream for one conversation."""
+        return ListenerStream(self)
+
+    def piece(self, token: int) -> str:
+        """The text of one STT token ("" for padding), "▁" as a space."""
+        return self.tokenizer.piece(token)
+
+
+class ListenerStream:
+    """One conversation's transcription state: `step(codes)` is lazy, evaluate its outputs with
+    `state_arrays()` in the step's one evaluation."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self._stream = SttStream(listener.lm, compile=listener.compile, graphs=listener.graphs)
+
+    @property
+    def frames(self) -> int:
+        return self._stream.frames
+
+    def reset(self) -> None:
+        self._stream.reset()
+
+    def step(self, codes: mx.array) -> SttStep:
+        """All the STT's codebooks of this frame (the first n_q of the encode's)."""
+        return self._stream.step(codes[: self.listener.config.n_q])
+
+    def state_arrays(self) -> list[mx.array]:
+        return self._stream.state_arrays()
+
+    def warm_up(self) -> None:
+        """Compile the graph of every attention window the stream will reach, now."""
+        self._stream.warm_up()
+
+
+def _same_encoder(ours, theirs, n: int) -> bool:
+    """Whether two Mimi models encode alike up to codebook n (same encoder weights, same
+    projections and first n codebooks)."""
+    for part in _ENCODER_PARTS:
+        a = tree_flatten(getattr(ours, part).parameters())
+        b = dict(tree_flatten(getattr(theirs, part).parameters()))
+        if len(a) != len(b):
+            return False
+        for name, value in a:
+            other = b.get(name)
+            if other is None or other.shape != value.shape or not mx.array_equal(value, other):
+                return False
+    qa, qb = ours.quantizer, theirs.quantizer
+    for name in (
+        "semantic_input_proj",
+        "acoustic_input_proj",
+        "semantic_output_proj",
+        "acoustic_output_proj",
+    ):
+        a, b = getattr(qa, name), getattr(qb, name)
+        if a.shape != b.shape or not mx.array_equal(a, b):
+            return False
+    return bool(mx.array_equal(qa.codebooks[:n], qb.codebooks[:n]))
