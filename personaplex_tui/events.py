@@ -49,6 +49,7 @@ class ModelInfo:
     load_s: float = 0.0
     warm_up_s: float = 0.0
     compiles_kernels: bool = False  # first run here: the warm-up JIT-compiles GPU kernels
+    user_transcript: str = ""  # the STT model transcribing the user ("" when off)
 
 
 @dataclass(frozen=True)
