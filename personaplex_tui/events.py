@@ -131,6 +131,24 @@ class UserTurn:
 
 
 @dataclass(frozen=True)
+class UserTextOut:
+    """A piece of the user's transcript, live (about 0.5 s behind the voice)."""
+
+    index: int  # the engine's step
+    text: str
+    t_s: float  # when it was said, on the recording's timeline
+
+
+@dataclass(frozen=True)
+class UserSaid:
+    """A line of the user's transcript is final (a turn ended)."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
 class Notice:
     """A one-line message for the user that is not an error (saved recording, device change)."""
 
@@ -157,6 +175,8 @@ EngineEvent = (
     | Levels
     | PlaybackStats
     | UserTurn
+    | UserTextOut
+    | UserSaid
     | Notice
     | MemoryUsage
 )

@@ -18,6 +18,7 @@ import numpy as np
 from personaplex_tui.audio import EchoSuppressor
 from personaplex_tui.conversation.devices import device_alive
 from personaplex_tui.conversation.run import MicReader, RunContext, RunEnd, output_lost
+from personaplex_tui.conversation.user_lane import UserLane
 from personaplex_tui.events import StateChanged
 
 DRAIN_TIMEOUT_S = 5.0
@@ -36,6 +37,7 @@ class DuplexController:
         self._echo = EchoSuppressor(ctx.speaker.audible, ctx.config().echo_suppression)
         self._mic: np.ndarray | None = None
         self.steps = 0
+        self.user_lane = UserLane(ctx.emit, lambda: ctx.recording.transcript)
 
     def _halted(self) -> bool:
         return self._stop.is_set() or self.ctx.engine.cancelled
@@ -49,6 +51,7 @@ class DuplexController:
             ctx.mic.clear()  # audio a kept-open input (a file) captured while idle is stale
         ctx.emit(StateChanged("duplex"))
         produced = await ctx.engine.generate(self._frames(), self._on_frame, keep=False)
+        self.user_lane.end_turn()
         if produced is None:
             end = RunEnd("engine_error")
         else:
@@ -92,6 +95,7 @@ class DuplexController:
         ctx.recording.write_agent(pcm)
         if frame.text:
             ctx.recording.transcript.agent_text(t, frame.text, step)
+        self.user_lane.frame(t, step, frame)
         if ctx.timing_log is not None:
             ctx.timing_log.write(step, frame.timings, "duplex", "duplex")
         ctx.telemetry.frame(self._mic, pcm)

@@ -38,6 +38,7 @@ from personaplex_tui.audio import (
 )
 from personaplex_tui.conversation.devices import device_alive
 from personaplex_tui.conversation.run import SILENCE, MicReader, RunContext, RunEnd, output_lost
+from personaplex_tui.conversation.user_lane import UserLane
 from personaplex_tui.events import StateChanged, UserTurn
 
 Phase = Literal["listening", "capturing", "thinking", "speaking"]
@@ -82,6 +83,7 @@ class TurnController:
         self._end: RunEnd | None = None
         self._stale_mic = not ctx.fresh_mic
         self.replies: list[int] = []  # reply frames generated, per turn
+        self.user_lane = UserLane(ctx.emit, lambda: ctx.recording.transcript)
 
     # -- control (event loop) ------------------------------------------------------------
     async def run(self) -> RunEnd:
@@ -215,9 +217,11 @@ class TurnController:
             if ctx.timing_log is not None:
                 phase = "utterance" if i < n else "reply"
                 ctx.timing_log.write(step, frame.timings, "turn", phase)
-            if i < n:
+            if i < n:  # the utterance: the user's words (frame i began at start_s + i frames)
+                self.user_lane.frame(heard.start_s + i * FRAME_SECONDS, step, frame)
                 return
             if i == n:
+                self.user_lane.end_turn()
                 self.phase = "speaking"
                 ctx.emit(StateChanged("speaking"))
                 transcript.agent_turn()
@@ -232,6 +236,7 @@ class TurnController:
                 self._stop.set()
 
         produced = await ctx.engine.generate(source(), on_frame, quiet_steps=n, keep=False)
+        self.user_lane.end_turn()  # (already ended unless the utterance was cut short)
         self.replies.append(counts["reply"])
         if produced is not None and not self._halted():
             await asyncio.to_thread(self._play_out)

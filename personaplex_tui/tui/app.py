@@ -29,6 +29,8 @@ from personaplex_tui.events import (
     Notice,
     StateChanged,
     TextOut,
+    UserSaid,
+    UserTextOut,
     UserTurn,
 )
 from personaplex_tui.memory import process_rss_bytes
@@ -174,6 +176,10 @@ class PersonaPlexApp(App[None]):
             self.main.query_one(Transcript).add_agent_text(event.index, event.text)
         elif isinstance(event, UserTurn):
             self.main.query_one(Transcript).add_user_turn(event.start_s, event.end_s, event.frames)
+        elif isinstance(event, UserTextOut):
+            self.main.query_one(Transcript).add_user_text(event.t_s, event.text)
+        elif isinstance(event, UserSaid):
+            self.main.query_one(Transcript).end_user_line(event.text)
         elif isinstance(event, ModelInfo):
             self.model_info = event
             self._refresh_status()
