@@ -20,6 +20,7 @@ from personaplex_tui.commands.common import (
     sampling_options,
     status,
 )
+from personaplex_tui.user_transcript import add_stt_arguments, attach_stt, choice_from_args
 
 FRAME = 1920
 RATE = 24000
@@ -56,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_sampling_arguments(p)
     add_model_arguments(p)
+    add_stt_arguments(p, with_defaults=True)
     p.set_defaults(handler=run)
 
 
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     if local_checkpoint(args.model) is None:  # a repo: its voices are known once it is fetched
         fetch_with_voice(args.model, args.voice)
     model = load(args.model, dtype=mx_dtype(args.dtype), quantize=args.quantize)
+    heard = _UserWords(model) if attach_stt(model, choice_from_args(args), status) else None
     session = model.session(args.voice, args.system_prompt, args.prompt_text, **options)
 
     dump = _open_dump(args.dump_tokens) if args.dump_tokens else None
@@ -136,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
     def on_frame(frame: Any) -> None:
         step_ms.append(frame.timings.total_ms)
+        if heard is not None:
+            heard.feed(frame)
         if dump is not None:
             record = {
                 "frame": frame.index,
@@ -148,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from model import replies
 
     # Refuse unusable audio (too long for the context...) before anything is written.
-    heard = len(
+    utterance = len(
         replies.utterance_frames(clip.pcm, session.frame_size, model.lm.config.temporal.context)
     )
     sink = _Sink(args.output)
@@ -158,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
     def on_reply_frame(frame: Any) -> None:
         on_frame(frame)
-        if per_frame and frame.index >= heard:
+        if per_frame and frame.index >= utterance:
             sink.write(frame.pcm)
 
     start = time.perf_counter()
@@ -184,20 +189,47 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     audio_s = (len(step_ms)) * FRAME / RATE
     if args.transcript:
+        if heard is not None:
+            print(f"you: {heard.text}")
         print(transcript)
     if args.json:
-        print(
-            json.dumps(
-                _metadata(args, model, session, clip, transcript, step_ms, elapsed, audio_s, sink),
-                indent=2,
-            )
-        )
+        meta = _metadata(args, model, session, clip, transcript, step_ms, elapsed, audio_s, sink)
+        meta["user_transcript"] = heard.as_json() if heard is not None else None
+        print(json.dumps(meta, indent=2))
     else:
         if args.stream and sink.first_audio_s is not None:
             status(f"First audio after {sink.first_audio_s:.2f} s.")
         if args.output:
             status(f"Wrote {args.max_steps * FRAME / RATE:.2f} s of reply to {args.output}.")
     return 0
+
+
+class _UserWords:
+    """The user's transcript of a reply (the STT's token of every frame, question and reply)."""
+
+    def __init__(self, model: Any) -> None:
+        from model.stt.words import TranscriptBuilder
+
+        self.source = model.listener.source
+        self._lag = model.listener.config.delay_frames
+        self._words = TranscriptBuilder(model.listener.piece, lag_frames=self._lag)
+
+    def feed(self, frame: Any) -> None:
+        if frame.user_text_id is not None:
+            self._words.feed(frame.index, frame.user_text_id)
+
+    @property
+    def text(self) -> str:
+        return self._words.text
+
+    def as_json(self) -> dict[str, Any]:
+        words = self._words.finish()
+        return {
+            "model": self.source,
+            "text": self.text,
+            "lag_s": round(self._lag * FRAME / RATE, 3),
+            "words": [{"text": w.text, "start_s": w.start_s, "end_s": w.end_s} for w in words],
+        }
 
 
 def _metadata(
