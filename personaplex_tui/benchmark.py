@@ -44,6 +44,9 @@ class BenchOptions:
     phases: bool = True
     turn: bool = False
     seed: int = 0
+    user_transcript: bool = False  # also time the step with the user's transcript on
+    stt_model: str | None = None  # its STT model (a real checkpoint's); None: the default
+    stt_quantize: int | None = None
 
 
 @dataclass
@@ -110,6 +113,7 @@ class BenchResult:
     matvec: str = ""  # which kernels multiply quantized weights by one row
     depformer: str = ""  # which kernels run the depformer
     temporal: str = ""  # which kernels run the temporal transformer's step
+    transcript: dict[str, Any] = field(default_factory=dict)  # `bench_transcript.time_transcript`
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -270,6 +274,14 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
             phases[name] = round(float(np.median([getattr(t, f"{name}_ms") for t in timings])), 3)
 
     turn = _turn_latency(model, voice, tokens, opts) if opts.turn else {}
+    transcript: dict[str, Any] = {}
+    if opts.user_transcript:
+        from personaplex_tui.bench_transcript import time_transcript
+
+        def make(**kw: Any) -> Session:
+            return _session(model, voice, tokens, opts, **kw)
+
+        transcript = time_transcript(model, make, audio, opts, progress)
     steps = Stats.of(step_ms)
     return BenchResult(
         model=model.source,
@@ -292,6 +304,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         matvec=matvec_kernels(model),
         depformer=depformer_kernels(model),
         temporal=temporal_kernels(model),
+        transcript=transcript,
     )
 
 

@@ -42,7 +42,7 @@ class Listener:
     config: SttConfig
     lm: SttLM
     quantizer: SplitResidualQuantizer
-    tokenizer: TextTokenizer
+    tokenizer: TextTokenizer | None  # None: random weights, no text (benchmarks)
     source: str
     compile: bool = True
     graphs: dict[Window, Callable] = field(default_factory=dict)  # shared by every stream
@@ -75,7 +75,7 @@ class Listener:
 
     def piece(self, token: int) -> str:
         """The text of one STT token ("" for padding), "▁" as a space."""
-        return self.tokenizer.piece(token)
+        return self.tokenizer.piece(token) if self.tokenizer is not None else ""
 
 
 class ListenerStream:
