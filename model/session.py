@@ -100,6 +100,8 @@ class Session:
         self._caches = model.lm.make_cache()
         listener = getattr(model, "listener", None) if transcribe_user else None
         self._listen = listener.stream() if listener is not None else None
+        # False: steps skip the STT (turn-based listening transcribes the user live instead)
+        self.transcribe_steps = True
         self.last_stats: StepStats | None = None
         self.prefill_ms = 0.0
         self.reset()
@@ -243,7 +245,7 @@ class Session:
     def _listen_step(self, codes: mx.array) -> tuple:
         """The STT on this frame's codes (all of the encode's): (text token, end-of-turn
         probabilities), lazy; () when the session does not transcribe."""
-        if self._listen is None:
+        if self._listen is None or not self.transcribe_steps:
             return ()
         heard = self._listen.step(codes)
         return heard.text_token, heard.end_of_turn

@@ -89,3 +89,26 @@ def test_another_mimi_is_one_sentence(pair, tmp_path: Path) -> None:
     text = str(error.value)
     assert "another Mimi" in text and "\n" not in text and text.endswith(".")
     assert persona.listener is None
+
+
+def test_hearing_outside_a_session_gives_the_sessions_tokens(pair, speech) -> None:
+    """Turn-based listening runs the STT alone on the same encoder: the same tokens and heads
+    as a session's steps; a session told not to transcribe its steps skips the STT."""
+    persona_dir, stt_dir = pair
+    persona = model.load(persona_dir)
+    persona.listen(load_stt(stt_dir))
+    in_session = run(persona, speech)
+    hearing = persona.listener.hearing(persona)
+    hearing.warm_up()
+    for _ in range(2):  # and again after a reset
+        heard = [hearing.hear(speech[i : i + 1920]) for i in range(0, len(speech), 1920)]
+        assert [h.user_text_id for h in heard] == [f.user_text_id for f in in_session]
+        assert [h.user_text for h in heard] == [f.user_text for f in in_session]
+        got = np.array([h.end_of_turn for h in heard])
+        assert np.allclose(got, [f.end_of_turn for f in in_session], atol=1e-5)
+        hearing.reset()
+    session = persona.session("NATF2", seed=SEED)
+    session.transcribe_steps = False
+    frames = [session.step(speech[i : i + 1920]) for i in range(0, 10 * 1920, 1920)]
+    assert all(f.user_text_id is None for f in frames)
+    assert tokens(frames) == tokens(in_session[:10])

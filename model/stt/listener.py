@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mlx.core as mx
+import numpy as np
 from mlx.utils import tree_flatten
 
 from model.errors import CheckpointError
@@ -73,6 +74,10 @@ class Listener:
         """A fresh transcription stream for one conversation."""
         return ListenerStream(self)
 
+    def hearing(self, persona: Any) -> Hearing:
+        """The STT alone on `persona`'s encoder, outside its sessions (see `Hearing`)."""
+        return Hearing(self, persona.step_graphs(), persona.mimi)
+
     def piece(self, token: int) -> str:
         """The text of one STT token ("" for padding), "▁" as a space."""
         return self.tokenizer.piece(token) if self.tokenizer is not None else ""
@@ -128,3 +133,47 @@ def _same_encoder(ours, theirs, n: int) -> bool:
         if a.shape != b.shape or not mx.array_equal(a, b):
             return False
     return bool(mx.array_equal(qa.codebooks[:n], qb.codebooks[:n]))
+
+
+@dataclass(frozen=True)
+class HeardFrame:
+    """What the STT made of one frame heard outside a session (host values, `Frame`'s names)."""
+
+    user_text_id: int
+    user_text: str
+    end_of_turn: tuple[float, ...]
+
+
+class Hearing:
+    """The STT alone on the user's frames, outside any session (turn-based listening, to end
+    the turn on the end-of-turn head): PersonaPlex's encoder with the listener's quantizer (the
+    model's compiled encode graph), then the STT step, one evaluation per frame."""
+
+    def __init__(self, listener: Listener, graphs: Any, mimi: MimiCodec) -> None:
+        self.listener = listener
+        self._graphs = graphs  # the PersonaPlex model's `StepGraphs`
+        self._mimi = mimi.model
+        self._stream = listener.stream()
+        self.reset()
+
+    def reset(self) -> None:
+        """A new stream: Mimi's and the STT's state start over."""
+        self._state = self._mimi.init_encode_state()
+        self._frames = 0
+        self._stream.reset()
+
+    def warm_up(self) -> None:
+        """Compile the graphs now (the encode graphs are the session's)."""
+        self._stream.warm_up()
+
+    def hear(self, pcm: np.ndarray) -> HeardFrame:
+        """One 80 ms frame (1920 float samples) in; its text token and end-of-turn heads out."""
+        full = self._mimi.full_after(self._frames)
+        encode = self._graphs.encode_all(full, self.listener.quantizer)
+        codes, self._state = encode(mx.array(np.asarray(pcm, np.float32)), self._state)
+        step = self._stream.step(codes)
+        mx.eval(step.text_token, step.end_of_turn, self._state, self._stream.state_arrays())
+        self._frames += 1
+        token = int(step.text_token.item())
+        probs = tuple(float(p) for p in np.array(step.end_of_turn))
+        return HeardFrame(token, self.listener.piece(token), probs)
