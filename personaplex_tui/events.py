@@ -149,6 +149,15 @@ class UserSaid:
 
 
 @dataclass(frozen=True)
+class TurnLatency:
+    """Turn-based: from the end of the user's speech to the first reply frame."""
+
+    end_of_speech_to_reply_s: float
+    decided_by: str  # "end-of-turn head", "silence" (the VAD's) or "push-to-talk"
+    decision_s: float = 0.0  # of which: audio heard after the speech until the turn ended
+
+
+@dataclass(frozen=True)
 class Notice:
     """A one-line message for the user that is not an error (saved recording, device change)."""
 
@@ -177,6 +186,7 @@ EngineEvent = (
     | UserTurn
     | UserTextOut
     | UserSaid
+    | TurnLatency
     | Notice
     | MemoryUsage
 )

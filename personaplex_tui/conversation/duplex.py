@@ -50,6 +50,8 @@ class DuplexController:
         if not ctx.fresh_mic:
             ctx.mic.clear()  # audio a kept-open input (a file) captured while idle is stale
         ctx.emit(StateChanged("duplex"))
+        if hasattr(ctx.engine.session, "transcribe_steps"):
+            ctx.engine.session.transcribe_steps = True  # (turn-based mode may have turned it off)
         produced = await ctx.engine.generate(self._frames(), self._on_frame, keep=False)
         self.user_lane.end_turn()
         if produced is None:

@@ -29,6 +29,7 @@ from personaplex_tui.events import (
     Notice,
     StateChanged,
     TextOut,
+    TurnLatency,
     UserSaid,
     UserTextOut,
     UserTurn,
@@ -46,6 +47,7 @@ from personaplex_tui.tui.widgets.control_bar import ControlBar
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar, StatusInfo
+from personaplex_tui.tui.widgets.timing_panel import TimingPanel
 from personaplex_tui.tui.widgets.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -180,6 +182,8 @@ class PersonaPlexApp(App[None]):
             self.main.query_one(Transcript).add_user_text(event.t_s, event.text)
         elif isinstance(event, UserSaid):
             self.main.query_one(Transcript).end_user_line(event.text)
+        elif isinstance(event, TurnLatency):
+            self.main.query_one(TimingPanel).set_turn_latency(event)
         elif isinstance(event, ModelInfo):
             self.model_info = event
             self._refresh_status()
