@@ -8,6 +8,7 @@ both see the same machine state; the cost is the ratio of their medians.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,8 @@ def time_transcript(
     opts: Any,
     progress: Callable[[str], None],
 ) -> dict[str, Any]:
-    """{"model", "step_ms_off", "step_ms_on" (Stats as dicts), "stt_ms" (phase p50),
-    "cost_pct"}, or {"error": one sentence} when the STT model cannot be loaded."""
+    """{"model", "step_ms_off", "step_ms_on", "listening_frame_ms" (Stats as dicts), "stt_ms"
+    (phase p50), "cost_pct"}, or {"error": one sentence} when the STT model cannot be loaded."""
     from dataclasses import asdict
 
     from personaplex_tui.benchmark import Stats
@@ -58,6 +59,15 @@ def time_transcript(
     }
     off_p50, on_p50 = result["step_ms_off"]["p50"], result["step_ms_on"]["p50"]
     result["cost_pct"] = round(100 * (on_p50 / off_p50 - 1), 1) if off_p50 else None
+    # turn-based listening: the STT alone on each mic frame (`Hearing`), between replies
+    hearing = model.listener.hearing(model)
+    hearing.warm_up()
+    heard_ms = []
+    for pcm in audio[: opts.steps]:
+        start = time.perf_counter()
+        hearing.hear(pcm)
+        heard_ms.append(1000 * (time.perf_counter() - start))
+    result["listening_frame_ms"] = asdict(Stats.of(heard_ms[2:] or heard_ms))
     if opts.phases:
         phased = make_session(transcribe_user=True, measure_phases=True)
         phased.warm_up()
@@ -85,5 +95,13 @@ def transcript_rows(transcript: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("  transcript cost (p50)", f"{transcript['cost_pct']:+.1f} %"))
     if "stt_ms" in transcript:
         rows.append(("  phase: stt", f"{transcript['stt_ms']:.2f} ms"))
+    if "listening_frame_ms" in transcript:
+        s = transcript["listening_frame_ms"]
+        rows.append(
+            (
+                "turn-based listening, STT alone per frame",
+                f"p50 {s['p50']:.2f} · p90 {s['p90']:.2f} ms",
+            )
+        )
     rows.append(("  STT model", str(transcript["model"])))
     return rows

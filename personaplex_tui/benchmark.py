@@ -308,6 +308,9 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
     )
 
 
+SILENCE_RULE_MS = 1000.0  # turn-based mode's VAD fallback: a second of silence ends the turn
+
+
 def _turn_latency(model, voice, tokens, opts: BenchOptions, prebuffer: int = 3) -> dict[str, float]:
     """From the utterance's last frame handed to the model to the first reply sample played.
 
@@ -334,7 +337,19 @@ def _turn_latency(model, voice, tokens, opts: BenchOptions, prebuffer: int = 3) 
             session.step(silence)
     first_ms = float(np.median([r[0] for r in results])) * 1000
     played_ms = float(np.median([r[1] for r in results])) * 1000
+    # What the app does once the turn has ended: step the whole utterance, then the first reply
+    # frame; from the end of speech, the VAD's rule first waits its second of silence.
+    after = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for pcm in utterance:
+            session.step(pcm)
+        session.step(silence)
+        after.append(time.perf_counter() - t)
+    after_ms = float(np.median(after)) * 1000
     return {
         "first_reply_frame_ms": round(first_ms, 3),
         "first_sample_played_ms": round(played_ms, 3),
+        f"utterance_{len(utterance)}_frames_then_first_reply_frame_ms": round(after_ms, 3),
+        "end_of_speech_to_reply_silence_rule_ms": round(SILENCE_RULE_MS + after_ms, 3),
     }

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.checkpoints import write_small_checkpoint
 from tests.stt_app import write_pair
 
@@ -34,11 +36,18 @@ def test_small_bench_times_the_step_with_the_transcript_on_and_off() -> None:
         s = r[key]
         assert s["n"] == 12 and 0 < s["p50"] <= s["p90"] <= s["max"]
     assert r["cost_pct"] == round(100 * (r["step_ms_on"]["p50"] / r["step_ms_off"]["p50"] - 1), 1)
-    assert r["stt_ms"] > 0
+    assert r["stt_ms"] > 0 and r["listening_frame_ms"]["p50"] > 0
     table = bench("--small", "--no-phases").stdout
     assert "user transcript on" in table and "transcript cost" in table
     assert "phase: stt" not in table
     assert json.loads(bench("--small", "--json", "--no-user-transcript").stdout)["transcript"] == {}
+
+
+def test_turn_reports_the_end_of_speech_to_reply_time() -> None:
+    turn = json.loads(bench("--small", "--json", "--turn", "--no-user-transcript").stdout)["turn"]
+    after = turn["utterance_40_frames_then_first_reply_frame_ms"]
+    assert after > turn["first_reply_frame_ms"] > 0
+    assert turn["end_of_speech_to_reply_silence_rule_ms"] == pytest.approx(1000 + after, abs=0.01)
 
 
 def test_a_checkpoint_with_its_stt(tmp_path: Path) -> None:
