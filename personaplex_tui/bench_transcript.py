@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from personaplex_tui.user_transcript import SttChoice, attach_stt
+from personaplex_tui.stt_loader import attach_stt
+from personaplex_tui.user_transcript import SttChoice
 
 
 def time_transcript(
@@ -23,12 +24,11 @@ def time_transcript(
     audio: list[np.ndarray],
     opts: Any,
     progress: Callable[[str], None],
+    stats_of: Callable[[list[float]], Any],
 ) -> dict[str, Any]:
     """{"model", "step_ms_off", "step_ms_on", "listening_frame_ms" (Stats as dicts), "stt_ms"
     (phase p50), "cost_pct"}, or {"error": one sentence} when the STT model cannot be loaded."""
     from dataclasses import asdict
-
-    from personaplex_tui.benchmark import Stats
 
     progress("loading the speech-to-text model")
     if opts.random_weights or opts.small:
@@ -54,8 +54,8 @@ def time_transcript(
         on_ms.append(on.step(pcm).timings.total_ms)
     result: dict[str, Any] = {
         "model": model.listener.source,
-        "step_ms_off": asdict(Stats.of(off_ms)),
-        "step_ms_on": asdict(Stats.of(on_ms)),
+        "step_ms_off": asdict(stats_of(off_ms)),
+        "step_ms_on": asdict(stats_of(on_ms)),
     }
     off_p50, on_p50 = result["step_ms_off"]["p50"], result["step_ms_on"]["p50"]
     result["cost_pct"] = round(100 * (on_p50 / off_p50 - 1), 1) if off_p50 else None
@@ -67,7 +67,7 @@ def time_transcript(
         start = time.perf_counter()
         hearing.hear(pcm)
         heard_ms.append(1000 * (time.perf_counter() - start))
-    result["listening_frame_ms"] = asdict(Stats.of(heard_ms[2:] or heard_ms))
+    result["listening_frame_ms"] = asdict(stats_of(heard_ms[2:] or heard_ms))
     if opts.phases:
         phased = make_session(transcribe_user=True, measure_phases=True)
         phased.warm_up()

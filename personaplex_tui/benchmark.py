@@ -281,7 +281,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         def make(**kw: Any) -> Session:
             return _session(model, voice, tokens, opts, **kw)
 
-        transcript = time_transcript(model, make, audio, opts, progress)
+        transcript = time_transcript(model, make, audio, opts, progress, Stats.of)
     steps = Stats.of(step_ms)
     return BenchResult(
         model=model.source,

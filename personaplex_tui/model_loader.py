@@ -18,7 +18,8 @@ from personaplex_tui.checkpoint_voices import require_voice
 from personaplex_tui.download_progress import DownloadTracker
 from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo, Notice
 from personaplex_tui.kernel_cache import kernels_to_compile
-from personaplex_tui.user_transcript import SttChoice, attach_stt
+from personaplex_tui.stt_loader import attach_stt
+from personaplex_tui.user_transcript import SttChoice
 
 Progress = Callable[[LoadProgress], None]
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The user's transcript, app side: its flags and settings, and loading the STT next to PersonaPlex.
+"""The user's transcript, app side: its flags and settings (`stt_loader` loads the model).
 
 On by default (`--no-user-transcript` turns it off, and then nothing is loaded). The STT model
 is Kyutai's stt-1b-en_fr unless `--stt-model` names another repo or folder. Any problem loading
@@ -9,14 +9,8 @@ for the user and the conversation goes on without the user's transcript.
 from __future__ import annotations
 
 import argparse
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from model.errors import PersonaPlexError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_STT_MODEL = "kyutai/stt-1b-en_fr"  # model.stt.DEFAULT_STT_MODEL, without importing MLX
 STT_QUANTIZE = (4, 8)
@@ -97,30 +91,3 @@ def settings_problem(enabled: Any, model: Any, quantize: Any) -> str | None:
     if quantize is not None and (isinstance(quantize, bool) or quantize not in STT_QUANTIZE):
         return f"STT quantize must be 4 or 8 bits (got {quantize!r})."
     return None
-
-
-def attach_stt(
-    persona: Any, choice: SttChoice, notify: Callable[[str], None], *, tqdm_class: Any = None
-) -> bool:
-    """Load the STT and let `persona` (a loaded `model.PersonaPlex`) transcribe its user in every
-    new session. Returns whether it did; on any problem, `notify(one sentence)` and False.
-    Call it on the engine thread (it loads MLX arrays)."""
-    persona.listen(None)
-    if not choice.enabled:
-        return False
-    from model.stt import load_stt
-
-    try:
-        stt = load_stt(choice.model, quantize=choice.quantize, tqdm_class=tqdm_class)
-        persona.listen(stt, source=choice.source)
-    except (PersonaPlexError, OSError, ValueError) as error:
-        log.warning("no user transcript: %s", error)
-        notify(f"{NO_TRANSCRIPT}: {_sentence(error)}")
-        return False
-    return True
-
-
-def _sentence(error: Exception) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    text = text[0].lower() + text[1:] if text[:2] != text[:2].upper() else text
-    return text if text.endswith(".") else text + "."

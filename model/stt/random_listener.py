@@ -5,7 +5,7 @@ codebooks are the model's own, so that timing the step with the transcript on ne
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -14,9 +14,6 @@ from model.mimi.quantizer import SplitResidualQuantizer
 from model.stt.config import SttConfig, stt_1b_en_fr
 from model.stt.listener import Listener
 from model.stt.model import SttLM
-
-if TYPE_CHECKING:
-    from model.persona import PersonaPlex
 
 
 def tiny_stt_config(n_q: int = 32) -> SttConfig:
@@ -28,7 +25,7 @@ def tiny_stt_config(n_q: int = 32) -> SttConfig:
 
 
 def random_listener(
-    persona: PersonaPlex,
+    persona: Any,
     config: SttConfig | None = None,
     *,
     bits: int | None = None,

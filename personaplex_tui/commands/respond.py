@@ -20,7 +20,8 @@ from personaplex_tui.commands.common import (
     sampling_options,
     status,
 )
-from personaplex_tui.user_transcript import add_stt_arguments, attach_stt, choice_from_args
+from personaplex_tui.stt_loader import attach_stt
+from personaplex_tui.user_transcript import add_stt_arguments, choice_from_args
 
 FRAME = 1920
 RATE = 24000
