@@ -112,3 +112,26 @@ def test_hearing_outside_a_session_gives_the_sessions_tokens(pair, speech) -> No
     frames = [session.step(speech[i : i + 1920]) for i in range(0, 10 * 1920, 1920)]
     assert all(f.user_text_id is None for f in frames)
     assert tokens(frames) == tokens(in_session[:10])
+
+
+def test_a_bfloat16_copy_of_the_same_mimi_is_accepted(pair, speech, tmp_path: Path) -> None:
+    """The STT's Mimi stored in bfloat16: the same network up to rounding, so it is accepted,
+    and PersonaPlex still hears its own codes (its projections and first codebooks are used)."""
+    import shutil
+
+    import mlx.core as mx
+
+    from tests.stt_reference import MIMI_FILE
+
+    persona_dir, stt_dir = pair
+    folder = Path(shutil.copytree(stt_dir, tmp_path / "stt"))
+    weights = mx.load(str(folder / MIMI_FILE))
+    mx.save_safetensors(
+        str(folder / MIMI_FILE), {k: v.astype(mx.bfloat16) for k, v in weights.items()}
+    )
+    persona = model.load(persona_dir)
+    plain = run(persona, speech[: 30 * 1920])
+    persona.listen(load_stt(folder))
+    heard = run(persona, speech[: 30 * 1920])
+    assert tokens(heard) == tokens(plain)
+    assert all(f.user_text_id is not None for f in heard)

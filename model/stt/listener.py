@@ -1,11 +1,13 @@
 """The user's transcript inside a PersonaPlex conversation: the STT run on the codes of the same
 Mimi encode, in the same step and the same evaluation.
 
-PersonaPlex's Mimi encodes each user frame once, with the STT's 32-codebook quantizer; a residual
-quantizer's first codes do not depend on later ones (tests/test_mimi_32_codebooks.py), so the
-first 8 go to PersonaPlex unchanged and all 32 to the STT. That holds only if the STT's Mimi is
-PersonaPlex's (as published, the very same checkpoint): `Listener.attach` checks it, weight by
-weight, and refuses another one in one sentence. Lazy arrays only; the session evaluates them.
+PersonaPlex's Mimi encodes each user frame once, with a 32-codebook quantizer: PersonaPlex's own
+projections and first codebooks, then the STT Mimi's further codebooks. A residual quantizer's
+first codes do not depend on later ones (tests/test_mimi_32_codebooks.py), so the first 8 go to
+PersonaPlex unchanged, by construction, and all 32 to the STT. The STT reads what it was trained
+on only if its Mimi is PersonaPlex's (as published, the very same checkpoint): `Listener.attach`
+compares them weight by weight (up to bfloat16 rounding, should one copy be stored so) and
+refuses another one in one sentence. Lazy arrays only; the session evaluates them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
+from model.config import MimiConfig
 from model.errors import CheckpointError
 from model.kv_cache import Window
 from model.mimi.quantizer import SplitResidualQuantizer
@@ -31,6 +34,12 @@ if TYPE_CHECKING:
     from model.mimi import MimiCodec
 
 _ENCODER_PARTS = ("encoder", "encoder_transformer", "downsample")
+_PROJECTIONS = (
+    "semantic_input_proj",
+    "acoustic_input_proj",
+    "semantic_output_proj",
+    "acoustic_output_proj",
+)
 
 
 @dataclass
@@ -65,7 +74,7 @@ class Listener:
         return cls(
             config=stt.config,
             lm=stt.lm,
-            quantizer=theirs.quantizer,
+            quantizer=_extended(ours.quantizer, theirs.quantizer, n, stt.mimi.cfg),
             tokenizer=stt.tokenizer,
             source=source or str(stt.folder),
         )
@@ -110,9 +119,32 @@ class ListenerStream:
         self._stream.warm_up()
 
 
+def _extended(
+    ours: SplitResidualQuantizer, theirs: SplitResidualQuantizer, n: int, cfg: MimiConfig
+) -> SplitResidualQuantizer:
+    """A quantizer of all `theirs`' codebooks (`cfg`: their Mimi's) whose projections and first
+    n codebooks are ours."""
+    q = SplitResidualQuantizer(cfg)
+    for name in _PROJECTIONS:
+        setattr(q, name, getattr(ours, name))
+    rest = theirs.codebooks[n:].astype(ours.codebooks.dtype)
+    q.codebooks = mx.concatenate([ours.codebooks[:n], rest])
+    q.prepare()
+    return q
+
+
+def _close(a: mx.array, b: mx.array) -> bool:
+    """Equal up to bfloat16 rounding (relative to the tensor's scale)."""
+    if a.shape != b.shape:
+        return False
+    a, b = a.astype(mx.float32), b.astype(mx.float32)
+    scale = mx.max(mx.abs(b)).item()
+    return mx.max(mx.abs(a - b)).item() <= 1e-2 * scale + 1e-6
+
+
 def _same_encoder(ours, theirs, n: int) -> bool:
-    """Whether two Mimi models encode alike up to codebook n (same encoder weights, same
-    projections and first n codebooks)."""
+    """Whether two Mimi models encode alike up to codebook n (the same encoder weights,
+    projections and first n codebooks, up to bfloat16 rounding)."""
     for part in _ENCODER_PARTS:
         a = tree_flatten(getattr(ours, part).parameters())
         b = dict(tree_flatten(getattr(theirs, part).parameters()))
@@ -120,19 +152,12 @@ def _same_encoder(ours, theirs, n: int) -> bool:
             return False
         for name, value in a:
             other = b.get(name)
-            if other is None or other.shape != value.shape or not mx.array_equal(value, other):
+            if other is None or not _close(value, other):
                 return False
     qa, qb = ours.quantizer, theirs.quantizer
-    for name in (
-        "semantic_input_proj",
-        "acoustic_input_proj",
-        "semantic_output_proj",
-        "acoustic_output_proj",
-    ):
-        a, b = getattr(qa, name), getattr(qb, name)
-        if a.shape != b.shape or not mx.array_equal(a, b):
-            return False
-    return bool(mx.array_equal(qa.codebooks[:n], qb.codebooks[:n]))
+    if not all(_close(getattr(qa, name), getattr(qb, name)) for name in _PROJECTIONS):
+        return False
+    return _close(qa.codebooks[:n], qb.codebooks[:n])
 
 
 @dataclass(frozen=True)
