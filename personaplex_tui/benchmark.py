@@ -44,6 +44,9 @@ class BenchOptions:
     phases: bool = True
     turn: bool = False
     seed: int = 0
+    user_transcript: bool = False  # also time the step with the user's transcript on
+    stt_model: str | None = None  # its STT model (a real checkpoint's); None: the default
+    stt_quantize: int | None = None
 
 
 @dataclass
@@ -110,6 +113,7 @@ class BenchResult:
     matvec: str = ""  # which kernels multiply quantized weights by one row
     depformer: str = ""  # which kernels run the depformer
     temporal: str = ""  # which kernels run the temporal transformer's step
+    transcript: dict[str, Any] = field(default_factory=dict)  # `bench_transcript.time_transcript`
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -268,6 +272,14 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
             phases[name] = round(float(np.median([getattr(t, f"{name}_ms") for t in timings])), 3)
 
     turn = _turn_latency(model, voice, tokens, opts) if opts.turn else {}
+    transcript: dict[str, Any] = {}
+    if opts.user_transcript:
+        from personaplex_tui.bench_transcript import time_transcript
+
+        def make(**kw: Any) -> Session:
+            return _session(model, voice, tokens, opts, **kw)
+
+        transcript = time_transcript(model, make, audio, opts, progress, Stats.of)
     steps = Stats.of(step_ms)
     return BenchResult(
         model=model.source,
@@ -290,7 +302,11 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         matvec=matvec_kernels(model),
         depformer=depformer_kernels(model),
         temporal=temporal_kernels(model),
+        transcript=transcript,
     )
+
+
+SILENCE_RULE_MS = 1000.0  # turn-based mode's VAD fallback: a second of silence ends the turn
 
 
 def _turn_latency(model, voice, tokens, opts: BenchOptions, prebuffer: int = 3) -> dict[str, float]:
@@ -319,7 +335,19 @@ def _turn_latency(model, voice, tokens, opts: BenchOptions, prebuffer: int = 3) 
             session.step(silence)
     first_ms = float(np.median([r[0] for r in results])) * 1000
     played_ms = float(np.median([r[1] for r in results])) * 1000
+    # What the app does once the turn has ended: step the whole utterance, then the first reply
+    # frame; from the end of speech, the VAD's rule first waits its second of silence.
+    after = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for pcm in utterance:
+            session.step(pcm)
+        session.step(silence)
+        after.append(time.perf_counter() - t)
+    after_ms = float(np.median(after)) * 1000
     return {
         "first_reply_frame_ms": round(first_ms, 3),
         "first_sample_played_ms": round(played_ms, 3),
+        f"utterance_{len(utterance)}_frames_then_first_reply_frame_ms": round(after_ms, 3),
+        "end_of_speech_to_reply_silence_rule_ms": round(SILENCE_RULE_MS + after_ms, 3),
     }

@@ -157,6 +157,13 @@ class Engine:
             self._loop = asyncio.get_running_loop()
         return await self._loop.run_in_executor(self._executor, self._guarded, fn, args)
 
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the engine thread from another thread (never the event loop's)
+        and return its result; for a worker that feeds the model frame by frame."""
+        if self._closed:
+            raise RuntimeError("the engine is closed")
+        return self._executor.submit(self._guarded, fn, args).result()
+
     def _guarded(self, fn: Callable[..., T], args: tuple) -> T:
         self.thread_ident = threading.get_ident()
         return fn(*args)

@@ -49,6 +49,7 @@ class ModelInfo:
     load_s: float = 0.0
     warm_up_s: float = 0.0
     compiles_kernels: bool = False  # first run here: the warm-up JIT-compiles GPU kernels
+    user_transcript: str = ""  # the STT model transcribing the user ("" when off)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,33 @@ class UserTurn:
 
 
 @dataclass(frozen=True)
+class UserTextOut:
+    """A piece of the user's transcript, live (about 0.5 s behind the voice)."""
+
+    index: int  # the engine's step
+    text: str
+    t_s: float  # when it was said, on the recording's timeline
+
+
+@dataclass(frozen=True)
+class UserSaid:
+    """A line of the user's transcript is final (a turn ended)."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
+class TurnLatency:
+    """Turn-based: from the end of the user's speech to the first reply frame."""
+
+    end_of_speech_to_reply_s: float
+    decided_by: str  # "end-of-turn head", "silence" (the VAD's) or "push-to-talk"
+    decision_s: float = 0.0  # of which: audio heard after the speech until the turn ended
+
+
+@dataclass(frozen=True)
 class Notice:
     """A one-line message for the user that is not an error (saved recording, device change)."""
 
@@ -178,6 +206,9 @@ EngineEvent = (
     | PlaybackStats
     | EchoStats
     | UserTurn
+    | UserTextOut
+    | UserSaid
+    | TurnLatency
     | Notice
     | SessionStarted
     | MemoryUsage

@@ -9,15 +9,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from model.checkpoints.hub import DEFAULT_MODEL
 from personaplex_tui.checkpoint_voices import require_voice
 from personaplex_tui.download_progress import DownloadTracker
-from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo
+from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo, Notice
 from personaplex_tui.kernel_cache import kernels_to_compile
+from personaplex_tui.stt_loader import attach_stt
+from personaplex_tui.user_transcript import SttChoice
 
 Progress = Callable[[LoadProgress], None]
 log = logging.getLogger(__name__)
@@ -101,11 +103,30 @@ class ModelLoader:
     dtype: str | None = None
     quantize: int | None = None
     voice: str | None = None  # the voice the conversation starts with: checked before the weights
+    stt: SttChoice | None = None  # the user's transcript (None: off, nothing loaded)
 
     def __call__(self, progress: Progress) -> tuple[Any, ModelInfo]:
-        return load_model(
+        loaded, info = load_model(
             self.spec, progress, dtype=self.dtype, quantize=self.quantize, voice=self.voice
         )
+        if self.stt is not None and self.stt.enabled:
+            load_listener(loaded, self.stt, progress)
+            if loaded.listener is not None:
+                info = replace(info, user_transcript=loaded.listener.source)
+        return loaded, info
+
+
+def load_listener(persona: Any, choice: SttChoice, progress: Progress) -> bool:
+    """Load the STT model next to PersonaPlex (download progress as events); a problem is one
+    Notice and the conversation goes on without the user's transcript."""
+    source = choice.source
+    progress(LoadProgress("load", f"Loading the speech-to-text model {source}"))
+    tracker = DownloadTracker(progress, source)
+
+    def notify(message: str) -> None:
+        progress(Notice(message, "warning"))  # type: ignore[arg-type]  # the engine emits any event
+
+    return attach_stt(persona, choice, notify, tqdm_class=tracker.bar_class())
 
 
 def memory_usage() -> MemoryUsage:

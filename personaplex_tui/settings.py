@@ -23,6 +23,7 @@ from tomlkit.exceptions import TOMLKitError
 from model.checkpoints.voice_presets import DEFAULT_VOICE, VOICE_PRESETS
 from model.conversation.prompts import DEFAULT_PROMPT, PROMPT_PRESETS
 from model.errors import PersonaPlexError
+from personaplex_tui.user_transcript import add_stt_arguments, settings_changes, settings_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -67,6 +68,9 @@ PERSISTED: tuple[str, ...] = (
     "model",
     "dtype",
     "quantize",
+    "user_transcript",
+    "stt_model",
+    "stt_quantize",
 )
 
 
@@ -100,6 +104,9 @@ class Settings:
     model: str | None = None  # Hugging Face repo id or local folder; None: the default model
     dtype: str | None = None  # activation dtype; None: bfloat16 on a GPU, float32 on the CPU
     quantize: int | None = None  # quantize a float checkpoint to 4 or 8 bits on load
+    user_transcript: bool = True  # transcribe the user live (personaplex_tui.user_transcript)
+    stt_model: str | None = None  # its STT model; None: kyutai/stt-1b-en_fr
+    stt_quantize: int | None = None  # quantize the STT model to 4 or 8 bits on load
     # Per run only (flags), never written to the file.
     input_file: Path | None = None
     output_file: Path | None = None
@@ -209,6 +216,9 @@ def _problems(s: Settings) -> list[str]:
         problems.append(f"Unknown dtype '{s.dtype}'; choose one of {', '.join(DTYPES)}.")
     if s.quantize is not None and (isinstance(s.quantize, bool) or s.quantize not in QUANTIZE):
         problems.append(f"Quantize must be 4 or 8 bits (got {s.quantize!r}).")
+    stt = settings_problem(s.user_transcript, s.stt_model, s.stt_quantize)
+    if stt:
+        problems.append(stt)
     return problems
 
 
@@ -445,6 +455,7 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE.jsonl",
         help="write step timings as JSON lines",
     )
+    add_stt_arguments(parser)
 
 
 def _path_flag(flag: str) -> Callable[[str], Path]:
@@ -480,6 +491,7 @@ def settings_from_args(args: argparse.Namespace, base: Settings) -> Settings:
         value = getattr(args, name, None)
         if value is not None:
             changes[name] = value
+    changes |= settings_changes(args)
     if getattr(args, "record", None) is not None:
         changes["record_dir"] = args.record
     if getattr(args, "system_prompt", None) is not None:

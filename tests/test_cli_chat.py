@@ -32,6 +32,10 @@ CHAT_FLAGS = {
     "--auto-gain",
     "--no-auto-gain",
     "--model",
+    "--user-transcript",
+    "--no-user-transcript",
+    "--stt-model",
+    "--stt-quantize",
     "--input-device",
     "--output-device",
     "--input-file",
@@ -161,4 +165,9 @@ def test_the_chat_loads_the_model_as_dtype_and_quantize_say(monkeypatch, tmp_pat
     args = build_parser().parse_args([*argv, "--config", str(tmp_path / "settings.toml")])
     settings, _ = resolve_settings(args)
     chat.build_app(settings)
-    assert loaders == [ModelLoader(str(tmp_path), dtype="float16", quantize=4, voice="VARM1")]
+    from personaplex_tui.user_transcript import SttChoice
+
+    stt = SttChoice()  # the user's transcript: on, the default STT model
+    assert loaders == [
+        ModelLoader(str(tmp_path), dtype="float16", quantize=4, voice="VARM1", stt=stt)
+    ]

@@ -80,6 +80,12 @@ class PersonaPlex:
         self.load_times = load_times or LoadTimes()
         self._voice_cache: dict[str, VoicePrompt] = {}
         self._step_graphs: dict[bool, StepGraphs] = {}
+        self.listener: Any = None  # a `model.stt.listener.Listener`: see `listen`
+
+    def listen(self, stt: Any, source: str = "") -> None:
+        """Transcribe the user in every new session with `stt` (a loaded `SttModel`; None: stop).
+        CheckpointError (one sentence) when its Mimi is not this model's."""
+        self.listener = None if stt is None else stt.listener(self.mimi, source)
 
     # -- what it has --------------------------------------------------------------------------
 

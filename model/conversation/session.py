@@ -8,6 +8,9 @@ codebooks never depend on the depformer's user steps, which are skipped). A step
 graphs — Mimi encode; the temporal transformer, text sampling and the 8 agent depformer steps;
 Mimi decode — evaluated at once.
 The graphs belong to the model (`model.conversation.step_graphs`): every session of it shares them.
+When the model has a `Listener` (`model.stt.listener`), the encode codes the STT's 32 codebooks,
+the first 8 of which PersonaPlex hears unchanged, and the STT step on all of them joins the same
+evaluation: each frame also carries the user's text token and the end-of-turn probabilities.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ class Session:
         measure_phases: bool = False,
         collect_stats: bool = False,
         compile: bool = True,
+        transcribe_user: bool = True,
     ) -> None:
         self.model = model
         self.voice = voice
@@ -105,6 +109,10 @@ class Session:
             stats=collect_stats,
         )
         self._caches = model.lm.make_cache()
+        listener = getattr(model, "listener", None) if transcribe_user else None
+        self._listen = listener.stream() if listener is not None else None
+        # False: steps skip the STT (turn-based listening transcribes the user live instead)
+        self.transcribe_steps = True
         self.last_stats: StepStats | None = None
         self.prefill_ms = 0.0
         self.reset()
@@ -130,6 +138,8 @@ class Session:
         lm, cfg = self.model.lm, self.model.lm.config
         for cache in self._caches:
             cache.reset()
+        if self._listen is not None:
+            self._listen.reset()
         codec = self.model.mimi
         self._enc_state = codec.model.init_encode_state()
         self._dec_state = codec.model.init_decode_state()
@@ -208,7 +218,7 @@ class Session:
         user = mx.zeros((self._n_q,), dtype=mx.int32)
         for window, full in self._graphs_ahead():
             mimi = f"Mimi {'full' if full else 'filling'}"
-            g.warm(f"encode ({mimi})", g.encode(full), pcm, self._enc_state)
+            g.warm(f"encode ({mimi})", self._encode(full), pcm, self._enc_state)
             g.warm(f"decode ({mimi})", g.decode(full), user, self._dec_state)
             where = f"window {window.length}{' masked' if window.masked else ''}"
             if self.measure_phases:
@@ -220,6 +230,8 @@ class Session:
                 lm_step = g.lm_step(self._spec, window)
                 lm = (self._text, self._agent, self._user_acoustic)
                 g.warm(f"LM step ({where})", lm_step, user, *lm, pos, key, call=self._with_rings)
+        if self._listen is not None:
+            self._listen.warm_up()
         mx.eval([c.state for c in self._caches])
 
     def _dummy_temporal_out(self) -> tuple[mx.array, mx.array]:
@@ -229,6 +241,25 @@ class Session:
         return logits, mx.zeros((1, 1, lm.config.temporal.d_model), dtype=lm.dtype)
 
     # -- the step -----------------------------------------------------------------------------
+
+    @property
+    def transcribes_user(self) -> bool:
+        """Whether each frame carries the user's transcript (the model has a listener)."""
+        return self._listen is not None
+
+    def _encode(self, full: bool) -> Callable:
+        """The encode graph: PersonaPlex's codebooks, or all the listener's."""
+        if self._listen is None:
+            return self._graphs.encode(full)
+        return self._graphs.encode_all(full, self._listen.listener.quantizer)
+
+    def _listen_step(self, codes: mx.array) -> tuple:
+        """The STT on this frame's codes (all of the encode's): (text token, end-of-turn
+        probabilities), lazy; () when the session does not transcribe."""
+        if self._listen is None or not self.transcribe_steps:
+            return ()
+        heard = self._listen.step(codes)
+        return heard.text_token, heard.end_of_turn
 
     def _with_rings(self, fn: Callable, *args: Any) -> Any:
         """Call a graph that takes the rings' states last and returns them last; put them back.
@@ -255,14 +286,16 @@ class Session:
         timings = StepTimings()
         g = self._graphs
         if self.measure_phases:
-            out, codes, user, text, agent, stats = self._step_phased(
+            out, codes, user, text, agent, stats, heard = self._step_phased(
                 mx.array(pcm), pos, window, full, timings
             )
         else:
-            user, self._enc_state = g.encode(full)(mx.array(pcm), self._enc_state)
+            coded, self._enc_state = self._encode(full)(mx.array(pcm), self._enc_state)
+            user = coded[: self._n_q]
+            heard = self._listen_step(coded)
             codes, text, agent, stats = self._lm(window, user, pos)
             out, self._dec_state = g.decode(full)(codes, self._dec_state)
-            self._eval(out, codes, user, text, agent, stats)
+            self._eval(out, codes, user, text, agent, stats, heard)
         advance(self._caches)
         self._mimi_frames += 1
         frame_text = self._text_host
@@ -280,6 +313,10 @@ class Session:
             user_codes=np.array(user),
             timings=timings,
         )
+        if heard:
+            frame.user_text_id = int(heard[0].item())
+            frame.user_text = self._listen.listener.piece(frame.user_text_id)
+            frame.end_of_turn = tuple(float(p) for p in np.array(heard[1]))
         self.frames += 1
         return frame
 
@@ -314,6 +351,7 @@ class Session:
             [c.state for c in self._caches],
             self._enc_state,
             self._dec_state,
+            self._listen.state_arrays() if self._listen is not None else (),
         )
 
     def _step_phased(self, pcm, pos, window: Window, full: bool, timings: StepTimings):
@@ -328,7 +366,10 @@ class Session:
             return result
 
         self._key, key = mx.random.split(self._key)
-        user, self._enc_state = timed("encode_ms", lambda: g.encode(full)(pcm, self._enc_state))
+        encode = self._encode(full)
+        coded, self._enc_state = timed("encode_ms", lambda: encode(pcm, self._enc_state))
+        user = coded[: self._n_q]
+        heard = timed("stt_ms", lambda: self._listen_step(coded))
         column = input_column(self._text, self._agent, user, self._user_acoustic)
         temporal = g.temporal(window)
         logits, h = timed("temporal_ms", lambda: self._with_rings(temporal, column, pos))
@@ -338,5 +379,5 @@ class Session:
         decode = g.decode(full)
         out, self._dec_state = timed("decode_ms", lambda: decode(codes, self._dec_state))
         stats = step_stats(logits, h) if self.collect_stats else ()
-        self._eval(out, codes, user, text, agent, stats)
-        return out, codes, user, text, agent, stats
+        self._eval(out, codes, user, text, agent, stats, heard)
+        return out, codes, user, text, agent, stats, heard

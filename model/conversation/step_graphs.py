@@ -70,6 +70,12 @@ class StepGraphs:
         """(pcm [frame], state) -> (codes [n_q] int32, state); `full`: Mimi's caches are full."""
         return self._get(("encode", full), partial(self.mimi.model.encode_step, full=full))
 
+    def encode_all(self, full: bool, quantizer: Any) -> Callable:
+        """`encode` with another quantizer (the STT's 32 codebooks; `model.stt.listener`):
+        (pcm, state) -> (codes [its codebooks], state), whose first codes are `encode`'s."""
+        fn = partial(self.mimi.model.encode_step, full=full, quantizer=quantizer)
+        return self._get(("encode_all", full, id(quantizer)), fn)
+
     def decode(self, full: bool) -> Callable:
         """(codes [n_q], state) -> (pcm [frame], state)."""
         return self._get(("decode", full), partial(self.mimi.model.decode_step, full=full))

@@ -18,6 +18,7 @@ class StepTimings:
     temporal_ms: float = 0.0
     depformer_ms: float = 0.0
     decode_ms: float = 0.0
+    stt_ms: float = 0.0  # the user's transcript (measured with the phases, when it is on)
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -40,6 +41,12 @@ class Frame:
     agent_codes: np.ndarray  # int32 [8]
     user_codes: np.ndarray  # int32 [8], the codes the model heard
     timings: StepTimings = field(default_factory=StepTimings)
+    # The user's transcript (`model.stt.listener`; None / "" / () when it is off): the STT's
+    # token of this frame, about 0.5 s behind the voice, its text and the end-of-turn heads'
+    # probabilities that no one speaks over their horizons.
+    user_text_id: int | None = None
+    user_text: str = ""
+    end_of_turn: tuple[float, ...] = ()
 
 
 @dataclass

@@ -90,17 +90,22 @@ class MimiModel(nn.Module):
         return self.encoder_transformer.is_full(frames * spf, spf)
 
     def encode_step(
-        self, pcm: mx.array, state: EncodeState, full: bool = False
+        self,
+        pcm: mx.array,
+        state: EncodeState,
+        full: bool = False,
+        quantizer: SplitResidualQuantizer | None = None,
     ) -> tuple[mx.array, EncodeState]:
         """pcm [frame_size] -> codes [num_codebooks] int32, as moshi's streaming `encode`.
 
         `full` as `full_after(frames streamed so far)` says (False is always correct).
+        `quantizer`: another one with more codebooks (the STT's), in place of this model's.
         """
         x = pcm.astype(mx.float32).reshape(1, -1, 1)
         x, enc = self.encoder(x, state["encoder"])
         x, tr = self.encoder_transformer.step(x, state["transformer"], full)
         x, down = self.downsample(x, state["downsample"])
-        codes = self.quantizer.encode(x).reshape(-1)
+        codes = (quantizer or self.quantizer).encode(x).reshape(-1)
         return codes, {"encoder": enc, "transformer": tr, "downsample": down}
 
     def decode_step(

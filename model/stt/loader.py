@@ -51,6 +51,13 @@ class SttModel:
     tokenizer: TextTokenizer
     folder: Path
 
+    def listener(self, mimi: MimiCodec, source: str = "") -> Any:
+        """A `model.stt.listener.Listener` of this STT for a PersonaPlex whose codec is `mimi`
+        (what `PersonaPlex.listen` attaches; the conversation package never imports this one)."""
+        from model.stt.listener import Listener
+
+        return Listener.attach(mimi, self, source=source)
+
 
 def canonical_key(key: str) -> str:
     """The `SttLM` parameter path of a checkpoint key (`...self_attn.in_proj_weight`,

@@ -16,7 +16,6 @@ import numpy as np
 from model.lm.kv_cache import RingKVCache, Window
 from model.lm.layers import RMSNorm, embed_or_zero
 from model.lm.model import Transformer
-from model.lm.ring_mask import default_mode
 from model.stt.config import SttConfig
 
 
@@ -74,12 +73,11 @@ class SttLM(nn.Module):
         states: list[list[mx.array]],
         pos: mx.array,
         window: Window,
-        hide: str | None = None,
     ) -> tuple[mx.array, mx.array]:
         """One position `pos` (int32 device scalar) with fixed shapes (see `LM.forward_step`);
         the caller advances the caches' offsets."""
         x = x if x.dtype == self.dtype else x.astype(self.dtype)
-        h = self.transformer.step(x, states, pos, window, hide or default_mode())
+        h = self.transformer.step(x, states, pos, window)
         return self.heads(self.out_norm(h))
 
 

@@ -38,10 +38,18 @@ class SttStream:
     attention window and hold the weights as constants.
     """
 
-    def __init__(self, lm: SttLM, *, compile: bool = True, smallest_window: int | None = None):
+    def __init__(
+        self,
+        lm: SttLM,
+        *,
+        compile: bool = True,
+        smallest_window: int | None = None,
+        graphs: dict[Window, Callable] | None = None,
+    ):
         self.lm = lm
         self._compile = compile
-        self._graphs: dict[Window, Callable] = {}
+        # `graphs`: a dict shared by the streams of one model, so a new stream compiles nothing
+        self._graphs: dict[Window, Callable] = {} if graphs is None else graphs
         self._smallest = smallest_window
         self.reset()
 
@@ -76,6 +84,21 @@ class SttStream:
         self._text = token
         self.frames += 1
         return SttStep(token, probs[:, 0], probs)
+
+    def warm_up(self) -> None:
+        """Compile and run once the graph of every attention window the stream will reach (the
+        ring's growing windows, then the full one), so none compiles mid-conversation. The
+        results are dropped: the stream's state is unchanged."""
+        cache = self.caches[0]
+        windows = [Window(n, True) for n in cache.windows]
+        windows.append(Window(cache.context, False))
+        pos = mx.array(0, dtype=mx.int32)
+        for window in windows:
+            if window in self._graphs:
+                continue
+            states = [list(c.state) for c in self.caches]
+            out, states = self._graph(window)(self._initial, pos, states)
+            mx.eval(out, states)
 
     def _graph(self, window: Window) -> Callable:
         if window not in self._graphs:

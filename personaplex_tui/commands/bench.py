@@ -7,6 +7,7 @@ import json
 
 from rich.table import Table
 
+from personaplex_tui.bench_transcript import transcript_rows
 from personaplex_tui.commands.common import (
     DTYPES,
     UsageError,
@@ -15,6 +16,7 @@ from personaplex_tui.commands.common import (
     print_out,
     status,
 )
+from personaplex_tui.user_transcript import add_stt_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--turn", action="store_true", help="also time turn-based reply latency")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_stt_arguments(p, with_defaults=True)
     p.set_defaults(handler=run)
 
 
@@ -70,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         phases=not args.no_phases,
         turn=args.turn,
         seed=args.seed,
+        user_transcript=args.user_transcript,
+        stt_model=args.stt_model,
+        stt_quantize=args.stt_quantize,
     )
     result = run_benchmark(opts, progress=lambda m: status(f"bench: {m}..."))
     if args.json:
@@ -117,4 +123,6 @@ def result_table(r) -> Table:
     t.add_row("peak memory", f"{r.peak_memory_gb:.2f} GB")
     for name, ms in r.turn.items():
         t.add_row(f"turn: {name.replace('_', ' ')}", f"{ms:.1f} ms")
+    for name, value in transcript_rows(r.transcript):
+        t.add_row(name, value)
     return t

@@ -105,11 +105,16 @@ def build_app(
     default)."""
     from personaplex_tui.model_loader import ModelLoader, memory_usage, release_mlx_thread
     from personaplex_tui.tui.app import make_app
+    from personaplex_tui.user_transcript import stt_choice
 
     factory = controller_factory(
         loader
         or ModelLoader(
-            settings.model, dtype=settings.dtype, quantize=settings.quantize, voice=settings.voice
+            settings.model,
+            dtype=settings.dtype,
+            quantize=settings.quantize,
+            voice=settings.voice,
+            stt=stt_choice(settings),
         ),
         audio,
         memory_usage,

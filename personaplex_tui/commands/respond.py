@@ -26,6 +26,8 @@ from personaplex_tui.commands.paths import check_output_file, check_text
 from personaplex_tui.commands.token_dump import TokenDump
 from personaplex_tui.settings import MAX_STEPS_RANGE, PROMPT_TEXT_MAX_CHARS
 from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
+from personaplex_tui.stt_loader import attach_stt
+from personaplex_tui.user_transcript import add_stt_arguments, choice_from_args
 
 FRAME = 1920
 RATE = 24000
@@ -68,6 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_sampling_arguments(p)
     add_model_arguments(p)
+    add_stt_arguments(p, with_defaults=True)
     p.set_defaults(handler=run)
 
 
@@ -192,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if local_checkpoint(args.model) is None:  # a repo: its voices are known once it is fetched
         fetch_with_voice(args.model, args.voice)
     model = load(args.model, dtype=mx_dtype(args.dtype), quantize=args.quantize)
+    user_words = _UserWords(model) if attach_stt(model, choice_from_args(args), status) else None
     context = model.lm.config.temporal.context
     # Refuse what does not fit this model's context before the prompt phase runs.
     heard = len(replies.utterance_frames(clip.pcm, FRAME, context))
@@ -212,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         POLICY.check()  # a stop signal ends the reply here, between two steps
         step_ms.append(frame.timings.total_ms)
         text_ids.append(int(frame.text_id))
+        if user_words is not None:
+            user_words.feed(frame)
         if dump is not None:
             dump.write(frame)  # TokenDumpError: one sentence, the dump keeps whole lines
 
@@ -254,11 +260,14 @@ def run(args: argparse.Namespace) -> int:
     audio_s = (len(step_ms)) * FRAME / RATE
     reply_steps = max(0, len(step_ms) - heard)
     if args.transcript:
+        if user_words is not None:
+            print_out(f"you: {user_words.text}")
         print_out(transcript)
     if args.json:
         meta = _metadata(args, model, session, clip, transcript, step_ms, elapsed, audio_s, sink)
         meta["stopped_by"] = signal_name(stopped.signum) if stopped else None
         meta["reply_steps_made"] = reply_steps
+        meta["user_transcript"] = user_words.as_json() if user_words is not None else None
         print_out(json.dumps(meta, indent=2))
     else:
         if args.stream and sink.first_audio_s is not None:
@@ -268,6 +277,34 @@ def run(args: argparse.Namespace) -> int:
     if stopped is not None:
         raise stopped  # `main` says so and exits 128 + the signal's number
     return 0
+
+
+class _UserWords:
+    """The user's transcript of a reply (the STT's token of every frame, question and reply)."""
+
+    def __init__(self, model: Any) -> None:
+        from model.stt.words import TranscriptBuilder
+
+        self.source = model.listener.source
+        self._lag = model.listener.config.delay_frames
+        self._words = TranscriptBuilder(model.listener.piece, lag_frames=self._lag)
+
+    def feed(self, frame: Any) -> None:
+        if frame.user_text_id is not None:
+            self._words.feed(frame.index, frame.user_text_id)
+
+    @property
+    def text(self) -> str:
+        return self._words.text
+
+    def as_json(self) -> dict[str, Any]:
+        words = self._words.finish()
+        return {
+            "model": self.source,
+            "text": self.text,
+            "lag_s": round(self._lag * FRAME / RATE, 3),
+            "words": [{"text": w.text, "start_s": w.start_s, "end_s": w.end_s} for w in words],
+        }
 
 
 def _metadata(

@@ -25,6 +25,7 @@ from personaplex_tui.conversation.run import (
     output_lost,
     raw_frame,
 )
+from personaplex_tui.conversation.user_lane import UserLane
 from personaplex_tui.events import StateChanged
 
 DRAIN_TIMEOUT_S = 5.0
@@ -43,6 +44,7 @@ class DuplexController:
         self._echo = EchoSuppressor(ctx.speaker.audible, ctx.config().echo_suppression)
         self._mic: np.ndarray | None = None
         self.steps = 0
+        self.user_lane = UserLane(ctx.emit, lambda: ctx.recording.transcript)
 
     def _halted(self) -> bool:
         return self._stop.is_set() or self.ctx.engine.cancelled
@@ -55,7 +57,10 @@ class DuplexController:
         if not ctx.fresh_mic:
             ctx.mic.clear()  # audio a kept-open input (a file) captured while idle is stale
         ctx.emit(StateChanged("duplex"))
+        if hasattr(ctx.engine.session, "transcribe_steps"):
+            ctx.engine.session.transcribe_steps = True  # (turn-based mode may have turned it off)
         produced = await ctx.engine.generate(self._frames(), self._on_frame, keep=False)
+        self.user_lane.end_turn()
         if produced is None:
             end = RunEnd("engine_error")
         else:
@@ -103,6 +108,7 @@ class DuplexController:
         ctx.recording.write_agent(pcm)
         if frame.text:
             ctx.recording.transcript.agent_text(t, frame.text, step)
+        self.user_lane.frame(t, step, frame)
         if ctx.timing_log is not None:
             ctx.timing_log.write(step, frame.timings, "duplex", "duplex")
         ctx.telemetry.frame(self._mic, pcm)

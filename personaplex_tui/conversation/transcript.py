@@ -41,11 +41,12 @@ class Transcript:
     """Writes the events of a conversation as JSON lines and as a readable Markdown transcript.
 
     JSONL entries are objects with `t` (timeline seconds), `wall` (Unix time) and `type`:
-    `session`, `user_turn`, `reply`, `text`, `note`, `error`, `end`. The Markdown has the user's
-    turns (times and length; there is no speech recognition), the agent's words as it said
-    them, and notes. Thread-safe; writing errors disable the transcript instead of raising:
-    `failed` says why, and a failure after the files were opened (a full disk) is also reported
-    once through `on_error`.
+    `session`, `user_turn`, `user_text` (a piece of the user's transcript, live), `user_said`
+    (a finished line of it), `reply`, `text`, `note`, `error`, `end`. The Markdown has the
+    user's turns (times and length), their words when the user's transcript is on, the
+    agent's words as it said them, and notes. Thread-safe; writing errors disable the
+    transcript instead of raising: `failed` says why, and a failure after the files were
+    opened (a full disk) is also reported once through `on_error`.
     """
 
     def __init__(
@@ -129,6 +130,19 @@ class Transcript:
             self._agent_open = True
             self._last_agent_t = t
 
+    def user_text(self, t: float, text: str, step: int) -> None:
+        """A piece of the user's transcript as it was heard (JSONL only; `user_said` writes the
+        finished line to the Markdown)."""
+        if text:
+            self._write({"t": round(t, 3), "type": "user_text", "step": step, "text": text}, "")
+
+    def user_said(self, start_s: float, end_s: float, text: str) -> None:
+        """A finished line of the user's transcript (a turn ended)."""
+        self._write(
+            {"t": start_s, "type": "user_said", "start_s": start_s, "end_s": end_s, "text": text},
+            f"\n\n**You** · {clock(start_s)} · {escape_markdown(text)}",
+        )
+
     def note(self, t: float, text: str, kind: str = "note") -> None:
         """A line for the reader: a mode change, an error, the end of the input file (nothing
         for an empty text)."""
@@ -144,7 +158,7 @@ class Transcript:
         with self._lock:
             if self._jsonl is None or self._md is None or self._jsonl.closed:
                 return
-            if record["type"] != "text":
+            if record["type"] not in ("text", "user_text"):
                 self._agent_open = False
             files = (self._jsonl, self._md)
             data = (

@@ -37,6 +37,12 @@ from personaplex_tui.audio import (
     split_frames,
 )
 from personaplex_tui.conversation.devices import device_alive
+from personaplex_tui.conversation.end_of_turn import (
+    BY_HEAD,
+    BY_PUSH_TO_TALK,
+    BY_SILENCE,
+    TurnEnder,
+)
 from personaplex_tui.conversation.run import (
     SILENCE,
     MicReader,
@@ -45,6 +51,7 @@ from personaplex_tui.conversation.run import (
     output_lost,
     raw_frame,
 )
+from personaplex_tui.conversation.user_lane import UserLane
 from personaplex_tui.events import StateChanged, UserTurn
 
 Phase = Literal["listening", "capturing", "thinking", "speaking"]
@@ -61,6 +68,7 @@ class Heard:
     end_s: float
     audio: np.ndarray = field(repr=False)
     manual: bool = False
+    decided_by: str = BY_SILENCE  # what ended the turn (personaplex_tui.conversation.end_of_turn)
 
 
 class TurnController:
@@ -89,6 +97,8 @@ class TurnController:
         self._end: RunEnd | None = None
         self._stale_mic = not ctx.fresh_mic
         self.replies: list[int] = []  # reply frames generated, per turn
+        self.user_lane = UserLane(ctx.emit, lambda: ctx.recording.transcript)
+        self._ender: TurnEnder | None = None  # made on the first turn (it asks the engine)
 
     # -- control (event loop) ------------------------------------------------------------
     async def run(self) -> RunEnd:
@@ -148,6 +158,10 @@ class TurnController:
             ctx.mic.clear()  # what was said during the reply (or while idle) is not this turn
         self._stale_mic = True
         self.segmenter.reset()
+        if self._ender is None:
+            self._ender = TurnEnder(ctx.engine.call, ctx.engine.model, self.user_lane, ctx.emit)
+        ender = self._ender
+        ender.reset()
         offset = ctx.recording.position_s
         reader = MicReader(ctx, self._stop.is_set)
         preroll: deque[np.ndarray] = deque(maxlen=self.preroll_frames)
@@ -179,16 +193,28 @@ class TurnController:
             if captured is not None:
                 captured.append(pcm)
                 if self._send.is_set() or len(captured) * FRAME_SECONDS >= self.max_capture_s:
+                    end = offset + n * FRAME_SECONDS
+                    ender.decided(end, BY_PUSH_TO_TALK)
                     return Heard(
-                        capture_start, offset + n * FRAME_SECONDS, np.concatenate(captured), True
+                        capture_start, end, np.concatenate(captured), True, BY_PUSH_TO_TALK
                     )
                 continue
             preroll.append(pcm)
-            for event in self.segmenter.feed(pcm):
+            events = self.segmenter.feed(pcm)
+            now = offset + n * FRAME_SECONDS
+            if ender.frame(pcm, now - FRAME_SECONDS, self.segmenter.in_utterance):
+                events += [e for e in self.segmenter.finish() if isinstance(e, UtteranceEnded)]
+                how = BY_HEAD
+            else:
+                how = BY_SILENCE
+            for event in events:
                 if isinstance(event, UtteranceStarted):
                     ctx.emit(StateChanged("listening", "speech detected"))
                 elif isinstance(event, UtteranceEnded):
-                    return Heard(offset + event.start_s, offset + event.end_s, event.audio)
+                    ender.decided(now, how)
+                    return Heard(
+                        offset + event.start_s, offset + event.end_s, event.audio, False, how
+                    )
 
     # -- replying ------------------------------------------------------------------------
     async def _reply(self, heard: Heard) -> RunEnd | None:
@@ -204,6 +230,10 @@ class TurnController:
         self.phase = "thinking"
         ctx.emit(StateChanged("thinking"))
         counts = {"steps": 0, "reply": 0}
+        live = self._ender is not None and self._ender.live  # the words were heard live
+        session = ctx.engine.session
+        if hasattr(session, "transcribe_steps"):
+            session.transcribe_steps = not live
 
         def source() -> Any:
             for pcm in frames:
@@ -222,9 +252,14 @@ class TurnController:
             if ctx.timing_log is not None:
                 phase = "utterance" if i < n else "reply"
                 ctx.timing_log.write(step, frame.timings, "turn", phase)
-            if i < n:
+            if i < n:  # the utterance: the user's words (frame i began at start_s + i frames)
+                if not live:
+                    self.user_lane.frame(heard.start_s + i * FRAME_SECONDS, step, frame)
                 return None
             if i == n:
+                self.user_lane.end_turn()
+                if self._ender is not None:
+                    self._ender.reply_started(heard.end_s)
                 self.phase = "speaking"
                 ctx.emit(StateChanged("speaking"))
                 transcript.agent_turn()
@@ -240,6 +275,7 @@ class TurnController:
             return t
 
         produced = await ctx.engine.generate(source(), on_frame, quiet_steps=n, keep=False)
+        self.user_lane.end_turn()  # (already ended unless the utterance was cut short)
         self.replies.append(counts["reply"])
         if produced is not None and not self._halted():
             await asyncio.to_thread(self._play_out)

@@ -30,6 +30,9 @@ from personaplex_tui.events import (
     SessionStarted,
     StateChanged,
     TextOut,
+    TurnLatency,
+    UserSaid,
+    UserTextOut,
     UserTurn,
 )
 from personaplex_tui.memory import process_rss_bytes
@@ -44,6 +47,7 @@ from personaplex_tui.tui.step_stats import StepStats
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar, StatusInfo
+from personaplex_tui.tui.widgets.timing_panel import TimingPanel
 from personaplex_tui.tui.widgets.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -181,6 +185,12 @@ class PersonaPlexApp(App[None]):
             self.main.query_one(Transcript).add_agent_text(event.index, event.text, event.t)
         elif isinstance(event, UserTurn):
             self.main.query_one(Transcript).add_user_turn(event.start_s, event.end_s, event.frames)
+        elif isinstance(event, UserTextOut):
+            self.main.query_one(Transcript).add_user_text(event.t_s, event.text)
+        elif isinstance(event, UserSaid):
+            self.main.query_one(Transcript).end_user_line(event.text)
+        elif isinstance(event, TurnLatency):
+            self.main.query_one(TimingPanel).set_turn_latency(event)
         elif isinstance(event, ModelInfo):
             self.model_info = event
             self._refresh_status()

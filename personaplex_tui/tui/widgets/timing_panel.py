@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.timer import Timer
 from textual.widget import Widget
 
-from personaplex_tui.events import PlaybackStats
+from personaplex_tui.events import PlaybackStats, TurnLatency
 from personaplex_tui.tui.step_stats import BUDGET_MS, StepStats, StepSummary
 
 REFRESH_S = 0.25
@@ -109,6 +109,14 @@ def _phases_line(s: StepSummary, width: int) -> Text:
     return line
 
 
+def _turn_line(t: TurnLatency) -> Text:
+    """How long after you stopped speaking the reply began, and what ended the turn."""
+    line = Text("reply ", style="dim")
+    line.append(f"{t.end_of_speech_to_reply_s:.2f} s")
+    line.append(f" after you stopped · {t.decided_by}", style="dim")
+    return line
+
+
 class TimingPanel(Widget):
     """Reads the app's `StepStats` and the newest `PlaybackStats` when it repaints."""
 
@@ -120,6 +128,7 @@ class TimingPanel(Widget):
         super().__init__(id=id)
         self.stats = stats
         self.playback: PlaybackStats | None = None
+        self.turn_latency: TurnLatency | None = None  # the last turn-based reply's
         self._last_paint = 0.0
         self._timer: Timer | None = None
 
@@ -128,6 +137,10 @@ class TimingPanel(Widget):
 
     def set_playback(self, playback: PlaybackStats) -> None:
         self.playback = playback
+        self.data_changed()
+
+    def set_turn_latency(self, latency: TurnLatency) -> None:
+        self.turn_latency = latency
         self.data_changed()
 
     def data_changed(self) -> None:
@@ -161,6 +174,8 @@ class TimingPanel(Widget):
             _buffer_line(self.playback),
             _phases_line(summary, width),
         ]
+        if self.turn_latency is not None:
+            text_lines.append(_turn_line(self.turn_latency))
         rows = max(height - len(text_lines), 1)
         gutter = 4 if rows > 1 else 0
         spark = sparkline(self.stats.recent(width - gutter), width - gutter, rows)

@@ -1,4 +1,5 @@
-"""The transcript: the agent's inner monologue as it streams, user turns marked with their times.
+"""The transcript: the agent's inner monologue as it streams, user turns marked with their times,
+and the user's words as the STT hears them (about 0.5 s behind, dim until the turn ends).
 
 Scrollable (it follows new text until the user scrolls up), selectable with the mouse, and
 exported as plain text for the clipboard.
@@ -27,6 +28,18 @@ class _AgentTurn:
         return "".join(self.pieces).strip()
 
 
+@dataclass
+class _UserLine:
+    start_s: float
+    body: Static
+    line: int  # its entry in `_lines`
+    pieces: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces).strip()
+
+
 class Transcript(VerticalScroll):
     """A list of entries: system lines, user turns, agent blocks."""
 
@@ -34,6 +47,7 @@ class Transcript(VerticalScroll):
         super().__init__(id=id)
         self._lines: list[str] = []  # plain text, one per entry
         self._agent: _AgentTurn | None = None
+        self._user: _UserLine | None = None
         self.border_title = "transcript"
 
     @property
@@ -86,6 +100,35 @@ class Transcript(VerticalScroll):
         turn.last_index = index
         self._lines[-1] = f"[agent {turn.start_s:.1f} s] {turn.text}"
         turn.body.update(turn.text)
+
+    @property
+    def user_text(self) -> str:
+        """The text of the user line being heard ("" when none)."""
+        return self._user.text if self._user else ""
+
+    def add_user_text(self, t_s: float, piece: str) -> None:
+        """A piece of the user's transcript, said at `t_s` (live: the line may still change)."""
+        line = self._user
+        if line is None:
+            body = Static("", classes="said heard live")
+            line = self._user = _UserLine(t_s, body, len(self._lines))
+            self._lines.append("")
+            header = Label(f"you · {t_s:.1f} s", classes="who user")
+            self._mount_entry(header, body)
+        line.pieces.append(piece)
+        self._lines[line.line] = f"[you {line.start_s:.1f} s] {line.text}"
+        line.body.update(line.text)
+
+    def end_user_line(self, text: str | None = None) -> None:
+        """The user's turn ended: the line is final (`text`: its final words, if given)."""
+        line, self._user = self._user, None
+        if line is None:
+            return
+        if text is not None:
+            line.pieces = [text]
+            self._lines[line.line] = f"[you {line.start_s:.1f} s] {line.text}"
+            line.body.update(line.text)
+        line.body.remove_class("live")
 
     def end_agent_turn(self) -> None:
         """The next agent text starts a new block."""

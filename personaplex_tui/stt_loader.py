@@ -1,0 +1,40 @@
+"""Load the STT model next to a loaded PersonaPlex (on the engine thread): the user's transcript,
+or one sentence saying why there is none and the conversation goes on without it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from model.errors import PersonaPlexError
+from personaplex_tui.user_transcript import NO_TRANSCRIPT, SttChoice
+
+log = logging.getLogger(__name__)
+
+
+def attach_stt(
+    persona: Any, choice: SttChoice, notify: Callable[[str], None], *, tqdm_class: Any = None
+) -> bool:
+    """Load the STT and let `persona` (a loaded `model.PersonaPlex`) transcribe its user in every
+    new session. Returns whether it did; on any problem, `notify(one sentence)` and False.
+    Call it on the engine thread (it loads MLX arrays)."""
+    persona.listen(None)
+    if not choice.enabled:
+        return False
+    from model.stt import load_stt
+
+    try:
+        stt = load_stt(choice.model, quantize=choice.quantize, tqdm_class=tqdm_class)
+        persona.listen(stt, source=choice.source)
+    except (PersonaPlexError, OSError, ValueError) as error:
+        log.warning("no user transcript: %s", error)
+        notify(f"{NO_TRANSCRIPT}: {_sentence(error)}")
+        return False
+    return True
+
+
+def _sentence(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    text = text[0].lower() + text[1:] if text[:2] != text[:2].upper() else text
+    return text if text.endswith(".") else text + "."

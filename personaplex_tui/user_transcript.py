@@ -1,0 +1,93 @@
+"""The user's transcript, app side: its flags and settings (`stt_loader` loads the model).
+
+On by default (`--no-user-transcript` turns it off, and then nothing is loaded). The STT model
+is Kyutai's stt-1b-en_fr unless `--stt-model` names another repo or folder. Any problem loading
+it (not downloaded and the hub unreachable, a broken or mismatched checkpoint) is one sentence
+for the user and the conversation goes on without the user's transcript.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_STT_MODEL = "kyutai/stt-1b-en_fr"  # model.stt.DEFAULT_STT_MODEL, without importing MLX
+STT_QUANTIZE = (4, 8)
+NO_TRANSCRIPT = "No transcript of your voice"
+
+
+@dataclass(frozen=True)
+class SttChoice:
+    """Whether to transcribe the user, and with which STT model."""
+
+    enabled: bool = True
+    model: str | None = None  # repo id or folder; None: DEFAULT_STT_MODEL
+    quantize: int | None = None  # 4 or 8 bits, or the checkpoint's floats
+
+    @property
+    def source(self) -> str:
+        return self.model or DEFAULT_STT_MODEL
+
+
+def add_stt_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool = False) -> None:
+    """`--no-user-transcript`, `--stt-model`, `--stt-quantize`. Unset flags stay None (the
+    settings file's values hold) unless `with_defaults` (commands without a settings file)."""
+    parser.add_argument(
+        "--user-transcript",
+        action=argparse.BooleanOptionalAction,
+        default=True if with_defaults else None,
+        help="transcribe your voice live with Kyutai STT (on by default; "
+        "--no-user-transcript loads nothing)",
+    )
+    parser.add_argument(
+        "--stt-model",
+        metavar="REPO_OR_DIR",
+        default=None,
+        help=f"speech-to-text model, Hugging Face repo or folder (default: {DEFAULT_STT_MODEL})",
+    )
+    parser.add_argument(
+        "--stt-quantize",
+        type=int,
+        choices=STT_QUANTIZE,
+        default=None,
+        help="quantize the speech-to-text model to 4 or 8 bits on load",
+    )
+
+
+def choice_from_args(args: argparse.Namespace) -> SttChoice:
+    """The choice the flags make (for commands without settings)."""
+    enabled = getattr(args, "user_transcript", True)
+    return SttChoice(
+        enabled=True if enabled is None else bool(enabled),
+        model=getattr(args, "stt_model", None),
+        quantize=getattr(args, "stt_quantize", None),
+    )
+
+
+def stt_choice(settings: Any) -> SttChoice:
+    """The choice a `Settings` makes."""
+    return SttChoice(settings.user_transcript, settings.stt_model, settings.stt_quantize)
+
+
+def settings_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The Settings fields the STT flags set."""
+    changes: dict[str, Any] = {}
+    if getattr(args, "user_transcript", None) is not None:
+        changes["user_transcript"] = bool(args.user_transcript)
+    if getattr(args, "stt_model", None) is not None:
+        changes["stt_model"] = args.stt_model
+    if getattr(args, "stt_quantize", None) is not None:
+        changes["stt_quantize"] = args.stt_quantize
+    return changes
+
+
+def settings_problem(enabled: Any, model: Any, quantize: Any) -> str | None:
+    """What is wrong with the STT settings, in one sentence, or None."""
+    if not isinstance(enabled, bool):
+        return f"User transcript must be true or false (got {enabled!r})."
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        return f"STT model must be a non-empty name (got {model!r})."
+    if quantize is not None and (isinstance(quantize, bool) or quantize not in STT_QUANTIZE):
+        return f"STT quantize must be 4 or 8 bits (got {quantize!r})."
+    return None
