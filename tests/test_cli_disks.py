@@ -364,7 +364,7 @@ def test_the_timing_log_writes_null_for_phases_not_measured(ckpt, tmp_path):
 
 def test_a_soak_with_a_voice_the_checkpoint_lacks_says_so_once(ckpt):
     proc = ppx("soak", "--model", str(ckpt), "--frames", "10", "--voice", "VARM3")
-    stderr = one_sentence(proc, "Unknown voice 'VARM3'; choose one of: NATF2, NATM0, VARF2.")
+    stderr = one_sentence(proc, "Unknown voice 'VARM3'; choose one of: NATF2, NATM0, VARF2 (the")
     assert stderr.count("Unknown voice") == 1, stderr
 
 
