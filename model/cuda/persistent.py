@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,24 +69,24 @@ class StackedWeights:
         return (self.qa, self.sa, self.ba, self.qb, self.sb, self.bb)
 
 
-class PersistentKernel(Kernel):
+class PersistentKernel(Kernel, ABC):
     """A kernel that runs a whole part of the model for one position, on weights stacked for it."""
 
     def available(self) -> bool:
         """CUDA, its environment variable is not `mlx`, the SM count is known."""
         return super().available() and sm_count() is not None
 
+    @abstractmethod
     def stack(self, lm: Any) -> StackedWeights:
         """The kernel's arrays for `lm`; the modules' weights become views of them."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stack_sources(self, lm: Any) -> tuple[mx.array, ...]:
         """The arrays `stack(lm)` reads (to tell when a stack is stale)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def verify(self, lm: Any, weights: Any) -> float:
         """Run the kernel beside MLX's ops; raise ValueError where they differ."""
-        raise NotImplementedError
 
 
 def launch(
