@@ -27,7 +27,7 @@ from model.errors import PersonaPlexError
 from personaplex_tui.audio import FRAME_SAMPLES, AudioInput, AudioOutput, FileMic, FileSpeaker
 from personaplex_tui.checkpoint_voices import fetch_with_voice, local_checkpoint
 from personaplex_tui.conversation import AudioFactory, ControllerConfig, create_conversation
-from personaplex_tui.events import EngineError, ModelInfo, Notice, StateChanged
+from personaplex_tui.events import EngineError, ModelInfo, Notice, StateChanged, StepTiming
 from personaplex_tui.model_loader import release_mlx_thread
 from personaplex_tui.soak_meter import MemoryMeter, MemorySample, SoakModel, random_voice
 from personaplex_tui.stop_signals import POLICY
@@ -58,6 +58,9 @@ class SoakOptions:
     sampling: dict[str, Any] = field(default_factory=dict)  # audio_temp, audio_top_k, ...
     voice_frames: int = 50  # random model: voice prompt length
     prompt_tokens: int = 20  # random model: system prompt length
+    random_weights: bool = False  # random weights of the exact 7B shape instead of the small model
+    bits: int = 4  # with random_weights: 4, 8 or 16 (= bfloat16, unquantized)
+    max_step_ms: float | None = None  # a step slower than this is a problem (None: only reported)
 
     def settle_frames(self) -> int:
         return self.settle if self.settle is not None else min(SETTLE_FRAMES, self.frames // 2)
@@ -89,6 +92,10 @@ class SoakResult:
     rss_growth_mb: float
     active_slope_b_per_frame: float  # least-squares slope over the samples after `settle`
     rss_slope_b_per_frame: float
+    step_ms: dict[str, float] = field(default_factory=dict)  # p50/p90/p99/max/mean of live steps
+    steps_over_budget: int = 0  # live steps over the 80 ms real-time budget
+    kernels_start: dict[str, str] = field(default_factory=dict)  # which kernels ran, at live start
+    kernels_end: dict[str, str] = field(default_factory=dict)  # ... and after the last step
     problems: list[str] = field(default_factory=list)
     recording: str = ""  # the kept recording folder ("" when it was temporary)
 
@@ -117,10 +124,13 @@ class _Events:
         self.warnings: list[str] = []
         self.live = False
         self.ended = asyncio.Event()
+        self.step_ms: list[float] = []  # each live step's time (a float a frame: 360 KB an hour)
 
     def __call__(self, event: object) -> None:
         self.counts[type(event).__name__] += 1
-        if isinstance(event, EngineError):
+        if isinstance(event, StepTiming):
+            self.step_ms.append(event.total_ms)
+        elif isinstance(event, EngineError):
             self.errors.append(event.message)
         elif isinstance(event, Notice) and event.severity != "information":
             self.warnings.append(event.message)
@@ -152,6 +162,9 @@ class _SoakAudio(AudioFactory):
         return self.speaker
 
 
+BUDGET_MS = 80.0  # one frame of audio: a step slower than this falls behind real time
+
+
 def synthetic_speech(seconds: float = 10.0, seed: int = 0) -> np.ndarray:
     """Speech-like input when no file is at hand: noise bursts of one second, then pauses."""
     rng = np.random.default_rng(seed)
@@ -166,7 +179,7 @@ def _loader(opts: SoakOptions, meter: MemoryMeter) -> Callable[..., tuple[SoakMo
 
         from model import load as load_model
         from model import random_model
-        from model.config import mimi_tiny, tiny
+        from model.config import config_7b, mimi_tiny, tiny
 
         dtype = getattr(mx, opts.dtype) if opts.dtype else None
         if opts.model:
@@ -175,9 +188,13 @@ def _loader(opts: SoakOptions, meter: MemoryMeter) -> Callable[..., tuple[SoakMo
             model = load_model(opts.model, dtype=dtype, quantize=opts.quantize)
             adapted = SoakModel(model, meter)
         else:
-            model = random_model(
-                tiny(context=opts.context, mimi=mimi_tiny()), dtype=dtype, seed=opts.seed
-            )
+            if opts.random_weights:
+                bits = None if opts.bits == 16 else opts.bits
+                model = random_model(config_7b(), bits=bits, dtype=dtype, seed=opts.seed)
+            else:
+                model = random_model(
+                    tiny(context=opts.context, mimi=mimi_tiny()), dtype=dtype, seed=opts.seed
+                )
             rng = np.random.default_rng(opts.seed + 1)
             tokens = rng.integers(4, model.lm.config.text_card, opts.prompt_tokens)
             adapted = SoakModel(
@@ -236,7 +253,14 @@ async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[s
     else:
         source = synthetic_speech(seed=opts.seed)
     audio = _SoakAudio(source, opts.frames)
-    events = _Events(meter.arm)
+    kernels: dict[str, dict[str, str]] = {}
+    conv: Any = None
+
+    def on_live() -> None:
+        meter.arm()
+        kernels["start"] = _kernels(conv.engine.model)
+
+    events = _Events(on_live)
     s = opts.sampling
     config = ControllerConfig(
         mode="duplex",
@@ -276,7 +300,9 @@ async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[s
             await conv.shutdown()
     model = conv.engine.model
     live = model.live if isinstance(model, SoakModel) else None
+    kernels["end"] = _kernels(model)
     return {
+        "kernels": kernels,
         "model": conv.engine.info.source if conv.engine.info else "",
         "events": events,
         "frames_in": audio.mic.frames_delivered if audio.mic else 0,
@@ -284,6 +310,29 @@ async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[s
         "speaker_samples": _wav_samples(work / "speaker.wav"),
         "folder": folder,
     }
+
+
+def _kernels(model: object) -> dict[str, str]:
+    """Which kernels run the model's temporal step, depformer and mat-vecs ('MLX' off CUDA)."""
+    from personaplex_tui.benchmark import depformer_kernels, matvec_kernels, temporal_kernels
+
+    inner = model.model if isinstance(model, SoakModel) else None
+    if inner is None:
+        return {}
+    return {
+        "temporal": temporal_kernels(inner),
+        "depformer": depformer_kernels(inner),
+        "matvec": matvec_kernels(inner),
+    }
+
+
+def _step_stats(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    a = np.asarray(values, dtype=np.float64)
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    out = {"p50": p50, "p90": p90, "p99": p99, "max": a.max(), "mean": a.mean()}
+    return {k: round(float(v), 3) for k, v in out.items()}
 
 
 def run_soak(
@@ -339,6 +388,10 @@ def run_soak(
         active_slope_b_per_frame=active_slope,
         rss_slope_b_per_frame=rss_slope,
         recording=str(folder) if keep and folder else "",
+        step_ms=_step_stats(events.step_ms),
+        steps_over_budget=sum(1 for v in events.step_ms if v > BUDGET_MS),
+        kernels_start=ran["kernels"].get("start", {}),
+        kernels_end=ran["kernels"].get("end", {}),
     )
     result.problems = _problems(result, opts, last)
     return result
@@ -370,4 +423,9 @@ def _problems(r: SoakResult, opts: SoakOptions, last_entry: str) -> list[str]:
             found.append(
                 f"{what} grew {grew:.1f} MiB after frame {r.settle} (limit {opts.max_growth_mb} MiB)"
             )
+    if r.kernels_start != r.kernels_end:
+        found.append(f"kernels changed during the run: {r.kernels_start} -> {r.kernels_end}")
+    slowest = r.step_ms.get("max", 0.0)
+    if opts.max_step_ms is not None and slowest > opts.max_step_ms:
+        found.append(f"the slowest step took {slowest:.1f} ms (limit {opts.max_step_ms} ms)")
     return found

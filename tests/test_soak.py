@@ -61,6 +61,25 @@ def test_every_frame_goes_in_and_out_and_is_recorded(result):
     assert r["frames_per_s"] > 0 and r["realtime_factor"] > 0
 
 
+def test_step_times_and_kernels_are_reported(result):
+    r, _, _ = result
+    steps = r["step_ms"]
+    assert 0 < steps["p50"] <= steps["p99"] <= steps["max"]  # one StepTiming per live step
+    assert r["steps_over_budget"] == 0 or steps["max"] > 80.0
+    # On the CPU every kernel is MLX's; the same at the end as at the start (no fall-back).
+    assert r["kernels_start"] == r["kernels_end"] == {
+        "temporal": "MLX", "depformer": "MLX", "matvec": "MLX",
+    }  # fmt: skip
+
+
+def test_a_step_limit_below_the_slowest_step_fails_the_soak():
+    proc = soak("--frames", "30", "--context", "50", "--max-step-ms", "0.001", "--json")
+    assert proc.returncode == 1, proc.stderr
+    r = json.loads(proc.stdout)
+    assert any("the slowest step took" in p for p in r["problems"]) and not r["ok"]
+    assert "soak: FAILED: the slowest step took" in proc.stderr
+
+
 def test_the_ring_wraps_many_times(result):
     r, _, _ = result
     assert r["context"] == CONTEXT and r["positions"] >= FRAMES
@@ -97,6 +116,9 @@ def test_memory_is_flat_after_the_warm_up(result):
         (["--system-prompt", "pirate"], "Unknown system prompt preset 'pirate'"),
         (["--model", "somewhere/x", "--context", "10"], "--context sets the random model's context"),
         (["--input", "/nonexistent/q.wav"], "The audio file /nonexistent/q.wav does not exist."),
+        (["--random-weights", "--model", "somewhere/x"], "--random-weights and --model are two"),
+        (["--random-weights", "--context", "10"], "the 7B's is 3000"),
+        (["--max-step-ms", "0"], "--max-step-ms must be a positive number."),
     ],
 )  # fmt: skip
 def test_absurd_flags_get_one_sentence(args, message):

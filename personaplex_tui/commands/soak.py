@@ -38,6 +38,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="temporal context of the small random model, in frames (3000, as the 7B)",
     )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="random weights of the exact 7B shape instead of the small model (a GPU run)",
+    )
+    p.add_argument(
+        "--bits",
+        type=int,
+        choices=(4, 8, 16),
+        default=4,
+        help="with --random-weights: 4, 8 or 16 (= bfloat16) (4)",
+    )
+    p.add_argument(
+        "--max-step-ms",
+        type=float,
+        default=None,
+        metavar="MS",
+        help="fail if any live step takes longer (default: only report; 80 = real time)",
+    )
     p.add_argument("--every", type=int, default=2500, help="a memory sample every N frames (2500)")
     p.add_argument(
         "--settle",
@@ -94,6 +113,16 @@ def _options(args: argparse.Namespace):
                 "--context sets the random model's context; with --model the checkpoint's is used.",
             )
         )
+    checks.append(
+        (
+            not (args.random_weights and args.model),
+            "--random-weights and --model are two different models; give one of them.",
+        )
+    )
+    if args.random_weights and args.context is not None:
+        checks.append((False, "--context sets the small model's context; the 7B's is 3000."))
+    if args.max_step_ms is not None:
+        checks.append((args.max_step_ms > 0, "--max-step-ms must be a positive number."))
     if args.settle is not None:
         checks.append(
             (
@@ -128,6 +157,9 @@ def _options(args: argparse.Namespace):
         sampling=sampling,
         voice_frames=args.voice_frames,
         prompt_tokens=args.prompt_tokens,
+        random_weights=args.random_weights,
+        bits=args.bits,
+        max_step_ms=args.max_step_ms,
     )
 
 
@@ -135,7 +167,11 @@ def run(args: argparse.Namespace) -> int:
     from personaplex_tui.soak import run_soak
 
     opts = _options(args)
-    what = args.model or f"a small random model (context {opts.context})"
+    what = args.model or (
+        f"random {opts.bits}-bit weights of the 7B shape"
+        if opts.random_weights
+        else f"a small random model (context {opts.context})"
+    )
     status(f"soak: {opts.frames} frames ({opts.frames * 0.08 / 60:.1f} min of audio) on {what}...")
 
     def progress(s) -> None:
@@ -185,6 +221,15 @@ def result_table(r) -> Table:
         t.add_row("temporal positions / ring wraps", f"{r.positions} / {r.ring_wraps:.1f}")
     t.add_row("errors / warnings", f"{len(r.errors)} / {len(r.warnings)}")
     t.add_row("elapsed", f"{r.elapsed_s:.1f} s")
+    if r.step_ms:
+        m = r.step_ms
+        t.add_row(
+            "step p50 / p99 / max",
+            f"{m['p50']:.2f} / {m['p99']:.2f} / {m['max']:.2f} ms",
+        )
+        t.add_row("steps over 80 ms", str(r.steps_over_budget))
+    for name, which in r.kernels_end.items():
+        t.add_row(f"{name} kernels", which)
     t.add_row("frames/s (x real time)", f"{r.frames_per_s:.1f} ({r.realtime_factor:.2f}x)")
     t.add_row(
         f"growth after frame {r.settle}: MLX active / RSS",
