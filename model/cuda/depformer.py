@@ -67,8 +67,11 @@ def _projections(lm: Any) -> list[Any]:
     return out
 
 
-_NO_INT = mx.zeros((1,), dtype=mx.int32)
-_NO_FLOAT = mx.zeros((1,), dtype=mx.float32)
+# Data, not a lazy `mx.zeros`: a lazy array made at import belongs to the importing thread's
+# stream, and evaluating it on the engine's thread fails ("There is no Stream(gpu, 0) in current
+# thread"), which turned the kernel off in the app (`tests/test_thread_safe_constants.py`).
+_NO_INT = mx.array([0], dtype=mx.int32)
+_NO_FLOAT = mx.array([0.0], dtype=mx.float32)
 
 
 _INPUTS = [
