@@ -23,7 +23,7 @@ from personaplex_tui.tui.widgets.level_meter import LevelMeter
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar
 from personaplex_tui.tui.widgets.timing_panel import TimingPanel
-from personaplex_tui.tui.widgets.transcript import Transcript
+from personaplex_tui.tui.widgets.transcript_panel import TranscriptPanel
 from tests.conversation_fakes import AUDIO, CONVERSATION
 
 pytestmark = pytest.mark.asyncio
@@ -97,7 +97,7 @@ async def test_a_duplex_session_on_the_real_model_from_a_wav(small_checkpoint, t
         assert f"p50 {summary.p50_ms:.1f}" in text_of(panel)
         assert f"{n} steps" in str(panel.border_subtitle)
         # the random model's inner monologue is in the transcript, in order
-        transcript = app.main.query_one(Transcript).plain_text()
+        transcript = app.main.query_one(TranscriptPanel).plain_text()
         assert texts and "[agent " in transcript
         said = "".join(texts)
         assert said.strip()[:20] in transcript.replace("\n", "")
@@ -195,7 +195,7 @@ async def test_the_screen_and_transcript_md_tell_the_same_times_on_one_clock(
         await until(pilot, lambda: app.state == "ready", 30)
         await pilot.press("space")  # the file's question is heard and answered
         await until(pilot, lambda: "speaking" in states and app.state == "ready", 30)
-        screen = app.main.query_one(Transcript).plain_text()
+        screen = app.main.query_one(TranscriptPanel).plain_text()
         await pilot.press("q")
         await pilot.pause(0.3)
     (folder,) = [p for p in (tmp_path / "rec").iterdir() if p.is_dir()]

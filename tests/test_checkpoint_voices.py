@@ -285,9 +285,7 @@ def fake_app(
     tmp_path: Path, settings: Settings, **fake: object
 ) -> tuple[PersonaPlexApp, SettingsStore, list[str]]:
     store = SettingsStore(tmp_path / "settings.toml")
-    app = make_app(
-        settings, FakeFactory(**fake), store=store, memory_probe=None, cursor_blink=False
-    )
+    app = make_app(settings, FakeFactory(**fake), store=store, rss_probe=None, cursor_blink=False)
     notes: list[str] = []
     notify = app.notify
     app.notify = lambda message, **kw: (notes.append(message), notify(message, **kw))[1]  # type: ignore[method-assign]

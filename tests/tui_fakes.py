@@ -365,7 +365,7 @@ def demo_app(
 
     factory = FakeFactory(pace_s=pace_s, load_pause_s=0.3 * (pace_s > 0), **options)
     app = make_app(
-        settings or Settings(), factory, list_devices=list_devices, memory_probe=fixed_memory
+        settings or Settings(), factory, list_devices=list_devices, rss_probe=fixed_memory
     )
     return app, factory
 

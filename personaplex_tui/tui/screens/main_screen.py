@@ -11,13 +11,13 @@ from textual.widgets import Footer
 from personaplex_tui.tui.bridge import LiveData
 from personaplex_tui.tui.format import echo_text
 from personaplex_tui.tui.keys import main_bindings
-from personaplex_tui.tui.step_stats import StepStats
+from personaplex_tui.tui.timing_history import TimingHistory
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
 from personaplex_tui.tui.widgets.level_meter import LevelMeter
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar
 from personaplex_tui.tui.widgets.timing_panel import TimingPanel
-from personaplex_tui.tui.widgets.transcript import Transcript
+from personaplex_tui.tui.widgets.transcript_panel import TranscriptPanel
 
 
 class MainScreen(Screen):
@@ -28,7 +28,7 @@ class MainScreen(Screen):
     class Ready(Message):
         """The widgets are mounted: the app may start the conversation."""
 
-    def __init__(self, stats: StepStats) -> None:
+    def __init__(self, stats: TimingHistory) -> None:
         super().__init__(id="main")
         self._stats = stats
 
@@ -41,7 +41,7 @@ class MainScreen(Screen):
                 yield LevelMeter("mic", id="mic-meter")
                 yield LevelMeter("agent", id="agent-meter")
             yield TimingPanel(self._stats, id="timing")
-        yield Transcript(id="transcript")
+        yield TranscriptPanel(id="transcript")
         yield Footer(compact=True)  # every key fits in 80 columns
 
     def on_mount(self) -> None:
