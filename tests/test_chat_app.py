@@ -10,7 +10,7 @@ import pytest
 from textual.pilot import Pilot
 
 from model.errors import UnknownVoiceError
-from personaplex_tui.audio import read_audio
+from personaplex_tui.audio import FRAME_SAMPLES, read_audio
 from personaplex_tui.cli import build_parser
 from personaplex_tui.commands.chat import build_app, check_settings
 from personaplex_tui.conversation import AudioFactory
@@ -27,7 +27,6 @@ from personaplex_tui.tui.widgets.transcript_panel import TranscriptPanel
 from tests.conversation_fakes import AUDIO, CONVERSATION
 
 pytestmark = pytest.mark.asyncio
-FRAME = 1920
 
 
 def chat_app(tmp_path: Path, *flags: str, audio: AudioFactory | None = None) -> PersonaPlexApp:
@@ -84,7 +83,7 @@ async def test_a_duplex_session_on_the_real_model_from_a_wav(small_checkpoint, t
         assert not app.main.query_one(LoadPanel).display
         # the file ends the input: the run stops by itself and says so
         await until(pilot, lambda: app.state == "ready" and app.stats.count > 0)
-        n = len(read_audio(CONVERSATION).pcm) // FRAME + 1
+        n = len(read_audio(CONVERSATION).pcm) // FRAME_SAMPLES + 1
         await until(pilot, lambda: app.stats.count == n, 5)
 
         # meters moved with the speech and the agent's voice
@@ -113,8 +112,8 @@ async def test_a_duplex_session_on_the_real_model_from_a_wav(small_checkpoint, t
     folders = [p for p in (tmp_path / "rec").iterdir() if p.is_dir()]
     assert len(folders) == 1
     mic, agent = read_audio(folders[0] / "mic.wav").pcm, read_audio(folders[0] / "agent.wav").pcm
-    assert len(mic) == len(agent) == n * FRAME
-    assert len(read_audio(tmp_path / "agent.wav").pcm) == n * FRAME
+    assert len(mic) == len(agent) == n * FRAME_SAMPLES
+    assert len(read_audio(tmp_path / "agent.wav").pcm) == n * FRAME_SAMPLES
     md = (folders[0] / "transcript.md").read_text()
     assert "voice VARF2" in md and "has ended" in md
     assert len((tmp_path / "t.jsonl").read_text().splitlines()) == n
