@@ -375,7 +375,7 @@ class Engine:
 
     def _report(self, index: int, frame: Any, heard: bool = True, t: float | None = None) -> None:
         if heard:
-            self.emit(FrameOut(index=index, pcm=frame.pcm, text=frame.text))
+            self.emit(FrameOut(index=index))
             if frame.text:
                 when = float(t) if isinstance(t, (int, float)) else None
                 self.emit(TextOut(index=index, text=frame.text, t=when))

@@ -459,7 +459,7 @@ async def test_the_bridge_is_thread_safe_and_coalesces_high_rate_events():
             index = offset * per_thread + i
             app.bridge(StepTiming(index, 40.0 + (index % 50)))
             app.bridge(Levels(-20.0 - i % 10, -10.0, -30.0, -12.0))
-            app.bridge(FrameOut(index, np.zeros(1920, np.float32), ""))
+            app.bridge(FrameOut(index))
 
     async with app.run_test(size=SIZE, message_hook=handled.append) as pilot:
         await ready(pilot, app)
