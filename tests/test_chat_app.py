@@ -19,7 +19,7 @@ from personaplex_tui.settings import resolve_settings
 from personaplex_tui.tui.app import PersonaPlexApp
 from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
-from personaplex_tui.tui.widgets.level_meter import LevelMeter
+from personaplex_tui.tui.widgets.level_bar import LevelBar
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar
 from personaplex_tui.tui.widgets.timing_panel import TimingPanel
@@ -68,8 +68,8 @@ async def test_a_duplex_session_on_the_real_model_from_a_wav(small_checkpoint, t
 
     def watch(message: object) -> None:
         if isinstance(message, LiveDataArrived) and app.state == "duplex":
-            mic = app.main.query_one("#mic-meter", LevelMeter)
-            agent = app.main.query_one("#agent-meter", LevelMeter)
+            mic = app.main.query_one("#mic-meter", LevelBar)
+            agent = app.main.query_one("#agent-meter", LevelBar)
             levels.add((mic.rms_db, agent.rms_db))
         if isinstance(message, EngineEventMessage) and isinstance(message.event, TextOut):
             texts.append(message.event.text)

@@ -37,7 +37,7 @@ from personaplex_tui.tui.messages import LiveDataArrived
 from personaplex_tui.tui.screens.help_screen import HelpScreen
 from personaplex_tui.tui.screens.settings_screen import SettingsScreen
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
-from personaplex_tui.tui.widgets.level_meter import LevelMeter
+from personaplex_tui.tui.widgets.level_bar import LevelBar
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar
 from personaplex_tui.tui.widgets.timing_panel import TimingPanel
@@ -402,14 +402,14 @@ async def test_full_duplex_session_fills_meters_timings_and_transcript():
 
     def watch(message: object) -> None:  # what the meters showed whenever new data arrived
         if isinstance(message, LiveDataArrived) and app.state == "duplex":
-            mic = app.main.query_one("#mic-meter", LevelMeter)
-            agent = app.main.query_one("#agent-meter", LevelMeter)
+            mic = app.main.query_one("#mic-meter", LevelBar)
+            agent = app.main.query_one("#agent-meter", LevelBar)
             levels_seen.add((mic.rms_db, agent.rms_db))
 
     async with app.run_test(size=(120, 40), message_hook=watch) as pilot:
         await ready(pilot, app)
-        mic = app.main.query_one("#mic-meter", LevelMeter)
-        agent = app.main.query_one("#agent-meter", LevelMeter)
+        mic = app.main.query_one("#mic-meter", LevelBar)
+        agent = app.main.query_one("#agent-meter", LevelBar)
         await pilot.press("space")  # the stream comes from another thread, like PortAudio
         fake = fake_of(factory)
         await until(pilot, lambda: fake.played.is_set())
