@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from model.config import PersonaPlexConfig, config_7b, mimi_tiny, tiny
+from model.config import FRAME_SAMPLES, PersonaPlexConfig, config_7b, mimi_tiny, tiny
 
 RESULT_PREFIX = "PEER-RESULT "
-FRAME = 1920  # samples per 80 ms frame at 24 kHz
 PARTS = ("lm", "mimi")
 
 
@@ -108,7 +107,7 @@ def worker_parser(description: str) -> argparse.ArgumentParser:
 def noise_frames(n: int, seed: int) -> np.ndarray:
     """[n, 1920] float32 noise at speech level (a codec's cost does not depend on content)."""
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n, FRAME)) * 0.1).astype(np.float32)
+    return (rng.standard_normal((n, FRAME_SAMPLES)) * 0.1).astype(np.float32)
 
 
 def user_codes(n: int, codebooks: int, card: int, seed: int) -> np.ndarray:

@@ -149,6 +149,12 @@ class MimiConfig:
         return self.frame_size // self.hop_length
 
 
+# Samples in one 80 ms frame at 24 kHz, the published Mimi's (and mimi_tiny's): what a session
+# steps on. The app's audio code, which may not import `model`, states it once more in
+# personaplex_tui/audio/frames.py; tests/test_audio_format.py checks that the two agree.
+FRAME_SAMPLES: int = MimiConfig().frame_size
+
+
 def mimi_tiny() -> MimiConfig:
     """A small Mimi of the published structure (same 1920-sample frame, 2048-entry codebooks)."""
     return MimiConfig(

@@ -18,12 +18,11 @@ import numpy as np
 from model import PersonaPlex, cuda, load, random_model
 from model.backend import on_cuda
 from model.checkpoints.voices import VoicePrompt
-from model.config import config_7b, mimi_tiny, tiny
+from model.config import FRAME_SAMPLES, config_7b, mimi_tiny, tiny
 from model.conversation.session import Session
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
 
-FRAME = 1920
 BUDGET_MS = 80.0
 
 
@@ -197,7 +196,9 @@ def _audio(n: int, seed: int) -> list[np.ndarray]:
     frames = []
     for i in range(n):
         loud = (i // 25) % 2 == 0
-        frames.append((rng.standard_normal(FRAME) * (0.1 if loud else 0.001)).astype(np.float32))
+        frames.append(
+            (rng.standard_normal(FRAME_SAMPLES) * (0.1 if loud else 0.001)).astype(np.float32)
+        )
     return frames
 
 
@@ -318,7 +319,7 @@ def _turn_latency(model, voice, tokens, opts: BenchOptions, prebuffer: int = 3) 
     session = _session(model, voice, tokens, opts)
     session.warm_up()
     utterance = _audio(40, opts.seed + 2)
-    silence = np.zeros(FRAME, np.float32)
+    silence = np.zeros(FRAME_SAMPLES, np.float32)
     results = []
     for _ in range(5):
         for pcm in utterance[:-1]:

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from model.config import FRAME_SAMPLES
 from model.errors import PersonaPlexError
 from personaplex_tui.events import (
     EngineError,
@@ -36,7 +37,6 @@ from personaplex_tui.events import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-FRAME = 1920
 FIRST_RUN_NOTE = "first run here: compiling the GPU kernels (minutes, once)"
 MemoryProbe = Callable[[], MemoryUsage | None]
 
@@ -242,7 +242,7 @@ class Engine:
             start = time.perf_counter()
             session = self._require_model().session(**self._session_kwargs())
             _compile_ahead(session)
-            silence = np.zeros(FRAME, np.float32)
+            silence = np.zeros(FRAME_SAMPLES, np.float32)
             for _ in range(steps):
                 session.step(silence)
             self._report_memory(force=True)
@@ -375,7 +375,7 @@ class Engine:
 
     def _report(self, index: int, frame: Any, heard: bool = True, t: float | None = None) -> None:
         if heard:
-            self.emit(FrameOut(index=index, pcm=frame.pcm, text=frame.text))
+            self.emit(FrameOut(index=index))
             if frame.text:
                 when = float(t) if isinstance(t, (int, float)) else None
                 self.emit(TextOut(index=index, text=frame.text, t=when))

@@ -1,17 +1,15 @@
-"""Events the inference engine emits to the UI, and the engine's public interface.
+"""Events the inference engine emits to the UI, and the conversation's interface to the app.
 
 The engine runs the model on its own thread and delivers these events on the asyncio loop
-(through `loop.call_soon_threadsafe`), in order. They carry plain Python and numpy values only.
+(through `loop.call_soon_threadsafe`), in order. They carry plain Python values only.
 The TUI turns them into Textual messages; tests and the CLI consume them directly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
-
-import numpy as np
 
 EngineStateName = Literal[
     "idle",  # nothing loaded
@@ -62,11 +60,10 @@ class StateChanged:
 
 @dataclass(frozen=True)
 class FrameOut:
-    """One agent frame was produced (its audio already went to the player)."""
+    """One agent frame was produced: a per-step mark for counters and waits. Its audio already
+    went to the player; its text, when not empty, follows as `TextOut`."""
 
     index: int
-    pcm: np.ndarray = field(repr=False)  # float32 [1920]
-    text: str  # the decoded piece, "" for PAD/EPAD
 
 
 @dataclass(frozen=True)
@@ -248,19 +245,3 @@ class ConversationAPI(Protocol):
     async def shutdown(self) -> None:
         """Stop audio and the engine, flush recordings; safe to call twice."""
         ...
-
-
-class EngineAPI(Protocol):
-    """What the app needs from the engine (implemented by `personaplex_tui.engine.Engine`)."""
-
-    async def load(self) -> ModelInfo: ...
-
-    async def warm_up(self) -> float: ...
-
-    async def new_session(self) -> None: ...
-
-    async def reset(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def close(self) -> None: ...

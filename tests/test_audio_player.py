@@ -4,19 +4,17 @@ import time
 
 import numpy as np
 
-from personaplex_tui.audio import EchoSuppressor, Player
+from personaplex_tui.audio import FRAME_SAMPLES, EchoSuppressor, Player
 from personaplex_tui.events import PlaybackStats
-
-F = 1920
 
 
 def frame(value: float) -> np.ndarray:
-    return np.full(F, value, np.float32)
+    return np.full(FRAME_SAMPLES, value, np.float32)
 
 
 def pull(player: Player) -> np.ndarray:
     """One device callback; the block starts full of stale garbage, as PortAudio's may."""
-    out = np.full(F, 0.777, np.float32)
+    out = np.full(FRAME_SAMPLES, 0.777, np.float32)
     player.fill(out)
     return out
 
@@ -58,8 +56,8 @@ def test_stall_counts_an_underrun_outputs_silence_and_rebuffers():
 
 
 def test_partial_block_then_silence():
-    p = Player(frame_samples=F)
-    p.write(np.full(3 * F + 100, 0.5, np.float32))
+    p = Player(frame_samples=FRAME_SAMPLES)
+    p.write(np.full(3 * FRAME_SAMPLES + 100, 0.5, np.float32))
     for _ in range(3):
         pull(p)
     out = pull(p)

@@ -10,7 +10,7 @@ import pytest
 from textual.pilot import Pilot
 
 from model.errors import UnknownVoiceError
-from personaplex_tui.audio import read_audio
+from personaplex_tui.audio import FRAME_SAMPLES, read_audio
 from personaplex_tui.cli import build_parser
 from personaplex_tui.commands.chat import build_app, check_settings
 from personaplex_tui.conversation import AudioFactory
@@ -19,15 +19,14 @@ from personaplex_tui.settings import resolve_settings
 from personaplex_tui.tui.app import PersonaPlexApp
 from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
-from personaplex_tui.tui.widgets.level_meter import LevelMeter
+from personaplex_tui.tui.widgets.level_bar import LevelBar
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar
 from personaplex_tui.tui.widgets.timing_panel import TimingPanel
-from personaplex_tui.tui.widgets.transcript import Transcript
+from personaplex_tui.tui.widgets.transcript_panel import TranscriptPanel
 from tests.conversation_fakes import AUDIO, CONVERSATION
 
 pytestmark = pytest.mark.asyncio
-FRAME = 1920
 
 
 def chat_app(tmp_path: Path, *flags: str, audio: AudioFactory | None = None) -> PersonaPlexApp:
@@ -69,8 +68,8 @@ async def test_a_duplex_session_on_the_real_model_from_a_wav(small_checkpoint, t
 
     def watch(message: object) -> None:
         if isinstance(message, LiveDataArrived) and app.state == "duplex":
-            mic = app.main.query_one("#mic-meter", LevelMeter)
-            agent = app.main.query_one("#agent-meter", LevelMeter)
+            mic = app.main.query_one("#mic-meter", LevelBar)
+            agent = app.main.query_one("#agent-meter", LevelBar)
             levels.add((mic.rms_db, agent.rms_db))
         if isinstance(message, EngineEventMessage) and isinstance(message.event, TextOut):
             texts.append(message.event.text)
@@ -84,7 +83,7 @@ async def test_a_duplex_session_on_the_real_model_from_a_wav(small_checkpoint, t
         assert not app.main.query_one(LoadPanel).display
         # the file ends the input: the run stops by itself and says so
         await until(pilot, lambda: app.state == "ready" and app.stats.count > 0)
-        n = len(read_audio(CONVERSATION).pcm) // FRAME + 1
+        n = len(read_audio(CONVERSATION).pcm) // FRAME_SAMPLES + 1
         await until(pilot, lambda: app.stats.count == n, 5)
 
         # meters moved with the speech and the agent's voice
@@ -97,7 +96,7 @@ async def test_a_duplex_session_on_the_real_model_from_a_wav(small_checkpoint, t
         assert f"p50 {summary.p50_ms:.1f}" in text_of(panel)
         assert f"{n} steps" in str(panel.border_subtitle)
         # the random model's inner monologue is in the transcript, in order
-        transcript = app.main.query_one(Transcript).plain_text()
+        transcript = app.main.query_one(TranscriptPanel).plain_text()
         assert texts and "[agent " in transcript
         said = "".join(texts)
         assert said.strip()[:20] in transcript.replace("\n", "")
@@ -113,8 +112,8 @@ async def test_a_duplex_session_on_the_real_model_from_a_wav(small_checkpoint, t
     folders = [p for p in (tmp_path / "rec").iterdir() if p.is_dir()]
     assert len(folders) == 1
     mic, agent = read_audio(folders[0] / "mic.wav").pcm, read_audio(folders[0] / "agent.wav").pcm
-    assert len(mic) == len(agent) == n * FRAME
-    assert len(read_audio(tmp_path / "agent.wav").pcm) == n * FRAME
+    assert len(mic) == len(agent) == n * FRAME_SAMPLES
+    assert len(read_audio(tmp_path / "agent.wav").pcm) == n * FRAME_SAMPLES
     md = (folders[0] / "transcript.md").read_text()
     assert "voice VARF2" in md and "has ended" in md
     assert len((tmp_path / "t.jsonl").read_text().splitlines()) == n
@@ -195,7 +194,7 @@ async def test_the_screen_and_transcript_md_tell_the_same_times_on_one_clock(
         await until(pilot, lambda: app.state == "ready", 30)
         await pilot.press("space")  # the file's question is heard and answered
         await until(pilot, lambda: "speaking" in states and app.state == "ready", 30)
-        screen = app.main.query_one(Transcript).plain_text()
+        screen = app.main.query_one(TranscriptPanel).plain_text()
         await pilot.press("q")
         await pilot.pause(0.3)
     (folder,) = [p for p in (tmp_path / "rec").iterdir() if p.is_dir()]

@@ -19,7 +19,7 @@ from textual.pilot import Pilot
 from textual.widgets import Select
 
 from model.errors import CheckpointError, UnknownVoiceError
-from personaplex_tui.audio import read_audio
+from personaplex_tui.audio import FRAME_SAMPLES, read_audio
 from personaplex_tui.cli import build_parser
 from personaplex_tui.commands.chat import build_app, check_settings
 from personaplex_tui.conversation import AudioFactory
@@ -36,7 +36,6 @@ from tests.tui_fakes import MODEL_INFO, FakeFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "tests" / "data" / "audio"
-FRAME = 1920
 LACKS_NATF2 = "Unknown voice 'NATF2'; choose one of: NATF0 (the voices of the checkpoint in"
 
 
@@ -239,8 +238,8 @@ async def test_the_app_goes_live_with_the_only_voice_the_checkpoint_has(natf0, t
         await pilot.press("q")
         await pilot.pause(0.3)
     assert "error" not in states and "duplex" in states
-    n = len(read_audio(AUDIO / "conversation.wav").pcm) // FRAME + 1
-    assert len(read_audio(out).pcm) == n * FRAME
+    n = len(read_audio(AUDIO / "conversation.wav").pcm) // FRAME_SAMPLES + 1
+    assert len(read_audio(out).pcm) == n * FRAME_SAMPLES
     assert (
         not (tmp_path / "settings.toml").exists()
         or "voice" not in (tmp_path / "settings.toml").read_text()
@@ -285,9 +284,7 @@ def fake_app(
     tmp_path: Path, settings: Settings, **fake: object
 ) -> tuple[PersonaPlexApp, SettingsStore, list[str]]:
     store = SettingsStore(tmp_path / "settings.toml")
-    app = make_app(
-        settings, FakeFactory(**fake), store=store, memory_probe=None, cursor_blink=False
-    )
+    app = make_app(settings, FakeFactory(**fake), store=store, rss_probe=None, cursor_blink=False)
     notes: list[str] = []
     notify = app.notify
     app.notify = lambda message, **kw: (notes.append(message), notify(message, **kw))[1]  # type: ignore[method-assign]

@@ -21,7 +21,7 @@ from personaplex_tui.conversation import (
     TurnController,
     create_conversation,
 )
-from personaplex_tui.conversation.transcript import Transcript, clock
+from personaplex_tui.conversation.transcript_writer import TranscriptWriter, clock
 from personaplex_tui.events import (
     ConversationAPI,
     EngineError,
@@ -208,7 +208,7 @@ def test_config_from_any_settings_object():
 
 
 def test_transcript_markdown_and_json_lines(tmp_path):
-    t = Transcript(tmp_path, "Conversation", {"voice": "NATF2", "seed": None})
+    t = TranscriptWriter(tmp_path, "Conversation", {"voice": "NATF2", "seed": None})
     t.user_turn(0.5, 2.0, 22)
     t.agent_turn()
     for i, word in enumerate([" Hi", " *there*", "!"]):

@@ -53,9 +53,9 @@ class FullDisk:
         """Route the recording's, transcript's and speaker's file opening through this disk."""
         import personaplex_tui.audio.wav_writer as wav_writer
         import personaplex_tui.conversation.timing_log as timing_log
-        import personaplex_tui.conversation.transcript as transcript
+        import personaplex_tui.conversation.transcript_writer as transcript_writer
 
-        for module in (wav_writer, transcript, timing_log):
+        for module in (wav_writer, transcript_writer, timing_log):
             monkeypatch.setattr(module, "open", self.open, raising=False)
 
 
@@ -292,9 +292,9 @@ TRANSCRIBE = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (2001, 2001))  # a real full disk past 2001 bytes
-from personaplex_tui.conversation.transcript import Transcript
+from personaplex_tui.conversation.transcript_writer import TranscriptWriter
 said = []
-t = Transcript(sys.argv[1], "Conversation", {"voice": "NATF2"}, said.append)
+t = TranscriptWriter(sys.argv[1], "Conversation", {"voice": "NATF2"}, said.append)
 for step in range(500):
     t.agent_text(step * 0.08, f" word{step}", step)
 t.close(40.0)

@@ -13,7 +13,7 @@ import pytest
 
 from personaplex_tui.audio import FileSpeaker, read_audio, split_frames
 from personaplex_tui.conversation import AudioFactory, ControllerConfig, create_conversation
-from personaplex_tui.conversation.transcript import clock, escape_markdown
+from personaplex_tui.conversation.transcript_writer import clock, escape_markdown
 from personaplex_tui.events import FrameOut, Levels, PlaybackStats, StepTiming, TextOut
 from tests.conversation_fakes import (
     CONVERSATION,

@@ -37,11 +37,11 @@ from personaplex_tui.tui.messages import LiveDataArrived
 from personaplex_tui.tui.screens.help_screen import HelpScreen
 from personaplex_tui.tui.screens.settings_screen import SettingsScreen
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
-from personaplex_tui.tui.widgets.level_meter import LevelMeter
+from personaplex_tui.tui.widgets.level_bar import LevelBar
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar
 from personaplex_tui.tui.widgets.timing_panel import TimingPanel
-from personaplex_tui.tui.widgets.transcript import Transcript
+from personaplex_tui.tui.widgets.transcript_panel import TranscriptPanel
 from tests.tui_fakes import (
     MODEL_INFO,
     REPLIES,
@@ -65,7 +65,7 @@ def build(
         factory,
         store=store,
         list_devices=list_devices,
-        memory_probe=fixed_memory,
+        rss_probe=fixed_memory,
         log_path=Path("/tmp/ppx-tui-test.log"),
         cursor_blink=False,
     )
@@ -167,7 +167,7 @@ async def test_space_talks_and_a_turn_based_reply_streams_into_the_transcript():
         await pilot.press("space")
         fake = fake_of(factory)
         await until(pilot, lambda: fake.played.is_set() and app.state == "ready")
-        transcript = app.main.query_one(Transcript)
+        transcript = app.main.query_one(TranscriptPanel)
         await until(pilot, lambda: REPLIES[0] in transcript.plain_text())
         assert "[you 0.0–" in transcript.plain_text()
         assert fake.names() == ["start", "toggle_talk", "toggle_talk"]
@@ -205,7 +205,7 @@ async def test_v_cycles_the_voice_which_applies_on_reset():
         await until(pilot, lambda: "reset" in fake_of(factory).names())
         assert not app.pending_reset
         assert "press r" not in text_of(app.main.query_one(StatusBar))
-        assert "new conversation" in app.main.query_one(Transcript).plain_text()
+        assert "new conversation" in app.main.query_one(TranscriptPanel).plain_text()
 
 
 async def test_w_saves_the_recording_and_says_where():
@@ -340,7 +340,7 @@ async def test_a_failing_controller_factory_is_shown_not_raised():
     def factory(settings: Settings, sink: object) -> FakeConversation:
         raise PersonaPlexError("No audio input device was found.")
 
-    app = make_app(Settings(), factory, memory_probe=None, cursor_blink=False)
+    app = make_app(Settings(), factory, rss_probe=None, cursor_blink=False)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         banner = app.main.query_one(ErrorBanner)
@@ -402,14 +402,14 @@ async def test_full_duplex_session_fills_meters_timings_and_transcript():
 
     def watch(message: object) -> None:  # what the meters showed whenever new data arrived
         if isinstance(message, LiveDataArrived) and app.state == "duplex":
-            mic = app.main.query_one("#mic-meter", LevelMeter)
-            agent = app.main.query_one("#agent-meter", LevelMeter)
+            mic = app.main.query_one("#mic-meter", LevelBar)
+            agent = app.main.query_one("#agent-meter", LevelBar)
             levels_seen.add((mic.rms_db, agent.rms_db))
 
     async with app.run_test(size=(120, 40), message_hook=watch) as pilot:
         await ready(pilot, app)
-        mic = app.main.query_one("#mic-meter", LevelMeter)
-        agent = app.main.query_one("#agent-meter", LevelMeter)
+        mic = app.main.query_one("#mic-meter", LevelBar)
+        agent = app.main.query_one("#agent-meter", LevelBar)
         await pilot.press("space")  # the stream comes from another thread, like PortAudio
         fake = fake_of(factory)
         await until(pilot, lambda: fake.played.is_set())
@@ -436,7 +436,7 @@ async def test_full_duplex_session_fills_meters_timings_and_transcript():
         assert underruns > 0 and f"underruns {underruns}" in panel
         assert "temporal" in panel and "depformer" in panel and "mimi enc" in panel
         # The transcript holds every reply and every user turn, in order.
-        text = app.main.query_one(Transcript).plain_text()
+        text = app.main.query_one(TranscriptPanel).plain_text()
         positions = [text.index(reply) for reply in REPLIES]
         assert positions == sorted(positions)
         turns = [e for e in stream if isinstance(e, UserTurn)]
@@ -459,7 +459,7 @@ async def test_the_bridge_is_thread_safe_and_coalesces_high_rate_events():
             index = offset * per_thread + i
             app.bridge(StepTiming(index, 40.0 + (index % 50)))
             app.bridge(Levels(-20.0 - i % 10, -10.0, -30.0, -12.0))
-            app.bridge(FrameOut(index, np.zeros(1920, np.float32), ""))
+            app.bridge(FrameOut(index))
 
     async with app.run_test(size=SIZE, message_hook=handled.append) as pilot:
         await ready(pilot, app)
@@ -492,7 +492,7 @@ async def test_resizes_cleanly_between_small_and_large_terminals():
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
         assert dashboard.region.height == small
-        for widget in (StatusBar, TimingPanel, Transcript):
+        for widget in (StatusBar, TimingPanel, TranscriptPanel):
             assert screen.query_one(widget).region.width <= 80
 
 
@@ -500,7 +500,7 @@ async def test_transcript_follows_new_text_unless_scrolled_up():
     app, _, _ = build()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
-        transcript = app.main.query_one(Transcript)
+        transcript = app.main.query_one(TranscriptPanel)
         for turn in range(12):
             app.bridge(UserTurn(turn * 5.0, turn * 5.0 + 2, 25))
             app.bridge(TextOut(turn * 100 + 40, f" reply number {turn}"))
@@ -631,7 +631,7 @@ async def test_an_empty_custom_prompt_is_refused():
 
 async def test_settings_screen_keeps_an_unplugged_device_and_works_without_a_list():
     settings = Settings(input_device="Old Mic")
-    app = make_app(settings, FakeFactory(), memory_probe=None, cursor_blink=False)
+    app = make_app(settings, FakeFactory(), rss_probe=None, cursor_blink=False)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         await pilot.press("s")

@@ -6,7 +6,7 @@ import pytest
 
 from personaplex_tui.events import EchoStats, Levels
 from personaplex_tui.tui.format import echo_text
-from personaplex_tui.tui.widgets.level_meter import LevelMeter
+from personaplex_tui.tui.widgets.level_bar import LevelBar
 from tests.test_tui_app import SIZE, build, ready, until
 
 
@@ -27,6 +27,6 @@ async def test_the_level_panel_shows_delay_and_erle_as_they_arrive():
         app.bridge(Levels(-31.0, -20.0, -40.0, -30.0))
         app.bridge(EchoStats("cancel", 280.0, 27.6, 2.1))
         await until(pilot, lambda: meters.border_subtitle == "ERLE 28 dB · delay 280 ms")
-        assert app.main.query_one("#mic-meter", LevelMeter).rms_db == -31.0
+        assert app.main.query_one("#mic-meter", LevelBar).rms_db == -31.0
         app.bridge(EchoStats("mute"))
         await until(pilot, lambda: "muted" in str(meters.border_subtitle))

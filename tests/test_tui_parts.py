@@ -9,8 +9,8 @@ from textual.app import App, ComposeResult
 from personaplex_tui.events import StepTiming
 from personaplex_tui.memory import process_rss_bytes
 from personaplex_tui.tui.format import db_text, human_bytes, human_duration
-from personaplex_tui.tui.step_stats import StepStats, percentile
-from personaplex_tui.tui.widgets.level_meter import CLIP_HOLD_UPDATES, LevelMeter, level_fraction
+from personaplex_tui.tui.timing_history import TimingHistory, percentile
+from personaplex_tui.tui.widgets.level_bar import CLIP_HOLD_UPDATES, LevelBar, level_fraction
 from personaplex_tui.tui.widgets.timing_panel import sparkline
 from tests.import_probe import modules_loaded_by
 
@@ -21,8 +21,8 @@ def test_percentile_matches_numpy(q):
     assert percentile(sorted(values.tolist()), q) == pytest.approx(np.percentile(values, q))
 
 
-def test_step_stats_window_rtf_phases_and_history():
-    stats = StepStats(window=10, history=30)
+def test_timing_history_window_rtf_phases_and_history():
+    stats = TimingHistory(window=10, history=30)
     assert stats.summary() is None
     stats.add(StepTiming(i, 50.0 + i) for i in range(25))
     s = stats.summary()
@@ -58,14 +58,14 @@ def test_sparkline_shape_colours_and_budget_line():
 
 class MeterApp(App[None]):
     def compose(self) -> ComposeResult:
-        yield LevelMeter("mic", id="m")
+        yield LevelBar("mic", id="m")
 
 
 @pytest.mark.asyncio
-async def test_level_meter_shows_level_clipping_and_silence():
+async def test_level_bar_shows_level_clipping_and_silence():
     app = MeterApp()
     async with app.run_test(size=(40, 4)) as pilot:
-        meter = app.query_one(LevelMeter)
+        meter = app.query_one(LevelBar)
         assert meter.silent and "silent" in meter.render().plain
         meter.set_levels(-12.0, -0.5, clipping=True)
         await pilot.pause()

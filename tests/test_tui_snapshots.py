@@ -28,7 +28,7 @@ SIZES = [(80, 24), (120, 40)]
 
 def snapshot_app(settings: Settings) -> PersonaPlexApp:
     return make_app(
-        settings, FakeFactory(), list_devices=list_devices, memory_probe=fixed_memory,
+        settings, FakeFactory(), list_devices=list_devices, rss_probe=fixed_memory,
         cursor_blink=False,
     )  # fmt: skip
 

@@ -13,10 +13,10 @@ import pytest
 from textual.widgets import Static
 
 from personaplex_tui.conversation import ControllerConfig
-from personaplex_tui.conversation.transcript import Transcript as TranscriptFiles
+from personaplex_tui.conversation.transcript_writer import TranscriptWriter
 from personaplex_tui.conversation.user_lane import UserLane
 from personaplex_tui.events import TextOut, UserSaid, UserTextOut, UserTurn
-from personaplex_tui.tui.widgets.transcript import Transcript
+from personaplex_tui.tui.widgets.transcript_panel import TranscriptPanel
 from tests.conversation_fakes import CONVERSATION, Events, Probe, run_until_ended
 from tests.stt_app import write_pair
 from tests.test_tui_app import SIZE, build, ready
@@ -32,7 +32,7 @@ class F:
 
 def test_pieces_become_a_line_closed_by_a_pause_or_a_turn_end(tmp_path: Path) -> None:
     events: list = []
-    files = TranscriptFiles(tmp_path, "Conversation", {})
+    files = TranscriptWriter(tmp_path, "Conversation", {})
     lane = UserLane(events.append, lambda: files, lag_s=0.48, gap_s=1.5)
     said = ["", " Hello", "", " there", "", ""] + [""] * 20 + [" Bye", "."]
     for i, piece in enumerate(said):
@@ -83,7 +83,7 @@ async def test_the_panel_shows_both_lanes_and_finalises_the_user_line() -> None:
         for i, piece in enumerate([" Hello", " there", "!"]):
             app.bridge(TextOut(20 + i, piece))
         await pilot.pause()
-        panel = app.main.query_one(Transcript)
+        panel = app.main.query_one(TranscriptPanel)
         heard = app.main.query_one("#transcript .heard", Static)
         assert heard.has_class("live") and panel.user_text == "Good morning to you"
         app.bridge(UserSaid(0.4, 0.72, "Good morning to you"))

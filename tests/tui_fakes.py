@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from model.checkpoints.voice_presets import VOICE_PRESETS
+from personaplex_tui.audio.frames import FRAME_SAMPLES, FRAME_SECONDS
 from personaplex_tui.events import (
     EngineError,
     EngineEvent,
@@ -37,8 +38,6 @@ from personaplex_tui.events import (
 from personaplex_tui.settings import Settings
 
 AUDIO = Path(__file__).parent / "data" / "audio"
-FRAME = 1920
-FRAME_S = 0.08
 MODEL_INFO = ModelInfo(
     source="aufklarer/PersonaPlex-7B-MLX-4bit",
     quantization="4-bit",
@@ -74,7 +73,7 @@ def read_wav(path: Path) -> np.ndarray:
 
 def frame_levels(samples: np.ndarray) -> list[tuple[float, float]]:
     """(rms dBFS, peak dBFS) of each 1920-sample frame, floored at -100."""
-    frames = samples[: len(samples) // FRAME * FRAME].reshape(-1, FRAME)
+    frames = samples[: len(samples) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
     rms = np.sqrt(np.mean(frames**2, axis=1))
     peak = np.max(np.abs(frames), axis=1)
     to_db = lambda x: np.maximum(20 * np.log10(np.maximum(x, 1e-10)), -100.0)  # noqa: E731
@@ -160,7 +159,9 @@ def conversation_events(
         events.append(PlaybackStats(buffered, 3, not late, underruns))
         if i in turn_ends:
             turn = turn_ends[i]
-            events.append(UserTurn(turn.start * FRAME_S, turn.stop * FRAME_S, len(turn)))
+            events.append(
+                UserTurn(turn.start * FRAME_SECONDS, turn.stop * FRAME_SECONDS, len(turn))
+            )
     return events
 
 
@@ -181,7 +182,7 @@ def turn_events(
     events: list[EngineEvent] = []
     for rms, peak in mic:
         events.append(Levels(rms, peak, -100.0, -100.0))
-    events += [UserTurn(0.0, len(mic) * FRAME_S, len(mic)), StateChanged("thinking")]
+    events += [UserTurn(0.0, len(mic) * FRAME_SECONDS, len(mic)), StateChanged("thinking")]
     for i in range(len(mic)):
         events.append(timing.step(i))
     events.append(StateChanged("speaking"))
@@ -358,14 +359,14 @@ def fixed_memory() -> int:
 
 
 def demo_app(
-    settings: Settings | None = None, pace_s: float = FRAME_S, **options: object
+    settings: Settings | None = None, pace_s: float = FRAME_SECONDS, **options: object
 ) -> tuple[object, FakeFactory]:
     """The real app on the fake controller, paced like the real thing."""
     from personaplex_tui.tui.app import make_app
 
     factory = FakeFactory(pace_s=pace_s, load_pause_s=0.3 * (pace_s > 0), **options)
     app = make_app(
-        settings or Settings(), factory, list_devices=list_devices, memory_probe=fixed_memory
+        settings or Settings(), factory, list_devices=list_devices, rss_probe=fixed_memory
     )
     return app, factory
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from personaplex_tui.audio.frames import SAMPLE_RATE
+from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 
 ENVELOPE_SAMPLES = SAMPLE_RATE // 50  # 20 ms
 FLOOR_DB = -100.0
@@ -104,11 +104,11 @@ class EchoMeter:
     """
 
     def __init__(self, window_s: float = 2.0, delay_every_s: float = 0.5) -> None:
-        self._frames = max(1, int(window_s * SAMPLE_RATE / 1920))
+        self._frames = max(1, int(window_s * SAMPLE_RATE / FRAME_SAMPLES))
         self._far: deque[np.ndarray] = deque(maxlen=self._frames)
         self._mic: deque[np.ndarray] = deque(maxlen=self._frames)
         self._powers: deque[tuple[float, float, float]] = deque(maxlen=self._frames)
-        self._every = max(1, int(delay_every_s * SAMPLE_RATE / 1920))
+        self._every = max(1, int(delay_every_s * SAMPLE_RATE / FRAME_SAMPLES))
         self._count = 0
         self._lock = threading.Lock()
         self._delay_ms: float | None = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+# The model states its frame as model.config.FRAME_SAMPLES; audio code may not import `model`
+# (pyproject's import contracts), so it is written once more here: tests/test_audio_format.py.
 SAMPLE_RATE = 24_000
 FRAME_SAMPLES = 1920
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE

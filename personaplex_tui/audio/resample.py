@@ -7,6 +7,8 @@ import math
 import numpy as np
 import soxr
 
+from personaplex_tui.audio.frames import FRAME_SAMPLES
+
 QUALITY = "HQ"
 
 
@@ -46,7 +48,7 @@ class StreamResampler:
     producer thread uses it.
     """
 
-    def __init__(self, src_rate: int, dst_rate: int, chunk: int = 1920) -> None:
+    def __init__(self, src_rate: int, dst_rate: int, chunk: int = FRAME_SAMPLES) -> None:
         self.src_rate = src_rate
         self.dst_rate = dst_rate
         self._chunk = chunk

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from model.config import FRAME_SAMPLES
 from personaplex_tui.commands.common import (
     UsageError,
     add_model_arguments,
@@ -29,7 +30,6 @@ from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
 from personaplex_tui.stt_loader import attach_stt
 from personaplex_tui.user_transcript import add_stt_arguments, choice_from_args
 
-FRAME = 1920
 RATE = 24000
 MAX_STEPS_LIMIT = 3000  # one KV context of the 7B model (4 minutes)
 MAX_CHUNK_S = 240.0  # a chunk longer than the longest reply is the whole reply
@@ -101,8 +101,8 @@ class _Sink:
             self._writer.write(pcm)
             return
         assert self._speaker is not None
-        for i in range(0, pcm.size, FRAME):
-            self._speaker.write_frame(pcm[i : i + FRAME], timeout=None)
+        for i in range(0, pcm.size, FRAME_SAMPLES):
+            self._speaker.write_frame(pcm[i : i + FRAME_SAMPLES], timeout=None)
 
     @property
     def written_s(self) -> float | None:
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     from model.conversation import replies
 
     # Longer than any PersonaPlex context (the checkpoint's own is checked again once loaded).
-    replies.utterance_frames(clip.pcm, FRAME, MAX_STEPS_LIMIT)
+    replies.utterance_frames(clip.pcm, FRAME_SAMPLES, MAX_STEPS_LIMIT)
     # Every file this run writes can be written: checked now, not after minutes of loading.
     if args.output is not None:
         check_output_file(args.output, "the audio file", "--output", seekable=True)
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     user_words = _UserWords(model) if attach_stt(model, choice_from_args(args), status) else None
     context = model.lm.config.temporal.context
     # Refuse what does not fit this model's context before the prompt phase runs.
-    heard = len(replies.utterance_frames(clip.pcm, FRAME, context))
+    heard = len(replies.utterance_frames(clip.pcm, FRAME_SAMPLES, context))
     voice = model.voice(args.voice)
     tokens = model.system_tokens(args.system_prompt, args.prompt_text)
     _check_prompt_fits(len(tokens), voice.frames, context)
@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         if dump is not None:
             dump.close()
     elapsed = time.perf_counter() - start
-    audio_s = (len(step_ms)) * FRAME / RATE
+    audio_s = (len(step_ms)) * FRAME_SAMPLES / RATE
     reply_steps = max(0, len(step_ms) - heard)
     if args.transcript:
         if user_words is not None:
@@ -302,7 +302,7 @@ class _UserWords:
         return {
             "model": self.source,
             "text": self.text,
-            "lag_s": round(self._lag * FRAME / RATE, 3),
+            "lag_s": round(self._lag * FRAME_SAMPLES / RATE, 3),
             "words": [{"text": w.text, "start_s": w.start_s, "end_s": w.end_s} for w in words],
         }
 

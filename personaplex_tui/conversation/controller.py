@@ -11,6 +11,7 @@ from typing import Any
 
 from model.errors import PersonaPlexError
 from personaplex_tui.audio import UtteranceSegmenter
+from personaplex_tui.conversation.audio_factory import AudioFactory, AudioRig
 from personaplex_tui.conversation.config import (
     AUDIO_FIELDS,
     MODES,
@@ -18,7 +19,6 @@ from personaplex_tui.conversation.config import (
     ControllerConfig,
     Mode,
 )
-from personaplex_tui.conversation.devices import AudioFactory, AudioRig
 from personaplex_tui.conversation.duplex import DuplexController
 from personaplex_tui.conversation.echo import EchoPath, echo_path
 from personaplex_tui.conversation.recording import ConversationRecording

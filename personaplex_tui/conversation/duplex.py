@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from personaplex_tui.audio import EchoSuppressor
-from personaplex_tui.conversation.devices import device_alive
+from personaplex_tui.conversation.audio_factory import device_alive
 from personaplex_tui.conversation.run import (
     MicReader,
     RunContext,

@@ -26,7 +26,7 @@ from personaplex_tui.audio import (
     SessionRecorder,
     new_recording_folder,
 )
-from personaplex_tui.conversation.transcript import Transcript
+from personaplex_tui.conversation.transcript_writer import TranscriptWriter
 
 _WAV_HEADER = 44  # WavWriter writes a canonical 44-byte header
 _COPY_CHUNK = 1 << 20
@@ -86,13 +86,13 @@ class ConversationRecording:
                 f"Cannot record in {folder} ({e.strerror or e}); the conversation goes on "
                 "without a recording or transcript."
             )
-            self.transcript = Transcript(folder, "Conversation", details)
+            self.transcript = TranscriptWriter(folder, "Conversation", details)
             return
         try:
             self._recorder = SessionRecorder(folder)
         except PersonaPlexError as e:
             on_error(f"{str(e).rstrip('.')}; the conversation goes on without a recording.")
-        self.transcript = Transcript(folder, "Conversation", details, on_error)
+        self.transcript = TranscriptWriter(folder, "Conversation", details, on_error)
         if self.transcript.failed:
             on_error(self.transcript.failed)
 

@@ -10,8 +10,8 @@ from typing import Literal
 import numpy as np
 
 from personaplex_tui.audio import FRAME_SAMPLES, AudioInput, AudioOutput, LevelMeters
+from personaplex_tui.conversation.audio_factory import device_alive
 from personaplex_tui.conversation.config import ControllerConfig
-from personaplex_tui.conversation.devices import device_alive
 from personaplex_tui.conversation.recording import ConversationRecording
 from personaplex_tui.conversation.timing_log import TimingLog
 from personaplex_tui.engine import Engine

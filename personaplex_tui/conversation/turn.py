@@ -36,7 +36,7 @@ from personaplex_tui.audio import (
     UtteranceStarted,
     split_frames,
 )
-from personaplex_tui.conversation.devices import device_alive
+from personaplex_tui.conversation.audio_factory import device_alive
 from personaplex_tui.conversation.end_of_turn import (
     BY_HEAD,
     BY_PUSH_TO_TALK,

@@ -5,7 +5,8 @@ Each step's frame carries the STT's piece of text for the user (`Frame.user_text
 padding), about `LAG_S` behind the voice. The lane shows them live (`UserTextOut`) and closes
 the line when a turn ends (`end_turn`: the turn-based utterance was heard, the end-of-turn head
 fired) or after `gap_s` without a new word; a closed line is written to the transcript files
-(`Transcript.user_said`) and announced (`UserSaid`). Runs on the engine thread; host values only.
+(`TranscriptWriter.user_said`) and announced (`UserSaid`). Runs on the engine thread; host
+values only.
 """
 
 from __future__ import annotations

@@ -43,19 +43,19 @@ from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
 from personaplex_tui.tui.screens.help_screen import HelpScreen
 from personaplex_tui.tui.screens.main_screen import MainScreen
 from personaplex_tui.tui.screens.settings_screen import SettingsScreen
-from personaplex_tui.tui.step_stats import StepStats
+from personaplex_tui.tui.timing_history import TimingHistory
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar, StatusInfo
 from personaplex_tui.tui.widgets.timing_panel import TimingPanel
-from personaplex_tui.tui.widgets.transcript import Transcript
+from personaplex_tui.tui.widgets.transcript_panel import TranscriptPanel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ControllerFactory = Callable[[Settings, EventSink], ConversationAPI]
 DeviceLister = Callable[[], tuple[Sequence[str], Sequence[str]]]  # (inputs, outputs)
-MemoryProbe = Callable[[], int | None]
+RssProbe = Callable[[], int | None]  # the process's resident set size in bytes
 
 LOADING_STATES = frozenset({"idle", "loading", "warming_up"})
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -76,7 +76,7 @@ class PersonaPlexApp(App[None]):
         *,
         store: SettingsStore | None = None,
         list_devices: DeviceLister | None = None,
-        memory_probe: MemoryProbe | None = process_rss_bytes,
+        rss_probe: RssProbe | None = process_rss_bytes,
         memory_interval_s: float = 2.0,
         log_path: Path | None = None,
         cursor_blink: bool = True,
@@ -89,12 +89,12 @@ class PersonaPlexApp(App[None]):
         self.pending_reset = False
         self.rss_bytes: int | None = None
         self.device_bytes: int | None = None
-        self.stats = StepStats()
+        self.stats = TimingHistory()
         self.bridge = EventBridge(self)
         self.controller: ConversationAPI | None = None
         self._controller_factory = controller_factory
         self._list_devices = list_devices
-        self._memory_probe = memory_probe
+        self._rss_probe = rss_probe
         self._memory_interval_s = memory_interval_s
         self.log_path = log_path
         self.cursor_blink = cursor_blink
@@ -122,7 +122,7 @@ class PersonaPlexApp(App[None]):
             return
         self._refresh_status()
         self._show_loading(True)
-        if self._memory_probe is not None:
+        if self._rss_probe is not None:
             self._poll_memory()
             self.set_interval(self._memory_interval_s, self._poll_memory)
         try:
@@ -135,9 +135,9 @@ class PersonaPlexApp(App[None]):
         self._call("start", self.controller.start)
 
     def _poll_memory(self) -> None:
-        assert self._memory_probe is not None
+        assert self._rss_probe is not None
         try:
-            self.rss_bytes = self._memory_probe()
+            self.rss_bytes = self._rss_probe()
         except OSError:
             self.rss_bytes = None
         self._refresh_status()
@@ -182,13 +182,15 @@ class PersonaPlexApp(App[None]):
         if isinstance(event, StateChanged):
             self._set_state(event.state, event.detail)
         elif isinstance(event, TextOut):
-            self.main.query_one(Transcript).add_agent_text(event.index, event.text, event.t)
+            self.main.query_one(TranscriptPanel).add_agent_text(event.index, event.text, event.t)
         elif isinstance(event, UserTurn):
-            self.main.query_one(Transcript).add_user_turn(event.start_s, event.end_s, event.frames)
+            self.main.query_one(TranscriptPanel).add_user_turn(
+                event.start_s, event.end_s, event.frames
+            )
         elif isinstance(event, UserTextOut):
-            self.main.query_one(Transcript).add_user_text(event.t_s, event.text)
+            self.main.query_one(TranscriptPanel).add_user_text(event.t_s, event.text)
         elif isinstance(event, UserSaid):
-            self.main.query_one(Transcript).end_user_line(event.text)
+            self.main.query_one(TranscriptPanel).end_user_line(event.text)
         elif isinstance(event, TurnLatency):
             self.main.query_one(TimingPanel).set_turn_latency(event)
         elif isinstance(event, ModelInfo):
@@ -200,7 +202,7 @@ class PersonaPlexApp(App[None]):
         elif isinstance(event, Notice):
             self.notify(event.message, severity=event.severity)
         elif isinstance(event, SessionStarted) and event.number > 1:
-            self.main.query_one(Transcript).add_system("new conversation")
+            self.main.query_one(TranscriptPanel).add_system("new conversation")
         elif isinstance(event, LoadProgress):
             self.main.query_one(LoadPanel).set_progress(event)
 
@@ -220,7 +222,7 @@ class PersonaPlexApp(App[None]):
         if previous == "error" and state not in ("error", "idle"):
             self.dismiss_error()
         if state == "speaking" or previous == "speaking":
-            self.main.query_one(Transcript).end_agent_turn()
+            self.main.query_one(TranscriptPanel).end_agent_turn()
         self._show_loading(state in LOADING_STATES)
         self._refresh_status()
 
@@ -273,7 +275,7 @@ class PersonaPlexApp(App[None]):
         if controller is None:
             return
         if "mode" in changes:
-            self.main.query_one(Transcript).add_system(f"{MODE_LABELS[new.mode]} mode")
+            self.main.query_one(TranscriptPanel).add_system(f"{MODE_LABELS[new.mode]} mode")
             self._call("switch_mode", lambda: controller.set_mode(new.mode))
 
         def applied(needs_reset: bool) -> None:
@@ -374,7 +376,7 @@ class PersonaPlexApp(App[None]):
             self._call("save_recording", controller.save_recording)
 
     def action_copy_transcript(self) -> None:
-        text = self.main.query_one(Transcript).plain_text()
+        text = self.main.query_one(TranscriptPanel).plain_text()
         if not text:
             self.notify("The transcript is empty.")
             return
@@ -437,7 +439,7 @@ def make_app(
     *,
     store: SettingsStore | None = None,
     list_devices: DeviceLister | None = None,
-    memory_probe: MemoryProbe | None = process_rss_bytes,
+    rss_probe: RssProbe | None = process_rss_bytes,
     log_path: Path | None = None,
     cursor_blink: bool = True,
 ) -> PersonaPlexApp:
@@ -445,14 +447,14 @@ def make_app(
 
     `store` persists settings the user changes in the app (None: not persisted);
     `list_devices()` returns (input names, output names) for the settings screen;
-    `memory_probe()` returns the bytes in use for the status bar (None: not shown).
+    `rss_probe()` returns the bytes in use for the status bar (None: not shown).
     """
     return PersonaPlexApp(
         settings,
         controller_factory,
         store=store,
         list_devices=list_devices,
-        memory_probe=memory_probe,
+        rss_probe=rss_probe,
         log_path=log_path,
         cursor_blink=cursor_blink,
     )

@@ -60,7 +60,7 @@ class EventBridge:
 
     def __call__(self, event: EngineEvent) -> None:
         if self._closed or isinstance(event, FrameOut):
-            return  # the audio already went to the player; its text comes as TextOut
+            return  # a per-step mark for counters; its text comes as TextOut
         name = _LATEST_FIELD.get(type(event))
         if name is None and not isinstance(event, StepTiming):
             self._post(EngineEventMessage(event))

@@ -11,13 +11,13 @@ from textual.widgets import Footer
 from personaplex_tui.tui.bridge import LiveData
 from personaplex_tui.tui.format import echo_text
 from personaplex_tui.tui.keys import main_bindings
-from personaplex_tui.tui.step_stats import StepStats
+from personaplex_tui.tui.timing_history import TimingHistory
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
-from personaplex_tui.tui.widgets.level_meter import LevelMeter
+from personaplex_tui.tui.widgets.level_bar import LevelBar
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
 from personaplex_tui.tui.widgets.status_bar import StatusBar
 from personaplex_tui.tui.widgets.timing_panel import TimingPanel
-from personaplex_tui.tui.widgets.transcript import Transcript
+from personaplex_tui.tui.widgets.transcript_panel import TranscriptPanel
 
 
 class MainScreen(Screen):
@@ -28,7 +28,7 @@ class MainScreen(Screen):
     class Ready(Message):
         """The widgets are mounted: the app may start the conversation."""
 
-    def __init__(self, stats: StepStats) -> None:
+    def __init__(self, stats: TimingHistory) -> None:
         super().__init__(id="main")
         self._stats = stats
 
@@ -38,10 +38,10 @@ class MainScreen(Screen):
         yield LoadPanel(id="load")
         with Horizontal(id="dashboard"):
             with Vertical(id="meters"):
-                yield LevelMeter("mic", id="mic-meter")
-                yield LevelMeter("agent", id="agent-meter")
+                yield LevelBar("mic", id="mic-meter")
+                yield LevelBar("agent", id="agent-meter")
             yield TimingPanel(self._stats, id="timing")
-        yield Transcript(id="transcript")
+        yield TranscriptPanel(id="transcript")
         yield Footer(compact=True)  # every key fits in 80 columns
 
     def on_mount(self) -> None:
@@ -53,9 +53,9 @@ class MainScreen(Screen):
         """New levels, step timings, playback stats or load progress from the bridge."""
         if data.levels is not None:
             lv = data.levels
-            mic = self.query_one("#mic-meter", LevelMeter)
+            mic = self.query_one("#mic-meter", LevelBar)
             mic.set_levels(lv.mic_rms_db, lv.mic_peak_db, lv.mic_clipping)
-            agent = self.query_one("#agent-meter", LevelMeter)
+            agent = self.query_one("#agent-meter", LevelBar)
             agent.set_levels(lv.agent_rms_db, lv.agent_peak_db, lv.agent_clipping)
         if data.echo is not None:  # the mic meter shows the level after echo cancellation
             e = data.echo

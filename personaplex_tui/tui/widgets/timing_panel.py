@@ -13,7 +13,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 
 from personaplex_tui.events import PlaybackStats, TurnLatency
-from personaplex_tui.tui.step_stats import BUDGET_MS, StepStats, StepSummary
+from personaplex_tui.tui.timing_history import BUDGET_MS, StepSummary, TimingHistory
 
 REFRESH_S = 0.25
 SCALE_MS = 2 * BUDGET_MS  # the sparkline's top (one-row sparklines: ONE_ROW_SCALE_MS)
@@ -118,13 +118,13 @@ def _turn_line(t: TurnLatency) -> Text:
 
 
 class TimingPanel(Widget):
-    """Reads the app's `StepStats` and the newest `PlaybackStats` when it repaints."""
+    """Reads the app's `TimingHistory` and the newest `PlaybackStats` when it repaints."""
 
     DEFAULT_CSS = """
     TimingPanel { height: 1fr; }
     """
 
-    def __init__(self, stats: StepStats, *, id: str | None = None) -> None:
+    def __init__(self, stats: TimingHistory, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.stats = stats
         self.playback: PlaybackStats | None = None

@@ -40,7 +40,7 @@ class _UserLine:
         return "".join(self.pieces).strip()
 
 
-class Transcript(VerticalScroll):
+class TranscriptPanel(VerticalScroll):
     """A list of entries: system lines, user turns, agent blocks."""
 
     def __init__(self, *, id: str | None = None) -> None:

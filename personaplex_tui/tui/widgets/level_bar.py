@@ -1,4 +1,4 @@
-"""A level meter: a bar of the smoothed RMS level with a peak mark, dBFS, clipping and silence."""
+"""The level bar: the smoothed RMS level as a bar, with a peak mark, dBFS, clipping and silence."""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ def zone_style(db: float) -> str:
     return "green"
 
 
-class LevelMeter(Widget):
+class LevelBar(Widget):
     """One or two lines: `label ████▌──│── -23.4` then `rms … peak … dBFS   CLIP|silent`."""
 
     DEFAULT_CSS = """
-    LevelMeter { height: 2; }
+    LevelBar { height: 2; }
     """
 
     def __init__(self, label: str, *, id: str | None = None) -> None:

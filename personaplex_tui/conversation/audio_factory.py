@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from personaplex_tui.audio import (
     AudioInput,
@@ -19,9 +19,9 @@ from personaplex_tui.audio import (
 from personaplex_tui.audio.devices import Direction
 from personaplex_tui.audio.devices import choose_rate as portaudio_rate
 from personaplex_tui.audio.devices import list_devices as portaudio_devices
+from personaplex_tui.audio.streams import StreamFactory
 from personaplex_tui.conversation.config import ControllerConfig
 
-StreamFactory = Callable[..., Any]
 Stream = TypeVar("Stream", AudioInput, AudioOutput)
 
 

@@ -46,7 +46,7 @@ class StepSummary:
         return self.mean_ms / BUDGET_MS
 
 
-class StepStats:
+class TimingHistory:
     """The last `window` step timings, plus a longer history of totals for the sparkline."""
 
     def __init__(self, window: int = 125, history: int = 400) -> None:

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 JSONL_NAME = "transcript.jsonl"
 MARKDOWN_NAME = "transcript.md"
 # Agent text after a pause of 20 frames or more starts a new paragraph, as it starts a new block
-# on the screen (tui/widgets/transcript.py: more than 19 frames between pieces).
+# on the screen (tui/widgets/transcript_panel.py: more than 19 frames between pieces).
 PARAGRAPH_GAP_S = 19.5 * 0.08
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*_`<>[]#"})
 
@@ -37,7 +37,7 @@ def clock(t: float) -> str:
     return f"{hours}:{text}" if hours else text
 
 
-class Transcript:
+class TranscriptWriter:
     """Writes the events of a conversation as JSON lines and as a readable Markdown transcript.
 
     JSONL entries are objects with `t` (timeline seconds), `wall` (Unix time) and `type`:
