@@ -11,9 +11,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def ppx(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """The finished run (text output captured); with `check`, it must have exited 0."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+def ppx(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """The finished run (text output captured), with `env` added to the environment; with
+    `check`, it must have exited 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
     proc = subprocess.run(
         [sys.executable, "-m", "personaplex_tui", *args],
         capture_output=True,
