@@ -15,6 +15,7 @@ from model.errors import PersonaPlexError
 from personaplex_tui import __version__
 from personaplex_tui.commands import bench, chat, info, respond, soak, sound_check, transcribe
 from personaplex_tui.commands.common import UsageError
+from personaplex_tui.errors import AppError
 from personaplex_tui.kernel_cache import persistent_kernel_cache
 from personaplex_tui.stop_signals import POLICY, Stopped, stopped_sentence
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         if code == 0 and POLICY.received is not None:  # it came as the work was finishing
             raise Stopped(POLICY.received)
         return code
-    except PersonaPlexError as exc:
+    except (PersonaPlexError, AppError) as exc:
         print(f"ppx-tui: {exc}", file=sys.stderr)
         return 2
     except Stopped as stop:

@@ -22,6 +22,7 @@ import numpy as np
 
 from model.config import FRAME_SAMPLES
 from model.errors import PersonaPlexError
+from personaplex_tui.errors import AppError
 from personaplex_tui.events import (
     EngineError,
     EngineEvent,
@@ -192,7 +193,8 @@ class Engine:
         except Cancelled:
             return None
         except Exception as exc:  # the engine must survive anything a step throws
-            if isinstance(exc, PersonaPlexError):  # a user's mistake: its sentence says it all
+            # a user's mistake: its sentence says it all
+            if isinstance(exc, (PersonaPlexError, AppError)):
                 message = str(exc)
                 log.warning("engine operation failed: %s", message)
             else:

@@ -410,18 +410,7 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="cancel the agent's echo in the mic (WebRTC AEC3; default: on)",
     )
-    parser.add_argument(
-        "--noise-suppression",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="WebRTC noise suppression on the mic (default: on)",
-    )
-    parser.add_argument(
-        "--auto-gain",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="WebRTC automatic gain control on the mic (default: off)",
-    )
+    add_mic_processing_arguments(parser)
     parser.add_argument("--model", metavar="REPO_OR_DIR", help="Hugging Face repo or folder")
     parser.add_argument(
         "--dtype", choices=DTYPES, help="activation dtype (bfloat16 on a GPU, float32 on the CPU)"
@@ -456,6 +445,22 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
         help="write step timings as JSON lines",
     )
     add_stt_arguments(parser)
+
+
+def add_mic_processing_arguments(parser: argparse.ArgumentParser, unset: bool = True) -> None:
+    """Add --noise-suppression and --auto-gain (WebRTC's processing of the mic); unset flags stay
+    None (the file's values hold), or with `unset` False are the settings' defaults."""
+    for flag, field, what in (
+        ("--noise-suppression", "noise_suppression", "WebRTC noise suppression"),
+        ("--auto-gain", "auto_gain", "WebRTC automatic gain control"),
+    ):
+        default = getattr(Settings, field)
+        parser.add_argument(
+            flag,
+            action=argparse.BooleanOptionalAction,
+            default=None if unset else default,
+            help=f"{what} on the mic (default: {'on' if default else 'off'})",
+        )
 
 
 def _path_flag(flag: str) -> Callable[[str], Path]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from model.errors import PersonaPlexError
+from personaplex_tui.errors import AppError
 from personaplex_tui.user_transcript import NO_TRANSCRIPT, SttChoice
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def attach_stt(
     try:
         stt = load_stt(choice.model, quantize=choice.quantize, tqdm_class=tqdm_class)
         persona.listen(stt, source=choice.source)
-    except (PersonaPlexError, OSError, ValueError) as error:
+    except (PersonaPlexError, AppError, OSError, ValueError) as error:
         log.warning("no user transcript: %s", error)
         notify(f"{NO_TRANSCRIPT}: {_sentence(error)}")
         return False

@@ -1,16 +1,18 @@
 """Shared fixtures: a small checkpoint of random weights in the real on-disk layout, and the
-models (fake and tiny real) the conversation tests run against."""
+models (fake and tiny real) the conversation tests run against, and private PulseAudio servers
+for the real-device tests."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.checkpoints import write_small_checkpoint
 from tests.conversation_fakes import MODEL_FACTORIES
+from tests.pulse_server import NULL_SINK, ROOM, private_pulse
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +25,20 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_model(request: pytest.FixtureRequest, small_checkpoint: Path) -> Callable[[], object]:
     """A function making the model; `Probe` calls it in the loader, on the engine thread."""
     return lambda: MODEL_FACTORIES[request.param](small_checkpoint)
+
+
+@pytest.fixture
+def pulse_null_sink() -> Iterator[dict[str, str]]:
+    """A private PulseAudio daemon whose default sink is a null sink; yields the client env."""
+    with private_pulse(NULL_SINK) as env:
+        yield env
+
+
+@pytest.fixture
+def pulse_room() -> Iterator[dict[str, str]]:
+    """A private PulseAudio daemon whose microphone hears its speaker through a loopback."""
+    with private_pulse(ROOM, prefix="ppx-pa-room-") as env:
+        yield env
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

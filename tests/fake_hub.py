@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import pytest
+
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -128,3 +130,17 @@ def fake_hub(repo_id: str, folder: Path, bytes_per_s: float = 4e6) -> Iterator[s
     finally:
         server.shutdown()
         server.server_close()
+
+
+def unreachable_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Point `huggingface_hub` at a port where nothing listens, online, with an empty cache."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(
+        constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}",
+    )
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

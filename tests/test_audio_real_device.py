@@ -9,15 +9,9 @@ devices once, when `sounddevice` is first imported.
 """
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "tests" / "data" / "audio" / "shipping.wav"
@@ -66,56 +60,6 @@ print(json.dumps({
     "drained": drained,
 }))
 """
-
-
-@pytest.fixture
-def pulse_null_sink():
-    """A private PulseAudio daemon whose default sink is a null sink; yields the client env."""
-    daemon = shutil.which("pulseaudio")
-    assert daemon, "pulseaudio is not installed: run `./dev system-deps` (apt: pulseaudio)"
-    plugin_dirs = [
-        Path("/usr/lib/x86_64-linux-gnu/alsa-lib"),
-        Path("/usr/lib/aarch64-linux-gnu/alsa-lib"),
-        Path("/usr/lib/alsa-lib"),
-    ]
-    assert any((d / "libasound_module_pcm_pulse.so").exists() for d in plugin_dirs), (
-        "ALSA's pulse plugin is missing: run `./dev system-deps` (apt: libasound2-plugins)"
-    )
-    home = Path(tempfile.mkdtemp(prefix="ppx-pa-"))
-    runtime = home / "run"
-    runtime.mkdir(mode=0o700)
-    socket = runtime / "native"
-    script = home / "null.pa"
-    script.write_text(
-        f"load-module module-native-protocol-unix auth-anonymous=1 socket={socket}\n"
-        "load-module module-null-sink sink_name=ppx_null rate=48000 channels=2\n"
-        "set-default-sink ppx_null\n"
-        "set-default-source ppx_null.monitor\n"
-    )
-    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
-    env.pop("PULSE_SERVER", None)
-    proc = subprocess.Popen(
-        [daemon, "-n", "-F", str(script), "--daemonize=no", "--exit-idle-time=-1",
-         "--use-pid-file=no", "--log-target=stderr", "--disallow-module-loading"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while not socket.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not socket.exists():
-            proc.kill()
-            raise AssertionError(f"PulseAudio did not start: {proc.communicate()[1][-2000:]}")
-        yield {**env, "PULSE_SERVER": f"unix:{socket}"}
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_play_into_a_null_sink_and_record_its_monitor(pulse_null_sink):

@@ -11,28 +11,11 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.checkpoints import write_small_checkpoint
-from tests.tui_pty import ROOT, PtyProcess, after_screen
+from tests.tui_pty import ROOT, PtyProcess, after_screen, user_env
 
 CONVERSATION = str(ROOT / "tests" / "data" / "audio" / "conversation.wav")
 FRAME_BYTES = 2 * 1920
 COPIED = re.compile(r"\x1b\]52;c;([A-Za-z0-9+/=]*)\x07")  # OSC 52: what `c` copied
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return write_small_checkpoint(tmp_path_factory.mktemp("ckpt"))
-
-
-def user_env(tmp: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PPX_TUI_CONFIG": str(tmp / "settings.toml"),
-        "PPX_TUI_LOG": str(tmp / "ppx-tui.log"),
-    }
 
 
 def said(text: str) -> str:
@@ -49,10 +32,12 @@ def file_agent_text(folder: Path) -> str:
     return said("".join(e["text"] for e in map(json.loads, lines) if e["type"] == "text"))
 
 
-def test_after_a_reset_the_screen_and_the_files_split_the_conversations_alike(ckpt, tmp_path):
+def test_after_a_reset_the_screen_and_the_files_split_the_conversations_alike(
+    small_checkpoint, tmp_path
+):
     """Defect 12: the last piece of the old conversation showed under "new conversation"."""
     record = tmp_path / "record"
-    tui = PtyProcess(["--model", str(ckpt), "--mode", "duplex", "--input-file", CONVERSATION,
+    tui = PtyProcess(["--model", str(small_checkpoint), "--mode", "duplex", "--input-file", CONVERSATION,
                       "--output-file", str(tmp_path / "out.wav"), "--record", str(record)],
                      env=user_env(tmp_path))  # fmt: skip
 
@@ -85,14 +70,14 @@ def test_after_a_reset_the_screen_and_the_files_split_the_conversations_alike(ck
         assert screen_agent_text(part) == file_agent_text(folder) != ""
 
 
-def test_the_chat_exits_2_after_a_fatal_load_error(ckpt, tmp_path):
+def test_the_chat_exits_2_after_a_fatal_load_error(small_checkpoint, tmp_path):
     """Defect 13: a truncated mimi.safetensors, the error banner, `q`: it exited 0."""
     broken = tmp_path / "broken"
     broken.mkdir()
-    for item in ckpt.iterdir():
+    for item in small_checkpoint.iterdir():
         (broken / item.name).symlink_to(item)
     (broken / "mimi.safetensors").unlink()
-    data = (ckpt / "mimi.safetensors").read_bytes()
+    data = (small_checkpoint / "mimi.safetensors").read_bytes()
     (broken / "mimi.safetensors").write_bytes(data[: len(data) // 2])
     tui = PtyProcess(["--model", str(broken), "--input-file", CONVERSATION,
                       "--output-file", str(tmp_path / "out.wav")], env=user_env(tmp_path))  # fmt: skip

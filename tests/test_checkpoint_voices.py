@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from personaplex_tui.tui.app import PersonaPlexApp, make_app
 from personaplex_tui.tui.screens.settings_screen import SettingsScreen
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
 from personaplex_tui.tui.widgets.status_bar import StatusBar
+from tests import cli_runner
 from tests.checkpoints import write_small_checkpoint
 from tests.tui_fakes import MODEL_INFO, FakeFactory
 
@@ -55,20 +54,8 @@ def voices_only(natf0: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def ppx(*args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "PPX_TUI_CONFIG": str(home / "settings.toml"),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "personaplex_tui", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
+    """`ppx-tui ARGS` with its settings file in `home`."""
+    return cli_runner.ppx(*args, check=False, env={"PPX_TUI_CONFIG": str(home / "settings.toml")})
 
 
 # --- the command line: one sentence, before the weights ----------------------------------------

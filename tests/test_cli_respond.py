@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import wave
 from pathlib import Path
 
@@ -13,29 +10,14 @@ import numpy as np
 import pytest
 
 from tests.checkpoints import small_config, write_small_checkpoint
+from tests.cli_runner import ROOT, ppx
 
-ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "tests" / "data" / "audio"
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     return write_small_checkpoint(tmp_path_factory.mktemp("ckpt"))
-
-
-def ppx(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "personaplex_tui", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def _wav(path: Path) -> tuple[int, int, int]:

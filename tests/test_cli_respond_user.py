@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import ppx
 from tests.stt_app import write_pair
-from tests.test_cli_respond import AUDIO, ppx
+from tests.test_cli_respond import AUDIO
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,16 @@ real layout; the tokens it dumps are checked against moshi's `LMGen` fed the sam
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from model.conversation.tokenizer import TextTokenizer
+from tests.cli_runner import ROOT, ppx
 from tests.stt_reference import TOKENIZER_FILE, run_reference, write_tiny_stt_repo
 
-ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "tests" / "data" / "audio"
 FLUSH = 7  # ceil(0.5 s * 12.5 Hz) silent frames after the input
 
@@ -23,21 +21,6 @@ FLUSH = 7  # ceil(0.5 s * 12.5 Hz) silent frames after the input
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_stt_repo(tmp_path_factory.mktemp("stt") / "stt")
-
-
-def ppx(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "personaplex_tui", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=300,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:

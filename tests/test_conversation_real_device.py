@@ -2,7 +2,7 @@
 speaker (a loudspeaker without headphones): the model hears itself unless echo suppression is
 on; and the sound server dying mid-conversation is reported as a lost device.
 
-Uses the private PulseAudio null sink of test_audio_real_device (the sink's monitor is the
+Uses the private PulseAudio null sink of tests/conftest.py (the sink's monitor is the
 microphone). Each check runs in a subprocess: PortAudio lists its devices once, at import.
 """
 
@@ -12,8 +12,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-
-from tests.test_audio_real_device import pulse_null_sink  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +71,7 @@ def recorded_frames(folder: Path) -> tuple[int, int]:
         return m.getnframes() // 1920, a.getnframes() // 1920
 
 
-def test_the_model_hears_itself_unless_echo_suppression_is_on(pulse_null_sink, tmp_path):  # noqa: F811
+def test_the_model_hears_itself_unless_echo_suppression_is_on(pulse_null_sink, tmp_path):
     off = run_check("echo-off", pulse_null_sink, tmp_path / "off")
     on = run_check("echo-on", pulse_null_sink, tmp_path / "on")
     for r in (off, on):
@@ -88,7 +86,7 @@ def test_the_model_hears_itself_unless_echo_suppression_is_on(pulse_null_sink, t
 
 
 def test_the_sound_server_dying_is_a_lost_device_and_the_recording_stays(
-    pulse_null_sink,  # noqa: F811
+    pulse_null_sink,
     tmp_path,
 ):
     r = run_check("server-dies", pulse_null_sink, tmp_path)

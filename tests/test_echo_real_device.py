@@ -9,17 +9,12 @@ Each check runs in a subprocess: PortAudio lists its devices once, at import.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 import wave
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,51 +63,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-@pytest.fixture
-def pulse_room():
-    """A private PulseAudio daemon: the default sink is a null sink, and a loopback carries its
-    monitor into a second null sink whose monitor is the default source (the microphone)."""
-    daemon = shutil.which("pulseaudio")
-    assert daemon, "pulseaudio is not installed: run `./dev system-deps` (apt: pulseaudio)"
-    home = Path(tempfile.mkdtemp(prefix="ppx-pa-room-"))
-    runtime = home / "run"
-    runtime.mkdir(mode=0o700)
-    socket = runtime / "native"
-    script = home / "room.pa"
-    script.write_text(
-        f"load-module module-native-protocol-unix auth-anonymous=1 socket={socket}\n"
-        "load-module module-null-sink sink_name=ppx_speaker rate=48000 channels=2\n"
-        "load-module module-null-sink sink_name=ppx_room rate=48000 channels=2\n"
-        "load-module module-loopback source=ppx_speaker.monitor sink=ppx_room latency_msec=60 adjust_time=0\n"
-        "set-default-sink ppx_speaker\n"
-        "set-default-source ppx_room.monitor\n"
-    )
-    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
-    env.pop("PULSE_SERVER", None)
-    proc = subprocess.Popen(
-        [daemon, "-n", "-F", str(script), "--daemonize=no", "--exit-idle-time=-1",
-         "--use-pid-file=no", "--log-target=stderr", "--disallow-module-loading"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 15
-        while not socket.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not socket.exists():
-            proc.kill()
-            raise AssertionError(f"PulseAudio did not start: {proc.communicate()[1][-2000:]}")
-        yield {**env, "PULSE_SERVER": f"unix:{socket}"}
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _track(path: Path) -> np.ndarray:

@@ -18,26 +18,11 @@ import pytest
 import soundfile as sf
 
 from personaplex_tui.stop_signals import SignalPolicy, Stopped
-from tests.checkpoints import write_small_checkpoint
-from tests.tui_pty import RESTORE_SEQUENCES, ROOT, PtyProcess, after_screen
+from tests.tui_pty import RESTORE_SEQUENCES, ROOT, PtyProcess, after_screen, user_env
 
 AUDIO = ROOT / "tests" / "data" / "audio"
 CONVERSATION = str(AUDIO / "conversation.wav")  # 20 s: the conversation is still live when stopped
 FRAME_BYTES = 2 * 1920
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return write_small_checkpoint(tmp_path_factory.mktemp("ckpt"))
-
-
-def user_env(tmp: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PPX_TUI_CONFIG": str(tmp / "settings.toml"),
-        "PPX_TUI_LOG": str(tmp / "ppx-tui.log"),
-    }
 
 
 def assert_wav_whole(path: Path) -> int:
@@ -137,9 +122,9 @@ def wait_live(tui: PtyProcess, record: Path, frames: int = 10) -> Path:
     ids=["SIGINT-twice", "SIGTERM", "terminal-closed"],
 )
 def test_a_signal_stops_the_chat_finishes_its_files_and_restores_the_terminal(
-    ckpt, tmp_path, sig, second, code
+    small_checkpoint, tmp_path, sig, second, code
 ):
-    tui, record = start_chat(ckpt, tmp_path)
+    tui, record = start_chat(small_checkpoint, tmp_path)
     try:
         folder = wait_live(tui, record)
         if sig == signal.SIGHUP:
@@ -201,11 +186,11 @@ def wait_growing(proc: subprocess.Popen, path: Path, size: int) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
-def test_a_signal_stops_respond_with_every_output_whole(ckpt, tmp_path, sig):
+def test_a_signal_stops_respond_with_every_output_whole(small_checkpoint, tmp_path, sig):
     """Defect 9 (an empty token dump, a lagging header) and Ctrl+C losing --transcript/--json."""
     out, dump = tmp_path / "reply.wav", tmp_path / "tokens.jsonl"
     proc = ppx(["respond", "--input", str(AUDIO / "weather.wav"), "--output", str(out),
-                "--dump-tokens", str(dump), "--transcript", "--json", "--model", str(ckpt),
+                "--dump-tokens", str(dump), "--transcript", "--json", "--model", str(small_checkpoint),
                 "--max-steps", "3000", "--seed", "3"], tmp_path)  # fmt: skip
     wait_growing(proc, out, 44 + 20 * FRAME_BYTES)
     proc.send_signal(sig)

@@ -16,7 +16,7 @@ import pytest
 from model.errors import CheckpointError
 from model.stt import SttStream, load_stt, stt_1b_en_fr
 from model.stt.config import SttConfig, moshi_hidden
-from tests.fake_hub import fake_hub
+from tests.fake_hub import fake_hub, unreachable_hub
 from tests.stt_reference import MIMI_FILE, TOKENIZER_FILE, write_tiny_stt_repo
 
 
@@ -171,16 +171,7 @@ def test_repo_id_downloads_through_the_hub(
 
 
 def test_unreachable_hub_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setattr(
-        constants,
-        "HUGGINGFACE_CO_URL_TEMPLATE",
-        "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}",
-    )
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    unreachable_hub(monkeypatch, tmp_path)
     with pytest.raises(CheckpointError) as error:
         load_stt("kyutai/stt-1b-en_fr")
     assert "--stt-model" in one_sentence(error.value)

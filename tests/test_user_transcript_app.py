@@ -19,6 +19,7 @@ from personaplex_tui.settings import (
     settings_from_args,
 )
 from personaplex_tui.user_transcript import SttChoice, stt_choice
+from tests.fake_hub import unreachable_hub
 from tests.stt_app import write_pair
 from tests.stt_reference import write_tiny_stt_repo
 
@@ -91,19 +92,6 @@ def test_off_loads_nothing(pair, monkeypatch: pytest.MonkeyPatch) -> None:
     for choice in (None, SttChoice(enabled=False)):
         loaded, info, events = load(persona, choice)
         assert loaded.listener is None and info.user_transcript == "" and not notices(events)
-
-
-def unreachable_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setattr(
-        constants,
-        "HUGGINGFACE_CO_URL_TEMPLATE",
-        "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}",
-    )
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 def test_no_stt_downloaded_is_one_notice(

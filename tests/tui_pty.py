@@ -26,6 +26,16 @@ RESTORE_SEQUENCES = ("\x1b[?1049l", "\x1b[?25h", "\x1b[?1000l", "\x1b[?1003l", "
 _ESCAPE = re.compile(r"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 
 
+def user_env(tmp: Path) -> dict[str, str]:
+    """The environment of a user whose settings file and log lie in `tmp`, offline."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PPX_TUI_CONFIG": str(tmp / "settings.toml"),
+        "PPX_TUI_LOG": str(tmp / "ppx-tui.log"),
+    }
+
+
 def after_screen(output: str) -> list[str]:
     """The lines written once the app left the alternate screen, without escape sequences."""
     _, _, rest = output.rpartition("\x1b[?1049l")

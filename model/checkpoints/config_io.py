@@ -53,15 +53,20 @@ def detect_layout(folder: Path) -> str:
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> Any:
+    """The JSON value in `path`; CheckpointError (one sentence) if it cannot be read or parsed."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise CheckpointError(
             f"{path} is not valid JSON ({error.msg} at line {error.lineno})."
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path} could not be read ({error}).") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    data = read_json(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} does not hold a JSON object.")
     return data

@@ -36,7 +36,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from model.cuda import persistent, source
+from model.cuda import persistent
 from model.derived import stack_into
 from model.quantized import BITS, DTYPES
 from model.sampling import SamplingParams, draw, gumbel_noise
@@ -86,21 +86,14 @@ class DepformerKernel(persistent.PersistentKernel):
     env_var = "PPX_DEPFORMER"
     what = "the depformer kernel"
     path = "model/cuda/depformer.py"
-    name = "ppx_depformer"  # a digest of the source and constants is appended
+    name = "ppx_depformer"
+    source_name = "depformer"
+    outputs = ("tokens", "work")
+    threads = THREADS
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = source.read("depformer.cu")
-        self.header = source.header("depformer.cuh")
-        self._kernels: dict[tuple, Any] = {}
-
-    def _compiled(self, consts: list[tuple[str, Any]]) -> Any:
-        key = (self.name, tuple(consts), THREADS, self.body, self.header)
-        if key not in self._kernels:
-            self._kernels[key] = source.bounded_kernel(
-                self.name, _INPUTS, ["tokens", "work"], self.body, self.header, consts, THREADS
-            )
-        return self._kernels[key]
+    def inputs(self, consts: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        """The same inputs for every set of constants (`_INPUTS`)."""
+        return _INPUTS, {}
 
     def supports(self, lm: Any) -> str | None:
         """Why the kernel cannot run `lm`'s depformer (None: it can)."""
@@ -220,7 +213,7 @@ class DepformerKernel(persistent.PersistentKernel):
             ("SYNC", persistent.SYNC_WORDS),
         ]
         tokens, work = persistent.launch(
-            self._compiled(consts),
+            self.compiled(consts),
             [
                 dep_in.reshape(-1).astype(dtype),
                 text_token.reshape(1).astype(mx.int32),

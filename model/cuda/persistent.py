@@ -22,6 +22,7 @@ import mlx.core as mx
 import numpy as np
 
 from model.backend import on_cuda
+from model.cuda import source
 from model.cuda.kernel import Kernel
 
 SYNC_WORDS = 32  # the work buffer's first words: barrier counter, error flag
@@ -70,7 +71,43 @@ class StackedWeights:
 
 
 class PersistentKernel(Kernel, ABC):
-    """A kernel that runs a whole part of the model for one position, on weights stacked for it."""
+    """A kernel that runs a whole part of the model for one position, on weights stacked for it.
+
+    Its source is `src/<source_name>.cu` with `common.cuh` and `src/<source_name>.cuh` as header,
+    compiled once per set of constants (`compiled`) with `threads` per block."""
+
+    name: str  # "ppx_temporal": a digest of the source and constants is appended
+    source_name: str  # its files under src/ ("temporal": temporal.cu, temporal.cuh)
+    outputs: tuple[str, ...]  # the kernel's output names
+    threads: int  # per block, one block per SM (`__launch_bounds__`)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = source.read(f"{self.source_name}.cu")
+        self.header = source.header(f"{self.source_name}.cuh")
+        self._kernels: dict[tuple, Any] = {}
+
+    @abstractmethod
+    def inputs(self, consts: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        """The kernel's input names for these constants, and any further keyword arguments of
+        `source.bounded_kernel` (its macros, say)."""
+
+    def compiled(self, consts: list[tuple[str, Any]]) -> Any:
+        """The kernel for these constants (written into its source), compiled on first use."""
+        key = (self.name, tuple(consts), self.threads, self.body, self.header)
+        if key not in self._kernels:
+            names, options = self.inputs(dict(consts))
+            self._kernels[key] = source.bounded_kernel(
+                self.name,
+                names,
+                list(self.outputs),
+                self.body,
+                self.header,
+                consts,
+                self.threads,
+                **options,
+            )
+        return self._kernels[key]
 
     def available(self) -> bool:
         """CUDA, its environment variable is not `mlx`, the SM count is known."""

@@ -34,7 +34,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from model.cuda import persistent, source
+from model.cuda import persistent
 from model.derived import stack_into
 from model.quantized import BITS, affine
 
@@ -87,36 +87,23 @@ class TemporalKernel(persistent.PersistentKernel):
     env_var = "PPX_TEMPORAL"
     what = "the temporal kernel"
     path = "model/cuda/temporal.py"
-    name = "ppx_temporal"  # a digest of the source and constants is appended
+    name = "ppx_temporal"
+    source_name = "temporal"
+    outputs = ("out", "work")
+    threads = THREADS
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = source.read("temporal.cu")
-        self.header = source.header("temporal.cuh")
-        self._kernels: dict[tuple, Any] = {}
-
-    def _compiled(self, consts: list[tuple[str, Any]], layers: int) -> Any:
-        key = (self.name, tuple(consts), THREADS, self.body, self.header)
-        if key not in self._kernels:
-            # the rings' pointers, one input per layer and kind (k0.., v0..)
-            pointers = " ".join(
-                f"kc[{i}] = const_cast<T*>(k{i}); vc[{i}] = const_cast<T*>(v{i});"
-                for i in range(layers)
-            )
-            names = ["x", "pos", "params", "qa", "sa", "ba", "qb", "sb", "bb", "norms"]
-            names += [f"k{i}" for i in range(layers)] + [f"v{i}" for i in range(layers)]
-            self._kernels[key] = source.bounded_kernel(
-                self.name,
-                names,
-                ["out", "work"],
-                self.body,
-                self.header,
-                consts,
-                THREADS,
-                macros={"PPX_KV_POINTERS": pointers},
-                ensure_row_contiguous=False,  # the rings must be the arrays themselves, never copies
-            )
-        return self._kernels[key]
+    def inputs(self, consts: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+        """x, the position, the scalars, the stacked weights, then the rings (k0.., v0..), whose
+        pointers a macro gathers; the rings are read in place, never copied."""
+        layers = consts["NL"]
+        pointers = " ".join(
+            f"kc[{i}] = const_cast<T*>(k{i}); vc[{i}] = const_cast<T*>(v{i});"
+            for i in range(layers)
+        )
+        names = ["x", "pos", "params", "qa", "sa", "ba", "qb", "sb", "bb", "norms"]
+        names += [f"k{i}" for i in range(layers)] + [f"v{i}" for i in range(layers)]
+        # the rings must be the arrays themselves, never copies
+        return names, {"macros": {"PPX_KV_POINTERS": pointers}, "ensure_row_contiguous": False}
 
     def supports(self, lm: Any) -> str | None:
         """Why the kernel cannot run `lm`'s temporal transformer (None: it can)."""
@@ -214,7 +201,7 @@ class TemporalKernel(persistent.PersistentKernel):
         keys = [state[0] for state in states]
         values = [state[1] for state in states]
         out, work = persistent.launch(
-            self._compiled(consts, cfg.num_layers),
+            self.compiled(consts),
             [
                 x.reshape(-1).astype(lm.dtype),
                 pos.reshape(1).astype(mx.int32),

@@ -20,6 +20,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
+from model.checkpoints.config_io import read_json
 from model.checkpoints.hub import resolve_model
 from model.checkpoints.load import default_dtype
 from model.checkpoints.safetensors_io import TensorHeader, load_safetensors, read_header
@@ -75,14 +76,7 @@ def read_stt_config(folder: Path) -> SttConfig:
         raise CheckpointError(
             f"{folder} has no {CONFIG_FILE}; it is not a Kyutai STT model folder (pass {STT_FLAG} with one, e.g. {DEFAULT_STT_MODEL})."
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(
-            f"{path} is not valid JSON ({error.msg} at line {error.lineno})."
-        ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path} could not be read ({error}).") from None
+    data = read_json(path)
     if isinstance(data, dict) and data.get("model_type", "stt") != "stt":
         raise CheckpointError(
             f"{path} describes a '{data['model_type']}' model, not a speech-to-text one (model_type 'stt')."

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from model.errors import AudioInputError, PersonaPlexError
+from personaplex_tui.errors import AppError
 
 
-class AudioFileError(AudioInputError):
+class AudioFileError(AppError):
     """An audio file is missing, empty, corrupt, truncated or not audio at all."""
 
 
-class AudioDeviceError(PersonaPlexError):
+class AudioDeviceError(AppError):
     """A sound device is missing, busy, or PortAudio itself is unavailable."""
 
 
-class VadUnavailableError(PersonaPlexError):
+class VadUnavailableError(AppError):
     """The voice activity detector's model or runtime could not be loaded."""
 
 
-class CancellerUnavailableError(PersonaPlexError):
+class CancellerUnavailableError(AppError):
     """The echo canceller's library is missing or cannot be loaded on this platform."""

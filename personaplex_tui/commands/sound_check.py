@@ -7,6 +7,7 @@ import argparse
 import json
 
 from personaplex_tui.commands.common import UsageError, status
+from personaplex_tui.settings import add_mic_processing_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,18 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mic", metavar="WAV", help="offline: what the microphone recorded")
     p.add_argument("--output", metavar="WAV", help="offline: write the cleaned microphone here")
     p.add_argument("--json", action="store_true", help="print the measurements as JSON")
-    p.add_argument(
-        "--noise-suppression",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="WebRTC noise suppression on the cleaned microphone (default: on)",
-    )
-    p.add_argument(
-        "--auto-gain",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="WebRTC automatic gain control (default: off)",
-    )
+    add_mic_processing_arguments(p, unset=False)
     p.add_argument("--input-device", metavar="X", help="live: microphone, by name or index")
     p.add_argument("--output-device", metavar="Y", help="live: speaker, by name or index")
     p.set_defaults(handler=run)

@@ -26,6 +26,7 @@ from personaplex_tui.conversation.run import RunContext, RunEnd, Telemetry
 from personaplex_tui.conversation.timing_log import TimingLog
 from personaplex_tui.conversation.turn import TurnController
 from personaplex_tui.engine import Engine, MemoryProbe, ModelLike
+from personaplex_tui.errors import AppError
 from personaplex_tui.events import (
     EngineError,
     EventSink,
@@ -157,7 +158,7 @@ class ConversationController:
         async with self._lock:
             try:
                 new = ControllerConfig.from_settings(settings, self.config)
-            except PersonaPlexError as e:
+            except (PersonaPlexError, AppError) as e:
                 self._error(str(e), type(e).__name__)
                 return self._reset_pending()
             changed = self.config.changed(new)
@@ -186,7 +187,7 @@ class ConversationController:
                 return ""
             try:
                 folder = await asyncio.to_thread(recording.save, self.config.save_root())
-            except PersonaPlexError as e:
+            except (PersonaPlexError, AppError) as e:
                 self.engine.emit(EngineError(str(e), type(e).__name__))
                 return ""
         self.engine.emit(Notice(f"Saved the recording in {folder}."))
@@ -226,7 +227,7 @@ class ConversationController:
         try:
             mic, speaker = await asyncio.to_thread(self._rig.acquire, self.config)
             segmenter = await self._turn_segmenter() if self.config.mode == "turn" else None
-        except PersonaPlexError as e:
+        except (PersonaPlexError, AppError) as e:
             await asyncio.to_thread(self._rig.release)
             self._error(str(e), type(e).__name__)
             return False
@@ -352,7 +353,7 @@ class ConversationController:
         if self.config.timing_log:
             try:
                 self._timing_log = TimingLog(self.config.timing_log, self._recording_problem)
-            except PersonaPlexError as e:
+            except (PersonaPlexError, AppError) as e:
                 self._error(str(e), type(e).__name__)
 
     def _reset_pending(self) -> bool:

@@ -27,6 +27,7 @@ from personaplex_tui.audio import (
     new_recording_folder,
 )
 from personaplex_tui.conversation.transcript_writer import TranscriptWriter
+from personaplex_tui.errors import AppError
 
 _WAV_HEADER = 44  # WavWriter writes a canonical 44-byte header
 _COPY_CHUNK = 1 << 20
@@ -90,7 +91,7 @@ class ConversationRecording:
             return
         try:
             self._recorder = SessionRecorder(folder)
-        except PersonaPlexError as e:
+        except (PersonaPlexError, AppError) as e:
             on_error(f"{str(e).rstrip('.')}; the conversation goes on without a recording.")
         self.transcript = TranscriptWriter(folder, "Conversation", details, on_error)
         if self.transcript.failed:

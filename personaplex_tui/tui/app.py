@@ -19,6 +19,7 @@ from textual.worker import Worker, WorkerState
 
 from model.checkpoints.voice_presets import VOICE_PRESETS
 from model.errors import PersonaPlexError
+from personaplex_tui.errors import AppError
 from personaplex_tui.events import (
     ConversationAPI,
     EngineError,
@@ -127,7 +128,7 @@ class PersonaPlexApp(App[None]):
             self.set_interval(self._memory_interval_s, self._poll_memory)
         try:
             self.controller = self._controller_factory(self.settings, self.bridge)
-        except PersonaPlexError as err:
+        except (PersonaPlexError, AppError) as err:
             self.load_error = str(err)
             self._set_state("error")
             self._show_error(str(err))
@@ -164,7 +165,7 @@ class PersonaPlexApp(App[None]):
         error = worker.error
         if worker.name == "start":
             self._set_state("error", str(error))  # loading stopped; the banner says why
-        if isinstance(error, PersonaPlexError):
+        if isinstance(error, (PersonaPlexError, AppError)):
             log.warning("%s failed: %s", worker.name, error)
             self._show_error(str(error))
         else:
