@@ -19,7 +19,12 @@ from model.checkpoints.voices import (
     load_voice,
     voice_category,
 )
-from model.conversation.prompts import PROMPT_PRESETS, resolve_prompt, wrap_system_prompt
+from model.conversation.prompts import (
+    CUSTOM_PROMPT,
+    PROMPT_PRESETS,
+    resolve_prompt,
+    wrap_system_prompt,
+)
 from model.conversation.tokenizer import TextTokenizer
 from model.errors import CheckpointError, UnknownPromptError, UnknownVoiceError
 from tests.textdata import train_tiny_spm
@@ -34,7 +39,10 @@ def test_prompt_presets_and_free_text():
     assert set(PROMPT_PRESETS) == {"assistant", "focused", "customer-service", "teacher", "casual"}
     assert resolve_prompt("teacher").startswith("You are a wise and friendly teacher.")
     assert resolve_prompt("Casual") == "You enjoy having a good conversation."
-    assert resolve_prompt("teacher", text="  Be a pirate. ") == "Be a pirate."
+    assert resolve_prompt("teacher", "  Be a pirate. ") == PROMPT_PRESETS["teacher"]
+    assert resolve_prompt(CUSTOM_PROMPT, "  Be a pirate. ") == "Be a pirate."
+    with pytest.raises(UnknownPromptError, match="The system prompt text is empty"):
+        resolve_prompt(CUSTOM_PROMPT, "  ")
     with pytest.raises(UnknownPromptError, match="Unknown system prompt preset 'pirate'; choose"):
         resolve_prompt("pirate")
     assert wrap_system_prompt(" hi ") == "<system> hi <system>"

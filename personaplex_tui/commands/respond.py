@@ -169,14 +169,19 @@ def _check_speaker() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model import load
-    from model.conversation.prompts import resolve_prompt
+    from model.conversation.prompts import CUSTOM_PROMPT, DEFAULT_PROMPT, resolve_prompt
     from personaplex_tui.audio import read_audio
     from personaplex_tui.checkpoint_voices import check_voice, fetch_with_voice, local_checkpoint
 
     _validate(args)
-    options = sampling_options(args)
+    custom = args.prompt_text is not None
+    chosen = sampling_options(args) | {
+        "voice": args.voice,
+        "prompt": CUSTOM_PROMPT if custom else args.system_prompt or DEFAULT_PROMPT,
+        "prompt_text": args.prompt_text or "",
+    }
     check_voice(args.model, args.voice)  # a voice the folder lacks fails before the model loads
-    resolve_prompt(args.system_prompt, args.prompt_text)  # so does an unknown or empty prompt
+    resolve_prompt(chosen["prompt"], chosen["prompt_text"])  # so does an unknown or empty prompt
     clip = read_audio(args.input)
     if clip.warning:
         status(f"warning: {clip.warning}")
@@ -199,10 +204,11 @@ def run(args: argparse.Namespace) -> int:
     context = model.lm.config.temporal.context
     # Refuse what does not fit this model's context before the prompt phase runs.
     heard = len(replies.utterance_frames(clip.pcm, FRAME, context))
+    settings = model.default_settings(**chosen)  # the checkpoint's sampling, unless flags say
     voice = model.voice(args.voice)
-    tokens = model.system_tokens(args.system_prompt, args.prompt_text)
+    tokens = model.system_tokens(settings.prompt, settings.prompt_text)
     _check_prompt_fits(len(tokens), voice.frames, context)
-    session = model.session(voice, system_tokens=tokens, **options)
+    session = model.session(settings, system_tokens=tokens)
     sink = _Sink(args.output)
     try:
         dump = TokenDump(args.dump_tokens) if args.dump_tokens is not None else None

@@ -65,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _options(args: argparse.Namespace):
     from model.conversation.prompts import resolve_prompt
+    from model.conversation.session_settings import SessionSettings
     from personaplex_tui.checkpoint_voices import check_voice
     from personaplex_tui.soak import SoakOptions
 
@@ -106,7 +107,7 @@ def _options(args: argparse.Namespace):
             raise UsageError(message)
     sampling = sampling_options(args)
     check_voice(args.model, args.voice)  # a voice the folder lacks: before the model loads
-    resolve_prompt(args.system_prompt, None)
+    resolve_prompt(args.system_prompt)
     if args.input:
         from personaplex_tui.audio import read_audio
 
@@ -122,10 +123,9 @@ def _options(args: argparse.Namespace):
         settle=args.settle,
         max_growth_mb=args.max_growth_mb,
         record_dir=args.record_dir,
-        voice=args.voice,
-        prompt=args.system_prompt,
-        seed=sampling["seed"] if sampling["seed"] is not None else 0,
-        sampling=sampling,
+        session=SessionSettings(voice=args.voice, prompt=args.system_prompt).replace(
+            **(sampling | {"seed": sampling["seed"] or 0})
+        ),
         voice_frames=args.voice_frames,
         prompt_tokens=args.prompt_tokens,
     )
