@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from model.checkpoints.voice_presets import DEFAULT_VOICE
+from model.conversation.prompts import DEFAULT_PROMPT
 from personaplex_tui.commands.common import (
     UsageError,
     add_model_arguments,
@@ -44,10 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", required=True, metavar="AUDIO", help="the question (WAV or FLAC)")
     p.add_argument("--output", metavar="WAV", help="write the reply here (default: play it)")
-    p.add_argument("--voice", default="NATF2", help="voice preset (see `ppx-tui voices`)")
+    p.add_argument("--voice", default=DEFAULT_VOICE, help="voice preset (see `ppx-tui voices`)")
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument(
-        "--system-prompt", default=None, metavar="NAME", help="system-prompt preset (assistant)"
+        "--system-prompt",
+        default=None,
+        metavar="NAME",
+        help=f"system-prompt preset ({DEFAULT_PROMPT})",
     )
     prompt.add_argument("--prompt-text", default=None, metavar="TEXT", help="free system prompt")
     p.add_argument(
@@ -169,7 +174,7 @@ def _check_speaker() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model import load
-    from model.conversation.prompts import CUSTOM_PROMPT, DEFAULT_PROMPT, resolve_prompt
+    from model.conversation.prompts import CUSTOM_PROMPT, resolve_prompt
     from personaplex_tui.audio import read_audio
     from personaplex_tui.checkpoint_voices import check_voice, fetch_with_voice, local_checkpoint
 
@@ -321,7 +326,7 @@ def _metadata(
         "model": model.source,
         "quantization": model.quantization,
         "voice": session.voice.name if session.voice else None,
-        "prompt": args.prompt_text or args.system_prompt or "assistant",
+        "prompt": args.prompt_text or args.system_prompt or DEFAULT_PROMPT,
         "input": str(args.input),
         "input_seconds": round(clip.duration_s, 3),
         "output": args.output,

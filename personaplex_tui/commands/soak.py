@@ -11,6 +11,8 @@ import logging
 
 from rich.table import Table
 
+from model.checkpoints.voice_presets import DEFAULT_VOICE
+from model.conversation.prompts import DEFAULT_PROMPT
 from personaplex_tui.commands.common import (
     UsageError,
     add_model_arguments,
@@ -53,8 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", metavar="AUDIO", help="audio looped as the microphone (WAV/FLAC)")
     p.add_argument("--record-dir", metavar="DIR", help="keep the recording and speaker WAV here")
-    p.add_argument("--voice", default="NATF2", help="voice preset, with --model (NATF2)")
-    p.add_argument("--system-prompt", default="assistant", metavar="NAME", help="prompt preset")
+    p.add_argument(
+        "--voice", default=DEFAULT_VOICE, help=f"voice preset, with --model ({DEFAULT_VOICE})"
+    )
+    p.add_argument("--system-prompt", default=DEFAULT_PROMPT, metavar="NAME", help="prompt preset")
     p.add_argument("--voice-frames", type=int, default=50, help="random model: voice prompt (50)")
     p.add_argument("--prompt-tokens", type=int, default=20, help="random model: prompt tokens (20)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
