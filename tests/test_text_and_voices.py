@@ -19,12 +19,14 @@ from model.checkpoints.voices import (
     load_voice,
     voice_category,
 )
+from model.config import SamplingConfig
 from model.conversation.prompts import (
     CUSTOM_PROMPT,
     PROMPT_PRESETS,
     resolve_prompt,
     wrap_system_prompt,
 )
+from model.conversation.session_settings import SESSION_KEYS, SessionSettings
 from model.conversation.tokenizer import TextTokenizer
 from model.errors import CheckpointError, UnknownPromptError, UnknownVoiceError
 from tests.textdata import train_tiny_spm
@@ -47,6 +49,23 @@ def test_prompt_presets_and_free_text():
         resolve_prompt("pirate")
     assert wrap_system_prompt(" hi ") == "<system> hi <system>"
     assert wrap_system_prompt("<system> hi <system>") == "<system> hi <system>"
+
+
+def test_session_settings_name_each_setting_once():
+    s = SessionSettings("VARF2", CUSTOM_PROMPT, "  Be brief. ", seed=4).replace(text_top_k=9)
+    assert s.sampling == SamplingConfig(text_top_k=9) and s.system_prompt == "Be brief."
+    assert set(s.flat()) == SESSION_KEYS
+    assert SESSION_KEYS == {"voice", "prompt", "prompt_text", "seed"} | {
+        "audio_temperature",
+        "audio_top_k",
+        "text_temperature",
+        "text_top_k",
+    }
+    assert SessionSettings().replace(**s.flat()) == s
+    assert (
+        SessionSettings(prompt="teacher", prompt_text="old").system_prompt
+        == (PROMPT_PRESETS["teacher"])
+    )
 
 
 def test_system_prompt_tokens_match_sentencepiece(tokenizer):
