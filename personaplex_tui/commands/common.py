@@ -50,6 +50,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--audio-temp",
         dest="audio_temperature",
+        metavar="AUDIO_TEMP",
         type=float,
         default=None,
         help=f"audio temperature ({d.audio_temperature})",
@@ -58,6 +59,7 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--text-temp",
         dest="text_temperature",
+        metavar="TEXT_TEMP",
         type=float,
         default=None,
         help=f"text temperature ({d.text_temperature})",
