@@ -21,7 +21,7 @@ import time
 import mlx.core as mx
 import numpy as np
 
-from model import cuda, random_model
+from model import SessionSettings, cuda, random_model
 from model.config import config_7b
 from model.lm.layers import gated_matvec, matvec
 from model.quantized import Quantized
@@ -106,7 +106,9 @@ def steps(bits: int, rounds: int) -> None:
             graphs = model.step_graphs()
             graphs._fns.clear()  # retrace with this mode
             graphs._run.clear()
-            session = model.session(voice, system_tokens=list(range(10, 30)), seed=0)
+            session = model.session(
+                SessionSettings(voice=None, seed=0), voice=voice, system_tokens=list(range(10, 30))
+            )
             session.warm_up()
             for pcm in audio[:20]:
                 session.step(pcm)

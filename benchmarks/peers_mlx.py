@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             c.reset()
         return models.LmGen(
             model=model, max_steps=n + 1,
-            text_sampler=utils.Sampler(temp=s.text_temp, top_k=s.text_top_k),
-            audio_sampler=utils.Sampler(temp=s.audio_temp, top_k=s.audio_top_k),
+            text_sampler=utils.Sampler(temp=s.text_temperature, top_k=s.text_top_k),
+            audio_sampler=utils.Sampler(temp=s.audio_temperature, top_k=s.audio_top_k),
         )  # fmt: skip
 
     def lm_step(i: int) -> None:

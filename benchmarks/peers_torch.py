@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         lm.eval()
         s = cfg.sampling
         gen = LMGen(
-            lm, temp=s.audio_temp, temp_text=s.text_temp, top_k=s.audio_top_k,
+            lm, temp=s.audio_temperature, temp_text=s.text_temperature, top_k=s.audio_top_k,
             top_k_text=s.text_top_k,
         )  # fmt: skip
         need = lm.num_codebooks - lm.dep_q - 1  # the user's codes LMGen takes (0 with 16 steps)

@@ -3,7 +3,7 @@
 import model
 pp = model.load()                      # aufklarer/PersonaPlex-7B-MLX-4bit, or a folder
 reply = pp.respond(audio_24k, voice="NATF2", prompt="assistant")
-session = pp.session("VARF2", "casual")
+session = pp.session(model.SessionSettings("VARF2", "casual", seed=1))
 frame = session.step(pcm_1920)         # one 80 ms frame in, one out
 
 Packages, each using only those below it (pyproject's import contracts): `conversation`
@@ -21,6 +21,7 @@ from typing import Any
 # light module such as `model.errors` does not load MLX.
 _EXPORTS: dict[str, str] = {
     "PersonaPlexConfig": "model.config",
+    "SamplingConfig": "model.config",
     "config_7b": "model.config",
     "AudioInputError": "model.errors",
     "CheckpointError": "model.errors",
@@ -35,7 +36,7 @@ _EXPORTS: dict[str, str] = {
     "PROMPT_PRESETS": "model.conversation.prompts",
     "Diagnosis": "model.conversation.replies",
     "Session": "model.conversation.session",
-    "SessionSampling": "model.conversation.session",
+    "SessionSettings": "model.conversation.session_settings",
     "Chunk": "model.conversation.types",
     "Frame": "model.conversation.types",
     "Reply": "model.conversation.types",

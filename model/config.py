@@ -169,13 +169,16 @@ def mimi_tiny() -> MimiConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class SamplingConfig:
-    """Sampling defaults of the reference; temperature 0 means argmax."""
+    """Temperature and top-k of the agent's audio and text; temperature 0 means argmax.
 
-    audio_temp: float = 0.8
+    The defaults are the reference's, written here only: a checkpoint's config.json may change
+    them, and a session's settings (`model.conversation.session_settings`) hold one of these."""
+
+    audio_temperature: float = 0.8
     audio_top_k: int = 250
-    text_temp: float = 0.7
+    text_temperature: float = 0.7
     text_top_k: int = 25
 
 
@@ -263,7 +266,12 @@ class PersonaPlexConfig:
                 "multi_linear": True,
             },
             "mimi": {**asdict(self.mimi), "ratios": list(self.mimi.ratios)},
-            "sampling": asdict(self.sampling),
+            "sampling": {
+                "audio_temp": self.sampling.audio_temperature,
+                "audio_top_k": self.sampling.audio_top_k,
+                "text_temp": self.sampling.text_temperature,
+                "text_top_k": self.sampling.text_top_k,
+            },
             "delays": list(self.lm.delays),
             "voices": list(self.voices),
         }
@@ -348,10 +356,10 @@ def _mimi(s: Section, codebooks: int) -> MimiConfig:
 
 def _sampling(s: Section) -> SamplingConfig:
     base = SamplingConfig()
-    return SamplingConfig(
-        audio_temp=s.number("audio_temp", base.audio_temp),
+    return SamplingConfig(  # config.json's keys: docs/checkpoint-layouts.md §config.json
+        audio_temperature=s.number("audio_temp", base.audio_temperature),
         audio_top_k=s.integer("audio_top_k", base.audio_top_k),
-        text_temp=s.number("text_temp", base.text_temp),
+        text_temperature=s.number("text_temp", base.text_temperature),
         text_top_k=s.integer("text_top_k", base.text_top_k),
     )
 

@@ -203,7 +203,9 @@ def _audio(n: int, seed: int) -> list[np.ndarray]:
 
 
 def _session(model: PersonaPlex, voice, tokens, opts: BenchOptions, **kw) -> Session:
-    return model.session(voice, system_tokens=tokens, seed=opts.seed, **kw)
+    """A session with the prepared voice prompt (or none) and prompt tokens."""
+    settings = model.default_settings(voice=None, seed=opts.seed)
+    return model.session(settings, voice=voice, system_tokens=tokens, **kw)
 
 
 def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchResult:

@@ -15,12 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from model.config import FRAME_SAMPLES
+from model.conversation.session_settings import SessionSettings
 from model.errors import PersonaPlexError
 from personaplex_tui.errors import AppError
 from personaplex_tui.events import (
@@ -53,22 +53,7 @@ class SessionLike(Protocol):
 class ModelLike(Protocol):
     """What the engine needs of a loaded `model.PersonaPlex`."""
 
-    def session(self, **options: Any) -> SessionLike: ...
-
-
-@dataclass
-class SessionOptions:
-    """How to start a session: voice, system prompt and sampling."""
-
-    voice: str = "NATF2"
-    prompt: str | None = "assistant"
-    prompt_text: str | None = None
-    audio_temp: float = 0.8
-    audio_top_k: int = 250
-    text_temp: float = 0.7
-    text_top_k: int = 25
-    seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    def session(self, settings: SessionSettings) -> SessionLike: ...
 
 
 def _compile_ahead(session: SessionLike) -> None:
@@ -115,7 +100,7 @@ class Engine:
         self.model: ModelLike | None = None
         self.info: ModelInfo | None = None
         self.session: SessionLike | None = None
-        self.options = SessionOptions()
+        self.settings = SessionSettings()  # those of the next session
         self.thread_ident: int | None = None
         self.frames_out = 0
         # Every `phase_every`-th step is timed phase by phase (Mimi encode, temporal, depformer,
@@ -227,14 +212,16 @@ class Engine:
         self.emit(self.info)
         return self.info
 
-    async def warm_up(self, steps: int = 3, options: SessionOptions | None = None) -> float | None:
+    async def warm_up(
+        self, steps: int = 3, settings: SessionSettings | None = None
+    ) -> float | None:
         """Compile every step graph and run a throwaway session for a few steps, before the user
         talks. The graphs belong to the model: later sessions (and resets) reuse them.
 
-        The throwaway session has the given (else the current) voice, prompt and sampling: those
-        the conversation will use, so a checkpoint without the default voice warms up too."""
-        if options is not None:
-            self.options = options
+        The throwaway session has the given (else the current) settings: those the conversation
+        will use, so a checkpoint without the default voice warms up too."""
+        if settings is not None:
+            self.settings = settings
         self.emit(StateChanged("warming_up"))
         first_run = self.info is not None and self.info.compiles_kernels
         detail = FIRST_RUN_NOTE if first_run else f"{steps} steps of silence on a throwaway session"
@@ -242,7 +229,7 @@ class Engine:
 
         def work() -> float:
             start = time.perf_counter()
-            session = self._require_model().session(**self._session_kwargs())
+            session = self._require_model().session(self.settings)
             _compile_ahead(session)
             silence = np.zeros(FRAME_SAMPLES, np.float32)
             for _ in range(steps):
@@ -252,17 +239,16 @@ class Engine:
 
         return await self._run_reporting(work)
 
-    async def new_session(self, options: SessionOptions | None = None) -> bool:
-        """Start a fresh session (prompt prefill) with the given or current options."""
-        if options is not None:
-            self.options = options
-        o = self.options
-        prompt = "custom" if o.prompt_text else o.prompt
-        self.emit(LoadProgress("prompt", f"voice {o.voice}, prompt {prompt}"))
+    async def new_session(self, settings: SessionSettings | None = None) -> bool:
+        """Start a fresh session (prompt prefill) with the given or current settings."""
+        if settings is not None:
+            self.settings = settings
+        s = self.settings
+        self.emit(LoadProgress("prompt", f"voice {s.voice}, prompt {s.prompt}"))
 
         def work() -> bool:
-            self.session = self._require_model().session(**self._session_kwargs())
-            # Every step graph these options need (the warm-up built those of the options it
+            self.session = self._require_model().session(s)
+            # Every step graph these settings need (the warm-up built those of the settings it
             # ran with), now: none is compiled mid-conversation.
             _compile_ahead(self.session)
             self.frames_out = 0
@@ -275,7 +261,7 @@ class Engine:
         return bool(ok)
 
     async def reset(self) -> bool:
-        """Forget the conversation: a new session with the current options."""
+        """Forget the conversation: a new session with the current settings."""
         await self.stop()
         return await self.new_session()
 
@@ -408,17 +394,3 @@ class Engine:
         if self.session is None:
             raise PersonaPlexError("No conversation session has been started.")
         return self.session
-
-    def _session_kwargs(self) -> dict[str, Any]:
-        o = self.options
-        return {
-            "voice": o.voice,
-            "prompt": o.prompt,
-            "prompt_text": o.prompt_text,
-            "audio_temp": o.audio_temp,
-            "audio_top_k": o.audio_top_k,
-            "text_temp": o.text_temp,
-            "text_top_k": o.text_top_k,
-            "seed": o.seed,
-            **o.extra,
-        }

@@ -21,7 +21,9 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from model.checkpoints.voice_presets import DEFAULT_VOICE, VOICE_PRESETS
-from model.conversation.prompts import DEFAULT_PROMPT, PROMPT_PRESETS
+from model.config import SamplingConfig
+from model.conversation.prompts import CUSTOM_PROMPT, PROMPT_PRESETS
+from model.conversation.session_settings import SESSION_KEYS, SessionSettings
 from model.errors import PersonaPlexError
 from personaplex_tui.user_transcript import add_stt_arguments, settings_changes, settings_problem
 
@@ -32,8 +34,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 APP_NAME = "ppx-tui"
 CONFIG_ENV = "PPX_TUI_CONFIG"
-
-CUSTOM_PROMPT = "custom"
 
 Mode = Literal["turn", "duplex"]
 MODES: tuple[str, ...] = ("turn", "duplex")
@@ -80,11 +80,12 @@ class SettingsError(PersonaPlexError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the user can choose; validated on construction (raises `SettingsError`)."""
+    """Everything the user can choose; validated on construction (raises `SettingsError`).
 
-    voice: str = DEFAULT_VOICE
-    prompt: str = DEFAULT_PROMPT  # a key of PROMPT_PRESETS, or "custom" to use prompt_text
-    prompt_text: str = ""
+    The session's voice, prompt and sampling are one `SessionSettings`, passed on unchanged;
+    the file and the flags name its fields directly (`flat`, `replace`)."""
+
+    session: SessionSettings = SessionSettings()
     mode: Mode = "turn"
     max_steps: int = 75  # turn-based reply length in frames (80 ms each)
     echo_suppression: bool = False
@@ -95,10 +96,6 @@ class Settings:
     echo_cancellation: bool = True
     noise_suppression: bool = True
     auto_gain: bool = False
-    audio_temperature: float = 0.8
-    audio_top_k: int = 250
-    text_temperature: float = 0.7
-    text_top_k: int = 25
     input_device: str | None = None  # None: the system default
     output_device: str | None = None
     model: str | None = None  # Hugging Face repo id or local folder; None: the default model
@@ -119,36 +116,35 @@ class Settings:
             raise SettingsError(problems[0])
 
     @property
-    def system_prompt(self) -> str:
-        """The system-prompt text the session is prompted with."""
-        if self.prompt == CUSTOM_PROMPT:
-            return self.prompt_text.strip()
-        return PROMPT_PRESETS[self.prompt]
-
-    @property
     def prompt_label(self) -> str:
         """Short name for the status bar: the preset's name or the custom text's start."""
-        if self.prompt != CUSTOM_PROMPT:
-            return self.prompt
-        text = self.prompt_text.strip()
+        if self.session.prompt != CUSTOM_PROMPT:
+            return self.session.prompt
+        text = self.session.prompt_text.strip()
         return f"“{text[:24]}…”" if len(text) > 24 else f"“{text}”"
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with `changes` applied, validated."""
+        """A copy with `changes` applied, validated; the session's fields may be named directly
+        (`voice=`, `audio_temperature=`, ...)."""
+        session = {k: changes.pop(k) for k in list(changes) if k in SESSION_KEYS}
+        if session:
+            changes["session"] = changes.get("session", self.session).replace(**session)
         return dataclasses.replace(self, **changes)
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting under the name the file and `replace` give it."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "session"}
+        return self.session.flat() | values
 
     def persisted(self) -> dict[str, Any]:
         """The fields kept in the settings file (None values left out)."""
-        values = {name: getattr(self, name) for name in PERSISTED}
-        return {k: v for k, v in values.items() if v is not None}
+        values = self.flat()
+        return {k: values[k] for k in PERSISTED if values[k] is not None}
 
     def changed_fields(self, other: Settings) -> dict[str, Any]:
-        """Fields whose value in `other` differs from this one: {name: other's value}."""
-        return {
-            f.name: getattr(other, f.name)
-            for f in fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
-        }
+        """Settings (by `flat` name) whose value in `other` differs: {name: other's value}."""
+        mine, theirs = self.flat(), other.flat()
+        return {k: v for k, v in theirs.items() if mine[k] != v}
 
 
 def _in_range(name: str, value: float, bounds: tuple[float, float]) -> str | None:
@@ -163,29 +159,31 @@ def _in_range(name: str, value: float, bounds: tuple[float, float]) -> str | Non
 def _problems(s: Settings) -> list[str]:
     """Every problem with `s`, each one sentence (empty when valid)."""
     problems: list[str] = []
-    if s.voice not in VOICE_PRESETS:
+    session, sampling = s.session, s.session.sampling
+    if session.voice not in VOICE_PRESETS:
         names = ", ".join(VOICE_PRESETS)
-        problems.append(f"Unknown voice '{s.voice}'; choose one of {names}.")
-    if s.prompt != CUSTOM_PROMPT and s.prompt not in PROMPT_PRESETS:
+        problems.append(f"Unknown voice '{session.voice}'; choose one of {names}.")
+    prompt, text = session.prompt, session.prompt_text
+    if prompt != CUSTOM_PROMPT and prompt not in PROMPT_PRESETS:
         names = ", ".join(PROMPT_PRESETS)
         problems.append(
-            f"Unknown system prompt '{s.prompt}'; choose one of {names}, or give your own text."
+            f"Unknown system prompt '{prompt}'; choose one of {names}, or give your own text."
         )
-    if s.prompt == CUSTOM_PROMPT and not s.prompt_text.strip():
+    if prompt == CUSTOM_PROMPT and not text.strip():
         problems.append("The custom system prompt is empty; type a prompt or pick a preset.")
-    if len(s.prompt_text) > PROMPT_TEXT_MAX_CHARS:
+    if len(text) > PROMPT_TEXT_MAX_CHARS:
         problems.append(
-            f"The system prompt is too long ({len(s.prompt_text)} characters; "
+            f"The system prompt is too long ({len(text)} characters; "
             f"at most {PROMPT_TEXT_MAX_CHARS})."
         )
     if s.mode not in MODES:
         problems.append(f"Unknown mode '{s.mode}'; choose 'turn' or 'duplex'.")
     checks = (
         ("Max steps", s.max_steps, MAX_STEPS_RANGE, int),
-        ("Audio temperature", s.audio_temperature, TEMPERATURE_RANGE, float),
-        ("Audio top-k", s.audio_top_k, AUDIO_TOP_K_RANGE, int),
-        ("Text temperature", s.text_temperature, TEMPERATURE_RANGE, float),
-        ("Text top-k", s.text_top_k, TEXT_TOP_K_RANGE, int),
+        ("Audio temperature", sampling.audio_temperature, TEMPERATURE_RANGE, float),
+        ("Audio top-k", sampling.audio_top_k, AUDIO_TOP_K_RANGE, int),
+        ("Text temperature", sampling.text_temperature, TEMPERATURE_RANGE, float),
+        ("Text top-k", sampling.text_top_k, TEXT_TOP_K_RANGE, int),
     )
     for label, value, bounds, kind in checks:
         ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
@@ -275,10 +273,13 @@ def unknown_keys_warning(path: Path, data: dict[str, Any]) -> str | None:
     )
 
 
+# Every setting's type by its flat name (the file's key).
+_KINDS = {f.name: f.type for c in (Settings, SessionSettings, SamplingConfig) for f in fields(c)}
+
+
 def _coerce(name: str, value: Any, where: Path) -> Any:
     """A TOML value checked against the field's type, with a message naming the file."""
-    kinds = {f.name: f.type for f in fields(Settings)}
-    kind = str(kinds[name])
+    kind = str(_KINDS[name])
     bad = None
     if kind == "bool" and not isinstance(value, bool):
         bad = "true or false"
@@ -312,7 +313,7 @@ def load_settings(path: Path, warn: Callable[[str], None] | None = None) -> Sett
         warn(message)
     values = {k: _coerce(k, v, path) for k, v in data.items() if k in PERSISTED}
     try:
-        return Settings(**values)
+        return Settings().replace(**values)
     except SettingsError as err:
         raise SettingsError(f"In {path}: {err}") from None
 

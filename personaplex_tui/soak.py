@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from model.conversation.session_settings import SessionSettings
 from model.errors import PersonaPlexError
 from personaplex_tui.audio import FRAME_SAMPLES, AudioInput, AudioOutput, FileMic, FileSpeaker
 from personaplex_tui.checkpoint_voices import fetch_with_voice, local_checkpoint
@@ -52,15 +53,17 @@ class SoakOptions:
     settle: int | None = None  # frames before memory must be flat (default: SETTLE_FRAMES)
     max_growth_mb: float = 32.0  # allowed growth of MLX active memory and of RSS after `settle`
     record_dir: str | None = None  # keep the recording here (default: a temporary folder)
-    voice: str = "NATF2"
-    prompt: str = "assistant"
-    seed: int = 0
-    sampling: dict[str, Any] = field(default_factory=dict)  # audio_temp, audio_top_k, ...
+    session: SessionSettings = SessionSettings(seed=0)  # its seed also makes the random model
     voice_frames: int = 50  # random model: voice prompt length
     prompt_tokens: int = 20  # random model: system prompt length
     random_weights: bool = False  # random weights of the exact 7B shape instead of the small model
     bits: int = 4  # with random_weights: 4, 8 or 16 (= bfloat16, unquantized)
     max_step_ms: float | None = None  # a step slower than this is a problem (None: only reported)
+
+    @property
+    def seed(self) -> int:
+        """The seed of the random model and of the synthetic input."""
+        return self.session.seed or 0
 
     def settle_frames(self) -> int:
         return self.settle if self.settle is not None else min(SETTLE_FRAMES, self.frames // 2)
@@ -184,23 +187,24 @@ def _loader(opts: SoakOptions, meter: MemoryMeter) -> Callable[..., tuple[SoakMo
         dtype = getattr(mx, opts.dtype) if opts.dtype else None
         if opts.model:
             if local_checkpoint(opts.model) is None:  # a repo: its voices, once it is fetched
-                fetch_with_voice(opts.model, opts.voice)
+                fetch_with_voice(opts.model, opts.session.voice)
             model = load_model(opts.model, dtype=dtype, quantize=opts.quantize)
             adapted = SoakModel(model, meter)
         else:
+            seed = opts.seed
             if opts.random_weights:
                 bits = None if opts.bits == 16 else opts.bits
-                model = random_model(config_7b(), bits=bits, dtype=dtype, seed=opts.seed)
+                model = random_model(config_7b(), bits=bits, dtype=dtype, seed=seed)
             else:
                 model = random_model(
-                    tiny(context=opts.context, mimi=mimi_tiny()), dtype=dtype, seed=opts.seed
+                    tiny(context=opts.context, mimi=mimi_tiny()), dtype=dtype, seed=seed
                 )
-            rng = np.random.default_rng(opts.seed + 1)
+            rng = np.random.default_rng(seed + 1)
             tokens = rng.integers(4, model.lm.config.text_card, opts.prompt_tokens)
             adapted = SoakModel(
                 model,
                 meter,
-                voice=random_voice(model, opts.voice_frames, opts.seed),
+                voice=random_voice(model, opts.voice_frames, seed),
                 system_tokens=[int(t) for t in tokens],
             )
         device = "gpu" if mx.default_device() == mx.gpu else "cpu"
@@ -261,16 +265,9 @@ async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[s
         kernels["start"] = _kernels(conv.engine.model)
 
     events = _Events(on_live)
-    s = opts.sampling
     config = ControllerConfig(
         mode="duplex",
-        voice=opts.voice,
-        prompt=opts.prompt,
-        audio_temp=s.get("audio_temp") if s.get("audio_temp") is not None else 0.8,
-        audio_top_k=s.get("audio_top_k") or 250,
-        text_temp=s.get("text_temp") if s.get("text_temp") is not None else 0.7,
-        text_top_k=s.get("text_top_k") or 25,
-        seed=opts.seed if s.get("seed") is None else s["seed"],
+        session=opts.session,
         input_file=str(source) if not isinstance(source, np.ndarray) else "synthetic speech",
         output_file=work / "speaker.wav",
         record_dir=work / "recording",

@@ -19,6 +19,7 @@ import numpy as np
 
 from model import PersonaPlex
 from model.checkpoints.voices import VoicePrompt
+from model.conversation.session_settings import SessionSettings
 from personaplex_tui.memory import process_rss_bytes
 
 MB = 1024 * 1024
@@ -145,7 +146,7 @@ def random_voice(model: PersonaPlex, frames: int, seed: int) -> VoicePrompt:
 
 
 class SoakModel:
-    """Shaped like what the engine needs (`session(**SessionOptions)`), over a loaded model.
+    """Shaped like what the engine needs (`session(SessionSettings)`), over a loaded model.
 
     With `voice` and `system_tokens` given (a random-weights model, which has no voice files
     nor tokenizer), they replace the voice and prompt names; otherwise the names are used.
@@ -165,14 +166,8 @@ class SoakModel:
         self.system_tokens = system_tokens
         self.live: MeteredSession | None = None  # the newest session (earlier ones are freed)
 
-    def session(self, **options: Any) -> MeteredSession:
-        if self.system_tokens is not None:
-            options.pop("prompt", None)
-            options.pop("prompt_text", None)
-            options["system_tokens"] = self.system_tokens
-        if self.voice is not None:
-            options["voice"] = self.voice
-        inner = self.model.session(**options)
+    def session(self, settings: SessionSettings) -> MeteredSession:
+        inner = self.model.session(settings, voice=self.voice, system_tokens=self.system_tokens)
         self.meter.new_session()
         self.live = MeteredSession(inner, self.meter)
         return self.live

@@ -20,7 +20,7 @@ from tests.conversation_fakes import CONVERSATION
 
 
 async def screenshot(path: Path, size: tuple[int, int], seconds: float, folder: Path) -> None:
-    settings = Settings(
+    settings = Settings().replace(
         mode="duplex",
         voice="VARF2",
         prompt="customer-service",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.conversation.session_settings import SessionSettings
 from model.conversation.types import Frame, StepTimings
 from personaplex_tui.audio import DeviceInfo, read_audio
 from personaplex_tui.conversation import (
@@ -38,9 +39,9 @@ class FakeSession:
     and a word of inner monologue every fourth step.
     """
 
-    def __init__(self, model: FakeModel, **options: object) -> None:
+    def __init__(self, model: FakeModel, settings: SessionSettings) -> None:
         self.model = model
-        self.options = options
+        self.settings = settings
         self.steps = 0
 
     def step(self, pcm: np.ndarray) -> Frame:
@@ -79,7 +80,7 @@ class FakeSession:
 
 
 class FakeModel:
-    """Shaped like `model.PersonaPlex`: `session(voice=, prompt=, ...) -> Session`."""
+    """Shaped like `model.PersonaPlex`: `session(SessionSettings) -> Session`."""
 
     def __init__(
         self,
@@ -92,36 +93,16 @@ class FakeModel:
         self.talk = talk
         self.total_steps = 0
 
-    def session(
-        self,
-        *,
-        voice: str = "NATF2",
-        prompt: str | None = "assistant",
-        prompt_text: str | None = None,
-        audio_temp: float = 0.8,
-        audio_top_k: int = 250,
-        text_temp: float = 0.7,
-        text_top_k: int = 25,
-        seed: int | None = None,
-    ) -> FakeSession:
-        return FakeSession(
-            self,
-            voice=voice,
-            prompt=prompt,
-            prompt_text=prompt_text,
-            audio_temp=audio_temp,
-            audio_top_k=audio_top_k,
-            text_temp=text_temp,
-            text_top_k=text_top_k,
-            seed=seed,
-        )
+    def session(self, settings: SessionSettings) -> FakeSession:
+        assert isinstance(settings, SessionSettings)
+        return FakeSession(self, settings)
 
 
 class ProbedSession:
     """Wraps any session: records the thread of every call, what it heard and what it said."""
 
-    def __init__(self, probe: Probe, inner: object, options: dict) -> None:
-        self.probe, self.inner, self.options = probe, inner, options
+    def __init__(self, probe: Probe, inner: object, settings: SessionSettings) -> None:
+        self.probe, self.inner, self.settings = probe, inner, settings
         self.inputs: list[np.ndarray] = []
         self.outputs: list[np.ndarray] = []
         self.texts: list[str] = []
@@ -153,9 +134,9 @@ class Probe:
         self.threads: set[int] = set()
         self.sessions: list[ProbedSession] = []
 
-    def session(self, **options: object) -> ProbedSession:
+    def session(self, settings: SessionSettings) -> ProbedSession:
         self.threads.add(threading.get_ident())
-        session = ProbedSession(self, self.inner.session(**options), options)
+        session = ProbedSession(self, self.inner.session(settings), settings)
         self.sessions.append(session)
         return session
 

@@ -16,12 +16,13 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import Select
 
+from model.conversation.session_settings import SessionSettings
 from model.errors import CheckpointError, UnknownVoiceError
 from personaplex_tui.audio import FRAME_SAMPLES, read_audio
 from personaplex_tui.cli import build_parser
 from personaplex_tui.commands.chat import build_app, check_settings
 from personaplex_tui.conversation import AudioFactory
-from personaplex_tui.engine import Engine, SessionOptions
+from personaplex_tui.engine import Engine
 from personaplex_tui.events import ModelInfo
 from personaplex_tui.model_loader import ModelLoader, load_model
 from personaplex_tui.settings import Settings, SettingsStore, load_settings, resolve_settings
@@ -139,35 +140,30 @@ class _Model:
     def __init__(self, voices: tuple[str, ...]) -> None:
         self.voices, self.asked = voices, []
 
-    def session(self, **options: object) -> object:
-        self.asked.append(options)
-        if options["voice"] not in self.voices:
-            raise UnknownVoiceError(f"Unknown voice '{options['voice']}'.")
+    def session(self, settings: SessionSettings) -> object:
+        self.asked.append(settings)
+        if settings.voice not in self.voices:
+            raise UnknownVoiceError(f"Unknown voice '{settings.voice}'.")
         return _Session()
 
 
 def test_the_warm_up_session_has_the_conversations_voice_prompt_and_sampling():
     model = _Model(("NATF0",))
-    options = SessionOptions(voice="NATF0", prompt="teacher", audio_temp=0.3, text_top_k=7, seed=5)
+    chosen = SessionSettings("NATF0", "teacher", seed=5).replace(
+        audio_temperature=0.3, text_top_k=7
+    )
 
     async def main() -> float | None:
         engine = Engine(
             lambda progress: (model, ModelInfo("x", "f32", "cpu", ("NATF0",))), [].append
         )
         await engine.load()
-        took = await engine.warm_up(steps=0, options=options)
+        took = await engine.warm_up(steps=0, settings=chosen)
         await engine.close()
         return took
 
     assert asyncio.run(main()) is not None  # no error: the default NATF2 was never asked for
-    assert [o["voice"] for o in model.asked] == ["NATF0"]
-    asked = model.asked[0]
-    assert (asked["prompt"], asked["audio_temp"], asked["text_top_k"], asked["seed"]) == (
-        "teacher",
-        0.3,
-        7,
-        5,
-    )
+    assert model.asked == [chosen]  # passed on unchanged
 
 
 # --- the app ---------------------------------------------------------------------------------
@@ -217,7 +213,7 @@ async def test_the_app_goes_live_with_the_only_voice_the_checkpoint_has(natf0, t
         assert "NATF0" in app.main.query_one(StatusBar).render().plain
         await pilot.press("v")  # the only voice: v stays on it, nothing is saved
         await pilot.pause(0.1)
-        assert app.settings.voice == "NATF0"
+        assert app.settings.session.voice == "NATF0"
         await pilot.press("s")
         assert isinstance(app.screen, SettingsScreen)
         assert voice_choices(app.screen) == ["NATF0"]
@@ -254,7 +250,7 @@ async def test_a_fetched_checkpoint_without_the_voice_stops_before_its_weights(
         assert app.state == "error" and app.model_info is None
         await pilot.press("v")  # no checkpoint loaded: its voices are not known
         await pilot.pause(0.1)
-        assert app.settings.voice == "NATF2" and any(
+        assert app.settings.session.voice == "NATF2" and any(
             "once the model has loaded" in n for n in notes
         )
         await pilot.press("q")
@@ -280,11 +276,11 @@ def fake_app(
 
 @pytest.mark.asyncio
 async def test_v_while_the_model_loads_does_nothing_and_says_why(tmp_path):
-    app, store, notes = fake_app(tmp_path, Settings(voice="NATF0"), load_pause_s=0.3)
+    app, store, notes = fake_app(tmp_path, Settings().replace(voice="NATF0"), load_pause_s=0.3)
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.state == "loading", 10)
         await pilot.press("v", "v")
-        assert app.settings.voice == "NATF0"
+        assert app.settings.session.voice == "NATF0"
         assert any("once the model has loaded" in n for n in notes)
         assert not store.path.exists()  # nothing saved
         await pilot.press("s")  # the settings screen offers no other voice yet
@@ -298,7 +294,7 @@ async def test_v_while_the_model_loads_does_nothing_and_says_why(tmp_path):
 @pytest.mark.asyncio
 async def test_v_cycles_only_the_checkpoints_voices_and_saves_only_them(tmp_path):
     info = ModelInfo(**{**MODEL_INFO.__dict__, "voices": ("NATF0", "VARM1", "my-voice")})
-    app, store, _ = fake_app(tmp_path, Settings(voice="NATF0"), model_info=info)
+    app, store, _ = fake_app(tmp_path, Settings().replace(voice="NATF0"), model_info=info)
     seen: list[str] = []
     async with app.run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: app.state == "ready", 10)
@@ -306,8 +302,8 @@ async def test_v_cycles_only_the_checkpoints_voices_and_saves_only_them(tmp_path
         for _ in range(4):
             await pilot.press("v")
             await pilot.pause(0.05)
-            seen.append(app.settings.voice)
-            assert load_settings(store.path).voice == app.settings.voice
+            seen.append(app.settings.session.voice)
+            assert load_settings(store.path).session.voice == app.settings.session.voice
         assert seen == ["VARM1", "NATF0", "VARM1", "NATF0"]
         await pilot.press("s")
         assert voice_choices(app.screen) == ["NATF0", "VARM1"]
@@ -315,7 +311,7 @@ async def test_v_cycles_only_the_checkpoints_voices_and_saves_only_them(tmp_path
         # however a voice the checkpoint lacks comes in, it is neither kept nor saved
         app.change_settings(app.settings.replace(voice="VARF3", mode="duplex"))
         await pilot.pause(0.05)
-        assert app.settings.voice == "NATF0" and app.settings.mode == "duplex"
+        assert app.settings.session.voice == "NATF0" and app.settings.mode == "duplex"
         saved = load_settings(store.path)
-        assert saved.voice == "NATF0" and saved.mode == "duplex"
+        assert saved.session.voice == "NATF0" and saved.mode == "duplex"
         await pilot.press("q")

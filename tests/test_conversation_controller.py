@@ -12,6 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from model.config import SamplingConfig
+from model.conversation.prompts import PROMPT_PRESETS
+from model.conversation.session_settings import SessionSettings
 from personaplex_tui.audio import read_audio, split_frames
 from personaplex_tui.conversation import (
     ControllerConfig,
@@ -128,7 +131,9 @@ def test_settings_reset_and_mode_switches(tmp_path):
         await events.wait_for(is_state("listening"))
         assert isinstance(conv.runner, TurnController)
         # duck-typed settings: only the attributes present change
-        pending = await conv.apply_settings(SimpleNamespace(voice="VARM1", echo_suppression=True))
+        pending = await conv.apply_settings(
+            SimpleNamespace(session=SessionSettings(voice="VARM1"), echo_suppression=True)
+        )
         assert pending is True and conv.config.echo_suppression and conv.config.max_steps == 5
         assert await conv.apply_settings(SimpleNamespace(max_steps=7)) is True  # still pending
         mark = len(events.items)
@@ -151,8 +156,8 @@ def test_settings_reset_and_mode_switches(tmp_path):
 
     events, probe, bad = asyncio.run(main())
     sessions = probe.sessions[1:]  # after the warm-up's
-    assert [s.options["voice"] for s in sessions] == ["NATF2", "VARM1"]
-    assert sessions[1].options["prompt"] == "assistant" and sessions[1].options["seed"] is None
+    assert [s.settings.voice for s in sessions] == ["NATF2", "VARM1"]
+    assert sessions[1].settings.prompt == "assistant" and sessions[1].settings.seed is None
     assert bad is False
     assert (
         EngineError("The mode must be 'turn' or 'duplex', not 'karaoke'.", "SettingsError")
@@ -196,13 +201,13 @@ def test_a_failed_load_is_reported_and_start_can_be_tried_again():
 
 
 def test_config_from_any_settings_object():
-    base = ControllerConfig(voice="NATF2", seed=3)
-    settings = SimpleNamespace(mode="duplex", voice="VARF1", text_temp=0.5, unrelated="x")
+    base = ControllerConfig(max_steps=30)
+    session = SessionSettings(voice="VARF1", seed=3).replace(text_temperature=0.5)
+    settings = SimpleNamespace(mode="duplex", session=session, unrelated="x")
     config = ControllerConfig.from_settings(settings, base)
-    assert (config.mode, config.voice, config.text_temp, config.seed) == ("duplex", "VARF1", 0.5, 3)
-    assert base.changed(config) == {"mode", "voice", "text_temp"}
-    options = ControllerConfig(prompt="teacher", prompt_text="Be brief.").session_options()
-    assert options.prompt is None and options.prompt_text == "Be brief."
+    assert (config.mode, config.session, config.max_steps) == ("duplex", session, 30)
+    assert config.session.sampling.text_temperature == 0.5
+    assert base.changed(config) == {"mode", "session"}
     with pytest.raises(SettingsError, match="at least one frame"):
         ControllerConfig(max_steps=0)
 
@@ -244,8 +249,8 @@ def test_importing_the_conversation_loads_no_device_ui_or_vad_runtime():
 
 
 def test_config_from_the_apps_settings():
-    saved = ControllerConfig(seed=3, save_dir="/tmp/saved")
-    settings = Settings(
+    saved = ControllerConfig(save_dir="/tmp/saved")
+    settings = Settings().replace(
         mode="duplex",
         voice="VARF2",
         prompt=CUSTOM_PROMPT,
@@ -256,20 +261,15 @@ def test_config_from_the_apps_settings():
         record_dir=Path("rec"),
     )
     config = ControllerConfig.from_settings(settings, saved)
-    assert (config.mode, config.voice, config.audio_temp, config.text_top_k) == (
-        "duplex",
-        "VARF2",
-        0.6,
-        40,
-    )
+    assert config.mode == "duplex" and config.session is settings.session  # passed on unchanged
+    assert (config.session.voice, config.session.system_prompt) == ("VARF2", "Be a pirate.")
+    assert config.session.sampling == SamplingConfig(audio_temperature=0.6, text_top_k=40)
     assert (config.input_file, config.record_dir) == (AUDIO / "greeting.wav", Path("rec"))
-    assert (config.seed, config.save_dir) == (3, "/tmp/saved")  # not in Settings: kept
-    options = config.session_options()
-    assert (options.prompt, options.prompt_text) == (None, "Be a pirate.")
+    assert config.save_dir == "/tmp/saved"  # not in Settings: kept
     # a preset wins over text left in the file from an earlier custom prompt
-    preset = Settings(prompt="teacher", prompt_text="old text")
-    options = ControllerConfig.from_settings(preset).session_options()
-    assert (options.prompt, options.prompt_text) == ("teacher", None)
+    preset = Settings().replace(prompt="teacher", prompt_text="old text")
+    session = ControllerConfig.from_settings(preset).session
+    assert session.system_prompt == PROMPT_PRESETS["teacher"]
 
 
 def test_agent_text_carries_the_recordings_time_which_restarts_after_a_reset(tmp_path):

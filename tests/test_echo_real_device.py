@@ -35,8 +35,8 @@ class SpeakingSession(FakeSession):
         return dataclasses.replace(frame, pcm=np.ascontiguousarray(SPEECH[i : i + 1920]))
 
 class SpeakingModel(FakeModel):
-    def session(self, **options):
-        return SpeakingSession(self, **options)
+    def session(self, settings):
+        return SpeakingSession(self, settings)
 
 async def main():
     events = Events()

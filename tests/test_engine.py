@@ -7,8 +7,9 @@ import threading
 
 import numpy as np
 
+from model.conversation.session_settings import SessionSettings
 from model.conversation.types import Frame, StepTimings
-from personaplex_tui.engine import FIRST_RUN_NOTE, Engine, SessionOptions
+from personaplex_tui.engine import FIRST_RUN_NOTE, Engine
 from personaplex_tui.events import (
     EngineError,
     FrameOut,
@@ -20,8 +21,8 @@ from personaplex_tui.events import (
 
 
 class FakeSession:
-    def __init__(self, owner, fail_at=None, **options):
-        self.owner, self.options, self.fail_at, self.steps = owner, options, fail_at, 0
+    def __init__(self, owner, settings, fail_at=None):
+        self.owner, self.settings, self.fail_at, self.steps = owner, settings, fail_at, 0
 
     def step(self, pcm):
         self.owner.threads.add(threading.get_ident())
@@ -44,9 +45,9 @@ class FakeModel:
         self.fail_at = fail_at
         self.sessions = []
 
-    def session(self, **options):
+    def session(self, settings):
         self.threads.add(threading.get_ident())
-        s = FakeSession(self, self.fail_at, **options)
+        s = FakeSession(self, settings, self.fail_at)
         self.sessions.append(s)
         return s
 
@@ -65,7 +66,7 @@ def test_runs_everything_on_one_thread_and_reports_frames():
         engine = _engine(model, events)
         await engine.load()
         await engine.warm_up(steps=2)
-        await engine.new_session(SessionOptions(voice="VARF2", seed=1))
+        await engine.new_session(SessionSettings(voice="VARF2", seed=1))
         pcm = [np.full(1920, 0.1, np.float32)] * 5
         played = []
         frames = await engine.generate(pcm, played.append)
@@ -76,7 +77,7 @@ def test_runs_everything_on_one_thread_and_reports_frames():
     assert len(frames) == 5 and played == frames
     assert len(model.threads) == 1 and model.threads == {engine.thread_ident}
     assert engine.thread_ident != threading.get_ident()
-    assert model.sessions[-1].options["voice"] == "VARF2"
+    assert model.sessions[-1].settings == SessionSettings(voice="VARF2", seed=1)
     states = [e.state for e in events if isinstance(e, StateChanged)]
     assert states == ["loading", "warming_up", "ready"]
     assert [e.index for e in events if isinstance(e, FrameOut)] == [0, 1, 2, 3, 4]
@@ -170,8 +171,8 @@ def test_every_nth_step_is_timed_phase_by_phase():
             return frame
 
     class PhasedModel(FakeModel):
-        def session(self, **options):
-            s = PhasedSession(self, None, **options)
+        def session(self, settings):
+            s = PhasedSession(self, settings)
             self.sessions.append(s)
             return s
 

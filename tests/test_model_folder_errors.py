@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model import CheckpointError, load
+from model import CheckpointError, SessionSettings, load
 from tests.checkpoints import write_small_checkpoint
 
 
@@ -29,7 +29,7 @@ def folder(pristine, tmp_path) -> Path:
 def failure(folder: Path, voice: str = "NATF2") -> str:
     """The sentence `load(folder)` then `session(voice)` fails with."""
     with pytest.raises(CheckpointError) as info:
-        load(folder, dtype=mx.float32).session(voice, "assistant")
+        load(folder, dtype=mx.float32).session(SessionSettings(voice))
     message = str(info.value)
     assert "\n" not in message and message.endswith("."), message
     return message
@@ -40,7 +40,7 @@ def save_voice(path: Path, **tensors: np.ndarray) -> None:
 
 
 def test_the_pristine_folder_loads(folder):
-    session = load(folder, dtype=mx.float32).session("NATF2", "assistant")
+    session = load(folder, dtype=mx.float32).session(SessionSettings())
     assert session.step(np.zeros(1920, np.float32)).pcm.shape == (1920,)
 
 

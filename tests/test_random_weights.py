@@ -12,7 +12,7 @@ from model.checkpoints.layout import CONVERTED, ORIGINAL, expected_layout
 from model.checkpoints.load import load_lm
 from model.checkpoints.random_weights import random_lm, random_tensors, random_weights
 from model.checkpoints.write import CODE_TO_DTYPE, layout_tensors, write_checkpoint
-from model.config import PersonaPlexConfig, config_7b
+from model.config import PersonaPlexConfig, SamplingConfig, config_7b
 from model.errors import CheckpointError
 from tests.lm_helpers import moshi_kwargs, random_columns, small_config
 
@@ -86,3 +86,16 @@ def test_original_layout_without_config_is_the_7b(tmp_path):
 @pytest.mark.parametrize("config", [small_config(bits=8), config_7b()], ids=["small", "7b"])
 def test_config_json_round_trip(config):
     assert PersonaPlexConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_config_json_keeps_its_sampling_keys():
+    config = small_config()
+    config.sampling = SamplingConfig(audio_temperature=0.5, audio_top_k=9, text_temperature=0.0)
+    data = json.loads(json.dumps(config.to_dict()))
+    assert data["sampling"] == {
+        "audio_temp": 0.5,
+        "audio_top_k": 9,
+        "text_temp": 0.0,
+        "text_top_k": 25,
+    }
+    assert PersonaPlexConfig.from_dict(data).sampling == config.sampling

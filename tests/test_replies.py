@@ -6,7 +6,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model import AudioInputError, UnknownPromptError, UnknownVoiceError, load
+from model import AudioInputError, SessionSettings, UnknownPromptError, UnknownVoiceError, load
 from model.conversation.replies import respond
 from tests.checkpoints import small_config, write_small_checkpoint
 from tests.textdata import load_wav_24k
@@ -34,12 +34,14 @@ def test_respond_returns_the_frames_after_the_utterance(model, question):
 
 
 def test_a_second_turn_continues_the_same_session(model, question):
-    session = model.session("NATF2", "casual", seed=2)
+    session = model.session(SessionSettings("NATF2", "casual", seed=2))
     first = respond(session, question, max_steps=5)
     pos = session.position
     second = respond(session, question[:24000], max_steps=5)
     assert session.position == pos + 13 + 5
-    fresh = respond(model.session("NATF2", "casual", seed=2), question[:24000], max_steps=5)
+    fresh = respond(
+        model.session(SessionSettings("NATF2", "casual", seed=2)), question[:24000], max_steps=5
+    )
     assert first.audio.size == second.audio.size
     assert not np.array_equal(second.tokens, fresh.tokens) or not np.allclose(
         second.audio, fresh.audio
@@ -108,7 +110,7 @@ def test_too_long_audio_is_refused(tmp_path):
 def test_memory_stays_flat_once_the_context_is_full(tmp_path):
     """5000 steps through a 100-frame context: nothing grows after the ring has filled."""
     small = load(write_small_checkpoint(tmp_path / "c", config=small_config(context=100)))
-    session = small.session("NATF2", "casual", seed=0)
+    session = small.session(SessionSettings("NATF2", "casual", seed=0))
     silence = np.zeros(1920, np.float32)
     samples = {}
     for i in range(5000):

@@ -7,8 +7,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from model.config import SamplingConfig
 from model.conversation.persona import load
 from model.conversation.prompt_plan import plan_prompt
+from model.conversation.session_settings import SessionSettings
 from model.lm.kv_cache import Window
 from model.lm.ring_mask import ENV_VAR, MODES
 from model.sampling import GREEDY
@@ -16,7 +18,9 @@ from tests.checkpoints import small_config, write_small_checkpoint
 from tests.reference_schedule import ReferenceSchedule
 from tests.textdata import load_wav_24k
 
-GREEDY_OPTS = dict(audio_temp=0.0, text_temp=0.0)
+GREEDY_SETTINGS = SessionSettings(
+    voice=None, sampling=SamplingConfig(audio_temperature=0.0, text_temperature=0.0)
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +82,7 @@ def test_session_matches_the_reference_schedule_one_frame_earlier(model, voice_n
     ref_out = [ref.step(user=codes) for codes in _user_codes(model, frames)]
     assert all(o is not None for o in ref_out)
 
-    session = model.session(voice, system_tokens=tokens, **GREEDY_OPTS)
+    session = model.session(GREEDY_SETTINGS, voice=voice, system_tokens=tokens)
     ours = [session.step(pcm) for pcm in frames[:n]]
     for i, frame in enumerate(ours):
         got = np.concatenate([[frame.text_id], frame.agent_codes, frame.user_codes])
@@ -94,7 +98,7 @@ def test_batched_prefill_equals_stepwise_cache_and_logits(model):
     ref, ref_caches = _reference(model, voice, tokens)
     # One more reference step runs the forward at position O-1, which the session prefills.
     ref.step(user=_user_codes(model, _user_frames(model, 1))[0])
-    session = model.session(voice, system_tokens=tokens, **GREEDY_OPTS)
+    session = model.session(GREEDY_SETTINGS, voice=voice, system_tokens=tokens)
     n = session.position
     assert n == ref_caches[0].offset == session.prompt_positions
     for ours, theirs in zip(session._caches, ref_caches, strict=True):
@@ -114,8 +118,8 @@ def test_batched_prefill_equals_stepwise_cache_and_logits(model):
 
 def test_skipping_the_user_depformer_steps_changes_no_agent_token(model):
     frames = _user_frames(model, 10)
-    a = model.session("NATM0", "assistant", **GREEDY_OPTS)
-    b = model.session("NATM0", "assistant", depformer_steps=16, **GREEDY_OPTS)
+    a = model.session(GREEDY_SETTINGS.replace(voice="NATM0"))
+    b = model.session(GREEDY_SETTINGS.replace(voice="NATM0"), depformer_steps=16)
     for pcm in frames:
         fa, fb = a.step(pcm), b.step(pcm)
         assert fa.text_id == fb.text_id
@@ -125,8 +129,8 @@ def test_skipping_the_user_depformer_steps_changes_no_agent_token(model):
 
 def test_phase_timing_mode_gives_the_same_frames(model):
     frames = _user_frames(model, 6)
-    a = model.session("VARF2", "casual", seed=7)
-    b = model.session("VARF2", "casual", seed=7, measure_phases=True)
+    a = model.session(SessionSettings("VARF2", "casual", seed=7))
+    b = model.session(SessionSettings("VARF2", "casual", seed=7), measure_phases=True)
     for pcm in frames:
         fa, fb = a.step(pcm), b.step(pcm)
         assert fa.text_id == fb.text_id
@@ -137,11 +141,11 @@ def test_phase_timing_mode_gives_the_same_frames(model):
 
 def test_seeded_sessions_repeat_and_reset_starts_over(model):
     frames = _user_frames(model, 5)
-    a = model.session("VARF2", "casual", seed=3)
+    a = model.session(SessionSettings("VARF2", "casual", seed=3))
     first = [a.step(p).agent_codes for p in frames]
     a.reset()
     again = [a.step(p).agent_codes for p in frames]
-    b = model.session("VARF2", "casual", seed=4)
+    b = model.session(SessionSettings("VARF2", "casual", seed=4))
     other = [b.step(p).agent_codes for p in frames]
     np.testing.assert_array_equal(np.stack(first), np.stack(again))
     assert not np.array_equal(np.stack(first), np.stack(other))
@@ -150,8 +154,8 @@ def test_seeded_sessions_repeat_and_reset_starts_over(model):
 def test_step_codes_is_the_lm_part_of_step(model):
     frames = _user_frames(model, 6)
     codes = _user_codes(model, frames)
-    a = model.session("VARF2", "casual", seed=9)
-    b = model.session("VARF2", "casual", seed=9)
+    a = model.session(SessionSettings("VARF2", "casual", seed=9))
+    b = model.session(SessionSettings("VARF2", "casual", seed=9))
     for pcm, user in zip(frames, codes, strict=True):
         fa = a.step(pcm)
         text, agent = b.step_codes(user)
@@ -181,7 +185,7 @@ def test_windows_and_filled_caches_keep_the_reference_schedule(short_ring_model,
     ref_out = [ref.step(user=codes) for codes in _user_codes(model, frames)]
 
     graphs = model.step_graphs()
-    warmed = model.session(None, system_tokens=tokens, **GREEDY_OPTS)
+    warmed = model.session(GREEDY_SETTINGS, system_tokens=tokens)
     warmed.warm_up()
     built = graphs.keys()
     windows = {k[2] for k in built if k[0] == "lm" and k[3] == hide}
@@ -190,7 +194,7 @@ def test_windows_and_filled_caches_keep_the_reference_schedule(short_ring_model,
     assert Window(40, False) in windows
     assert {k[1] for k in built if k[0] == "encode"} == {False, True}
     traces = graphs.traces
-    cold = model.session(None, system_tokens=tokens, **GREEDY_OPTS)
+    cold = model.session(GREEDY_SETTINGS, system_tokens=tokens)
     for i, pcm in enumerate(frames[:n]):
         a, b = warmed.step(pcm), cold.step(pcm)
         got = np.concatenate([[a.text_id], a.agent_codes, a.user_codes])

@@ -15,8 +15,10 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
+from model.config import SamplingConfig
 from model.conversation.persona import load
 from model.conversation.prompt_plan import plan_prompt
+from model.conversation.session_settings import SessionSettings
 from model.sampling import GREEDY
 from tests.checkpoints import small_config, write_small_checkpoint
 from tests.textdata import load_wav_24k
@@ -31,9 +33,9 @@ def run(tmp_path_factory):
         tmp_path_factory.mktemp("ckpt"), config=small_config(context=CONTEXT)
     )
     model = load(folder, dtype=mx.float32)
-    session = model.session(
-        "VARF2", "casual", audio_temp=0.0, text_temp=0.0, seed=0, collect_stats=True
-    )
+    greedy = SamplingConfig(audio_temperature=0.0, text_temperature=0.0)
+    settings = SessionSettings("VARF2", "casual", sampling=greedy, seed=0)
+    session = model.session(settings, collect_stats=True)
     pcm = load_wav_24k("conversation.wav")[: STEPS * 1920]
     columns, stats, text_out, agent_out = [], [], [], []
     for i in range(STEPS):

@@ -9,9 +9,11 @@ import pytest
 
 from model import random_model
 from model.config import mimi_tiny, tiny
+from model.conversation.session_settings import SessionSettings
 from tests.textdata import load_wav_24k
 
 TOKENS = [5, 6, 7, 8]
+NO_VOICE = SessionSettings(voice=None)  # a random model has no voice files
 
 
 @pytest.fixture()
@@ -44,7 +46,7 @@ def test_sessions_share_graphs_and_resets_trace_nothing(model, monkeypatch):
     monkeypatch.setattr("model.lm.model.SMALLEST_WINDOW", 8)
     graphs = model.step_graphs()
     frames = _frames(40)
-    a = model.session(None, system_tokens=TOKENS, seed=5)
+    a = model.session(NO_VOICE.replace(seed=5), system_tokens=TOKENS)
     a.warm_up()
     built, traces = graphs.keys(), graphs.traces
     assert traces == len(built) >= 6  # encode and decode x2, an LM graph per window ahead
@@ -54,14 +56,14 @@ def test_sessions_share_graphs_and_resets_trace_nothing(model, monkeypatch):
 
     a.reset()
     _same(_run(a, frames), first)
-    b = model.session(None, system_tokens=TOKENS, seed=5)
+    b = model.session(NO_VOICE.replace(seed=5), system_tokens=TOKENS)
     b.warm_up()
     _same(_run(b, frames), first)
     assert graphs.traces == traces and graphs.keys() == built
     assert len(graphs.timings) == len(built)  # nothing was run for the first time again
 
     # Other sampling parameters: new LM graphs, the same Mimi graphs.
-    c = model.session(None, system_tokens=TOKENS, seed=5, text_temp=0.5)
+    c = model.session(NO_VOICE.replace(seed=5, text_temperature=0.5), system_tokens=TOKENS)
     c.warm_up()
     new = graphs.keys() - built
     assert new and all(k[0] == "lm" for k in new)
@@ -69,9 +71,11 @@ def test_sessions_share_graphs_and_resets_trace_nothing(model, monkeypatch):
 
 def test_shared_compiled_graphs_equal_the_eager_functions(model):
     frames = _frames(12)
-    compiled = _run(model.session(None, system_tokens=TOKENS, seed=9), frames)
-    compiled_again = _run(model.session(None, system_tokens=TOKENS, seed=9), frames)
-    eager = _run(model.session(None, system_tokens=TOKENS, seed=9, compile=False), frames)
+    compiled = _run(model.session(NO_VOICE.replace(seed=9), system_tokens=TOKENS), frames)
+    compiled_again = _run(model.session(NO_VOICE.replace(seed=9), system_tokens=TOKENS), frames)
+    eager = _run(
+        model.session(NO_VOICE.replace(seed=9), system_tokens=TOKENS, compile=False), frames
+    )
     _same(compiled, compiled_again)
     assert [x[:2] for x in compiled] == [x[:2] for x in eager]
     for x, y in zip(compiled, eager, strict=True):
@@ -84,7 +88,7 @@ def _buffers(session) -> list[int]:
 
 
 def test_steps_write_the_rings_in_place(model):
-    session = model.session(None, system_tokens=TOKENS, seed=1)
+    session = model.session(NO_VOICE.replace(seed=1), system_tokens=TOKENS)
     before = _buffers(session)
     for pcm in _frames(3):
         session.step(pcm)
@@ -100,14 +104,16 @@ def test_steps_write_the_rings_in_place(model):
 def test_new_weights_rebuild_the_graphs(model):
     graphs = model.step_graphs()
     frames = _frames(4)
-    old = _run(model.session(None, system_tokens=TOKENS, seed=3), frames)
+    old = _run(model.session(NO_VOICE.replace(seed=3), system_tokens=TOKENS), frames)
     built = graphs.keys()
     model.lm.out_norm.alpha = model.lm.out_norm.alpha * 0.25
     mx.eval(model.lm.out_norm.alpha)
-    session = model.session(None, system_tokens=TOKENS, seed=3)
+    session = model.session(NO_VOICE.replace(seed=3), system_tokens=TOKENS)
     assert graphs.keys() == set()
     new = _run(session, frames)
     assert graphs.keys() == built
-    eager = _run(model.session(None, system_tokens=TOKENS, seed=3, compile=False), frames)
+    eager = _run(
+        model.session(NO_VOICE.replace(seed=3), system_tokens=TOKENS, compile=False), frames
+    )
     assert [x[:2] for x in new] == [x[:2] for x in eager]
     assert [x[:2] for x in new] != [x[:2] for x in old]

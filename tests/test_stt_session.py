@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import model
+from model import SessionSettings
 from model.errors import CheckpointError
 from model.stt import load_stt
 from model.stt.transcribe import transcribe_frames
@@ -32,7 +33,7 @@ def speech() -> np.ndarray:
 
 
 def run(persona, pcm: np.ndarray, **options) -> list:
-    session = persona.session("NATF2", seed=SEED, **options)
+    session = persona.session(SessionSettings(seed=SEED), **options)
     session.warm_up()
     return [session.step(pcm[i : i + 1920]) for i in range(0, len(pcm), 1920)]
 
@@ -72,7 +73,7 @@ def test_reset_starts_the_transcript_again(pair, speech) -> None:
     persona_dir, stt_dir = pair
     persona = model.load(persona_dir)
     persona.listen(load_stt(stt_dir))
-    session = persona.session("NATF2", seed=SEED)
+    session = persona.session(SessionSettings(seed=SEED))
     pcm = speech[: 20 * 1920]
     first = [session.step(pcm[i : i + 1920]).user_text_id for i in range(0, len(pcm), 1920)]
     session.reset()
@@ -107,7 +108,7 @@ def test_hearing_outside_a_session_gives_the_sessions_tokens(pair, speech) -> No
         got = np.array([h.end_of_turn for h in heard])
         assert np.allclose(got, [f.end_of_turn for f in in_session], atol=1e-5)
         hearing.reset()
-    session = persona.session("NATF2", seed=SEED)
+    session = persona.session(SessionSettings(seed=SEED))
     session.transcribe_steps = False
     frames = [session.step(speech[i : i + 1920]) for i in range(0, 10 * 1920, 1920)]
     assert all(f.user_text_id is None for f in frames)

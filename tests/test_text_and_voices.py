@@ -19,7 +19,14 @@ from model.checkpoints.voices import (
     load_voice,
     voice_category,
 )
-from model.conversation.prompts import PROMPT_PRESETS, resolve_prompt, wrap_system_prompt
+from model.config import SamplingConfig
+from model.conversation.prompts import (
+    CUSTOM_PROMPT,
+    PROMPT_PRESETS,
+    resolve_prompt,
+    wrap_system_prompt,
+)
+from model.conversation.session_settings import SESSION_KEYS, SessionSettings
 from model.conversation.tokenizer import TextTokenizer
 from model.errors import CheckpointError, UnknownPromptError, UnknownVoiceError
 from tests.textdata import train_tiny_spm
@@ -34,11 +41,31 @@ def test_prompt_presets_and_free_text():
     assert set(PROMPT_PRESETS) == {"assistant", "focused", "customer-service", "teacher", "casual"}
     assert resolve_prompt("teacher").startswith("You are a wise and friendly teacher.")
     assert resolve_prompt("Casual") == "You enjoy having a good conversation."
-    assert resolve_prompt("teacher", text="  Be a pirate. ") == "Be a pirate."
+    assert resolve_prompt("teacher", "  Be a pirate. ") == PROMPT_PRESETS["teacher"]
+    assert resolve_prompt(CUSTOM_PROMPT, "  Be a pirate. ") == "Be a pirate."
+    with pytest.raises(UnknownPromptError, match="The system prompt text is empty"):
+        resolve_prompt(CUSTOM_PROMPT, "  ")
     with pytest.raises(UnknownPromptError, match="Unknown system prompt preset 'pirate'; choose"):
         resolve_prompt("pirate")
     assert wrap_system_prompt(" hi ") == "<system> hi <system>"
     assert wrap_system_prompt("<system> hi <system>") == "<system> hi <system>"
+
+
+def test_session_settings_name_each_setting_once():
+    s = SessionSettings("VARF2", CUSTOM_PROMPT, "  Be brief. ", seed=4).replace(text_top_k=9)
+    assert s.sampling == SamplingConfig(text_top_k=9) and s.system_prompt == "Be brief."
+    assert set(s.flat()) == SESSION_KEYS
+    assert SESSION_KEYS == {"voice", "prompt", "prompt_text", "seed"} | {
+        "audio_temperature",
+        "audio_top_k",
+        "text_temperature",
+        "text_top_k",
+    }
+    assert SessionSettings().replace(**s.flat()) == s
+    assert (
+        SessionSettings(prompt="teacher", prompt_text="old").system_prompt
+        == (PROMPT_PRESETS["teacher"])
+    )
 
 
 def test_system_prompt_tokens_match_sentencepiece(tokenizer):

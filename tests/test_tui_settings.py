@@ -37,16 +37,16 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_settings_offer_exactly_the_models_presets():
-    assert [Settings(voice=v).voice for v in VOICE_PRESETS] == list(VOICE_PRESETS)
+    assert [Settings().replace(voice=v).session.voice for v in VOICE_PRESETS] == list(VOICE_PRESETS)
     for name, text in PROMPT_PRESETS.items():
-        assert Settings(prompt=name).system_prompt == text
+        assert Settings().replace(prompt=name).session.system_prompt == text
     with pytest.raises(SettingsError, match="Unknown voice 'NATF9'; choose one of NATF0, "):
-        Settings(voice="NATF9")
+        Settings().replace(voice="NATF9")
 
 
 def test_round_trip_keeps_every_persisted_field(tmp_path: Path):
     path = tmp_path / "conf" / "settings.toml"
-    original = Settings(
+    original = Settings().replace(
         voice="VARM3",
         prompt=CUSTOM_PROMPT,
         prompt_text='You are a pirate.\nSay "arr" \\ often.\t\x01',
@@ -68,14 +68,14 @@ def test_round_trip_keeps_every_persisted_field(tmp_path: Path):
     loaded = load_settings(path)
     assert loaded == original.replace(record_dir=None)
     assert "record" not in path.read_text()
-    assert tomllib.loads(path.read_text())["prompt_text"] == original.prompt_text
+    assert tomllib.loads(path.read_text())["prompt_text"] == original.session.prompt_text
 
 
 def test_missing_file_gives_defaults_and_none_values_are_left_out(tmp_path: Path):
     assert load_settings(tmp_path / "nope.toml") == Settings()
     text = to_toml(Settings())
     assert "input_device" not in text and "model" not in text
-    assert tomllib.loads(text)["voice"] == Settings().voice
+    assert tomllib.loads(text)["voice"] == Settings().session.voice
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_unknown_keys_in_the_file_are_ignored_with_one_warning(tmp_path: Path):
     path = tmp_path / "settings.toml"
     path.write_text('voice = "VARF1"\nvoise = "NATM0"\nmax_step = 300\nfuture_option = 3\n')
     said: list[str] = []
-    assert load_settings(path, said.append).voice == "VARF1"
+    assert load_settings(path, said.append).session.voice == "VARF1"
     assert said == [
         f"{path} has settings this version does not know: voise (did you mean voice?), "
         "max_step (did you mean max_steps?), future_option; they are kept in the file but ignored."
@@ -163,7 +163,9 @@ def test_saving_keeps_the_users_comments_unknown_keys_and_tables(tmp_path: Path)
     data = tomllib.loads(text)
     assert data["mode"] == "duplex" and data["input_device"] == "USB Mic"
     assert data["my_tools"] == {"editor": "vim"} and "input_device" not in data["my_tools"]
-    assert load_settings(path) == Settings(voice="NATM0", mode="duplex", input_device="USB Mic")
+    assert load_settings(path) == Settings().replace(
+        voice="NATM0", mode="duplex", input_device="USB Mic"
+    )
     SettingsStore(path).update(input_device=None)  # back to the default device: the key goes
     assert "input_device" not in tomllib.loads(path.read_text())
 
@@ -182,7 +184,9 @@ def test_a_settings_file_that_cannot_be_saved_is_named_in_one_sentence(tmp_path:
 
 def test_flags_override_the_file(tmp_path: Path):
     path = tmp_path / "settings.toml"
-    save_settings(Settings(voice="NATM0", mode="duplex", max_steps=200, text_top_k=30), path)
+    save_settings(
+        Settings().replace(voice="NATM0", mode="duplex", max_steps=200, text_top_k=30), path
+    )
     args = parse(
         "--config", str(path),
         "--voice", "varf2",
@@ -199,9 +203,12 @@ def test_flags_override_the_file(tmp_path: Path):
     )  # fmt: skip
     settings, store = resolve_settings(args)
     assert store.path == path
-    assert settings.voice == "VARF2"  # names are case-insensitive
+    assert settings.session.voice == "VARF2"  # names are case-insensitive
     assert settings.mode == "turn"
-    assert settings.prompt == CUSTOM_PROMPT and settings.system_prompt == "Talk like a sailor."
+    assert (
+        settings.session.prompt == CUSTOM_PROMPT
+        and settings.session.system_prompt == "Talk like a sailor."
+    )
     assert settings.echo_suppression is True
     assert (settings.model, settings.input_device, settings.output_device) == (
         "/models/pp",
@@ -215,15 +222,15 @@ def test_flags_override_the_file(tmp_path: Path):
         Path("t.jsonl"),
     )
     # Values no flag touched come from the file.
-    assert (settings.max_steps, settings.text_top_k) == (200, 30)
+    assert (settings.max_steps, settings.session.sampling.text_top_k) == (200, 30)
 
 
 def test_flags_left_out_keep_the_files_values(tmp_path: Path):
-    base = Settings(voice="NATM2", echo_suppression=True, prompt="teacher")
+    base = Settings().replace(voice="NATM2", echo_suppression=True, prompt="teacher")
     assert settings_from_args(parse(), base) == base
     assert settings_from_args(parse("--no-echo-suppression"), base).echo_suppression is False
     chosen = settings_from_args(parse("--system-prompt", "casual"), base)
-    assert chosen.system_prompt == PROMPT_PRESETS["casual"]
+    assert chosen.session.system_prompt == PROMPT_PRESETS["casual"]
 
 
 def test_bad_flags_are_rejected_clearly(tmp_path: Path, capsys):
@@ -243,12 +250,12 @@ def test_bad_flags_are_rejected_clearly(tmp_path: Path, capsys):
 
 def test_store_update_writes_only_what_changed(tmp_path: Path):
     path = tmp_path / "settings.toml"
-    save_settings(Settings(voice="NATM1", max_steps=120), path)
+    save_settings(Settings().replace(voice="NATM1", max_steps=120), path)
     store = SettingsStore(path)
     # The app runs with a flag override (voice) and the user changes the mode in the app.
     store.update(mode="duplex", record_dir=Path("x"))
     saved = load_settings(path)
-    assert (saved.voice, saved.max_steps, saved.mode) == ("NATM1", 120, "duplex")
+    assert (saved.session.voice, saved.max_steps, saved.mode) == ("NATM1", 120, "duplex")
     with pytest.raises(SettingsError):
         store.update(max_steps=1)
     assert load_settings(path) == saved  # a rejected change leaves the file alone

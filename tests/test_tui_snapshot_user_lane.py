@@ -31,5 +31,5 @@ def test_duplex_with_a_line_being_heard(snap_compare):
     events = duplex_events_until(PICTURE_STEP)
     events += heard(PICTURE_STEP * 0.08 - 1.5, PICTURE_STEP - 20)[:5]
     events.append(TextOut(PICTURE_STEP, " Sure"))
-    settings = Settings(mode="duplex", voice="VARM1", prompt="customer-service")
+    settings = Settings().replace(mode="duplex", voice="VARM1", prompt="customer-service")
     assert snap_compare(snapshot_app(settings), terminal_size=(120, 40), run_before=feeder(events))

@@ -54,7 +54,7 @@ def test_main_screen_turn_based(snap_compare, size):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_main_screen_duplex(snap_compare, size):
-    app = snapshot_app(Settings(mode="duplex", voice="VARM1", prompt="customer-service"))
+    app = snapshot_app(Settings().replace(mode="duplex", voice="VARM1", prompt="customer-service"))
     assert snap_compare(
         app, terminal_size=size, run_before=feeder(duplex_events_until(PICTURE_STEP))
     )

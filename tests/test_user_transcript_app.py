@@ -77,7 +77,9 @@ def test_the_stt_loads_next_to_personaplex(pair) -> None:
     assert loaded.listener is not None and info.user_transcript == str(stt)
     assert not notices(events)
     assert any(isinstance(e, LoadProgress) and "speech-to-text" in e.message for e in events)
-    frame = loaded.session("NATF2", seed=1).step(__import__("numpy").zeros(1920, "float32"))
+    frame = loaded.session(loaded.default_settings(seed=1)).step(
+        __import__("numpy").zeros(1920, "float32")
+    )
     assert frame.user_text_id is not None and len(frame.end_of_turn) == 4
 
 

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from model.checkpoints.voice_presets import VOICE_PRESETS
+from model.conversation.session_settings import SESSION_KEYS
 from personaplex_tui.audio.frames import FRAME_SAMPLES, FRAME_SECONDS
 from personaplex_tui.events import (
     EngineError,
@@ -56,11 +57,6 @@ REPLIES = (
     "Hi! I'm your assistant. I like helping people and talking about almost anything.",
     "I can't promise that, but I'll check the order and tell you as soon as it ships.",
     "Take a raincoat and waterproof shoes, and maybe an umbrella too.",
-)
-# Settings whose change needs a new session (the real controller decides the same way).
-SESSION_FIELDS = frozenset(
-    {"voice", "prompt", "prompt_text", "audio_temperature", "audio_top_k"}
-    | {"text_temperature", "text_top_k", "model"}
 )
 
 
@@ -315,7 +311,7 @@ class FakeConversation:
         self.calls.append(("apply_settings", settings))
         changed = self.settings.changed_fields(settings)
         self.settings = settings
-        return bool(SESSION_FIELDS & changed.keys())
+        return bool(SESSION_KEYS & changed.keys())  # as the real controller decides
 
     async def save_recording(self) -> str:
         self.calls.append(("save_recording",))

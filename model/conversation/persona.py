@@ -26,8 +26,9 @@ from model.checkpoints.voices import (
 )
 from model.config import PersonaPlexConfig, QuantizationConfig
 from model.conversation import replies
-from model.conversation.prompts import resolve_prompt
-from model.conversation.session import Session, SessionSampling
+from model.conversation.prompts import DEFAULT_PROMPT, resolve_prompt
+from model.conversation.session import Session
+from model.conversation.session_settings import SessionSettings
 from model.conversation.step_graphs import StepGraphs
 from model.conversation.tokenizer import TextTokenizer
 from model.conversation.types import Chunk, Frame, Reply
@@ -121,8 +122,9 @@ class PersonaPlex:
             )
         return self._voice_cache[key]
 
-    def system_tokens(self, prompt: str | None = None, prompt_text: str | None = None) -> list[int]:
-        """Token ids of a system prompt (preset name or free text), wrapped in <system> tags."""
+    def system_tokens(self, prompt: str | None = None, prompt_text: str = "") -> list[int]:
+        """Token ids of a system prompt (a preset's name, or "custom" and its text), wrapped in
+        <system> tags."""
         text = resolve_prompt(prompt, prompt_text)
         if self.tokenizer is None:
             raise CheckpointError("This model has no tokenizer, so it cannot take a system prompt.")
@@ -142,82 +144,91 @@ class PersonaPlex:
 
     def session(
         self,
-        voice: str | VoicePrompt | None = DEFAULT_VOICE,
-        prompt: str | None = None,
-        prompt_text: str | None = None,
+        settings: SessionSettings | None = None,
         *,
+        voice: VoicePrompt | None = None,
         system_tokens: list[int] | None = None,
-        audio_temp: float | None = None,
-        audio_top_k: int | None = None,
-        text_temp: float | None = None,
-        text_top_k: int | None = None,
-        seed: int | None = None,
         **options: Any,
     ) -> Session:
-        """A new conversation (prompt phase already run). Sampling defaults to the checkpoint's."""
-        s = self.config.sampling
-        sampling = SessionSampling(
-            audio_temp=s.audio_temp if audio_temp is None else float(audio_temp),
-            audio_top_k=s.audio_top_k if audio_top_k is None else int(audio_top_k),
-            text_temp=s.text_temp if text_temp is None else float(text_temp),
-            text_top_k=s.text_top_k if text_top_k is None else int(text_top_k),
-        )
-        if isinstance(voice, str):
-            voice = self.voice(voice)
+        """A new conversation with `settings` (prompt phase already run); without them, the
+        default voice and prompt with the checkpoint's sampling. A prepared `voice` or
+        `system_tokens` replaces the settings' voice or prompt (a random model has no voice files
+        nor tokenizer). `options` go to `Session`."""
+        s = settings if settings is not None else self.default_settings()
+        if voice is None and s.voice is not None:
+            voice = self.voice(s.voice)
         if system_tokens is None:
-            system_tokens = self.system_tokens(prompt, prompt_text)
+            system_tokens = self.system_tokens(s.prompt, s.prompt_text)
         return Session(
-            self, voice=voice, system_tokens=system_tokens, sampling=sampling, seed=seed, **options
+            self,
+            voice=voice,
+            system_tokens=system_tokens,
+            sampling=s.sampling,
+            seed=s.seed,
+            **options,
         )
 
+    def default_settings(self, **changes: Any) -> SessionSettings:
+        """The default voice and prompt with this checkpoint's sampling, `changes` applied."""
+        return SessionSettings(sampling=self.config.sampling).replace(**changes)
+
     # -- reply helpers (each on a fresh session; see model.replies) -----------------------------
+
+    def _session(self, voice: str, prompt: str, options: dict[str, Any]) -> Session:
+        """A session for a reply helper: `options` may hold `seed` and `sampling` (default: the
+        checkpoint's), the rest go to `Session`."""
+        keys = ("seed", "sampling")
+        settings = self.default_settings(
+            voice=voice, prompt=prompt, **{k: options.pop(k) for k in keys if k in options}
+        )
+        return self.session(settings, **options)
 
     def respond(
         self,
         audio: np.ndarray,
         voice: str = DEFAULT_VOICE,
-        prompt: str | None = None,
+        prompt: str = DEFAULT_PROMPT,
         max_steps: int = 75,
         **options: Any,
     ) -> Reply:
         """A turn-based reply to `audio` (24 kHz mono float32): the utterance, then silence."""
-        return replies.respond(self.session(voice, prompt, **options), audio, max_steps)
+        return replies.respond(self._session(voice, prompt, options), audio, max_steps)
 
     def respond_stream(
         self,
         audio: np.ndarray,
         voice: str = DEFAULT_VOICE,
-        prompt: str | None = None,
+        prompt: str = DEFAULT_PROMPT,
         max_steps: int = 75,
         chunk_s: float = 2.0,
         **options: Any,
     ) -> Iterator[Chunk]:
         """`respond` as chunks of `chunk_s` seconds (the last one final, with the transcript)."""
-        session = self.session(voice, prompt, **options)
+        session = self._session(voice, prompt, options)
         return replies.respond_stream(session, audio, max_steps, chunk_s)
 
     def respond_realtime(
         self,
         frames: Iterable[np.ndarray],
         voice: str = DEFAULT_VOICE,
-        prompt: str | None = None,
+        prompt: str = DEFAULT_PROMPT,
         **options: Any,
     ) -> Iterator[Frame]:
         """Full duplex: an iterator of agent frames, one per 1920-sample user frame."""
-        return replies.respond_realtime(self.session(voice, prompt, **options), frames)
+        return replies.respond_realtime(self._session(voice, prompt, options), frames)
 
     def diagnose(
         self,
         audio: np.ndarray,
         voice: str = DEFAULT_VOICE,
-        prompt: str | None = None,
+        prompt: str = DEFAULT_PROMPT,
         max_steps: int = 75,
         **options: Any,
     ) -> replies.Diagnosis:
         """A reply with per-step statistics and phase timings, for tuning."""
         options.setdefault("collect_stats", True)
         options.setdefault("measure_phases", True)
-        return replies.diagnose(self.session(voice, prompt, **options), audio, max_steps)
+        return replies.diagnose(self._session(voice, prompt, options), audio, max_steps)
 
 
 def _find(folder: Path, names: tuple[str, ...], what: str) -> Path:

@@ -24,20 +24,22 @@ PROMPT_PRESETS: dict[str, str] = {
     "casual": "You enjoy having a good conversation.",
 }
 DEFAULT_PROMPT = "assistant"
+CUSTOM_PROMPT = "custom"  # the prompt "name" that stands for the user's own text
 SYSTEM_TAG = "<system>"
 
 
-def resolve_prompt(preset: str | None = None, text: str | None = None) -> str:
-    """The system-prompt text for a preset name, or the free text when given."""
-    if text is not None:
+def resolve_prompt(prompt: str | None = None, text: str = "") -> str:
+    """The system-prompt text: a preset's (None: the default one), or `text` when `prompt` is
+    CUSTOM_PROMPT."""
+    if prompt == CUSTOM_PROMPT:
         if not text.strip():
             raise UnknownPromptError("The system prompt text is empty.")
         return text.strip()
-    name = (preset or DEFAULT_PROMPT).strip().lower()
+    name = (prompt or DEFAULT_PROMPT).strip().lower()
     if name not in PROMPT_PRESETS:
         choices = ", ".join(PROMPT_PRESETS)
         raise UnknownPromptError(
-            f"Unknown system prompt preset '{preset}'; choose one of: {choices}."
+            f"Unknown system prompt preset '{prompt}'; choose one of: {choices}."
         )
     return PROMPT_PRESETS[name]
 

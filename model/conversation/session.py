@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import mlx.core as mx
 import numpy as np
 
 from model.checkpoints.voices import VoicePrompt
+from model.config import SamplingConfig
 from model.conversation.prompt_plan import PromptPlan, plan_prompt
 from model.conversation.step_graphs import LMStepSpec, StepGraphs, input_column
 from model.conversation.step_stats import StepStats, step_stats
@@ -49,24 +49,6 @@ class SessionModel(Protocol):
     def step_graphs(self, compile: bool = True) -> StepGraphs: ...
 
 
-@dataclass(frozen=True)
-class SessionSampling:
-    """Sampling of one session (temperature 0 = greedy)."""
-
-    audio_temp: float = 0.8
-    audio_top_k: int = 250
-    text_temp: float = 0.7
-    text_top_k: int = 25
-
-    @property
-    def audio(self) -> SamplingParams:
-        return SamplingParams(self.audio_temp, self.audio_top_k)
-
-    @property
-    def text(self) -> SamplingParams:
-        return SamplingParams(self.text_temp, self.text_top_k)
-
-
 class Session:
     """One conversation with a loaded model. Not thread-safe: use it from one thread."""
 
@@ -76,7 +58,7 @@ class Session:
         *,
         voice: VoicePrompt | None,
         system_tokens: list[int],
-        sampling: SessionSampling | None = None,
+        sampling: SamplingConfig | None = None,
         seed: int | None = None,
         depformer_steps: int | None = None,
         measure_phases: bool = False,
@@ -87,7 +69,7 @@ class Session:
         self.model = model
         self.voice = voice
         self.system_tokens = list(system_tokens)
-        self.sampling = sampling or SessionSampling()
+        self.sampling = sampling or SamplingConfig()
         self.seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)
         cfg = model.lm.config
         # Steps 0..7 are the agent's codebooks; 8..15 (the user's) never change them.
@@ -102,8 +84,8 @@ class Session:
         self._graphs = model.step_graphs(compile)
         self._graphs.refresh()
         self._spec = LMStepSpec(
-            text=self.sampling.text,
-            audio=self.sampling.audio,
+            text=SamplingParams(self.sampling.text_temperature, self.sampling.text_top_k),
+            audio=SamplingParams(self.sampling.audio_temperature, self.sampling.audio_top_k),
             depformer_steps=self.depformer_steps,
             agent_codebooks=self._n_q,
             stats=collect_stats,
@@ -156,7 +138,7 @@ class Session:
             x = mx.concatenate([voice.embeddings[None].astype(x.dtype), x], axis=1)
         logits, h = lm.forward(x, self._caches)
         self._key, text_key, audio_key = mx.random.split(self._key, 3)
-        text = sample_token(logits[0, -1], self.sampling.text, text_key)
+        text = sample_token(logits[0, -1], self._spec.text, text_key)
         forced = mx.array(plan.next_forced, dtype=mx.int32)
         provided = mx.array(plan.next_provided)
         agent = lm.depformer_step(
@@ -165,7 +147,7 @@ class Session:
             forced=forced,
             provided=provided,
             n_steps=self._n_q,
-            params=self.sampling.audio,
+            params=self._spec.audio,
             key=audio_key,
         )
         self._text = text

@@ -52,7 +52,7 @@ def check_settings(settings: Settings) -> None:
     if settings.record_dir is not None:
         check_output_folder(settings.record_dir, "recordings", "--record")
     _check_model(settings.model)
-    check_voice(settings.model, settings.voice)  # a repo's voices: once it is fetched
+    check_voice(settings.model, settings.session.voice)  # a repo's voices: once it is fetched
 
 
 def _check_model(spec: str | None) -> None:
@@ -113,7 +113,7 @@ def build_app(
             settings.model,
             dtype=settings.dtype,
             quantize=settings.quantize,
-            voice=settings.voice,
+            voice=settings.session.voice,
             stt=stt_choice(settings),
         ),
         audio,

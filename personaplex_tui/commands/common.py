@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from model.config import SamplingConfig
 from model.errors import PersonaPlexError
 from personaplex_tui.settings import DTYPES, QUANTIZE
 
@@ -45,10 +46,25 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same reply)")
     p.add_argument("--greedy", action="store_true", help="argmax sampling (temperatures 0)")
-    p.add_argument("--audio-temp", type=float, default=None, help="audio temperature (0.8)")
-    p.add_argument("--audio-top-k", type=int, default=None, help="audio top-k (250)")
-    p.add_argument("--text-temp", type=float, default=None, help="text temperature (0.7)")
-    p.add_argument("--text-top-k", type=int, default=None, help="text top-k (25)")
+    d = SamplingConfig()
+    p.add_argument(
+        "--audio-temp",
+        dest="audio_temperature",
+        metavar="AUDIO_TEMP",
+        type=float,
+        default=None,
+        help=f"audio temperature ({d.audio_temperature})",
+    )
+    p.add_argument("--audio-top-k", type=int, default=None, help=f"audio top-k ({d.audio_top_k})")
+    p.add_argument(
+        "--text-temp",
+        dest="text_temperature",
+        metavar="TEXT_TEMP",
+        type=float,
+        default=None,
+        help=f"text temperature ({d.text_temperature})",
+    )
+    p.add_argument("--text-top-k", type=int, default=None, help=f"text top-k ({d.text_top_k})")
 
 
 MAX_SEED = 2**63 - 1
@@ -61,23 +77,23 @@ def check_seed(seed: int | None) -> None:
 
 
 def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Session keyword arguments from the sampling flags, validated."""
+    """The seed and the sampling flags given, validated, as `SessionSettings.replace` takes
+    them (by field name)."""
     check_seed(args.seed)
     opts: dict[str, Any] = {"seed": args.seed}
-    for name in ("audio_temp", "text_temp"):
+    for name, flag in (("audio_temperature", "--audio-temp"), ("text_temperature", "--text-temp")):
         value = getattr(args, name)
         if value is not None and not 0.0 <= value <= 10.0:
-            flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag} must be between 0 and 10, not {value}.")
-        opts[name] = value
-    for name in ("audio_top_k", "text_top_k"):
+    for name, flag in (("audio_top_k", "--audio-top-k"), ("text_top_k", "--text-top-k")):
         value = getattr(args, name)
         if value is not None and value < 1:
-            flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag} must be at least 1, not {value}.")
-        opts[name] = value
+    for name in ("audio_temperature", "audio_top_k", "text_temperature", "text_top_k"):
+        if getattr(args, name) is not None:
+            opts[name] = getattr(args, name)
     if args.greedy:
-        opts["audio_temp"] = opts["text_temp"] = 0.0
+        opts["audio_temperature"] = opts["text_temperature"] = 0.0
     return opts
 
 

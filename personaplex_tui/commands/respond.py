@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from model.checkpoints.voice_presets import DEFAULT_VOICE
 from model.config import FRAME_SAMPLES
+from model.conversation.prompts import DEFAULT_PROMPT
 from personaplex_tui.commands.common import (
     UsageError,
     add_model_arguments,
@@ -44,10 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", required=True, metavar="AUDIO", help="the question (WAV or FLAC)")
     p.add_argument("--output", metavar="WAV", help="write the reply here (default: play it)")
-    p.add_argument("--voice", default="NATF2", help="voice preset (see `ppx-tui voices`)")
+    p.add_argument("--voice", default=DEFAULT_VOICE, help="voice preset (see `ppx-tui voices`)")
     prompt = p.add_mutually_exclusive_group()
     prompt.add_argument(
-        "--system-prompt", default=None, metavar="NAME", help="system-prompt preset (assistant)"
+        "--system-prompt",
+        default=None,
+        metavar="NAME",
+        help=f"system-prompt preset ({DEFAULT_PROMPT})",
     )
     prompt.add_argument("--prompt-text", default=None, metavar="TEXT", help="free system prompt")
     p.add_argument(
@@ -169,14 +174,19 @@ def _check_speaker() -> None:
 
 def run(args: argparse.Namespace) -> int:
     from model import load
-    from model.conversation.prompts import resolve_prompt
+    from model.conversation.prompts import CUSTOM_PROMPT, resolve_prompt
     from personaplex_tui.audio import read_audio
     from personaplex_tui.checkpoint_voices import check_voice, fetch_with_voice, local_checkpoint
 
     _validate(args)
-    options = sampling_options(args)
+    custom = args.prompt_text is not None
+    chosen = sampling_options(args) | {
+        "voice": args.voice,
+        "prompt": CUSTOM_PROMPT if custom else args.system_prompt or DEFAULT_PROMPT,
+        "prompt_text": args.prompt_text or "",
+    }
     check_voice(args.model, args.voice)  # a voice the folder lacks fails before the model loads
-    resolve_prompt(args.system_prompt, args.prompt_text)  # so does an unknown or empty prompt
+    resolve_prompt(chosen["prompt"], chosen["prompt_text"])  # so does an unknown or empty prompt
     clip = read_audio(args.input)
     if clip.warning:
         status(f"warning: {clip.warning}")
@@ -199,10 +209,11 @@ def run(args: argparse.Namespace) -> int:
     context = model.lm.config.temporal.context
     # Refuse what does not fit this model's context before the prompt phase runs.
     heard = len(replies.utterance_frames(clip.pcm, FRAME_SAMPLES, context))
+    settings = model.default_settings(**chosen)  # the checkpoint's sampling, unless flags say
     voice = model.voice(args.voice)
-    tokens = model.system_tokens(args.system_prompt, args.prompt_text)
+    tokens = model.system_tokens(settings.prompt, settings.prompt_text)
     _check_prompt_fits(len(tokens), voice.frames, context)
-    session = model.session(voice, system_tokens=tokens, **options)
+    session = model.session(settings, system_tokens=tokens)
     sink = _Sink(args.output)
     try:
         dump = TokenDump(args.dump_tokens) if args.dump_tokens is not None else None
@@ -315,7 +326,7 @@ def _metadata(
         "model": model.source,
         "quantization": model.quantization,
         "voice": session.voice.name if session.voice else None,
-        "prompt": args.prompt_text or args.system_prompt or "assistant",
+        "prompt": args.prompt_text or args.system_prompt or DEFAULT_PROMPT,
         "input": str(args.input),
         "input_seconds": round(clip.duration_s, 3),
         "output": args.output,

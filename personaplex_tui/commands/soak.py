@@ -11,6 +11,8 @@ import logging
 
 from rich.table import Table
 
+from model.checkpoints.voice_presets import DEFAULT_VOICE
+from model.conversation.prompts import DEFAULT_PROMPT
 from personaplex_tui.commands.common import (
     UsageError,
     add_model_arguments,
@@ -72,8 +74,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", metavar="AUDIO", help="audio looped as the microphone (WAV/FLAC)")
     p.add_argument("--record-dir", metavar="DIR", help="keep the recording and speaker WAV here")
-    p.add_argument("--voice", default="NATF2", help="voice preset, with --model (NATF2)")
-    p.add_argument("--system-prompt", default="assistant", metavar="NAME", help="prompt preset")
+    p.add_argument(
+        "--voice", default=DEFAULT_VOICE, help=f"voice preset, with --model ({DEFAULT_VOICE})"
+    )
+    p.add_argument("--system-prompt", default=DEFAULT_PROMPT, metavar="NAME", help="prompt preset")
     p.add_argument("--voice-frames", type=int, default=50, help="random model: voice prompt (50)")
     p.add_argument("--prompt-tokens", type=int, default=20, help="random model: prompt tokens (20)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -84,6 +88,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _options(args: argparse.Namespace):
     from model.conversation.prompts import resolve_prompt
+    from model.conversation.session_settings import SessionSettings
     from personaplex_tui.checkpoint_voices import check_voice
     from personaplex_tui.soak import SoakOptions
 
@@ -135,7 +140,7 @@ def _options(args: argparse.Namespace):
             raise UsageError(message)
     sampling = sampling_options(args)
     check_voice(args.model, args.voice)  # a voice the folder lacks: before the model loads
-    resolve_prompt(args.system_prompt, None)
+    resolve_prompt(args.system_prompt)
     if args.input:
         from personaplex_tui.audio import read_audio
 
@@ -151,10 +156,9 @@ def _options(args: argparse.Namespace):
         settle=args.settle,
         max_growth_mb=args.max_growth_mb,
         record_dir=args.record_dir,
-        voice=args.voice,
-        prompt=args.system_prompt,
-        seed=sampling["seed"] if sampling["seed"] is not None else 0,
-        sampling=sampling,
+        session=SessionSettings(voice=args.voice, prompt=args.system_prompt).replace(
+            **(sampling | {"seed": sampling["seed"] or 0})
+        ),
         voice_frames=args.voice_frames,
         prompt_tokens=args.prompt_tokens,
         random_weights=args.random_weights,

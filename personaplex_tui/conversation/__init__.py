@@ -4,7 +4,6 @@ app-level `ConversationController` (the `ConversationAPI` the TUI drives), recor
 from personaplex_tui.conversation.audio_factory import AudioFactory, AudioRig, device_alive
 from personaplex_tui.conversation.config import (
     AUDIO_FIELDS,
-    SESSION_FIELDS,
     ControllerConfig,
     Mode,
     SettingsError,
@@ -19,7 +18,6 @@ from personaplex_tui.conversation.turn import Heard, TurnController
 
 __all__ = [
     "AUDIO_FIELDS",
-    "SESSION_FIELDS",
     "AudioFactory",
     "AudioRig",
     "ControllerConfig",

@@ -1,4 +1,4 @@
-"""What the conversation controllers need to know: mode, voice and prompt, sampling, devices, files."""
+"""What the conversation controllers need to know: mode, the session's settings, devices, files."""
 
 from __future__ import annotations
 
@@ -6,24 +6,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from personaplex_tui.engine import SessionOptions
-from personaplex_tui.settings import CUSTOM_PROMPT, MODES, Mode, Settings, SettingsError
+from model.conversation.session_settings import SessionSettings
+from personaplex_tui.settings import MODES, Mode, Settings, SettingsError
 
-__all__ = ["AUDIO_FIELDS", "MODES", "SESSION_FIELDS", "ControllerConfig", "Mode", "SettingsError"]
+__all__ = ["AUDIO_FIELDS", "MODES", "ControllerConfig", "Mode", "SettingsError"]
 
-# Fields that only take effect with a new session (the prompt prefill depends on them).
-SESSION_FIELDS = frozenset(
-    {
-        "voice",
-        "prompt",
-        "prompt_text",
-        "audio_temp",
-        "audio_top_k",
-        "text_temp",
-        "text_top_k",
-        "seed",
-    }
-)
 # Fields that choose the microphone and the speaker.
 AUDIO_FIELDS = frozenset({"input_device", "output_device", "input_file", "output_file"})
 # Fields that change the mic's processing (a running conversation restarts on them).
@@ -36,20 +23,13 @@ class ControllerConfig:
     these attribute names, can be turned into one with `ControllerConfig.from_settings`."""
 
     mode: Mode = "turn"
-    voice: str = "NATF2"
-    prompt: str | None = "assistant"  # a system-prompt preset name
-    prompt_text: str | None = None  # a custom system prompt (wins over `prompt`)
+    session: SessionSettings = SessionSettings()  # takes effect with a new session
     max_steps: int = 75  # turn-based reply length in frames (75 = 6 s)
     echo_suppression: bool = False
     # The app's default is on (settings.py); off here so that a bare config processes nothing.
     echo_cancellation: bool = False
     noise_suppression: bool = True
     auto_gain: bool = False
-    audio_temp: float = 0.8
-    audio_top_k: int = 250
-    text_temp: float = 0.7
-    text_top_k: int = 25
-    seed: int | None = None
     input_device: str | int | None = None  # None = the system default
     output_device: str | int | None = None
     input_file: str | Path | None = None  # a WAV played as the microphone
@@ -90,19 +70,6 @@ class ControllerConfig:
             f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)
         )
 
-    def session_options(self) -> SessionOptions:
-        """The engine's options for a new session with this voice, prompt and sampling."""
-        return SessionOptions(
-            voice=self.voice,
-            prompt=None if self.prompt_text else self.prompt,
-            prompt_text=self.prompt_text or None,
-            audio_temp=float(self.audio_temp),
-            audio_top_k=int(self.audio_top_k),
-            text_temp=float(self.text_temp),
-            text_top_k=int(self.text_top_k),
-            seed=self.seed,
-        )
-
     def save_root(self) -> Path:
         """Where saved recordings go: `save_dir`, else `record_dir`, else ~/ppx-tui/recordings."""
         for folder in (self.save_dir, self.record_dir):
@@ -112,22 +79,15 @@ class ControllerConfig:
 
 
 def _from_app_settings(s: Settings) -> dict[str, Any]:
-    """ControllerConfig's fields from the app's settings (names and the custom prompt differ)."""
-    custom = s.prompt == CUSTOM_PROMPT
+    """ControllerConfig's fields from the app's settings (those it has)."""
     return {
         "mode": s.mode,
-        "voice": s.voice,
-        "prompt": None if custom else s.prompt,
-        "prompt_text": s.prompt_text.strip() if custom else None,
+        "session": s.session,
         "max_steps": s.max_steps,
         "echo_suppression": s.echo_suppression,
         "echo_cancellation": s.echo_cancellation,
         "noise_suppression": s.noise_suppression,
         "auto_gain": s.auto_gain,
-        "audio_temp": s.audio_temperature,
-        "audio_top_k": s.audio_top_k,
-        "text_temp": s.text_temperature,
-        "text_top_k": s.text_top_k,
         "input_device": s.input_device,
         "output_device": s.output_device,
         "input_file": s.input_file,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from model.conversation.prompts import CUSTOM_PROMPT
 from model.errors import PersonaPlexError
 from personaplex_tui.audio import UtteranceSegmenter
 from personaplex_tui.conversation.audio_factory import AudioFactory, AudioRig
@@ -95,8 +96,8 @@ class ConversationController:
             if not self._loaded:
                 if await self.engine.load() is None or self.closed:
                     return
-                options = self.config.session_options()
-                if await self.engine.warm_up(options=options) is None or self.closed:
+                settings = self.config.session
+                if await self.engine.warm_up(settings=settings) is None or self.closed:
                     return
                 self._loaded = True
             if self._session_config is None and not await self._new_session():
@@ -313,16 +314,16 @@ class ConversationController:
 
     # -- session, recording, log ---------------------------------------------------------
     async def _new_session(self) -> bool:
-        if not await self.engine.new_session(self.config.session_options()):
+        if not await self.engine.new_session(self.config.session):
             return False
         await self._finish_recording()
-        c = self.config
+        c, s = self.config, self.config.session
         details = {
             "model": self.engine.info.source if self.engine.info else "",
-            "voice": c.voice,
-            "prompt": c.prompt_text or c.prompt,
+            "voice": s.voice,
+            "prompt": s.system_prompt if s.prompt == CUSTOM_PROMPT else s.prompt,
             "mode": c.mode,
-            "seed": c.seed,
+            "seed": s.seed,
         }
         self.recording = await asyncio.to_thread(
             ConversationRecording.begin, c.record_dir, details, self._recording_problem
@@ -360,10 +361,7 @@ class ConversationController:
         live = self._session_config
         if live is None:
             return False
-        return (
-            live.session_options() != self.config.session_options()
-            or live.record_dir != self.config.record_dir
-        )
+        return live.session != self.config.session or live.record_dir != self.config.record_dir
 
     # -- messages ------------------------------------------------------------------------
     def _note(self, text: str, kind: str = "note") -> None:
@@ -390,7 +388,7 @@ def create_conversation(
     """An `Engine` on `loader` wired to `sink`, and the controller over it.
 
     `loader(progress)` runs on the engine thread, may call `progress(LoadProgress(...))`, and
-    returns `(model, ModelInfo)` where `model.conversation.session(**SessionOptions)` makes a session.
+    returns `(model, ModelInfo)` where `model.session(SessionSettings)` makes a session.
     `memory_probe()` runs on the engine thread now and then (`MemoryUsage` events), `release()`
     last on it when the engine closes (e.g. `model_loader.release_mlx_thread`).
     `options` go to `ConversationController` (`segmenter_factory`, `stall_s`, `levels_hz`)."""

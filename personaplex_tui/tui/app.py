@@ -242,7 +242,7 @@ class PersonaPlexApp(App[None]):
         self.main.query_one(StatusBar).info = StatusInfo(
             state=self.state,
             mode=MODE_LABELS[s.mode],
-            voice=s.voice,
+            voice=s.session.voice,
             prompt=s.prompt_label,
             model=info.source if info else (s.model or ""),
             quantization=info.quantization if info else "",
@@ -256,10 +256,11 @@ class PersonaPlexApp(App[None]):
 
     def change_settings(self, new: Settings) -> None:
         """Adopt `new`: persist what changed, tell the controller, flag a pending reset."""
-        if new.voice != self.settings.voice and new.voice not in (self.voices or ()):
+        voice, kept = new.session.voice, self.settings.session.voice
+        if voice != kept and voice not in (self.voices or ()):
             # never kept (nor saved): every later start would fail on it
-            self.notify(f"This checkpoint has no voice {new.voice}.", severity="warning")
-            new = new.replace(voice=self.settings.voice)
+            self.notify(f"This checkpoint has no voice {voice}.", severity="warning")
+            new = new.replace(voice=kept)
         changes = self.settings.changed_fields(new)
         if not changes:
             return
@@ -351,7 +352,8 @@ class PersonaPlexApp(App[None]):
         if not voices:
             self.notify("This checkpoint has no voice presets to choose from.", severity="warning")
             return
-        at = voices.index(self.settings.voice) if self.settings.voice in voices else -1
+        voice = self.settings.session.voice
+        at = voices.index(voice) if voice in voices else -1
         voice = voices[(at + 1) % len(voices)]
         self.change_settings(self.settings.replace(voice=voice))
         self.notify(f"Voice {voice}")
@@ -363,7 +365,7 @@ class PersonaPlexApp(App[None]):
             note = " ".join(filter(None, ("The voices are known once the model has loaded.", note)))
         screen = SettingsScreen(
             self.settings,
-            voices or (self.settings.voice,),
+            voices or (self.settings.session.voice,),
             inputs,
             outputs,
             devices_note=note,

@@ -75,12 +75,13 @@ class SettingsScreen(ModalScreen[Settings | None]):
     ) -> None:
         super().__init__(id="settings")
         self.settings = settings
-        self._voices = list(voices) if settings.voice in voices else [settings.voice, *voices]
+        voice = settings.session.voice
+        self._voices = list(voices) if voice in voices else [voice, *voices]
         self._inputs = list(input_devices)
         self._outputs = list(output_devices)
         self._devices_note = devices_note
         self._blink = cursor_blink
-        self._custom_text = settings.prompt_text
+        self._custom_text = settings.session.prompt_text
 
     def _input(self, value: str, id: str, **kwargs: Any) -> Input:
         box = Input(value, id=id, compact=True, **kwargs)
@@ -88,16 +89,18 @@ class SettingsScreen(ModalScreen[Settings | None]):
         return box
 
     def compose(self) -> ComposeResult:
-        s = self.settings
+        s, session, sampling = self.settings, self.settings.session, self.settings.session.sampling
         prompt_options = [(name, name) for name in PROMPT_PRESETS] + [("custom", CUSTOM_PROMPT)]
         with Vertical(id="settings-dialog") as dialog:
             dialog.border_title = "settings"
             dialog.border_subtitle = "ctrl+s save · esc cancel"
             with VerticalScroll(id="settings-form"):
-                yield _row("Voice", self._select(self._voices, s.voice, "voice"))
-                yield _row("System prompt", self._select_pairs(prompt_options, s.prompt, "prompt"))
+                yield _row("Voice", self._select(self._voices, session.voice, "voice"))
                 yield _row(
-                    "", self._input(s.system_prompt, "prompt-text", placeholder="your prompt")
+                    "System prompt", self._select_pairs(prompt_options, session.prompt, "prompt")
+                )
+                yield _row(
+                    "", self._input(session.system_prompt, "prompt-text", placeholder="your prompt")
                 )
                 modes = [(label, mode) for mode, label in MODE_LABELS.items()]
                 yield _row("Mode", self._select_pairs(modes, s.mode, "mode"))
@@ -114,13 +117,15 @@ class SettingsScreen(ModalScreen[Settings | None]):
                 )
                 yield _row(
                     "Audio temp · top-k",
-                    self._input(str(s.audio_temperature), "audio-temperature", type="number"),
-                    self._input(str(s.audio_top_k), "audio-top-k", type="integer"),
+                    self._input(
+                        str(sampling.audio_temperature), "audio-temperature", type="number"
+                    ),
+                    self._input(str(sampling.audio_top_k), "audio-top-k", type="integer"),
                 )
                 yield _row(
                     "Text temp · top-k",
-                    self._input(str(s.text_temperature), "text-temperature", type="number"),
-                    self._input(str(s.text_top_k), "text-top-k", type="integer"),
+                    self._input(str(sampling.text_temperature), "text-temperature", type="number"),
+                    self._input(str(sampling.text_top_k), "text-top-k", type="integer"),
                 )
                 inputs = _device_options(self._inputs, s.input_device)
                 outputs = _device_options(self._outputs, s.output_device)
@@ -153,7 +158,7 @@ class SettingsScreen(ModalScreen[Settings | None]):
         return Select(options, value=value, allow_blank=False, compact=True, id=id)
 
     def on_mount(self) -> None:
-        self._sync_prompt_text(self.settings.prompt)
+        self._sync_prompt_text(self.settings.session.prompt)
         self.query_one("#voice", Select).focus()
 
     def _sync_prompt_text(self, prompt: str) -> None:
