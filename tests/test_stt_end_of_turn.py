@@ -49,6 +49,19 @@ def test_a_short_backchannel_alone_does_not_end_a_turn() -> None:
     assert run(track) == []
 
 
+def test_backchannels_seconds_apart_do_not_add_up_to_a_turn() -> None:
+    mm = [0.95] * 10 + [0.05] * 4  # 2 frames of the 4 count as speech once smoothed
+    track = mm * 4 + [0.95] * 30
+    assert run(track) == []  # without the head's "over" between them, 4 of them would arm it
+
+
+def test_a_backchannel_before_a_sentence_leaves_the_sentences_end_alone() -> None:
+    sentence = [0.95] * 25 + [0.03] * 20
+    track = [0.95] * 5 + [0.05] * 3 + sentence + [0.95] * 20
+    alone = [0.95] * 8 + sentence + [0.95] * 20
+    assert run(track) == run(alone) == [len(track) - 20 + 1]
+
+
 def test_one_noisy_frame_is_smoothed_away() -> None:
     track = [0.02] * 20 + [0.9] + [0.02] * 20
     assert run(track) == []

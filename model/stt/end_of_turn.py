@@ -4,8 +4,9 @@ Kyutai's stt-1b-en_fr-candle has 4 extra heads; each gives, per 80 ms frame, the
 no one speaks over the next 0.5, 1, 2 or 3 s. Kyutai's own server ends a turn when head 2 passes
 0.5. Here that probability is smoothed over a few frames (one noisy frame neither ends a turn nor
 counts as speech), and a turn can end only after speech was heard: enough frames with the
-probability low (or flagged as speech by a VAD), so the silence before anyone speaks, which
-the head rightly calls "no one speaking", never ends a turn. Pure host logic, no arrays.
+probability low (or flagged as speech by a VAD) since the head last said "over", so the
+silence before anyone speaks, which the head rightly calls "no one speaking", never ends a turn,
+nor do short backchannels seconds apart. Pure host logic, no arrays.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ class EndOfTurnDetector:
         if speech or self.smoothed < cfg.speech_below:
             self.speech_frames += 1
             return False
-        if self.armed and self.smoothed >= cfg.threshold:
-            self.speech_frames = 0
-            return True
+        if self.smoothed >= cfg.threshold:  # the head says the speech is over: a turn ends
+            armed = self.armed  # if it was long enough; a backchannel ("mm") is forgotten, so
+            self.speech_frames = 0  # that two of them, seconds apart, do not add up to a turn
+            return armed
         return False

@@ -43,7 +43,7 @@ from personaplex_tui.tui.keys import KEY_ACTIONS
 from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
 from personaplex_tui.tui.screens.help_screen import HelpScreen
 from personaplex_tui.tui.screens.main_screen import MainScreen
-from personaplex_tui.tui.screens.settings_screen import SettingsScreen
+from personaplex_tui.tui.screens.settings_screen import PROCESSING_SWITCHES, SettingsScreen
 from personaplex_tui.tui.timing_history import TimingHistory
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
@@ -273,6 +273,11 @@ class PersonaPlexApp(App[None]):
                 self.notify(str(err), severity="warning")
         if "model" in changes:
             self.notify("The new model is used the next time ppx-tui starts.")
+        if "user_transcript" in changes:
+            state = "on" if new.user_transcript else "off"
+            self.notify(f"Your transcript is {state} from the next time ppx-tui starts.")
+        if changes.keys() & {name for _, _, name in PROCESSING_SWITCHES}:
+            self.notify("The mic's processing changed; a running conversation's audio restarts.")
         controller = self.controller
         if controller is None:
             return

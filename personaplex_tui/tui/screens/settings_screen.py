@@ -1,4 +1,5 @@
-"""The settings screen: voice, prompt, mode, reply length, echo suppression, sampling, devices.
+"""The settings screen: voice, prompt, mode, reply length, the mic's echo and noise processing,
+sampling, devices, model and the user's transcript.
 
 Dismissed with the new `Settings` (validated) on save, or None on cancel; what needs a new
 session is applied by the app on the next reset.
@@ -45,6 +46,19 @@ def _device_options(names: Sequence[str], current: str | None) -> list[tuple[str
 
 def _echo_hint(on: bool) -> str:
     return "on: the mic is muted while the agent speaks" if on else "off (best with headphones)"
+
+
+def _cancel_hint(on: bool) -> str:
+    return f"{'on: speakers are fine' if on else 'off: use headphones'} · {RESTARTS_AUDIO}"
+
+
+# The mic's processing switches (issue 17): a running conversation's audio restarts on them.
+PROCESSING_SWITCHES = (
+    ("Echo cancellation", "echo-cancellation", "echo_cancellation"),
+    ("Noise suppression", "noise-suppression", "noise_suppression"),
+    ("Auto gain", "auto-gain", "auto_gain"),
+)
+RESTARTS_AUDIO = "restarts the audio"
 
 
 def _number(text: str, label: str, kind: type) -> Any:
@@ -115,6 +129,10 @@ class SettingsScreen(ModalScreen[Settings | None]):
                     Switch(s.echo_suppression, id="echo"),
                     hint=_echo_hint(s.echo_suppression),
                 )
+                for label, id, name in PROCESSING_SWITCHES:
+                    on = bool(getattr(s, name))
+                    hint = _cancel_hint(on) if name == "echo_cancellation" else RESTARTS_AUDIO
+                    yield _row(label, Switch(on, id=id, classes="toggle"), hint=hint)
                 yield _row(
                     "Audio temp · top-k",
                     self._input(
@@ -141,6 +159,11 @@ class SettingsScreen(ModalScreen[Settings | None]):
                     "Model",
                     self._input(s.model or "", "model", placeholder="default (Hugging Face)"),
                     hint="on restart",
+                )
+                yield _row(
+                    "Your transcript",
+                    Switch(s.user_transcript, id="user-transcript", classes="toggle"),
+                    hint="your words live (STT) · on restart",
                 )
             note = "Voice, prompt and sampling apply on the next reset."
             if self._devices_note:
@@ -175,6 +198,11 @@ class SettingsScreen(ModalScreen[Settings | None]):
         hint = event.switch.parent.query_one(".field-hint", Label)  # type: ignore[union-attr]
         hint.update(_echo_hint(event.value))
 
+    @on(Switch.Changed, "#echo-cancellation")
+    def _cancel_changed(self, event: Switch.Changed) -> None:
+        hint = event.switch.parent.query_one(".field-hint", Label)  # type: ignore[union-attr]
+        hint.update(_cancel_hint(event.value))
+
     @on(Select.Changed, "#prompt")
     def _prompt_changed(self, event: Select.Changed) -> None:
         box = self.query_one("#prompt-text", Input)
@@ -191,6 +219,9 @@ class SettingsScreen(ModalScreen[Settings | None]):
         def choice(id: str) -> str:
             return str(self.query_one(f"#{id}", Select).value)
 
+        def switch(id: str) -> bool:
+            return bool(self.query_one(f"#{id}", Switch).value)
+
         prompt = choice("prompt")
         return self.settings.replace(
             voice=choice("voice"),
@@ -206,6 +237,8 @@ class SettingsScreen(ModalScreen[Settings | None]):
             input_device=choice("input-device") or None,
             output_device=choice("output-device") or None,
             model=value("model").strip() or None,
+            **{name: switch(id) for _, id, name in PROCESSING_SWITCHES},
+            user_transcript=switch("user-transcript"),
         )
 
     def action_save(self) -> None:
