@@ -26,6 +26,8 @@ COLUMNS = [
     ("corr_mic_echo", "r(mic,echo)", "{:.2f}"),
     ("corr_near_echo", "r(near,echo)", "{:.2f}"),
     ("level_vs_near_db", "level vs near dB", "{:+.1f}"),
+    ("level_double_talk_db", "of it: with echo", "{:+.1f}"),
+    ("level_near_alone_db", "without echo", "{:+.1f}"),
     ("erle_jump_0_1s_db", "jump ERLE 0-1 s", "{:.1f}"),
     ("erle_jump_1_2s_db", "jump ERLE 1-2 s", "{:.1f}"),
     ("erle_jump_2_4s_db", "jump ERLE 2-4 s", "{:.1f}"),

@@ -4,7 +4,8 @@
 ERLE is measured over the 20 ms blocks after the first 2 s in which the far end (shifted by
 the echo delay) is within 30 dB of its loudest block. Double talk: correlations of 20 ms
 log-RMS envelopes (dBFS, floored at -60) after 2 s, and the cleaned track's energy over the
-near end's in the blocks where the near end talks (within 30 dB of its loudest block).
+near end's, summed over the 20 ms blocks after 2 s where the near end talks (within 30 dB of its
+loudest block); the benchmark also splits that into the blocks with and without echo.
 `python benchmarks/echo_cancel.py` prints every figure as a table.
 """
 
@@ -49,6 +50,11 @@ LEVEL_CASES = [
         g,
         marks=pytest.mark.xfail(
             strict=True,
+            # Measured -3.9 dB: -5.8 dB in the blocks with echo, -1.1 dB in those without.
+            # Unchanged (within 0.3 dB) without noise suppression or the high-pass filter,
+            # with a delay hint, with the mic block before the far end's, with the far end
+            # 10-150 ms early; livekit exposes no AEC3 tuning. AGC lifts it to +0.8 dB only by
+            # gain (a talker 10 dB quieter comes out +6.6 dB) and costs ERLE (20-31 dB).
             reason="echo as loud as the talker: AEC3's suppressor dips the near end ~3.9 dB",
         ),
     )
