@@ -7,6 +7,7 @@ measures them) and the processing cost per 80 ms frame.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -79,13 +80,16 @@ def cost(options: ProcessingOptions, frames: int) -> None:
     before = EchoCanceller(options, direct_calls=False)
     after = EchoCanceller(options)
     times = _run({"before": before, "after": after}, frames)
-    print(f"cost per 80 ms frame, {frames} frames, {options}:")
+    print(
+        f"cost per 80 ms frame, {frames} frames, {options}, load average {os.getloadavg()[0]:.1f}:"
+    )
     for name in times:
+        way = "direct" if name == "after" and after.direct_calls else "documented API"
         wall = sorted(t[0] for t in times[name])
         print(
-            f"  {name:6s} ({'direct' if name == 'after' and after.direct_calls else 'documented API'})"
-            f": CPU median {_median(times[name], 1):.3f} ms, wall median {_median(times[name], 0):.3f}"
-            f" ms, wall p95 {wall[int(0.95 * len(wall))]:.3f} ms"
+            f"  {name:6s} ({way}): CPU median {_median(times[name], 1):.3f} ms, "
+            f"wall median {_median(times[name], 0):.3f} ms, "
+            f"wall p95 {wall[int(0.95 * len(wall))]:.3f} ms"
         )
     print(
         f"  before/after: CPU x{_median(times['before'], 1) / _median(times['after'], 1):.2f}, "
@@ -114,13 +118,13 @@ def where_the_time_goes(frames: int) -> None:
     public_call = _per_call_ms(public._calls.forward)
     delay_call = _per_call_ms(lambda: public._apm.set_stream_delay_ms(0))
     direct_call = _per_call_ms(direct._calls.forward)
-    frame_off = {
-        name: _median(t, 1) for name, t in _run({"public": public, "direct": direct}, 200).items()
-    }
-    conversions = frame_off["direct"] - 8 * direct_call
+    conversions = _median(_run({"direct": direct}, 200)["direct"], 1) - 8 * direct_call
     times = _run({"before": EchoCanceller(direct_calls=False), "after": EchoCanceller()}, frames)
     before, after = _median(times["before"], 1), _median(times["after"], 1)
-    print(f"where the time goes (CPU medians; frames: {frames}, defaults):")
+    print(
+        f"where the time goes (CPU medians; {frames} frames, defaults, "
+        f"load average {os.getloadavg()[0]:.1f}):"
+    )
     print(
         f"  one call: documented API {1000 * public_call:.1f} us, its delay setting "
         f"{1000 * delay_call:.1f} us, direct {1000 * direct_call:.1f} us"
@@ -129,7 +133,7 @@ def where_the_time_goes(frames: int) -> None:
     print(
         f"  frame, defaults: before {before:.3f} ms, after {after:.3f} ms; the calls alone "
         f"explain {16 * public_call + 8 * delay_call - 16 * direct_call:.3f} ms of the "
-        f"{before - after:.3f} ms saved (the rest: the caches the heavier calls disturb)"
+        f"{before - after:.3f} ms saved (the rest shows only in the full loop)"
     )
     print(
         f"  after: calls {16 * direct_call:.3f} ms + conversions {conversions:.3f} ms + "
