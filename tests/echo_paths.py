@@ -113,14 +113,16 @@ def measure_case(delay_s: float, gain: float, options: object = None) -> dict[st
     )
     clean_frames = clean[s][: len(near_frames) * ENVELOPE_SAMPLES].reshape(-1, ENVELOPE_SAMPLES)
     near_p = np.mean(near_frames.astype(np.float64) ** 2, axis=1)
+    clean_p = np.mean(clean_frames.astype(np.float64) ** 2, axis=1)
     talking = 10 * np.log10(near_p + 1e-20) > 10 * np.log10(near_p.max()) - 30
-    out["level_vs_near_db"] = float(
-        10
-        * np.log10(
-            np.sum(clean_frames[talking].astype(np.float64) ** 2)
-            / np.sum(near_frames[talking] ** 2)
-        )
-    )
+    echoing = echo_active(far, delay_s)[blocks : blocks + len(near_p)]
+
+    def level(frames: np.ndarray) -> float:
+        return float(10 * np.log10(np.sum(clean_p[frames]) / np.sum(near_p[frames])))
+
+    out["level_vs_near_db"] = level(talking)  # the goal's figure: every block the near end talks
+    out["level_double_talk_db"] = level(talking & echoing)  # of those, the ones with echo
+    out["level_near_alone_db"] = level(talking & ~echoing)  # and the ones without
 
     jump = int(JUMP_AT_S * SAMPLE_RATE)
     later = echo(far, delay_s + JUMP_S, gain, ir)

@@ -4,20 +4,23 @@
 ERLE is measured over the 20 ms blocks after the first 2 s in which the far end (shifted by
 the echo delay) is within 30 dB of its loudest block. Double talk: correlations of 20 ms
 log-RMS envelopes (dBFS, floored at -60) after 2 s, and the cleaned track's energy over the
-near end's in the blocks where the near end talks (within 30 dB of its loudest block).
+near end's, summed over the 20 ms blocks after 2 s where the near end talks (within 30 dB of its
+loudest block); the benchmark also splits that into the blocks with and without echo.
 `python benchmarks/echo_cancel.py` prints every figure as a table.
 """
 
 from __future__ import annotations
 
 from functools import cache
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from personaplex_tui.audio.aec import BLOCK_SAMPLES, EchoCanceller, ProcessingOptions
+from personaplex_tui.audio.apm_calls import DirectCalls, PublicCalls, open_calls
 from personaplex_tui.audio.echo_metrics import estimate_delay
-from tests.echo_paths import CASES, far_talk, measure_case
+from tests.echo_paths import CASES, echo, far_talk, impulse_response, measure_case, noise
 
 IDS = [f"{round(d * 1000)}ms-gain{g}" for d, g in CASES]
 
@@ -47,6 +50,11 @@ LEVEL_CASES = [
         g,
         marks=pytest.mark.xfail(
             strict=True,
+            # Measured -3.9 dB: -5.8 dB in the blocks with echo, -1.1 dB in those without.
+            # Unchanged (within 0.3 dB) without noise suppression or the high-pass filter,
+            # with a delay hint, with the mic block before the far end's, with the far end
+            # 10-150 ms early; livekit exposes no AEC3 tuning. AGC lifts it to +0.8 dB only by
+            # gain (a talker 10 dB quieter comes out +6.6 dB) and costs ERLE (20-31 dB).
             reason="echo as loud as the talker: AEC3's suppressor dips the near end ~3.9 dB",
         ),
     )
@@ -94,3 +102,38 @@ def test_delay_estimate_finds_the_echo_delay() -> None:
     mic = 0.4 * np.concatenate([np.zeros(shift, np.float32), far])[: len(far)]
     delay, confidence = estimate_delay(far, mic)
     assert abs(delay - 0.173) < 0.002 and confidence > 8
+
+
+def test_direct_calls_give_the_documented_apis_output_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    far = far_talk(6.0)
+    mic = echo(far, 0.05, 0.6, impulse_response(rng)) + noise(len(far), rng)
+    mic[3 * 24000 :] += far_talk(9.0)[6 * 24000 :][: len(mic) - 3 * 24000] * 0.5  # double talk
+    direct = EchoCanceller(stream_delay_ms=40)
+    public = EchoCanceller(stream_delay_ms=40, direct_calls=False)
+    assert direct.direct_calls and not public.direct_calls  # livekit 1.x: the fast path is on
+    frames = [slice(i, i + 1920) for i in range(0, len(far) - 1919, 1920)]
+    a = np.concatenate([direct.process(mic[s], far[s]) for s in frames])
+    b = np.concatenate([public.process(mic[s], far[s]) for s in frames])
+    assert np.array_equal(a, b)
+    assert np.sum(a**2) < 0.5 * np.sum(mic[: len(a)] ** 2)  # and it did cancel something
+
+
+def test_a_refused_direct_call_raises_livekits_reason() -> None:
+    from livekit import rtc
+
+    apm = rtc.AudioProcessingModule(echo_cancellation=True)
+    calls = DirectCalls(apm, 24000, BLOCK_SAMPLES)
+    misaligned = np.frombuffer(bytearray(2 * BLOCK_SAMPLES + 2), np.int16, BLOCK_SAMPLES, 1)
+    calls._fwd, calls._fwd_ok = calls._serialize("apm_process_stream", misaligned, 24000)
+    with pytest.raises(RuntimeError, match="aligned"):
+        calls.forward()
+
+
+def test_another_livekit_major_version_takes_the_documented_api() -> None:
+    from livekit import rtc
+
+    apm = rtc.AudioProcessingModule()
+    other = SimpleNamespace(__version__="2.0.0", AudioFrame=rtc.AudioFrame)
+    assert isinstance(open_calls(other, apm, 24000, BLOCK_SAMPLES), PublicCalls)
+    assert isinstance(open_calls(rtc, apm, 24000, BLOCK_SAMPLES), DirectCalls)

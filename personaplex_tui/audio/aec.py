@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from personaplex_tui.audio.apm_calls import open_calls
 from personaplex_tui.audio.errors import CancellerUnavailableError
 from personaplex_tui.audio.frames import SAMPLE_RATE
 
@@ -51,7 +52,12 @@ class EchoCanceller:
     (up to a few hundred ms of remaining delay is found by AEC3 itself).
     """
 
-    def __init__(self, options: ProcessingOptions | None = None, stream_delay_ms: int = 0) -> None:
+    def __init__(
+        self,
+        options: ProcessingOptions | None = None,
+        stream_delay_ms: int = 0,
+        direct_calls: bool = True,
+    ) -> None:
         self.options = options if options is not None else ProcessingOptions()
         rtc = _load_rtc()
         o = self.options
@@ -62,18 +68,20 @@ class EchoCanceller:
                 high_pass_filter=o.high_pass,
                 auto_gain_control=o.auto_gain,
             )
-            self._far = rtc.AudioFrame.create(SAMPLE_RATE, 1, BLOCK_SAMPLES)
-            self._near = rtc.AudioFrame.create(SAMPLE_RATE, 1, BLOCK_SAMPLES)
+            # direct_calls=False: livekit's documented API only (the benchmark's "before").
+            self._calls = open_calls(rtc, self._apm, SAMPLE_RATE, BLOCK_SAMPLES, direct_calls)
         except Exception as e:  # the native runtime failed to start
             reason = str(e).strip().rstrip(".") or type(e).__name__
             raise CancellerUnavailableError(
                 f"The echo canceller could not be started (livekit: {reason})."
             ) from None
-        # Views on the frames' own buffers: no allocation per block.
-        self._far_pcm = np.frombuffer(self._far._data, dtype=np.int16)
-        self._near_pcm = np.frombuffer(self._near._data, dtype=np.int16)
         self.stream_delay_ms = int(stream_delay_ms)
         self.blocks = 0
+
+    @property
+    def direct_calls(self) -> bool:
+        """Whether the 10 ms calls skip livekit's per-call protobuf (see `apm_calls`)."""
+        return self._calls.direct
 
     def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
         """The microphone with the far end's echo removed (float32, same length as `mic`)."""
@@ -87,15 +95,17 @@ class EchoCanceller:
         mic16 = _to_int16(mic)
         far16 = _to_int16(far)
         out = np.empty(len(mic), dtype=np.float32)
+        calls = self._calls
+        cancel = self.options.echo_cancellation
         for start in range(0, len(mic), BLOCK_SAMPLES):
             block = slice(start, start + BLOCK_SAMPLES)
-            if self.options.echo_cancellation:
-                self._far_pcm[:] = far16[block]
-                self._apm.process_reverse_stream(self._far)
-                self._apm.set_stream_delay_ms(self.stream_delay_ms)
-            self._near_pcm[:] = mic16[block]
-            self._apm.process_stream(self._near)
-            out[block] = self._near_pcm
+            if cancel:
+                calls.far[:] = far16[block]
+                calls.reverse()
+                calls.set_delay(self.stream_delay_ms)
+            calls.near[:] = mic16[block]
+            calls.forward()
+            out[block] = calls.near
             self.blocks += 1
         out /= _INT16
         return out
