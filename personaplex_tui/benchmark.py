@@ -15,13 +15,13 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from model import PersonaPlex, cuda, load, random_model
-from model.backend import on_cuda
+from model import PersonaPlex, load, random_model
 from model.checkpoints.voices import VoicePrompt
 from model.config import FRAME_SAMPLES, config_7b, mimi_tiny, tiny
 from model.conversation.session import Session
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
+from personaplex_tui.kernels_in_use import depformer_kernels, matvec_kernels, temporal_kernels
 
 BUDGET_MS = 80.0
 
@@ -116,36 +116,6 @@ class BenchResult:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def matvec_kernels(model: PersonaPlex) -> str:
-    """Which kernels run the model's quantized mat-vecs: ours (`model/cuda/matvec.py`) or MLX's."""
-    if model.config.quantization is None or not on_cuda():
-        return "MLX"
-    if cuda.MATVEC.enabled():
-        return f"fused ({cuda.MATVEC.path})"
-    return f"MLX ({cuda.MATVEC.disabled_reason or f'{cuda.MATVEC.env_var}=mlx'})"
-
-
-def depformer_kernels(model: PersonaPlex) -> str:
-    """Which kernels run the depformer: ours (`model/cuda/depformer.py`, one per column) or MLX's."""
-    prepared = on_cuda() and model.lm.depformer_stack() is not None
-    return _one_kernel(model, cuda.DEPFORMER, prepared, "one kernel per column")
-
-
-def temporal_kernels(model: PersonaPlex) -> str:
-    """Which kernels run the temporal step: ours (`model/cuda/temporal.py`, one per step) or MLX's."""
-    prepared = on_cuda() and model.lm.temporal_stack() is not None
-    return _one_kernel(model, cuda.TEMPORAL, prepared, "one kernel per step")
-
-
-def _one_kernel(model: PersonaPlex, kernel: cuda.Kernel, prepared: bool, what: str) -> str:
-    if not on_cuda():
-        return "MLX"
-    if kernel.enabled() and prepared:
-        return f"{what} ({kernel.path})"
-    why = kernel.why_off(model.lm)
-    return f"MLX ({why})" if why else "MLX"
 
 
 def device_name() -> str:

@@ -29,6 +29,7 @@ from personaplex_tui.audio import FRAME_SAMPLES, AudioInput, AudioOutput, FileMi
 from personaplex_tui.checkpoint_voices import fetch_with_voice, local_checkpoint
 from personaplex_tui.conversation import AudioFactory, ControllerConfig, create_conversation
 from personaplex_tui.events import EngineError, ModelInfo, Notice, StateChanged, StepTiming
+from personaplex_tui.kernels_in_use import depformer_kernels, matvec_kernels, temporal_kernels
 from personaplex_tui.model_loader import release_mlx_thread
 from personaplex_tui.soak_meter import MemoryMeter, MemorySample, SoakModel, random_voice
 from personaplex_tui.stop_signals import POLICY
@@ -311,8 +312,6 @@ async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[s
 
 def _kernels(model: object) -> dict[str, str]:
     """Which kernels run the model's temporal step, depformer and mat-vecs ('MLX' off CUDA)."""
-    from personaplex_tui.benchmark import depformer_kernels, matvec_kernels, temporal_kernels
-
     inner = model.model if isinstance(model, SoakModel) else None
     if inner is None:
         return {}

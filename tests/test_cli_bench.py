@@ -43,23 +43,23 @@ def test_the_bench_says_which_kernels_multiply_quantized_weights(monkeypatch):
 
     from model.config import QuantizationConfig
     from model.cuda import MATVEC as matvec
-    from personaplex_tui import benchmark
+    from personaplex_tui import kernels_in_use
 
     quantized = SimpleNamespace(config=SimpleNamespace(quantization=QuantizationConfig(4, 64)))
     floats = SimpleNamespace(config=SimpleNamespace(quantization=None))
-    monkeypatch.setattr(benchmark, "on_cuda", lambda: False)
-    assert benchmark.matvec_kernels(quantized) == "MLX"
-    monkeypatch.setattr(benchmark, "on_cuda", lambda: True)
+    monkeypatch.setattr(kernels_in_use, "on_cuda", lambda: False)
+    assert kernels_in_use.matvec_kernels(quantized) == "MLX"
+    monkeypatch.setattr(kernels_in_use, "on_cuda", lambda: True)
     monkeypatch.setattr("model.cuda.kernel.on_cuda", lambda: True)
     monkeypatch.delenv(matvec.env_var, raising=False)
     monkeypatch.setattr(matvec, "disabled_reason", None)
-    assert benchmark.matvec_kernels(floats) == "MLX"
-    assert benchmark.matvec_kernels(quantized) == "fused (model/cuda/matvec.py)"
+    assert kernels_in_use.matvec_kernels(floats) == "MLX"
+    assert kernels_in_use.matvec_kernels(quantized) == "fused (model/cuda/matvec.py)"
     monkeypatch.setenv(matvec.env_var, "mlx")
-    assert benchmark.matvec_kernels(quantized) == "MLX (PPX_MATVEC=mlx)"
+    assert kernels_in_use.matvec_kernels(quantized) == "MLX (PPX_MATVEC=mlx)"
     monkeypatch.delenv(matvec.env_var)
     monkeypatch.setattr(matvec, "disabled_reason", "the kernel failed its check (x)")
-    assert benchmark.matvec_kernels(quantized) == "MLX (the kernel failed its check (x))"
+    assert kernels_in_use.matvec_kernels(quantized) == "MLX (the kernel failed its check (x))"
 
 
 def test_the_bench_says_which_kernels_run_the_temporal_step_and_the_depformer(monkeypatch):
@@ -67,23 +67,23 @@ def test_the_bench_says_which_kernels_run_the_temporal_step_and_the_depformer(mo
 
     from model.cuda import DEPFORMER as depformer_kernel
     from model.cuda import TEMPORAL as temporal_kernel
-    from personaplex_tui import benchmark
+    from personaplex_tui import kernels_in_use
 
     stacked = SimpleNamespace(temporal_stack=lambda: object(), depformer_stack=lambda: object())
     model = SimpleNamespace(lm=stacked)
-    monkeypatch.setattr(benchmark, "on_cuda", lambda: False)
-    assert benchmark.temporal_kernels(model) == "MLX"
-    monkeypatch.setattr(benchmark, "on_cuda", lambda: True)
+    monkeypatch.setattr(kernels_in_use, "on_cuda", lambda: False)
+    assert kernels_in_use.temporal_kernels(model) == "MLX"
+    monkeypatch.setattr(kernels_in_use, "on_cuda", lambda: True)
     for module in (temporal_kernel, depformer_kernel):
         monkeypatch.setattr(module, "enabled", lambda: True)
         monkeypatch.setattr(module, "supports", lambda lm: None)
     want = "one kernel per step (model/cuda/temporal.py)"
-    assert benchmark.temporal_kernels(model) == want
+    assert kernels_in_use.temporal_kernels(model) == want
     want = "one kernel per column (model/cuda/depformer.py)"
-    assert benchmark.depformer_kernels(model) == want
+    assert kernels_in_use.depformer_kernels(model) == want
     monkeypatch.setattr(temporal_kernel, "enabled", lambda: False)
     monkeypatch.setattr(temporal_kernel, "disabled_reason", "the temporal kernel failed (x)")
-    assert benchmark.temporal_kernels(model) == "MLX (the temporal kernel failed (x))"
+    assert kernels_in_use.temporal_kernels(model) == "MLX (the temporal kernel failed (x))"
     monkeypatch.setattr(depformer_kernel, "supports", lambda lm: "its projections are floats")
     monkeypatch.setattr(depformer_kernel, "enabled", lambda: False)
-    assert benchmark.depformer_kernels(model) == "MLX (its projections are floats)"
+    assert kernels_in_use.depformer_kernels(model) == "MLX (its projections are floats)"

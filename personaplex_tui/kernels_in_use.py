@@ -1,0 +1,36 @@
+"""Which kernels run a loaded model's hot path: ours on CUDA (`model/cuda/`) or MLX's ops, and why."""
+
+from __future__ import annotations
+
+from model import PersonaPlex, cuda
+from model.backend import on_cuda
+
+
+def matvec_kernels(model: PersonaPlex) -> str:
+    """Which kernels run the model's quantized mat-vecs: ours (`model/cuda/matvec.py`) or MLX's."""
+    if model.config.quantization is None or not on_cuda():
+        return "MLX"
+    if cuda.MATVEC.enabled():
+        return f"fused ({cuda.MATVEC.path})"
+    return f"MLX ({cuda.MATVEC.disabled_reason or f'{cuda.MATVEC.env_var}=mlx'})"
+
+
+def depformer_kernels(model: PersonaPlex) -> str:
+    """Which kernels run the depformer: ours (`model/cuda/depformer.py`, one per column) or MLX's."""
+    prepared = on_cuda() and model.lm.depformer_stack() is not None
+    return _one_kernel(model, cuda.DEPFORMER, prepared, "one kernel per column")
+
+
+def temporal_kernels(model: PersonaPlex) -> str:
+    """Which kernels run the temporal step: ours (`model/cuda/temporal.py`, one per step) or MLX's."""
+    prepared = on_cuda() and model.lm.temporal_stack() is not None
+    return _one_kernel(model, cuda.TEMPORAL, prepared, "one kernel per step")
+
+
+def _one_kernel(model: PersonaPlex, kernel: cuda.Kernel, prepared: bool, what: str) -> str:
+    if not on_cuda():
+        return "MLX"
+    if kernel.enabled() and prepared:
+        return f"{what} ({kernel.path})"
+    why = kernel.why_off(model.lm)
+    return f"MLX ({why})" if why else "MLX"
