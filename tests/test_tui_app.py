@@ -297,6 +297,21 @@ async def test_the_actions_are_shown_once_in_the_footer_and_work_with_the_mouse(
         assert fake_of(factory).names()[:2] == ["start", "toggle_talk"]
 
 
+async def test_the_memory_timer_firing_while_the_screen_goes_away_is_harmless():
+    """At exit Textual removes the main screen's widgets while the memory poll's interval can
+    still fire once (CI saw `NoMatches: 'StatusBar'` from `_poll_memory`)."""
+    from personaplex_tui.tui.widgets.status_bar import StatusBar
+
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await app.main.query_one(StatusBar).remove()
+        app._poll_memory()  # no StatusBar: nothing to refresh, and no error
+        app._refresh_status()
+        await pilot.pause()
+        assert app.is_running
+
+
 async def test_command_palette_lists_and_runs_the_actions():
     app, factory, _ = build()
     async with app.run_test(size=(100, 30)) as pilot:

@@ -237,9 +237,12 @@ class PersonaPlexApp(App[None]):
         self.main.query_one(ErrorBanner).clear()
 
     def _refresh_status(self) -> None:
+        bars = self.main.query(StatusBar)
+        if not bars:  # the screen is being taken down: the memory timer can still fire once
+            return
         info = self.model_info
         s = self.settings
-        self.main.query_one(StatusBar).info = StatusInfo(
+        bars.first().info = StatusInfo(
             state=self.state,
             mode=MODE_LABELS[s.mode],
             voice=s.session.voice,
