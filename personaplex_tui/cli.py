@@ -68,6 +68,19 @@ def _check_no_chat_options(argv: list[str], command: str) -> None:
         )
 
 
+def _our_module(name: str | None) -> bool:
+    return (name or "").split(".")[0] in ("personaplex_tui", "model")
+
+
+def missing_module_sentence(name: str | None) -> str:
+    """One sentence for a Python package this installation lacks (a broken or partial install)."""
+    top = (name or "a module").split(".")[0]
+    return (
+        f"The Python module '{top}' that ppx-tui needs is not installed; reinstall ppx-tui with "
+        f"its dependencies (pip install --force-reinstall ppx-tui) or install '{top}'."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the process's signal policy is installed here (`stop_signals`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -94,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as stop:
         print(f"ppx-tui: {stopped_sentence(stop.signum)}", file=sys.stderr)
         return stop.exit_code
+    except ModuleNotFoundError as exc:
+        if _our_module(exc.name):
+            raise  # a bug of ours, not an installation's
+        print(f"ppx-tui: {missing_module_sentence(exc.name)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # raised by something other than our policy
         print("ppx-tui: interrupted.", file=sys.stderr)
         return 130

@@ -200,3 +200,25 @@ def test_an_unreachable_hub_is_one_sentence(tmp_path):
         proc, "Could not download someone/some-model (the Hugging Face hub is unreachable)"
     )
     assert "--model PATH" in proc.stderr
+
+
+def test_a_missing_dependency_is_one_sentence(tmp_path):
+    """A partial install (here: soxr hidden, as on a GPU box that lacked it) is one sentence."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'soxr':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+    )
+    proc = ppx("soak", "--frames", "5", environ=env(PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}"))
+    assert_one_sentence(proc, "The Python module 'soxr' that ppx-tui needs is not installed")
+    assert proc.stderr.strip().count("\n") == 0
+
+
+def test_a_missing_module_of_our_own_is_a_bug_with_its_traceback():
+    from personaplex_tui import cli
+
+    assert cli._our_module("model.nothing") and cli._our_module("personaplex_tui.x")
+    assert not cli._our_module("soxr") and not cli._our_module(None)
