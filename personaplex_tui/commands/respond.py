@@ -16,7 +16,6 @@ import numpy as np
 from model.checkpoints.voice_presets import DEFAULT_VOICE
 from model.config import FRAME_SAMPLES
 from model.conversation.prompts import DEFAULT_PROMPT
-from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.commands.common import (
     UsageError,
     add_model_arguments,
@@ -33,6 +32,7 @@ from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
 from personaplex_tui.stt_loader import attach_stt
 from personaplex_tui.user_transcript import add_stt_arguments, choice_from_args
 
+RATE = 24000
 MAX_STEPS_LIMIT = 3000  # one KV context of the 7B model (4 minutes)
 MAX_CHUNK_S = 240.0  # a chunk longer than the longest reply is the whole reply
 
@@ -90,9 +90,7 @@ class _Sink:
         if output is not None:
             from personaplex_tui.audio import WavWriter
 
-            self._writer = WavWriter(
-                output, sample_rate=SAMPLE_RATE
-            )  # AudioFileError: one sentence
+            self._writer = WavWriter(output, sample_rate=RATE)  # AudioFileError: one sentence
             self._speaker = None
         else:
             from personaplex_tui.audio import make_speaker
@@ -270,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         if dump is not None:
             dump.close()
     elapsed = time.perf_counter() - start
-    audio_s = (len(step_ms)) * FRAME_SAMPLES / SAMPLE_RATE
+    audio_s = (len(step_ms)) * FRAME_SAMPLES / RATE
     reply_steps = max(0, len(step_ms) - heard)
     if args.transcript:
         if user_words is not None:
@@ -315,7 +313,7 @@ class _UserWords:
         return {
             "model": self.source,
             "text": self.text,
-            "lag_s": round(self._lag * FRAME_SAMPLES / SAMPLE_RATE, 3),
+            "lag_s": round(self._lag * FRAME_SAMPLES / RATE, 3),
             "words": [{"text": w.text, "start_s": w.start_s, "end_s": w.end_s} for w in words],
         }
 
