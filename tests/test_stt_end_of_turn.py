@@ -33,9 +33,10 @@ def test_end_of_speech_ends_the_turn_once_and_sooner_than_the_silence_rule() -> 
     speech_end = 10 + 30
     track = [0.97] * 10 + [0.02] * 30 + ramp(0.1, 0.95, 5) + [0.95] * 40
     fired = run(track)
-    assert len(fired) == 1
-    latency = fired[0] - speech_end + 1
-    assert 1 <= latency < SILENCE_RULE_FRAMES  # 80 ms steps after the last speech frame
+    # the 3-frame mean first reaches 0.5 on the ramp's 4th frame: (0.3125 + 0.525 + 0.7375) / 3
+    assert fired == [speech_end + 3]
+    latency = fired[0] - speech_end + 1  # 80 ms steps after the last speech frame
+    assert latency == 4 and latency < SILENCE_RULE_FRAMES
 
 
 def test_pauses_mid_sentence_do_not_end_the_turn() -> None:

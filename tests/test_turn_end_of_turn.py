@@ -109,13 +109,21 @@ def test_the_vad_must_be_inside_an_utterance_and_heads_must_exist() -> None:
 
 def test_without_a_listener_nothing_is_heard_but_replies_are_timed() -> None:
     events: list = []
-    ender = TurnEnder(lambda fn, *a: fn(*a), object(), UserLane(events.append), events.append)
+    wall = iter([100.0, 100.25])  # decided at 100 s, the first reply frame out 250 ms later
+    ender = TurnEnder(
+        lambda fn, *a: fn(*a),
+        object(),
+        UserLane(events.append),
+        events.append,
+        clock=lambda: next(wall),
+    )
     assert not ender.live and not ender.frame(np.ones(1920, np.float32), 0.0, True)
     ender.decided(5.0, BY_SILENCE)
     latency = ender.reply_started(speech_end_s=4.0)
     assert latency in events and latency.decided_by == BY_SILENCE
     assert latency.decision_s == pytest.approx(1.0)
-    assert 1.0 <= latency.end_of_speech_to_reply_s < 1.5
+    # 1 s of audio heard after the speech before the turn ended, then 0.25 s until the reply
+    assert latency.end_of_speech_to_reply_s == pytest.approx(1.25)
     assert ender.reply_started(4.0) is None  # once per turn
 
 

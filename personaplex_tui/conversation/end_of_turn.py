@@ -42,13 +42,16 @@ class TurnEnder:
         lane: UserLane,
         emit: Callable[[Any], None],
         config: Any = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`config`: a `model.stt.end_of_turn.EndOfTurnConfig` (None: Kyutai's choices)."""
+        """`config`: a `model.stt.end_of_turn.EndOfTurnConfig` (None: Kyutai's choices); `clock`:
+        wall seconds, for the time from the decision to the reply."""
         from model.stt.end_of_turn import EndOfTurnDetector  # MLX only once a turn is run
 
         self._call = call
         self._lane = lane
         self._emit = emit
+        self._clock = clock
         self.detector = EndOfTurnDetector(config)
         listener = getattr(model, "listener", None)
         self._hearing = None
@@ -86,7 +89,7 @@ class TurnEnder:
 
     def decided(self, now_s: float, how: str) -> None:
         """The turn ended at timeline time `now_s` (the audio read so far), decided by `how`."""
-        self._decided = (now_s, time.monotonic(), how)
+        self._decided = (now_s, self._clock(), how)
         if self._hearing is not None:
             self._lane.end_turn()
 
@@ -98,7 +101,7 @@ class TurnEnder:
         self._decided = None
         waited = max(0.0, now_s - speech_end_s)
         latency = TurnLatency(
-            end_of_speech_to_reply_s=round(waited + time.monotonic() - wall, 3),
+            end_of_speech_to_reply_s=round(waited + self._clock() - wall, 3),
             decided_by=how,
             decision_s=round(waited, 3),
         )
