@@ -56,6 +56,7 @@ def random_stt(cfg: SttConfig, bits: int) -> SttLM:
             class_predicate=lambda p, m: isinstance(m, nn.Linear) and "transformer." in p,
         )
     mx.eval(lm.parameters())
+    lm.prepare()  # on CUDA: the temporal kernel for a quantized model, checked
     return lm
 
 

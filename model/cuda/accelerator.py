@@ -24,14 +24,15 @@ class Accelerator:
     kernel is off, so nothing is stacked and `temporal_step` / `depformer_column` return None.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, kernels: tuple[PersistentKernel, ...] = PERSISTENT) -> None:
+        self._kernels = kernels  # the persistent kernels this model may run (the STT: temporal)
         self._stacks: dict[PersistentKernel, Derived] = {}
         self._checked: dict[PersistentKernel, StackedWeights] = {}
 
     def stack_weights(self, lm: Any) -> None:
         """Stack the weights of each kernel that is on and supports `lm`, unless still fresh
         (before the modules derive their per-step views: stacking replaces their weights)."""
-        for kernel in PERSISTENT:
+        for kernel in self._kernels:
             if kernel.enabled() and kernel.supports(lm) is None and self.stack(kernel, lm) is None:
                 self.adopt(kernel, lm, kernel.stack(lm))
 
@@ -51,7 +52,7 @@ class Accelerator:
     def check(self, lm: Any) -> None:
         """`verify` each persistent kernel on its stack for `lm`, once per stack, outside
         compiled graphs; a failure turns that kernel off for the process."""
-        for kernel in PERSISTENT:
+        for kernel in self._kernels:
             weights = self.stack(kernel, lm)
             if not kernel.enabled() or weights is None:
                 continue
@@ -66,7 +67,8 @@ class Accelerator:
         """The temporal transformer's output for one row x by the kernel, which writes the ring
         `states` in place (None: the kernel does not run it)."""
         one_row = x.shape[0] == 1 and x.shape[1] == 1  # what the kernel takes
-        stack = self.stack(TEMPORAL, lm) if one_row and TEMPORAL.enabled() else None
+        wanted = one_row and TEMPORAL in self._kernels and TEMPORAL.enabled()
+        stack = self.stack(TEMPORAL, lm) if wanted else None
         if stack is None:
             return None
         out, _ = TEMPORAL.run(lm, stack, x, pos, states)

@@ -82,7 +82,11 @@ def _fill_rings(caches: list[Any], seed: int) -> None:
 
 
 class TemporalKernel(persistent.PersistentKernel):
-    """The temporal transformer's step as one kernel (`run`), on `TemporalStack`s (`stack`)."""
+    """The temporal transformer's step as one kernel (`run`), on `TemporalStack`s (`stack`).
+
+    `lm` is any model with `transformer` (a `model.lm.model.Transformer`, whose `config` gives
+    the shapes), `dtype`, `make_cache()`, `out_norm` and `text_linear`: PersonaPlex's LM and the
+    Kyutai STT's (`model.stt.model.SttLM`, the same layers at other widths)."""
 
     env_var = "PPX_TEMPORAL"
     what = "the temporal kernel"
@@ -107,7 +111,7 @@ class TemporalKernel(persistent.PersistentKernel):
 
     def supports(self, lm: Any) -> str | None:
         """Why the kernel cannot run `lm`'s temporal transformer (None: it can)."""
-        cfg = lm.config.temporal
+        cfg = lm.transformer.config
         layers = lm.transformer.layers
         if not layers:
             return "the transformer has no layers"
@@ -160,7 +164,7 @@ class TemporalKernel(persistent.PersistentKernel):
         return tuple(out)
 
     def work_size(self, lm: Any) -> int:
-        cfg = lm.config.temporal
+        cfg = lm.transformer.config
         head_dim = cfg.d_model // cfg.num_heads
         runs = -(-cfg.context // 32)
         return (
@@ -181,7 +185,7 @@ class TemporalKernel(persistent.PersistentKernel):
         """The temporal transformer's output for one position: x [1, 1, D] at `pos` (int32 scalar
         array); writes keys and values into the ring `states` in place. Returns (out [1, 1, D],
         the work buffer: word 1 is the barrier's error flag)."""
-        cfg = lm.config.temporal
+        cfg = lm.transformer.config
         head_dim = cfg.d_model // cfg.num_heads
         params = [weights.eps, head_dim**-0.5 * math.log2(math.e), math.log2(cfg.max_period)]
         consts: list[tuple[str, Any]] = [
@@ -226,7 +230,7 @@ class TemporalKernel(persistent.PersistentKernel):
         every layer's new key and value, the output after the final norm and the text logits must
         agree per row (`persistent.compare`), and the logits' argmax must be the same.
         """
-        cfg = lm.config.temporal
+        cfg = lm.transformer.config
         ours, theirs = lm.make_cache(), lm.make_cache()
         positions = [0, 1, 2, cfg.context + 5, cfg.context + 6]
         worst = 0.0

@@ -206,6 +206,7 @@ def lm_from_file(
         nn.quantize(lm, group_size, quantize, class_predicate=wanted)
     mx.eval(lm.parameters())
     lm.eval()
+    lm.prepare()
     return lm, cfg
 
 

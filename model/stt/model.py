@@ -3,6 +3,8 @@ extra heads. No depformer: the audio is only read, never generated.
 
 Module attributes are named like the PyTorch checkpoint's keys (`text_emb`, `emb.i`,
 `transformer.layers.i...`, `out_norm`, `text_linear`, `extra_heads.i`). Everything is lazy.
+On CUDA, once `prepare`d, a quantized model's transformer step runs as the project's one-kernel
+temporal step, checked against MLX's ops at load (docs/cuda-kernels.md §The STT's step).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from model import cuda
 from model.lm.kv_cache import RingKVCache, Window
 from model.lm.layers import RMSNorm, embed_or_zero
 from model.lm.model import Transformer
@@ -34,10 +37,30 @@ class SttLM(nn.Module):
         self.extra_heads = [
             nn.Linear(d, config.extra_heads_dim, bias=False) for _ in range(config.extra_heads)
         ]
+        self._cuda = cuda.Accelerator((cuda.TEMPORAL,))  # no depformer: the temporal kernel only
 
     @property
     def dtype(self) -> mx.Dtype:
         return self.text_emb.weight.dtype
+
+    def prepare(self) -> None:
+        """Derive the per-step arrays from the current weights (`model.lm.layers`), and on CUDA
+        stack a quantized transformer's weights for the temporal kernel and check it (and the
+        fused mat-vec) against MLX's ops; a kernel that fails stays off. Idempotent."""
+        self._cuda.stack_weights(self)  # before the modules derive their per-step views
+        kinds = set()
+        for _, module in self.named_modules():
+            if module is not self and hasattr(module, "prepare"):
+                module.prepare(self.dtype)
+            if hasattr(module, "bits") and hasattr(module, "group_size"):
+                kinds.add((module.bits, module.group_size))
+        self._cuda.check_matvec(self.dtype, kinds)
+        self._cuda.check(self)
+
+    @property
+    def kernels(self) -> cuda.Accelerator:
+        """The CUDA kernels' state for this model (nothing off CUDA)."""
+        return self._cuda
 
     def make_cache(self, smallest_window: int | None = None) -> list[RingKVCache]:
         """Fresh ring KV caches (one per layer) of `context` frames: memory stays flat."""
@@ -77,7 +100,9 @@ class SttLM(nn.Module):
         """One position `pos` (int32 device scalar) with fixed shapes (see `LM.forward_step`);
         the caller advances the caches' offsets."""
         x = x if x.dtype == self.dtype else x.astype(self.dtype)
-        h = self.transformer.step(x, states, pos, window)
+        # on CUDA one kernel, which writes the rings in place (states unchanged)
+        h = self._cuda.temporal_step(self, x, pos, states)
+        h = h if h is not None else self.transformer.step(x, states, pos, window)
         return self.heads(self.out_norm(h))
 
 

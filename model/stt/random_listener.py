@@ -62,6 +62,7 @@ def random_listener(
         setattr(quantizer, name, getattr(ours, name))
     quantizer.prepare()
     mx.eval(lm.parameters())
+    lm.prepare()
     return Listener(
         config=config, lm=lm, quantizer=quantizer, tokenizer=None, source="random weights"
     )

@@ -87,16 +87,19 @@ class SttStream:
 
     def warm_up(self) -> None:
         """Compile and run once the graph of every attention window the stream will reach (the
-        ring's growing windows, then the full one), so none compiles mid-conversation. The
-        results are dropped: the stream's state is unchanged."""
+        ring's growing windows, then the full one), so none compiles mid-conversation. It runs
+        on rings of its own (on CUDA the kernel writes a ring in place): the stream's state is
+        unchanged."""
         cache = self.caches[0]
         windows = [Window(n, True) for n in cache.windows]
         windows.append(Window(cache.context, False))
         pos = mx.array(0, dtype=mx.int32)
+        scratch = None
         for window in windows:
             if window in self._graphs:
                 continue
-            states = [list(c.state) for c in self.caches]
+            scratch = scratch or self.lm.make_cache(self._smallest)
+            states = [list(c.state) for c in scratch]
             out, states = self._graph(window)(self._initial, pos, states)
             mx.eval(out, states)
 
