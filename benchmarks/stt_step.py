@@ -6,7 +6,10 @@ Prints one JSON line per row (median / p90 ms over the timed frames; each frame 
 own, as the live step would). With --torch, also PyPI moshi's `LMGen` on the same shape (random
 weights of its own, its own device: cuda when there is one).
 
-    python -m benchmarks.stt_step [--frames 200] [--bits 16 8 4] [--mimi] [--torch] [--tiny]
+    python -m benchmarks.stt_step [--frames 200] [--bits 16 8 4] [--parts] [--mimi] [--torch] [--tiny]
+
+--parts also times the step's parts, each compiled and evaluated on its own: the input embedding,
+the transformer (on CUDA the temporal kernel, for a quantized model) and the norm + heads.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import mlx.nn as nn
 import numpy as np
 
 from model.config import MimiConfig, mimi_tiny
+from model.cuda import TEMPORAL
 from model.mimi import MimiCodec
 from model.stt import SttConfig, SttLM, SttStream, stt_1b_en_fr
+from model.stt.model import initial_column
 
 
 def summary(name: str, times: list[float], **extra: object) -> None:
@@ -80,6 +85,39 @@ def time_stt(lm: SttLM, frames: int, warmup: int, start_at: int) -> list[float]:
     return times
 
 
+def time_parts(lm: SttLM, frames: int, warmup: int, start_at: int, bits: int) -> None:
+    """The step's parts at position `start_at`, each compiled and evaluated on its own."""
+    cfg = lm.config
+    caches = lm.make_cache()
+    for cache in caches:
+        cache.offset = start_at
+    column = initial_column(cfg.n_q, cfg.text_initial, cfg.audio_initial)
+    pos = mx.array(start_at, dtype=mx.int32)
+    window = caches[0].step_window()
+    x = lm.embed(column)
+    h = mx.random.normal(x.shape).astype(lm.dtype)
+    mx.eval(x, h)
+
+    def transformer(x: mx.array, pos: mx.array, states: list) -> tuple[mx.array, list]:
+        out = lm.kernels.temporal_step(lm, x, pos, states)
+        return (out if out is not None else lm.transformer.step(x, states, pos, window)), states
+
+    parts = {
+        "embedding": (mx.compile(lm.embed), lambda: (column,)),
+        "transformer": (mx.compile(transformer), lambda: (x, pos, [c.state for c in caches])),
+        "norm + heads": (mx.compile(lambda h: lm.heads(lm.out_norm(h))), lambda: (h,)),
+    }
+    kernel = lm.kernels.stack(TEMPORAL, lm) is not None and TEMPORAL.enabled()
+    for name, (fn, args) in parts.items():
+        times = []
+        for i in range(warmup + frames):
+            t = time.perf_counter()
+            mx.eval(fn(*args()))
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+        summary(f"stt part: {name}", times, bits=bits, temporal_kernel=kernel)
+
+
 def time_mimi(cfg: MimiConfig, frames: int, warmup: int) -> list[float]:
     codec = MimiCodec(cfg)
     rng = np.random.default_rng(1)
@@ -131,6 +169,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--bits", type=int, nargs="+", default=[16, 8, 4])
+    p.add_argument("--parts", action="store_true", help="also the step's parts, one by one")
     p.add_argument("--mimi", action="store_true", help="also Mimi encode, 32 vs 8 codebooks")
     p.add_argument("--torch", action="store_true", help="also moshi's PyTorch LMGen")
     p.add_argument("--tiny", action="store_true", help="a small model (CPU smoke test)")
@@ -148,6 +187,8 @@ def main() -> None:
         for label, start in (("position 100", 100), ("ring full", 2 * ctx)):
             times = time_stt(lm, args.frames, args.warmup, start)
             summary(f"stt step, {label}", times, bits=bits)
+        if args.parts:
+            time_parts(lm, args.frames, args.warmup, 2 * cfg.transformer.context, bits)
         del lm
     if args.mimi:
         for n in (8, 32):

@@ -110,9 +110,16 @@ def test_preparing_changes_no_number():
     lm = small_stt(bits=8, dtype=mx.float32)  # float32: MLX's ops, prepared
     fresh = small_stt(bits=8, dtype=mx.float32)
     fresh.prepare = lambda: None  # never prepared
+    assert lm._tables is not None and lm._heads is not None  # stacked: one gather, one product
     a, b = direct_steps(lm, 5), direct_steps(fresh, 5)
     np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
+    rng = np.random.default_rng(2)
+    column = rng.integers(0, lm.config.text_card, (3, lm.config.n_streams)).astype(np.int32)
+    column[0, 0], column[1, 3] = -1, -1  # no token
+    column[2, 0], column[2, 1:] = lm.config.text_card, lm.config.card  # the initial ids
+    got, want = lm.embed(mx.array(column)), fresh.embed(mx.array(column))
+    np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.skipif(on_cuda(), reason="on CUDA the kernel runs")

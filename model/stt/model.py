@@ -16,9 +16,11 @@ import mlx.nn as nn
 import numpy as np
 
 from model import cuda
+from model.derived import Derived, current, is_fresh
 from model.lm.kv_cache import RingKVCache, Window
 from model.lm.layers import RMSNorm, embed_or_zero
 from model.lm.model import Transformer
+from model.lm.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
 from model.stt.config import SttConfig
 
 
@@ -38,16 +40,25 @@ class SttLM(nn.Module):
             nn.Linear(d, config.extra_heads_dim, bias=False) for _ in range(config.extra_heads)
         ]
         self._cuda = cuda.Accelerator((cuda.TEMPORAL,))  # no depformer: the temporal kernel only
+        self._tables: Derived | None = None  # the n_q + 1 input tables stacked (`prepare`)
+        self._heads: Derived | None = None  # the extra heads stacked (`prepare`)
 
     @property
     def dtype(self) -> mx.Dtype:
         return self.text_emb.weight.dtype
 
     def prepare(self) -> None:
-        """Derive the per-step arrays from the current weights (`model.lm.layers`), and on CUDA
-        stack a quantized transformer's weights for the temporal kernel and check it (and the
-        fused mat-vec) against MLX's ops; a kernel that fails stays off. Idempotent."""
+        """Derive the per-step arrays from the current weights (`model.lm.layers`), stack the
+        n_q + 1 input tables (one gather per step) and the extra heads (one product), and on
+        CUDA stack a quantized transformer's weights for the temporal kernel and check it (and
+        the fused mat-vec) against MLX's ops; a kernel that fails stays off. Idempotent; the
+        modules keep their parameters as views of the stacks."""
         self._cuda.stack_weights(self)  # before the modules derive their per-step views
+        tables = [self.text_emb, *self.emb]
+        if not is_fresh(self._tables, stacked_sources(tables)):
+            self._tables = stack_tables(tables, zero_row=True)
+        if self.extra_heads and not is_fresh(self._heads, stacked_sources(self.extra_heads)):
+            self._heads = stack_linears(self.extra_heads)
         kinds = set()
         for _, module in self.named_modules():
             if module is not self and hasattr(module, "prepare"):
@@ -69,8 +80,15 @@ class SttLM(nn.Module):
     def embed(self, tokens: mx.array) -> mx.array:
         """Columns of n_q + 1 ids ([n_q + 1] or [T, n_q + 1], text first) -> [1, T, D].
 
-        Plain sum of the text and audio embeddings; the id -1 contributes zeros."""
+        Plain sum of the text and audio embeddings; the id -1 contributes zeros. Prepared: one
+        gather from the stacked tables and one sum."""
         tokens = tokens.reshape(-1, self.config.n_streams)
+        tables = [self.text_emb, *self.emb]
+        stacked = current(self._tables, stacked_sources(tables))
+        if stacked is not None:
+            table, offsets, zero = stacked
+            ids = mx.where(tokens >= 0, tokens + offsets, zero)
+            return mx.expand_dims(table[ids].sum(axis=1), 0)
         x = embed_or_zero(self.text_emb.weight, tokens[:, 0])
         for i, table in enumerate(self.emb):
             x = x + embed_or_zero(table.weight, tokens[:, i + 1])
@@ -82,7 +100,13 @@ class SttLM(nn.Module):
         logits = self.text_linear(h)
         if not self.extra_heads:
             return logits, mx.zeros((*h.shape[:-1], 0, self.config.extra_heads_dim), mx.float32)
-        extra = mx.stack([head(h) for head in self.extra_heads], axis=-2)
+        heads = self.extra_heads
+        stacked = current(self._heads, stacked_sources(heads))
+        if stacked is not None:  # one product for every head
+            flat = linear_rows(stacked, heads[0], h, len(heads))
+            extra = flat.reshape(*h.shape[:-1], len(heads), self.config.extra_heads_dim)
+        else:
+            extra = mx.stack([head(h) for head in heads], axis=-2)
         return logits, mx.softmax(extra.astype(mx.float32), axis=-1)
 
     def forward(self, x: mx.array, caches: list[RingKVCache]) -> tuple[mx.array, mx.array]:
