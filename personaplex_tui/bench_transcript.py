@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from personaplex_tui.stt_loader import attach_stt
-from personaplex_tui.user_transcript import SttChoice
+from personaplex_tui.user_transcript import SttChoice, stt_bits
 
 
 def time_transcript(
@@ -35,7 +35,9 @@ def time_transcript(
         from model.stt.random_listener import random_listener, tiny_stt_config
 
         config = tiny_stt_config() if opts.small else None
-        bits = None if opts.small else opts.stt_quantize
+        from model.backend import on_cuda
+
+        bits = None if opts.small else stt_bits(opts.stt_quantize, on_cuda())
         model.listener = random_listener(model, config, bits=bits, seed=opts.seed)
     else:
         notes: list[str] = []

@@ -103,7 +103,7 @@ class Settings:
     quantize: int | None = None  # quantize a float checkpoint to 4 or 8 bits on load
     user_transcript: bool = True  # transcribe the user live (personaplex_tui.user_transcript)
     stt_model: str | None = None  # its STT model; None: kyutai/stt-1b-en_fr
-    stt_quantize: int | None = None  # quantize the STT model to 4 or 8 bits on load
+    stt_quantize: int | None = None  # STT bits: 4, 8, or 16 (floats); None: 8 on CUDA, else 16
     # Per run only (flags), never written to the file.
     input_file: Path | None = None
     output_file: Path | None = None

@@ -9,7 +9,7 @@ from typing import Any
 
 from model.errors import PersonaPlexError
 from personaplex_tui.errors import AppError
-from personaplex_tui.user_transcript import NO_TRANSCRIPT, SttChoice
+from personaplex_tui.user_transcript import NO_TRANSCRIPT, SttChoice, stt_bits
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,12 @@ def attach_stt(
     persona.listen(None)
     if not choice.enabled:
         return False
+    from model.backend import on_cuda
     from model.stt import load_stt
 
     try:
-        stt = load_stt(choice.model, quantize=choice.quantize, tqdm_class=tqdm_class)
+        bits = stt_bits(choice.quantize, on_cuda())
+        stt = load_stt(choice.model, quantize=bits, tqdm_class=tqdm_class)
         persona.listen(stt, source=choice.source)
     except (PersonaPlexError, AppError, OSError, ValueError) as error:
         log.warning("no user transcript: %s", error)

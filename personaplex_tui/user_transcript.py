@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_STT_MODEL = "kyutai/stt-1b-en_fr"  # model.stt.DEFAULT_STT_MODEL, without importing MLX
-STT_QUANTIZE = (4, 8)
+STT_QUANTIZE = (4, 8, 16)  # 16: keep the checkpoint's floats (bfloat16)
+CUDA_STT_BITS = 8  # the default on NVIDIA GPUs, where a quantized STT runs as one CUDA kernel
+STT_QUANTIZE_HELP = (
+    "quantize the speech-to-text model's transformer to 4 or 8 bits on load, or 16 to keep its "
+    f"bfloat16 weights (default: {CUDA_STT_BITS} on NVIDIA GPUs, where the quantized STT runs "
+    "as one CUDA kernel; 16 elsewhere)"
+)
 NO_TRANSCRIPT = "No transcript of your voice"
 
 
@@ -23,7 +29,7 @@ class SttChoice:
 
     enabled: bool = True
     model: str | None = None  # repo id or folder; None: DEFAULT_STT_MODEL
-    quantize: int | None = None  # 4 or 8 bits, or the checkpoint's floats
+    quantize: int | None = None  # 4, 8 or 16 bits; None: `stt_bits`'s default
 
     @property
     def source(self) -> str:
@@ -51,8 +57,16 @@ def add_stt_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool = 
         type=int,
         choices=STT_QUANTIZE,
         default=None,
-        help="quantize the speech-to-text model to 4 or 8 bits on load",
+        help=STT_QUANTIZE_HELP,
     )
+
+
+def stt_bits(quantize: int | None, cuda: bool) -> int | None:
+    """The bits to quantize the STT to on load (None: keep its floats) for the flag's or the
+    setting's value `quantize` (None: unset) on a machine whose MLX runs on CUDA or not."""
+    if quantize is None:
+        return CUDA_STT_BITS if cuda else None
+    return None if quantize == 16 else quantize
 
 
 def choice_from_args(args: argparse.Namespace) -> SttChoice:
@@ -89,5 +103,5 @@ def settings_problem(enabled: Any, model: Any, quantize: Any) -> str | None:
     if model is not None and (not isinstance(model, str) or not model.strip()):
         return f"STT model must be a non-empty name (got {model!r})."
     if quantize is not None and (isinstance(quantize, bool) or quantize not in STT_QUANTIZE):
-        return f"STT quantize must be 4 or 8 bits (got {quantize!r})."
+        return f"STT quantize must be 4, 8 or 16 bits (got {quantize!r})."
     return None

@@ -49,7 +49,7 @@ def test_settings_file_keeps_the_choice(tmp_path: Path) -> None:
     assert "user_transcript = false" in text and 'stt_model = "me/stt"' in text
     assert stt_choice(load_settings(path)) == SttChoice(False, "me/stt", 4)
     path.write_text("stt_quantize = 5\n")
-    with pytest.raises(SettingsError, match="STT quantize must be 4 or 8 bits"):
+    with pytest.raises(SettingsError, match="STT quantize must be 4, 8 or 16 bits"):
         load_settings(path)
     path.write_text('user_transcript = "yes"\n')
     with pytest.raises(SettingsError, match="user_transcript must be true or false"):
@@ -127,3 +127,14 @@ def test_a_bad_stt_model_is_one_notice(pair, tmp_path: Path, case: str) -> None:
     assert "\n" not in message and "Traceback" not in message
     if case == "other mimi":
         assert "another Mimi" in message
+
+
+def test_the_stt_is_quantized_to_8_bits_on_cuda_unless_the_user_says_otherwise():
+    from personaplex_tui.user_transcript import stt_bits
+
+    assert stt_bits(None, cuda=True) == 8  # the CUDA kernel needs quantized projections
+    assert stt_bits(None, cuda=False) is None  # Metal and the CPU keep the floats
+    assert stt_bits(16, cuda=True) is None
+    assert stt_bits(4, cuda=False) == 4 and stt_bits(8, cuda=True) == 8
+    parse_16 = settings_from_args(parse("--stt-quantize", "16"), Settings())
+    assert parse_16.stt_quantize == 16

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from personaplex_tui.commands.common import UsageError, status
+from personaplex_tui.user_transcript import STT_QUANTIZE, STT_QUANTIZE_HELP, stt_bits
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,11 +47,7 @@ def add_stt_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
         "kyutai/stt-1b-en_fr-candle adds the end-of-turn heads)",
     )
     p.add_argument(
-        "--stt-quantize",
-        type=int,
-        choices=(4, 8),
-        default=None,
-        help="quantize the STT model's projections to 4 or 8 bits on load",
+        "--stt-quantize", type=int, choices=STT_QUANTIZE, default=None, help=STT_QUANTIZE_HELP
     )
 
 
@@ -62,6 +59,7 @@ def _open_dump(path: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from model.backend import on_cuda
     from model.stt import DEFAULT_STT_MODEL, load_stt
     from model.stt.transcribe import transcribe_frames
     from model.stt.words import TranscriptBuilder
@@ -72,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         status(f"warning: {clip.warning}")
     status(f"Loading {args.stt_model or DEFAULT_STT_MODEL}...")
     start = time.perf_counter()
-    stt = load_stt(args.stt_model, quantize=args.stt_quantize)
+    stt = load_stt(args.stt_model, quantize=stt_bits(args.stt_quantize, on_cuda()))
     load_s = time.perf_counter() - start
     dump = _open_dump(args.dump_tokens) if args.dump_tokens else None
     cfg = stt.config
