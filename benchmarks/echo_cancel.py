@@ -1,7 +1,11 @@
 """The echo canceller: every figure of the synthetic echo paths (as tests/test_echo_cancel.py
 measures them) and the processing cost per 80 ms frame.
 
-    PYTHONPATH=. python benchmarks/echo_cancel.py [--frames 1000] [--no-table] [--no-profile]
+    PYTHONPATH=. python -m benchmarks.echo_cancel [--frames 1000] [--no-table] [--no-profile]
+    PYTHONPATH=. python -m benchmarks.echo_cancel --rates 16000 24000 32000 48000 [--frames N]
+
+`--rates` runs WebRTC at other rates than the app's 24 kHz, with soxr resampling around it
+(`RatedCanceller`), and prints only the cost of each rate and the figures of the echo paths.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from personaplex_tui.audio import FRAME_SAMPLES
-from personaplex_tui.audio.aec import EchoCanceller, ProcessingOptions
+from personaplex_tui.audio import FRAME_SAMPLES, SAMPLE_RATE
+from personaplex_tui.audio.aec import EchoCanceller, ProcessingOptions, _load_rtc, _to_int16
+from personaplex_tui.audio.apm_calls import open_calls
+from personaplex_tui.audio.resample import StreamResampler, resample
 from tests.echo_paths import CASES, echo, far_talk, impulse_response, measure_case, noise
 
 COLUMNS = [
@@ -141,12 +147,178 @@ def where_the_time_goes(frames: int) -> None:
     )
 
 
+class RatedCanceller:
+    """The canceller's call path (direct calls, int16, 10 ms blocks) with WebRTC at `rate`.
+
+    It takes and returns 24 kHz like `EchoCanceller`. `streaming=True` is what the app would run:
+    the mic and the far end go through soxr streams to `rate`, the cleaned mic through one back,
+    frame by frame, at the cost of the resamplers' latency (`latency_ms`). `streaming=False`
+    resamples whole signals (no latency), for the echo paths' figures, which need the output
+    aligned with the input. `resample_ms` is the CPU time of the last call's resampling.
+    """
+
+    def __init__(
+        self, rate: int, options: ProcessingOptions | None = None, streaming: bool = True
+    ) -> None:
+        o = options if options is not None else ProcessingOptions()
+        rtc = _load_rtc()
+        self.rate = rate
+        self.block = rate // 100
+        self._apm = rtc.AudioProcessingModule(
+            echo_cancellation=o.echo_cancellation,
+            noise_suppression=o.noise_suppression,
+            high_pass_filter=o.high_pass,
+            auto_gain_control=o.auto_gain,
+        )
+        self._calls = open_calls(rtc, self._apm, rate, self.block)
+        self.streaming = streaming and rate != SAMPLE_RATE
+        self.latency_ms = 0.0
+        if self.streaming:
+            self._mic_in = StreamResampler(SAMPLE_RATE, rate)
+            self._far_in = StreamResampler(SAMPLE_RATE, rate)
+            self._out = StreamResampler(rate, SAMPLE_RATE, rate * FRAME_SAMPLES // SAMPLE_RATE)
+            self.latency_ms = 1000 * (self._mic_in.latency_s + self._out.latency_s)
+        self.resample_ms = 0.0
+
+    def _in(self, pcm: np.ndarray, stream: str) -> np.ndarray:
+        if self.rate == SAMPLE_RATE:
+            return np.asarray(pcm, np.float32)
+        if self.streaming:
+            return getattr(self, stream).process(pcm)
+        n = len(pcm) * self.rate // SAMPLE_RATE
+        return np.pad(resample(pcm, SAMPLE_RATE, self.rate), (0, n))[:n]
+
+    def _back(self, pcm: np.ndarray, n: int) -> np.ndarray:
+        if self.rate == SAMPLE_RATE:
+            return pcm
+        if self.streaming:
+            return self._out.process(pcm)
+        return np.pad(resample(pcm, self.rate, SAMPLE_RATE), (0, n))[:n]
+
+    def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
+        c0 = time.thread_time()
+        mic_r, far_r = self._in(mic, "_mic_in"), self._in(far, "_far_in")
+        c1 = time.thread_time()
+        mic16, far16 = _to_int16(mic_r), _to_int16(far_r)
+        out = np.empty(len(mic16), np.float32)
+        calls, b = self._calls, self.block
+        for start in range(0, len(mic16) - b + 1, b):
+            block = slice(start, start + b)
+            calls.far[:] = far16[block]
+            calls.reverse()
+            calls.set_delay(0)
+            calls.near[:] = mic16[block]
+            calls.forward()
+            out[block] = calls.near
+        out /= 32767.0
+        c2 = time.thread_time()
+        clean = self._back(out, len(mic))
+        self.resample_ms = 1000 * (c1 - c0 + time.thread_time() - c2)
+        return clean
+
+
+def rate_costs(rates: list[int], frames: int) -> None:
+    """CPU ms per 80 ms frame of every rate and processing choice, all interleaved frame by
+    frame on the same audio; 24 kHz is the app's own `EchoCanceller`."""
+    choices = {
+        "AEC+NS+HPF": ProcessingOptions(),
+        "AEC+HPF": ProcessingOptions(noise_suppression=False),
+        "AEC": ProcessingOptions(noise_suppression=False, high_pass=False),
+    }
+    cancellers: dict[str, EchoCanceller | RatedCanceller] = {}
+    for label, options in choices.items():
+        for rate in rates:
+            key = f"{rate // 1000:2d} kHz {label}"
+            rated = rate != SAMPLE_RATE
+            cancellers[key] = RatedCanceller(rate, options) if rated else EchoCanceller(options)
+    mic, far = _signals(frames)
+    total: dict[str, list[float]] = {k: [] for k in cancellers}
+    part: dict[str, list[float]] = {k: [] for k in cancellers}
+    for i in range(frames):
+        s = slice(i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES)
+        for key, aec in cancellers.items():
+            c0 = time.thread_time()
+            aec.process(mic[s], far[s])
+            total[key].append(1000 * (time.thread_time() - c0))
+            part[key].append(getattr(aec, "resample_ms", 0.0))
+    skip = frames // 10  # the warm-up
+    print(
+        f"cost per 80 ms frame by WebRTC's rate (CPU ms of the thread, {frames} frames, "
+        f"interleaved; load average {os.getloadavg()[0]:.1f}):\n"
+    )
+    print(
+        "| rate | processing | p50 ms | of it resampling | p50 without it | p90 ms "
+        "| vs 24 kHz | without resampling vs 24 kHz | added latency |"
+    )
+    print("|" + "---|" * 9)
+    for key, aec in cancellers.items():
+        t = sorted(total[key][skip:])
+        p50 = statistics.median(t)
+        bare = statistics.median(
+            a - b for a, b in zip(total[key][skip:], part[key][skip:], strict=True)
+        )
+        base = statistics.median(total[f"{SAMPLE_RATE // 1000} kHz {key[7:]}"][skip:])
+        latency = getattr(aec, "latency_ms", 0.0)
+        print(
+            f"| {key[:6]} | {key[7:]} | {p50:.3f} | {statistics.median(part[key][skip:]):.3f} | "
+            f"{bare:.3f} | {t[int(0.9 * len(t))]:.3f} | x{p50 / base:.2f} | x{bare / base:.2f} "
+            f"| {latency:.0f} ms |"
+        )
+
+
+def rate_quality(rates: list[int]) -> None:
+    """The echo paths' figures with WebRTC at each rate (defaults: AEC, NS, HPF), whole signals
+    resampled (no latency)."""
+    print("\nthe echo paths by WebRTC's rate (defaults; whole-signal resampling):\n")
+    keys = [
+        ("erle_alone_db", "ERLE far alone dB", "{:.1f}"),
+        ("level_vs_near_db", "double-talk level vs near dB", "{:+.1f}"),
+        ("corr_clean_near", "r(clean,near)", "{:.2f}"),
+        ("corr_clean_echo", "r(clean,echo)", "{:.2f}"),
+        ("erle_jump_0_1s_db", "jump ERLE 0-1 s", "{:.1f}"),
+        ("erle_jump_1_2s_db", "jump ERLE 1-2 s", "{:.1f}"),
+        ("erle_jump_2_4s_db", "jump ERLE 2-4 s", "{:.1f}"),
+    ]
+    print("| rate | delay ms | gain | " + " | ".join(title for _, title, _ in keys) + " |")
+    print("|" + "---|" * (3 + len(keys)))
+    for delay_s, gain in CASES:
+        for rate in rates:
+            f = measure_case(
+                delay_s, gain, canceller=lambda r=rate: RatedCanceller(r, streaming=False)
+            )
+            print(
+                f"| {rate // 1000} kHz | {1000 * delay_s:.0f} | {gain:.1f} | "
+                + " | ".join(fmt.format(f[key]) for key, _, fmt in keys)
+                + " |"
+            )
+    near = far_talk()
+    spectrum = np.abs(np.fft.rfft(near.astype(np.float64))) ** 2
+    above = spectrum[int(len(spectrum) * 8000 / 12000) :].sum() / spectrum.sum()
+    print(
+        f"\nthe test speech's energy above 8 kHz (cut by WebRTC at 16 kHz): "
+        f"{10 * np.log10(above + 1e-20):.1f} dB of the total ({100 * above:.2f} %)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--no-table", action="store_true")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--rates",
+        type=int,
+        nargs="+",
+        choices=(16000, 24000, 32000, 48000),
+        help="compare WebRTC at these rates (soxr around it) instead",
+    )
     args = parser.parse_args()
+    if args.rates:
+        rates = sorted(set(args.rates) | {SAMPLE_RATE})
+        rate_costs(rates, args.frames)
+        if not args.no_table:
+            rate_quality(rates)
+        return
     for options in (
         ProcessingOptions(),
         ProcessingOptions(noise_suppression=False),

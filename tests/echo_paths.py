@@ -3,7 +3,9 @@ a decaying impulse response, a gain and -50 dBFS noise."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,10 +81,21 @@ def envelope_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ea[:n], eb[:n])[0, 1])
 
 
-def measure_case(delay_s: float, gain: float, options: object = None) -> dict[str, float]:
-    """Every figure of one echo path: far end alone, double talk, and a 60 ms delay jump."""
+def measure_case(
+    delay_s: float,
+    gain: float,
+    options: object = None,
+    canceller: Callable[[], Any] | None = None,
+) -> dict[str, float]:
+    """Every figure of one echo path: far end alone, double talk, and a 60 ms delay jump.
+
+    Each run takes a fresh `canceller()` (by default `EchoCanceller(options)`): anything with
+    `process(mic, far) -> clean` at 24 kHz."""
     from personaplex_tui.audio.aec import EchoCanceller
     from personaplex_tui.audio.echo_metrics import ENVELOPE_SAMPLES, echo_active, erle_db
+
+    def make() -> Any:
+        return canceller() if canceller is not None else EchoCanceller(options)  # type: ignore[arg-type]
 
     rng = np.random.default_rng(17)
     ir = impulse_response(rng)
@@ -95,14 +108,14 @@ def measure_case(delay_s: float, gain: float, options: object = None) -> dict[st
     out: dict[str, float] = {"delay_ms": delay_s * 1000, "gain": gain}
 
     mic = wet + hiss
-    clean = EchoCanceller(options).process(mic, far)  # type: ignore[arg-type]
+    clean = make().process(mic, far)
     active = echo_active(far, delay_s)
     active[:blocks] = False
     out["erle_alone_db"] = erle_db(mic, clean, active)
 
     near = near_talk(n)
     mic = wet + hiss + near
-    clean = EchoCanceller(options).process(mic, far)  # type: ignore[arg-type]
+    clean = make().process(mic, far)
     s = slice(settle, None)
     out["corr_clean_near"] = envelope_correlation(clean[s], near[s])
     out["corr_clean_echo"] = envelope_correlation(clean[s], wet[s])
@@ -127,7 +140,7 @@ def measure_case(delay_s: float, gain: float, options: object = None) -> dict[st
     jump = int(JUMP_AT_S * SAMPLE_RATE)
     later = echo(far, delay_s + JUMP_S, gain, ir)
     mic = np.concatenate([wet[:jump], later[jump:]]) + hiss
-    clean = EchoCanceller(options).process(mic, far)  # type: ignore[arg-type]
+    clean = make().process(mic, far)
     active = echo_active(far, delay_s + JUMP_S)
 
     def window(t0: float, t1: float) -> float:

@@ -53,7 +53,8 @@ LEVEL_CASES = [
             # Measured -3.9 dB: -5.8 dB in the blocks with echo, -1.1 dB in those without.
             # Unchanged (within 0.3 dB) without noise suppression or the high-pass filter,
             # with a delay hint, with the mic block before the far end's, with the far end
-            # 10-150 ms early; livekit exposes no AEC3 tuning. AGC lifts it to +0.8 dB only by
+            # 10-150 ms early, with WebRTC at 16, 32 or 48 kHz (-3.9 to -4.0 dB; benchmark
+            # --rates); livekit exposes no AEC3 tuning. AGC lifts it to +0.8 dB only by
             # gain (a talker 10 dB quieter comes out +6.6 dB) and costs ERLE (20-31 dB).
             reason="echo as loud as the talker: AEC3's suppressor dips the near end ~3.9 dB",
         ),
