@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import mlx.core as mx
@@ -35,6 +36,13 @@ from model.lm.kv_cache import Window
 from model.lm.model import LM, advance, step_window
 from model.mimi import MimiCodec
 from model.sampling import SamplingParams, sample_token
+
+# progress(done, total, name) of `Session.warm_up`
+WarmProgress = Callable[[int, int, str], None]
+
+
+def _window_name(window: Window) -> str:
+    return f"window {window.length}{' masked' if window.masked else ''}"
 
 
 class SessionModel(Protocol):
@@ -181,7 +189,7 @@ class Session:
                 return keys
             offset, frames = offset + 1, frames + 1
 
-    def warm_up(self) -> None:
+    def warm_up(self, progress: WarmProgress | None = None) -> None:
         """Compile every step graph the conversation will use, and run each once, now.
 
         The ring fills during the first minutes of a conversation (Mimi's caches in the first
@@ -190,31 +198,52 @@ class Session:
         session of the model already ran are skipped. Runs each graph on the current state and
         drops the results: the only write, ring slot `position`, is the one the next step
         overwrites. Nothing else changes.
+
+        `progress(done, total, name)`, when given, is called before each graph compiled here
+        (`total` counts those only, the listener's included; `done` of them are compiled) and
+        once at the end with `done == total` and name "".
         """
-        if not self._compile:
-            return
-        g = self._graphs
+        jobs = self._warm_jobs() if self._compile else []
+        for done, (name, run) in enumerate(jobs):
+            if progress is not None:
+                progress(done, len(jobs), name)
+            run()
+        if self._compile:
+            mx.eval([c.state for c in self._caches])
+        if progress is not None:
+            progress(len(jobs), len(jobs), "")
+
+    def _warm_jobs(self) -> list[tuple[str, Callable[[], None]]]:
+        """(name, run it once) of each graph `warm_up` has to compile, in the order of use."""
+        g, jobs, queued = self._graphs, [], []
+
+        def add(name: str, fn: Callable, *args: Any, call: Callable | None = None) -> None:
+            if not g.has_run(fn) and not any(fn is f for f in queued):
+                queued.append(fn)
+                jobs.append((name, partial(g.warm, name, fn, *args, call=call)))
+
         pos = mx.array(self.position, dtype=mx.int32)
         key = mx.random.key(0)
         pcm = mx.zeros((self.frame_size,), dtype=mx.float32)
         user = mx.zeros((self._n_q,), dtype=mx.int32)
         for window, full in self._graphs_ahead():
             mimi = f"Mimi {'full' if full else 'filling'}"
-            g.warm(f"encode ({mimi})", self._encode(full), pcm, self._enc_state)
-            g.warm(f"decode ({mimi})", g.decode(full), user, self._dec_state)
-            where = f"window {window.length}{' masked' if window.masked else ''}"
+            add(f"encode ({mimi})", self._encode(full), pcm, self._enc_state)
+            add(f"decode ({mimi})", g.decode(full), user, self._dec_state)
+            where = _window_name(window)
             if self.measure_phases:
                 column = input_column(self._text, self._agent, user, self._user_acoustic)
-                temporal = g.temporal(window)
-                g.warm(f"temporal ({where})", temporal, column, pos, call=self._with_rings)
-                g.warm("depformer", g.depformer(self._spec), *self._dummy_temporal_out(), key)
+                add(f"temporal ({where})", g.temporal(window), column, pos, call=self._with_rings)
+                add("depformer", g.depformer(self._spec), *self._dummy_temporal_out(), key)
             else:
-                lm_step = g.lm_step(self._spec, window)
                 lm = (self._text, self._agent, self._user_acoustic)
-                g.warm(f"LM step ({where})", lm_step, user, *lm, pos, key, call=self._with_rings)
+                lm_step = g.lm_step(self._spec, window)
+                add(f"LM step ({where})", lm_step, user, *lm, pos, key, call=self._with_rings)
         if self._listen is not None:
-            self._listen.warm_up()
-        mx.eval([c.state for c in self._caches])
+            for window in self._listen.windows_to_warm():
+                run = partial(self._listen.warm_window, window)
+                jobs.append((f"speech-to-text ({_window_name(window)})", run))
+        return jobs
 
     def _dummy_temporal_out(self) -> tuple[mx.array, mx.array]:
         """Zero logits and h shaped as the temporal step returns them (to warm the depformer)."""

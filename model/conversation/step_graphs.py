@@ -104,7 +104,7 @@ class StepGraphs:
         For `Session.warm_up`: the first use of a graph traces and compiles it (the call) and
         loads or JIT-compiles its GPU kernels (the evaluation); both are timed in `timings`.
         """
-        key = next(k for k, f in self._fns.items() if f is fn)
+        key = self._key_of(fn)
         if key in self._run:
             return
         t0 = time.perf_counter()
@@ -116,6 +116,13 @@ class StepGraphs:
         self.timings.append(
             GraphTiming(name, round(1000 * (t1 - t0), 3), round(1000 * (t2 - t1), 3))
         )
+
+    def has_run(self, fn: Callable) -> bool:
+        """Whether graph `fn` (one of these) ran once already: `warm` would skip it."""
+        return self._key_of(fn) in self._run
+
+    def _key_of(self, fn: Callable) -> tuple:
+        return next(k for k, f in self._fns.items() if f is fn)
 
     def keys(self) -> set[tuple]:
         """The graphs built so far: ("encode" | "decode", full), ("lm", spec, window, ring mask

@@ -119,6 +119,14 @@ class ListenerStream:
         """Compile the graph of every attention window the stream will reach, now."""
         self._stream.warm_up()
 
+    def windows_to_warm(self) -> list[Window]:
+        """The attention windows whose graph `warm_up` would still compile, in order."""
+        return self._stream.windows_to_warm()
+
+    def warm_window(self, window: Window) -> None:
+        """Compile and run once the graph of one of `windows_to_warm`."""
+        self._stream.warm_window(window)
+
 
 def _extended(
     ours: SplitResidualQuantizer, theirs: SplitResidualQuantizer, n: int, cfg: MimiConfig

@@ -90,18 +90,26 @@ class SttStream:
         ring's growing windows, then the full one), so none compiles mid-conversation. It runs
         on rings of its own (on CUDA the kernel writes a ring in place): the stream's state is
         unchanged."""
+        scratch = None
+        for window in self.windows_to_warm():
+            scratch = scratch or self.lm.make_cache(self._smallest)
+            self.warm_window(window, scratch)
+
+    def windows_to_warm(self) -> list[Window]:
+        """The attention windows the stream will reach whose graph is not built yet, in order."""
         cache = self.caches[0]
         windows = [Window(n, True) for n in cache.windows]
         windows.append(Window(cache.context, False))
+        return [w for w in windows if w not in self._graphs]
+
+    def warm_window(self, window: Window, scratch: list | None = None) -> None:
+        """Compile and run once the graph of `window` on scratch rings (`scratch`: caches of
+        `lm.make_cache` to reuse; new ones otherwise); the stream's state is unchanged."""
+        scratch = scratch or self.lm.make_cache(self._smallest)
+        states = [list(c.state) for c in scratch]
         pos = mx.array(0, dtype=mx.int32)
-        scratch = None
-        for window in windows:
-            if window in self._graphs:
-                continue
-            scratch = scratch or self.lm.make_cache(self._smallest)
-            states = [list(c.state) for c in scratch]
-            out, states = self._graph(window)(self._initial, pos, states)
-            mx.eval(out, states)
+        out, states = self._graph(window)(self._initial, pos, states)
+        mx.eval(out, states)
 
     def _graph(self, window: Window) -> Callable:
         if window not in self._graphs:
