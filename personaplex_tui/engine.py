@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 FIRST_RUN_NOTE = "first run here: compiling the GPU kernels (minutes, once)"
 MemoryProbe = Callable[[], MemoryUsage | None]
+WarmProgress = Callable[[int, int, str], None]  # (done, total, graph name): `Session.warm_up`'s
 
 
 class SessionLike(Protocol):
@@ -56,12 +57,12 @@ class ModelLike(Protocol):
     def session(self, settings: SessionSettings) -> SessionLike: ...
 
 
-def _compile_ahead(session: SessionLike) -> None:
-    """`Session.warm_up()`: compile the step graphs of every attention window (those the model
-    has not built yet) before the user talks."""
+def _compile_ahead(session: SessionLike, progress: WarmProgress) -> None:
+    """`Session.warm_up(progress)`: compile the step graphs of every attention window (those
+    the model has not built yet) before the user talks."""
     warm_up = getattr(session, "warm_up", None)
     if warm_up is not None:
-        warm_up()
+        warm_up(progress)
 
 
 class Cancelled(Exception):
@@ -154,6 +155,17 @@ class Engine:
         self.thread_ident = threading.get_ident()
         return fn(*args)
 
+    def _warm_progress(self, done: int, total: int, name: str) -> None:
+        """A `Session.warm_up` progress report (engine thread) as a LoadProgress event; nothing
+        when every graph was compiled already."""
+        if total == 0:
+            return
+        graphs = "graph" if total == 1 else "graphs"
+        message = (
+            f"compiling {name} ({done}/{total})" if done < total else f"compiled {total} {graphs}"
+        )
+        self.emit(LoadProgress("warm_up", message, done_count=done, total_count=total))
+
     def _report_memory(self, force: bool = False) -> None:
         """Send a MemoryUsage event (engine thread), at most every `memory_every_s` unless forced."""
         if self._memory_probe is None:
@@ -230,7 +242,7 @@ class Engine:
         def work() -> float:
             start = time.perf_counter()
             session = self._require_model().session(self.settings)
-            _compile_ahead(session)
+            _compile_ahead(session, self._warm_progress)
             silence = np.zeros(FRAME_SAMPLES, np.float32)
             for _ in range(steps):
                 session.step(silence)
@@ -250,7 +262,7 @@ class Engine:
             self.session = self._require_model().session(s)
             # Every step graph these settings need (the warm-up built those of the settings it
             # ran with), now: none is compiled mid-conversation.
-            _compile_ahead(self.session)
+            _compile_ahead(self.session, self._warm_progress)
             self.frames_out = 0
             self._report_memory(force=True)
             return True

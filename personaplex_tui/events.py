@@ -26,7 +26,8 @@ EngineStateName = Literal[
 
 @dataclass(frozen=True)
 class LoadProgress:
-    """Model loading progress; `total_bytes` is 0 when unknown."""
+    """Model loading progress; `total_bytes` is 0 when unknown, `total_count` when nothing is
+    counted (the warm-up counts the graphs it compiles)."""
 
     stage: str  # "download", "load", "warm_up", "prompt"
     message: str
@@ -34,6 +35,8 @@ class LoadProgress:
     total_bytes: int = 0
     rate_bytes_s: float = 0.0
     eta_s: float | None = None
+    done_count: int = 0
+    total_count: int = 0
 
 
 @dataclass(frozen=True)

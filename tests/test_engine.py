@@ -209,3 +209,63 @@ def test_warm_up_says_when_the_gpu_kernels_are_compiled_for_the_first_time():
     assert len(first) == 1 and FIRST_RUN_NOTE in first[0]
     later = asyncio.run(main(False))
     assert len(later) == 1 and "kernels" not in later[0]
+
+
+def test_the_warm_up_reports_each_graph_it_compiles_with_its_count():
+    """Session.warm_up's progress becomes LoadProgress events, delivered on the event loop in
+    order with growing counts, for the warm-up and for a new session's compile-ahead."""
+
+    class WarmingSession(FakeSession):
+        def warm_up(self, progress):
+            self.owner.threads.add(threading.get_ident())
+            names = self.owner.to_compile
+            for i, name in enumerate(names):
+                progress(i, len(names), name)
+            progress(len(names), len(names), "")
+            self.owner.to_compile = []  # compiled: the model's next sessions reuse them
+
+    class WarmingModel(FakeModel):
+        to_compile = ["encode (Mimi filling)", "LM step (window 8 masked)", "decode (Mimi full)"]
+
+        def session(self, settings):
+            s = WarmingSession(self, settings)
+            self.sessions.append(s)
+            return s
+
+    async def main():
+        events, model, sink_threads = [], WarmingModel(), set()
+
+        def sink(event):
+            sink_threads.add(threading.get_ident())
+            events.append(event)
+
+        def loader(progress):
+            return model, ModelInfo("fake", "4-bit", "cpu", ("NATF2",))
+
+        engine = Engine(loader, sink)
+        await engine.load()
+        await engine.warm_up(steps=1)
+        warmed = [e for e in events if isinstance(e, LoadProgress) and e.stage == "warm_up"]
+        model.to_compile = ["LM step (window 16 masked)"]  # other settings: one new graph
+        await engine.new_session(SessionSettings(seed=2))
+        await engine.new_session()  # all built: no count at all
+        await engine.close()
+        progress = [e for e in events if isinstance(e, LoadProgress) and e.stage == "warm_up"]
+        return warmed, progress[len(warmed) :], sink_threads, model, engine
+
+    warmed, later, sink_threads, model, engine = asyncio.run(main())
+    assert sink_threads == {threading.get_ident()}  # the loop's thread, not the engine's
+    assert model.threads == {engine.thread_ident}
+    counted = warmed[1:]  # after the first line (steps of silence)
+    assert [(e.done_count, e.total_count) for e in counted] == [(i, 3) for i in range(4)]
+    assert [e.message for e in counted] == [
+        "compiling encode (Mimi filling) (0/3)",
+        "compiling LM step (window 8 masked) (1/3)",
+        "compiling decode (Mimi full) (2/3)",
+        "compiled 3 graphs",
+    ]
+    assert all(e.total_bytes == 0 for e in counted)  # a count, not bytes
+    assert [(e.done_count, e.total_count, e.message) for e in later] == [
+        (0, 1, "compiling LM step (window 16 masked) (0/1)"),
+        (1, 1, "compiled 1 graph"),
+    ]

@@ -134,6 +134,31 @@ async def test_download_progress_shows_bytes_rate_and_time_left():
         assert "48.3 MB/s" in text and "1:00 left" in text and "Downloading" in text
 
 
+async def test_the_warm_up_shows_the_graph_it_compiles_and_the_count():
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        app.bridge(StateChanged("warming_up"))  # e.g. a restart on a fresh GPU machine
+        names = ["encode (Mimi filling)", "LM step (window 128 masked)", "decode (Mimi full)"]
+        for done, name in enumerate(names):
+            app.bridge(LoadProgress("warm_up", f"compiling {name} ({done}/12)", 0, 0, 0.0, None,
+                                    done, 12))  # fmt: skip
+        panel = app.main.query_one(LoadPanel)
+        await until(pilot, lambda: panel.progress is not None and panel.progress.done_count == 2)
+        assert panel.display
+        text = text_of(panel)
+        first, second = text.splitlines()
+        assert "Warming up" in first and first.endswith(" 2/12")
+        assert second == "compiling decode (Mimi full) (2/12)"  # the latest line only
+        assert " B" not in text and "left" not in text  # a count, not bytes
+        bar = first[first.index("━") : first.rindex("━") + 1]
+        green = [s for s in panel.render().spans if s.style == "bold green"]  # the bar's done part
+        assert len(green) == 1 and green[0].end - green[0].start == int(len(bar) * 2 / 12) > 0
+        app.bridge(LoadProgress("warm_up", "compiled 12 graphs", done_count=12, total_count=12))
+        await until(pilot, lambda: panel.progress is not None and panel.progress.done_count == 12)
+        assert text_of(panel).splitlines()[0].endswith(" 12/12")
+
+
 async def test_keys_do_nothing_to_the_model_while_it_loads():
     app, factory, notes = build(load_pause_s=0.3)
     async with app.run_test(size=SIZE) as pilot:

@@ -1,4 +1,4 @@
-"""Model loading: stage, progress bar with bytes, rate and time left, or the warm-up."""
+"""Model loading: stage and progress bar (bytes, rate, time left; or the warm-up's graphs)."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ class LoadPanel(Widget):
                 ("  ·  ", "dim"),
                 f"{human_duration(p.eta_s)} left",
             )
+        elif p.total_count > 0:  # counted steps (the warm-up's graphs), not bytes
+            count = f" {p.done_count}/{p.total_count}"
+            bar = progress_bar(
+                p.done_count / p.total_count, max(width - len(title) - len(count) - 2, 5)
+            )
+            first, second = Text.assemble(title, "  ", bar, count), Text(p.message, style="dim")
         else:
             first, second = title, Text(p.message, style="dim")
         if p.total_bytes > 0 and p.message:
