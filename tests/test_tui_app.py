@@ -139,7 +139,7 @@ async def test_the_warm_up_shows_the_graph_it_compiles_and_the_count():
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         app.bridge(StateChanged("warming_up"))  # e.g. a restart on a fresh GPU machine
-        names = ["encode (Mimi filling)", "LM step (window 128 masked)", "decode (Mimi full)"]
+        names = ["encode (Mimi filling)", "LM step (window 1024 masked)", "decode (Mimi full)"]
         for done, name in enumerate(names):
             app.bridge(LoadProgress("warm_up", f"compiling {name} ({done}/12)", 0, 0, 0.0, None,
                                     done, 12))  # fmt: skip
