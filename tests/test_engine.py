@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 
+import model as ppx
 from model.conversation.session_settings import SessionSettings
 from model.conversation.types import Frame, StepTimings
 from personaplex_tui.engine import FIRST_RUN_NOTE, Engine
@@ -18,6 +19,7 @@ from personaplex_tui.events import (
     StateChanged,
     StepTiming,
 )
+from tests.checkpoints import write_small_checkpoint
 
 
 class FakeSession:
@@ -269,3 +271,29 @@ def test_the_warm_up_reports_each_graph_it_compiles_with_its_count():
         (0, 1, "compiling LM step (window 16 masked) (0/1)"),
         (1, 1, "compiled 1 graph"),
     ]
+
+
+def test_a_real_sessions_warm_up_is_counted_graph_by_graph(tmp_path):
+    """The small checkpoint through the engine: one counted event per graph the model compiles
+    (as many as `StepGraphs.timings` grew), then the last one; a new session compiles none."""
+    persona = ppx.load(write_small_checkpoint(tmp_path / "persona", seed=0))
+
+    async def main():
+        events = []
+        engine = Engine(lambda p: (persona, ModelInfo("small", "f32", "cpu", ())), events.append)
+        await engine.load()
+        await engine.warm_up(steps=1, settings=SessionSettings(seed=1))
+        warmed = len(events)
+        await engine.new_session()
+        await engine.close()
+        counted = [e for e in events if isinstance(e, LoadProgress) and e.total_count > 0]
+        return counted, [e for e in counted if events.index(e) >= warmed]
+
+    counted, after = asyncio.run(main())
+    total = len(persona.step_graphs().timings)
+    assert total >= 4
+    assert [(e.done_count, e.total_count) for e in counted] == [
+        (i, total) for i in range(total + 1)
+    ]
+    assert all(e.stage == "warm_up" for e in counted)
+    assert after == []
