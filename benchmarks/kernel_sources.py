@@ -81,7 +81,9 @@ def dump() -> list[dict[str, Any]]:
     with _faked(recorder):
         for cname, cfg in _configs().items():
             for dname, dtype in DTYPES.items():
-                lm = SimpleNamespace(config=cfg, dtype=dtype)
+                lm = SimpleNamespace(
+                    config=cfg, dtype=dtype, transformer=SimpleNamespace(config=cfg.temporal)
+                )
                 for bits in (4, 8):
                     tag = f"{cname}/{dname}/{bits}"
                     t = cfg.temporal
