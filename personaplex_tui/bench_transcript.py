@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from personaplex_tui.kernels_in_use import stt_kernels
 from personaplex_tui.stt_loader import attach_stt
 from personaplex_tui.user_transcript import SttChoice, stt_bits
 
@@ -56,6 +57,7 @@ def time_transcript(
         on_ms.append(on.step(pcm).timings.total_ms)
     result: dict[str, Any] = {
         "model": model.listener.source,
+        "stt_kernels": stt_kernels(model),
         "step_ms_off": asdict(stats_of(off_ms)),
         "step_ms_on": asdict(stats_of(on_ms)),
     }
@@ -106,4 +108,6 @@ def transcript_rows(transcript: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
     rows.append(("  STT model", str(transcript["model"])))
+    if "stt_kernels" in transcript:
+        rows.append(("  STT step runs on", str(transcript["stt_kernels"])))
     return rows

@@ -27,6 +27,22 @@ def temporal_kernels(model: PersonaPlex) -> str:
     return _one_kernel(model, cuda.TEMPORAL, prepared, "one kernel per step")
 
 
+def stt_kernels(model: PersonaPlex) -> str:
+    """Which kernels run the user transcript's STT step: the temporal kernel (a quantized STT on
+    CUDA, `model/stt/model.py`) or MLX's ops; "off" without a listener."""
+    listener = getattr(model, "listener", None)
+    if listener is None:
+        return "off (no user transcript)"
+    lm = listener.lm
+    if not on_cuda():
+        return "MLX"
+    prepared = lm.kernels.stack(cuda.TEMPORAL, lm) is not None
+    if cuda.TEMPORAL.enabled() and prepared:
+        return f"one kernel per step ({cuda.TEMPORAL.path})"
+    why = cuda.TEMPORAL.why_off(lm)
+    return f"MLX ({why})" if why else "MLX"
+
+
 def _one_kernel(model: PersonaPlex, kernel: cuda.Kernel, prepared: bool, what: str) -> str:
     if not on_cuda():
         return "MLX"

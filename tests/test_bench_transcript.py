@@ -37,8 +37,10 @@ def test_small_bench_times_the_step_with_the_transcript_on_and_off() -> None:
         assert s["n"] == 12 and 0 < s["p50"] <= s["p90"] <= s["max"]
     assert r["cost_pct"] == round(100 * (r["step_ms_on"]["p50"] / r["step_ms_off"]["p50"] - 1), 1)
     assert r["stt_ms"] > 0 and r["listening_frame_ms"]["p50"] > 0
+    assert r["stt_kernels"] == "MLX"  # the CPU (on CUDA a quantized STT runs the temporal kernel)
     table = bench("--small", "--no-phases").stdout
     assert "user transcript on" in table and "transcript cost" in table
+    assert "STT step runs on" in table
     assert "phase: stt" not in table
     assert json.loads(bench("--small", "--json", "--no-user-transcript").stdout)["transcript"] == {}
 
@@ -59,3 +61,11 @@ def test_a_checkpoint_with_its_stt(tmp_path: Path) -> None:
     r = json.loads(bench("--model", str(alone), "--json").stdout)
     assert r["transcript"]["error"].startswith("No transcript of your voice: ")
     assert r["step_ms"]["n"] == 12
+
+
+def test_without_a_listener_the_stt_kernels_are_off() -> None:
+    from types import SimpleNamespace
+
+    from personaplex_tui.kernels_in_use import stt_kernels
+
+    assert stt_kernels(SimpleNamespace(listener=None)) == "off (no user transcript)"
