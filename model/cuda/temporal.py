@@ -1,4 +1,7 @@
-"""The temporal transformer's one-position step (all 32 layers) as one persistent CUDA kernel.
+"""The temporal transformer's one-position step (all its layers) as one persistent CUDA kernel.
+
+It runs PersonaPlex's temporal transformer (32 layers of 4096) and, with the same source compiled
+for other constants, the Kyutai STT's (16 layers of 2048; `model/stt/model.py`).
 
 As MLX ops a step is ~300 kernels (per layer: two norms, four mat-vecs, RoPE, two cache writes,
 attention); most of its time is launch latency and host encoding. This kernel keeps one block
@@ -15,7 +18,7 @@ per SM resident and separates the phases of a layer with grid-wide barriers (see
 6. the grid computes `x' + linear_out(hidden)` -- barrier.
 
 The ring caches are written in place: the kernel gets them as inputs (MLX allocates a custom
-kernel's outputs anew, and copying 32 rings per step is what the step must never do) and writes
+kernel's outputs anew, and copying every layer's ring per step is what the step must never do) and writes
 the new slot through them, so the step returns the same arrays as its new ring states. Slots
 attended are 0..min(pos, context - 1): exactly those written (see `model.lm.ring_mask`), so one
 compiled kernel serves every window. Intermediate values are rounded to the activation dtype
@@ -47,7 +50,7 @@ DTYPES = (mx.bfloat16, mx.float16)  # x and the hidden state live in shared memo
 class TemporalStack(persistent.StackedWeights):
     """The temporal transformer's weights as the kernel reads them (the modules hold views).
 
-    qa/sa/ba: every 4096-input projection (per layer: in_proj, out_proj, linear_in rows);
+    qa/sa/ba: every d_model-input projection (per layer: in_proj, out_proj, linear_in rows);
     qb/sb/bb: every `linear_out`; norms: norm1/norm2 weights in the activation dtype.
     """
 
