@@ -21,7 +21,6 @@ import time
 from dataclasses import replace
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 
 from model.config import MimiConfig, mimi_tiny
@@ -54,12 +53,7 @@ def random_stt(cfg: SttConfig, bits: int) -> SttLM:
         layer.norm2.alpha = layer.norm2.alpha.astype(mx.float32)
     lm.out_norm.alpha = lm.out_norm.alpha.astype(mx.float32)
     if bits < 16:
-        nn.quantize(
-            lm,
-            64,
-            bits,
-            class_predicate=lambda p, m: isinstance(m, nn.Linear) and "transformer." in p,
-        )
+        lm.quantize(bits)
     mx.eval(lm.parameters())
     lm.prepare()  # on CUDA: the temporal kernel for a quantized model, checked
     return lm

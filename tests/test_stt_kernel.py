@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 import pytest
 
@@ -38,12 +37,7 @@ def small_stt(
     lm = SttLM(cfg)
     lm.set_dtype(dtype)
     if bits is not None:
-        nn.quantize(
-            lm,
-            64,
-            bits,
-            class_predicate=lambda p, m: isinstance(m, nn.Linear) and p.startswith("transformer."),
-        )
+        lm.quantize(bits)
     mx.eval(lm.parameters())
     lm.prepare()
     return lm
@@ -93,12 +87,7 @@ def test_the_published_shape_is_one_the_kernel_takes_when_quantized():
     for bits in (4, 8):
         lm = SttLM(cfg)  # lazy: nothing of its 1B weights is computed
         lm.set_dtype(mx.bfloat16)
-        nn.quantize(
-            lm,
-            64,
-            bits,
-            class_predicate=lambda p, m: isinstance(m, nn.Linear) and p.startswith("transformer."),
-        )
+        lm.quantize(bits)
         assert temporal_kernel.supports(lm) is None, bits
     lm = SttLM(cfg)
     lm.set_dtype(mx.bfloat16)

@@ -26,6 +26,18 @@ def embed_or_zero(table: mx.array, ids: mx.array) -> mx.array:
     return mx.where(mx.expand_dims(ids >= 0, -1), rows, mx.array(0, dtype=rows.dtype))
 
 
+def prepare_modules(root: nn.Module, dtype: mx.Dtype) -> set[tuple[int, int]]:
+    """`prepare(dtype)` every module under `root` that has one (not `root` itself); returns the
+    kinds (bits, group size) of quantized weight met, for the fused mat-vec's check."""
+    kinds = set()
+    for _, module in root.named_modules():
+        if module is not root and hasattr(module, "prepare"):
+            module.prepare(dtype)
+        if hasattr(module, "bits") and hasattr(module, "group_size"):
+            kinds.add((module.bits, module.group_size))
+    return kinds
+
+
 def stack_scalars(values: list[mx.array], dtype: mx.Dtype = mx.int32) -> mx.array:
     """`mx.stack` of scalar arrays, as one elementwise kernel once compiled (a concatenation
     copies each input with a kernel of its own)."""

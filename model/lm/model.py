@@ -25,9 +25,16 @@ from model.lm.layers import (
     RMSNorm,
     StepAttention,
     embed_or_zero,
+    prepare_modules,
     stack_scalars,
 )
-from model.lm.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
+from model.lm.stacked import (
+    embed_stacked,
+    linear_rows,
+    stack_linears,
+    stack_tables,
+    stacked_sources,
+)
 from model.sampling import GREEDY, SamplingParams, draw, gumbel_noise
 
 
@@ -182,13 +189,8 @@ class LM(nn.Module):
         """
         dtype = self.dtype
         self._cuda.stack_weights(self)  # before the modules derive their per-step views
-        kinds = set()
-        for _, module in self.named_modules():
-            if module is not self and hasattr(module, "prepare"):
-                module.prepare(dtype)
-            if hasattr(module, "bits") and hasattr(module, "group_size"):
-                kinds.add((module.bits, module.group_size))
-        self._cuda.check_matvec(dtype, kinds)  # on CUDA: our kernel, or MLX's if it fails
+        # on CUDA: our mat-vec kernel, or MLX's if it fails its check
+        self._cuda.check_matvec(dtype, prepare_modules(self, dtype))
         tables = [self.text_emb, *self.emb]
         if not is_fresh(self._tables, stacked_sources(tables)):
             self._tables = stack_tables(tables, zero_row=True)
@@ -218,12 +220,9 @@ class LM(nn.Module):
         tokens (text_card, card) index the tables' extra rows.
         """
         tokens = tokens.reshape(-1, self.config.n_streams)
-        tables = [self.text_emb, *self.emb]
-        stacked = current(self._tables, stacked_sources(tables))
-        if stacked is not None:
-            table, offsets, zero = stacked
-            ids = mx.where(tokens >= 0, tokens + offsets, zero)
-            return mx.expand_dims(table[ids].sum(axis=1), 0)
+        x = embed_stacked(self._tables, [self.text_emb, *self.emb], tokens)
+        if x is not None:
+            return x
         x = None
         for i, table in enumerate(self.emb):
             e = embed_or_zero(table.weight, tokens[:, i + 1])

@@ -12,7 +12,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from model import quantized
-from model.derived import Derived, derive, stack_into
+from model.derived import Derived, current, derive, stack_into
 from model.lm.layers import matvec
 
 _QUANTIZED_PARTS = ("weight", "scales", "biases")
@@ -40,6 +40,19 @@ def stack_tables(tables: list[nn.Embedding], zero_row: bool = True) -> Derived:
     offsets = mx.array([sum(sizes[:i]) for i in range(len(sizes))], dtype=mx.int32)
     zero = mx.array(sum(sizes), dtype=mx.int32)
     return derive(stacked_sources(tables), lambda: (stacked, offsets, zero))
+
+
+def embed_stacked(
+    stack: Derived | None, tables: list[nn.Embedding], tokens: mx.array
+) -> mx.array | None:
+    """The sum over `tables` of each column's embeddings, [T, n] ids -> [1, T, D], by one gather
+    from `stack_tables(tables)` (None: no stack, or a stale one: look the tables up one by one)."""
+    stacked = current(stack, stacked_sources(tables))
+    if stacked is None:
+        return None
+    table, offsets, zero = stacked
+    ids = mx.where(tokens >= 0, tokens + offsets, zero)
+    return mx.expand_dims(table[ids].sum(axis=1), 0)
 
 
 def stack_linears(linears: list[nn.Module]) -> Derived:

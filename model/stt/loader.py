@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 
 from model.checkpoints.config_io import read_json
 from model.checkpoints.hub import resolve_model
@@ -197,13 +196,7 @@ def lm_from_file(
     lm.load_weights(weights, strict=True)
     del weights
     if quantize is not None:
-
-        def wanted(module_path: str, module: nn.Module) -> bool:
-            # every projection of the published model; a tiny test model's odd widths stay float
-            fits = isinstance(module, nn.Linear) and module.weight.shape[1] % group_size == 0
-            return fits and module_path.startswith("transformer.")
-
-        nn.quantize(lm, group_size, quantize, class_predicate=wanted)
+        lm.quantize(quantize, group_size)
     mx.eval(lm.parameters())
     lm.eval()
     lm.prepare()

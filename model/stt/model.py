@@ -18,9 +18,15 @@ import numpy as np
 from model import cuda
 from model.derived import Derived, current, is_fresh
 from model.lm.kv_cache import RingKVCache, Window
-from model.lm.layers import RMSNorm, embed_or_zero
+from model.lm.layers import RMSNorm, embed_or_zero, prepare_modules
 from model.lm.model import Transformer
-from model.lm.stacked import linear_rows, stack_linears, stack_tables, stacked_sources
+from model.lm.stacked import (
+    embed_stacked,
+    linear_rows,
+    stack_linears,
+    stack_tables,
+    stacked_sources,
+)
 from model.stt.config import SttConfig
 
 
@@ -47,6 +53,17 @@ class SttLM(nn.Module):
     def dtype(self) -> mx.Dtype:
         return self.text_emb.weight.dtype
 
+    def quantize(self, bits: int, group_size: int = 64) -> None:
+        """Quantize the transformer's projections whose input size is a multiple of
+        `group_size` (all of the published model's; embeddings, heads and a tiny test model's
+        odd widths stay float), affine as the temporal kernel takes them."""
+
+        def wanted(path: str, module: nn.Module) -> bool:
+            fits = isinstance(module, nn.Linear) and module.weight.shape[1] % group_size == 0
+            return fits and path.startswith("transformer.")
+
+        nn.quantize(self, group_size, bits, class_predicate=wanted)
+
     def prepare(self) -> None:
         """Derive the per-step arrays from the current weights (`model.lm.layers`), stack the
         n_q + 1 input tables (one gather per step) and the extra heads (one product), and on
@@ -59,13 +76,7 @@ class SttLM(nn.Module):
             self._tables = stack_tables(tables, zero_row=True)
         if self.extra_heads and not is_fresh(self._heads, stacked_sources(self.extra_heads)):
             self._heads = stack_linears(self.extra_heads)
-        kinds = set()
-        for _, module in self.named_modules():
-            if module is not self and hasattr(module, "prepare"):
-                module.prepare(self.dtype)
-            if hasattr(module, "bits") and hasattr(module, "group_size"):
-                kinds.add((module.bits, module.group_size))
-        self._cuda.check_matvec(self.dtype, kinds)
+        self._cuda.check_matvec(self.dtype, prepare_modules(self, self.dtype))
         self._cuda.check(self)
 
     @property
@@ -83,12 +94,9 @@ class SttLM(nn.Module):
         Plain sum of the text and audio embeddings; the id -1 contributes zeros. Prepared: one
         gather from the stacked tables and one sum."""
         tokens = tokens.reshape(-1, self.config.n_streams)
-        tables = [self.text_emb, *self.emb]
-        stacked = current(self._tables, stacked_sources(tables))
-        if stacked is not None:
-            table, offsets, zero = stacked
-            ids = mx.where(tokens >= 0, tokens + offsets, zero)
-            return mx.expand_dims(table[ids].sum(axis=1), 0)
+        x = embed_stacked(self._tables, [self.text_emb, *self.emb], tokens)
+        if x is not None:
+            return x
         x = embed_or_zero(self.text_emb.weight, tokens[:, 0])
         for i, table in enumerate(self.emb):
             x = x + embed_or_zero(table.weight, tokens[:, i + 1])

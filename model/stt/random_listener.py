@@ -8,7 +8,6 @@ from dataclasses import replace
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 
 from model.mimi.quantizer import SplitResidualQuantizer
 from model.stt.config import SttConfig, stt_1b_en_fr
@@ -38,12 +37,7 @@ def random_listener(
     lm = SttLM(config)
     lm.set_dtype(dtype or persona.lm.dtype)
     if bits is not None:
-        nn.quantize(
-            lm,
-            64,
-            bits,
-            class_predicate=lambda p, m: isinstance(m, nn.Linear) and p.startswith("transformer."),
-        )
+        lm.quantize(bits)
     lm.eval()
     ours = persona.mimi.model.quantizer
     cfg = persona.mimi.cfg
