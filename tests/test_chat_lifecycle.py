@@ -44,16 +44,22 @@ def test_after_a_reset_the_screen_and_the_files_split_the_conversations_alike(
     def recordings() -> list[int]:  # agent.wav sizes, oldest first
         return [f.stat().st_size for f in sorted(record.glob("*/agent.wav"))]
 
+    def talking(n: int) -> bool:
+        """Session n is live, has 15 frames of agent audio and has said something (its
+        transcript is flushed per entry): a reset then splits a conversation with text in it."""
+        folders = sorted(p.parent for p in record.glob("*/agent.wav"))
+        if len(folders) != n or recordings()[-1] <= 15 * FRAME_BYTES:
+            return False
+        try:
+            return file_agent_text(folders[-1]) != ""
+        except (OSError, ValueError):  # not written yet, or a line being written
+            return False
+
     try:
         for session in (1, 2, 3):  # resets while the model talks (each one could misplace text)
-            tui.wait_for(
-                lambda n=session: len(recordings()) == n and recordings()[-1] > 15 * FRAME_BYTES,
-                120,
-                f"live in session {session}",
-            )
+            tui.wait_for(lambda n=session: talking(n), 120, f"live in session {session}")
             os.write(tui.master, b"r")
-        tui.wait_for(lambda: len(recordings()) == 4 and recordings()[-1] > 15 * FRAME_BYTES,
-                     120, "live in session 4")  # fmt: skip
+        tui.wait_for(lambda: talking(4), 120, "live in session 4")
         os.write(tui.master, b" ")  # stop talking, then copy the transcript and quit
         time.sleep(1.0)
         os.write(tui.master, b"c")
