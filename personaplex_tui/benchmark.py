@@ -17,8 +17,9 @@ import numpy as np
 
 from model import PersonaPlex, load, random_model
 from model.checkpoints.voices import VoicePrompt
-from model.config import FRAME_SAMPLES, config_7b, mimi_tiny, tiny
+from model.config import FRAME_SAMPLES, PersonaPlexConfig, config_7b, mimi_tiny, tiny
 from model.conversation.session import Session
+from personaplex_tui.jit_workers import start_jit_workers
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
 from personaplex_tui.kernels_in_use import depformer_kernels, matvec_kernels, temporal_kernels
@@ -76,7 +77,9 @@ class Warmup:
     graphs_s: all of `warm_up`; steps_s: the warm-up steps after it; new_session_ms: a second
     session with the same options, warm_up included (graphs are shared: new_session_traces is
     0); prefill_new_length_ms: the first prefill of another prompt length (a voice one frame
-    longer); kernel_cache: the GPU kernel cache folder and its module count before and after.
+    longer); kernel_cache: the GPU kernel cache folder and its module count before and after;
+    jit_workers: the helper processes that compiled kernels beside the load and warm-up on a
+    fresh CUDA machine (personaplex_tui/jit_workers.py; empty when none ran).
     """
 
     session_s: float = 0.0
@@ -88,6 +91,7 @@ class Warmup:
     new_session_traces: int = 0
     prefill_new_length_ms: float = 0.0
     kernel_cache: dict[str, Any] = field(default_factory=dict)
+    jit_workers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -141,10 +145,15 @@ def _random_voice(model: PersonaPlex, frames: int, seed: int) -> VoicePrompt:
     return VoicePrompt("random", emb.astype(model.lm.dtype), cache)
 
 
-def _build(opts: BenchOptions) -> tuple[PersonaPlex, VoicePrompt | None, list[int]]:
+def random_config(opts: BenchOptions) -> PersonaPlexConfig:
+    """The configuration a `--small` or `--random-weights` benchmark builds."""
+    return tiny(mimi=mimi_tiny()) if opts.small else config_7b()
+
+
+def build_model(opts: BenchOptions) -> tuple[PersonaPlex, VoicePrompt | None, list[int]]:
     dtype = getattr(mx, opts.dtype) if opts.dtype else None
     if opts.random_weights or opts.small:
-        cfg = tiny(mimi=mimi_tiny()) if opts.small else config_7b()
+        cfg = random_config(opts)
         bits = None if opts.bits == 16 else opts.bits
         if opts.small and bits:
             cfg.quantization = None  # tiny dims are not multiples of the group size
@@ -172,7 +181,7 @@ def _audio(n: int, seed: int) -> list[np.ndarray]:
     return frames
 
 
-def _session(model: PersonaPlex, voice, tokens, opts: BenchOptions, **kw) -> Session:
+def bench_session(model: PersonaPlex, voice, tokens, opts: BenchOptions, **kw) -> Session:
     """A session with the prepared voice prompt (or none) and prompt tokens."""
     settings = model.default_settings(voice=None, seed=opts.seed)
     return model.session(settings, voice=voice, system_tokens=tokens, **kw)
@@ -182,14 +191,15 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
     """Load, warm up and time everything `opts` asks for."""
     mx.reset_peak_memory()
     t0 = time.perf_counter()
+    helpers = start_jit_workers(asdict(opts) if opts.random_weights or opts.small else None)
     progress("building random weights" if opts.random_weights or opts.small else "loading")
-    model, voice, tokens = _build(opts)
+    model, voice, tokens = build_model(opts)
     load_s = time.perf_counter() - t0
 
     progress("warming up")
     kernels_before = cached_kernels()
     t0 = time.perf_counter()
-    session = _session(model, voice, tokens, opts)
+    session = bench_session(model, voice, tokens, opts)
     warm = Warmup(session_s=round(time.perf_counter() - t0, 3))
     warm.prefill_first_ms = round(session.prefill_ms, 3)
     graphs = model.step_graphs()
@@ -204,13 +214,15 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
     session.step_codes(np.zeros(8, np.int32))
     warm.steps_s = round(time.perf_counter() - t, 3)
     warmup_s = time.perf_counter() - t0
+    if helpers is not None:
+        warm.jit_workers = helpers.stop()
     traces = graphs.traces
     t = time.perf_counter()
-    _session(model, voice, tokens, opts).warm_up()
+    bench_session(model, voice, tokens, opts).warm_up()
     warm.new_session_ms = round(1000 * (time.perf_counter() - t), 3)
     warm.new_session_traces = graphs.traces - traces
     longer = _random_voice(model, (voice.frames if voice else 0) + 1, opts.seed + 3)
-    warm.prefill_new_length_ms = round(_session(model, longer, tokens, opts).prefill_ms, 3)
+    warm.prefill_new_length_ms = round(bench_session(model, longer, tokens, opts).prefill_ms, 3)
     warm.kernel_cache = {
         "dir": os.environ.get(KERNEL_CACHE_VAR, ""),
         "modules_before": kernels_before,
@@ -238,7 +250,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
     phases: dict[str, float] = {}
     if opts.phases:
         progress("timing the phases")
-        phased = _session(model, voice, tokens, opts, measure_phases=True)
+        phased = bench_session(model, voice, tokens, opts, measure_phases=True)
         phased.warm_up()
         timings = [phased.step(pcm).timings for pcm in audio[: min(opts.steps, 100)]][5:]
         for name in ("encode", "temporal", "depformer", "decode"):
@@ -250,7 +262,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         from personaplex_tui.bench_transcript import time_transcript
 
         def make(**kw: Any) -> Session:
-            return _session(model, voice, tokens, opts, **kw)
+            return bench_session(model, voice, tokens, opts, **kw)
 
         transcript = time_transcript(model, make, audio, opts, progress, Stats.of)
     steps = Stats.of(step_ms)
@@ -288,7 +300,7 @@ def _turn_latency(model, voice, tokens, opts: BenchOptions, prebuffer: int = 3) 
     Playback starts once `prebuffer` reply frames are queued, so the latency is the last
     utterance step plus `prebuffer` reply steps (80 ms frames produced faster than real time).
     """
-    session = _session(model, voice, tokens, opts)
+    session = bench_session(model, voice, tokens, opts)
     session.warm_up()
     utterance = _audio(40, opts.seed + 2)
     silence = np.zeros(FRAME_SAMPLES, np.float32)

@@ -189,7 +189,13 @@ class Session:
                 return keys
             offset, frames = offset + 1, frames + 1
 
-    def warm_up(self, progress: WarmProgress | None = None) -> None:
+    def warm_up(
+        self,
+        progress: WarmProgress | None = None,
+        *,
+        part: tuple[int, int] | None = None,
+        graphs: Callable[[str], bool] | None = None,
+    ) -> None:
         """Compile every step graph the conversation will use, and run each once, now.
 
         The ring fills during the first minutes of a conversation (Mimi's caches in the first
@@ -202,8 +208,15 @@ class Session:
         `progress(done, total, name)`, when given, is called before each graph compiled here
         (`total` counts those only, the listener's included; `done` of them are compiled) and
         once at the end with `done == total` and name "".
+
+        `graphs(name)` keeps only the graphs it accepts, and `part=(i, n)` only graphs i, i+n,
+        i+2n, ... of those (helper processes compiling GPU kernels in parallel share them out).
         """
         jobs = self._warm_jobs() if self._compile else []
+        if graphs is not None:
+            jobs = [job for job in jobs if graphs(job[0])]
+        if part is not None:
+            jobs = jobs[part[0] :: part[1]]
         for done, (name, run) in enumerate(jobs):
             if progress is not None:
                 progress(done, len(jobs), name)

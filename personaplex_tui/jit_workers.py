@@ -1,0 +1,373 @@
+"""Compile MLX's CUDA kernels in parallel worker processes while a fresh machine warms up.
+
+On a new machine MLX's CUDA backend JIT-compiles each kernel module at its first use, one at a
+time, about 3-6 s each on an H200 (mostly NVRTC parsing MLX's headers), and every module the
+step needs comes in turn: minutes before the first word. The modules land in a shared disk cache
+(`$MLX_PTX_CACHE_DIR`, personaplex_tui/kernel_cache.py) that MLX reads on each in-memory miss.
+So helpers started beside the main process compile modules it will need, in parallel:
+
+- primers: one tiny process per generic indexing module (gather / scatter of each dtype pair);
+- Mimi workers: each builds only the codec and compiles its first encode or decode graph, the
+  longest chains of modules, which they start at once;
+- graph workers: each builds the same model and session as the main process and warms up its
+  share of the session's LM step graphs (`Session.warm_up(part=..., graphs=...)`).
+
+Each helper compiles into its own folder and publishes finished modules into the shared cache by
+atomic renames (`.txt` and `.cu` first, `.ptx` last: MLX looks for the `.ptx` first), and pulls
+the modules others finished into its own folder the same way, so that nobody ever reads a module
+half written. The main process runs unchanged and finds more and more of its modules on disk.
+docs/cuda-kernels.md ("Kernels on a fresh machine") says what it saves.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from personaplex_tui.kernel_cache import ENV_VAR
+
+LOGS_ENV = "PPX_JIT_LOGS"  # a folder for the helpers' stderr (unset: discarded)
+WORKERS_ENV = "PPX_JIT_WORKERS"  # graph workers: a number, "off" (no helpers at all), unset: auto
+MAX_GRAPH_WORKERS = 4
+SETTLE_S = 1.0  # a module written by MLX directly is pulled once its files are this old
+SYNC_EVERY_S = 0.2
+
+# MLX's generic indexing modules are named by dtypes only, whatever the shapes: one tiny process
+# per pair compiles each. (value dtype, index dtype) pairs the step and the loaders use.
+# (value dtype, index dtype) pairs the step, the loaders and the kernel checks use (measured on
+# an H200: the modules a fresh bench compiled).
+GATHERS = [
+    ("bfloat16", "int32"),
+    ("bfloat16", "uint32"),
+    ("float32", "int32"),
+    ("float32", "uint32"),
+    ("int32", "uint32"),
+    ("uint32", "uint32"),
+]
+SCATTERS = [("bfloat16", "int32")]
+GB_PER_GRAPH_WORKER = 20  # device memory each graph worker may take (a 7B model, its caches)
+
+
+def graph_workers_wanted(cpus: int | None = None, device_gb: float | None = None) -> int:
+    """Graph workers to start: `$PPX_JIT_WORKERS` if set, else one per two CPUs beyond the
+    first two and per GB_PER_GRAPH_WORKER of device memory beyond the main process's share, at
+    most MAX_GRAPH_WORKERS."""
+    value = os.environ.get(WORKERS_ENV, "").strip().lower()
+    if value == "off":
+        return 0
+    if value:
+        try:
+            return max(0, int(value))
+        except ValueError:
+            return 0
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    device_gb = device_gb if device_gb is not None else _device_gb()
+    by_memory = int(device_gb // GB_PER_GRAPH_WORKER) - 1
+    return max(0, min(MAX_GRAPH_WORKERS, (cpus - 2) // 2, by_memory))
+
+
+def _device_gb() -> float:
+    """The accelerator's memory in GB (0 when MLX does not say)."""
+    import mlx.core as mx
+
+    try:
+        info = mx.device_info()
+    except Exception:  # device_info differs across backends and versions
+        return 0.0
+    size = info.get("memory_size") or info.get("total_memory") or 0
+    return float(size) / 1e9
+
+
+def _log(message: str) -> None:
+    print(f"{time.time():.2f} {message}", file=sys.stderr, flush=True)
+
+
+# -- the cache folders ------------------------------------------------------------------------
+
+
+def _modules(folder: Path) -> dict[Path, Path]:
+    """Relative path (without suffix) -> .ptx path of every module in `folder`."""
+    out = {}
+    for ptx in folder.rglob("*.ptx"):
+        out[ptx.relative_to(folder).with_suffix("")] = ptx
+    return out
+
+
+def _complete(stem: Path, settle_s: float, now: float) -> bool:
+    """All three files of a module exist and none changed in the last `settle_s` seconds."""
+    try:
+        times = [stem.with_name(stem.name + s).stat().st_mtime for s in (".txt", ".cu", ".ptx")]
+    except OSError:
+        return False
+    return now - max(times) >= settle_s
+
+
+def copy_module(src_dir: Path, dst_dir: Path, rel: Path) -> bool:
+    """Copy one module's files from `src_dir` to `dst_dir` by atomic renames, the `.ptx` last.
+    Returns False when a file vanished meanwhile."""
+    target = dst_dir / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for suffix in (".txt", ".cu", ".ptx"):
+            src = src_dir / rel.parent / (rel.name + suffix)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+            os.close(fd)
+            try:
+                shutil.copyfile(src, tmp)
+                os.replace(tmp, target.parent / (rel.name + suffix))
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@dataclass
+class CacheSync:
+    """Keeps a helper's own cache folder and the shared one in step (both ways)."""
+
+    own: Path
+    shared: Path
+    settle_s: float = SETTLE_S
+    published: set[Path] = field(default_factory=set)
+    pulled: set[Path] = field(default_factory=set)
+
+    def once(self) -> None:
+        """Publish this helper's finished modules, pull the others' finished ones."""
+        now = time.time()
+        mine = _modules(self.own)
+        theirs = _modules(self.shared)
+        for rel in sorted(set(mine) - set(theirs) - self.published - self.pulled):
+            # MLX writes its files directly: wait until they settle.
+            if _complete(self.own / rel, self.settle_s, now) and copy_module(
+                self.own, self.shared, rel
+            ):
+                self.published.add(rel)
+                _log(f"published {str(rel)[:60]}")
+        for rel in sorted(set(theirs) - set(mine)):
+            # Published modules arrive complete; the main process's own need to settle.
+            if _complete(self.shared / rel, self.settle_s, now) and copy_module(
+                self.shared, self.own, rel
+            ):
+                self.pulled.add(rel)
+                _log(f"pulled {str(rel)[:60]}")
+
+    def run_in_background(self, stop: threading.Event) -> threading.Thread:
+        def loop() -> None:
+            while not stop.wait(SYNC_EVERY_S):
+                self.once()
+            self.settle_s = 0.0  # the helper's MLX work is over: everything of it is written
+            self.once()
+
+        thread = threading.Thread(target=loop, name="jit-cache-sync", daemon=True)
+        thread.start()
+        return thread
+
+
+# -- the helpers' work -------------------------------------------------------------------------
+
+
+def _prime(kind: str, value: str, index: str) -> None:
+    """Compile MLX's gather or scatter module for one (value, index) dtype pair."""
+    import mlx.core as mx
+
+    a = mx.zeros((4, 2), dtype=getattr(mx, value))
+    idx = mx.zeros((1,), dtype=getattr(mx, index))
+    if kind == "gather":
+        mx.eval(mx.take(a, idx, axis=0))
+    else:
+        where = mx.zeros((1, 2), dtype=getattr(mx, index))
+        mx.eval(mx.put_along_axis(a, where, mx.ones((1, 2), dtype=a.dtype), axis=0))
+
+
+def _lm_graph(name: str) -> bool:
+    """The warm-up graphs that need the language model (the others are Mimi's)."""
+    return not name.startswith(("encode", "decode"))
+
+
+def _warm_graphs(options: dict[str, Any], part: int, parts: int) -> None:
+    """Build the model and session the benchmark builds and warm up its LM graphs part::parts
+    (Mimi's have helpers of their own, which need no LM and start sooner)."""
+    from personaplex_tui.benchmark import BenchOptions, bench_session, build_model
+
+    opts = BenchOptions(**options)
+    model, voice, tokens = build_model(opts)
+    bench_session(model, voice, tokens, opts).warm_up(part=(part, parts), graphs=_lm_graph)
+
+
+def _warm_mimi(options: dict[str, Any], graph: str) -> None:
+    """Build only the benchmark's Mimi and run its first `graph` ("encode" or "decode") through
+    the step graphs' own compile (the same kernels as the session's)."""
+    import mlx.core as mx
+
+    from model.conversation.step_graphs import StepGraphs
+    from model.mimi.codec import MimiCodec
+    from personaplex_tui.benchmark import BenchOptions, random_config
+
+    opts = BenchOptions(**options)
+    config = random_config(opts)
+    codec = MimiCodec.random(config.mimi, seed=opts.seed)
+    graphs = StepGraphs(None, codec)  # type: ignore[arg-type]  # Mimi's graphs use no LM
+    mimi = codec.model
+    if graph == "encode":
+        pcm = mx.zeros((codec.frame_size,), dtype=mx.float32)
+        out = graphs.encode(False)(pcm, mimi.init_encode_state())
+    else:
+        codes = mx.zeros((config.lm.n_q_agent,), dtype=mx.int32)
+        out = graphs.decode(False)(codes, mimi.init_decode_state())
+    mx.eval(out)
+
+
+def worker_main(argv: list[str]) -> int:
+    """`python -m personaplex_tui.jit_workers SHARED TASK ARGS...`: `prime KIND VALUE
+    INDEX`, `mimi encode|decode JSON` or `graphs I N JSON` (JSON: the benchmark's options).
+    One helper, compiling into its own folder (`$MLX_PTX_CACHE_DIR`) synced with SHARED."""
+    shared, task, *args = argv
+    own = Path(os.environ[ENV_VAR])
+    sync = CacheSync(own, Path(shared))
+    sync.once()  # start from what the others already finished
+    stop = threading.Event()
+    thread = sync.run_in_background(stop)
+    _log(f"start {task} {' '.join(a[:20] for a in args)}")
+    try:
+        if task == "prime":
+            _prime(*args)
+        elif task == "graphs":
+            _warm_graphs(json.loads(args[2]), int(args[0]), int(args[1]))
+        elif task == "mimi":
+            _warm_mimi(json.loads(args[1]), args[0])
+        else:
+            raise SystemExit(f"unknown task {task!r}")
+        import mlx.core as mx
+
+        mx.synchronize()
+        _log("done")
+    finally:
+        stop.set()
+        thread.join()
+    return 0
+
+
+# -- the main process's side -------------------------------------------------------------------
+
+
+def helper_tasks(options: dict[str, Any] | None, graph_workers: int) -> list[list[str]]:
+    """The argument lists of every helper: the primers, then the graph workers."""
+    tasks = [["prime", "gather", v, i] for v, i in GATHERS]
+    tasks += [["prime", "scatter", v, i] for v, i in SCATTERS]
+    if options is not None and graph_workers:
+        blob = json.dumps(options)
+        tasks += [["mimi", graph, blob] for graph in ("encode", "decode")]
+        lm_workers = max(1, graph_workers - 2)
+        tasks += [["graphs", str(p), str(lm_workers), blob] for p in range(lm_workers)]
+    return tasks
+
+
+class JitWorkers:
+    """Helper processes compiling kernels into the shared cache; `stop()` ends them."""
+
+    def __init__(self, shared: Path, tasks: Iterable[list[str]], *, python: str | None = None):
+        self.shared = shared
+        self.started = time.perf_counter()
+        self._root = Path(tempfile.mkdtemp(prefix="ppx-jit-"))
+        self._procs: list[subprocess.Popen] = []
+        self._report: dict[str, Any] | None = None
+        atexit.register(self.stop)
+        for n, task in enumerate(tasks):
+            own = self._root / str(n)
+            own.mkdir()
+            env = {**os.environ, ENV_VAR: str(own), WORKERS_ENV: "0"}
+            cmd = [
+                python or sys.executable,
+                "-m",
+                "personaplex_tui.jit_workers",
+                str(shared),
+                *task,
+            ]
+            self._procs.append(
+                subprocess.Popen(
+                    cmd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=self._log_file(n),
+                )
+            )
+
+    @staticmethod
+    def _log_file(n: int) -> Any:
+        folder = os.environ.get(LOGS_ENV)
+        if not folder:
+            return subprocess.DEVNULL
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return open(Path(folder) / f"helper-{n}.log", "w")  # noqa: SIM115  # the child keeps it
+
+    @property
+    def count(self) -> int:
+        return len(self._procs)
+
+    def finished(self) -> list[int | None]:
+        """Each helper's exit code (None: still running)."""
+        return [p.poll() for p in self._procs]
+
+    def stop(self) -> dict[str, Any]:
+        """End every helper still running, remove their folders; what they did (once)."""
+        if self._report is not None:
+            return self._report
+        codes = self.finished()
+        for p in self._procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self._procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        shutil.rmtree(self._root, ignore_errors=True)
+        self._report = {
+            "helpers": len(codes),
+            "finished_ok": sum(1 for c in codes if c == 0),
+            "failed": sum(1 for c in codes if c not in (0, None)),
+            "stopped_running": sum(1 for c in codes if c is None),
+            "seconds": round(time.perf_counter() - self.started, 3),
+        }
+        return self._report
+
+
+def start_jit_workers(
+    options: dict[str, Any] | None,
+    *,
+    kernels_to_compile: Callable[[], bool] | None = None,
+) -> JitWorkers | None:
+    """Start the helpers when MLX's CUDA backend is about to compile most kernels (an empty
+    cache); None otherwise. `options`: the benchmark's options for graph workers (None: primers
+    only)."""
+    from personaplex_tui.kernel_cache import kernels_to_compile as default_check
+
+    if os.environ.get(WORKERS_ENV, "").strip().lower() == "off":
+        return None
+    if not (kernels_to_compile or default_check)():
+        return None
+    shared = os.environ.get(ENV_VAR)
+    if not shared:
+        return None
+    Path(shared).mkdir(parents=True, exist_ok=True)
+    n = graph_workers_wanted()
+    return JitWorkers(Path(shared), helper_tasks(options if n else None, n))
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))

@@ -1,0 +1,161 @@
+"""The JIT helpers: cache folders synced without half-written modules, the graphs shared out,
+helper processes that run and end (on the CPU they compile nothing, but do all the rest)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from personaplex_tui import jit_workers
+from personaplex_tui.jit_workers import CacheSync, JitWorkers, graph_workers_wanted, helper_tasks
+
+
+def _write_module(folder: Path, rel: str, payload: bytes, age_s: float = 10.0) -> None:
+    stem = folder / rel
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    old = time.time() - age_s
+    for suffix, data in ((".ptx", payload), (".txt", b"k\tmangled\n"), (".cu", b"src")):
+        path = stem.with_name(stem.name + suffix)
+        path.write_bytes(data)
+        os.utime(path, (old, old))
+
+
+def test_sync_publishes_settled_modules_and_pulls_the_others(tmp_path: Path) -> None:
+    own, shared = tmp_path / "own", tmp_path / "shared"
+    own.mkdir()
+    shared.mkdir()
+    _write_module(own, "mine", b"A" * 100)
+    _write_module(own, "long/nested_part", b"B" * 50)  # MLX splits long names into folders
+    _write_module(own, "fresh", b"C", age_s=0.0)  # still being written by MLX
+    _write_module(shared, "theirs", b"D" * 10)
+    (own / "half.ptx").write_bytes(b"E")  # no .txt/.cu yet
+    sync = CacheSync(own, shared)
+    sync.once()
+    assert (shared / "mine.ptx").read_bytes() == b"A" * 100
+    assert (shared / "mine.txt").read_bytes() == b"k\tmangled\n"
+    assert (shared / "long" / "nested_part.ptx").read_bytes() == b"B" * 50
+    assert not (shared / "fresh.ptx").exists()
+    assert not (shared / "half.ptx").exists()
+    assert (own / "theirs.ptx").read_bytes() == b"D" * 10
+    assert not list(shared.rglob(".part-*"))  # no temporary files left
+    sync.settle_s = 0.0
+    sync.once()
+    assert (shared / "fresh.ptx").read_bytes() == b"C"
+
+
+def test_the_ptx_is_renamed_into_place_last(tmp_path: Path, monkeypatch) -> None:
+    own, shared = tmp_path / "own", tmp_path / "shared"
+    own.mkdir()
+    shared.mkdir()
+    _write_module(own, "m", b"P")
+    order: list[str] = []
+    real = os.replace
+
+    def spy(src, dst):
+        order.append(Path(dst).suffix)
+        return real(src, dst)
+
+    monkeypatch.setattr(jit_workers.os, "replace", spy)
+    CacheSync(own, shared).once()
+    assert order == [".txt", ".cu", ".ptx"]
+
+
+def test_worker_counts() -> None:
+    assert graph_workers_wanted(cpus=16, device_gb=141) == 4
+    assert graph_workers_wanted(cpus=16, device_gb=24) == 0  # a 7B each would not fit
+    assert graph_workers_wanted(cpus=16, device_gb=80) == 3
+    assert graph_workers_wanted(cpus=2, device_gb=141) == 0
+
+
+def test_worker_count_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv(jit_workers.WORKERS_ENV, "2")
+    assert graph_workers_wanted(cpus=2, device_gb=0) == 2
+    monkeypatch.setenv(jit_workers.WORKERS_ENV, "off")
+    assert graph_workers_wanted(cpus=16, device_gb=141) == 0
+    assert jit_workers.start_jit_workers(None, kernels_to_compile=lambda: True) is None
+
+
+def test_no_helpers_while_the_cache_is_warm(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(jit_workers.ENV_VAR, str(tmp_path))
+    assert jit_workers.start_jit_workers(None, kernels_to_compile=lambda: False) is None
+
+
+def test_helper_tasks_share_the_graphs_out() -> None:
+    tasks = helper_tasks({"small": True}, 4)
+    graphs = [t for t in tasks if t[0] == "graphs"]
+    assert [t[1:3] for t in graphs] == [["0", "2"], ["1", "2"]]  # the LM's graphs
+    assert [t[:2] for t in tasks if t[0] == "mimi"] == [["mimi", "encode"], ["mimi", "decode"]]
+    primers = [t for t in tasks if t[0] == "prime"]
+    assert len(primers) == len(jit_workers.GATHERS) + len(jit_workers.SCATTERS)
+    assert helper_tasks(None, 3) == primers
+    assert helper_tasks({"small": True}, 0) == primers
+
+
+def test_mimi_helpers_run_the_sessions_first_mimi_graphs() -> None:
+    """The Mimi helpers compile the graphs the session warms first (encode and decode while
+    Mimi's caches fill): same functions through the same `StepGraphs`, same arguments' shapes."""
+    from model.config import mimi_tiny, tiny
+    from model.conversation.persona import random_model
+
+    model = random_model(tiny(mimi=mimi_tiny()), seed=0)
+    session = model.session(model.default_settings(voice=None), voice=None, system_tokens=[5])
+    first = [name for name, _ in session._warm_jobs()][:2]
+    assert first == ["encode (Mimi filling)", "decode (Mimi filling)"]
+    for graph in ("encode", "decode"):
+        jit_workers._warm_mimi({"small": True}, graph)  # runs on the CPU too
+
+
+def test_warm_up_parts_cover_every_graph_once() -> None:
+    from model.config import mimi_tiny, tiny
+    from model.conversation.persona import random_model
+
+    names: list[list[str]] = []
+    all_names: list[str] = []
+    for part in range(3):
+        got: list[str] = []
+        model = random_model(tiny(mimi=mimi_tiny()), seed=0)  # its own graphs, as in a helper
+        settings = model.default_settings(voice=None)
+        session = model.session(settings, voice=None, system_tokens=[5, 6])
+        all_names = [n for n, _ in session._warm_jobs()]
+        session.warm_up(lambda done, total, name, got=got: got.append(name), part=(part, 3))
+        names.append([n for n in got if n])
+    assert sorted(n for part in names for n in part) == sorted(all_names)
+    assert all(names)  # each part has work
+
+
+def test_helpers_run_and_end(tmp_path: Path, monkeypatch) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    env_path = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    )
+    monkeypatch.setenv("PYTHONPATH", env_path)
+    options = {"small": True, "steps": 5, "warmup_steps": 2}
+    tasks = helper_tasks(options, 4)
+    chosen = [tasks[0]] + [t for t in tasks if t[0] != "prime"]  # a primer, Mimi's, the LM's
+    helpers = JitWorkers(shared, chosen)
+    deadline = time.time() + 120
+    while None in helpers.finished() and time.time() < deadline:
+        time.sleep(0.2)
+    report = helpers.stop()
+    assert report["helpers"] == 5
+    assert report["finished_ok"] == 5, report
+    assert helpers.stop() is report  # once
+
+
+def test_stop_ends_a_helper_still_running(tmp_path: Path) -> None:
+    import sys
+
+    helpers = JitWorkers(tmp_path, [["prime", "gather", "float32", "int32"]], python=sys.executable)
+    helpers._procs[0].kill()  # stand-in for a stuck helper: stop must not wait for it
+    report = helpers.stop()
+    assert report["helpers"] == 1
+    assert report["finished_ok"] == 0
+
+
+@pytest.mark.parametrize("kind", ["gather", "scatter"])
+def test_primers_run_the_indexing_ops(kind: str) -> None:
+    jit_workers._prime(kind, "float32", "int32")  # on the CPU: runs, compiles nothing
