@@ -1,11 +1,13 @@
 """Other echo cancellers on PyPI against the app's (livekit's AEC3): issue 17's figures and cost.
 
     PYTHONPATH=.:/tmp/aec-alt python -m benchmarks.echo_alternatives [--frames 500] [--no-table]
+    PYTHONPATH=.:/tmp/aec-alt python -m benchmarks.echo_alternatives --noise [--frames 500]
 
 The candidates are not dependencies of the app: install them beside it, e.g.
-`pip install --no-deps --target /tmp/aec-alt pyaec pywebrtc-audio voiceclean`, and put that
-folder on PYTHONPATH; one that does not import is listed and left out. Each adapter takes and
-returns 24 kHz float32 in whole 10 ms blocks, like `EchoCanceller`, so that `measure_case`
+`pip install --no-deps --target /tmp/aec-alt pyaec pywebrtc-audio voiceclean webrtc-noise-gain`,
+and put that folder on PYTHONPATH; one that does not import is listed and left out. Each
+adapter takes and returns 24 kHz float32 in whole 10 ms blocks, like `EchoCanceller`, so that
+`measure_case`
 (tests/echo_paths.py) measures every one the same way. The cost is the CPU time of this thread
 per 80 ms frame, all cancellers interleaved frame by frame on the same audio, median past the
 first tenth, and its ratio to the app's canceller.
@@ -235,11 +237,74 @@ def quality(makers: dict[str, Callable[[], Any]]) -> None:
             )
 
 
+class WebrtcNoiseGain16k:
+    """`webrtc-noise-gain`'s noise suppression (WebRTC NS; it takes 10 ms at 16 kHz only) on
+    the mic, soxr streams to 16 kHz and back around it: what replacing livekit's NS would cost."""
+
+    def __init__(self, level: int = 2) -> None:
+        from webrtc_noise_gain import AudioProcessor
+
+        from personaplex_tui.audio.resample import StreamResampler
+
+        self._ns = AudioProcessor(0, level)
+        self._in = StreamResampler(SAMPLE_RATE, 16000)
+        self._out = StreamResampler(16000, SAMPLE_RATE, 16000 * FRAME_SAMPLES // SAMPLE_RATE)
+        self.ns_ms = 0.0  # CPU ms of the last call's noise suppression alone
+
+    def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
+        pcm = _to_int16(self._in.process(mic))
+        c0 = time.thread_time()
+        out = b"".join(
+            self._ns.Process10ms(pcm[s : s + 160].tobytes()).audio
+            for s in range(0, len(pcm) - 159, 160)
+        )
+        self.ns_ms = 1000 * (time.thread_time() - c0)
+        return self._out.process(np.frombuffer(out, np.int16) / np.float32(32767.0))
+
+
+def noise_costs(frames: int) -> None:
+    """What livekit's noise suppression costs (with it against without it) and what
+    `webrtc-noise-gain`'s would, all interleaved frame by frame."""
+    rows: dict[str, Any] = {
+        "livekit AEC3+NS+HPF (app)": EchoCanceller(ProcessingOptions()),
+        "livekit AEC3+HPF": EchoCanceller(ProcessingOptions(noise_suppression=False)),
+    }
+    try:
+        rows["webrtc-noise-gain NS at 16 kHz, soxr around it"] = WebrtcNoiseGain16k()
+    except ImportError as e:
+        print(f"left out: webrtc-noise-gain ({e})")
+    mic, far = _signals(frames)
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    ns_alone: list[float] = []
+    for i in range(frames):
+        s = slice(i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES)
+        for name, proc in rows.items():
+            c0 = time.thread_time()
+            proc.process(mic[s], far[s])
+            times[name].append(1000 * (time.thread_time() - c0))
+            if isinstance(proc, WebrtcNoiseGain16k):
+                ns_alone.append(proc.ns_ms)
+    skip = frames // 10
+    print(f"\nnoise suppression alone (CPU ms per 80 ms frame, median, {frames} frames):\n")
+    print("| processing | CPU ms per 80 ms |")
+    print("|---|---|")
+    for name, t in times.items():
+        print(f"| {name} | {statistics.median(t[skip:]):.3f} |")
+    if ns_alone:
+        print(f"| of it webrtc-noise-gain's NS alone | {statistics.median(ns_alone[skip:]):.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=500)
     parser.add_argument("--no-table", action="store_true")
+    parser.add_argument(
+        "--noise", action="store_true", help="only the cost of noise suppression alternatives"
+    )
     args = parser.parse_args()
+    if args.noise:
+        noise_costs(args.frames)
+        return
     makers = candidates()
     app = next(iter(makers))
     ms = cost(makers, args.frames)
