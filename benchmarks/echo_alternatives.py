@@ -7,10 +7,9 @@ The candidates are not dependencies of the app: install them beside it, e.g.
 `pip install --no-deps --target /tmp/aec-alt pyaec pywebrtc-audio voiceclean webrtc-noise-gain`,
 and put that folder on PYTHONPATH; one that does not import is listed and left out. Each
 adapter takes and returns 24 kHz float32 in whole 10 ms blocks, like `EchoCanceller`, so that
-`measure_case`
-(tests/echo_paths.py) measures every one the same way. The cost is the CPU time of this thread
-per 80 ms frame, all cancellers interleaved frame by frame on the same audio, median past the
-first tenth, and its ratio to the app's canceller.
+`measure_case` (tests/echo_paths.py) measures every one the same way. The cost is the CPU time
+of this thread per 80 ms frame, all cancellers interleaved frame by frame on the same audio,
+median past the first tenth, and its ratio to the app's canceller.
 """
 
 from __future__ import annotations
