@@ -89,7 +89,7 @@ def _device_gb() -> float:
     return float(size) / 1e9
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
     print(f"{time.time():.2f} {message}", file=sys.stderr, flush=True)
 
 
@@ -155,14 +155,14 @@ class CacheSync:
                 self.own, self.shared, rel
             ):
                 self.published.add(rel)
-                _log(f"published {str(rel)[:60]}")
+                log(f"published {str(rel)[:60]}")
         for rel in sorted(set(theirs) - set(mine)):
             # Published modules arrive complete; the main process's own need to settle.
             if _complete(self.shared / rel, self.settle_s, now) and copy_module(
                 self.shared, self.own, rel
             ):
                 self.pulled.add(rel)
-                _log(f"pulled {str(rel)[:60]}")
+                log(f"pulled {str(rel)[:60]}")
 
     def run_in_background(self, stop: threading.Event) -> threading.Thread:
         def loop() -> None:
@@ -174,90 +174,6 @@ class CacheSync:
         thread = threading.Thread(target=loop, name="jit-cache-sync", daemon=True)
         thread.start()
         return thread
-
-
-# -- the helpers' work -------------------------------------------------------------------------
-
-
-def _prime(kind: str, value: str, index: str) -> None:
-    """Compile MLX's gather or scatter module for one (value, index) dtype pair."""
-    import mlx.core as mx
-
-    a = mx.zeros((4, 2), dtype=getattr(mx, value))
-    idx = mx.zeros((1,), dtype=getattr(mx, index))
-    if kind == "gather":
-        mx.eval(mx.take(a, idx, axis=0))
-    else:
-        where = mx.zeros((1, 2), dtype=getattr(mx, index))
-        mx.eval(mx.put_along_axis(a, where, mx.ones((1, 2), dtype=a.dtype), axis=0))
-
-
-def _lm_graph(name: str) -> bool:
-    """The warm-up graphs that need the language model (the others are Mimi's)."""
-    return not name.startswith(("encode", "decode"))
-
-
-def _warm_graphs(options: dict[str, Any], part: int, parts: int) -> None:
-    """Build the model and session the benchmark builds and warm up its LM graphs part::parts
-    (Mimi's have helpers of their own, which need no LM and start sooner)."""
-    from personaplex_tui.benchmark import BenchOptions, bench_session, build_model
-
-    opts = BenchOptions(**options)
-    model, voice, tokens = build_model(opts)
-    bench_session(model, voice, tokens, opts).warm_up(part=(part, parts), graphs=_lm_graph)
-
-
-def _warm_mimi(options: dict[str, Any], graph: str) -> None:
-    """Build only the benchmark's Mimi and run its first `graph` ("encode" or "decode") through
-    the step graphs' own compile (the same kernels as the session's)."""
-    import mlx.core as mx
-
-    from model.conversation.step_graphs import StepGraphs
-    from model.mimi.codec import MimiCodec
-    from personaplex_tui.benchmark import BenchOptions, random_config
-
-    opts = BenchOptions(**options)
-    config = random_config(opts)
-    codec = MimiCodec.random(config.mimi, seed=opts.seed)
-    graphs = StepGraphs(None, codec)  # type: ignore[arg-type]  # Mimi's graphs use no LM
-    mimi = codec.model
-    if graph == "encode":
-        pcm = mx.zeros((codec.frame_size,), dtype=mx.float32)
-        out = graphs.encode(False)(pcm, mimi.init_encode_state())
-    else:
-        codes = mx.zeros((config.lm.n_q_agent,), dtype=mx.int32)
-        out = graphs.decode(False)(codes, mimi.init_decode_state())
-    mx.eval(out)
-
-
-def worker_main(argv: list[str]) -> int:
-    """`python -m personaplex_tui.jit_workers SHARED TASK ARGS...`: `prime KIND VALUE
-    INDEX`, `mimi encode|decode JSON` or `graphs I N JSON` (JSON: the benchmark's options).
-    One helper, compiling into its own folder (`$MLX_PTX_CACHE_DIR`) synced with SHARED."""
-    shared, task, *args = argv
-    own = Path(os.environ[ENV_VAR])
-    sync = CacheSync(own, Path(shared))
-    sync.once()  # start from what the others already finished
-    stop = threading.Event()
-    thread = sync.run_in_background(stop)
-    _log(f"start {task} {' '.join(a[:20] for a in args)}")
-    try:
-        if task == "prime":
-            _prime(*args)
-        elif task == "graphs":
-            _warm_graphs(json.loads(args[2]), int(args[0]), int(args[1]))
-        elif task == "mimi":
-            _warm_mimi(json.loads(args[1]), args[0])
-        else:
-            raise SystemExit(f"unknown task {task!r}")
-        import mlx.core as mx
-
-        mx.synchronize()
-        _log("done")
-    finally:
-        stop.set()
-        thread.join()
-    return 0
 
 
 # -- the main process's side -------------------------------------------------------------------
@@ -367,7 +283,3 @@ def start_jit_workers(
     Path(shared).mkdir(parents=True, exist_ok=True)
     n = graph_workers_wanted()
     return JitWorkers(Path(shared), helper_tasks(options if n else None, n))
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))

@@ -17,6 +17,7 @@ from model.checkpoints.hub import DEFAULT_MODEL
 from personaplex_tui.checkpoint_voices import require_voice
 from personaplex_tui.download_progress import DownloadTracker
 from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo, Notice
+from personaplex_tui.jit_workers import start_jit_workers
 from personaplex_tui.kernel_cache import kernels_to_compile
 from personaplex_tui.stt_loader import attach_stt
 from personaplex_tui.user_transcript import SttChoice
@@ -74,6 +75,9 @@ def load_model(
 
     source = spec or DEFAULT_MODEL
     start = time.perf_counter()
+    # A fresh CUDA machine: compile MLX's indexing kernels in parallel while the weights load
+    # (the helpers end by themselves; personaplex_tui/jit_workers.py).
+    start_jit_workers(None)
     folder = fetch_model(source, progress)
     if voice is not None:
         require_voice(folder, voice)

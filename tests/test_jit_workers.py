@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from personaplex_tui import jit_workers
+from personaplex_tui import jit_helper, jit_workers
 from personaplex_tui.jit_workers import CacheSync, JitWorkers, graph_workers_wanted, helper_tasks
 
 
@@ -105,7 +105,7 @@ def test_mimi_helpers_run_the_sessions_first_mimi_graphs() -> None:
     first = [name for name, _ in session._warm_jobs()][:2]
     assert first == ["encode (Mimi filling)", "decode (Mimi filling)"]
     for graph in ("encode", "decode"):
-        jit_workers._warm_mimi({"small": True}, graph)  # runs on the CPU too
+        jit_helper._warm_mimi({"small": True}, graph)  # runs on the CPU too
 
 
 def test_warm_up_parts_cover_every_graph_once() -> None:
@@ -158,4 +158,4 @@ def test_stop_ends_a_helper_still_running(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["gather", "scatter"])
 def test_primers_run_the_indexing_ops(kind: str) -> None:
-    jit_workers._prime(kind, "float32", "int32")  # on the CPU: runs, compiles nothing
+    jit_helper._prime(kind, "float32", "int32")  # on the CPU: runs, compiles nothing
