@@ -2,7 +2,7 @@
 CUDA kernels into its own cache folder, kept in step with the shared one.
 
     python -m personaplex_tui.jit_helper SHARED prime KIND VALUE INDEX
-    python -m personaplex_tui.jit_helper SHARED mimi encode|decode OPTIONS_JSON
+    python -m personaplex_tui.jit_helper SHARED mimi encode|decode|encode:PART OPTIONS_JSON
     python -m personaplex_tui.jit_helper SHARED graphs I N OPTIONS_JSON
 """
 
@@ -48,16 +48,28 @@ def _warm_graphs(options: dict[str, Any], part: int, parts: int) -> None:
 
 def _warm_mimi(options: dict[str, Any], graph: str) -> None:
     """Build only the benchmark's Mimi and run its first `graph` ("encode" or "decode") through
-    the step graphs' own compile (the same kernels as the session's)."""
+    the step graphs' own compile (the same kernels as the session's), or one part of the
+    encode graph compiled alone ("encode:PART", `model.mimi.warm_parts`)."""
     import mlx.core as mx
 
     from model.conversation.step_graphs import StepGraphs
     from model.mimi.codec import MimiCodec
+    from model.mimi.warm_parts import compile_encode_part
     from personaplex_tui.benchmark import BenchOptions, random_config
 
-    opts = BenchOptions(**options)
-    config = random_config(opts)
-    codec = MimiCodec.random(config.mimi, seed=opts.seed)
+    if "checkpoint" in options:  # the app: the checkpoint's own configuration
+        from model.checkpoints.config_io import detect_layout, read_config
+
+        folder = Path(options["checkpoint"])
+        config = read_config(folder, detect_layout(folder))
+        seed = 0
+    else:
+        opts = BenchOptions(**options)
+        config, seed = random_config(opts), opts.seed
+    codec = MimiCodec.random(config.mimi, seed=seed)  # the weights' values change no kernel
+    if graph.startswith("encode:"):
+        compile_encode_part(codec, graph.split(":", 1)[1])
+        return
     graphs = StepGraphs(None, codec)  # type: ignore[arg-type]  # Mimi's graphs use no LM
     mimi = codec.model
     if graph == "encode":
@@ -71,7 +83,7 @@ def _warm_mimi(options: dict[str, Any], graph: str) -> None:
 
 def worker_main(argv: list[str]) -> int:
     """`python -m personaplex_tui.jit_helper SHARED TASK ARGS...`: `prime KIND VALUE
-    INDEX`, `mimi encode|decode JSON` or `graphs I N JSON` (JSON: the benchmark's options).
+    INDEX`, `mimi encode|decode|encode:PART JSON` or `graphs I N JSON` (JSON: the benchmark's options, or {"checkpoint": FOLDER} for Mimi's).
     One helper, compiling into its own folder (`$MLX_PTX_CACHE_DIR`) synced with SHARED."""
     shared, task, *args = argv
     own = Path(os.environ[ENV_VAR])

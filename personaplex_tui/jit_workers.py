@@ -56,6 +56,7 @@ GATHERS = [
     ("uint32", "uint32"),
 ]
 SCATTERS = [("bfloat16", "int32")]
+SPLIT_ENCODE_FROM = 3  # graph workers from which Mimi's encode graph is compiled in parts
 GB_PER_GRAPH_WORKER = 20  # device memory each graph worker may take (a 7B model, its caches)
 
 
@@ -180,12 +181,22 @@ class CacheSync:
 
 
 def helper_tasks(options: dict[str, Any] | None, graph_workers: int) -> list[list[str]]:
-    """The argument lists of every helper: the primers, then the graph workers."""
+    """The argument lists of every helper: the primers, Mimi's, then the LM's graph workers.
+
+    With room for 3 graph workers or more (CPUs and device memory), Mimi's first encode graph,
+    the longest chain of modules, is compiled in parts side by side (`model.mimi.warm_parts`);
+    with fewer, whole."""
     tasks = [["prime", "gather", v, i] for v, i in GATHERS]
     tasks += [["prime", "scatter", v, i] for v, i in SCATTERS]
     if options is not None and graph_workers:
+        from model.mimi.warm_parts import ENCODE_PARTS
+
         blob = json.dumps(options)
-        tasks += [["mimi", graph, blob] for graph in ("encode", "decode")]
+        split = graph_workers >= SPLIT_ENCODE_FROM
+        encode = [f"encode:{part}" for part in ENCODE_PARTS] if split else ["encode"]
+        tasks += [["mimi", graph, blob] for graph in (*encode, "decode")]
+        if "checkpoint" in options:  # the app: its session settings are its own, Mimi's only
+            return tasks
         lm_workers = max(1, graph_workers - 2)
         tasks += [["graphs", str(p), str(lm_workers), blob] for p in range(lm_workers)]
     return tasks
@@ -269,8 +280,8 @@ def start_jit_workers(
     kernels_to_compile: Callable[[], bool] | None = None,
 ) -> JitWorkers | None:
     """Start the helpers when MLX's CUDA backend is about to compile most kernels (an empty
-    cache); None otherwise. `options`: the benchmark's options for graph workers (None: primers
-    only)."""
+    cache); None otherwise. `options`: the benchmark's options for graph workers, or
+    {"checkpoint": folder} for Mimi's only (the app), or None for the primers only."""
     from personaplex_tui.kernel_cache import kernels_to_compile as default_check
 
     if os.environ.get(WORKERS_ENV, "").strip().lower() == "off":

@@ -75,10 +75,10 @@ def load_model(
 
     source = spec or DEFAULT_MODEL
     start = time.perf_counter()
-    # A fresh CUDA machine: compile MLX's indexing kernels in parallel while the weights load
-    # (the helpers end by themselves; personaplex_tui/jit_workers.py).
-    start_jit_workers(None)
     folder = fetch_model(source, progress)
+    # A fresh CUDA machine: compile MLX's indexing kernels and Mimi's first graphs in parallel
+    # while the weights load (the helpers end by themselves; personaplex_tui/jit_workers.py).
+    start_jit_workers({"checkpoint": str(folder)})
     if voice is not None:
         require_voice(folder, voice)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))

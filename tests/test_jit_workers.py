@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from model.mimi.warm_parts import ENCODE_PARTS
 from personaplex_tui import jit_helper, jit_workers
 from personaplex_tui.jit_workers import CacheSync, JitWorkers, graph_workers_wanted, helper_tasks
 
@@ -87,7 +88,14 @@ def test_helper_tasks_share_the_graphs_out() -> None:
     tasks = helper_tasks({"small": True}, 4)
     graphs = [t for t in tasks if t[0] == "graphs"]
     assert [t[1:3] for t in graphs] == [["0", "2"], ["1", "2"]]  # the LM's graphs
-    assert [t[:2] for t in tasks if t[0] == "mimi"] == [["mimi", "encode"], ["mimi", "decode"]]
+    parts = [f"encode:{p}" for p in ENCODE_PARTS]
+    assert [t[1] for t in tasks if t[0] == "mimi"] == [*parts, "decode"]
+    app = helper_tasks({"checkpoint": "/m"}, 4)  # the app: Mimi's helpers, no LM's
+    assert [t[1] for t in app if t[0] == "mimi"] == [*parts, "decode"]
+    assert not [t for t in app if t[0] == "graphs"]
+    few = helper_tasks({"small": True}, 2)  # little room: the encode graph whole
+    assert [t[1] for t in few if t[0] == "mimi"] == ["encode", "decode"]
+    assert [t[1:3] for t in few if t[0] == "graphs"] == [["0", "1"]]
     primers = [t for t in tasks if t[0] == "prime"]
     assert len(primers) == len(jit_workers.GATHERS) + len(jit_workers.SCATTERS)
     assert helper_tasks(None, 3) == primers
@@ -106,6 +114,14 @@ def test_mimi_helpers_run_the_sessions_first_mimi_graphs() -> None:
     assert first == ["encode (Mimi filling)", "decode (Mimi filling)"]
     for graph in ("encode", "decode"):
         jit_helper._warm_mimi({"small": True}, graph)  # runs on the CPU too
+
+
+def test_mimi_helper_reads_a_checkpoints_configuration(tmp_path: Path) -> None:
+    from tests.checkpoints import write_small_checkpoint
+
+    folder = write_small_checkpoint(tmp_path / "ckpt", voices=("NATF2",))
+    jit_helper._warm_mimi({"checkpoint": str(folder)}, "encode:feed")
+    jit_helper._warm_mimi({"checkpoint": str(folder)}, "decode")
 
 
 def test_warm_up_parts_cover_every_graph_once() -> None:
@@ -141,8 +157,8 @@ def test_helpers_run_and_end(tmp_path: Path, monkeypatch) -> None:
     while None in helpers.finished() and time.time() < deadline:
         time.sleep(0.2)
     report = helpers.stop()
-    assert report["helpers"] == 5
-    assert report["finished_ok"] == 5, report
+    assert report["helpers"] == len(chosen) == 1 + len(ENCODE_PARTS) + 1 + 2
+    assert report["finished_ok"] == len(chosen), report
     assert helpers.stop() is report  # once
 
 
@@ -159,3 +175,50 @@ def test_stop_ends_a_helper_still_running(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["gather", "scatter"])
 def test_primers_run_the_indexing_ops(kind: str) -> None:
     jit_helper._prime(kind, "float32", "int32")  # on the CPU: runs, compiles nothing
+
+
+WHOLE_VS_PARTS = """
+import sys
+import mlx.core as mx
+from model.config import mimi_tiny
+from model.conversation.step_graphs import StepGraphs
+from model.mimi.codec import MimiCodec
+from model.mimi.warm_parts import compile_encode_part
+codec = MimiCodec.random(mimi_tiny(), seed=0)
+if sys.argv[1] == "whole":
+    pcm = mx.zeros((codec.frame_size,))
+    mx.eval(StepGraphs(None, codec).encode(False)(pcm, codec.model.init_encode_state()))
+else:
+    compile_encode_part(codec, sys.argv[1])
+"""
+
+
+def _cpu_kernels(tmp: Path, what: str) -> set[str]:
+    """The fused kernels MLX's CPU backend compiles for `what` (its JIT libraries' names, in a
+    temporary folder of its own: MLX keeps them under $TMPDIR/mlx)."""
+    import subprocess
+    import sys
+
+    folder = tmp / what
+    folder.mkdir()
+    env = {**os.environ, "TMPDIR": str(folder), "PYTHONPATH": str(Path(__file__).parents[1])}
+    subprocess.run([sys.executable, "-c", WHOLE_VS_PARTS, what], env=env, check=True, timeout=300)
+    names = set()
+    for lib in folder.rglob("lib*.so"):
+        stem = lib.name[3:-3]
+        for cut in ("_contiguous", "_strided_"):
+            stem = stem.split(cut)[0]
+        names.add(stem)
+    return names
+
+
+def test_the_encode_parts_compile_the_whole_graphs_kernels(tmp_path: Path) -> None:
+    """Compiled alone, the parts give the fused kernels of the whole first encode graph (on the
+    CPU, whose JIT names its kernels as CUDA's does): all of them but the CPU's own stand-in
+    for `mx.fast.rope` (CUDA runs RoPE as one kernel of its own, no fused graph)."""
+    whole = _cpu_kernels(tmp_path, "whole")
+    parts = set().union(*(_cpu_kernels(tmp_path, part) for part in ENCODE_PARTS))
+    assert len(whole) >= 10
+    missing = whole - parts
+    assert len(missing) <= 1, missing
+    assert all("Add" in name and "Multiply" in name for name in missing)  # rope's positions

@@ -167,7 +167,14 @@ class TransformerLayer(nn.Module):
         self, x: mx.array, rows: mx.array, offset: mx.array, mask: mx.array | str
     ) -> tuple[mx.array, mx.array]:
         """x [b, t, d] at `offset` through the cached key-value `rows` -> (x, rows)."""
-        w_in, w_out, w2 = self._step_weights()
+        x, rows = self.attend_step(x, rows, offset, mask)
+        return self.feed_forward_step(x), rows
+
+    def attend_step(
+        self, x: mx.array, rows: mx.array, offset: mx.array, mask: mx.array | str
+    ) -> tuple[mx.array, mx.array]:
+        """`step`'s first half: x + attention (layer scale folded in), and the new rows."""
+        w_in, w_out, _ = self._step_weights()
         attn = self.self_attn
         b, t, d = x.shape
         heads, dh = attn._heads, attn._head_dim
@@ -177,8 +184,11 @@ class TransformerLayer(nn.Module):
         )
         rows = mx.concatenate([rows[:, :, t:], qkv[:, 1::2]], axis=2)
         y = mx.fast.scaled_dot_product_attention(qkv, rows, rows, scale=attn._scale, mask=mask)
-        x = mx.addmm(x, y.transpose(0, 2, 1, 3).reshape(b, t, 4 * d), w_out)
-        return mx.addmm(x, nn.gelu(self.linear1(self.norm2(x))), w2), rows
+        return mx.addmm(x, y.transpose(0, 2, 1, 3).reshape(b, t, 4 * d), w_out), rows
+
+    def feed_forward_step(self, x: mx.array) -> mx.array:
+        """`step`'s second half: x + the feed-forward (layer scale folded in)."""
+        return mx.addmm(x, nn.gelu(self.linear1(self.norm2(x))), self._step_weights()[2])
 
     def forward(self, x: mx.array, context: int, steps_per_frame: int) -> mx.array:
         y = self.self_attn.forward(self.norm1(x), context, steps_per_frame)
@@ -213,18 +223,19 @@ class MimiTransformer(nn.Module):
         t, c = x.shape[1], self._context
         if t > c:
             raise ValueError(f"a streaming step of {t} positions exceeds the context of {c}")
-        if full:
-            mask: mx.array | str = "causal"
-        else:
-            new = offset + mx.array(list(range(t)), dtype=mx.int32)  # data: no kernel
-            # Position held by each slot once this step is written (negative: never written).
-            held = offset + (t - c) + self._slots
-            mask = (held[None, :] >= 0) & (held[None, :] <= new[:, None])
+        mask = "causal" if full else self.step_mask(offset, t)
         new_caches = []
         for layer, cache in zip(self.layers, caches, strict=True):
             x, cache = layer.step(x, cache, offset, mask)
             new_caches.append(cache)
         return x, (offset + t, new_caches)
+
+    def step_mask(self, offset: mx.array, t: int) -> mx.array:
+        """The mask of a step of `t` positions at `offset` while the caches are filling."""
+        new = offset + mx.array(list(range(t)), dtype=mx.int32)  # data: no kernel
+        # Position held by each slot once this step is written (negative: never written).
+        held = offset + (t - self._context) + self._slots
+        return (held[None, :] >= 0) & (held[None, :] <= new[:, None])
 
     def is_full(self, positions: int, steps: int) -> bool:
         """Whether a step of `steps` positions after `positions` ones fills every slot."""
