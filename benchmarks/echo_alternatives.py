@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.echo_cancel import _signals
+from benchmarks.echo_cancel import interleaved_ms
 from personaplex_tui.audio import FRAME_SAMPLES, SAMPLE_RATE
 from personaplex_tui.audio.aec import EchoCanceller, ProcessingOptions, _to_int16
 from tests.echo_paths import CASES, measure_case
@@ -184,15 +184,7 @@ def aligned(make: Callable[[], Any]) -> Callable[[], Any]:
 
 def cost(makers: dict[str, Callable[[], Any]], frames: int) -> dict[str, float]:
     """CPU ms of this thread per 80 ms frame, median past the warm-up, all interleaved."""
-    cancellers = {name: make() for name, make in makers.items()}
-    mic, far = _signals(frames)
-    times: dict[str, list[float]] = {name: [] for name in cancellers}
-    for i in range(frames):
-        s = slice(i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES)
-        for name, aec in cancellers.items():
-            c0 = time.thread_time()
-            aec.process(mic[s], far[s])
-            times[name].append(1000 * (time.thread_time() - c0))
+    times = interleaved_ms({name: make() for name, make in makers.items()}, frames)
     return {name: statistics.median(t[frames // 10 :]) for name, t in times.items()}
 
 
@@ -272,17 +264,13 @@ def noise_costs(frames: int) -> None:
         rows["webrtc-noise-gain NS at 16 kHz, soxr around it"] = WebrtcNoiseGain16k()
     except ImportError as e:
         print(f"left out: webrtc-noise-gain ({e})")
-    mic, far = _signals(frames)
-    times: dict[str, list[float]] = {name: [] for name in rows}
     ns_alone: list[float] = []
-    for i in range(frames):
-        s = slice(i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES)
-        for name, proc in rows.items():
-            c0 = time.thread_time()
-            proc.process(mic[s], far[s])
-            times[name].append(1000 * (time.thread_time() - c0))
-            if isinstance(proc, WebrtcNoiseGain16k):
-                ns_alone.append(proc.ns_ms)
+
+    def note_ns(_name: str, proc: Any) -> None:
+        if isinstance(proc, WebrtcNoiseGain16k):
+            ns_alone.append(proc.ns_ms)
+
+    times = interleaved_ms(rows, frames, note_ns)
     skip = frames // 10
     print(f"\nnoise suppression alone (CPU ms per 80 ms frame, median, {frames} frames):\n")
     print("| processing | CPU ms per 80 ms |")

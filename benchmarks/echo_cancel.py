@@ -15,6 +15,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,24 @@ def table(options: ProcessingOptions) -> None:
     for delay_s, gain in CASES:
         f = measure_case(delay_s, gain, options)
         print("| " + " | ".join(fmt.format(f[key]) for key, _, fmt in COLUMNS) + " |")
+
+
+def interleaved_ms(
+    procs: dict[str, Any], frames: int, after: Callable[[str, Any], None] | None = None
+) -> dict[str, list[float]]:
+    """CPU ms of this thread of each `proc.process(mic, far)` per 80 ms frame, the processors
+    taking turns frame by frame on `_signals(frames)`; `after(name, proc)` follows each call."""
+    mic, far = _signals(frames)
+    times: dict[str, list[float]] = {name: [] for name in procs}
+    for i in range(frames):
+        s = slice(i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES)
+        for name, proc in procs.items():
+            c0 = time.thread_time()
+            proc.process(mic[s], far[s])
+            times[name].append(1000 * (time.thread_time() - c0))
+            if after is not None:
+                after(name, proc)
+    return times
 
 
 def _signals(frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -231,16 +250,10 @@ def rate_costs(rates: list[int], frames: int) -> None:
             key = f"{rate // 1000:2d} kHz {label}"
             rated = rate != SAMPLE_RATE
             cancellers[key] = RatedCanceller(rate, options) if rated else EchoCanceller(options)
-    mic, far = _signals(frames)
-    total: dict[str, list[float]] = {k: [] for k in cancellers}
     part: dict[str, list[float]] = {k: [] for k in cancellers}
-    for i in range(frames):
-        s = slice(i * FRAME_SAMPLES, (i + 1) * FRAME_SAMPLES)
-        for key, aec in cancellers.items():
-            c0 = time.thread_time()
-            aec.process(mic[s], far[s])
-            total[key].append(1000 * (time.thread_time() - c0))
-            part[key].append(getattr(aec, "resample_ms", 0.0))
+    total = interleaved_ms(
+        cancellers, frames, lambda key, aec: part[key].append(getattr(aec, "resample_ms", 0.0))
+    )
     skip = frames // 10  # the warm-up
     print(
         f"cost per 80 ms frame by WebRTC's rate (CPU ms of the thread, {frames} frames, "
