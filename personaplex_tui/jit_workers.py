@@ -44,9 +44,8 @@ SETTLE_S = 1.0  # a module written by MLX directly is pulled once its files are 
 SYNC_EVERY_S = 0.2
 
 # MLX's generic indexing modules are named by dtypes only, whatever the shapes: one tiny process
-# per pair compiles each. (value dtype, index dtype) pairs the step and the loaders use.
-# (value dtype, index dtype) pairs the step, the loaders and the kernel checks use (measured on
-# an H200: the modules a fresh bench compiled).
+# per pair compiles each. The (value dtype, index dtype) pairs the step, the loaders and the
+# kernel checks use (measured on an H200: the modules a fresh bench compiled).
 GATHERS = [
     ("bfloat16", "int32"),
     ("bfloat16", "uint32"),
@@ -65,7 +64,7 @@ def graph_workers_wanted(cpus: int | None = None, device_gb: float | None = None
     first two and per GB_PER_GRAPH_WORKER of device memory beyond the main process's share, at
     most MAX_GRAPH_WORKERS."""
     value = os.environ.get(WORKERS_ENV, "").strip().lower()
-    if value == "off":
+    if _helpers_off():
         return 0
     if value:
         try:
@@ -76,6 +75,11 @@ def graph_workers_wanted(cpus: int | None = None, device_gb: float | None = None
     device_gb = device_gb if device_gb is not None else _device_gb()
     by_memory = int(device_gb // GB_PER_GRAPH_WORKER) - 1
     return max(0, min(MAX_GRAPH_WORKERS, (cpus - 2) // 2, by_memory))
+
+
+def _helpers_off() -> bool:
+    """`$PPX_JIT_WORKERS` is "off": no helper at all."""
+    return os.environ.get(WORKERS_ENV, "").strip().lower() == "off"
 
 
 def _device_gb() -> float:
@@ -91,18 +95,16 @@ def _device_gb() -> float:
 
 
 def log(message: str) -> None:
+    """One timestamped line on a helper's stderr (kept under `$PPX_JIT_LOGS` when set)."""
     print(f"{time.time():.2f} {message}", file=sys.stderr, flush=True)
 
 
 # -- the cache folders ------------------------------------------------------------------------
 
 
-def _modules(folder: Path) -> dict[Path, Path]:
-    """Relative path (without suffix) -> .ptx path of every module in `folder`."""
-    out = {}
-    for ptx in folder.rglob("*.ptx"):
-        out[ptx.relative_to(folder).with_suffix("")] = ptx
-    return out
+def _modules(folder: Path) -> set[Path]:
+    """The relative path (without suffix) of every module in `folder`."""
+    return {ptx.relative_to(folder).with_suffix("") for ptx in folder.rglob("*.ptx")}
 
 
 def _complete(stem: Path, settle_s: float, now: float) -> bool:
@@ -150,14 +152,14 @@ class CacheSync:
         now = time.time()
         mine = _modules(self.own)
         theirs = _modules(self.shared)
-        for rel in sorted(set(mine) - set(theirs) - self.published - self.pulled):
+        for rel in sorted(mine - theirs - self.published - self.pulled):
             # MLX writes its files directly: wait until they settle.
             if _complete(self.own / rel, self.settle_s, now) and copy_module(
                 self.own, self.shared, rel
             ):
                 self.published.add(rel)
                 log(f"published {str(rel)[:60]}")
-        for rel in sorted(set(theirs) - set(mine)):
+        for rel in sorted(theirs - mine):
             # Published modules arrive complete; the main process's own need to settle.
             if _complete(self.shared / rel, self.settle_s, now) and copy_module(
                 self.shared, self.own, rel
@@ -284,7 +286,7 @@ def start_jit_workers(
     {"checkpoint": folder} for Mimi's only (the app), or None for the primers only."""
     from personaplex_tui.kernel_cache import kernels_to_compile as default_check
 
-    if os.environ.get(WORKERS_ENV, "").strip().lower() == "off":
+    if _helpers_off():
         return None
     if not (kernels_to_compile or default_check)():
         return None

@@ -104,9 +104,16 @@ class MimiModel(nn.Module):
         x = pcm.astype(mx.float32).reshape(1, -1, 1)
         x, enc = self.encoder(x, state["encoder"])
         x, tr = self.encoder_transformer.step(x, state["transformer"], full)
-        x, down = self.downsample(x, state["downsample"])
-        codes = (quantizer or self.quantizer).encode(x).reshape(-1)
+        codes, down = self.quantize_step(x, state["downsample"], quantizer)
         return codes, {"encoder": enc, "transformer": tr, "downsample": down}
+
+    def quantize_step(
+        self, x: mx.array, down: Any, quantizer: SplitResidualQuantizer | None = None
+    ) -> tuple[mx.array, Any]:
+        """`encode_step`'s end: the transformer's output downsampled to one frame and its codes
+        (`quantizer` as there) -> (codes [num_codebooks] int32, downsample state)."""
+        x, down = self.downsample(x, down)
+        return (quantizer or self.quantizer).encode(x).reshape(-1), down
 
     def decode_step(
         self, codes: mx.array, state: DecodeState, full: bool = False

@@ -9,8 +9,6 @@ gives it (computed eagerly first), so its fused kernels are the whole graph's (d
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import mlx.core as mx
 
 from .codec import MimiCodec
@@ -33,19 +31,14 @@ def compile_encode_part(codec: MimiCodec, part: str) -> None:
     offset, caches = state["transformer"]
     t = x.shape[1]
     layer = transformer.layers[0]  # every layer runs the same kernels
-    mask = transformer.step_mask(offset, t)
-    runs: dict[str, Callable[[], object]] = {
-        "mask": lambda: mx.compile(lambda o: transformer.step_mask(o, t))(offset),
-        "attend": lambda: mx.compile(layer.attend_step)(x, caches[0], offset, mask),
-        "feed": lambda: mx.compile(layer.feed_forward_step)(x),
-    }
-    if part in runs:
-        mx.eval(runs[part]())
-        return
-    y, _ = transformer.step(x, state["transformer"])
-
-    def tail(y: mx.array, down: object) -> tuple[mx.array, object]:
-        z, down = m.downsample(y, down)
-        return m.quantizer.encode(z).reshape(-1), down
-
-    mx.eval(mx.compile(tail)(y, state["downsample"]))
+    if part == "mask":
+        out = mx.compile(lambda o: transformer.step_mask(o, t))(offset)
+    elif part == "attend":
+        mask = transformer.step_mask(offset, t)
+        out = mx.compile(layer.attend_step)(x, caches[0], offset, mask)
+    elif part == "feed":
+        out = mx.compile(layer.feed_forward_step)(x)
+    else:  # "tail"
+        y, _ = transformer.step(x, state["transformer"])
+        out = mx.compile(m.quantize_step)(y, state["downsample"])
+    mx.eval(out)
