@@ -40,6 +40,7 @@ from personaplex_tui.kernel_cache import ENV_VAR
 LOGS_ENV = "PPX_JIT_LOGS"  # a folder for the helpers' stderr (unset: discarded)
 WORKERS_ENV = "PPX_JIT_WORKERS"  # graph workers: a number, "off" (no helpers at all), unset: auto
 MAX_GRAPH_WORKERS = 4
+HELPER_MODULE = "personaplex_tui.jit_helper"  # what each helper process runs
 SETTLE_S = 1.0  # a module written by MLX directly is pulled once its files are this old
 SYNC_EVERY_S = 0.2
 
@@ -221,7 +222,7 @@ class JitWorkers:
             cmd = [
                 python or sys.executable,
                 "-m",
-                "personaplex_tui.jit_workers",
+                HELPER_MODULE,
                 str(shared),
                 *task,
             ]

@@ -11,7 +11,13 @@ import pytest
 
 from model.mimi.warm_parts import ENCODE_PARTS
 from personaplex_tui import jit_helper, jit_workers
-from personaplex_tui.jit_workers import CacheSync, JitWorkers, graph_workers_wanted, helper_tasks
+from personaplex_tui.jit_workers import (
+    LOGS_ENV,
+    CacheSync,
+    JitWorkers,
+    graph_workers_wanted,
+    helper_tasks,
+)
 
 
 def _write_module(folder: Path, rel: str, payload: bytes, age_s: float = 10.0) -> None:
@@ -149,6 +155,8 @@ def test_helpers_run_and_end(tmp_path: Path, monkeypatch) -> None:
         [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
     )
     monkeypatch.setenv("PYTHONPATH", env_path)
+    logs = tmp_path / "logs"
+    monkeypatch.setenv(LOGS_ENV, str(logs))
     options = {"small": True, "steps": 5, "warmup_steps": 2}
     tasks = helper_tasks(options, 4)
     chosen = [tasks[0]] + [t for t in tasks if t[0] != "prime"]  # a primer, Mimi's, the LM's
@@ -160,6 +168,12 @@ def test_helpers_run_and_end(tmp_path: Path, monkeypatch) -> None:
     assert report["helpers"] == len(chosen) == 1 + len(ENCODE_PARTS) + 1 + 2
     assert report["finished_ok"] == len(chosen), report
     assert helpers.stop() is report  # once
+    # Each helper really ran its task to the end (a process that runs nothing also exits 0).
+    for n, task in enumerate(chosen):
+        lines = (logs / f"helper-{n}.log").read_text().splitlines()
+        started = [line for line in lines if " start " in line]
+        assert started and started[0].split(" start ", 1)[1].startswith(f"{task[0]} {task[1]}")
+        assert lines[-1].endswith(" done"), lines
 
 
 def test_stop_ends_a_helper_still_running(tmp_path: Path) -> None:
