@@ -4,6 +4,7 @@ CUDA kernels into its own cache folder, kept in step with the shared one.
     python -m personaplex_tui.jit_helper SHARED prime KIND VALUE INDEX
     python -m personaplex_tui.jit_helper SHARED mimi encode|decode|encode:PART OPTIONS_JSON
     python -m personaplex_tui.jit_helper SHARED graphs I N OPTIONS_JSON
+    python -m personaplex_tui.jit_helper SHARED stt tail|stream OPTIONS_JSON
 """
 
 from __future__ import annotations
@@ -55,17 +56,8 @@ def _warm_mimi(options: dict[str, Any], graph: str) -> None:
     from model.conversation.step_graphs import StepGraphs
     from model.mimi.codec import MimiCodec
     from model.mimi.warm_parts import compile_encode_part
-    from personaplex_tui.benchmark import BenchOptions, random_config
 
-    if "checkpoint" in options:  # the app: the checkpoint's own configuration
-        from model.checkpoints.config_io import detect_layout, read_config
-
-        folder = Path(options["checkpoint"])
-        config = read_config(folder, detect_layout(folder))
-        seed = 0
-    else:
-        opts = BenchOptions(**options)
-        config, seed = random_config(opts), opts.seed
+    config, seed = _persona_config(options)
     codec = MimiCodec.random(config.mimi, seed=seed)  # the weights' values change no kernel
     if graph.startswith("encode:"):
         compile_encode_part(codec, graph.split(":", 1)[1])
@@ -81,9 +73,74 @@ def _warm_mimi(options: dict[str, Any], graph: str) -> None:
     mx.eval(out)
 
 
+def _persona_config(options: dict[str, Any]) -> tuple[Any, int]:
+    """(PersonaPlex configuration, seed): the checkpoint's own (the app) or the benchmark's."""
+    if "checkpoint" in options:
+        from model.checkpoints.config_io import detect_layout, read_config
+
+        folder = Path(options["checkpoint"])
+        return read_config(folder, detect_layout(folder)), 0
+    from personaplex_tui.benchmark import BenchOptions, random_config
+
+    opts = BenchOptions(**options)
+    return random_config(opts), opts.seed
+
+
+def _stt_config(options: dict[str, Any]) -> Any:
+    """The STT's configuration: the STT checkpoint's (its config.json, fetched if need be) when
+    one is named or the app runs, else the benchmark's random one."""
+    from model.stt.random_listener import default_random_stt_config, tiny_stt_config
+
+    if options.get("small"):
+        return tiny_stt_config()
+    if "checkpoint" not in options and not options.get("stt_model"):
+        return default_random_stt_config()
+    from model.checkpoints.hub import resolve_model
+    from model.stt.loader import CONFIG_FILE, DEFAULT_STT_MODEL, STT_FLAG, read_stt_config
+
+    folder = resolve_model(
+        options.get("stt_model"),
+        allow_patterns=[CONFIG_FILE],
+        default=DEFAULT_STT_MODEL,
+        flag=STT_FLAG,
+    )
+    return read_stt_config(folder)
+
+
+def _warm_stt(options: dict[str, Any], what: str) -> None:
+    """The user transcript's first graphs, with random weights of the STT's and the model's
+    shapes: "tail", the end of Mimi's encode graph with the listener's quantizer (all the STT's
+    codebooks), or "stream", the STT's load-time kernel check and its step graphs (every
+    attention window)."""
+    import mlx.core as mx
+
+    from model.backend import on_cuda
+    from model.conversation.persona import default_dtype
+    from model.mimi.codec import MimiCodec
+    from model.mimi.warm_parts import compile_encode_part
+    from model.stt.random_listener import random_listener_quantizer, random_stt_lm
+    from model.stt.stream import SttStream
+    from personaplex_tui.user_transcript import stt_bits
+
+    config, seed = _persona_config(options)
+    stt = _stt_config(options)
+    mx.random.seed(seed)
+    if what == "tail":
+        codec = MimiCodec.random(config.mimi, seed=seed)
+        compile_encode_part(codec, "tail", random_listener_quantizer(codec, stt.n_q))
+        return
+    dtype = getattr(mx, options["dtype"]) if options.get("dtype") else default_dtype()
+    bits = None if options.get("small") else stt_bits(options.get("stt_quantize"), on_cuda())
+    lm = random_stt_lm(stt, dtype, bits)
+    lm.prepare()
+    SttStream(lm).warm_up()
+
+
 def worker_main(argv: list[str]) -> int:
     """`python -m personaplex_tui.jit_helper SHARED TASK ARGS...`: `prime KIND VALUE
-    INDEX`, `mimi encode|decode|encode:PART JSON` or `graphs I N JSON` (JSON: the benchmark's options, or {"checkpoint": FOLDER} for Mimi's).
+    INDEX`, `mimi encode|decode|encode:PART JSON`, `graphs I N JSON` or `stt tail|stream JSON`
+    (JSON: the benchmark's options, or the app's {"checkpoint": FOLDER, "stt_model": ...,
+    "stt_quantize": ...}).
     One helper, compiling into its own folder (`$MLX_PTX_CACHE_DIR`) synced with SHARED."""
     shared, task, *args = argv
     own = Path(os.environ[ENV_VAR])
@@ -99,6 +156,8 @@ def worker_main(argv: list[str]) -> int:
             _warm_graphs(json.loads(args[2]), int(args[0]), int(args[1]))
         elif task == "mimi":
             _warm_mimi(json.loads(args[1]), args[0])
+        elif task == "stt":
+            _warm_stt(json.loads(args[1]), args[0])
         else:
             raise SystemExit(f"unknown task {task!r}")
         import mlx.core as mx

@@ -9,6 +9,8 @@ So helpers started beside the main process compile modules it will need, in para
 - primers: one tiny process per generic indexing module (gather / scatter of each dtype pair);
 - Mimi workers: each builds only the codec and compiles its first encode or decode graph, the
   longest chains of modules, which they start at once;
+- STT workers (the user's transcript on): one compiles the end of Mimi's encode graph with the
+  listener's quantizer (all the STT's codebooks), one the STT's load-time check and step graphs;
 - graph workers: each builds the same model and session as the main process and warms up its
   share of the session's LM step graphs (`Session.warm_up(part=..., graphs=...)`).
 
@@ -184,7 +186,8 @@ class CacheSync:
 
 
 def helper_tasks(options: dict[str, Any] | None, graph_workers: int) -> list[list[str]]:
-    """The argument lists of every helper: the primers, Mimi's, then the LM's graph workers.
+    """The argument lists of every helper: the primers, Mimi's, the STT's (when the user's
+    transcript is on), then the LM's graph workers.
 
     With room for 3 graph workers or more (CPUs and device memory), Mimi's first encode graph,
     the longest chain of modules, is compiled in parts side by side (`model.mimi.warm_parts`);
@@ -198,6 +201,8 @@ def helper_tasks(options: dict[str, Any] | None, graph_workers: int) -> list[lis
         split = graph_workers >= SPLIT_ENCODE_FROM
         encode = [f"encode:{part}" for part in ENCODE_PARTS] if split else ["encode"]
         tasks += [["mimi", graph, blob] for graph in (*encode, "decode")]
+        if options.get("user_transcript"):  # the STT's graphs, and Mimi's encode tail with it
+            tasks += [["stt", what, blob] for what in ("tail", "stream")]
         if "checkpoint" in options:  # the app: its session settings are its own, Mimi's only
             return tasks
         lm_workers = max(1, graph_workers - 2)

@@ -64,11 +64,13 @@ def load_model(
     dtype: str | None = None,
     quantize: int | None = None,
     voice: str | None = None,
+    stt: SttChoice | None = None,
 ) -> tuple[Any, ModelInfo]:
     """Fetch and load a model (`None`: the default repo); returns `(PersonaPlex, ModelInfo)`.
 
     `dtype` is an MLX dtype name ("bfloat16", ...; None: the device's default). A `voice` the
-    fetched checkpoint lacks is refused (UnknownVoiceError) before the weights load."""
+    fetched checkpoint lacks is refused (UnknownVoiceError) before the weights load. `stt`:
+    the user's transcript to come, whose kernels helpers compile too on a fresh CUDA machine."""
     import mlx.core as mx
 
     import model
@@ -78,7 +80,10 @@ def load_model(
     folder = fetch_model(source, progress)
     # A fresh CUDA machine: compile MLX's indexing kernels and Mimi's first graphs in parallel
     # while the weights load (the helpers end by themselves; personaplex_tui/jit_workers.py).
-    start_jit_workers({"checkpoint": str(folder)})
+    helpers: dict[str, Any] = {"checkpoint": str(folder)}
+    if stt is not None and stt.enabled:
+        helpers.update(user_transcript=True, stt_model=stt.model, stt_quantize=stt.quantize)
+    start_jit_workers(helpers)
     if voice is not None:
         require_voice(folder, voice)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))
@@ -111,7 +116,12 @@ class ModelLoader:
 
     def __call__(self, progress: Progress) -> tuple[Any, ModelInfo]:
         loaded, info = load_model(
-            self.spec, progress, dtype=self.dtype, quantize=self.quantize, voice=self.voice
+            self.spec,
+            progress,
+            dtype=self.dtype,
+            quantize=self.quantize,
+            voice=self.voice,
+            stt=self.stt,
         )
         if self.stt is not None and self.stt.enabled:
             load_listener(loaded, self.stt, progress)

@@ -102,6 +102,13 @@ def test_helper_tasks_share_the_graphs_out() -> None:
     few = helper_tasks({"small": True}, 2)  # little room: the encode graph whole
     assert [t[1] for t in few if t[0] == "mimi"] == ["encode", "decode"]
     assert [t[1:3] for t in few if t[0] == "graphs"] == [["0", "1"]]
+    assert not [t for t in tasks + app if t[0] == "stt"]  # no transcript, no STT helpers
+    for options in (
+        {"small": True, "user_transcript": True},
+        {"checkpoint": "/m", "user_transcript": True},
+    ):
+        stt = [t[1] for t in helper_tasks(options, 4) if t[0] == "stt"]
+        assert stt == ["tail", "stream"]
     primers = [t for t in tasks if t[0] == "prime"]
     assert len(primers) == len(jit_workers.GATHERS) + len(jit_workers.SCATTERS)
     assert helper_tasks(None, 3) == primers
@@ -128,6 +135,39 @@ def test_mimi_helper_reads_a_checkpoints_configuration(tmp_path: Path) -> None:
     folder = write_small_checkpoint(tmp_path / "ckpt", voices=("NATF2",))
     jit_helper._warm_mimi({"checkpoint": str(folder)}, "encode:feed")
     jit_helper._warm_mimi({"checkpoint": str(folder)}, "decode")
+
+
+def test_stt_helpers_run(tmp_path: Path) -> None:
+    """The STT helpers run on the CPU too: the benchmark's random STT, and the app's with a
+    PersonaPlex checkpoint and an STT folder (its config.json read as the loader reads it)."""
+    for what in ("tail", "stream"):
+        jit_helper._warm_stt({"small": True, "user_transcript": True}, what)
+    from tests.checkpoints import write_small_checkpoint
+    from tests.stt_reference import write_tiny_stt_repo
+
+    folder = write_small_checkpoint(tmp_path / "ckpt", voices=("NATF2",))
+    stt = write_tiny_stt_repo(tmp_path / "stt")
+    app = {"checkpoint": str(folder), "user_transcript": True, "stt_model": str(stt)}
+    for what in ("tail", "stream"):
+        jit_helper._warm_stt(app, what)
+
+
+def test_stt_stream_helper_warms_the_listeners_windows() -> None:
+    """The "stream" helper's STT (the benchmark's shape, small) reaches the same attention
+    windows as a transcribing session's listener, so it compiles the graphs that session uses."""
+    from model.config import mimi_tiny, tiny
+    from model.conversation.persona import random_model
+    from model.stt.random_listener import random_listener, random_stt_lm, tiny_stt_config
+    from model.stt.stream import SttStream
+
+    persona = random_model(tiny(mimi=mimi_tiny()), seed=0)
+    persona.listener = random_listener(persona, tiny_stt_config())
+    session = persona.session(
+        persona.default_settings(voice=None), voice=None, system_tokens=[5], transcribe_user=True
+    )
+    names = [name for name, _ in session._warm_jobs() if name.startswith("speech-to-text")]
+    helper = SttStream(random_stt_lm(tiny_stt_config(), persona.lm.dtype))
+    assert len(names) == len(helper.windows_to_warm()) >= 2
 
 
 def test_warm_up_parts_cover_every_graph_once() -> None:
@@ -157,7 +197,7 @@ def test_helpers_run_and_end(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PYTHONPATH", env_path)
     logs = tmp_path / "logs"
     monkeypatch.setenv(LOGS_ENV, str(logs))
-    options = {"small": True, "steps": 5, "warmup_steps": 2}
+    options = {"small": True, "steps": 5, "warmup_steps": 2, "user_transcript": True}
     tasks = helper_tasks(options, 4)
     chosen = [tasks[0]] + [t for t in tasks if t[0] != "prime"]  # a primer, Mimi's, the LM's
     helpers = JitWorkers(shared, chosen)
@@ -165,7 +205,7 @@ def test_helpers_run_and_end(tmp_path: Path, monkeypatch) -> None:
     while None in helpers.finished() and time.time() < deadline:
         time.sleep(0.2)
     report = helpers.stop()
-    assert report["helpers"] == len(chosen) == 1 + len(ENCODE_PARTS) + 1 + 2
+    assert report["helpers"] == len(chosen) == 1 + len(ENCODE_PARTS) + 1 + 2 + 2
     assert report["finished_ok"] == len(chosen), report
     assert helpers.stop() is report  # once
     # Each helper really ran its task to the end (a process that runs nothing also exits 0).

@@ -9,15 +9,21 @@ gives it (computed eagerly first), so its fused kernels are the whole graph's (d
 
 from __future__ import annotations
 
+from functools import partial
+
 import mlx.core as mx
 
 from .codec import MimiCodec
+from .quantizer import SplitResidualQuantizer
 
 ENCODE_PARTS = ("encoder", "mask", "attend", "feed", "tail")
 
 
-def compile_encode_part(codec: MimiCodec, part: str) -> None:
-    """Compile and run one part of the first encode step (`full=False`) on zeros."""
+def compile_encode_part(
+    codec: MimiCodec, part: str, quantizer: SplitResidualQuantizer | None = None
+) -> None:
+    """Compile and run one part of the first encode step (`full=False`) on zeros; `quantizer`:
+    the tail's, as `MimiModel.encode_step`'s (the listener's 32 codebooks; None: Mimi's)."""
     if part not in ENCODE_PARTS:
         raise ValueError(f"unknown encode part {part!r}; known: {', '.join(ENCODE_PARTS)}")
     m = codec.model
@@ -40,5 +46,6 @@ def compile_encode_part(codec: MimiCodec, part: str) -> None:
         out = mx.compile(layer.feed_forward_step)(x)
     else:  # "tail"
         y, _ = transformer.step(x, state["transformer"])
-        out = mx.compile(m.quantize_step)(y, state["downsample"])
+        tail = partial(m.quantize_step, quantizer=quantizer)
+        out = mx.compile(tail)(y, state["downsample"])
     mx.eval(out)

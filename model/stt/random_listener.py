@@ -32,20 +32,41 @@ def random_listener(
     seed: int = 0,
 ) -> Listener:
     """A `Listener` of random weights for `persona` (its encoder, its first codebooks)."""
-    config = config or replace(stt_1b_en_fr(), extra_heads=4)
+    config = config or default_random_stt_config()
     mx.random.seed(seed)
+    lm = random_stt_lm(config, dtype or persona.lm.dtype, bits)
+    quantizer = random_listener_quantizer(persona.mimi, config.n_q)
+    lm.prepare()
+    return Listener(
+        config=config, lm=lm, quantizer=quantizer, tokenizer=None, source="random weights"
+    )
+
+
+def default_random_stt_config() -> SttConfig:
+    """stt-1b-en_fr's shape with its 4 end-of-turn heads."""
+    return replace(stt_1b_en_fr(), extra_heads=4)
+
+
+def random_stt_lm(config: SttConfig, dtype: mx.Dtype, bits: int | None = None) -> SttLM:
+    """The STT LM of `config`'s shape with random weights (from MLX's current seed), evaluated
+    and not yet prepared."""
     lm = SttLM(config)
-    lm.set_dtype(dtype or persona.lm.dtype)
+    lm.set_dtype(dtype)
     if bits is not None:
         lm.quantize(bits)
     lm.eval()
-    ours = persona.mimi.model.quantizer
-    cfg = persona.mimi.cfg
-    quantizer = SplitResidualQuantizer(
-        replace(cfg, n_q=max(cfg.n_q, config.n_q), num_codebooks=config.n_q)
-    )
+    mx.eval(lm.parameters())
+    return lm
+
+
+def random_listener_quantizer(mimi: Any, n_q: int) -> SplitResidualQuantizer:
+    """A quantizer of `n_q` codebooks whose first ones and projections are `mimi`'s (a
+    `MimiCodec`), the others random, prepared."""
+    ours = mimi.model.quantizer
+    cfg = mimi.cfg
+    quantizer = SplitResidualQuantizer(replace(cfg, n_q=max(cfg.n_q, n_q), num_codebooks=n_q))
     n = ours.codebooks.shape[0]
-    extra = mx.random.normal((config.n_q - n, *ours.codebooks.shape[1:])) * 0.5
+    extra = mx.random.normal((n_q - n, *ours.codebooks.shape[1:])) * 0.5
     quantizer.codebooks = mx.concatenate([ours.codebooks, extra.astype(ours.codebooks.dtype)])
     for name in (
         "semantic_input_proj",
@@ -55,8 +76,4 @@ def random_listener(
     ):
         setattr(quantizer, name, getattr(ours, name))
     quantizer.prepare()
-    mx.eval(lm.parameters())
-    lm.prepare()
-    return Listener(
-        config=config, lm=lm, quantizer=quantizer, tokenizer=None, source="random weights"
-    )
+    return quantizer
