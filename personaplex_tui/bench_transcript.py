@@ -28,10 +28,11 @@ def time_transcript(
     stats_of: Callable[[list[float]], Any],
 ) -> dict[str, Any]:
     """{"model", "step_ms_off", "step_ms_on", "listening_frame_ms" (Stats as dicts), "stt_ms"
-    (phase p50), "cost_pct"}, or {"error": one sentence} when the STT model cannot be loaded."""
+    (phase p50), "cost_pct", "load_s", "warm_up_s"}, or {"error": one sentence} when the STT model cannot be loaded."""
     from dataclasses import asdict
 
     progress("loading the speech-to-text model")
+    start = time.perf_counter()
     if opts.random_weights or opts.small:
         from model.stt.random_listener import random_listener, tiny_stt_config
 
@@ -45,12 +46,15 @@ def time_transcript(
         choice = SttChoice(True, opts.stt_model, opts.stt_quantize)
         if not attach_stt(model, choice, notes.append):
             return {"error": notes[0] if notes else "The STT model could not be loaded."}
+    load_s = time.perf_counter() - start
     progress(f"timing {opts.steps} steps with the transcript on and off")
+    start = time.perf_counter()
     on, off = make_session(transcribe_user=True), make_session(transcribe_user=False)
     for session in (on, off):
         session.warm_up()
         for pcm in audio[: opts.warmup_steps]:
             session.step(pcm)
+    warm_s = time.perf_counter() - start
     on_ms, off_ms = [], []
     for pcm in audio[: opts.steps]:
         off_ms.append(off.step(pcm).timings.total_ms)
@@ -60,6 +64,8 @@ def time_transcript(
         "stt_kernels": stt_kernels(model),
         "step_ms_off": asdict(stats_of(off_ms)),
         "step_ms_on": asdict(stats_of(on_ms)),
+        "load_s": round(load_s, 3),  # the STT's load (and its kernels' checks)
+        "warm_up_s": round(warm_s, 3),  # its graphs' and the transcribing session's warm-up
     }
     off_p50, on_p50 = result["step_ms_off"]["p50"], result["step_ms_on"]["p50"]
     result["cost_pct"] = round(100 * (on_p50 / off_p50 - 1), 1) if off_p50 else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import mlx.core as mx
@@ -150,10 +150,22 @@ def random_config(opts: BenchOptions) -> PersonaPlexConfig:
     return tiny(mimi=mimi_tiny()) if opts.small else config_7b()
 
 
-def build_model(opts: BenchOptions) -> tuple[PersonaPlex, VoicePrompt | None, list[int]]:
+def build_model(
+    opts: BenchOptions, *, layers: int | None = None
+) -> tuple[PersonaPlex, VoicePrompt | None, list[int]]:
+    """The benchmark's model, voice prompt and prompt tokens. `layers`: random weights with
+    at most that many temporal and depformer layers (the JIT helpers: the same kernels, built
+    in a fraction of the time)."""
     dtype = getattr(mx, opts.dtype) if opts.dtype else None
     if opts.random_weights or opts.small:
         cfg = random_config(opts)
+        if layers is not None:
+            lm = cfg.lm
+            cfg.lm = replace(
+                lm,
+                temporal=replace(lm.temporal, num_layers=min(layers, lm.temporal.num_layers)),
+                depformer=replace(lm.depformer, num_layers=min(layers, lm.depformer.num_layers)),
+            )
         bits = None if opts.bits == 16 else opts.bits
         if opts.small and bits:
             cfg.quantization = None  # tiny dims are not multiples of the group size

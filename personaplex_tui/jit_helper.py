@@ -32,18 +32,24 @@ def _prime(kind: str, value: str, index: str) -> None:
         mx.eval(mx.put_along_axis(a, where, mx.ones((1, 2), dtype=a.dtype), axis=0))
 
 
+# The LM helpers' model: every layer runs the same kernels (on CUDA the temporal transformer and
+# the depformer are one custom kernel each, compiled in every process anyway), so two of each
+# give the step graphs' modules without building 7B parameters first.
+HELPER_LAYERS = 2
+
+
 def _lm_graph(name: str) -> bool:
     """The warm-up graphs that need the language model (the others are Mimi's)."""
     return not name.startswith(("encode", "decode"))
 
 
 def _warm_graphs(options: dict[str, Any], part: int, parts: int) -> None:
-    """Build the model and session the benchmark builds and warm up its LM graphs part::parts
-    (Mimi's have helpers of their own, which need no LM and start sooner)."""
+    """Build the model and session the benchmark builds (HELPER_LAYERS deep) and warm up its LM
+    graphs part::parts (Mimi's have helpers of their own, which need no LM and start sooner)."""
     from personaplex_tui.benchmark import BenchOptions, bench_session, build_model
 
     opts = BenchOptions(**options)
-    model, voice, tokens = build_model(opts)
+    model, voice, tokens = build_model(opts, layers=HELPER_LAYERS)
     bench_session(model, voice, tokens, opts).warm_up(part=(part, parts), graphs=_lm_graph)
 
 

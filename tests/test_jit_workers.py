@@ -247,16 +247,41 @@ else:
 """
 
 
-def _cpu_kernels(tmp: Path, what: str) -> set[str]:
+LM_STEP_GRAPHS = """
+import sys
+from model.config import mimi_tiny, tiny
+from personaplex_tui import benchmark
+from personaplex_tui.benchmark import BenchOptions, bench_session, build_model
+from personaplex_tui.jit_helper import _lm_graph
+benchmark.random_config = lambda opts: tiny(num_layers=4, mimi=mimi_tiny())
+opts = BenchOptions(small=True)
+layers = int(sys.argv[1].split(":")[1])
+model, voice, tokens = build_model(opts, layers=layers)
+assert len(model.lm.transformer.layers) == layers
+bench_session(model, voice, tokens, opts).warm_up(graphs=_lm_graph)
+"""
+
+
+def test_a_shallower_model_compiles_the_same_step_kernels(tmp_path: Path) -> None:
+    """The LM helpers build HELPER_LAYERS layers, not the model's depth: the LM step graphs'
+    fused kernels are the same (on the CPU, where the temporal transformer is MLX's ops, one
+    set per layer, the strictest case; one layer would fuse differently: a mask used once)."""
+    deep = _cpu_kernels(tmp_path, "layers:4", LM_STEP_GRAPHS)
+    shallow = _cpu_kernels(tmp_path, f"layers:{jit_helper.HELPER_LAYERS}", LM_STEP_GRAPHS)
+    assert len(deep) >= 5
+    assert shallow == deep
+
+
+def _cpu_kernels(tmp: Path, what: str, script: str = WHOLE_VS_PARTS) -> set[str]:
     """The fused kernels MLX's CPU backend compiles for `what` (its JIT libraries' names, in a
     temporary folder of its own: MLX keeps them under $TMPDIR/mlx)."""
     import subprocess
     import sys
 
-    folder = tmp / what
+    folder = tmp / what.replace(":", "-")
     folder.mkdir()
     env = {**os.environ, "TMPDIR": str(folder), "PYTHONPATH": str(Path(__file__).parents[1])}
-    subprocess.run([sys.executable, "-c", WHOLE_VS_PARTS, what], env=env, check=True, timeout=300)
+    subprocess.run([sys.executable, "-c", script, what], env=env, check=True, timeout=300)
     names = set()
     for lib in folder.rglob("lib*.so"):
         stem = lib.name[3:-3]
