@@ -8,6 +8,7 @@ replaced since) derives them on the fly with the same numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import mlx.core as mx
@@ -41,11 +42,18 @@ def prepare_modules(root: nn.Module, dtype: mx.Dtype) -> set[tuple[int, int]]:
 def stack_scalars(values: list[mx.array], dtype: mx.Dtype = mx.int32) -> mx.array:
     """`mx.stack` of scalar arrays, as one elementwise kernel once compiled (a concatenation
     copies each input with a kernel of its own)."""
-    slots = mx.array(list(range(len(values))))  # data, not an op: a constant of the graph
+    masks = _one_hot_rows(len(values))
     out = values[-1].reshape(1)
     for i in range(len(values) - 2, -1, -1):
-        out = mx.where(slots == i, values[i].reshape(1), out)
+        out = mx.where(masks[i], values[i].reshape(1), out)
     return out.astype(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _one_hot_rows(n: int) -> tuple[mx.array, ...]:
+    """Row i is True at slot i only: data, so a kernel input of a compiled graph, where
+    `slots == i` would bake i into the fused kernel (one JIT module per distinct i)."""
+    return tuple(mx.array([k == i for k in range(n)]) for i in range(n))
 
 
 class RMSNorm(nn.Module):

@@ -42,7 +42,9 @@ class SplitResidualQuantizer(nn.Module):
         acoustic = self.codebooks[1:].reshape(-1, cb) @ self.acoustic_output_proj.T
         self._table = mx.concatenate([semantic, acoustic])
         self._offsets = mx.arange(n, dtype=mx.int32) * self._bins
-        self._slots = mx.arange(n, dtype=mx.int32)
+        # Slot i's one-hot row, as data of n > 1 elements: a kernel input where `slots == i`
+        # would bake i into the fused kernel's source (one JIT module per distinct i).
+        self._masks = [mx.arange(n) == i for i in range(n)]
         self._cb = cb
         mx.eval(
             self._input_proj,
@@ -51,7 +53,7 @@ class SplitResidualQuantizer(nn.Module):
             self._entries,
             self._table,
             self._offsets,
-            self._slots,
+            self._masks,
         )
 
     def _nearest(self, x: mx.array, i: int) -> mx.array:
@@ -69,11 +71,14 @@ class SplitResidualQuantizer(nn.Module):
             codes.append(code)
             if i + 1 < n:
                 residual = residual - self._entries[i][code]
-        # One elementwise kernel places the codes (a concatenation would copy each one).
+        # One elementwise kernel places the codes (a concatenation would copy each one); MLX
+        # splits a long chain into kernels that are alike, so they share one JIT module.
         out = codes[-1][..., None]
         for i in range(n - 2, -1, -1):
-            out = mx.where(self._slots == i, codes[i][..., None], out)
-        return out.astype(mx.int32)
+            out = mx.where(self._masks[i], codes[i][..., None], out)
+        # Codes < 2^31: int32 has the same bits, and a view (no kernel) keeps the last kernel
+        # of the chain like the others, where an `astype` would make it a module of its own.
+        return out.view(mx.int32)
 
     def decode(self, codes: mx.array) -> mx.array:
         """codes [batch, steps, num_codebooks] -> [batch, steps, dimension]."""
