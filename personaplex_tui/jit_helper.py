@@ -36,6 +36,7 @@ def _prime(kind: str, value: str, index: str) -> None:
 # the depformer are one custom kernel each, compiled in every process anyway), so two of each
 # give the step graphs' modules without building 7B parameters first.
 HELPER_LAYERS = 2
+HELPER_NICENESS = 10
 
 
 def _lm_graph(name: str) -> bool:
@@ -149,6 +150,10 @@ def worker_main(argv: list[str]) -> int:
     "stt_quantize": ...}).
     One helper, compiling into its own folder (`$MLX_PTX_CACHE_DIR`) synced with SHARED."""
     shared, task, *args = argv
+    try:  # a helper must not slow the main process down: it yields the CPUs to it
+        os.nice(HELPER_NICENESS)
+    except OSError:
+        pass
     own = Path(os.environ[ENV_VAR])
     sync = CacheSync(own, Path(shared))
     sync.once()  # start from what the others already finished
