@@ -96,7 +96,7 @@ def temporal_pass(bits: int) -> None:
 def steps(bits: int, rounds: int) -> None:
     model = random_model(config_7b(), bits=bits, seed=0)
     mx.eval(model.lm.parameters())
-    voice = bench._random_voice(model, 50, 0)
+    voice = bench.random_voice(model, 50, 0)
     audio = bench._audio(140, 0)
     rng = np.random.default_rng(0)
     results: dict[str, dict[str, list[float]]] = {m: {"lm": [], "full": []} for m in MODES}

@@ -135,7 +135,7 @@ def device_name() -> str:
     return f"gpu ({name})" if name else "gpu"
 
 
-def _random_voice(model: PersonaPlex, frames: int, seed: int) -> VoicePrompt:
+def random_voice(model: PersonaPlex, frames: int, seed: int) -> VoicePrompt:
     frames = max(1, frames)
     cfg = model.lm.config
     rng = np.random.default_rng(seed)
@@ -150,6 +150,19 @@ def random_config(opts: BenchOptions) -> PersonaPlexConfig:
     return tiny(mimi=mimi_tiny()) if opts.small else config_7b()
 
 
+def shallow(config: PersonaPlexConfig, layers: int) -> PersonaPlexConfig:
+    """`config` with at most `layers` temporal and depformer layers."""
+    lm = config.lm
+    return replace(
+        config,
+        lm=replace(
+            lm,
+            temporal=replace(lm.temporal, num_layers=min(layers, lm.temporal.num_layers)),
+            depformer=replace(lm.depformer, num_layers=min(layers, lm.depformer.num_layers)),
+        ),
+    )
+
+
 def build_model(
     opts: BenchOptions, *, layers: int | None = None
 ) -> tuple[PersonaPlex, VoicePrompt | None, list[int]]:
@@ -160,19 +173,14 @@ def build_model(
     if opts.random_weights or opts.small:
         cfg = random_config(opts)
         if layers is not None:
-            lm = cfg.lm
-            cfg.lm = replace(
-                lm,
-                temporal=replace(lm.temporal, num_layers=min(layers, lm.temporal.num_layers)),
-                depformer=replace(lm.depformer, num_layers=min(layers, lm.depformer.num_layers)),
-            )
+            cfg = shallow(cfg, layers)
         bits = None if opts.bits == 16 else opts.bits
         if opts.small and bits:
             cfg.quantization = None  # tiny dims are not multiples of the group size
             bits = None
         model = random_model(cfg, bits=bits, dtype=dtype, seed=opts.seed)
         mx.eval(model.lm.parameters())
-        voice = _random_voice(model, opts.voice_frames, opts.seed)
+        voice = random_voice(model, opts.voice_frames, opts.seed)
         rng = np.random.default_rng(opts.seed + 1)
         tokens = [int(t) for t in rng.integers(4, model.lm.config.text_card, opts.prompt_tokens)]
         return model, voice, tokens
@@ -233,7 +241,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
     bench_session(model, voice, tokens, opts).warm_up()
     warm.new_session_ms = round(1000 * (time.perf_counter() - t), 3)
     warm.new_session_traces = graphs.traces - traces
-    longer = _random_voice(model, (voice.frames if voice else 0) + 1, opts.seed + 3)
+    longer = random_voice(model, (voice.frames if voice else 0) + 1, opts.seed + 3)
     warm.prefill_new_length_ms = round(bench_session(model, longer, tokens, opts).prefill_ms, 3)
     warm.kernel_cache = {
         "dir": os.environ.get(KERNEL_CACHE_VAR, ""),

@@ -45,13 +45,39 @@ def _lm_graph(name: str) -> bool:
 
 
 def _warm_graphs(options: dict[str, Any], part: int, parts: int) -> None:
-    """Build the model and session the benchmark builds (HELPER_LAYERS deep) and warm up its LM
-    graphs part::parts (Mimi's have helpers of their own, which need no LM and start sooner)."""
+    """Build the model and session the benchmark builds, or a random model of the app's
+    checkpoint's configuration with a session of its default settings (HELPER_LAYERS deep
+    either way), and warm up its LM graphs part::parts (Mimi's have helpers of their own,
+    which need no LM and start sooner)."""
     from personaplex_tui.benchmark import BenchOptions, bench_session, build_model
 
-    opts = BenchOptions(**options)
-    model, voice, tokens = build_model(opts, layers=HELPER_LAYERS)
-    bench_session(model, voice, tokens, opts).warm_up(part=(part, parts), graphs=_lm_graph)
+    if "checkpoint" in options:
+        session = _checkpoint_session(options)
+    else:
+        opts = BenchOptions(**options)
+        model, voice, tokens = build_model(opts, layers=HELPER_LAYERS)
+        session = bench_session(model, voice, tokens, opts)
+    session.warm_up(part=(part, parts), graphs=_lm_graph)
+
+
+def _checkpoint_session(options: dict[str, Any]) -> Any:
+    """A session of the checkpoint's default settings on random weights of its configuration
+    (HELPER_LAYERS deep; quantized as the app loads it: its own bits, or `quantize`)."""
+    import numpy as np
+
+    from model.conversation.persona import random_model
+    from personaplex_tui.benchmark import random_voice, shallow
+
+    config, seed = _persona_config(options)
+    quantize = options.get("quantize")
+    if quantize:
+        bits = None if quantize == 16 else quantize
+    else:
+        bits = config.quantization.bits if config.quantization else None
+    model = random_model(shallow(config, HELPER_LAYERS), bits=bits, seed=seed)
+    tokens = [int(t) for t in np.random.default_rng(seed).integers(4, 100, 8)]
+    settings = model.default_settings(voice=None)
+    return model.session(settings, voice=random_voice(model, 8, seed), system_tokens=tokens)
 
 
 def _warm_mimi(options: dict[str, Any], graph: str) -> None:

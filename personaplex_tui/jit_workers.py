@@ -203,8 +203,6 @@ def helper_tasks(options: dict[str, Any] | None, graph_workers: int) -> list[lis
         tasks += [["mimi", graph, blob] for graph in (*encode, "decode")]
         if options.get("user_transcript"):  # the STT's graphs, and Mimi's encode tail with it
             tasks += [["stt", what, blob] for what in ("tail", "stream")]
-        if "checkpoint" in options:  # the app: its session settings are its own, Mimi's only
-            return tasks
         lm_workers = max(1, graph_workers - 2)
         tasks += [["graphs", str(p), str(lm_workers), blob] for p in range(lm_workers)]
     return tasks
@@ -289,7 +287,7 @@ def start_jit_workers(
 ) -> JitWorkers | None:
     """Start the helpers when MLX's CUDA backend is about to compile most kernels (an empty
     cache); None otherwise. `options`: the benchmark's options for graph workers, or
-    {"checkpoint": folder} for Mimi's only (the app), or None for the primers only."""
+    the app's {"checkpoint": folder, ...} (`jit_helper`), or None for the primers only."""
     from personaplex_tui.kernel_cache import kernels_to_compile as default_check
 
     if _helpers_off():

@@ -78,9 +78,9 @@ def load_model(
     source = spec or DEFAULT_MODEL
     start = time.perf_counter()
     folder = fetch_model(source, progress)
-    # A fresh CUDA machine: compile MLX's indexing kernels and Mimi's first graphs in parallel
+    # A fresh CUDA machine: compile MLX's indexing kernels and the first step graphs in parallel
     # while the weights load (the helpers end by themselves; personaplex_tui/jit_workers.py).
-    helpers: dict[str, Any] = {"checkpoint": str(folder)}
+    helpers: dict[str, Any] = {"checkpoint": str(folder), "quantize": quantize}
     if stt is not None and stt.enabled:
         helpers.update(user_transcript=True, stt_model=stt.model, stt_quantize=stt.quantize)
     start_jit_workers(helpers)

@@ -96,9 +96,9 @@ def test_helper_tasks_share_the_graphs_out() -> None:
     assert [t[1:3] for t in graphs] == [["0", "2"], ["1", "2"]]  # the LM's graphs
     parts = [f"encode:{p}" for p in ENCODE_PARTS]
     assert [t[1] for t in tasks if t[0] == "mimi"] == [*parts, "decode"]
-    app = helper_tasks({"checkpoint": "/m"}, 4)  # the app: Mimi's helpers, no LM's
+    app = helper_tasks({"checkpoint": "/m"}, 4)  # the app: the same helpers
     assert [t[1] for t in app if t[0] == "mimi"] == [*parts, "decode"]
-    assert not [t for t in app if t[0] == "graphs"]
+    assert [t[1:3] for t in app if t[0] == "graphs"] == [["0", "2"], ["1", "2"]]
     few = helper_tasks({"small": True}, 2)  # little room: the encode graph whole
     assert [t[1] for t in few if t[0] == "mimi"] == ["encode", "decode"]
     assert [t[1:3] for t in few if t[0] == "graphs"] == [["0", "1"]]
@@ -270,6 +270,30 @@ def test_a_shallower_model_compiles_the_same_step_kernels(tmp_path: Path) -> Non
     shallow = _cpu_kernels(tmp_path, f"layers:{jit_helper.HELPER_LAYERS}", LM_STEP_GRAPHS)
     assert len(deep) >= 5
     assert shallow == deep
+
+
+APP_VS_HELPER = """
+import sys
+from personaplex_tui import jit_helper
+if sys.argv[1] == "app":  # the app's model and a session of its default settings
+    import model
+    persona = model.load("FOLDER")
+    persona.session(persona.default_settings()).warm_up(graphs=jit_helper._lm_graph)
+else:
+    jit_helper._warm_graphs({"checkpoint": "FOLDER"}, 0, 1)
+"""
+
+
+def test_the_apps_lm_helper_compiles_the_apps_step_kernels(tmp_path: Path) -> None:
+    """An LM helper for the app (random weights of the checkpoint's configuration, its default
+    settings) compiles the fused kernels the app's own session does, from loading on."""
+    from tests.checkpoints import write_small_checkpoint
+
+    folder = write_small_checkpoint(tmp_path / "ckpt", voices=("NATF2",))
+    script = APP_VS_HELPER.replace("FOLDER", str(folder))
+    app = _cpu_kernels(tmp_path, "app", script)
+    assert len(app) >= 5
+    assert _cpu_kernels(tmp_path, "helper", script) == app
 
 
 def _cpu_kernels(tmp: Path, what: str, script: str = WHOLE_VS_PARTS) -> set[str]:
