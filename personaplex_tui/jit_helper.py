@@ -120,14 +120,12 @@ def _persona_config(options: dict[str, Any]) -> tuple[Any, int]:
 
 
 def _stt_config(options: dict[str, Any]) -> Any:
-    """The STT's configuration: the STT checkpoint's (its config.json, fetched if need be) when
-    one is named or the app runs, else the benchmark's random one."""
+    """The STT's configuration: for the app, its STT model's (config.json, fetched if need
+    be); for the benchmark, the random STT's that it builds (`bench_transcript`)."""
     from model.stt.random_listener import default_random_stt_config, tiny_stt_config
 
-    if options.get("small"):
-        return tiny_stt_config()
-    if "checkpoint" not in options and not options.get("stt_model"):
-        return default_random_stt_config()
+    if "checkpoint" not in options:
+        return tiny_stt_config() if options.get("small") else default_random_stt_config()
     from model.checkpoints.hub import resolve_model
     from model.stt.loader import CONFIG_FILE, DEFAULT_STT_MODEL, STT_FLAG, read_stt_config
 
