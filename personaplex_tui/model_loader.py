@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from model.checkpoints.hub import DEFAULT_MODEL
+from model.errors import ModelNotFoundError
 from personaplex_tui.checkpoint_voices import require_voice
 from personaplex_tui.download_progress import DownloadTracker
 from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo, Notice
@@ -32,9 +33,14 @@ def _hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def fetch_model(spec: str, progress: Progress) -> Path:
+def fetch_model(
+    spec: str, progress: Progress, *, before_weights: Callable[[Path], None] | None = None
+) -> Path:
     """The local folder of `spec` (a folder, or a repo id downloaded with progress events).
 
+    `before_weights(folder)`, when given, is called with a folder holding the checkpoint's
+    config.json before the weights download, on a fresh CUDA machine (whose kernels can then
+    compile during the download; personaplex_tui/jit_workers.py), if the repo has one.
     Raises ModelNotFoundError with one sentence (it names --model PATH and HF_HUB_OFFLINE)
     when the hub cannot be reached and nothing is cached."""
     from model.checkpoints.hub import resolve_model
@@ -44,10 +50,27 @@ def fetch_model(spec: str, progress: Progress) -> Path:
         return folder.resolve()
     where = "in the Hugging Face cache" if _hub_offline() else "on the Hugging Face hub"
     progress(LoadProgress("download", f"Looking for {spec} {where}"))
+    if before_weights is not None and kernels_to_compile():
+        config = _config_only(spec)
+        if config is not None:
+            before_weights(config)
     tracker = DownloadTracker(progress, spec)
     folder = resolve_model(spec, tqdm_class=tracker.bar_class())
     progress(tracker.progress())
     return folder
+
+
+def _config_only(spec: str) -> Path | None:
+    """The snapshot folder of repo `spec` with its config.json fetched (a few kB), or None when
+    it has none or cannot be fetched (the full download then says why)."""
+    from model.checkpoints.hub import resolve_model
+    from model.checkpoints.layout import CONFIG_FILE
+
+    try:
+        folder = resolve_model(spec, allow_patterns=[CONFIG_FILE])
+    except ModelNotFoundError:
+        return None
+    return folder if (folder / CONFIG_FILE).is_file() else None
 
 
 def accelerator() -> str:
@@ -77,13 +100,21 @@ def load_model(
 
     source = spec or DEFAULT_MODEL
     start = time.perf_counter()
-    folder = fetch_model(source, progress)
     # A fresh CUDA machine: compile MLX's indexing kernels and the first step graphs in parallel
-    # while the weights load (the helpers end by themselves; personaplex_tui/jit_workers.py).
-    helpers: dict[str, Any] = {"checkpoint": str(folder), "quantize": quantize}
+    # while the weights download, or at least while they load (once; the helpers end by
+    # themselves: personaplex_tui/jit_workers.py).
+    helpers: dict[str, Any] = {"quantize": quantize}
     if stt is not None and stt.enabled:
         helpers.update(user_transcript=True, stt_model=stt.model, stt_quantize=stt.quantize)
-    start_jit_workers(helpers)
+    started: list[Path] = []
+
+    def start_helpers(config_folder: Path) -> None:
+        if not started:
+            started.append(config_folder)
+            start_jit_workers({"checkpoint": str(config_folder), **helpers})
+
+    folder = fetch_model(source, progress, before_weights=start_helpers)
+    start_helpers(folder)
     if voice is not None:
         require_voice(folder, voice)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))

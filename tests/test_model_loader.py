@@ -168,3 +168,40 @@ def test_quitting_during_a_download_stops_it_at_the_next_progress_report():
     events, took = asyncio.run(main())
     assert took < 1.0 and len(updates) < 100
     assert not any(isinstance(e, StateChanged) and e.state == "error" for e in events)
+
+
+EARLY = """
+import json, sys
+from pathlib import Path
+from personaplex_tui import model_loader
+model_loader.kernels_to_compile = lambda: True  # as on a fresh CUDA machine
+seen = []
+def before(folder):
+    seen.append(sorted(p.name for p in Path(folder).iterdir()))
+folder = model_loader.fetch_model(sys.argv[1], lambda e: None, before_weights=before)
+started = []
+model_loader.start_jit_workers = started.append
+model_loader.load_model(sys.argv[1], lambda e: None)
+after = sorted(p.name for p in folder.iterdir())
+print(json.dumps({"before": seen, "after": after, "started": started, "folder": str(folder)}))
+"""
+
+
+def test_on_a_fresh_gpu_the_helpers_start_before_the_weights_download(small_checkpoint, tmp_path):
+    """The kernels compile during the download: `before_weights` sees config.json alone, and
+    `load_model` starts the helpers once, from that folder."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_CACHE": str(tmp_path / "hub")}
+    with fake_hub("someone/small", small_checkpoint) as url:
+        out = subprocess.run(
+            [sys.executable, "-c", EARLY, "someone/small"],
+            env={**env, "HF_ENDPOINT": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["before"] == [["config.json"]]
+    assert "config.json" in result["after"] and len(result["after"]) > 2
+    (started,) = result["started"]  # once, though the second load found the weights cached
+    assert started == {"checkpoint": result["folder"], "quantize": None}
