@@ -28,7 +28,8 @@ def time_transcript(
     stats_of: Callable[[list[float]], Any],
 ) -> dict[str, Any]:
     """{"model", "step_ms_off", "step_ms_on", "listening_frame_ms" (Stats as dicts), "stt_ms"
-    (phase p50), "cost_pct", "load_s", "warm_up_s"}, or {"error": one sentence} when the STT model cannot be loaded."""
+    (phase p50), "cost_pct", "load_s", "warm_up_s"}, or {"error": one sentence} when the STT
+    model cannot be loaded."""
     from dataclasses import asdict
 
     progress("loading the speech-to-text model")

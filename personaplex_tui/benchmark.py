@@ -163,6 +163,23 @@ def shallow(config: PersonaPlexConfig, layers: int) -> PersonaPlexConfig:
     )
 
 
+def random_prompted_model(
+    cfg: PersonaPlexConfig,
+    bits: int | None,
+    dtype: mx.Dtype | None,
+    seed: int,
+    voice_frames: int,
+    prompt_tokens: int,
+) -> tuple[PersonaPlex, VoicePrompt, list[int]]:
+    """A model of random weights of `cfg`'s shape, a random voice prompt and prompt tokens."""
+    model = random_model(cfg, bits=bits, dtype=dtype, seed=seed)
+    mx.eval(model.lm.parameters())
+    voice = random_voice(model, voice_frames, seed)
+    rng = np.random.default_rng(seed + 1)
+    tokens = [int(t) for t in rng.integers(4, model.lm.config.text_card, prompt_tokens)]
+    return model, voice, tokens
+
+
 def build_model(
     opts: BenchOptions, *, layers: int | None = None
 ) -> tuple[PersonaPlex, VoicePrompt | None, list[int]]:
@@ -178,12 +195,9 @@ def build_model(
         if opts.small and bits:
             cfg.quantization = None  # tiny dims are not multiples of the group size
             bits = None
-        model = random_model(cfg, bits=bits, dtype=dtype, seed=opts.seed)
-        mx.eval(model.lm.parameters())
-        voice = random_voice(model, opts.voice_frames, opts.seed)
-        rng = np.random.default_rng(opts.seed + 1)
-        tokens = [int(t) for t in rng.integers(4, model.lm.config.text_card, opts.prompt_tokens)]
-        return model, voice, tokens
+        return random_prompted_model(
+            cfg, bits, dtype, opts.seed, opts.voice_frames, opts.prompt_tokens
+        )
     model = load(opts.model, dtype=dtype, quantize=opts.quantize)
     voice = model.voice(model.voices[0]) if model.voices else None
     return model, voice, model.system_tokens("assistant")

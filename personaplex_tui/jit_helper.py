@@ -63,10 +63,7 @@ def _warm_graphs(options: dict[str, Any], part: int, parts: int) -> None:
 def _checkpoint_session(options: dict[str, Any]) -> Any:
     """A session of the checkpoint's default settings on random weights of its configuration
     (HELPER_LAYERS deep; quantized as the app loads it: its own bits, or `quantize`)."""
-    import numpy as np
-
-    from model.conversation.persona import random_model
-    from personaplex_tui.benchmark import random_voice, shallow
+    from personaplex_tui.benchmark import random_prompted_model, shallow
 
     config, seed = _persona_config(options)
     quantize = options.get("quantize")
@@ -74,10 +71,9 @@ def _checkpoint_session(options: dict[str, Any]) -> Any:
         bits = None if quantize == 16 else quantize
     else:
         bits = config.quantization.bits if config.quantization else None
-    model = random_model(shallow(config, HELPER_LAYERS), bits=bits, seed=seed)
-    tokens = [int(t) for t in np.random.default_rng(seed).integers(4, 100, 8)]
-    settings = model.default_settings(voice=None)
-    return model.session(settings, voice=random_voice(model, 8, seed), system_tokens=tokens)
+    cfg = shallow(config, HELPER_LAYERS)
+    model, voice, tokens = random_prompted_model(cfg, bits, None, seed, 8, 8)
+    return model.session(model.default_settings(voice=None), voice=voice, system_tokens=tokens)
 
 
 def _warm_mimi(options: dict[str, Any], graph: str) -> None:

@@ -212,7 +212,6 @@ class JitWorkers:
     """Helper processes compiling kernels into the shared cache; `stop()` ends them."""
 
     def __init__(self, shared: Path, tasks: Iterable[list[str]], *, python: str | None = None):
-        self.shared = shared
         self.started = time.perf_counter()
         self._root = Path(tempfile.mkdtemp(prefix="ppx-jit-"))
         self._procs: list[subprocess.Popen] = []
@@ -246,10 +245,6 @@ class JitWorkers:
             return subprocess.DEVNULL
         Path(folder).mkdir(parents=True, exist_ok=True)
         return open(Path(folder) / f"helper-{n}.log", "w")  # noqa: SIM115  # the child keeps it
-
-    @property
-    def count(self) -> int:
-        return len(self._procs)
 
     def finished(self) -> list[int | None]:
         """Each helper's exit code (None: still running)."""

@@ -38,25 +38,30 @@ def fetch_model(
 ) -> Path:
     """The local folder of `spec` (a folder, or a repo id downloaded with progress events).
 
-    `before_weights(folder)`, when given, is called with a folder holding the checkpoint's
-    config.json before the weights download, on a fresh CUDA machine (whose kernels can then
-    compile during the download; personaplex_tui/jit_workers.py), if the repo has one.
+    `before_weights(folder)`, when given, is called once with a folder holding the checkpoint's
+    config.json: on a fresh CUDA machine before the weights download when the repo has one
+    (its kernels then compile during the download; personaplex_tui/jit_workers.py), else with
+    the folder returned.
     Raises ModelNotFoundError with one sentence (it names --model PATH and HF_HUB_OFFLINE)
     when the hub cannot be reached and nothing is cached."""
     from model.checkpoints.hub import resolve_model
 
+    notify = before_weights or (lambda _folder: None)
     folder = Path(spec).expanduser()
     if folder.is_dir():
-        return folder.resolve()
+        folder = folder.resolve()
+        notify(folder)
+        return folder
     where = "in the Hugging Face cache" if _hub_offline() else "on the Hugging Face hub"
     progress(LoadProgress("download", f"Looking for {spec} {where}"))
-    if before_weights is not None and kernels_to_compile():
-        config = _config_only(spec)
-        if config is not None:
-            before_weights(config)
+    early = _config_only(spec) if before_weights is not None and kernels_to_compile() else None
+    if early is not None:
+        notify(early)
     tracker = DownloadTracker(progress, spec)
     folder = resolve_model(spec, tqdm_class=tracker.bar_class())
     progress(tracker.progress())
+    if early is None:
+        notify(folder)
     return folder
 
 
@@ -106,15 +111,11 @@ def load_model(
     helpers: dict[str, Any] = {"quantize": quantize}
     if stt is not None and stt.enabled:
         helpers.update(user_transcript=True, stt_model=stt.model, stt_quantize=stt.quantize)
-    started: list[Path] = []
 
     def start_helpers(config_folder: Path) -> None:
-        if not started:
-            started.append(config_folder)
-            start_jit_workers({"checkpoint": str(config_folder), **helpers})
+        start_jit_workers({"checkpoint": str(config_folder), **helpers})
 
     folder = fetch_model(source, progress, before_weights=start_helpers)
-    start_helpers(folder)
     if voice is not None:
         require_voice(folder, voice)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))

@@ -42,11 +42,18 @@ def prepare_modules(root: nn.Module, dtype: mx.Dtype) -> set[tuple[int, int]]:
 def stack_scalars(values: list[mx.array], dtype: mx.Dtype = mx.int32) -> mx.array:
     """`mx.stack` of scalar arrays, as one elementwise kernel once compiled (a concatenation
     copies each input with a kernel of its own)."""
+    return place_in_slots([v.reshape(()) for v in values]).astype(dtype)
+
+
+def place_in_slots(values: list[mx.array]) -> mx.array:
+    """values[i] in slot i of a new last axis (each of the same shape), as a chain of `where`
+    that a compiled graph fuses into few elementwise kernels (a concatenation copies each
+    input with a kernel of its own)."""
     masks = _one_hot_rows(len(values))
-    out = values[-1].reshape(1)
+    out = values[-1][..., None]
     for i in range(len(values) - 2, -1, -1):
-        out = mx.where(masks[i], values[i].reshape(1), out)
-    return out.astype(dtype)
+        out = mx.where(masks[i], values[i][..., None], out)
+    return out
 
 
 @functools.lru_cache(maxsize=16)

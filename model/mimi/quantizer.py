@@ -11,6 +11,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ..config import MimiConfig
+from ..lm.layers import place_in_slots
 
 
 class SplitResidualQuantizer(nn.Module):
@@ -42,9 +43,6 @@ class SplitResidualQuantizer(nn.Module):
         acoustic = self.codebooks[1:].reshape(-1, cb) @ self.acoustic_output_proj.T
         self._table = mx.concatenate([semantic, acoustic])
         self._offsets = mx.arange(n, dtype=mx.int32) * self._bins
-        # Slot i's one-hot row, as data of n > 1 elements: a kernel input where `slots == i`
-        # would bake i into the fused kernel's source (one JIT module per distinct i).
-        self._masks = [mx.arange(n) == i for i in range(n)]
         self._cb = cb
         mx.eval(
             self._input_proj,
@@ -53,7 +51,6 @@ class SplitResidualQuantizer(nn.Module):
             self._entries,
             self._table,
             self._offsets,
-            self._masks,
         )
 
     def _nearest(self, x: mx.array, i: int) -> mx.array:
@@ -71,14 +68,10 @@ class SplitResidualQuantizer(nn.Module):
             codes.append(code)
             if i + 1 < n:
                 residual = residual - self._entries[i][code]
-        # One elementwise kernel places the codes (a concatenation would copy each one); MLX
-        # splits a long chain into kernels that are alike, so they share one JIT module.
-        out = codes[-1][..., None]
-        for i in range(n - 2, -1, -1):
-            out = mx.where(self._masks[i], codes[i][..., None], out)
         # Codes < 2^31: int32 has the same bits, and a view (no kernel) keeps the last kernel
-        # of the chain like the others, where an `astype` would make it a module of its own.
-        return out.view(mx.int32)
+        # of the placing chain like the others, where an `astype` would make it a module of its
+        # own (MLX splits a long chain into kernels that are alike: they share one JIT module).
+        return place_in_slots(codes).view(mx.int32)
 
     def decode(self, codes: mx.array) -> mx.array:
         """codes [batch, steps, num_codebooks] -> [batch, steps, dimension]."""
