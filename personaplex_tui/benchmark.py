@@ -19,6 +19,7 @@ from model import PersonaPlex, load, random_model
 from model.checkpoints.voices import VoicePrompt
 from model.config import FRAME_SAMPLES, PersonaPlexConfig, config_7b, mimi_tiny, tiny
 from model.conversation.session import Session
+from model.cuda import precompiled
 from personaplex_tui.jit_workers import start_jit_workers
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
@@ -261,6 +262,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         "dir": os.environ.get(KERNEL_CACHE_VAR, ""),
         "modules_before": kernels_before,
         "modules_after": cached_kernels(),
+        "precompiled": precompiled.report(),
     }
 
     progress("timing the prompt prefill")

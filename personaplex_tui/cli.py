@@ -16,7 +16,7 @@ from personaplex_tui import __version__
 from personaplex_tui.commands import bench, chat, info, respond, soak, sound_check, transcribe
 from personaplex_tui.commands.common import UsageError
 from personaplex_tui.errors import AppError
-from personaplex_tui.kernel_cache import persistent_kernel_cache
+from personaplex_tui.kernel_cache import persistent_kernel_cache, precompiled_kernel_cache
 from personaplex_tui.stop_signals import POLICY, Stopped, stopped_sentence
 
 EPILOG = """\
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = getattr(args, "handler", None)
     try:
         persistent_kernel_cache()
+        precompiled_kernel_cache()
         if handler is None:
             code = chat.run(args)
         else:

@@ -26,13 +26,7 @@ def persistent_kernel_cache(cache_root: Path | None = None) -> Path | None:
     """
     if os.environ.get(ENV_VAR):
         return None
-    if cache_root is None:
-        try:
-            import platformdirs
-
-            cache_root = platformdirs.user_cache_path(APP_NAME)
-        except ImportError:  # headless boxes with only the model's dependencies
-            cache_root = Path.home() / ".cache" / APP_NAME
+    cache_root = _cache_root(cache_root)
     try:
         version = metadata.version("mlx")
     except metadata.PackageNotFoundError:
@@ -40,6 +34,30 @@ def persistent_kernel_cache(cache_root: Path | None = None) -> Path | None:
     folder = cache_root / "mlx-kernels" / version
     os.environ[ENV_VAR] = str(folder)
     return folder
+
+
+def precompiled_kernel_cache(cache_root: Path | None = None) -> Path | None:
+    """Set `$PPX_CUDA_KERNEL_CACHE` (our own kernels, compiled ahead: `model.cuda.precompiled`)
+    to `<user cache>/cuda-kernels` unless it is set. Returns the folder chosen, or None when the
+    user's own setting was kept."""
+    from model.cuda.precompiled import ENV_CACHE
+
+    if os.environ.get(ENV_CACHE):
+        return None
+    folder = _cache_root(cache_root) / "cuda-kernels"
+    os.environ[ENV_CACHE] = str(folder)
+    return folder
+
+
+def _cache_root(cache_root: Path | None) -> Path:
+    if cache_root is not None:
+        return cache_root
+    try:
+        import platformdirs
+
+        return platformdirs.user_cache_path(APP_NAME)
+    except ImportError:  # headless boxes with only the model's dependencies
+        return Path.home() / ".cache" / APP_NAME
 
 
 def cached_kernels() -> int:

@@ -37,7 +37,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from model.cuda import source
+from model.cuda import precompiled, source
 from model.cuda.kernel import Kernel
 from model.quantized import BITS, DTYPES, Quantized
 
@@ -66,7 +66,7 @@ class MatvecKernel(Kernel):
 
     def _compiled(self) -> Any:
         if self._kernel is None:
-            self._kernel = mx.fast.cuda_kernel(
+            self._kernel = precompiled.make_kernel(
                 name=self.name,
                 input_names=["x", "w", "scales", "biases", "r"],
                 output_names=["out"],

@@ -12,8 +12,6 @@ compares it with MLX's ops at load (`compare`). docs/cuda-kernels.md §Persisten
 
 from __future__ import annotations
 
-import ctypes
-import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -21,30 +19,11 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from model.backend import on_cuda
 from model.cuda import source
+from model.cuda.gpu_facts import sm_count
 from model.cuda.kernel import Kernel
 
 SYNC_WORDS = 32  # the work buffer's first words: barrier counter, error flag
-
-
-@functools.lru_cache(maxsize=1)
-def sm_count() -> int | None:
-    """Streaming multiprocessors of CUDA device 0, from the driver (None: not known, or no
-    CUDA). Kernels that keep one block per SM resident need it."""
-    if not on_cuda():
-        return None
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-        device, count = ctypes.c_int(), ctypes.c_int()
-        if lib.cuInit(0) or lib.cuDeviceGet(ctypes.byref(device), 0):
-            return None
-        # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
-        if lib.cuDeviceGetAttribute(ctypes.byref(count), 16, device):
-            return None
-    except (OSError, AttributeError):
-        return None
-    return count.value if count.value > 0 else None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from typing import Any
 
 import mlx.core as mx
 
+from model.cuda import precompiled
+
 COMMON = "common.cuh"
 CUDA_TYPES = {mx.bfloat16: "__nv_bfloat16", mx.float16: "__half", mx.float32: "float"}
 
@@ -73,9 +75,10 @@ def bounded_kernel(
     macros: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """`mx.fast.cuda_kernel` of `bounded_source` (call it without `template`)."""
+    """`mx.fast.cuda_kernel` of `bounded_source` (call it without `template`), or its
+    precompiled stand-in (`precompiled.make_kernel`)."""
     name, source, head = bounded_source(name, body, head, consts, threads, macros)
-    return mx.fast.cuda_kernel(
+    return precompiled.make_kernel(
         name=name,
         input_names=inputs,
         output_names=outputs,
