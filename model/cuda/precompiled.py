@@ -14,10 +14,12 @@ MLX's JIT compiles the kernel as before. docs/cuda-kernels.md §Kernels compiled
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,32 @@ _memory: dict[str, bytes] = {}
 # What this process did: units compiled by NVRTC (and the seconds it took), units read from disk.
 stats: dict[str, float] = {"compiled": 0, "compile_s": 0.0, "from_disk": 0}
 unavailable_reason: str | None = None  # why kernels fell back to MLX's JIT (None: they did not)
+_stand_ins = False
+
+
+def use_stand_ins() -> None:
+    """For processes that only compile MLX's own kernels around ours and use no result
+    (personaplex_tui/jit_helper.py): from now on every kernel runs as an empty stand-in of the
+    same signature (its outputs stay at their initial value) and skips its load-time check
+    (`Kernel.try_check`). The graphs around a kernel, and so MLX's modules for them, are the
+    same; the stand-in compiles in a fraction of a second."""
+    global _stand_ins
+    _stand_ins = True
+
+
+def stand_ins() -> bool:
+    """Whether `use_stand_ins` was called in this process."""
+    return _stand_ins
+
+
+def stand_in_unit(symbol: str, inputs: int, outputs: int, scalars: int) -> tuple[str, str]:
+    """(symbol, source) of an empty kernel taking `inputs` + `outputs` pointers and `scalars`
+    ints, as a kernel of `translation_unit` does."""
+    params = [f"const void* i{k}" for k in range(inputs)]
+    params += [f"void* o{k}" for k in range(outputs)]
+    params += [f"int s{k}" for k in range(scalars)]
+    stand_in = f"{symbol}_stand_in"
+    return stand_in, f'extern "C" __global__ void {stand_in}({", ".join(params)}) {{}}\n'
 
 
 def switched_on() -> bool:
@@ -179,18 +207,43 @@ def compiled(symbol: str, source: str, arch: str, cubin: bool) -> bytes:
         return _memory[key]
     folder = os.environ.get(ENV_CACHE)
     path = Path(folder) / f"{symbol}-{key}.{'cubin' if cubin else 'ptx'}" if folder else None
-    if path is not None and path.is_file():
-        data = path.read_bytes()
-        stats["from_disk"] += 1
-    else:
-        t0 = time.perf_counter()
-        data = nvrtc.compile_source(source, f"{symbol}.cu", options(arch), cubin)
-        stats["compiled"] += 1
-        stats["compile_s"] += time.perf_counter() - t0
-        if path is not None:
-            _store(path, data)
+    with _compiling(path):  # another process (or thread) compiling it: wait, then read it
+        if path is not None and path.is_file():
+            data = path.read_bytes()
+            stats["from_disk"] += 1
+        else:
+            t0 = time.perf_counter()
+            data = nvrtc.compile_source(source, f"{symbol}.cu", options(arch), cubin)
+            stats["compiled"] += 1
+            stats["compile_s"] += time.perf_counter() - t0
+            if path is not None:
+                _store(path, data)
     _memory[key] = data
     return data
+
+
+@contextlib.contextmanager
+def _compiling(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on `<path>.lock` (POSIX `flock`, which processes and threads with
+    their own open file see alike); no lock without a cache folder, or where one cannot be
+    taken."""
+    handle = None
+    if path is not None:
+        try:
+            import fcntl
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except (OSError, ImportError):
+            if handle is not None:
+                handle.close()
+            handle = None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # releases the lock
 
 
 def _store(path: Path, data: bytes) -> None:
@@ -245,6 +298,16 @@ class PrecompiledKernel:
             )
         return self._fallback
 
+    def _scalars(self, inputs: list[mx.array]) -> list[int]:
+        """The int arguments after the outputs: each dimension of each input whose shape the
+        body reads."""
+        return [
+            int(a.shape[i])
+            for n, a in zip(self.input_names, inputs, strict=True)
+            if f"{n}_shape" in self.body
+            for i in range(a.ndim)
+        ]
+
     def unit(
         self, inputs: list[mx.array], output_dtypes: list[mx.Dtype], template: Any
     ) -> tuple[str, str]:
@@ -281,29 +344,28 @@ class PrecompiledKernel:
             try:
                 if key not in self._units:
                     symbol, source = self.unit(inputs, output_dtypes, template)
+                    if _stand_ins:
+                        symbol, source = stand_in_unit(
+                            symbol, len(inputs), len(output_dtypes), len(self._scalars(inputs))
+                        )
                     self._units[key] = (symbol, compiled(symbol, source, *_device_target()))
                 symbol, binary = self._units[key]
             except (nvrtc.NvrtcError, ValueError, KeyError, OSError) as err:
                 unavailable_reason = f"{self.name}: {err}"
                 binary = b""
             if binary:
-                scalars = [
-                    int(a.shape[i])
-                    for n, a in zip(self.input_names, inputs, strict=True)
-                    if f"{n}_shape" in self.body
-                    for i in range(a.ndim)
-                ]
                 return mx.fast.precompiled_cuda_kernel(
                     name=symbol,
                     compiled_source=binary,
                     inputs=inputs,
                     output_shapes=output_shapes,
                     output_dtypes=output_dtypes,
-                    scalars=scalars,
+                    scalars=self._scalars(inputs),
                     grid=grid,
                     threadgroup=threadgroup,
                     shared_memory=self.shared_memory,
-                    init_value=init_value,
+                    # a stand-in writes nothing: its outputs start at 0, never as garbage
+                    init_value=0.0 if _stand_ins and init_value is None else init_value,
                     ensure_row_contiguous=self.ensure_row_contiguous,
                     stream=stream,
                 )
