@@ -118,6 +118,7 @@ def load_model(
     folder = fetch_model(source, progress, before_weights=start_helpers)
     if voice is not None:
         require_voice(folder, voice)
+    _compile_ahead(folder, dtype, quantize)
     progress(LoadProgress("load", f"Reading the weights from {folder}"))
     loaded = model.load(folder, dtype=getattr(mx, dtype) if dtype else None, quantize=quantize)
     from model.cuda import KERNELS
@@ -134,6 +135,25 @@ def load_model(
         compiles_kernels=kernels_to_compile(),
     )
     return loaded, info
+
+
+def _compile_ahead(folder: Path, dtype: str | None, quantize: int | None) -> None:
+    """Start compiling our CUDA kernels for the checkpoint in `folder` on other threads while
+    its weights load (personaplex_tui/kernels_ahead.py); an optimisation, never an error."""
+    import mlx.core as mx
+
+    from model.checkpoints.config_io import detect_layout, read_config
+    from model.conversation.persona import default_dtype
+    from personaplex_tui.kernels_ahead import compile_ahead
+
+    try:
+        config = read_config(folder, detect_layout(folder))
+        q = config.quantization
+        bits = (None if quantize == 16 else quantize) if quantize else (q.bits if q else None)
+        group = q.group_size if q and not quantize else 64
+        compile_ahead(config.lm, getattr(mx, dtype) if dtype else default_dtype(), bits, group)
+    except Exception as err:  # the load compiles them itself
+        log.debug("kernels not compiled ahead: %s", err)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,20 @@ _memory: dict[str, bytes] = {}
 stats: dict[str, float] = {"compiled": 0, "compile_s": 0.0, "from_disk": 0}
 unavailable_reason: str | None = None  # why kernels fell back to MLX's JIT (None: they did not)
 _stand_ins = False
+_collected: list[tuple[str, str]] | None = None  # while `collecting`: the units kernels asked for
+
+
+@contextlib.contextmanager
+def collecting() -> Iterator[list[tuple[str, str]]]:
+    """Within it, kernels compile and launch nothing: each call adds its (symbol, source) to the
+    list yielded and returns zeros of its outputs' shapes (lazy arrays, never evaluated), so
+    that the units a model will need can be named before it exists (`model.cuda.ahead`)."""
+    global _collected
+    _collected = []
+    try:
+        yield _collected
+    finally:
+        _collected = None
 
 
 def use_stand_ins() -> None:
@@ -259,7 +273,8 @@ def _store(path: Path, data: bytes) -> None:
         pass
 
 
-def _device_target() -> tuple[str, bool]:
+def device_target() -> tuple[str, bool]:
+    """NVRTC's --gpu-architecture for CUDA device 0, and whether it yields a cubin."""
     cc = compute_capability()
     if cc is None:
         raise nvrtc.NvrtcError("the GPU's compute capability is not known")
@@ -335,6 +350,12 @@ class PrecompiledKernel:
         stream: Any = None,
     ) -> list[mx.array]:
         global unavailable_reason
+        if _collected is not None:
+            _collected.append(self.unit(inputs, output_dtypes, template))
+            return [
+                mx.zeros(tuple(sh), dtype=d)
+                for sh, d in zip(output_shapes, output_dtypes, strict=True)
+            ]
         if self._fallback is None:
             key = (
                 tuple((a.dtype, a.ndim) for a in inputs),
@@ -348,7 +369,7 @@ class PrecompiledKernel:
                         symbol, source = stand_in_unit(
                             symbol, len(inputs), len(output_dtypes), len(self._scalars(inputs))
                         )
-                    self._units[key] = (symbol, compiled(symbol, source, *_device_target()))
+                    self._units[key] = (symbol, compiled(symbol, source, *device_target()))
                 symbol, binary = self._units[key]
             except (nvrtc.NvrtcError, ValueError, KeyError, OSError) as err:
                 unavailable_reason = f"{self.name}: {err}"

@@ -1,0 +1,90 @@
+"""The translation units of our kernels that a model of a given configuration will compile,
+named from the configuration alone, before the model exists.
+
+Each kernel's own `run` is called on stand-ins of the model and its stacked weights (the
+dtypes and shapes the kernels read; no values) while `precompiled.collecting`, which records
+the unit each call would compile and launches nothing. The app compiles them on other threads
+while the weights load (personaplex_tui/kernels_ahead.py), so that the load-time checks find
+them done. docs/cuda-kernels.md §Kernels compiled ahead.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import mlx.core as mx
+
+from model.cuda import precompiled
+from model.cuda.depformer import KERNEL as DEPFORMER
+from model.cuda.matvec import KERNEL as MATVEC
+from model.cuda.temporal import KERNEL as TEMPORAL
+from model.sampling import SamplingParams
+
+
+def _stack(bits: int, group_size: int, hidden: int, dtype: mx.Dtype) -> SimpleNamespace:
+    """A persistent kernel's stacked weights as its `run` reads them: dtypes, the FFN's width
+    (from `qb`), bits and group size."""
+    q = mx.zeros((1, 1), dtype=mx.uint32)
+    qb = mx.zeros((1, hidden * bits // 32), dtype=mx.uint32)
+    z = mx.zeros((1,), dtype=dtype)
+    return SimpleNamespace(
+        bits=bits,
+        group_size=group_size,
+        eps=1e-5,
+        projections=(q, z, z, qb, z, z),
+        qb=qb,
+        norms=z,
+        heads=z,
+        emb=z,
+    )
+
+
+def units(lm_config: Any, dtype: mx.Dtype, bits: int, group_size: int) -> list[tuple[str, str]]:
+    """(symbol, source) of the temporal kernel, the depformer kernel and the mat-vec for a
+    language model of `lm_config` in `dtype` quantized to `bits` / `group_size`; [] where
+    kernels are not compiled ahead (`precompiled.usable`) or take no such model."""
+    if not precompiled.usable():
+        return []
+    lm = SimpleNamespace(
+        config=lm_config,
+        dtype=dtype,
+        transformer=SimpleNamespace(config=lm_config.temporal),
+    )
+    t, d = lm_config.temporal, lm_config.depformer
+    with precompiled.collecting() as found:
+        if TEMPORAL.enabled():
+            states = [[mx.zeros((1,), dtype=dtype)] * 2 for _ in range(t.num_layers)]
+            TEMPORAL.run(
+                lm,
+                _stack(bits, group_size, t.dim_feedforward, dtype),
+                mx.zeros((1, 1, t.d_model), dtype=dtype),
+                mx.array(0),
+                states,
+            )
+        if DEPFORMER.enabled():
+            DEPFORMER.run(
+                lm,
+                _stack(bits, group_size, d.dim_feedforward, dtype),
+                mx.zeros((lm_config.dep_q * d.d_model,), dtype=dtype),
+                mx.array(0),
+                lm_config.dep_q,
+                SamplingParams(0.8, 250),
+                mx.zeros((lm_config.dep_q, lm_config.card), dtype=mx.float32),
+            )
+        if MATVEC.enabled():
+            k = t.d_model
+            q = SimpleNamespace(
+                weight=mx.zeros((64, k * bits // 32), dtype=mx.uint32),
+                scales=mx.zeros((64, k // group_size), dtype=dtype),
+                biases=mx.zeros((64, k // group_size), dtype=dtype),
+                bits=bits,
+                group_size=group_size,
+                rows=64,
+                inputs=k,
+            )
+            MATVEC.run(mx.zeros((1, 1, k), dtype=dtype), q, 64, mx.zeros((1,), dtype=dtype))
+    unique: dict[str, tuple[str, str]] = {}
+    for symbol, source in found:
+        unique.setdefault(source, (symbol, source))
+    return list(unique.values())

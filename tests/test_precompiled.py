@@ -1,0 +1,230 @@
+"""Our kernels compiled by us (`model/cuda/precompiled.py`, `nvrtc.py`, `ahead.py`) and
+`personaplex_tui/kernels_ahead.py`, on any machine.
+
+The translation units are written and, where NVIDIA's runtime compiler is installed (the test
+extra installs it on Linux x86_64: it needs no GPU), compiled for an H100/H200 (sm_90a); the
+disk cache, its lock and the fall-back to MLX's JIT run with a stand-in compiler. Running the
+cubins needs an NVIDIA GPU: the kernels' GPU tests (tests/test_temporal_kernel.py,
+test_depformer_kernel.py, test_matvec.py) run them through this path there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from unittest import mock
+
+import mlx.core as mx
+import pytest
+
+from model.checkpoints.random_weights import random_lm
+from model.config import config_7b
+from model.cuda import DEPFORMER, MATVEC, TEMPORAL, ahead, nvrtc, precompiled
+from model.cuda import kernel as kernel_module
+from model.quantized import of_linear
+from model.sampling import SamplingParams
+from tests.lm_helpers import small_config
+
+
+def _nvrtc_here() -> bool:
+    try:
+        nvrtc.library()
+        return bool(precompiled.include_dirs())
+    except nvrtc.NvrtcError:
+        return False
+
+
+NVRTC = pytest.mark.skipif(not _nvrtc_here(), reason="NVIDIA's runtime compiler is not installed")
+
+
+class fake_cuda:
+    """Our kernels switched on as on an H200 (132 SMs, compute capability 9.0), kernels
+    compiled ahead: enough to name their units on the CPU (nothing is launched)."""
+
+    def __enter__(self) -> None:
+        self.patches = [
+            mock.patch.object(kernel_module, "on_cuda", lambda: True),
+            mock.patch("model.cuda.persistent.sm_count", lambda: 132),
+            mock.patch.object(precompiled, "usable", lambda: True),
+            mock.patch.object(precompiled, "compute_capability", lambda: (9, 0)),
+        ]
+        for p in self.patches:
+            p.start()
+        for k in (TEMPORAL, DEPFORMER, MATVEC):
+            k._saved = (k.disabled_reason, dict(getattr(k, "_kernels", {})))  # type: ignore[attr-defined]
+
+    def __exit__(self, *exc: object) -> None:
+        for p in reversed(self.patches):
+            p.stop()
+        for k in (TEMPORAL, DEPFORMER, MATVEC):
+            k.disabled_reason, kernels = k._saved  # type: ignore[attr-defined]
+            if hasattr(k, "_kernels"):
+                k._kernels = kernels
+        MATVEC._kernel = None
+
+
+def test_the_unit_declares_what_mlx_would_and_passes_shapes_as_ints():
+    symbol, source = precompiled.translation_unit(
+        "k",
+        "// header\n",
+        "  out[0] = x[w_shape[1]];",
+        [("x", mx.bfloat16, 1), ("w", mx.uint32, 2), ("r", mx.float16, 1)],
+        [("out", mx.float32)],
+        [("T", mx.bfloat16), ("BITS", 4), ("ON", True)],
+    )
+    assert symbol == "custom_kernel_k_bfloat16_4_t"  # MLX's name for these template arguments
+    assert f'extern "C" __global__ void {symbol}(' in source
+    assert "const __nv_bfloat16* x" in source and "const uint32_t* w" in source
+    assert "float* out" in source
+    assert "int w_shape_0,\n    int w_shape_1)" in source  # after the outputs, w's only
+    assert "const int w_shape[2] = {w_shape_0, w_shape_1};" in source
+    assert "using T = __nv_bfloat16;" in source and "constexpr int BITS = 4;" in source
+    assert "constexpr bool ON = true;" in source
+    assert source.index("// header") < source.index("extern")
+    with pytest.raises(ValueError, match="strides"):
+        precompiled.translation_unit(
+            "k", "", "x_strides[0];", [("x", mx.float32, 1)], [("o", mx.float32)], []
+        )
+
+
+def test_kernels_name_their_units_ahead_as_the_real_weights_would():
+    """`ahead.units` (stand-ins of a configuration) gives the units that the kernels ask for
+    when they run on a real model's stacked weights."""
+    config = small_config(
+        d_model=256, num_heads=4, context=40, dep_dim=64, dep_dim_feedforward=192, bits=4
+    )
+    lm = random_lm(config, dtype=mx.bfloat16, seed=0)
+    with fake_cuda():
+        named = ahead.units(config.lm, mx.bfloat16, 4, 64)
+        with precompiled.collecting() as real:
+            states = [[mx.zeros((1,), dtype=lm.dtype)] * 2 for _ in lm.transformer.layers]
+            x = mx.zeros((1, 1, 256), dtype=lm.dtype)
+            TEMPORAL.run(lm, TEMPORAL.stack(lm), x, mx.array(3), states)
+            dep_in = mx.zeros((config.lm.dep_q * 64,), dtype=lm.dtype)
+            params = SamplingParams(0.0, 0)
+            DEPFORMER.run(lm, DEPFORMER.stack(lm), dep_in, mx.array(1), 2, params, None)
+            q = of_linear(lm.transformer.layers[0].self_attn.out_proj)
+            MATVEC.run(x, q, q.rows, mx.zeros((1,), dtype=lm.dtype))
+    kinds = [s.split("_")[3] for s, _ in named]
+    assert kinds == ["temporal", "depformer", "matvec"]
+    assert sorted(named) == sorted(set(real))
+
+
+def test_units_are_named_only_where_kernels_are_compiled_ahead():
+    assert ahead.units(config_7b().lm, mx.bfloat16, 4, 64) == []  # not CUDA here
+
+
+@NVRTC
+@pytest.mark.parametrize("bits", [4, 8])
+def test_nvrtc_compiles_every_unit_of_the_7b_for_an_h200(tmp_path, monkeypatch, bits):
+    monkeypatch.setenv(precompiled.ENV_CACHE, str(tmp_path))
+    with fake_cuda():
+        units = ahead.units(config_7b().lm, mx.bfloat16, bits, 64)
+        arch, cubin = precompiled.device_target()
+    assert (arch, cubin) == ("sm_90a", True)
+    assert len(units) == 3
+    for symbol, source in units:
+        binary = precompiled.compiled(symbol, source, arch, cubin)
+        assert binary[:4] == b"\x7fELF"  # a cubin, machine code for the device
+        assert symbol.encode() in binary  # the unmangled name MLX looks up
+        assert list(tmp_path.glob(f"{symbol}-*.cubin"))
+        stand_in, empty = precompiled.stand_in_unit(symbol, 3, 2, 1)
+        assert precompiled.compiled(stand_in, empty, arch, cubin)[:4] == b"\x7fELF"
+
+
+@NVRTC
+def test_nvrtc_reports_what_it_rejects():
+    with pytest.raises(nvrtc.NvrtcError, match="could not compile"):
+        nvrtc.compile_source(
+            'extern "C" __global__ void k() { undeclared(); }', "k.cu", ["-arch=sm_90a"], True
+        )
+
+
+@pytest.fixture
+def slow_compiler(monkeypatch):
+    """NVRTC replaced by a slow stand-in that counts its calls."""
+    calls: list[str] = []
+
+    def compile_source(source: str, name: str, options: list[str], cubin: bool) -> bytes:
+        calls.append(name)
+        time.sleep(0.3)
+        return b"\x7fELF" + source.encode()
+
+    monkeypatch.setattr(nvrtc, "compile_source", compile_source)
+    monkeypatch.setattr(nvrtc, "version", lambda: (13, 0))
+    monkeypatch.setattr(precompiled, "_memory", {})
+    monkeypatch.setattr(precompiled, "include_dirs", lambda: [])
+    return calls
+
+
+def test_a_unit_compiles_once_per_machine_and_later_processes_read_it(
+    tmp_path, monkeypatch, slow_compiler
+):
+    monkeypatch.setenv(precompiled.ENV_CACHE, str(tmp_path / "cache"))
+    got: list[bytes] = []
+    threads = [
+        threading.Thread(
+            target=lambda: got.append(precompiled.compiled("k", "src", "sm_90a", True))
+        )
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert slow_compiler == ["k.cu"]  # the others waited on the lock and read the file
+    assert got == [b"\x7fELFsrc"] * 3
+    (path,) = (tmp_path / "cache").glob("k-*.cubin")
+    assert path.read_bytes() == b"\x7fELFsrc"
+    monkeypatch.setattr(precompiled, "_memory", {})  # a new process
+    assert precompiled.compiled("k", "src", "sm_90a", True) == b"\x7fELFsrc"
+    assert slow_compiler == ["k.cu"]
+    precompiled.compiled("k", "src", "sm_80", True)  # another device: another unit
+    precompiled.compiled("k", "src 2", "sm_90a", True)  # another source
+    assert len(slow_compiler) == 3
+
+
+def test_the_app_compiles_the_units_on_other_threads(tmp_path, monkeypatch, slow_compiler):
+    from personaplex_tui.kernels_ahead import AheadCompile
+
+    monkeypatch.setenv(precompiled.ENV_CACHE, str(tmp_path))
+    monkeypatch.setattr(precompiled, "device_target", lambda: ("sm_90a", True))
+    t0 = time.perf_counter()
+    job = AheadCompile([(f"k{i}", f"src {i}") for i in range(4)])
+    for thread in job._threads:
+        thread.join()
+    assert time.perf_counter() - t0 < 1.0  # side by side: 4 x 0.3 s one after the other
+    report = job.report()
+    assert report["units"] == 4 and not report["errors"]
+    assert all(s is not None for s in report["seconds"].values())
+    assert len(list(tmp_path.glob("k*-*.cubin"))) == 4
+
+
+def test_without_nvrtc_a_kernel_falls_back_to_mlx_jit(monkeypatch):
+    made: list[dict] = []
+
+    def cuda_kernel(**kw):
+        made.append(kw)
+        return lambda **call: ["mlx"]
+
+    def broken(*a, **k):
+        raise nvrtc.NvrtcError("NVIDIA's runtime compiler (libnvrtc) could not be loaded")
+
+    monkeypatch.setattr(mx.fast, "cuda_kernel", cuda_kernel, raising=False)
+    monkeypatch.setattr(precompiled, "compiled", broken)
+    monkeypatch.setattr(precompiled, "device_target", lambda: ("sm_90a", True))
+    monkeypatch.setattr(precompiled, "unavailable_reason", None)
+    k = precompiled.PrecompiledKernel("k", ["x"], ["out"], "out[0] = x[0];")
+    call = dict(
+        inputs=[mx.zeros((4,))], output_shapes=[(4,)], output_dtypes=[mx.float32],
+        grid=(32, 1, 1), threadgroup=(32, 1, 1),
+    )  # fmt: skip
+    assert k(**call) == ["mlx"] and k(**call) == ["mlx"]
+    assert len(made) == 1 and made[0]["name"] == "k"
+    assert "libnvrtc" in precompiled.unavailable_reason
+    # and on this machine (no CUDA) kernels are MLX's from the start
+    assert (
+        precompiled.make_kernel(name="j", input_names=["x"], output_names=["o"], source="")
+        is not None
+    )
+    assert made[-1]["name"] == "j"
