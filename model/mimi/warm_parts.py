@@ -16,7 +16,9 @@ import mlx.core as mx
 from .codec import MimiCodec
 from .quantizer import SplitResidualQuantizer
 
-ENCODE_PARTS = ("encoder", "mask", "attend", "feed", "tail")
+ENCODE_PARTS = ("encoder", "mask", "attend", "feed", "down", "codes")
+# "tail" (= "down" then "codes" in one graph): for a quantizer of another size (the listener's)
+PARTS = (*ENCODE_PARTS, "tail")
 
 
 def compile_encode_part(
@@ -24,8 +26,8 @@ def compile_encode_part(
 ) -> None:
     """Compile and run one part of the first encode step (`full=False`) on zeros; `quantizer`:
     the tail's, as `MimiModel.encode_step`'s (the listener's 32 codebooks; None: Mimi's)."""
-    if part not in ENCODE_PARTS:
-        raise ValueError(f"unknown encode part {part!r}; known: {', '.join(ENCODE_PARTS)}")
+    if part not in PARTS:
+        raise ValueError(f"unknown encode part {part!r}; known: {', '.join(PARTS)}")
     m = codec.model
     state = m.init_encode_state()
     x = mx.zeros((1, codec.frame_size, 1), dtype=mx.float32)
@@ -44,8 +46,14 @@ def compile_encode_part(
         out = mx.compile(layer.attend_step)(x, caches[0], offset, mask)
     elif part == "feed":
         out = mx.compile(layer.feed_forward_step)(x)
-    else:  # "tail"
-        y, _ = transformer.step(x, state["transformer"])
-        tail = partial(m.quantize_step, quantizer=quantizer)
-        out = mx.compile(tail)(y, state["downsample"])
+    else:  # the transformer's output downsampled ("down"), quantized ("codes"), or both
+        y = mx.zeros_like(x)  # the transformer's output: its shape, its dtype (no values needed)
+        if part == "down":
+            out = mx.compile(m.downsample)(y, state["downsample"])
+        elif part == "codes":
+            z, _ = m.downsample(y, state["downsample"])
+            out = mx.compile((quantizer or m.quantizer).encode)(z)
+        else:
+            tail = partial(m.quantize_step, quantizer=quantizer)
+            out = mx.compile(tail)(y, state["downsample"])
     mx.eval(out)
