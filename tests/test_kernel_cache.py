@@ -10,6 +10,7 @@ from personaplex_tui.kernel_cache import (
     FEW_MODULES,
     kernels_to_compile,
     persistent_kernel_cache,
+    precompiled_kernel_cache,
 )
 
 
@@ -24,6 +25,17 @@ def test_keeps_the_users_choice(monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_VAR, "/somewhere/else")
     assert persistent_kernel_cache(tmp_path) is None
     assert os.environ[ENV_VAR] == "/somewhere/else"
+
+
+def test_our_precompiled_kernels_get_a_folder_of_their_own(monkeypatch, tmp_path):
+    from model.cuda.precompiled import ENV_CACHE
+
+    monkeypatch.delenv(ENV_CACHE, raising=False)
+    assert precompiled_kernel_cache(tmp_path) == tmp_path / "cuda-kernels"
+    assert os.environ[ENV_CACHE] == str(tmp_path / "cuda-kernels")
+    monkeypatch.setenv(ENV_CACHE, "/somewhere/else")
+    assert precompiled_kernel_cache(tmp_path) is None
+    assert os.environ[ENV_CACHE] == "/somewhere/else"
 
 
 def test_kernels_to_compile_on_cuda_with_a_nearly_empty_cache(monkeypatch, tmp_path):
