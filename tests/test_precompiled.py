@@ -53,6 +53,13 @@ class fake_cuda:
             p.start()
         for k in (TEMPORAL, DEPFORMER, MATVEC):
             k._saved = (k.disabled_reason, dict(getattr(k, "_kernels", {})))  # type: ignore[attr-defined]
+            k.disabled_reason = None  # whatever an earlier test's check decided
+            if hasattr(k, "_kernels"):
+                k._kernels = {}  # kernels an earlier test made (a recorder's, say)
+        self.matvec, MATVEC._kernel = MATVEC._kernel, None
+        for var in ("PPX_TEMPORAL", "PPX_DEPFORMER", "PPX_MATVEC", precompiled.ENV_SWITCH):
+            self.patches.append(mock.patch.dict("os.environ", {var: ""}))
+            self.patches[-1].start()
 
     def __exit__(self, *exc: object) -> None:
         for p in reversed(self.patches):
@@ -61,7 +68,7 @@ class fake_cuda:
             k.disabled_reason, kernels = k._saved  # type: ignore[attr-defined]
             if hasattr(k, "_kernels"):
                 k._kernels = kernels
-        MATVEC._kernel = None
+        MATVEC._kernel = self.matvec
 
 
 def test_the_unit_declares_what_mlx_would_and_passes_shapes_as_ints():
