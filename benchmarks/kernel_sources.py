@@ -140,6 +140,15 @@ class _faked:
         self.patches = [
             mock.patch.object(mx.fast, "cuda_kernel", recorder, create=True),
         ]
+        # on a real GPU the kernels would compile ahead (model/cuda/precompiled.py): record
+        # what they hand `mx.fast.cuda_kernel` instead
+        for target in ("model.cuda.precompiled.usable",):
+            try:
+                self.patches.append(mock.patch(target, lambda: False))
+                self.patches[-1].start()
+                self.patches[-1].stop()
+            except (AttributeError, ModuleNotFoundError):
+                self.patches.pop()
         for target in ("model.backend.on_cuda", "model.backend.sm_count",
                        "model.persistent_kernel.sm_count", "model.cuda.persistent.sm_count"):  # fmt: skip
             try:
