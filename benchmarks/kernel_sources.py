@@ -163,10 +163,28 @@ class _faked:
     def __enter__(self) -> None:
         for p in self.patches:
             p.start()
+        # the kernels' caches start empty and get their contents back after: the recorder's
+        # kernels must not serve a real launch later, nor a real kernel go unrecorded
+        self.saved = [(k, dict(k.__dict__)) for k in _kernel_objects()]
+        for k in _kernel_objects():
+            if isinstance(getattr(k, "_kernels", None), dict):
+                k._kernels = {}
+            if hasattr(k, "_kernel"):
+                k._kernel = None
 
     def __exit__(self, *exc: object) -> None:
         for p in reversed(self.patches):
             p.stop()
+        for k, state in self.saved:
+            k.__dict__.clear()
+            k.__dict__.update(state)
+
+
+def _kernel_objects() -> list[Any]:
+    """The kernel objects whose caches hold compiled kernels."""
+    return [
+        getattr(run, "__self__", None) for run in _kernels().values() if hasattr(run, "__self__")
+    ]
 
 
 def main() -> None:
