@@ -40,7 +40,7 @@ def precompiled_kernel_cache(cache_root: Path | None = None) -> Path | None:
     """Set `$PPX_CUDA_KERNEL_CACHE` (our own kernels, compiled ahead: `model.cuda.precompiled`)
     to `<user cache>/cuda-kernels` unless it is set. Returns the folder chosen, or None when the
     user's own setting was kept."""
-    from model.cuda.precompiled import ENV_CACHE
+    from model.cuda.cubins import ENV_CACHE
 
     if os.environ.get(ENV_CACHE):
         return None

@@ -12,7 +12,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from model.cuda import ahead, precompiled
+from model.cuda import ahead, cubins, precompiled
 
 
 class AheadCompile:
@@ -23,7 +23,7 @@ class AheadCompile:
         self.seconds: dict[str, float] = {}
         self.errors: dict[str, str] = {}
         self.symbols = [symbol for symbol, _ in units]
-        arch, cubin = precompiled.device_target()
+        arch, cubin = cubins.device_target()
         self._threads = [
             threading.Thread(
                 target=self._compile,
@@ -39,7 +39,7 @@ class AheadCompile:
     def _compile(self, symbol: str, source: str, arch: str, cubin: bool) -> None:
         t0 = time.perf_counter()
         try:
-            precompiled.compiled(symbol, source, arch, cubin)
+            cubins.compiled(symbol, source, arch, cubin)
         except Exception as err:  # the main thread then compiles it itself, or falls back
             self.errors[symbol] = str(err)[:200]
         self.seconds[symbol] = round(time.perf_counter() - t0, 3)

@@ -28,7 +28,7 @@ def test_keeps_the_users_choice(monkeypatch, tmp_path):
 
 
 def test_our_precompiled_kernels_get_a_folder_of_their_own(monkeypatch, tmp_path):
-    from model.cuda.precompiled import ENV_CACHE
+    from model.cuda.cubins import ENV_CACHE
 
     monkeypatch.delenv(ENV_CACHE, raising=False)
     assert precompiled_kernel_cache(tmp_path) == tmp_path / "cuda-kernels"

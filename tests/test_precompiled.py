@@ -1,4 +1,4 @@
-"""Our kernels compiled by us (`model/cuda/precompiled.py`, `nvrtc.py`, `ahead.py`) and
+"""Our kernels compiled by us (`model/cuda/precompiled.py`, `units.py`, `cubins.py`, `nvrtc.py`, `ahead.py`) and
 `personaplex_tui/kernels_ahead.py`, on any machine.
 
 The translation units are written and, where NVIDIA's runtime compiler is installed (the test
@@ -20,7 +20,7 @@ import pytest
 from model.backend import on_cuda
 from model.checkpoints.random_weights import random_lm
 from model.config import config_7b
-from model.cuda import DEPFORMER, MATVEC, TEMPORAL, ahead, nvrtc, precompiled
+from model.cuda import DEPFORMER, MATVEC, TEMPORAL, ahead, cubins, nvrtc, precompiled, units
 from model.cuda import kernel as kernel_module
 from model.quantized import of_linear
 from model.sampling import SamplingParams
@@ -30,7 +30,7 @@ from tests.lm_helpers import small_config
 def _nvrtc_here() -> bool:
     try:
         nvrtc.library()
-        return bool(precompiled.include_dirs())
+        return bool(cubins.include_dirs())
     except nvrtc.NvrtcError:
         return False
 
@@ -47,7 +47,7 @@ class fake_cuda:
             mock.patch.object(kernel_module, "on_cuda", lambda: True),
             mock.patch("model.cuda.persistent.sm_count", lambda: 132),
             mock.patch.object(precompiled, "usable", lambda: True),
-            mock.patch.object(precompiled, "compute_capability", lambda: (9, 0)),
+            mock.patch.object(cubins, "compute_capability", lambda: (9, 0)),
         ]
         for p in self.patches:
             p.start()
@@ -72,7 +72,7 @@ class fake_cuda:
 
 
 def test_the_unit_declares_what_mlx_would_and_passes_shapes_as_ints():
-    symbol, source = precompiled.translation_unit(
+    symbol, source = units.translation_unit(
         "k",
         "// header\n",
         "  out[0] = x[w_shape[1]];",
@@ -90,7 +90,7 @@ def test_the_unit_declares_what_mlx_would_and_passes_shapes_as_ints():
     assert "constexpr bool ON = true;" in source
     assert source.index("// header") < source.index("extern")
     with pytest.raises(ValueError, match="strides"):
-        precompiled.translation_unit(
+        units.translation_unit(
             "k", "", "x_strides[0];", [("x", mx.float32, 1)], [("o", mx.float32)], []
         )
 
@@ -126,20 +126,20 @@ def test_units_are_named_only_where_kernels_are_compiled_ahead():
 @NVRTC
 @pytest.mark.parametrize("bits", [4, 8])
 def test_nvrtc_compiles_every_unit_of_the_7b_for_an_h200(tmp_path, monkeypatch, bits):
-    monkeypatch.setenv(precompiled.ENV_CACHE, str(tmp_path))
-    monkeypatch.setattr(precompiled, "_memory", {})  # not what this process compiled before
+    monkeypatch.setenv(cubins.ENV_CACHE, str(tmp_path))
+    monkeypatch.setattr(cubins, "_memory", {})  # not what this process compiled before
     with fake_cuda():
-        units = ahead.units(config_7b().lm, mx.bfloat16, bits, 64)
-        arch, cubin = precompiled.device_target()
+        found = ahead.units(config_7b().lm, mx.bfloat16, bits, 64)
+        arch, cubin = cubins.device_target()
     assert (arch, cubin) == ("sm_90a", True)
-    assert len(units) == 3
-    for symbol, source in units:
-        binary = precompiled.compiled(symbol, source, arch, cubin)
+    assert len(found) == 3
+    for symbol, source in found:
+        binary = cubins.compiled(symbol, source, arch, cubin)
         assert binary[:4] == b"\x7fELF"  # a cubin, machine code for the device
         assert symbol.encode() in binary  # the unmangled name MLX looks up
         assert list(tmp_path.glob(f"{symbol}-*.cubin"))
-        stand_in, empty = precompiled.stand_in_unit(symbol, 3, 2, 1)
-        assert precompiled.compiled(stand_in, empty, arch, cubin)[:4] == b"\x7fELF"
+        stand_in, empty = units.stand_in_unit(symbol, 3, 2, 1)
+        assert cubins.compiled(stand_in, empty, arch, cubin)[:4] == b"\x7fELF"
 
 
 @NVRTC
@@ -162,20 +162,18 @@ def slow_compiler(monkeypatch):
 
     monkeypatch.setattr(nvrtc, "compile_source", compile_source)
     monkeypatch.setattr(nvrtc, "version", lambda: (13, 0))
-    monkeypatch.setattr(precompiled, "_memory", {})
-    monkeypatch.setattr(precompiled, "include_dirs", lambda: [])
+    monkeypatch.setattr(cubins, "_memory", {})
+    monkeypatch.setattr(cubins, "include_dirs", lambda: [])
     return calls
 
 
 def test_a_unit_compiles_once_per_machine_and_later_processes_read_it(
     tmp_path, monkeypatch, slow_compiler
 ):
-    monkeypatch.setenv(precompiled.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(cubins.ENV_CACHE, str(tmp_path / "cache"))
     got: list[bytes] = []
     threads = [
-        threading.Thread(
-            target=lambda: got.append(precompiled.compiled("k", "src", "sm_90a", True))
-        )
+        threading.Thread(target=lambda: got.append(cubins.compiled("k", "src", "sm_90a", True)))
         for _ in range(3)
     ]
     for t in threads:
@@ -186,19 +184,19 @@ def test_a_unit_compiles_once_per_machine_and_later_processes_read_it(
     assert got == [b"\x7fELFsrc"] * 3
     (path,) = (tmp_path / "cache").glob("k-*.cubin")
     assert path.read_bytes() == b"\x7fELFsrc"
-    monkeypatch.setattr(precompiled, "_memory", {})  # a new process
-    assert precompiled.compiled("k", "src", "sm_90a", True) == b"\x7fELFsrc"
+    monkeypatch.setattr(cubins, "_memory", {})  # a new process
+    assert cubins.compiled("k", "src", "sm_90a", True) == b"\x7fELFsrc"
     assert slow_compiler == ["k.cu"]
-    precompiled.compiled("k", "src", "sm_80", True)  # another device: another unit
-    precompiled.compiled("k", "src 2", "sm_90a", True)  # another source
+    cubins.compiled("k", "src", "sm_80", True)  # another device: another unit
+    cubins.compiled("k", "src 2", "sm_90a", True)  # another source
     assert len(slow_compiler) == 3
 
 
 def test_the_app_compiles_the_units_on_other_threads(tmp_path, monkeypatch, slow_compiler):
     from personaplex_tui.kernels_ahead import AheadCompile
 
-    monkeypatch.setenv(precompiled.ENV_CACHE, str(tmp_path))
-    monkeypatch.setattr(precompiled, "device_target", lambda: ("sm_90a", True))
+    monkeypatch.setenv(cubins.ENV_CACHE, str(tmp_path))
+    monkeypatch.setattr(cubins, "device_target", lambda: ("sm_90a", True))
     t0 = time.perf_counter()
     job = AheadCompile([(f"k{i}", f"src {i}") for i in range(4)])
     for thread in job._threads:
@@ -221,8 +219,8 @@ def test_without_nvrtc_a_kernel_falls_back_to_mlx_jit(monkeypatch):
         raise nvrtc.NvrtcError("NVIDIA's runtime compiler (libnvrtc) could not be loaded")
 
     monkeypatch.setattr(mx.fast, "cuda_kernel", cuda_kernel, raising=False)
-    monkeypatch.setattr(precompiled, "compiled", broken)
-    monkeypatch.setattr(precompiled, "device_target", lambda: ("sm_90a", True))
+    monkeypatch.setattr(cubins, "compiled", broken)
+    monkeypatch.setattr(cubins, "device_target", lambda: ("sm_90a", True))
     monkeypatch.setattr(precompiled, "unavailable_reason", None)
     k = precompiled.PrecompiledKernel("k", ["x"], ["out"], "out[0] = x[0];")
     call = dict(
