@@ -140,21 +140,18 @@ class _faked:
         self.patches = [
             mock.patch.object(mx.fast, "cuda_kernel", recorder, create=True),
         ]
-        # on a real GPU the kernels would compile ahead (model/cuda/precompiled.py): record
-        # what they hand `mx.fast.cuda_kernel` instead
-        for target in ("model.cuda.precompiled.usable",):
+        fakes = {
+            "model.backend.on_cuda": lambda: True,
+            "model.backend.sm_count": lambda: 132,
+            "model.persistent_kernel.sm_count": lambda: 132,
+            "model.cuda.persistent.sm_count": lambda: 132,
+            # on a real GPU the kernels would compile ahead (model/cuda/precompiled.py): record
+            # what they hand `mx.fast.cuda_kernel` instead
+            "model.cuda.precompiled.usable": lambda: False,
+        }
+        for target, fake in fakes.items():  # the names this tree has (older trees: fewer)
             try:
-                self.patches.append(mock.patch(target, lambda: False))
-                self.patches[-1].start()
-                self.patches[-1].stop()
-            except (AttributeError, ModuleNotFoundError):
-                self.patches.pop()
-        for target in ("model.backend.on_cuda", "model.backend.sm_count",
-                       "model.persistent_kernel.sm_count", "model.cuda.persistent.sm_count"):  # fmt: skip
-            try:
-                self.patches.append(
-                    mock.patch(target, (lambda: 132) if "sm_count" in target else (lambda: True))
-                )
+                self.patches.append(mock.patch(target, fake))
                 self.patches[-1].start()
                 self.patches[-1].stop()
             except (AttributeError, ModuleNotFoundError):
@@ -166,7 +163,7 @@ class _faked:
         # the kernels' caches start empty and get their contents back after: the recorder's
         # kernels must not serve a real launch later, nor a real kernel go unrecorded
         self.saved = [(k, dict(k.__dict__)) for k in _kernel_objects()]
-        for k in _kernel_objects():
+        for k, _ in self.saved:
             if isinstance(getattr(k, "_kernels", None), dict):
                 k._kernels = {}
             if hasattr(k, "_kernel"):

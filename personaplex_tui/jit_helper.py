@@ -66,14 +66,12 @@ def _warm_graphs(options: dict[str, Any], part: int, parts: int) -> None:
 def _checkpoint_session(options: dict[str, Any]) -> Any:
     """A session of the checkpoint's default settings on random weights of its configuration
     (HELPER_LAYERS deep; quantized as the app loads it: its own bits, or `quantize`)."""
+    from model.checkpoints.load import loaded_quantization
     from personaplex_tui.benchmark import random_prompted_model, shallow
 
     config, seed = _persona_config(options)
-    quantize = options.get("quantize")
-    if quantize:
-        bits = None if quantize == 16 else quantize
-    else:
-        bits = config.quantization.bits if config.quantization else None
+    quant = loaded_quantization(Path(options["checkpoint"]), options.get("quantize"))
+    bits = quant.bits if quant is not None else None
     cfg = shallow(config, HELPER_LAYERS)
     model, voice, tokens = random_prompted_model(cfg, bits, None, seed, 8, 8)
     return model.session(model.default_settings(voice=None), voice=voice, system_tokens=tokens)

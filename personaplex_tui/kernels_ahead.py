@@ -12,14 +12,13 @@ from typing import Any
 
 import mlx.core as mx
 
-from model.cuda import ahead, cubins, precompiled
+from model.cuda import ahead, cubins
 
 
 class AheadCompile:
     """One thread per unit, compiling into the kernel cache; `report()` says what they did."""
 
     def __init__(self, units: list[tuple[str, str]]) -> None:
-        self.started = time.perf_counter()
         self.seconds: dict[str, float] = {}
         self.errors: dict[str, str] = {}
         self.symbols = [symbol for symbol, _ in units]
@@ -62,8 +61,6 @@ def compile_ahead(
     if not bits:
         return None
     try:
-        if not precompiled.usable():
-            return None
         found = ahead.units(lm_config, dtype or mx.bfloat16, bits, group_size)
         return AheadCompile(found) if found else None
     except Exception:  # naming the units is an optimisation: the load compiles them anyway

@@ -143,15 +143,16 @@ def _compile_ahead(folder: Path, dtype: str | None, quantize: int | None) -> Non
     import mlx.core as mx
 
     from model.checkpoints.config_io import detect_layout, read_config
-    from model.conversation.persona import default_dtype
+    from model.checkpoints.load import default_dtype, loaded_quantization
     from personaplex_tui.kernels_ahead import compile_ahead
 
     try:
-        config = read_config(folder, detect_layout(folder))
-        q = config.quantization
-        bits = (None if quantize == 16 else quantize) if quantize else (q.bits if q else None)
-        group = q.group_size if q and not quantize else 64
-        compile_ahead(config.lm, getattr(mx, dtype) if dtype else default_dtype(), bits, group)
+        q = loaded_quantization(folder, quantize)
+        if q is not None:
+            config = read_config(folder, detect_layout(folder))
+            compile_ahead(
+                config.lm, getattr(mx, dtype) if dtype else default_dtype(), q.bits, q.group_size
+            )
     except Exception as err:  # the load compiles them itself
         log.debug("kernels not compiled ahead: %s", err)
 

@@ -212,3 +212,21 @@ def test_loader_imports_stay_light():
     )
     # the hub client is imported only to download
     assert loaded & {"torch", "huggingface_hub", "textual"} == set()
+
+
+def test_the_quantization_a_load_gives_is_known_from_config_json_alone(tmp_path, folder):
+    from model.checkpoints.load import loaded_quantization
+
+    config = small_config(d_model=256, bits=4, dep_dim=64, dep_dim_feedforward=192)
+    quantized = tmp_path / "quantized"
+    write_checkpoint(quantized, config, layout_tensors(random_weights(config), config))
+    for name in list(quantized.iterdir()):
+        if name.name != "config.json":
+            name.unlink()
+    q = loaded_quantization(quantized)
+    assert (q.bits, q.group_size) == (4, config.quantization.group_size)
+    with pytest.raises(CheckpointError, match="already quantized to 4 bits"):
+        loaded_quantization(quantized, 8)
+    assert loaded_quantization(folder) is None  # float weights, as stored
+    q = loaded_quantization(folder, 8)
+    assert (q.bits, q.group_size) == (8, 64)

@@ -96,6 +96,16 @@ def _quantization_for(
         raise CheckpointError(f"Cannot quantize to {quantize} bits ({error}).") from None
 
 
+def loaded_quantization(
+    folder: Path, quantize: int | None = None, group_size: int = 64
+) -> QuantizationConfig | None:
+    """The quantization `load_lm(folder, quantize=..., group_size=...)` gives the projections:
+    the converted checkpoint's own, or `quantize` at `group_size` (None: float). Reads only
+    config.json; raises CheckpointError as the load would."""
+    layout = detect_layout(folder)
+    return _quantization_for(read_config(folder, layout), layout, quantize, group_size)
+
+
 def _module_tensors(
     module: Module,
     stored: dict[str, tuple[TensorSpec, mx.array]],

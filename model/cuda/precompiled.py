@@ -118,6 +118,33 @@ class PrecompiledKernel:
             list(template or []),
         )
 
+    def _binary(
+        self, inputs: list[mx.array], output_dtypes: list[mx.Dtype], template: Any
+    ) -> tuple[str, bytes] | None:
+        """(symbol, cubin) for these inputs, compiled once (a stand-in's where `use_stand_ins`);
+        None when NVRTC fails, with the reason kept in `unavailable_reason`."""
+        global unavailable_reason
+        key = (
+            tuple((a.dtype, a.ndim) for a in inputs),
+            tuple(output_dtypes),
+            tuple(template or []),
+        )
+        if key not in self._units:
+            try:
+                symbol, source = self.unit(inputs, output_dtypes, template)
+                if _stand_ins:
+                    symbol, source = units.stand_in_unit(
+                        symbol, len(inputs), len(output_dtypes), len(self._scalars(inputs))
+                    )
+                self._units[key] = (
+                    symbol,
+                    cubins.compiled(symbol, source, *cubins.device_target()),
+                )
+            except (nvrtc.NvrtcError, ValueError, KeyError, OSError) as err:
+                unavailable_reason = f"{self.name}: {err}"
+                return None
+        return self._units[key]
+
     def __call__(
         self,
         *,
@@ -131,50 +158,30 @@ class PrecompiledKernel:
         verbose: bool = False,
         stream: Any = None,
     ) -> list[mx.array]:
-        global unavailable_reason
         if _collected is not None:
             _collected.append(self.unit(inputs, output_dtypes, template))
             return [
                 mx.zeros(tuple(sh), dtype=d)
                 for sh, d in zip(output_shapes, output_dtypes, strict=True)
             ]
-        if self._fallback is None:
-            key = (
-                tuple((a.dtype, a.ndim) for a in inputs),
-                tuple(output_dtypes),
-                tuple(template or []),
+        found = self._binary(inputs, output_dtypes, template) if self._fallback is None else None
+        if found is not None:
+            symbol, binary = found
+            return mx.fast.precompiled_cuda_kernel(
+                name=symbol,
+                compiled_source=binary,
+                inputs=inputs,
+                output_shapes=output_shapes,
+                output_dtypes=output_dtypes,
+                scalars=self._scalars(inputs),
+                grid=grid,
+                threadgroup=threadgroup,
+                shared_memory=self.shared_memory,
+                # a stand-in writes nothing: its outputs start at 0, never as garbage
+                init_value=0.0 if _stand_ins and init_value is None else init_value,
+                ensure_row_contiguous=self.ensure_row_contiguous,
+                stream=stream,
             )
-            try:
-                if key not in self._units:
-                    symbol, source = self.unit(inputs, output_dtypes, template)
-                    if _stand_ins:
-                        symbol, source = units.stand_in_unit(
-                            symbol, len(inputs), len(output_dtypes), len(self._scalars(inputs))
-                        )
-                    self._units[key] = (
-                        symbol,
-                        cubins.compiled(symbol, source, *cubins.device_target()),
-                    )
-                symbol, binary = self._units[key]
-            except (nvrtc.NvrtcError, ValueError, KeyError, OSError) as err:
-                unavailable_reason = f"{self.name}: {err}"
-                binary = b""
-            if binary:
-                return mx.fast.precompiled_cuda_kernel(
-                    name=symbol,
-                    compiled_source=binary,
-                    inputs=inputs,
-                    output_shapes=output_shapes,
-                    output_dtypes=output_dtypes,
-                    scalars=self._scalars(inputs),
-                    grid=grid,
-                    threadgroup=threadgroup,
-                    shared_memory=self.shared_memory,
-                    # a stand-in writes nothing: its outputs start at 0, never as garbage
-                    init_value=0.0 if _stand_ins and init_value is None else init_value,
-                    ensure_row_contiguous=self.ensure_row_contiguous,
-                    stream=stream,
-                )
         return self._mlx()(
             inputs=inputs,
             output_shapes=output_shapes,
