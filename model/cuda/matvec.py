@@ -35,8 +35,8 @@ from __future__ import annotations
 from typing import Any
 
 import mlx.core as mx
-import mlx.nn as nn
 
+from model.activations import silu
 from model.cuda import precompiled, source
 from model.cuda.kernel import Kernel
 from model.quantized import BITS, DTYPES, Quantized
@@ -106,7 +106,7 @@ class MatvecKernel(Kernel):
             pairs = [
                 (self.run(x, q, rows, mx.zeros((1,), dtype=dtype)), want),
                 (self.run(x, q, rows, r.reshape(-1)), r + want),
-                (self.run(x, q, rows // 2, mx.zeros((2,), dtype=dtype)), nn.silu(gate) * value),
+                (self.run(x, q, rows // 2, mx.zeros((2,), dtype=dtype)), silu(gate) * value),
             ]
             for got, ref in pairs:
                 got, ref = got.astype(mx.float32).reshape(-1), ref.astype(mx.float32).reshape(-1)

@@ -15,6 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from model import backend, cuda, quantized
+from model.activations import silu
 from model.derived import current, derive, refreshed
 from model.lm.kv_cache import KVState, RingKVCache, Window, step_write
 from model.lm.ring_mask import hide_unwritten
@@ -117,7 +118,7 @@ def gated_matvec(
         gate, value = (mlx_matmul(x, h) for h in halves)
     else:
         gate, value = mx.split(mlx_matmul(x, q), 2, axis=-1)
-    return nn.silu(gate) * value
+    return silu(gate) * value
 
 
 def project(linear: nn.Module, x: mx.array) -> mx.array:
@@ -182,7 +183,7 @@ class GatedFFN(nn.Module):
             hidden = gated_matvec(x, quantized.of_linear(lin), split)
         else:
             gate, value = mx.split(lin(x), 2, axis=-1)
-            hidden = nn.silu(gate) * value
+            hidden = silu(gate) * value
         return linear_add(self.linear_out, hidden, residual)
 
 

@@ -26,6 +26,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from ..activations import gelu
 from ..config import MimiConfig
 
 # (offset, [rows per layer]): offset is the int32 position of the next step; the key-value rows
@@ -129,7 +130,7 @@ class TransformerLayer(nn.Module):
         self.layer_scale_2 = LayerScale(d)
 
     def _feed_forward(self, x: mx.array) -> mx.array:
-        h = self.linear2(nn.gelu(self.linear1(self.norm2(x))))
+        h = self.linear2(gelu(self.linear1(self.norm2(x))))
         return x + self.layer_scale_2(h)
 
     def prepare(self) -> None:
@@ -188,7 +189,7 @@ class TransformerLayer(nn.Module):
 
     def feed_forward_step(self, x: mx.array) -> mx.array:
         """`step`'s second half: x + the feed-forward (layer scale folded in)."""
-        return mx.addmm(x, nn.gelu(self.linear1(self.norm2(x))), self._step_weights()[2])
+        return mx.addmm(x, gelu(self.linear1(self.norm2(x))), self._step_weights()[2])
 
     def forward(self, x: mx.array, context: int, steps_per_frame: int) -> mx.array:
         y = self.self_attn.forward(self.norm1(x), context, steps_per_frame)
