@@ -21,7 +21,7 @@ from model.config import FRAME_SAMPLES, PersonaPlexConfig, config_7b, mimi_tiny,
 from model.conversation.persona import default_dtype
 from model.conversation.session import Session
 from model.cuda import precompiled
-from personaplex_tui.jit_workers import start_jit_workers
+from personaplex_tui.jit_workers import defer_compile, start_jit_workers
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
 from personaplex_tui.kernels_ahead import AheadCompile, compile_ahead
@@ -82,7 +82,11 @@ class Warmup:
     0); prefill_new_length_ms: the first prefill of another prompt length (a voice one frame
     longer); kernel_cache: the GPU kernel cache folder and its module count before and after;
     jit_workers: the helper processes that compiled kernels beside the load and warm-up on a
-    fresh CUDA machine (personaplex_tui/jit_workers.py; empty when none ran).
+    fresh CUDA machine (personaplex_tui/jit_workers.py; empty when none ran); deferred: with
+    helpers at work, the warm-up compiles nothing and the warm-up steps run eagerly
+    (`Session.warm_up(defer=True)`, `$PPX_DEFER_COMPILE=off` to compile first), then the bench
+    waits for the helpers and warms the compiled graphs one by one, as the app does between
+    steps (`_finish_deferred`; empty when not deferred).
     """
 
     session_s: float = 0.0
@@ -95,6 +99,7 @@ class Warmup:
     prefill_new_length_ms: float = 0.0
     kernel_cache: dict[str, Any] = field(default_factory=dict)
     jit_workers: dict[str, Any] = field(default_factory=dict)
+    deferred: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -238,7 +243,7 @@ def bench_session(model: PersonaPlex, voice, tokens, opts: BenchOptions, **kw) -
 def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchResult:
     """Load, warm up and time everything `opts` asks for."""
     mx.reset_peak_memory()
-    t0 = time.perf_counter()
+    t0 = start = time.perf_counter()
     helpers = start_jit_workers(asdict(opts) if opts.random_weights or opts.small else None)
     early = _compile_ahead(opts)
     progress("building random weights" if opts.random_weights or opts.small else "loading")
@@ -252,17 +257,23 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
     warm = Warmup(session_s=round(time.perf_counter() - t0, 3))
     warm.prefill_first_ms = round(session.prefill_ms, 3)
     graphs = model.step_graphs()
+    defer = helpers is not None and defer_compile()
     t = time.perf_counter()
-    session.warm_up()  # every attention window's graph, so that none compiles while timed
+    # every attention window's graph, so that none compiles while timed (or, deferred, none)
+    session.warm_up(defer=defer)
     warm.graphs_s = round(time.perf_counter() - t, 3)
-    warm.graphs = [asdict(g) for g in graphs.timings]
     audio = _audio(max(opts.steps, opts.warmup_steps) + 50, opts.seed)
     t = time.perf_counter()
+    warm_steps = []
     for pcm in audio[: opts.warmup_steps]:
-        session.step(pcm)
+        warm_steps.append(session.step(pcm).timings.total_ms)
     session.step_codes(np.zeros(8, np.int32))
     warm.steps_s = round(time.perf_counter() - t, 3)
     warmup_s = time.perf_counter() - t0
+    if defer and helpers is not None:
+        progress("waiting for the JIT helpers, then compiling the step graphs")
+        warm.deferred = _finish_deferred(session, helpers, warm_steps, start)
+    warm.graphs = [asdict(g) for g in graphs.timings]
     if helpers is not None:
         warm.jit_workers = helpers.stop()
     traces = graphs.traces
@@ -340,6 +351,33 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         temporal=temporal_kernels(model),
         transcript=transcript,
     )
+
+
+HELPERS_WAIT_S = 600.0
+
+
+def _finish_deferred(
+    session: Session, helpers: Any, warm_steps: list[float], start: float
+) -> dict[str, Any]:
+    """After a deferred warm-up: wait for the helpers, then warm the compiled graphs one at a
+    time, as the app does between steps. Seconds are from the start of the load."""
+    eager = Stats.of(warm_steps[1:]) if len(warm_steps) > 1 else None
+    deadline = time.perf_counter() + HELPERS_WAIT_S
+    while helpers.running() and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    helpers_done_s = time.perf_counter() - start
+    compiled = []
+    while session.steps_eagerly:
+        t = time.perf_counter()
+        name = session.compile_next()
+        compiled.append({"graph": name, "ms": round(1000 * (time.perf_counter() - t), 3)})
+    return {
+        "first_eager_step_ms": round(warm_steps[0], 3) if warm_steps else None,
+        "eager_step_ms": asdict(eager) if eager is not None else None,
+        "helpers_done_s": round(helpers_done_s, 3),
+        "compile_next": compiled,
+        "compiled_s": round(time.perf_counter() - start, 3),
+    }
 
 
 SILENCE_RULE_MS = 1000.0  # turn-based mode's VAD fallback: a second of silence ends the turn

@@ -22,6 +22,7 @@ import numpy as np
 from model.config import FRAME_SAMPLES
 from model.conversation.session_settings import SessionSettings
 from model.errors import PersonaPlexError
+from personaplex_tui import jit_workers
 from personaplex_tui.errors import AppError
 from personaplex_tui.events import (
     EngineError,
@@ -39,6 +40,7 @@ from personaplex_tui.events import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FIRST_RUN_NOTE = "first run here: compiling the GPU kernels (minutes, once)"
+DEFERRED_NOTE = "ready on uncompiled graphs; the compiled ones follow once their kernels are built"
 MemoryProbe = Callable[[], MemoryUsage | None]
 WarmProgress = Callable[[int, int, str], None]  # (done, total, graph name): `Session.warm_up`'s
 
@@ -57,12 +59,16 @@ class ModelLike(Protocol):
     def session(self, settings: SessionSettings) -> SessionLike: ...
 
 
-def _compile_ahead(session: SessionLike, progress: WarmProgress) -> None:
+def _compile_ahead(session: SessionLike, progress: WarmProgress, defer: bool = False) -> None:
     """`Session.warm_up(progress)`: compile the step graphs of every attention window (those
-    the model has not built yet) before the user talks."""
+    the model has not built yet) before the user talks; `defer`: step eagerly instead until
+    `_compile_between_steps` has compiled them (a fresh GPU whose JIT helpers are at work)."""
     warm_up = getattr(session, "warm_up", None)
     if warm_up is not None:
-        warm_up(progress)
+        if defer:
+            warm_up(progress, defer=True)
+        else:
+            warm_up(progress)
 
 
 class Cancelled(Exception):
@@ -242,7 +248,7 @@ class Engine:
         def work() -> float:
             start = time.perf_counter()
             session = self._require_model().session(self.settings)
-            _compile_ahead(session, self._warm_progress)
+            self._warm(session)
             silence = np.zeros(FRAME_SAMPLES, np.float32)
             for _ in range(steps):
                 session.step(silence)
@@ -262,7 +268,7 @@ class Engine:
             self.session = self._require_model().session(s)
             # Every step graph these settings need (the warm-up built those of the settings it
             # ran with), now: none is compiled mid-conversation.
-            _compile_ahead(self.session, self._warm_progress)
+            self._warm(self.session)
             self.frames_out = 0
             self._report_memory(force=True)
             return True
@@ -358,9 +364,38 @@ class Engine:
             when = on_frame(frame) if on_frame is not None else None
             self._report(index, frame, heard=steps > quiet_steps, t=when)
             self._report_memory()
+            self._compile_between_steps(session)
             if self._cancel.is_set():
                 break
         return produced
+
+    def _warm(self, session: SessionLike) -> None:
+        """Compile `session`'s step graphs now, or defer them (`_defer_compile`)."""
+        defer = self._defer_compile(session)
+        if defer:
+            self.emit(LoadProgress("warm_up", DEFERRED_NOTE))
+        _compile_ahead(session, self._warm_progress, defer)
+
+    def _defer_compile(self, session: SessionLike) -> bool:
+        """Whether `session` may talk on eager graphs while the JIT helpers compile: they are
+        at work (a fresh GPU) and compile this session's graphs (those of the checkpoint's
+        default sampling; other settings bake other constants into the LM step's kernels,
+        which would then compile mid-conversation)."""
+        if not jit_workers.defer_compile():
+            return False
+        defaults = getattr(self.model, "default_settings", None)
+        sampling = getattr(session, "sampling", None)
+        return defaults is not None and sampling is not None and sampling == defaults().sampling
+
+    def _compile_between_steps(self, session: SessionLike) -> None:
+        """After a deferred warm-up: once the helpers are done (every kernel on disk), warm up
+        one compiled step graph per step (tens of ms; the pre-buffer absorbs it)."""
+        if getattr(session, "steps_eagerly", False) and not jit_workers.helpers_running():
+            start = time.perf_counter()
+            name = session.compile_next()  # type: ignore[attr-defined]
+            log.info(
+                "compiled %s between steps in %.0f ms", name, 1000 * (time.perf_counter() - start)
+            )
 
     def _step(self, session: SessionLike, pcm: np.ndarray, steps: int) -> Any:
         every = self.phase_every

@@ -39,6 +39,7 @@ from typing import Any
 
 from personaplex_tui.kernel_cache import ENV_VAR
 
+DEFER_ENV = "PPX_DEFER_COMPILE"  # "off": warm-ups compile before talking even while helpers run
 LOGS_ENV = "PPX_JIT_LOGS"  # a folder for the helpers' stderr (unset: discarded)
 WORKERS_ENV = "PPX_JIT_WORKERS"  # graph workers: a number, "off" (no helpers at all), unset: auto
 MAX_GRAPH_WORKERS = 4
@@ -95,6 +96,21 @@ def _device_gb() -> float:
         return 0.0
     size = info.get("memory_size") or info.get("total_memory") or 0
     return float(size) / 1e9
+
+
+_STARTED: list[JitWorkers] = []  # the helpers this process started
+
+
+def helpers_running() -> bool:
+    """Whether helpers this process started are still compiling."""
+    return any(workers.running() for workers in _STARTED)
+
+
+def defer_compile() -> bool:
+    """Whether a warm-up should leave the step graphs' kernels to the helpers and step eagerly
+    meanwhile (`Session.warm_up(defer=True)`): helpers are running and `$PPX_DEFER_COMPILE`
+    is not "off"."""
+    return os.environ.get(DEFER_ENV, "").strip().lower() != "off" and helpers_running()
 
 
 def log(message: str) -> None:
@@ -217,6 +233,7 @@ class JitWorkers:
         self._procs: list[subprocess.Popen] = []
         self._report: dict[str, Any] | None = None
         atexit.register(self.stop)
+        _STARTED.append(self)
         for n, task in enumerate(tasks):
             own = self._root / str(n)
             own.mkdir()
@@ -245,6 +262,10 @@ class JitWorkers:
             return subprocess.DEVNULL
         Path(folder).mkdir(parents=True, exist_ok=True)
         return open(Path(folder) / f"helper-{n}.log", "w")  # noqa: SIM115  # the child keeps it
+
+    def running(self) -> bool:
+        """Whether a helper is still at work (False once stopped)."""
+        return self._report is None and any(c is None for c in self.finished())
 
     def finished(self) -> list[int | None]:
         """Each helper's exit code (None: still running)."""

@@ -87,3 +87,37 @@ def test_the_bench_says_which_kernels_run_the_temporal_step_and_the_depformer(mo
     monkeypatch.setattr(depformer_kernel, "supports", lambda lm: "its projections are floats")
     monkeypatch.setattr(depformer_kernel, "enabled", lambda: False)
     assert kernels_in_use.depformer_kernels(model) == "MLX (its projections are floats)"
+
+
+def test_a_deferred_bench_steps_eagerly_then_compiles_each_graph(monkeypatch):
+    """With JIT helpers at work (a fresh GPU; faked here), the bench's warm-up compiles
+    nothing, its warm-up steps run eagerly, and once the helpers are done it warms every
+    compiled graph ahead of its session one at a time before the timed steps."""
+    from personaplex_tui import benchmark
+
+    class Helpers:
+        polls = 0
+
+        def running(self):
+            self.polls += 1
+            return self.polls < 4
+
+        def stop(self):
+            return {"helpers": 1}
+
+    helpers = Helpers()
+    monkeypatch.setattr(benchmark, "start_jit_workers", lambda options: helpers)
+    monkeypatch.setattr(benchmark, "defer_compile", lambda: True)
+    r = benchmark.run_benchmark(
+        benchmark.BenchOptions(small=True, steps=5, warmup_steps=4, phases=False)
+    )
+    d = r.warmup.deferred
+    assert helpers.polls == 4 and r.warmup.jit_workers == {"helpers": 1}
+    assert d["eager_step_ms"]["n"] == 3 and d["first_eager_step_ms"] > 0
+    names = [c["graph"] for c in d["compile_next"]]
+    assert names == [g["graph"] for g in r.warmup.graphs]  # each graph once, in that order
+    assert any(n.startswith("LM step") for n in names) and "encode (Mimi full)" in names
+    assert r.load_s + r.warmup_s <= d["helpers_done_s"] <= d["compiled_s"]
+    assert "encode (Mimi filling)" not in names  # passed by the eager warm-up steps
+    # so a new session (from frame 0) compiles Mimi's filling encode and decode, nothing else
+    assert r.warmup.new_session_traces == 2 and r.step_ms.n == 5

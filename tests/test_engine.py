@@ -297,3 +297,62 @@ def test_a_real_sessions_warm_up_is_counted_graph_by_graph(tmp_path):
     ]
     assert all(e.stage == "warm_up" for e in counted)
     assert after == []
+
+
+def test_a_deferred_warm_up_compiles_one_graph_per_step_once_the_helpers_are_done(monkeypatch):
+    """While JIT helpers compile (a fresh GPU), a session of the checkpoint's default sampling
+    warms up deferred (it talks on eager graphs); once the helpers are done, the engine warms
+    one compiled graph after each step until none is left. Other sampling: no deferring."""
+    from personaplex_tui import jit_workers
+    from personaplex_tui.engine import DEFERRED_NOTE
+
+    busy = {"helpers": True}
+    monkeypatch.setattr(jit_workers, "defer_compile", lambda: busy["helpers"])
+    monkeypatch.setattr(jit_workers, "helpers_running", lambda: busy["helpers"])
+
+    class DeferringSession(FakeSession):
+        def __init__(self, owner, settings):
+            super().__init__(owner, settings)
+            self.sampling, self.deferred, self.compiled = settings.sampling, None, []
+
+        def warm_up(self, progress, defer=False):
+            self.deferred = defer
+            self.steps_eagerly = defer
+
+        def compile_next(self):
+            self.owner.threads.add(threading.get_ident())
+            self.compiled.append(self.steps)
+            self.steps_eagerly = len(self.compiled) < 3
+            return "graph"
+
+    class DeferringModel(FakeModel):
+        def session(self, settings):
+            s = DeferringSession(self, settings)
+            self.sessions.append(s)
+            return s
+
+        def default_settings(self):
+            return SessionSettings()
+
+    async def main():
+        events, model = [], DeferringModel()
+        engine = _engine(model, events)
+        await engine.load()
+        await engine.warm_up(steps=1)
+        await engine.new_session(SessionSettings())
+        silence = np.zeros(1920, np.float32)
+        await engine.generate([silence] * 2)
+        busy["helpers"] = False
+        await engine.generate([silence] * 5)
+        busy["helpers"] = True  # helpers at work, but for the default sampling only
+        await engine.new_session(SessionSettings().replace(text_temperature=0.3))
+        await engine.close()
+        return events, model, engine
+
+    events, model, engine = asyncio.run(main())
+    warm, talk, other = model.sessions
+    assert warm.deferred and talk.deferred and other.deferred is False
+    assert talk.compiled == [3, 4, 5] and not talk.steps_eagerly  # after steps 3, 4, 5
+    assert model.threads == {engine.thread_ident}
+    notes = [e.message for e in events if isinstance(e, LoadProgress) and e.stage == "warm_up"]
+    assert DEFERRED_NOTE in notes

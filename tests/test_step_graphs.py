@@ -117,3 +117,44 @@ def test_new_weights_rebuild_the_graphs(model):
     )
     assert [x[:2] for x in new] == [x[:2] for x in eager]
     assert [x[:2] for x in new] != [x[:2] for x in old]
+
+
+def test_a_deferred_warm_up_steps_eagerly_then_compiles_graph_by_graph(model, monkeypatch):
+    """`warm_up(defer=True)` compiles nothing: the steps run the eager functions until
+    `compile_next`, called between steps, has warmed each graph on the live state. The
+    conversation is the one an eager session has (graph runs between steps change nothing),
+    and afterwards every graph is compiled and shared."""
+    monkeypatch.setattr("model.lm.model.SMALLEST_WINDOW", 8)
+    frames = _frames(40)
+    eager = _run(
+        model.session(NO_VOICE.replace(seed=4), system_tokens=TOKENS, compile=False), frames
+    )
+    graphs = model.step_graphs()
+    s = model.session(NO_VOICE.replace(seed=4), system_tokens=TOKENS)
+    reports = []
+    s.warm_up(lambda *a: reports.append(a), defer=True)
+    assert s.steps_eagerly and graphs.traces == 0 and reports == [(0, 0, "")]
+    out = _run(s, frames[:10])
+    assert graphs.traces == 0 and s.steps_eagerly  # eager steps compile nothing
+    names = []
+    for pcm in frames[10:]:
+        if s.steps_eagerly:
+            names.append(s.compile_next())
+        out += _run(s, [pcm])
+    assert not s.steps_eagerly and s.compile_next() is None
+    assert names[0] == "encode (Mimi full)" and any(n.startswith("LM step") for n in names)
+    assert graphs.traces == len(names) == len(graphs.timings)
+    assert [x[:2] for x in out] == [x[:2] for x in eager]
+    for x, y in zip(out, eager, strict=True):
+        np.testing.assert_allclose(x[2], y[2], atol=1e-5)
+    # the graphs are the model's: a new session compiles only those of the frames the
+    # deferred one had passed before compiling (Mimi's filling caches, the first window)
+    done = len(graphs.timings)
+    t = model.session(NO_VOICE.replace(seed=4), system_tokens=TOKENS)
+    t.warm_up()
+    late = [g.graph for g in graphs.timings[done:]]
+    assert late and all("filling" in n or "window 8 " in n for n in late), late
+    assert not t.steps_eagerly and not any(n in names for n in late)
+    traces = graphs.traces
+    _run(t, frames)
+    assert graphs.traces == traces

@@ -136,3 +136,28 @@ def test_a_bfloat16_copy_of_the_same_mimi_is_accepted(pair, speech, tmp_path: Pa
     heard = run(persona, speech[: 30 * 1920])
     assert tokens(heard) == tokens(plain)
     assert all(f.user_text_id is not None for f in heard)
+
+
+def test_a_deferred_warm_up_transcribes_eagerly_then_compiled(pair, speech) -> None:
+    """With compiling deferred (`warm_up(defer=True)`), the STT runs eagerly too until
+    `compile_next` has warmed its graphs; the transcript is the compiled session's."""
+    persona_dir, stt_dir = pair
+    persona = model.load(persona_dir)
+    persona.listen(load_stt(stt_dir))
+    session = persona.session(SessionSettings(seed=SEED))
+    session.warm_up(defer=True)
+    graphs = persona.listener.graphs
+    frames, names = [], []
+    for i in range(0, len(speech), 1920):
+        if i >= 5 * 1920 and session.steps_eagerly:
+            names.append(session.compile_next())
+        frames.append(session.step(speech[i : i + 1920]))
+        if i < 5 * 1920:
+            assert not graphs  # eager: no STT graph built
+    assert not session.steps_eagerly
+    assert any(n.startswith("speech-to-text") for n in names) and graphs
+    persona_plain = model.load(persona_dir)
+    persona_plain.listen(load_stt(stt_dir))
+    plain = run(persona_plain, speech)
+    assert tokens(frames) == tokens(plain)
+    assert [f.user_text_id for f in frames] == [f.user_text_id for f in plain]

@@ -195,6 +195,7 @@ class Session:
         *,
         part: tuple[int, int] | None = None,
         graphs: Callable[[str], bool] | None = None,
+        defer: bool = False,
     ) -> None:
         """Compile every step graph the conversation will use, and run each once, now.
 
@@ -211,7 +212,17 @@ class Session:
 
         `graphs(name)` keeps only the graphs it accepts, and `part=(i, n)` only graphs i, i+n,
         i+2n, ... of those (helper processes compiling GPU kernels in parallel share them out).
+
+        `defer=True` compiles nothing now: until `compile_next` has warmed each graph, the
+        model's sessions run it eagerly (the same functions on MLX's prebuilt kernels: a fresh
+        GPU can talk while helper processes compile the graphs' kernels; docs/cuda-kernels.md
+        §Talking before the kernels are compiled).
         """
+        if defer and self._compile:
+            self._serve_eagerly(bool(self._warm_jobs()))
+            if progress is not None:
+                progress(0, 0, "")
+            return
         jobs = self._warm_jobs() if self._compile else []
         if graphs is not None:
             jobs = [job for job in jobs if graphs(job[0])]
@@ -226,8 +237,36 @@ class Session:
         if progress is not None:
             progress(len(jobs), len(jobs), "")
 
+    @property
+    def steps_eagerly(self) -> bool:
+        """Whether some step graph still runs eagerly (`warm_up(defer=True)`)."""
+        return self._graphs.eager_until_warm
+
+    def compile_next(self) -> str | None:
+        """Warm up one step graph that `warm_up(defer=True)` left to run eagerly: between two
+        steps, tens of ms when its kernels are on disk (seconds per kernel MLX must compile).
+        Returns its name, or None when none is left; once none is, every graph runs compiled.
+        Like `warm_up`, it runs the graph on the current state and changes nothing."""
+        jobs = self._warm_jobs()
+        if jobs:
+            name, run = jobs[0]
+            run()
+            if len(jobs) > 1:
+                return name
+        self._serve_eagerly(False)
+        return jobs[0][0] if jobs else None
+
+    def _serve_eagerly(self, on: bool) -> None:
+        self._graphs.eager_until_warm = on
+        if self._listen is not None:
+            self._listen.listener.eager_until_warm = on
+
     def _warm_jobs(self) -> list[tuple[str, Callable[[], None]]]:
         """(name, run it once) of each graph `warm_up` has to compile, in the order of use."""
+        with self._graphs.compiled_only():
+            return self._compiled_warm_jobs()
+
+    def _compiled_warm_jobs(self) -> list[tuple[str, Callable[[], None]]]:
         g, jobs, queued = self._graphs, [], []
 
         def add(name: str, fn: Callable, *args: Any, call: Callable | None = None) -> None:

@@ -9,12 +9,18 @@ Graphs differ by what changes their shapes or constants: the attention window (`
 state of Mimi's caches (filling or full), the session's `LMStepSpec` (sampling parameters,
 depformer steps, statistics on or off) and how unwritten ring slots are hidden (`model.lm.ring_mask`,
 read when a graph is looked up).
+
+On a fresh GPU, where MLX must JIT-compile the compiled graphs' kernels (seconds each), a model
+can serve its graphs eagerly meanwhile (`eager_until_warm`): the same functions, uncompiled, run
+MLX's prebuilt kernels, so a conversation can start before the compiled graphs are ready
+(`Session.warm_up(defer=True)`, docs/cuda-kernels.md §Talking before the kernels are compiled).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -58,11 +64,14 @@ class StepGraphs:
     lm: LM
     mimi: MimiCodec
     compile: bool = True
+    # True: a graph that has not run through `warm` yet is served as its eager function
+    eager_until_warm: bool = False
     traces: int = 0  # Python traces run so far (each compiles one graph)
     timings: list[GraphTiming] = field(default_factory=list)
     _fns: dict[tuple, Callable] = field(default_factory=dict)
     _run: set[tuple] = field(default_factory=set)
     _weights: tuple = ()
+    _compiled_only: int = 0
 
     # -- the graphs ---------------------------------------------------------------------------
 
@@ -138,9 +147,21 @@ class StepGraphs:
             self._run.clear()
             self._weights = weights
 
+    @contextmanager
+    def compiled_only(self) -> Iterator[None]:
+        """Inside, the getters return the compiled graphs even while `eager_until_warm`
+        (to warm them)."""
+        self._compiled_only += 1
+        try:
+            yield
+        finally:
+            self._compiled_only -= 1
+
     def _get(self, key: tuple, fn: Callable) -> Callable:
         if key not in self._fns:
             self._fns[key] = mx.compile(self._counted(fn)) if self.compile else fn
+        if self.eager_until_warm and not self._compiled_only and key not in self._run:
+            return fn  # the same function, eager (MLX's prebuilt kernels: nothing to compile)
         return self._fns[key]
 
     def _counted(self, fn: Callable) -> Callable:

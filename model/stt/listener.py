@@ -55,6 +55,8 @@ class Listener:
     source: str
     compile: bool = True
     graphs: dict[Window, Callable] = field(default_factory=dict)  # shared by every stream
+    # True: streams run a window eagerly until its graph is warmed (`StepGraphs.eager_until_warm`)
+    eager_until_warm: bool = False
 
     @classmethod
     def attach(cls, mimi: MimiCodec, stt: Any, *, source: str = "") -> Listener:
@@ -99,7 +101,12 @@ class ListenerStream:
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
-        self._stream = SttStream(listener.lm, compile=listener.compile, graphs=listener.graphs)
+        self._stream = SttStream(
+            listener.lm,
+            compile=listener.compile,
+            graphs=listener.graphs,
+            eager_until_warm=lambda: listener.eager_until_warm,
+        )
 
     @property
     def frames(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import mlx.core as mx
 
@@ -45,12 +46,15 @@ class SttStream:
         compile: bool = True,
         smallest_window: int | None = None,
         graphs: dict[Window, Callable] | None = None,
+        eager_until_warm: Callable[[], bool] | None = None,
     ):
         self.lm = lm
         self._compile = compile
         # `graphs`: a dict shared by the streams of one model, so a new stream compiles nothing
         self._graphs: dict[Window, Callable] = {} if graphs is None else graphs
         self._smallest = smallest_window
+        # True while a window whose graph `warm_window` has not built is to run eagerly
+        self._eager_until_warm = eager_until_warm or (lambda: False)
         self.reset()
 
     def reset(self) -> None:
@@ -108,18 +112,20 @@ class SttStream:
         scratch = scratch or self.lm.make_cache(self._smallest)
         states = [list(c.state) for c in scratch]
         pos = mx.array(0, dtype=mx.int32)
-        out, states = self._graph(window)(self._initial, pos, states)
+        out, states = self._graph(window, warming=True)(self._initial, pos, states)
         mx.eval(out, states)
 
-    def _graph(self, window: Window) -> Callable:
+    def _graph(self, window: Window, warming: bool = False) -> Callable:
+        if window not in self._graphs and not warming and self._eager_until_warm():
+            return partial(self._run, window=window)
         if window not in self._graphs:
-
-            def run(
-                column: mx.array, pos: mx.array, states: list[KVState]
-            ) -> tuple[tuple[mx.array, mx.array], list[KVState]]:
-                logits, probs = self.lm.forward_step(self.lm.embed(column), states, pos, window)
-                token = mx.argmax(logits.reshape(-1)).astype(mx.int32)
-                return (token, probs.reshape(probs.shape[-2:])), states
-
+            run = partial(self._run, window=window)
             self._graphs[window] = mx.compile(run) if self._compile else run
         return self._graphs[window]
+
+    def _run(
+        self, column: mx.array, pos: mx.array, states: list[KVState], *, window: Window
+    ) -> tuple[tuple[mx.array, mx.array], list[KVState]]:
+        logits, probs = self.lm.forward_step(self.lm.embed(column), states, pos, window)
+        token = mx.argmax(logits.reshape(-1)).astype(mx.int32)
+        return (token, probs.reshape(probs.shape[-2:])), states

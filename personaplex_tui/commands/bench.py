@@ -99,6 +99,11 @@ def result_table(r) -> Table:
     t.add_row("load", f"{r.load_s:.2f} s")
     t.add_row("warm-up (compile + first steps)", f"{r.warmup_s:.2f} s")
     w = r.warmup
+    if w.deferred:
+        d = w.deferred
+        eager = d["eager_step_ms"] or {}
+        t.add_row("  steps on eager graphs meanwhile", f"p50 {eager.get('p50', 0):.2f} ms")
+        t.add_row("  compiled graphs ready (from the load's start)", f"{d['compiled_s']:.2f} s")
     t.add_row("  first session (prompt prefill)", f"{w.session_s:.2f} s")
     t.add_row(f"  step graphs ({len(w.graphs)}: trace + first run)", f"{w.graphs_s:.2f} s")
     for g in w.graphs:
