@@ -74,7 +74,10 @@ def sample_token(logits: mx.array, params: SamplingParams, key: mx.array | None)
     return sample_with_noise(logits, params, gumbel_noise(key, logits.shape))
 
 
-def split_key(key: mx.array, num: int) -> list[mx.array]:
-    """`num` independent keys derived from `key` (lazy, on the device)."""
+def split_key(key: mx.array, num: int = 2) -> list[mx.array]:
+    """`num` independent keys derived from `key` (lazy, on the device): the rows of
+    `mx.random.split(key, num)`, taken by slicing. Indexing a row (`keys[i]`, or unpacking the
+    array) is a gather, which MLX's CUDA backend JIT-compiles at its first use (seconds on a
+    fresh GPU, inside the load: docs/cuda-kernels.md §Kernels on a fresh machine)."""
     keys = mx.random.split(key, num)
-    return [keys[i] for i in range(num)]
+    return [row.reshape(key.shape) for row in mx.split(keys, num, axis=0)]

@@ -36,7 +36,11 @@ def _prime(kind: str, value: str, index: str) -> None:
 # the depformer are one custom kernel each, compiled in every process anyway), so two of each
 # give the step graphs' modules without building 7B parameters first.
 HELPER_LAYERS = 2
-HELPER_NICENESS = 10
+# Helpers yield the CPUs to the main process; the primers less so than the others: the main
+# process's load and its first (eager) steps wait for their modules, while the graph helpers'
+# work is needed only once the session switches to its compiled graphs.
+PRIMER_NICENESS = 5
+HELPER_NICENESS = 15
 # The LM and STT helpers run our kernels as empty stand-ins, unchecked (`precompiled.
 # use_stand_ins`): they reach the step graphs seconds sooner. `off`: the real kernels, checked.
 STAND_INS_VAR = "PPX_JIT_STAND_INS"
@@ -172,7 +176,7 @@ def worker_main(argv: list[str]) -> int:
     One helper, compiling into its own folder (`$MLX_PTX_CACHE_DIR`) synced with SHARED."""
     shared, task, *args = argv
     try:  # a helper must not slow the main process down: it yields the CPUs to it
-        os.nice(HELPER_NICENESS)
+        os.nice(PRIMER_NICENESS if task == "prime" else HELPER_NICENESS)
     except OSError:
         pass
     own = Path(os.environ[ENV_VAR])

@@ -99,3 +99,19 @@ def test_bfloat16_logits_sample_within_the_top_k():
         for k in split_key(mx.random.key(12), 50)
     }
     assert draws <= top and len(draws) > 10
+
+
+def test_split_key_gives_the_split_rows_without_a_gather(tmp_path):
+    """`split_key` is `mx.random.split`'s rows, taken by slicing: indexing a row is a gather,
+    which MLX's CUDA backend JIT-compiles (seconds on a fresh GPU)."""
+    key = mx.random.key(7)
+    keys = split_key(key, 3)
+    rows = mx.random.split(key, 3)
+    dot = tmp_path / "graph.dot"
+    mx.export_to_dot(str(dot), *keys)  # before any evaluation: the graph is still there
+    assert "Split" in dot.read_text() and "Gather" not in dot.read_text()
+    mx.export_to_dot(str(dot), rows[1])  # what the check would catch
+    assert "Gather" in dot.read_text()
+    assert [k.shape for k in keys] == [key.shape] * 3
+    for i, k in enumerate(keys):
+        assert mx.array_equal(k, rows[i])

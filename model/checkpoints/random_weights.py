@@ -16,6 +16,7 @@ from model.checkpoints.load import lm_from_tensors
 from model.checkpoints.write import CODE_TO_DTYPE, Tensors
 from model.config import PersonaPlexConfig
 from model.lm.model import LM
+from model.sampling import split_key
 
 
 def _std(shape: tuple[int, ...]) -> float:
@@ -32,7 +33,7 @@ def _random_uint32(shape: tuple[int, ...], key: mx.array) -> mx.array:
 def random_weights(config: PersonaPlexConfig, *, seed: int = 0) -> dict[str, mx.array]:
     """Float32 weights of every LM module by parameter path (lazy; norms near 1)."""
     modules = lm_modules(config.lm)
-    keys = mx.random.split(mx.random.key(seed), len(modules))
+    keys = split_key(mx.random.key(seed), len(modules))
     out: dict[str, mx.array] = {}
     for i, module in enumerate(modules):
         noise = mx.random.normal(module.shape, key=keys[i])
@@ -47,7 +48,7 @@ def random_tensors(config: PersonaPlexConfig, layout: str = CONVERTED, *, seed: 
     """Random tensors straight in `layout` (lazy): quantized projections as random packed
     integers with scales/biases giving about Moshi's weight scale, floats as scaled normals."""
     layout_specs = expected_layout(config, layout)
-    keys = mx.random.split(mx.random.key(seed), sum(len(s) for s in layout_specs.values()))
+    keys = split_key(mx.random.key(seed), sum(len(s) for s in layout_specs.values()))
     bits = config.quantization.bits if config.quantization else 0
     out: Tensors = {}
     n = 0

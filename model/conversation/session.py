@@ -35,7 +35,7 @@ from model.errors import AudioInputError
 from model.lm.kv_cache import Window
 from model.lm.model import LM, advance, step_window
 from model.mimi import MimiCodec
-from model.sampling import SamplingParams, sample_token
+from model.sampling import SamplingParams, sample_token, split_key
 
 # progress(done, total, name) of `Session.warm_up`
 WarmProgress = Callable[[int, int, str], None]
@@ -145,7 +145,7 @@ class Session:
         if voice is not None:
             x = mx.concatenate([voice.embeddings[None].astype(x.dtype), x], axis=1)
         logits, h = lm.forward(x, self._caches)
-        self._key, text_key, audio_key = mx.random.split(self._key, 3)
+        self._key, text_key, audio_key = split_key(self._key, 3)
         text = sample_token(logits[0, -1], self._spec.text, text_key)
         forced = mx.array(plan.next_forced, dtype=mx.int32)
         provided = mx.array(plan.next_provided)
@@ -428,7 +428,7 @@ class Session:
             setattr(timings, attr, 1000 * (time.perf_counter() - t0))
             return result
 
-        self._key, key = mx.random.split(self._key)
+        self._key, key = split_key(self._key)
         encode = self._encode(full)
         coded, self._enc_state = timed("encode_ms", lambda: encode(pcm, self._enc_state))
         user = coded[: self._n_q]

@@ -34,7 +34,7 @@ from model.lm.kv_cache import KVState, Window
 from model.lm.model import LM
 from model.lm.ring_mask import default_mode
 from model.mimi import MimiCodec
-from model.sampling import SamplingParams, sample_token
+from model.sampling import SamplingParams, sample_token, split_key
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class StepGraphs:
     def _depformer(
         self, logits: mx.array, h: mx.array, key: mx.array, *, spec: LMStepSpec
     ) -> tuple[mx.array, mx.array]:
-        text_key, audio_key = mx.random.split(key, 2)
+        text_key, audio_key = split_key(key)
         text = sample_token(logits.reshape(-1), spec.text, text_key)
         audio = self.lm.depformer_step(
             h, text, n_steps=spec.depformer_steps, params=spec.audio, key=audio_key
@@ -210,7 +210,7 @@ class StepGraphs:
         `key` is the session's random key: the step draws from the second half of its split and
         returns the first as the session's next key.
         """
-        next_key, key = mx.random.split(key)
+        next_key, key = split_key(key)
         column = input_column(text, agent, user, user_acoustic)
         (logits, h), states = self._temporal(column, pos, states, window=window)
         next_text, next_agent = self._depformer(logits, h, key, spec=spec)

@@ -39,7 +39,7 @@ import numpy as np
 from model.cuda import persistent
 from model.derived import stack_into
 from model.quantized import BITS, DTYPES
-from model.sampling import SamplingParams, draw, gumbel_noise
+from model.sampling import SamplingParams, draw, gumbel_noise, split_key
 
 THREADS = 512  # per block, one block per SM (H100, 8 steps: 256 1.60, 512 1.49, 1024 1.54 ms)
 
@@ -245,7 +245,7 @@ class DepformerKernel(persistent.PersistentKernel):
         """
         cfg = lm.config
         n = cfg.dep_q
-        keys = mx.random.split(mx.random.key(1), 3)
+        keys = split_key(mx.random.key(1), 3)
         h = mx.random.normal((1, 1, cfg.temporal.d_model), key=keys[0]).astype(lm.dtype)
         text = mx.array(3, dtype=mx.int32)
         dep_in = lm.depformer_inputs_flat(h, n)

@@ -40,6 +40,7 @@ from model.activations import silu
 from model.cuda import precompiled, source
 from model.cuda.kernel import Kernel
 from model.quantized import BITS, DTYPES, Quantized
+from model.sampling import split_key
 
 ROWS = 1  # output rows per warp (1, 2 and 4 measured: 1 is fastest)
 UNROLL = 2  # 16-byte chunks per thread the loop is unrolled by (2, 4 and 8 measured)
@@ -90,7 +91,7 @@ class MatvecKernel(Kernel):
             return self.enabled()
         self.checked.add(key)
         inputs, rows = 4 * max(group_size, 128 // bits * 32), 64
-        keys = mx.random.split(mx.random.key(0), 3)
+        keys = split_key(mx.random.key(0), 3)
         w = mx.random.normal((rows, inputs), key=keys[0]) * inputs**-0.5
         q = Quantized(*mx.quantize(w.astype(dtype), group_size, bits), group_size, bits)
         x = mx.random.normal((1, 1, inputs), key=keys[1]).astype(dtype)

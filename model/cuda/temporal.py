@@ -40,6 +40,7 @@ import numpy as np
 from model.cuda import persistent
 from model.derived import stack_into
 from model.quantized import BITS, affine
+from model.sampling import split_key
 
 THREADS = 512  # per block, one per SM (__launch_bounds__); H100 8-bit: 384 4.96, 512 4.56, 640 4.70, 1024 5.3 ms
 UNROLL = {8: 4, 4: 8}  # 16-byte chunks per lane in flight (two rows each); 4-bit: 4 4.53, 8 4.05 ms
@@ -76,7 +77,7 @@ def _shared_bytes(d: int, hidden: int, head_dim: int, bits: int) -> int:
 def _fill_rings(caches: list[Any], seed: int) -> None:
     """Random keys and values in every slot of `caches` (a ring that has wrapped)."""
     for i, c in enumerate(caches):
-        k_key, v_key = mx.random.split(mx.random.key(seed + i))
+        k_key, v_key = split_key(mx.random.key(seed + i))
         shape, dtype = c.keys.shape, c.keys.dtype
         c.state = [
             mx.random.normal(shape, key=k_key).astype(dtype),
@@ -258,8 +259,9 @@ class TemporalKernel(persistent.PersistentKernel):
             slot = p % cfg.context
             for layer, (a, b) in enumerate(zip(ours, theirs, strict=True)):
                 for i, what in enumerate(("key", "value")):
-                    row_a = a.state[i][:, :, slot].reshape(1, -1)
-                    row_b = b.state[i][:, :, slot].reshape(1, -1)
+                    # slices: an int index would be a gather, JIT-compiled on a fresh GPU
+                    row_a = a.state[i][:, :, slot : slot + 1].reshape(1, -1)
+                    row_b = b.state[i][:, :, slot : slot + 1].reshape(1, -1)
                     what = f"layer {layer} {what}s at position {p}"
                     worst = max(worst, persistent.compare(row_a, row_b, what))
             h_got, h_want = lm.out_norm(got), lm.out_norm(want)
