@@ -389,8 +389,12 @@ class Engine:
 
     def _compile_between_steps(self, session: SessionLike) -> None:
         """After a deferred warm-up: once the helpers are done (every kernel on disk), warm up
-        one compiled step graph per step (tens of ms; the pre-buffer absorbs it)."""
-        if getattr(session, "steps_eagerly", False) and not jit_workers.helpers_running():
+        one compiled step graph per step (tens of ms; the pre-buffer absorbs it). If one failed,
+        this session stays eager (its modules would compile mid-conversation, seconds each):
+        the next session's warm-up compiles them before it starts."""
+        if not getattr(session, "steps_eagerly", False) or jit_workers.helpers_running():
+            return
+        if not jit_workers.helpers_failed():
             start = time.perf_counter()
             name = session.compile_next()  # type: ignore[attr-defined]
             log.info(

@@ -106,6 +106,12 @@ def helpers_running() -> bool:
     return any(workers.running() for workers in _STARTED)
 
 
+def helpers_failed() -> bool:
+    """Whether a helper this process started ended in an error (its modules are then missing
+    from the cache: whoever needs them compiles them)."""
+    return any(code not in (0, None) for w in _STARTED for code in w.finished())
+
+
 def defer_compile() -> bool:
     """Whether a warm-up should leave the step graphs' kernels to the helpers and step eagerly
     meanwhile (`Session.warm_up(defer=True)`): helpers are running and `$PPX_DEFER_COMPILE`

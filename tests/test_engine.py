@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import numpy as np
+import pytest
 
 import model as ppx
 from model.conversation.session_settings import SessionSettings
@@ -299,16 +300,21 @@ def test_a_real_sessions_warm_up_is_counted_graph_by_graph(tmp_path):
     assert after == []
 
 
-def test_a_deferred_warm_up_compiles_one_graph_per_step_once_the_helpers_are_done(monkeypatch):
+@pytest.mark.parametrize("failed", [False, True])
+def test_a_deferred_warm_up_compiles_one_graph_per_step_once_the_helpers_are_done(
+    monkeypatch, failed: bool
+):
     """While JIT helpers compile (a fresh GPU), a session of the checkpoint's default sampling
     warms up deferred (it talks on eager graphs); once the helpers are done, the engine warms
-    one compiled graph after each step until none is left. Other sampling: no deferring."""
+    one compiled graph after each step until none is left (none if a helper failed: its
+    modules would compile mid-conversation). Other sampling: no deferring."""
     from personaplex_tui import jit_workers
     from personaplex_tui.engine import DEFERRED_NOTE
 
     busy = {"helpers": True}
     monkeypatch.setattr(jit_workers, "defer_compile", lambda: busy["helpers"])
     monkeypatch.setattr(jit_workers, "helpers_running", lambda: busy["helpers"])
+    monkeypatch.setattr(jit_workers, "helpers_failed", lambda: failed and not busy["helpers"])
 
     class DeferringSession(FakeSession):
         def __init__(self, owner, settings):
@@ -352,7 +358,10 @@ def test_a_deferred_warm_up_compiles_one_graph_per_step_once_the_helpers_are_don
     events, model, engine = asyncio.run(main())
     warm, talk, other = model.sessions
     assert warm.deferred and talk.deferred and other.deferred is False
-    assert talk.compiled == [3, 4, 5] and not talk.steps_eagerly  # after steps 3, 4, 5
+    if failed:
+        assert talk.compiled == [] and talk.steps_eagerly
+    else:
+        assert talk.compiled == [3, 4, 5] and not talk.steps_eagerly  # after steps 3, 4, 5
     assert model.threads == {engine.thread_ident}
     notes = [e.message for e in events if isinstance(e, LoadProgress) and e.stage == "warm_up"]
     assert DEFERRED_NOTE in notes

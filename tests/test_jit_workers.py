@@ -226,6 +226,32 @@ def test_stop_ends_a_helper_still_running(tmp_path: Path) -> None:
     assert report["finished_ok"] == 0
 
 
+def test_the_engine_knows_when_the_helpers_are_done_and_whether_one_failed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`helpers_running` / `helpers_failed` / `defer_compile` (the engine's questions) follow the
+    processes this one started: a helper with an unknown task exits 1."""
+    monkeypatch.setattr(jit_workers, "_STARTED", [])
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    )
+    assert not jit_workers.helpers_running() and not jit_workers.defer_compile()
+    helpers = JitWorkers(tmp_path, [["no-such-task"]])
+    assert jit_workers.helpers_running() and not jit_workers.helpers_failed()
+    assert jit_workers.defer_compile()
+    monkeypatch.setenv(jit_workers.DEFER_ENV, "off")
+    assert not jit_workers.defer_compile()
+    deadline = time.time() + 60
+    while jit_workers.helpers_running() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not jit_workers.helpers_running() and jit_workers.helpers_failed()
+    helpers.stop()
+    assert not jit_workers.helpers_running()
+
+
 @pytest.mark.parametrize("kind", ["gather", "scatter"])
 def test_primers_run_the_indexing_ops(kind: str) -> None:
     jit_helper._prime(kind, "float32", "int32")  # on the CPU: runs, compiles nothing

@@ -234,6 +234,8 @@ class Session:
             run()
         if self._compile:
             mx.eval([c.state for c in self._caches])
+            if part is None and graphs is None:
+                self._serve_eagerly(False)  # every graph of this session is compiled now
         if progress is not None:
             progress(len(jobs), len(jobs), "")
 
