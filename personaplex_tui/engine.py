@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from model.config import FRAME_SAMPLES
+from model.config import FRAME_SAMPLES, SamplingConfig
 from model.conversation.session_settings import SessionSettings
 from model.errors import PersonaPlexError
 from personaplex_tui import jit_workers
@@ -378,13 +378,16 @@ class Engine:
 
     def _defer_compile(self, session: SessionLike) -> bool:
         """Whether `session` may talk on eager graphs while the JIT helpers compile: they are
-        at work (a fresh GPU) and compile this session's graphs (those of the checkpoint's
-        default sampling; other settings bake other constants into the LM step's kernels,
-        which would then compile mid-conversation)."""
+        at work (a fresh GPU) and compile this session's graphs (those of the sampling the
+        loader gave them, else of the checkpoint's default; other settings bake other constants
+        into the LM step's kernels, which would then compile mid-conversation)."""
         if not jit_workers.defer_compile():
             return False
-        defaults = getattr(self.model, "default_settings", None)
         sampling = getattr(session, "sampling", None)
+        named = jit_workers.helpers_sampling()
+        if named is not None:
+            return sampling == SamplingConfig(**named)
+        defaults = getattr(self.model, "default_settings", None)
         return defaults is not None and sampling is not None and sampling == defaults().sampling
 
     def _compile_between_steps(self, session: SessionLike) -> None:

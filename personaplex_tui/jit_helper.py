@@ -68,8 +68,9 @@ def _warm_graphs(options: dict[str, Any], part: int, parts: int) -> None:
 
 
 def _checkpoint_session(options: dict[str, Any]) -> Any:
-    """A session of the checkpoint's default settings on random weights of its configuration
-    (HELPER_LAYERS deep; quantized as the app loads it: its own bits, or `quantize`)."""
+    """A session of the checkpoint's default settings (its sampling replaced by `sampling`,
+    the conversation's, when given) on random weights of its configuration (HELPER_LAYERS deep;
+    quantized as the app loads it: its own bits, or `quantize`)."""
     from model.checkpoints.load import loaded_quantization
     from personaplex_tui.benchmark import random_prompted_model, shallow
 
@@ -78,7 +79,8 @@ def _checkpoint_session(options: dict[str, Any]) -> Any:
     bits = quant.bits if quant is not None else None
     cfg = shallow(config, HELPER_LAYERS)
     model, voice, tokens = random_prompted_model(cfg, bits, None, seed, 8, 8)
-    return model.session(model.default_settings(voice=None), voice=voice, system_tokens=tokens)
+    settings = model.default_settings(voice=None, **options.get("sampling", {}))
+    return model.session(settings, voice=voice, system_tokens=tokens)
 
 
 def _warm_mimi(options: dict[str, Any], graph: str) -> None:

@@ -112,6 +112,15 @@ def helpers_failed() -> bool:
     return any(code not in (0, None) for w in _STARTED for code in w.finished())
 
 
+def helpers_sampling() -> dict[str, Any] | None:
+    """The sampling (`SamplingConfig` fields) whose LM step graphs the running helpers compile,
+    when the app named it; None: the checkpoint's (or the bench's) default settings."""
+    for workers in _STARTED:
+        if workers.running() and workers.sampling is not None:
+            return workers.sampling
+    return None
+
+
 def defer_compile() -> bool:
     """Whether a warm-up should leave the step graphs' kernels to the helpers and step eagerly
     meanwhile (`Session.warm_up(defer=True)`): helpers are running and `$PPX_DEFER_COMPILE`
@@ -238,6 +247,7 @@ class JitWorkers:
         self._root = Path(tempfile.mkdtemp(prefix="ppx-jit-"))
         self._procs: list[subprocess.Popen] = []
         self._report: dict[str, Any] | None = None
+        self.sampling: dict[str, Any] | None = None  # the app's sampling, when it named one
         atexit.register(self.stop)
         _STARTED.append(self)
         for n, task in enumerate(tasks):
@@ -321,4 +331,6 @@ def start_jit_workers(
         return None
     Path(shared).mkdir(parents=True, exist_ok=True)
     n = graph_workers_wanted()
-    return JitWorkers(Path(shared), helper_tasks(options if n else None, n))
+    workers = JitWorkers(Path(shared), helper_tasks(options if n else None, n))
+    workers.sampling = (options or {}).get("sampling") if n else None
+    return workers

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +93,15 @@ def load_model(
     quantize: int | None = None,
     voice: str | None = None,
     stt: SttChoice | None = None,
+    sampling: Any = None,
 ) -> tuple[Any, ModelInfo]:
     """Fetch and load a model (`None`: the default repo); returns `(PersonaPlex, ModelInfo)`.
 
     `dtype` is an MLX dtype name ("bfloat16", ...; None: the device's default). A `voice` the
     fetched checkpoint lacks is refused (UnknownVoiceError) before the weights load. `stt`:
-    the user's transcript to come, whose kernels helpers compile too on a fresh CUDA machine."""
+    the user's transcript to come, whose kernels helpers compile too on a fresh CUDA machine;
+    `sampling`: the conversation's `SamplingConfig` (None: the checkpoint's), whose LM step
+    graphs the helpers compile."""
     import mlx.core as mx
 
     import model
@@ -109,6 +112,8 @@ def load_model(
     # while the weights download, or at least while they load (once; the helpers end by
     # themselves: personaplex_tui/jit_workers.py).
     helpers: dict[str, Any] = {"quantize": quantize}
+    if sampling is not None:
+        helpers["sampling"] = asdict(sampling)
     if stt is not None and stt.enabled:
         helpers.update(user_transcript=True, stt_model=stt.model, stt_quantize=stt.quantize)
 
@@ -166,6 +171,7 @@ class ModelLoader:
     quantize: int | None = None
     voice: str | None = None  # the voice the conversation starts with: checked before the weights
     stt: SttChoice | None = None  # the user's transcript (None: off, nothing loaded)
+    sampling: Any = None  # the conversation's SamplingConfig, for the JIT helpers (None: default)
 
     def __call__(self, progress: Progress) -> tuple[Any, ModelInfo]:
         loaded, info = load_model(
@@ -175,6 +181,7 @@ class ModelLoader:
             quantize=self.quantize,
             voice=self.voice,
             stt=self.stt,
+            sampling=self.sampling,
         )
         if self.stt is not None and self.stt.enabled:
             load_listener(loaded, self.stt, progress)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -365,3 +366,26 @@ def test_a_deferred_warm_up_compiles_one_graph_per_step_once_the_helpers_are_don
     assert model.threads == {engine.thread_ident}
     notes = [e.message for e in events if isinstance(e, LoadProgress) and e.stage == "warm_up"]
     assert DEFERRED_NOTE in notes
+
+
+def test_a_deferred_warm_up_follows_the_sampling_the_helpers_were_given(monkeypatch):
+    """Helpers told the conversation's sampling (the app's loader does): sessions of that
+    sampling defer, those of the checkpoint's default do not."""
+    from model.config import SamplingConfig
+    from personaplex_tui import jit_workers
+
+    named = SamplingConfig(text_temperature=0.4)
+    monkeypatch.setattr(jit_workers, "defer_compile", lambda: True)
+    monkeypatch.setattr(jit_workers, "helpers_sampling", lambda: asdict(named))
+    engine = Engine(lambda progress: None, lambda event: None)
+    engine.model = FakeModel()
+
+    class Session:
+        def __init__(self, sampling):
+            self.sampling = sampling
+
+    try:
+        assert engine._defer_compile(Session(named))
+        assert not engine._defer_compile(Session(SamplingConfig()))
+    finally:
+        asyncio.run(engine.close())

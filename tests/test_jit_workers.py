@@ -301,10 +301,14 @@ def test_a_shallower_model_compiles_the_same_step_kernels(tmp_path: Path) -> Non
 APP_VS_HELPER = """
 import sys
 from personaplex_tui import jit_helper
-if sys.argv[1] == "app":  # the app's model and a session of its default settings
+SAMPLING = {"text_temperature": 0.45, "audio_top_k": 100}
+if sys.argv[1].startswith("app"):  # the app's model and a session of its settings
     import model
     persona = model.load("FOLDER")
-    persona.session(persona.default_settings()).warm_up(graphs=jit_helper._lm_graph)
+    settings = persona.default_settings(**(SAMPLING if sys.argv[1] == "app-sampling" else {}))
+    persona.session(settings).warm_up(graphs=jit_helper._lm_graph)
+elif sys.argv[1] == "helper-sampling":  # told the conversation's sampling
+    jit_helper._warm_graphs({"checkpoint": "FOLDER", "sampling": SAMPLING}, 0, 1)
 else:
     jit_helper._warm_graphs({"checkpoint": "FOLDER"}, 0, 1)
 """
@@ -320,6 +324,19 @@ def test_the_apps_lm_helper_compiles_the_apps_step_kernels(tmp_path: Path) -> No
     app = _cpu_kernels(tmp_path, "app", script)
     assert len(app) >= 5
     assert _cpu_kernels(tmp_path, "helper", script) == app
+
+
+def test_an_lm_helper_told_the_sampling_compiles_that_sessions_kernels(tmp_path: Path) -> None:
+    """Other sampling settings bake other constants into the LM step's kernels: a helper given
+    the conversation's sampling (`load_model(sampling=...)`) compiles that session's kernels,
+    which the checkpoint's default settings would not."""
+    from tests.checkpoints import write_small_checkpoint
+
+    folder = write_small_checkpoint(tmp_path / "ckpt", voices=("NATF2",))
+    script = APP_VS_HELPER.replace("FOLDER", str(folder))
+    app = _cpu_kernels(tmp_path, "app-sampling", script)
+    assert _cpu_kernels(tmp_path, "helper-sampling", script) == app
+    assert _cpu_kernels(tmp_path, "helper", script) != app
 
 
 def _cpu_kernels(tmp: Path, what: str, script: str = WHOLE_VS_PARTS) -> set[str]:

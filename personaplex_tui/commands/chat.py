@@ -115,6 +115,7 @@ def build_app(
             quantize=settings.quantize,
             voice=settings.session.voice,
             stt=stt_choice(settings),
+            sampling=settings.session.sampling,
         ),
         audio,
         memory_usage,
