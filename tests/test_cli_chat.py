@@ -164,10 +164,15 @@ def test_the_chat_loads_the_model_as_dtype_and_quantize_say(monkeypatch, tmp_pat
     argv = ["--model", str(tmp_path), "--quantize", "4", "--dtype", "float16", "--voice", "VARM1"]
     args = build_parser().parse_args([*argv, "--config", str(tmp_path / "settings.toml")])
     settings, _ = resolve_settings(args)
-    chat.build_app(settings)
+    chat.build_app(settings.replace(text_temperature=0.5))  # as the settings file may say
+    from model.config import SamplingConfig
     from personaplex_tui.user_transcript import SttChoice
 
     stt = SttChoice()  # the user's transcript: on, the default STT model
+    # the conversation's sampling too: the JIT helpers compile its LM step graphs
+    sampling = SamplingConfig(text_temperature=0.5)
     assert loaders == [
-        ModelLoader(str(tmp_path), dtype="float16", quantize=4, voice="VARM1", stt=stt)
+        ModelLoader(
+            str(tmp_path), dtype="float16", quantize=4, voice="VARM1", stt=stt, sampling=sampling
+        )
     ]
