@@ -65,10 +65,7 @@ def _compile_ahead(session: SessionLike, progress: WarmProgress, defer: bool = F
     `_compile_between_steps` has compiled them (a fresh GPU whose JIT helpers are at work)."""
     warm_up = getattr(session, "warm_up", None)
     if warm_up is not None:
-        if defer:
-            warm_up(progress, defer=True)
-        else:
-            warm_up(progress)
+        warm_up(progress, defer=defer)
 
 
 class Cancelled(Exception):

@@ -242,12 +242,19 @@ def helper_tasks(options: dict[str, Any] | None, graph_workers: int) -> list[lis
 class JitWorkers:
     """Helper processes compiling kernels into the shared cache; `stop()` ends them."""
 
-    def __init__(self, shared: Path, tasks: Iterable[list[str]], *, python: str | None = None):
+    def __init__(
+        self,
+        shared: Path,
+        tasks: Iterable[list[str]],
+        *,
+        python: str | None = None,
+        sampling: dict[str, Any] | None = None,
+    ):
         self.started = time.perf_counter()
         self._root = Path(tempfile.mkdtemp(prefix="ppx-jit-"))
         self._procs: list[subprocess.Popen] = []
         self._report: dict[str, Any] | None = None
-        self.sampling: dict[str, Any] | None = None  # the app's sampling, when it named one
+        self.sampling = sampling  # the sampling the LM helpers compile, when the app named one
         atexit.register(self.stop)
         _STARTED.append(self)
         for n, task in enumerate(tasks):
@@ -331,6 +338,5 @@ def start_jit_workers(
         return None
     Path(shared).mkdir(parents=True, exist_ok=True)
     n = graph_workers_wanted()
-    workers = JitWorkers(Path(shared), helper_tasks(options if n else None, n))
-    workers.sampling = (options or {}).get("sampling") if n else None
-    return workers
+    sampling = (options or {}).get("sampling") if n else None
+    return JitWorkers(Path(shared), helper_tasks(options if n else None, n), sampling=sampling)

@@ -220,7 +220,7 @@ def test_the_warm_up_reports_each_graph_it_compiles_with_its_count():
     order with growing counts, for the warm-up and for a new session's compile-ahead."""
 
     class WarmingSession(FakeSession):
-        def warm_up(self, progress):
+        def warm_up(self, progress, defer=False):
             self.owner.threads.add(threading.get_ident())
             names = self.owner.to_compile
             for i, name in enumerate(names):

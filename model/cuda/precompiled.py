@@ -81,6 +81,8 @@ class PrecompiledKernel:
         self.body, self.header = source, header
         self.ensure_row_contiguous, self.shared_memory = ensure_row_contiguous, shared_memory
         self._fallback: Any = None
+        # the inputs whose shape the body reads (`x_shape[i]`): their dimensions are int args
+        self._reads_shape = [f"{n}_shape" in source for n in input_names]
         self._units: dict[tuple, tuple[str, bytes]] = {}  # (dtypes, ndims, template) -> binary
 
     def _mlx(self) -> Any:
@@ -99,10 +101,10 @@ class PrecompiledKernel:
         """The int arguments after the outputs: each dimension of each input whose shape the
         body reads."""
         return [
-            int(a.shape[i])
-            for n, a in zip(self.input_names, inputs, strict=True)
-            if f"{n}_shape" in self.body
-            for i in range(a.ndim)
+            int(dim)
+            for reads, a in zip(self._reads_shape, inputs, strict=True)
+            if reads
+            for dim in a.shape
         ]
 
     def unit(
