@@ -164,7 +164,9 @@ def slow_compiler(monkeypatch):
     monkeypatch.setattr(nvrtc, "version", lambda: (13, 0))
     monkeypatch.setattr(cubins, "_memory", {})
     monkeypatch.setattr(cubins, "include_dirs", lambda: [])
-    return calls
+    cubins.headers_fingerprint.cache_clear()
+    yield calls
+    cubins.headers_fingerprint.cache_clear()
 
 
 def test_a_unit_compiles_once_per_machine_and_later_processes_read_it(
@@ -190,6 +192,29 @@ def test_a_unit_compiles_once_per_machine_and_later_processes_read_it(
     cubins.compiled("k", "src", "sm_80", True)  # another device: another unit
     cubins.compiled("k", "src 2", "sm_90a", True)  # another source
     assert len(slow_compiler) == 3
+
+
+def test_a_unit_cached_against_other_headers_is_compiled_again(
+    tmp_path, monkeypatch, slow_compiler
+):
+    """Same NVRTC, same source, but the CUDA headers beside it changed (a new toolkit or CCCL):
+    the cached unit is not used."""
+    headers = tmp_path / "include"
+    (headers / "cuda" / "std").mkdir(parents=True)
+    for name in cubins.HEADERS:
+        (headers / name).write_text("// version 1\n")
+    monkeypatch.setattr(cubins, "include_dirs", lambda: [str(headers)])
+    monkeypatch.setenv(cubins.ENV_CACHE, str(tmp_path / "cache"))
+    cubins.compiled("k", "src", "sm_90a", True)
+    monkeypatch.setattr(cubins, "_memory", {})  # a new process, the same headers: read from disk
+    cubins.compiled("k", "src", "sm_90a", True)
+    assert slow_compiler == ["k.cu"]
+    (headers / "cuda_bf16.h").write_text("// version 2, longer\n")  # the toolkit was updated
+    monkeypatch.setattr(cubins, "_memory", {})  # the next process
+    cubins.headers_fingerprint.cache_clear()
+    cubins.compiled("k", "src", "sm_90a", True)
+    assert slow_compiler == ["k.cu", "k.cu"]
+    assert len(list((tmp_path / "cache").glob("k-*.cubin"))) == 2
 
 
 def test_the_app_compiles_the_units_on_other_threads(tmp_path, monkeypatch, slow_compiler):

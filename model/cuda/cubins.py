@@ -4,6 +4,7 @@ in `$PPX_CUDA_KERNEL_CACHE` under a lock (docs/cuda-kernels.md §Kernels compile
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
@@ -17,6 +18,15 @@ from model.cuda import nvrtc
 from model.cuda.gpu_facts import compute_capability
 
 ENV_CACHE = "PPX_CUDA_KERNEL_CACHE"
+# The headers a unit includes (`model/cuda/units.py`, `src/common.cuh`): a cached unit is only as
+# good as the headers it was compiled against.
+HEADERS = (
+    "cuda_bf16.h",
+    "cuda_fp16.h",
+    "cooperative_groups.h",
+    "cuda/std/cstdint",
+    "cuda/std/limits",
+)
 
 _memory: dict[str, bytes] = {}
 # What this process did: units compiled by NVRTC (and the seconds it took), units read from disk.
@@ -66,11 +76,32 @@ def options(arch: str) -> list[str]:
     ]
 
 
+@functools.cache
+def headers_fingerprint() -> str:
+    """Which file each of `HEADERS` is (the first include folder that has it, as NVRTC searches)
+    with its size and modification time: a new CUDA toolkit or CCCL beside the same NVRTC changes
+    it, and so every unit's cache key."""
+    folders = include_dirs()
+    parts: list[str] = []
+    for name in HEADERS:
+        for folder in folders:
+            path = Path(folder) / name
+            if path.is_file():
+                st = path.stat()
+                parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+                break
+        else:
+            parts.append(f"{name}:none")
+    return "\n".join(parts)
+
+
 def compiled(symbol: str, source: str, arch: str, cubin: bool) -> bytes:
     """The kernel's cubin or PTX: from memory, from `$PPX_CUDA_KERNEL_CACHE`, or compiled now
-    (and written there, atomically, for the next process)."""
+    (and written there, atomically, for the next process). The key: NVRTC's version, the
+    architecture, the headers' files (`headers_fingerprint`) and the source."""
     major, minor = nvrtc.version()
-    key = hashlib.sha256(f"{major}.{minor}\0{arch}\0{source}".encode()).hexdigest()[:20]
+    ident = f"{major}.{minor}\0{arch}\0{headers_fingerprint()}\0{source}"
+    key = hashlib.sha256(ident.encode()).hexdigest()[:20]
     if key in _memory:
         return _memory[key]
     folder = os.environ.get(ENV_CACHE)
