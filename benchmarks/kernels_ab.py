@@ -1,14 +1,13 @@
 """The one-kernel temporal step and depformer against MLX's ops, on a CUDA GPU.
 
-For each bit width, one random 7B model; each part is traced once per mode: "ours" (its
-kernel), "ours-noprefetch" (its kernel built with `PREFETCH_AHEAD = 0`: no weights asked of L2
-ahead, docs/cuda-kernels.md §Weights asked for ahead) and "mlx" (MLX's ops: `PPX_TEMPORAL=mlx` /
-`PPX_DEPFORMER=mlx` while tracing). The compiled functions are timed in `--rounds` rounds that
-alternate them (order flipped every round), median ms per call over `--iters` evaluated calls:
+For each bit width, one random 7B model; each part is traced twice, once with its kernel and
+once with MLX's ops (`PPX_TEMPORAL=mlx` / `PPX_DEPFORMER=mlx` while tracing), and the two
+compiled functions are timed in `--rounds` rounds that alternate them (order flipped every
+round), median ms per call over `--iters` evaluated calls:
 - the temporal step at a full ring (3000 positions attended) and at position 100 (window 512);
 - the depformer of one column, 8 steps, sampled (temperature 0.8, top-k 250) and greedy.
 
-    python -m benchmarks.kernels_ab --bits 8 4 --rounds 3 [--modes ours ours-noprefetch]
+    python -m benchmarks.kernels_ab --bits 8 4 --rounds 3
 """
 
 from __future__ import annotations
@@ -23,31 +22,19 @@ import mlx.core as mx
 
 from model import cuda, random_model
 from model.config import config_7b
-from model.cuda import depformer as depformer_kernel
-from model.cuda import temporal as temporal_kernel
 from model.sampling import SamplingParams
 from personaplex_tui.kernel_cache import persistent_kernel_cache
 
-MODES = ("ours", "ours-noprefetch", "mlx")
-
 
 def traced(env_var: str, mode: str, fn: Callable, *args: object) -> Callable:
-    """`mx.compile(fn)`, traced now with the kernel on ("ours"), on without L2 prefetches
-    ("ours-noprefetch") or off ("mlx")."""
+    """`mx.compile(fn)`, traced now with the kernel on ("ours") or off ("mlx")."""
     if mode == "mlx":
         os.environ[env_var] = "mlx"
-    kernels = (temporal_kernel, depformer_kernel)
-    ahead = [k.PREFETCH_AHEAD for k in kernels]
-    if mode == "ours-noprefetch":
-        for k in kernels:
-            k.PREFETCH_AHEAD = 0
     try:
         compiled = mx.compile(lambda *a: fn(*a))
         mx.eval(compiled(*args))
     finally:
         os.environ.pop(env_var, None)
-        for k, a in zip(kernels, ahead, strict=True):
-            k.PREFETCH_AHEAD = a
     return compiled
 
 
@@ -64,7 +51,7 @@ def rounds(calls: dict[str, Callable[[], object]], n_rounds: int, iters: int) ->
     return out
 
 
-def temporal(lm, offset: int, n_rounds: int, iters: int, modes: tuple[str, ...]) -> dict:
+def temporal(lm, offset: int, n_rounds: int, iters: int) -> dict:
     caches = lm.make_cache()
     for cache in caches:
         cache.offset = offset
@@ -77,7 +64,7 @@ def temporal(lm, offset: int, n_rounds: int, iters: int, modes: tuple[str, ...])
         return lm.forward_step(x, states, pos, window), states
 
     fns = {m: traced(cuda.TEMPORAL.env_var, m, step, x, pos, [c.state for c in caches])
-           for m in modes}  # fmt: skip
+           for m in ("ours", "mlx")}  # fmt: skip
 
     def call(mode: str) -> Callable[[], object]:
         def run():
@@ -91,9 +78,7 @@ def temporal(lm, offset: int, n_rounds: int, iters: int, modes: tuple[str, ...])
     return rounds({m: call(m) for m in fns}, n_rounds, iters)
 
 
-def depformer(
-    lm, params: SamplingParams, n_rounds: int, iters: int, modes: tuple[str, ...]
-) -> dict:
+def depformer(lm, params: SamplingParams, n_rounds: int, iters: int) -> dict:
     h = mx.random.normal((1, 1, lm.config.temporal.d_model), key=mx.random.key(8))
     h = h.astype(lm.dtype)
     text, key = mx.array(3, dtype=mx.int32), mx.random.key(0)
@@ -101,7 +86,7 @@ def depformer(
     def column(h, text, key):
         return lm.depformer_step(h, text, n_steps=8, params=params, key=key)
 
-    fns = {m: traced(cuda.DEPFORMER.env_var, m, column, h, text, key) for m in modes}
+    fns = {m: traced(cuda.DEPFORMER.env_var, m, column, h, text, key) for m in ("ours", "mlx")}
     return rounds({m: (lambda f=f: f(h, text, key)) for m, f in fns.items()}, n_rounds, iters)
 
 
@@ -110,7 +95,6 @@ def main() -> None:
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 4])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iters", type=int, default=100)
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = parser.parse_args()
     persistent_kernel_cache()
     for bits in args.bits:
@@ -119,10 +103,10 @@ def main() -> None:
               f"({cuda.TEMPORAL.disabled_reason}), depformer kernel "
               f"{cuda.DEPFORMER.enabled()} ({cuda.DEPFORMER.disabled_reason})", flush=True)  # fmt: skip
         for offset in (3500, 100):
-            res = temporal(lm, offset, args.rounds, args.iters, tuple(args.modes))
+            res = temporal(lm, offset, args.rounds, args.iters)
             print(f"  temporal step, position {offset}: {res}", flush=True)
         for params in (SamplingParams(0.8, 250), SamplingParams(0.0, 0)):
-            res = depformer(lm, params, args.rounds, args.iters, tuple(args.modes))
+            res = depformer(lm, params, args.rounds, args.iters)
             print(f"  depformer, 8 steps, {params}: {res}", flush=True)
         del lm
         mx.clear_cache()

@@ -42,9 +42,6 @@ from model.quantized import BITS, DTYPES
 from model.sampling import SamplingParams, draw, gumbel_noise, split_key
 
 THREADS = 512  # per block, one block per SM (H100, 8 steps: 256 1.60, 512 1.49, 1024 1.54 ms)
-# Steps whose weights L2 is asked for ahead of the one running (docs/cuda-kernels.md §Weights
-# asked for ahead); 0 asks for nothing.
-PREFETCH_AHEAD = 1
 
 
 @dataclass(frozen=True)
@@ -214,7 +211,6 @@ class DepformerKernel(persistent.PersistentKernel):
             ("TEXT_ROWS", cfg.text_card + 1),
             ("NT", THREADS),
             ("SYNC", persistent.SYNC_WORDS),
-            ("AHEAD", PREFETCH_AHEAD),
         ]
         tokens, work = persistent.launch(
             self.compiled(consts),

@@ -44,9 +44,6 @@ from model.sampling import split_key
 
 THREADS = 512  # per block, one per SM (__launch_bounds__); H100 8-bit: 384 4.96, 512 4.56, 640 4.70, 1024 5.3 ms
 UNROLL = {8: 4, 4: 8}  # 16-byte chunks per lane in flight (two rows each); 4-bit: 4 4.53, 8 4.05 ms
-# Loop rounds of a weight phase whose rows each warp asks L2 for before the barrier in front of
-# the phase (docs/cuda-kernels.md §Weights asked for ahead); 0 asks for nothing.
-PREFETCH_AHEAD = 2
 DTYPES = (mx.bfloat16, mx.float16)  # x and the hidden state live in shared memory in this type
 
 
@@ -208,7 +205,6 @@ class TemporalKernel(persistent.PersistentKernel):
             ("NT", THREADS),
             ("U", UNROLL[weights.bits]),
             ("SYNC", persistent.SYNC_WORDS),
-            ("AHEAD", PREFETCH_AHEAD),
         ]
         keys = [state[0] for state in states]
         values = [state[1] for state in states]

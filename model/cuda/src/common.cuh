@@ -49,35 +49,6 @@ __device__ __forceinline__ float ppx_affine(float s, float b, float dot, float x
 }
 #include <cuda/std/limits>
 
-// A hint that brings `bytes` of global memory from `p` into L2 without waiting for them (a
-// persistent kernel asks for a phase's weights before the barrier in front of it,
-// docs/cuda-kernels.md §Weights asked for ahead). SM 9.0 and later: one bulk prefetch, its start
-// and end rounded out to 16 bytes; earlier GPUs: one prefetch per 128-byte line.
-__device__ __forceinline__ void ppx_prefetch_l2(const void* p, size_t bytes) {
-  size_t a;
-  asm("cvta.to.global.u64 %0, %1;" : "=l"(a) : "l"(p));
-#if __CUDA_ARCH__ >= 900
-  const size_t start = a & ~static_cast<size_t>(15);
-  const size_t end = (a + bytes + 15) & ~static_cast<size_t>(15);
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
-               :
-               : "l"(start), "r"(static_cast<unsigned>(end - start)));
-#else
-  for (size_t o = a & ~static_cast<size_t>(127); o < a + bytes; o += 128) {
-    asm volatile("prefetch.global.L2 [%0];" : : "l"(o));
-  }
-#endif
-}
-
-// The hints for piece `part` of `parts` of [p, p + bytes) (the grid's warps split a range).
-__device__ __forceinline__ void ppx_prefetch_part(const void* p, size_t bytes, int part, int parts) {
-  const size_t piece = ((bytes + parts - 1) / parts + 15) & ~static_cast<size_t>(15);
-  const size_t off = piece * part;
-  if (off < bytes) {
-    ppx_prefetch_l2(static_cast<const char*>(p) + off, piece < bytes - off ? piece : bytes - off);
-  }
-}
-
 __device__ __forceinline__ unsigned long long ppx_now() {
   unsigned long long t;
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));

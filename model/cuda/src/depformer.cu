@@ -1,8 +1,7 @@
 // The depformer kernel's body: every step, layer and draw of one column (docs/cuda-kernels.md
 // §The depformer). MLX declares the kernel around it: inputs dep_in, text, noise, forced,
 // provided, params, qa, sa, ba, qb, sb, bb, heads, emb, norms; outputs tokens, work. The
-// constants (T, BITS, G, D, HID, NH, NL, S, CARD, TEXT_ROWS, NT, SYNC, AHEAD) come from the
-// prelude.
+// constants (T, BITS, G, D, HID, NH, NL, S, CARD, TEXT_ROWS, NT, SYNC) come from the prelude.
   constexpr int NW = NT / 32;
   constexpr int DH = D / NH;
   constexpr int VPL = DH / 32;
@@ -37,42 +36,6 @@
   const bool use_forced = params[5] != 0.f;
   const bool greedy = inv_temp <= 0.f;
 
-  // L2 hints for the weights of step kk (every layer's four projections, the step's head),
-  // each range split over the grid's warps; a step's weights do not depend on the tokens, so
-  // step k + AHEAD's are asked for as step k starts (docs/cuda-kernels.md §Weights asked for
-  // ahead). AHEAD = 0 asks for nothing.
-  auto prefetch_step = [&](int kk) {
-    if constexpr (AHEAD > 0) {
-      if (kk >= n_steps) return;
-      constexpr size_t CD = static_cast<size_t>(D) * BITS / 8, CH = static_cast<size_t>(HID) * BITS / 8;
-      constexpr size_t GD = D / G, GH = HID / G;
-      for (int u = lane; u < 4 * NL + 1; u += 32) {
-        if (u == 4 * NL) {
-          ppx_prefetch_part(heads + static_cast<size_t>(kk) * CARD * D,
-                            static_cast<size_t>(CARD) * D * sizeof(T), gwarp, nwarps);
-          continue;
-        }
-        const int l = u / 4, which = u % 4;
-        const size_t base = static_cast<size_t>(l) * LROWS;
-        if (which == 3) {
-          const size_t row = (static_cast<size_t>(l) * S + kk) * D;
-          ppx_prefetch_part(reinterpret_cast<const char*>(qb) + row * CH, D * CH, gwarp, nwarps);
-          ppx_prefetch_part(sb + row * GH, D * GH * sizeof(T), gwarp, nwarps);
-          ppx_prefetch_part(bb + row * GH, D * GH * sizeof(T), gwarp, nwarps);
-          continue;
-        }
-        const size_t row = which == 0 ? base + static_cast<size_t>(kk) * QKV
-            : which == 1 ? base + S * QKV + static_cast<size_t>(kk) * D
-                         : base + S * (QKV + D) + static_cast<size_t>(kk) * 2 * HID;
-        const size_t rows = which == 0 ? QKV : which == 1 ? D : 2 * HID;
-        ppx_prefetch_part(reinterpret_cast<const char*>(qa) + row * CD, rows * CD, gwarp, nwarps);
-        ppx_prefetch_part(sa + row * GD, rows * GD * sizeof(T), gwarp, nwarps);
-        ppx_prefetch_part(ba + row * GD, rows * GD * sizeof(T), gwarp, nwarps);
-      }
-    }
-  };
-  for (int kk = 0; kk < AHEAD; kk++) prefetch_step(kk);
-
   {
     const T* row = emb + static_cast<size_t>(text[0]) * D;
     for (int i = tid; i < D; i += NT) xs[i] = ppx_f(T(ppx_f(dep_in[i]) + ppx_f(row[i])));
@@ -80,7 +43,6 @@
   }
 
   for (int k = 0; k < n_steps; k++) {
-    prefetch_step(k + AHEAD);
     for (int l = 0; l < NL; l++) {
       const size_t base = static_cast<size_t>(l) * LROWS;
       float* qkv_l = qkvg + static_cast<size_t>(l) * S * QKV;

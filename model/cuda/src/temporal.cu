@@ -1,7 +1,7 @@
 // The temporal kernel's body: all layers of one position (docs/cuda-kernels.md §The temporal
 // step). MLX declares the kernel around it: inputs x, pos, params, qa, sa, ba, qb, sb, bb, norms,
 // k0.., v0.. (the rings); outputs out, work. The constants (T, BITS, G, D, HID, NH, DH, NL, CTX,
-// NT, U, SYNC, AHEAD) and PPX_KV_POINTERS (the rings' pointers) come from the prelude (source.py).
+// NT, U, SYNC) and PPX_KV_POINTERS (the rings' pointers) come from the prelude (source.py).
   constexpr int NW = NT / 32;
   constexpr int QKV = 3 * D;
   constexpr int LROWS = QKV + D + 2 * HID;
@@ -46,43 +46,12 @@
   run = ((run + 31) / 32) * 32;
   const int nch = (nvalid + run - 1) / run;
 
-  // L2 hints for this warp's rows of weight phase `ph` (1, 4, 5 or 6) of layer `ll`: rounds
-  // [from, to) of the phase's loop, lane i asking for round i. With AHEAD > 0 each phase's first
-  // AHEAD rounds are asked for before the barrier in front of it, its later rounds as it starts
-  // (docs/cuda-kernels.md §Weights asked for ahead); AHEAD = 0 asks for nothing.
-  auto prefetch = [&](int ph, int ll, int from, int to) {
-    if constexpr (AHEAD > 0) {
-      const size_t lb = static_cast<size_t>(ll) * LROWS;
-      for (int i = from + lane; i < to; i += 32) {
-        const int it = gwarp + i * nwarps;
-        if (ph == 1) {
-          if (it >= QKV / 2) break;
-          ppx_prefetch_rows<T, BITS, G, D>(qa, sa, ba, lb + 2 * it, 2);
-        } else if (ph == 4) {
-          if (it >= D / 2) break;
-          ppx_prefetch_rows<T, BITS, G, D>(qa, sa, ba, lb + QKV + 2 * it, 2);
-        } else if (ph == 5) {
-          if (it >= HID) break;
-          ppx_prefetch_rows<T, BITS, G, D>(qa, sa, ba, lb + QKV + D + it, 1);
-          ppx_prefetch_rows<T, BITS, G, D>(qa, sa, ba, lb + QKV + D + HID + it, 1);
-        } else {
-          if (it >= D / 2) break;
-          ppx_prefetch_rows<T, BITS, G, HID>(
-              qb, sb, bb, static_cast<size_t>(ll) * D + 2 * it, 2);
-        }
-      }
-    }
-  };
-  constexpr int ALL = 1 << 30;
-
-  prefetch(1, 0, 0, AHEAD);
   for (int i = tid; i < D; i += NT) xs[i] = x[i];
   __syncthreads();
 
   for (int l = 0; l < NL; l++) {
     const size_t base = static_cast<size_t>(l) * LROWS;
     // 1. norm1; q/k/v by RoPE pairs; k, v into the ring slot
-    prefetch(1, l, AHEAD, ALL);
     ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l) * D, nt, eps, redf);
     ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
     for (int pr = gwarp; pr < QKV / 2; pr += nwarps) {
@@ -116,9 +85,6 @@
         }
       }
     }
-    // attention reads no weights: out_proj's rows and linear_in's first come in meanwhile
-    prefetch(4, l, 0, AHEAD);
-    prefetch(5, l, 0, AHEAD);
     ppx_grid_sync(sync, target);
     // 2. attention partials: one (head, run of positions) per warp
     {
@@ -204,7 +170,6 @@
     }
     ppx_grid_sync(sync, target);
     // 4. x + out_proj(attention)
-    prefetch(4, l, AHEAD, ALL);
     for (int i = tid; i < D; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(att + i));
     __syncthreads();
     ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
@@ -219,7 +184,6 @@
     }
     ppx_grid_sync(sync, target);
     // 5. norm2, silu(gate) * value
-    prefetch(5, l, AHEAD, ALL);
     for (int i = tid; i < D; i += NT) xs[i] = T(__ldcg(x1 + i));
     __syncthreads();
     ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l + 1) * D, nt, eps, redf);
@@ -230,10 +194,8 @@
           ppx_qdot2<T, BITS, G, D, U>(qa, sa, ba, g0, g0 + HID, nt, csum, lane);
       if (lane == 0) hidg[r] = ppx_f(T(v.x / (1.f + __expf(-v.x)) * v.y));
     }
-    prefetch(6, l, 0, AHEAD);
     ppx_grid_sync(sync, target);
     // 6. x' + linear_out(hidden)
-    prefetch(6, l, AHEAD, ALL);
     for (int i = tid; i < HID; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(hidg + i));
     __syncthreads();
     ppx_chunk_sums<T, HID, EPC, NT>(nt, csum);
@@ -245,7 +207,6 @@
         x2[2 * pr + 1] = ppx_f(T(v.y + ppx_f(xs[2 * pr + 1])));
       }
     }
-    if (l + 1 < NL) prefetch(1, l + 1, 0, AHEAD);
     ppx_grid_sync(sync, target);
     for (int i = tid; i < D; i += NT) xs[i] = T(__ldcg(x2 + i));
     __syncthreads();

@@ -58,18 +58,6 @@ __device__ __forceinline__ float2 ppx_qdot2(
   return make_float2(a0, a1);
 }
 
-// Hints that bring rows [row, row + n) of an affine quantized weight of K inputs (codes, scales
-// and biases) into L2.
-template <typename T, int BITS, int G, int K>
-__device__ __forceinline__ void ppx_prefetch_rows(
-    const uint32_t* w, const T* s, const T* b, size_t row, int n) {
-  constexpr size_t CODES = static_cast<size_t>(K) * BITS / 8;  // bytes per row
-  constexpr size_t GROUPS = K / G;
-  ppx_prefetch_l2(reinterpret_cast<const char*>(w) + row * CODES, n * CODES);
-  ppx_prefetch_l2(s + row * GROUPS, n * GROUPS * sizeof(T));
-  ppx_prefetch_l2(b + row * GROUPS, n * GROUPS * sizeof(T));
-}
-
 // The sums of a swizzled x[K] over each chunk of EPC values (in order, as the mat-vec kernel
 // sums them).
 template <typename T, int K, int EPC, int NT>
