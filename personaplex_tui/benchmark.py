@@ -24,7 +24,7 @@ from model.cuda import precompiled
 from personaplex_tui.jit_workers import defer_compile, start_jit_workers
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
-from personaplex_tui.kernels_ahead import AheadCompile, compile_ahead
+from personaplex_tui.kernels_ahead import AheadCompile, compile_ahead, compile_stt_ahead
 from personaplex_tui.kernels_in_use import depformer_kernels, matvec_kernels, temporal_kernels
 
 BUDGET_MS = 80.0
@@ -219,6 +219,13 @@ def _compile_ahead(opts: BenchOptions) -> AheadCompile | None:
     cfg = random_config(opts)
     group = cfg.quantization.group_size if cfg.quantization else 64
     dtype = getattr(mx, opts.dtype) if opts.dtype else default_dtype()
+    if opts.user_transcript:  # the random STT the transcript timings load (bench_transcript.py)
+        from model.backend import on_cuda
+        from model.stt.random_listener import default_random_stt_config
+        from personaplex_tui.user_transcript import stt_bits
+
+        bits = stt_bits(opts.stt_quantize, on_cuda())
+        compile_stt_ahead(default_random_stt_config().transformer, dtype, bits)
     return compile_ahead(cfg.lm, dtype, opts.bits, group)
 
 

@@ -65,3 +65,17 @@ def compile_ahead(
         return AheadCompile(found) if found else None
     except Exception:  # naming the units is an optimisation: the load compiles them anyway
         return None
+
+
+def compile_stt_ahead(
+    transformer_config: Any, dtype: mx.Dtype | None, bits: int | None, group_size: int = 64
+) -> AheadCompile | None:
+    """Start compiling the temporal kernel of the Kyutai STT's transformer (`transformer_config`,
+    quantized to `bits`) while its weights load; None as `compile_ahead`."""
+    if not bits:
+        return None
+    try:
+        found = ahead.temporal_units(transformer_config, dtype or mx.bfloat16, bits, group_size)
+        return AheadCompile(found) if found else None
+    except Exception:  # an optimisation: the STT's load compiles it anyway
+        return None

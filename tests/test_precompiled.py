@@ -118,6 +118,33 @@ def test_kernels_name_their_units_ahead_as_the_real_weights_would():
     assert sorted(named) == sorted(set(real))
 
 
+def test_the_stt_temporal_unit_is_named_ahead_as_its_real_weights_would():
+    """`ahead.temporal_units` of an STT's transformer configuration gives the unit that the
+    temporal kernel asks for on a real (quantized) STT's stacked weights; `compile_stt_ahead`
+    compiles exactly that unit."""
+    from model.config import TransformerConfig
+    from model.stt.config import SttConfig
+    from model.stt.random_listener import random_stt_lm
+    from personaplex_tui import kernels_ahead
+
+    t = TransformerConfig(d_model=128, num_heads=4, num_layers=2, dim_feedforward=256, context=16)
+    config = SttConfig(transformer=t, n_q=4, text_card=400)
+    stt = random_stt_lm(config, mx.bfloat16, bits=8)
+    with fake_cuda():
+        named = ahead.temporal_units(t, mx.bfloat16, 8, 64)
+        with precompiled.collecting() as real:
+            states = [[mx.zeros((1,), dtype=stt.dtype)] * 2 for _ in stt.transformer.layers]
+            x = mx.zeros((1, 1, 128), dtype=stt.dtype)
+            TEMPORAL.run(stt, TEMPORAL.stack(stt), x, mx.array(3), states)
+        started: list[list[tuple[str, str]]] = []
+        with mock.patch.object(kernels_ahead, "AheadCompile", side_effect=started.append):
+            kernels_ahead.compile_stt_ahead(t, mx.bfloat16, 8)
+            assert kernels_ahead.compile_stt_ahead(t, mx.bfloat16, None) is None  # floats
+    assert [s.split("_")[3] for s, _ in named] == ["temporal"]
+    assert sorted(named) == sorted(set(real))
+    assert started == [named]
+
+
 @pytest.mark.skipif(on_cuda(), reason="on CUDA the units are named")
 def test_units_are_named_only_where_kernels_are_compiled_ahead():
     assert ahead.units(config_7b().lm, mx.bfloat16, 4, 64) == []  # not CUDA here

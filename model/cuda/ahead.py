@@ -54,14 +54,7 @@ def units(lm_config: Any, dtype: mx.Dtype, bits: int, group_size: int) -> list[t
     t, d = lm_config.temporal, lm_config.depformer
     with precompiled.collecting() as found:
         if TEMPORAL.enabled():
-            states = [[mx.zeros((1,), dtype=dtype)] * 2 for _ in range(t.num_layers)]
-            TEMPORAL.run(
-                lm,
-                _stack(bits, group_size, t.dim_feedforward, dtype),
-                mx.zeros((1, 1, t.d_model), dtype=dtype),
-                mx.array(0),
-                states,
-            )
+            _temporal(lm, dtype, bits, group_size)
         if DEPFORMER.enabled():
             DEPFORMER.run(
                 lm,
@@ -84,6 +77,35 @@ def units(lm_config: Any, dtype: mx.Dtype, bits: int, group_size: int) -> list[t
                 inputs=k,
             )
             MATVEC.run(mx.zeros((1, 1, k), dtype=dtype), q, 64, mx.zeros((1,), dtype=dtype))
+    return _unique(found)
+
+
+def temporal_units(
+    transformer_config: Any, dtype: mx.Dtype, bits: int, group_size: int
+) -> list[tuple[str, str]]:
+    """(symbol, source) of the temporal kernel alone for a transformer of `transformer_config`
+    (the Kyutai STT's: `model/stt/model.py` runs it on the same kernel); [] as `units`."""
+    if not precompiled.usable() or not TEMPORAL.enabled():
+        return []
+    lm = SimpleNamespace(dtype=dtype, transformer=SimpleNamespace(config=transformer_config))
+    with precompiled.collecting() as found:
+        _temporal(lm, dtype, bits, group_size)
+    return _unique(found)
+
+
+def _temporal(lm: Any, dtype: mx.Dtype, bits: int, group_size: int) -> None:
+    t = lm.transformer.config
+    states = [[mx.zeros((1,), dtype=dtype)] * 2 for _ in range(t.num_layers)]
+    TEMPORAL.run(
+        lm,
+        _stack(bits, group_size, t.dim_feedforward, dtype),
+        mx.zeros((1, 1, t.d_model), dtype=dtype),
+        mx.array(0),
+        states,
+    )
+
+
+def _unique(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
     unique: dict[str, tuple[str, str]] = {}
     for symbol, source in found:
         unique.setdefault(source, (symbol, source))

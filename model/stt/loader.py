@@ -217,6 +217,19 @@ def mimi_config(folder: Path, cfg: SttConfig) -> MimiConfig:
     return mimi_config_from_moshi(data, cfg.n_q)
 
 
+def stt_config(model: str | os.PathLike[str] | None = None, *, tqdm_class: Any = None) -> SttConfig:
+    """The configuration `load_stt(model)` will load (config.json alone: from the folder, or
+    downloaded first from a repo id), for work that can start before the weights are read."""
+    folder = resolve_model(
+        model,
+        allow_patterns=[CONFIG_FILE],
+        tqdm_class=tqdm_class,
+        default=DEFAULT_STT_MODEL,
+        flag=STT_FLAG,
+    )
+    return read_stt_config(folder)
+
+
 def load_stt(
     model: str | os.PathLike[str] | None = None,
     *,
