@@ -165,3 +165,54 @@ def test_reset_forgets_everything(attention, inputs):
     fresh = run_chunks(attention, inputs, [2, 11], new_cache())
     again = run_chunks(attention, inputs, [2, 11], cache)
     np.testing.assert_array_equal(again, fresh)
+
+
+def test_a_slot_mask_writes_the_same_slot_as_the_scatter():
+    """`step_write` with a bool mask of the slot (a select over the ring) leaves the ring
+    exactly as the scatter does, across the wrap."""
+    by_scatter = RingKVCache(1, 2, 3, mx.float32)
+    by_select = RingKVCache(1, 2, 3, mx.float32)
+    full = Window(3, False)
+    for t in range(7):
+        k = mx.full((1, 1, 1, 2), float(t + 1))
+        index = mx.full((1, 1, 1, 2), t % 3, dtype=mx.int32)
+        mask = mx.array(np.arange(3) == t % 3).reshape(1, 1, -1, 1)
+        a = by_scatter.step_update(k, -k, index, full)
+        b = by_select.step_update(k, -k, mask, full)
+        mx.eval(a, b)
+        for x, y in zip(a, b, strict=True):
+            assert np.array_equal(np.array(x), np.array(y))
+    assert np.array(by_select.keys)[0, 0, :, 0].tolist() == [7.0, 5.0, 6.0]
+
+
+def test_a_transformer_step_with_a_slot_mask_is_the_same_step_without_a_scatter():
+    """`Transformer.step(..., slot_mask)` (the kernels' load-time reference) computes the
+    same output and rings as the step graphs' scatter, and its graph has no scatter (which a
+    fresh CUDA machine JIT-compiles for seconds)."""
+    from benchmarks.kernel_count import breakdown
+    from model.checkpoints.random_weights import random_lm
+    from tests.lm_helpers import small_config
+
+    lm = random_lm(small_config(d_model=64, num_heads=4, context=6), dtype=mx.float32, seed=0)
+    cfg = lm.transformer.config
+    outs = {}
+    for how in ("scatter", "select"):
+        caches = lm.make_cache()
+        for p in range(9):  # past the wrap of a 6-slot ring
+            x = mx.random.normal((1, 1, cfg.d_model), key=mx.random.key(p))
+            states = [list(c.state) for c in caches]
+            mask = mx.array(np.arange(cfg.context) == p % cfg.context).reshape(1, 1, -1, 1)
+            pos = mx.array(p, dtype=mx.int32)
+            y = lm.transformer.step(
+                x, states, pos, caches[0].window_at(p), mask if how == "select" else None
+            )
+            kinds = breakdown([y, states])
+            assert ("ScatterAxis" in kinds) == (how == "scatter"), kinds
+            mx.eval(y, states)
+            for c, s in zip(caches, states, strict=True):
+                c.state = s
+                c.offset += 1
+            outs.setdefault(how, []).append((np.array(y), [np.array(a) for s in states for a in s]))
+    for (ya, ra), (yb, rb) in zip(outs["scatter"], outs["select"], strict=True):
+        assert np.array_equal(ya, yb)
+        assert all(np.array_equal(a, b) for a, b in zip(ra, rb, strict=True))

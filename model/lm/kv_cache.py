@@ -155,12 +155,20 @@ def step_write(
     """Write one position into a layer's ring `state` in place; fixed shapes, no host sync.
 
     keys/values: [B, H, 1, Dh]; index: int32 broadcast to their shape, holding the slot
-    (position % context; built once per step for all layers). Replaces the items of `state`
-    and returns the window's keys and values (views of the ring). Host state is left alone so
-    that this can be compiled: the caller advances the cache's `offset`.
+    (position % context; built once per step for all layers), written by a scatter; or a bool
+    mask [1, 1, context, 1] of the slot, written by a select over the whole ring: the same
+    values, on MLX's prebuilt elementwise kernels, where a fresh CUDA machine JIT-compiles the
+    scatter for seconds (the kernels' load-time checks use it, `Transformer.step`'s
+    `slot_mask`; a step graph keeps the scatter, which touches one slot). Replaces the items of
+    `state` and returns the window's keys and values (views of the ring). Host state is left
+    alone so that this can be compiled: the caller advances the cache's `offset`.
     """
-    state[0] = mx.put_along_axis(state[0], index, keys, axis=2)
-    state[1] = mx.put_along_axis(state[1], index, values, axis=2)
+    if index.dtype == mx.bool_:
+        state[0] = mx.where(index, keys, state[0])
+        state[1] = mx.where(index, values, state[1])
+    else:
+        state[0] = mx.put_along_axis(state[0], index, keys, axis=2)
+        state[1] = mx.put_along_axis(state[1], index, values, axis=2)
     n = window.length
     if n == state[0].shape[2]:
         return state[0], state[1]

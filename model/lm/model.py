@@ -89,15 +89,27 @@ class Transformer(nn.Module):
                 mx.eval(x, cache.state)
         return x
 
-    def step(self, x: mx.array, states: list[KVState], pos: mx.array, window: Window) -> mx.array:
+    def step(
+        self,
+        x: mx.array,
+        states: list[KVState],
+        pos: mx.array,
+        window: Window,
+        slot_mask: mx.array | None = None,
+    ) -> mx.array:
         """One position `pos` attending `window` of the rings (slots past `pos` hidden, see
         `model.lm.ring_mask`).
 
         `states`: each layer's ring state ([keys, values], see `RingKVCache`), updated in place.
+        `slot_mask`: the slot `pos` writes as a bool mask [1, 1, context, 1], written by a
+        select instead of a scatter (see `step_write`; the load-time kernel checks).
         """
         cfg = self.config
-        slot = (pos % cfg.context).astype(mx.int32).reshape(1, 1, 1, 1)
-        index = mx.broadcast_to(slot, (x.shape[0], cfg.num_heads, 1, cfg.head_dim))
+        if slot_mask is not None:
+            index = slot_mask
+        else:
+            slot = (pos % cfg.context).astype(mx.int32).reshape(1, 1, 1, 1)
+            index = mx.broadcast_to(slot, (x.shape[0], cfg.num_heads, 1, cfg.head_dim))
         written = _slots(window.length) <= pos if window.masked else None
         for layer, state in zip(self.layers, states, strict=True):
             x = layer.step(x, state, pos, index, window, written)
