@@ -70,12 +70,13 @@ def compile_ahead(
 def compile_stt_ahead(
     transformer_config: Any, dtype: mx.Dtype | None, bits: int | None, group_size: int = 64
 ) -> AheadCompile | None:
-    """Start compiling the temporal kernel of the Kyutai STT's transformer (`transformer_config`,
-    quantized to `bits`) while its weights load; None as `compile_ahead`."""
+    """Start compiling the kernels of the Kyutai STT's transformer (`transformer_config`,
+    quantized to `bits`: the temporal kernel, the mat-vec) while its weights load; None as
+    `compile_ahead`."""
     if not bits:
         return None
     try:
-        found = ahead.temporal_units(transformer_config, dtype or mx.bfloat16, bits, group_size)
+        found = ahead.stt_units(transformer_config, dtype or mx.bfloat16, bits, group_size)
         return AheadCompile(found) if found else None
     except Exception:  # an optimisation: the STT's load compiles it anyway
         return None

@@ -39,7 +39,7 @@ def attach_stt(
 
 
 def _compile_ahead(choice: SttChoice, bits: int | None, tqdm_class: Any) -> None:
-    """Start compiling the STT's temporal kernel on other threads while its weights load (on
+    """Start compiling the STT's kernels on other threads while its weights load (on
     CUDA; personaplex_tui/kernels_ahead.py); an optimisation, never an error."""
     if not bits:
         return

@@ -118,10 +118,10 @@ def test_kernels_name_their_units_ahead_as_the_real_weights_would():
     assert sorted(named) == sorted(set(real))
 
 
-def test_the_stt_temporal_unit_is_named_ahead_as_its_real_weights_would():
-    """`ahead.temporal_units` of an STT's transformer configuration gives the unit that the
-    temporal kernel asks for on a real (quantized) STT's stacked weights; `compile_stt_ahead`
-    compiles exactly that unit."""
+def test_the_stt_units_are_named_ahead_as_its_real_weights_would():
+    """`ahead.stt_units` of an STT's transformer configuration gives the units that the
+    temporal kernel and the mat-vec ask for on a real (quantized) STT's weights;
+    `compile_stt_ahead` compiles exactly those."""
     from model.config import TransformerConfig
     from model.stt.config import SttConfig
     from model.stt.random_listener import random_stt_lm
@@ -131,16 +131,18 @@ def test_the_stt_temporal_unit_is_named_ahead_as_its_real_weights_would():
     config = SttConfig(transformer=t, n_q=4, text_card=400)
     stt = random_stt_lm(config, mx.bfloat16, bits=8)
     with fake_cuda():
-        named = ahead.temporal_units(t, mx.bfloat16, 8, 64)
+        named = ahead.stt_units(t, mx.bfloat16, 8, 64)
         with precompiled.collecting() as real:
             states = [[mx.zeros((1,), dtype=stt.dtype)] * 2 for _ in stt.transformer.layers]
             x = mx.zeros((1, 1, 128), dtype=stt.dtype)
             TEMPORAL.run(stt, TEMPORAL.stack(stt), x, mx.array(3), states)
+            q = of_linear(stt.transformer.layers[0].self_attn.out_proj)
+            MATVEC.run(x, q, q.rows, mx.zeros((1,), dtype=stt.dtype))
         started: list[list[tuple[str, str]]] = []
         with mock.patch.object(kernels_ahead, "AheadCompile", side_effect=started.append):
             kernels_ahead.compile_stt_ahead(t, mx.bfloat16, 8)
             assert kernels_ahead.compile_stt_ahead(t, mx.bfloat16, None) is None  # floats
-    assert [s.split("_")[3] for s, _ in named] == ["temporal"]
+    assert [s.split("_")[3] for s, _ in named] == ["temporal", "matvec"]
     assert sorted(named) == sorted(set(real))
     assert started == [named]
 

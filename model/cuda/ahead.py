@@ -66,31 +66,38 @@ def units(lm_config: Any, dtype: mx.Dtype, bits: int, group_size: int) -> list[t
                 mx.zeros((lm_config.dep_q, lm_config.card), dtype=mx.float32),
             )
         if MATVEC.enabled():
-            k = t.d_model
-            q = SimpleNamespace(
-                weight=mx.zeros((64, k * bits // 32), dtype=mx.uint32),
-                scales=mx.zeros((64, k // group_size), dtype=dtype),
-                biases=mx.zeros((64, k // group_size), dtype=dtype),
-                bits=bits,
-                group_size=group_size,
-                rows=64,
-                inputs=k,
-            )
-            MATVEC.run(mx.zeros((1, 1, k), dtype=dtype), q, 64, mx.zeros((1,), dtype=dtype))
+            _matvec(t.d_model, dtype, bits, group_size)
     return _unique(found)
 
 
-def temporal_units(
+def stt_units(
     transformer_config: Any, dtype: mx.Dtype, bits: int, group_size: int
 ) -> list[tuple[str, str]]:
-    """(symbol, source) of the temporal kernel alone for a transformer of `transformer_config`
-    (the Kyutai STT's: `model/stt/model.py` runs it on the same kernel); [] as `units`."""
-    if not precompiled.usable() or not TEMPORAL.enabled():
+    """(symbol, source) of the temporal kernel and the mat-vec for the Kyutai STT's transformer
+    of `transformer_config` (`model/stt/model.py` runs it on the same kernels; its load checks
+    the mat-vec at its own bits); [] as `units`."""
+    if not precompiled.usable():
         return []
     lm = SimpleNamespace(dtype=dtype, transformer=SimpleNamespace(config=transformer_config))
     with precompiled.collecting() as found:
-        _temporal(lm, dtype, bits, group_size)
+        if TEMPORAL.enabled():
+            _temporal(lm, dtype, bits, group_size)
+        if MATVEC.enabled():
+            _matvec(transformer_config.d_model, dtype, bits, group_size)
     return _unique(found)
+
+
+def _matvec(k: int, dtype: mx.Dtype, bits: int, group_size: int) -> None:
+    q = SimpleNamespace(
+        weight=mx.zeros((64, k * bits // 32), dtype=mx.uint32),
+        scales=mx.zeros((64, k // group_size), dtype=dtype),
+        biases=mx.zeros((64, k // group_size), dtype=dtype),
+        bits=bits,
+        group_size=group_size,
+        rows=64,
+        inputs=k,
+    )
+    MATVEC.run(mx.zeros((1, 1, k), dtype=dtype), q, 64, mx.zeros((1,), dtype=dtype))
 
 
 def _temporal(lm: Any, dtype: mx.Dtype, bits: int, group_size: int) -> None:
