@@ -118,6 +118,20 @@ def test_kernels_name_their_units_ahead_as_the_real_weights_would():
     assert sorted(named) == sorted(set(real))
 
 
+def test_units_include_exactly_the_headers_their_cache_key_fingerprints():
+    """Every unit's #includes are `cubins.HEADERS` (the cache key's fingerprint covers them
+    all), none of the heavy ones NVRTC parses for a second or more (cooperative groups,
+    `cuda/std/limits`: no kernel uses them)."""
+    import re
+
+    with fake_cuda():
+        found = ahead.units(config_7b().lm, mx.bfloat16, 4, 64)
+    assert len(found) == 3
+    for _, source in found:
+        included = re.findall(r"^#include <([^>]+)>", source, re.MULTILINE)
+        assert sorted(included) == sorted(cubins.HEADERS)
+
+
 def test_the_stt_units_are_named_ahead_as_its_real_weights_would():
     """`ahead.stt_units` of an STT's transformer configuration gives the units that the
     temporal kernel and the mat-vec ask for on a real (quantized) STT's weights;

@@ -18,15 +18,9 @@ from model.cuda import nvrtc
 from model.cuda.gpu_facts import compute_capability
 
 ENV_CACHE = "PPX_CUDA_KERNEL_CACHE"
-# The headers a unit includes (`model/cuda/units.py`, `src/common.cuh`): a cached unit is only as
-# good as the headers it was compiled against.
-HEADERS = (
-    "cuda_bf16.h",
-    "cuda_fp16.h",
-    "cooperative_groups.h",
-    "cuda/std/cstdint",
-    "cuda/std/limits",
-)
+# The headers a unit includes (`model/cuda/units.py`): a cached unit is only as good as the
+# headers it was compiled against.
+HEADERS = ("cuda_bf16.h", "cuda_fp16.h", "cuda/std/cstdint", "cuda/std/cstddef")
 
 _memory: dict[str, bytes] = {}
 # What this process did: units compiled by NVRTC (and the seconds it took), units read from disk.

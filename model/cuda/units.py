@@ -23,13 +23,12 @@ PRELUDE = """// Written by ppx-tui's model/cuda/units.py (docs/cuda-kernels.md).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda/std/cstdint>
-#include <cooperative_groups.h>
+#include <cuda/std/cstddef>
 using cuda::std::int32_t;
 using cuda::std::int64_t;
 using cuda::std::uint32_t;
 using cuda::std::uint8_t;
 using cuda::std::size_t;
-namespace cg = cooperative_groups;
 """
 
 

@@ -47,7 +47,9 @@ __device__ __forceinline__ float ppx_chunk_dot(const uint4& q, const float* x) {
 __device__ __forceinline__ float ppx_affine(float s, float b, float dot, float xsum, float acc) {
   return fmaf(s, dot, fmaf(b, xsum, acc));
 }
-#include <cuda/std/limits>
+// +infinity as a float. (cuda::std::numeric_limits would need <cuda/std/limits>, which costs
+// NVRTC about a second to parse in every unit.)
+__device__ __forceinline__ float ppx_inf() { return __int_as_float(0x7f800000); }
 
 __device__ __forceinline__ unsigned long long ppx_now() {
   unsigned long long t;

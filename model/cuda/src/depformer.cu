@@ -62,7 +62,7 @@
           q[i] = scale_log2 * __ldcg(qkv_l + k * QKV + d0 + i);
           o[i] = 0.f;
         }
-        float m = -cuda::std::numeric_limits<float>::infinity();
+        float m = -ppx_inf();
         float sum = 0.f;
         for (int j = 0; j <= k; j++) {
           const float* kp = qkv_l + j * QKV + D + d0;
@@ -123,7 +123,7 @@
     // the token (every block draws it: the next input needs no barrier)
     for (int i = tid; i < CARD; i += NT) lg[i] = __ldcg(logg + k * CARD + i);
     __syncthreads();
-    float best = -cuda::std::numeric_limits<float>::infinity();
+    float best = -ppx_inf();
     int idx = 0x7fffffff;
     if (greedy) {
       for (int i = tid; i < CARD; i += NT) {
@@ -133,7 +133,7 @@
         }
       }
     } else {
-      float kth = -cuda::std::numeric_limits<float>::infinity();
+      float kth = -ppx_inf();
       if (top_k > 0 && top_k < CARD) {
         // radix select of the top_k-th largest logit, 8 bits at a time from the top
         unsigned int prefix = 0u, mask = 0u;
@@ -181,7 +181,7 @@
       const float* nz = noise + static_cast<size_t>(k) * CARD;
       for (int i = tid; i < CARD; i += NT) {
         const float v = (lg[i] >= kth ? lg[i] * inv_temp
-                                      : -cuda::std::numeric_limits<float>::infinity())
+                                      : -ppx_inf())
             + nz[i];
         if (v > best) {
           best = v;

@@ -98,7 +98,7 @@
         __syncwarp();
         const T* kb = kl + static_cast<size_t>(h) * CTX * DH;
         const T* vb = vl + static_cast<size_t>(h) * CTX * DH;
-        float m = -cuda::std::numeric_limits<float>::infinity();
+        float m = -ppx_inf();
         float lsum = 0.f;
         float o[VPL];
 #pragma unroll
@@ -107,7 +107,7 @@
         const int j1 = j0 + run < nvalid ? j0 + run : nvalid;
         for (int jb = j0; jb < j1; jb += 32) {
           const int j = jb + lane;
-          float s = -cuda::std::numeric_limits<float>::infinity();
+          float s = -ppx_inf();
           if (j < j1) {
             const uint4* kp = reinterpret_cast<const uint4*>(kb + static_cast<size_t>(j) * DH);
             float acc = 0.f;
@@ -157,7 +157,7 @@
       const int h = it / (DH / 32);
       const int d = (it % (DH / 32)) * 32 + lane;
       const float* src = part + static_cast<size_t>(h * nch) * PART;
-      float mx_ = -cuda::std::numeric_limits<float>::infinity();
+      float mx_ = -ppx_inf();
       for (int c = 0; c < nch; c++) mx_ = fmaxf(mx_, __ldcg(src + c * PART));
       float lsum = 0.f, acc = 0.f;
 #pragma unroll 4
