@@ -28,8 +28,12 @@ def attach_stt(
 
     try:
         bits = stt_bits(choice.quantize, on_cuda())
-        _compile_ahead(choice, bits, tqdm_class)
-        stt = load_stt(choice.model, quantize=bits, tqdm_class=tqdm_class)
+        stt = load_stt(
+            choice.model,
+            quantize=bits,
+            tqdm_class=tqdm_class,
+            on_config=lambda config: _compile_ahead(config, bits),
+        )
         persona.listen(stt, source=choice.source)
     except (PersonaPlexError, AppError, OSError, ValueError) as error:
         log.warning("no user transcript: %s", error)
@@ -38,20 +42,18 @@ def attach_stt(
     return True
 
 
-def _compile_ahead(choice: SttChoice, bits: int | None, tqdm_class: Any) -> None:
-    """Start compiling the STT's kernels on other threads while its weights load (on
-    CUDA; personaplex_tui/kernels_ahead.py); an optimisation, never an error."""
+def _compile_ahead(config: Any, bits: int | None) -> None:
+    """Start compiling the STT's kernels (`config`: its SttConfig) on other threads while its
+    weights load (on CUDA; personaplex_tui/kernels_ahead.py); an optimisation, never an error."""
     if not bits:
         return
     try:
         from model.checkpoints.load import default_dtype
-        from model.stt.loader import stt_config
         from personaplex_tui.kernels_ahead import compile_stt_ahead
 
-        config = stt_config(choice.model, tqdm_class=tqdm_class)
         compile_stt_ahead(config.transformer, default_dtype(), bits)
-    except Exception as err:  # the load reads config.json again and says what is wrong
-        log.debug("the STT's kernel not compiled ahead: %s", err)
+    except Exception as err:  # the load compiles them itself
+        log.debug("the STT's kernels not compiled ahead: %s", err)
 
 
 def _sentence(error: Exception) -> str:

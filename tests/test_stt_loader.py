@@ -190,3 +190,40 @@ def test_model_stt_is_pure_computation() -> None:
     mods = modules_loaded_by("import model.stt")
     for banned in ("textual", "sounddevice", "personaplex_tui", "torch"):
         assert banned not in mods, f"importing model.stt loaded {banned}"
+
+
+def test_the_config_is_handed_out_before_the_weights_are_read(copy) -> None:
+    """`load_stt(on_config=...)` gets the configuration before the weights load (the app starts
+    compiling the STT's kernels there), and the app's loader starts them from it."""
+    from unittest import mock
+
+    from model.stt import loader
+    from personaplex_tui import kernels_ahead, stt_loader
+    from personaplex_tui.user_transcript import SttChoice
+
+    folder = copy()
+    events: list[object] = []
+    read_weights = loader.lm_from_file
+
+    def lm_from_file(*args: object, **kwargs: object) -> object:
+        events.append("weights")
+        return read_weights(*args, **kwargs)
+
+    with mock.patch.object(loader, "lm_from_file", lm_from_file):
+        stt = load_stt(folder, dtype=mx.float32, on_config=events.append)
+    assert events == [stt.config, "weights"]
+
+    started: list[tuple] = []
+    with (
+        mock.patch.object(stt_loader, "stt_bits", return_value=8),
+        mock.patch.object(kernels_ahead, "compile_stt_ahead", lambda *a: started.append(a)),
+    ):
+
+        class Persona:
+            def listen(self, stt: object, source: str | None = None) -> None:
+                self.stt = stt
+
+        persona = Persona()
+        assert stt_loader.attach_stt(persona, SttChoice(True, str(folder), None), print)
+    assert len(started) == 1
+    assert started[0][0] == persona.stt.config.transformer and started[0][2] == 8

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -217,19 +218,6 @@ def mimi_config(folder: Path, cfg: SttConfig) -> MimiConfig:
     return mimi_config_from_moshi(data, cfg.n_q)
 
 
-def stt_config(model: str | os.PathLike[str] | None = None, *, tqdm_class: Any = None) -> SttConfig:
-    """The configuration `load_stt(model)` will load (config.json alone: from the folder, or
-    downloaded first from a repo id), for work that can start before the weights are read."""
-    folder = resolve_model(
-        model,
-        allow_patterns=[CONFIG_FILE],
-        tqdm_class=tqdm_class,
-        default=DEFAULT_STT_MODEL,
-        flag=STT_FLAG,
-    )
-    return read_stt_config(folder)
-
-
 def load_stt(
     model: str | os.PathLike[str] | None = None,
     *,
@@ -237,10 +225,13 @@ def load_stt(
     quantize: int | None = None,
     compile: bool = True,
     tqdm_class: Any = None,
+    on_config: Callable[[SttConfig], None] | None = None,
 ) -> SttModel:
     """Load the STT model from a folder or a Hugging Face repo id (default kyutai/stt-1b-en_fr).
 
     From a repo, only config.json and the files it names are downloaded (into the hub cache).
+    `on_config(config)` is called once config.json is read, before the weights are (the app
+    starts compiling the STT's kernels there).
 
     Raises CheckpointError / ModelNotFoundError with one sentence on any problem."""
 
@@ -255,6 +246,8 @@ def load_stt(
 
     folder = resolve([CONFIG_FILE])  # a repo id: config.json first, it names the other files
     cfg = read_stt_config(folder)
+    if on_config is not None:
+        on_config(cfg)
     names = [cfg.moshi_name, cfg.mimi_name, cfg.tokenizer_name, cfg.mimi_config_name]
     folder = resolve([CONFIG_FILE, *(n for n in names if n)])  # a folder: the same folder
     lm, cfg = lm_from_file(folder / cfg.moshi_name, cfg, dtype=dtype, quantize=quantize)
