@@ -25,7 +25,9 @@ compiled kernel serves every window. Intermediate values are rounded to the acti
 where MLX's ops round them. `verify` compares the kernel with MLX's ops at load (a few steps on
 the model's weights) and turns it off, with the reason, if they differ. `PPX_TEMPORAL=mlx` turns
 it off (docs/cuda-kernels.md §The temporal step). Measured on an H200 at a full ring: 3.9 ms
-against 6.2-6.9 ms for MLX's ops, at 8 and 4 bits (`python -m benchmarks.kernels_ab`).
+against 6.2-6.9 ms for MLX's ops, at 8 and 4 bits (`python -m benchmarks.kernels_ab`), and since
+the denormal codes and the attention's wider loads 3.0 ms at 4 bits (the kernel alone, phase by
+phase: `python -m benchmarks.kernel_profile`).
 """
 
 from __future__ import annotations

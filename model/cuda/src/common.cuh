@@ -12,35 +12,54 @@ __device__ __forceinline__ float ppx_byte(uint32_t word, int i) {
   return __int_as_float(__byte_perm(word, 0x4B000000u, 0x7540u + i)) - 8388608.f;
 }
 
-// sum_j q_j * x[j] for the 32 / BITS codes of one packed word.
-template <int BITS>
+// The codes as denormal floats: a code's bits alone are the float code * 2^-149, and times
+// x * 2^100 (a normal float) that is code * x * 2^-49, exactly. Sums of such products round
+// exactly as sums of code * x would (everything is a power of two apart), so a code needs one
+// byte permute and one FMA instead of the permute, subtraction and FMA of ppx_byte
+// (docs/cuda-kernels.md §The temporal step; ppx_chunk_dot's DENORMAL). Callers hold x scaled
+// by PPX_XSCALE and scale the dot product back by PPX_DOTSCALE. Denormals are kept: the kernels
+// are not compiled with flush-to-zero (cubins.options).
+#define PPX_XSCALE 0x1p100f
+#define PPX_DOTSCALE 0x1p49f
+__device__ __forceinline__ float ppx_denormal(uint32_t word, int i) {
+  return __uint_as_float(__byte_perm(word, 0u, 0x4440u + i));
+}
+
+// sum_j q_j * x[j] for the 32 / BITS codes of one packed word. DENORMAL: the codes as denormals
+// and x scaled by PPX_XSCALE (the same products in the same order, PPX_DOTSCALE times smaller).
+template <int BITS, bool DENORMAL>
 __device__ __forceinline__ float ppx_word_dot(uint32_t word, const float* x) {
+  auto code = [](uint32_t w, int i) { return DENORMAL ? ppx_denormal(w, i) : ppx_byte(w, i); };
   float dot = 0.f;
   if constexpr (BITS == 8) {
 #pragma unroll
-    for (int i = 0; i < 4; i++) dot = fmaf(ppx_byte(word, i), x[i], dot);
+    for (int i = 0; i < 4; i++) dot = fmaf(code(word, i), x[i], dot);
   } else if constexpr (BITS == 4) {
     const uint32_t lo = word & 0x0F0F0F0Fu, hi = (word >> 4) & 0x0F0F0F0Fu;
 #pragma unroll
     for (int i = 0; i < 4; i++) {
-      dot = fmaf(ppx_byte(lo, i), x[2 * i], dot);
-      dot = fmaf(ppx_byte(hi, i), x[2 * i + 1], dot);
+      dot = fmaf(code(lo, i), x[2 * i], dot);
+      dot = fmaf(code(hi, i), x[2 * i + 1], dot);
     }
   } else {
 #pragma unroll
     for (int j = 0; j < 32 / BITS; j++) {
-      dot = fmaf(static_cast<float>((word >> (j * BITS)) & ((1u << BITS) - 1u)), x[j], dot);
+      const uint32_t q = (word >> (j * BITS)) & ((1u << BITS) - 1u);
+      dot = fmaf(DENORMAL ? __uint_as_float(q) : static_cast<float>(q), x[j], dot);
     }
   }
   return dot;
 }
 
-// The dot product of one 16-byte chunk of codes (4 packed words) with its 128 / BITS inputs x.
-template <int BITS>
+// The dot product of one 16-byte chunk of codes (4 packed words) with its 128 / BITS inputs x
+// (DENORMAL: x scaled by PPX_XSCALE; the sum is scaled back).
+template <int BITS, bool DENORMAL = false>
 __device__ __forceinline__ float ppx_chunk_dot(const uint4& q, const float* x) {
   constexpr int PW = 32 / BITS;
-  return ppx_word_dot<BITS>(q.x, x) + ppx_word_dot<BITS>(q.y, x + PW)
-      + ppx_word_dot<BITS>(q.z, x + 2 * PW) + ppx_word_dot<BITS>(q.w, x + 3 * PW);
+  const float dot = ppx_word_dot<BITS, DENORMAL>(q.x, x)
+      + ppx_word_dot<BITS, DENORMAL>(q.y, x + PW) + ppx_word_dot<BITS, DENORMAL>(q.z, x + 2 * PW)
+      + ppx_word_dot<BITS, DENORMAL>(q.w, x + 3 * PW);
+  return DENORMAL ? dot * PPX_DOTSCALE : dot;
 }
 
 // The affine dequantization folded per chunk: acc + sum((q*s + b) * x) = s * dot + b * xsum.
@@ -57,11 +76,34 @@ __device__ __forceinline__ unsigned long long ppx_now() {
   return t;
 }
 
+// Profiling marks (benchmarks/kernel_profile.py), compiled in only when the macros PPX_PROFILE
+// (the profile area's offset in words from the barrier counter) and PPX_PROFILE_SLOTS are defined:
+// thread 0 of each block writes clock64's low word (slot-major, one word per block) and, after
+// all slots, %globaltimer's low word. Slot 0 is the kernel's start; barrier b marks slots
+// 1 + 3b (arrival), 2 + 3b (departure) and 3 + 3b (a mark inside the phase that ends at b).
+#ifdef PPX_PROFILE
+__device__ __forceinline__ void ppx_mark(unsigned int* sync, unsigned int slot) {
+  if (threadIdx.x == 0) {
+    const unsigned int at = PPX_PROFILE + slot * gridDim.x + blockIdx.x;
+    sync[at] = static_cast<unsigned int>(clock64());
+    sync[at + PPX_PROFILE_SLOTS * gridDim.x] = static_cast<unsigned int>(ppx_now());
+  }
+}
+#define PPX_MARK(sync, slot) ppx_mark(sync, slot)
+#else
+#define PPX_MARK(sync, slot)
+#endif
+// A mark inside the phase that the next barrier ends (`target`: the barriers passed, times
+// the grid size), and the kernel's last mark (after its last barrier).
+#define PPX_MARK_PHASE(sync, target) PPX_MARK(sync, 3 + 3 * ((target) / gridDim.x))
+#define PPX_MARK_END(sync, target) PPX_MARK(sync, 1 + 3 * ((target) / gridDim.x))
+
 // Grid-wide barrier over co-resident blocks: a counter that only grows (zeroed with the buffer),
 // each block waiting (acquire loads) for its next multiple of gridDim.x. After a second of
 // waiting it raises the error flag (word 1) and every barrier from then on falls through.
 __device__ __forceinline__ void ppx_grid_sync(unsigned int* sync, unsigned int& target) {
   __syncthreads();
+  PPX_MARK(sync, 1 + 3 * (target / gridDim.x));
   if (threadIdx.x == 0) {
     target += gridDim.x;
     __threadfence();
@@ -83,6 +125,7 @@ __device__ __forceinline__ void ppx_grid_sync(unsigned int* sync, unsigned int& 
       }
     }
   }
+  PPX_MARK(sync, 2 + 3 * (target / gridDim.x - 1));
   __syncthreads();
 }
 

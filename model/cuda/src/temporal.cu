@@ -33,6 +33,9 @@
   const int lane = tid & 31;
   const int wib = tid >> 5;
   const int gwarp = blockIdx.x * NW + wib;
+  // the attention's items (few at early positions): warps numbered across blocks first, so
+  // that they spread over every SM
+  const int awarp = wib * gridDim.x + blockIdx.x;
   const int nwarps = gridDim.x * NW;
   unsigned int target = 0;
   const float eps = params[0];
@@ -46,6 +49,7 @@
   run = ((run + 31) / 32) * 32;
   const int nch = (nvalid + run - 1) / run;
 
+  PPX_MARK(sync, 0);
   for (int i = tid; i < D; i += NT) xs[i] = x[i];
   __syncthreads();
 
@@ -54,6 +58,7 @@
     // 1. norm1; q/k/v by RoPE pairs; k, v into the ring slot
     ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l) * D, nt, eps, redf);
     ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
+    PPX_MARK_PHASE(sync, target);
     for (int pr = gwarp; pr < QKV / 2; pr += nwarps) {
       const int r = 2 * pr;
       const float2 v =
@@ -90,7 +95,7 @@
     {
       const T* kl = kc[l];
       const T* vl = vc[l];
-      for (int it = gwarp; it < NH * nch; it += nwarps) {
+      for (int it = awarp; it < NH * nch; it += nwarps) {
         const int h = it / nch;
         const int c = it % nch;
         __syncwarp();
@@ -133,12 +138,12 @@
 #pragma unroll
           for (int i = 0; i < VPL; i++) o[i] *= f;
           const int nj = j1 - jb < 32 ? j1 - jb : 32;
-#pragma unroll 8
-          for (int t = 0; t < nj; t++) {
-            const float pt = __shfl_sync(0xffffffff, pj, t);
-            const T* vp = vb + static_cast<size_t>(jb + t) * DH + lane * VPL;
-#pragma unroll
-            for (int i = 0; i < VPL; i++) o[i] = fmaf(pt, ppx_f(vp[i]), o[i]);
+          if (nj == 32) {  // a whole run: its 32 value rows' loads all in flight
+#pragma unroll 16
+            for (int t = 0; t < 32; t++) ppx_value_row<T, VPL>(vb, jb + t, DH, pj, t, lane, o);
+          } else {
+#pragma unroll 4
+            for (int t = 0; t < nj; t++) ppx_value_row<T, VPL>(vb, jb + t, DH, pj, t, lane, o);
           }
           m = mn;
         }
@@ -152,27 +157,51 @@
       }
     }
     ppx_grid_sync(sync, target);
-    // 3. combine each head's partials (one warp per head and 32 of its dims)
+    // 3. combine each head's partials (one warp per head and 32 of its dims): the lanes read the
+    // runs' maxima and sums side by side, then every run's values for their dims
     for (int it = gwarp; it < NH * (DH / 32); it += nwarps) {
       const int h = it / (DH / 32);
       const int d = (it % (DH / 32)) * 32 + lane;
       const float* src = part + static_cast<size_t>(h * nch) * PART;
+      constexpr int RPL = ((CTX + 31) / 32 + 31) / 32;  // runs per lane, at most
+      float rm[RPL], rf[RPL];
       float mx_ = -ppx_inf();
-      for (int c = 0; c < nch; c++) mx_ = fmaxf(mx_, __ldcg(src + c * PART));
-      float lsum = 0.f, acc = 0.f;
-#pragma unroll 4
-      for (int c = 0; c < nch; c++) {
-        const float f = exp2f(__ldcg(src + c * PART) - mx_);
-        lsum = fmaf(__ldcg(src + c * PART + 1), f, lsum);
-        acc = fmaf(__ldcg(src + c * PART + 2 + d), f, acc);
+#pragma unroll
+      for (int k = 0; k < RPL; k++) {
+        const int c = lane + 32 * k;
+        rm[k] = c < nch ? __ldcg(src + c * PART) : -ppx_inf();
+        rf[k] = c < nch ? __ldcg(src + c * PART + 1) : 0.f;
+        mx_ = fmaxf(mx_, rm[k]);
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) mx_ = fmaxf(mx_, __shfl_xor_sync(0xffffffff, mx_, off));
+      float lsum = 0.f;
+#pragma unroll
+      for (int k = 0; k < RPL; k++) {
+        const float f = exp2f(rm[k] - mx_);  // 0 for a lane past the runs
+        lsum = fmaf(rf[k], f, lsum);
+        rf[k] = f;
+      }
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) lsum += __shfl_xor_sync(0xffffffff, lsum, off);
+      float acc = 0.f;
+#pragma unroll
+      for (int k = 0; k < RPL; k++) {
+        const int n = nch - 32 * k < 32 ? nch - 32 * k : 32;
+#pragma unroll 8
+        for (int t = 0; t < n; t++) {
+          const float f = __shfl_sync(0xffffffff, rf[k], t);
+          acc = fmaf(__ldcg(src + (32 * k + t) * PART + 2 + d), f, acc);
+        }
       }
       att[h * DH + d] = ppx_f(T(acc * __frcp_rn(lsum)));
     }
     ppx_grid_sync(sync, target);
     // 4. x + out_proj(attention)
-    for (int i = tid; i < D; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(att + i));
+    for (int i = tid; i < D; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(att + i) * ppx_xscale<T>());
     __syncthreads();
     ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
+    PPX_MARK_PHASE(sync, target);
     for (int pr = gwarp; pr < D / 2; pr += nwarps) {
       const int r = 2 * pr;
       const float2 v = ppx_qdot2<T, BITS, G, D, U>(
@@ -188,6 +217,7 @@
     __syncthreads();
     ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l + 1) * D, nt, eps, redf);
     ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
+    PPX_MARK_PHASE(sync, target);
     for (int r = gwarp; r < HID; r += nwarps) {
       const size_t g0 = base + QKV + D + r;
       const float2 v =
@@ -196,9 +226,10 @@
     }
     ppx_grid_sync(sync, target);
     // 6. x' + linear_out(hidden)
-    for (int i = tid; i < HID; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(hidg + i));
+    for (int i = tid; i < HID; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(hidg + i) * ppx_xscale<T>());
     __syncthreads();
     ppx_chunk_sums<T, HID, EPC, NT>(nt, csum);
+    PPX_MARK_PHASE(sync, target);
     for (int pr = gwarp; pr < D / 2; pr += nwarps) {
       const size_t r = static_cast<size_t>(l) * D + 2 * pr;
       const float2 v = ppx_qdot2<T, BITS, G, HID, U>(qb, sb, bb, r, r + 1, nt, csum, lane);
@@ -211,6 +242,7 @@
     for (int i = tid; i < D; i += NT) xs[i] = T(__ldcg(x2 + i));
     __syncthreads();
   }
+  PPX_MARK_END(sync, target);
   if (blockIdx.x == 0) {
     for (int i = tid; i < D; i += NT) out[i] = xs[i];
   }

@@ -12,8 +12,23 @@ __device__ __forceinline__ int ppx_sw(int i) {
   return ppx_seg<SPC>(i / XV) * XV + i % XV;
 }
 
-// Two rows of an affine quantized weight times x (shared memory, activation dtype, swizzled);
-// csum: the sums of x over each 16-byte weight chunk (computed once per phase).
+// Whether a mat-vec's input of type T is kept in shared memory as x * PPX_XSCALE, for the
+// denormal codes (common.cuh): bfloat16 has float's exponent range, float16 has not.
+template <typename T>
+struct ppx_scaled_x {
+  static constexpr bool on = false;
+};
+template <>
+struct ppx_scaled_x<__nv_bfloat16> {
+  static constexpr bool on = true;
+};
+template <typename T>
+__device__ __forceinline__ float ppx_xscale() {
+  return ppx_scaled_x<T>::on ? PPX_XSCALE : 1.f;
+}
+
+// Two rows of an affine quantized weight times x (shared memory, activation dtype, swizzled,
+// times ppx_xscale); csum: the sums of x over each 16-byte weight chunk (once per phase).
 template <typename T, int BITS, int G, int K, int U>
 __device__ __forceinline__ float2 ppx_qdot2(
     const uint32_t* w, const T* s, const T* b, size_t row0, size_t row1, const T* x,
@@ -23,6 +38,7 @@ __device__ __forceinline__ float2 ppx_qdot2(
   constexpr int GROUPS = K / G;
   constexpr int XV = 16 / sizeof(T);
   constexpr int SPC = EPC / XV;
+  constexpr bool DN = ppx_scaled_x<T>::on;  // x scaled, the codes as denormals
   const uint4* w0 = reinterpret_cast<const uint4*>(w) + row0 * CHUNKS;
   const uint4* w1 = reinterpret_cast<const uint4*>(w) + row1 * CHUNKS;
   const uint4* xv = reinterpret_cast<const uint4*>(x);
@@ -45,8 +61,8 @@ __device__ __forceinline__ float2 ppx_qdot2(
     }
     const float xsum = csum[c];
     const int g = c * EPC / G;
-    const float d0 = ppx_chunk_dot<BITS>(q0, xf);
-    const float d1 = ppx_chunk_dot<BITS>(q1, xf);
+    const float d0 = ppx_chunk_dot<BITS, DN>(q0, xf);
+    const float d1 = ppx_chunk_dot<BITS, DN>(q1, xf);
     a0 = ppx_affine(ppx_f(s0[g]), ppx_f(b0[g]), d0, xsum, a0);
     a1 = ppx_affine(ppx_f(s1[g]), ppx_f(b1[g]), d1, xsum, a1);
   }
@@ -58,22 +74,53 @@ __device__ __forceinline__ float2 ppx_qdot2(
   return make_float2(a0, a1);
 }
 
-// The sums of a swizzled x[K] over each chunk of EPC values (in order, as the mat-vec kernel
-// sums them).
+// o += p * (this lane's VPL values of value row j), p the attention weight that lane t holds;
+// the lane's values are one load where they make 8 or 16 bytes.
+template <typename T, int VPL>
+__device__ __forceinline__ void ppx_value_row(
+    const T* vb, int j, int dh, float pj, int t, int lane, float* o) {
+  const float p = __shfl_sync(0xffffffff, pj, t);
+  const T* vp = vb + static_cast<size_t>(j) * dh + lane * VPL;
+  if constexpr (VPL * sizeof(T) == 8) {
+    const uint2 u = __ldcg(reinterpret_cast<const uint2*>(vp));
+    const T* v = reinterpret_cast<const T*>(&u);
+#pragma unroll
+    for (int i = 0; i < VPL; i++) o[i] = fmaf(p, ppx_f(v[i]), o[i]);
+  } else if constexpr (VPL * sizeof(T) == 16) {
+    const uint4 u = __ldcg(reinterpret_cast<const uint4*>(vp));
+    const T* v = reinterpret_cast<const T*>(&u);
+#pragma unroll
+    for (int i = 0; i < VPL; i++) o[i] = fmaf(p, ppx_f(v[i]), o[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VPL; i++) o[i] = fmaf(p, ppx_f(vp[i]), o[i]);
+  }
+}
+
+// The sums of a swizzled x[K] (times ppx_xscale) over each chunk of EPC values, unscaled: four
+// threads to a chunk, each summing a quarter in order, then (q0 + q1) + (q2 + q3).
 template <typename T, int K, int EPC, int NT>
 __device__ __forceinline__ void ppx_chunk_sums(const T* x, float* csum) {
   constexpr int XV = 16 / sizeof(T);
-  for (int c = threadIdx.x; c < K / EPC; c += NT) {
+  constexpr int PER = EPC / 4;
+  constexpr int N = K / EPC * 4;
+  for (int at = 0; at < N; at += NT) {  // every thread takes part in the shuffles
+    const int i = at + threadIdx.x;
+    const int c = i / 4;
     float t = 0.f;
+    if (i < N) {
 #pragma unroll
-    for (int j = 0; j < EPC; j++) t += ppx_f(x[ppx_sw<XV, EPC / XV>(c * EPC + j)]);
-    csum[c] = t;
+      for (int j = 0; j < PER; j++) t += ppx_f(x[ppx_sw<XV, EPC / XV>(c * EPC + (i % 4) * PER + j)]);
+    }
+    t += __shfl_xor_sync(0xffffffff, t, 1);
+    t += __shfl_xor_sync(0xffffffff, t, 2);
+    if (i < N && i % 4 == 0) csum[c] = t * (1.f / ppx_xscale<T>());
   }
   __syncthreads();
 }
 
 // RMSNorm of x into out (both shared, activation dtype; out swizzled for a mat-vec of SPC
-// segments per chunk), as MLX's kernel rounds.
+// segments per chunk, times ppx_xscale), as MLX's kernel rounds.
 template <typename T, int D, int NT, int SPC>
 __device__ __forceinline__ void ppx_rms_t(const T* x, const T* w, T* out, float eps, float* red) {
   float ss = 0.f;
@@ -84,7 +131,7 @@ __device__ __forceinline__ void ppx_rms_t(const T* x, const T* w, T* out, float 
   const float inv = ppx_rms_scale<NT, D>(ss, eps, red);
   for (int i = threadIdx.x; i < D; i += NT) {
     const T y = T(ppx_f(x[i]) * inv);
-    out[ppx_sw<16 / sizeof(T), SPC>(i)] = T(ppx_f(w[i]) * ppx_f(y));
+    out[ppx_sw<16 / sizeof(T), SPC>(i)] = T(ppx_f(w[i]) * ppx_f(y) * ppx_xscale<T>());
   }
   __syncthreads();
 }
