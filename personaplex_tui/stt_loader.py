@@ -24,15 +24,21 @@ def attach_stt(
     if not choice.enabled:
         return False
     from model.backend import on_cuda
+    from model.checkpoints.load import default_dtype
     from model.stt import load_stt
+    from personaplex_tui import kernels_ahead
 
     try:
         bits = stt_bits(choice.quantize, on_cuda())
+        # the STT's kernels compile on other threads while its weights load (kernels_ahead: on
+        # CUDA, quantized; never an error)
         stt = load_stt(
             choice.model,
             quantize=bits,
             tqdm_class=tqdm_class,
-            on_config=lambda config: _compile_ahead(config, bits),
+            on_config=lambda config: kernels_ahead.compile_stt_ahead(
+                config.transformer, default_dtype(), bits
+            ),
         )
         persona.listen(stt, source=choice.source)
     except (PersonaPlexError, AppError, OSError, ValueError) as error:
@@ -40,20 +46,6 @@ def attach_stt(
         notify(f"{NO_TRANSCRIPT}: {_sentence(error)}")
         return False
     return True
-
-
-def _compile_ahead(config: Any, bits: int | None) -> None:
-    """Start compiling the STT's kernels (`config`: its SttConfig) on other threads while its
-    weights load (on CUDA; personaplex_tui/kernels_ahead.py); an optimisation, never an error."""
-    if not bits:
-        return
-    try:
-        from model.checkpoints.load import default_dtype
-        from personaplex_tui.kernels_ahead import compile_stt_ahead
-
-        compile_stt_ahead(config.transformer, default_dtype(), bits)
-    except Exception as err:  # the load compiles them itself
-        log.debug("the STT's kernels not compiled ahead: %s", err)
 
 
 def _sentence(error: Exception) -> str:
