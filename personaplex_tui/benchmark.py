@@ -25,7 +25,12 @@ from personaplex_tui.jit_workers import defer_compile, start_jit_workers
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
 from personaplex_tui.kernels_ahead import AheadCompile, compile_ahead, compile_stt_ahead
-from personaplex_tui.kernels_in_use import depformer_kernels, matvec_kernels, temporal_kernels
+from personaplex_tui.kernels_in_use import (
+    depformer_kernels,
+    matvec_kernels,
+    mimi_kernels,
+    temporal_kernels,
+)
 
 BUDGET_MS = 80.0
 
@@ -124,6 +129,7 @@ class BenchResult:
     matvec: str = ""  # which kernels multiply quantized weights by one row
     depformer: str = ""  # which kernels run the depformer
     temporal: str = ""  # which kernels run the temporal transformer's step
+    mimi: str = ""  # which kernels run Mimi's transformers
     transcript: dict[str, Any] = field(default_factory=dict)  # `bench_transcript.time_transcript`
 
     def as_dict(self) -> dict[str, Any]:
@@ -356,6 +362,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         matvec=matvec_kernels(model),
         depformer=depformer_kernels(model),
         temporal=temporal_kernels(model),
+        mimi=mimi_kernels(model),
         transcript=transcript,
     )
 

@@ -27,6 +27,19 @@ def temporal_kernels(model: PersonaPlex) -> str:
     return _one_kernel(model, cuda.TEMPORAL, prepared, "one kernel per step")
 
 
+def mimi_kernels(model: PersonaPlex) -> str:
+    """Which kernels run Mimi's two transformers: ours (`model/cuda/mimi_transformer.py`, one per
+    frame each) or MLX's ops."""
+    if not on_cuda():
+        return "MLX"
+    mimi = model.mimi.model
+    kernel = cuda.MIMI_TRANSFORMER
+    if mimi.encoder_transformer.on_kernel() and mimi.decoder_transformer.on_kernel():
+        return f"one kernel per frame each ({kernel.path})"
+    why = kernel.why_off(mimi.encoder_transformer)
+    return f"MLX ({why})" if why else "MLX"
+
+
 def stt_kernels(model: PersonaPlex) -> str:
     """Which kernels run the user transcript's STT step: the temporal kernel (a quantized STT on
     CUDA, `model/stt/model.py`) or MLX's ops; "off" without a listener."""

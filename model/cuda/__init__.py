@@ -2,7 +2,8 @@
 
 The rest of `model/` reaches CUDA through this module alone: `Accelerator` (an LM's kernel
 state: stacked weights, load-time checks, the temporal step and the depformer column),
-`fused_matvec` / `fused_gated_matvec` (one row times a quantized weight), and `KERNELS` (each
+`fused_matvec` / `fused_gated_matvec` (one row times a quantized weight), `MIMI_TRANSFORMER`
+(Mimi's streaming transformer as one kernel, used by `model/mimi/transformer.py`), and `KERNELS` (each
 kernel's switch and the reason it is off, for reports). On Metal and the CPU every kernel is
 off and each entry point answers None: readers of those paths need not look inside. It uses
 only `model.backend`, `model.derived`, `model.quantized` and `model.sampling`.
@@ -17,12 +18,21 @@ from model.cuda.accelerator import Accelerator
 from model.cuda.depformer import KERNEL as DEPFORMER
 from model.cuda.kernel import Kernel
 from model.cuda.matvec import KERNEL as MATVEC
+from model.cuda.mimi_transformer import KERNEL as MIMI_TRANSFORMER
 from model.cuda.temporal import KERNEL as TEMPORAL
 from model.quantized import Quantized
 
-KERNELS: tuple[Kernel, ...] = (MATVEC, TEMPORAL, DEPFORMER)
+KERNELS: tuple[Kernel, ...] = (MATVEC, TEMPORAL, DEPFORMER, MIMI_TRANSFORMER)
 
-__all__ = ["DEPFORMER", "KERNELS", "MATVEC", "TEMPORAL", "Accelerator", "Kernel"]
+__all__ = [
+    "DEPFORMER",
+    "KERNELS",
+    "MATVEC",
+    "MIMI_TRANSFORMER",
+    "TEMPORAL",
+    "Accelerator",
+    "Kernel",
+]
 
 
 def fused_matvec(x: mx.array, q: Quantized, residual: mx.array | None = None) -> mx.array | None:

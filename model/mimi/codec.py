@@ -59,6 +59,7 @@ class MimiCodec:
 
     def _weights_changed(self) -> None:
         mx.eval(self.model.parameters(), self.model.quantizer._table)
+        self.model.prepare_kernels()  # on CUDA: before any step (a stream is stepped one way)
         self._steps = {}
         self.reset()
 

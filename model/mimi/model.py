@@ -67,6 +67,12 @@ class MimiModel(nn.Module):
             if module is not self and hasattr(module, "prepare"):
                 module.prepare()
 
+    def prepare_kernels(self) -> bool:
+        """On CUDA: the transformers' kernel stacked and checked for the current weights
+        (`MimiTransformer.prepare_kernel`). Returns whether both transformers run on it."""
+        encoder = self.encoder_transformer.prepare_kernel()
+        return self.decoder_transformer.prepare_kernel() and encoder
+
     # --- streaming: one frame, state in and out ---------------------------------------------
 
     def init_encode_state(self) -> EncodeState:

@@ -26,8 +26,10 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from .. import cuda
 from ..activations import gelu
 from ..config import MimiConfig
+from ..derived import Derived, current
 
 # (offset, [rows per layer]): offset is the int32 position of the next step; the key-value rows
 # [batch, heads, context, 2 * head_dim] ([k | v]) hold positions offset-context..offset-1, oldest
@@ -207,15 +209,55 @@ class MimiTransformer(nn.Module):
         self._heads = cfg.num_heads
         self._head_dim = cfg.dimension // cfg.num_heads
         self._slots = mx.array(list(range(cfg.context)), dtype=mx.int32)
+        self._kernel: Derived | None = None  # the CUDA kernel's stack, once checked
 
     def init_state(self, batch: int = 1) -> TransformerState:
         shape = (batch, self._heads, self._context, 2 * self._head_dim)
         return mx.array(0, dtype=mx.int32), [mx.zeros(shape) for _ in self.layers]
 
+    def prepare_kernel(self) -> bool:
+        """On CUDA: stack the weights for the Mimi transformer kernel and check it against MLX's
+        ops, once per set of weights (outside compiled graphs). Returns whether `step` runs on
+        the kernel; elsewhere, or where the check failed, it runs MLX's ops."""
+        kernel = cuda.MIMI_TRANSFORMER
+        if not kernel.enabled() or kernel.supports(self) is not None:
+            self._kernel = None
+            return False
+        sources = kernel.stack_sources(self)
+        if current(self._kernel, sources) is None:
+            stack = kernel.stack(self)
+            self._kernel = None
+            if not kernel.try_check(lambda: kernel.verify(self, stack)):
+                return False
+            self._kernel = Derived(sources, stack)
+        return True
+
+    def on_kernel(self) -> bool:
+        """Whether `step` runs on the CUDA kernel (prepared for the current weights)."""
+        kernel = cuda.MIMI_TRANSFORMER
+        stack = getattr(self, "_kernel", None)
+        return kernel.enabled() and current(stack, kernel.stack_sources(self)) is not None
+
     def step(
         self, x: mx.array, state: TransformerState, full: bool = False
     ) -> tuple[mx.array, TransformerState]:
         """Streams `x` (at most `context` steps) through the caches.
+
+        On the CUDA kernel (`prepare_kernel`) for one frame's steps, the caches are rings (slot
+        = position % context, written in place); otherwise `mlx_step`'s, in time order. A
+        state is only ever stepped one way: the kernel is prepared when the weights load,
+        before any step, and stays on unless the weights change (which resets the codec).
+        """
+        offset, caches = state
+        if x.shape[0] == 1 and x.shape[1] == self._per_frame and self.on_kernel():
+            out, _ = cuda.MIMI_TRANSFORMER.run(self, self._kernel.value, x, offset, caches)
+            return out, (offset + x.shape[1], caches)
+        return self.mlx_step(x, state, full)
+
+    def mlx_step(
+        self, x: mx.array, state: TransformerState, full: bool = False
+    ) -> tuple[mx.array, TransformerState]:
+        """`step` by MLX's ops, on caches in time order.
 
         `full`: every slot holds a position once this step is written (`is_full`), so the
         bottom-right causal mask is the whole mask. False is always correct, only slower.
