@@ -232,7 +232,7 @@ def _compile_ahead(opts: BenchOptions) -> AheadCompile | None:
 
         bits = stt_bits(opts.stt_quantize, on_cuda())
         compile_stt_ahead(default_random_stt_config().transformer, dtype, bits)
-    return compile_ahead(cfg.lm, dtype, opts.bits, group)
+    return compile_ahead(cfg.lm, dtype, opts.bits, group, cfg.mimi)
 
 
 def _audio(n: int, seed: int) -> list[np.ndarray]:

@@ -53,15 +53,19 @@ class AheadCompile:
 
 
 def compile_ahead(
-    lm_config: Any, dtype: mx.Dtype | None, bits: int | None, group_size: int = 64
+    lm_config: Any,
+    dtype: mx.Dtype | None,
+    bits: int | None,
+    group_size: int = 64,
+    mimi_config: Any = None,
 ) -> AheadCompile | None:
-    """Start compiling the kernels a model of `lm_config` will use (None: nothing to compile
-    here: no quantization, not CUDA, kernels not compiled ahead, or no unit). Call it on the
-    MLX thread: naming the units builds lazy MLX arrays."""
+    """Start compiling the kernels a model of `lm_config` (and its Mimi of `mimi_config`) will
+    use (None: nothing to compile here: no quantization, not CUDA, kernels not compiled ahead,
+    or no unit). Call it on the MLX thread: naming the units builds lazy MLX arrays."""
     if not bits:
         return None
     try:
-        found = ahead.units(lm_config, dtype or mx.bfloat16, bits, group_size)
+        found = ahead.units(lm_config, dtype or mx.bfloat16, bits, group_size, mimi_config)
         return AheadCompile(found) if found else None
     except Exception:  # naming the units is an optimisation: the load compiles them anyway
         return None

@@ -155,9 +155,8 @@ def _compile_ahead(folder: Path, dtype: str | None, quantize: int | None) -> Non
         q = loaded_quantization(folder, quantize)
         if q is not None:
             config = read_config(folder, detect_layout(folder))
-            compile_ahead(
-                config.lm, getattr(mx, dtype) if dtype else default_dtype(), q.bits, q.group_size
-            )
+            dt = getattr(mx, dtype) if dtype else default_dtype()
+            compile_ahead(config.lm, dt, q.bits, q.group_size, config.mimi)
     except Exception as err:  # the load compiles them itself
         log.debug("kernels not compiled ahead: %s", err)
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from model.backend import on_cuda
-from model.config import MimiConfig, mimi_tiny
+from model.config import MimiConfig, config_7b, mimi_tiny
 from model.cuda import MIMI_TRANSFORMER as kernel
-from model.cuda import cubins, persistent, precompiled
+from model.cuda import ahead, cubins, persistent, precompiled
 from model.cuda.mimi_transformer import MIMI_ROW_TOLERANCE
 from model.mimi import MimiCodec
 from tests.test_precompiled import NVRTC, fake_cuda
@@ -181,3 +181,20 @@ def test_nvrtc_compiles_the_unit_for_an_h200(tmp_path, monkeypatch, codec):
     symbol, unit = found[0]
     binary = cubins.compiled(symbol, unit, arch, cubin)
     assert binary[:4] == b"\x7fELF" and symbol.encode() in binary
+
+
+def test_the_unit_is_named_ahead_as_the_codec_compiles_it(monkeypatch, codec):
+    """The app compiles the unit while the weights load (`ahead.units` with the Mimi config):
+    it must be the very unit the loaded codec's transformers ask for."""
+    monkeypatch.setenv(kernel.env_var, "")
+    monkeypatch.setattr(kernel, "_kernels", {})
+    monkeypatch.setattr(kernel, "disabled_reason", None)
+    tr = codec.model.decoder_transformer
+    with fake_cuda():
+        with precompiled.collecting() as real:
+            rings = [mx.zeros((1,))] * len(tr.layers)
+            kernel.run(tr, kernel.stack(tr), mx.zeros((1, 2, 512)), mx.array(0), rings)
+        named = ahead.units(config_7b().lm, mx.bfloat16, 4, 64, config_7b().mimi)
+        without = ahead.units(config_7b().lm, mx.bfloat16, 4, 64)
+    assert len(real) == 1 and real[0] in named
+    assert real[0] not in without and len(named) == len(without) + 1

@@ -18,6 +18,7 @@ import mlx.core as mx
 from model.cuda import precompiled
 from model.cuda.depformer import KERNEL as DEPFORMER
 from model.cuda.matvec import KERNEL as MATVEC
+from model.cuda.mimi_transformer import KERNEL as MIMI_TRANSFORMER
 from model.cuda.temporal import KERNEL as TEMPORAL
 from model.sampling import SamplingParams
 
@@ -40,10 +41,13 @@ def _stack(bits: int, group_size: int, hidden: int, dtype: mx.Dtype) -> SimpleNa
     )
 
 
-def units(lm_config: Any, dtype: mx.Dtype, bits: int, group_size: int) -> list[tuple[str, str]]:
+def units(
+    lm_config: Any, dtype: mx.Dtype, bits: int, group_size: int, mimi_config: Any = None
+) -> list[tuple[str, str]]:
     """(symbol, source) of the temporal kernel, the depformer kernel and the mat-vec for a
-    language model of `lm_config` in `dtype` quantized to `bits` / `group_size`; [] where
-    kernels are not compiled ahead (`precompiled.usable`) or take no such model."""
+    language model of `lm_config` in `dtype` quantized to `bits` / `group_size`, and with
+    `mimi_config` the Mimi transformer kernel's; [] where kernels are not compiled ahead
+    (`precompiled.usable`) or take no such model."""
     if not precompiled.usable():
         return []
     lm = SimpleNamespace(
@@ -67,7 +71,27 @@ def units(lm_config: Any, dtype: mx.Dtype, bits: int, group_size: int) -> list[t
             )
         if MATVEC.enabled():
             _matvec(t.d_model, dtype, bits, group_size)
+        if mimi_config is not None and MIMI_TRANSFORMER.enabled():
+            _mimi(mimi_config)
     return _unique(found)
+
+
+def _mimi(cfg: Any) -> None:
+    """The Mimi transformer kernel's call for a Mimi of `cfg` (a `MimiConfig`), on a stand-in
+    of the transformer (the attributes its `run` reads)."""
+    d, heads = cfg.dimension, cfg.num_heads
+    weight = SimpleNamespace(shape=(d, cfg.dim_feedforward), dtype=mx.float32)
+    attn = SimpleNamespace(
+        _heads=heads, _head_dim=d // heads, _scale=(d // heads) ** -0.5, _max_period=cfg.max_period
+    )
+    layer = SimpleNamespace(linear1=SimpleNamespace(weight=weight), self_attn=attn)
+    transformer = SimpleNamespace(
+        layers=[layer] * cfg.num_layers, _context=cfg.context, _per_frame=cfg.steps_per_frame
+    )
+    z = mx.zeros((1,), dtype=mx.float32)
+    stack = SimpleNamespace(wa=z, wb=z, norms=z, eps=1e-5)
+    x = mx.zeros((1, cfg.steps_per_frame, d), dtype=mx.float32)
+    MIMI_TRANSFORMER.run(transformer, stack, x, mx.array(0), [z] * cfg.num_layers)
 
 
 def stt_units(
