@@ -36,7 +36,9 @@ import numpy as np
 
 from model.cuda import persistent
 
-THREADS = 256  # per block, one block per SM (__launch_bounds__)
+THREADS = 128  # per block, one per SM (__launch_bounds__); H200, GPU time per call: 64 0.13-0.15,
+# 128 0.16-0.17, 192 0.19-0.21, 256 0.28-0.31 ms (before the attention's runs spread over blocks)
+NSPLIT = 16  # the attention's runs of ring slots per (head, step), at most (src/mimi.cu)
 # Rows must agree with MLX's ops to this fraction of their norm. Both sides are float32, but
 # MLX's CUDA matmuls run float32 through TF32 tensor cores (10-bit mantissas, MLX_ENABLE_TF32 is
 # on by default), about 1e-3 of a row per matmul; the kernel multiplies in full float32.
@@ -106,7 +108,9 @@ class MimiTransformerKernel(persistent.PersistentKernel):
             or d["HID"] % 2
             or d["NH"] * d["DH"] != d["D"]
             or d["TS"] > 32
-            or 4 * (d["TS"] * max(d["D"], d["HID"]) + d["CTX"] + 10 * d["DH"]) > 44 * 1024
+            or 4
+            * (d["TS"] * max(d["D"], d["HID"]) + d["CTX"] + 10 * d["DH"] + 16 * d["NH"] * d["TS"])
+            > 44 * 1024
         ):
             return "its shapes are not ones it handles"
         if lm.layers[0].linear1.weight.dtype != mx.float32:
@@ -142,11 +146,12 @@ class MimiTransformerKernel(persistent.PersistentKernel):
 
     def work_size(self, lm: Any) -> int:
         d = _dims(lm)
-        return persistent.SYNC_WORDS + d["TS"] * (2 * d["D"] + d["HID"])
+        partials = d["NH"] * d["TS"] * NSPLIT * (d["DH"] + 2)  # the attention's, at most
+        return persistent.SYNC_WORDS + d["TS"] * (d["D"] + d["HID"]) + partials
 
     def consts(self, lm: Any) -> list[tuple[str, Any]]:
         d = _dims(lm)
-        return [*d.items(), ("NT", THREADS), ("SYNC", persistent.SYNC_WORDS)]
+        return [*d.items(), ("NSPLIT", NSPLIT), ("NT", THREADS), ("SYNC", persistent.SYNC_WORDS)]
 
     def run(
         self, lm: Any, weights: MimiStack, x: mx.array, offset: mx.array, rings: list[mx.array]
