@@ -9,9 +9,9 @@ few tens of microseconds at HBM rates. This kernel keeps one block per SM reside
 1. every block LayerNorms x (the frame's TS rows); the grid computes q/k/v two rows per warp (a
    RoPE pair) for every step, rotates q and k and writes k and v into each step's ring slot --
    barrier;
-2. one block per (head, step) scores every ring slot the step may see, a thread per slot, then
-   sums the values -- barrier;
-3. the grid computes `x + out_proj(attention)` -- barrier;
+2. one block per (head, step, run of ring slots) scores the slots the step may see, a thread
+   per slot, and sums their values (flash-decoding's partials) -- barrier;
+3. every block combines the partials; the grid computes `x + out_proj(attention)` -- barrier;
 4. every block LayerNorms x'; the grid computes `gelu(linear1)` -- barrier;
 5. the grid computes `x' + linear2(hidden)` -- barrier (none after the last layer).
 
@@ -23,6 +23,8 @@ each step; a codec's state is one or the other for its whole stream, see
 every slot whose position lies in 0..q: what moshi's ring attends to. The ring is written in
 place, as the temporal kernel's (`model/cuda/temporal.py`). `verify` compares the kernel with
 MLX's ops at load; `PPX_MIMI=mlx` turns it off (docs/cuda-kernels.md §Mimi's transformer).
+Measured on an H200: 0.13-0.15 ms of GPU time per call against 1.4 ms for MLX's ops
+(`python -m benchmarks.mimi_kernel_profile`, `python benchmarks/mimi_parts.py`).
 """
 
 from __future__ import annotations
