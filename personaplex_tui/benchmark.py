@@ -129,7 +129,7 @@ class BenchResult:
     matvec: str = ""  # which kernels multiply quantized weights by one row
     depformer: str = ""  # which kernels run the depformer
     temporal: str = ""  # which kernels run the temporal transformer's step
-    mimi: str = ""  # which kernels run Mimi's transformers
+    mimi: str = ""  # which kernels run Mimi's transformers and quantizer
     transcript: dict[str, Any] = field(default_factory=dict)  # `bench_transcript.time_transcript`
 
     def as_dict(self) -> dict[str, Any]:

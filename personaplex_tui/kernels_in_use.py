@@ -28,16 +28,23 @@ def temporal_kernels(model: PersonaPlex) -> str:
 
 
 def mimi_kernels(model: PersonaPlex) -> str:
-    """Which kernels run Mimi's two transformers: ours (`model/cuda/mimi_transformer.py`, one per
-    frame each) or MLX's ops."""
+    """Which kernels run Mimi's two transformers and its quantizer: ours (one per frame each,
+    `model/cuda/mimi_transformer.py`, `model/cuda/mimi_quantizer.py`) or MLX's ops."""
     if not on_cuda():
         return "MLX"
     mimi = model.mimi.model
-    kernel = cuda.MIMI_TRANSFORMER
+    ours = []
     if mimi.encoder_transformer.on_kernel() and mimi.decoder_transformer.on_kernel():
-        return f"one kernel per frame each ({kernel.path})"
-    why = kernel.why_off(mimi.encoder_transformer)
-    return f"MLX ({why})" if why else "MLX"
+        ours.append(f"transformers ({cuda.MIMI_TRANSFORMER.path})")
+    if mimi.quantizer.on_kernel():
+        ours.append(f"quantizer ({cuda.MIMI_QUANTIZER.path})")
+    if len(ours) == 2:
+        return "one kernel per frame each: " + ", ".join(ours)
+    why = cuda.MIMI_TRANSFORMER.why_off(mimi.encoder_transformer) or cuda.MIMI_QUANTIZER.why_off(
+        mimi.quantizer
+    )
+    mlx = f"MLX ({why})" if why else "MLX"
+    return f"{mlx}; ours: {', '.join(ours)}" if ours else mlx
 
 
 def stt_kernels(model: PersonaPlex) -> str:

@@ -197,4 +197,4 @@ def test_the_unit_is_named_ahead_as_the_codec_compiles_it(monkeypatch, codec):
         named = ahead.units(config_7b().lm, mx.bfloat16, 4, 64, config_7b().mimi)
         without = ahead.units(config_7b().lm, mx.bfloat16, 4, 64)
     assert len(real) == 1 and real[0] in named
-    assert real[0] not in without and len(named) == len(without) + 1
+    assert real[0] not in without and len(named) == len(without) + 2  # and the quantizer's

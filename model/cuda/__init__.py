@@ -3,7 +3,8 @@
 The rest of `model/` reaches CUDA through this module alone: `Accelerator` (an LM's kernel
 state: stacked weights, load-time checks, the temporal step and the depformer column),
 `fused_matvec` / `fused_gated_matvec` (one row times a quantized weight), `MIMI_TRANSFORMER`
-(Mimi's streaming transformer as one kernel, used by `model/mimi/transformer.py`), and `KERNELS` (each
+and `MIMI_QUANTIZER` (Mimi's streaming transformer and its quantizer's encode, each as one
+kernel, used by `model/mimi/`), and `KERNELS` (each
 kernel's switch and the reason it is off, for reports). On Metal and the CPU every kernel is
 off and each entry point answers None: readers of those paths need not look inside. It uses
 only `model.backend`, `model.derived`, `model.quantized` and `model.sampling`.
@@ -18,16 +19,18 @@ from model.cuda.accelerator import Accelerator
 from model.cuda.depformer import KERNEL as DEPFORMER
 from model.cuda.kernel import Kernel
 from model.cuda.matvec import KERNEL as MATVEC
+from model.cuda.mimi_quantizer import KERNEL as MIMI_QUANTIZER
 from model.cuda.mimi_transformer import KERNEL as MIMI_TRANSFORMER
 from model.cuda.temporal import KERNEL as TEMPORAL
 from model.quantized import Quantized
 
-KERNELS: tuple[Kernel, ...] = (MATVEC, TEMPORAL, DEPFORMER, MIMI_TRANSFORMER)
+KERNELS: tuple[Kernel, ...] = (MATVEC, TEMPORAL, DEPFORMER, MIMI_TRANSFORMER, MIMI_QUANTIZER)
 
 __all__ = [
     "DEPFORMER",
     "KERNELS",
     "MATVEC",
+    "MIMI_QUANTIZER",
     "MIMI_TRANSFORMER",
     "TEMPORAL",
     "Accelerator",

@@ -18,6 +18,7 @@ import mlx.core as mx
 from model.cuda import precompiled
 from model.cuda.depformer import KERNEL as DEPFORMER
 from model.cuda.matvec import KERNEL as MATVEC
+from model.cuda.mimi_quantizer import KERNEL as MIMI_QUANTIZER
 from model.cuda.mimi_transformer import KERNEL as MIMI_TRANSFORMER
 from model.cuda.temporal import KERNEL as TEMPORAL
 from model.sampling import SamplingParams
@@ -73,6 +74,8 @@ def units(
             _matvec(t.d_model, dtype, bits, group_size)
         if mimi_config is not None and MIMI_TRANSFORMER.enabled():
             _mimi(mimi_config)
+        if mimi_config is not None and MIMI_QUANTIZER.enabled():
+            _mimi_quantizer(mimi_config, mimi_config.num_codebooks)
     return _unique(found)
 
 
@@ -92,6 +95,21 @@ def _mimi(cfg: Any) -> None:
     stack = SimpleNamespace(wa=z, wb=z, norms=z, eps=1e-5)
     x = mx.zeros((1, cfg.steps_per_frame, d), dtype=mx.float32)
     MIMI_TRANSFORMER.run(transformer, stack, x, mx.array(0), [z] * cfg.num_layers)
+
+
+def _mimi_quantizer(cfg: Any, codebooks: int) -> None:
+    """The Mimi quantizer kernel's call for `codebooks` codebooks of a Mimi of `cfg`."""
+    z = mx.zeros((1,), dtype=mx.float32)
+    q = SimpleNamespace(
+        codebooks=SimpleNamespace(
+            shape=(codebooks, cfg.codebook_size, cfg.codebook_dim), dtype=mx.float32
+        ),
+        semantic_input_proj=SimpleNamespace(
+            shape=(cfg.codebook_dim, cfg.dimension), dtype=mx.float32
+        ),
+    )
+    stack = SimpleNamespace(proj=z, books=z, bias=z)
+    MIMI_QUANTIZER.run(q, stack, mx.zeros((cfg.dimension,), dtype=mx.float32))
 
 
 def stt_units(

@@ -68,10 +68,12 @@ class MimiModel(nn.Module):
                 module.prepare()
 
     def prepare_kernels(self) -> bool:
-        """On CUDA: the transformers' kernel stacked and checked for the current weights
-        (`MimiTransformer.prepare_kernel`). Returns whether both transformers run on it."""
+        """On CUDA: the transformers' and the quantizer's kernels stacked and checked for the
+        current weights (`MimiTransformer.prepare_kernel`, `SplitResidualQuantizer.
+        prepare_kernel`). Returns whether all three run on them."""
         encoder = self.encoder_transformer.prepare_kernel()
-        return self.decoder_transformer.prepare_kernel() and encoder
+        decoder = self.decoder_transformer.prepare_kernel()
+        return self.quantizer.prepare_kernel() and encoder and decoder
 
     # --- streaming: one frame, state in and out ---------------------------------------------
 

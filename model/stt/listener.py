@@ -146,6 +146,7 @@ def _extended(
     rest = theirs.codebooks[n:].astype(ours.codebooks.dtype)
     q.codebooks = mx.concatenate([ours.codebooks[:n], rest])
     q.prepare()
+    q.prepare_kernel()  # on CUDA: its encode as one kernel, checked now (before any step)
     return q
 
 

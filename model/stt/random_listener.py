@@ -76,4 +76,5 @@ def random_listener_quantizer(mimi: Any, n_q: int) -> SplitResidualQuantizer:
     ):
         setattr(quantizer, name, getattr(ours, name))
     quantizer.prepare()
+    quantizer.prepare_kernel()  # on CUDA: its encode as one kernel, checked now
     return quantizer

@@ -96,7 +96,7 @@ def result_table(r) -> Table:
     t.add_row("quantized mat-vec kernels", r.matvec)
     t.add_row("temporal step kernels", r.temporal)
     t.add_row("depformer kernels", r.depformer)
-    t.add_row("Mimi transformer kernels", r.mimi)
+    t.add_row("Mimi kernels", r.mimi)
     t.add_row("load", f"{r.load_s:.2f} s")
     t.add_row("warm-up (compile + first steps)", f"{r.warmup_s:.2f} s")
     w = r.warmup
