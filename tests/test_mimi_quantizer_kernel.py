@@ -16,11 +16,11 @@ import pytest
 from model.backend import on_cuda
 from model.config import MimiConfig, mimi_tiny
 from model.cuda import MIMI_QUANTIZER as kernel
-from model.cuda import cubins, precompiled
+from model.cuda import ModuleStack
 from model.cuda.mimi_quantizer import PICK_TOLERANCE
 from model.mimi import MimiCodec
 from model.stt.random_listener import random_listener_quantizer
-from tests.test_precompiled import NVRTC, fake_cuda
+from tests.test_precompiled import NVRTC, compiles_for_an_h200
 
 GPU = pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs only")
 
@@ -56,19 +56,10 @@ def test_off_the_gpu_the_quantizer_runs_mlx_ops(codec):
 
 @NVRTC
 def test_nvrtc_compiles_the_unit_for_an_h200(tmp_path, monkeypatch, codec):
-    monkeypatch.setenv(cubins.ENV_CACHE, str(tmp_path))
-    monkeypatch.setattr(cubins, "_memory", {})
-    monkeypatch.setenv(kernel.env_var, "")
-    monkeypatch.setattr(kernel, "_kernels", {})
-    monkeypatch.setattr(kernel, "disabled_reason", None)
     q = codec.model.quantizer
-    with fake_cuda(), precompiled.collecting() as found:
-        kernel.run(q, kernel.stack(q), mx.zeros((512,)))
-        arch, cubin = cubins.device_target()
-    assert len(found) == 1
-    symbol, unit = found[0]
-    binary = cubins.compiled(symbol, unit, arch, cubin)
-    assert binary[:4] == b"\x7fELF" and symbol.encode() in binary
+    compiles_for_an_h200(
+        tmp_path, monkeypatch, kernel, lambda: kernel.run(q, kernel.stack(q), mx.zeros((512,)))
+    )
 
 
 @GPU
@@ -93,7 +84,7 @@ def test_the_kernels_codes_are_mlx_ops_codes(codec, codebooks):
     for z in latents:
         x = mx.array(z).reshape(1, 1, -1)
         ours.append(np.array(q.encode(x)).reshape(-1))
-        saved, q._kernel = q._kernel, None  # MLX's ops for this call
+        saved, q._kernel = q._kernel, ModuleStack(kernel)  # none prepared: MLX's ops
         theirs.append(np.array(q.encode(x)).reshape(-1))
         q._kernel = saved
     ours, theirs = np.stack(ours), np.stack(theirs)

@@ -17,10 +17,10 @@ import pytest
 from model.backend import on_cuda
 from model.config import MimiConfig, config_7b, mimi_tiny
 from model.cuda import MIMI_TRANSFORMER as kernel
-from model.cuda import ahead, cubins, persistent, precompiled
+from model.cuda import ahead, persistent, precompiled
 from model.cuda.mimi_transformer import MIMI_ROW_TOLERANCE
 from model.mimi import MimiCodec
-from tests.test_precompiled import NVRTC, fake_cuda
+from tests.test_precompiled import NVRTC, compiles_for_an_h200, fake_cuda
 
 GPU = pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs only")
 
@@ -167,20 +167,15 @@ def test_the_codec_streams_like_mlx(codec, monkeypatch):
 @NVRTC
 def test_nvrtc_compiles_the_unit_for_an_h200(tmp_path, monkeypatch, codec):
     """On any Linux x86_64 machine: the kernel's translation unit compiles to a cubin."""
-    monkeypatch.setenv(cubins.ENV_CACHE, str(tmp_path))
-    monkeypatch.setattr(cubins, "_memory", {})
-    monkeypatch.setenv(kernel.env_var, "")
-    monkeypatch.setattr(kernel, "_kernels", {})
-    monkeypatch.setattr(kernel, "disabled_reason", None)
     tr = codec.model.encoder_transformer
-    with fake_cuda(), precompiled.collecting() as found:
-        rings = [mx.zeros((1,))] * len(tr.layers)
-        kernel.run(tr, kernel.stack(tr), mx.zeros((1, 2, 512)), mx.array(0), rings)
-        arch, cubin = cubins.device_target()
-    assert len(found) == 1
-    symbol, unit = found[0]
-    binary = cubins.compiled(symbol, unit, arch, cubin)
-    assert binary[:4] == b"\x7fELF" and symbol.encode() in binary
+    rings = [mx.zeros((1,))] * len(tr.layers)
+    x = mx.zeros((1, 2, 512))
+    compiles_for_an_h200(
+        tmp_path,
+        monkeypatch,
+        kernel,
+        lambda: kernel.run(tr, kernel.stack(tr), x, mx.array(0), rings),
+    )
 
 
 def test_the_unit_is_named_ahead_as_the_codec_compiles_it(monkeypatch, codec):

@@ -38,6 +38,23 @@ def _nvrtc_here() -> bool:
 NVRTC = pytest.mark.skipif(not _nvrtc_here(), reason="NVIDIA's runtime compiler is not installed")
 
 
+def compiles_for_an_h200(tmp_path, monkeypatch, kernel, call) -> None:
+    """`call()` (a run of `kernel`, switched on) names exactly one unit under `fake_cuda`, and
+    NVRTC compiles it to a cubin for an H200 with the kernel's symbol (for other test modules)."""
+    monkeypatch.setenv(cubins.ENV_CACHE, str(tmp_path))
+    monkeypatch.setattr(cubins, "_memory", {})
+    monkeypatch.setenv(kernel.env_var, "")
+    monkeypatch.setattr(kernel, "_kernels", {})
+    monkeypatch.setattr(kernel, "disabled_reason", None)
+    with fake_cuda(), precompiled.collecting() as found:
+        call()
+        arch, cubin = cubins.device_target()
+    assert len(found) == 1
+    symbol, unit = found[0]
+    binary = cubins.compiled(symbol, unit, arch, cubin)
+    assert binary[:4] == b"\x7fELF" and symbol.encode() in binary
+
+
 class fake_cuda:
     """Our kernels switched on as on an H200 (132 SMs, compute capability 9.0), kernels
     compiled ahead: enough to name their units on the CPU (nothing is launched)."""

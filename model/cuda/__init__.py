@@ -21,6 +21,7 @@ from model.cuda.kernel import Kernel
 from model.cuda.matvec import KERNEL as MATVEC
 from model.cuda.mimi_quantizer import KERNEL as MIMI_QUANTIZER
 from model.cuda.mimi_transformer import KERNEL as MIMI_TRANSFORMER
+from model.cuda.persistent import ModuleStack
 from model.cuda.temporal import KERNEL as TEMPORAL
 from model.quantized import Quantized
 
@@ -35,6 +36,7 @@ __all__ = [
     "TEMPORAL",
     "Accelerator",
     "Kernel",
+    "ModuleStack",
 ]
 
 

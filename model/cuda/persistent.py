@@ -22,6 +22,7 @@ import numpy as np
 from model.cuda import source
 from model.cuda.gpu_facts import sm_count
 from model.cuda.kernel import Kernel
+from model.derived import Derived, current
 
 SYNC_WORDS = 32  # the work buffer's first words: barrier counter, error flag
 
@@ -104,6 +105,40 @@ class PersistentKernel(Kernel, ABC):
     @abstractmethod
     def verify(self, lm: Any, weights: Any) -> float:
         """Run the kernel beside MLX's ops; raise ValueError where they differ."""
+
+
+class ModuleStack:
+    """One module's stacked weights for a persistent kernel (Mimi's transformer, its quantizer),
+    made and checked once per set of weights: `prepare(module)` outside compiled graphs, then
+    `current(module)` when the module runs."""
+
+    def __init__(self, kernel: PersistentKernel) -> None:
+        self.kernel = kernel
+        self._derived: Derived | None = None
+
+    def prepare(self, module: Any) -> bool:
+        """Stack and `verify` the kernel for `module`'s current weights unless done; a failed
+        check turns the kernel off for the process (`Kernel.try_check`). Returns whether the
+        module runs on it; off CUDA, unsupported or failed: False, and MLX's ops run."""
+        kernel = self.kernel
+        if not kernel.enabled() or kernel.supports(module) is not None:
+            self._derived = None
+            return False
+        sources = kernel.stack_sources(module)
+        if current(self._derived, sources) is None:
+            stack = kernel.stack(module)
+            self._derived = None
+            if not kernel.try_check(lambda: kernel.verify(module, stack)):
+                return False
+            self._derived = Derived(sources, stack)
+        return True
+
+    def current(self, module: Any) -> Any | None:
+        """The stack, while the kernel is on and it was made (and checked) from `module`'s
+        current weights (None: run MLX's ops)."""
+        if not self.kernel.enabled():
+            return None
+        return current(self._derived, self.kernel.stack_sources(module))
 
 
 def launch(

@@ -12,7 +12,6 @@ import mlx.nn as nn
 
 from .. import cuda
 from ..config import MimiConfig
-from ..derived import Derived, current
 from ..lm.layers import place_in_slots
 
 
@@ -26,7 +25,7 @@ class SplitResidualQuantizer(nn.Module):
         self.acoustic_output_proj = mx.zeros((d, cb))
         self.codebooks = mx.zeros((n, cfg.codebook_size, cb))
         self._bins = cfg.codebook_size
-        self._kernel: Derived | None = None  # the CUDA kernel's stack, once checked
+        self._kernel = cuda.ModuleStack(cuda.MIMI_QUANTIZER)  # its stack, once checked
         self.prepare()
 
     def prepare(self) -> None:
@@ -63,29 +62,17 @@ class SplitResidualQuantizer(nn.Module):
     def prepare_kernel(self) -> bool:
         """On CUDA: the quantizer kernel's tables for the current weights, checked once (outside
         compiled graphs). Returns whether `encode` of one latent runs on the kernel."""
-        kernel = cuda.MIMI_QUANTIZER
-        if not kernel.enabled() or kernel.supports(self) is not None:
-            self._kernel = None
-            return False
-        sources = kernel.stack_sources(self)
-        if current(self._kernel, sources) is None:
-            stack = kernel.stack(self)
-            self._kernel = None
-            if not kernel.try_check(lambda: kernel.verify(self, stack)):
-                return False
-            self._kernel = Derived(sources, stack)
-        return True
+        return self._kernel.prepare(self)
 
     def on_kernel(self) -> bool:
         """Whether `encode` of one latent runs on the CUDA kernel (prepared for these weights)."""
-        kernel = cuda.MIMI_QUANTIZER
-        stack = getattr(self, "_kernel", None)
-        return kernel.enabled() and current(stack, kernel.stack_sources(self)) is not None
+        return self._kernel.current(self) is not None
 
     def encode(self, x: mx.array) -> mx.array:
         """[batch, steps, dimension] -> codes [batch, steps, num_codebooks] (int32)."""
-        if x.shape[0] == 1 and x.shape[1] == 1 and self.on_kernel():
-            codes, _ = cuda.MIMI_QUANTIZER.run(self, self._kernel.value, x)
+        stack = self._kernel.current(self) if x.shape[:2] == (1, 1) else None
+        if stack is not None:
+            codes, _ = cuda.MIMI_QUANTIZER.run(self, stack, x)
             return codes.reshape(1, 1, -1)
         projected = x @ self._input_proj
         semantic, residual = projected[..., : self._cb], projected[..., self._cb :]

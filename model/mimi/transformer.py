@@ -29,7 +29,6 @@ import mlx.nn as nn
 from .. import cuda
 from ..activations import gelu
 from ..config import MimiConfig
-from ..derived import Derived, current
 
 # (offset, [rows per layer]): offset is the int32 position of the next step; the key-value rows
 # [batch, heads, context, 2 * head_dim] ([k | v]) hold positions offset-context..offset-1, oldest
@@ -209,7 +208,7 @@ class MimiTransformer(nn.Module):
         self._heads = cfg.num_heads
         self._head_dim = cfg.dimension // cfg.num_heads
         self._slots = mx.array(list(range(cfg.context)), dtype=mx.int32)
-        self._kernel: Derived | None = None  # the CUDA kernel's stack, once checked
+        self._kernel = cuda.ModuleStack(cuda.MIMI_TRANSFORMER)  # its stack, once checked
 
     def init_state(self, batch: int = 1) -> TransformerState:
         shape = (batch, self._heads, self._context, 2 * self._head_dim)
@@ -219,24 +218,11 @@ class MimiTransformer(nn.Module):
         """On CUDA: stack the weights for the Mimi transformer kernel and check it against MLX's
         ops, once per set of weights (outside compiled graphs). Returns whether `step` runs on
         the kernel; elsewhere, or where the check failed, it runs MLX's ops."""
-        kernel = cuda.MIMI_TRANSFORMER
-        if not kernel.enabled() or kernel.supports(self) is not None:
-            self._kernel = None
-            return False
-        sources = kernel.stack_sources(self)
-        if current(self._kernel, sources) is None:
-            stack = kernel.stack(self)
-            self._kernel = None
-            if not kernel.try_check(lambda: kernel.verify(self, stack)):
-                return False
-            self._kernel = Derived(sources, stack)
-        return True
+        return self._kernel.prepare(self)
 
     def on_kernel(self) -> bool:
         """Whether `step` runs on the CUDA kernel (prepared for the current weights)."""
-        kernel = cuda.MIMI_TRANSFORMER
-        stack = getattr(self, "_kernel", None)
-        return kernel.enabled() and current(stack, kernel.stack_sources(self)) is not None
+        return self._kernel.current(self) is not None
 
     def step(
         self, x: mx.array, state: TransformerState, full: bool = False
@@ -249,8 +235,9 @@ class MimiTransformer(nn.Module):
         before any step, and stays on unless the weights change (which resets the codec).
         """
         offset, caches = state
-        if x.shape[0] == 1 and x.shape[1] == self._per_frame and self.on_kernel():
-            out, _ = cuda.MIMI_TRANSFORMER.run(self, self._kernel.value, x, offset, caches)
+        stack = self._kernel.current(self) if x.shape[:2] == (1, self._per_frame) else None
+        if stack is not None:
+            out, _ = cuda.MIMI_TRANSFORMER.run(self, stack, x, offset, caches)
             return out, (offset + x.shape[1], caches)
         return self.mlx_step(x, state, full)
 

@@ -55,10 +55,7 @@
       ppx_rows_dot<D, TS, 2>(wl, r, xs, lane, acc);
       if (lane < TS) {
         const int t = lane;
-        float y0 = acc[0][0], y1 = acc[1][0];
-#pragma unroll
-        for (int u = 1; u < TS; u++)
-          if (t == u) y0 = acc[0][u], y1 = acc[1][u];
+        float y0 = ppx_pick<TS>(acc[0], t), y1 = ppx_pick<TS>(acc[1], t);
         const int part = r / D;  // 0 q, 1 k, 2 v
         const int within = r % D;
         const int head = within / DH;
@@ -187,11 +184,7 @@
       ppx_rows_dot<D, TS, 1>(wl, QKV + j, xs, lane, acc);
       if (lane < TS) {
         const int t = lane;
-        float a = acc[0][0];
-#pragma unroll
-        for (int u = 1; u < TS; u++)
-          if (t == u) a = acc[0][u];
-        out[t * D + j] = __ldcg(xc + t * D + j) + a;
+        out[t * D + j] = __ldcg(xc + t * D + j) + ppx_pick<TS>(acc[0], t);
       }
     }
     ppx_grid_sync(sync, target);
@@ -204,12 +197,7 @@
       if (lane < 2 * TS) {  // lane 2t + r: row 2 pr + r of step t
         const int t = lane >> 1;
         const int r = lane & 1;
-        float a = acc[0][0];
-#pragma unroll
-        for (int u = 0; u < TS; u++) {
-          if (t == u && r == 0) a = acc[0][u];
-          if (t == u && r == 1) a = acc[1][u];
-        }
+        const float a = r == 0 ? ppx_pick<TS>(acc[0], t) : ppx_pick<TS>(acc[1], t);
         hg[t * HID + 2 * pr + r] = ppx_gelu(a);
       }
     }
@@ -224,11 +212,7 @@
       ppx_rows_dot<HID, TS, 1>(wl2, j, xs, lane, acc);
       if (lane < TS) {
         const int t = lane;
-        float a = acc[0][0];
-#pragma unroll
-        for (int u = 1; u < TS; u++)
-          if (t == u) a = acc[0][u];
-        out[t * D + j] = __ldcg(out + t * D + j) + a;
+        out[t * D + j] = __ldcg(out + t * D + j) + ppx_pick<TS>(acc[0], t);
       }
     }
     if (l + 1 < NL) ppx_grid_sync(sync, target);

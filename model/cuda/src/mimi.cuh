@@ -121,6 +121,16 @@ __device__ __forceinline__ void ppx_rows_dot(
         acc[r][t] += __shfl_xor_sync(0xffffffff, acc[r][t], off);
 }
 
+// v[t] for a runtime t < N, from registers (an unrolled select: no local memory).
+template <int N>
+__device__ __forceinline__ float ppx_pick(const float (&v)[N], int t) {
+  float out = v[0];
+#pragma unroll
+  for (int u = 1; u < N; u++)
+    if (t == u) out = v[u];
+  return out;
+}
+
 // x * Phi(x), the exact GELU.
 __device__ __forceinline__ float ppx_gelu(float x) {
   return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
