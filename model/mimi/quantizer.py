@@ -3,6 +3,8 @@
 `codebooks[0]` is the semantic codebook (its own 512->256 projections), `codebooks[1:]` the
 acoustic ones, quantized in residual after the acoustic input projection. Codebooks are the
 centroids moshi derives from its EMA buffers (`embedding_sum / max(cluster_usage, 1e-5)`).
+On CUDA, `encode` of one latent runs as one kernel (`model/cuda/mimi_quantizer.py`,
+docs/cuda-kernels.md §Mimi's quantizer) once `prepare_kernel` has checked it.
 """
 
 from __future__ import annotations

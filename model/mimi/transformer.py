@@ -17,6 +17,10 @@ and values alike being the whole rows ([q | 0] . [k | v] = q . k, and the second
 output is the attention over v), and the output projection reads only those halves of the
 query rows. The layer scales are folded into the output projections, which add the residual
 in the matmul.
+
+On CUDA, `step` runs one frame on Mimi's transformer kernel instead (`model/cuda/
+mimi_transformer.py`, docs/cuda-kernels.md §Mimi's transformer), whose caches are rings written
+in place; `mlx_step` is the path above, and the kernel's load-time reference.
 """
 
 from __future__ import annotations
