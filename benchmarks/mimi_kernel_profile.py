@@ -63,17 +63,6 @@ class Variant(mimi_transformer.MimiTransformerKernel):
         extra = 2 * self.slots * (sm_count() or 1) if self.marks else 0
         return self.base_words + extra
 
-    def consts(self, tr: Any) -> list[tuple[str, Any]]:
-        return [(k, self.threads if k == "NT" else v) for k, v in super().consts(tr)]
-
-    def run(self, tr, weights, x, offset, rings):  # the launch with this variant's threads
-        saved = mimi_transformer.THREADS
-        mimi_transformer.THREADS = self.threads
-        try:
-            return super().run(tr, weights, x, offset, rings)
-        finally:
-            mimi_transformer.THREADS = saved
-
 
 def phases(work: np.ndarray, kernel: Variant, blocks: int, layers: int) -> dict[str, Any]:
     """Per phase, summed over the layers (us): span, barrier, prologue, work per block."""

@@ -48,10 +48,18 @@ def test_the_stack_is_the_projections_rows_the_codebooks_and_their_half_norms(co
     )
 
 
-def test_off_the_gpu_the_quantizer_runs_mlx_ops(codec):
-    if on_cuda():
-        pytest.skip("on CUDA the kernel runs")
-    assert not codec.model.quantizer.on_kernel()
+def test_switched_off_or_off_the_gpu_the_quantizer_runs_mlx_ops(monkeypatch):
+    """`PPX_MIMI=mlx` (or no CUDA): `prepare_kernel` stacks nothing and `encode` runs MLX's ops,
+    whose codes are the nearest entries (checked in float64 on the host)."""
+    monkeypatch.setenv(kernel.env_var, "mlx")
+    q = MimiCodec.random(MimiConfig(), seed=6).model.quantizer  # not the shared fixture's
+    assert not q.prepare_kernel() and not q.on_kernel()
+    z = np.random.default_rng(3).standard_normal(512).astype(np.float32)
+    codes = np.array(q.encode(mx.array(z).reshape(1, 1, -1))).reshape(-1)
+    books = np.array(q.codebooks, dtype=np.float64)
+    x = np.array(q.semantic_input_proj, np.float64) @ z
+    scores = books[0] @ x - 0.5 * (books[0] ** 2).sum(-1)
+    assert scores[codes[0]] >= scores.max() - 1e-4 * np.abs(scores).max()
 
 
 @NVRTC

@@ -53,11 +53,18 @@ def test_the_published_shapes_are_supported_and_the_tiny_ones_are_not(codec):
     assert "shapes" in kernel.supports(tiny.model.encoder_transformer)
 
 
-def test_off_the_gpu_the_codec_runs_mlx_ops(codec):
-    if on_cuda():
-        pytest.skip("on CUDA the kernel runs")
-    assert not codec.model.encoder_transformer.on_kernel()
+def test_switched_off_or_off_the_gpu_the_codec_runs_mlx_ops(monkeypatch):
+    """`PPX_MIMI=mlx` (or no CUDA): nothing is stacked or checked and `step` runs `mlx_step`."""
+    monkeypatch.setenv(kernel.env_var, "mlx")
+    codec = MimiCodec.random(MimiConfig(), seed=6)
     assert not codec.model.prepare_kernels()
+    tr = codec.model.encoder_transformer
+    assert not tr.on_kernel()
+    x = mx.random.normal((1, 2, 512), key=mx.random.key(1))
+    got, (offset, _) = tr.step(x, tr.init_state())
+    want, _ = tr.mlx_step(x, tr.init_state())
+    np.testing.assert_array_equal(np.array(got), np.array(want))
+    assert offset.item() == 2
 
 
 def test_the_stack_holds_the_rows_the_kernel_reads(codec):

@@ -94,11 +94,11 @@ class MimiQuantizerKernel(persistent.PersistentKernel):
     def _scores_at(self, lm: Any) -> int:
         """Where the work buffer holds each code's score (after the warps' candidates)."""
         d = _dims(lm)
-        warps = (persistent.sm_count() or 1) * THREADS // 32  # the grid `launch` starts
+        warps = (persistent.sm_count() or 1) * self.threads // 32  # the grid `launch` starts
         return persistent.SYNC_WORDS + 2 * d["CB"] + d["NQ"] * warps * 2
 
     def consts(self, lm: Any) -> list[tuple[str, Any]]:
-        return [*_dims(lm).items(), ("NT", THREADS), ("SYNC", persistent.SYNC_WORDS)]
+        return [*_dims(lm).items(), ("NT", self.threads), ("SYNC", persistent.SYNC_WORDS)]
 
     def run(self, lm: Any, weights: QuantizerStack, x: mx.array) -> tuple[mx.array, mx.array]:
         """The codes [NQ] (int32) of one latent x (D values, float32). Returns (codes, the work
@@ -109,7 +109,7 @@ class MimiQuantizerKernel(persistent.PersistentKernel):
             [x.reshape(-1).astype(mx.float32), weights.proj, weights.books, weights.bias],
             [(d["NQ"],), (self.work_size(lm),)],
             [mx.int32, mx.float32],
-            THREADS,
+            self.threads,
         )
         return codes, work
 

@@ -153,7 +153,12 @@ class MimiTransformerKernel(persistent.PersistentKernel):
 
     def consts(self, lm: Any) -> list[tuple[str, Any]]:
         d = _dims(lm)
-        return [*d.items(), ("NSPLIT", NSPLIT), ("NT", THREADS), ("SYNC", persistent.SYNC_WORDS)]
+        return [
+            *d.items(),
+            ("NSPLIT", NSPLIT),
+            ("NT", self.threads),
+            ("SYNC", persistent.SYNC_WORDS),
+        ]
 
     def run(
         self, lm: Any, weights: MimiStack, x: mx.array, offset: mx.array, rings: list[mx.array]
@@ -178,7 +183,7 @@ class MimiTransformerKernel(persistent.PersistentKernel):
             ],
             [(d["TS"] * d["D"],), (self.work_size(lm),)],
             [mx.float32, mx.float32],
-            THREADS,
+            self.threads,
         )
         return out.reshape(1, d["TS"], d["D"]), work
 
