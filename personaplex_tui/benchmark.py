@@ -231,7 +231,8 @@ def _compile_ahead(opts: BenchOptions) -> AheadCompile | None:
         from personaplex_tui.user_transcript import stt_bits
 
         bits = stt_bits(opts.stt_quantize, on_cuda())
-        compile_stt_ahead(default_random_stt_config().transformer, dtype, bits)
+        stt_config = default_random_stt_config()
+        compile_stt_ahead(stt_config.transformer, dtype, bits, 64, cfg.mimi, stt_config.n_q)
     return compile_ahead(cfg.lm, dtype, opts.bits, group, cfg.mimi)
 
 

@@ -72,15 +72,23 @@ def compile_ahead(
 
 
 def compile_stt_ahead(
-    transformer_config: Any, dtype: mx.Dtype | None, bits: int | None, group_size: int = 64
+    transformer_config: Any,
+    dtype: mx.Dtype | None,
+    bits: int | None,
+    group_size: int = 64,
+    mimi_config: Any = None,
+    codebooks: int = 0,
 ) -> AheadCompile | None:
     """Start compiling the kernels of the Kyutai STT's transformer (`transformer_config`,
-    quantized to `bits`: the temporal kernel, the mat-vec) while its weights load; None as
-    `compile_ahead`."""
-    if not bits:
+    quantized to `bits`: the temporal kernel, the mat-vec) and, with `mimi_config` (PersonaPlex's
+    Mimi), its listener's quantizer kernel for `codebooks` codebooks, while its weights load;
+    None as `compile_ahead`."""
+    if not bits and not (mimi_config is not None and codebooks):
         return None
     try:
-        found = ahead.stt_units(transformer_config, dtype or mx.bfloat16, bits, group_size)
+        found = ahead.stt_units(
+            transformer_config, dtype or mx.bfloat16, bits, group_size, mimi_config, codebooks
+        )
         return AheadCompile(found) if found else None
     except Exception:  # an optimisation: the STT's load compiles it anyway
         return None

@@ -28,16 +28,19 @@ def attach_stt(
     from model.stt import load_stt
     from personaplex_tui import kernels_ahead
 
+    # PersonaPlex's Mimi: the listener's quantizer is its own with the STT's codebooks after
+    mimi_config = getattr(getattr(persona, "mimi", None), "cfg", None)
     try:
         bits = stt_bits(choice.quantize, on_cuda())
         # the STT's kernels compile on other threads while its weights load (kernels_ahead: on
-        # CUDA, quantized; never an error)
+        # CUDA; the transformer's when quantized, the listener's quantizer's always; never an
+        # error)
         stt = load_stt(
             choice.model,
             quantize=bits,
             tqdm_class=tqdm_class,
             on_config=lambda config: kernels_ahead.compile_stt_ahead(
-                config.transformer, default_dtype(), bits
+                config.transformer, default_dtype(), bits, 64, mimi_config, config.n_q
             ),
         )
         persona.listen(stt, source=choice.source)

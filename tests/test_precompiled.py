@@ -178,6 +178,37 @@ def test_the_stt_units_are_named_ahead_as_its_real_weights_would():
     assert started == [named]
 
 
+def test_the_listeners_quantizer_unit_is_named_ahead_with_the_stt_units(monkeypatch):
+    """With PersonaPlex's Mimi config and the STT's codebooks, `ahead.stt_units` also names the
+    unit the listener's quantizer (our codebooks, then the STT's: `model/stt/listener.py`) asks
+    for; a float STT still gets it, and without the Mimi config it is not named."""
+    from model.config import MimiConfig, TransformerConfig
+    from model.cuda import MIMI_QUANTIZER
+    from model.mimi import MimiCodec
+    from model.stt.random_listener import random_listener_quantizer
+    from personaplex_tui import kernels_ahead
+
+    t = TransformerConfig(d_model=128, num_heads=4, num_layers=2, dim_feedforward=256, context=16)
+    codec = MimiCodec.random(MimiConfig(), seed=2)
+    listener_q = random_listener_quantizer(codec, 32)  # here: not prepared (no CUDA)
+    monkeypatch.setenv(MIMI_QUANTIZER.env_var, "")
+    monkeypatch.setattr(MIMI_QUANTIZER, "disabled_reason", None)  # an earlier check's verdict
+    with fake_cuda():
+        with precompiled.collecting() as real:
+            MIMI_QUANTIZER.run(
+                listener_q, MIMI_QUANTIZER.stack(listener_q), mx.zeros((512,), dtype=mx.float32)
+            )
+        named = ahead.stt_units(t, mx.bfloat16, 8, 64, codec.cfg, 32)
+        without = ahead.stt_units(t, mx.bfloat16, 8, 64)
+        floats = ahead.stt_units(t, mx.bfloat16, None, 64, codec.cfg, 32)
+        started: list[list[tuple[str, str]]] = []
+        with mock.patch.object(kernels_ahead, "AheadCompile", side_effect=started.append):
+            kernels_ahead.compile_stt_ahead(t, mx.bfloat16, None, 64, codec.cfg, 32)
+    assert len(real) == 1 and real[0] in named and real[0] not in without
+    assert len(named) == len(without) + 1
+    assert floats == [real[0]] and started == [floats]
+
+
 @pytest.mark.skipif(on_cuda(), reason="on CUDA the units are named")
 def test_units_are_named_only_where_kernels_are_compiled_ahead():
     assert ahead.units(config_7b().lm, mx.bfloat16, 4, 64) == []  # not CUDA here

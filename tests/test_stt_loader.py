@@ -8,11 +8,13 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
+from model.config import MimiConfig
 from model.errors import CheckpointError
 from model.stt import SttStream, load_stt, stt_1b_en_fr
 from model.stt.config import SttConfig, moshi_hidden
@@ -220,6 +222,8 @@ def test_the_config_is_handed_out_before_the_weights_are_read(copy) -> None:
     ):
 
         class Persona:
+            mimi = SimpleNamespace(cfg=MimiConfig())
+
             def listen(self, stt: object, source: str | None = None) -> None:
                 self.stt = stt
 
@@ -227,3 +231,5 @@ def test_the_config_is_handed_out_before_the_weights_are_read(copy) -> None:
         assert stt_loader.attach_stt(persona, SttChoice(True, str(folder), None), print)
     assert len(started) == 1
     assert started[0][0] == persona.stt.config.transformer and started[0][2] == 8
+    # and the listener's quantizer: PersonaPlex's Mimi, the STT's codebooks
+    assert started[0][4] is Persona.mimi.cfg and started[0][5] == persona.stt.config.n_q

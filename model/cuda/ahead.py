@@ -113,19 +113,29 @@ def _mimi_quantizer(cfg: Any, codebooks: int) -> None:
 
 
 def stt_units(
-    transformer_config: Any, dtype: mx.Dtype, bits: int, group_size: int
+    transformer_config: Any,
+    dtype: mx.Dtype,
+    bits: int | None,
+    group_size: int,
+    mimi_config: Any = None,
+    codebooks: int = 0,
 ) -> list[tuple[str, str]]:
     """(symbol, source) of the temporal kernel and the mat-vec for the Kyutai STT's transformer
     of `transformer_config` (`model/stt/model.py` runs it on the same kernels; its load checks
-    the mat-vec at its own bits); [] as `units`."""
+    the mat-vec at its own bits; none when `bits` is None: a float STT runs MLX's ops), and with
+    `mimi_config` the Mimi quantizer kernel's for the listener's `codebooks` codebooks (its
+    encode with the STT's codebooks after PersonaPlex's, `model/stt/listener.py`); [] as
+    `units`."""
     if not precompiled.usable():
         return []
     lm = SimpleNamespace(dtype=dtype, transformer=SimpleNamespace(config=transformer_config))
     with precompiled.collecting() as found:
-        if TEMPORAL.enabled():
+        if bits and TEMPORAL.enabled():
             _temporal(lm, dtype, bits, group_size)
-        if MATVEC.enabled():
+        if bits and MATVEC.enabled():
             _matvec(transformer_config.d_model, dtype, bits, group_size)
+        if mimi_config is not None and codebooks and MIMI_QUANTIZER.enabled():
+            _mimi_quantizer(mimi_config, codebooks)
     return _unique(found)
 
 
