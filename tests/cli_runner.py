@@ -28,3 +28,13 @@ def ppx(
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def size_now(path: Path) -> int:
+    """`path`'s size in bytes, -1 while it does not exist. A run's start creates each output file
+    and removes it again (its writability probe, `personaplex_tui/commands/paths.py`), so a
+    waiting test can see the file exist and then be gone before it asks for the size."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1

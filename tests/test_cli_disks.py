@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from tests.checkpoints import write_small_checkpoint
+from tests.cli_runner import size_now
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = str(ROOT / "tests" / "data" / "audio" / "weather.wav")
@@ -393,7 +394,7 @@ def test_a_full_disk_during_the_timing_log_keeps_whole_lines_and_says_so(ckpt, t
          "--timing-log", str(log), "--model", str(ckpt)],
         tmp_path / "home",
         limit,
-        lambda: log.exists() and log.stat().st_size >= limit - 300,
+        lambda: size_now(log) >= limit - 300,
     )  # fmt: skip
     assert code == 0, screen[-2000:]
     data = log.read_bytes()

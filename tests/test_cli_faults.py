@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from tests.checkpoints import write_small_checkpoint
+from tests.cli_runner import size_now
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "tests" / "data" / "audio"
@@ -71,7 +72,7 @@ def test_ctrl_c_mid_reply_exits_130_and_leaves_a_valid_partial_wav(ckpt, tmp_pat
         text=True,
     )
     deadline = time.monotonic() + 120
-    while not (out.exists() and out.stat().st_size > 44 + 2 * 1920 * 20):  # 20 reply frames
+    while not size_now(out) > 44 + 2 * 1920 * 20:  # 20 reply frames
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)

@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from personaplex_tui.stop_signals import SignalPolicy, Stopped
+from tests.cli_runner import size_now
 from tests.tui_pty import RESTORE_SEQUENCES, ROOT, PtyProcess, after_screen, user_env
 
 AUDIO = ROOT / "tests" / "data" / "audio"
@@ -180,7 +181,7 @@ def ppx(args: list[str], tmp: Path) -> subprocess.Popen:
 
 def wait_growing(proc: subprocess.Popen, path: Path, size: int) -> None:
     deadline = time.monotonic() + 120
-    while not (path.exists() and path.stat().st_size > size):
+    while not size_now(path) > size:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
 
