@@ -142,6 +142,36 @@ __device__ __forceinline__ float ppx_block_sum(float v, float* red) {
   return t;
 }
 
+// (best, idx) becomes the larger of itself and (v, i), the first index on a tie (as MLX's argmax).
+__device__ __forceinline__ void ppx_argmax_merge(float& best, int& idx, float v, int i) {
+  if (v > best || (v == best && i < idx)) {
+    best = v;
+    idx = i;
+  }
+}
+
+// The first index of the largest value over the block (each thread's candidate best at idx),
+// as MLX's argmax breaks ties; `best` becomes that value. redf, redi: NT / 32 shared words each.
+template <int NT>
+__device__ __forceinline__ int ppx_block_argmax(float& best, int idx, float* redf, int* redi) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ob = __shfl_xor_sync(0xffffffff, best, off);
+    const int oi = __shfl_xor_sync(0xffffffff, idx, off);
+    ppx_argmax_merge(best, idx, ob, oi);
+  }
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) {
+    redf[threadIdx.x >> 5] = best;
+    redi[threadIdx.x >> 5] = idx;
+  }
+  __syncthreads();
+  best = redf[0];
+  idx = redi[0];
+  for (int w = 1; w < NT / 32; w++) ppx_argmax_merge(best, idx, redf[w], redi[w]);
+  return idx;
+}
+
 // RMSNorm's scale 1 / sqrt(mean(x^2) + eps) from each thread's part `ss` of the sum of squares.
 template <int NT, int D>
 __device__ __forceinline__ float ppx_rms_scale(float ss, float eps, float* red) {

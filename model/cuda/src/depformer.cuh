@@ -2,35 +2,6 @@
 // ones are in common.cuh, which comes first in the kernel's header.
 __device__ __forceinline__ int ppx_pad(int i) { return i + ((i >> 4) << 2); }
 
-// The first index of the largest value over the block (as MLX's argmax breaks ties).
-template <int NT>
-__device__ __forceinline__ int ppx_block_argmax(float best, int idx, float* redf, int* redi) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) {
-    const float ob = __shfl_xor_sync(0xffffffff, best, off);
-    const int oi = __shfl_xor_sync(0xffffffff, idx, off);
-    if (ob > best || (ob == best && oi < idx)) {
-      best = ob;
-      idx = oi;
-    }
-  }
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) {
-    redf[threadIdx.x >> 5] = best;
-    redi[threadIdx.x >> 5] = idx;
-  }
-  __syncthreads();
-  best = redf[0];
-  idx = redi[0];
-  for (int w = 1; w < NT / 32; w++) {
-    if (redf[w] > best || (redf[w] == best && redi[w] < idx)) {
-      best = redf[w];
-      idx = redi[w];
-    }
-  }
-  return idx;
-}
-
 // RMSNorm of x[D] into out (padded), as MLX's kernel rounds: w * T(x * rsqrt(mean(x^2) + eps)).
 template <typename T, int D, int NT>
 __device__ __forceinline__ void ppx_rms(

@@ -67,33 +67,10 @@
       const float* c = cand + (static_cast<size_t>(q) * nwarps + w) * 2;
       const float v = __ldcg(c);
       const int e = __float_as_int(__ldcg(c + 1));
-      if (v > bv || (v == bv && e < bi)) {
-        bv = v;
-        bi = e;
-      }
+      ppx_argmax_merge(bv, bi, v, e);
     }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const float v = __shfl_xor_sync(0xffffffff, bv, off);
-      const int e = __shfl_xor_sync(0xffffffff, bi, off);
-      if (v > bv || (v == bv && e < bi)) {
-        bv = v;
-        bi = e;
-      }
-    }
-    if (lane == 0) {
-      bestv[wib] = bv;
-      besti[wib] = bi;
-    }
-    __syncthreads();
-    int code = besti[0];
-    float cv = bestv[0];
-    for (int w = 1; w < NW; w++) {
-      if (bestv[w] > cv || (bestv[w] == cv && besti[w] < code)) {
-        cv = bestv[w];
-        code = besti[w];
-      }
-    }
+    float cv = bv;
+    int code = ppx_block_argmax<NT>(cv, bi, bestv, besti);
     code = code < BINS ? code : 0;  // no score above -inf (NaN): entry 0, as MLX's argmax
     if (blockIdx.x == 0 && tid == 0) {
       codes[q] = code;
