@@ -82,9 +82,7 @@ def compile_stt_ahead(
     """Start compiling the kernels of the Kyutai STT's transformer (`transformer_config`,
     quantized to `bits`: the temporal kernel, the mat-vec) and, with `mimi_config` (PersonaPlex's
     Mimi), its listener's quantizer kernel for `codebooks` codebooks, while its weights load;
-    None as `compile_ahead`."""
-    if not bits and not (mimi_config is not None and codebooks):
-        return None
+    None as `compile_ahead` (and where neither applies: a float STT without `mimi_config`)."""
     try:
         found = ahead.stt_units(
             transformer_config, dtype or mx.bfloat16, bits, group_size, mimi_config, codebooks

@@ -29,7 +29,7 @@ def attach_stt(
     from personaplex_tui import kernels_ahead
 
     # PersonaPlex's Mimi: the listener's quantizer is its own with the STT's codebooks after
-    mimi_config = getattr(getattr(persona, "mimi", None), "cfg", None)
+    mimi_config = persona.mimi.cfg
     try:
         bits = stt_bits(choice.quantize, on_cuda())
         # the STT's kernels compile on other threads while its weights load (kernels_ahead: on
