@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import MimiConfig, mimi_tiny  # noqa: E402
 from model.mimi import MimiCodec, random_mimi_weights, save_weights  # noqa: E402
+from personaplex_tui.cuda_launches import launch_directly  # noqa: E402
 
 
 class Timer:
@@ -111,6 +112,7 @@ def main() -> None:
     )
     parser.add_argument("--torch-device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
+    launch_directly()  # MLX's CUDA kernels launched as the app launches them
 
     cfg = mimi_tiny() if args.tiny else MimiConfig()
     n = args.frames + args.warmup

@@ -2,7 +2,7 @@
 
 `mimi`: the codec's streaming encode and decode of one frame through the compiled graphs the
 full-duplex step uses, timed separately (codes evaluated; audio evaluated and copied to the
-host), float32 like the peers'.
+host), float32 like the peers', with MLX's CUDA kernels launched as the app launches them.
 The LM step and the full-duplex step are `ppx-tui bench`'s, which `benchmarks/peers.py` runs.
 
     python benchmarks/peers_ours.py mimi --steps 300
@@ -23,11 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.peers_common import codec_timed, emit, noise_frames, shapes, worker_parser  # noqa: E402
 from model.mimi import MimiCodec  # noqa: E402
 from personaplex_tui.benchmark import device_name  # noqa: E402
+from personaplex_tui.cuda_launches import launch_directly  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = worker_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
+    launch_directly()  # as the app runs it (personaplex_tui/cuda_launches.py)
     if args.part != "mimi":
         parser.error("ppx-tui's LM step is measured by `python -m personaplex_tui bench`.")
     cfg = shapes(args.small)

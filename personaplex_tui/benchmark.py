@@ -21,6 +21,7 @@ from model.config import FRAME_SAMPLES, PersonaPlexConfig, config_7b, mimi_tiny,
 from model.conversation.persona import default_dtype
 from model.conversation.session import Session
 from model.cuda import precompiled
+from personaplex_tui.cuda_launches import ENV_VAR as CUDA_GRAPHS_VAR
 from personaplex_tui.jit_workers import defer_compile, start_jit_workers
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
@@ -130,6 +131,7 @@ class BenchResult:
     depformer: str = ""  # which kernels run the depformer
     temporal: str = ""  # which kernels run the temporal transformer's step
     mimi: str = ""  # which kernels run Mimi's transformers and quantizer
+    cuda_graphs: str = ""  # $MLX_USE_CUDA_GRAPHS as this run had it ("" unset: MLX's default, on)
     transcript: dict[str, Any] = field(default_factory=dict)  # `bench_transcript.time_transcript`
 
     def as_dict(self) -> dict[str, Any]:
@@ -364,6 +366,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         depformer=depformer_kernels(model),
         temporal=temporal_kernels(model),
         mimi=mimi_kernels(model),
+        cuda_graphs=os.environ.get(CUDA_GRAPHS_VAR, ""),
         transcript=transcript,
     )
 

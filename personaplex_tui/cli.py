@@ -15,6 +15,7 @@ from model.errors import PersonaPlexError
 from personaplex_tui import __version__
 from personaplex_tui.commands import bench, chat, info, respond, soak, sound_check, transcribe
 from personaplex_tui.commands.common import UsageError
+from personaplex_tui.cuda_launches import launch_directly
 from personaplex_tui.errors import AppError
 from personaplex_tui.kernel_cache import persistent_kernel_cache, precompiled_kernel_cache
 from personaplex_tui.stop_signals import POLICY, Stopped, stopped_sentence
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         persistent_kernel_cache()
         precompiled_kernel_cache()
+        launch_directly()
         if handler is None:
             code = chat.run(args)
         else:

@@ -1,0 +1,27 @@
+"""MLX's CUDA backend launches the step's kernels one by one, not as CUDA graphs (faster here).
+
+MLX records the kernels of each batch of ~100 operations into a CUDA graph, then updates and
+launches it. A conversation step is ~180 small kernels around our persistent ones, and on one
+H200 the graph's update and upload came before the first kernel of every batch: CUPTI showed
+the graph's first kernels waiting 150-550 us per step. Launched directly, the full-duplex step
+took 5.97-6.30 ms p50 against 6.39-6.50 ms with graphs (five rounds, same processes alternated;
+the LM step alone unchanged at 4.6 ms); the README's Speed section has the commands. Metal and
+the CPU ignore the variable.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV_VAR = "MLX_USE_CUDA_GRAPHS"
+
+
+def launch_directly() -> bool:
+    """Set `$MLX_USE_CUDA_GRAPHS=0` unless the user set it. Returns whether it was set here.
+
+    Call it before MLX launches its first kernel (MLX reads the variable once, then).
+    """
+    if os.environ.get(ENV_VAR) is not None:
+        return False
+    os.environ[ENV_VAR] = "0"
+    return True
