@@ -16,12 +16,13 @@ import mlx.core as mx
 import numpy as np
 
 from model import PersonaPlex, load, random_model
+from model.backend import on_cuda
 from model.checkpoints.voices import VoicePrompt
 from model.config import FRAME_SAMPLES, PersonaPlexConfig, config_7b, mimi_tiny, tiny
 from model.conversation.persona import default_dtype
 from model.conversation.session import Session
 from model.cuda import precompiled
-from personaplex_tui.cuda_launches import ENV_VAR as CUDA_GRAPHS_VAR
+from personaplex_tui.cuda_launches import cuda_graphs
 from personaplex_tui.jit_workers import defer_compile, start_jit_workers
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
 from personaplex_tui.kernel_cache import cached_kernels
@@ -131,7 +132,7 @@ class BenchResult:
     depformer: str = ""  # which kernels run the depformer
     temporal: str = ""  # which kernels run the temporal transformer's step
     mimi: str = ""  # which kernels run Mimi's transformers and quantizer
-    cuda_graphs: str = ""  # $MLX_USE_CUDA_GRAPHS as this run had it ("" unset: MLX's default, on)
+    cuda_graphs: str = ""  # CUDA: "off" (MLX's kernels launched directly) or "on"; else ""
     transcript: dict[str, Any] = field(default_factory=dict)  # `bench_transcript.time_transcript`
 
     def as_dict(self) -> dict[str, Any]:
@@ -228,7 +229,6 @@ def _compile_ahead(opts: BenchOptions) -> AheadCompile | None:
     group = cfg.quantization.group_size if cfg.quantization else 64
     dtype = getattr(mx, opts.dtype) if opts.dtype else default_dtype()
     if opts.user_transcript:  # the random STT the transcript timings load (bench_transcript.py)
-        from model.backend import on_cuda
         from model.stt.random_listener import default_random_stt_config
         from personaplex_tui.user_transcript import stt_bits
 
@@ -366,7 +366,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         depformer=depformer_kernels(model),
         temporal=temporal_kernels(model),
         mimi=mimi_kernels(model),
-        cuda_graphs=os.environ.get(CUDA_GRAPHS_VAR, ""),
+        cuda_graphs=cuda_graphs() if on_cuda() else "",
         transcript=transcript,
     )
 

@@ -25,3 +25,12 @@ def launch_directly() -> bool:
         return False
     os.environ[ENV_VAR] = "0"
     return True
+
+
+def cuda_graphs() -> str:
+    """ "on" or "off": whether MLX records its CUDA kernels into graphs in this process, as it
+    reads the variable (an integer, 0 for off; unset or unreadable: MLX's default, on)."""
+    try:
+        return "off" if int(os.environ.get(ENV_VAR, "1")) == 0 else "on"
+    except ValueError:
+        return "on"

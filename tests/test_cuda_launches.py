@@ -8,7 +8,7 @@ import pytest
 
 from model.cuda.cubins import ENV_CACHE
 from personaplex_tui.cli import main
-from personaplex_tui.cuda_launches import ENV_VAR, launch_directly
+from personaplex_tui.cuda_launches import ENV_VAR, cuda_graphs, launch_directly
 from personaplex_tui.kernel_cache import ENV_VAR as PTX_CACHE
 
 
@@ -36,3 +36,12 @@ def test_every_command_sets_it_before_it_runs(clean_env, capsys):
     assert main(["prompts"]) == 0
     assert "assistant" in capsys.readouterr().out
     assert os.environ[ENV_VAR] == "0"
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"), [(None, "on"), ("0", "off"), ("1", "on"), ("00", "off"), ("yes", "on")]
+)
+def test_reports_the_mode_as_mlx_reads_the_variable(clean_env, monkeypatch, value, mode):
+    if value is not None:
+        monkeypatch.setenv(ENV_VAR, value)
+    assert cuda_graphs() == mode

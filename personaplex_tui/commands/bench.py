@@ -97,6 +97,9 @@ def result_table(r) -> Table:
     t.add_row("temporal step kernels", r.temporal)
     t.add_row("depformer kernels", r.depformer)
     t.add_row("Mimi kernels", r.mimi)
+    if r.cuda_graphs:
+        how = "launched directly" if r.cuda_graphs == "off" else "as CUDA graphs"
+        t.add_row("MLX's CUDA kernels", f"{how} (MLX_USE_CUDA_GRAPHS)")
     t.add_row("load", f"{r.load_s:.2f} s")
     t.add_row("warm-up (compile + first steps)", f"{r.warmup_s:.2f} s")
     w = r.warmup
