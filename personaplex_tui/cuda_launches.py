@@ -1,11 +1,12 @@
 """MLX's CUDA backend launches the step's kernels one by one, not as CUDA graphs (faster here).
 
-MLX records the kernels of each batch of ~100 operations into a CUDA graph, then updates and
-launches it. A conversation step is ~180 small kernels around our persistent ones, and on one
-H200 the graph's update and upload came before the first kernel of every batch: CUPTI showed
-the graph's first kernels waiting 150-550 us per step. Launched directly, the full-duplex step
-took 5.97-6.30 ms p50 against 6.39-6.50 ms with graphs (five rounds, same processes alternated;
-the LM step alone unchanged at 4.6 ms); the README's Speed section has the commands. Metal and
+MLX records the kernels of each batch of up to 100 operations into a CUDA graph, updates the
+cached executable graph and launches it. A full-duplex step is ~180 kernels around our persistent
+ones, and on one H200 CUPTI showed the first kernels of each step's graph (fills and copies of a
+few bytes) taking 150-580 us instead of 1-3 us. Launched directly, the full-duplex step took
+5.97-6.30 ms p50 against 6.39-6.50 ms with graphs (`ppx-tui bench`, one process per run, the two
+modes alternated, five rounds), and the LM step alone was unchanged at 4.5-4.7 ms.
+docs/cuda-kernels.md §Where a step's GPU time goes has the timeline and the commands. Metal and
 the CPU ignore the variable.
 """
 
