@@ -59,7 +59,6 @@ def report(label: str, steps: list[tuple[list, float]], sequence: bool) -> None:
         return
     spans, busy = [], []
     per_name: dict[str, list[float]] = collections.defaultdict(list)
-    counts: dict[str, list[int]] = collections.defaultdict(list)
     for step, next_start in steps:
         spans.append(next_start - step[0][1])
         # busy: union of kernel intervals (kernels may overlap on several streams)
@@ -73,9 +72,6 @@ def report(label: str, steps: list[tuple[list, float]], sequence: bool) -> None:
                 cur_e = max(cur_e, s + d)
         total += cur_e - cur_s
         busy.append(total)
-        c = collections.Counter(k[0] for k in step)
-        for name in set(per_name) | set(c):
-            counts[name].append(c.get(name, 0))
         for name, _, d in step:
             per_name[name].append(d)
     n = len(steps)

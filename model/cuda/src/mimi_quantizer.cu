@@ -69,12 +69,11 @@
       const int e = __float_as_int(__ldcg(c + 1));
       ppx_argmax_merge(bv, bi, v, e);
     }
-    float cv = bv;
-    int code = ppx_block_argmax<NT>(cv, bi, bestv, besti);
+    int code = ppx_block_argmax<NT>(bv, bi, bestv, besti);
     code = code < BINS ? code : 0;  // no score above -inf (NaN): entry 0, as MLX's argmax
     if (blockIdx.x == 0 && tid == 0) {
       codes[q] = code;
-      picked[q] = cv;
+      picked[q] = bv;
     }
     // 4. the residual of the acoustic codebooks (after the semantic one, before the last)
     if (q >= 1 && q + 1 < NQ) {
