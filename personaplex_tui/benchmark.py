@@ -229,12 +229,13 @@ def _compile_ahead(opts: BenchOptions) -> AheadCompile | None:
     group = cfg.quantization.group_size if cfg.quantization else 64
     dtype = getattr(mx, opts.dtype) if opts.dtype else default_dtype()
     if opts.user_transcript:  # the random STT the transcript timings load (bench_transcript.py)
+        from model.stt.loader import GROUP_SIZE
         from model.stt.random_listener import default_random_stt_config
         from personaplex_tui.user_transcript import stt_bits
 
         bits = stt_bits(opts.stt_quantize, on_cuda())
         stt_config = default_random_stt_config()
-        compile_stt_ahead(stt_config.transformer, dtype, bits, 64, cfg.mimi, stt_config.n_q)
+        compile_stt_ahead(stt_config.transformer, dtype, bits, GROUP_SIZE, cfg.mimi, stt_config.n_q)
     return compile_ahead(cfg.lm, dtype, opts.bits, group, cfg.mimi)
 
 

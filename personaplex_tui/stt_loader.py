@@ -26,6 +26,7 @@ def attach_stt(
     from model.backend import on_cuda
     from model.checkpoints.load import default_dtype
     from model.stt import load_stt
+    from model.stt.loader import GROUP_SIZE
     from personaplex_tui import kernels_ahead
 
     # PersonaPlex's Mimi: the listener's quantizer is its own with the STT's codebooks after
@@ -40,7 +41,7 @@ def attach_stt(
             quantize=bits,
             tqdm_class=tqdm_class,
             on_config=lambda config: kernels_ahead.compile_stt_ahead(
-                config.transformer, default_dtype(), bits, 64, mimi_config, config.n_q
+                config.transformer, default_dtype(), bits, GROUP_SIZE, mimi_config, config.n_q
             ),
         )
         persona.listen(stt, source=choice.source)

@@ -169,13 +169,18 @@ def check_weights(path: Path, cfg: SttConfig) -> tuple[SttConfig, dict[str, str]
     return cfg, {p: keys[p] for p in shapes}
 
 
+# Quantized projections' group size (as PersonaPlex's); the app compiles the STT's kernels for it
+# ahead of the load (`personaplex_tui/kernels_ahead.py`).
+GROUP_SIZE = 64
+
+
 def lm_from_file(
     path: Path,
     cfg: SttConfig,
     *,
     dtype: mx.Dtype | None = None,
     quantize: int | None = None,
-    group_size: int = 64,
+    group_size: int = GROUP_SIZE,
 ) -> tuple[SttLM, SttConfig]:
     """Build the LM from a checked model.safetensors; `quantize` (4 or 8) quantizes the
     transformer's projections whose input size is a multiple of `group_size` (all of the
