@@ -1,7 +1,9 @@
 """The temporal kernel's codes as denormal floats (src/common.cuh, `ppx_word_dot<BITS, true>`), checked in
 NumPy's IEEE float32: a code's bits alone are code * 2^-149, times x * 2^100 that is code * x *
 2^-49 exactly, so a chunk's sum, scaled back by 2^49, is bit for bit the sum the kernel formed
-before (each code made 2^23 + code by the exponent's bits, then 2^23 subtracted)."""
+before (each code made 2^23 + code by the exponent's bits, then 2^23 subtracted). A 4-bit code
+masked where it lies in its word (`PPX_NIBBLE_AT`) is a denormal as well, code * 2^(at - 149),
+and with x scaled by 2^(100 - at) (`ppx_xscale_at`) the products and sums are the same again."""
 
 from __future__ import annotations
 
@@ -51,6 +53,24 @@ def dot_denormal(word: np.ndarray, x: np.ndarray, bits: int, base: int = 0x4440)
     return (dot * DOTSCALE).astype(np.float32)
 
 
+def nibble_at(j: int) -> int:
+    """PPX_NIBBLE_AT: the bit where ppx_word_dot<4, true> finds code j of a word."""
+    return 4 * j if j < 5 else 4 * j - 12
+
+
+def dot_masked(word: np.ndarray, x: np.ndarray, scale_at=nibble_at) -> np.ndarray:
+    """ppx_word_dot<4, true>: each code masked in place (the top three after a shift by 12),
+    times x scaled by 2^(100 - its bit), in the codes' order; scaled back by 2^49."""
+    up = word >> np.uint32(12)
+    dot = np.zeros(word.shape, np.float32)
+    for j in range(8):
+        src = word if j < 5 else up
+        code = (src & np.uint32(0xF << nibble_at(j))).view(np.float32)
+        scaled = (x[:, j] * np.float32(2.0 ** (100 - scale_at(j)))).astype(np.float32)
+        dot = (dot + code * scaled).astype(np.float32)
+    return (dot * DOTSCALE).astype(np.float32)
+
+
 def bfloat16_values(n: int, width: int, seed: int) -> np.ndarray:
     """Values a bfloat16 activation can hold, from 1e-3 to 1e3 in size, some zero."""
     rng = np.random.default_rng(seed)
@@ -88,3 +108,30 @@ def test_a_wrong_selector_is_noticed(base):
     words = rng.integers(0, 2**32, 1000, dtype=np.uint64).astype(np.uint32)
     x = bfloat16_values(1000, 4, seed=1)
     assert not np.array_equal(dot_denormal(words, x, 8, base), dot_before(words, x, 8))
+
+
+def test_masked_nibbles_give_the_sums_bit_for_bit():
+    rng = np.random.default_rng(11)
+    words = rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32)
+    x = bfloat16_values(20000, 8, seed=12)
+    masked = dot_masked(words, x).view(np.uint32)
+    assert np.array_equal(masked, dot_denormal(words, x, 4).view(np.uint32))
+    assert np.array_equal(masked, dot_before(words, x, 4).view(np.uint32))
+    # every masked code is a denormal (exponent bits zero), and the codes are the word's nibbles
+    ones = np.array([0x76543210], dtype=np.uint32)
+    assert dot_masked(ones, np.ones((1, 8), np.float32)).tolist() == [float(sum(range(8)))]
+    # the chunk sums of x scaled per position and unscaled per position are the plain sums
+    unscaled = [
+        (x[:, j] * np.float32(2.0 ** (100 - nibble_at(j)))).astype(np.float32)
+        * np.float32(2.0 ** (nibble_at(j) - 100))
+        for j in range(8)
+    ]
+    assert np.array_equal(np.sum(np.stack(unscaled, 1), axis=1), np.sum(x, axis=1))
+
+
+def test_a_wrong_position_scale_is_noticed():
+    # x scaled by 2^100 everywhere (the byte permutes' scale) with the masked codes: wrong sums.
+    rng = np.random.default_rng(13)
+    words = rng.integers(0, 2**32, 1000, dtype=np.uint64).astype(np.uint32)
+    x = bfloat16_values(1000, 8, seed=14)
+    assert not np.array_equal(dot_masked(words, x, scale_at=lambda j: 0), dot_before(words, x, 4))

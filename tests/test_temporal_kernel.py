@@ -138,7 +138,9 @@ def test_a_wrong_kernel_is_turned_off(monkeypatch):
     monkeypatch.setattr(temporal_kernel, "disabled_reason", None)
     monkeypatch.setattr(temporal_kernel, "_kernels", {})
     monkeypatch.setattr(temporal_kernel, "name", "ppx_temporal_broken")
-    broken = temporal_kernel.body.replace("const float c = cosf(theta)", "const float c = 1.f")
+    broken = temporal_kernel.body.replace(
+        "make_float2(cosf(theta), sinf(theta))", "make_float2(1.f, sinf(theta))"
+    )
     assert broken != temporal_kernel.body
     monkeypatch.setattr(temporal_kernel, "body", broken)
     lm = small_lm()

@@ -69,10 +69,14 @@ def _linears(layer: Any) -> list[Any]:
 
 def _shared_bytes(d: int, hidden: int, head_dim: int, bits: int) -> int:
     """Static shared memory of the kernel (at most 48 KiB): x, a mat-vec's input, chunk sums,
-    each warp's query."""
+    each warp's query, RoPE's cosines and sines."""
     chunk = 128 // bits
     return (
-        2 * d + max(4 * d, 2 * hidden) + 4 * max(d, hidden) // chunk + 4 * THREADS // 32 * head_dim
+        2 * d
+        + max(4 * d, 2 * hidden)
+        + 4 * max(d, hidden) // chunk
+        + 4 * THREADS // 32 * head_dim
+        + 4 * head_dim
     )
 
 

@@ -21,6 +21,9 @@ __device__ __forceinline__ float ppx_byte(uint32_t word, int i) {
 // are not compiled with flush-to-zero (cubins.options).
 #define PPX_XSCALE 0x1p100f
 #define PPX_DOTSCALE 0x1p49f
+// Where ppx_word_dot<4, true> finds code j (0..7) of a word: its own bits 4j for j < 5, and
+// after a shift by 12 bits 8, 12 and 16 for j = 5, 6, 7 (below the exponent, so denormal).
+#define PPX_NIBBLE_AT(j) ((j) < 5 ? 4 * (j) : 4 * (j) - 12)
 __device__ __forceinline__ float ppx_denormal(uint32_t word, int i) {
   return __uint_as_float(__byte_perm(word, 0u, 0x4440u + i));
 }
@@ -34,6 +37,20 @@ __device__ __forceinline__ float ppx_word_dot(uint32_t word, const float* x) {
   if constexpr (BITS == 8) {
 #pragma unroll
     for (int i = 0; i < 4; i++) dot = fmaf(code(word, i), x[i], dot);
+  } else if constexpr (BITS == 4 && DENORMAL) {
+    // A code masked in place is a denormal too: code j at bit PPX_NIBBLE_AT(j) is code *
+    // 2^(PPX_NIBBLE_AT(j) - 149), one AND each (the top three after one shift), where the
+    // caller holds x[j] scaled by 2^(100 - PPX_NIBBLE_AT(j)) (ppx_xscale_at): the same exact
+    // products code * x * 2^-49, summed in the same order as the byte permutes would.
+    const uint32_t up = word >> 12;
+    dot = fmaf(__uint_as_float(word & 0xFu), x[0], dot);
+    dot = fmaf(__uint_as_float(word & 0xF0u), x[1], dot);
+    dot = fmaf(__uint_as_float(word & 0xF00u), x[2], dot);
+    dot = fmaf(__uint_as_float(word & 0xF000u), x[3], dot);
+    dot = fmaf(__uint_as_float(word & 0xF0000u), x[4], dot);
+    dot = fmaf(__uint_as_float(up & 0xF00u), x[5], dot);
+    dot = fmaf(__uint_as_float(up & 0xF000u), x[6], dot);
+    dot = fmaf(__uint_as_float(up & 0xF0000u), x[7], dot);
   } else if constexpr (BITS == 4) {
     const uint32_t lo = word & 0x0F0F0F0Fu, hi = (word >> 4) & 0x0F0F0F0Fu;
 #pragma unroll

@@ -16,6 +16,7 @@
   __shared__ float csum[(HID > D ? HID : D) / EPC];
   __shared__ float qsm[NW][DH];  // each warp's query, for its attention items
   __shared__ float redf[NW];
+  __shared__ float2 rope[DH / 2];  // (cos, sin) of each frequency at this position
 
   unsigned int* sync = reinterpret_cast<unsigned int*>(work);
   float* x1 = work + SYNC;
@@ -51,6 +52,11 @@
 
   PPX_MARK(sync, 0);
   for (int i = tid; i < D; i += NT) xs[i] = x[i];
+  for (int i = tid; i < DH / 2; i += NT) {  // once per step, not per layer and row pair
+    const float inv_freq = exp2f(-(static_cast<float>(i) / (DH / 2)) * log2_base);
+    const float theta = static_cast<float>(p) * inv_freq;
+    rope[i] = make_float2(cosf(theta), sinf(theta));
+  }
   __syncthreads();
 
   for (int l = 0; l < NL; l++) {
@@ -71,9 +77,7 @@
         const int head = within / DH;
         const int dd = within % DH;
         if (part_ < 2) {
-          const float inv_freq = exp2f(-(static_cast<float>(dd / 2) / (DH / 2)) * log2_base);
-          const float theta = static_cast<float>(p) * inv_freq;
-          const float c = cosf(theta), s = sinf(theta);
+          const float c = rope[dd / 2].x, s = rope[dd / 2].y;
           const float r0 = y0 * c - y1 * s;
           const float r1 = y0 * s + y1 * c;
           y0 = ppx_f(T(r0));
@@ -198,7 +202,7 @@
     }
     ppx_grid_sync(sync, target);
     // 4. x + out_proj(attention)
-    for (int i = tid; i < D; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(att + i) * ppx_xscale<T>());
+    for (int i = tid; i < D; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(att + i) * ppx_xscale_at<T, BITS>(i));
     __syncthreads();
     ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
     PPX_MARK_PHASE(sync, target);
@@ -226,7 +230,7 @@
     }
     ppx_grid_sync(sync, target);
     // 6. x' + linear_out(hidden)
-    for (int i = tid; i < HID; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(hidg + i) * ppx_xscale<T>());
+    for (int i = tid; i < HID; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(hidg + i) * ppx_xscale_at<T, BITS>(i));
     __syncthreads();
     ppx_chunk_sums<T, HID, EPC, NT>(nt, csum);
     PPX_MARK_PHASE(sync, target);

@@ -26,6 +26,26 @@ template <typename T>
 __device__ __forceinline__ float ppx_xscale() {
   return ppx_scaled_x<T>::on ? PPX_XSCALE : 1.f;
 }
+// The scale of input i of a mat-vec of BITS-bit codes in shared memory: ppx_xscale, but for 4-bit
+// codes masked in place (ppx_word_dot) 2^(100 - PPX_NIBBLE_AT(i % 8)), so that every product is
+// still code * x * 2^-49.
+template <typename T, int BITS>
+__device__ __forceinline__ float ppx_xscale_at(int i) {
+  if constexpr (ppx_scaled_x<T>::on && BITS == 4) {
+    return __int_as_float((127 + 100 - PPX_NIBBLE_AT(i % 8)) << 23);
+  } else {
+    return ppx_xscale<T>();
+  }
+}
+// 1 / ppx_xscale_at<T, BITS>(i), exactly (a power of two).
+template <typename T, int BITS>
+__device__ __forceinline__ float ppx_xunscale_at(int i) {
+  if constexpr (ppx_scaled_x<T>::on && BITS == 4) {
+    return __int_as_float((127 - 100 + PPX_NIBBLE_AT(i % 8)) << 23);
+  } else {
+    return 1.f / ppx_xscale<T>();
+  }
+}
 
 // Two rows of an affine quantized weight times x (shared memory, activation dtype, swizzled,
 // times ppx_xscale); csum: the sums of x over each 16-byte weight chunk (once per phase).
@@ -97,10 +117,11 @@ __device__ __forceinline__ void ppx_value_row(
   }
 }
 
-// The sums of a swizzled x[K] (times ppx_xscale) over each chunk of EPC values, unscaled: four
+// The sums of a swizzled x[K] (times ppx_xscale_at) over each chunk of EPC values, unscaled: four
 // threads to a chunk, each summing a quarter in order, then (q0 + q1) + (q2 + q3).
 template <typename T, int K, int EPC, int NT>
 __device__ __forceinline__ void ppx_chunk_sums(const T* x, float* csum) {
+  constexpr int BITS = 128 / EPC;
   constexpr int XV = 16 / sizeof(T);
   constexpr int PER = EPC / 4;
   constexpr int N = K / EPC * 4;
@@ -110,11 +131,14 @@ __device__ __forceinline__ void ppx_chunk_sums(const T* x, float* csum) {
     float t = 0.f;
     if (i < N) {
 #pragma unroll
-      for (int j = 0; j < PER; j++) t += ppx_f(x[ppx_sw<XV, EPC / XV>(c * EPC + (i % 4) * PER + j)]);
+      for (int j = 0; j < PER; j++) {
+        const int e = c * EPC + (i % 4) * PER + j;
+        t += ppx_f(x[ppx_sw<XV, EPC / XV>(e)]) * ppx_xunscale_at<T, BITS>(e);
+      }
     }
     t += __shfl_xor_sync(0xffffffff, t, 1);
     t += __shfl_xor_sync(0xffffffff, t, 2);
-    if (i < N && i % 4 == 0) csum[c] = t * (1.f / ppx_xscale<T>());
+    if (i < N && i % 4 == 0) csum[c] = t;
   }
   __syncthreads();
 }
@@ -131,7 +155,8 @@ __device__ __forceinline__ void ppx_rms_t(const T* x, const T* w, T* out, float 
   const float inv = ppx_rms_scale<NT, D>(ss, eps, red);
   for (int i = threadIdx.x; i < D; i += NT) {
     const T y = T(ppx_f(x[i]) * inv);
-    out[ppx_sw<16 / sizeof(T), SPC>(i)] = T(ppx_f(w[i]) * ppx_f(y) * ppx_xscale<T>());
+    constexpr int BITS = 128 / (SPC * 16 / sizeof(T));
+    out[ppx_sw<16 / sizeof(T), SPC>(i)] = T(ppx_f(w[i]) * ppx_f(y) * ppx_xscale_at<T, BITS>(i));
   }
   __syncthreads();
 }
