@@ -202,7 +202,9 @@
     }
     ppx_grid_sync(sync, target);
     // 4. x + out_proj(attention)
-    for (int i = tid; i < D; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(att + i) * ppx_xscale_at<T, BITS>(i));
+    for (int i = tid; i < D; i += NT) {
+      nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(att + i) * ppx_xscale_at<T, BITS>(i));
+    }
     __syncthreads();
     ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
     PPX_MARK_PHASE(sync, target);
@@ -230,7 +232,9 @@
     }
     ppx_grid_sync(sync, target);
     // 6. x' + linear_out(hidden)
-    for (int i = tid; i < HID; i += NT) nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(hidg + i) * ppx_xscale_at<T, BITS>(i));
+    for (int i = tid; i < HID; i += NT) {
+      nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(hidg + i) * ppx_xscale_at<T, BITS>(i));
+    }
     __syncthreads();
     ppx_chunk_sums<T, HID, EPC, NT>(nt, csum);
     PPX_MARK_PHASE(sync, target);
