@@ -17,9 +17,9 @@ __device__ __forceinline__ float ppx_byte(uint32_t word, int i) {
 // exactly as sums of code * x would (everything is a power of two apart), so a code needs one
 // byte permute and one FMA instead of the permute, subtraction and FMA of ppx_byte
 // (docs/cuda-kernels.md §The temporal step; ppx_chunk_dot's DENORMAL). Callers hold x scaled
-// by PPX_XSCALE and scale the dot product back by PPX_DOTSCALE. Denormals are kept: the kernels
+// by 2^PPX_XEXP and scale the dot product back by PPX_DOTSCALE. Denormals are kept: the kernels
 // are not compiled with flush-to-zero (cubins.options).
-#define PPX_XSCALE 0x1p100f
+#define PPX_XEXP 100
 #define PPX_DOTSCALE 0x1p49f
 // Where ppx_word_dot<4, true> finds code j (0..7) of a word: its own bits 4j for j < 5, and
 // after a shift by 12 bits 8, 12 and 16 for j = 5, 6, 7 (below the exponent, so denormal).
@@ -29,7 +29,7 @@ __device__ __forceinline__ float ppx_denormal(uint32_t word, int i) {
 }
 
 // sum_j q_j * x[j] for the 32 / BITS codes of one packed word. DENORMAL: the codes as denormals
-// and x scaled by PPX_XSCALE (the same products in the same order, PPX_DOTSCALE times smaller).
+// and x scaled by 2^PPX_XEXP (the same products in the same order, PPX_DOTSCALE times smaller).
 template <int BITS, bool DENORMAL>
 __device__ __forceinline__ float ppx_word_dot(uint32_t word, const float* x) {
   auto code = [](uint32_t w, int i) { return DENORMAL ? ppx_denormal(w, i) : ppx_byte(w, i); };
@@ -69,7 +69,7 @@ __device__ __forceinline__ float ppx_word_dot(uint32_t word, const float* x) {
 }
 
 // The dot product of one 16-byte chunk of codes (4 packed words) with its 128 / BITS inputs x
-// (DENORMAL: x scaled by PPX_XSCALE; the sum is scaled back).
+// (DENORMAL: x scaled by 2^PPX_XEXP; the sum is scaled back).
 template <int BITS, bool DENORMAL = false>
 __device__ __forceinline__ float ppx_chunk_dot(const uint4& q, const float* x) {
   constexpr int PW = 32 / BITS;

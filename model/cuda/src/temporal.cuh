@@ -12,7 +12,7 @@ __device__ __forceinline__ int ppx_sw(int i) {
   return ppx_seg<SPC>(i / XV) * XV + i % XV;
 }
 
-// Whether a mat-vec's input of type T is kept in shared memory as x * PPX_XSCALE, for the
+// Whether a mat-vec's input of type T is kept in shared memory scaled by 2^PPX_XEXP, for the
 // denormal codes (common.cuh): bfloat16 has float's exponent range, float16 has not.
 template <typename T>
 struct ppx_scaled_x {
@@ -22,33 +22,31 @@ template <>
 struct ppx_scaled_x<__nv_bfloat16> {
   static constexpr bool on = true;
 };
-template <typename T>
-__device__ __forceinline__ float ppx_xscale() {
-  return ppx_scaled_x<T>::on ? PPX_XSCALE : 1.f;
+// The power of two by which input i of a mat-vec of BITS-bit codes is kept in shared memory: 0
+// unless ppx_scaled_x; PPX_XEXP for the byte permutes' denormals; for 4-bit codes masked in place
+// (ppx_word_dot) PPX_XEXP - PPX_NIBBLE_AT(i % 8), so that every product is still code * x * 2^-49.
+template <typename T, int BITS>
+__device__ __forceinline__ int ppx_xexp(int i) {
+  if constexpr (!ppx_scaled_x<T>::on) {
+    return 0;
+  } else if constexpr (BITS == 4) {
+    return PPX_XEXP - PPX_NIBBLE_AT(i % 8);
+  } else {
+    return PPX_XEXP;
+  }
 }
-// The scale of input i of a mat-vec of BITS-bit codes in shared memory: ppx_xscale, but for 4-bit
-// codes masked in place (ppx_word_dot) 2^(100 - PPX_NIBBLE_AT(i % 8)), so that every product is
-// still code * x * 2^-49.
+// 2^ppx_xexp(i) and its inverse, exactly.
 template <typename T, int BITS>
 __device__ __forceinline__ float ppx_xscale_at(int i) {
-  if constexpr (ppx_scaled_x<T>::on && BITS == 4) {
-    return __int_as_float((127 + 100 - PPX_NIBBLE_AT(i % 8)) << 23);
-  } else {
-    return ppx_xscale<T>();
-  }
+  return __int_as_float((127 + ppx_xexp<T, BITS>(i)) << 23);
 }
-// 1 / ppx_xscale_at<T, BITS>(i), exactly (a power of two).
 template <typename T, int BITS>
 __device__ __forceinline__ float ppx_xunscale_at(int i) {
-  if constexpr (ppx_scaled_x<T>::on && BITS == 4) {
-    return __int_as_float((127 - 100 + PPX_NIBBLE_AT(i % 8)) << 23);
-  } else {
-    return 1.f / ppx_xscale<T>();
-  }
+  return __int_as_float((127 - ppx_xexp<T, BITS>(i)) << 23);
 }
 
 // Two rows of an affine quantized weight times x (shared memory, activation dtype, swizzled,
-// times ppx_xscale); csum: the sums of x over each 16-byte weight chunk (once per phase).
+// times ppx_xscale_at); csum: the sums of x over each 16-byte weight chunk (once per phase).
 template <typename T, int BITS, int G, int K, int U>
 __device__ __forceinline__ float2 ppx_qdot2(
     const uint32_t* w, const T* s, const T* b, size_t row0, size_t row1, const T* x,
@@ -144,7 +142,7 @@ __device__ __forceinline__ void ppx_chunk_sums(const T* x, float* csum) {
 }
 
 // RMSNorm of x into out (both shared, activation dtype; out swizzled for a mat-vec of SPC
-// segments per chunk, times ppx_xscale), as MLX's kernel rounds.
+// segments per chunk, times ppx_xscale_at), as MLX's kernel rounds.
 template <typename T, int D, int NT, int SPC>
 __device__ __forceinline__ void ppx_rms_t(const T* x, const T* w, T* out, float eps, float* red) {
   float ss = 0.f;
@@ -153,9 +151,9 @@ __device__ __forceinline__ void ppx_rms_t(const T* x, const T* w, T* out, float 
     ss += v * v;
   }
   const float inv = ppx_rms_scale<NT, D>(ss, eps, red);
+  constexpr int BITS = 128 / (SPC * 16 / sizeof(T));
   for (int i = threadIdx.x; i < D; i += NT) {
     const T y = T(ppx_f(x[i]) * inv);
-    constexpr int BITS = 128 / (SPC * 16 / sizeof(T));
     out[ppx_sw<16 / sizeof(T), SPC>(i)] = T(ppx_f(w[i]) * ppx_f(y) * ppx_xscale_at<T, BITS>(i));
   }
   __syncthreads();
