@@ -28,8 +28,9 @@ def temporal_kernels(model: PersonaPlex) -> str:
 
 
 def mimi_kernels(model: PersonaPlex) -> str:
-    """Which kernels run Mimi's two transformers and its quantizer: ours (one per frame each,
-    `model/cuda/mimi_transformer.py`, `model/cuda/mimi_quantizer.py`) or MLX's ops."""
+    """Which kernels run Mimi's two transformers, its quantizer and its SEANets: ours (one per
+    frame each, `model/cuda/mimi_transformer.py`, `model/cuda/mimi_quantizer.py`; one per
+    convolution, `model/cuda/seanet.py`) or MLX's ops."""
     if not on_cuda():
         return "MLX"
     mimi = model.mimi.model
@@ -38,10 +39,15 @@ def mimi_kernels(model: PersonaPlex) -> str:
         ours.append(f"transformers ({cuda.MIMI_TRANSFORMER.path})")
     if mimi.quantizer.on_kernel():
         ours.append(f"quantizer ({cuda.MIMI_QUANTIZER.path})")
-    if len(ours) == 2:
+    seanets = mimi.encoder.on_kernel() and mimi.decoder.on_kernel()
+    if seanets:
+        ours.append(f"SEANets, a kernel per convolution ({cuda.MIMI_SEANET.path})")
+    if len(ours) == 3:
         return "one kernel per frame each: " + ", ".join(ours)
-    why = cuda.MIMI_TRANSFORMER.why_off(mimi.encoder_transformer) or cuda.MIMI_QUANTIZER.why_off(
-        mimi.quantizer
+    why = (
+        cuda.MIMI_TRANSFORMER.why_off(mimi.encoder_transformer)
+        or cuda.MIMI_QUANTIZER.why_off(mimi.quantizer)
+        or cuda.MIMI_SEANET.why_off(mimi.encoder)
     )
     mlx = f"MLX ({why})" if why else "MLX"
     return f"{mlx}; ours: {', '.join(ours)}" if ours else mlx

@@ -19,6 +19,7 @@ from model.config import MimiConfig, config_7b, mimi_tiny
 from model.cuda import MIMI_TRANSFORMER as kernel
 from model.cuda import ahead, persistent, precompiled
 from model.cuda.mimi_transformer import MIMI_ROW_TOLERANCE
+from model.cuda.seanet import VARIANTS as SEANET_VARIANTS
 from model.mimi import MimiCodec
 from tests.test_precompiled import NVRTC, compiles_for_an_h200, fake_cuda
 
@@ -199,4 +200,5 @@ def test_the_unit_is_named_ahead_as_the_codec_compiles_it(monkeypatch, codec):
         named = ahead.units(config_7b().lm, mx.bfloat16, 4, 64, config_7b().mimi)
         without = ahead.units(config_7b().lm, mx.bfloat16, 4, 64)
     assert len(real) == 1 and real[0] in named
-    assert real[0] not in without and len(named) == len(without) + 2  # and the quantizer's
+    # and the quantizer's, and the SEANet kernel's variants
+    assert real[0] not in without and len(named) == len(without) + 2 + len(SEANET_VARIANTS)

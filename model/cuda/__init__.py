@@ -4,7 +4,8 @@ The rest of `model/` reaches CUDA through this module alone: `Accelerator` (an L
 state: stacked weights, load-time checks, the temporal step and the depformer column),
 `fused_matvec` / `fused_gated_matvec` (one row times a quantized weight), `MIMI_TRANSFORMER`
 and `MIMI_QUANTIZER` (Mimi's streaming transformer and its quantizer's encode, each as one
-kernel, used by `model/mimi/`), and `KERNELS` (each
+kernel, used by `model/mimi/`), `MIMI_SEANET` and `SeanetConv` (Mimi's SEANet convolutions, a
+kernel each), and `KERNELS` (each
 kernel's switch and the reason it is off, for reports). On Metal and the CPU every kernel is
 off and each entry point answers None: readers of those paths need not look inside. It uses
 only `model.backend`, `model.derived`, `model.quantized` and `model.sampling`.
@@ -22,21 +23,32 @@ from model.cuda.matvec import KERNEL as MATVEC
 from model.cuda.mimi_quantizer import KERNEL as MIMI_QUANTIZER
 from model.cuda.mimi_transformer import KERNEL as MIMI_TRANSFORMER
 from model.cuda.persistent import ModuleStack
+from model.cuda.seanet import KERNEL as MIMI_SEANET
+from model.cuda.seanet import SeanetConv
 from model.cuda.temporal import KERNEL as TEMPORAL
 from model.quantized import Quantized
 
-KERNELS: tuple[Kernel, ...] = (MATVEC, TEMPORAL, DEPFORMER, MIMI_TRANSFORMER, MIMI_QUANTIZER)
+KERNELS: tuple[Kernel, ...] = (
+    MATVEC,
+    TEMPORAL,
+    DEPFORMER,
+    MIMI_TRANSFORMER,
+    MIMI_QUANTIZER,
+    MIMI_SEANET,
+)
 
 __all__ = [
     "DEPFORMER",
     "KERNELS",
     "MATVEC",
     "MIMI_QUANTIZER",
+    "MIMI_SEANET",
     "MIMI_TRANSFORMER",
     "TEMPORAL",
     "Accelerator",
     "Kernel",
     "ModuleStack",
+    "SeanetConv",
 ]
 
 

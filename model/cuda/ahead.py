@@ -20,6 +20,8 @@ from model.cuda.depformer import KERNEL as DEPFORMER
 from model.cuda.matvec import KERNEL as MATVEC
 from model.cuda.mimi_quantizer import KERNEL as MIMI_QUANTIZER
 from model.cuda.mimi_transformer import KERNEL as MIMI_TRANSFORMER
+from model.cuda.seanet import KERNEL as MIMI_SEANET
+from model.cuda.seanet import VARIANTS as SEANET_VARIANTS
 from model.cuda.temporal import KERNEL as TEMPORAL
 from model.sampling import SamplingParams
 
@@ -47,7 +49,7 @@ def units(
 ) -> list[tuple[str, str]]:
     """(symbol, source) of the temporal kernel, the depformer kernel and the mat-vec for a
     language model of `lm_config` in `dtype` quantized to `bits` / `group_size`, and with
-    `mimi_config` the Mimi transformer kernel's; [] where kernels are not compiled ahead
+    `mimi_config` the Mimi transformer, quantizer and SEANet kernels'; [] where kernels are not compiled ahead
     (`precompiled.usable`) or take no such model."""
     if not precompiled.usable():
         return []
@@ -76,7 +78,34 @@ def units(
             _mimi(mimi_config)
         if mimi_config is not None and MIMI_QUANTIZER.enabled():
             _mimi_quantizer(mimi_config, mimi_config.num_codebooks)
+        if mimi_config is not None and MIMI_SEANET.enabled():
+            _mimi_seanet()
     return _unique(found)
+
+
+def seanet_units() -> list[tuple[str, str]]:
+    """(symbol, source) of every unit the SEANet kernel may ask for ([] as `units`)."""
+    if not precompiled.usable():
+        return []
+    with precompiled.collecting() as found:
+        if MIMI_SEANET.enabled():
+            _mimi_seanet()
+    return _unique(found)
+
+
+def _mimi_seanet() -> None:
+    """One launch of each of the SEANet kernel's variants (`seanet.VARIANTS`: which one a
+    convolution takes depends on its rows and channels, not on Mimi's configuration), on
+    stand-ins of a convolution's launch."""
+    z = mx.zeros((1,), dtype=mx.float32)
+    p = mx.zeros((9,), dtype=mx.int32)
+    conv = SimpleNamespace(context=1, channels=1)
+    for tb, v in SEANET_VARIANTS:
+        a = SimpleNamespace(
+            variant=(tb, v), rows_out=1, outputs=1, flags=0, conv=conv, weight=z, bias=z,
+            params=p, blocks=1,
+        )  # fmt: skip
+        MIMI_SEANET.launch(a, z, z, z, z)
 
 
 def _mimi(cfg: Any) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from .. import cuda
+
 ConvState = tuple[mx.array, ...]
 
 
@@ -101,6 +103,17 @@ class StreamingConv1d(nn.Module):
             return mx.addmm(self.bias, cols, self.weight), new_state
         return cols @ self.weight, new_state
 
+    def kernel_form(self, layer: int, **how: bool) -> cuda.SeanetConv | None:
+        """This convolution for the SEANet kernel (None: replicate padding, which it lacks);
+        `how`: `SeanetConv`'s elu_input and residual."""
+        if self._replicate:
+            return None
+        bias = self.bias if "bias" in self else None
+        return cuda.SeanetConv(
+            self.weight, bias, self._in, self._kernel, self._stride, self._dilation,
+            self._context, layer, **how,
+        )  # fmt: skip
+
 
 class StreamingConvTranspose1d(nn.Module):
     """Causal ConvTranspose1d with kernel = 2 * stride, trimmed on the right as moshi does.
@@ -182,3 +195,13 @@ class StreamingConvTranspose1d(nn.Module):
             cols = _windows(both, 2, 1, 1, pre_elu)
             y = mx.addmm(forms[1], cols, forms[0]) if len(forms) > 1 else cols @ forms[0]
         return y.reshape(b, t * self._stride, self._out), (x[:, t - 1 :],)
+
+    def kernel_form(self, layer: int, **how: bool) -> cuda.SeanetConv | None:
+        """The kernel-2 convolution for the SEANet kernel (None: depthwise, which it lacks)."""
+        if self._depthwise:
+            return None
+        forms = self._forms()
+        bias = forms[1] if len(forms) > 1 else None
+        return cuda.SeanetConv(
+            forms[0], bias, self._in, 2, 1, 1, 1, layer, upsample=self._stride, **how
+        )

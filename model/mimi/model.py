@@ -68,12 +68,18 @@ class MimiModel(nn.Module):
                 module.prepare()
 
     def prepare_kernels(self) -> bool:
-        """On CUDA: the transformers' and the quantizer's kernels stacked and checked for the
-        current weights (`MimiTransformer.prepare_kernel`, `SplitResidualQuantizer.
-        prepare_kernel`). Returns whether all three run on them."""
-        encoder = self.encoder_transformer.prepare_kernel()
-        decoder = self.decoder_transformer.prepare_kernel()
-        return self.quantizer.prepare_kernel() and encoder and decoder
+        """On CUDA: the transformers', the quantizer's and the SEANets' kernels stacked and
+        checked for the current weights (`MimiTransformer.prepare_kernel`,
+        `SplitResidualQuantizer.prepare_kernel`, the SEANets' `prepare_kernel`). Returns whether
+        all five run on them."""
+        results = [
+            self.encoder_transformer.prepare_kernel(),
+            self.decoder_transformer.prepare_kernel(),
+            self.quantizer.prepare_kernel(),
+            self.encoder.prepare_kernel(),
+            self.decoder.prepare_kernel(),
+        ]
+        return all(results)
 
     # --- streaming: one frame, state in and out ---------------------------------------------
 

@@ -2,7 +2,9 @@
 
 Layers sit in `layers` at the index they have in moshi's `nn.Sequential` (`encoder.model.{i}`),
 ELUs included, so checkpoint keys map one to one. An ELU layer is run by the convolution after
-it, while that one gathers its input windows (`pre_elu`): no kernel of its own.
+it, while that one gathers its input windows (`pre_elu`): no kernel of its own. On CUDA a codec
+frame runs on the SEANet kernel instead, one launch per convolution (`model/cuda/seanet.py`,
+docs/cuda-kernels.md §Mimi's SEANet convolutions), once `prepare_kernel` has checked it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
+from .. import cuda
 from ..config import MimiConfig
 from .conv import StreamingConv1d, StreamingConvTranspose1d, elu
 
@@ -54,14 +57,65 @@ def _residuals(cfg: MimiConfig, dim: int) -> list[ResidualBlock]:
 
 
 class _Stack(nn.Module):
-    """A sequence of streaming layers, each `layer(x, state, pre_elu) -> (y, state)`."""
+    """A sequence of streaming layers, each `layer(x, state, pre_elu) -> (y, state)`.
+
+    On the SEANet kernel (`prepare_kernel`) a frame's convolutions keep ELU'd rows where they
+    read an ELU, in arrays of the same shapes as MLX's ops keep: a stream is stepped one way
+    (the kernel is prepared when the weights load, before any step)."""
 
     layers: list
+    frame_rows: int  # input rows of one codec frame
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kernel = cuda.ModuleStack(cuda.MIMI_SEANET)  # its plan, once checked
 
     def init_state(self, batch: int = 1) -> list:
         return [layer.init_state(batch) for layer in self.layers]
 
+    def prepare_kernel(self) -> bool:
+        """On CUDA: check the SEANet kernel against MLX's ops for the current weights, once
+        (outside compiled graphs). Returns whether a frame runs on it."""
+        return self._kernel.prepare(self)
+
+    def on_kernel(self) -> bool:
+        """Whether a frame runs on the SEANet kernel (prepared for the current weights)."""
+        return self._kernel.current(self) is not None
+
+    def convolutions(self) -> list[cuda.SeanetConv] | None:
+        """The convolutions in order as the SEANet kernel runs them, each told whether it
+        reads an ELU and adds a residual (None: a layer it does not take)."""
+        convs: list = []
+        pre_elu = False
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Elu):
+                if pre_elu:
+                    return None  # two ELUs in a row
+                pre_elu = True
+                continue
+            if isinstance(layer, ResidualBlock):
+                if pre_elu:
+                    return None  # its residual would be an ELU
+                convs.append(layer.conv1.kernel_form(i, elu_input=True))
+                convs.append(layer.conv2.kernel_form(i, elu_input=True, residual=True))
+            else:
+                convs.append(layer.kernel_form(i, elu_input=pre_elu))
+            pre_elu = False
+        return None if any(c is None for c in convs) else convs
+
+    def ends_with_elu(self) -> bool:
+        return bool(self.layers) and isinstance(self.layers[-1], Elu)
+
     def __call__(self, x: mx.array, state: list) -> tuple[mx.array, list]:
+        """x [1, rows, channels] through every layer; on the kernel for one frame's rows."""
+        rows = x.shape[:2] == (1, self.frame_rows) and x.dtype == mx.float32
+        plan = self._kernel.current(self) if rows else None
+        if plan is not None:
+            return cuda.MIMI_SEANET.run(self, plan, x, state)
+        return self.mlx_call(x, state)
+
+    def mlx_call(self, x: mx.array, state: list) -> tuple[mx.array, list]:
+        """`__call__` by MLX's ops (the kernel's load-time reference)."""
         new_state, pre_elu = [], False
         for layer, layer_state in zip(self.layers, state, strict=True):
             if isinstance(layer, Elu) and not pre_elu:
@@ -80,6 +134,7 @@ class SeanetEncoder(_Stack):
 
     def __init__(self, cfg: MimiConfig):
         super().__init__()
+        self.frame_rows = cfg.frame_size
         nf = cfg.n_filters
         layers: list = [StreamingConv1d(cfg.channels, nf, cfg.kernel_size)]
         mult = 1
@@ -96,6 +151,7 @@ class SeanetDecoder(_Stack):
 
     def __init__(self, cfg: MimiConfig):
         super().__init__()
+        self.frame_rows = cfg.steps_per_frame
         nf = cfg.n_filters
         mult = 2 ** len(cfg.ratios)
         layers: list = [StreamingConv1d(cfg.dimension, mult * nf, cfg.kernel_size)]
