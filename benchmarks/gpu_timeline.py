@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from personaplex_tui.benchmark import BenchOptions, _audio, bench_session, build_model
+    from personaplex_tui.benchmark import BenchOptions, warmed_session
     from personaplex_tui.cuda_launches import launch_directly
 
     launch_directly()  # as the app launches MLX's kernels; MLX_USE_CUDA_GRAPHS=1 for graphs
@@ -120,12 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     torch.zeros(1, device="cuda")  # CUDA and CUPTI up before MLX's first kernel
     opts = BenchOptions(random_weights=True, bits=args.bits, user_transcript=False)
-    model, voice, tokens = build_model(opts)
-    session = bench_session(model, voice, tokens, opts)
-    session.warm_up()
-    audio = _audio(args.steps + 40, 0)
-    for pcm in audio[:30]:
-        session.step(pcm)
+    model, session, audio = warmed_session(opts, args.steps + 10, 30)
     rng = np.random.default_rng(0)
     for _ in range(10):
         session.step_codes(rng.integers(0, model.lm.config.card, 8))
@@ -135,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for i in range(args.steps):
                 if label == "full-duplex":
-                    session.step(audio[30 + i])
+                    session.step(audio[i])
                 else:
                     session.step_codes(rng.integers(0, model.lm.config.card, 8))
         with tempfile.TemporaryDirectory() as tmp:

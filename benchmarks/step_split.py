@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.conversation.session import Session  # noqa: E402
-from personaplex_tui.benchmark import BenchOptions, _audio, bench_session, build_model  # noqa: E402
+from personaplex_tui.benchmark import BenchOptions, warmed_session  # noqa: E402
 from personaplex_tui.cuda_launches import launch_directly  # noqa: E402
 from personaplex_tui.kernel_cache import (  # noqa: E402
     persistent_kernel_cache,
@@ -89,16 +89,11 @@ def main(argv: list[str] | None = None) -> None:
     opts = BenchOptions(
         random_weights=True, bits=args.bits, user_transcript=False, small=args.small
     )
-    model, voice, tokens = build_model(opts)
-    session = bench_session(model, voice, tokens, opts)
-    session.warm_up()
-    audio = _audio(args.steps + 60, 0)
-    for pcm in audio[:60]:
-        session.step(pcm)
+    model, session, audio = warmed_session(opts, args.steps, 60)
     rng = np.random.default_rng(0)
     card = model.lm.config.card
     steps = {
-        "full-duplex": lambda i: session.step(audio[60 + i]),
+        "full-duplex": lambda i: session.step(audio[i]),
         "LM only": lambda i: session.step_codes(rng.integers(0, card, 8)),
     }
     label = "without SEANets" if args.without_seanet else "as shipped"

@@ -257,6 +257,20 @@ def bench_session(model: PersonaPlex, voice, tokens, opts: BenchOptions, **kw) -
     return model.session(settings, voice=voice, system_tokens=tokens, **kw)
 
 
+def warmed_session(
+    opts: BenchOptions, frames: int, warm: int
+) -> tuple[PersonaPlex, Session, list[np.ndarray]]:
+    """For measurement scripts: the benchmark's model, a session warmed up (its graphs) and
+    stepped through `warm` frames, and `frames` more frames of input audio."""
+    model, voice, tokens = build_model(opts)
+    session = bench_session(model, voice, tokens, opts)
+    session.warm_up()
+    audio = _audio(warm + frames, 0)
+    for pcm in audio[:warm]:
+        session.step(pcm)
+    return model, session, audio[warm:]
+
+
 def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchResult:
     """Load, warm up and time everything `opts` asks for."""
     mx.reset_peak_memory()
