@@ -14,7 +14,6 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from model import cuda
 from model.backend import on_cuda
 from model.config import MimiConfig, mimi_tiny
 from model.cuda import MIMI_SEANET as kernel
@@ -217,4 +216,3 @@ def test_a_failed_check_leaves_mlx_ops(codec, monkeypatch):
     monkeypatch.setattr(kernel, "verify", broken)
     assert not stack.prepare(m.encoder)
     assert "made to fail" in (kernel.disabled_reason or "")
-    assert cuda.MIMI_SEANET is kernel
