@@ -216,3 +216,41 @@ def test_a_failed_check_leaves_mlx_ops(codec, monkeypatch):
     monkeypatch.setattr(kernel, "verify", broken)
     assert not stack.prepare(m.encoder)
     assert "made to fail" in (kernel.disabled_reason or "")
+
+
+def test_a_streamed_kernel_and_whole_signals_on_mlx_ops_agree(monkeypatch):
+    """With the kernel on (emulated, so on the CPU), `decode_step` frame by frame runs it, and
+    decoding a whole signal runs MLX's ops for the SEANet (chunks of 25 frames carrying MLX's
+    state: a 26-frame signal's last chunk is one frame, which must not meet the kernel, whose
+    kept rows differ, with that state). The two agree; the whole signal is the same with the
+    kernel on or off."""
+    monkeypatch.setattr(kernel, "launch", emulate)
+    monkeypatch.setattr(kernel, "available", lambda: True)
+    monkeypatch.setattr(kernel, "disabled_reason", None)
+    m = MimiCodec.random(MimiConfig(), seed=11).model
+    assert m.decoder.prepare_kernel() and m.decoder.on_kernel()
+    codes = mx.array(np.random.default_rng(2).integers(0, 2048, (8, 26)), dtype=mx.int32)
+    whole = np.array(m.decode(codes))
+    state, streamed = m.init_decode_state(), []
+    for i in range(26):
+        pcm, state = m.decode_step(codes[:, i], state)
+        streamed.append(np.array(pcm))
+    streamed = np.concatenate(streamed)
+    assert np.linalg.norm(streamed - whole) <= 1e-4 * np.linalg.norm(whole)
+    monkeypatch.setattr(kernel, "available", lambda: False)
+    assert not m.decoder.on_kernel()
+    np.testing.assert_array_equal(np.array(m.decode(codes)), whole)
+
+
+def test_whole_signals_encode_the_same_with_the_kernel_on_or_off(monkeypatch):
+    """The encoder's side of the test above: a 26-frame signal (its last chunk one frame) gives
+    the same codes whether the SEANet kernel (emulated) is on or off."""
+    monkeypatch.setattr(kernel, "launch", emulate)
+    monkeypatch.setattr(kernel, "available", lambda: True)
+    monkeypatch.setattr(kernel, "disabled_reason", None)
+    m = MimiCodec.random(MimiConfig(), seed=12).model
+    assert m.encoder.prepare_kernel() and m.encoder.on_kernel()
+    pcm = mx.array(np.random.default_rng(4).standard_normal(26 * 1920).astype(np.float32) * 0.1)
+    on = np.array(m.encode(pcm))
+    monkeypatch.setattr(kernel, "available", lambda: False)
+    np.testing.assert_array_equal(np.array(m.encode(pcm)), on)

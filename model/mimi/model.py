@@ -148,7 +148,9 @@ class MimiModel(nn.Module):
         state = self.encoder.init_state()
         latents = []
         for start in range(0, x.shape[1], chunk):
-            y, state = self.encoder(x[:, start : start + chunk], state)
+            # MLX's ops, chunk after chunk: the state between chunks is theirs, and a last chunk
+            # of one frame must not meet the SEANet kernel (whose kept rows differ) with it
+            y, state = self.encoder.mlx_call(x[:, start : start + chunk], state)
             latents.append(y)
         x = mx.concatenate(latents, axis=1)
         x = self.encoder_transformer(x)
@@ -164,6 +166,6 @@ class MimiModel(nn.Module):
         state = self.decoder.init_state()
         pieces = []
         for start in range(0, x.shape[1], chunk):
-            y, state = self.decoder(x[:, start : start + chunk], state)
+            y, state = self.decoder.mlx_call(x[:, start : start + chunk], state)  # as in `encode`
             pieces.append(y)
         return mx.concatenate(pieces, axis=1).reshape(-1)
