@@ -99,13 +99,13 @@ def _mimi_seanet() -> None:
     stand-ins of a convolution's launch."""
     z = mx.zeros((1,), dtype=mx.float32)
     p = mx.zeros((9,), dtype=mx.int32)
-    conv = SimpleNamespace(context=1, channels=1)
+    conv = SimpleNamespace(context=1, channels=1, upsample=1)
     for tb, v in SEANET_VARIANTS:
         a = SimpleNamespace(
             variant=(tb, v), rows_out=1, outputs=1, flags=0, conv=conv, weight=z, bias=z,
             params=p, blocks=1,
         )  # fmt: skip
-        MIMI_SEANET.launch(a, z, z, z, z)
+        MIMI_SEANET.launch(a, z, z, z)
 
 
 def _mimi(cfg: Any) -> None:

@@ -59,13 +59,15 @@ class PersistentKernel(Kernel, ABC):
     name: str  # "ppx_temporal": a digest of the source and constants is appended
     source_name: str  # its files under src/ ("temporal": temporal.cu, temporal.cuh)
     header_name: str | None = None  # another kernel's .cuh it shares, if not its own
+    own_header: bool = True  # False: `common.cuh` alone is its header (no .cuh of its own)
     outputs: tuple[str, ...]  # the kernel's output names
     threads: int  # per block, one block per SM (`__launch_bounds__`)
 
     def __init__(self) -> None:
         super().__init__()
         self.body = source.read(f"{self.source_name}.cu")
-        self.header = source.header(f"{self.header_name or self.source_name}.cuh")
+        own = f"{self.header_name or self.source_name}.cuh" if self.own_header else None
+        self.header = source.header(own)
         self._kernels: dict[tuple, Any] = {}
 
     @abstractmethod

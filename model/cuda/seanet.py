@@ -24,8 +24,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from model.cuda import persistent, source
-from model.cuda.kernel import Kernel
+from model.cuda import persistent
 from model.cuda.mimi_transformer import MIMI_ROW_TOLERANCE
 
 THREADS = 256  # per block: 8 warps, each one output channel for TB times
@@ -75,11 +74,10 @@ class ConvLaunch:
 
 @dataclass(frozen=True)
 class SeanetPlan:
-    """A SEANet's launches for a frame of `rows` input rows; `elu_out`: the stack ends with an
-    ELU (its output is the last convolution's ELU)."""
+    """A SEANet's launches for one frame; `elu_out`: the stack ends with an ELU (its output is
+    the last convolution's ELU); `dummy`: the one-element stand-in of unused inputs."""
 
     launches: tuple[ConvLaunch, ...]
-    rows: int
     elu_out: bool
     dummy: mx.array
 
@@ -124,12 +122,7 @@ class SeanetKernel(persistent.PersistentKernel):
     source_name = "seanet_conv"
     outputs = ("y", "e", "ns")
     threads = THREADS
-
-    def __init__(self) -> None:
-        Kernel.__init__(self)  # not the base's: no .cuh of its own
-        self.body = source.read(f"{self.source_name}.cu")
-        self.header = source.header()
-        self._kernels: dict[tuple, Any] = {}
+    own_header = False
 
     def inputs(self, consts: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
         return ["x", "s", "w", "b", "r", "p"], {}
@@ -179,20 +172,24 @@ class SeanetKernel(persistent.PersistentKernel):
                 )
             )
             rows = rows_out * c.upsample
-        plan = SeanetPlan(tuple(launches), stack.frame_rows, elu_out, dummy)
+        plan = SeanetPlan(tuple(launches), elu_out, dummy)
         mx.eval([(a.weight, a.bias, a.params) for a in plan.launches], dummy)
         return plan
 
     def launch(
-        self, a: ConvLaunch, x: mx.array, kept: mx.array, residual: mx.array, dummy: mx.array
+        self, a: ConvLaunch, x: mx.array, kept: mx.array, residual: mx.array
     ) -> tuple[mx.array, mx.array, mx.array]:
-        """One convolution: (sum, its ELU, next kept rows), flat; those not written are [1]."""
+        """One convolution: (sum [1, rows, out], its ELU, next kept rows [1, context, channels]);
+        an output not written is [1]. The kernel reads and writes them as flat rows, so a
+        transposed convolution's sum is given its upsampled shape here, and no input needs a
+        reshape."""
         tb, v = a.variant
-        n = a.rows_out * a.outputs
+        c = a.conv
+        rows = (1, a.rows_out * c.upsample, a.outputs // c.upsample)
         shapes = [
-            (n,) if a.flags & RAW else (1,),
-            (n,) if a.flags & ELU else (1,),
-            (a.conv.context * a.conv.channels,) if a.flags & STATE else (1,),
+            rows if a.flags & RAW else (1,),
+            rows if a.flags & ELU else (1,),
+            (1, c.context, c.channels) if a.flags & STATE else (1,),
         ]
         y, e, ns = self.compiled([("TB", tb), ("V", v)])(
             inputs=[x, kept, a.weight, a.bias, residual, a.params],
@@ -204,24 +201,21 @@ class SeanetKernel(persistent.PersistentKernel):
         return y, e, ns
 
     def run(self, stack: Any, plan: SeanetPlan, x: mx.array, state: list) -> tuple[mx.array, list]:
-        """x [1, plan.rows, channels] (float32) through the SEANet: (output, next state)."""
+        """x [1, rows, channels] (float32, one frame) through the SEANet: (output, next state)."""
         new_state = list(state)
         dummy = plan.dummy
         inputs: list[mx.array] = []  # each convolution's input (the raw sum where it is read)
-        y = e = x.reshape(-1)
+        y = e = x
         for a in plan.launches:
             c = a.conv
-            source_ = e if c.elu_input else y
+            operand = e if c.elu_input else y
             inputs.append(y)
-            kept = state[c.layer][0].reshape(-1) if c.context else dummy
+            kept = state[c.layer][0] if c.context else dummy
             residual = inputs[-2] if c.residual else dummy
-            y, e, ns = self.launch(a, source_, kept, residual, dummy)
+            y, e, ns = self.launch(a, operand, kept, residual)
             if c.context:
-                new_state[c.layer] = (ns.reshape(1, c.context, c.channels),)
-        last = plan.launches[-1]
-        out = e if plan.elu_out else y
-        channels = last.outputs // last.conv.upsample
-        return out.reshape(1, last.rows_out * last.conv.upsample, channels), new_state
+                new_state[c.layer] = (ns,)
+        return (e if plan.elu_out else y), new_state
 
     def verify(self, stack: Any, plan: SeanetPlan) -> float:
         """Step the kernel beside MLX's ops (each with its own state) for three frames and raise
@@ -230,7 +224,8 @@ class SeanetKernel(persistent.PersistentKernel):
         ours, theirs = stack.init_state(), stack.init_state()
         worst = 0.0
         for n in range(3):
-            shape = (1, plan.rows, plan.launches[0].conv.channels)
+            first = plan.launches[0]
+            shape = (1, first.rows_in, first.conv.channels)
             x = mx.random.normal(shape, key=mx.random.key(20 + n)) * 0.3
             got, ours = self.run(stack, plan, x, ours)
             want, theirs = stack.mlx_call(x, theirs)
