@@ -20,6 +20,7 @@ from model.cuda import MIMI_SEANET as kernel
 from model.cuda import ModuleStack, ahead, precompiled
 from model.cuda.seanet import BIAS, ELU, RAW, RES, STATE, VARIANTS
 from model.mimi import MimiCodec
+from model.mimi.seanet import KERNEL_ROWS
 from tests.test_precompiled import NVRTC, compiles_for_an_h200, fake_cuda
 
 GPU = pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs only")
@@ -105,7 +106,7 @@ def test_the_kernels_arithmetic_emulated_equals_mlx_ops_over_frames(codec, monke
     monkeypatch.setattr(kernel, "launch", emulate)
     for stack, n in ((codec.model.encoder, 1), (codec.model.decoder, 512)):
         plan = kernel.stack(stack)
-        ours, theirs = stack.init_state(), stack.init_state()
+        ours, theirs = stack.init_state(kernel=False), stack.init_state(kernel=False)
         for frame in range(4):
             x = mx.random.normal((1, stack.frame_rows, n), key=mx.random.key(frame)) * 0.3
             got, ours = kernel.run(stack, plan, x, ours)
@@ -162,7 +163,7 @@ def test_the_units_named_ahead_cover_every_launch_of_the_published_mimi(codec, m
         with precompiled.collecting() as real:
             for stack in (codec.model.encoder, codec.model.decoder):
                 stack_plan = kernel.stack(stack)
-                state = stack.init_state()
+                state = stack.init_state(kernel=False)
                 x = mx.zeros((1, stack.frame_rows, stack_plan.launches[0].conv.channels))
                 kernel.run(stack, stack_plan, x, state)
     assert {s for s, _ in real} <= named
@@ -181,7 +182,7 @@ def test_the_kernel_equals_mlx_ops_frame_after_frame(codec):
     on the kernel and on MLX's ops (each with its own state): rows agree to the check's bound."""
     for stack, n in ((codec.model.encoder, 1), (codec.model.decoder, 512)):
         plan = kernel.stack(stack)
-        ours, theirs = stack.init_state(), stack.init_state()
+        ours, theirs = stack.init_state(kernel=False), stack.init_state(kernel=False)
         worst = 0.0
         for frame in range(10):
             x = mx.random.normal((1, stack.frame_rows, n), key=mx.random.key(50 + frame))
@@ -259,3 +260,37 @@ def test_whole_signals_encode_the_same_with_the_kernel_on_or_off(monkeypatch):
     on = np.array(m.encode(pcm))
     monkeypatch.setattr(kernel, "available", lambda: False)
     np.testing.assert_array_equal(np.array(m.encode(pcm)), on)
+
+
+def test_a_state_is_stepped_only_by_the_path_it_was_made_for(monkeypatch):
+    """With the kernel on (emulated), a fresh state is the kernel's (its layers under
+    `KERNEL_ROWS`) and a step keeps it so; `kernel=False` gives MLX's ops' list. Handing the
+    kernel's state to MLX's ops, or more than one frame to the kernel, is refused, and so is
+    the kernel's state once the kernel is off: their kept rows differ (308c51f's bug)."""
+    monkeypatch.setattr(kernel, "launch", emulate)
+    monkeypatch.setattr(kernel, "available", lambda: True)
+    monkeypatch.setattr(kernel, "disabled_reason", None)
+    m = MimiCodec.random(MimiConfig(), seed=13).model
+    stack = m.encoder
+    assert stack.prepare_kernel()
+    frame = mx.random.normal((1, stack.frame_rows, 1), key=mx.random.key(5)) * 0.1
+    ours = stack.init_state()
+    assert isinstance(ours, dict) and list(ours) == [KERNEL_ROWS]
+    y, ours = stack(frame, ours)
+    assert isinstance(ours, dict) and len(ours[KERNEL_ROWS]) == len(stack.layers)
+    theirs = stack.init_state(kernel=False)
+    assert isinstance(theirs, list)
+    want, theirs = stack(frame, theirs)  # a frame on MLX's ops' state: MLX's ops
+    assert isinstance(theirs, list)
+    g, w = np.array(y).reshape(-1), np.array(want).reshape(-1)
+    assert np.linalg.norm(g - w) <= 1e-4 * np.linalg.norm(w)
+    with pytest.raises(ValueError, match="MLX's ops cannot step"):
+        stack.mlx_call(frame, ours)
+    two = mx.concatenate([frame, frame], axis=1)
+    with pytest.raises(ValueError, match="one frame"):
+        stack(two, ours)
+    assert isinstance(stack(two, theirs)[1], list)
+    monkeypatch.setattr(kernel, "available", lambda: False)
+    assert isinstance(stack.init_state(), list)
+    with pytest.raises(ValueError, match="now off"):
+        stack(frame, ours)

@@ -145,12 +145,10 @@ class MimiModel(nn.Module):
         """pcm [n * frame_size] -> codes [num_codebooks, n] int32."""
         x = pcm.astype(mx.float32).reshape(1, -1, 1)
         chunk = _CHUNK_FRAMES * self.cfg.frame_size
-        state = self.encoder.init_state()
+        state = self.encoder.init_state(kernel=False)  # MLX's ops: chunks of any length
         latents = []
         for start in range(0, x.shape[1], chunk):
-            # MLX's ops, chunk after chunk: the state between chunks is theirs, and a last chunk
-            # of one frame must not meet the SEANet kernel (whose kept rows differ) with it
-            y, state = self.encoder.mlx_call(x[:, start : start + chunk], state)
+            y, state = self.encoder(x[:, start : start + chunk], state)
             latents.append(y)
         x = mx.concatenate(latents, axis=1)
         x = self.encoder_transformer(x)
@@ -163,9 +161,9 @@ class MimiModel(nn.Module):
         x, _ = self.upsample(x, self.upsample.init_state())
         x = self.decoder_transformer(x)
         chunk = _CHUNK_FRAMES * self.cfg.steps_per_frame
-        state = self.decoder.init_state()
+        state = self.decoder.init_state(kernel=False)  # as in `encode`
         pieces = []
         for start in range(0, x.shape[1], chunk):
-            y, state = self.decoder.mlx_call(x[:, start : start + chunk], state)  # as in `encode`
+            y, state = self.decoder(x[:, start : start + chunk], state)
             pieces.append(y)
         return mx.concatenate(pieces, axis=1).reshape(-1)

@@ -18,6 +18,9 @@ from .. import cuda
 from ..config import MimiConfig
 from .conv import StreamingConv1d, StreamingConvTranspose1d, elu
 
+KERNEL_ROWS = "kernel rows"  # the key of a state that the SEANet kernel keeps (see `_Stack`)
+SeanetState = list | dict[str, list]  # MLX's ops' (per layer), or the kernel's under KERNEL_ROWS
+
 
 class Elu(nn.Module):
     """A parameter-free ELU step of a layer stack (run by the next layer, see `_Stack`)."""
@@ -59,9 +62,11 @@ def _residuals(cfg: MimiConfig, dim: int) -> list[ResidualBlock]:
 class _Stack(nn.Module):
     """A sequence of streaming layers, each `layer(x, state, pre_elu) -> (y, state)`.
 
-    On the SEANet kernel (`prepare_kernel`) a frame's convolutions keep ELU'd rows where they
-    read an ELU, in arrays of the same shapes as MLX's ops keep: a stream is stepped one way
-    (the kernel is prepared when the weights load, before any step)."""
+    A state says which path steps it. MLX's ops keep a list (one entry per layer); on the SEANet
+    kernel (`prepare_kernel`) a frame's convolutions keep ELU'd rows where they read an ELU, in
+    arrays of the same shapes, so its state is that list under `KERNEL_ROWS` (a dict, which
+    `mx.compile` carries through as one): `init_state` picks the path, and neither path accepts
+    the other's state."""
 
     layers: list
     frame_rows: int  # input rows of one codec frame
@@ -70,8 +75,13 @@ class _Stack(nn.Module):
         super().__init__()
         self._kernel = cuda.ModuleStack(cuda.MIMI_SEANET)  # its plan, once checked
 
-    def init_state(self, batch: int = 1) -> list:
-        return [layer.init_state(batch) for layer in self.layers]
+    def init_state(self, batch: int = 1, kernel: bool | None = None) -> SeanetState:
+        """Zero state for the path a frame takes now (`kernel`: None), or for MLX's ops
+        (`kernel=False`: whole signals, references) or the kernel (`kernel=True`)."""
+        layers = [layer.init_state(batch) for layer in self.layers]
+        if kernel is None:
+            kernel = batch == 1 and self.on_kernel()
+        return {KERNEL_ROWS: layers} if kernel else layers
 
     def prepare_kernel(self) -> bool:
         """On CUDA: check the SEANet kernel against MLX's ops for the current weights, once
@@ -106,16 +116,26 @@ class _Stack(nn.Module):
     def ends_with_elu(self) -> bool:
         return bool(self.layers) and isinstance(self.layers[-1], Elu)
 
-    def __call__(self, x: mx.array, state: list) -> tuple[mx.array, list]:
-        """x [1, rows, channels] through every layer; on the kernel for one frame's rows."""
-        rows = x.shape[:2] == (1, self.frame_rows) and x.dtype == mx.float32
-        plan = self._kernel.current(self) if rows else None
-        if plan is not None:
-            return cuda.MIMI_SEANET.run(self, plan, x, state)
-        return self.mlx_call(x, state)
+    def __call__(self, x: mx.array, state: SeanetState) -> tuple[mx.array, SeanetState]:
+        """x [b, rows, channels] through every layer, on the path its state is for: the
+        kernel's takes one frame (`frame_rows` float32 rows, batch 1) at a time."""
+        if not isinstance(state, dict):
+            return self.mlx_call(x, state)
+        plan = self._kernel.current(self)
+        if plan is None:
+            raise ValueError("this SEANet state was made for the CUDA kernel, which is now off")
+        if x.shape[:2] != (1, self.frame_rows) or x.dtype != mx.float32:
+            raise ValueError(
+                f"the SEANet kernel steps one frame of {self.frame_rows} float32 rows, "
+                f"not {x.dtype} of shape {list(x.shape)}; whole signals use init_state(kernel=False)"
+            )
+        y, layers = cuda.MIMI_SEANET.run(self, plan, x, state[KERNEL_ROWS])
+        return y, {KERNEL_ROWS: layers}
 
     def mlx_call(self, x: mx.array, state: list) -> tuple[mx.array, list]:
-        """`__call__` by MLX's ops (the kernel's load-time reference)."""
+        """`__call__` by MLX's ops, on their state (the kernel's load-time reference)."""
+        if isinstance(state, dict):
+            raise ValueError("MLX's ops cannot step a state that the SEANet kernel keeps")
         new_state, pre_elu = [], False
         for layer, layer_state in zip(self.layers, state, strict=True):
             if isinstance(layer, Elu) and not pre_elu:
