@@ -74,6 +74,9 @@ class RunContext:
     timing_log: TimingLog | None = None
     fresh_mic: bool = True  # the mic was opened for this run (nothing stale is queued)
     stall_s: float = 2.0  # a device mic silent this long counts as lost
+    # ... and before a run's first frame: a stream may take seconds to start (2.03 s measured for
+    # PulseAudio reopened right after a close; Bluetooth headsets switching profile take longer)
+    start_s: float = 10.0
     poll_s: float = 0.1  # how often a blocked mic read checks for a stop
 
     def emit(self, event: object) -> None:
@@ -103,6 +106,7 @@ class MicReader:
     def read(self) -> np.ndarray | None:
         mic = self.ctx.mic
         waited_since = time.monotonic()
+        patience = self.ctx.stall_s if self.frames else max(self.ctx.stall_s, self.ctx.start_s)
         while True:
             if self.should_stop():
                 self.end = RunEnd("stopped")
@@ -114,7 +118,7 @@ class MicReader:
             if mic.finished:
                 self.end = RunEnd("input_ended", f"The input file {mic.device_name} has ended.")
                 return None
-            if not device_alive(mic) or time.monotonic() - waited_since > self.ctx.stall_s:
+            if not device_alive(mic) or time.monotonic() - waited_since > patience:
                 self.end = input_lost(mic)
                 return None
 

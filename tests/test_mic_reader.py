@@ -1,0 +1,61 @@
+"""How a run's mic reader tells a slow start from a lost device (personaplex_tui/conversation/run.py)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from personaplex_tui.conversation.run import MicReader, RunContext
+
+
+class SlowMic:
+    """A device stream whose frames start `delay_s` after it was opened, then stop after
+    `frames` of them (a device unplugged)."""
+
+    device_name = "slow"
+    finished = False
+    active = True
+
+    def __init__(self, delay_s: float, frames: int) -> None:
+        self.opened = time.monotonic()
+        self.delay_s, self.left = delay_s, frames
+
+    def read_frame(self, timeout: float) -> np.ndarray | None:
+        if self.left and time.monotonic() - self.opened >= self.delay_s:
+            self.left -= 1
+            return np.zeros(1920, np.float32)
+        time.sleep(timeout)
+        return None
+
+
+def reader(mic: SlowMic, stall_s: float, start_s: float) -> MicReader:
+    ctx = RunContext(
+        engine=None, mic=mic, speaker=None, recording=None, telemetry=None, config=None,
+        stall_s=stall_s, start_s=start_s, poll_s=0.02,
+    )  # fmt: skip
+    return MicReader(ctx, should_stop=lambda: False)
+
+
+def test_a_stream_slow_to_start_is_not_a_lost_device():
+    """The first frame may come later than `stall_s` (a PulseAudio mic reopened on a mode switch
+    took 2.03 s against the 2 s of `stall_s`, and showed "stopped delivering audio")."""
+    r = reader(SlowMic(delay_s=0.5, frames=3), stall_s=0.2, start_s=2.0)
+    assert r.read() is not None and r.end is None
+    assert r.read() is not None and r.read() is not None
+
+
+def test_once_frames_came_a_silent_device_is_lost_after_stall_s():
+    r = reader(SlowMic(delay_s=0.0, frames=1), stall_s=0.2, start_s=5.0)
+    assert r.read() is not None
+    t0 = time.monotonic()
+    assert r.read() is None
+    assert r.end is not None and r.end.reason == "input_lost"
+    assert 0.2 <= time.monotonic() - t0 < 1.0  # stall_s, not start_s
+
+
+def test_a_device_that_never_starts_is_lost_after_start_s():
+    r = reader(SlowMic(delay_s=99.0, frames=1), stall_s=0.1, start_s=0.5)
+    t0 = time.monotonic()
+    assert r.read() is None and r.end.reason == "input_lost"
+    assert 0.5 <= time.monotonic() - t0 < 2.0
