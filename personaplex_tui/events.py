@@ -222,6 +222,10 @@ class ConversationAPI(Protocol):
     Every method returns promptly; progress and results arrive as events on the sink.
     """
 
+    # Sentences about kept recordings that were cut short (a full disk), for the terminal once
+    # the screen is gone
+    file_problems: list[str]
+
     async def start(self) -> None:
         """Load the model (with progress), warm up, prompt a session, start listening."""
         ...

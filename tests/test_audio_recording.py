@@ -78,3 +78,35 @@ def test_session_recorder_writes_both_tracks(tmp_path):
     # A second folder for the same second does not overwrite the first.
     folder.mkdir(exist_ok=True)
     assert new_recording_folder(tmp_path, now=0) != folder
+
+
+def test_a_header_that_cannot_be_written_leaves_no_file_but_never_removes_a_device(tmp_path):
+    """A full disk at the header: the empty file is not left behind as a broken WAV; a device
+    such as /dev/full is never removed (the tests run as root on CI)."""
+    import errno
+
+    import pytest
+
+    from personaplex_tui.audio import wav_writer
+    from personaplex_tui.audio.errors import AudioFileError
+
+    path = tmp_path / "mic.wav"
+
+    class Full:
+        def __init__(self, file, mode="r", *args, **kwargs):
+            self._f = open(file, mode, *args, **kwargs)  # noqa: SIM115
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(wav_writer, "open", Full, raising=False)
+        with pytest.raises(AudioFileError, match="No space left on device"):
+            WavWriter(path)
+    assert not path.exists()
+    with pytest.raises(AudioFileError, match="No space left on device"):
+        WavWriter("/dev/full")
+    assert Path("/dev/full").exists()

@@ -324,3 +324,53 @@ def test_a_transcript_on_a_real_full_disk_keeps_whole_entries(tmp_path):
     )
     markdown = (tmp_path / "transcript.md").read_text()
     assert markdown.rstrip().endswith(entries[-1]["text"].strip())  # the same entries, whole
+
+
+def _save_after_the_run(config: ControllerConfig):
+    """A duplex run to its end, then `save_recording` (the `w` key), then shutdown."""
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=FakeDevices().factory())
+        await conv.start()
+        await events.wait_for(ended)
+        mark = len(events.items)
+        saved = await conv.save_recording()
+        said = events.items[mark:]
+        await conv.shutdown()
+        return conv, saved, said
+
+    return asyncio.run(main())
+
+
+def test_saving_a_kept_recording_cut_short_says_where_it_stopped(tmp_path, monkeypatch):
+    """`w` on a recording that a full disk stopped does not say "Saved": it says when the files
+    stopped, and so does the line after the screen is gone (`file_problems`)."""
+    disk = FullDisk(tmp_path, free=300_000)
+    disk.install(monkeypatch)
+    config = ControllerConfig(mode="duplex", input_file=CONVERSATION, record_dir=tmp_path)
+    conv, saved, said = _save_after_the_run(config)
+    folder = only_folder(tmp_path)
+    kept_s = len(read_audio(folder / "mic.wav").pcm) / 24000
+    assert saved == "" and not [e for e in said if isinstance(e, Notice) and "Saved" in e.message]
+    (error,) = [e for e in said if isinstance(e, EngineError)]
+    assert error.message == (
+        f"The recording in {folder} stopped at {kept_s:.1f} s (No space left on device); "
+        "only what came before is saved."
+    )
+    assert conv.file_problems == [error.message]
+
+
+def test_a_recording_that_could_not_start_leaves_no_empty_file_and_says_so(tmp_path, monkeypatch):
+    """A disk already full: no 0-byte mic.wav is left (not a WAV), `w` and the exit line say
+    that nothing could be recorded."""
+    disk = FullDisk(tmp_path, free=0)
+    disk.install(monkeypatch)
+    config = ControllerConfig(mode="duplex", input_file=CONVERSATION, record_dir=tmp_path)
+    conv, saved, said = _save_after_the_run(config)
+    folder = only_folder(tmp_path)
+    assert not (folder / "mic.wav").exists() and not (folder / "agent.wav").exists()
+    (error,) = [e for e in said if isinstance(e, EngineError)]
+    assert error.message.startswith(f"Nothing could be recorded in {folder} (Could not create")
+    assert "No space left on device" in error.message and one_sentence(error.message)
+    assert saved == "" and conv.file_problems == [error.message]

@@ -44,7 +44,11 @@ class SessionRecorder:
         folder = Path(folder)
         self.paths = RecordingPaths(folder, folder / "mic.wav", folder / "agent.wav")
         self._mic = WavWriter(self.paths.mic, SAMPLE_RATE, 1, flush_every_s)
-        self._agent = WavWriter(self.paths.agent, SAMPLE_RATE, 1, flush_every_s)
+        try:
+            self._agent = WavWriter(self.paths.agent, SAMPLE_RATE, 1, flush_every_s)
+        except BaseException:
+            self._mic.close()  # a valid empty WAV, its file closed
+            raise
         self._flush_every_s = flush_every_s
         self._processed: WavWriter | None = None
 

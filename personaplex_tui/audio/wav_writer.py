@@ -91,6 +91,7 @@ class WavWriter(ClosesOnExit):
             self._write_all(_header(sample_rate, channels, 0))
         except OSError as e:
             self._file.close()
+            _remove_headless(self.path)
             raise AudioFileError(
                 f"Could not create the audio file {self.path}: {e.strerror or e}."
             ) from None
@@ -192,3 +193,13 @@ class WavWriter(ClosesOnExit):
             self.duration_s,
         )
         return self._failure
+
+
+def _remove_headless(path: Path) -> None:
+    """Remove the file a failed header left (a full disk): empty or a partial header is not a
+    WAV. Only a plain file is removed (never a device such as /dev/full, nor a link's target)."""
+    try:
+        if path.is_file() and not path.is_symlink() and path.stat().st_size < 44:
+            path.unlink()
+    except OSError:
+        pass

@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         with POLICY.deferred(app.stop_for_signal):  # a signal quits as `q` does
             app.run()
     lines = after_exit_lines(settings)
+    lines += [f"ppx-tui: {p}" for p in getattr(app.controller, "file_problems", ())]
     if app.load_error is not None:
         lines.append(f"ppx-tui: {app.load_error}")
     if app.stop_signal is not None:

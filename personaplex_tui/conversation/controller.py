@@ -79,6 +79,7 @@ class ConversationController:
         self._session_config: ControllerConfig | None = None  # what the live session was made with
         self._sessions = 0
         self.recording: ConversationRecording | None = None
+        self.file_problems: list[str] = []  # kept recordings cut short, for after the screen
         self._timing_log: TimingLog | None = None
         self.runner: Runner | None = None
         self._echo: EchoPath | None = None
@@ -343,6 +344,8 @@ class ConversationController:
             kept = await asyncio.to_thread(recording.close)
             if kept is not None:
                 self.engine.emit(Notice(f"The recording is in {kept}."))
+            if not recording.temporary and recording.failure is not None:
+                self.file_problems.append(recording.failure_sentence())
 
     def _recording_problem(self, message: str) -> None:
         self.engine.emit(Notice(message, "warning"))  # from any thread

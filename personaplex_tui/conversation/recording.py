@@ -80,9 +80,13 @@ class ConversationRecording:
         self._processed_samples: int | None = None  # None until a processed frame came
         self._recorder: SessionRecorder | None = None
         self.closed = False
+        # What stopped the audio files, for a kept recording's user ("the recording in ... stopped
+        # at 6.2 s (No space left on device)"); None while they are written
+        self.failure: str | None = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # unwritable or missing parent: one message for every file
+            self.failure = f"nothing could be recorded in {folder} ({e.strerror or e})"
             on_error(
                 f"Cannot record in {folder} ({e.strerror or e}); the conversation goes on "
                 "without a recording or transcript."
@@ -92,6 +96,7 @@ class ConversationRecording:
         try:
             self._recorder = SessionRecorder(folder)
         except (PersonaPlexError, AppError) as e:
+            self.failure = f"nothing could be recorded in {folder} ({str(e).rstrip('.')})"
             on_error(f"{str(e).rstrip('.')}; the conversation goes on without a recording.")
         self.transcript = TranscriptWriter(folder, "Conversation", details, on_error)
         if self.transcript.failed:
@@ -190,15 +195,18 @@ class ConversationRecording:
     def _fail(self, error: Exception) -> None:
         """Writing failed (a full disk): keep what is on disk, stop writing, say so once."""
         recorder, self._recorder = self._recorder, None
+        written = 0.0
         try:
             if recorder is not None:
+                written = max(recorder.mic_seconds, recorder.agent_seconds)
                 recorder.close()
         except OSError:
             pass
         reason = getattr(error, "strerror", None) or error
+        self.failure = f"the recording in {self.folder} stopped at {written:.1f} s ({reason})"
         self._on_error(
-            f"Recording in {self.folder} stopped ({reason}); what was recorded until then is "
-            "kept and the conversation goes on."
+            f"Recording in {self.folder} stopped at {written:.1f} s ({reason}); what was recorded "
+            "until then is kept and the conversation goes on."
         )
 
     # -- files ---------------------------------------------------------------------------
@@ -216,6 +224,8 @@ class ConversationRecording:
         in a new folder under `root`. Raises RecordingError with one sentence on failure."""
         if not self.temporary:
             self.flush()
+            if self.failure is not None:
+                raise RecordingError(self.failure_sentence())
             return self.folder
         with self._lock:
             if self._recorder is None:
@@ -243,6 +253,16 @@ class ConversationRecording:
                 f"Could not save the recording in {target}: {e.strerror or e}."
             ) from None
         return target
+
+    def failure_sentence(self) -> str:
+        """`failure` as a sentence for the user (call it only when there is one)."""
+        failure = str(self.failure)
+        said = f"{failure[0].upper()}{failure[1:]}"
+        return (
+            f"{said}."
+            if failure.startswith("nothing")
+            else f"{said}; only what came before is saved."
+        )
 
     def close(self, note: str | None = None) -> Path | None:
         """Finish the files; a temporary recording is deleted. Returns the kept folder, if any.
