@@ -1,5 +1,5 @@
 """`python -m personaplex_tui` runs the `ppx-tui` command line."""
 
-from personaplex_tui.cli import main
+from personaplex_tui.entry import main
 
 raise SystemExit(main())

@@ -223,3 +223,31 @@ def test_a_missing_module_of_our_own_is_a_bug_with_its_traceback():
 
     assert cli._our_module("model.nothing") and cli._our_module("personaplex_tui.x")
     assert not cli._our_module("soxr") and not cli._our_module(None)
+
+
+CTRL_C_WHILE_LOADING = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal starts it (see above)
+
+class CtrlC:  # Ctrl+C arrives while the command line's modules are being imported
+    def find_spec(self, name, path, target=None):
+        if name == "personaplex_tui.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+from personaplex_tui.entry import main
+sys.exit(main())
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads_is_interrupted_not_a_traceback():
+    """The console script (`personaplex_tui.entry`) catches a Ctrl+C that lands before `cli.main`
+    installed the signal policy (its imports take ~0.5 s): the same sentence and exit code."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_LOADING, "--help"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr == "ppx-tui: interrupted.\n"

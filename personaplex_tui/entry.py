@@ -1,0 +1,24 @@
+"""The `ppx-tui` console script: Ctrl+C while the command line's modules load is a clean stop too.
+
+`personaplex_tui.cli` imports every command's modules (numpy, MLX, the model) before its `main`
+installs the signal policy (`stop_signals`); that takes about half a second, longer on a cold
+disk. A Ctrl+C in that window ends here as it does later: "ppx-tui: interrupted.", exit 130,
+no traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def main() -> int:
+    """Load the command line and run it."""
+    try:
+        from personaplex_tui.cli import main as run
+    except KeyboardInterrupt:
+        from personaplex_tui.stop_signals import stopped_sentence
+
+        print(f"ppx-tui: {stopped_sentence(signal.SIGINT)}", file=sys.stderr)
+        return 128 + signal.SIGINT
+    return run()
