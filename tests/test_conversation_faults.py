@@ -153,3 +153,36 @@ def test_a_device_lost_mid_session_stops_cleanly_and_resumes_on_another(lost, tm
     assert f"'{name}' stopped" in (folder / "transcript.md").read_text()
     kind = devices.inputs if lost == "input" else devices.outputs
     assert [s.kwargs["device"] for s in kind] == [0 if lost == "input" else 2, 1]
+
+
+def test_a_failure_while_reporting_the_end_of_a_run_is_an_error_not_silence(monkeypatch):
+    """Reporting why a run ended writes the transcript; if that raises (a bug: a file name that
+    was not UTF-8 did, and the soak waited forever for the run's end), whoever waits still hears
+    an error and the state says so."""
+    from personaplex_tui.conversation.controller import ConversationController
+
+    note = ConversationController._note
+
+    def broken(self, text, kind="note"):
+        if "has ended" in text:  # the note of the input's end
+            raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+        note(self, text, kind)
+
+    monkeypatch.setattr(ConversationController, "_note", broken)
+    config = ControllerConfig(mode="duplex", input_file=CONVERSATION)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=FakeDevices().factory())
+        await conv.start()
+        error = await asyncio.wait_for(
+            events.wait_for(lambda e: isinstance(e, EngineError)), timeout=60
+        )
+        state = await events.wait_for(is_state("error"))
+        running = conv.running
+        await conv.shutdown()
+        return error, state, running
+
+    error, state, running = asyncio.run(main())
+    assert error.message.startswith("The conversation stopped after an unexpected error:")
+    assert "surrogates not allowed" in state.detail and not running

@@ -126,3 +126,18 @@ def test_absurd_flags_get_one_sentence(args, message):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def test_an_input_file_whose_name_is_not_utf8_ends_the_soak(tmp_path):
+    """The name goes into the transcript's "input ended" note: written escaped (\\udcff, still
+    JSON), it no longer kills the controller's run task, which left the soak waiting forever,
+    deaf to SIGINT and SIGTERM."""
+    name = os.fsdecode(b"q\xff.wav")  # a surrogate in the str, as Python reads such a name
+    (tmp_path / name).write_bytes((ROOT / "tests" / "data" / "audio" / "weather.wav").read_bytes())
+    proc = soak(
+        "--frames", "3", "--input", str(tmp_path / name), "--record-dir", str(tmp_path / "r")
+    )
+    assert proc.returncode == 0, proc.stderr
+    (transcript,) = (tmp_path / "r").glob("recording/*/transcript.jsonl")
+    notes = [json.loads(line) for line in transcript.read_text().splitlines()]
+    assert any(name in n.get("text", "") for n in notes if n["type"] == "note")

@@ -268,15 +268,23 @@ class ConversationController:
                 await self.engine.stop()
             except RuntimeError:  # the engine is already closed
                 pass
-        if self._echo is not None:
-            await asyncio.to_thread(self._echo.close)
-        if self.recording is not None:
-            self.recording.align()
-            self.recording.flush()
-        await asyncio.to_thread(self._rig.release)
-        if self.runner is runner:
-            self.runner, self._task = None, None
-        self._report(end)
+        try:
+            if self._echo is not None:
+                await asyncio.to_thread(self._echo.close)
+            if self.recording is not None:
+                self.recording.align()
+                self.recording.flush()
+            await asyncio.to_thread(self._rig.release)
+        finally:
+            if self.runner is runner:
+                self.runner, self._task = None, None
+            try:
+                self._report(end)
+            except Exception as exc:  # whoever waits for the run's end must hear of it
+                log.exception("reporting the end of the run failed")
+                message = f"The conversation stopped after an unexpected error: {exc}."
+                self.engine.emit(EngineError(message, type(exc).__name__))
+                self.engine.emit(StateChanged("error", message))
 
     def _live_config(self) -> ControllerConfig:
         """The settings a run reads at every frame: mute-while-speaking stands in for the echo

@@ -161,9 +161,11 @@ class TranscriptWriter:
             if record["type"] not in ("text", "user_text"):
                 self._agent_open = False
             files = (self._jsonl, self._md)
+            # A file name that is not UTF-8 (a surrogate in the str) becomes the escape \udcff:
+            # still JSON (json.loads gives the same str back) and valid UTF-8 on disk
             data = (
-                (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"),
-                markdown.encode("utf-8"),
+                (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"),
+                markdown.encode("utf-8", "backslashreplace"),
             )
             try:
                 for f, chunk in zip(files, data, strict=True):
