@@ -191,6 +191,22 @@ def test_unwritable_outputs_are_one_sentence(ckpt, tmp_path):
     assert "Loading" not in proc.stderr  # said before the model loads
 
 
+def test_an_output_over_the_input_or_another_output_is_refused(ckpt, tmp_path):
+    """`--output` naming the question itself would replace the user's recording with the reply;
+    the dump and the audio on one file would corrupt both. Refused before loading, untouched."""
+    question = _write(tmp_path / "q.wav", Path(QUESTION).read_bytes())
+    proc = ppx("respond", "--input", str(question), "--model", str(ckpt), "--max-steps", "2",
+               "--output", str(tmp_path / "." / "q.wav"))  # fmt: skip
+    assert_one_sentence(proc, f"--output and --input name the same file ({question}): writing "
+                        "--output would overwrite the input; give --output another name.")  # fmt: skip
+    assert question.read_bytes() == Path(QUESTION).read_bytes()
+    both = tmp_path / "both.wav"
+    proc = ppx("respond", "--input", QUESTION, "--model", str(ckpt), "--max-steps", "2",
+               "--output", str(both), "--dump-tokens", str(both))  # fmt: skip
+    assert_one_sentence(proc, f"--dump-tokens and --output name the same file ({both})")
+    assert "Loading" not in proc.stderr and not both.exists()
+
+
 def test_an_unreachable_hub_is_one_sentence(tmp_path):
     environ = env(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
     environ.pop("HF_HUB_OFFLINE")

@@ -4,11 +4,14 @@ real layout; the tokens it dumps are checked against moshi's `LMGen` fed the sam
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from model.conversation.tokenizer import TextTokenizer
 from tests.cli_runner import ROOT, ppx
@@ -80,16 +83,56 @@ def test_text_streams_to_stdout(repo: Path) -> None:
         (["--stt-model", "EMPTY"], "config.json"),
         (["--stt-model", "REPO", "--dump-tokens", "/nonexistent/dir/t.jsonl"], "token dump"),
         (["--stt-model", "REPO", "--input", "/nonexistent.wav"], "does not exist"),
+        (["--stt-model", "REPO", "--dump-tokens", "/dev/full"], "No space left on device"),
+        (["--stt-model", "REPO", "--input", "INPUT", "--dump-tokens", "INPUT"],
+         "--dump-tokens and --input name the same file"),
     ],
-    ids=["missing", "empty", "dump", "input"],
-)
+    ids=["missing", "empty", "dump", "input", "full-dump", "dump-over-input"],
+)  # fmt: skip
 def test_mistakes_end_in_one_sentence(repo: Path, tmp_path: Path, args, expected) -> None:
     (tmp_path / "empty").mkdir()
-    args = [{"EMPTY": str(tmp_path / "empty"), "REPO": str(repo)}.get(a, a) for a in args]
+    (tmp_path / "in.wav").write_bytes((AUDIO / "weather.wav").read_bytes())
+    names = {"EMPTY": tmp_path / "empty", "REPO": repo, "INPUT": tmp_path / "in.wav"}
+    args = [str(names.get(a, a)) for a in args]
     if "--input" not in args:
         args += ["--input", str(AUDIO / "weather.wav")]
     line = one_error_line(ppx("transcribe", *args, check=False))
     assert line.startswith("ppx-tui: ") and expected in line and line.endswith(".")
+    assert sf.info(str(tmp_path / "in.wav")).frames > 0  # the recording is untouched
+
+
+def test_a_full_disk_keeps_whole_lines_and_a_full_stdout_is_one_sentence(repo: Path, tmp_path):
+    """The token dump on a file-size limit (a full disk) keeps whole lines and says how many;
+    text or JSON to a full standard output is one sentence. No traceback either way."""
+    dump = tmp_path / "t.jsonl"
+    limited = (
+        "import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048)); sys.argv[0] = 'ppx-tui'; "
+        "runpy.run_module('personaplex_tui', run_name='__main__')"
+    )
+    args = ["transcribe", "--input", str(AUDIO / "conversation.wav"), "--stt-model", str(repo)]
+    proc = subprocess.run(
+        [sys.executable, "-c", limited, *args, "--dump-tokens", str(dump)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    line = one_error_line(proc)
+    rows = [json.loads(r) for r in dump.read_text().splitlines()]
+    assert line == (
+        f"ppx-tui: Writing the token dump {dump} failed (File too large); "
+        f"it keeps the first {len(rows)} frames."
+    )
+    assert rows and [r["frame"] for r in rows] == list(range(len(rows)))
+    for extra in ([], ["--json"]):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run(
+                [sys.executable, "-m", "personaplex_tui", *args, *extra], stdout=full,
+                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+                stderr=subprocess.PIPE, text=True, timeout=300,
+            )  # fmt: skip
+        assert one_error_line(proc) == (
+            "ppx-tui: Could not write to the standard output: No space left on device."
+        )
 
 
 def test_bad_quantize_value_is_a_usage_error(repo: Path) -> None:

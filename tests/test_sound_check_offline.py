@@ -63,12 +63,55 @@ def test_an_echo_beyond_the_cancellers_reach_is_said_and_brought_within_it(tmp_p
             ["--far", "FAR", "--mic", "MIC", "--output", "o.wav", "--input-device", "1"],
             "are for the live sound check",
         ),
+        (["--far", "FAR", "--mic", "MIC", "--output", "MIC"], "--output and --mic name the same"),
+        (["--far", "FAR", "--mic", "MIC", "--output", "/dev/full"], "No space left on device"),
+        (["--far", "FAR", "--mic", "MIC", "--output", "o.mp3"], "give it a .wav or .flac name"),
+        (["--far", "FAR", "--mic", "MIC", "--output", "MIC/o.wav"], "is a file, not a folder"),
     ],
 )
 def test_mistakes_end_in_one_sentence_and_exit_code_2(tmp_path, capsys, args, message):
     far, mic, _ = _recordings(tmp_path, 0.05)
     args = [a.replace("FAR", str(far)).replace("MIC", str(mic)) for a in args]
     args = [str(tmp_path / a) if a.endswith(".wav") and "/" not in a else a for a in args]
+    before = mic.read_bytes()
     assert main(["sound-check", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+    assert mic.read_bytes() == before  # the recording is untouched
+
+
+def test_a_full_disk_while_writing_is_its_reason_and_leaves_no_broken_file(tmp_path, capsys):
+    """libsndfile says only "System error." for a full or read-only disk: the cleaned audio is
+    encoded in memory and written by Python, which says why, and a file cut short is removed."""
+    import errno
+
+    from personaplex_tui.audio import audio_file
+
+    far, mic, clean = _recordings(tmp_path, 0.05)
+    real_open = open
+
+    class Full:
+        def __init__(self, path, mode="r", *args, **kwargs):
+            self._f = real_open(path, mode, *args, **kwargs)
+
+        def write(self, data):
+            self._f.write(bytes(data)[:1000])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    def opener(path, mode="r", *args, **kwargs):
+        return Full(path, mode, *args, **kwargs) if "w" in mode else real_open(path, mode)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(audio_file, "open", opener, raising=False)
+        code = main(["sound-check", "--far", str(far), "--mic", str(mic), "--output", str(clean)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"ppx-tui: Could not write the audio file {clean}: No space left on device."
+    )
+    assert not clean.exists()

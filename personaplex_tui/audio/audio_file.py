@@ -149,14 +149,33 @@ def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:
     )
 
 
+WRITTEN_FORMATS = {".wav": "WAV", ".flac": "FLAC"}  # what `write_wav` writes, by the name's suffix
+
+
 def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write mono float32 audio as a 16-bit PCM WAV file in one go; returns the path."""
+    """Write mono float32 audio as 16-bit PCM in one go: a WAV file, or FLAC for a .flac name;
+    returns the path. Encoded in memory first, so a failure is the system's own reason (a full
+    disk, a read-only one) in one sentence, and a file cut short by it is removed."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    kind = WRITTEN_FORMATS.get(p.suffix.lower())
+    if kind is None:
+        raise AudioFileError(
+            f"Cannot write the audio file {p}: give it a .wav or .flac name (its format)."
+        )
+    encoded = io.BytesIO()
+    clipped = np.clip(np.asarray(pcm, np.float32), -1, 1)
+    sf.write(encoded, clipped, sample_rate, "PCM_16", format=kind)
     try:
-        sf.write(str(p), np.clip(np.asarray(pcm, np.float32), -1, 1), sample_rate, "PCM_16")
-    except (sf.LibsndfileError, OSError) as e:
-        raise AudioFileError(f"Could not write the audio file {p}: {_reason(e)}.") from None
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(encoded.getbuffer())
+    except OSError as e:
+        if p.is_file() and not p.is_symlink():  # cut short: not an audio file to leave
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        raise AudioFileError(f"Could not write the audio file {p}: {e.strerror or e}.") from None
     return p
 
 

@@ -110,12 +110,12 @@ def status(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def print_out(item: Any) -> None:
-    """Print text or a rich renderable on stdout, now. A write that fails (`> /dev/full`) is one
-    sentence (OutputError); a closed pipe stays a BrokenPipeError."""
+def print_out(item: Any, end: str = "\n") -> None:
+    """Print text (then `end`) or a rich renderable on stdout, now. A write that fails
+    (`> /dev/full`) is one sentence (OutputError); a closed pipe stays a BrokenPipeError."""
     try:
         if isinstance(item, str):
-            sys.stdout.write(item + "\n")
+            sys.stdout.write(item + end)
         else:
             from rich.console import Console
 

@@ -114,3 +114,34 @@ def check_text(value: str | None, flag: str) -> None:
         raise UsageError(
             f"{flag} is not valid UTF-8 text ({byte} at character {e.start + 1})."
         ) from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two names are one file: the same inode where both exist, else the same path."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_distinct(
+    reads: dict[str, str | Path | None], writes: dict[str, str | Path | None]
+) -> None:
+    """Raise UsageError when an output (`writes`: flag -> path) is the same file as an input
+    (`reads`) or as another output: writing it would destroy the recording, or each output
+    would overwrite the other. Devices (/dev/null, /dev/stdout) may be named twice."""
+    named = [(f, Path(p).expanduser(), False) for f, p in reads.items() if p not in (None, "")]
+    named += [(f, Path(p).expanduser(), True) for f, p in writes.items() if p not in (None, "")]
+    for i, (flag, path, written) in enumerate(named):
+        for other, path2, written2 in named[:i]:
+            if not (written or written2) or not _same_file(path, path2):
+                continue
+            if path.exists() and not path.is_file():
+                continue  # a device or a pipe: writing it destroys nothing
+            kind = "the input" if not written2 else "another output"
+            raise UsageError(
+                f"{flag} and {other} name the same file ({path}): writing {flag} would "
+                f"overwrite {kind}; give {flag} another name."
+            )

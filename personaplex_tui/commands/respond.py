@@ -25,7 +25,7 @@ from personaplex_tui.commands.common import (
     sampling_options,
     status,
 )
-from personaplex_tui.commands.paths import check_output_file, check_text
+from personaplex_tui.commands.paths import check_distinct, check_output_file, check_text
 from personaplex_tui.commands.token_dump import TokenDump
 from personaplex_tui.settings import MAX_STEPS_RANGE, PROMPT_TEXT_MAX_CHARS
 from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
@@ -195,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
     # Longer than any PersonaPlex context (the checkpoint's own is checked again once loaded).
     replies.utterance_frames(clip.pcm, FRAME_SAMPLES, MAX_STEPS_LIMIT)
     # Every file this run writes can be written: checked now, not after minutes of loading.
+    check_distinct(
+        {"--input": args.input}, {"--output": args.output, "--dump-tokens": args.dump_tokens}
+    )
     if args.output is not None:
         check_output_file(args.output, "the audio file", "--output", seekable=True)
     if args.dump_tokens is not None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from personaplex_tui.commands.common import UsageError, status
+from personaplex_tui.commands.common import UsageError, print_out, status
+from personaplex_tui.commands.paths import check_distinct, check_output_file
 from personaplex_tui.settings import add_mic_processing_arguments
 
 
@@ -49,24 +51,31 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _offline(args: argparse.Namespace, options: object) -> int:
+    from personaplex_tui.audio.audio_file import WRITTEN_FORMATS
     from personaplex_tui.audio.offline_aec import cancel_recordings
 
+    # The output can be written, in a format we write, and destroys neither recording: checked
+    # before the canceller runs.
+    check_distinct({"--far": args.far, "--mic": args.mic}, {"--output": args.output})
+    check_output_file(args.output, "the cleaned audio", "--output", seekable=True)
+    if Path(args.output).suffix.lower() not in WRITTEN_FORMATS:
+        raise UsageError(f"--output {args.output}: give it a .wav or .flac name (its format).")
     report = cancel_recordings(args.far, args.mic, args.output, options)  # type: ignore[arg-type]
     if args.json:
-        print(json.dumps(report.as_json(), indent=2))
+        print_out(json.dumps(report.as_json(), indent=2))
         for note in report.notes:
             status(note)
         return 0
     for note in report.notes:
-        print(note)
+        print_out(note)
     if report.delay_ms is None:
-        print(f"Wrote {report.output} ({report.seconds:.1f} s); no echo to measure.")
+        print_out(f"Wrote {report.output} ({report.seconds:.1f} s); no echo to measure.")
         return 0
-    print(f"Echo delay: {report.delay_ms:.0f} ms after the far end.")
+    print_out(f"Echo delay: {report.delay_ms:.0f} ms after the far end.")
     if report.erle_db is not None:
-        print(
+        print_out(
             f"Echo: {report.echo_before_dbfs:.1f} dBFS before, {report.echo_after_dbfs:.1f} dBFS "
             f"after cancellation: {report.erle_db:.1f} dB removed (ERLE)."
         )
-    print(f"Wrote {report.output} ({report.seconds:.1f} s).")
+    print_out(f"Wrote {report.output} ({report.seconds:.1f} s).")
     return 0

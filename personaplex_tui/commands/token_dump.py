@@ -1,4 +1,4 @@
-"""`respond --dump-tokens`: one JSON line per frame, written through, whole lines only."""
+"""Token dumps (`respond`/`transcribe --dump-tokens`): a JSON line per frame, whole lines only."""
 
 from __future__ import annotations
 
@@ -31,12 +31,18 @@ class TokenDump:
             ) from None
 
     def write(self, frame: Any) -> None:
-        record = {
-            "frame": frame.index,
-            "text": frame.text_id,
-            "agent": [int(c) for c in frame.agent_codes],
-            "user": [int(c) for c in frame.user_codes],
-        }
+        """One conversation frame: `{frame, text, agent[8], user[8]}`."""
+        self.write_record(
+            {
+                "frame": frame.index,
+                "text": frame.text_id,
+                "agent": [int(c) for c in frame.agent_codes],
+                "user": [int(c) for c in frame.user_codes],
+            }
+        )
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """One line of any JSON record (`transcribe --dump-tokens`)."""
         line = (json.dumps(record) + "\n").encode()
         view = memoryview(line)
         try:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict
-from typing import Any
 
 import numpy as np
 
-from personaplex_tui.commands.common import UsageError, status
+from personaplex_tui.commands.common import print_out, status
+from personaplex_tui.commands.paths import check_distinct, check_output_file
+from personaplex_tui.commands.token_dump import TokenDump
 from personaplex_tui.user_transcript import STT_QUANTIZE, STT_QUANTIZE_HELP, stt_bits
 
 
@@ -51,13 +51,6 @@ def add_stt_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
     )
 
 
-def _open_dump(path: str) -> Any:
-    try:
-        return open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed in run()
-    except OSError as e:
-        raise UsageError(f"Cannot write the token dump {path}: {e.strerror or e}.") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from model.backend import on_cuda
     from model.stt import DEFAULT_STT_MODEL, load_stt
@@ -68,11 +61,14 @@ def run(args: argparse.Namespace) -> int:
     clip = read_audio(args.input)  # an unusable file fails before the model loads
     if clip.warning:
         status(f"warning: {clip.warning}")
+    if args.dump_tokens is not None:  # so does a dump that cannot be written
+        check_distinct({"--input": args.input}, {"--dump-tokens": args.dump_tokens})
+        check_output_file(args.dump_tokens, "the token dump", "--dump-tokens")
     status(f"Loading {args.stt_model or DEFAULT_STT_MODEL}...")
     start = time.perf_counter()
     stt = load_stt(args.stt_model, quantize=stt_bits(args.stt_quantize, on_cuda()))
     load_s = time.perf_counter() - start
-    dump = _open_dump(args.dump_tokens) if args.dump_tokens else None
+    dump = TokenDump(args.dump_tokens) if args.dump_tokens is not None else None
     cfg = stt.config
     # word times: frames less the text's delay and the silence prefix fed before the audio
     lag = cfg.delay_frames + round(cfg.audio_silence_prefix_seconds * 12.5)
@@ -84,18 +80,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         for frame in transcribe_frames(stt, clip.pcm):
             step_ms.append(frame.step_ms)
-            if dump is not None:
-                record = {
-                    "frame": frame.index,
-                    "text_token": frame.text_token,
-                    "audio": list(frame.codes),
-                    "end_of_turn": [round(p, 6) for p in frame.end_of_turn],
-                }
-                dump.write(json.dumps(record) + "\n")
+            if dump is not None:  # TokenDumpError: one sentence, the dump keeps whole lines
+                dump.write_record(
+                    {
+                        "frame": frame.index,
+                        "text_token": frame.text_token,
+                        "audio": [int(c) for c in frame.codes],
+                        "end_of_turn": [round(p, 6) for p in frame.end_of_turn],
+                    }
+                )
             added = builder.feed(frame.index, frame.text_token)
             if added and not args.json:
-                sys.stdout.write(added)
-                sys.stdout.flush()
+                print_out(added, end="")  # OutputError: one sentence (`> /dev/full`)
     finally:
         if dump is not None:
             dump.close()
@@ -120,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
             },
             "rtf": round(elapsed / clip.duration_s, 3) if clip.duration_s else None,
         }
-        print(json.dumps(out, indent=2))
+        print_out(json.dumps(out, indent=2))
     else:
-        print()
+        print_out("")
         status(f"Transcribed {clip.duration_s:.2f} s in {elapsed:.2f} s.")
     return 0
