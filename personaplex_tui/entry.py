@@ -21,4 +21,8 @@ def main() -> int:
 
         print(f"ppx-tui: {stopped_sentence(signal.SIGINT)}", file=sys.stderr)
         return 128 + signal.SIGINT
-    return run()
+    code = run()
+    from personaplex_tui.stop_signals import POLICY
+
+    POLICY.ignore_rest()  # the work is done: a late signal must not change the exit code
+    return code

@@ -103,6 +103,17 @@ class SignalPolicy:
         """From now on (the command returned), signals are recorded only."""
         self._deferred, self._on_stop = True, None
 
+    def ignore_rest(self) -> None:
+        """The process is about to exit: ignore the stop signals outright. The interpreter's
+        teardown puts back the default handlers, so a second Ctrl+C a few ms after the first
+        (while MLX and the threads wind down) killed the process by its signal (exit -2, not
+        130). For the console script only: a test runner calling `main` keeps its handlers."""
+        if not self._installed:
+            return
+        for sig in _stop_signals():
+            if signal.getsignal(sig) == self._handle:
+                signal.signal(sig, signal.SIG_IGN)
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None:
             return  # a second signal: the shutdown under way finishes

@@ -267,3 +267,30 @@ def test_ctrl_c_while_the_command_line_loads_is_interrupted_not_a_traceback():
     )  # fmt: skip
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr == "ppx-tui: interrupted.\n"
+
+
+LATE_SIGNAL = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from personaplex_tui.entry import main
+code = main()
+# CPython's teardown puts SIG_DFL back for a signal with a Python handler, not an ignored one
+print([signal.getsignal(s) is signal.SIG_IGN for s in (signal.SIGINT, signal.SIGTERM)])
+os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl+C as the process winds down
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.1)
+sys.exit(code)
+"""
+
+
+def test_a_signal_after_the_command_returned_does_not_change_the_exit():
+    """Once the command returned, the stop signals are ignored outright: the interpreter's
+    teardown would otherwise restore the default handlers, and a second Ctrl+C a few ms after
+    the first killed the process by SIGINT (exit -2) instead of its 130."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LATE_SIGNAL, "prompts"],
+        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[True, True]"
