@@ -82,7 +82,7 @@ def time_transcript(
     if opts.phases:
         phased = make_session(transcribe_user=True, measure_phases=True)
         phased.warm_up()
-        timings = [phased.step(pcm).timings for pcm in audio[: min(opts.steps, 60)]][5:]
+        timings = [phased.step(pcm).timings for pcm in audio[: min(max(opts.steps, 10), 60)]][5:]
         result["stt_ms"] = round(float(np.median([t.stt_ms for t in timings])), 3)
     return result
 

@@ -239,16 +239,20 @@ def _compile_ahead(opts: BenchOptions) -> AheadCompile | None:
     return compile_ahead(cfg.lm, dtype, opts.bits, group, cfg.mimi)
 
 
+AUDIO_POOL = 500  # distinct input frames; longer runs cycle through them (40 s of audio)
+
+
 def _audio(n: int, seed: int) -> list[np.ndarray]:
-    """Speech-like input: noise bursts with pauses (the codec's cost does not depend on content)."""
+    """Speech-like input: noise bursts with pauses (the codec's cost does not depend on content).
+    At most AUDIO_POOL distinct frames are made, so a long run does not hold its whole input."""
     rng = np.random.default_rng(seed)
-    frames = []
-    for i in range(n):
+    pool = []
+    for i in range(min(n, AUDIO_POOL)):
         loud = (i // 25) % 2 == 0
-        frames.append(
+        pool.append(
             (rng.standard_normal(FRAME_SAMPLES) * (0.1 if loud else 0.001)).astype(np.float32)
         )
-    return frames
+    return [pool[i % len(pool)] for i in range(n)] if pool else []
 
 
 def bench_session(model: PersonaPlex, voice, tokens, opts: BenchOptions, **kw) -> Session:
@@ -345,7 +349,8 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         progress("timing the phases")
         phased = bench_session(model, voice, tokens, opts, measure_phases=True)
         phased.warm_up()
-        timings = [phased.step(pcm).timings for pcm in audio[: min(opts.steps, 100)]][5:]
+        # the first 5 steps aside, at least 5 timed ones (a phase's median of none is NaN)
+        timings = [phased.step(pcm).timings for pcm in audio[: min(max(opts.steps, 10), 100)]][5:]
         for name in ("encode", "temporal", "depformer", "decode"):
             phases[name] = round(float(np.median([getattr(t, f"{name}_ms") for t in timings])), 3)
 

@@ -121,3 +121,34 @@ def test_a_deferred_bench_steps_eagerly_then_compiles_each_graph(monkeypatch):
     assert "encode (Mimi filling)" not in names  # passed by the eager warm-up steps
     # so a new session (from frame 0) compiles Mimi's filling encode and decode, nothing else
     assert r.warmup.new_session_traces == 2 and r.step_ms.n == 5
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "personaplex_tui", "bench", *args],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
+def test_a_few_steps_still_time_the_phases_without_nan_or_warnings():
+    """With --steps under 6 the phases' median was of no step: NaN in the JSON (not JSON by its
+    standard) and numpy's warnings on stderr."""
+    proc = _bench("--small", "--steps", "3", "--warmup-steps", "0", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr
+
+    def no_nan(name: str) -> float:
+        raise AssertionError(f"{name} in the JSON")
+
+    r = json.loads(proc.stdout, parse_constant=no_nan)
+    assert r["step_ms"]["n"] == 3 and all(v > 0 for v in r["phases_ms"].values())
+
+
+def test_absurd_step_counts_are_one_sentence():
+    for args, message in (
+        (["--steps", "100001"], "--steps must be between 1 and 100000, not 100001."),
+        (["--warmup-steps", "-1"], "--warmup-steps must be between 0 and 100000, not -1."),
+    ):
+        proc = _bench("--small", *args)
+        assert proc.returncode == 2 and proc.stderr.strip() == f"ppx-tui: {message}"

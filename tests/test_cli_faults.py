@@ -164,7 +164,7 @@ def test_absurd_respond_flags_are_one_sentence(args, message, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--steps", "0"], "--steps must be at least 1 and --warmup-steps at least 0."),
+        (["--steps", "0"], "--steps must be between 1 and 100000, not 0."),
         (["--voice-frames", "-5"], "--voice-frames must be between 0 and 1000, not -5."),
         (["--prompt-tokens", "-1"], "--prompt-tokens must be between 0 and 1000, not -1."),
         (["--seed", "-1"], "--seed must be between 0 and"),

@@ -44,11 +44,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+MAX_STEPS = 100_000  # two hours of conversation; more is a soak's job (`ppx-tui soak`)
+
+
 def run(args: argparse.Namespace) -> int:
     from personaplex_tui.benchmark import BenchOptions, run_benchmark
 
-    if args.steps < 1 or args.warmup_steps < 0:
-        raise UsageError("--steps must be at least 1 and --warmup-steps at least 0.")
+    if not 1 <= args.steps <= MAX_STEPS:
+        raise UsageError(f"--steps must be between 1 and {MAX_STEPS}, not {args.steps}.")
+    if not 0 <= args.warmup_steps <= MAX_STEPS:
+        raise UsageError(
+            f"--warmup-steps must be between 0 and {MAX_STEPS}, not {args.warmup_steps}."
+        )
     for flag, value in (
         ("--voice-frames", args.voice_frames),
         ("--prompt-tokens", args.prompt_tokens),
