@@ -34,6 +34,9 @@ def require_voice(folder: Path, voice: str) -> str:
     one sentence naming the voices it has."""
     voices = checkpoint_voices(folder)
     if not voices:
+        from model.checkpoints.config_io import detect_layout
+
+        detect_layout(folder)  # a folder that is no checkpoint at all says so (CheckpointError)
         raise UnknownVoiceError(
             f"The checkpoint in {folder} has no voice files (voices/*.safetensors or voices.tgz), "
             f"so voice '{voice}' cannot be used."

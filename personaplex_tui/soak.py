@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import tempfile
 import wave
@@ -136,15 +137,21 @@ class _Events:
         if isinstance(event, StepTiming):
             self.step_ms.append(event.total_ms)
         elif isinstance(event, EngineError):
-            self.errors.append(event.message)
+            self.errors.append(headless(event.message))
         elif isinstance(event, Notice) and event.severity != "information":
-            self.warnings.append(event.message)
+            self.warnings.append(headless(event.message))
         elif isinstance(event, StateChanged):
             if event.state == "duplex":
                 self.live = True
                 self.on_live()  # before the run's first step: the engine steps after this
             elif self.live or event.state == "error":
                 self.ended.set()
+
+
+def headless(message: str) -> str:
+    """A chat's sentence without what it tells the chat's user to do with the keys ("...; choose
+    another output and press space to go on."): the soak has no keys."""
+    return re.sub(r";[^;]*\bpress space to go on\b[^;]*$", ".", message)
 
 
 class _SoakAudio(AudioFactory):

@@ -137,3 +137,26 @@ def test_write_wav_round_trip(tmp_path):
     back = read_audio(path)
     assert back.source_rate == 24000 and back.source_format == "WAV PCM_16"
     np.testing.assert_allclose(back.pcm, pcm, atol=1 / 32767)
+
+
+def test_devices_and_the_standard_input(monkeypatch):
+    """/dev/null is a device that gave nothing (not "a pipe"); an endless device stops at the
+    cap instead of being read into memory whole; `-` reads the standard input (a pipe here)."""
+    import subprocess
+    import sys
+
+    from personaplex_tui.audio import audio_file
+
+    with pytest.raises(AudioFileError, match=r"^/dev/null gave no data \(a device that ended"):
+        read_audio("/dev/null")
+    monkeypatch.setattr(audio_file, "MAX_PIPE_BYTES", 3 << 20)
+    with pytest.raises(AudioFileError, match="more than 3 MB came through the device"):
+        read_audio("/dev/zero")
+    root = Path(__file__).resolve().parents[1]
+    code = "from personaplex_tui.audio import read_audio; print(read_audio('-').duration_s)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], input=(AUDIO / "weather.wav").read_bytes(),
+        capture_output=True, cwd=root, env={"PYTHONPATH": str(root)}, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert abs(float(proc.stdout) - sf.info(str(AUDIO / "weather.wav")).duration) < 0.01

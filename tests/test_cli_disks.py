@@ -119,7 +119,7 @@ def test_a_fifo_and_a_process_substitution_are_read(ckpt, tmp_path):
     os.close(write)
     proc = ppx("respond", "--input", f"/dev/fd/{read}", "--output", str(out), pass_fds=(read,))
     os.close(read)
-    one_sentence(proc, f"/dev/fd/{read} gave no data (it is a pipe that was closed")
+    one_sentence(proc, f"/dev/fd/{read} gave no data (a pipe that ended without any audio).")
 
 
 def test_an_empty_input_name_is_one_sentence(tmp_path):
@@ -288,11 +288,14 @@ def test_a_full_disk_during_a_tui_recording_keeps_wavs_whose_headers_count_their
     folder = mic().parent
     assert wav_counts_its_bytes(folder / "mic.wav") == (limit - 1 - 44) // 2
     assert wav_counts_its_bytes(folder / "agent.wav") > 0
-    # The notice, as the screen wraps it in its box.
+    # The notice, as the screen wraps it in its box, and the line after the screen is gone.
+    kept_s = wav_counts_its_bytes(folder / "mic.wav") / 24000
     for piece in (
         "Recording in",
-        "stopped (File too large); what was",
+        f"stopped at {kept_s:.1f} s (File too large); what was",
         "recorded until then is kept",
+        f"ppx-tui: The recording in {folder} stopped at {kept_s:.1f} s (File too large); "
+        "only what came before is saved.",
     ):
         assert piece in screen, screen
 

@@ -207,6 +207,18 @@ def test_an_output_over_the_input_or_another_output_is_refused(ckpt, tmp_path):
     assert "Loading" not in proc.stderr and not both.exists()
 
 
+def test_a_folder_that_is_no_checkpoint_says_so_not_that_it_lacks_voices(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for command in (
+        ["respond", "--input", QUESTION, "--output", str(tmp_path / "o.wav")],
+        ["voices"],
+    ):
+        proc = ppx(*command, "--model", str(tmp_path / "empty"))
+        assert_one_sentence(proc, f"{tmp_path / 'empty'} is not a PersonaPlex checkpoint: it has")
+    proc = ppx("respond", "--input", QUESTION, "--output", str(tmp_path / "o.wav"), "--model", "")
+    assert proc.returncode == 2 and "give a Hugging Face repo id or a folder, not ''" in proc.stderr
+
+
 def test_an_unreachable_hub_is_one_sentence(tmp_path):
     environ = env(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="http://127.0.0.1:9")
     environ.pop("HF_HUB_OFFLINE")

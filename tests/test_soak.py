@@ -119,6 +119,8 @@ def test_memory_is_flat_after_the_warm_up(result):
         (["--random-weights", "--model", "somewhere/x"], "--random-weights and --model are two"),
         (["--random-weights", "--context", "10"], "the 7B's is 3000"),
         (["--max-step-ms", "0"], "--max-step-ms must be a positive number."),
+        (["--record-dir", "/dev/null"], "Cannot use /dev/null for the soak's recording: it is a file"),
+        (["--model", ""], "argument --model: give a Hugging Face repo id or a folder, not ''"),
     ],
 )  # fmt: skip
 def test_absurd_flags_get_one_sentence(args, message):
@@ -141,3 +143,16 @@ def test_an_input_file_whose_name_is_not_utf8_ends_the_soak(tmp_path):
     (transcript,) = (tmp_path / "r").glob("recording/*/transcript.jsonl")
     notes = [json.loads(line) for line in transcript.read_text().splitlines()]
     assert any(name in n.get("text", "") for n in notes if n["type"] == "note")
+
+
+def test_a_chats_key_hints_are_not_in_the_soaks_sentences():
+    from personaplex_tui.soak import headless
+
+    assert (
+        headless(
+            "Writing the output file s.wav failed (No space left on device); it keeps the first "
+            "2.05 s; choose another output and press space to go on."
+        )
+        == "Writing the output file s.wav failed (No space left on device); it keeps the first 2.05 s."
+    )
+    assert headless("Nothing to take away (no key).") == "Nothing to take away (no key)."

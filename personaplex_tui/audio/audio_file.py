@@ -21,7 +21,8 @@ SILENCE_PEAK = 10 ** (-60 / 20)  # a file whose peak stays under -60 dBFS is "si
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates worth resampling (Hz)
 MAX_CHANNELS = 64
 MAX_SECONDS = 3 * 3600  # 3 h of 24 kHz float32 is about 1 GB in memory
-MAX_PIPE_BYTES = 4 << 30  # what a pipe may hand over (read into memory to be decoded)
+MAX_PIPE_BYTES = 512 << 20  # what a pipe may hand over (read into memory to be decoded)
+_PIPE_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,11 @@ def read_audio(path: str | Path) -> AudioClip:
 
     Raises AudioFileError with one sentence when the file is missing, unreadable, empty, not
     audio, corrupt or truncated. A file of silence is returned with `silent=True`. A pipe (a
-    FIFO, `<(...)` in the shell) is read to its end first.
+    FIFO, `<(...)` in the shell, or `-` for the standard input) is read to its end first.
     """
     if str(path) == "":
         raise AudioFileError("No audio file was given (the file name is empty).")
-    p = Path(path)
+    p = Path("/dev/stdin") if str(path) == "-" else Path(path)
     try:
         handle = open(p, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
@@ -80,7 +81,7 @@ def read_audio(path: str | Path) -> AudioClip:
             raise AudioFileError(
                 f"The audio file {p} is empty (0 bytes)."
                 if source is handle
-                else f"{p} gave no data (it is a pipe that was closed without any audio)."
+                else f"{p} gave no data (a {_kind(handle)} that ended without any audio)."
             )
         return _decode(p, source, size)
 
@@ -91,10 +92,26 @@ def _source(handle: BinaryIO) -> tuple[BinaryIO, int]:
     st = os.fstat(handle.fileno())
     if stat.S_ISREG(st.st_mode):
         return handle, st.st_size
-    data = handle.read(MAX_PIPE_BYTES + 1)
-    if len(data) > MAX_PIPE_BYTES:
-        raise OSError(0, f"more than {MAX_PIPE_BYTES >> 30} GB came through the pipe")
-    return io.BytesIO(data), len(data)
+    if handle.isatty():
+        raise OSError(0, "it is a terminal; pipe the audio in (`< question.wav`)")
+    data, total = io.BytesIO(), 0  # in chunks: an endless device (/dev/zero) stops at the cap
+    while chunk := handle.read(_PIPE_CHUNK):
+        total += len(chunk)
+        if total > MAX_PIPE_BYTES:
+            raise OSError(
+                0, f"more than {MAX_PIPE_BYTES >> 20} MB came through the {_kind(handle)}"
+            )
+        data.write(chunk)
+    data.seek(0)
+    return data, total
+
+
+def _kind(handle: BinaryIO) -> str:
+    """ "pipe" or "device": what a file that is not a regular one is, in the user's words."""
+    try:
+        return "device" if stat.S_ISCHR(os.fstat(handle.fileno()).st_mode) else "pipe"
+    except OSError:
+        return "pipe"
 
 
 def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:

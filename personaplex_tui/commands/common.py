@@ -20,10 +20,18 @@ class OutputError(PersonaPlexError):
     """The standard output could not be written (a full disk, a closed device)."""
 
 
+def model_name(value: str) -> str:
+    """argparse's type of --model: a name, never empty (an empty one was the current folder)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("give a Hugging Face repo id or a folder, not ''")
+    return value
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         metavar="REPO_OR_DIR",
+        type=model_name,
         default=None,
         help="Hugging Face repo id or local checkpoint folder "
         "(default: aufklarer/PersonaPlex-7B-MLX-4bit)",

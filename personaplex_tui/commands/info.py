@@ -10,7 +10,7 @@ from rich.table import Table
 from model.checkpoints.voice_presets import DEFAULT_VOICE, VOICE_PRESETS, voice_category
 from model.conversation.prompts import PROMPT_PRESETS
 from model.errors import CheckpointError
-from personaplex_tui.commands.common import print_out
+from personaplex_tui.commands.common import model_name, print_out
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +19,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         metavar="REPO_OR_DIR",
+        type=model_name,
         default=None,
         help="list only the voices this checkpoint folder or Hugging Face repo has",
     )
@@ -40,9 +41,14 @@ def _checkpoint_voices(spec: str) -> tuple[str, ...]:
         local_checkpoint,
     )
 
-    folder = local_checkpoint(spec) or resolve_model(spec, allow_patterns=VOICE_FILE_PATTERNS)
+    local = local_checkpoint(spec)
+    folder = local or resolve_model(spec, allow_patterns=VOICE_FILE_PATTERNS)
     voices = checkpoint_voices(folder)
     if not voices:
+        if local is not None:  # a folder that is no checkpoint at all says so
+            from model.checkpoints.config_io import detect_layout
+
+            detect_layout(folder)
         raise CheckpointError(
             f"The checkpoint in {folder} has no voice files (voices/*.safetensors or voices.tgz)."
         )

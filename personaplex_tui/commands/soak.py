@@ -21,6 +21,7 @@ from personaplex_tui.commands.common import (
     sampling_options,
     status,
 )
+from personaplex_tui.commands.paths import check_output_folder
 from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
 
 
@@ -145,6 +146,8 @@ def _options(args: argparse.Namespace):
         from personaplex_tui.audio import read_audio
 
         read_audio(args.input)  # a bad file fails here, in one sentence
+    if args.record_dir is not None:
+        check_output_folder(args.record_dir, "the soak's recording", "--record-dir")
     return SoakOptions(
         frames=args.frames,
         context=args.context if args.context is not None else 3000,
