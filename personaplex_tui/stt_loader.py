@@ -46,7 +46,7 @@ def attach_stt(
         )
         persona.listen(stt, source=choice.source)
     except (PersonaPlexError, AppError, OSError, ValueError) as error:
-        log.warning("no user transcript: %s", error)
+        log.info("no user transcript: %s", error)  # `notify` tells the user, once
         notify(f"{NO_TRANSCRIPT}: {_sentence(error)}")
         return False
     return True
