@@ -312,6 +312,8 @@ def load_settings(path: Path, warn: Callable[[str], None] | None = None) -> Sett
     if message and warn is not None:
         warn(message)
     values = {k: _coerce(k, v, path) for k, v in data.items() if k in PERSISTED}
+    if isinstance(values.get("voice"), str):
+        values["voice"] = values["voice"].strip().upper()  # as --voice takes it: natf2 is NATF2
     try:
         return Settings().replace(**values)
     except SettingsError as err:

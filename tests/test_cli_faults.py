@@ -153,6 +153,14 @@ def test_broken_input_audio_is_one_sentence(make, message, tmp_path):
         (["--seed", "-1"], "--seed must be between 0 and"),
         (["--voice", "natf9"], "Unknown voice 'natf9'; choose one of"),
         (["--prompt-text", "  "], "The system prompt text is empty."),
+        (["--system-prompt", ""], "--system-prompt is empty; give a preset"),
+        (["--json", "--transcript"], "give one of --json and --transcript."),
+        (["--chunk-seconds", "5"], "--chunk-seconds sets the chunks of --stream"),
+        (
+            ["--greedy", "--text-temp", "0.7"],
+            "--greedy sets the temperatures to 0; drop --text-temp",
+        ),
+        (["--output", "reply.flac"], "respond writes WAV audio; give --output a .wav name"),
     ],
 )
 def test_absurd_respond_flags_are_one_sentence(args, message, tmp_path):
@@ -168,6 +176,7 @@ def test_absurd_respond_flags_are_one_sentence(args, message, tmp_path):
         (["--voice-frames", "-5"], "--voice-frames must be between 0 and 1000, not -5."),
         (["--prompt-tokens", "-1"], "--prompt-tokens must be between 0 and 1000, not -1."),
         (["--seed", "-1"], "--seed must be between 0 and"),
+        (["--bits", "8"], "--bits is for --random-weights (--small is float32"),
     ],
 )
 def test_absurd_bench_flags_are_one_sentence(args, message):

@@ -121,6 +121,8 @@ def test_memory_is_flat_after_the_warm_up(result):
         (["--max-step-ms", "0"], "--max-step-ms must be a positive number."),
         (["--record-dir", "/dev/null"], "Cannot use /dev/null for the soak's recording: it is a file"),
         (["--model", ""], "argument --model: give a Hugging Face repo id or a folder, not ''"),
+        (["--bits", "8"], "--bits is for --random-weights (the small model is float32)."),
+        (["--system-prompt", " "], "--system-prompt is empty; give a preset"),
     ],
 )  # fmt: skip
 def test_absurd_flags_get_one_sentence(args, message):

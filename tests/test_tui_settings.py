@@ -317,3 +317,10 @@ def test_a_read_only_settings_file_is_left_alone_and_named(tmp_path: Path):
     )
     assert path.read_text() == 'voice = "NATM0"\n'
     assert not path.with_name("settings.toml.tmp").exists()
+
+
+def test_a_voice_in_the_settings_file_is_taken_as_the_flag_takes_it(tmp_path):
+    """`--voice natf2` was NATF2 but `voice = "natf2"` in the file was an unknown voice."""
+    path = tmp_path / "settings.toml"
+    path.write_text('voice = "natf2"\n')
+    assert load_settings(path).session.voice == "NATF2"

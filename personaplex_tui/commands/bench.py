@@ -29,7 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_arguments(p)
     p.add_argument("--random-weights", action="store_true", help="random weights of the 7B shape")
     p.add_argument(
-        "--bits", type=int, choices=(4, 8, 16), default=4, help="random weights: 4, 8 or 16 (bf16)"
+        "--bits",
+        type=int,
+        choices=(4, 8, 16),
+        default=None,
+        help="with --random-weights: 4, 8 or 16 (bf16) (4)",
     )
     p.add_argument("--small", action="store_true", help="a tiny random model (CPU smoke test, CI)")
     p.add_argument("--steps", type=int, default=300, help="timed steps after warm-up (300)")
@@ -65,12 +69,16 @@ def run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     if args.model and (args.random_weights or args.small):
         raise UsageError("Give either --model or --random-weights/--small, not both.")
+    if args.bits is not None and not args.random_weights:
+        raise UsageError(
+            "--bits is for --random-weights (--small is float32; a --model has its own)."
+        )
     assert args.dtype is None or args.dtype in DTYPES
     opts = BenchOptions(
         model=args.model,
         random_weights=args.random_weights,
         small=args.small,
-        bits=args.bits,
+        bits=args.bits or 4,
         dtype=args.dtype,
         quantize=args.quantize,
         steps=args.steps,

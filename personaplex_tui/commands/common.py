@@ -101,6 +101,18 @@ def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, name) is not None:
             opts[name] = getattr(args, name)
     if args.greedy:
+        given = [
+            flag
+            for name, flag in (
+                ("audio_temperature", "--audio-temp"),
+                ("text_temperature", "--text-temp"),
+            )
+            if getattr(args, name) not in (None, 0.0)
+        ]
+        if given:
+            raise UsageError(
+                f"--greedy sets the temperatures to 0; drop {' and '.join(given)} or --greedy."
+            )
         opts["audio_temperature"] = opts["text_temperature"] = 0.0
     return opts
 

@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,9 @@ from personaplex_tui.user_transcript import add_stt_arguments, choice_from_args
 RATE = 24000
 MAX_STEPS_LIMIT = 3000  # one KV context of the 7B model (4 minutes)
 MAX_CHUNK_S = 240.0  # a chunk longer than the longest reply is the whole reply
+DEFAULT_CHUNK_S = 2.0
+# Names whose suffix promises another format than the WAV that respond writes
+OTHER_AUDIO_SUFFIXES = (".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aiff", ".aif")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +68,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--stream", action="store_true", help="write or play chunks as they come")
     p.add_argument(
-        "--chunk-seconds", type=float, default=2.0, help="chunk length with --stream (2.0)"
+        "--chunk-seconds", type=float, default=None, help="chunk length with --stream (2.0)"
     )
     p.add_argument("--transcript", action="store_true", help="print the inner monologue")
     p.add_argument("--json", action="store_true", help="print metadata and timings as JSON")
@@ -131,10 +135,10 @@ def _validate(args: argparse.Namespace) -> None:
             f"--max-steps must be between 1 and {MAX_STEPS_LIMIT} (one context), "
             f"not {args.max_steps}."
         )
-    if not (math.isfinite(args.chunk_seconds) and 0 < args.chunk_seconds <= MAX_CHUNK_S):
+    chunk_s = args.chunk_seconds if args.chunk_seconds is not None else DEFAULT_CHUNK_S
+    if not (math.isfinite(chunk_s) and 0 < chunk_s <= MAX_CHUNK_S):
         raise UsageError(
-            f"--chunk-seconds must be more than 0 and at most {MAX_CHUNK_S:g}, "
-            f"not {args.chunk_seconds}."
+            f"--chunk-seconds must be more than 0 and at most {MAX_CHUNK_S:g}, not {chunk_s}."
         )
     check_text(args.prompt_text, "--prompt-text")
     if args.prompt_text is not None and len(args.prompt_text) > PROMPT_TEXT_MAX_CHARS:
@@ -143,6 +147,19 @@ def _validate(args: argparse.Namespace) -> None:
             f"{PROMPT_TEXT_MAX_CHARS}, as in the chat)."
         )
     check_text(args.system_prompt, "--system-prompt")
+    if args.system_prompt is not None and not args.system_prompt.strip():
+        raise UsageError("--system-prompt is empty; give a preset (see `ppx-tui prompts`).")
+    if args.json and args.transcript:
+        raise UsageError(
+            '--json already holds the inner monologue (its "transcript"); give one of '
+            "--json and --transcript."
+        )
+    if args.chunk_seconds is not None and not args.stream:
+        raise UsageError("--chunk-seconds sets the chunks of --stream; add --stream or drop it.")
+    if args.output is not None and Path(args.output).suffix.lower() in OTHER_AUDIO_SUFFIXES:
+        raise UsageError(
+            f"respond writes WAV audio; give --output a .wav name, not {Path(args.output).name}."
+        )
     check_text(args.voice, "--voice")
 
 
@@ -251,7 +268,11 @@ def run(args: argparse.Namespace) -> int:
         with POLICY.deferred():  # a signal is acted on at the next frame (files stay whole)
             if args.stream:
                 for chunk in replies.respond_stream(
-                    session, clip.pcm, args.max_steps, args.chunk_seconds, on_reply_frame
+                    session,
+                    clip.pcm,
+                    args.max_steps,
+                    args.chunk_seconds or DEFAULT_CHUNK_S,
+                    on_reply_frame,
                 ):
                     if not per_frame:
                         sink.write(chunk.audio)

@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--bits",
         type=int,
         choices=(4, 8, 16),
-        default=4,
+        default=None,
         help="with --random-weights: 4, 8 or 16 (= bfloat16) (4)",
     )
     p.add_argument(
@@ -125,6 +125,10 @@ def _options(args: argparse.Namespace):
             "--random-weights and --model are two different models; give one of them.",
         )
     )
+    if args.bits is not None and not args.random_weights:
+        checks.append((False, "--bits is for --random-weights (the small model is float32)."))
+    if not args.system_prompt.strip():
+        checks.append((False, "--system-prompt is empty; give a preset (see `ppx-tui prompts`)."))
     if args.random_weights and args.context is not None:
         checks.append((False, "--context sets the small model's context; the 7B's is 3000."))
     if args.max_step_ms is not None:
@@ -165,7 +169,7 @@ def _options(args: argparse.Namespace):
         voice_frames=args.voice_frames,
         prompt_tokens=args.prompt_tokens,
         random_weights=args.random_weights,
-        bits=args.bits,
+        bits=args.bits or 4,
         max_step_ms=args.max_step_ms,
     )
 
