@@ -88,9 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     POLICY.install()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
     except Stopped as stop:
         return stop.exit_code
+    if extra:  # named where they were given: a subcommand's help, not the chat's
+        command = getattr(args, "command", None)
+        prog = f"ppx-tui {command}" if command else "ppx-tui"
+        print(
+            f"{prog}: unrecognized arguments: {' '.join(extra)}. See `{prog} --help`.",
+            file=sys.stderr,
+        )
+        return 2
     handler = getattr(args, "handler", None)
     try:
         persistent_kernel_cache()

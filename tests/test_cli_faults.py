@@ -315,3 +315,13 @@ def test_a_signal_after_the_command_returned_does_not_change_the_exit():
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[True, True]"
+
+
+def test_an_unknown_flag_of_a_subcommand_points_to_its_help():
+    proc = ppx("voices", "--colour")
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "ppx-tui voices: unrecognized arguments: --colour. See `ppx-tui voices --help`.\n"
+    )
+    proc = ppx("--colour")
+    assert proc.returncode == 2 and "See `ppx-tui --help`." in proc.stderr
