@@ -76,12 +76,20 @@ def test_voices_with_a_model_lists_only_the_checkpoints_voices(natf0, tmp_path):
 
 
 def test_voices_of_a_folder_without_voice_files_is_one_sentence(tmp_path):
-    (tmp_path / "empty").mkdir()
-    proc = ppx("voices", "--model", str(tmp_path / "empty"), home=tmp_path)
+    (tmp_path / "novoices").mkdir()
+    (tmp_path / "novoices" / "config.json").write_text("{}")  # a checkpoint's layout, no voices
+    proc = ppx("voices", "--model", str(tmp_path / "novoices"), home=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"ppx-tui: The checkpoint in {tmp_path / 'empty'} has no voice files "
+        f"ppx-tui: The checkpoint in {tmp_path / 'novoices'} has no voice files "
         "(voices/*.safetensors or voices.tgz)."
+    ]
+    (tmp_path / "empty").mkdir()  # no checkpoint at all: said as such
+    proc = ppx("voices", "--model", str(tmp_path / "empty"), home=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"ppx-tui: {tmp_path / 'empty'} is not a PersonaPlex checkpoint: it has neither "
+        "config.json with temporal.safetensors (converted MLX layout) nor model.safetensors "
+        "(original layout)."
     ]
 
 
