@@ -119,9 +119,13 @@ def jobs(args: argparse.Namespace) -> list[Job]:
     bits = 16 if args.small else args.bits  # the tiny shapes are not multiples of a group
     common = ["--steps", str(args.steps), "--warmup-steps", str(args.warmup_steps),
               "--seed", str(args.seed), "--bits", str(bits)] + (["--small"] * args.small)  # fmt: skip
+    ours = list(common)
+    if args.small:  # `ppx-tui bench` takes --bits with --random-weights only (--small is float)
+        at = ours.index("--bits")
+        del ours[at : at + 2]
     bench = [
         "-m", "personaplex_tui", "bench", "--small" if args.small else "--random-weights",
-        "--no-phases", "--json", *common,
+        "--no-phases", "--json", *ours,
     ]  # fmt: skip
     out = [
         Job("ours", OURS, "8 depformer steps", LM, bench),

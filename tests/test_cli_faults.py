@@ -154,7 +154,6 @@ def test_broken_input_audio_is_one_sentence(make, message, tmp_path):
         (["--voice", "natf9"], "Unknown voice 'natf9'; choose one of"),
         (["--prompt-text", "  "], "The system prompt text is empty."),
         (["--system-prompt", ""], "--system-prompt is empty; give a preset"),
-        (["--json", "--transcript"], "give one of --json and --transcript."),
         (["--chunk-seconds", "5"], "--chunk-seconds sets the chunks of --stream"),
         (
             ["--greedy", "--text-temp", "0.7"],

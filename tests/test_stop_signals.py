@@ -236,7 +236,7 @@ def test_sigterm_stops_a_soak_with_its_recording_whole(tmp_path):
 
 def test_sigterm_stops_a_bench_in_one_sentence(tmp_path):
     """bench writes no files: the policy's default, a stop where the signal lands."""
-    proc = ppx(["bench", "--small", "--steps", "1000000", "--warmup-steps", "1"], tmp_path)
+    proc = ppx(["bench", "--small", "--steps", "100000", "--warmup-steps", "1"], tmp_path)
     assert proc.stderr is not None
     seen = ""
     while "bench: warming up" not in seen:

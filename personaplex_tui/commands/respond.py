@@ -149,11 +149,6 @@ def _validate(args: argparse.Namespace) -> None:
     check_text(args.system_prompt, "--system-prompt")
     if args.system_prompt is not None and not args.system_prompt.strip():
         raise UsageError("--system-prompt is empty; give a preset (see `ppx-tui prompts`).")
-    if args.json and args.transcript:
-        raise UsageError(
-            '--json already holds the inner monologue (its "transcript"); give one of '
-            "--json and --transcript."
-        )
     if args.chunk_seconds is not None and not args.stream:
         raise UsageError("--chunk-seconds sets the chunks of --stream; add --stream or drop it.")
     if args.output is not None and Path(args.output).suffix.lower() in OTHER_AUDIO_SUFFIXES:
