@@ -175,3 +175,36 @@ async def test_the_timing_panel_shows_the_reply_latency() -> None:
         await until(pilot, lambda: panel.turn_latency is not None)
         assert panel.turn_latency == TurnLatency(0.42, BY_HEAD, 0.24)
         assert "reply 0.42 s after you stopped · end-of-turn head" in panel.render().plain
+
+
+def test_a_push_to_talk_turns_words_appear_while_the_user_speaks(tmp_path) -> None:
+    """Frames captured between the two presses go through the STT as well: the words come live
+    (they did not: the capture skipped the STT, and the reply's steps were told the turn had been
+    heard live, so a push-to-talk turn had no words at all). Only the press ends the turn."""
+    from personaplex_tui.conversation import create_conversation
+    from tests.conversation_fakes import FakeDevices, is_state
+
+    loud = (np.random.default_rng(0).standard_normal(24000 * 30) * 0.1).astype(np.float32)
+    devices = FakeDevices(signal=loud, period_s=0.004)
+    config = ControllerConfig(mode="turn", max_steps=10, record_dir=tmp_path)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        probe.listener = Listener(ScriptedHearing())
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        await conv.start()
+        await events.wait_for(is_state("listening"))
+        await conv.toggle_talk()  # start capturing
+        pressed = len(events.items)
+        await asyncio.sleep(0.3)
+        await conv.toggle_talk()  # send
+        turn = await events.wait_for(lambda e: isinstance(e, UserTurn))
+        during = events.items[pressed : events.items.index(turn)]
+        await events.wait_for(lambda e: isinstance(e, TurnLatency))
+        await conv.shutdown()
+        return during, turn, events
+
+    during, turn, events = asyncio.run(main())
+    words = [e for e in during if isinstance(e, UserTextOut) and e.text.strip()]
+    assert turn.frames >= 10 and len(words) >= 3
+    assert [e.decided_by for e in events.of(TurnLatency)] == ["push-to-talk"]

@@ -192,6 +192,9 @@ class TurnController:
                 capture_start = offset + (n - 1 - len(captured)) * FRAME_SECONDS
             if captured is not None:
                 captured.append(pcm)
+                # the STT hears it too (the words appear as they are said); only the second
+                # press (or the limit) ends a push-to-talk turn
+                ender.frame(pcm, offset + (n - 1) * FRAME_SECONDS, False)
                 if self._send.is_set() or len(captured) * FRAME_SECONDS >= self.max_capture_s:
                     end = offset + n * FRAME_SECONDS
                     ender.decided(end, BY_PUSH_TO_TALK)
