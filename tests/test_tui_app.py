@@ -680,3 +680,17 @@ async def test_settings_screen_keeps_an_unplugged_device_and_works_without_a_lis
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert app.settings == settings
+
+
+async def test_unknown_keys_of_the_settings_file_are_a_notice_on_the_screen_too(tmp_path: Path):
+    """The warning line is printed before the screen takes the terminal, where it stayed out of
+    sight until the user quit; the app shows it as well."""
+    path = tmp_path / "settings.toml"
+    path.write_text('voise = "VARF2"\n')
+    store = SettingsStore(path)
+    store.load()
+    assert len(store.warnings) == 1 and "voise (did you mean voice?)" in store.warnings[0]
+    app, _, notes = build(store=store)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        assert store.warnings[0] in notes

@@ -123,6 +123,8 @@ class PersonaPlexApp(App[None]):
             return
         self._refresh_status()
         self._show_loading(True)
+        for warning in self.store.warnings if self.store is not None else ():
+            self.notify(warning, severity="warning", timeout=15)  # printed before the screen too
         if self._rss_probe is not None:
             self._poll_memory()
             self.set_interval(self._memory_interval_s, self._poll_memory)

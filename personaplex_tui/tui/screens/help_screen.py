@@ -45,8 +45,8 @@ class HelpScreen(ModalScreen[None]):
             dialog.border_subtitle = "esc to close"
             yield Static(keys_table(), id="help-keys")
             notes = Text.assemble(
-                "\nMouse: the buttons under the transcript run the same actions; drag over "
-                "the transcript to select text (ctrl+c copies the selection).",
+                "\nMouse: click a key in the footer to run it; drag over the transcript to "
+                "select text (ctrl+c copies the selection).",
             )
             if self._log_path:
                 notes.append(f"\nLog file: {self._log_path}", style="dim")
