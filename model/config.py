@@ -171,7 +171,8 @@ def mimi_tiny() -> MimiConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Temperature and top-k of the agent's audio and text; temperature 0 means argmax.
+    """Temperature and top-k of the agent's audio and text; temperature 0 means argmax, top-k 0
+    no cut. Checked when made (`SettingValueError`: a finite temperature >= 0, a whole top-k).
 
     The defaults are the reference's, written here only: a checkpoint's config.json may change
     them, and a session's settings (`model.conversation.session_settings`) hold one of these."""
@@ -180,6 +181,12 @@ class SamplingConfig:
     audio_top_k: int = 250
     text_temperature: float = 0.7
     text_top_k: int = 25
+
+    def __post_init__(self) -> None:
+        from model.checks import sampling_values
+
+        sampling_values(self.audio_temperature, self.audio_top_k, "audio")
+        sampling_values(self.text_temperature, self.text_top_k, "text")
 
 
 @dataclass

@@ -25,3 +25,7 @@ class UnknownVoiceError(PersonaPlexError):
 
 class UnknownPromptError(PersonaPlexError):
     """A system-prompt preset name that does not exist."""
+
+
+class SettingValueError(PersonaPlexError, ValueError):
+    """A session setting out of its range (sampling, seed, depformer steps, prompt tokens)."""

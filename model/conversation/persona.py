@@ -24,6 +24,7 @@ from model.checkpoints.voices import (
     canonical_voice,
     load_voice,
 )
+from model.checks import seed_value
 from model.config import PersonaPlexConfig, QuantizationConfig
 from model.conversation import replies
 from model.conversation.prompts import DEFAULT_PROMPT, resolve_prompt
@@ -281,6 +282,7 @@ def random_model(
     tokenizer: TextTokenizer | None = None,
 ) -> PersonaPlex:
     """A model with random weights of `config`'s shape, built in memory (benchmarks, tests)."""
+    seed = seed_value(seed)
     dtype = dtype or default_dtype()
     quant = QuantizationConfig(bits=bits) if bits else None
     config = replace(config, quantization=quant)

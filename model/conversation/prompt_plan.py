@@ -12,16 +12,50 @@ that the session runs the phase as one batched causal forward.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from model.config import LMConfig
+from model.errors import UnknownPromptError
 
 # Mimi codes of a silent agent frame and of the user's 440 Hz sine
 # (docs/driving-personaplex.md §Special tokens).
 AGENT_SILENCE: tuple[int, ...] = (948, 243, 1178, 546, 1736, 1030, 1978, 2008)
 USER_SINE: tuple[int, ...] = (430, 1268, 381, 1611, 1095, 1495, 56, 472)
 SILENCE_FRAMES = 6  # int(0.5 s * 12.5 Hz) before and after the system prompt
+# The longest prompt phase taken, in positions: the batched prefill's mask is T x T (12,000:
+# 144 M entries; four of the 7B's contexts)
+MAX_PROMPT_POSITIONS = 12_000
+
+
+def check_prompt(cfg: LMConfig, tokens: Any, voice_frames: int) -> list[int]:
+    """The system prompt's token ids as a list, once each is a whole number in [0, text_card)
+    (an id out of range would index past the text embedding) and the prompt phase (voice,
+    silence, prompt, silence) is at most MAX_PROMPT_POSITIONS long; else UnknownPromptError,
+    one sentence."""
+    try:
+        ids = [int(t) for t in tokens]
+    except (TypeError, ValueError):
+        raise UnknownPromptError("The system prompt's tokens must be whole numbers.") from None
+    if any(isinstance(t, float) and not float(t).is_integer() for t in tokens):
+        raise UnknownPromptError("The system prompt's tokens must be whole numbers.")
+    bad = [t for t in ids if not 0 <= t < cfg.text_card]
+    if bad:
+        raise UnknownPromptError(
+            f"The system prompt's tokens must be in [0, {cfg.text_card}) (the text vocabulary), "
+            f"not {bad[0]}."
+        )
+    # A prompt phase longer than the context runs as the reference's does (the ring wraps, the
+    # voice's first frames leave the window; the app refuses that before loading), but the
+    # batched prefill's mask grows with its square: past MAX_PROMPT_POSITIONS it is refused.
+    phase = voice_frames + len(ids) + 2 * SILENCE_FRAMES
+    if phase > MAX_PROMPT_POSITIONS:
+        raise UnknownPromptError(
+            f"The system prompt is {len(ids)} tokens long; with the voice prompt the prompt "
+            f"phase would be {phase} positions, more than the {MAX_PROMPT_POSITIONS} taken."
+        )
+    return ids
 
 
 @dataclass

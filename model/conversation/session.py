@@ -25,13 +25,14 @@ import mlx.core as mx
 import numpy as np
 
 from model.checkpoints.voices import VoicePrompt
+from model.checks import codes_in_range, float_audio, seed_value
 from model.config import SamplingConfig
-from model.conversation.prompt_plan import PromptPlan, plan_prompt
+from model.conversation.prompt_plan import PromptPlan, check_prompt, plan_prompt
 from model.conversation.step_graphs import LMStepSpec, StepGraphs, input_column
 from model.conversation.step_stats import StepStats, step_stats
 from model.conversation.tokenizer import TextTokenizer
 from model.conversation.types import Frame, StepTimings
-from model.errors import AudioInputError
+from model.errors import AudioInputError, SettingValueError
 from model.lm.kv_cache import Window
 from model.lm.model import LM, advance, step_window
 from model.mimi import MimiCodec
@@ -76,14 +77,18 @@ class Session:
     ) -> None:
         self.model = model
         self.voice = voice
-        self.system_tokens = list(system_tokens)
-        self.sampling = sampling or SamplingConfig()
-        self.seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)
         cfg = model.lm.config
+        self.system_tokens = check_prompt(cfg, system_tokens, voice.frames if voice else 0)
+        self.sampling = sampling or SamplingConfig()
+        if not isinstance(self.sampling, SamplingConfig):
+            raise SettingValueError(
+                f"sampling must be a SamplingConfig, not {type(self.sampling).__name__}."
+            )
+        self.seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed_value(seed)
         # Steps 0..7 are the agent's codebooks; 8..15 (the user's) never change them.
         self.depformer_steps = depformer_steps or cfg.n_q_agent
         if not cfg.n_q_agent <= self.depformer_steps <= cfg.dep_q:
-            raise ValueError(f"depformer_steps must be in {cfg.n_q_agent}..{cfg.dep_q}")
+            raise SettingValueError(f"depformer_steps must be in {cfg.n_q_agent}..{cfg.dep_q}.")
         self.measure_phases = measure_phases
         self.collect_stats = collect_stats
         self._compile = compile
@@ -339,7 +344,9 @@ class Session:
 
     def step(self, pcm: np.ndarray) -> Frame:
         """Hear one 80 ms frame of the user (1920 float samples), return the agent's frame."""
-        pcm = np.asarray(pcm, dtype=np.float32)
+        if isinstance(pcm, mx.array):
+            pcm = np.array(pcm.astype(mx.float32))  # (bfloat16 has no NumPy dtype)
+        pcm = float_audio(pcm, "A step's audio")
         if pcm.shape != (self.frame_size,):
             raise AudioInputError(
                 f"A step takes one frame of {self.frame_size} samples, not {list(pcm.shape)}."
@@ -398,7 +405,12 @@ class Session:
         For callers that run their own codec (and for benchmarking the LM step); it advances
         the same conversation as `step`, whose Mimi streams it does not touch.
         """
-        user = mx.array(np.asarray(user_codes, dtype=np.int32).reshape(self._n_q))
+        codes = codes_in_range(user_codes, self.model.lm.config.card, "The user's codes")
+        if codes.shape != (self._n_q,):
+            raise AudioInputError(
+                f"A step takes the user's {self._n_q} codes, not an array of {list(codes.shape)}."
+            )
+        user = mx.array(codes)
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
         codes, text, agent, _ = self._lm(step_window(self._caches), user, pos)
         self._eval(codes, text, agent)

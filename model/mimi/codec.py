@@ -16,6 +16,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
+from ..checks import codes_in_range, float_audio, seed_value
 from ..config import MimiConfig
 from ..errors import AudioInputError
 from .model import MimiModel
@@ -49,7 +50,7 @@ class MimiCodec:
     ) -> MimiCodec:
         """A codec with `random_mimi_weights(cfg, seed)` (tests, `--random-weights` benchmarks)."""
         codec = cls(cfg, compile=compile)
-        codec.load_weights(random_mimi_weights(codec.cfg, seed))
+        codec.load_weights(random_mimi_weights(codec.cfg, seed_value(seed)))
         return codec
 
     def load_weights(self, weights: Mapping[str, Any]) -> None:
@@ -100,8 +101,10 @@ class MimiCodec:
         return self._steps[full]
 
     def encode_step(self, pcm: mx.array) -> mx.array:
-        """pcm [frame_size] float -> codes [num_codebooks] int32 (lazy)."""
-        pcm = pcm if isinstance(pcm, mx.array) else mx.array(pcm, dtype=mx.float32)
+        """pcm [frame_size] float -> codes [num_codebooks] int32 (lazy). Host samples are checked
+        (float, finite); an MLX array is taken as it is, unevaluated."""
+        if not isinstance(pcm, mx.array):
+            pcm = mx.array(float_audio(pcm, "The audio given to Mimi"))
         if tuple(pcm.shape) != (self.frame_size,):
             raise AudioInputError(
                 f"Mimi encodes frames of {self.frame_size} samples, not {list(pcm.shape)}."
@@ -112,8 +115,11 @@ class MimiCodec:
         return codes
 
     def decode_step(self, codes: mx.array) -> mx.array:
-        """codes [num_codebooks] int (each in [0, codebook_size)) -> pcm [frame_size] float32 (lazy)."""
-        codes = codes if isinstance(codes, mx.array) else mx.array(codes, dtype=mx.int32)
+        """codes [num_codebooks] int (each in [0, codebook_size)) -> pcm [frame_size] float32
+        (lazy). Host codes are checked; an MLX array is taken as it is, unevaluated (no sync), so
+        its codes must be in range: one out of it reads past a codebook."""
+        if not isinstance(codes, mx.array):
+            codes = mx.array(codes_in_range(codes, self.cfg.codebook_size))
         if tuple(codes.shape) != (self.num_codebooks,):
             raise AudioInputError(
                 f"Mimi decodes {self.num_codebooks} codes per frame, not {list(codes.shape)}."
@@ -126,7 +132,10 @@ class MimiCodec:
     # --- whole signals ---------------------------------------------------------------------
 
     def encode(self, pcm: mx.array) -> mx.array:
-        """pcm [n * frame_size] -> codes [num_codebooks, n] int32 (lazy; streaming state untouched)."""
+        """pcm [n * frame_size] -> codes [num_codebooks, n] int32 (lazy; streaming state
+        untouched). The samples are checked on the host first (float, finite)."""
+        host = np.array(pcm.astype(mx.float32)) if isinstance(pcm, mx.array) else pcm
+        pcm = mx.array(float_audio(host, "The audio given to Mimi"))
         if pcm.ndim != 1 or pcm.shape[0] == 0 or pcm.shape[0] % self.frame_size:
             raise AudioInputError(
                 f"Mimi encodes a whole number of {self.frame_size}-sample frames, not {list(pcm.shape)}."
@@ -134,12 +143,14 @@ class MimiCodec:
         return self.model.encode(pcm)
 
     def decode(self, codes: mx.array) -> mx.array:
-        """codes [num_codebooks, n] -> pcm [n * frame_size] float32 (lazy; streaming state untouched)."""
+        """codes [num_codebooks, n] -> pcm [n * frame_size] float32 (lazy; streaming state
+        untouched). The codes are checked on the host first (whole numbers in range)."""
+        codes = np.array(codes) if isinstance(codes, mx.array) else np.asarray(codes)
         if codes.ndim != 2 or codes.shape[0] != self.num_codebooks or codes.shape[1] == 0:
             raise AudioInputError(
                 f"Mimi decodes codes shaped [{self.num_codebooks}, frames], not {list(codes.shape)}."
             )
-        return self.model.decode(codes)
+        return self.model.decode(mx.array(codes_in_range(codes, self.cfg.codebook_size)))
 
     def encode_numpy(self, pcm: np.ndarray) -> np.ndarray:
         """Mono float audio at 24 kHz -> codes [num_codebooks, n] int32; the tail is zero-padded."""
@@ -164,8 +175,6 @@ class MimiCodec:
             raise AudioInputError(
                 f"Mimi decodes codes shaped [{self.num_codebooks}, frames], not {list(codes.shape)}."
             )
-        if codes.min() < 0 or codes.max() >= self.cfg.codebook_size:
-            raise AudioInputError(f"Mimi codes must lie in [0, {self.cfg.codebook_size}).")
-        pcm = self.decode(mx.array(codes.astype(np.int32)))
+        pcm = self.decode(codes)  # NaN or fractional codes are refused too, not cast
         mx.eval(pcm)
         return np.array(pcm)

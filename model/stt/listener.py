@@ -20,9 +20,10 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
+from model.checks import float_audio
 from model.config import MimiConfig
 from model.conversation.tokenizer import TextTokenizer
-from model.errors import CheckpointError
+from model.errors import AudioInputError, CheckpointError
 from model.lm.kv_cache import Window
 from model.mimi.quantizer import SplitResidualQuantizer
 from model.stt.config import SttConfig
@@ -210,9 +211,14 @@ class Hearing:
 
     def hear(self, pcm: np.ndarray) -> HeardFrame:
         """One 80 ms frame (1920 float samples) in; its text token and end-of-turn heads out."""
+        pcm = float_audio(pcm, "The audio the STT hears")
+        if pcm.shape != (self._mimi.cfg.frame_size,):
+            raise AudioInputError(
+                f"The STT hears frames of {self._mimi.cfg.frame_size} samples, not {list(pcm.shape)}."
+            )
         full = self._mimi.full_after(self._frames)
         encode = self._graphs.encode_all(full, self.listener.quantizer)
-        codes, self._state = encode(mx.array(np.asarray(pcm, np.float32)), self._state)
+        codes, self._state = encode(mx.array(pcm), self._state)
         step = self._stream.step(codes)
         mx.eval(step.text_token, step.end_of_turn, self._state, self._stream.state_arrays())
         self._frames += 1

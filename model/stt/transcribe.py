@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
+from model.checks import float_audio
+from model.errors import AudioInputError
 from model.stt.config import FRAME_RATE
 from model.stt.loader import SttModel
 from model.stt.stream import SttStream
@@ -47,6 +49,9 @@ def transcribe_frames(stt: SttModel, pcm: np.ndarray, *, flush: bool = True) -> 
     """Stream 24 kHz mono float audio through the model (fresh Mimi and STT state); `flush`
     appends the silent frames that bring out the words of the last `audio_delay_seconds`."""
     cfg = stt.config
+    pcm = float_audio(pcm, "The audio to transcribe")
+    if pcm.ndim != 1:
+        raise AudioInputError(f"The audio to transcribe must be mono (1-D), not {list(pcm.shape)}.")
     stt.mimi.reset()
     stream = SttStream(stt.lm)
     prefix = round(cfg.audio_silence_prefix_seconds * FRAME_RATE)

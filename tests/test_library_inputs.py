@@ -1,0 +1,123 @@
+"""The `model` package refuses what a caller can get wrong, in one sentence of its own error
+types, instead of a crash (codes or token ids past a table), a poisoned stream (NaN) or a
+silently wrong answer (int16 samples taken as floats, NaN temperatures). Found by an audit of the
+library as a developer would use it."""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import model
+from model.config import MimiConfig, SamplingConfig, mimi_tiny
+from model.errors import AudioInputError, SettingValueError, UnknownPromptError
+from model.mimi import MimiCodec
+from tests.checkpoints import small_config
+
+
+@pytest.fixture(scope="module")
+def pp():
+    return model.random_model(small_config(context=40), seed=3)
+
+
+def session(pp, **kw):
+    kw.setdefault("system_tokens", [])  # a random model has no tokenizer
+    return pp.session(model.SessionSettings(None, seed=1), **kw)
+
+
+def test_a_step_refuses_int_and_non_finite_samples_and_takes_mlx_arrays(pp):
+    s = session(pp)
+    frame = np.zeros(1920, np.float32)
+    with pytest.raises(AudioInputError, match="is int16 samples; give float samples"):
+        s.step(np.zeros(1920, np.int16))
+    for bad in (math.nan, math.inf):
+        poisoned = frame.copy()
+        poisoned[100] = bad
+        with pytest.raises(AudioInputError, match="contains NaN or infinite samples"):
+            s.step(poisoned)
+    with pytest.raises(AudioInputError, match="not an array of float samples"):
+        s.step(["a"] * 1920)
+    # nothing reached the stream: it hears as a fresh one does
+    fresh = session(pp)
+    a = s.step(mx.zeros((1920,), dtype=mx.bfloat16))  # bfloat16 has no NumPy dtype
+    assert np.array_equal(a.user_codes, fresh.step(frame).user_codes)
+
+
+def test_user_codes_must_be_whole_numbers_in_range(pp):
+    s = session(pp)
+    for codes in (np.full(8, 2048), np.full(8, -1), np.full(8, np.nan), np.full(8, 1.5)):
+        with pytest.raises(AudioInputError, match=r"must be whole numbers in \[0, 2048\)"):
+            s.step_codes(codes)
+    with pytest.raises(AudioInputError, match="takes the user's 8 codes"):
+        s.step_codes(np.arange(5))
+    text, agent = s.step_codes(np.full(8, 7))
+    assert agent.shape == (8,)
+
+
+def test_system_prompt_token_ids_are_checked(pp):
+    text_card = pp.lm.config.text_card
+    with pytest.raises(UnknownPromptError, match=rf"must be in \[0, {text_card}\)"):
+        session(pp, system_tokens=[10**6])  # past the embedding: a crash before the check
+    with pytest.raises(UnknownPromptError, match="must be in"):
+        session(pp, system_tokens=[-1])
+    with pytest.raises(UnknownPromptError, match="whole numbers"):
+        session(pp, system_tokens=["abc"])
+    with pytest.raises(UnknownPromptError, match="phase would be 12013 positions, more than"):
+        session(pp, system_tokens=[5] * 12001)  # the prefill's mask grows as its square
+    assert session(pp, system_tokens=[5] * 60).position > 40  # longer than the context: taken
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("audio_temperature", math.nan, "audio temperature must be a finite number"),
+        ("text_temperature", math.inf, "text temperature must be a finite number"),
+        ("text_temperature", -1.0, "text temperature must be a finite number of at least 0"),
+        ("text_temperature", "0.7", "text temperature must be a number"),
+        ("audio_top_k", 2.5, "audio top-k must be a whole number"),
+        ("audio_top_k", -5, "audio top-k must be a whole number of at least 0"),
+        ("text_top_k", "25", "text top-k must be a whole number"),
+    ],
+)
+def test_sampling_settings_are_checked_when_made(field, value, message):
+    with pytest.raises(SettingValueError, match=message):
+        SamplingConfig(**{field: value})
+    assert SamplingConfig(audio_top_k=0).audio_top_k == 0  # 0: no cut
+
+
+def test_seeds_and_settings_types(pp):
+    for seed in (-1, 2**70, "abc", 1.5):
+        with pytest.raises(SettingValueError, match="seed must be"):
+            pp.session(model.SessionSettings(None, seed=seed), system_tokens=[])
+    with pytest.raises(SettingValueError, match="seed must be"):
+        model.random_model(small_config(), seed=-1)
+    with pytest.raises(SettingValueError, match="seed must be"):
+        MimiCodec.random(mimi_tiny(), seed=-1)
+    with pytest.raises(SettingValueError, match="sampling must be a SamplingConfig"):
+        pp.session(
+            model.SessionSettings(None, sampling={"text_temperature": 0.1}), system_tokens=[]
+        )
+    with pytest.raises(ValueError, match="depformer_steps must be in"):  # and a SettingValueError
+        session(pp, depformer_steps=3)
+
+
+def test_mimi_refuses_codes_and_samples_it_cannot_take():
+    codec = MimiCodec.random(mimi_tiny(), seed=0)
+    with pytest.raises(AudioInputError, match="whole numbers"):
+        codec.decode_numpy(np.full((8, 3), np.nan))  # cast to INT_MIN, it crashed the process
+    with pytest.raises(AudioInputError, match="whole numbers"):
+        codec.decode_numpy(np.full((8, 3), 3.7))
+    with pytest.raises(AudioInputError, match=r"not 5000\.\.5000"):
+        codec.decode_step(np.full(8, 5000))  # host codes are checked
+    with pytest.raises(AudioInputError, match=r"not -7\.\.-7"):
+        codec.decode(mx.full((8, 2), -7, dtype=mx.int32))  # a whole signal: checked too
+    with pytest.raises(AudioInputError, match="NaN or infinite"):
+        codec.encode_step(np.full(1920, np.nan, np.float32))
+    with pytest.raises(AudioInputError, match="is int16 samples"):
+        codec.encode(np.zeros(1920, np.int16))
+    codes = codec.encode_numpy(np.zeros(3840, np.float32))
+    assert codec.decode_numpy(codes).shape == (3840,)
+    assert MimiConfig().codebook_size == 2048
