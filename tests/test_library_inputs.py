@@ -121,3 +121,21 @@ def test_mimi_refuses_codes_and_samples_it_cannot_take():
     codes = codec.encode_numpy(np.zeros(3840, np.float32))
     assert codec.decode_numpy(codes).shape == (3840,)
     assert MimiConfig().codebook_size == 2048
+
+
+def test_reply_lengths_dtypes_and_model_names_are_checked(pp, tmp_path):
+    from model.errors import CheckpointError
+
+    audio = np.zeros(1920 * 3, np.float32)
+    s = session(pp)
+    for steps in (None, "x", 2.5):
+        with pytest.raises(AudioInputError, match="max_steps must be a whole number"):
+            model.conversation.replies.respond(s, audio, max_steps=steps)
+    for chunk in (math.nan, math.inf, 0, "2"):
+        with pytest.raises(AudioInputError, match="chunk length must be a number of seconds"):
+            list(model.conversation.replies.respond_stream(s, audio, 3, chunk_s=chunk))
+    for dtype in (mx.int32, np.float16, "half"):
+        with pytest.raises(CheckpointError, match="activation dtype must be one of"):
+            model.load(tmp_path, dtype=dtype)  # said before anything is read
+    with pytest.raises(CheckpointError, match="a folder or a repo id"):
+        model.load(123)

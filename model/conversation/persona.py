@@ -239,6 +239,22 @@ def _find(folder: Path, names: tuple[str, ...], what: str) -> Path:
     raise CheckpointError(f"{folder} has no {what} file ({' or '.join(names)}).")
 
 
+ACTIVATION_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def activation_dtype(dtype: Any) -> mx.Dtype:
+    """`dtype` (an MLX float dtype or its name; None: `default_dtype()`) as an MLX dtype, or
+    CheckpointError in one sentence (an int dtype loaded, then failed at the first step)."""
+    if dtype is None:
+        return default_dtype()
+    name = dtype if isinstance(dtype, str) else str(dtype).removeprefix("mlx.core.")
+    if name not in ACTIVATION_DTYPES:
+        raise CheckpointError(
+            f"The activation dtype must be one of {', '.join(ACTIVATION_DTYPES)}, not {dtype!r}."
+        )
+    return getattr(mx, name)
+
+
 def load(
     model: str | os.PathLike[str] | None = None,
     *,
@@ -252,11 +268,13 @@ def load(
     dtype: activation dtype (default bfloat16 on a GPU, float32 on the CPU); quantize: 4 or 8 to
     quantize a float checkpoint on load. Errors are one sentence (CheckpointError and kin).
     """
+    dtype = activation_dtype(dtype)
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise CheckpointError(f"model must be a folder or a repo id (text), not {model!r}.")
     times = LoadTimes()
     t0 = time.perf_counter()
     folder = resolve_model(model, tqdm_class=tqdm_class)
     times.resolve_s = time.perf_counter() - t0
-    dtype = dtype or default_dtype()
     t0 = time.perf_counter()
     lm, config = load_lm(folder, dtype=dtype, quantize=quantize)
     times.lm_s = time.perf_counter() - t0

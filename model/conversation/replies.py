@@ -43,6 +43,8 @@ def utterance_frames(audio: np.ndarray, frame_size: int, context: int) -> list[n
 
 
 def _check_steps(max_steps: int) -> int:
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)):
+        raise AudioInputError(f"max_steps must be a whole number of frames, not {max_steps!r}.")
     if not 1 <= int(max_steps) <= MAX_STEPS_LIMIT:
         raise AudioInputError(
             f"max_steps must be between 1 and {MAX_STEPS_LIMIT}, not {max_steps}."
@@ -106,8 +108,10 @@ def respond_stream(
     on_frame: OnFrame | None = None,
 ) -> Iterator[Chunk]:
     """The reply as chunks of `chunk_s` seconds; the last is flagged final and has the transcript."""
-    if chunk_s <= 0:
-        raise AudioInputError(f"The chunk length must be positive, not {chunk_s} s.")
+    if not isinstance(chunk_s, (int, float, np.number)) or not 0 < chunk_s <= 240:
+        raise AudioInputError(
+            f"The chunk length must be a number of seconds above 0 and at most 240, not {chunk_s!r}."
+        )
     per_chunk = max(1, round(chunk_s * session.sample_rate / session.frame_size))
     everything: list[Frame] = []
     pending: list[Frame] = []
