@@ -21,6 +21,7 @@ class StepTimings:
     stt_ms: float = 0.0  # the user's transcript (measured with the phases, when it is on)
 
     def as_dict(self) -> dict[str, float]:
+        """The times in ms by phase name ("total", "encode", ...), for logs and JSON."""
         return {
             "total": self.total_ms,
             "encode": self.encode_ms,

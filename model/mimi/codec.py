@@ -27,7 +27,7 @@ from .weights import load_file, load_into
 class MimiCodec:
     """Mimi with its streaming state. Build with `from_file(path)` or `random(cfg)`."""
 
-    def __init__(self, cfg: MimiConfig | None = None, *, compile: bool = True):
+    def __init__(self, cfg: MimiConfig | None = None, *, compile: bool = True) -> None:
         self.cfg = cfg or MimiConfig()
         self.model = MimiModel(self.cfg)
         self._compile = compile

@@ -47,7 +47,7 @@ def check_config(cfg: MimiConfig) -> None:
 
 
 class MimiModel(nn.Module):
-    def __init__(self, cfg: MimiConfig):
+    def __init__(self, cfg: MimiConfig) -> None:
         super().__init__()
         check_config(cfg)
         self.cfg = cfg
@@ -84,6 +84,7 @@ class MimiModel(nn.Module):
     # --- streaming: one frame, state in and out ---------------------------------------------
 
     def init_encode_state(self) -> EncodeState:
+        """A fresh stream's state for `encode_step` (zeros; the SEANet's on the path a frame takes)."""
         return {
             "encoder": self.encoder.init_state(),
             "transformer": self.encoder_transformer.init_state(),
@@ -91,6 +92,7 @@ class MimiModel(nn.Module):
         }
 
     def init_decode_state(self) -> DecodeState:
+        """A fresh stream's state for `decode_step`."""
         return {
             "upsample": self.upsample.init_state(),
             "transformer": self.decoder_transformer.init_state(),

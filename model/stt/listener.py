@@ -114,6 +114,7 @@ class ListenerStream:
         return self._stream.frames
 
     def reset(self) -> None:
+        """Start over: the STT's ring and text state as in a new stream."""
         self._stream.reset()
 
     def step(self, codes: mx.array) -> SttStep:
@@ -121,6 +122,7 @@ class ListenerStream:
         return self._stream.step(codes[: self.listener.config.n_q])
 
     def state_arrays(self) -> list[mx.array]:
+        """The arrays a step changes (to evaluate with the step's outputs)."""
         return self._stream.state_arrays()
 
     def warm_up(self) -> None:

@@ -33,7 +33,7 @@ from model.stt.config import SttConfig
 class SttLM(nn.Module):
     """Kyutai's STT LM (moshi's `LMModel` with `dep_q = 0` and optional extra heads)."""
 
-    def __init__(self, config: SttConfig):
+    def __init__(self, config: SttConfig) -> None:
         super().__init__()
         self.config = config
         d = config.transformer.d_model

@@ -47,7 +47,7 @@ class SttStream:
         smallest_window: int | None = None,
         graphs: dict[Window, Callable] | None = None,
         eager_until_warm: Callable[[], bool] | None = None,
-    ):
+    ) -> None:
         self.lm = lm
         self._compile = compile
         # `graphs`: a dict shared by the streams of one model, so a new stream compiles nothing
