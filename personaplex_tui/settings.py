@@ -127,6 +127,9 @@ class Settings:
         """A copy with `changes` applied, validated; the session's fields may be named directly
         (`voice=`, `audio_temperature=`, ...)."""
         session = {k: changes.pop(k) for k in list(changes) if k in SESSION_KEYS}
+        problems = _value_problems(session)  # before SamplingConfig checks them in its words
+        if problems:
+            raise SettingsError(problems[0])
         if session:
             changes["session"] = changes.get("session", self.session).replace(**session)
         return dataclasses.replace(self, **changes)
@@ -156,6 +159,35 @@ def _in_range(name: str, value: float, bounds: tuple[float, float]) -> str | Non
     return None
 
 
+# The numbers a user sets, each with its label, range and kind (the app's ranges are narrower
+# than the library's SamplingConfig checks, and said in the app's words)
+_NUMBERS = {
+    "max_steps": ("Max steps", MAX_STEPS_RANGE, int),
+    "audio_temperature": ("Audio temperature", TEMPERATURE_RANGE, float),
+    "audio_top_k": ("Audio top-k", AUDIO_TOP_K_RANGE, int),
+    "text_temperature": ("Text temperature", TEMPERATURE_RANGE, float),
+    "text_top_k": ("Text top-k", TEXT_TOP_K_RANGE, int),
+}
+
+
+def _value_problems(values: dict[str, Any]) -> list[str]:
+    """A sentence for each of `values` (by `_NUMBERS` name) of the wrong kind or out of range."""
+    problems = []
+    for name, value in values.items():
+        if name not in _NUMBERS:
+            continue
+        label, bounds, kind = _NUMBERS[name]
+        ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
+        if isinstance(value, bool) or not ok_type:
+            wanted = "a number" if kind is float else "a whole number"
+            problems.append(f"{label} must be {wanted} (got {value!r}).")
+            continue
+        problem = _in_range(label, value, bounds)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
 def _problems(s: Settings) -> list[str]:
     """Every problem with `s`, each one sentence (empty when valid)."""
     problems: list[str] = []
@@ -178,22 +210,7 @@ def _problems(s: Settings) -> list[str]:
         )
     if s.mode not in MODES:
         problems.append(f"Unknown mode '{s.mode}'; choose 'turn' or 'duplex'.")
-    checks = (
-        ("Max steps", s.max_steps, MAX_STEPS_RANGE, int),
-        ("Audio temperature", sampling.audio_temperature, TEMPERATURE_RANGE, float),
-        ("Audio top-k", sampling.audio_top_k, AUDIO_TOP_K_RANGE, int),
-        ("Text temperature", sampling.text_temperature, TEMPERATURE_RANGE, float),
-        ("Text top-k", sampling.text_top_k, TEXT_TOP_K_RANGE, int),
-    )
-    for label, value, bounds, kind in checks:
-        ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
-        if isinstance(value, bool) or not ok_type:
-            wanted = "a number" if kind is float else "a whole number"
-            problems.append(f"{label} must be {wanted} (got {value!r}).")
-            continue
-        problem = _in_range(label, value, bounds)
-        if problem:
-            problems.append(problem)
+    problems += _value_problems({"max_steps": s.max_steps, **dataclasses.asdict(sampling)})
     if not isinstance(s.echo_suppression, bool):
         problems.append(f"Echo suppression must be true or false (got {s.echo_suppression!r}).")
     for label, flag in (
