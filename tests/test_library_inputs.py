@@ -139,3 +139,22 @@ def test_reply_lengths_dtypes_and_model_names_are_checked(pp, tmp_path):
             model.load(tmp_path, dtype=dtype)  # said before anything is read
     with pytest.raises(CheckpointError, match="a folder or a repo id"):
         model.load(123)
+
+
+def test_reply_helpers_take_sampling_fields_by_name_and_voices_are_text(pp):
+    """`respond(..., text_temperature=0.1)` reached Session and failed with a TypeError; a voice
+    given as a number failed inside str.strip."""
+    from model.checkpoints.voice_presets import canonical_voice
+    from model.errors import UnknownVoiceError
+
+    audio = np.full(1920 * 2, 0.01, np.float32)
+    options = {"voice": None, "prompt": None, "max_steps": 3, "system_tokens": []}
+
+    def reply(seed: int, **sampling: float) -> list:
+        return pp.respond(audio, seed=seed, **sampling, **options).tokens
+
+    greedy = {"text_temperature": 0.0, "audio_temperature": 0.0}
+    assert reply(4, **greedy) == reply(5, **greedy)  # argmax: the seed no longer matters
+    assert reply(4) != reply(5)  # (it does when sampling)
+    with pytest.raises(UnknownVoiceError, match="named by text"):
+        canonical_voice(3)

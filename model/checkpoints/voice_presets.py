@@ -26,6 +26,8 @@ def voice_category(name: str) -> str:
 
 def canonical_voice(name: str, available: tuple[str, ...] = VOICE_PRESETS) -> str:
     """The preset's canonical spelling, or UnknownVoiceError naming the choices."""
+    if not isinstance(name, str):
+        raise UnknownVoiceError(f"A voice is named by text (e.g. {available[0]}), not {name!r}.")
     wanted = name.strip().upper()
     for voice in available:
         if voice.upper() == wanted:

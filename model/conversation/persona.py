@@ -29,7 +29,7 @@ from model.config import PersonaPlexConfig, QuantizationConfig
 from model.conversation import replies
 from model.conversation.prompts import DEFAULT_PROMPT, resolve_prompt
 from model.conversation.session import Session
-from model.conversation.session_settings import SessionSettings
+from model.conversation.session_settings import SAMPLING_KEYS, SessionSettings
 from model.conversation.step_graphs import StepGraphs
 from model.conversation.tokenizer import TextTokenizer
 from model.conversation.types import Chunk, Frame, Reply
@@ -176,9 +176,9 @@ class PersonaPlex:
     # -- reply helpers (each on a fresh session; see model.replies) -----------------------------
 
     def _session(self, voice: str, prompt: str, options: dict[str, Any]) -> Session:
-        """A session for a reply helper: `options` may hold `seed` and `sampling` (default: the
-        checkpoint's), the rest go to `Session`."""
-        keys = ("seed", "sampling")
+        """A session for a reply helper: `options` may hold `seed`, `sampling` (default: the
+        checkpoint's) or its fields by name (`text_temperature=0.5`), the rest go to `Session`."""
+        keys = ("seed", "sampling", *SAMPLING_KEYS)
         settings = self.default_settings(
             voice=voice, prompt=prompt, **{k: options.pop(k) for k in keys if k in options}
         )
