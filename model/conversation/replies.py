@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.checks import float_audio
 from model.conversation.session import Session, StepStats
 from model.conversation.types import Chunk, Frame, Reply
 from model.errors import AudioInputError
@@ -22,15 +23,13 @@ MAX_STEPS_LIMIT = 3000  # one KV context (4 minutes); longer replies are allowed
 
 def utterance_frames(audio: np.ndarray, frame_size: int, context: int) -> list[np.ndarray]:
     """Split mono 24 kHz audio into frames (the last one zero-padded), validating it."""
-    audio = np.asarray(audio, dtype=np.float32)
+    audio = float_audio(audio)
     if audio.ndim != 1:
         raise AudioInputError(
             f"The audio must be mono (one dimension), not shape {list(audio.shape)}."
         )
     if audio.size == 0:
         raise AudioInputError("The audio is empty.")
-    if not np.isfinite(audio).all():
-        raise AudioInputError("The audio contains NaN or infinite samples.")
     n = -(-audio.size // frame_size)
     if n > context:
         raise AudioInputError(

@@ -154,27 +154,20 @@ class MimiCodec:
 
     def encode_numpy(self, pcm: np.ndarray) -> np.ndarray:
         """Mono float audio at 24 kHz -> codes [num_codebooks, n] int32; the tail is zero-padded."""
-        pcm = np.asarray(pcm, dtype=np.float32)
+        pcm = float_audio(pcm, "The audio given to Mimi")
         if pcm.ndim != 1 or pcm.size == 0:
             raise AudioInputError(
                 f"Mimi needs non-empty mono audio, not an array of shape {list(pcm.shape)}."
             )
-        if not np.isfinite(pcm).all():
-            raise AudioInputError("The audio given to Mimi contains NaN or infinite samples.")
         pad = -pcm.size % self.frame_size
         if pad:
             pcm = np.concatenate([pcm, np.zeros(pad, np.float32)])
-        codes = self.encode(mx.array(pcm))
+        codes = self.model.encode(mx.array(pcm))  # checked here already: not through `encode`
         mx.eval(codes)
         return np.array(codes)
 
     def decode_numpy(self, codes: np.ndarray) -> np.ndarray:
         """codes [num_codebooks, n] -> float32 audio of n * frame_size samples."""
-        codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[0] != self.num_codebooks or codes.shape[1] == 0:
-            raise AudioInputError(
-                f"Mimi decodes codes shaped [{self.num_codebooks}, frames], not {list(codes.shape)}."
-            )
-        pcm = self.decode(codes)  # NaN or fractional codes are refused too, not cast
+        pcm = self.decode(codes)  # `decode` checks the shape and the codes (NaN: refused, not cast)
         mx.eval(pcm)
         return np.array(pcm)

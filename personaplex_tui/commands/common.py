@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any
 
+from model.checks import MAX_SEED
 from model.config import SamplingConfig
 from model.errors import PersonaPlexError
 from personaplex_tui.settings import DTYPES, QUANTIZE
@@ -73,9 +74,6 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
         help=f"text temperature ({d.text_temperature})",
     )
     p.add_argument("--text-top-k", type=int, default=None, help=f"text top-k ({d.text_top_k})")
-
-
-MAX_SEED = 2**63 - 1
 
 
 def check_seed(seed: int | None) -> None:
