@@ -6,7 +6,8 @@ benchmark's random 7B model, warms a session up, then profiles `--steps` full-du
 as many LM-only steps. Per kind of step it prints the GPU's busy and idle time per step (the
 idle time is launch, encoding and host synchronisation the GPU waits for), and per kernel name
 its calls per step and median duration, largest first; `--sequence` also lists one step's
-kernels in order with the gap before each. Steps are found by the temporal kernel's launches.
+kernels in order with the gap before each; `--transcript` also profiles full-duplex steps of a
+session that transcribes the user (the STT's kernels among them). Steps are found by the temporal kernel's launches.
 MLX's kernels are launched as the app launches them (directly, `personaplex_tui/cuda_launches.py`);
 `MLX_USE_CUDA_GRAPHS=1` times them as CUDA graphs (whose first kernels then wait for the graph's
 update: the reason the app launches directly).
@@ -99,12 +100,35 @@ def report(label: str, steps: list[tuple[list, float]], sequence: bool) -> None:
             prev_end = max(prev_end, s + d)
 
 
+def transcribing(model, opts, audio):
+    """The step of a second session that transcribes the user: the bench's random STT of
+    stt-1b's shape at the bits the app picks on this machine, no voice or system prompt (its
+    positions are then earlier than the first session's; the ring is far from full in both),
+    warmed up and stepped 10 frames first."""
+    from model.backend import on_cuda
+    from model.stt.random_listener import random_listener
+    from personaplex_tui.benchmark import bench_session
+    from personaplex_tui.user_transcript import stt_bits
+
+    model.listener = random_listener(model, bits=stt_bits(None, on_cuda()), seed=opts.seed)
+    session = bench_session(model, None, [], opts, transcribe_user=True)
+    session.warm_up()
+    for pcm in audio[:10]:
+        session.step(pcm)
+    return lambda i: session.step(audio[i])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bits", type=int, default=4, choices=(4, 8))
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--sequence", action="store_true", help="list one step's kernels in order")
     ap.add_argument("--anchor", default="temporal", help="a name part of one kernel per step")
+    ap.add_argument(
+        "--transcript",
+        action="store_true",
+        help="also profile full-duplex steps with the user transcript on (random STT weights)",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -125,20 +149,25 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(10):
         session.step_codes(rng.integers(0, model.lm.config.card, 8))
 
+    steps = {
+        "full-duplex": lambda i: session.step(audio[i]),
+        "LM-only": lambda i: session.step_codes(rng.integers(0, model.lm.config.card, 8)),
+    }
+    if args.transcript:
+        steps["full-duplex, user transcript on"] = transcribing(model, opts, audio)
     results = {}
-    for label in ("full-duplex", "LM-only"):
+    for label, step in steps.items():
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for i in range(args.steps):
-                if label == "full-duplex":
-                    session.step(audio[i])
-                else:
-                    session.step_codes(rng.integers(0, model.lm.config.card, 8))
+                step(i)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "trace.json")
             prof.export_chrome_trace(path)
             results[label] = kernels_of(path)
     for label, kernels in results.items():
-        report(label, split_steps(kernels, args.anchor), args.sequence)
+        # the STT's step is the temporal kernel too (another variant): split those at the depformer
+        anchor = "depformer" if "transcript" in label and args.anchor == "temporal" else args.anchor
+        report(label, split_steps(kernels, anchor), args.sequence)
     return 0
 
 
