@@ -69,6 +69,28 @@ def test_personaplex_tokens_are_unchanged_and_the_user_is_transcribed(
     assert tokens(off) == tokens(plain) and all(f.user_text_id is None for f in off)
 
 
+def test_launching_the_encode_early_changes_no_output(pair, speech) -> None:
+    """`Session.launch_early` (the encode and the STT step launched before the rest of the step
+    is built) gives the same tokens, transcript and audio as launching all at the end."""
+    persona_dir, stt_dir = pair
+    persona = model.load(persona_dir)
+    persona.listen(load_stt(stt_dir))
+    outputs = {}
+    for early in (True, False):
+        session = persona.session(SessionSettings(seed=SEED))
+        assert session.launch_early  # the default
+        session.launch_early = early
+        session.warm_up()
+        outputs[early] = [session.step(speech[i : i + 1920]) for i in range(0, 30 * 1920, 1920)]
+    early, at_end = outputs[True], outputs[False]
+    assert tokens(early) == tokens(at_end)
+    assert [f.user_text_id for f in early] == [f.user_text_id for f in at_end]
+    assert len({f.user_text_id for f in early}) > 1
+    for a, b in zip(early, at_end, strict=True):
+        np.testing.assert_array_equal(a.pcm, b.pcm)
+        assert a.end_of_turn == b.end_of_turn
+
+
 def test_reset_starts_the_transcript_again(pair, speech) -> None:
     persona_dir, stt_dir = pair
     persona = model.load(persona_dir)

@@ -1,0 +1,93 @@
+"""The full-duplex step with its encode (and STT step) launched early or at the end, alternated.
+
+`python3 benchmarks/launch_early_ab.py [--transcript] [--bits 4] [--steps 300] [--rounds 3]`
+builds the benchmark's random 7B model (`--small`: the tests' tiny one, on any machine), warms a
+session up and times `Session.step` with `launch_early` on and off in alternating blocks of
+`--steps / 2` frames, the same process and audio; `--transcript` does the same for a second
+session that transcribes the user (the bench's random STT of stt-1b's shape). Per round it
+prints p50 and p99 of each order (ms). docs/driving-personaplex.md §The live step has the figures.
+Measurement only: it changes nothing in the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+
+def transcribing_session(model, opts, audio, small: bool):
+    """A second session of `model` that transcribes the user, warmed up, 10 frames in."""
+    from model.backend import on_cuda
+    from model.stt.random_listener import random_listener, tiny_stt_config
+    from personaplex_tui.benchmark import bench_session
+    from personaplex_tui.user_transcript import stt_bits
+
+    config = tiny_stt_config() if small else None
+    bits = None if small else stt_bits(None, on_cuda())
+    model.listener = random_listener(model, config, bits=bits, seed=opts.seed)
+    session = bench_session(model, None, [], opts, transcribe_user=True)
+    session.warm_up()
+    for pcm in audio[:10]:
+        session.step(pcm)
+    return session
+
+
+def timed_block(session, frames) -> list[float]:
+    """Milliseconds of each `step` over `frames`, the first five left out."""
+    ms = []
+    for pcm in frames:
+        start = time.perf_counter()
+        session.step(pcm)
+        ms.append(1000 * (time.perf_counter() - start))
+    return ms[5:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bits", type=int, default=4, choices=(4, 8))
+    ap.add_argument("--steps", type=int, default=300, help="frames per round and order")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--transcript", action="store_true", help="also a transcribing session")
+    ap.add_argument("--small", action="store_true", help="the tests' tiny model")
+    args = ap.parse_args(argv)
+
+    from personaplex_tui.benchmark import BenchOptions, warmed_session
+    from personaplex_tui.cuda_launches import launch_directly
+
+    launch_directly()  # as the app launches MLX's kernels
+    opts = BenchOptions(
+        random_weights=not args.small, small=args.small, bits=args.bits, user_transcript=False
+    )
+    half = max(args.steps // 2, 10)
+    model, plain, audio = warmed_session(opts, half + 20, 20)
+    sessions = {"off": plain}
+    if args.transcript:
+        sessions["on"] = transcribing_session(model, opts, audio, args.small)
+    for round_ in range(args.rounds):
+        for name, session in sessions.items():
+            ms: dict[bool, list[float]] = {False: [], True: []}
+            for early in (False, True, False, True):
+                session.launch_early = early
+                ms[early] += timed_block(session, audio[:half])
+            at_end, early = ms[False], ms[True]
+            print(
+                f"round {round_}, user transcript {name}: launched at the end p50 "
+                f"{statistics.median(at_end):.3f} p99 {np.percentile(at_end, 99):.3f} ms | "
+                f"encode launched early p50 {statistics.median(early):.3f} "
+                f"p99 {np.percentile(early, 99):.3f} ms",
+                flush=True,
+            )
+        for session in sessions.values():
+            session.launch_early = True
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
