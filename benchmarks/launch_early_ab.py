@@ -1,4 +1,4 @@
-"""The full-duplex step with its encode (and STT step) launched early or at the end, alternated.
+"""The full-duplex step with its parts launched as each is built or all at the end, alternated.
 
 `python3 benchmarks/launch_early_ab.py [--transcript] [--bits 4] [--steps 300] [--rounds 3]`
 builds the benchmark's random 7B model (`--small`: the tests' tiny one, on any machine), warms a
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"round {round_}, user transcript {name}: launched at the end p50 "
                 f"{statistics.median(at_end):.3f} p99 {np.percentile(at_end, 99):.3f} ms | "
-                f"encode launched early p50 {statistics.median(early):.3f} "
+                f"launched early p50 {statistics.median(early):.3f} "
                 f"p99 {np.percentile(early, 99):.3f} ms",
                 flush=True,
             )

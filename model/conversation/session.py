@@ -6,8 +6,8 @@ model runs on ring column p as soon as user frame p's codes are known, which yie
 in the same call with identical tokens (all the inputs of column p are known then, and the agent's
 codebooks never depend on the depformer's user steps, which are skipped). A step is three compiled
 graphs — Mimi encode; the temporal transformer, text sampling and the 8 agent depformer steps;
-Mimi decode — with one wait for the results: the encode (and the STT step) is launched as soon as
-it is built, the rest when all is built (docs/driving-personaplex.md §The live step).
+Mimi decode — with one wait for the results: the encode (and the STT step), then the LM step, are launched
+as soon as each is built, the decode at the wait (docs/driving-personaplex.md §The live step).
 The graphs belong to the model (`model.conversation.step_graphs`): every session of it shares them.
 When the model has a `Listener` (`model.stt.listener`), the encode codes the STT's 32 codebooks,
 the first 8 of which PersonaPlex hears unchanged, and the STT step on all of them joins the same
@@ -92,8 +92,9 @@ class Session:
             raise SettingValueError(f"depformer_steps must be in {cfg.n_q_agent}..{cfg.dep_q}.")
         self.measure_phases = measure_phases
         self.collect_stats = collect_stats
-        # launch the encode and the STT step as soon as they are built, so that the GPU runs
-        # them while the rest of the step is built (False: all at the end; only for A/B timing)
+        # launch the encode and the STT step, then the LM step, each as soon as it is built, so
+        # that the GPU runs them while the rest of the step is built (False: all at the end, at
+        # the one wait; kept for A/B timing, benchmarks/launch_early_ab.py)
         self.launch_early = True
         self._compile = compile
         self._n_q = cfg.n_q_agent
@@ -372,6 +373,8 @@ class Session:
             if self.launch_early:  # no wait: the step's one wait is `_eval` (docs: §The live step)
                 mx.async_eval(coded, self._enc_state, heard, self._listen_state())
             codes, text, agent, stats = self._lm(window, user, pos)
+            if self.launch_early:
+                mx.async_eval(codes, text, agent, stats, self._key, [c.state for c in self._caches])
             out, self._dec_state = g.decode(full)(codes, self._dec_state)
             self._eval(out, codes, user, text, agent, stats, heard)
         advance(self._caches)
