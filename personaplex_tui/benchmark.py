@@ -215,7 +215,11 @@ def build_model(
         return random_prompted_model(
             cfg, bits, dtype, opts.seed, opts.voice_frames, opts.prompt_tokens
         )
-    model = load(opts.model, dtype=dtype, quantize=opts.quantize)
+    from model.checkpoints.hub import resolve_model
+    from personaplex_tui.checkpoint_voices import MODEL_FLAG
+
+    folder = resolve_model(opts.model, flag=MODEL_FLAG)  # the app's sentence names the flag
+    model = load(folder, dtype=dtype, quantize=opts.quantize)
     voice = model.voice(model.voices[0]) if model.voices else None
     return model, voice, model.system_tokens("assistant")
 

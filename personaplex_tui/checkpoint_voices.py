@@ -11,6 +11,7 @@ from model.errors import UnknownVoiceError
 
 # The files that hold a checkpoint's voices (both layouts): enough to list them.
 VOICE_FILE_PATTERNS = ("voices/*.safetensors", "voices.tgz")
+MODEL_FLAG = "--model"  # the option naming the checkpoint, for the loader's messages
 
 
 def local_checkpoint(spec: str | os.PathLike[str] | None) -> Path | None:
@@ -65,6 +66,6 @@ def fetch_with_voice(spec: str | os.PathLike[str] | None, voice: str) -> Path:
     weight is read."""
     from model.checkpoints.hub import resolve_model
 
-    folder = resolve_model(spec)
+    folder = resolve_model(spec, flag=MODEL_FLAG)
     require_voice(folder, voice)
     return folder

@@ -130,7 +130,8 @@ def _stt_config(options: dict[str, Any]) -> Any:
     if "checkpoint" not in options:
         return tiny_stt_config() if options.get("small") else default_random_stt_config()
     from model.checkpoints.hub import resolve_model
-    from model.stt.loader import CONFIG_FILE, DEFAULT_STT_MODEL, STT_FLAG, read_stt_config
+    from model.stt.loader import CONFIG_FILE, DEFAULT_STT_MODEL, read_stt_config
+    from personaplex_tui.user_transcript import STT_FLAG
 
     folder = resolve_model(
         options.get("stt_model"),
@@ -138,7 +139,7 @@ def _stt_config(options: dict[str, Any]) -> Any:
         default=DEFAULT_STT_MODEL,
         flag=STT_FLAG,
     )
-    return read_stt_config(folder)
+    return read_stt_config(folder, STT_FLAG)
 
 
 def _warm_stt(options: dict[str, Any], what: str) -> None:

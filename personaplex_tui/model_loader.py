@@ -15,7 +15,7 @@ from typing import Any
 
 from model.checkpoints.hub import DEFAULT_MODEL
 from model.errors import ModelNotFoundError
-from personaplex_tui.checkpoint_voices import require_voice
+from personaplex_tui.checkpoint_voices import MODEL_FLAG, require_voice
 from personaplex_tui.download_progress import DownloadTracker
 from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo, Notice
 from personaplex_tui.jit_workers import start_jit_workers
@@ -58,7 +58,7 @@ def fetch_model(
     if early is not None:
         notify(early)
     tracker = DownloadTracker(progress, spec)
-    folder = resolve_model(spec, tqdm_class=tracker.bar_class())
+    folder = resolve_model(spec, tqdm_class=tracker.bar_class(), flag=MODEL_FLAG)
     progress(tracker.progress())
     if early is None:
         notify(folder)

@@ -9,7 +9,7 @@ from typing import Any
 
 from model.errors import PersonaPlexError
 from personaplex_tui.errors import AppError
-from personaplex_tui.user_transcript import NO_TRANSCRIPT, SttChoice, stt_bits
+from personaplex_tui.user_transcript import NO_TRANSCRIPT, STT_FLAG, SttChoice, stt_bits
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def attach_stt(
             choice.model,
             quantize=bits,
             tqdm_class=tqdm_class,
+            flag=STT_FLAG,
             on_config=lambda config: kernels_ahead.compile_stt_ahead(
                 config.transformer, default_dtype(), bits, GROUP_SIZE, mimi_config, config.n_q
             ),

@@ -21,6 +21,7 @@ STT_QUANTIZE_HELP = (
     "as one CUDA kernel; 16 elsewhere)"
 )
 NO_TRANSCRIPT = "No transcript of your voice"
+STT_FLAG = "--stt-model"  # the option naming the STT model, for the loader's messages
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def add_stt_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool = 
         "--no-user-transcript loads nothing)",
     )
     parser.add_argument(
-        "--stt-model",
+        STT_FLAG,
         metavar="REPO_OR_DIR",
         default=None,
         help=f"speech-to-text model, Hugging Face repo or folder (default: {DEFAULT_STT_MODEL})",

@@ -157,8 +157,13 @@ def test_original_layout_with_moshi_state_dict_names(tmp_path):
 
 
 def test_missing_folder(tmp_path):
+    """The library says what to give, not which flag (it has none); an app names its own."""
     message = load_error(tmp_path / "nowhere", ModelNotFoundError)
-    assert "No model folder at" in message and "--model PATH" in message
+    assert "No model folder at" in message and "give a local checkpoint folder" in message
+    assert "--" not in message
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve_model(tmp_path / "nowhere", flag="--model")
+    assert "pass --model PATH with a local checkpoint folder" in str(info.value)
 
 
 def test_hub_unreachable(tmp_path):
@@ -166,7 +171,7 @@ def test_hub_unreachable(tmp_path):
         resolve_model("someone/some-model", cache_dir=tmp_path, endpoint="http://127.0.0.1:9")
     message = str(info.value)
     assert "Could not download someone/some-model" in message
-    assert "--model PATH" in message and "HF_HUB_OFFLINE" in message
+    assert "give a local checkpoint folder" in message and "HF_HUB_OFFLINE" in message
 
 
 def _resolve_in_subprocess(spec: str, hf_home: Path) -> subprocess.CompletedProcess:
@@ -191,7 +196,7 @@ def test_offline_without_cache(tmp_path):
     result = _resolve_in_subprocess("aufklarer/PersonaPlex-7B-MLX-4bit", tmp_path)
     assert result.returncode == 3, result.stderr
     assert "not in the Hugging Face cache and HF_HUB_OFFLINE is set" in result.stdout
-    assert "--model PATH" in result.stdout
+    assert "give a local checkpoint folder" in result.stdout
 
 
 def test_offline_uses_the_cache(tmp_path):

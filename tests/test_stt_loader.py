@@ -146,10 +146,15 @@ def test_declared_heads_missing_from_weights(tmp_path: Path) -> None:
 
 
 def test_not_a_folder_names_the_stt_flag(tmp_path: Path) -> None:
+    """The app's flag when the app gives it (`flag=`), none from the library alone."""
+    with pytest.raises(CheckpointError) as error:
+        load_stt(tmp_path / "missing" / "dir", flag="--stt-model")
+    text = one_sentence(error.value)
+    assert "--stt-model" in text and "kyutai/stt-1b-en_fr" in text
     with pytest.raises(CheckpointError) as error:
         load_stt(tmp_path / "missing" / "dir")
     text = one_sentence(error.value)
-    assert "--stt-model" in text and "kyutai/stt-1b-en_fr" in text
+    assert "--" not in text and "give a local checkpoint folder" in text
 
 
 def test_repo_id_downloads_through_the_hub(
@@ -175,7 +180,7 @@ def test_repo_id_downloads_through_the_hub(
 def test_unreachable_hub_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     unreachable_hub(monkeypatch, tmp_path)
     with pytest.raises(CheckpointError) as error:
-        load_stt("kyutai/stt-1b-en_fr")
+        load_stt("kyutai/stt-1b-en_fr", flag="--stt-model")
     assert "--stt-model" in one_sentence(error.value)
 
 

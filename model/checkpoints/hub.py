@@ -31,7 +31,7 @@ MODEL_FILE_PATTERNS: tuple[str, ...] = (
 )
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_USE_LOCAL = "pass --model PATH with a local checkpoint folder"
+_USE_LOCAL = "give a local checkpoint folder"
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -58,7 +58,7 @@ def resolve_model(
     endpoint: str | None = None,
     tqdm_class: Any = None,
     default: str = DEFAULT_MODEL,
-    flag: str = "--model",
+    flag: str | None = None,
 ) -> Path:
     """The local folder of a model given as a folder path or a Hugging Face repo id.
 
@@ -66,17 +66,20 @@ def resolve_model(
     matching `allow_patterns`; already cached files are not fetched again; `HF_HUB_OFFLINE=1`
     uses the cache only). `tqdm_class` replaces the hub's progress bars (bytes, rate, ETA).
     Raises ModelNotFoundError with one sentence when the model cannot be found or fetched.
-    `default` is the repo used when `spec` is None and `flag` the option the messages name
-    (another model than PersonaPlex, such as the STT model, passes its own).
+    `default` is the repo used when `spec` is None. `flag`: the command-line option that gave
+    `spec`, for an app's messages to name ("pass --model PATH with a local checkpoint folder");
+    without it they say what to give, not where.
     """
     spec = default if spec is None else os.fspath(spec)
-    use_local = _USE_LOCAL.replace("--model", flag)
+    use_local = f"pass {flag} PATH with a local checkpoint folder" if flag else _USE_LOCAL
     path = Path(spec).expanduser()
     if path.is_dir():
         return path.resolve()
     if path.exists():
         raise ModelNotFoundError(
             f"{spec} is a file; {flag} expects a checkpoint folder or a Hugging Face repo id."
+            if flag
+            else f"{spec} is a file, not a checkpoint folder or a Hugging Face repo id."
         )
     if _looks_like_path(spec) or not _REPO_ID.match(spec):
         raise ModelNotFoundError(

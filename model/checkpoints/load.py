@@ -48,7 +48,7 @@ def check_file(path: Path, specs: dict[str, TensorSpec]) -> dict[str, TensorHead
     """Compare a safetensors file's header with what the layout expects; raise on the first problem."""
     if not path.is_file():
         raise CheckpointError(
-            f"{path.parent} has no {path.name}; the checkpoint is incomplete (download it again or check --model)."
+            f"{path.parent} has no {path.name}; the checkpoint is incomplete (download it again, or give another folder)."
         )
     header = read_header(path)
     missing = [key for key in specs if key not in header]

@@ -33,7 +33,6 @@ from model.stt.mimi_config import mimi_config_from_moshi
 from model.stt.model import SttLM
 
 DEFAULT_STT_MODEL = "kyutai/stt-1b-en_fr"
-STT_FLAG = "--stt-model"
 CONFIG_FILE = "config.json"
 FLOATS = ("BF16", "F16", "F32")
 _ATTENTION = re.compile(
@@ -69,12 +68,14 @@ def canonical_key(key: str) -> str:
     return key
 
 
-def read_stt_config(folder: Path) -> SttConfig:
-    """config.json of an STT folder, checked (`SttConfig.from_dict`)."""
+def read_stt_config(folder: Path, flag: str | None = None) -> SttConfig:
+    """config.json of an STT folder, checked (`SttConfig.from_dict`); `flag`: the option that
+    named the folder, for the message (`resolve_model`)."""
     path = folder / CONFIG_FILE
     if not path.is_file():
+        give = f"pass {flag} with one" if flag else "give one"
         raise CheckpointError(
-            f"{folder} has no {CONFIG_FILE}; it is not a Kyutai STT model folder (pass {STT_FLAG} with one, e.g. {DEFAULT_STT_MODEL})."
+            f"{folder} has no {CONFIG_FILE}; it is not a Kyutai STT model folder ({give}, e.g. {DEFAULT_STT_MODEL})."
         )
     data = read_json(path)
     if isinstance(data, dict) and data.get("model_type", "stt") != "stt":
@@ -138,7 +139,7 @@ def check_weights(path: Path, cfg: SttConfig) -> tuple[SttConfig, dict[str, str]
     parameter path -> key in the file. Depformer tensors, if any, are ignored."""
     if not path.is_file():
         raise CheckpointError(
-            f"{path.parent} has no {path.name}; the STT model is incomplete (download it again or check {STT_FLAG})."
+            f"{path.parent} has no {path.name}; the STT model is incomplete (download it again, or give another folder)."
         )
     header = read_header(path)
     cfg = _from_weights(cfg, header, path)
@@ -231,12 +232,14 @@ def load_stt(
     compile: bool = True,
     tqdm_class: Any = None,
     on_config: Callable[[SttConfig], None] | None = None,
+    flag: str | None = None,
 ) -> SttModel:
     """Load the STT model from a folder or a Hugging Face repo id (default kyutai/stt-1b-en_fr).
 
     From a repo, only config.json and the files it names are downloaded (into the hub cache).
     `on_config(config)` is called once config.json is read, before the weights are (the app
-    starts compiling the STT's kernels there).
+    starts compiling the STT's kernels there). `flag`: the command-line option that named
+    `model`, for the messages (`resolve_model`).
 
     Raises CheckpointError / ModelNotFoundError with one sentence on any problem."""
 
@@ -246,11 +249,11 @@ def load_stt(
             allow_patterns=patterns,
             tqdm_class=tqdm_class,
             default=DEFAULT_STT_MODEL,
-            flag=STT_FLAG,
+            flag=flag,
         )
 
     folder = resolve([CONFIG_FILE])  # a repo id: config.json first, it names the other files
-    cfg = read_stt_config(folder)
+    cfg = read_stt_config(folder, flag)
     if on_config is not None:
         on_config(cfg)
     names = [cfg.moshi_name, cfg.mimi_name, cfg.tokenizer_name, cfg.mimi_config_name]
@@ -259,7 +262,7 @@ def load_stt(
     mimi_path = folder / cfg.mimi_name
     if not mimi_path.is_file():
         raise CheckpointError(
-            f"{folder} has no Mimi file {cfg.mimi_name}; the STT model is incomplete (download it again or check {STT_FLAG})."
+            f"{folder} has no Mimi file {cfg.mimi_name}; the STT model is incomplete (download it again, or give another folder)."
         )
     mimi = MimiCodec.from_file(mimi_path, mimi_config(folder, cfg), compile=compile)
     tokenizer = TextTokenizer(folder / cfg.tokenizer_name)

@@ -62,8 +62,11 @@ def _check_model(spec: str | None) -> None:
     repo_like = spec.count("/") == 1 and not spec.startswith(("/", ".", "~"))
     if not repo_like or Path(spec).expanduser().exists():
         from model.checkpoints.hub import resolve_model
+        from personaplex_tui.checkpoint_voices import MODEL_FLAG
 
-        resolve_model(spec)  # raises ModelNotFoundError with the sentence for this path
+        resolve_model(
+            spec, flag=MODEL_FLAG
+        )  # raises ModelNotFoundError with the sentence for this path
 
 
 def device_names() -> tuple[list[str], list[str]]:

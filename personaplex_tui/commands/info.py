@@ -36,13 +36,14 @@ def _checkpoint_voices(spec: str) -> tuple[str, ...]:
     """The voices of a checkpoint folder, or of a repo (only its voice files are fetched)."""
     from model.checkpoints.hub import resolve_model
     from personaplex_tui.checkpoint_voices import (
+        MODEL_FLAG,
         VOICE_FILE_PATTERNS,
         checkpoint_voices,
         local_checkpoint,
     )
 
     local = local_checkpoint(spec)
-    folder = local or resolve_model(spec, allow_patterns=VOICE_FILE_PATTERNS)
+    folder = local or resolve_model(spec, allow_patterns=VOICE_FILE_PATTERNS, flag=MODEL_FLAG)
     voices = checkpoint_voices(folder)
     if not voices:
         if local is not None:  # a folder that is no checkpoint at all says so

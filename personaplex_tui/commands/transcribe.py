@@ -16,7 +16,7 @@ import numpy as np
 from personaplex_tui.commands.common import print_out, status
 from personaplex_tui.commands.paths import check_distinct, check_output_file
 from personaplex_tui.commands.token_dump import TokenDump
-from personaplex_tui.user_transcript import STT_QUANTIZE, STT_QUANTIZE_HELP, stt_bits
+from personaplex_tui.user_transcript import STT_FLAG, STT_QUANTIZE, STT_QUANTIZE_HELP, stt_bits
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.dump_tokens, "the token dump", "--dump-tokens")
     status(f"Loading {args.stt_model or DEFAULT_STT_MODEL}...")
     start = time.perf_counter()
-    stt = load_stt(args.stt_model, quantize=stt_bits(args.stt_quantize, on_cuda()))
+    stt = load_stt(args.stt_model, quantize=stt_bits(args.stt_quantize, on_cuda()), flag=STT_FLAG)
     load_s = time.perf_counter() - start
     dump = TokenDump(args.dump_tokens) if args.dump_tokens is not None else None
     cfg = stt.config
