@@ -235,3 +235,17 @@ def test_the_quantization_a_load_gives_is_known_from_config_json_alone(tmp_path,
     assert loaded_quantization(folder) is None  # float weights, as stored
     q = loaded_quantization(folder, 8)
     assert (q.bits, q.group_size) == (8, 64)
+
+
+def test_an_stt_folder_is_named_as_such(tmp_path):
+    """Kyutai's STT (model_type "stt", its own Moshi layout) given as PersonaPlex is called what
+    it is, not reported by one of its config fields (its dep_q of 0)."""
+    import model
+    from tests.stt_reference import write_tiny_stt_repo
+
+    folder = write_tiny_stt_repo(tmp_path / "stt", seed=1)
+    with pytest.raises(CheckpointError) as info:
+        model.load(folder)
+    message = str(info.value)
+    assert "speech-to-text model (Kyutai STT), not a PersonaPlex checkpoint" in message
+    assert "dep_q" not in message and "\n" not in message

@@ -189,6 +189,10 @@ def read_config(folder: Path, layout: str) -> PersonaPlexConfig:
     if layout == ORIGINAL and not path.is_file():
         return config_7b()
     data = _read_json(path)
+    if isinstance(data, dict) and (data.get("model_type") == "stt" or "stt_config" in data):
+        raise CheckpointError(
+            f"{folder} holds a speech-to-text model (Kyutai STT), not a PersonaPlex checkpoint."
+        )
     try:
         if "temporal" in data:
             return PersonaPlexConfig.from_dict(data)
