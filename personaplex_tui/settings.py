@@ -21,6 +21,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from model.checkpoints.voice_presets import DEFAULT_VOICE, VOICE_PRESETS
+from model.checks import MAX_SEED
 from model.config import SamplingConfig
 from model.conversation.prompts import CUSTOM_PROMPT, PROMPT_PRESETS
 from model.conversation.session_settings import SESSION_KEYS, SessionSettings
@@ -170,10 +171,21 @@ _NUMBERS = {
 }
 
 
+_TEXTS = {"voice": "The voice", "prompt": "The system prompt", "prompt_text": "The prompt text"}
+
+
 def _value_problems(values: dict[str, Any]) -> list[str]:
-    """A sentence for each of `values` (by `_NUMBERS` name) of the wrong kind or out of range."""
+    """A sentence for each of `values` (by `_NUMBERS` or `_TEXTS` name, or the seed) of the wrong
+    kind or out of range."""
     problems = []
     for name, value in values.items():
+        if name in _TEXTS and not isinstance(value, str):
+            problems.append(f"{_TEXTS[name]} must be text (got {value!r}).")
+        if name == "seed" and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                problems.append(f"The seed must be a whole number (got {value!r}).")
+            elif not 0 <= value <= MAX_SEED:
+                problems.append(f"The seed must be between 0 and {MAX_SEED} (got {value}).")
         if name not in _NUMBERS:
             continue
         label, bounds, kind = _NUMBERS[name]

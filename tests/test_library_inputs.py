@@ -104,6 +104,23 @@ def test_seeds_and_settings_types(pp):
         session(pp, depformer_steps=3)
 
 
+def test_session_settings_check_their_values_where_they_are_made():
+    """Values given by position or of the wrong kind are refused by SessionSettings itself, and
+    `replace` names an unknown setting instead of Python's keyword TypeError."""
+    with pytest.raises(SettingValueError, match="voice must be a voice preset's name"):
+        model.SessionSettings(1)
+    with pytest.raises(SettingValueError, match="setting prompt must be text"):
+        model.SessionSettings("NATF2", 3)
+    with pytest.raises(SettingValueError, match="seed must be"):
+        model.SessionSettings(seed=-1)
+    with pytest.raises(SettingValueError, match="There is no setting 'foo'; the settings are"):
+        model.SessionSettings().replace(foo=1)
+    assert model.SessionSettings(seed=np.int64(4)).seed == 4
+    assert type(model.SessionSettings(seed=np.int64(4)).seed) is int
+    changed = model.SessionSettings().replace(seed=3, text_temperature=0.5)
+    assert (changed.seed, changed.sampling.text_temperature) == (3, 0.5)
+
+
 def test_mimi_refuses_codes_and_samples_it_cannot_take():
     codec = MimiCodec.random(mimi_tiny(), seed=0)
     with pytest.raises(AudioInputError, match="whole numbers"):
@@ -148,7 +165,7 @@ def test_reply_helpers_take_sampling_fields_by_name_and_voices_are_text(pp):
     from model.errors import UnknownVoiceError
 
     audio = np.full(1920 * 2, 0.01, np.float32)
-    options = {"voice": None, "prompt": None, "max_steps": 3, "system_tokens": []}
+    options = {"voice": None, "max_steps": 3, "system_tokens": []}
 
     def reply(seed: int, **sampling: float) -> list:
         return pp.respond(audio, seed=seed, **sampling, **options).tokens
