@@ -97,6 +97,7 @@ class EngineError:
 
     message: str
     kind: str = ""  # exception class name, for logs
+    hint: str = ""  # what the chat's keys can do about it, shown after `message` where keys are
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class Notice:
 
     message: str
     severity: Literal["information", "warning", "error"] = "information"
+    hint: str = ""  # what the chat's keys can do about it, shown after `message` where keys are
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,11 @@ class MemoryUsage:
 
     device_bytes: int
     peak_device_bytes: int = 0
+
+
+def with_hint(message: str, hint: str) -> str:
+    """The sentence followed by its key hint, as the chat shows it (where there are keys)."""
+    return f"{message} {hint}" if hint else message
 
 
 EngineEvent = (

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 import tempfile
 import wave
@@ -137,21 +136,15 @@ class _Events:
         if isinstance(event, StepTiming):
             self.step_ms.append(event.total_ms)
         elif isinstance(event, EngineError):
-            self.errors.append(headless(event.message))
+            self.errors.append(event.message)  # without its key hint: the soak has no keys
         elif isinstance(event, Notice) and event.severity != "information":
-            self.warnings.append(headless(event.message))
+            self.warnings.append(event.message)
         elif isinstance(event, StateChanged):
             if event.state == "duplex":
                 self.live = True
                 self.on_live()  # before the run's first step: the engine steps after this
             elif self.live or event.state == "error":
                 self.ended.set()
-
-
-def headless(message: str) -> str:
-    """A chat's sentence without what it tells the chat's user to do with the keys ("...; choose
-    another output and press space to go on."): the soak has no keys."""
-    return re.sub(r";[^;]*\bpress space to go on\b[^;]*$", ".", message)
 
 
 class _SoakAudio(AudioFactory):

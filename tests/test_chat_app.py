@@ -206,3 +206,29 @@ async def test_the_screen_and_transcript_md_tell_the_same_times_on_one_clock(
     agent = next(x[0] for x in shown if len(x) == 1)
     assert user_end <= agent <= user_end + 2.0  # the reply follows the question on one clock
     assert "· _" not in markdown  # no empty notes
+
+
+async def test_a_lost_output_shows_its_sentence_then_what_the_keys_do(
+    small_checkpoint, tmp_path, monkeypatch
+):
+    """The output file fills its disk mid-conversation: the banner says so, then how to go on."""
+    from tests.test_conversation_disk import FullDisk
+
+    speaker = tmp_path / "out" / "agent.wav"
+    speaker.parent.mkdir()
+    FullDisk(speaker.parent, free=50_000).install(monkeypatch)  # about 1 s of the agent's voice
+    app = chat_app(
+        tmp_path,
+        *("--model", str(small_checkpoint), "--mode", "duplex", "--voice", "VARF2"),
+        *("--input-file", str(CONVERSATION), "--output-file", str(speaker)),
+        *("--record", str(tmp_path / "rec")),
+    )
+    async with app.run_test(size=(120, 40)) as pilot:
+        banner = app.main.query_one(ErrorBanner)
+        await until(pilot, lambda: banner.display)
+        shown = text_of(banner)
+        await pilot.press("q")
+        await pilot.pause(0.3)
+    assert shown.startswith(f"Writing the output file {speaker} failed (No space left on device)")
+    assert shown.endswith(" s. Choose another output and press space to go on.")
+    assert app.load_error is None and app.return_code == 0  # nothing left for the terminal

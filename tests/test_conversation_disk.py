@@ -199,9 +199,9 @@ def test_an_output_file_on_a_full_disk_is_a_lost_output_and_another_goes_on(tmp_
     played = read_audio(out_dir / "speaker.wav").pcm  # its header counts what was written
     assert error.message == (
         f"Writing the output file {out_dir / 'speaker.wav'} failed (No space left on device); "
-        f"it keeps the first {len(played) / 24000:.2f} s; "
-        "choose another output and press space to go on."
+        f"it keeps the first {len(played) / 24000:.2f} s."
     )
+    assert error.hint == "Choose another output and press space to go on."
     assert error.kind == "AudioDeviceError" and is_state("error")(
         events.items[events.items.index(error) + 1]
     )

@@ -143,14 +143,17 @@ def test_a_device_lost_mid_session_stops_cleanly_and_resumes_on_another(lost, tm
     events, probe, error, steps, heard, said, folder = asyncio.run(main())
     name = "Desk Mic" if lost == "input" else "Speakers"
     assert error.message.startswith(f"The {lost} device '{name}' stopped")
-    assert error.kind == "AudioDeviceError"
+    assert error.message.endswith("another program?).") and error.kind == "AudioDeviceError"
+    assert error.hint == f"Choose another {lost} device and press space to go on."
+    assert StateChanged("error", error.message) in events.items  # the state: the sentence alone
     assert len(heard) == len(said) == steps * 1920  # nothing recorded was lost
     live = probe.sessions[-1]
     assert len(probe.sessions) == 2 and len(live.inputs) >= steps + 20  # the same session went on
     final = read_audio(folder / "mic.wav").pcm
     assert len(live.inputs) * 1920 <= len(final) <= (len(live.inputs) + 1) * 1920
     assert np.array_equal(final[: len(heard)], heard)
-    assert f"'{name}' stopped" in (folder / "transcript.md").read_text()
+    transcript = (folder / "transcript.md").read_text()
+    assert f"'{name}' stopped" in transcript and "press space" not in transcript
     kind = devices.inputs if lost == "input" else devices.outputs
     assert [s.kwargs["device"] for s in kind] == [0 if lost == "input" else 2, 1]
 

@@ -16,7 +16,7 @@ import pytest
 
 from personaplex_tui.audio import read_audio
 from personaplex_tui.conversation import ControllerConfig, create_conversation
-from personaplex_tui.conversation.controller import ENGINE_ERROR_HINT
+from personaplex_tui.conversation.controller import ENGINE_ERROR, ENGINE_ERROR_HINT
 from personaplex_tui.events import EngineError, FrameOut, Notice, StateChanged, UserTurn
 from tests.conversation_fakes import Events, FakeDevices, FakeModel, Probe, is_state
 from tests.test_conversation_duplex import only_folder
@@ -74,7 +74,8 @@ def test_a_device_lost_in_turn_mode_is_one_sentence_and_another_device_goes_on(l
     events, probe, error, mic, agent, folder = asyncio.run(main())
     name = "Desk Mic" if lost == "input" else "Speakers"
     assert error.message.startswith(f"The {lost} device '{name}' stopped")
-    assert error.message.endswith("press space to go on.") and "\n" not in error.message
+    assert error.message.endswith("another program?).") and "\n" not in error.message
+    assert error.hint == f"Choose another {lost} device and press space to go on."
     assert error.kind == "AudioDeviceError"
     assert len(mic) == len(agent)  # the tracks were aligned when the run ended
     assert len(probe.sessions) == 2  # the same session went on
@@ -119,7 +120,7 @@ def test_a_step_that_raises_mid_reply_offers_a_reset_which_works(tmp_path):
     events, probe, error, hint, old_session = asyncio.run(main())
     assert error.message == "The model failed: boom" and error.kind == "RuntimeError"
     assert StateChanged("error", error.message) in events.items
-    assert hint.message == ENGINE_ERROR_HINT
+    assert (hint.message, hint.hint) == (ENGINE_ERROR, ENGINE_ERROR_HINT)
     assert len(probe.sessions) == 3 and probe.sessions[1] is old_session  # reset: a new one
     folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert len(folders) == 2  # the failed session's recording was finished and kept

@@ -147,14 +147,19 @@ def test_an_input_file_whose_name_is_not_utf8_ends_the_soak(tmp_path):
     assert any(name in n.get("text", "") for n in notes if n["type"] == "note")
 
 
-def test_a_chats_key_hints_are_not_in_the_soaks_sentences():
-    from personaplex_tui.soak import headless
+def test_a_lost_output_is_the_chats_sentence_without_its_key_hint(tmp_path, monkeypatch):
+    """The speaker's file fills its disk: the soak reports the sentence the chat shows, but not
+    what the chat's keys would do about it (the soak has no keys)."""
+    from personaplex_tui.soak import SoakOptions, run_soak
+    from tests.test_conversation_disk import FullDisk
 
-    assert (
-        headless(
-            "Writing the output file s.wav failed (No space left on device); it keeps the first "
-            "2.05 s; choose another output and press space to go on."
-        )
-        == "Writing the output file s.wav failed (No space left on device); it keeps the first 2.05 s."
+    speaker = tmp_path / "speaker.wav"
+    FullDisk(speaker, free=50_000).install(monkeypatch)  # about 1 s of the agent's voice
+    r = run_soak(SoakOptions(frames=100, context=50, record_dir=str(tmp_path)))
+    (error,) = r.errors
+    assert error.startswith(
+        f"Writing the output file {speaker} failed (No space left on device); it keeps the first "
     )
-    assert headless("Nothing to take away (no key).") == "Nothing to take away (no key)."
+    assert error.endswith(" s.") and "\n" not in error  # one whole sentence
+    assert "press" not in error and "go on" not in error and "hoose" not in error
+    assert f"error: {error}" in r.problems and not r.ok

@@ -20,6 +20,7 @@ from model.conversation.prompts import PROMPT_PRESETS
 from model.conversation.session_settings import SESSION_KEYS
 from model.errors import ModelNotFoundError, PersonaPlexError
 from personaplex_tui.events import (
+    EngineError,
     FrameOut,
     Levels,
     LoadProgress,
@@ -434,6 +435,39 @@ async def test_notices_and_memory_events_reach_the_user():
         await pilot.pause()
         assert "Output device changed to Headphones." in notes
         assert "MLX 5.8 GB" in text_of(app.main.query_one(StatusBar))
+
+
+async def test_a_failures_key_hint_follows_its_sentence_on_screen():
+    app, _, notes = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        lost = (
+            "The output device 'Speakers' stopped playing (unplugged or taken by another program?)."
+        )
+        app.bridge(
+            EngineError(
+                lost, "AudioDeviceError", "Choose another output device and press space to go on."
+            )
+        )
+        app.bridge(StateChanged("error", lost))
+        app.bridge(
+            Notice(
+                "A model step failed (the recording and transcript are kept).",
+                "warning",
+                "Press space to go on with this conversation, or r to start a new one.",
+            )
+        )
+        banner = app.main.query_one(ErrorBanner)
+        await until(pilot, lambda: banner.display and any("step failed" in n for n in notes))
+        assert banner.message == (
+            "The output device 'Speakers' stopped playing (unplugged or taken by another "
+            "program?). Choose another output device and press space to go on."
+        )
+        assert [n for n in notes if "step failed" in n] == [
+            "A model step failed (the recording and transcript are kept). Press space to go on "
+            "with this conversation, or r to start a new one."
+        ]
+        assert app.load_error is None  # a conversation ran: nothing for the terminal
 
 
 async def test_full_duplex_session_fills_meters_timings_and_transcript():

@@ -39,10 +39,8 @@ from personaplex_tui.events import (
 )
 
 log = logging.getLogger(__name__)
-ENGINE_ERROR_HINT = (
-    "A model step failed (the recording and transcript are kept); press space to go on with "
-    "this conversation, or r to start a new one."
-)
+ENGINE_ERROR = "A model step failed (the recording and transcript are kept)."
+ENGINE_ERROR_HINT = "Press space to go on with this conversation, or r to start a new one."
 Runner = TurnController | DuplexController
 Loader = Callable[[Callable[[LoadProgress], None]], tuple[ModelLike, ModelInfo]]
 
@@ -311,10 +309,10 @@ class ConversationController:
             self.engine.emit(StateChanged("ready", end.message))
         elif end.reason == "engine_error":  # the engine reported the error itself
             self._note("A model step failed; the conversation stopped.", "error")
-            self.engine.emit(Notice(ENGINE_ERROR_HINT, "warning"))
+            self.engine.emit(Notice(ENGINE_ERROR, "warning", ENGINE_ERROR_HINT))
         else:
             kind = "AudioDeviceError" if end.reason.endswith("_lost") else "RuntimeError"
-            self._error(end.message, kind)
+            self._error(end.message, kind, end.hint)
 
     async def _turn_segmenter(self) -> UtteranceSegmenter:
         if self._segmenter is None:
@@ -379,8 +377,10 @@ class ConversationController:
         if self.recording is not None:
             self.recording.transcript.note(self.recording.position_s, text, kind)
 
-    def _error(self, message: str, kind: str) -> None:
-        self.engine.emit(EngineError(message, kind))
+    def _error(self, message: str, kind: str, hint: str = "") -> None:
+        """Report a failure: the error with its key hint; the state and the transcript's note
+        get the sentence alone (no keys act there)."""
+        self.engine.emit(EngineError(message, kind, hint))
         self.engine.emit(StateChanged("error", message))
         self._note(message, "error")
 

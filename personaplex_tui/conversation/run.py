@@ -32,17 +32,20 @@ SILENCE.flags.writeable = False
 
 @dataclass(frozen=True)
 class RunEnd:
-    """Why a run ended, and the sentence to show the user (empty when there is nothing to say)."""
+    """Why a run ended, the sentence to show the user (empty when there is nothing to say) and
+    what the chat's keys can do about it (shown after the sentence where there are keys)."""
 
     reason: EndReason
     message: str = ""
+    hint: str = ""
 
 
 def input_lost(mic: AudioInput) -> RunEnd:
     return RunEnd(
         "input_lost",
         f"The input device '{mic.device_name}' stopped delivering audio (unplugged or taken by "
-        "another program?); choose another input device and press space to go on.",
+        "another program?).",
+        "Choose another input device and press space to go on.",
     )
 
 
@@ -51,12 +54,14 @@ def output_lost(speaker: AudioOutput) -> RunEnd:
     if failure:
         return RunEnd(
             "output_lost",
-            f"{failure.rstrip('.')}; choose another output and press space to go on.",
+            f"{failure.rstrip('.')}.",
+            "Choose another output and press space to go on.",
         )
     return RunEnd(
         "output_lost",
         f"The output device '{speaker.device_name}' stopped playing (unplugged or taken by "
-        "another program?); choose another output device and press space to go on.",
+        "another program?).",
+        "Choose another output device and press space to go on.",
     )
 
 

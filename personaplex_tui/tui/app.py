@@ -35,6 +35,7 @@ from personaplex_tui.events import (
     UserSaid,
     UserTextOut,
     UserTurn,
+    with_hint,
 )
 from personaplex_tui.memory import process_rss_bytes
 from personaplex_tui.settings import MODE_LABELS, Settings, SettingsError, SettingsStore
@@ -201,9 +202,9 @@ class PersonaPlexApp(App[None]):
             self._refresh_status()
         elif isinstance(event, EngineError):
             log.warning("engine error (%s): %s", event.kind or "?", event.message)
-            self._show_error(event.message)
+            self._show_error(with_hint(event.message, event.hint))
         elif isinstance(event, Notice):
-            self.notify(event.message, severity=event.severity)
+            self.notify(with_hint(event.message, event.hint), severity=event.severity)
         elif isinstance(event, SessionStarted) and event.number > 1:
             self.main.query_one(TranscriptPanel).add_system("new conversation")
         elif isinstance(event, LoadProgress):
