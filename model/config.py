@@ -199,8 +199,12 @@ class QuantizationConfig:
 
     def __post_init__(self) -> None:
         self.quantized_components = tuple(self.quantized_components)
-        if self.bits not in (2, 3, 4, 5, 6, 8):
-            raise ValueError(f"unsupported quantization bits {self.bits}")
+        if isinstance(self.bits, bool) or self.bits not in (2, 3, 4, 5, 6, 8):
+            from model.errors import SettingValueError  # (a ValueError)
+
+            raise SettingValueError(
+                f"Quantization takes 2, 3, 4, 5, 6 or 8 bits, not {self.bits!r}."
+            )
 
 
 @dataclass

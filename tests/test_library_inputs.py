@@ -175,3 +175,19 @@ def test_reply_helpers_take_sampling_fields_by_name_and_voices_are_text(pp):
     assert reply(4) != reply(5)  # (it does when sampling)
     with pytest.raises(UnknownVoiceError, match="named by text"):
         canonical_voice(3)
+
+
+def test_quantization_bits_stt_codes_and_warm_up_shares_are_one_sentence(pp):
+    """`random_model(bits=7)`, an STT step given 5 codes and `warm_up(part=(0, 0))` each say what
+    they take, in the library's error types (not a bare ValueError or a slicing error)."""
+    from model.stt.random_listener import random_listener, tiny_stt_config
+
+    with pytest.raises(SettingValueError, match="Quantization takes 2, 3, 4, 5, 6 or 8 bits"):
+        model.random_model(small_config(), bits=7)
+    listener = random_listener(pp, tiny_stt_config(), seed=0)
+    stream = listener.stream()
+    with pytest.raises(AudioInputError, match="reads 32 codes per frame, not an array of"):
+        stream.step(mx.zeros((5,), dtype=mx.int32))
+    for part in ((0, 0), (2, 2), (-1, 3), (0.5, 2)):
+        with pytest.raises(SettingValueError, match="part=\\(i, n\\) takes"):
+            session(pp).warm_up(part=part)

@@ -237,7 +237,12 @@ class Session:
         if graphs is not None:
             jobs = [job for job in jobs if graphs(job[0])]
         if part is not None:
-            jobs = jobs[part[0] :: part[1]]
+            index, count = part
+            if not (isinstance(count, int) and isinstance(index, int) and 0 <= index < count):
+                raise SettingValueError(
+                    f"part=(i, n) takes graphs i, i+n, ... of n shares: 0 <= i < n, not {part}."
+                )
+            jobs = jobs[index::count]
         for done, (name, run) in enumerate(jobs):
             if progress is not None:
                 progress(done, len(jobs), name)

@@ -18,6 +18,7 @@ from functools import partial
 
 import mlx.core as mx
 
+from model.errors import AudioInputError
 from model.lm.kv_cache import KVState, Window
 from model.stt.model import SttLM, initial_column
 
@@ -73,7 +74,9 @@ class SttStream:
         """Feed the codes of the next frame ([n_q] ints, lazy is fine) and get its outputs."""
         n_q = self.lm.config.n_q
         if codes.shape != (n_q,):
-            raise ValueError(f"the STT model reads {n_q} codes per frame, not {list(codes.shape)}")
+            raise AudioInputError(
+                f"The STT model reads {n_q} codes per frame, not an array of {list(codes.shape)}."
+            )
         if self.frames == 0:
             column = self._initial
         else:
