@@ -69,6 +69,18 @@ def _check_no_chat_options(argv: list[str], command: str) -> None:
         )
 
 
+def _check_stt_flags(args: argparse.Namespace) -> None:
+    """The STT's model and bits with --no-user-transcript would be ignored: refuse them."""
+    if getattr(args, "user_transcript", None) is not False:
+        return
+    for flag, value in (("--stt-model", "stt_model"), ("--stt-quantize", "stt_quantize")):
+        if getattr(args, value, None) is not None:
+            raise UsageError(
+                f"{flag} sets the user transcript's model, which --no-user-transcript turns "
+                "off; drop one of them."
+            )
+
+
 def _our_module(name: str | None) -> bool:
     return (name or "").split(".")[0] in ("personaplex_tui", "model")
 
@@ -104,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         persistent_kernel_cache()
         precompiled_kernel_cache()
         launch_directly()
+        _check_stt_flags(args)
         if handler is None:
             code = chat.run(args)
         else:

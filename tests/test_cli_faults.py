@@ -160,6 +160,10 @@ def test_broken_input_audio_is_one_sentence(make, message, tmp_path):
             "--greedy sets the temperatures to 0; drop --text-temp",
         ),
         (["--output", "reply.flac"], "respond writes WAV audio; give --output a .wav name"),
+        (
+            ["--no-user-transcript", "--stt-model", "x"],
+            "--stt-model sets the user transcript's model, which --no-user-transcript turns off",
+        ),
     ],
 )
 def test_absurd_respond_flags_are_one_sentence(args, message, tmp_path):
@@ -176,6 +180,7 @@ def test_absurd_respond_flags_are_one_sentence(args, message, tmp_path):
         (["--prompt-tokens", "-1"], "--prompt-tokens must be between 0 and 1000, not -1."),
         (["--seed", "-1"], "--seed must be between 0 and"),
         (["--bits", "8"], "--bits is for --random-weights (--small is float32"),
+        (["--no-user-transcript", "--stt-quantize", "8"], "--stt-quantize sets the user transc"),
     ],
 )
 def test_absurd_bench_flags_are_one_sentence(args, message):
