@@ -110,3 +110,55 @@ def test_a_header_that_cannot_be_written_leaves_no_file_but_never_removes_a_devi
     with pytest.raises(AudioFileError, match="No space left on device"):
         WavWriter("/dev/full")
     assert Path("/dev/full").exists()
+
+
+def test_the_wav_formats_4_gib_limit_stops_the_file_with_a_valid_header(tmp_path):
+    """The RIFF sizes are 32 bits (24.9 h of 24 kHz mono 16-bit): at the limit the writer keeps
+    what fits, says why, and the header still counts exactly the samples on disk. The limit is
+    lowered here; `MAX_DATA_BYTES` is the real one."""
+    import struct
+
+    import pytest
+
+    from personaplex_tui.audio.wav_writer import MAX_DATA_BYTES, WavWriteError
+
+    assert MAX_DATA_BYTES + 36 == 2**32 - 1
+    w = WavWriter(tmp_path / "long.wav")
+    w.max_data_bytes = 10_001  # an odd number of bytes: the last sample that fits is whole
+    w.write(np.zeros(3000, np.float32))
+    with pytest.raises(WavWriteError) as info:
+        w.write(np.full(3000, 0.5, np.float32))
+    assert "a WAV file holds at most 4 GiB" in str(info.value)
+    assert "it keeps the first" in str(info.value) and not info.value.deleted
+    with pytest.raises(WavWriteError):  # later writes say it again
+        w.write(np.zeros(10, np.float32))
+    w.close()
+    raw = (tmp_path / "long.wav").read_bytes()
+    assert struct.unpack("<I", raw[40:44])[0] == 10_000 == len(raw) - 44
+    assert struct.unpack("<I", raw[4:8])[0] == 36 + 10_000
+    assert len(read_audio(tmp_path / "long.wav").pcm) == 5000
+
+
+def test_a_file_deleted_while_written_fails_within_a_second_of_audio(tmp_path):
+    """Deleting the file (its folder removed) is noticed by the next second of audio and by
+    `flush`, as `deleted`: nothing of it is kept, and the writer does not go on writing into an
+    unlinked file."""
+    import pytest
+
+    from personaplex_tui.audio.wav_writer import WavWriteError
+
+    w = WavWriter(tmp_path / "gone.wav")
+    w.write(np.zeros(1920, np.float32))
+    w.flush()  # present: nothing to say
+    (tmp_path / "gone.wav").unlink()
+    with pytest.raises(WavWriteError) as info:
+        for _ in range(13):  # 13 frames of 80 ms: past the 1 s check
+            w.write(np.zeros(1920, np.float32))
+    assert info.value.deleted and "was deleted while it was written" in str(info.value)
+    w2 = WavWriter(tmp_path / "gone2.wav")
+    w2.write(np.zeros(1920, np.float32))
+    (tmp_path / "gone2.wav").unlink()
+    with pytest.raises(WavWriteError, match="was deleted"):
+        w2.flush()
+    w.close()
+    w2.close()

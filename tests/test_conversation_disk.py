@@ -374,3 +374,52 @@ def test_a_recording_that_could_not_start_leaves_no_empty_file_and_says_so(tmp_p
     assert error.message.startswith(f"Nothing could be recorded in {folder} (Could not create")
     assert "No space left on device" in error.message and one_sentence(error.message)
     assert saved == "" and conv.file_problems == [error.message]
+
+
+def test_a_recording_folder_deleted_mid_session_is_said_and_never_called_saved(tmp_path):
+    """The folder of a kept recording removed while it records: one sentence within a second of
+    audio, and `w` (save) says it was deleted instead of "Saved the recording in" a folder that
+    is gone. The conversation's writes go on without raising."""
+    import shutil
+
+    from personaplex_tui.conversation.recording import ConversationRecording, RecordingError
+
+    said: list[str] = []
+    folder = tmp_path / "rec"
+    rec = ConversationRecording(folder, temporary=False, details={}, on_error=said.append)
+    frame = np.zeros(1920, np.float32)
+    for _ in range(5):
+        rec.write_mic(frame)
+        rec.write_agent(frame)
+    shutil.rmtree(folder)
+    for _ in range(15):  # 1.2 s more
+        rec.write_mic(frame)
+        rec.write_agent(frame)
+    assert len(said) == 1 and said[0].startswith(f"The recording in {folder} was deleted at ")
+    assert said[0].endswith("nothing more is recorded and the conversation goes on.")
+    with pytest.raises(RecordingError) as info:
+        rec.save(tmp_path / "saved")
+    assert str(info.value).startswith(f"The recording in {folder} was deleted at ")
+    assert "only what came before is saved" not in str(info.value)
+    rec.close()
+
+
+def test_a_processed_mic_track_that_cannot_be_created_stops_the_recording_not_the_caller(
+    tmp_path,
+):
+    """`mic_processed.wav` is created at the first echo-cancelled frame; when that fails (here a
+    folder stands in its place) `write_mic` still never raises: the recording stops, once."""
+    from personaplex_tui.conversation.recording import ConversationRecording
+
+    said: list[str] = []
+    folder = tmp_path / "rec"
+    rec = ConversationRecording(folder, temporary=False, details={}, on_error=said.append)
+    frame = np.zeros(1920, np.float32)
+    rec.write_mic(frame)
+    (folder / "mic_processed.wav").mkdir()
+    rec.write_mic(frame, frame * 0.5)
+    rec.write_mic(frame, frame * 0.5)
+    assert len(said) == 1 and said[0].startswith(f"Recording in {folder} stopped at ")
+    assert "mic_processed.wav" in said[0]
+    assert rec.failure is not None
+    rec.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import threading
@@ -14,6 +15,9 @@ from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.stream_parts import ClosesOnExit
 
 _HEADER_BYTES = 44
+# The RIFF size (36 + data) is 32 bits: at most this many bytes of samples (24.9 h of 24 kHz
+# mono 16-bit audio)
+MAX_DATA_BYTES = 0xFFFFFFFF - 36
 
 
 class WavWriteError(AudioFileError, OSError):
@@ -21,10 +25,13 @@ class WavWriteError(AudioFileError, OSError):
 
     An OSError too, so that callers which stop a recording on a disk error keep working."""
 
-    def __init__(self, message: str, path: Path, reason: str, kept_s: float) -> None:
+    def __init__(
+        self, message: str, path: Path, reason: str, kept_s: float, deleted: bool = False
+    ) -> None:
         super().__init__(message)
         self.path, self.kept_s = path, kept_s
         self.strerror = reason  # what went wrong, as an OSError says it
+        self.deleted = deleted  # the file was deleted while written: nothing of it is kept
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -57,10 +64,14 @@ class WavWriter(ClosesOnExit):
     Samples go straight to the OS (no buffer of our own) and after every write the sizes in the
     header are rewritten to count exactly the whole samples in the file, so a process that dies
     leaves a valid WAV of everything it wrote. A write that fails (a full disk, a file-size
-    limit) cuts the file to its last whole sample, makes the header say so and raises
-    `WavWriteError` naming the file and what it kept; later writes raise it again. Thread-safe;
-    `fsync=True` also survives a power cut (a disk sync every `flush_every_s` of audio).
+    limit, the WAV format's own limit of 4 GiB) cuts the file to its last whole sample, makes the
+    header say so and raises `WavWriteError` naming the file and what it kept; later writes raise
+    it again. A file deleted while it is written (checked every `flush_every_s` of audio and on
+    `flush`) fails the same way, as `deleted`. Thread-safe; `fsync=True` also survives a power
+    cut (a disk sync every `flush_every_s` of audio).
     """
+
+    max_data_bytes = MAX_DATA_BYTES  # (tests lower it)
 
     def __init__(
         self,
@@ -126,20 +137,32 @@ class WavWriter(ClosesOnExit):
                 raise self._failure
             if self._file.closed:
                 return
+            raw = ints.tobytes()
+            room = self.max_data_bytes - self._data_bytes
             try:
-                self._write_all(ints.tobytes(), count=True)
+                if len(raw) > room:
+                    self._write_all(raw[: room - room % self._block], count=True)
+                    self._rewrite_header()
+                    hours = self.max_data_bytes / (self._block * self.sample_rate * 3600)
+                    raise OSError(
+                        errno.EFBIG, f"a WAV file holds at most 4 GiB, {hours:.1f} h of this audio"
+                    )
+                self._write_all(raw, count=True)
                 self._rewrite_header()
+                self._unsynced += len(ints)
+                if self._unsynced >= self._sync_every:
+                    self._sync()
             except OSError as e:
                 raise self._fail(e) from None
-            self._unsynced += len(ints)
-            if self._fsync and self._unsynced >= self._sync_every:
-                self._sync()
 
     def flush(self) -> None:
         """Make everything written so far durable (the header is always up to date)."""
         with self._lock:
             if not self._file.closed and self._failure is None:
-                self._sync()
+                try:
+                    self._sync()
+                except OSError as e:
+                    raise self._fail(e) from None
 
     def close(self) -> None:
         """Close the file; safe to call twice, never raises (the header is already right)."""
@@ -170,6 +193,8 @@ class WavWriter(ClosesOnExit):
         os.pwrite(self._file.fileno(), header, 0)
 
     def _sync(self) -> None:
+        if os.fstat(self._file.fileno()).st_nlink == 0:  # unlinked: its folder was deleted
+            raise FileNotFoundError(errno.ENOENT, "the file was deleted")
         if self._fsync:
             os.fsync(self._file.fileno())
         self._unsynced = 0
@@ -177,6 +202,16 @@ class WavWriter(ClosesOnExit):
     def _fail(self, error: OSError) -> WavWriteError:
         """Cut a partly written sample off, make the header count what is left, remember why."""
         reason = str(error.strerror or error)
+        if isinstance(error, FileNotFoundError):
+            self._failure = WavWriteError(
+                f"The audio file {self.path} was deleted while it was written; "
+                f"nothing of its {self.duration_s:.2f} s is kept.",
+                self.path,
+                reason,
+                0.0,
+                deleted=True,
+            )
+            return self._failure
         whole = self._data_bytes - self._data_bytes % self._block
         try:
             if whole != self._data_bytes:

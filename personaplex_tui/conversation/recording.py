@@ -23,6 +23,7 @@ from model.errors import PersonaPlexError
 from personaplex_tui.audio import (
     FRAME_SAMPLES,
     SAMPLE_RATE,
+    AudioFileError,
     SessionRecorder,
     new_recording_folder,
 )
@@ -51,6 +52,11 @@ def copy_wav_prefix(source: Path, target: Path, frames: int) -> None:
                 break
             dst.writeframes(chunk)
             left -= len(chunk)
+
+
+# what a track's writer raises when writing stops (AudioFileError: a track created late, such as
+# mic_processed.wav, could not be created)
+_WRITE_ERRORS = (OSError, ValueError, AudioFileError)
 
 
 class ConversationRecording:
@@ -147,7 +153,7 @@ class ConversationRecording:
                         if gap > 0:
                             self._recorder.write_mic_processed(np.zeros(gap, np.float32))
                         self._recorder.write_mic_processed(processed)
-                    except (OSError, ValueError) as e:
+                    except _WRITE_ERRORS as e:
                         self._fail(e)
         self._write(pcm, mic=True)
 
@@ -174,7 +180,7 @@ class ConversationRecording:
                 if self._recorder is not None and not self.closed:
                     try:
                         self._recorder.write_mic_processed(np.zeros(behind, np.float32))
-                    except (OSError, ValueError) as e:
+                    except _WRITE_ERRORS as e:
                         self._fail(e)
 
     def _write(self, pcm: np.ndarray, mic: bool) -> None:
@@ -189,7 +195,7 @@ class ConversationRecording:
                 return
             try:
                 (self._recorder.write_mic if mic else self._recorder.write_agent)(pcm)
-            except (OSError, ValueError) as e:
+            except _WRITE_ERRORS as e:
                 self._fail(e)
 
     def _fail(self, error: Exception) -> None:
@@ -202,7 +208,14 @@ class ConversationRecording:
                 recorder.close()
         except OSError:
             pass
-        reason = getattr(error, "strerror", None) or error
+        if getattr(error, "deleted", False):  # the folder was deleted under the recording
+            self.failure = f"the recording in {self.folder} was deleted at {written:.1f} s"
+            self._on_error(
+                f"The recording in {self.folder} was deleted at {written:.1f} s; nothing more "
+                "is recorded and the conversation goes on."
+            )
+            return
+        reason = str(getattr(error, "strerror", None) or error).rstrip(".")
         self.failure = f"the recording in {self.folder} stopped at {written:.1f} s ({reason})"
         self._on_error(
             f"Recording in {self.folder} stopped at {written:.1f} s ({reason}); what was recorded "
@@ -260,7 +273,7 @@ class ConversationRecording:
         said = f"{failure[0].upper()}{failure[1:]}"
         return (
             f"{said}."
-            if failure.startswith("nothing")
+            if failure.startswith("nothing") or " was deleted at " in failure
             else f"{said}; only what came before is saved."
         )
 
