@@ -195,3 +195,43 @@ def test_push_to_talk_captures_between_two_presses(tmp_path):
     lines = (only_folder(tmp_path) / "transcript.jsonl").read_text().splitlines()
     user = [json.loads(x) for x in lines if '"user_turn"' in x]
     assert len(user) == 1 and user[0]["manual"] is True
+
+
+def test_the_mic_is_recorded_while_the_agent_replies(tmp_path):
+    """mic.wav is the mic as captured all along: while the model thinks and the agent speaks a
+    worker goes on reading a mic that delivers in real time into the recording (not into the
+    next turn); the reply's audio starts where the mic's track was when its first frame came,
+    and both tracks end together. (Before, the reply's span was digital silence in mic.wav.)"""
+    noise = (np.random.default_rng(0).uniform(-1, 1, 24000 * 30) * 1e-3).astype(np.float32)
+    devices = FakeDevices(signal=noise, period_s=0.004)  # never speech: push-to-talk
+    config = ControllerConfig(mode="turn", max_steps=MAX_STEPS, record_dir=tmp_path)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel(step_delay=0.01))
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        await conv.start()
+        await events.wait_for(is_state("listening"))
+        await conv.toggle_talk()
+        await asyncio.sleep(0.2)
+        await conv.toggle_talk()
+        await events.wait_for(lambda e: isinstance(e, UserTurn))
+        mark = len(events.items)
+        await events.wait_for(is_state("listening"), after=mark)
+        await conv.shutdown()
+        return probe
+
+    probe = asyncio.run(main())
+    folder = only_folder(tmp_path)
+    mic = read_audio(folder / "mic.wav").pcm
+    agent = read_audio(folder / "agent.wav").pcm
+    lines = [json.loads(x) for x in (folder / "transcript.jsonl").read_text().splitlines()]
+    (reply,) = [x for x in lines if x["type"] == "reply"]
+    (turn,) = [x for x in lines if x["type"] == "user_turn"]
+    assert len(mic) == len(agent)
+    span = mic[round(turn["end_s"] * 24000) : round(reply["end_s"] * 24000)]
+    assert len(span) > 1920 and np.count_nonzero(span) > 0.9 * len(span)  # the noise, recorded
+    assert reply["start_s"] >= turn["end_s"]  # after the thinking time
+    start = round(reply["start_s"] * 24000)
+    said = np.concatenate(probe.sessions[-1].outputs[-MAX_STEPS:])
+    np.testing.assert_allclose(agent[start : start + len(said)], said, atol=1.5 / 32767)
+    assert not agent[round(turn["end_s"] * 24000) : start].any()

@@ -161,6 +161,15 @@ class ConversationRecording:
         """Append the agent's audio (any thread; never raises)."""
         self._write(pcm, mic=False)
 
+    def agent_catches_up(self) -> None:
+        """Pad the agent's track with silence up to the mic's: its next frame plays now (a
+        turn-based reply whose mic was recorded while the model thought)."""
+        with self._lock:
+            gap = self._mic_samples - self._agent_samples
+        silence = np.zeros(FRAME_SAMPLES, np.float32)
+        for start in range(0, max(gap, 0), FRAME_SAMPLES):
+            self._write(silence[: min(FRAME_SAMPLES, gap - start)], mic=False)
+
     def align(self) -> None:
         """Pad the shorter track with silence so both end at the same time."""
         with self._lock:

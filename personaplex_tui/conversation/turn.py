@@ -8,9 +8,11 @@ When an utterance ends (or push-to-talk sends one), the engine steps the utteran
 reply has played out the controller listens again.
 
 Policies:
-- Mic audio captured during a reply is discarded (not sent, not recorded, not queued into the
-  next turn): listening starts afresh once the reply has played (and, with echo suppression
-  on, once its echo tail is over), so the model never hears itself.
+- Mic audio captured during a reply is not sent and not queued into the next turn: listening
+  starts afresh once the reply has played (and, with echo suppression on, once its echo tail is
+  over), so the model never hears itself. It is recorded, though: while the agent replies a
+  worker goes on reading a mic that delivers in real time (a device, a paced file) into
+  `mic.wav`, which so holds what the mic heard all along (`RecordMeanwhile`).
 - Space while thinking or speaking interrupts the reply: generation stops within one step and
   the queued audio is dropped.
 - Space while listening is push-to-talk: the first press starts capturing (the last
@@ -225,14 +227,31 @@ class TurnController:
         transcript = ctx.recording.transcript
         frames = split_frames(heard.audio)
         n = len(frames)
-        max_steps = ctx.config().max_steps
         ctx.emit(UserTurn(start_s=heard.start_s, end_s=heard.end_s, frames=n))
         transcript.user_turn(heard.start_s, heard.end_s, n, heard.manual)
         ctx.recording.align()
         reply_start = ctx.recording.position_s
+        meanwhile = RecordMeanwhile(ctx) if paced(ctx.mic) else None
+        try:
+            return await self._reply_recorded(heard, frames, reply_start, meanwhile is not None)
+        finally:
+            if meanwhile is not None:
+                await meanwhile.stop()
+            ctx.recording.align()
+
+    async def _reply_recorded(
+        self, heard: Heard, frames: list[np.ndarray], reply_start: float, mic_recorded: bool
+    ) -> RunEnd | None:
+        """`_reply`'s steps, playing and transcript. With the mic recorded meanwhile, the reply's
+        audio starts in the recording where the mic's track is when its first frame is made
+        (the model's thinking time passed in the mic's track); else right after the turn."""
+        ctx = self.ctx
+        transcript = ctx.recording.transcript
+        n = len(frames)
+        max_steps = ctx.config().max_steps
         self.phase = "thinking"
         ctx.emit(StateChanged("thinking"))
-        counts = {"steps": 0, "reply": 0}
+        counts: dict[str, Any] = {"steps": 0, "reply": 0, "start": reply_start}
         live = self._ender is not None and self._ender.live  # the words were heard live
         session = ctx.engine.session
         if hasattr(session, "transcribe_steps"):
@@ -266,6 +285,9 @@ class TurnController:
                 self.phase = "speaking"
                 ctx.emit(StateChanged("speaking"))
                 transcript.agent_turn()
+                if mic_recorded:
+                    ctx.recording.agent_catches_up()
+                counts["start"] = ctx.recording.agent_s
             t = ctx.recording.agent_s
             ctx.speaker.write_frame(frame.pcm, WRITE_TIMEOUT_S)
             ctx.recording.write_agent(frame.pcm)
@@ -285,10 +307,10 @@ class TurnController:
         interrupted = self._interrupt.is_set() and not self._stop.is_set()
         if produced is None or self._halted() or self._end is not None:
             ctx.speaker.clear()
+        start = counts["start"]
         transcript.reply(
-            reply_start, reply_start + counts["reply"] * FRAME_SECONDS, counts["reply"], interrupted
+            start, start + counts["reply"] * FRAME_SECONDS, counts["reply"], interrupted
         )
-        ctx.recording.align()
         ctx.telemetry.report()
         if produced is None:
             return RunEnd("engine_error")
@@ -312,6 +334,36 @@ class TurnController:
             deadline = time.monotonic() + ECHO_TAIL_WAIT_S
             while speaker.audible() and not self._halted() and time.monotonic() < deadline:
                 self._interrupt.wait(0.02)
+
+
+def paced(mic: Any) -> bool:
+    """Whether `mic` delivers frames as time passes (a device, a real-time file stand-in), not
+    as fast as it is read (a file read ahead, whose frames would all be used up meanwhile)."""
+    while mic is not None:
+        if hasattr(mic, "realtime"):
+            return bool(mic.realtime)
+        mic = getattr(mic, "inner", None)
+    return True
+
+
+class RecordMeanwhile:
+    """While the agent replies, a worker reads the mic into the recording (as captured and, with
+    echo cancellation, as cleaned), neither heard by the model nor kept for the next turn. It
+    ends on `stop()` or when the mic does (a lost device is for listening to find)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._done = threading.Event()
+        self._task = asyncio.create_task(asyncio.to_thread(self._run, ctx))
+
+    def _run(self, ctx: RunContext) -> None:
+        reader = MicReader(ctx, self._done.is_set)
+        while (pcm := reader.read()) is not None:
+            _record_mic(ctx, pcm)
+
+    async def stop(self) -> None:
+        """Stop reading (within one mic poll) and wait for the worker."""
+        self._done.set()
+        await self._task
 
 
 def _record_mic(ctx: RunContext, pcm: np.ndarray) -> None:
