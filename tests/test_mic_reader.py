@@ -59,3 +59,28 @@ def test_a_device_that_never_starts_is_lost_after_start_s():
     t0 = time.monotonic()
     assert r.read() is None and r.end.reason == "input_lost"
     assert 0.5 <= time.monotonic() - t0 < 2.0
+
+
+class PausedMic(SlowMic):
+    """Frames as they come, but one poll returns `pause_s` late with nothing: the process was
+    stopped meanwhile (SIGSTOP, a suspended terminal), and the device with it."""
+
+    def __init__(self, pause_s: float) -> None:
+        super().__init__(delay_s=0.0, frames=10)
+        self.pause_s, self.polls = pause_s, 0
+
+    def read_frame(self, timeout: float) -> np.ndarray | None:
+        self.polls += 1
+        if self.polls == 2:
+            time.sleep(self.pause_s)
+            return None
+        return super().read_frame(timeout)
+
+
+def test_a_paused_process_is_not_a_lost_device():
+    """A poll that returns over a second late means this process was stopped, not the device:
+    the reader waits again as for a stream's start (a 10 s SIGSTOP showed "stopped delivering
+    audio" and ended the conversation)."""
+    r = reader(PausedMic(pause_s=1.2), stall_s=0.2, start_s=2.0)
+    assert r.read() is not None
+    assert r.read() is not None and r.end is None  # after the pause, the frames go on

@@ -95,6 +95,10 @@ def raw_frame(mic: AudioInput, pcm: np.ndarray) -> np.ndarray:
     return pcm if raw is None or len(raw) != len(pcm) else raw
 
 
+# A poll of the mic that returns this much later than asked: the process itself was paused
+PAUSED_S = 1.0
+
+
 class MicReader:
     """Reads frames for a run and tells apart a stop, the end of a file and a lost device.
 
@@ -110,7 +114,7 @@ class MicReader:
 
     def read(self) -> np.ndarray | None:
         mic = self.ctx.mic
-        waited_since = time.monotonic()
+        waited_since = polled = time.monotonic()
         patience = self.ctx.stall_s if self.frames else max(self.ctx.stall_s, self.ctx.start_s)
         while True:
             if self.should_stop():
@@ -123,7 +127,13 @@ class MicReader:
             if mic.finished:
                 self.end = RunEnd("input_ended", f"The input file {mic.device_name} has ended.")
                 return None
-            if not device_alive(mic) or time.monotonic() - waited_since > patience:
+            now = time.monotonic()
+            if now - polled > PAUSED_S:  # this process was stopped (SIGSTOP, a debugger), not
+                # the device: give its stream the patience of a start again
+                waited_since = now
+                patience = max(self.ctx.stall_s, self.ctx.start_s)
+            polled = now
+            if not device_alive(mic) or now - waited_since > patience:
                 self.end = input_lost(mic)
                 return None
 
