@@ -1,7 +1,8 @@
 """A session's recording: the mic and agent tracks on one timeline plus the transcript, always on disk.
 
-Every session is recorded as it happens (WAVs flushed every second, transcript on every entry),
-so a crash loses at most the last second. With continuous recording on (`record_dir`), the files
+Every session is recorded as it happens (each frame handed to the OS with the WAV header
+updated, the transcript on every entry), so a crash of the app loses at most the frame being
+written; nothing is synced to the disk (a power cut loses what the OS had not written yet). With continuous recording on (`record_dir`), the files
 go into a new folder there and stay. Without it they go into a private temporary folder:
 `save()` copies a consistent snapshot of it into a new folder, and `close()` deletes it.
 """
