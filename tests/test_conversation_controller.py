@@ -232,6 +232,18 @@ def test_transcript_markdown_and_json_lines(tmp_path):
     assert clock(3725.25) == "1:02:05.2"
 
 
+def test_agent_words_after_a_users_line_start_their_own_paragraph(tmp_path):
+    """Duplex: the agent talks on while a line of the user's is written; its next words are a
+    new paragraph after the user's, not words appended to the user's line."""
+    t = TranscriptWriter(tmp_path, "Conversation", {})
+    t.agent_text(0.1, " Hi", 1)
+    t.user_said(0.5, 0.7, "Hello")
+    t.agent_text(0.8, " there", 10)  # no pause: before, this went on the "You" line
+    t.close(1.0)
+    md = (tmp_path / "transcript.md").read_text()
+    assert "**You** · 00:00.5 · Hello\n\n**Agent** · 00:00.8 · there" in md
+
+
 def test_the_controller_implements_the_conversation_api():
     for name, member in vars(ConversationAPI).items():
         if name.startswith("_") or not callable(member):

@@ -96,6 +96,33 @@ async def test_the_panel_shows_both_lanes_and_finalises_the_user_line() -> None:
         ]
 
 
+@pytest.mark.asyncio
+async def test_duplex_agent_words_after_a_user_line_start_a_new_block_and_copy_in_order() -> None:
+    """In duplex the agent talks on while the user's lines come: agent text after a user line
+    is a new block below it (it was appended to the block above), and the copied text (`c`) has
+    every entry once, in order (the user's line was overwritten by the agent's block)."""
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        for i, piece in enumerate([" Hi", " there"]):
+            app.bridge(TextOut(1 + i, piece, 0.1 + 0.08 * i))
+        app.bridge(UserTextOut(5, " Hello", 0.5))
+        app.bridge(TextOut(6, " How", 0.6))  # 3 frames after the agent's last: no gap
+        app.bridge(TextOut(7, " are", 0.7))
+        app.bridge(UserSaid(0.5, 0.6, "Hello"))
+        app.bridge(UserTextOut(9, " Fine", 0.9))
+        app.bridge(TextOut(10, " you?", 1.0))
+        await pilot.pause()
+        panel = app.main.query_one(TranscriptPanel)
+        assert panel.plain_text().splitlines() == [
+            "[agent 0.1 s] Hi there",
+            "[you 0.5 s] Hello",
+            "[agent 0.6 s] How are",
+            "[you 0.9 s] Fine",
+            "[agent 1.0 s] you?",
+        ]
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_pair(tmp_path_factory.mktemp("pair"))

@@ -142,6 +142,8 @@ class TranscriptWriter:
             {"t": start_s, "type": "user_said", "start_s": start_s, "end_s": end_s, "text": text},
             f"\n\n**You** · {clock(start_s)} · {escape_markdown(text)}",
         )
+        with self._lock:
+            self._agent_open = False  # the agent's next words start their own paragraph
 
     def note(self, t: float, text: str, kind: str = "note") -> None:
         """A line for the reader: a mode change, an error, the end of the input file (nothing

@@ -21,6 +21,7 @@ class _AgentTurn:
     start_s: float
     last_index: int
     body: Static
+    line: int  # its entry in `_lines`
     pieces: list[str] = field(default_factory=list)
 
     @property
@@ -92,13 +93,13 @@ class TranscriptPanel(VerticalScroll):
         if turn is None:
             body = Static("", classes="said")
             start_s = index * FRAME_S if t is None else t
-            turn = self._agent = _AgentTurn(start_s, index, body)
+            turn = self._agent = _AgentTurn(start_s, index, body, len(self._lines))
             self._lines.append("")
             header = Label(f"agent · {start_s:.1f} s", classes="who agent")
             self._mount_entry(header, body)
         turn.pieces.append(piece)
         turn.last_index = index
-        self._lines[-1] = f"[agent {turn.start_s:.1f} s] {turn.text}"
+        self._lines[turn.line] = f"[agent {turn.start_s:.1f} s] {turn.text}"
         turn.body.update(turn.text)
 
     @property
@@ -110,6 +111,7 @@ class TranscriptPanel(VerticalScroll):
         """A piece of the user's transcript, said at `t_s` (live: the line may still change)."""
         line = self._user
         if line is None:
+            self.end_agent_turn()  # the agent's next words go below this line, as in transcript.md
             body = Static("", classes="said heard live")
             line = self._user = _UserLine(t_s, body, len(self._lines))
             self._lines.append("")
