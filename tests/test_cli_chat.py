@@ -176,3 +176,26 @@ def test_the_chat_loads_the_model_as_dtype_and_quantize_say(monkeypatch, tmp_pat
             str(tmp_path), dtype="float16", quantize=4, voice="VARM1", stt=stt, sampling=sampling
         )
     ]
+
+
+def test_a_place_the_screen_cannot_be_drawn_is_one_sentence(tmp_path, monkeypatch):
+    """Standard output redirected (the screen was drawn at 80x24 whatever the window, or into
+    the file), or TERM=dumb: one sentence and exit code 2 before anything loads; a monochrome
+    terminal gets NO_COLOR."""
+    from personaplex_tui.commands import chat
+    from personaplex_tui.commands.common import UsageError
+    from tests.checkpoints import write_small_checkpoint
+
+    folder = write_small_checkpoint(tmp_path / "m")
+    proc = ppx(tmp_path, "--model", str(folder), "--no-user-transcript")  # stdout: a pipe
+    assert proc.returncode == 2
+    assert "standard output, which is not a terminal here" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("TERM", "dumb")
+    with pytest.raises(UsageError, match="TERM=dumb has none"):
+        chat.check_terminal()
+    monkeypatch.setenv("TERM", "xterm-mono")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    chat.check_terminal()
+    assert os.environ["NO_COLOR"] == "1"

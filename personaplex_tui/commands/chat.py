@@ -55,6 +55,31 @@ def check_settings(settings: Settings) -> None:
     check_voice(settings.model, settings.session.voice)  # a repo's voices: once it is fetched
 
 
+def check_terminal() -> None:
+    """Refuse, in one sentence, a place the chat's screen cannot be drawn: standard output that
+    is not a terminal (it drew at 80x24 whatever the window, or into the file), or a terminal
+    without cursor control (TERM=dumb). A monochrome terminal gets no colours (NO_COLOR)."""
+    import os
+    import sys
+
+    from personaplex_tui.commands.common import UsageError
+
+    if not sys.stdout.isatty():
+        raise UsageError(
+            "The chat draws its screen on standard output, which is not a terminal here "
+            "(redirected to a file or a pipe); run it without redirecting it (--record and "
+            "--output-file keep the conversation), or use `ppx-tui respond` for no screen."
+        )
+    term = os.environ.get("TERM", "")
+    if term == "dumb":
+        raise UsageError(
+            "The chat needs a terminal with cursor control and TERM=dumb has none; run it in a "
+            "terminal emulator, or use `ppx-tui respond` for no screen."
+        )
+    if term.endswith("-mono") or term.endswith("-m"):
+        os.environ.setdefault("NO_COLOR", "1")
+
+
 def _check_model(spec: str | None) -> None:
     """A --model that names a local path must be a folder (repo ids are fetched in the TUI)."""
     if spec is None or Path(spec).expanduser().is_dir():
@@ -143,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in store.warnings:  # unknown keys in the settings file, said once
         status(f"ppx-tui: warning: {warning}")
     check_settings(settings)
+    check_terminal()
     log_path = setup_logging()
     log.info("ppx-tui %s: %s", __version__, settings)
     with stderr_to_file(log_path):
