@@ -31,6 +31,7 @@ def user_env(tmp: Path) -> dict[str, str]:
     return {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
+        "TERM": "xterm-256color",  # a user's terminal (CI may run with TERM=dumb, which is refused)
         "PPX_TUI_CONFIG": str(tmp / "settings.toml"),
         "PPX_TUI_LOG": str(tmp / "ppx-tui.log"),
     }
