@@ -516,9 +516,11 @@ async def test_full_duplex_session_fills_meters_timings_and_transcript():
         assert positions == sorted(positions)
         turns = [e for e in stream if isinstance(e, UserTurn)]
         assert text.count("[you ") == len(turns) == 3
-        # Stop, then quit cleanly.
+        # Stop: the meters drop to silence (they froze on the last levels, CLIP included); quit.
         await pilot.press("space")
         await until(pilot, lambda: app.state == "ready")
+        await pilot.pause(0.2)
+        assert mic.silent and agent.silent and not mic.clipping and not agent.clipping
         await pilot.press("q")
         await pilot.pause()
     assert fake.names() == ["start", "toggle_talk", "toggle_talk", "shutdown"]

@@ -60,6 +60,7 @@ DeviceLister = Callable[[], tuple[Sequence[str], Sequence[str]]]  # (inputs, out
 RssProbe = Callable[[], int | None]  # the process's resident set size in bytes
 
 LOADING_STATES = frozenset({"idle", "loading", "warming_up"})
+IDLE_STATES = LOADING_STATES | {"ready", "error"}  # no audio flows: the meters show silence
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
@@ -228,6 +229,8 @@ class PersonaPlexApp(App[None]):
         if state == "speaking" or previous == "speaking":
             self.main.query_one(TranscriptPanel).end_agent_turn()
         self._show_loading(state in LOADING_STATES)
+        if state in IDLE_STATES:
+            self.main.silence_meters()
         self._refresh_status()
 
     def _show_loading(self, visible: bool) -> None:

@@ -49,6 +49,12 @@ class MainScreen(Screen):
         self.query_one(ErrorBanner).display = False
         self.post_message(self.Ready())
 
+    def silence_meters(self) -> None:
+        """No conversation runs: both meters drop to silence (they froze on their last levels,
+        a CLIP flag included, after a stop)."""
+        for meter in self.query(LevelBar):
+            meter.silence()
+
     def show_live(self, data: LiveData) -> None:
         """New levels, step timings, playback stats or load progress from the bridge."""
         if data.levels is not None:

@@ -39,6 +39,11 @@ class LevelBar(Widget):
         self.peak_db = -100.0
         self.clip_hold = 0
 
+    def silence(self) -> None:
+        """Nothing is running: the meter shows silence (not the last level it was given)."""
+        self.set_levels(-100.0, -100.0, False)
+        self.clip_hold = 0
+
     def set_levels(self, rms_db: float, peak_db: float, clipping: bool) -> None:
         self.rms_db, self.peak_db = rms_db, peak_db
         self.clip_hold = CLIP_HOLD_UPDATES if clipping else max(self.clip_hold - 1, 0)
