@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -128,6 +129,8 @@ class Settings:
         """A copy with `changes` applied, validated; the session's fields may be named directly
         (`voice=`, `audio_temperature=`, ...)."""
         session = {k: changes.pop(k) for k in list(changes) if k in SESSION_KEYS}
+        if isinstance(session.get("prompt_text"), str):
+            session["prompt_text"] = one_line(session["prompt_text"])
         problems = _value_problems(session)  # before SamplingConfig checks them in its words
         if problems:
             raise SettingsError(problems[0])
@@ -169,6 +172,13 @@ _NUMBERS = {
     "text_temperature": ("Text temperature", TEMPERATURE_RANGE, float),
     "text_top_k": ("Text top-k", TEXT_TOP_K_RANGE, int),
 }
+
+
+def one_line(text: str) -> str:
+    """A custom system prompt as the app keeps it: one paragraph, its line breaks and tabs
+    (from a flag, the settings file or a paste) each one space, so that the status bar and the
+    settings' one-line box show it as it is."""
+    return re.sub(r"[ \t]*[\r\n\t]+[ \t]*", " ", text)
 
 
 _TEXTS = {"voice": "The voice", "prompt": "The system prompt", "prompt_text": "The prompt text"}

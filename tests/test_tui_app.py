@@ -666,6 +666,32 @@ async def test_typing_a_custom_prompt_and_a_reply_length():
         assert "Be brief." in text_of(app.main.query_one(StatusBar))
 
 
+async def test_a_pasted_prompt_of_several_lines_is_kept_whole_on_one_line():
+    """Textual's Input kept only the first line of a paste, silently; the prompt box takes every
+    line, its line breaks as spaces, as the settings file and --prompt-text are taken."""
+    from textual import events
+
+    app, _, _ = build()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("s")
+        screen = app.screen
+        _pick(app, "#prompt", "custom")
+        await pilot.pause()
+        box = screen.query_one("#prompt-text")
+        box.value = ""  # type: ignore[attr-defined]
+        box.focus()
+        box.post_message(events.Paste("Line one 😀 مرحبا\nline two\r\n\tשלום"))
+        await pilot.pause()
+        assert box.value == "Line one 😀 مرحبا line two שלום"  # type: ignore[attr-defined]
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        assert app.settings.session.prompt_text == "Line one 😀 مرحبا line two שלום"
+    assert Settings().replace(prompt="custom", prompt_text="a\n b\tc").session.prompt_text == (
+        "a b c"
+    )
+
+
 @pytest.mark.parametrize(
     ("selector", "value", "message"),
     [

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -25,9 +25,25 @@ from personaplex_tui.settings import (
     MODE_LABELS,
     Settings,
     SettingsError,
+    one_line,
 )
 
 DEFAULT_DEVICE = ""  # the Select value that stands for "the system default"
+
+
+class PromptInput(Input):
+    """The custom prompt's box: a pasted text of several lines is taken whole, its line breaks
+    as spaces (Textual's Input keeps only the first line of a paste, silently)."""
+
+    def _on_paste(self, event: events.Paste) -> None:
+        if event.text:
+            text = one_line(event.text)
+            if self.selection.is_empty:
+                self.insert_text_at_cursor(text)
+            else:
+                self.replace(text, *self.selection)
+        event.prevent_default()  # not Input's own handler too (its first line again)
+        event.stop()
 
 
 def _row(label: str, *controls: Widget, hint: str = "") -> Horizontal:
@@ -98,7 +114,7 @@ class SettingsScreen(ModalScreen[Settings | None]):
         self._custom_text = settings.session.prompt_text
 
     def _input(self, value: str, id: str, **kwargs: Any) -> Input:
-        box = Input(value, id=id, compact=True, **kwargs)
+        box = (PromptInput if id == "prompt-text" else Input)(value, id=id, compact=True, **kwargs)
         box.cursor_blink = self._blink
         return box
 
