@@ -51,6 +51,8 @@ class SoakOptions:
     dtype: str | None = None
     quantize: int | None = None
     input: str | None = None  # audio looped as the microphone (default: the test conversation)
+    # `input`'s audio, when the caller read it already (a pipe can be read only once)
+    input_audio: np.ndarray | None = field(default=None, repr=False, compare=False)
     every: int = 2500  # a memory sample every this many frames
     settle: int | None = None  # frames before memory must be flat (default: SETTLE_FRAMES)
     max_growth_mb: float = 32.0  # allowed growth of MLX active memory and of RSS after `settle`
@@ -150,15 +152,20 @@ class _Events:
 class _SoakAudio(AudioFactory):
     """The input looped for exactly `frames` frames, as fast as it is read; a WAV speaker."""
 
-    def __init__(self, source: str | Path | np.ndarray, frames: int) -> None:
+    def __init__(
+        self, source: str | Path | np.ndarray, frames: int, name: str | None = None
+    ) -> None:
         super().__init__(realtime_files=False)
         self.source = source
         self.frames = frames
+        self.name = name  # the input's name, for the mic's messages (`source` may be its audio)
         self.mic: FileMic | None = None
         self.speaker: FileSpeaker | None = None
 
     def open_mic(self, config: ControllerConfig) -> AudioInput:
-        self.mic = FileMic(self.source, realtime=False, after_end="loop", max_frames=self.frames)
+        self.mic = FileMic(
+            self.source, realtime=False, after_end="loop", max_frames=self.frames, name=self.name
+        )
         return self.mic
 
     def open_speaker(self, config: ControllerConfig) -> AudioOutput:
@@ -250,15 +257,31 @@ def _growth(samples: list[MemorySample], settle: int, key: str) -> tuple[float, 
     return round(float(values.max() - values[0]), 3), round(slope, 1)
 
 
+def speaker_file(work: Path) -> Path:
+    """A new file for the speaker's track in `work`: speaker.wav, else speaker_2.wav, ... (two
+    soaks with one --record-dir overwrote each other's speaker.wav, or the --input of that
+    name), made now so that another soak cannot take it."""
+    n = 1
+    while True:
+        path = work / ("speaker.wav" if n == 1 else f"speaker_{n}.wav")
+        try:
+            path.open("xb").close()
+            return path
+        except FileExistsError:
+            n += 1
+
+
 async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[str, Any]:
     source: str | Path | np.ndarray
-    if opts.input:
+    if opts.input_audio is not None:
+        source = opts.input_audio
+    elif opts.input:
         source = opts.input
     elif DEFAULT_INPUT.is_file():
         source = DEFAULT_INPUT
     else:
         source = synthetic_speech(seed=opts.seed)
-    audio = _SoakAudio(source, opts.frames)
+    audio = _SoakAudio(source, opts.frames, opts.input)
     kernels: dict[str, dict[str, str]] = {}
     conv: Any = None
 
@@ -270,8 +293,8 @@ async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[s
     config = ControllerConfig(
         mode="duplex",
         session=opts.session,
-        input_file=str(source) if not isinstance(source, np.ndarray) else "synthetic speech",
-        output_file=work / "speaker.wav",
+        input_file=opts.input or (str(source) if isinstance(source, Path) else "synthetic speech"),
+        output_file=speaker_file(work),
         record_dir=work / "recording",
     )
     loader = _loader(opts, meter)
@@ -306,7 +329,7 @@ async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[s
         "events": events,
         "frames_in": audio.mic.frames_delivered if audio.mic else 0,
         "frames_stepped": live.steps if live else 0,
-        "speaker_samples": _wav_samples(work / "speaker.wav"),
+        "speaker_samples": _wav_samples(config.output_file),
         "folder": folder,
     }
 

@@ -163,3 +163,23 @@ def test_a_lost_output_is_the_chats_sentence_without_its_key_hint(tmp_path, monk
     assert error.endswith(" s.") and "\n" not in error  # one whole sentence
     assert "press" not in error and "go on" not in error and "hoose" not in error
     assert f"error: {error}" in r.problems and not r.ok
+
+
+def test_a_piped_input_is_read_once_and_a_record_dir_keeps_every_speaker_file(tmp_path):
+    """`--input -` (a pipe: read once by the command; the soak read it a second time and said it
+    gave no data, or hung on a FIFO) is looped as the mic; a `--record-dir` that already holds a
+    speaker.wav (another soak's, or the input itself) gets speaker_2.wav instead of overwriting."""
+    wav = ROOT / "tests" / "data" / "audio" / "greeting.wav"
+    keep = tmp_path / "speaker.wav"
+    keep.write_bytes(wav.read_bytes())
+    proc = subprocess.run(
+        [sys.executable, "-m", "personaplex_tui", "soak", "--input", "-", "--frames", "12",
+         "--context", "50", "--record-dir", str(tmp_path), "--json"],
+        input=wav.read_bytes(), capture_output=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    r = json.loads(proc.stdout)
+    assert r["ok"] and r["frames_in"] == 12 and r["speaker_samples"] == 12 * 1920
+    assert keep.read_bytes() == wav.read_bytes()  # untouched
+    assert (tmp_path / "speaker_2.wav").stat().st_size == 44 + 2 * 12 * 1920

@@ -73,9 +73,10 @@ class FileMic(RingCounters, StartsOnEnter):
         after_end: Literal["end", "silence", "loop"] = "end",
         capacity_frames: int = 50,
         max_frames: int | None = None,
+        name: str | None = None,
     ) -> None:
-        if isinstance(source, np.ndarray):
-            pcm, self.device_name = np.asarray(source, np.float32), "array"
+        if isinstance(source, np.ndarray):  # `name`: the file it was read from, if any
+            pcm, self.device_name = np.asarray(source, np.float32), name or "array"
         else:
             pcm, self.device_name = read_audio(source).pcm, str(source)
         pad = -len(pcm) % FRAME_SAMPLES

@@ -146,10 +146,13 @@ def _options(args: argparse.Namespace):
     sampling = sampling_options(args)
     check_voice(args.model, args.voice)  # a voice the folder lacks: before the model loads
     resolve_prompt(args.system_prompt)
+    audio = None
     if args.input:
         from personaplex_tui.audio import read_audio
 
-        read_audio(args.input)  # a bad file fails here, in one sentence
+        # read once, here: a bad file fails in one sentence, and a pipe (`-`, a FIFO, <(...)),
+        # which can be read only once, is the soak's input as read (it hung or said "no data")
+        audio = read_audio(args.input).pcm
     if args.record_dir is not None:
         check_output_folder(args.record_dir, "the soak's recording", "--record-dir")
     return SoakOptions(
@@ -159,6 +162,7 @@ def _options(args: argparse.Namespace):
         dtype=args.dtype,
         quantize=args.quantize,
         input=args.input,
+        input_audio=audio,
         every=args.every,
         settle=args.settle,
         max_growth_mb=args.max_growth_mb,
