@@ -87,6 +87,15 @@ def test_the_chat_has_exactly_one_set_of_flags():
         (["--model", "./no/such/folder"], "No model folder at ./no/such/folder; pass --model PATH"),
         (["--output-file", str(AUDIO)], "it is a folder; give a file name."),
         (["--voice", "VARF2", "voices"], "--voice is an option of the chat; put the options of"),
+        (
+            [
+                "--input-file",
+                str(AUDIO / "greeting.wav"),
+                "--output-file",
+                str(AUDIO / "greeting.wav"),
+            ],
+            "--output-file and --input-file name the same file",
+        ),
     ],
 )
 def test_a_mistake_is_one_sentence_and_exit_code_2(tmp_path, argv, sentence):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from personaplex_tui import __version__
 from personaplex_tui.checkpoint_voices import check_voice
 from personaplex_tui.commands.common import status
-from personaplex_tui.commands.paths import check_output_file, check_output_folder
+from personaplex_tui.commands.paths import check_distinct, check_output_file, check_output_folder
 from personaplex_tui.events import EventSink, MemoryUsage
 from personaplex_tui.settings import Settings, SettingsStore, add_chat_arguments, resolve_settings
 from personaplex_tui.stop_signals import POLICY, signal_name, stopped_sentence
@@ -44,7 +44,13 @@ def check_settings(settings: Settings) -> None:
     if source is not None and (Path(source).is_file() or Path(source).is_dir()):
         read_audio(source)  # missing, empty, corrupt or not audio: AudioFileError
     # (a pipe can be read only once: the conversation reads it, and says what is wrong)
-    # Every file the session writes can be written: said now, not in a banner after loading.
+    # Every file the session writes can be written, and none is the input or another output
+    # (--output-file over --input-file replaced the question by the agent's voice): said now,
+    # not in a banner after loading.
+    check_distinct(
+        {"--input-file": settings.input_file},
+        {"--output-file": settings.output_file, "--timing-log": settings.timing_log},
+    )
     if settings.output_file is not None:
         check_output_file(settings.output_file, "the output file", "--output-file", seekable=True)
     if settings.timing_log is not None:
