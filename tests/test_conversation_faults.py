@@ -189,3 +189,32 @@ def test_a_failure_while_reporting_the_end_of_a_run_is_an_error_not_silence(monk
     error, state, running = asyncio.run(main())
     assert error.message.startswith("The conversation stopped after an unexpected error:")
     assert "surrogates not allowed" in state.detail and not running
+
+
+def test_a_fifo_no_one_writes_to_does_not_keep_the_process_alive(tmp_path):
+    """Opening an input FIFO that no one writes to blocks in the system for good; quitting then
+    left that worker (of asyncio's default executor) keeping the process alive after the screen
+    was gone. The devices are opened on a daemon thread now: the process can exit."""
+    import os
+    import threading
+
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    config = ControllerConfig(mode="duplex", input_file=fifo)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=file_factory())
+        try:
+            await asyncio.wait_for(conv.start(), 2.0)
+        except TimeoutError:
+            pass
+        await conv.shutdown()
+
+    asyncio.run(main())
+    try:
+        stuck = [t for t in threading.enumerate() if t.name == "ppx-acquire" and t.is_alive()]
+        assert stuck and all(t.daemon for t in stuck)
+    finally:
+        with open(fifo, "wb"):  # let the blocked open() return
+            pass

@@ -23,7 +23,7 @@ from personaplex_tui.conversation.config import (
 from personaplex_tui.conversation.duplex import DuplexController
 from personaplex_tui.conversation.echo import EchoPath, echo_path
 from personaplex_tui.conversation.recording import ConversationRecording
-from personaplex_tui.conversation.run import RunContext, RunEnd, Telemetry
+from personaplex_tui.conversation.run import RunContext, RunEnd, Telemetry, in_daemon_thread
 from personaplex_tui.conversation.timing_log import TimingLog
 from personaplex_tui.conversation.turn import TurnController
 from personaplex_tui.engine import Engine, MemoryProbe, ModelLike
@@ -225,7 +225,9 @@ class ConversationController:
         if self.runner is not None or self.recording is None or self.closed:
             return False
         try:
-            mic, speaker = await asyncio.to_thread(self._rig.acquire, self.config)
+            # a daemon thread: opening a FIFO that no one writes blocks in the system for good,
+            # and must not keep the process alive once the user quits
+            mic, speaker = await in_daemon_thread(self._rig.acquire, self.config)
             segmenter = await self._turn_segmenter() if self.config.mode == "turn" else None
         except (PersonaPlexError, AppError) as e:
             await asyncio.to_thread(self._rig.release)

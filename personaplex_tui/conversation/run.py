@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -95,6 +97,8 @@ def raw_frame(mic: AudioInput, pcm: np.ndarray) -> np.ndarray:
     return pcm if raw is None or len(raw) != len(pcm) else raw
 
 
+T = TypeVar("T")
+
 # A poll of the mic that returns this much later than asked: the process itself was paused
 PAUSED_S = 1.0
 
@@ -167,3 +171,32 @@ class Telemetry:
             self.sink(self.speaker.stats())
         if self.echo is not None:
             self.sink(self.echo())
+
+
+async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
+    """`asyncio.to_thread` on a daemon thread of its own: a call that may block in the system
+    for good (opening a FIFO no one writes to) does not keep the process alive at exit, as a
+    worker of the default executor would (the chat quit, then hung)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # cancelled meanwhile (the conversation shut down)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+            result, error = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name=f"ppx-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    return await future
