@@ -131,6 +131,17 @@ def test_corrupt_wav_header(tmp_path):
     assert message.startswith(f"The audio file {path} is corrupt (") and message.endswith(").")
 
 
+def test_float_samples_far_past_full_scale_are_refused(tmp_path):
+    """A float WAV whose samples reach 1e30 was taken: a reply computed on it, sound-check's ERLE
+    653 dB. Past 1000 (60 dB over full scale) it is one sentence; 4 times full scale is taken."""
+    x = np.sin(np.arange(24000) / 10).astype(np.float32)
+    sf.write(tmp_path / "huge.wav", x * 1e30, 24000, "FLOAT")
+    with pytest.raises(AudioFileError, match="not scaled as audio: its samples reach 1e\\+30"):
+        read_audio(tmp_path / "huge.wav")
+    sf.write(tmp_path / "loud.wav", x * 4, 24000, "FLOAT")
+    assert np.abs(read_audio(tmp_path / "loud.wav").pcm).max() == pytest.approx(4, rel=1e-2)
+
+
 def test_write_wav_round_trip(tmp_path):
     pcm = (0.25 * np.sin(np.arange(4800) / 10)).astype(np.float32)
     path = write_wav(tmp_path / "sub" / "out.wav", pcm)

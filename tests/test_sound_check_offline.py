@@ -67,6 +67,7 @@ def test_an_echo_beyond_the_cancellers_reach_is_said_and_brought_within_it(tmp_p
         (["--far", "FAR", "--mic", "MIC", "--output", "/dev/full"], "No space left on device"),
         (["--far", "FAR", "--mic", "MIC", "--output", "o.mp3"], "give it a .wav or .flac name"),
         (["--far", "FAR", "--mic", "MIC", "--output", "MIC/o.wav"], "is a file, not a folder"),
+        (["--far", "-", "--mic", "-", "--output", "o.wav"], "cannot both be the standard input"),
     ],
 )
 def test_mistakes_end_in_one_sentence_and_exit_code_2(tmp_path, capsys, args, message):

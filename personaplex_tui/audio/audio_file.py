@@ -154,6 +154,12 @@ def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:
         raise AudioFileError(f"The audio file {p} contains no audio samples.")
     if not np.isfinite(data).all():
         raise AudioFileError(f"The audio file {p} is corrupt: it contains NaN or infinite samples.")
+    peak = float(np.max(np.abs(data)))
+    if peak > MAX_FLOAT_PEAK:  # float samples run from -1 to 1; a little over is a loud take
+        raise AudioFileError(
+            f"The audio file {p} is corrupt or not scaled as audio: its samples reach "
+            f"{peak:.3g}, where full scale is 1 ({20 * np.log10(peak):.0f} dB over)."
+        )
     mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     pcm = resample(mono, info.samplerate, SAMPLE_RATE)
     return AudioClip(
@@ -165,6 +171,10 @@ def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:
         path=str(p),
     )
 
+
+# The largest sample taken (60 dB over full scale): float files may pass 1 a little (a mix that
+# was not normalised), not by 1e30 (a reply was computed on it, sound-check reported 653 dB ERLE)
+MAX_FLOAT_PEAK = 1000.0
 
 WRITTEN_FORMATS = {".wav": "WAV", ".flac": "FLAC"}  # what `write_wav` writes, by the name's suffix
 

@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     return run_live(args, options)
 
 
+STDIN_NAMES = ("-", "/dev/stdin")  # names of the standard input that read_audio takes
+
+
 def _offline(args: argparse.Namespace, options: object) -> int:
     from personaplex_tui.audio.audio_file import WRITTEN_FORMATS
     from personaplex_tui.audio.offline_aec import cancel_recordings
@@ -57,6 +60,11 @@ def _offline(args: argparse.Namespace, options: object) -> int:
     # The output can be written, in a format we write, and destroys neither recording: checked
     # before the canceller runs.
     check_distinct({"--far": args.far, "--mic": args.mic}, {"--output": args.output})
+    if args.far in STDIN_NAMES and args.mic in STDIN_NAMES:
+        raise UsageError(
+            "--far and --mic cannot both be the standard input (it is read once); give one of "
+            "them a file."
+        )
     check_output_file(args.output, "the cleaned audio", "--output", seekable=True)
     if Path(args.output).suffix.lower() not in WRITTEN_FORMATS:
         raise UsageError(f"--output {args.output}: give it a .wav or .flac name (its format).")
