@@ -205,6 +205,7 @@ def test_a_place_the_screen_cannot_be_drawn_is_one_sentence(tmp_path, monkeypatc
     with pytest.raises(UsageError, match="TERM=dumb has none"):
         chat.check_terminal()
     monkeypatch.setenv("TERM", "xterm-mono")
-    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("NO_COLOR", "")  # recorded, so that the test's NO_COLOR is undone after
+    monkeypatch.delenv("NO_COLOR")  # (CI: it was left set, and every later snapshot lost colour)
     chat.check_terminal()
     assert os.environ["NO_COLOR"] == "1"

@@ -30,7 +30,7 @@ def respond(persona: Path, dump: Path, *extra: str):
 def test_tokens_are_the_same_with_the_user_transcript_on_and_off(pair, tmp_path: Path) -> None:
     persona, stt = pair
     on = respond(persona, tmp_path / "on.jsonl", "--stt-model", str(stt))
-    off = respond(persona, tmp_path / "off.jsonl", "--no-user-transcript", "--stt-model", str(stt))
+    off = respond(persona, tmp_path / "off.jsonl", "--no-user-transcript")
     dumped = (tmp_path / "on.jsonl").read_text()
     assert dumped == (tmp_path / "off.jsonl").read_text() and len(dumped.splitlines()) > 50
     assert (tmp_path / "on.wav").read_bytes() == (tmp_path / "off.wav").read_bytes()
