@@ -142,6 +142,23 @@ def test_float_samples_far_past_full_scale_are_refused(tmp_path):
     assert np.abs(read_audio(tmp_path / "loud.wav").pcm).max() == pytest.approx(4, rel=1e-2)
 
 
+def test_a_wav_whose_data_size_is_zero_is_read_to_its_end(tmp_path):
+    """Some streaming writers leave the data chunk's size 0 (length unknown); libsndfile reads no
+    frames of it, and the file was refused as holding no samples. It is read to the end of the
+    file (a trailing odd byte left out), as a size of 0xFFFFFFFF already was."""
+    import struct
+
+    x = (np.sin(np.arange(48000) / 10) * 0.5).astype(np.float32)
+    sf.write(tmp_path / "ok.wav", x, 24000, "PCM_16")
+    raw = bytearray((tmp_path / "ok.wav").read_bytes())
+    at = raw.find(b"data")
+    raw[at + 4 : at + 8] = struct.pack("<I", 0)
+    raw[4:8] = struct.pack("<I", 0)
+    (tmp_path / "stream.wav").write_bytes(bytes(raw) + b"\x01")
+    want = read_audio(tmp_path / "ok.wav").pcm
+    np.testing.assert_array_equal(read_audio(tmp_path / "stream.wav").pcm, want)
+
+
 def test_write_wav_round_trip(tmp_path):
     pcm = (0.25 * np.sin(np.arange(4800) / 10)).astype(np.float32)
     path = write_wav(tmp_path / "sub" / "out.wav", pcm)

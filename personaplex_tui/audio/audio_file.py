@@ -137,7 +137,10 @@ def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:
             f"at most {MAX_SECONDS // 3600} h can be read (is the file corrupt?)."
         )
     if info.format in ("WAV", "WAVEX"):
-        _check_wav_complete(p, source, size, info.samplerate)
+        unsized = _check_wav_complete(p, source, size, info.samplerate)
+        if unsized is not None:  # a header without the data's length: read to the file's end
+            source = _sized_copy(source, size, *unsized)
+            info = sf.info(source)
     try:
         source.seek(0)
         data = sf.read(source, dtype="float32", always_2d=True)[0]
@@ -222,17 +225,30 @@ def _unreadable(p: Path, source: BinaryIO, e: sf.LibsndfileError) -> str:
     return f"{p} is not a WAV or FLAC audio file (its format was not recognised)."
 
 
-def _check_wav_complete(p: Path, f: BinaryIO, size: int, rate: int) -> None:
-    """libsndfile quietly reads a cut-off WAV; compare the data chunk's size with the file's."""
+def _sized_copy(f: BinaryIO, size: int, at: int, block: int) -> BinaryIO:
+    """The WAV's bytes in memory with the data chunk's size (at byte `at`) and the RIFF size
+    counting every whole sample to the end of the file."""
+    f.seek(0)
+    data = bytearray(f.read(size))
+    whole = (size - at - 4) - (size - at - 4) % block
+    data[at : at + 4] = struct.pack("<I", min(whole, 0xFFFFFFFF))
+    data[4:8] = struct.pack("<I", min(size - 8, 0xFFFFFFFF))
+    return io.BytesIO(bytes(data))
+
+
+def _check_wav_complete(p: Path, f: BinaryIO, size: int, rate: int) -> tuple[int, int] | None:
+    """libsndfile quietly reads a cut-off WAV; compare the data chunk's size with the file's.
+    A data size of 0 with samples after it (a streaming writer that never went back to fill it
+    in) is read to the end of the file: returns (where that size is, the sample's bytes)."""
     block = 1
     f.seek(0)
     head = f.read(12)
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return
+        return None
     while True:
         chunk = f.read(8)
         if len(chunk) < 8:
-            return
+            return None
         cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
         if cid == b"fmt " and csize >= 14:
             fmt = f.read(csize)
@@ -242,10 +258,12 @@ def _check_wav_complete(p: Path, f: BinaryIO, size: int, rate: int) -> None:
             continue
         if cid == b"data":
             have = size - f.tell()
+            if csize == 0 and have >= block:  # length unknown (libsndfile reads 0 frames)
+                return f.tell() - 4, block
             if csize not in (0, 0xFFFFFFFF) and have < csize:  # 0 / ~0: length unknown
                 raise AudioFileError(
                     f"The audio file {p} is truncated: it holds {have / block / rate:.2f} s "
                     f"of the {csize / block / rate:.2f} s its header promises."
                 )
-            return
+            return None
         f.seek(csize + (csize & 1), 1)
