@@ -23,6 +23,7 @@ from personaplex_tui.audio.frames import SAMPLE_RATE
 # echo delay is brought within reach by shifting the far end, up to SEARCH_S.
 CANCELLER_REACH_S = 0.4
 SEARCH_S = 2.0
+DELAY_WINDOW_S = 120  # seconds of each recording the echo delay is searched in
 SHIFT_MARGIN_S = 0.05  # what is left for AEC3 to find after the shift
 CONFIDENT = 8.0  # GCC-PHAT peak over its spread above which a delay is trusted
 SETTLE_S = 2.0  # ERLE counts from here (the canceller converges first) when the file allows
@@ -93,7 +94,9 @@ def cancel_recordings(
     far = np.pad(far, (0, n - len(far)))
     mic = np.pad(mic, (0, n - len(mic)))
 
-    delay_s, confidence = estimate_delay(far, mic, SEARCH_S)
+    window = DELAY_WINDOW_S * SAMPLE_RATE  # the delay is found in the first minutes: a long
+    # recording's whole-length cross-correlation took ~150 MB of memory per minute of audio
+    delay_s, confidence = estimate_delay(far[:window], mic[:window], SEARCH_S)
     found = confidence >= CONFIDENT
     shift = 0
     if not found:
