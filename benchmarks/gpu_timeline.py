@@ -100,24 +100,6 @@ def report(label: str, steps: list[tuple[list, float]], sequence: bool) -> None:
             prev_end = max(prev_end, s + d)
 
 
-def transcribing(model, opts, audio):
-    """The step of a second session that transcribes the user: the bench's random STT of
-    stt-1b's shape at the bits the app picks on this machine, no voice or system prompt (its
-    positions are then earlier than the first session's; the ring is far from full in both),
-    warmed up and stepped 10 frames first."""
-    from model.backend import on_cuda
-    from model.stt.random_listener import random_listener
-    from personaplex_tui.benchmark import bench_session
-    from personaplex_tui.user_transcript import stt_bits
-
-    model.listener = random_listener(model, bits=stt_bits(None, on_cuda()), seed=opts.seed)
-    session = bench_session(model, None, [], opts, transcribe_user=True)
-    session.warm_up()
-    for pcm in audio[:10]:
-        session.step(pcm)
-    return lambda i: session.step(audio[i])
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bits", type=int, default=4, choices=(4, 8))
@@ -134,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from personaplex_tui.benchmark import BenchOptions, warmed_session
+    from personaplex_tui.benchmark import BenchOptions, transcribing_session, warmed_session
     from personaplex_tui.cuda_launches import launch_directly
 
     launch_directly()  # as the app launches MLX's kernels; MLX_USE_CUDA_GRAPHS=1 for graphs
@@ -154,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         "LM-only": lambda i: session.step_codes(rng.integers(0, model.lm.config.card, 8)),
     }
     if args.transcript:
-        steps["full-duplex, user transcript on"] = transcribing(model, opts, audio)
+        # no voice or system prompt: its positions are earlier than the first session's (the
+        # ring is far from full in both)
+        transcribing = transcribing_session(model, opts, audio)
+        steps["full-duplex, user transcript on"] = lambda i: transcribing.step(audio[i])
     results = {}
     for label, step in steps.items():
         with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -22,23 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 
-def transcribing_session(model, opts, audio, small: bool):
-    """A second session of `model` that transcribes the user, warmed up, 10 frames in."""
-    from model.backend import on_cuda
-    from model.stt.random_listener import random_listener, tiny_stt_config
-    from personaplex_tui.benchmark import bench_session
-    from personaplex_tui.user_transcript import stt_bits
-
-    config = tiny_stt_config() if small else None
-    bits = None if small else stt_bits(None, on_cuda())
-    model.listener = random_listener(model, config, bits=bits, seed=opts.seed)
-    session = bench_session(model, None, [], opts, transcribe_user=True)
-    session.warm_up()
-    for pcm in audio[:10]:
-        session.step(pcm)
-    return session
-
-
 def timed_block(session, frames) -> list[float]:
     """Milliseconds of each `step` over `frames`, the first five left out."""
     ms = []
@@ -58,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="the tests' tiny model")
     args = ap.parse_args(argv)
 
-    from personaplex_tui.benchmark import BenchOptions, warmed_session
+    from personaplex_tui.benchmark import BenchOptions, transcribing_session, warmed_session
     from personaplex_tui.cuda_launches import launch_directly
 
     launch_directly()  # as the app launches MLX's kernels
@@ -69,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     model, plain, audio = warmed_session(opts, half + 20, 20)
     sessions = {"off": plain}
     if args.transcript:
-        sessions["on"] = transcribing_session(model, opts, audio, args.small)
+        sessions["on"] = transcribing_session(model, opts, audio)
     for round_ in range(args.rounds):
         for name, session in sessions.items():
             ms: dict[bool, list[float]] = {False: [], True: []}

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from model.checks import sampling_values
 from model.config_check import Section
+from model.errors import SettingValueError
 
 DELAYS_7B: tuple[int, ...] = (0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1)
 
@@ -183,8 +185,6 @@ class SamplingConfig:
     text_top_k: int = 25
 
     def __post_init__(self) -> None:
-        from model.checks import sampling_values
-
         sampling_values(self.audio_temperature, self.audio_top_k, "audio")
         sampling_values(self.text_temperature, self.text_top_k, "text")
 
@@ -200,9 +200,7 @@ class QuantizationConfig:
     def __post_init__(self) -> None:
         self.quantized_components = tuple(self.quantized_components)
         if isinstance(self.bits, bool) or self.bits not in (2, 3, 4, 5, 6, 8):
-            from model.errors import SettingValueError  # (a ValueError)
-
-            raise SettingValueError(
+            raise SettingValueError(  # (a ValueError too)
                 f"Quantization takes 2, 3, 4, 5, 6 or 8 bits, not {self.bits!r}."
             )
 

@@ -265,6 +265,25 @@ def bench_session(model: PersonaPlex, voice, tokens, opts: BenchOptions, **kw) -
     return model.session(settings, voice=voice, system_tokens=tokens, **kw)
 
 
+def transcribing_session(
+    model: PersonaPlex, opts: BenchOptions, audio: list[np.ndarray], warm: int = 10
+) -> Session:
+    """For measurement scripts: a second session of `model` that transcribes the user, on the
+    bench's random STT (stt-1b's shape at the bits the app picks here; the tiny one with
+    `opts.small`), without voice or system prompt, warmed up and stepped `warm` frames."""
+    from model.stt.random_listener import random_listener, tiny_stt_config
+    from personaplex_tui.user_transcript import stt_bits
+
+    config = tiny_stt_config() if opts.small else None
+    bits = None if opts.small else stt_bits(opts.stt_quantize, on_cuda())
+    model.listener = random_listener(model, config, bits=bits, seed=opts.seed)
+    session = bench_session(model, None, [], opts, transcribe_user=True)
+    session.warm_up()
+    for pcm in audio[:warm]:
+        session.step(pcm)
+    return session
+
+
 def warmed_session(
     opts: BenchOptions, frames: int, warm: int
 ) -> tuple[PersonaPlex, Session, list[np.ndarray]]:

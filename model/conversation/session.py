@@ -446,7 +446,7 @@ class Session:
             [c.state for c in self._caches],
             self._enc_state,
             self._dec_state,
-            self._listen.state_arrays() if self._listen is not None else (),
+            self._listen_state(),
         )
 
     def _step_phased(self, pcm, pos, window: Window, full: bool, timings: StepTimings):

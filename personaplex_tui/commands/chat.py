@@ -95,9 +95,8 @@ def _check_model(spec: str | None) -> None:
         from model.checkpoints.hub import resolve_model
         from personaplex_tui.checkpoint_voices import MODEL_FLAG
 
-        resolve_model(
-            spec, flag=MODEL_FLAG
-        )  # raises ModelNotFoundError with the sentence for this path
+        # raises ModelNotFoundError with the sentence for this path
+        resolve_model(spec, flag=MODEL_FLAG)
 
 
 def device_names() -> tuple[list[str], list[str]]:

@@ -2,8 +2,8 @@
 
 Every session is recorded as it happens (each frame handed to the OS with the WAV header
 updated, the transcript on every entry), so a crash of the app loses at most the frame being
-written; nothing is synced to the disk (a power cut loses what the OS had not written yet). With continuous recording on (`record_dir`), the files
-go into a new folder there and stay. Without it they go into a private temporary folder:
+written; nothing is synced to the disk (a power cut loses what the OS had not written yet).
+With continuous recording on (`record_dir`), the files go into a new folder there and stay. Without it they go into a private temporary folder:
 `save()` copies a consistent snapshot of it into a new folder, and `close()` deletes it.
 """
 
@@ -90,10 +90,12 @@ class ConversationRecording:
         # What stopped the audio files, for a kept recording's user ("the recording in ... stopped
         # at 6.2 s (No space left on device)"); None while they are written
         self.failure: str | None = None
+        self._nothing_kept = False  # the failure left no recording (none began, or deleted)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # unwritable or missing parent: one message for every file
             self.failure = f"nothing could be recorded in {folder} ({e.strerror or e})"
+            self._nothing_kept = True
             on_error(
                 f"Cannot record in {folder} ({e.strerror or e}); the conversation goes on "
                 "without a recording or transcript."
@@ -104,6 +106,7 @@ class ConversationRecording:
             self._recorder = SessionRecorder(folder)
         except (PersonaPlexError, AppError) as e:
             self.failure = f"nothing could be recorded in {folder} ({str(e).rstrip('.')})"
+            self._nothing_kept = True
             on_error(f"{str(e).rstrip('.')}; the conversation goes on without a recording.")
         self.transcript = TranscriptWriter(folder, "Conversation", details, on_error)
         if self.transcript.failed:
@@ -167,18 +170,13 @@ class ConversationRecording:
         turn-based reply whose mic was recorded while the model thought)."""
         with self._lock:
             gap = self._mic_samples - self._agent_samples
-        silence = np.zeros(FRAME_SAMPLES, np.float32)
-        for start in range(0, max(gap, 0), FRAME_SAMPLES):
-            self._write(silence[: min(FRAME_SAMPLES, gap - start)], mic=False)
+        self._silence(max(gap, 0), mic=False)
 
     def align(self) -> None:
         """Pad the shorter track with silence so both end at the same time."""
         with self._lock:
             gap = self._mic_samples - self._agent_samples
-        if gap:
-            silence = np.zeros(FRAME_SAMPLES, np.float32)
-            for start in range(0, abs(gap), FRAME_SAMPLES):
-                self._write(silence[: min(FRAME_SAMPLES, abs(gap) - start)], mic=gap < 0)
+        self._silence(abs(gap), mic=gap < 0)
         with self._lock:
             behind = (
                 None
@@ -192,6 +190,12 @@ class ConversationRecording:
                         self._recorder.write_mic_processed(np.zeros(behind, np.float32))
                     except _WRITE_ERRORS as e:
                         self._fail(e)
+
+    def _silence(self, samples: int, mic: bool) -> None:
+        """Append `samples` of silence to one track, a frame at a time."""
+        silence = np.zeros(FRAME_SAMPLES, np.float32)
+        for start in range(0, samples, FRAME_SAMPLES):
+            self._write(silence[: min(FRAME_SAMPLES, samples - start)], mic=mic)
 
     def _write(self, pcm: np.ndarray, mic: bool) -> None:
         with self._lock:
@@ -220,6 +224,7 @@ class ConversationRecording:
             pass
         if getattr(error, "deleted", False):  # the folder was deleted under the recording
             self.failure = f"the recording in {self.folder} was deleted at {written:.1f} s"
+            self._nothing_kept = True
             self._on_error(
                 f"The recording in {self.folder} was deleted at {written:.1f} s; nothing more "
                 "is recorded and the conversation goes on."
@@ -281,11 +286,7 @@ class ConversationRecording:
         """`failure` as a sentence for the user (call it only when there is one)."""
         failure = str(self.failure)
         said = f"{failure[0].upper()}{failure[1:]}"
-        return (
-            f"{said}."
-            if failure.startswith("nothing") or " was deleted at " in failure
-            else f"{said}; only what came before is saved."
-        )
+        return f"{said}." if self._nothing_kept else f"{said}; only what came before is saved."
 
     def close(self, note: str | None = None) -> Path | None:
         """Finish the files; a temporary recording is deleted. Returns the kept folder, if any.
