@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import Button, Static
+from textual.widgets import Button, Static, Switch
 from textual.widgets._footer import FooterKey
 
 from model.conversation.prompts import PROMPT_PRESETS
@@ -742,6 +742,38 @@ async def test_settings_screen_keeps_an_unplugged_device_and_works_without_a_lis
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert app.settings == settings
+
+
+SMALL_SIZES = [(40, 12), (60, 15)]
+
+
+@pytest.mark.parametrize("size", SMALL_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize(("button", "saves"), [("#save", True), ("#cancel", False)])
+async def test_a_small_terminal_keeps_save_and_cancel_in_reach(
+    size: tuple[int, int], button: str, saves: bool
+):
+    """At 40x12 the form pushed Save and Cancel below the screen, where neither could be
+    reached; the form now scrolls in the rows left above them."""
+    app, _, _ = build()
+    async with app.run_test(size=size) as pilot:
+        await ready(pilot, app)
+        before = app.settings
+        await pilot.press("s")
+        screen = app.screen
+        for selector in ("#save", "#cancel"):
+            assert screen.region.contains_region(screen.query_one(selector).region), selector
+        form, footer = screen.query_one("#settings-form"), screen.query_one("#settings-footer")
+        assert screen.region.contains_region(form.region)
+        assert not form.region.overlaps(footer.region)
+        last = screen.query_one("#user-transcript", Switch)
+        last.focus()
+        await until(pilot, lambda: form.region.contains_region(last.region))  # scrolled to
+        await pilot.press("space")
+        await until(pilot, lambda: last.value != before.user_transcript)
+        await pilot.click(button)
+        await until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        flipped = before.replace(user_transcript=not before.user_transcript)
+        assert app.settings == (flipped if saves else before)
 
 
 async def test_unknown_keys_of_the_settings_file_are_a_notice_on_the_screen_too(tmp_path: Path):

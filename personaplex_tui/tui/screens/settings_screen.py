@@ -184,11 +184,12 @@ class SettingsScreen(ModalScreen[Settings | None]):
             note = "Voice, prompt and sampling apply on the next reset."
             if self._devices_note:
                 note += f" {self._devices_note}"
-            yield Static(note, id="settings-note")
-            yield Static("", id="settings-error")
-            with Horizontal(id="settings-buttons"):
-                yield Button("Save", id="save", variant="primary", compact=True)
-                yield Button("Cancel", id="cancel", compact=True)
+            with Vertical(id="settings-footer"):
+                yield Static(note, id="settings-note")
+                yield Static("", id="settings-error")
+                with Horizontal(id="settings-buttons"):
+                    yield Button("Save", id="save", variant="primary", compact=True)
+                    yield Button("Cancel", id="cancel", compact=True)
 
     def _select(self, values: Sequence[str], value: str, id: str) -> Select[str]:
         return self._select_pairs([(v, v) for v in values], value, id)
