@@ -12,7 +12,7 @@ import pytest
 
 from personaplex_tui.audio import UtteranceEnded, UtteranceSegmenter, read_audio, split_frames
 from personaplex_tui.conversation import ControllerConfig, create_conversation
-from personaplex_tui.events import FrameOut, StateChanged, StepTiming, UserTurn
+from personaplex_tui.events import FrameOut, Notice, StateChanged, StepTiming, UserTurn
 from tests.conversation_fakes import (
     CONVERSATION,
     Events,
@@ -235,3 +235,51 @@ def test_the_mic_is_recorded_while_the_agent_replies(tmp_path):
     said = np.concatenate(probe.sessions[-1].outputs[-MAX_STEPS:])
     np.testing.assert_allclose(agent[start : start + len(said)], said, atol=1.5 / 32767)
     assert not agent[round(turn["end_s"] * 24000) : start].any()
+
+
+def test_a_tap_of_space_is_not_sent_and_the_next_turn_is(tmp_path):
+    """Two presses 0.1 s apart are a tap, not a turn: it was sent, and the model replied to
+    nothing. Now a notice says it was too short, nothing is stepped, listening goes on (the mic
+    recorded throughout, none of it lost) and the next turn, of 1 s, is sent and answered."""
+    noise = (np.random.default_rng(1).uniform(-1, 1, 24000 * 60) * 1e-3).astype(np.float32)
+    devices = FakeDevices(signal=noise, period_s=0.08)  # real time: 0.1 s is 0.1 s of audio
+    config = ControllerConfig(mode="turn", max_steps=MAX_STEPS, record_dir=tmp_path)
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        conv = create_conversation(probe.loader(), events, config, audio=devices.factory())
+        try:  # a failed wait must not leave the listening thread running
+            await conv.start()
+            await events.wait_for(is_state("listening"))
+            await conv.toggle_talk()  # start capturing
+            await asyncio.sleep(0.1)
+            await conv.toggle_talk()  # send, too soon
+            notice = await events.wait_for(lambda e: isinstance(e, Notice), timeout=5.0)
+            await events.wait_for(is_state("listening"), after=events.items.index(notice))
+            assert conv.runner.phase == "listening"
+            assert not events.of(UserTurn) and not probe.sessions[-1].inputs
+            await conv.toggle_talk()
+            await asyncio.sleep(1.0)
+            await conv.toggle_talk()
+            turn = await events.wait_for(lambda e: isinstance(e, UserTurn))
+            mark = len(events.items)
+            await events.wait_for(is_state("listening"), after=mark)
+        finally:
+            await conv.shutdown()
+        return events, probe, notice, turn
+
+    events, probe, notice, turn = asyncio.run(main())
+    assert notice.message.startswith("That was too short to send (0.")
+    assert notice.hint == "Press space, talk, then press space again."
+    assert events.of(Notice).count(notice) == 1 and events.of(UserTurn) == [turn]
+    assert turn.frames >= 12  # 1 s of audio after the press, and the pre-roll
+    assert len(probe.sessions[-1].inputs) == turn.frames + MAX_STEPS
+    assert len(events.of(FrameOut)) == MAX_STEPS
+    folder = only_folder(tmp_path)
+    lines = [json.loads(x) for x in (folder / "transcript.jsonl").read_text().splitlines()]
+    assert [x["manual"] for x in lines if x["type"] == "user_turn"] == [True]
+    # mic.wav up to the turn's end is the mic's audio without a gap, the tap's included
+    mic = read_audio(folder / "mic.wav").pcm[: round(turn.end_s * 24000)]
+    blocks = noise[: len(noise) // 1920 * 1920].reshape(-1, 1920)
+    first = int(np.abs(blocks - mic[:1920]).max(axis=1).argmin())
+    np.testing.assert_allclose(mic, noise[first * 1920 : first * 1920 + len(mic)], atol=Q)

@@ -17,7 +17,9 @@ Policies:
   the queued audio is dropped.
 - Space while listening is push-to-talk: the first press starts capturing (the last
   `preroll_frames` frames before the press included, VAD paused), the second press sends what
-  was captured as the utterance. A capture longer than `max_capture_s` is sent on its own.
+  was captured as the utterance. A capture longer than `max_capture_s` is sent on its own; one
+  shorter than `min_capture_s` from the first press on (a tap of space) is not sent: a notice
+  says so and listening goes on, the mic's audio recorded all along.
 """
 
 from __future__ import annotations
@@ -54,12 +56,18 @@ from personaplex_tui.conversation.run import (
     raw_frame,
 )
 from personaplex_tui.conversation.user_lane import UserLane
-from personaplex_tui.events import StateChanged, UserTurn
+from personaplex_tui.events import Notice, StateChanged, UserTurn
 
 Phase = Literal["listening", "capturing", "thinking", "speaking"]
 WRITE_TIMEOUT_S = 1.0  # the engine waits this long for room in the player
 DRAIN_SLACK_S = 2.0  # beyond the queued audio, how long playing it out may take
 ECHO_TAIL_WAIT_S = 1.0
+# A push-to-talk turn shorter than this between the presses (the pre-roll not counted) is an
+# accidental tap of space, not speech: sent, the model would reply to nothing. The VAD's
+# `min_speech_s` ignores a cough or a click below the same length.
+MIN_PUSH_TO_TALK_S = 0.3
+TOO_SHORT = "That was too short to send ({held_s:.1f} s)."
+TOO_SHORT_HINT = "Press space, talk, then press space again."
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,13 @@ class Heard:
     audio: np.ndarray = field(repr=False)
     manual: bool = False
     decided_by: str = BY_SILENCE  # what ended the turn (personaplex_tui.conversation.end_of_turn)
+
+
+@dataclass(frozen=True)
+class Tap:
+    """A push-to-talk capture too short to send: `held_s` of audio between the presses."""
+
+    held_s: float
 
 
 class TurnController:
@@ -86,11 +101,13 @@ class TurnController:
         *,
         preroll_frames: int = 4,
         max_capture_s: float = 60.0,
+        min_capture_s: float = MIN_PUSH_TO_TALK_S,
     ) -> None:
         self.ctx = ctx
         self.segmenter = segmenter
         self.preroll_frames = preroll_frames
         self.max_capture_s = max_capture_s
+        self.min_capture_s = min_capture_s
         self.phase: Phase = "listening"
         self._stop = threading.Event()  # the run must end
         self._interrupt = threading.Event()  # the reply must end
@@ -117,6 +134,9 @@ class TurnController:
             if isinstance(heard, RunEnd):
                 ctx.recording.align()
                 return heard
+            if isinstance(heard, Tap):
+                self._ignore(heard)
+                continue
             end = await self._reply(heard)
             if end is not None:
                 return end
@@ -131,6 +151,12 @@ class TurnController:
             self._send.set()
         else:
             await self.interrupt()
+
+    def _ignore(self, tap: Tap) -> None:
+        """Not a turn: say so and listen again, keeping the mic's backlog (it is recorded)."""
+        self._stale_mic = False
+        message = TOO_SHORT.format(held_s=tap.held_s)
+        self.ctx.emit(Notice(message, "warning", TOO_SHORT_HINT))
 
     async def interrupt(self) -> None:
         """Stop the reply within one step and drop the audio queued for playback."""
@@ -153,7 +179,7 @@ class TurnController:
         return self._interrupt.is_set() or self._stop.is_set()
 
     # -- listening (worker thread) -------------------------------------------------------
-    def _listen(self) -> Heard | RunEnd:
+    def _listen(self) -> Heard | Tap | RunEnd:
         ctx = self.ctx
         ctx.recording.align()
         if self._stale_mic:
@@ -169,6 +195,7 @@ class TurnController:
         preroll: deque[np.ndarray] = deque(maxlen=self.preroll_frames)
         captured: list[np.ndarray] | None = None
         capture_start = 0.0
+        pressed = 0  # frames in `captured` before the press (the pre-roll)
         n = 0
         while True:
             pcm = reader.read()
@@ -191,6 +218,7 @@ class TurnController:
             n += 1
             if captured is None and self._capture.is_set():
                 captured = list(preroll)
+                pressed = len(captured)
                 capture_start = offset + (n - 1 - len(captured)) * FRAME_SECONDS
             if captured is not None:
                 captured.append(pcm)
@@ -198,6 +226,9 @@ class TurnController:
                 # press (or the limit) ends a push-to-talk turn
                 ender.frame(pcm, offset + (n - 1) * FRAME_SECONDS, False)
                 if self._send.is_set() or len(captured) * FRAME_SECONDS >= self.max_capture_s:
+                    held_s = (len(captured) - pressed) * FRAME_SECONDS
+                    if held_s < self.min_capture_s:
+                        return Tap(held_s)
                     end = offset + n * FRAME_SECONDS
                     ender.decided(end, BY_PUSH_TO_TALK)
                     return Heard(
