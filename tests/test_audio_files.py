@@ -188,3 +188,119 @@ def test_devices_and_the_standard_input(monkeypatch):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert abs(float(proc.stdout) - sf.info(str(AUDIO / "weather.wav")).duration) < 0.01
+
+
+def test_a_file_read_in_blocks_is_the_file_read_whole():
+    """`AudioStream` (the offline sound check reads hour-long recordings with it): the same
+    account of the file and the same samples as `read_audio`, a block at a time, from the start
+    as often as asked, padded with silence or cut to the length asked."""
+    from personaplex_tui.audio.audio_file import AudioStream
+
+    path = AUDIO / "shipping_44k_stereo.wav"  # 3 blocks of decoding, resampled, mixed down
+    clip = read_audio(path)
+    with AudioStream(path) as stream:
+        said = (stream.source_rate, stream.source_channels, stream.source_format, stream.silent)
+        assert said == (clip.source_rate, clip.source_channels, clip.source_format, clip.silent)
+        assert stream.samples == len(clip.pcm) and stream.duration_s == clip.duration_s
+        blocks = list(stream.blocks(1000))
+        assert {len(b) for b in blocks[:-1]} == {1000} and 0 < len(blocks[-1]) <= 1000
+        np.testing.assert_array_equal(np.concatenate(blocks), clip.pcm)
+        longer = np.concatenate(list(stream.blocks(4096, len(clip.pcm) + 5000)))
+        np.testing.assert_array_equal(longer[: len(clip.pcm)], clip.pcm)
+        assert len(longer) == len(clip.pcm) + 5000 and not longer[len(clip.pcm) :].any()
+        np.testing.assert_array_equal(next(stream.blocks(24000, 24000)), clip.pcm[:24000])
+
+
+def test_a_file_read_in_blocks_is_refused_in_read_audios_sentences(tmp_path):
+    import struct
+
+    from personaplex_tui.audio.audio_file import AudioStream
+
+    x = (0.5 * np.sin(np.arange(100_000) / 10)).astype(np.float32)
+    sf.write(tmp_path / "cut.wav", x, 24000, "PCM_16")
+    (tmp_path / "cut.wav").write_bytes((tmp_path / "cut.wav").read_bytes()[:100_044])
+    nan = x.copy()
+    nan[90_000] = np.nan  # past the first block decoded
+    sf.write(tmp_path / "nan.wav", nan, 24000, "FLOAT")
+    sf.write(tmp_path / "huge.wav", x * 1e30, 24000, "FLOAT")
+    sf.write(tmp_path / "none.wav", np.zeros((0, 1)), 24000, "PCM_16")
+    (tmp_path / "notes.wav").write_text("not audio\n" * 20)
+    for name in ("cut.wav", "nan.wav", "huge.wav", "none.wav", "notes.wav", "missing.wav"):
+        with pytest.raises(AudioFileError) as whole:
+            read_audio(tmp_path / name)
+        with pytest.raises(AudioFileError) as blocks:
+            AudioStream(tmp_path / name)
+        assert str(blocks.value) == str(whole.value), name
+    sf.write(tmp_path / "ok.wav", x, 24000, "PCM_16")  # a length-less header: read to the end
+    raw = bytearray((tmp_path / "ok.wav").read_bytes())
+    raw[raw.find(b"data") + 4 : raw.find(b"data") + 8] = struct.pack("<I", 0)
+    (tmp_path / "stream.wav").write_bytes(bytes(raw) + b"\x01")
+    with AudioStream(tmp_path / "stream.wav") as stream:
+        pcm = np.concatenate(list(stream.blocks(7000)))
+    np.testing.assert_array_equal(pcm, read_audio(tmp_path / "ok.wav").pcm)
+
+
+def test_audio_written_in_blocks_is_what_write_wav_writes(tmp_path):
+    """`AudioWriter` (the offline sound check's output, written as it is cancelled): the bytes
+    of `write_wav`'s WAV, the samples of its FLAC; unfinished, the file is removed."""
+    from personaplex_tui.audio.audio_file import AudioWriter
+
+    rng = np.random.default_rng(3)
+    pcm = np.clip(0.4 * rng.standard_normal(50_000), -1.2, 1.2).astype(np.float32)
+    for ext in ("wav", "flac"):
+        whole = write_wav(tmp_path / f"whole.{ext}", pcm)
+        with AudioWriter(tmp_path / "sub" / f"blocks.{ext}", len(pcm)) as out:
+            for start in range(0, len(pcm), 7000):
+                out.write(pcm[start : start + 7000])
+        blocks = tmp_path / "sub" / f"blocks.{ext}"
+        if ext == "wav":
+            assert blocks.read_bytes() == whole.read_bytes()
+        np.testing.assert_array_equal(sf.read(blocks)[0], sf.read(whole)[0])
+        with pytest.raises(RuntimeError), AudioWriter(tmp_path / f"cut.{ext}", 100) as out:
+            out.write(pcm[:50])
+            raise RuntimeError("the canceller failed")
+        assert not (tmp_path / f"cut.{ext}").exists()
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac"])
+def test_a_full_disk_while_writing_in_blocks_is_its_reason_and_leaves_no_file(
+    tmp_path, monkeypatch, ext
+):
+    import errno
+
+    from personaplex_tui.audio import audio_file
+    from personaplex_tui.audio.audio_file import AudioWriter
+
+    real_open = open
+
+    class Full:  # a disk with room for 20 kB
+        def __init__(self, path, mode):
+            self._f, self._room = real_open(path, mode), 20_000
+
+        def write(self, data):
+            if len(data) > self._room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self._room -= len(data)
+            return self._f.write(data)
+
+        def seek(self, *args):
+            return self._f.seek(*args)
+
+        def tell(self):
+            return self._f.tell()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+    monkeypatch.setattr(audio_file, "open", Full, raising=False)
+    rng = np.random.default_rng(4)
+    pcm = (0.3 * rng.standard_normal(240_000)).astype(np.float32)
+    path = tmp_path / f"clean.{ext}"
+    with pytest.raises(AudioFileError) as info, AudioWriter(path, len(pcm)) as out:
+        for start in range(0, len(pcm), 24000):
+            out.write(pcm[start : start + 24000])
+    assert str(info.value) == f"Could not write the audio file {path}: No space left on device."
+    assert not path.exists()

@@ -50,3 +50,18 @@ def test_split_frames_pads_the_last_frame():
     np.testing.assert_array_equal(frames.reshape(-1)[: len(x)], x)
     assert not frames[2, 5:].any()
     assert split_frames(np.zeros(0, np.float32)).shape == (0, 1920)
+
+
+@pytest.mark.parametrize(("src", "n"), [(44100, 3 * 44100 + 17), (48000, 1), (16000, 50_001)])
+def test_resampling_in_blocks_gives_the_very_samples_of_resampling_whole(src, n):
+    """The offline sound check resamples hour-long recordings a block at a time: soxr's stream,
+    flushed at the end, makes exactly the samples (and the length) of resampling whole."""
+    from personaplex_tui.audio.resample import resample_blocks, resampled_length
+
+    rng = np.random.default_rng(n)
+    x = (0.3 * rng.standard_normal(n)).astype(np.float32)
+    cuts = np.cumsum(rng.integers(1, 9000, size=n // 1000 + 2))
+    blocks = np.split(x, cuts[cuts < n])
+    out = np.concatenate(list(resample_blocks(blocks, src, 24000)))
+    np.testing.assert_array_equal(out, resample(x, src, 24000))
+    assert len(out) == resampled_length(n, src, 24000)

@@ -116,3 +116,38 @@ def test_a_full_disk_while_writing_is_its_reason_and_leaves_no_broken_file(tmp_p
         f"ppx-tui: Could not write the audio file {clean}: No space left on device."
     )
     assert not clean.exists()
+
+
+def test_memory_does_not_grow_with_the_recordings_length(tmp_path, monkeypatch, capsys):
+    """An hour-long call recording needed gigabytes: both recordings, the cleaned audio and
+    their 64-bit copies were held whole, some 50 bytes a sample. They are read, cancelled and
+    written in blocks, keeping only each 20 ms block's power: a minute more of audio must cost
+    less than a quarter of its own 32-bit samples (numpy's arrays, as tracemalloc sees them)."""
+    import tracemalloc
+
+    from personaplex_tui.audio import SAMPLE_RATE, offline_aec
+
+    monkeypatch.setattr(offline_aec, "DELAY_WINDOW_S", 5)  # the delay search's memory is bounded
+    far, mic, clean = _recordings(tmp_path, 0.15)  # 10 s
+    long_far, long_mic = tmp_path / "far70.wav", tmp_path / "mic70.wav"
+    for short, long in ((far, long_far), (mic, long_mic)):
+        sf.write(long, np.tile(sf.read(short)[0], 7), SAMPLE_RATE, "PCM_16")
+
+    def traced_peak(far: Path, mic: Path) -> int:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        args = ["--far", str(far), "--mic", str(mic), "--output", str(clean), "--json"]
+        assert main(["sound-check", *args]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert abs(report["delay_ms"] - 150) <= 3 and report["erle_db"] >= 25
+        return tracemalloc.get_traced_memory()[1] - before
+
+    traced_peak(far, mic)  # once untraced: lazy imports, the canceller's library
+    tracemalloc.start()
+    try:
+        short, long = traced_peak(far, mic), traced_peak(long_far, long_mic)
+    finally:
+        tracemalloc.stop()
+    minute = 60 * SAMPLE_RATE * 4  # bytes of the extra minute as float32
+    assert long - short < minute / 4, f"{(long - short) / minute:.1f} times the extra minute"
+    assert read_audio(clean).duration_s == pytest.approx(70.0, abs=0.02)

@@ -55,7 +55,12 @@ def echo_active(far: np.ndarray, delay_s: float, frame: int = ENVELOPE_SAMPLES) 
     shift = int(round(delay_s * SAMPLE_RATE))
     far = np.asarray(far, dtype=np.float64).reshape(-1)
     shifted = np.concatenate([np.zeros(shift), far])[: len(far)]
-    env = envelope_db(shifted, frame)
+    return active_blocks(block_power(shifted, frame))
+
+
+def active_blocks(far_power: np.ndarray) -> np.ndarray:
+    """`echo_active` from the shifted far end's power in each block (`block_power`)."""
+    env = np.maximum(10.0 * np.log10(far_power + 1e-20), FLOOR_DB)
     return env > np.max(env) - ACTIVE_BELOW_PEAK_DB
 
 
@@ -67,8 +72,11 @@ def erle_db(
 ) -> float:
     """Echo return loss enhancement: 10 log10 of the microphone's energy over the cleaned
     signal's, summed over the blocks marked `active` (far end audible, near end silent)."""
-    mic_env = _block_power(mic, frame)
-    out_env = _block_power(cleaned, frame)
+    return erle_from_power(block_power(mic, frame), block_power(cleaned, frame), active)
+
+
+def erle_from_power(mic_env: np.ndarray, out_env: np.ndarray, active: np.ndarray) -> float:
+    """`erle_db` from the microphone's and the cleaned signal's power in each block."""
     n = min(len(mic_env), len(out_env), len(active))
     mask = np.asarray(active[:n], dtype=bool)
     if not mask.any():
@@ -78,7 +86,8 @@ def erle_db(
     )
 
 
-def _block_power(pcm: np.ndarray, frame: int) -> np.ndarray:
+def block_power(pcm: np.ndarray, frame: int = ENVELOPE_SAMPLES) -> np.ndarray:
+    """Mean square of each whole `frame`-sample block of `pcm` (float64)."""
     pcm = np.asarray(pcm, dtype=np.float64).reshape(-1)
     n = len(pcm) // frame
     return np.mean(pcm[: n * frame].reshape(n, frame) ** 2, axis=1)

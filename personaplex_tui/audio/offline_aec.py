@@ -1,5 +1,11 @@
 """The echo canceller on two recordings (far end and microphone), with no sound card: what
-`ppx-tui sound-check --far FAR.wav --mic MIC.wav --output CLEAN.wav` runs."""
+`ppx-tui sound-check --far FAR.wav --mic MIC.wav --output CLEAN.wav` runs.
+
+The recordings are read, cancelled and written a second at a time, and of the audio only each
+20 ms block's power is kept for the report: the memory does not grow with the recordings (about
+350 MB, most of it the delay search over their first `DELAY_WINDOW_S`, for 2 minutes as for an
+hour, where it grew by ~50 MB a minute; tests/test_sound_check_offline.py).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from personaplex_tui.audio.aec import BLOCK_SAMPLES, EchoCanceller, ProcessingOptions
-from personaplex_tui.audio.audio_file import AudioClip, read_audio, write_wav
+from personaplex_tui.audio.audio_file import AudioStream, AudioWriter
 from personaplex_tui.audio.echo_metrics import (
     ENVELOPE_SAMPLES,
-    echo_active,
-    erle_db,
+    active_blocks,
+    block_power,
+    erle_from_power,
     estimate_delay,
 )
 from personaplex_tui.audio.frames import SAMPLE_RATE
@@ -27,6 +34,7 @@ DELAY_WINDOW_S = 120  # seconds of each recording the echo delay is searched in
 SHIFT_MARGIN_S = 0.05  # what is left for AEC3 to find after the shift
 CONFIDENT = 8.0  # GCC-PHAT peak over its spread above which a delay is trusted
 SETTLE_S = 2.0  # ERLE counts from here (the canceller converges first) when the file allows
+CHUNK = SAMPLE_RATE  # samples read, cancelled and written at a time: whole 10 ms and 20 ms blocks
 
 
 @dataclass
@@ -49,7 +57,7 @@ class OfflineReport:
         return asdict(self)
 
 
-def _describe(clip: AudioClip, label: str) -> list[str]:
+def _describe(clip: AudioStream, label: str) -> list[str]:
     notes = []
     if clip.source_channels > 1:
         notes.append(f"{label} has {clip.source_channels} channels; they were mixed down to mono.")
@@ -60,12 +68,26 @@ def _describe(clip: AudioClip, label: str) -> list[str]:
     return notes
 
 
-def _level_dbfs(pcm: np.ndarray, mask: np.ndarray) -> float | None:
-    n = min(len(pcm) // ENVELOPE_SAMPLES, len(mask))
+def _level_dbfs(power: np.ndarray, mask: np.ndarray) -> float | None:
+    """The level of the blocks marked in `mask`, from each block's power (`block_power`)."""
+    n = min(len(power), len(mask))
     if not mask[:n].any():
         return None
-    blocks = pcm[: n * ENVELOPE_SAMPLES].reshape(n, ENVELOPE_SAMPLES)[mask[:n]]
-    return float(10 * np.log10(np.mean(blocks.astype(np.float64) ** 2) + 1e-20))
+    return float(10 * np.log10(np.mean(power[:n][mask[:n]]) + 1e-20))
+
+
+class _Delay:
+    """A signal delayed by `shift` samples (silence first), block by block."""
+
+    def __init__(self, shift: int) -> None:
+        self._held = np.zeros(shift, np.float32)
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        if not len(self._held):
+            return block
+        joined = np.concatenate([self._held, block])
+        self._held = joined[len(block) :].copy()
+        return joined[: len(block)]
 
 
 def cancel_recordings(
@@ -80,50 +102,69 @@ def cancel_recordings(
     silence, and each of these is said in `notes`. Raises AudioFileError (one sentence) for
     an unreadable file and CancellerUnavailableError when the canceller cannot load.
     """
-    far_clip = read_audio(far_path)
-    mic_clip = read_audio(mic_path)
-    notes = _describe(far_clip, f"The far end {far_path}") + _describe(
-        mic_clip, f"The microphone {mic_path}"
-    )
-    far, mic = far_clip.pcm, mic_clip.pcm
-    if len(far) != len(mic):
-        shorter, name = ("far end", far_path) if len(far) < len(mic) else ("microphone", mic_path)
-        gap = abs(len(far) - len(mic)) / SAMPLE_RATE
-        notes.append(f"The {shorter} {name} is {gap:.2f} s shorter; it was padded with silence.")
-    n = -(-max(len(far), len(mic)) // BLOCK_SAMPLES) * BLOCK_SAMPLES
-    far = np.pad(far, (0, n - len(far)))
-    mic = np.pad(mic, (0, n - len(mic)))
+    with AudioStream(far_path) as far_in, AudioStream(mic_path) as mic_in:
+        notes = _describe(far_in, f"The far end {far_path}") + _describe(
+            mic_in, f"The microphone {mic_path}"
+        )
+        if far_in.samples != mic_in.samples:
+            shorter, name = (
+                ("far end", far_path)
+                if far_in.samples < mic_in.samples
+                else ("microphone", mic_path)
+            )
+            gap = abs(far_in.samples - mic_in.samples) / SAMPLE_RATE
+            notes.append(
+                f"The {shorter} {name} is {gap:.2f} s shorter; it was padded with silence."
+            )
+        n = -(-max(far_in.samples, mic_in.samples) // BLOCK_SAMPLES) * BLOCK_SAMPLES
 
-    window = DELAY_WINDOW_S * SAMPLE_RATE  # the delay is found in the first minutes: a long
-    # recording's whole-length cross-correlation took ~150 MB of memory per minute of audio
-    delay_s, confidence = estimate_delay(far[:window], mic[:window], SEARCH_S)
-    found = confidence >= CONFIDENT
-    shift = 0
-    if not found:
-        notes.append(
-            f"No echo of the far end was found in the microphone within {SEARCH_S:.0f} s; "
-            "the canceller ran anyway."
+        # The delay is found in the first minutes: a long recording's whole-length
+        # cross-correlation took ~150 MB of memory per minute of audio.
+        window = min(DELAY_WINDOW_S * SAMPLE_RATE, n)
+        delay_s, confidence = estimate_delay(
+            next(far_in.blocks(window, window)), next(mic_in.blocks(window, window)), SEARCH_S
         )
-    elif delay_s > CANCELLER_REACH_S:
-        shift = int((delay_s - SHIFT_MARGIN_S) * SAMPLE_RATE)
-        notes.append(
-            f"The echo comes {delay_s * 1000:.0f} ms after the far end, beyond the canceller's "
-            f"own reach of {CANCELLER_REACH_S * 1000:.0f} ms; the far end was shifted by "
-            f"{shift * 1000 / SAMPLE_RATE:.0f} ms to bring it within reach."
-        )
-    aligned = np.concatenate([np.zeros(shift, np.float32), far])[:n]
-    clean = EchoCanceller(options).process(mic, aligned)
-    write_wav(output_path, clean)
+        found = confidence >= CONFIDENT
+        shift = 0
+        if not found:
+            notes.append(
+                f"No echo of the far end was found in the microphone within {SEARCH_S:.0f} s; "
+                "the canceller ran anyway."
+            )
+        elif delay_s > CANCELLER_REACH_S:
+            shift = int((delay_s - SHIFT_MARGIN_S) * SAMPLE_RATE)
+            notes.append(
+                f"The echo comes {delay_s * 1000:.0f} ms after the far end, beyond the "
+                f"canceller's own reach of {CANCELLER_REACH_S * 1000:.0f} ms; the far end was "
+                f"shifted by {shift * 1000 / SAMPLE_RATE:.0f} ms to bring it within reach."
+            )
+
+        canceller = EchoCanceller(options)
+        aligned, echoed = _Delay(shift), _Delay(int(round(delay_s * SAMPLE_RATE)))
+        # What the report needs of the audio: each 20 ms block's power (the far end's as its echo
+        # reaches the microphone), 1.2 kB a second.
+        far_power, mic_power, clean_power = np.zeros((3, n // ENVELOPE_SAMPLES if found else 0))
+        at = 0
+        with AudioWriter(output_path, n) as out:
+            for far, mic in zip(far_in.blocks(CHUNK, n), mic_in.blocks(CHUNK, n), strict=True):
+                clean = canceller.process(mic, aligned(far))
+                out.write(clean)
+                if found:
+                    got = len(far) // ENVELOPE_SAMPLES
+                    far_power[at : at + got] = block_power(echoed(far))
+                    mic_power[at : at + got] = block_power(mic)
+                    clean_power[at : at + got] = block_power(clean)
+                    at += got
 
     erle = before = after = None
     if found:
-        active = echo_active(far, delay_s)
+        active = active_blocks(far_power)
         settle = int(SETTLE_S * SAMPLE_RATE) // ENVELOPE_SAMPLES
         if active[settle:].sum() >= 10:  # else the file is too short to skip the first 2 s
             active[:settle] = False
-        erle = erle_db(mic, clean, active)
-        before = _level_dbfs(mic, active)
-        after = _level_dbfs(clean, active)
+        erle = erle_from_power(mic_power, clean_power, active)
+        before = _level_dbfs(mic_power, active)
+        after = _level_dbfs(clean_power, active)
         if erle != erle:  # NaN: the far end is silent
             erle = None
     return OfflineReport(

@@ -1,8 +1,10 @@
-"""Sample-rate conversion with soxr: whole signals, and streams that keep an exact output length."""
+"""Sample-rate conversion with soxr: whole signals, signals in blocks, and streams that keep an
+exact output length."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import soxr
@@ -18,6 +20,35 @@ def resample(pcm: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     if src_rate == dst_rate:
         return pcm
     return soxr.resample(pcm, src_rate, dst_rate, quality=QUALITY).astype(np.float32, copy=False)
+
+
+def resampled_length(samples: int, src_rate: int, dst_rate: int) -> int:
+    """How many samples `resample` (and `resample_blocks`) makes of `samples`: soxr rounds the
+    exact length to the nearest whole sample."""
+    if src_rate == dst_rate:
+        return samples
+    return (2 * samples * dst_rate + src_rate) // (2 * src_rate)
+
+
+def resample_blocks(
+    blocks: Iterable[np.ndarray], src_rate: int, dst_rate: int
+) -> Iterator[np.ndarray]:
+    """Resample a mono float32 signal handed over in blocks of any sizes, without holding it
+    whole: the blocks out, joined, are the very samples `resample` makes of the blocks in, joined
+    (soxr's stream flushed at the end; tests/test_audio_resample.py). Output blocks come in
+    soxr's own sizes."""
+    if src_rate == dst_rate:
+        for block in blocks:
+            yield np.ascontiguousarray(block, dtype=np.float32)
+        return
+    stream = soxr.ResampleStream(src_rate, dst_rate, 1, dtype="float32", quality=QUALITY)
+    for block in blocks:
+        out = stream.resample_chunk(np.ascontiguousarray(block, dtype=np.float32))
+        if len(out):
+            yield out
+    tail = stream.resample_chunk(np.zeros(0, np.float32), last=True)
+    if len(tail):
+        yield tail
 
 
 def _worst_holdback(src_rate: int, dst_rate: int, chunk: int) -> int:
