@@ -145,6 +145,7 @@ class _faked:
             "model.backend.sm_count": lambda: 132,
             "model.persistent_kernel.sm_count": lambda: 132,
             "model.cuda.persistent.sm_count": lambda: 132,
+            "model.cuda.temporal.shared_memory_optin": lambda: 232448,
             # on a real GPU the kernels would compile ahead (model/cuda/precompiled.py): record
             # what they hand `mx.fast.cuda_kernel` instead
             "model.cuda.precompiled.usable": lambda: False,

@@ -63,6 +63,7 @@ class fake_cuda:
         self.patches = [
             mock.patch.object(kernel_module, "on_cuda", lambda: True),
             mock.patch("model.cuda.persistent.sm_count", lambda: 132),
+            mock.patch("model.cuda.temporal.shared_memory_optin", lambda: 232448),
             mock.patch.object(precompiled, "usable", lambda: True),
             mock.patch.object(cubins, "compute_capability", lambda: (9, 0)),
         ]
@@ -231,6 +232,46 @@ def test_nvrtc_compiles_every_unit_of_the_7b_for_an_h200(tmp_path, monkeypatch, 
         assert list(tmp_path.glob(f"{symbol}-*.cubin"))
         stand_in, empty = units.stand_in_unit(symbol, 3, 2, 1)
         assert cubins.compiled(stand_in, empty, arch, cubin)[:4] == b"\x7fELF"
+
+
+@NVRTC
+@pytest.mark.parametrize(
+    ("bits", "plan", "widths"),
+    [
+        (4, (2, 4, 1), (4096, 32, 11264)),  # the 7B's temporal transformer
+        (8, (2, 4, 1), (4096, 32, 11264)),
+        (4, (5, 2, 0), (4096, 32, 11264)),
+        (8, (2, 4, 1), (2048, 16, 5632)),  # the STT's: a partial chunk column at 4 bits
+        (4, (3, 3, 1), (2048, 16, 5632)),
+    ],
+)
+def test_nvrtc_compiles_the_temporal_kernels_weight_stream(
+    tmp_path, monkeypatch, bits, plan, widths
+):
+    """With stages asked for (off by default until measured on a GPU), the temporal unit asks for
+    the dynamic shared memory and its PTX copies with cp.async; NVRTC builds it for an H200."""
+    from dataclasses import replace
+
+    from model.cuda import temporal
+
+    monkeypatch.setenv(cubins.ENV_CACHE, str(tmp_path))
+    monkeypatch.setattr(cubins, "_memory", {})
+    for name, value in zip(("STREAM_STAGES", "STREAM_CHUNKS", "STREAM_AHEAD"), plan, strict=True):
+        monkeypatch.setattr(temporal, name, value)
+    d, layers, hidden = widths
+    lm_config = config_7b().lm
+    t = replace(lm_config.temporal, d_model=d, num_layers=layers, dim_feedforward=hidden)
+    with fake_cuda():
+        found = ahead.units(replace(lm_config, temporal=t), mx.bfloat16, bits, 64)
+        arch, cubin = cubins.device_target()
+        kernel = next(iter(TEMPORAL._kernels.values()))
+        planned = temporal.stream_plan(d, hidden, d // t.num_heads, mx.bfloat16, bits, 64)
+    symbol, source = next((s, u) for s, u in found if "temporal" in s)
+    assert planned[0] >= 2 and f"constexpr int NS = {planned[0]};" in source
+    assert kernel.shared_memory == planned[3] > 48 * 1024
+    ptx = nvrtc.compile_source(source, f"{symbol}.cu", cubins.options("compute_90a"), False)
+    assert b"cp.async.cg.shared.global" in ptx and b"cp.async.wait_group" in ptx
+    assert cubins.compiled(symbol, source, arch, cubin)[:4] == b"\x7fELF"
 
 
 @NVRTC

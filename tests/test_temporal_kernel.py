@@ -15,7 +15,7 @@ import pytest
 from model.backend import on_cuda
 from model.checkpoints.random_weights import random_lm
 from model.cuda import TEMPORAL as temporal_kernel
-from model.cuda import persistent
+from model.cuda import persistent, temporal
 from tests.lm_helpers import small_config
 
 GPU = pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs only")
@@ -169,6 +169,64 @@ def test_the_check_catches_one_norm_weight_off_by_one_percent(bits):
     )
     with pytest.raises(ValueError, match="layer 1 keys"):
         temporal_kernel.verify(lm, off)
+
+
+def stream_lm(bits: int):
+    """A model whose widths the weight stream takes (d_model 2048, feed-forward 5632 as the STT's:
+    scales in whole 16-byte pieces, a partial last chunk column at 4 bits)."""
+    config = small_config(d_model=2048, num_heads=16, context=40, dep_dim=64, bits=bits)
+    return random_lm(config, dtype=mx.bfloat16, seed=3)
+
+
+def use_stream(monkeypatch, plan: tuple[int, int, int]) -> None:
+    stages, chunks, ahead = plan
+    monkeypatch.setattr(temporal, "STREAM_STAGES", stages)
+    monkeypatch.setattr(temporal, "STREAM_CHUNKS", chunks)
+    monkeypatch.setattr(temporal, "STREAM_AHEAD", ahead)
+
+
+@GPU
+@pytest.mark.parametrize("plan", [(2, 4, 0), (2, 4, 1), (3, 2, 1), (5, 2, 1), (2, 3, 1)])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_the_weight_stream_gives_the_direct_kernels_numbers_bit_for_bit(bits, plan, monkeypatch):
+    """Streamed through shared memory or read into registers, the mat-vecs sum the same products
+    in the same order: outputs equal bit for bit through a wrapping ring, and within the check's
+    bound of MLX's ops."""
+    lm = stream_lm(bits)
+    assert temporal_kernel.disabled_reason is None
+    use_stream(monkeypatch, (0, 0, 0))
+    direct = steps(lm, 45)
+    use_stream(monkeypatch, plan)
+    assert temporal_kernel.stream(lm, lm.temporal_stack())[0] == plan[0]
+    streamed = steps(lm, 45)
+    np.testing.assert_array_equal(streamed, direct)
+    monkeypatch.setenv(temporal_kernel.env_var, "mlx")
+    persistent.compare(mx.array(streamed), mx.array(steps(lm, 45)), "outputs")
+
+
+H200_SHARED = 232448  # bytes of shared memory one block may ask for on an H100/H200
+
+
+@pytest.mark.parametrize(
+    ("bits", "group", "optin", "want", "plan"),
+    [
+        (4, 64, H200_SHARED, (2, 4, 1), (2, 4, 1, 2 * 16 * 288 * 16)),
+        (8, 64, H200_SHARED, (2, 4, 1), (2, 4, 1, 2 * 16 * 272 * 16)),
+        (4, 64, H200_SHARED, (8, 2, 0), (5, 2, 0, 5 * 16 * 144 * 16)),  # as many as fit
+        (4, 64, 101376, (2, 4, 1), (0, 0, 0, 0)),  # an RTX 30/40's 99 KiB: not two stages
+        (4, 64, None, (2, 4, 1), (0, 0, 0, 0)),  # not known
+        (8, 128, H200_SHARED, (2, 4, 1), (0, 0, 0, 0)),  # 8 bytes of scales per column
+        (4, 64, H200_SHARED, (0, 4, 1), (0, 0, 0, 0)),  # asked for none
+    ],
+)
+def test_the_weight_stream_takes_the_stages_that_fit_or_none(
+    bits, group, optin, want, plan, monkeypatch
+):
+    monkeypatch.setattr(temporal, "shared_memory_optin", lambda: optin)
+    got = temporal.stream_plan(4096, 11264, 128, mx.bfloat16, bits, group, want)
+    assert got == plan
+    static = temporal._shared_bytes(4096, 11264, 128, bits)
+    assert optin is None or static + got[3] <= optin
 
 
 def _segment(s: int, spc: int) -> int:

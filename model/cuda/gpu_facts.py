@@ -1,4 +1,4 @@
-"""Facts about CUDA device 0 from the driver (libcuda through ctypes): SM count, compute capability."""
+"""Facts about CUDA device 0 from the driver (libcuda through ctypes): SM count, compute capability, shared memory."""
 
 from __future__ import annotations
 
@@ -37,3 +37,11 @@ def compute_capability() -> tuple[int, int] | None:
     """(major, minor) compute capability of CUDA device 0 (None: not known, or no CUDA)."""
     major, minor = _device_attribute(75), _device_attribute(76)  # CU_DEVICE_ATTRIBUTE_COMPUTE_...
     return (major, minor) if major and minor is not None else None
+
+
+@functools.lru_cache(maxsize=1)
+def shared_memory_optin() -> int | None:
+    """The most shared memory (bytes) one block of CUDA device 0 may ask for, dynamic and static
+    together (None: not known, or no CUDA). 227 KiB on an H100/H200."""
+    size = _device_attribute(97)  # CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+    return size if size is not None and size > 0 else None

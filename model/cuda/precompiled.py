@@ -94,6 +94,7 @@ class PrecompiledKernel:
                 source=self.body,
                 header=self.header,
                 ensure_row_contiguous=self.ensure_row_contiguous,
+                shared_memory=self.shared_memory,
             )
         return self._fallback
 

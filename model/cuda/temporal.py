@@ -27,7 +27,8 @@ the model's weights) and turns it off, with the reason, if they differ. `PPX_TEM
 it off (docs/cuda-kernels.md §The temporal step). Measured on an H200 at a full ring: 3.9 ms
 against 6.2-6.9 ms for MLX's ops, at 8 and 4 bits (`python -m benchmarks.kernels_ab`), and since
 the denormal codes and the attention's wider loads 3.0 ms at 4 bits (the kernel alone, phase by
-phase: `python -m benchmarks.kernel_profile`).
+phase: `python -m benchmarks.kernel_profile`). The mat-vecs can stream their weights through
+shared memory (`stream_plan`; docs/cuda-kernels.md §The weight stream), off until measured.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import mlx.core as mx
 import numpy as np
 
 from model.cuda import persistent
+from model.cuda.gpu_facts import shared_memory_optin
 from model.derived import stack_into
 from model.quantized import BITS, affine
 from model.sampling import split_key
@@ -47,6 +49,13 @@ from model.sampling import split_key
 THREADS = 512  # per block, one per SM (__launch_bounds__); H100 8-bit: 384 4.96, 512 4.56, 640 4.70, 1024 5.3 ms
 UNROLL = {8: 4, 4: 8}  # 16-byte chunks per lane in flight (two rows each); 4-bit: 4 4.53, 8 4.05 ms
 DTYPES = (mx.bfloat16, mx.float16)  # x and the hidden state live in shared memory in this type
+# The weight stream (src/temporal.cuh; docs/cuda-kernels.md §The weight stream): stages, 16-byte
+# chunks per lane and row in a stage, and whether a phase's first items are asked for before the
+# barrier and prologue in front of it. Fewer stages where the GPU's shared memory is smaller; none
+# (weights read straight into registers) where it holds fewer than two. Off (0 stages) until it
+# has run on a GPU: built and compiled, not yet measured (`benchmarks/stream_ab.py`,
+# `benchmarks/kernel_profile.py --variants direct s2c4+ ...` measure it).
+STREAM_STAGES, STREAM_CHUNKS, STREAM_AHEAD = 0, 4, 1
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,42 @@ def _shared_bytes(d: int, hidden: int, head_dim: int, bits: int) -> int:
         + 4 * THREADS // 32 * head_dim
         + 4 * head_dim
     )
+
+
+def _stream_words(dtype: mx.Dtype, bits: int, group: int, chunks: int) -> int | None:
+    """16-byte words of one warp's stage (`ppx_stream_shape`); None where the scales of a chunk
+    column are not whole 16-byte pieces."""
+    groups_per_column = 32 * (128 // bits) // group
+    piece_bytes = groups_per_column * dtype.size
+    if groups_per_column * group != 32 * (128 // bits) or piece_bytes % 16:
+        return None
+    return 2 * chunks * 32 + chunks * 4 * piece_bytes // 16
+
+
+def stream_plan(
+    d: int,
+    hidden: int,
+    head_dim: int,
+    dtype: mx.Dtype,
+    bits: int,
+    group: int,
+    want: tuple[int, int, int] | None = None,
+) -> tuple[int, int, int, int]:
+    """(stages, chunks per stage, ahead, dynamic shared bytes) of the weight stream on this GPU:
+    as many of `want`'s stages as fit beside the static shared memory, none (0, 0, 0, 0) where
+    fewer than two fit, `want` has none, or the shared memory per block is not known. `want`:
+    (stages, chunks, ahead), STREAM_STAGES, STREAM_CHUNKS and STREAM_AHEAD unless given."""
+    want_stages, chunks, ahead = want or (STREAM_STAGES, STREAM_CHUNKS, STREAM_AHEAD)
+    optin = shared_memory_optin()
+    words = _stream_words(dtype, bits, group, chunks) if want_stages and chunks else None
+    if optin is None or words is None or (d // group) % 8 or (hidden // group) % 8:
+        return 0, 0, 0, 0
+    per_stage = THREADS // 32 * words * 16
+    room = optin - _shared_bytes(d, hidden, head_dim, bits) - 1024  # a KiB spare
+    stages = min(want_stages, room // per_stage)
+    if stages < 2:
+        return 0, 0, 0, 0
+    return stages, chunks, ahead, stages * per_stage
 
 
 def _fill_rings(caches: list[Any], seed: int) -> None:
@@ -117,7 +162,8 @@ class TemporalKernel(persistent.PersistentKernel):
         names = ["x", "pos", "params", "qa", "sa", "ba", "qb", "sb", "bb", "norms"]
         names += [f"k{i}" for i in range(layers)] + [f"v{i}" for i in range(layers)]
         # the rings must be the arrays themselves, never copies
-        return names, {"macros": {"PPX_KV_POINTERS": pointers}, "ensure_row_contiguous": False}
+        options = {"macros": {"PPX_KV_POINTERS": pointers}, "ensure_row_contiguous": False}
+        return names, options | {"shared_memory": consts["STREAM_BYTES"]}
 
     def supports(self, lm: Any) -> str | None:
         """Why the kernel cannot run `lm`'s temporal transformer (None: it can)."""
@@ -197,6 +243,7 @@ class TemporalKernel(persistent.PersistentKernel):
         the work buffer: word 1 is the barrier's error flag)."""
         cfg = lm.transformer.config
         head_dim = cfg.d_model // cfg.num_heads
+        stages, chunks, ahead, stream_bytes = self.stream(lm, weights)
         params = [weights.eps, head_dim**-0.5 * math.log2(math.e), math.log2(cfg.max_period)]
         consts: list[tuple[str, Any]] = [
             ("T", lm.dtype),
@@ -211,6 +258,10 @@ class TemporalKernel(persistent.PersistentKernel):
             ("NT", THREADS),
             ("U", UNROLL[weights.bits]),
             ("SYNC", persistent.SYNC_WORDS),
+            ("NS", stages),
+            ("CPI", chunks),
+            ("PRE", ahead),
+            ("STREAM_BYTES", stream_bytes),
         ]
         keys = [state[0] for state in states]
         values = [state[1] for state in states]
@@ -230,6 +281,18 @@ class TemporalKernel(persistent.PersistentKernel):
             THREADS,
         )
         return out.reshape(1, 1, cfg.d_model), work
+
+    def stream(self, lm: Any, weights: TemporalStack) -> tuple[int, int, int, int]:
+        """The weight stream's plan for `lm` on this GPU (`stream_plan`)."""
+        cfg = lm.transformer.config
+        return stream_plan(
+            cfg.d_model,
+            cfg.dim_feedforward,
+            cfg.d_model // cfg.num_heads,
+            lm.dtype,
+            weights.bits,
+            weights.group_size,
+        )
 
     def verify(self, lm: Any, weights: TemporalStack) -> float:
         """Step the kernel with `weights` beside MLX's ops (each with its own rings) and raise

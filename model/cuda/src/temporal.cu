@@ -1,7 +1,10 @@
 // The temporal kernel's body: all layers of one position (docs/cuda-kernels.md §The temporal
 // step). MLX declares the kernel around it: inputs x, pos, params, qa, sa, ba, qb, sb, bb, norms,
 // k0.., v0.. (the rings); outputs out, work. The constants (T, BITS, G, D, HID, NH, DH, NL, CTX,
-// NT, U, SYNC) and PPX_KV_POINTERS (the rings' pointers) come from the prelude (source.py).
+// NT, U, SYNC, and the weight stream's NS, CPI, PRE) and PPX_KV_POINTERS (the rings' pointers)
+// come from the prelude (source.py). With NS > 0 the mat-vecs' weights pass through NS stages of
+// dynamic shared memory (temporal.cuh, the weight stream), and with PRE each phase's first items
+// are asked for before the barrier and prologue in front of it.
   constexpr int NW = NT / 32;
   constexpr int QKV = 3 * D;
   constexpr int LROWS = QKV + D + 2 * HID;
@@ -17,6 +20,7 @@
   __shared__ float qsm[NW][DH];  // each warp's query, for its attention items
   __shared__ float redf[NW];
   __shared__ float2 rope[DH / 2];  // (cos, sin) of each frequency at this position
+  extern __shared__ __align__(16) uint4 stage[];  // the weight stream's stages (NS > 0)
 
   unsigned int* sync = reinterpret_cast<unsigned int*>(work);
   float* x1 = work + SYNC;
@@ -49,6 +53,32 @@
   int run = (nvalid * NH + nwarps - 1) / nwarps;
   run = ((run + 31) / 32) * 32;
   const int nch = (nvalid + run - 1) / run;
+  // the weight stream: this warp's part of each stage, stages NW warps' parts apart
+  constexpr int SW = ppx_stream_words<T, BITS, G, NS, CPI>();
+  uint4* area = stage + wib * SW;
+  constexpr int SSTRIDE = NW * SW;
+  constexpr bool AHEAD = NS > 0 && PRE != 0;
+  // the row pairs of the four mat-vecs of layer l
+  auto qkv_rows = [&](int l) {
+    const size_t base = static_cast<size_t>(l) * LROWS;
+    return [base](int pr) { return ppx_pair{base + 2 * pr, base + 2 * pr + 1}; };
+  };
+  auto out_rows = [&](int l) {
+    const size_t base = static_cast<size_t>(l) * LROWS + QKV;
+    return [base](int pr) { return ppx_pair{base + 2 * pr, base + 2 * pr + 1}; };
+  };
+  auto in_rows = [&](int l) {  // gate row r and value row r + HID
+    const size_t base = static_cast<size_t>(l) * LROWS + QKV + D;
+    return [base](int r) { return ppx_pair{base + r, base + r + HID}; };
+  };
+  auto outb_rows = [&](int l) {
+    const size_t base = static_cast<size_t>(l) * D;
+    return [base](int pr) { return ppx_pair{base + 2 * pr, base + 2 * pr + 1}; };
+  };
+  if constexpr (AHEAD) {
+    ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, gwarp, QKV / 2, nwarps, qkv_rows(0), area,
+                                             SSTRIDE, lane);
+  }
 
   PPX_MARK(sync, 0);
   for (int i = tid; i < D; i += NT) xs[i] = x[i];
@@ -60,15 +90,13 @@
   __syncthreads();
 
   for (int l = 0; l < NL; l++) {
-    const size_t base = static_cast<size_t>(l) * LROWS;
     // 1. norm1; q/k/v by RoPE pairs; k, v into the ring slot
     ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l) * D, nt, eps, redf);
     ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
     PPX_MARK_PHASE(sync, target);
-    for (int pr = gwarp; pr < QKV / 2; pr += nwarps) {
+    ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, gwarp, QKV / 2, nwarps, qkv_rows(l),
+                                         [&](int pr, float2 v) {
       const int r = 2 * pr;
-      const float2 v =
-          ppx_qdot2<T, BITS, G, D, U>(qa, sa, ba, base + r, base + r + 1, nt, csum, lane);
       if (lane == 0) {
         float y0 = ppx_f(T(v.x));
         float y1 = ppx_f(T(v.y));
@@ -93,6 +121,10 @@
           cache[at + 1] = T(y1);
         }
       }
+    }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    if constexpr (AHEAD) {
+      ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, gwarp, D / 2, nwarps, out_rows(l), area,
+                                               SSTRIDE, lane);
     }
     ppx_grid_sync(sync, target);
     // 2. attention partials: one (head, run of positions) per warp
@@ -208,14 +240,17 @@
     __syncthreads();
     ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
     PPX_MARK_PHASE(sync, target);
-    for (int pr = gwarp; pr < D / 2; pr += nwarps) {
+    ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, gwarp, D / 2, nwarps, out_rows(l),
+                                         [&](int pr, float2 v) {
       const int r = 2 * pr;
-      const float2 v = ppx_qdot2<T, BITS, G, D, U>(
-          qa, sa, ba, base + QKV + r, base + QKV + r + 1, nt, csum, lane);
       if (lane == 0) {
         x1[r] = ppx_f(T(v.x + ppx_f(xs[r])));
         x1[r + 1] = ppx_f(T(v.y + ppx_f(xs[r + 1])));
       }
+    }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    if constexpr (AHEAD) {
+      ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, gwarp, HID, nwarps, in_rows(l), area,
+                                               SSTRIDE, lane);
     }
     ppx_grid_sync(sync, target);
     // 5. norm2, silu(gate) * value
@@ -224,11 +259,13 @@
     ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l + 1) * D, nt, eps, redf);
     ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
     PPX_MARK_PHASE(sync, target);
-    for (int r = gwarp; r < HID; r += nwarps) {
-      const size_t g0 = base + QKV + D + r;
-      const float2 v =
-          ppx_qdot2<T, BITS, G, D, U>(qa, sa, ba, g0, g0 + HID, nt, csum, lane);
+    ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, gwarp, HID, nwarps, in_rows(l),
+                                         [&](int r, float2 v) {
       if (lane == 0) hidg[r] = ppx_f(T(v.x / (1.f + __expf(-v.x)) * v.y));
+    }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    if constexpr (AHEAD) {
+      ppx_stream_start<T, BITS, G, HID, NS, CPI>(qb, sb, bb, gwarp, D / 2, nwarps, outb_rows(l),
+                                                 area, SSTRIDE, lane);
     }
     ppx_grid_sync(sync, target);
     // 6. x' + linear_out(hidden)
@@ -238,12 +275,17 @@
     __syncthreads();
     ppx_chunk_sums<T, HID, EPC, NT>(nt, csum);
     PPX_MARK_PHASE(sync, target);
-    for (int pr = gwarp; pr < D / 2; pr += nwarps) {
-      const size_t r = static_cast<size_t>(l) * D + 2 * pr;
-      const float2 v = ppx_qdot2<T, BITS, G, HID, U>(qb, sb, bb, r, r + 1, nt, csum, lane);
+    ppx_pairs<T, BITS, G, HID, U, NS, CPI>(qb, sb, bb, gwarp, D / 2, nwarps, outb_rows(l),
+                                           [&](int pr, float2 v) {
       if (lane == 0) {
         x2[2 * pr] = ppx_f(T(v.x + ppx_f(xs[2 * pr])));
         x2[2 * pr + 1] = ppx_f(T(v.y + ppx_f(xs[2 * pr + 1])));
+      }
+    }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    if constexpr (AHEAD) {
+      if (l + 1 < NL) {
+        ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, gwarp, QKV / 2, nwarps,
+                                                 qkv_rows(l + 1), area, SSTRIDE, lane);
       }
     }
     ppx_grid_sync(sync, target);

@@ -158,3 +158,200 @@ __device__ __forceinline__ void ppx_rms_t(const T* x, const T* w, T* out, float 
   }
   __syncthreads();
 }
+
+// --- The weight stream (docs/cuda-kernels.md §The weight stream) -------------------------------
+// A mat-vec phase's weights pass through shared memory: each warp copies its next items with
+// cp.async (sm_80+; a plain copy elsewhere) NS - 1 items ahead of the arithmetic, so the loads of
+// the next rows are in flight while the warp multiplies the current ones, without holding them in
+// registers. An item is CPI 16-byte chunks of each of a row pair's two rows per lane (a lane's
+// chunks c = lane + 32k, as ppx_qdot2 takes them), with the scales and biases of the groups those
+// chunk columns cover. The sums are ppx_qdot2's, in its order: the outputs are bit for bit the same.
+
+// 16 bytes from global to shared memory, asynchronously where the GPU can.
+__device__ __forceinline__ void ppx_cp16(uint4* dst, const uint4* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned int d = static_cast<unsigned int>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+#else
+  *dst = *src;
+#endif
+}
+__device__ __forceinline__ void ppx_cp_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+// Wait until at most N of this thread's copy groups are still in flight.
+template <int N>
+__device__ __forceinline__ void ppx_cp_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// Two rows of a weight (a row pair of a mat-vec phase).
+struct ppx_pair {
+  size_t r0, r1;
+};
+
+// The shape of one warp's stage, in 16-byte words: the lanes' 2 * CPI chunks (chunk-slot major,
+// lane minor: conflict-free), then per chunk column the scales of row 0, its biases, row 1's
+// scales and biases, GPK groups each (the groups 32 chunks of a column cover).
+template <typename T, int BITS, int G, int CPI>
+struct ppx_stream_shape {
+  static constexpr int EPC = 128 / BITS;
+  static constexpr int GPK = 32 * EPC / G;
+  static constexpr int SPK = GPK * static_cast<int>(sizeof(T)) / 16;
+  static constexpr int WORDS = 2 * CPI * 32 + CPI * 4 * SPK;
+};
+
+// One warp's stage in 16-byte words; 0 without a stream (NS 0: the shape is never instantiated).
+template <typename T, int BITS, int G, int NS, int CPI>
+__device__ __forceinline__ constexpr int ppx_stream_words() {
+  if constexpr (NS > 0) {
+    return ppx_stream_shape<T, BITS, G, CPI>::WORDS;
+  } else {
+    return 0;
+  }
+}
+
+// Copies of item i of a warp's stream (row pairs first, first + stride, ..., IPP items each) into
+// stage i % NS of the warp's `area` (stages `sstride` words apart); nothing past `items`. One
+// commit group either way, so the groups in flight count items.
+template <typename T, int BITS, int G, int K, int NS, int CPI, class Rows>
+__device__ __forceinline__ void ppx_stream_issue(
+    const uint32_t* w, const T* s, const T* b, int first, int stride, int items, int i,
+    Rows rows, uint4* area, int sstride, int lane) {
+  using SH = ppx_stream_shape<T, BITS, G, CPI>;
+  constexpr int CHUNKS = K * BITS / 128;
+  constexpr int GROUPS = K / G;
+  constexpr int KPL = (CHUNKS + 31) / 32;
+  constexpr int IPP = (KPL + CPI - 1) / CPI;
+  constexpr int TV = 16 / static_cast<int>(sizeof(T));
+  if (i < items) {
+    const ppx_pair rp = rows(first + (i / IPP) * stride);
+    const int k0 = (i % IPP) * CPI;
+    uint4* st = area + (i % NS) * sstride;
+    const uint4* wv = reinterpret_cast<const uint4*>(w);
+#pragma unroll
+    for (int u = 0; u < CPI; u++) {
+      const int c = lane + 32 * (k0 + u);
+      if (k0 + u < KPL && c < CHUNKS) {
+        ppx_cp16(st + u * 32 + lane, wv + rp.r0 * CHUNKS + c);
+        ppx_cp16(st + (CPI + u) * 32 + lane, wv + rp.r1 * CHUNKS + c);
+      }
+    }
+    for (int j = lane; j < CPI * 4 * SH::SPK; j += 32) {
+      const int u = j / (4 * SH::SPK);
+      const int a = (j / SH::SPK) % 4;  // scales, biases of row 0, then of row 1
+      const int g = (k0 + u) * SH::GPK + (j % SH::SPK) * TV;
+      if (k0 + u < KPL && g < GROUPS) {
+        const T* src = ((a & 1) ? b : s) + ((a & 2) ? rp.r1 : rp.r0) * GROUPS + g;
+        ppx_cp16(st + 2 * CPI * 32 + j, reinterpret_cast<const uint4*>(src));
+      }
+    }
+  }
+  ppx_cp_commit();
+}
+
+// The first NS - 1 items of a warp's stream: called before the phase (before its barrier and
+// prologue, say), then ppx_stream_run with `started`.
+template <typename T, int BITS, int G, int K, int NS, int CPI, class Rows>
+__device__ __forceinline__ void ppx_stream_start(
+    const uint32_t* w, const T* s, const T* b, int first, int count, int stride, Rows rows,
+    uint4* area, int sstride, int lane) {
+  constexpr int CHUNKS = K * BITS / 128;
+  constexpr int KPL = (CHUNKS + 31) / 32;
+  constexpr int IPP = (KPL + CPI - 1) / CPI;
+  const int items = count > first ? (count - first + stride - 1) / stride * IPP : 0;
+#pragma unroll
+  for (int i = 0; i < NS - 1; i++) {
+    ppx_stream_issue<T, BITS, G, K, NS, CPI>(w, s, b, first, stride, items, i, rows, area,
+                                             sstride, lane);
+  }
+}
+
+// A warp's row pairs pr = first, first + stride, ... < count: rows(pr) of an affine quantized
+// weight times x (shared, swizzled, as ppx_qdot2 takes it), the two sums handed to emit(pr, sums)
+// by every lane. `started`: ppx_stream_start already issued the first items.
+template <typename T, int BITS, int G, int K, int NS, int CPI, class Rows, class Emit>
+__device__ __forceinline__ void ppx_stream_run(
+    const uint32_t* w, const T* s, const T* b, int first, int count, int stride, Rows rows,
+    Emit emit, const T* x, const float* csum, uint4* area, int sstride, int lane, bool started) {
+  using SH = ppx_stream_shape<T, BITS, G, CPI>;
+  constexpr int CHUNKS = K * BITS / 128;
+  constexpr int EPC = 128 / BITS;
+  constexpr int XV = 16 / sizeof(T);
+  constexpr int SPC = EPC / XV;
+  constexpr bool DN = ppx_scaled_x<T>::on;
+  constexpr int KPL = (CHUNKS + 31) / 32;
+  constexpr int IPP = (KPL + CPI - 1) / CPI;
+  const int items = count > first ? (count - first + stride - 1) / stride * IPP : 0;
+  if (!started) {
+    ppx_stream_start<T, BITS, G, K, NS, CPI>(w, s, b, first, count, stride, rows, area, sstride,
+                                             lane);
+  }
+  const uint4* xv = reinterpret_cast<const uint4*>(x);
+  const int gl = lane * EPC / G;  // a lane's group within its chunk column
+  float a0 = 0.f, a1 = 0.f;
+  for (int i = 0; i < items; i++) {
+    ppx_stream_issue<T, BITS, G, K, NS, CPI>(w, s, b, first, stride, items, i + NS - 1, rows,
+                                             area, sstride, lane);
+    ppx_cp_wait<NS - 1>();
+    __syncwarp();  // the scales other lanes copied
+    const uint4* st = area + (i % NS) * sstride;
+    const T* sc = reinterpret_cast<const T*>(st + 2 * CPI * 32);
+    const int k0 = (i % IPP) * CPI;
+#pragma unroll
+    for (int u = 0; u < CPI; u++) {
+      const int c = lane + 32 * (k0 + u);
+      if (k0 + u < KPL && c < CHUNKS) {
+        const uint4 q0 = st[u * 32 + lane];
+        const uint4 q1 = st[(CPI + u) * 32 + lane];
+        float xf[EPC];
+#pragma unroll
+        for (int v = 0; v < SPC; v++) {
+          const uint4 xw = xv[ppx_seg<SPC>(c * SPC + v)];
+          const T* t = reinterpret_cast<const T*>(&xw);
+#pragma unroll
+          for (int j = 0; j < XV; j++) xf[v * XV + j] = ppx_f(t[j]);
+        }
+        const float xsum = csum[c];
+        const T* su = sc + u * 4 * SH::GPK;
+        const float d0 = ppx_chunk_dot<BITS, DN>(q0, xf);
+        const float d1 = ppx_chunk_dot<BITS, DN>(q1, xf);
+        a0 = ppx_affine(ppx_f(su[gl]), ppx_f(su[SH::GPK + gl]), d0, xsum, a0);
+        a1 = ppx_affine(ppx_f(su[2 * SH::GPK + gl]), ppx_f(su[3 * SH::GPK + gl]), d1, xsum, a1);
+      }
+    }
+    if (i % IPP == IPP - 1) {
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) {
+        a0 += __shfl_xor_sync(0xffffffff, a0, off);
+        a1 += __shfl_xor_sync(0xffffffff, a1, off);
+      }
+      emit(first + (i / IPP) * stride, make_float2(a0, a1));
+      a0 = 0.f;
+      a1 = 0.f;
+    }
+    __syncwarp();  // every lane done with this stage before it is written again
+  }
+  ppx_cp_wait<0>();
+}
+
+// A mat-vec phase's row pairs for one warp: streamed through shared memory when NS > 0, else each
+// pair read straight into registers (ppx_qdot2).
+template <typename T, int BITS, int G, int K, int U, int NS, int CPI, class Rows, class Emit>
+__device__ __forceinline__ void ppx_pairs(
+    const uint32_t* w, const T* s, const T* b, int first, int count, int stride, Rows rows,
+    Emit emit, const T* x, const float* csum, uint4* area, int sstride, int lane, bool started) {
+  if constexpr (NS > 0) {
+    ppx_stream_run<T, BITS, G, K, NS, CPI>(w, s, b, first, count, stride, rows, emit, x, csum,
+                                           area, sstride, lane, started);
+  } else {
+    for (int pr = first; pr < count; pr += stride) {
+      const ppx_pair rp = rows(pr);
+      emit(pr, ppx_qdot2<T, BITS, G, K, U>(w, s, b, rp.r0, rp.r1, x, csum, lane));
+    }
+  }
+}
