@@ -18,7 +18,10 @@ Variants built from the same source, timed in alternating rounds (median ms per 
 - `fma-only`: one FMA per code on the raw packed words instead of the dequantization (wrong
   numbers; the same loads, the same x in shared memory);
 - `loads-only`: the codes' words folded into one FMA per chunk (wrong numbers; what is left when
-  the arithmetic is gone).
+  the arithmetic is gone);
+- `direct`: the mat-vecs' weights read straight into registers, no weight stream;
+- `sScK`, `sScK+`: the weight stream with S stages of K chunks per lane and row, `+` with each
+  phase's first items asked for before its barrier (`base` is the default plan).
 
     python -m benchmarks.kernel_profile --bits 4 8 --positions 100 3500
 """
@@ -39,6 +42,7 @@ from model.config import config_7b
 from model.cuda import temporal
 from model.cuda.gpu_facts import sm_count
 
+STREAM_VARIANTS = [(2, 4, 0), (2, 4, 1), (3, 2, 1), (4, 2, 1), (3, 3, 1), (5, 2, 1), (3, 2, 0)]
 PHASES = ("qkv", "attention", "combine", "out_proj", "linear_in", "linear_out")
 WITH_PROLOGUE = (0, 3, 4, 5)  # phases that normalise or load x before their mat-vec
 
@@ -59,8 +63,10 @@ class Variant(temporal.TemporalKernel):
 
     def __init__(self, name: str, marks: bool, header: tuple[str, str] | None = None,
                  body: tuple[str, str] | None = None, sources: Path | None = None,
-                 body2: tuple[str, str] | None = None) -> None:  # fmt: skip
+                 body2: tuple[str, str] | None = None,
+                 stream: tuple[int, int, int] | None = None) -> None:  # fmt: skip
         super().__init__()
+        self.stream_wanted = stream
         if sources:  # another version's src/ files (common.cuh, temporal.cuh, temporal.cu)
             self.header = (sources / "common.cuh").read_text() + (
                 sources / "temporal.cuh"
@@ -70,9 +76,11 @@ class Variant(temporal.TemporalKernel):
         self.marks = marks
         self.slots = 0
         self.base_words = 0
-        if header:
+        if header:  # in ppx_qdot2 and, indented further, in the weight stream
             assert header[0] in self.header, header[0]
             self.header = self.header.replace(*header)
+            deeper = [t.replace("\n", "\n    ").replace("    ", "        ", 1) for t in header]
+            self.header = self.header.replace(*deeper)
         for change in (body, body2):
             if change:
                 assert change[0] in self.body, change[0]
@@ -88,6 +96,14 @@ class Variant(temporal.TemporalKernel):
             )
             self.header = defines + self.header
         return self
+
+    def stream(self, lm: Any, weights: Any) -> tuple[int, int, int, int]:
+        if self.stream_wanted is None:
+            return super().stream(lm, weights)
+        cfg = lm.transformer.config
+        return temporal.stream_plan(cfg.d_model, cfg.dim_feedforward, cfg.d_model // cfg.num_heads,
+                                    lm.dtype, weights.bits, weights.group_size,
+                                    self.stream_wanted)  # fmt: skip
 
     def work_size(self, lm: Any) -> int:
         extra = 2 * self.slots * (sm_count() or 1) if self.marks else 0
@@ -107,6 +123,11 @@ def variants(baselines: list[Path] = ()) -> dict[str, Variant]:
                               body=("ppx_grid_sync(sync, target);", "__syncthreads();")),
         "fma-only": Variant("fma-only", True, header=(DOT, FMA_ONLY)),
         "loads-only": Variant("loads-only", True, header=(DOT, LOADS_ONLY)),
+        "direct": Variant("direct", False, stream=(0, 0, 0)),
+    } | {
+        f"s{n}c{c}{'+' if a else ''}": Variant(f"s{n}c{c}{'_ahead' if a else ''}", False,
+                                               stream=(n, c, a))
+        for n, c, a in STREAM_VARIANTS
     }  # fmt: skip
 
 

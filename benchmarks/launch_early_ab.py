@@ -32,19 +32,26 @@ def timed_block(session, frames) -> list[float]:
     return ms[5:]
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def ab_arguments(description: str, argv: list[str] | None, extra=None) -> argparse.Namespace:
+    """The A/B scripts' common options (`extra(parser)` adds a script's own)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--bits", type=int, default=4, choices=(4, 8))
-    ap.add_argument("--steps", type=int, default=300, help="frames per round and order")
+    ap.add_argument("--steps", type=int, default=300, help="frames per round and mode")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--transcript", action="store_true", help="also a transcribing session")
     ap.add_argument("--small", action="store_true", help="the tests' tiny model")
-    args = ap.parse_args(argv)
+    if extra is not None:
+        extra(ap)
+    return ap.parse_args(argv)
 
+
+def ab_sessions(args: argparse.Namespace) -> tuple[dict, list, int]:
+    """({"off": a warmed session, "on": one that transcribes the user (`--transcript`)}, the
+    audio frames, frames per block), MLX's kernels launched as the app launches them."""
     from personaplex_tui.benchmark import BenchOptions, transcribing_session, warmed_session
     from personaplex_tui.cuda_launches import launch_directly
 
-    launch_directly()  # as the app launches MLX's kernels
+    launch_directly()
     opts = BenchOptions(
         random_weights=not args.small, small=args.small, bits=args.bits, user_transcript=False
     )
@@ -53,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     sessions = {"off": plain}
     if args.transcript:
         sessions["on"] = transcribing_session(model, opts, audio)
+    return sessions, audio, half
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = ab_arguments(__doc__.splitlines()[0], argv)
+    sessions, audio, half = ab_sessions(args)
     for round_ in range(args.rounds):
         for name, session in sessions.items():
             ms: dict[bool, list[float]] = {False: [], True: []}

@@ -75,3 +75,15 @@ def test_the_phase_table_reads_the_marks():
     assert qkv["span"] == round(layers * 1200 / 1e3, 1)
     assert qkv["work_max"] == round(layers * 1200 / 1e3, 1)
     assert qkv["wait_min"] == round(layers * 50 / 1e3, 1)
+
+
+def test_kernel_resources_names_the_unit_of_each_plan():
+    """`benchmarks.kernel_resources` builds the 7B's temporal unit with the plan it is given (the
+    stream's constants in the prelude), as an H200 would, without a GPU."""
+    from benchmarks import kernel_resources
+
+    _, streamed = kernel_resources.unit(4, (3, 2, 1))
+    _, direct = kernel_resources.unit(8, (0, 0, 0))
+    assert "constexpr int NS = 3;" in streamed and "constexpr int CPI = 2;" in streamed
+    assert "constexpr int BITS = 4;" in streamed
+    assert "constexpr int NS = 0;" in direct and "constexpr int BITS = 8;" in direct
