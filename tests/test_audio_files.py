@@ -119,6 +119,68 @@ def test_truncated_flac(tmp_path):
     assert "truncated" in message and message.endswith(".")
 
 
+def _ogg(path: Path, subtype: str) -> bytes:
+    """4 s of noise as an Ogg file (some ten pages): its bytes."""
+    noise = 0.2 * np.random.default_rng(0).standard_normal(4 * 24000)
+    sf.write(path, noise, 24000, format="OGG", subtype=subtype)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_an_ogg_file_cut_short_is_read_as_far_as_it_goes_and_said(tmp_path, subtype):
+    """libsndfile reads an Ogg file cut short (an interrupted download) up to the cut and says
+    nothing; its last page lacks the end-of-stream flag: a warning, and the audio is used."""
+    from personaplex_tui.audio.audio_file import AudioStream
+
+    whole = tmp_path / "talk.ogg"
+    data = _ogg(whole, subtype)
+    clip = read_audio(whole)
+    assert not clip.cut_short and clip.warning is None and abs(clip.duration_s - 4) < 0.01
+    cut = tmp_path / "cut.ogg"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    short = read_audio(cut)
+    assert short.cut_short and 1 < short.duration_s < 3.5
+    np.testing.assert_allclose(short.pcm[:24000], clip.pcm[:24000], atol=1e-6)
+    assert short.warning == (
+        f"The audio file {cut} seems cut short (its Ogg stream stops without its end, as after "
+        f"an interrupted download or copy); its {short.duration_s:.2f} s are used as far as "
+        "they go."
+    )
+    with AudioStream(cut) as stream, AudioStream(whole) as full:
+        assert stream.cut_short_note == short.warning and full.cut_short_note is None
+    for end in (len(data) - 1, len(data) - 30):  # cut inside the last page, past its flag
+        cut.write_bytes(data[:end])
+        assert read_audio(cut).cut_short
+
+
+def test_an_ogg_file_cut_short_through_the_standard_input_is_said(tmp_path):
+    import subprocess
+    import sys
+
+    data = _ogg(tmp_path / "talk.ogg", "VORBIS")
+    root = Path(__file__).resolve().parents[1]
+    code = "from personaplex_tui.audio import read_audio; print(read_audio('-').warning)"
+    said = [
+        subprocess.run(
+            [sys.executable, "-c", code], input=piped, capture_output=True, cwd=root,
+            env={"PYTHONPATH": str(root)}, timeout=60, text=False,
+        ).stdout.decode().strip()
+        for piped in (data, data[: len(data) * 6 // 10])
+    ]  # fmt: skip
+    assert said[0] == "None"
+    assert said[1].startswith("The audio file /dev/stdin seems cut short (its Ogg stream")
+
+
+def test_other_formats_are_not_judged_as_ogg(tmp_path):
+    """A WAV or FLAC is not searched for Ogg pages, even with "OggS" in its last samples."""
+    tone = (8000 * np.sin(np.arange(2400) / 5)).astype("<i2")
+    samples = np.concatenate([tone, np.frombuffer(b"OggS\x00\x00" * 2000, dtype="<i2")])
+    for name in ("pages.wav", "pages.flac"):
+        sf.write(tmp_path / name, samples, 24000, subtype="PCM_16")
+        clip = read_audio(tmp_path / name)
+        assert not clip.cut_short and clip.warning is None
+
+
 def test_corrupt_wav_header(tmp_path):
     path = tmp_path / "garbled.wav"
     sf.write(path, np.full(2400, 0.1), 24000, subtype="PCM_16")

@@ -209,3 +209,21 @@ def test_a_place_the_screen_cannot_be_drawn_is_one_sentence(tmp_path, monkeypatc
     monkeypatch.delenv("NO_COLOR")  # (CI: it was left set, and every later snapshot lost colour)
     chat.check_terminal()
     assert os.environ["NO_COLOR"] == "1"
+
+
+def test_an_input_file_cut_short_is_said_before_the_chat(tmp_path, capsys):
+    """`--input-file talk.ogg` cut short (an interrupted download) is used, with a warning."""
+    import numpy as np
+    import soundfile as sf
+
+    from personaplex_tui.commands.chat import check_settings
+    from personaplex_tui.settings import resolve_settings
+
+    talk = tmp_path / "talk.ogg"
+    sf.write(talk, 0.2 * np.random.default_rng(0).standard_normal(96000), 24000, format="OGG")
+    flags = ["--input-file", str(talk), "--config", str(tmp_path / "settings.toml")]
+    check_settings(resolve_settings(build_parser().parse_args(flags))[0])
+    assert capsys.readouterr().err == ""
+    talk.write_bytes(talk.read_bytes()[: talk.stat().st_size * 6 // 10])
+    check_settings(resolve_settings(build_parser().parse_args(flags))[0])
+    assert capsys.readouterr().err.startswith(f"ppx-tui: warning: The audio file {talk} seems cut")

@@ -42,6 +42,20 @@ def test_json_reports_the_delay_and_erle_and_says_what_was_converted(tmp_path, c
     assert abs(clean.duration_s - 10.0) < 0.02 and clean.source_rate == 24000
 
 
+def test_a_recording_cut_short_is_used_and_said(tmp_path, capsys):
+    """An Ogg recording cut short (an interrupted copy) is read as far as it goes, and said."""
+    far, mic, out = _recordings(tmp_path, 0.05)
+    data, rate = sf.read(far)
+    sf.write(tmp_path / "far.ogg", data, rate, format="OGG", subtype="VORBIS")
+    raw = (tmp_path / "far.ogg").read_bytes()
+    (tmp_path / "far.ogg").write_bytes(raw[: len(raw) * 6 // 10])
+    args = ["--far", str(tmp_path / "far.ogg"), "--mic", str(mic), "--output", str(out)]
+    assert main(["sound-check", *args, "--json"]) == 0
+    err = capsys.readouterr().err
+    assert f"The audio file {tmp_path / 'far.ogg'} seems cut short" in err
+    assert "shorter; it was padded with silence" in err
+
+
 def test_an_echo_beyond_the_cancellers_reach_is_said_and_brought_within_it(tmp_path, capsys):
     far, mic, out = _recordings(tmp_path, 0.8)
     rc = main(["sound-check", "--far", str(far), "--mic", str(mic), "--output", str(out)])

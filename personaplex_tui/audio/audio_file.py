@@ -29,6 +29,7 @@ MAX_SECONDS = 3 * 3600  # 3 h of 24 kHz float32 is about 1 GB in memory
 MAX_PIPE_BYTES = 512 << 20  # what a pipe may hand over (read into memory to be decoded)
 _PIPE_CHUNK = 1 << 20
 READ_FRAMES = 1 << 16  # frames `AudioStream` decodes at a time (2.7 s at 24 kHz)
+OGG_TAIL = 1 << 17  # bytes read from an Ogg file's end to find its last page (at most 65,307)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class AudioClip:
     source_format: str  # e.g. "WAV PCM_16", "FLAC PCM_24"
     silent: bool  # nothing above -60 dBFS: valid, but worth a warning
     path: str = ""
+    cut_short: bool = False  # an Ogg stream without its end: usable, but worth a warning
 
     @property
     def duration_s(self) -> float:
@@ -48,10 +50,12 @@ class AudioClip:
 
     @property
     def warning(self) -> str | None:
-        """A sentence for the user when the file is valid but useless, else None."""
+        """A sentence (or two) for the user when the file is valid but useless or incomplete,
+        else None."""
+        said = [_cut_short_note(self.path, self.duration_s)] if self.cut_short else []
         if self.silent:
-            return f"The audio file {self.path} contains only silence."
-        return None
+            said.append(f"The audio file {self.path} contains only silence.")
+        return " ".join(said) or None
 
 
 def read_audio(path: str | Path) -> AudioClip:
@@ -148,6 +152,7 @@ def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:
         source_format=f"{info.format} {info.subtype}",
         silent=bool(np.max(np.abs(mono)) < SILENCE_PEAK),
         path=str(p),
+        cut_short=_ogg_cut_short(source, size, info),
     )
 
 
@@ -247,6 +252,12 @@ class AudioStream(ClosesOnExit):
         self.source_format = f"{info.format} {info.subtype}"
         self.silent = mono_peak < SILENCE_PEAK
         self.samples = resampled_length(frames, info.samplerate, SAMPLE_RATE)
+        self.cut_short = _ogg_cut_short(source, size, info)
+
+    @property
+    def cut_short_note(self) -> str | None:
+        """`AudioClip.warning`'s sentence for an Ogg file cut short, else None."""
+        return _cut_short_note(self.path, self.duration_s) if self.cut_short else None
 
     @property
     def duration_s(self) -> float:
@@ -523,6 +534,35 @@ class _SizedView(io.RawIOBase):
                 view[lo - self._pos : hi - self._pos] = patch[lo - at : hi - at]
         self._pos += got
         return got
+
+
+def _ogg_cut_short(source: BinaryIO, size: int, info: sf._SoundFileInfo) -> bool:
+    """libsndfile quietly reads an Ogg file (Vorbis, Opus) cut short, up to the cut: its last
+    page should be whole and carry the end-of-stream flag (header type bit 0x04). Only the
+    file's last `OGG_TAIL` bytes are read; a tail with no page header in it is not judged."""
+    if info.format != "OGG":
+        return False
+    start = max(0, size - OGG_TAIL)
+    source.seek(start)
+    tail = source.read(size - start)
+    at = len(tail)
+    while (at := tail.rfind(b"OggS", 0, at)) >= 0:
+        if at + 4 < len(tail) and tail[at + 4] != 0:  # not a page: version 0 only
+            continue
+        if at + 27 > len(tail):  # the cut fell in the page's header
+            return True
+        segments = tail[at + 27 : at + 27 + tail[at + 26]]
+        if len(segments) < tail[at + 26] or at + 27 + len(segments) + sum(segments) > len(tail):
+            return True  # the cut fell in the page
+        return not tail[at + 5] & 0x04
+    return False
+
+
+def _cut_short_note(path: str, duration_s: float) -> str:
+    return (
+        f"The audio file {path} seems cut short (its Ogg stream stops without its end, as after "
+        f"an interrupted download or copy); its {duration_s:.2f} s are used as far as they go."
+    )
 
 
 def _check_wav_complete(p: Path, f: BinaryIO, size: int, rate: int) -> tuple[int, int] | None:

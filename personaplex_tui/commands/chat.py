@@ -42,7 +42,9 @@ def check_settings(settings: Settings) -> None:
 
     source = settings.input_file
     if source is not None and (Path(source).is_file() or Path(source).is_dir()):
-        read_audio(source)  # missing, empty, corrupt or not audio: AudioFileError
+        clip = read_audio(source)  # missing, empty, corrupt or not audio: AudioFileError
+        if clip.cut_short:  # an Ogg file cut short is used as far as it goes, and said so
+            status(f"ppx-tui: warning: {clip.warning}")
     # (a pipe can be read only once: the conversation reads it, and says what is wrong)
     # Every file the session writes can be written, and none is the input or another output
     # (--output-file over --input-file replaced the question by the agent's voice): said now,
