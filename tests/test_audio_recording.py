@@ -162,3 +162,183 @@ def test_a_file_deleted_while_written_fails_within_a_second_of_audio(tmp_path):
         w2.flush()
     w.close()
     w2.close()
+
+
+# -- syncing to the disk (a power cut loses at most about SYNC_EVERY_S) -------------------------
+
+
+class FsyncSpy:
+    """Stands in for os.fsync: records which file (by inode) each call synced and on which
+    thread; raises `error` when it is set."""
+
+    def __init__(self, error: OSError | None = None) -> None:
+        import threading
+
+        self.calls: list[tuple[int, str]] = []
+        self.error = error
+        self._lock = threading.Lock()
+
+    def __call__(self, fd: int) -> None:
+        import os
+        import threading
+
+        with self._lock:
+            self.calls.append((os.fstat(fd).st_ino, threading.current_thread().name))
+        if self.error is not None:
+            raise self.error
+
+    def count(self, path: Path) -> int:
+        inode = path.stat().st_ino
+        with self._lock:
+            return sum(1 for ino, _ in self.calls if ino == inode)
+
+
+def _wait_for(condition, timeout_s: float = 5.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_recording_tracks_are_synced_every_interval_off_the_writing_thread(tmp_path, monkeypatch):
+    import os
+    import time
+
+    import personaplex_tui.audio.recorder as recorder
+
+    spy = FsyncSpy()
+    monkeypatch.setattr(os, "fsync", spy)
+    interval = 0.05
+    monkeypatch.setattr(recorder, "SYNC_EVERY_S", interval)
+    rec = SessionRecorder(tmp_path / "rec")
+    frame = np.zeros(1920, np.float32)
+    start = time.monotonic()
+    while time.monotonic() - start < 0.6:  # ~12 intervals of frames arriving
+        rec.write_mic(frame)
+        rec.write_agent(frame)
+        time.sleep(0.005)
+    elapsed = time.monotonic() - start
+    synced = spy.count(rec.paths.mic)
+    # about one sync per interval while the track grows (generous below: a loaded machine)
+    assert 3 <= synced <= elapsed / interval + 2
+    assert 3 <= spy.count(rec.paths.agent) <= elapsed / interval + 2
+    assert {thread for _, thread in spy.calls} == {"ppx-wav-sync"}  # never the writing thread
+    rec.write_mic(frame)
+    assert _wait_for(lambda: spy.count(rec.paths.mic) > synced)  # a last frame: synced too
+    time.sleep(2 * interval)  # (a sync that had begun before that frame may follow it)
+    settled = spy.count(rec.paths.mic)
+    time.sleep(4 * interval)
+    assert spy.count(rec.paths.mic) == settled  # nothing new: no sync
+    rec.close()
+    assert spy.count(rec.paths.mic) == settled  # already synced: close has nothing to do
+    assert len(sf.read(rec.paths.mic, dtype="float32")[0]) > 0
+
+
+def test_closing_a_recording_syncs_each_track_once(tmp_path, monkeypatch):
+    import os
+
+    import personaplex_tui.audio.recorder as recorder
+
+    spy = FsyncSpy()
+    monkeypatch.setattr(os, "fsync", spy)
+    monkeypatch.setattr(recorder, "SYNC_EVERY_S", 3600.0)  # no periodic sync in this test
+    rec = SessionRecorder(tmp_path / "rec")
+    for _ in range(25):  # 2 s
+        rec.write_mic(np.zeros(1920, np.float32))
+        rec.write_agent(np.zeros(1920, np.float32))
+    rec.write_mic_processed(np.zeros(1920, np.float32))
+    assert spy.calls == []  # writing never syncs on the writing thread
+    rec.close()
+    assert spy.count(rec.paths.mic) == 1
+    assert spy.count(rec.paths.agent) == 1
+    assert spy.count(rec.processed_path) == 1
+    rec.close()  # twice: nothing more
+    assert len(spy.calls) == 3
+
+
+def test_a_failed_sync_fails_the_writer_as_a_failed_write_does(tmp_path, monkeypatch):
+    import errno
+    import os
+    import threading
+
+    import pytest
+
+    from personaplex_tui.audio.wav_writer import WavWriteError
+
+    crashes = []
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+    monkeypatch.setattr(os, "fsync", FsyncSpy(OSError(errno.EIO, "Input/output error")))
+    path = tmp_path / "eio.wav"
+    w = WavWriter(path, sync_every_s=0.02)
+    w.write(np.zeros(1920, np.float32))  # never raises here: the sync is not on this thread
+    assert _wait_for(lambda: w.failure is not None)
+    sentence = (
+        f"Writing the audio file {path} failed (Input/output error); it keeps the first 0.08 s, "
+        "which its header describes."
+    )
+    assert str(w.failure) == sentence
+    with pytest.raises(WavWriteError) as info:  # the writer's usual failure, on the next write
+        w.write(np.zeros(1920, np.float32))
+    assert str(info.value) == sentence
+    w.close()
+    assert crashes == []  # no traceback from the sync thread
+    assert len(sf.read(path, dtype="float32")[0]) == 1920
+
+
+def test_a_failed_sync_stops_the_recording_not_the_conversation(tmp_path, monkeypatch):
+    import errno
+    import os
+    import threading
+
+    import personaplex_tui.audio.recorder as recorder
+    from personaplex_tui.conversation.recording import ConversationRecording
+
+    crashes = []
+    monkeypatch.setattr(threading, "excepthook", crashes.append)
+    monkeypatch.setattr(os, "fsync", FsyncSpy(OSError(errno.EIO, "Input/output error")))
+    monkeypatch.setattr(recorder, "SYNC_EVERY_S", 0.02)
+    messages: list[str] = []
+    rec = ConversationRecording.begin(tmp_path / "rec", {}, messages.append)
+
+    def talk() -> bool:
+        rec.write_mic(np.zeros(1920, np.float32))  # never raises
+        rec.write_agent(np.zeros(1920, np.float32))
+        return bool(messages)
+
+    assert _wait_for(talk)
+    for _ in range(10):  # the conversation goes on; nothing more is said
+        talk()
+    assert len(messages) == 1
+    message = messages[0]
+    assert message.startswith(f"Recording in {rec.folder} stopped at ")
+    assert message.endswith(
+        "s (Input/output error); what was recorded until then is kept and the conversation goes on."
+    )
+    assert "\n" not in message
+    assert rec.close() == rec.folder
+    kept, _ = sf.read(rec.folder / "mic.wav", dtype="float32")
+    assert len(kept) >= 1920  # what came before is kept
+    assert crashes == []
+
+
+def test_a_failed_last_sync_on_close_is_one_sentence(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import personaplex_tui.audio.recorder as recorder
+    from personaplex_tui.conversation.recording import ConversationRecording
+
+    spy = FsyncSpy()
+    monkeypatch.setattr(os, "fsync", spy)
+    monkeypatch.setattr(recorder, "SYNC_EVERY_S", 3600.0)
+    messages: list[str] = []
+    rec = ConversationRecording.begin(tmp_path / "rec", {}, messages.append)
+    rec.write_mic(np.zeros(1920, np.float32))
+    spy.error = OSError(errno.EIO, "Input/output error")
+    assert rec.close() == rec.folder
+    assert messages == ["Finishing the recording failed: Input/output error."]
+    assert len(sf.read(rec.folder / "mic.wav", dtype="float32")[0]) == 1920

@@ -68,7 +68,12 @@ class WavWriter(ClosesOnExit):
     header say so and raises `WavWriteError` naming the file and what it kept; later writes raise
     it again. A file deleted while it is written (checked every `flush_every_s` of audio and on
     `flush`) fails the same way, as `deleted`. Thread-safe; `fsync=True` also survives a power
-    cut (a disk sync every `flush_every_s` of audio).
+    cut (a disk sync every `flush_every_s` of audio, on the writing thread).
+
+    `sync_every_s` syncs the file to the disk every that many seconds on a background thread of
+    its own instead, and once more on `close`, so that a power cut loses at most about that much
+    while the writing thread never waits on the disk. A sync that fails (EIO, ENOSPC) fails the
+    writer as a failed write does: the next `write` raises the same `WavWriteError`.
     """
 
     max_data_bytes = MAX_DATA_BYTES  # (tests lower it)
@@ -80,6 +85,7 @@ class WavWriter(ClosesOnExit):
         channels: int = 1,
         flush_every_s: float = 1.0,
         fsync: bool = False,
+        sync_every_s: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.sample_rate = sample_rate
@@ -91,6 +97,7 @@ class WavWriter(ClosesOnExit):
         self._data_bytes = 0  # bytes of samples in the file
         self._unsynced = 0
         self._failure: WavWriteError | None = None
+        self._syncer: _BackgroundSync | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
@@ -106,6 +113,11 @@ class WavWriter(ClosesOnExit):
             raise AudioFileError(
                 f"Could not create the audio file {self.path}: {e.strerror or e}."
             ) from None
+        if sync_every_s is not None:
+            try:
+                self._syncer = _BackgroundSync(self, sync_every_s)
+            except OSError:  # no file descriptor left for its own copy: no background sync
+                self._syncer = None
 
     @property
     def frames_written(self) -> int:
@@ -164,8 +176,12 @@ class WavWriter(ClosesOnExit):
                 except OSError as e:
                     raise self._fail(e) from None
 
-    def close(self) -> None:
-        """Close the file; safe to call twice, never raises (the header is already right)."""
+    def close(self, wait: bool = True) -> None:
+        """Close the file; safe to call twice, never raises (the header is already right).
+
+        With `sync_every_s`, the background thread syncs the file one last time; `wait=False`
+        does not wait for that (a caller that must not block on the disk). A failed last sync
+        is kept in `failure`."""
         with self._lock:
             if self._file.closed:
                 return
@@ -179,6 +195,15 @@ class WavWriter(ClosesOnExit):
                     self._file.close()
                 except OSError:
                     pass
+        if self._syncer is not None:
+            self._syncer.stop(wait)
+
+    def _sync_failed(self, error: OSError) -> None:
+        """The background sync failed: the writer fails as on a failed write (first failure
+        only; its file may already be closed)."""
+        with self._lock:
+            if self._failure is None:
+                self._fail(error)
 
     def _write_all(self, data: bytes, count: bool = False) -> None:
         view = memoryview(data)
@@ -213,14 +238,18 @@ class WavWriter(ClosesOnExit):
             )
             return self._failure
         whole = self._data_bytes - self._data_bytes % self._block
-        try:
-            if whole != self._data_bytes:
-                os.ftruncate(self._file.fileno(), _HEADER_BYTES + whole)
-            self._data_bytes = whole
-            self._rewrite_header()
-            kept = f"it keeps the first {self.duration_s:.2f} s, which its header describes"
-        except OSError:  # the header itself cannot be written: say what is really there
-            kept = f"its header could not be updated either ({self.duration_s:.2f} s were written)"
+        kept = f"it keeps the first {self.duration_s:.2f} s, which its header describes"
+        if not self._file.closed:  # (closed: a failed last sync; the header is already right)
+            try:
+                if whole != self._data_bytes:
+                    os.ftruncate(self._file.fileno(), _HEADER_BYTES + whole)
+                self._data_bytes = whole
+                self._rewrite_header()
+                kept = f"it keeps the first {self.duration_s:.2f} s, which its header describes"
+            except OSError:  # the header itself cannot be written: say what is really there
+                kept = (
+                    f"its header could not be updated either ({self.duration_s:.2f} s were written)"
+                )
         self._failure = WavWriteError(
             f"Writing the audio file {self.path} failed ({reason}); {kept}.",
             self.path,
@@ -228,6 +257,44 @@ class WavWriter(ClosesOnExit):
             self.duration_s,
         )
         return self._failure
+
+
+class _BackgroundSync:
+    """Syncs a `WavWriter`'s file to the disk every `every_s` seconds when it has grown, and once
+    more when stopped, on a daemon thread of its own through its own copy of the file descriptor:
+    the fsync never holds the writer's lock, so the thread that writes never waits on the disk."""
+
+    def __init__(self, writer: WavWriter, every_s: float) -> None:
+        self._writer = writer
+        self._every_s = every_s
+        self._fd = os.dup(writer._file.fileno())  # stays valid after the writer's file closes
+        self._synced = -1  # the writer's byte count at the last sync (-1: none yet)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ppx-wav-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self, wait: bool) -> None:
+        self._stopping.set()
+        if wait and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.wait(self._every_s):
+                self._sync()
+            self._sync()  # the last one, on close
+        finally:
+            os.close(self._fd)
+
+    def _sync(self) -> None:
+        grown = self._writer._data_bytes  # (an int read: no lock needed)
+        if grown == self._synced:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as e:
+            self._writer._sync_failed(e)
+        self._synced = grown
 
 
 def _remove_headless(path: Path) -> None:

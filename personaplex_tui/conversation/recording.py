@@ -2,7 +2,8 @@
 
 Every session is recorded as it happens (each frame handed to the OS with the WAV header
 updated, the transcript on every entry), so a crash of the app loses at most the frame being
-written; nothing is synced to the disk (a power cut loses what the OS had not written yet).
+written; the WAV tracks are synced to the disk every few seconds on background threads (a power
+cut loses at most about the last 5 s of them; the transcript is not synced).
 With continuous recording on (`record_dir`), the files go into a new folder there and stay. Without it they go into a private temporary folder:
 `save()` copies a consistent snapshot of it into a new folder, and `close()` deletes it.
 """
@@ -219,7 +220,7 @@ class ConversationRecording:
         try:
             if recorder is not None:
                 written = max(recorder.mic_seconds, recorder.agent_seconds)
-                recorder.close()
+                recorder.close(wait=False)  # (any thread, the engine's too: no wait on the disk)
         except OSError:
             pass
         if getattr(error, "deleted", False):  # the folder was deleted under the recording
