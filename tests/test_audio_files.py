@@ -305,7 +305,7 @@ def test_a_file_read_in_blocks_is_refused_in_read_audios_sentences(tmp_path):
 def test_audio_written_in_blocks_is_what_write_wav_writes(tmp_path):
     """`AudioWriter` (the offline sound check's output, written as it is cancelled): the bytes
     of `write_wav`'s WAV, the samples of its FLAC; unfinished, the file is removed."""
-    from personaplex_tui.audio.audio_file import AudioWriter
+    from personaplex_tui.audio.audio_writing import AudioWriter
 
     rng = np.random.default_rng(3)
     pcm = np.clip(0.4 * rng.standard_normal(50_000), -1.2, 1.2).astype(np.float32)
@@ -330,8 +330,8 @@ def test_a_full_disk_while_writing_in_blocks_is_its_reason_and_leaves_no_file(
 ):
     import errno
 
-    from personaplex_tui.audio import audio_file
-    from personaplex_tui.audio.audio_file import AudioWriter
+    from personaplex_tui.audio import audio_writing
+    from personaplex_tui.audio.audio_writing import AudioWriter
 
     real_open = open
 
@@ -357,7 +357,7 @@ def test_a_full_disk_while_writing_in_blocks_is_its_reason_and_leaves_no_file(
         def __exit__(self, *exc):
             self._f.close()
 
-    monkeypatch.setattr(audio_file, "open", Full, raising=False)
+    monkeypatch.setattr(audio_writing, "open", Full, raising=False)
     rng = np.random.default_rng(4)
     pcm = (0.3 * rng.standard_normal(240_000)).astype(np.float32)
     path = tmp_path / f"clean.{ext}"

@@ -100,7 +100,7 @@ def test_a_full_disk_while_writing_is_its_reason_and_leaves_no_broken_file(tmp_p
     encoded in memory and written by Python, which says why, and a file cut short is removed."""
     import errno
 
-    from personaplex_tui.audio import audio_file
+    from personaplex_tui.audio import audio_writing
 
     far, mic, clean = _recordings(tmp_path, 0.05)
     real_open = open
@@ -123,7 +123,7 @@ def test_a_full_disk_while_writing_is_its_reason_and_leaves_no_broken_file(tmp_p
         return Full(path, mode, *args, **kwargs) if "w" in mode else real_open(path, mode)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(audio_file, "open", opener, raising=False)
+        mp.setattr(audio_writing, "open", opener, raising=False)
         code = main(["sound-check", "--far", str(far), "--mic", str(mic), "--output", str(clean)])
     assert code == 2
     assert capsys.readouterr().err.strip() == (

@@ -4,7 +4,8 @@ Importing this package loads neither PortAudio (`sounddevice`) nor onnxruntime: 
 imported when a device is listed or opened, or a VAD is made.
 """
 
-from personaplex_tui.audio.audio_file import AudioClip, read_audio, write_wav
+from personaplex_tui.audio.audio_file import AudioClip, read_audio
+from personaplex_tui.audio.audio_writing import write_wav
 from personaplex_tui.audio.devices import DeviceInfo, devices_table, find_device, list_devices
 from personaplex_tui.audio.echo import EchoSuppressor
 from personaplex_tui.audio.errors import AudioDeviceError, AudioFileError, VadUnavailableError

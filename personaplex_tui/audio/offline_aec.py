@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from personaplex_tui.audio.aec import BLOCK_SAMPLES, EchoCanceller, ProcessingOptions
-from personaplex_tui.audio.audio_file import AudioStream, AudioWriter
+from personaplex_tui.audio.audio_file import AudioStream
+from personaplex_tui.audio.audio_writing import AudioWriter
 from personaplex_tui.audio.echo_metrics import (
     ENVELOPE_SAMPLES,
     active_blocks,

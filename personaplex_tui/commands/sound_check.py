@@ -54,7 +54,7 @@ STDIN_NAMES = ("-", "/dev/stdin")  # names of the standard input that read_audio
 
 
 def _offline(args: argparse.Namespace, options: object) -> int:
-    from personaplex_tui.audio.audio_file import WRITTEN_FORMATS
+    from personaplex_tui.audio.audio_writing import WRITTEN_FORMATS
     from personaplex_tui.audio.offline_aec import cancel_recordings
 
     # The output can be written, in a format we write, and destroys neither recording: checked
