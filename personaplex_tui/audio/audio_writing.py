@@ -21,37 +21,20 @@ WRITTEN_FORMATS = {".wav": "WAV", ".flac": "FLAC"}  # what `write_wav` writes, b
 
 
 def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write mono float32 audio as 16-bit PCM in one go: a WAV file, or FLAC for a .flac name;
-    returns the path. Encoded in memory first, so a failure is the system's own reason (a full
-    disk, a read-only one) in one sentence, and a file cut short by it is removed."""
-    p = Path(path)
-    kind = WRITTEN_FORMATS.get(p.suffix.lower())
-    if kind is None:
-        raise AudioFileError(
-            f"Cannot write the audio file {p}: give it a .wav or .flac name (its format)."
-        )
-    encoded = io.BytesIO()
-    clipped = np.clip(np.asarray(pcm, np.float32), -1, 1)
-    sf.write(encoded, clipped, sample_rate, "PCM_16", format=kind)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(p, "wb") as f:
-            f.write(encoded.getbuffer())
-    except OSError as e:
-        if p.is_file() and not p.is_symlink():  # cut short: not an audio file to leave
-            try:
-                p.unlink()
-            except OSError:
-                pass
-        raise AudioFileError(f"Could not write the audio file {p}: {e.strerror or e}.") from None
-    return p
+    """Write mono float32 audio as 16-bit PCM: a WAV file, or FLAC for a .flac name; returns the
+    path. `AudioWriter` in one block: a failure is the system's own reason (a full disk, a
+    read-only one) in one sentence, and a file cut short by it is removed."""
+    samples = np.asarray(pcm, np.float32).reshape(-1)
+    with AudioWriter(path, len(samples), sample_rate) as out:
+        out.write(samples)
+    return out.path
 
 
 class AudioWriter(ClosesOnExit):
     """Writes `samples` samples of mono float32 audio block by block as 16-bit PCM: a WAV file,
-    or FLAC for a .flac name; for audio too long to encode in memory as `write_wav` does.
+    or FLAC for a .flac name.
 
-    As with `write_wav`, a failure is the system's own reason (a full disk, a read-only one) in
+    A failure is the system's own reason (a full disk, a read-only one) in
     one sentence, and the file cut short by it is removed; `with` also removes it when the
     block fails (the audio is not all there). The WAV's length is known from the start, so it
     is written front to back, never seeking back; FLAC goes through libsndfile.
