@@ -67,11 +67,10 @@ class WavWriter(ClosesOnExit):
     limit, the WAV format's own limit of 4 GiB) cuts the file to its last whole sample, makes the
     header say so and raises `WavWriteError` naming the file and what it kept; later writes raise
     it again. A file deleted while it is written (checked every `flush_every_s` of audio and on
-    `flush`) fails the same way, as `deleted`. Thread-safe; `fsync=True` also survives a power
-    cut (a disk sync every `flush_every_s` of audio, on the writing thread).
+    `flush`) fails the same way, as `deleted`. Thread-safe.
 
     `sync_every_s` syncs the file to the disk every that many seconds on a background thread of
-    its own instead, and once more on `close`, so that a power cut loses at most about that much
+    its own, and once more on `close`, so that a power cut loses at most about that much
     while the writing thread never waits on the disk. A sync that fails (EIO, ENOSPC) fails the
     writer as a failed write does: the next `write` raises the same `WavWriteError`.
     """
@@ -84,18 +83,16 @@ class WavWriter(ClosesOnExit):
         sample_rate: int = SAMPLE_RATE,
         channels: int = 1,
         flush_every_s: float = 1.0,
-        fsync: bool = False,
         sync_every_s: float | None = None,
     ) -> None:
         self.path = Path(path)
         self.sample_rate = sample_rate
         self.channels = channels
         self._block = 2 * channels
-        self._sync_every = max(1, int(flush_every_s * sample_rate))
-        self._fsync = fsync
+        self._check_every = max(1, int(flush_every_s * sample_rate))
         self._lock = threading.Lock()
         self._data_bytes = 0  # bytes of samples in the file
-        self._unsynced = 0
+        self._unchecked = 0  # samples written since the file was last seen still there
         self._failure: WavWriteError | None = None
         self._syncer: _BackgroundSync | None = None
         try:
@@ -161,18 +158,19 @@ class WavWriter(ClosesOnExit):
                     )
                 self._write_all(raw, count=True)
                 self._rewrite_header()
-                self._unsynced += len(ints)
-                if self._unsynced >= self._sync_every:
-                    self._sync()
+                self._unchecked += len(ints)
+                if self._unchecked >= self._check_every:
+                    self._check_still_there()
             except OSError as e:
                 raise self._fail(e) from None
 
     def flush(self) -> None:
-        """Make everything written so far durable (the header is always up to date)."""
+        """Check that the file is still there (the header is always up to date; the disk syncs are
+        `sync_every_s`'s)."""
         with self._lock:
             if not self._file.closed and self._failure is None:
                 try:
-                    self._sync()
+                    self._check_still_there()
                 except OSError as e:
                     raise self._fail(e) from None
 
@@ -186,15 +184,9 @@ class WavWriter(ClosesOnExit):
             if self._file.closed:
                 return
             try:
-                if self._fsync and self._failure is None:
-                    self._sync()
+                self._file.close()
             except OSError:
                 pass
-            finally:
-                try:
-                    self._file.close()
-                except OSError:
-                    pass
         if self._syncer is not None:
             self._syncer.stop(wait)
 
@@ -217,12 +209,10 @@ class WavWriter(ClosesOnExit):
         header = _header(self.sample_rate, self.channels, self._data_bytes)
         os.pwrite(self._file.fileno(), header, 0)
 
-    def _sync(self) -> None:
+    def _check_still_there(self) -> None:
         if os.fstat(self._file.fileno()).st_nlink == 0:  # unlinked: its folder was deleted
             raise FileNotFoundError(errno.ENOENT, "the file was deleted")
-        if self._fsync:
-            os.fsync(self._file.fileno())
-        self._unsynced = 0
+        self._unchecked = 0
 
     def _fail(self, error: OSError) -> WavWriteError:
         """Cut a partly written sample off, make the header count what is left, remember why."""
