@@ -22,7 +22,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from model.checkpoints.voice_presets import DEFAULT_VOICE, VOICE_PRESETS
-from model.checks import MAX_SEED
+from model.checks import seed_value
 from model.config import SamplingConfig
 from model.conversation.prompts import CUSTOM_PROMPT, PROMPT_PRESETS
 from model.conversation.session_settings import SESSION_KEYS, SessionSettings
@@ -192,10 +192,10 @@ def _value_problems(values: dict[str, Any]) -> list[str]:
         if name in _TEXTS and not isinstance(value, str):
             problems.append(f"{_TEXTS[name]} must be text (got {value!r}).")
         if name == "seed" and value is not None:
-            if isinstance(value, bool) or not isinstance(value, int):
-                problems.append(f"The seed must be a whole number (got {value!r}).")
-            elif not 0 <= value <= MAX_SEED:
-                problems.append(f"The seed must be between 0 and {MAX_SEED} (got {value}).")
+            try:
+                seed_value(value)  # the library's own check and sentence (model/checks.py)
+            except PersonaPlexError as error:
+                problems.append(str(error))
         if name not in _NUMBERS:
             continue
         label, bounds, kind = _NUMBERS[name]

@@ -98,7 +98,7 @@ def test_missing_file_gives_defaults_and_none_values_are_left_out(tmp_path: Path
         ({"dtype": "int8"}, "Unknown dtype 'int8'; choose one of float32, float16, bfloat16"),
         ({"quantize": 3}, "Quantize must be 4 or 8 bits (got 3)"),
         ({"quantize": True}, "Quantize must be 4 or 8 bits"),
-        ({"seed": "abc"}, "The seed must be a whole number (got 'abc')"),
+        ({"seed": "abc"}, "The seed must be a whole number, not 'abc'"),
         ({"seed": 1.5}, "The seed must be a whole number"),
         ({"seed": -5}, "The seed must be between 0 and"),
         ({"voice": 3}, "The voice must be text (got 3)"),
