@@ -15,7 +15,7 @@ from personaplex_tui.cli import build_parser
 from personaplex_tui.commands.chat import build_app, check_settings
 from personaplex_tui.conversation import AudioFactory
 from personaplex_tui.events import TextOut
-from personaplex_tui.settings import resolve_settings
+from personaplex_tui.settings_flags import resolve_settings
 from personaplex_tui.tui.app import PersonaPlexApp
 from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner

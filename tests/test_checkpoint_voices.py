@@ -25,7 +25,8 @@ from personaplex_tui.conversation import AudioFactory
 from personaplex_tui.engine import Engine
 from personaplex_tui.events import ModelInfo
 from personaplex_tui.model_loader import ModelLoader, load_model
-from personaplex_tui.settings import Settings, SettingsStore, load_settings, resolve_settings
+from personaplex_tui.settings import Settings, SettingsStore, load_settings
+from personaplex_tui.settings_flags import resolve_settings
 from personaplex_tui.tui.app import PersonaPlexApp, make_app
 from personaplex_tui.tui.screens.settings_screen import SettingsScreen
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner

@@ -161,7 +161,7 @@ def test_after_the_screen_closes_the_files_written_are_named(tmp_path):
 def test_the_chat_loads_the_model_as_dtype_and_quantize_say(monkeypatch, tmp_path):
     from personaplex_tui.commands import chat
     from personaplex_tui.model_loader import ModelLoader
-    from personaplex_tui.settings import resolve_settings
+    from personaplex_tui.settings_flags import resolve_settings
 
     loaders = []
 
@@ -217,7 +217,7 @@ def test_an_input_file_cut_short_is_said_before_the_chat(tmp_path, capsys):
     import soundfile as sf
 
     from personaplex_tui.commands.chat import check_settings
-    from personaplex_tui.settings import resolve_settings
+    from personaplex_tui.settings_flags import resolve_settings
 
     talk = tmp_path / "talk.ogg"
     sf.write(talk, 0.2 * np.random.default_rng(0).standard_normal(96000), 24000, format="OGG")

@@ -18,14 +18,12 @@ from personaplex_tui.settings import (
     Settings,
     SettingsError,
     SettingsStore,
-    add_chat_arguments,
     load_settings,
-    resolve_settings,
     save_settings,
-    settings_from_args,
     to_toml,
     tomllib,
 )
+from personaplex_tui.settings_flags import add_chat_arguments, resolve_settings, settings_from_args
 
 AUDIO = Path(__file__).parent / "data" / "audio"
 

@@ -13,11 +13,10 @@ from personaplex_tui.model_loader import ModelLoader
 from personaplex_tui.settings import (
     Settings,
     SettingsError,
-    add_chat_arguments,
     load_settings,
     save_settings,
-    settings_from_args,
 )
+from personaplex_tui.settings_flags import add_chat_arguments, settings_from_args
 from personaplex_tui.user_transcript import SttChoice, stt_choice
 from tests.fake_hub import unreachable_hub
 from tests.stt_app import write_pair

@@ -18,7 +18,8 @@ from personaplex_tui.checkpoint_voices import check_voice
 from personaplex_tui.commands.common import status
 from personaplex_tui.commands.paths import check_distinct, check_output_file, check_output_folder
 from personaplex_tui.events import EventSink, MemoryUsage
-from personaplex_tui.settings import Settings, SettingsStore, add_chat_arguments, resolve_settings
+from personaplex_tui.settings import Settings, SettingsStore
+from personaplex_tui.settings_flags import add_chat_arguments, resolve_settings
 from personaplex_tui.stop_signals import POLICY, signal_name, stopped_sentence
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from personaplex_tui.commands.common import UsageError, print_out, status
 from personaplex_tui.commands.paths import check_distinct, check_output_file
-from personaplex_tui.settings import add_mic_processing_arguments
+from personaplex_tui.settings_flags import add_mic_processing_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
