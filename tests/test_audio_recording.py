@@ -340,5 +340,8 @@ def test_a_failed_last_sync_on_close_is_one_sentence(tmp_path, monkeypatch):
     rec.write_mic(np.zeros(1920, np.float32))
     spy.error = OSError(errno.EIO, "Input/output error")
     assert rec.close() == rec.folder
-    assert messages == ["Finishing the recording failed: Input/output error."]
+    assert messages == [  # one sentence a file: the tracks, then the transcript's own last sync
+        "Finishing the recording failed: Input/output error.",
+        f"Finishing the transcript in {rec.folder} failed (Input/output error).",
+    ]
     assert len(sf.read(rec.folder / "mic.wav", dtype="float32")[0]) == 1920

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from personaplex_tui.audio.disk_sync import BackgroundSync
 from personaplex_tui.audio.errors import AudioFileError
 from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.stream_parts import ClosesOnExit
@@ -94,7 +95,7 @@ class WavWriter(ClosesOnExit):
         self._data_bytes = 0  # bytes of samples in the file
         self._unchecked = 0  # samples written since the file was last seen still there
         self._failure: WavWriteError | None = None
-        self._syncer: _BackgroundSync | None = None
+        self._syncer: BackgroundSync | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
@@ -112,7 +113,13 @@ class WavWriter(ClosesOnExit):
             ) from None
         if sync_every_s is not None:
             try:
-                self._syncer = _BackgroundSync(self, sync_every_s)
+                self._syncer = BackgroundSync(
+                    [self._file.fileno()],
+                    sync_every_s,
+                    lambda: self._data_bytes,  # (an int read: no lock needed)
+                    self._sync_failed,
+                    "ppx-wav-sync",
+                )
             except OSError:  # no file descriptor left for its own copy: no background sync
                 self._syncer = None
 
@@ -247,44 +254,6 @@ class WavWriter(ClosesOnExit):
             self.duration_s,
         )
         return self._failure
-
-
-class _BackgroundSync:
-    """Syncs a `WavWriter`'s file to the disk every `every_s` seconds when it has grown, and once
-    more when stopped, on a daemon thread of its own through its own copy of the file descriptor:
-    the fsync never holds the writer's lock, so the thread that writes never waits on the disk."""
-
-    def __init__(self, writer: WavWriter, every_s: float) -> None:
-        self._writer = writer
-        self._every_s = every_s
-        self._fd = os.dup(writer._file.fileno())  # stays valid after the writer's file closes
-        self._synced = -1  # the writer's byte count at the last sync (-1: none yet)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ppx-wav-sync", daemon=True)
-        self._thread.start()
-
-    def stop(self, wait: bool) -> None:
-        self._stopping.set()
-        if wait and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            while not self._stopping.wait(self._every_s):
-                self._sync()
-            self._sync()  # the last one, on close
-        finally:
-            os.close(self._fd)
-
-    def _sync(self) -> None:
-        grown = self._writer._data_bytes  # (an int read: no lock needed)
-        if grown == self._synced:
-            return
-        try:
-            os.fsync(self._fd)
-        except OSError as e:
-            self._writer._sync_failed(e)
-        self._synced = grown
 
 
 def _remove_headless(path: Path) -> None:

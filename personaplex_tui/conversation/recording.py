@@ -2,8 +2,8 @@
 
 Every session is recorded as it happens (each frame handed to the OS with the WAV header
 updated, the transcript on every entry), so a crash of the app loses at most the frame being
-written; the WAV tracks are synced to the disk every few seconds on background threads (a power
-cut loses at most about the last 5 s of them; the transcript is not synced).
+written; the WAV tracks and the transcript are synced to the disk every few seconds on background
+threads (a power cut loses at most about the last 5 s of them).
 With continuous recording on (`record_dir`), the files go into a new folder there and stay. Without it they go into a private temporary folder:
 `save()` copies a consistent snapshot of it into a new folder, and `close()` deletes it.
 """

@@ -1,6 +1,8 @@
 """The transcript of a recording, written as it happens: `transcript.jsonl` and `transcript.md`.
 
-Both files are appended to and flushed on every entry, so a crash loses nothing already said.
+Both files are appended to and flushed on every entry, so a crash of the app loses nothing already
+said, and synced to the disk every `SYNC_EVERY_S` and on close on a thread of their own (as the
+WAV tracks are), so a power cut loses at most about the last 5 s of them.
 Times are seconds on the recording's timeline (the position in `mic.wav` / `agent.wav`).
 """
 
@@ -14,6 +16,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from personaplex_tui.audio.disk_sync import BackgroundSync
+
+# How often both files are synced to the disk: as often as the WAV tracks (read when a transcript
+# is made, so that tests can lower it)
+from personaplex_tui.audio.recorder import SYNC_EVERY_S
 
 JSONL_NAME = "transcript.jsonl"
 MARKDOWN_NAME = "transcript.md"
@@ -42,11 +50,16 @@ class TranscriptWriter:
 
     JSONL entries are objects with `t` (timeline seconds), `wall` (Unix time) and `type`:
     `session`, `user_turn`, `user_text` (a piece of the user's transcript, live), `user_said`
-    (a finished line of it), `reply`, `text`, `note`, `error`, `end`. The Markdown has the
-    user's turns (times and length), their words when the user's transcript is on, the
-    agent's words as it said them, and notes. Thread-safe; writing errors disable the
-    transcript instead of raising: `failed` says why, and a failure after the files were
-    opened (a full disk) is also reported once through `on_error`.
+    (a finished line of it), `reply`, `text`, `note` (or `error`, `pause`: a note's kind),
+    `end`. The Markdown has the user's turns (times and length), their words when the user's
+    transcript is on, the agent's words as it said them, and notes. Thread-safe; writing
+    errors disable the transcript instead of raising: `failed` says why, and a failure after
+    the files were opened (a full disk) is also reported once through `on_error`.
+
+    Both files are synced to the disk every `SYNC_EVERY_S` while they grow, and once more on
+    `close`, by a `ppx-transcript-sync` thread through its own copies of their descriptors, never
+    under the writer's lock. A sync that fails (an I/O error) stops the transcript as a failed
+    write does, reported through `on_error` from that thread.
     """
 
     def __init__(
@@ -65,6 +78,7 @@ class TranscriptWriter:
         self._jsonl: BinaryIO | None = None
         self._md: BinaryIO | None = None
         self._sizes = [0, 0]  # bytes of whole entries in each file
+        self._syncer: BackgroundSync | None = None
         self.entries = 0
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -75,6 +89,16 @@ class TranscriptWriter:
         except OSError as e:
             self.failed = f"Could not write the transcript in {self.folder}: {e.strerror or e}."
             return
+        try:
+            self._syncer = BackgroundSync(
+                [self._jsonl.fileno(), self._md.fileno()],
+                SYNC_EVERY_S,
+                lambda: self.entries,  # (an int read: no lock needed)
+                self._sync_failed,
+                "ppx-transcript-sync",
+            )
+        except OSError:  # no file descriptor left for its copies: no background sync
+            self._syncer = None
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         facts = " · ".join(f"{k} {v}" for k, v in details.items() if v not in (None, ""))
         self._write(
@@ -180,11 +204,7 @@ class TranscriptWriter:
                         os.ftruncate(f.fileno(), size)
                     except OSError:
                         pass
-                self.failed = (
-                    f"Writing the transcript in {self.folder} failed ({e.strerror or e}); "
-                    f"it keeps the {self.entries} entries written until then and the "
-                    "conversation goes on without it."
-                )
+                self.failed = self._stopped(e)
                 self._close_files()
                 self._on_error(self.failed)
                 return
@@ -203,16 +223,44 @@ class TranscriptWriter:
                     md.write("\n")
 
     def close(self, t: float | None = None) -> None:
-        """End the transcript (an `end` entry when `t` is given); safe to call twice."""
+        """End the transcript (an `end` entry when `t` is given); safe to call twice. Waits for
+        the last sync to the disk (a failed one is reported as `failed`, through `on_error`)."""
         if t is not None:
             self._write({"t": round(t, 3), "type": "end"}, "\n")
         with self._lock:
             self._close_files()
+        if self._syncer is not None:  # (not under the lock: a failed sync takes it)
+            self._syncer.stop(wait=True)
+
+    def _stopped(self, error: OSError) -> str:
+        return (
+            f"Writing the transcript in {self.folder} failed ({error.strerror or error}); "
+            f"it keeps the {self.entries} entries written until then and the "
+            "conversation goes on without it."
+        )
+
+    def _sync_failed(self, error: OSError) -> None:
+        """A sync to the disk failed (on the sync thread): the transcript stops as on a failed
+        write; after `close` (its last sync) it only says so."""
+        with self._lock:
+            if self.failed is not None:
+                return
+            if self._jsonl is None or self._jsonl.closed:
+                self.failed = (
+                    f"Finishing the transcript in {self.folder} failed ({error.strerror or error})."
+                )
+            else:
+                self.failed = self._stopped(error)
+                self._close_files()
+            self._on_error(self.failed)
 
     def _close_files(self) -> None:
+        """Close both files (their last sync follows on the sync thread, not waited for)."""
         for f in (self._jsonl, self._md):
             if f is not None and not f.closed:
                 try:
                     f.close()
                 except OSError:
                     pass
+        if self._syncer is not None:
+            self._syncer.stop(wait=False)
