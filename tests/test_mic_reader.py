@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from personaplex_tui.conversation.run import MicReader, RunContext
+from tests.test_pause_note import Noted
 
 
 class SlowMic:
@@ -30,8 +31,9 @@ class SlowMic:
 
 
 def reader(mic: SlowMic, stall_s: float, start_s: float) -> MicReader:
+    noted = Noted()  # (the engine and the recording: a pause is noted)
     ctx = RunContext(
-        engine=None, mic=mic, speaker=None, recording=None, telemetry=None, config=None,
+        engine=noted, mic=mic, speaker=None, recording=noted, telemetry=None, config=None,
         stall_s=stall_s, start_s=start_s, poll_s=0.02,
     )  # fmt: skip
     return MicReader(ctx, should_stop=lambda: False)
@@ -84,3 +86,4 @@ def test_a_paused_process_is_not_a_lost_device():
     r = reader(PausedMic(pause_s=1.2), stall_s=0.2, start_s=2.0)
     assert r.read() is not None
     assert r.read() is not None and r.end is None  # after the pause, the frames go on
+    assert [kind for _, _, kind in r.ctx.recording.notes] == ["pause"]

@@ -17,7 +17,7 @@ from personaplex_tui.conversation.config import ControllerConfig
 from personaplex_tui.conversation.recording import ConversationRecording
 from personaplex_tui.conversation.timing_log import TimingLog
 from personaplex_tui.engine import Engine
-from personaplex_tui.events import EchoStats, EventSink
+from personaplex_tui.events import EchoStats, EventSink, Notice
 
 EndReason = Literal[
     "stopped",  # asked to stop (space in duplex, mode switch, reset, shutdown)
@@ -99,8 +99,31 @@ def raw_frame(mic: AudioInput, pcm: np.ndarray) -> np.ndarray:
 
 T = TypeVar("T")
 
-# A poll of the mic that returns this much later than asked: the process itself was paused
+# Frames (or polls of the mic) this much apart: the process itself was paused (a real-time
+# conversation reads a frame every 80 ms, a poll returns within `poll_s`)
 PAUSED_S = 1.0
+# ... and it was not busy meanwhile: the process's CPU time (all threads) grew by less than this
+# share of the gap. A step slow on the CPU (a 7B on a laptop's CPU, a first compile) uses the
+# CPU all along; a process stopped by SIGSTOP or a debugger, or starved by others, does not.
+PAUSED_CPU_SHARE = 0.5
+
+
+def paced(mic: Any) -> bool:
+    """Whether `mic` delivers frames as time passes (a device, a real-time file stand-in), not
+    as fast as it is read (a file read ahead, whose frames would all be used up meanwhile)."""
+    while mic is not None:
+        if hasattr(mic, "realtime"):
+            return bool(mic.realtime)
+        mic = getattr(mic, "inner", None)
+    return True
+
+
+def pause_note(paused_s: float) -> str:
+    """What the transcript and the user are told of a pause of the process."""
+    return (
+        f"ppx-tui was paused for {paused_s:.1f} s (stopped by a signal or a debugger, or "
+        "kept off the CPU by a busy machine); nothing said meanwhile was heard."
+    )
 
 
 class MicReader:
@@ -108,6 +131,14 @@ class MicReader:
 
     `read()` blocks at most `poll_s` at a time, so a stop request is seen within that; it
     returns None when the run must end, with the reason in `end`.
+
+    Frames or polls `PAUSED_S` apart or more (time.monotonic, across `read` calls: the process
+    may be stopped during a step, and the mic may have a frame waiting when it goes on) mean
+    this process was paused (SIGSTOP, Ctrl+Z, a debugger), or stepped slowly, not the device:
+    the stream gets the patience of a start again. If the process did not run meanwhile (its CPU
+    time grew by under `PAUSED_CPU_SHARE` of the gap: not a slow step) and the mic delivers in
+    real time, the transcript gets a `pause` note where the pause began (the end of the mic's
+    track) and the user a `Notice`.
     """
 
     def __init__(self, ctx: RunContext, should_stop: Callable[[], bool]) -> None:
@@ -115,31 +146,51 @@ class MicReader:
         self.should_stop = should_stop
         self.end: RunEnd | None = None
         self.frames = 0
+        self._alive: float | None = None  # when a frame or a poll last returned
+        self._alive_cpu = 0.0  # the process's CPU time then
 
     def read(self) -> np.ndarray | None:
         mic = self.ctx.mic
-        waited_since = polled = time.monotonic()
+        waited_since = time.monotonic()
+        if self._alive is None:
+            self._alive, self._alive_cpu = waited_since, time.process_time()
         patience = self.ctx.stall_s if self.frames else max(self.ctx.stall_s, self.ctx.start_s)
         while True:
             if self.should_stop():
                 self.end = RunEnd("stopped")
                 return None
             pcm = mic.read_frame(timeout=self.ctx.poll_s)
+            now = time.monotonic()
+            paused = self._went_on(now)
             if pcm is not None:
                 self.frames += 1
                 return pcm
             if mic.finished:
                 self.end = RunEnd("input_ended", f"The input file {mic.device_name} has ended.")
                 return None
-            now = time.monotonic()
-            if now - polled > PAUSED_S:  # this process was stopped (SIGSTOP, a debugger), not
-                # the device: give its stream the patience of a start again
+            if paused:  # the device was not lost: give its stream the patience of a start again
                 waited_since = now
                 patience = max(self.ctx.stall_s, self.ctx.start_s)
-            polled = now
             if not device_alive(mic) or now - waited_since > patience:
                 self.end = input_lost(mic)
                 return None
+
+    def _went_on(self, now: float) -> bool:
+        """A frame or a poll returned at `now`; True (and the pause said) when the process had
+        been paused since the last one."""
+        cpu = time.process_time()
+        gap = now - (self._alive if self._alive is not None else now)
+        busy = cpu - self._alive_cpu
+        self._alive, self._alive_cpu = now, cpu
+        if gap < PAUSED_S:
+            return False
+        # (a slow step is not a pause; a file read ahead lost nothing: it waited)
+        if busy < PAUSED_CPU_SHARE * gap and paced(self.ctx.mic):
+            message = pause_note(gap)
+            recording = self.ctx.recording
+            recording.transcript.note(recording.mic_s, message, "pause")
+            self.ctx.emit(Notice(message))
+        return True
 
 
 class Telemetry:

@@ -53,6 +53,7 @@ from personaplex_tui.conversation.run import (
     RunContext,
     RunEnd,
     output_lost,
+    paced,
     raw_frame,
 )
 from personaplex_tui.conversation.user_lane import UserLane
@@ -365,16 +366,6 @@ class TurnController:
             deadline = time.monotonic() + ECHO_TAIL_WAIT_S
             while speaker.audible() and not self._halted() and time.monotonic() < deadline:
                 self._interrupt.wait(0.02)
-
-
-def paced(mic: Any) -> bool:
-    """Whether `mic` delivers frames as time passes (a device, a real-time file stand-in), not
-    as fast as it is read (a file read ahead, whose frames would all be used up meanwhile)."""
-    while mic is not None:
-        if hasattr(mic, "realtime"):
-            return bool(mic.realtime)
-        mic = getattr(mic, "inner", None)
-    return True
 
 
 class RecordMeanwhile:
