@@ -1,7 +1,8 @@
-"""Keep C libraries' stderr (PortAudio, ALSA, MLX) off the screen the TUI draws on.
+"""Keep C libraries' stderr (PortAudio, ALSA, MLX, libmpg123) off the TUI's or a command's terminal.
 
 File descriptor 2 is pointed at the log file for the TUI's lifetime, while Python's
-`sys.stderr` / `sys.__stderr__` (where Textual draws) get a copy of the terminal.
+`sys.stderr` / `sys.__stderr__` (where Textual draws) get a copy of the terminal; a command holds
+fd 2 for the length of one library call (`fd2_filtered`) to drop that library's known messages.
 """
 
 from __future__ import annotations
@@ -9,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+_to_log = False  # fd 2 goes to the TUI's log file (`stderr_to_file`)
 
 
 @contextlib.contextmanager
@@ -20,6 +25,7 @@ def stderr_to_file(path: Path) -> Iterator[None]:
     Build the Textual app inside the block: it remembers `sys.__stderr__` when it is made.
     Does nothing when fd 2 or the file cannot be opened.
     """
+    global _to_log
     original = sys.__stderr__
     try:
         original_fd = original.fileno() if original is not None else -1
@@ -37,9 +43,11 @@ def stderr_to_file(path: Path) -> Iterator[None]:
     os.dup2(log_fd, 2)
     os.close(log_fd)
     sys.__stderr__ = sys.stderr = terminal
+    _to_log = True
     try:
         yield
     finally:
+        _to_log = False
         with contextlib.suppress(OSError, ValueError):
             terminal.flush()
         sys.__stderr__, sys.stderr = original, previous
@@ -47,3 +55,56 @@ def stderr_to_file(path: Path) -> Iterator[None]:
         os.close(saved)
         with contextlib.suppress(OSError):
             terminal.close()
+
+
+@contextlib.contextmanager
+def fd2_filtered(drop: Callable[[str], bool], dropped: list[str]) -> Iterator[None]:
+    """Hold what is written to fd 2 during the block (a C library's messages) in a temporary
+    file; when the block ends, exceptions included, fd 2 is restored, the lines `drop` accepts
+    are appended to `dropped` and the others are written on to fd 2.
+
+    Pointing fd 2 elsewhere is process-wide, so it is done only on the main thread, for one
+    library call at a time, and not while `stderr_to_file` sends fd 2 to the TUI's log (there
+    worker threads' C libraries write real errors, and the log is where such noise belongs):
+    anywhere else the block runs with fd 2 untouched. Text another thread writes meanwhile is
+    not lost but comes out when the block ends (a crash inside it would lose that text).
+    """
+    if _to_log or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()  # Python's own text so far goes before, not into, the file
+        held = tempfile.TemporaryFile()
+    except (OSError, ValueError):
+        yield
+        return
+    with held:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no fd 2 to hold (a daemon started without one)
+            yield
+            return
+        try:
+            os.dup2(held.fileno(), 2)
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = []
+            for line in held.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if drop(line):
+                    dropped.append(line.rstrip("\r\n"))
+                else:
+                    kept.append(line)
+            _write_fd2("".join(kept).encode("utf-8", "replace"))
+
+
+def _write_fd2(data: bytes) -> None:
+    """`data` on fd 2, whole; nothing when fd 2 is gone (a closed terminal)."""
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(2, data) :]

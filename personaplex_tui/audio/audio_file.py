@@ -14,6 +14,7 @@ from typing import BinaryIO
 import numpy as np
 import soundfile as sf
 
+from personaplex_tui.audio.decoder_noise import DecoderNoise, damaged_note
 from personaplex_tui.audio.errors import AudioFileError
 from personaplex_tui.audio.file_checks import (
     SizedView,
@@ -45,19 +46,32 @@ class AudioClip:
     silent: bool  # nothing above -60 dBFS: valid, but worth a warning
     path: str = ""
     cut_short: bool = False  # an Ogg stream without its end: usable, but worth a warning
+    damaged: bool = False  # an MP3 whose decoder skipped damaged frames: usable, with gaps
 
     @property
     def duration_s(self) -> float:
         return len(self.pcm) / SAMPLE_RATE
 
     @property
+    def file_warning(self) -> str | None:
+        """The sentence for a file whose bytes are incomplete or damaged (an Ogg stream cut
+        short, an MP3 with damaged frames) but still used, else None."""
+        return _file_warning(self.path, self.duration_s, self.cut_short, self.damaged)
+
+    @property
     def warning(self) -> str | None:
         """A sentence (or two) for the user when the file is valid but useless or incomplete,
         else None."""
-        said = [cut_short_note(self.path, self.duration_s)] if self.cut_short else []
+        said = [self.file_warning] if self.file_warning else []
         if self.silent:
             said.append(f"The audio file {self.path} contains only silence.")
         return " ".join(said) or None
+
+
+def _file_warning(path: str, duration_s: float, cut_short: bool, damaged: bool) -> str | None:
+    if cut_short:
+        return cut_short_note(path, duration_s)
+    return damaged_note(path) if damaged else None
 
 
 def read_audio(path: str | Path) -> AudioClip:
@@ -137,10 +151,12 @@ def _kind(handle: BinaryIO) -> str:
 
 
 def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:
-    source, info = _checked_info(p, source, size)
+    noise = DecoderNoise()  # libmpg123's messages: not on the terminal, a sentence instead
+    source, info = _checked_info(p, source, size, noise)
     try:
         source.seek(0)
-        data = sf.read(source, dtype="float32", always_2d=True)[0]
+        with noise.quiet():
+            data = sf.read(source, dtype="float32", always_2d=True)[0]
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioFileError(_corrupt(p, e)) from None
     peak = float(np.max(np.abs(data))) if len(data) else 0.0
@@ -155,15 +171,20 @@ def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:
         silent=bool(np.max(np.abs(mono)) < SILENCE_PEAK),
         path=str(p),
         cut_short=ogg_cut_short(source, size, info),
+        damaged=info.format == "MP3" and noise.frames_lost,
     )
 
 
-def _checked_info(p: Path, source: BinaryIO, size: int) -> tuple[BinaryIO, sf._SoundFileInfo]:
+def _checked_info(
+    p: Path, source: BinaryIO, size: int, noise: DecoderNoise
+) -> tuple[BinaryIO, sf._SoundFileInfo]:
     """What libsndfile says of the file, once its rate, channels, length and (for a WAV) its
     completeness are checked; and the source to decode (a WAV whose header has no length: a
-    view of it with the length filled in)."""
+    view of it with the length filled in). What the MP3 decoder prints goes to `noise`."""
     try:
-        info = sf.info(source)
+        with noise.quiet():
+            info = sf.info(source)
+        noise.active = info.format == "MP3"  # only libmpg123 talks: leave fd 2 be for others
     except sf.LibsndfileError as e:
         raise AudioFileError(_unreadable(p, source, e)) from None
     except (OSError, RuntimeError) as e:
@@ -187,7 +208,8 @@ def _checked_info(p: Path, source: BinaryIO, size: int) -> tuple[BinaryIO, sf._S
         unsized = check_wav_complete(p, source, size, info.samplerate)
         if unsized is not None:  # a header without the data's length: read to the file's end
             source = SizedView(source, size, *unsized)
-            info = sf.info(source)
+            with noise.quiet():
+                info = sf.info(source)
     return source, info
 
 
@@ -236,9 +258,10 @@ class AudioStream(ClosesOnExit):
         p, handle = _open(path)
         try:
             source, size = _readable(p, handle)
-            source, info = _checked_info(p, source, size)
+            noise = DecoderNoise()
+            source, info = _checked_info(p, source, size, noise)
             frames, finite, peak, mono_peak = 0, True, 0.0, 0.0
-            for data in _decoded(p, source):
+            for data in _decoded(p, source, noise):
                 frames += len(data)
                 finite = finite and bool(np.isfinite(data).all())
                 peak = max(peak, float(np.max(np.abs(data))))
@@ -255,11 +278,17 @@ class AudioStream(ClosesOnExit):
         self.silent = mono_peak < SILENCE_PEAK
         self.samples = resampled_length(frames, info.samplerate, SAMPLE_RATE)
         self.cut_short = ogg_cut_short(source, size, info)
+        self.damaged = info.format == "MP3" and noise.frames_lost
 
     @property
     def cut_short_note(self) -> str | None:
         """`AudioClip.warning`'s sentence for an Ogg file cut short, else None."""
         return cut_short_note(self.path, self.duration_s) if self.cut_short else None
+
+    @property
+    def file_warning(self) -> str | None:
+        """`AudioClip.file_warning`: an Ogg file cut short, an MP3 with damaged frames."""
+        return _file_warning(self.path, self.duration_s, self.cut_short, self.damaged)
 
     @property
     def duration_s(self) -> float:
@@ -277,12 +306,21 @@ class AudioStream(ClosesOnExit):
         self._handle.close()
 
 
-def _decoded(p: Path, source: BinaryIO) -> Iterator[np.ndarray]:
-    """The file's frames from its start, float32 [n, channels], `READ_FRAMES` at a time."""
+def _decoded(p: Path, source: BinaryIO, noise: DecoderNoise | None = None) -> Iterator[np.ndarray]:
+    """The file's frames from its start, float32 [n, channels], `READ_FRAMES` at a time; what
+    the MP3 decoder prints goes to `noise` (fd 2 is held for one call at a time, never
+    while the caller has a block)."""
+    noise = DecoderNoise() if noise is None else noise
     try:
         source.seek(0)
-        with sf.SoundFile(source) as f:
-            while len(data := f.read(READ_FRAMES, dtype="float32", always_2d=True)):
+        with noise.quiet():
+            f = sf.SoundFile(source)
+        with f:
+            while True:
+                with noise.quiet():
+                    data = f.read(READ_FRAMES, dtype="float32", always_2d=True)
+                if not len(data):
+                    return
                 yield data
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioFileError(_corrupt(p, e)) from None

@@ -75,10 +75,14 @@ class FileMic(RingCounters, StartsOnEnter):
         max_frames: int | None = None,
         name: str | None = None,
     ) -> None:
+        # what is wrong with the file though it is used (an Ogg stream cut short, an MP3 with
+        # damaged frames, said only where read on the main thread): a sentence
+        self.file_warning: str | None = None
         if isinstance(source, np.ndarray):  # `name`: the file it was read from, if any
             pcm, self.device_name = np.asarray(source, np.float32), name or "array"
         else:
-            pcm, self.device_name = read_audio(source).pcm, str(source)
+            clip = read_audio(source)
+            pcm, self.device_name, self.file_warning = clip.pcm, str(source), clip.file_warning
         pad = -len(pcm) % FRAME_SAMPLES
         self._pcm = np.concatenate([pcm, np.zeros(pad, np.float32)]) if pad else pcm
         self.sample_rate = self.device_rate = SAMPLE_RATE

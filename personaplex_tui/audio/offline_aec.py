@@ -66,8 +66,8 @@ def _describe(clip: AudioStream, label: str) -> list[str]:
         notes.append(f"{label} was resampled from {clip.source_rate} Hz to {SAMPLE_RATE} Hz.")
     if clip.silent:
         notes.append(f"{label} contains only silence.")
-    if clip.cut_short_note:
-        notes.append(clip.cut_short_note)
+    if clip.file_warning:  # an Ogg stream cut short, an MP3 with damaged frames
+        notes.append(clip.file_warning)
     return notes
 
 

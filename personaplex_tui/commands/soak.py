@@ -152,7 +152,10 @@ def _options(args: argparse.Namespace):
 
         # read once, here: a bad file fails in one sentence, and a pipe (`-`, a FIFO, <(...)),
         # which can be read only once, is the soak's input as read (it hung or said "no data")
-        audio = read_audio(args.input).pcm
+        clip = read_audio(args.input)
+        if clip.file_warning:  # an Ogg file cut short, an MP3's damaged frames: used, and said
+            status(f"soak: warning: {clip.warning}")
+        audio = clip.pcm
     if args.record_dir is not None:
         check_output_folder(args.record_dir, "the soak's recording", "--record-dir")
     return SoakOptions(

@@ -233,6 +233,10 @@ class ConversationController:
             await asyncio.to_thread(self._rig.release)
             self._error(str(e), type(e).__name__)
             return False
+        file_warning = getattr(mic, "file_warning", None) if self._rig.fresh_mic else None
+        if file_warning:  # an input file cut short (a pipe: read now, not before the screen)
+            self.engine.emit(Notice(file_warning, "warning"))
+            self._note(file_warning)
         path, problem = await asyncio.to_thread(echo_path, mic, speaker, self.config)
         if problem and not self._echo_warned:
             self._echo_warned = True
