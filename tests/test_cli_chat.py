@@ -3,6 +3,7 @@ reveal ends in one sentence and exit code 2 before the screen opens (a subproces
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -201,6 +202,10 @@ def test_a_place_the_screen_cannot_be_drawn_is_one_sentence(tmp_path, monkeypatc
     assert "standard output, which is not a terminal here" in proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("RIFF...WAVEfmt "))  # `ppx-tui < talk.wav`
+    with pytest.raises(UsageError, match="reads its keys from standard input, which is not a"):
+        chat.check_terminal()
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
     monkeypatch.setenv("TERM", "dumb")
     with pytest.raises(UsageError, match="TERM=dumb has none"):
         chat.check_terminal()

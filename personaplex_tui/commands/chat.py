@@ -42,11 +42,20 @@ def check_settings(settings: Settings) -> None:
     from personaplex_tui.audio import read_audio
 
     source = settings.input_file
+    if source is not None and _is_standard_input(Path(source)):
+        from personaplex_tui.commands.common import UsageError
+
+        # Textual reads the keys from fd 0: it took the audio's bytes for keys and crashed
+        raise UsageError(
+            f"--input-file {source} is the standard input, where the chat reads its keys; give "
+            "the audio as a file, or a command's output as <(command)."
+        )
     if source is not None and (Path(source).is_file() or Path(source).is_dir()):
         clip = read_audio(source)  # missing, empty, corrupt or not audio: AudioFileError
-        if clip.cut_short:  # an Ogg file cut short is used as far as it goes, and said so
+        if clip.file_warning:  # an Ogg file cut short, an MP3's damaged frames: used, and said
             status(f"ppx-tui: warning: {clip.warning}")
-    # (a pipe can be read only once: the conversation reads it, and says what is wrong)
+    # (a pipe can be read only once: the conversation reads it, and says what is wrong, and
+    # its `FileMic.file_warning` as a notice)
     # Every file the session writes can be written, and none is the input or another output
     # (--output-file over --input-file replaced the question by the agent's voice): said now,
     # not in a banner after loading.
@@ -64,10 +73,24 @@ def check_settings(settings: Settings) -> None:
     check_voice(settings.model, settings.session.voice)  # a repo's voices: once it is fetched
 
 
+def _is_standard_input(path: Path) -> bool:
+    """`path` names the standard input: /dev/stdin and its aliases, or the very file that was
+    redirected into it (`< talk.wav`)."""
+    import os
+
+    if str(path) in ("/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"):
+        return True
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(0))
+    except (OSError, ValueError):  # no standard input, or a path that cannot be looked at
+        return False
+
+
 def check_terminal() -> None:
     """Refuse, in one sentence, a place the chat's screen cannot be drawn: standard output that
-    is not a terminal (it drew at 80x24 whatever the window, or into the file), or a terminal
-    without cursor control (TERM=dumb). A monochrome terminal gets no colours (NO_COLOR)."""
+    is not a terminal (it drew at 80x24 whatever the window, or into the file), standard input
+    that is not one (its bytes would be taken for keys), or a terminal without cursor control
+    (TERM=dumb). A monochrome terminal gets no colours (NO_COLOR)."""
     import os
     import sys
 
@@ -78,6 +101,13 @@ def check_terminal() -> None:
             "The chat draws its screen on standard output, which is not a terminal here "
             "(redirected to a file or a pipe); run it without redirecting it (--record and "
             "--output-file keep the conversation), or use `ppx-tui respond` for no screen."
+        )
+    if sys.stdin is None or not sys.stdin.isatty():
+        # Textual reads the keys from it: a file's bytes were keys (s, q, w...), or it crashed
+        raise UsageError(
+            "The chat reads its keys from standard input, which is not a terminal here "
+            "(redirected from a file or a pipe); give audio with --input-file FILE instead, or "
+            "use `ppx-tui respond` for no screen."
         )
     term = os.environ.get("TERM", "")
     if term == "dumb":
