@@ -28,12 +28,16 @@ from personaplex_tui.tui.widgets.transcript_panel import TranscriptPanel
 from tests.conversation_fakes import AUDIO, CONVERSATION
 
 pytestmark = pytest.mark.asyncio
+SEED = 7
 
 
 def chat_app(tmp_path: Path, *flags: str, audio: AudioFactory | None = None) -> PersonaPlexApp:
-    """The app `ppx-tui FLAGS` would run (settings file in tmp_path, files not paced)."""
+    """The app `ppx-tui FLAGS` would run (settings file in tmp_path, files not paced), with a
+    seed in its settings: the random model then says the same on every run (unseeded, the
+    timing of its reply and the length of its text blocks vary from run to run)."""
     args = build_parser().parse_args([*flags, "--config", str(tmp_path / "settings.toml")])
     settings, store = resolve_settings(args)
+    settings = settings.replace(seed=SEED)  # (the settings screen's field; no flag, no file key)
     check_settings(settings)
     return build_app(
         settings,
