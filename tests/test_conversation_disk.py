@@ -36,12 +36,14 @@ N_FRAMES = len(split_frames(conversation_pcm()))
 
 class FullDisk:
     """Files opened under `root` share `free` bytes; a write that does not fit raises ENOSPC
-    (nothing of it is written), as does every later one."""
+    (nothing of it is written), as does every later one. With `error` EROFS: a file system
+    remounted read-only (after I/O errors) once that much was written."""
 
-    def __init__(self, root: Path, free: int) -> None:
+    def __init__(self, root: Path, free: int, error: int = errno.ENOSPC) -> None:
         self.root = str(root)
         self.free = free
         self.refused = 0
+        self.error = error
 
     def open(self, file, mode="r", *args, **kwargs):
         handle = open(file, mode, *args, **kwargs)  # the real one
@@ -68,7 +70,7 @@ class _Metered:
         if size > self._disk.free:
             self._disk.free = 0
             self._disk.refused += 1
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(self._disk.error, os.strerror(self._disk.error))
         self._disk.free -= size
         return self._handle.write(data)
 
@@ -132,10 +134,12 @@ def test_an_unwritable_record_folder_is_one_sentence_and_the_conversation_goes_o
     assert len(events.of(FrameOut)) == len(probe.sessions[-1].inputs) == N_FRAMES
 
 
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS])
 def test_a_disk_filling_up_mid_session_stops_the_recording_not_the_conversation(
-    tmp_path, monkeypatch
+    error, tmp_path, monkeypatch
 ):
-    disk = FullDisk(tmp_path, free=300_000)  # about 3 s of the two 24 kHz 16-bit tracks
+    # about 3 s of the two 24 kHz 16-bit tracks; then full, or the file system turned read-only
+    disk = FullDisk(tmp_path, free=300_000, error=error)
     disk.install(monkeypatch)
     config = ControllerConfig(mode="duplex", input_file=CONVERSATION, record_dir=tmp_path)
     events, probe = run_duplex(config)
@@ -145,9 +149,10 @@ def test_a_disk_filling_up_mid_session_stops_the_recording_not_the_conversation(
     recording = [m for m in found if m.startswith("Recording in")]
     transcript = [m for m in found if m.startswith("Writing the transcript")]
     assert len(recording) == 1 and len(transcript) == 1 and len(found) == 2  # each said once
-    assert "(No space left on device)" in recording[0] and one_sentence(recording[0])
+    reason = f"({os.strerror(error)})"  # No space left on device, Read-only file system
+    assert reason in recording[0] and one_sentence(recording[0])
     assert recording[0].endswith("is kept and the conversation goes on.")
-    assert "(No space left on device)" in transcript[0] and one_sentence(transcript[0])
+    assert reason in transcript[0] and one_sentence(transcript[0])
     assert not events.of(EngineError)
     assert len(events.of(FrameOut)) == len(probe.sessions[-1].inputs) == N_FRAMES
 
