@@ -53,8 +53,8 @@ def _as_terminal_session() -> None:
 
 
 class PtyProcess:
-    """`python -m personaplex_tui ARGS` on a pty of `size` (columns, rows); `output` is all it
-    wrote to the terminal so far (decoded)."""
+    """`python -m personaplex_tui ARGS` (or `python PROGRAM ARGS`) on a pty of `size` (columns,
+    rows); `output` is all it wrote to the terminal so far (decoded)."""
 
     def __init__(
         self,
@@ -63,11 +63,12 @@ class PtyProcess:
         env: dict[str, str],
         root: Path = ROOT,
         size: tuple[int, int] = (100, 30),
+        program: tuple[str, ...] = ("-m", "personaplex_tui"),
     ) -> None:
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "personaplex_tui", *args],
+            [sys.executable, *program, *args],
             cwd=root,
             env={**env, "PYTHONPATH": str(root), "TERM": "xterm-256color"},
             stdin=slave,

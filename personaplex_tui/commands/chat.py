@@ -214,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
         with POLICY.deferred(app.stop_for_signal):  # a signal quits as `q` does
             app.run()
     lines = after_exit_lines(settings)
+    if app.crashed:  # under Textual's traceback (a bug report); the files were finished anyway
+        lines.insert(0, f"ppx-tui: the chat stopped on a bug (above); its log is {log_path}.")
     lines += [f"ppx-tui: {p}" for p in getattr(app.controller, "file_problems", ())]
     if app.load_error is not None:
         lines.append(f"ppx-tui: {app.load_error}")
@@ -225,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
             status(line)
     except OSError:  # the terminal is gone (SIGHUP): the log has the story
         log.info("the terminal is gone: %s", " / ".join(lines))
-    return app.exit_code or int(app.return_code or 0)  # Textual's 1 after a crash
+    return app.exit_code or int(app.return_code or 0)  # (1 after a crash)
 
 
 def after_exit_lines(settings: Settings) -> list[str]:

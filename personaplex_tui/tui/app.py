@@ -102,6 +102,8 @@ class PersonaPlexApp(App[None]):
         self.log_path = log_path
         self.cursor_blink = cursor_blink
         self._quitting = False
+        self._stopped = False  # the controller was shut down (by `q`, else at the app's end)
+        self.crashed = False  # an exception nothing handled ended the app (a bug)
         self._main_screen: MainScreen
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stop_signal: int | None = None  # a signal asked the app to quit (see stop_for_signal)
@@ -411,20 +413,40 @@ class PersonaPlexApp(App[None]):
             return
         self._quitting = True
         self._set_state("stopping")
-        if self.controller is not None:
+        await self._stop_controller()
+        self.exit(return_code=self.exit_code)
+
+    async def on_unmount(self) -> None:
+        """The app's last event on every way out, its loop still running: after a crash (or a
+        test that ends without `q`) the controller is shut down here, as quitting does."""
+        await self._stop_controller()
+
+    async def _stop_controller(self) -> None:
+        """Shut the controller down (audio, engine thread, files) within SHUTDOWN_TIMEOUT_S,
+        once, and close the bridge. Never raises."""
+        if self.controller is not None and not self._stopped:
+            self._stopped = True
             try:
                 await asyncio.wait_for(self.controller.shutdown(), SHUTDOWN_TIMEOUT_S)
             except Exception:  # quitting must not fail
                 log.exception("shutdown failed")
         self.bridge.close()
-        self.exit(return_code=self.exit_code)
+
+    def _handle_exception(self, error: Exception) -> None:
+        """An exception nothing handled (a bug): Textual prints its traceback and exits with 1,
+        `on_unmount` finishes the conversation; the first goes to the log too."""
+        if not self.crashed:
+            self.crashed = True
+            log.error("the app crashed", exc_info=error)
+        super()._handle_exception(error)
 
     @property
     def exit_code(self) -> int:
-        """128 + the signal that stopped the app; 2 when the model could not be loaded; else 0."""
+        """128 + the signal that stopped the app; 1 after a crash; 2 when the model could not
+        be loaded; else 0."""
         if self.stop_signal is not None:
             return 128 + self.stop_signal
-        return 2 if self.load_error is not None else 0
+        return 1 if self.crashed else 2 if self.load_error is not None else 0
 
     def stop_for_signal(self, signum: int) -> None:
         """Called from a signal handler (any point of the event loop's thread): quit as `q`
