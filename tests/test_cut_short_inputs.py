@@ -114,14 +114,14 @@ def test_the_chat_says_a_piped_input_is_cut_short(oggs, tmp_path):
     assert 1.0 < duration < 3.0  # the audio up to the cut (weather.wav lasts 2.99 s)
 
 
-@pytest.mark.parametrize("how", ["pipe", "redirect"])
+@pytest.mark.parametrize("how", ["pipe", "dash", "redirect"])
 def test_the_chat_refuses_its_own_standard_input_as_the_input_file(oggs, how, tmp_path):
     """The chat's screen reads the keys from the standard input: audio piped or redirected into
     it was read as keys (Textual's UnicodeDecodeError, a traceback). One sentence, exit 2."""
     cut = oggs[1]
-    if how == "pipe":
-        proc = _run(["--input-file", "/dev/stdin"], cut.read_bytes(), tmp_path)
-        named = "/dev/stdin"
+    if how in ("pipe", "dash"):
+        named = "/dev/stdin" if how == "pipe" else "-"  # ("-" was "does not exist")
+        proc = _run(["--input-file", named], cut.read_bytes(), tmp_path)
     else:
         with open(cut, "rb") as stdin:
             proc = subprocess.run(

@@ -19,7 +19,11 @@ from personaplex_tui.commands.common import status
 from personaplex_tui.commands.paths import check_distinct, check_output_file, check_output_folder
 from personaplex_tui.events import EventSink, MemoryUsage
 from personaplex_tui.settings import Settings, SettingsStore
-from personaplex_tui.settings_flags import add_chat_arguments, resolve_settings
+from personaplex_tui.settings_flags import (
+    add_chat_arguments,
+    resolve_settings,
+    standard_input_sentence,
+)
 from personaplex_tui.stop_signals import POLICY, signal_name, stopped_sentence
 
 if TYPE_CHECKING:
@@ -45,11 +49,7 @@ def check_settings(settings: Settings) -> None:
     if source is not None and _is_standard_input(Path(source)):
         from personaplex_tui.commands.common import UsageError
 
-        # Textual reads the keys from fd 0: it took the audio's bytes for keys and crashed
-        raise UsageError(
-            f"--input-file {source} is the standard input, where the chat reads its keys; give "
-            "the audio as a file, or a command's output as <(command)."
-        )
+        raise UsageError(standard_input_sentence(source))
     if source is not None and (Path(source).is_file() or Path(source).is_dir()):
         clip = read_audio(source)  # missing, empty, corrupt or not audio: AudioFileError
         if clip.file_warning:  # an Ogg file cut short, an MP3's damaged frames: used, and said
