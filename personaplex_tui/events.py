@@ -178,6 +178,7 @@ class Notice:
     message: str
     severity: Literal["information", "warning", "error"] = "information"
     hint: str = ""  # what the chat's keys can do about it, shown after `message` where keys are
+    in_transcript: bool = False  # also a line of the transcript panel (a pause of the process)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def test_a_pause_during_a_step_is_one_note_where_it_began(clock):
         "by a busy machine); nothing said meanwhile was heard."
     )
     assert noted.notes == [(pytest.approx(0.8), message, "pause")]  # after the 10th frame
-    assert noted.events == [Notice(message)]
+    assert noted.events == [Notice(message, in_transcript=True)]
 
 
 def test_a_pause_while_waiting_for_the_mic_is_one_note_and_not_a_lost_device(clock):

@@ -435,6 +435,12 @@ async def test_notices_and_memory_events_reach_the_user():
         await pilot.pause()
         assert "Output device changed to Headphones." in notes
         assert "MLX 5.8 GB" in text_of(app.main.query_one(StatusBar))
+        panel = app.main.query_one(TranscriptPanel)
+        assert "Headphones" not in panel.plain_text()  # a notice only
+        paused = "ppx-tui was paused for 3.0 s (stopped by a signal or a debugger)."
+        app.bridge(Notice(paused, in_transcript=True))  # a notice and a line of the transcript
+        await pilot.pause()
+        assert paused in notes and f"-- {paused} --" in panel.plain_text()
 
 
 async def test_a_failures_key_hint_follows_its_sentence_on_screen():

@@ -189,7 +189,7 @@ class MicReader:
             message = pause_note(gap)
             recording = self.ctx.recording
             recording.transcript.note(recording.mic_s, message, "pause")
-            self.ctx.emit(Notice(message))
+            self.ctx.emit(Notice(message, in_transcript=True))
         return True
 
 

@@ -1,8 +1,7 @@
 """The PersonaPlex chat app: `make_app(settings, controller_factory)` builds it for the CLI and tests.
 
 The app creates its controller on mount, handing it a thread-safe, non-blocking event sink
-(`EventBridge`); every controller call runs as a worker, so the UI never waits on the model.
-"""
+(`EventBridge`); every controller call runs as a worker, so the UI never waits on the model."""
 
 from __future__ import annotations
 
@@ -208,6 +207,8 @@ class PersonaPlexApp(App[None]):
             self._show_error(with_hint(event.message, event.hint))
         elif isinstance(event, Notice):
             self.notify(with_hint(event.message, event.hint), severity=event.severity)
+            if event.in_transcript:
+                self.main.query_one(TranscriptPanel).add_system(event.message)
         elif isinstance(event, SessionStarted) and event.number > 1:
             self.main.query_one(TranscriptPanel).add_system("new conversation")
         elif isinstance(event, LoadProgress):
@@ -433,8 +434,8 @@ class PersonaPlexApp(App[None]):
         self.bridge.close()
 
     def _handle_exception(self, error: Exception) -> None:
-        """An exception nothing handled (a bug): Textual prints its traceback and exits with 1,
-        `on_unmount` finishes the conversation; the first goes to the log too."""
+        """A bug's exception: logged (the first), then Textual's traceback and exit 1 (on_unmount
+        finishes the conversation)."""
         if not self.crashed:
             self.crashed = True
             log.error("the app crashed", exc_info=error)
