@@ -3,7 +3,8 @@
 `personaplex_tui.cli` imports every command's modules (numpy, MLX, the model) before its `main`
 installs the signal policy (`stop_signals`); that takes about half a second, longer on a cold
 disk. A Ctrl+C in that window ends here as it does later: "ppx-tui: interrupted.", exit 130,
-no traceback.
+no traceback. A chat whose conversation did not stop in time ends the process here without
+waiting for its stuck threads (`stuck_exit`), which only this console script does.
 """
 
 from __future__ import annotations
@@ -25,4 +26,7 @@ def main() -> int:
     from personaplex_tui.stop_signals import POLICY
 
     POLICY.ignore_rest()  # the work is done: a late signal must not change the exit code
+    from personaplex_tui.stuck_exit import exit_if_asked
+
+    exit_if_asked(code)  # a chat whose threads did not stop ends here, not waiting for them
     return code

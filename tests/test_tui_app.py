@@ -295,7 +295,7 @@ async def test_q_shuts_the_controller_down_and_quits():
         await pilot.press("q")
         await pilot.pause()
     assert fake_of(factory).names()[-1] == "shutdown"
-    assert not app.is_running
+    assert not app.is_running and not app.shutdown_incomplete
 
 
 def footer_key(app: PersonaPlexApp, label: str) -> FooterKey:

@@ -221,6 +221,7 @@ class FakeConversation:
     pace_s: float = 0.0
     load_pause_s: float = 0.0
     start_error: Exception | None = None  # raised by start(), as a real loader might
+    shutdown_hangs: bool = False  # shutdown() never returns (a stuck audio device or step)
     model_info: ModelInfo = MODEL_INFO  # what loading reports (the checkpoint's voices)
     calls: list[tuple[object, ...]] = field(default_factory=list)
     state: str = "idle"
@@ -322,6 +323,8 @@ class FakeConversation:
     async def shutdown(self) -> None:
         self.calls.append(("shutdown",))
         self._halt()
+        if self.shutdown_hangs:
+            await asyncio.sleep(3600)
 
     def names(self) -> list[object]:
         """The names of the calls made so far, in order."""

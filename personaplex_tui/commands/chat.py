@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the settings (file, then flags), check them, then run the TUI until quit."""
     from personaplex_tui.logs import setup_logging
     from personaplex_tui.stderr_capture import stderr_to_file
+    from personaplex_tui.stuck_exit import leave_without_waiting, run_app
 
     settings, store = resolve_settings(args)
     for warning in store.warnings:  # unknown keys in the settings file, said once
@@ -212,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     with stderr_to_file(log_path):
         app = build_app(settings, store=store, log_path=log_path)
         with POLICY.deferred(app.stop_for_signal):  # a signal quits as `q` does
-            app.run()
+            run_app(app)  # app.run(), not waiting at its end for what did not stop
     lines = after_exit_lines(settings)
     if app.crashed:  # under Textual's traceback (a bug report); the files were finished anyway
         lines.insert(0, f"ppx-tui: the chat stopped on a bug (above); its log is {log_path}.")
@@ -222,12 +223,26 @@ def run(args: argparse.Namespace) -> int:
     if app.stop_signal is not None:
         log.info("stopped by %s", signal_name(app.stop_signal))
         lines.append(f"ppx-tui: {stopped_sentence(app.stop_signal)}")
+    if app.shutdown_incomplete:  # its threads would keep the process alive: not waited for
+        lines.append(f"ppx-tui: {stuck_sentence()}")
     try:
         for line in lines:
             status(line)
     except OSError:  # the terminal is gone (SIGHUP): the log has the story
         log.info("the terminal is gone: %s", " / ".join(lines))
+    if app.shutdown_incomplete:
+        leave_without_waiting()  # the console script ends the process at once (os._exit)
     return app.exit_code or int(app.return_code or 0)  # (1 after a crash)
+
+
+def stuck_sentence() -> str:
+    """What the terminal is told when the conversation did not stop in time."""
+    from personaplex_tui.tui.app import SHUTDOWN_TIMEOUT_S
+
+    return (
+        f"the model or an audio device did not stop within {SHUTDOWN_TIMEOUT_S:g} s; ppx-tui "
+        "exits without waiting for it (recordings keep every frame written until then)."
+    )
 
 
 def after_exit_lines(settings: Settings) -> list[str]:

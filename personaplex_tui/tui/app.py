@@ -6,6 +6,7 @@ The app creates its controller on mount, handing it a thread-safe, non-blocking 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
@@ -107,6 +108,7 @@ class PersonaPlexApp(App[None]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stop_signal: int | None = None  # a signal asked the app to quit (see stop_for_signal)
         self.load_error: str | None = None  # why no conversation could start (exit code 2)
+        self.shutdown_incomplete = False  # the conversation did not stop in SHUTDOWN_TIMEOUT_S
 
     # --- layout and lifecycle ------------------------------------------------------------
 
@@ -423,14 +425,18 @@ class PersonaPlexApp(App[None]):
         await self._stop_controller()
 
     async def _stop_controller(self) -> None:
-        """Shut the controller down (audio, engine thread, files) within SHUTDOWN_TIMEOUT_S,
-        once, and close the bridge. Never raises."""
+        """Shut the controller down (audio, engine, files) once, close the bridge; never raises.
+        Not done in SHUTDOWN_TIMEOUT_S: cancelled, not awaited, and `shutdown_incomplete`."""
         if self.controller is not None and not self._stopped:
             self._stopped = True
-            try:
-                await asyncio.wait_for(self.controller.shutdown(), SHUTDOWN_TIMEOUT_S)
-            except Exception:  # quitting must not fail
-                log.exception("shutdown failed")
+            task = asyncio.ensure_future(self.controller.shutdown())
+            await asyncio.wait({task}, timeout=SHUTDOWN_TIMEOUT_S)
+            if not task.done():  # (wait_for waited for its cancellation, which can hang too)
+                self.shutdown_incomplete = True  # the CLI exits without waiting for it
+                log.error("the conversation did not shut down within %g s", SHUTDOWN_TIMEOUT_S)
+                task.cancel()  # what can still stop does; the rest is left behind
+            elif not task.cancelled() and task.exception() is not None:  # quitting must not fail
+                log.error("shutdown failed", exc_info=task.exception())
         self.bridge.close()
 
     def _handle_exception(self, error: Exception) -> None:
@@ -443,8 +449,7 @@ class PersonaPlexApp(App[None]):
 
     @property
     def exit_code(self) -> int:
-        """128 + the signal that stopped the app; 1 after a crash; 2 when the model could not
-        be loaded; else 0."""
+        """128 + the signal that stopped the app; 1 after a crash; 2 if no model loaded; else 0."""
         if self.stop_signal is not None:
             return 128 + self.stop_signal
         return 1 if self.crashed else 2 if self.load_error is not None else 0
@@ -455,13 +460,10 @@ class PersonaPlexApp(App[None]):
         if self.stop_signal is not None:
             return
         self.stop_signal = signum
-        loop = self._loop
-        if loop is None:
+        if (loop := self._loop) is None:
             return  # not mounted yet: on_main_screen_ready quits
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the app is over anyway
             loop.call_soon_threadsafe(self.call_later, self.action_quit)
-        except RuntimeError:  # the loop has closed: the app is over anyway
-            pass
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -483,12 +485,10 @@ def make_app(
     log_path: Path | None = None,
     cursor_blink: bool = True,
 ) -> PersonaPlexApp:
-    """The chat app. `controller_factory(settings, sink)` is called once the app is mounted.
-
+    """The chat app. `controller_factory(settings, sink)` is called once the app is mounted;
     `store` persists settings the user changes in the app (None: not persisted);
     `list_devices()` returns (input names, output names) for the settings screen;
-    `rss_probe()` returns the bytes in use for the status bar (None: not shown).
-    """
+    `rss_probe()` returns the bytes in use for the status bar (None: not shown)."""
     return PersonaPlexApp(
         settings,
         controller_factory,

@@ -1,0 +1,104 @@
+"""A shutdown that does not finish: the app quits anyway and says so (`shutdown_incomplete`), its
+loop is not waited on (`stuck_exit.run_app`), and the console script's hard exit ends a process
+whose threads never stop, with its exit code and its output."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from personaplex_tui import stuck_exit
+from tests.test_tui_app import SIZE, build, fake_of, ready, until
+from tests.tui_pty import ROOT
+
+
+@pytest.mark.asyncio
+async def test_q_quits_even_when_the_shutdown_hangs_and_says_it_did_not_finish(monkeypatch):
+    monkeypatch.setattr("personaplex_tui.tui.app.SHUTDOWN_TIMEOUT_S", 0.2)
+    app, factory, _ = build(shutdown_hangs=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("q")
+        await until(pilot, lambda: not app.is_running, timeout_s=5)
+    assert fake_of(factory).names()[-1] == "shutdown"
+    assert app.shutdown_incomplete and app.return_code == 0
+
+
+class LoopApp:
+    """Stands for the chat app: its run leaves a task that ignores being cancelled and a thread
+    of the default executor blocked on `release`, as a stuck shutdown does."""
+
+    def __init__(self, incomplete: bool) -> None:
+        self.shutdown_incomplete = incomplete
+        self.release = threading.Event()
+        self.finished: list[str] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        assert loop is not None and not loop.is_closed()
+        self.loop = loop
+        loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        asyncio.ensure_future(self._stubborn())
+        asyncio.ensure_future(asyncio.to_thread(self._blocked))
+        await asyncio.sleep(0.05)
+
+    async def _stubborn(self) -> None:
+        for _ in range(100):  # gives up after 100 cancellations, or 5 s
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.05)
+                if self.release.is_set():
+                    break
+        self.finished.append("task")
+
+    def _blocked(self) -> None:
+        self.release.wait(10)
+        self.finished.append("thread")
+
+
+def test_after_an_incomplete_shutdown_the_loop_is_left_without_waiting():
+    app = LoopApp(incomplete=True)
+    started = time.monotonic()
+    try:
+        stuck_exit.run_app(app)
+        took = time.monotonic() - started
+    finally:
+        app.release.set()
+    assert stuck_exit.GRACE_S <= took < stuck_exit.GRACE_S + 1.5
+    assert "thread" not in app.finished
+    assert app.loop is not None and app.loop.is_closed()
+
+
+def test_after_a_complete_shutdown_the_loop_ends_as_asyncio_run_ends():
+    app = LoopApp(incomplete=False)
+    threading.Timer(0.5, app.release.set).start()
+    stuck_exit.run_app(app)  # the task and the thread are waited for
+    assert sorted(app.finished) == ["task", "thread"]
+    assert app.loop is not None and app.loop.is_closed()
+
+
+HARD_EXIT = """
+import threading, time
+from personaplex_tui import stuck_exit
+stuck_exit.exit_if_asked(5)  # not asked: returns
+threading.Thread(target=time.sleep, args=(3600,), name="ppx-engine_0").start()
+print("the lines", flush=False)
+stuck_exit.leave_without_waiting()
+stuck_exit.exit_if_asked(130)
+print("not reached")
+"""
+
+
+def test_the_hard_exit_ends_a_process_whose_thread_never_stops_with_its_code():
+    proc = subprocess.run(
+        [sys.executable, "-c", HARD_EXIT], capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stdout == "the lines\n"
