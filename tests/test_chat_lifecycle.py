@@ -97,3 +97,29 @@ def test_the_chat_exits_2_after_a_fatal_load_error(small_checkpoint, tmp_path):
     assert "Traceback" not in out
     last = after_screen(out)[-1]
     assert last.startswith("ppx-tui: ") and "mimi.safetensors" in last and last.endswith(".")
+
+
+def test_ctrl_c_in_the_chat_stops_it_as_sigint_does(small_checkpoint, tmp_path):
+    """In the chat's raw-mode terminal, Ctrl+C is a key (byte 3), not a signal: Textual's own
+    answer was a "Press q to quit" notice, and the chat kept running. It stops the chat as
+    SIGINT does: every file finished, "interrupted.", exit 130."""
+    record = tmp_path / "record"
+    tui = PtyProcess(["--model", str(small_checkpoint), "--mode", "duplex", "--input-file", CONVERSATION,
+                      "--output-file", str(tmp_path / "out.wav"), "--record", str(record),
+                      "--no-user-transcript"], env=user_env(tmp_path))  # fmt: skip
+    try:
+        tui.wait_for(
+            lambda: any(f.stat().st_size > 15 * FRAME_BYTES for f in record.glob("*/agent.wav")),
+            120,
+            "live",
+        )
+        os.write(tui.master, b"\x03")
+        assert tui.wait(timeout=30) == 130
+        out = tui.output
+    finally:
+        tui.close()
+    assert "Traceback" not in out and "Do you want to quit?" not in out
+    assert after_screen(out)[-1] == "ppx-tui: interrupted."
+    (folder,) = sorted(record.iterdir())
+    last = json.loads((folder / "transcript.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    assert last["type"] == "end"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -271,8 +272,7 @@ class PersonaPlexApp(App[None]):
     def change_settings(self, new: Settings) -> None:
         """Adopt `new`: persist what changed, tell the controller, flag a pending reset."""
         voice, kept = new.session.voice, self.settings.session.voice
-        if voice != kept and voice not in (self.voices or ()):
-            # never kept (nor saved): every later start would fail on it
+        if voice != kept and voice not in (self.voices or ()):  # (never kept: starts would fail)
             self.notify(f"This checkpoint has no voice {voice}.", severity="warning")
             new = new.replace(voice=kept)
         changes = self.settings.changed_fields(new)
@@ -425,8 +425,7 @@ class PersonaPlexApp(App[None]):
         await self._stop_controller()
 
     async def _stop_controller(self) -> None:
-        """Shut the controller down (audio, engine, files) once, close the bridge; never raises.
-        Not done in SHUTDOWN_TIMEOUT_S: cancelled, not awaited, and `shutdown_incomplete`."""
+        """Shut the controller down once; not done in SHUTDOWN_TIMEOUT_S: `shutdown_incomplete`."""
         if self.controller is not None and not self._stopped:
             self._stopped = True
             task = asyncio.ensure_future(self.controller.shutdown())
@@ -440,8 +439,7 @@ class PersonaPlexApp(App[None]):
         self.bridge.close()
 
     def _handle_exception(self, error: Exception) -> None:
-        """A bug's exception: logged (the first), then Textual's traceback and exit 1 (on_unmount
-        finishes the conversation)."""
+        """A bug's exception: logged once, then Textual's traceback, exit 1; on_unmount cleans up."""
         if not self.crashed:
             self.crashed = True
             log.error("the app crashed", exc_info=error)
@@ -455,8 +453,7 @@ class PersonaPlexApp(App[None]):
         return 1 if self.crashed else 2 if self.load_error is not None else 0
 
     def stop_for_signal(self, signum: int) -> None:
-        """Called from a signal handler (any point of the event loop's thread): quit as `q`
-        does, every file finished, and exit with 128 + `signum`."""
+        """From a signal handler (on the loop's thread): quit as `q` does, exit 128 + `signum`."""
         if self.stop_signal is not None:
             return
         self.stop_signal = signum
@@ -464,6 +461,10 @@ class PersonaPlexApp(App[None]):
             return  # not mounted yet: on_main_screen_ready quits
         with contextlib.suppress(RuntimeError):  # the loop has closed: the app is over anyway
             loop.call_soon_threadsafe(self.call_later, self.action_quit)
+
+    def action_help_quit(self) -> None:
+        """Ctrl+C, a key in the screen's raw mode, not a signal (text selected: copied first)."""
+        self.stop_for_signal(signal.SIGINT)  # Textual's own only said "Press q to quit"
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -485,10 +486,9 @@ def make_app(
     log_path: Path | None = None,
     cursor_blink: bool = True,
 ) -> PersonaPlexApp:
-    """The chat app. `controller_factory(settings, sink)` is called once the app is mounted;
-    `store` persists settings the user changes in the app (None: not persisted);
-    `list_devices()` returns (input names, output names) for the settings screen;
-    `rss_probe()` returns the bytes in use for the status bar (None: not shown)."""
+    """The chat app. `controller_factory(settings, sink)` is called once it is mounted; `store`
+    persists the settings changed in it (None: not); `list_devices()` gives (input names, output
+    names) for the settings; `rss_probe()` the bytes in use for the status bar (None: hidden)."""
     return PersonaPlexApp(
         settings,
         controller_factory,

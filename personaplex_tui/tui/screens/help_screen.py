@@ -23,6 +23,7 @@ def keys_table() -> Table:
     for k in KEY_ACTIONS:
         table.add_row(KEY_LABELS.get(k.key, k.key), k.help)
     table.add_row("ctrl+p", "Command palette: every action by name.")
+    table.add_row("ctrl+c", "Quit as q does, exit code 130 (with text selected: copy it).")
     return table
 
 
