@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "tests" / "data" / "audio"
 MPG123_TEXT = ("Illegal Audio-MPEG-Header", "libmpg123", "Note:", "Warning:", "resync")
 
-pytestmark = pytest.mark.skipif(
-    "MP3" not in sf.available_formats(), reason="this libsndfile reads no MP3 (before 1.1)"
-)
+
+def test_this_libsndfile_reads_mp3():
+    """soundfile's wheels bundle libsndfile 1.1+ (MP3 through libmpg123): the rest needs it."""
+    assert "MP3" in sf.available_formats()
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +97,7 @@ def test_the_offline_sound_check_says_it_once_and_prints_none_of_the_decoder(mp3
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert not [t for t in MPG123_TEXT if t in proc.stderr], proc.stderr
-    if "echo canceller" in proc.stderr:  # no canceller library here: nothing is written
-        pytest.skip(proc.stderr.strip())
-    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.returncode == 0 and proc.stderr == ""  # (the canceller is a dependency: it runs)
     assert proc.stdout.count(damaged_note(str(mp3s["damaged"]))) == 1
 
 
