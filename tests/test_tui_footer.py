@@ -24,16 +24,22 @@ def overlaps(keys: list[FooterKey]) -> list[tuple[str, str]]:
     return pairs
 
 
+async def footer_labels(pilot, app: PersonaPlexApp) -> list[str]:
+    """The labels of the footer's keys on screen, once it is drawn; none covers another."""
+    await pilot.pause()
+    keys = shown_keys(app)
+    assert overlaps(keys) == []
+    return [k.description for k in keys]
+
+
 @pytest.mark.parametrize("width", [60, 70, 79])
 async def test_a_narrow_terminal_drops_the_palette_key_rather_than_cover_the_apps_keys(width):
     app, _, _ = build()
     async with app.run_test(size=(width, 20)) as pilot:
         await ready(pilot, app)
-        await pilot.pause()
-        keys = shown_keys(app)
-        assert "palette" not in [k.description for k in keys]
-        assert overlaps(keys) == []
-        assert [k.description for k in keys][:5] == ["Talk", "Mode", "Reset", "Voice", "Settings"]
+        labels = await footer_labels(pilot, app)
+        assert "palette" not in labels
+        assert labels[:5] == ["Talk", "Mode", "Reset", "Voice", "Settings"]
 
 
 @pytest.mark.parametrize("width", [80, 120])
@@ -41,10 +47,6 @@ async def test_from_80_columns_the_footer_shows_the_palette_key_too(width):
     app, _, _ = build()
     async with app.run_test(size=(width, 24)) as pilot:
         await ready(pilot, app)
-        await pilot.pause()
-        keys = shown_keys(app)
-        assert "palette" in [k.description for k in keys]
-        assert overlaps(keys) == []
+        assert "palette" in await footer_labels(pilot, app)
         await pilot.resize_terminal(66, 24)  # and it goes when the terminal is made narrow
-        await pilot.pause()
-        assert "palette" not in [k.description for k in shown_keys(app)]
+        assert "palette" not in await footer_labels(pilot, app)
