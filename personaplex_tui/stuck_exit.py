@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import traceback
-from typing import NoReturn, Protocol
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 GRACE_S = 1.0  # what the cancelled shutdown may still finish (the files) once the app is gone
@@ -97,15 +97,8 @@ def leave_without_waiting() -> None:
 def exit_if_asked(code: int) -> None:
     """After `leave_without_waiting`: flush the log and the terminal, then end the process with
     `code` (`os._exit`: no thread is joined); else return."""
-    global _asked
     if not _asked:
         return
-    _asked = False
-    exit_now(code)
-
-
-def exit_now(code: int) -> NoReturn:
-    """Flush the log and the standard streams, then end the process with `code` at once."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

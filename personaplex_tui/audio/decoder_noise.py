@@ -19,7 +19,7 @@ _MPG123 = re.compile(r"(?:Note|Warning|Error): |\[[^\]\n]*mpg123[^\]\n]*\] \w+: 
 # Of those, what says that audio was lost: a frame skipped, a resync, a bad frame. The Xing
 # warning alone is not: it comes of tags after the audio too (an APE tag), all frames intact.
 _LOST = re.compile(r"Illegal Audio-MPEG-Header|resync|Skipped \d+ bytes|\] error: ", re.IGNORECASE)
-_KEEP = 50  # lines of it kept per file, for the debug log
+_KEEP = 50  # lines of it logged per call, at most
 
 
 def is_decoder_noise(line: str) -> bool:
@@ -28,11 +28,10 @@ def is_decoder_noise(line: str) -> bool:
 
 
 class DecoderNoise:
-    """What libmpg123 said while one file was decoded, kept off the terminal: its first lines
-    (for the debug log) and whether it skipped damaged frames."""
+    """What libmpg123 said while one file was decoded, kept off the terminal (its first lines go
+    to the debug log): whether it skipped damaged frames."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
         self.frames_lost = False
         self.active = True  # False once the file is known not to be an MP3: fd 2 is left alone
 
@@ -51,7 +50,6 @@ class DecoderNoise:
         finally:
             if dropped:
                 log.debug("the MP3 decoder said: %s", " / ".join(dropped[:_KEEP]))
-            self.lines += dropped[: max(0, _KEEP - len(self.lines))]
             self.frames_lost = self.frames_lost or any(_LOST.search(s) for s in dropped)
 
 
