@@ -153,9 +153,8 @@ def settings_from_args(args: argparse.Namespace, base: Settings) -> Settings:
     if isinstance(changes.get("voice"), str):
         changes["voice"] = changes["voice"].upper()
     input_file = changes.get("input_file")
-    if input_file is not None and str(input_file) == "-":
-        raise SettingsError(standard_input_sentence(input_file))
-    if input_file is not None and not Path(input_file).exists():
+    # ("-", the standard input, is refused by the chat's own check, in its sentence)
+    if input_file is not None and str(input_file) != "-" and not Path(input_file).exists():
         raise SettingsError(f"The input file {input_file} does not exist.")
     return base.replace(**changes)
 
@@ -164,12 +163,3 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, SettingsStore]
     """The settings file (from `--config` or the default place) overridden by the flags."""
     store = SettingsStore(args.config or default_config_path())
     return settings_from_args(args, store.load()), store
-
-
-def standard_input_sentence(source: object) -> str:
-    """Why the chat cannot take its audio from standard input (`--input-file -`, /dev/stdin)."""
-    # Textual reads the keys from fd 0: it took the audio's bytes for keys, or crashed on them
-    return (
-        f"--input-file {source} is the standard input, where the chat reads its keys; give "
-        "the audio as a file, or a command's output as <(command)."
-    )

@@ -19,11 +19,7 @@ from personaplex_tui.commands.common import status
 from personaplex_tui.commands.paths import check_distinct, check_output_file, check_output_folder
 from personaplex_tui.events import EventSink, MemoryUsage
 from personaplex_tui.settings import Settings, SettingsStore
-from personaplex_tui.settings_flags import (
-    add_chat_arguments,
-    resolve_settings,
-    standard_input_sentence,
-)
+from personaplex_tui.settings_flags import add_chat_arguments, resolve_settings
 from personaplex_tui.stop_signals import POLICY, signal_name, stopped_sentence
 
 if TYPE_CHECKING:
@@ -78,12 +74,21 @@ def _is_standard_input(path: Path) -> bool:
     redirected into it (`< talk.wav`)."""
     import os
 
-    if str(path) in ("/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"):
+    if str(path) in ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"):
         return True
     try:
         return os.path.samestat(os.stat(path), os.fstat(0))
     except (OSError, ValueError):  # no standard input, or a path that cannot be looked at
         return False
+
+
+def standard_input_sentence(source: object) -> str:
+    """Why the chat cannot take its audio from standard input (`--input-file -`, /dev/stdin)."""
+    # Textual reads the keys from fd 0: it took the audio's bytes for keys, or crashed on them
+    return (
+        f"--input-file {source} is the standard input, where the chat reads its keys; give "
+        "the audio as a file, or a command's output as <(command)."
+    )
 
 
 def check_terminal() -> None:
