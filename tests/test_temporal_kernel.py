@@ -180,6 +180,7 @@ def stream_lm(bits: int):
 
 def use_stream(monkeypatch, plan: tuple[int, int, int]) -> None:
     stages, chunks, ahead = plan
+    monkeypatch.delenv(temporal.STREAM_ENV_VAR, raising=False)
     monkeypatch.setattr(temporal, "STREAM_STAGES", stages)
     monkeypatch.setattr(temporal, "STREAM_CHUNKS", chunks)
     monkeypatch.setattr(temporal, "STREAM_AHEAD", ahead)
@@ -247,3 +248,20 @@ def test_the_shared_memory_swizzle_is_a_permutation_without_bank_conflicts(spc):
                     for lane in range(8 * wave, 8 * wave + 8)
                 }
                 assert len(groups) == 8
+
+
+def test_ppx_stream_overrides_the_shipped_plan_and_rejects_nonsense(monkeypatch):
+    """`PPX_STREAM` picks the plan (what the GPU benchmarks use to compare plans end to end)."""
+    monkeypatch.setattr(temporal, "STREAM_STAGES", 0)
+    monkeypatch.setattr(temporal, "STREAM_CHUNKS", 4)
+    monkeypatch.setattr(temporal, "STREAM_AHEAD", 1)
+    monkeypatch.delenv(temporal.STREAM_ENV_VAR, raising=False)
+    assert temporal.wanted_stream() == (0, 4, 1)
+    monkeypatch.setenv(temporal.STREAM_ENV_VAR, " 3,2,1 ")
+    assert temporal.wanted_stream() == (3, 2, 1)
+    monkeypatch.setenv(temporal.STREAM_ENV_VAR, "off")
+    assert temporal.wanted_stream() == (0, 0, 0)
+    for bad in ("2,4", "a,b,c", "2;4;1", "-1,4,1"):
+        monkeypatch.setenv(temporal.STREAM_ENV_VAR, bad)
+        with pytest.raises(ValueError, match="stages,chunks,ahead"):
+            temporal.wanted_stream()

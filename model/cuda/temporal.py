@@ -34,6 +34,7 @@ shared memory (`stream_plan`; docs/cuda-kernels.md §The weight stream), off unt
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,22 @@ DTYPES = (mx.bfloat16, mx.float16)  # x and the hidden state live in shared memo
 # has run on a GPU: built and compiled, not yet measured (`benchmarks/stream_ab.py`,
 # `benchmarks/kernel_profile.py --variants direct s2c4+ ...` measure it).
 STREAM_STAGES, STREAM_CHUNKS, STREAM_AHEAD = 0, 4, 1
+STREAM_ENV_VAR = "PPX_STREAM"  # "stages,chunks,ahead" (e.g. "2,4,1"; "0" for none) overrides them
+
+
+def wanted_stream() -> tuple[int, int, int]:
+    """The plan asked for: `PPX_STREAM` ("stages,chunks,ahead", or "0"/"off" for none) where
+    set, else STREAM_STAGES, STREAM_CHUNKS and STREAM_AHEAD. A malformed value is an error."""
+    raw = os.environ.get(STREAM_ENV_VAR, "").strip().lower()
+    if not raw:
+        return STREAM_STAGES, STREAM_CHUNKS, STREAM_AHEAD
+    if raw in ("0", "off", "none"):
+        return 0, 0, 0
+    parts = raw.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"{STREAM_ENV_VAR}={raw!r}: expected stages,chunks,ahead such as 2,4,1")
+    stages, chunks, ahead = (int(p) for p in parts)
+    return stages, chunks, ahead
 
 
 @dataclass(frozen=True)
@@ -111,8 +128,8 @@ def stream_plan(
     """(stages, chunks per stage, ahead, dynamic shared bytes) of the weight stream on this GPU:
     as many of `want`'s stages as fit beside the static shared memory, none (0, 0, 0, 0) where
     fewer than two fit, `want` has none, or the shared memory per block is not known. `want`:
-    (stages, chunks, ahead), STREAM_STAGES, STREAM_CHUNKS and STREAM_AHEAD unless given."""
-    want_stages, chunks, ahead = want or (STREAM_STAGES, STREAM_CHUNKS, STREAM_AHEAD)
+    (stages, chunks, ahead), `wanted_stream()` unless given."""
+    want_stages, chunks, ahead = want or wanted_stream()
     optin = shared_memory_optin()
     words = _stream_words(dtype, bits, group, chunks) if want_stages and chunks else None
     if optin is None or words is None or (d // group) % 8 or (hidden // group) % 8:
