@@ -47,6 +47,7 @@ def unit(bits: int, plan: tuple[int, int, int]) -> tuple[str, str]:
         mock.patch.object(temporal, "STREAM_STAGES", plan[0]),
         mock.patch.object(temporal, "STREAM_CHUNKS", plan[1]),
         mock.patch.object(temporal, "STREAM_AHEAD", plan[2]),
+        mock.patch.object(temporal, "STREAM_BITS", (4, 8)),
         mock.patch.object(TEMPORAL, "_kernels", {}),
         mock.patch.object(TEMPORAL, "disabled_reason", None),
         mock.patch.dict("os.environ", {TEMPORAL.env_var: "", precompiled.ENV_SWITCH: ""}),

@@ -50,7 +50,7 @@ class Modes:
             table.clear()
             table.update(kept)
         t = self.temporal
-        t.STREAM_STAGES, t.STREAM_CHUNKS, t.STREAM_AHEAD = self.plans[mode]
+        t.STREAM_STAGES, t.STREAM_CHUNKS, t.STREAM_AHEAD = self.plans[mode]  # at STREAM_BITS
         self.current = mode
 
 

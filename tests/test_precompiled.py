@@ -248,8 +248,9 @@ def test_nvrtc_compiles_every_unit_of_the_7b_for_an_h200(tmp_path, monkeypatch, 
 def test_nvrtc_compiles_the_temporal_kernels_weight_stream(
     tmp_path, monkeypatch, bits, plan, widths
 ):
-    """With stages asked for (off by default until measured on a GPU), the temporal unit asks for
-    the dynamic shared memory and its PTX copies with cp.async; NVRTC builds it for an H200."""
+    """With stages asked for (at 8 bits too, where the shipped plan has none), the temporal unit
+    asks for the dynamic shared memory and its PTX copies with cp.async; NVRTC builds it for an
+    H200."""
     from dataclasses import replace
 
     from model.cuda import temporal
@@ -258,6 +259,8 @@ def test_nvrtc_compiles_the_temporal_kernels_weight_stream(
     monkeypatch.setattr(cubins, "_memory", {})
     for name, value in zip(("STREAM_STAGES", "STREAM_CHUNKS", "STREAM_AHEAD"), plan, strict=True):
         monkeypatch.setattr(temporal, name, value)
+    monkeypatch.setattr(temporal, "STREAM_BITS", (4, 8))
+    monkeypatch.delenv(temporal.STREAM_ENV_VAR, raising=False)
     d, layers, hidden = widths
     lm_config = config_7b().lm
     t = replace(lm_config.temporal, d_model=d, num_layers=layers, dim_feedforward=hidden)

@@ -174,13 +174,16 @@ def test_the_check_catches_one_norm_weight_off_by_one_percent(bits):
 def stream_lm(bits: int):
     """A model whose widths the weight stream takes (d_model 2048, feed-forward 5632 as the STT's:
     scales in whole 16-byte pieces, a partial last chunk column at 4 bits)."""
-    config = small_config(d_model=2048, num_heads=16, context=40, dep_dim=64, bits=bits)
+    config = small_config(
+        d_model=2048, num_heads=16, context=40, dep_dim=64, dep_dim_feedforward=288, bits=bits
+    )  # the depformer's hidden 192: whole groups of 64
     return random_lm(config, dtype=mx.bfloat16, seed=3)
 
 
 def use_stream(monkeypatch, plan: tuple[int, int, int]) -> None:
     stages, chunks, ahead = plan
     monkeypatch.delenv(temporal.STREAM_ENV_VAR, raising=False)
+    monkeypatch.setattr(temporal, "STREAM_BITS", (4, 8))
     monkeypatch.setattr(temporal, "STREAM_STAGES", stages)
     monkeypatch.setattr(temporal, "STREAM_CHUNKS", chunks)
     monkeypatch.setattr(temporal, "STREAM_AHEAD", ahead)
@@ -251,17 +254,30 @@ def test_the_shared_memory_swizzle_is_a_permutation_without_bank_conflicts(spc):
 
 
 def test_ppx_stream_overrides_the_shipped_plan_and_rejects_nonsense(monkeypatch):
-    """`PPX_STREAM` picks the plan (what the GPU benchmarks use to compare plans end to end)."""
-    monkeypatch.setattr(temporal, "STREAM_STAGES", 0)
-    monkeypatch.setattr(temporal, "STREAM_CHUNKS", 4)
+    """The shipped plan streams 4-bit weights only; `PPX_STREAM` picks the plan at every width
+    (what the GPU benchmarks use to compare plans end to end)."""
+    monkeypatch.setattr(temporal, "STREAM_STAGES", 3)
+    monkeypatch.setattr(temporal, "STREAM_CHUNKS", 2)
     monkeypatch.setattr(temporal, "STREAM_AHEAD", 1)
+    monkeypatch.setattr(temporal, "STREAM_BITS", (4,))
     monkeypatch.delenv(temporal.STREAM_ENV_VAR, raising=False)
-    assert temporal.wanted_stream() == (0, 4, 1)
-    monkeypatch.setenv(temporal.STREAM_ENV_VAR, " 3,2,1 ")
-    assert temporal.wanted_stream() == (3, 2, 1)
+    assert temporal.wanted_stream(4) == (3, 2, 1)
+    assert temporal.wanted_stream(8) == (0, 0, 0)
+    monkeypatch.setenv(temporal.STREAM_ENV_VAR, " 2,4,0 ")
+    assert temporal.wanted_stream(4) == temporal.wanted_stream(8) == (2, 4, 0)
     monkeypatch.setenv(temporal.STREAM_ENV_VAR, "off")
-    assert temporal.wanted_stream() == (0, 0, 0)
+    assert temporal.wanted_stream(4) == (0, 0, 0)
     for bad in ("2,4", "a,b,c", "2;4;1", "-1,4,1"):
         monkeypatch.setenv(temporal.STREAM_ENV_VAR, bad)
         with pytest.raises(ValueError, match="stages,chunks,ahead"):
-            temporal.wanted_stream()
+            temporal.wanted_stream(4)
+
+
+def test_the_shipped_plan_streams_the_7b_at_4_bits_on_an_h100_or_h200(monkeypatch):
+    """As measured (docs/cuda-kernels.md §The weight stream): 3 stages of 2 chunks at 4 bits fit
+    beside the static shared memory of 227 KiB GPUs; 8-bit weights are read into registers."""
+    monkeypatch.delenv(temporal.STREAM_ENV_VAR, raising=False)
+    monkeypatch.setattr(temporal, "shared_memory_optin", lambda: H200_SHARED)
+    four = temporal.stream_plan(4096, 11264, 128, mx.bfloat16, 4, 64)
+    assert four[:3] == (3, 2, 1) and four[3] > 0
+    assert temporal.stream_plan(4096, 11264, 128, mx.bfloat16, 8, 64) == (0, 0, 0, 0)

@@ -28,7 +28,7 @@ it off (docs/cuda-kernels.md §The temporal step). Measured on an H200 at a full
 against 6.2-6.9 ms for MLX's ops, at 8 and 4 bits (`python -m benchmarks.kernels_ab`), and since
 the denormal codes and the attention's wider loads 3.0 ms at 4 bits (the kernel alone, phase by
 phase: `python -m benchmarks.kernel_profile`). The mat-vecs can stream their weights through
-shared memory (`stream_plan`; docs/cuda-kernels.md §The weight stream), off until measured.
+shared memory (`stream_plan`; docs/cuda-kernels.md §The weight stream), on for 4-bit weights.
 """
 
 from __future__ import annotations
@@ -53,18 +53,23 @@ DTYPES = (mx.bfloat16, mx.float16)  # x and the hidden state live in shared memo
 # The weight stream (src/temporal.cuh; docs/cuda-kernels.md §The weight stream): stages, 16-byte
 # chunks per lane and row in a stage, and whether a phase's first items are asked for before the
 # barrier and prologue in front of it. Fewer stages where the GPU's shared memory is smaller; none
-# (weights read straight into registers) where it holds fewer than two. Off (0 stages) until it
-# has run on a GPU: built and compiled, not yet measured (`benchmarks/stream_ab.py`,
-# `benchmarks/kernel_profile.py --variants direct s2c4+ ...` measure it).
-STREAM_STAGES, STREAM_CHUNKS, STREAM_AHEAD = 0, 4, 1
+# (weights read straight into registers) where it holds fewer than two (`benchmarks/stream_ab.py`,
+# `benchmarks/kernel_profile.py --variants direct s3c2+ ...` measure it). Measured on an H100 (docs/cuda-kernels.md §The weight stream): 3 stages of 2 chunks, asked for
+# ahead, is the fastest plan at 4 bits (the kernel 2.78-3.76 ms against 2.97-3.84 direct); at 8
+# bits no plan beat the registers, so STREAM_BITS keeps the stream to 4-bit weights.
+STREAM_STAGES, STREAM_CHUNKS, STREAM_AHEAD = 3, 2, 1
+STREAM_BITS = (4,)
 STREAM_ENV_VAR = "PPX_STREAM"  # "stages,chunks,ahead" (e.g. "2,4,1"; "0" for none) overrides them
 
 
-def wanted_stream() -> tuple[int, int, int]:
-    """The plan asked for: `PPX_STREAM` ("stages,chunks,ahead", or "0"/"off" for none) where
-    set, else STREAM_STAGES, STREAM_CHUNKS and STREAM_AHEAD. A malformed value is an error."""
+def wanted_stream(bits: int) -> tuple[int, int, int]:
+    """The plan asked for at `bits`: `PPX_STREAM` ("stages,chunks,ahead", or "0"/"off" for none)
+    where set, else STREAM_STAGES, STREAM_CHUNKS and STREAM_AHEAD for STREAM_BITS and none for
+    other widths. A malformed value is an error."""
     raw = os.environ.get(STREAM_ENV_VAR, "").strip().lower()
     if not raw:
+        if bits not in STREAM_BITS:
+            return 0, 0, 0
         return STREAM_STAGES, STREAM_CHUNKS, STREAM_AHEAD
     if raw in ("0", "off", "none"):
         return 0, 0, 0
@@ -128,8 +133,8 @@ def stream_plan(
     """(stages, chunks per stage, ahead, dynamic shared bytes) of the weight stream on this GPU:
     as many of `want`'s stages as fit beside the static shared memory, none (0, 0, 0, 0) where
     fewer than two fit, `want` has none, or the shared memory per block is not known. `want`:
-    (stages, chunks, ahead), `wanted_stream()` unless given."""
-    want_stages, chunks, ahead = want or wanted_stream()
+    (stages, chunks, ahead), `wanted_stream(bits)` unless given."""
+    want_stages, chunks, ahead = want or wanted_stream(bits)
     optin = shared_memory_optin()
     words = _stream_words(dtype, bits, group, chunks) if want_stages and chunks else None
     if optin is None or words is None or (d // group) % 8 or (hidden // group) % 8:
