@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
+from personaplex_tui.audio.gcc_phat import gcc_phat_lags, phat_parts
 
 ENVELOPE_SAMPLES = SAMPLE_RATE // 50  # 20 ms
 FLOOR_DB = -100.0
@@ -32,18 +33,24 @@ def estimate_delay(
     far the peak stands above the correlation's spread (above ~8 the delay is trustworthy).
     Only delays from `min_delay_s` (negative: the mic ahead of the far end) to `max_delay_s`
     are searched."""
-    far = np.asarray(far, dtype=np.float64).reshape(-1)
-    mic = np.asarray(mic, dtype=np.float64).reshape(-1)
+    far, mic = np.asarray(far).reshape(-1), np.asarray(mic).reshape(-1)
     n = min(len(far), len(mic))
     if n < ENVELOPE_SAMPLES or not np.any(far[:n]) or not np.any(mic[:n]):
         return 0.0, 0.0
     size = 1 << int(np.ceil(np.log2(2 * n)))
-    cross = np.fft.rfft(mic[:n], size) * np.conj(np.fft.rfft(far[:n], size))
-    cross /= np.abs(cross) + 1e-12 * np.max(np.abs(cross))
-    corr = np.fft.irfft(cross, size)
     reach = min(int(max_delay_s * SAMPLE_RATE), n - 1)
     back = min(int(max(-min_delay_s, 0.0) * SAMPLE_RATE), n - 1)
-    lags = np.concatenate([corr[size - back :], corr[: reach + 1]]) if back else corr[: reach + 1]
+    inner = phat_parts(size, back + reach + 1)
+    if inner:  # a long recording: the same lags without the whole-length arrays
+        lags = gcc_phat_lags(far, mic, n, size, back, reach, inner)
+    else:
+        cross = np.fft.rfft(np.asarray(mic[:n], np.float64), size)
+        cross *= np.conj(np.fft.rfft(np.asarray(far[:n], np.float64), size))
+        cross /= np.abs(cross) + 1e-12 * np.max(np.abs(cross))
+        corr = np.fft.irfft(cross, size)
+        lags = (
+            np.concatenate([corr[size - back :], corr[: reach + 1]]) if back else corr[: reach + 1]
+        )
     best = int(np.argmax(lags))
     spread = float(np.std(lags)) or 1e-12
     return (best - back) / SAMPLE_RATE, float((lags[best] - np.mean(lags)) / spread)
