@@ -3,6 +3,8 @@ are kept off the user's terminal, and a file whose frames were skipped gets one 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +19,10 @@ from personaplex_tui import stderr_capture
 from personaplex_tui.audio import read_audio
 from personaplex_tui.audio.audio_file import AudioStream
 from personaplex_tui.audio.decoder_noise import damaged_note, is_decoder_noise
-from personaplex_tui.stderr_capture import fd2_filtered
+from personaplex_tui.conversation import ControllerConfig
+from personaplex_tui.events import Notice
+from personaplex_tui.stderr_capture import fd2_filtered, stderr_to_file
+from tests.conversation_fakes import Events, FakeModel, Probe, run_until_ended
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "tests" / "data" / "audio"
@@ -127,6 +132,57 @@ def test_the_chats_start_up_check_says_it_before_the_screen(mp3s, tmp_path, capf
     assert err == f"ppx-tui: warning: {damaged_note(str(mp3s['damaged']))}\n"
 
 
+def _chat_says(path: Path, how: str, folder: Path) -> tuple[list[Notice], list[str]]:
+    """The warning notices of a duplex conversation whose input file is `path` (or, `how` =
+    "fifo", a FIFO fed its bytes, as `<(cat path)`), and the notes of its transcript."""
+    folder.mkdir()
+    source = path
+    if how == "fifo":
+        source = folder / "talk.fifo"
+        os.mkfifo(source)
+        data = path.read_bytes()
+
+        def write() -> None:
+            with open(source, "wb") as f:
+                f.write(data)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+    config = ControllerConfig(
+        mode="duplex", input_file=source, output_file=folder / "agent.wav", record_dir=folder
+    )
+    events = Events()
+    asyncio.run(run_until_ended(config, Probe(FakeModel()), events))
+    (recording,) = [p for p in folder.iterdir() if p.is_dir()]
+    entries = [json.loads(line) for line in (recording / "transcript.jsonl").open()]
+    notes = [e["text"] for e in entries if e["type"] == "note"]
+    return [n for n in events.of(Notice) if n.severity == "warning"], notes
+
+
+@pytest.mark.parametrize("how", ["file", "fifo"])
+def test_the_chat_says_a_damaged_mp3_once_as_a_notice_and_a_transcript_note(mp3s, how, tmp_path):
+    """In the TUI fd 2 is its log (`stderr_to_file`) and the file mic reads `--input-file` on a
+    worker thread, so the decoder's lines cannot be taken off fd 2: they stay in the log, and
+    are read back from it. A damaged MP3 (a file, or a pipe that only the chat reads) is said
+    once, as a warning notice and a transcript note, in `read_audio`'s sentence; a clean one
+    and one with a tag after its audio say nothing."""
+    log = tmp_path / "ppx-tui.log"
+    said = {}
+    with stderr_to_file(log):
+        for name, path in mp3s.items():
+            said[name] = _chat_says(path, how, tmp_path / name)
+    for name in ("clean", "tagged"):
+        notices, notes = said[name]
+        assert not [n for n in notices if "MP3" in n.message], notices
+        assert not [n for n in notes if "MP3" in n], notes
+    notices, notes = said["damaged"]
+    shown = mp3s["damaged"] if how == "file" else tmp_path / "damaged" / "talk.fifo"
+    sentence = damaged_note(str(shown))
+    assert [n.message for n in notices if "MP3" in n.message] == [sentence]
+    assert [n for n in notes if "MP3" in n] == [sentence]
+    assert "Illegal Audio-MPEG-Header" in log.read_text()  # the decoder's lines: in the log
+
+
 def test_fd2_filtered_passes_other_text_on_and_restores_fd_2_on_an_error(capfd):
     dropped: list[str] = []
     with pytest.raises(RuntimeError), fd2_filtered(is_decoder_noise, dropped):
@@ -135,6 +191,30 @@ def test_fd2_filtered_passes_other_text_on_and_restores_fd_2_on_an_error(capfd):
     os.write(2, b"after\n")
     assert capfd.readouterr().err == "something else\nafter\n"
     assert dropped == ["Note: Trying to resync..."]
+
+
+def test_under_the_tuis_log_the_lines_of_the_block_are_read_back_on_any_thread(tmp_path):
+    """`stderr_to_file` keeps the log's own file open for reading: a block on a worker thread
+    finds the lines written to fd 2 during it (not those before or after), the log keeps them
+    all, and a log renamed meanwhile (the logging module's rotation) is still the one read."""
+    log, dropped = tmp_path / "ppx-tui.log", []
+
+    def worker() -> None:
+        with fd2_filtered(is_decoder_noise, dropped):
+            os.write(2, b"Note: inside\nsomething else\n")
+            log.rename(tmp_path / "ppx-tui.log.1")
+            os.write(2, b"Warning: still inside\n")
+
+    with stderr_to_file(log):
+        os.write(2, b"Note: before\n")
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        os.write(2, b"Note: after\n")
+    assert dropped == ["Note: inside", "Warning: still inside"]
+    assert (tmp_path / "ppx-tui.log.1").read_text() == (
+        "Note: before\nNote: inside\nsomething else\nWarning: still inside\nNote: after\n"
+    )
 
 
 def test_fd2_is_left_alone_off_the_main_thread_and_under_the_tuis_log(capfd, monkeypatch):

@@ -38,8 +38,9 @@ class DecoderNoise:
     @contextlib.contextmanager
     def quiet(self) -> Iterator[None]:
         """Around one libsndfile call: libmpg123's lines are taken off fd 2 (anything else
-        written there meanwhile still reaches it). Only on the main thread outside the TUI
-        (see `fd2_filtered`): in the TUI, fd 2 is its log already."""
+        written there meanwhile still reaches it), on the main thread outside the TUI; in the
+        TUI, where fd 2 is its log already, they stay there and are read back from it (on any
+        thread: the chat's file mic reads its file on a worker). See `fd2_filtered`."""
         if not self.active:
             yield
             return

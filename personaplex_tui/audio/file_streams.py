@@ -76,7 +76,7 @@ class FileMic(RingCounters, StartsOnEnter):
         name: str | None = None,
     ) -> None:
         # what is wrong with the file though it is used (an Ogg stream cut short, an MP3 with
-        # damaged frames, said only where read on the main thread): a sentence
+        # damaged frames, in the TUI found in its log, which fd 2 writes): a sentence
         self.file_warning: str | None = None
         if isinstance(source, np.ndarray):  # `name`: the file it was read from, if any
             pcm, self.device_name = np.asarray(source, np.float32), name or "array"
