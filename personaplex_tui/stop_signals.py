@@ -11,8 +11,10 @@ never prints a traceback. The first signal stops the command:
   (`POLICY.check()` raises `Stopped`), finishes its files, says what it made, and raises
   `Stopped` again (or returns 128 + the number itself, as the chat does).
 
-Every later signal is ignored: the shutdown already under way finishes. A signal that was
-ignored when the process started (`nohup`, a background job) stays ignored.
+Every later signal is ignored: the shutdown already under way finishes; but inside
+`POLICY.deferred(on_stop, repeats=True)` it calls `on_stop(signum)` again (the chat: a second
+Ctrl+C leaves without waiting for its shutdown). A signal that was ignored when the process
+started (`nohup`, a background job) stays ignored.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class SignalPolicy:
         self.received: int | None = None
         self._on_stop: StopAction | None = None  # None: raise Stopped at once
         self._deferred = False
+        self._repeats = False  # later signals call _on_stop too
         self._installed = False
 
     def install(self) -> None:
@@ -90,18 +93,21 @@ class SignalPolicy:
             raise Stopped(self.received)
 
     @contextlib.contextmanager
-    def deferred(self, on_stop: StopAction | None = None) -> Iterator[None]:
-        """Inside: a signal is recorded and `on_stop(signum)` called, nothing is raised."""
-        saved = self._deferred, self._on_stop
-        self._deferred, self._on_stop = True, on_stop
+    def deferred(
+        self, on_stop: StopAction | None = None, *, repeats: bool = False
+    ) -> Iterator[None]:
+        """Inside: a signal is recorded and `on_stop(signum)` called, nothing is raised; with
+        `repeats`, every later signal calls `on_stop` too."""
+        saved = self._deferred, self._on_stop, self._repeats
+        self._deferred, self._on_stop, self._repeats = True, on_stop, repeats
         try:
             yield
         finally:
-            self._deferred, self._on_stop = saved
+            self._deferred, self._on_stop, self._repeats = saved
 
     def quiet(self) -> None:
         """From now on (the command returned), signals are recorded only."""
-        self._deferred, self._on_stop = True, None
+        self._deferred, self._on_stop, self._repeats = True, None, False
 
     def ignore_rest(self) -> None:
         """The process is about to exit: ignore the stop signals outright. The interpreter's
@@ -115,8 +121,10 @@ class SignalPolicy:
                 signal.signal(sig, signal.SIG_IGN)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is not None:
-            return  # a second signal: the shutdown under way finishes
+        if self.received is not None:  # a second signal: the shutdown under way finishes,
+            if self._repeats and self._on_stop is not None:  # unless asked to hear of it
+                self._on_stop(signum)
+            return
         self.received = signum
         if not self._deferred:
             raise Stopped(signum)

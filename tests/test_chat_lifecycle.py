@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import re
-import time
 from pathlib import Path
 
 from tests.tui_pty import ROOT, PtyProcess, after_screen, user_env
@@ -60,8 +59,10 @@ def test_after_a_reset_the_screen_and_the_files_split_the_conversations_alike(
             tui.wait_for(lambda n=session: talking(n), 120, f"live in session {session}")
             os.write(tui.master, b"r")
         tui.wait_for(lambda: talking(4), 120, "live in session 4")
+        shown = len(tui.output)
         os.write(tui.master, b" ")  # stop talking, then copy the transcript and quit
-        time.sleep(1.0)
+        # the status bar says READY once the run has ended: its last words are on the screen
+        tui.wait_for(lambda: " READY " in tui.output[shown:], 30, "stopped talking")
         os.write(tui.master, b"c")
         tui.wait_for(lambda: bool(COPIED.search(tui.output)), 30, "copied")
         os.write(tui.master, b"q")

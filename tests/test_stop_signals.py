@@ -82,6 +82,19 @@ def test_deferred_a_signal_is_recorded_reported_and_raised_between_steps(policy)
             policy.check()
 
 
+def test_deferred_with_repeats_every_later_signal_is_reported_too(policy):
+    """The chat hears a second Ctrl+C (it leaves without waiting for its shutdown)."""
+    seen: list[int] = []
+    with policy.deferred(seen.append, repeats=True):
+        for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
+            os.kill(os.getpid(), sig)
+            time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGINT)  # out of it: recorded only, as before
+    time.sleep(0.05)
+    assert seen == [signal.SIGINT, signal.SIGINT, signal.SIGTERM]
+    assert policy.received == signal.SIGINT
+
+
 def test_a_signal_ignored_at_start_stays_ignored():
     saved = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as `nohup` starts a program
     try:

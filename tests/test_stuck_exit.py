@@ -1,11 +1,13 @@
-"""A shutdown that does not finish: the app quits anyway and says so (`shutdown_incomplete`), its
-loop is not waited on (`stuck_exit.run_app`), and the console script's hard exit ends a process
-whose threads never stop, with its exit code and its output."""
+"""A shutdown that does not finish: the app quits anyway and says so (`shutdown_incomplete`), at
+once when Ctrl+C comes again while it waits (`ShutdownWait`), its loop is not waited on
+(`stuck_exit.run_app`), and the console script's hard exit ends a process whose threads never
+stop, with its exit code and its output."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +16,9 @@ import time
 import pytest
 
 from personaplex_tui import stuck_exit
+from personaplex_tui.tui import shutdown_wait
+from personaplex_tui.tui.screens.settings_screen import SettingsScreen
+from personaplex_tui.tui.shutdown_wait import SLOW_NOTICE
 from tests.test_tui_app import SIZE, build, fake_of, ready, until
 from tests.tui_pty import ROOT
 
@@ -28,6 +33,57 @@ async def test_q_quits_even_when_the_shutdown_hangs_and_says_it_did_not_finish(m
         await until(pilot, lambda: not app.is_running, timeout_s=5)
     assert fake_of(factory).names()[-1] == "shutdown"
     assert app.shutdown_incomplete and app.return_code == 0
+
+
+def record_notices(app: object, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The messages the app's notifications show from now on (still shown)."""
+    notices: list[str] = []
+    notify = app.notify  # type: ignore[attr-defined]
+
+    def recorded(message: str, **options: object) -> None:
+        notices.append(message)
+        notify(message, **options)
+
+    monkeypatch.setattr(app, "notify", recorded)
+    return notices
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("first", ["ctrl+c", "q"])
+async def test_ctrl_c_again_while_the_shutdown_hangs_quits_at_once(monkeypatch, first):
+    """The wait for the shutdown held the app's message queue: a second Ctrl+C (a key in the
+    screen's raw mode) was not even heard until the 10 s were over. It now ends the wait at once
+    (exit 130), and the screen says so once stopping takes a second; other keys do nothing."""
+    monkeypatch.setattr("personaplex_tui.tui.app.SHUTDOWN_TIMEOUT_S", 60.0)
+    app, _, _ = build(shutdown_hangs=True)
+    notices = record_notices(app, monkeypatch)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press(first)
+        await until(pilot, lambda: SLOW_NOTICE in notices, timeout_s=5)
+        await pilot.press("s")  # while it stops: no settings screen
+        assert app.is_running and not isinstance(app.screen, SettingsScreen)
+        pressed = time.monotonic()
+        await pilot.press("ctrl+c")
+        await until(pilot, lambda: not app.is_running, timeout_s=5)
+    assert time.monotonic() - pressed < 1
+    assert app.shutdown_incomplete and app.stopping.left_by == signal.SIGINT
+    assert app.return_code == app.exit_code == 130
+
+
+@pytest.mark.asyncio
+async def test_ctrl_c_twice_at_once_is_one_press_and_the_shutdown_gets_its_time(monkeypatch):
+    """A double press (a reflex) is not "leave now": the shutdown is waited for (1 s here)."""
+    monkeypatch.setattr("personaplex_tui.tui.app.SHUTDOWN_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(shutdown_wait, "DOUBLE_PRESS_S", 5.0)  # (however slow the presses)
+    app, _, _ = build(shutdown_hangs=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        pressed = time.monotonic()
+        await pilot.press("ctrl+c", "ctrl+c")
+        await until(pilot, lambda: not app.is_running, timeout_s=5)
+    assert time.monotonic() - pressed >= 1.0
+    assert app.shutdown_incomplete and app.stopping.left_by is None and app.exit_code == 130
 
 
 class LoopApp:

@@ -119,3 +119,39 @@ def test_a_failed_last_sync_on_close_is_one_sentence(tmp_path, monkeypatch):
     assert json.loads(lines[-1])["type"] == "end"  # written before the sync failed
     t.close(2.0)
     assert len(said) == 1
+
+
+def test_a_transcript_left_behind_gets_its_end_unless_a_stuck_thread_holds_it(tmp_path):
+    """A chat that exits without its shutdown (`stuck_exit`) ends the transcript itself, with
+    why; a thread holding the writer for good (stuck mid-write) costs a short wait, not a hang."""
+    t = TranscriptWriter(tmp_path, "Conversation", {})
+    t.agent_text(1.0, " hello", 12)
+    held, release = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        with t._lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=stuck)
+    thread.start()
+    assert held.wait(5)
+    started = time.monotonic()
+    try:
+        assert t.abandon(2.0, "left behind", timeout_s=0.2) is False  # nothing written
+    finally:
+        release.set()
+        thread.join()
+    assert 0.2 <= time.monotonic() - started < 2
+    reason = "ppx-tui exited before its shutdown finished (Ctrl+C again)"
+    assert t.abandon(2.5, reason, timeout_s=0.2) is True
+    t.agent_text(3.0, " more", 40)  # the conversation goes on on its thread: no more entries
+    t.close(4.0)  # (the shutdown finishing after all: nothing more either)
+    entries = [json.loads(line) for line in (tmp_path / JSONL_NAME).read_text().splitlines()]
+    assert [e["type"] for e in entries] == ["session", "text", "end"]
+    assert (entries[-1]["t"], entries[-1]["reason"]) == (2.5, reason)
+    md = (tmp_path / MARKDOWN_NAME).read_text(encoding="utf-8")
+    assert md.endswith(
+        " hello\n\n_00:02.5 · ppx-tui exited before its shutdown finished (Ctrl+C again)_\n"
+    )
+    assert t.failed is None

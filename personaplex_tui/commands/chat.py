@@ -217,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("ppx-tui %s: %s", __version__, settings)
     with stderr_to_file(log_path):
         app = build_app(settings, store=store, log_path=log_path)
-        with POLICY.deferred(app.stop_for_signal):  # a signal quits as `q` does
+        # a signal quits as `q` does; a second one while it stops leaves without waiting
+        with POLICY.deferred(app.stop_for_signal, repeats=True):
             run_app(app)  # app.run(), not waiting at its end for what did not stop
     lines = after_exit_lines(settings)
     if app.crashed:  # under Textual's traceback (a bug report); the files were finished anyway
@@ -228,26 +229,42 @@ def run(args: argparse.Namespace) -> int:
     if app.stop_signal is not None:
         log.info("stopped by %s", signal_name(app.stop_signal))
         lines.append(f"ppx-tui: {stopped_sentence(app.stop_signal)}")
+    left_by = app.stopping.left_by  # a second Ctrl+C did not wait for the shutdown
     if app.shutdown_incomplete:  # its threads would keep the process alive: not waited for
-        lines.append(f"ppx-tui: {stuck_sentence()}")
+        lines.append(f"ppx-tui: {stuck_sentence(left_by)}")
     try:
         for line in lines:
             status(line)
     except OSError:  # the terminal is gone (SIGHUP): the log has the story
         log.info("the terminal is gone: %s", " / ".join(lines))
     if app.shutdown_incomplete:
+        abandon = getattr(app.controller, "abandon", None)  # (the real conversation's)
+        if abandon is not None:  # the transcript's end, which its shutdown did not write
+            abandon(f"ppx-tui exited before its shutdown finished ({stuck_reason(left_by)})")
         leave_without_waiting()  # the console script ends the process at once (os._exit)
     return app.exit_code or int(app.return_code or 0)  # (1 after a crash)
 
 
-def stuck_sentence() -> str:
-    """What the terminal is told when the conversation did not stop in time."""
-    from personaplex_tui.tui.app import SHUTDOWN_TIMEOUT_S
+def stuck_sentence(left_by: int | None = None) -> str:
+    """What the terminal is told when the conversation did not stop in time, or when a second
+    Ctrl+C (`left_by`: its signal) left without waiting for it."""
+    kept = "(recordings keep every frame written until then)."
+    if left_by is not None:
+        return f"{stuck_reason(left_by)} {kept}"
+    return f"{stuck_reason(None)}; ppx-tui exits without waiting for it {kept}"
 
-    return (
-        f"the model or an audio device did not stop within {SHUTDOWN_TIMEOUT_S:g} s; ppx-tui "
-        "exits without waiting for it (recordings keep every frame written until then)."
-    )
+
+def stuck_reason(left_by: int | None) -> str:
+    """Why the conversation was left behind (the start of `stuck_sentence`)."""
+    from personaplex_tui.tui.app import SHUTDOWN_TIMEOUT_S
+    from personaplex_tui.tui.shutdown_wait import interrupt_name
+
+    if left_by is not None:
+        return (
+            f"stopped at the second {interrupt_name(left_by)} without waiting for the model "
+            "and the audio devices to stop"
+        )
+    return f"the model or an audio device did not stop within {SHUTDOWN_TIMEOUT_S:g} s"
 
 
 def after_exit_lines(settings: Settings) -> list[str]:

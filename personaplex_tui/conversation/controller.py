@@ -77,6 +77,7 @@ class ConversationController:
         self._session_config: ControllerConfig | None = None  # what the live session was made with
         self._sessions = 0
         self.recording: ConversationRecording | None = None
+        self._closing: ConversationRecording | None = None  # the one being closed (`abandon`)
         self.file_problems: list[str] = []  # kept recordings cut short, for after the screen
         self._timing_log: TimingLog | None = None
         self.runner: Runner | None = None
@@ -210,6 +211,14 @@ class ConversationController:
                     if self._timing_log is not None:
                         self._timing_log.close()
                     await self.engine.close()
+
+    def abandon(self, reason: str) -> None:
+        """The process leaves without waiting for `shutdown`, which did not finish (any
+        thread): the open transcript gets its `end` entry with `reason`, if it can be had
+        at once (a stuck thread may hold it)."""
+        recording = self.recording or self._closing
+        if recording is not None and not recording.abandon(reason):
+            log.warning("no end for the transcript in %s: a thread holds it", recording.folder)
 
     # -- state for the UI and tests ------------------------------------------------------
     @property
@@ -353,7 +362,9 @@ class ConversationController:
     async def _finish_recording(self) -> None:
         recording, self.recording = self.recording, None
         if recording is not None:
+            self._closing = recording
             kept = await asyncio.to_thread(recording.close)
+            self._closing = None
             if kept is not None:
                 self.engine.emit(Notice(f"The recording is in {kept}."))
             if not recording.temporary and recording.failure is not None:

@@ -289,6 +289,12 @@ class ConversationRecording:
         said = f"{failure[0].upper()}{failure[1:]}"
         return f"{said}." if self._nothing_kept else f"{said}; only what came before is saved."
 
+    def abandon(self, reason: str, timeout_s: float = 0.5) -> bool:
+        """The process leaves without `close` (its shutdown did not finish; any thread): the
+        transcript's `end` entry, with `reason`, where the timeline is now; False when a stuck
+        thread holds the transcript past `timeout_s`. (The WAV tracks are whole as they are.)"""
+        return self.transcript.abandon(self.position_s, reason, timeout_s)
+
     def close(self, note: str | None = None) -> Path | None:
         """Finish the files; a temporary recording is deleted. Returns the kept folder, if any.
 

@@ -51,7 +51,8 @@ class TranscriptWriter:
     JSONL entries are objects with `t` (timeline seconds), `wall` (Unix time) and `type`:
     `session`, `user_turn`, `user_text` (a piece of the user's transcript, live), `user_said`
     (a finished line of it), `reply`, `text`, `note` (or `error`, `pause`: a note's kind),
-    `end`. The Markdown has the user's turns (times and length), their words when the user's
+    `end` (with a `reason` when the process left before its shutdown finished: `abandon`).
+    The Markdown has the user's turns (times and length), their words when the user's
     transcript is on, the agent's words as it said them, and notes. Thread-safe; writing
     errors disable the transcript instead of raising: `failed` says why, and a failure after
     the files were opened (a full disk) is also reported once through `on_error`.
@@ -231,6 +232,20 @@ class TranscriptWriter:
             self._close_files()
         if self._syncer is not None:  # (not under the lock: a failed sync takes it)
             self._syncer.stop(wait=True)
+
+    def abandon(self, t: float, reason: str, timeout_s: float) -> bool:
+        """The process leaves without `close` (its shutdown did not finish; any thread): an
+        `end` entry with `reason`, then no more entries. False when the writer is not free
+        within `timeout_s` (a stuck thread holds it): then nothing is written."""
+        if not self._lock.acquire(timeout=timeout_s):
+            return False
+        try:
+            md = f"\n\n_{clock(t)} · {escape_markdown(reason)}_\n"
+            self._write({"t": round(t, 3), "type": "end", "reason": reason}, md)
+            self._close_files()  # (their last sync is not waited for: the data is in the OS)
+        finally:
+            self._lock.release()
+        return True
 
     def _stopped(self, error: OSError) -> str:
         return (

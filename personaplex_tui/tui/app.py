@@ -6,7 +6,6 @@ The app creates its controller on mount, handing it a thread-safe, non-blocking 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -46,6 +45,7 @@ from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
 from personaplex_tui.tui.screens.help_screen import HelpScreen
 from personaplex_tui.tui.screens.main_screen import MainScreen
 from personaplex_tui.tui.screens.settings_screen import PROCESSING_SWITCHES, SettingsScreen
+from personaplex_tui.tui.shutdown_wait import ShutdownWait
 from personaplex_tui.tui.timing_history import TimingHistory
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
 from personaplex_tui.tui.widgets.load_panel import LoadPanel
@@ -104,12 +104,12 @@ class PersonaPlexApp(App[None]):
         self.cursor_blink = cursor_blink
         self._quitting = False
         self._stopped = False  # the controller was shut down (by `q`, else at the app's end)
+        self.stopping = ShutdownWait()  # `shutdown_incomplete`: the conversation did not stop
         self.crashed = False  # an exception nothing handled ended the app (a bug)
         self._main_screen: MainScreen
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stop_signal: int | None = None  # a signal asked the app to quit (see stop_for_signal)
         self.load_error: str | None = None  # why no conversation could start (exit code 2)
-        self.shutdown_incomplete = False  # the conversation did not stop in SHUTDOWN_TIMEOUT_S
 
     # --- layout and lifecycle ------------------------------------------------------------
 
@@ -415,28 +415,32 @@ class PersonaPlexApp(App[None]):
         if self._quitting:
             return
         self._quitting = True
+        self.stopping.ask()
         self._set_state("stopping")
-        await self._stop_controller()
-        self.exit(return_code=self.exit_code)
+        self.run_worker(self._stop_controller(exit_after=True))  # (meanwhile keys are heard)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """While quitting only Ctrl+C acts (a second one leaves without waiting)."""
+        return not self._quitting or action in ("help_quit", "quit")
+
+    @property
+    def shutdown_incomplete(self) -> bool:
+        """The conversation did not stop: not in SHUTDOWN_TIMEOUT_S, or Ctrl+C came again."""
+        return self.stopping.incomplete
 
     async def on_unmount(self) -> None:
-        """The app's last event on every way out, its loop still running: after a crash (or a
-        test that ends without `q`) the controller is shut down here, as quitting does."""
+        """Every way out ends here: after a crash (a test without `q`) it stops the controller."""
         await self._stop_controller()
 
-    async def _stop_controller(self) -> None:
-        """Shut the controller down once; not done in SHUTDOWN_TIMEOUT_S: `shutdown_incomplete`."""
+    async def _stop_controller(self, exit_after: bool = False) -> None:
+        """Shut the controller down once, waiting for it at most SHUTDOWN_TIMEOUT_S; then exit."""
         if self.controller is not None and not self._stopped:
             self._stopped = True
-            task = asyncio.ensure_future(self.controller.shutdown())
-            await asyncio.wait({task}, timeout=SHUTDOWN_TIMEOUT_S)
-            if not task.done():  # (wait_for waited for its cancellation, which can hang too)
-                self.shutdown_incomplete = True  # the CLI exits without waiting for it
-                log.error("the conversation did not shut down within %g s", SHUTDOWN_TIMEOUT_S)
-                task.cancel()  # what can still stop does; the rest is left behind
-            elif not task.cancelled() and task.exception() is not None:  # quitting must not fail
-                log.error("shutdown failed", exc_info=task.exception())
+            notify = partial(self.notify, timeout=SHUTDOWN_TIMEOUT_S) if exit_after else None
+            await self.stopping.wait(self.controller.shutdown(), SHUTDOWN_TIMEOUT_S, notify)
         self.bridge.close()
+        if exit_after:
+            self.exit(return_code=self.exit_code)
 
     def _handle_exception(self, error: Exception) -> None:
         """A bug's exception: logged once, then Textual's traceback, exit 1; on_unmount cleans up."""
@@ -453,14 +457,10 @@ class PersonaPlexApp(App[None]):
         return 1 if self.crashed else 2 if self.load_error is not None else 0
 
     def stop_for_signal(self, signum: int) -> None:
-        """From a signal handler (on the loop's thread): quit as `q` does, exit 128 + `signum`."""
-        if self.stop_signal is not None:
-            return
-        self.stop_signal = signum
-        if (loop := self._loop) is None:
-            return  # not mounted yet: on_main_screen_ready quits
-        with contextlib.suppress(RuntimeError):  # the loop has closed: the app is over anyway
-            loop.call_soon_threadsafe(self.call_later, self.action_quit)
+        """Ctrl+C or a signal (in its handler): quit as `q` does; again: leave (`ShutdownWait`)."""
+        if self.stop_signal is None:
+            self.stop_signal = signum  # (not mounted yet, no loop: on_main_screen_ready quits)
+        self.stopping.interrupt(signum, self._loop, partial(self.call_later, self.action_quit))
 
     def action_help_quit(self) -> None:
         """Ctrl+C, a key in the screen's raw mode, not a signal (text selected: copied first)."""
