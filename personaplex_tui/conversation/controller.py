@@ -243,7 +243,7 @@ class ConversationController:
             self._error(str(e), type(e).__name__)
             return False
         file_warning = getattr(mic, "file_warning", None) if self._rig.fresh_mic else None
-        if file_warning:  # an input file cut short (a pipe: read now, not before the screen)
+        if file_warning:  # cut short or damaged (a pipe: read now, not before the screen)
             self.engine.emit(Notice(file_warning, "warning"))
             self._note(file_warning)
         path, problem = await asyncio.to_thread(echo_path, mic, speaker, self.config)
