@@ -50,7 +50,10 @@ def unit(bits: int, plan: tuple[int, int, int]) -> tuple[str, str]:
         mock.patch.object(temporal, "STREAM_BITS", (4, 8)),
         mock.patch.object(TEMPORAL, "_kernels", {}),
         mock.patch.object(TEMPORAL, "disabled_reason", None),
-        mock.patch.dict("os.environ", {TEMPORAL.env_var: "", precompiled.ENV_SWITCH: ""}),
+        mock.patch.dict(
+            "os.environ",
+            {TEMPORAL.env_var: "", precompiled.ENV_SWITCH: "", temporal.STREAM_ENV_VAR: ""},
+        ),
     ]
     for p in patches:
         p.start()

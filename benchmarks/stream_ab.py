@@ -12,6 +12,7 @@ weight stream has the figures. Measurement only: it changes nothing in the model
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     from model.cuda import temporal
 
+    os.environ.pop(temporal.STREAM_ENV_VAR, None)  # it would override both modes' plans
+    if args.bits not in temporal.STREAM_BITS:  # (8 bits: the shipped plan streams 4-bit only)
+        temporal.STREAM_BITS = (*temporal.STREAM_BITS, args.bits)
     shipped = (temporal.STREAM_STAGES, temporal.STREAM_CHUNKS, temporal.STREAM_AHEAD)
     sessions, audio, half = ab_sessions(args)
     stages = {"stream": tuple(args.plan), "direct": (0, 0, 0)}

@@ -40,7 +40,7 @@ STUCK = (
     "waiting for it (recordings keep every frame written until then)."
 )
 LEFT = (
-    "ppx-tui: stopped at the second Ctrl+C without waiting for the model and the audio devices "
+    "ppx-tui: stopped at Ctrl+C while stopping, without waiting for the model and the audio devices "
     "to stop (recordings keep every frame written until then)."
 )
 
@@ -186,6 +186,6 @@ def test_ctrl_c_again_while_the_shutdown_hangs_leaves_at_once(
     end = transcript_end(record)
     assert (end["type"], end["reason"]) == (
         "end",
-        "ppx-tui exited before its shutdown finished (stopped at the second Ctrl+C without "
+        "ppx-tui exited before its shutdown finished (stopped at Ctrl+C while stopping, without "
         "waiting for the model and the audio devices to stop)",
     )

@@ -35,6 +35,22 @@ async def test_q_quits_even_when_the_shutdown_hangs_and_says_it_did_not_finish(m
     assert app.shutdown_incomplete and app.return_code == 0
 
 
+@pytest.mark.asyncio
+async def test_a_crash_while_the_shutdown_hangs_still_leaves_it_behind(monkeypatch):
+    """A bug's exception during the wait ends the app (and its workers): the shutdown still
+    under way is marked incomplete, or the CLI would wait for its threads for good."""
+    monkeypatch.setattr("personaplex_tui.tui.app.SHUTDOWN_TIMEOUT_S", 30.0)
+    app, factory, _ = build(shutdown_hangs=True)
+    with contextlib.suppress(ZeroDivisionError):
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot, app)
+            await pilot.press("q")
+            await until(pilot, lambda: fake_of(factory).names()[-1:] == ["shutdown"])
+            app.call_later(lambda: 1 / 0)  # any handler's bug while the wait runs
+            await until(pilot, lambda: not app.is_running, timeout_s=5)
+    assert app.crashed and app.shutdown_incomplete
+
+
 def record_notices(app: object, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The messages the app's notifications show from now on (still shown)."""
     notices: list[str] = []

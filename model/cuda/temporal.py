@@ -54,9 +54,10 @@ DTYPES = (mx.bfloat16, mx.float16)  # x and the hidden state live in shared memo
 # chunks per lane and row in a stage, and whether a phase's first items are asked for before the
 # barrier and prologue in front of it. Fewer stages where the GPU's shared memory is smaller; none
 # (weights read straight into registers) where it holds fewer than two (`benchmarks/stream_ab.py`,
-# `benchmarks/kernel_profile.py --variants direct s3c2+ ...` measure it). Measured on an H100 (docs/cuda-kernels.md §The weight stream): 3 stages of 2 chunks, asked for
-# ahead, is the fastest plan at 4 bits (the kernel 2.78-3.76 ms against 2.97-3.84 direct); at 8
-# bits no plan beat the registers, so STREAM_BITS keeps the stream to 4-bit weights.
+# `benchmarks/kernel_profile.py --variants direct s3c2+ ...` measure it). Measured on an H100
+# (docs/cuda-kernels.md §The weight stream): 3 stages of 2 chunks, asked for ahead, is the fastest
+# plan at 4 bits (the kernel 2.84-3.75 ms against 3.03-3.82 direct, by position); at 8 bits no
+# plan beat the registers, so STREAM_BITS keeps the stream to 4-bit weights.
 STREAM_STAGES, STREAM_CHUNKS, STREAM_AHEAD = 3, 2, 1
 STREAM_BITS = (4,)
 STREAM_ENV_VAR = "PPX_STREAM"  # "stages,chunks,ahead" (e.g. "2,4,1"; "0" for none) overrides them

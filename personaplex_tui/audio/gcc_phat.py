@@ -1,4 +1,4 @@
-"""GCC-PHAT of long recordings at a few lags, as the whole-length FFT gives them, in little memory."""
+"""GCC-PHAT of a long recording at the lags searched, without its whole-length FFT arrays."""
 
 from __future__ import annotations
 

@@ -220,6 +220,8 @@ def run(args: argparse.Namespace) -> int:
         # a signal quits as `q` does; a second one while it stops leaves without waiting
         with POLICY.deferred(app.stop_for_signal, repeats=True):
             run_app(app)  # app.run(), not waiting at its end for what did not stop
+    if app.shutdown_incomplete:  # first: a Ctrl+C from here on must not leave us waiting
+        leave_without_waiting()  # the console script ends the process at once (os._exit)
     lines = after_exit_lines(settings)
     if app.crashed:  # under Textual's traceback (a bug report); the files were finished anyway
         lines.insert(0, f"ppx-tui: the chat stopped on a bug (above); its log is {log_path}.")
@@ -241,7 +243,6 @@ def run(args: argparse.Namespace) -> int:
         abandon = getattr(app.controller, "abandon", None)  # (the real conversation's)
         if abandon is not None:  # the transcript's end, which its shutdown did not write
             abandon(f"ppx-tui exited before its shutdown finished ({stuck_reason(left_by)})")
-        leave_without_waiting()  # the console script ends the process at once (os._exit)
     return app.exit_code or int(app.return_code or 0)  # (1 after a crash)
 
 
@@ -261,7 +262,7 @@ def stuck_reason(left_by: int | None) -> str:
 
     if left_by is not None:
         return (
-            f"stopped at the second {interrupt_name(left_by)} without waiting for the model "
+            f"stopped at {interrupt_name(left_by)} while stopping, without waiting for the model "
             "and the audio devices to stop"
         )
     return f"the model or an audio device did not stop within {SHUTDOWN_TIMEOUT_S:g} s"

@@ -226,9 +226,9 @@ class TranscriptWriter:
     def close(self, t: float | None = None) -> None:
         """End the transcript (an `end` entry when `t` is given); safe to call twice. Waits for
         the last sync to the disk (a failed one is reported as `failed`, through `on_error`)."""
-        if t is not None:
-            self._write({"t": round(t, 3), "type": "end"}, "\n")
-        with self._lock:
+        with self._lock:  # (one hold: an `abandon` meanwhile cannot add a second end)
+            if t is not None:
+                self._write({"t": round(t, 3), "type": "end"}, "\n")
             self._close_files()
         if self._syncer is not None:  # (not under the lock: a failed sync takes it)
             self._syncer.stop(wait=True)

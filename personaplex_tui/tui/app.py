@@ -417,6 +417,8 @@ class PersonaPlexApp(App[None]):
         self._quitting = True
         self.stopping.ask()
         self._set_state("stopping")
+        if self.stop_signal == signal.SIGHUP:  # no terminal, no keys; Textual's writer may be dead
+            return await self._stop_controller(exit_after=True)  # (no repaints: textual#6692)
         self.run_worker(self._stop_controller(exit_after=True))  # (meanwhile keys are heard)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -468,9 +470,7 @@ class PersonaPlexApp(App[None]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        if not isinstance(screen, MainScreen):
-            return
-        for key in KEY_ACTIONS:
+        for key in KEY_ACTIONS if isinstance(screen, MainScreen) else ():
             if key.action in ("quit", "dismiss_error"):
                 continue  # the palette lists Quit already
             yield SystemCommand(key.label, key.help, partial(self.run_action, key.action))

@@ -95,6 +95,12 @@ class ShutdownWait:
                 await asyncio.wait(
                     {task, leaving}, timeout=rest, return_when=asyncio.FIRST_COMPLETED
                 )
+        except BaseException:  # the wait itself cancelled (a crash ends the app's workers)
+            if not task.done():
+                self.incomplete = True  # left behind: the CLI must not wait for its threads
+                log.error("the app ended while the conversation was still shutting down")
+                task.cancel()
+            raise
         finally:
             self._leave = None
             leaving.cancel()
