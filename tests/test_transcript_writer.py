@@ -155,3 +155,18 @@ def test_a_transcript_left_behind_gets_its_end_unless_a_stuck_thread_holds_it(tm
         " hello\n\n_00:02.5 · ppx-tui exited before its shutdown finished (Ctrl+C again)_\n"
     )
     assert t.failed is None
+
+
+def test_an_abandoned_recording_keeps_its_folder_with_the_end_unless_it_was_temporary(tmp_path):
+    """Left behind by a stuck exit: a kept recording's transcript ends with the reason; a
+    temporary one (no --record-dir) is deleted, as its close would have deleted it."""
+    from personaplex_tui.conversation.recording import ConversationRecording
+
+    kept = ConversationRecording.begin(tmp_path, {})
+    assert kept.abandon("left behind", timeout_s=0.2) is True
+    lines = (kept.folder / transcript_writer.JSONL_NAME).read_text().splitlines()
+    assert json.loads(lines[-1])["reason"] == "left behind"
+    temporary = ConversationRecording.begin(None, {})
+    assert temporary.folder.is_dir()
+    assert temporary.abandon("left behind", timeout_s=0.2) is True
+    assert not temporary.folder.exists()

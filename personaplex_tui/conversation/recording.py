@@ -292,7 +292,11 @@ class ConversationRecording:
     def abandon(self, reason: str, timeout_s: float = 0.5) -> bool:
         """The process leaves without `close` (its shutdown did not finish; any thread): the
         transcript's `end` entry, with `reason`, where the timeline is now; False when a stuck
-        thread holds the transcript past `timeout_s`. (The WAV tracks are whole as they are.)"""
+        thread holds the transcript past `timeout_s`. (The WAV tracks are whole as they are.)
+        A temporary recording keeps nothing: its folder is deleted, as `close` deletes it."""
+        if self.temporary:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return True
         return self.transcript.abandon(self.position_s, reason, timeout_s)
 
     def close(self, note: str | None = None) -> Path | None:
