@@ -88,6 +88,29 @@ async def test_ctrl_c_again_while_the_shutdown_hangs_quits_at_once(monkeypatch, 
 
 
 @pytest.mark.asyncio
+async def test_settings_saved_while_the_chat_stops_are_not_applied(monkeypatch):
+    """A stop signal with the settings open: saving them then applies nothing to the
+    conversation being shut down (the screen closes as on cancel)."""
+    monkeypatch.setattr("personaplex_tui.tui.app.SHUTDOWN_TIMEOUT_S", 60.0)
+    monkeypatch.setattr(shutdown_wait, "DOUBLE_PRESS_S", 0.0)  # the second signal leaves at once
+    app, factory, _ = build(shutdown_hangs=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        app.screen.query_one("#echo").toggle()  # a change that would be applied
+        app.stop_for_signal(signal.SIGTERM)
+        await until(pilot, lambda: fake_of(factory).names()[-1:] == ["shutdown"])
+        await pilot.click("#save")  # (ctrl+s is refused by the app's check_action then)
+        await until(pilot, lambda: not isinstance(app.screen, SettingsScreen))
+        await pilot.pause(0.2)
+        names = fake_of(factory).names()
+        app.stop_for_signal(signal.SIGTERM)  # leave without waiting
+        await until(pilot, lambda: not app.is_running, timeout_s=5)
+    assert "apply_settings" not in names and names[-1] == "shutdown"
+
+
+@pytest.mark.asyncio
 async def test_ctrl_c_twice_at_once_is_one_press_and_the_shutdown_gets_its_time(monkeypatch):
     """A double press (a reflex) is not "leave now": the shutdown is waited for (1 s here)."""
     monkeypatch.setattr("personaplex_tui.tui.app.SHUTDOWN_TIMEOUT_S", 1.0)
