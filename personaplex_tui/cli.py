@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 
@@ -81,6 +82,19 @@ def _check_stt_flags(args: argparse.Namespace) -> None:
             )
 
 
+def _check_stream_plan() -> None:
+    """A malformed PPX_STREAM (the temporal kernel's weight-stream plan, for measurements) is
+    refused before anything loads: the kernel would otherwise quietly turn itself off."""
+    if not os.environ.get("PPX_STREAM", "").strip():
+        return
+    from model.cuda import wanted_stream
+
+    try:
+        wanted_stream(4)
+    except ValueError as exc:
+        raise UsageError(f"{exc} (or off).") from None
+
+
 def _our_module(name: str | None) -> bool:
     return (name or "").split(".")[0] in ("personaplex_tui", "model")
 
@@ -117,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         precompiled_kernel_cache()
         launch_directly()
         _check_stt_flags(args)
+        _check_stream_plan()
         if handler is None:
             code = chat.run(args)
         else:

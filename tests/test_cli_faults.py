@@ -187,6 +187,15 @@ def test_absurd_bench_flags_are_one_sentence(args, message):
     assert_one_sentence(ppx("bench", "--small", "--json", *args), message)
 
 
+def test_a_malformed_stream_plan_is_one_sentence():
+    """PPX_STREAM with a typo would turn the temporal kernel off unseen (a benchmark timing MLX's
+    ops); it is refused before anything loads."""
+    proc = ppx("bench", "--small", "--json", environ=env() | {"PPX_STREAM": "3;2;1"})
+    assert_one_sentence(
+        proc, "PPX_STREAM='3;2;1': expected stages,chunks,ahead such as 2,4,1 (or off)."
+    )
+
+
 def test_unwritable_outputs_are_one_sentence(ckpt, tmp_path):
     blocker = _write(tmp_path / "file", b"x")
     proc = ppx("respond", "--input", QUESTION, "--model", str(ckpt), "--max-steps", "2",

@@ -6,7 +6,8 @@ state: stacked weights, load-time checks, the temporal step and the depformer co
 and `MIMI_QUANTIZER` (Mimi's streaming transformer and its quantizer's encode, each as one
 kernel, used by `model/mimi/`), `MIMI_SEANET` and `SeanetConv` (Mimi's SEANet convolutions, a
 kernel each), and `KERNELS` (each
-kernel's switch and the reason it is off, for reports). On Metal and the CPU every kernel is
+kernel's switch and the reason it is off, for reports), `wanted_stream` (the temporal kernel's
+weight-stream plan, `PPX_STREAM` checked). On Metal and the CPU every kernel is
 off and each entry point answers None: readers of those paths need not look inside. It uses
 only `model.backend`, `model.derived`, `model.quantized` and `model.sampling`.
 docs/cuda-kernels.md.
@@ -26,6 +27,7 @@ from model.cuda.persistent import ModuleStack
 from model.cuda.seanet import KERNEL as MIMI_SEANET
 from model.cuda.seanet import SeanetConv
 from model.cuda.temporal import KERNEL as TEMPORAL
+from model.cuda.temporal import wanted_stream
 from model.quantized import Quantized
 
 KERNELS: tuple[Kernel, ...] = (
@@ -49,6 +51,7 @@ __all__ = [
     "Kernel",
     "ModuleStack",
     "SeanetConv",
+    "wanted_stream",
 ]
 
 
