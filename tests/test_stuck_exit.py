@@ -197,3 +197,47 @@ def test_the_hard_exit_ends_a_process_whose_thread_never_stops_with_its_code():
     )
     assert proc.returncode == 130, proc.stderr
     assert proc.stdout == "the lines\n"
+
+
+class _LeftBehindApp:
+    """What `chat.run` reads of an app whose conversation did not stop."""
+
+    def __init__(self, abandoned: list[str]) -> None:
+        self.crashed, self.load_error, self.stop_signal = False, None, None
+        self.shutdown_incomplete, self.exit_code, self.return_code = True, 0, 0
+        self.stopping = shutdown_wait.ShutdownWait()
+        self.controller = type("Controller", (), {"abandon": staticmethod(abandoned.append)})()
+
+    def stop_for_signal(self, signum: int) -> None:
+        pass
+
+
+def test_a_ctrl_c_as_the_chat_prints_its_last_lines_cannot_keep_a_stuck_process(monkeypatch):
+    """Once the screen is gone the signals are no longer the app's: a Ctrl+C while `chat.run`
+    prints raises `Stopped`. The hard exit must have been asked for by then, or the console
+    script returns and the interpreter waits for the stuck threads for good."""
+    from personaplex_tui import stderr_capture
+    from personaplex_tui.commands import chat
+    from personaplex_tui.settings import Settings
+    from personaplex_tui.stop_signals import Stopped
+
+    abandoned: list[str] = []
+    monkeypatch.setattr(stuck_exit, "_asked", False)
+    monkeypatch.setattr(stuck_exit, "stuck_threads", lambda: "")
+    monkeypatch.setattr(
+        chat, "resolve_settings", lambda args: (Settings(), type("S", (), {"warnings": ()})())
+    )
+    monkeypatch.setattr(chat, "check_settings", lambda settings: None)
+    monkeypatch.setattr(chat, "check_terminal", lambda: None)
+    monkeypatch.setattr("personaplex_tui.logs.setup_logging", lambda: None)
+    monkeypatch.setattr(stderr_capture, "stderr_to_file", lambda path: contextlib.nullcontext())
+    monkeypatch.setattr(chat, "build_app", lambda *a, **k: _LeftBehindApp(abandoned))
+    monkeypatch.setattr(stuck_exit, "run_app", lambda app: None)
+
+    def interrupted(line: str) -> None:
+        raise Stopped(signal.SIGINT)
+
+    monkeypatch.setattr(chat, "status", interrupted)
+    with pytest.raises(Stopped):
+        chat.run(None)
+    assert stuck_exit._asked  # the console script's exit_if_asked ends the process
