@@ -6,6 +6,7 @@ standard input, where its screen reads the keys."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import soundfile as sf
 
 from personaplex_tui.audio import read_audio
 from personaplex_tui.audio.file_checks import cut_short_note
+from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from personaplex_tui.conversation import ControllerConfig
 from personaplex_tui.events import Notice
 from tests.conversation_fakes import AUDIO, Events, FakeModel, Probe, run_until_ended
@@ -86,15 +88,16 @@ def _feed_fifo(fifo: Path, data: bytes) -> threading.Thread:
     return thread
 
 
-def _notices_of_a_piped_input(fifo: Path, data: bytes) -> list[Notice]:
-    """The notices of a duplex conversation whose input file is `fifo`, fed `data`."""
+def _notices_of_a_piped_input(fifo: Path, data: bytes) -> tuple[list[Notice], float]:
+    """The notices of a duplex conversation whose input file is `fifo`, fed `data`, and the
+    seconds of reply it wrote (one 80 ms frame per frame of input stepped)."""
     writer = _feed_fifo(fifo, data)
     out = fifo.with_name(f"agent_{len(data)}.wav")
     config = ControllerConfig(mode="duplex", input_file=fifo, output_file=out)
     events = Events()
     asyncio.run(run_until_ended(config, Probe(FakeModel()), events))
     writer.join(10)
-    return events.of(Notice)
+    return events.of(Notice), read_audio(out).duration_s
 
 
 def test_the_chat_says_a_piped_input_is_cut_short(oggs, tmp_path):
@@ -104,16 +107,18 @@ def test_the_chat_says_a_piped_input_is_cut_short(oggs, tmp_path):
     fifo = tmp_path / "talk.fifo"
     os.mkfifo(fifo)
     whole, cut = oggs
-    assert not [
-        n for n in _notices_of_a_piped_input(fifo, whole.read_bytes()) if "cut" in n.message
-    ]
-    notices = _notices_of_a_piped_input(fifo, cut.read_bytes())
+    notices, whole_played = _notices_of_a_piped_input(fifo, whole.read_bytes())
+    assert not [n for n in notices if "cut" in n.message]
+    notices, played = _notices_of_a_piped_input(fifo, cut.read_bytes())
     (said,) = [n for n in notices if CUT_SHORT in n.message]
     assert said.severity == "warning"
-    # the audio up to the cut, as the file itself reads (weather.wav lasts 2.99 s)
+    # the audio up to the cut, as the file itself reads, is what the note names and what was
+    # stepped: every frame of it (the last one padded), not one more, and less than the whole
     duration = read_audio(cut).duration_s
-    assert 1.0 < duration < 2.99
     assert said.message == cut_short_note(str(fifo), duration)
+    frame_s = FRAME_SAMPLES / SAMPLE_RATE
+    assert played == pytest.approx(math.ceil(duration / frame_s) * frame_s, abs=1e-6)
+    assert played < whole_played
 
 
 @pytest.mark.parametrize("how", ["pipe", "dash", "redirect"])
