@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 
@@ -85,14 +84,12 @@ def _check_stt_flags(args: argparse.Namespace) -> None:
 def _check_stream_plan() -> None:
     """A malformed PPX_STREAM (the temporal kernel's weight-stream plan, for measurements) is
     refused before anything loads: the kernel would otherwise quietly turn itself off."""
-    if not os.environ.get("PPX_STREAM", "").strip():
-        return
     from model.cuda import wanted_stream
 
     try:
         wanted_stream(4)
     except ValueError as exc:
-        raise UsageError(f"{exc} (or off).") from None
+        raise UsageError(str(exc)) from None
 
 
 def _our_module(name: str | None) -> bool:

@@ -5,12 +5,11 @@ state: stacked weights, load-time checks, the temporal step and the depformer co
 `fused_matvec` / `fused_gated_matvec` (one row times a quantized weight), `MIMI_TRANSFORMER`
 and `MIMI_QUANTIZER` (Mimi's streaming transformer and its quantizer's encode, each as one
 kernel, used by `model/mimi/`), `MIMI_SEANET` and `SeanetConv` (Mimi's SEANet convolutions, a
-kernel each), and `KERNELS` (each
-kernel's switch and the reason it is off, for reports), `wanted_stream` (the temporal kernel's
-weight-stream plan, `PPX_STREAM` checked). On Metal and the CPU every kernel is
-off and each entry point answers None: readers of those paths need not look inside. It uses
-only `model.backend`, `model.derived`, `model.quantized` and `model.sampling`.
-docs/cuda-kernels.md.
+kernel each), `KERNELS` (each kernel's switch and the reason it is off, for reports) and
+`wanted_stream` (the temporal kernel's weight-stream plan, `PPX_STREAM` checked). On Metal and
+the CPU every kernel is off and each entry point answers None: readers of those paths need not
+look inside. It uses only `model.backend`, `model.derived`, `model.quantized` and
+`model.sampling`. docs/cuda-kernels.md.
 """
 
 from __future__ import annotations

@@ -76,7 +76,9 @@ def wanted_stream(bits: int) -> tuple[int, int, int]:
         return 0, 0, 0
     parts = raw.split(",")
     if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"{STREAM_ENV_VAR}={raw!r}: expected stages,chunks,ahead such as 2,4,1")
+        raise ValueError(
+            f"{STREAM_ENV_VAR}={raw!r}: expected stages,chunks,ahead such as 2,4,1 (or off)."
+        )
     stages, chunks, ahead = (int(p) for p in parts)
     return stages, chunks, ahead
 

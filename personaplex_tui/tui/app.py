@@ -308,7 +308,7 @@ class PersonaPlexApp(App[None]):
         self._call("apply_settings", lambda: controller.apply_settings(new), applied)
 
     def _settings_closed(self, new: Settings | None) -> None:
-        if new is not None:
+        if new is not None and not self._quitting:  # (quitting: nothing to apply them to)
             self.change_settings(new)
 
     def _devices(self) -> tuple[Sequence[str], Sequence[str], str]:

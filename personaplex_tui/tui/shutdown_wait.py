@@ -42,11 +42,6 @@ class ShutdownWait:
         self.left_by: int | None = None  # the second interrupt that ended the wait at once
         self._leave: asyncio.Event | None = None  # set by leave_now, while waiting
 
-    @property
-    def asked(self) -> bool:
-        """Quitting was asked: the conversation is stopping (or stopped)."""
-        return self.asked_at is not None
-
     def ask(self) -> bool:
         """Note a request to quit; True for the first one."""
         first = self.asked_at is None

@@ -259,10 +259,6 @@ class SettingsScreen(ModalScreen[Settings | None]):
         )
 
     def action_save(self) -> None:
-        stopping = getattr(self.app, "stopping", None)  # (the chat's `ShutdownWait`)
-        if stopping is not None and stopping.asked:  # nothing to apply them to any more
-            self.dismiss(None)
-            return
         try:
             new = self.collect()
         except SettingsError as err:
