@@ -8,6 +8,13 @@ or missing package cannot touch another's numbers):
   full-duplex step as its server runs it, Mimi per frame; bf16 with CUDA graphs on CUDA;
 - Kyutai's `moshi_mlx` (`benchmarks/peers_mlx.py`): the same, `--bits` like ours.
 
+`--ours-also 8bit mlx-ops` adds rows of ours at 8 bits and on MLX's ops alone (what Metal and the
+CPU run), without ratios; `--fresh-cache` points every kernel cache at a new empty folder, so
+ours' first bench waits as a new machine does and a second, cached one follows. A second table
+gives each of ours' benches its load + warm-up in seconds. So one call gives the whole picture:
+
+    python3 benchmarks/peers.py --bits 4 --fresh-cache --ours-also 8bit mlx-ops --markdown
+
 Every figure is milliseconds per 80 ms frame over `--steps` timed steps after `--warmup-steps`
 untimed ones, with `ppx-tui bench`'s percentiles; the ratio columns are the peer's over ours for
 the same measure (the LM step: over ours with 8 depformer steps; ours' steps follow its prompt
@@ -27,6 +34,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +53,26 @@ from personaplex_tui.kernel_cache import persistent_kernel_cache  # noqa: E402
 MEASURES = {
     "lm": "LM step",
     "full": "full-duplex step",
+    "full_stt": "full-duplex step, user transcript on",
     "encode": "Mimi encode",
     "decode": "Mimi decode",
 }
 LM, MIMI = ("lm", "full"), ("encode", "decode")  # what each kind of process reports
+OUR_LM = (*LM, "full_stt")  # ours' bench also steps with the user's transcript, side by side
 PEERS = ("torch", "mlx")
 OURS = "ppx-tui"
 NAMES = {OURS: OURS, "torch": "PyTorch moshi", "mlx": "moshi_mlx"}
+# --ours-also: (what the rows say, bench's extra arguments, the environment)
+OURS_ALSO = {
+    "8bit": ("8-bit weights", ["--bits", "8"], {}),
+    "mlx-ops": (  # what Metal and the CPU run: every CUDA kernel of ours off
+        "MLX's ops only (PPX_*=mlx), no transcript",
+        ["--no-user-transcript"],
+        {f"PPX_{k}": "mlx" for k in ("TEMPORAL", "DEPFORMER", "MATVEC", "MIMI", "SEANET")},
+    ),
+}
+# The kernel caches --fresh-cache empties: MLX's JIT, the driver's PTX, our precompiled cubins.
+CACHE_VARS = ("MLX_PTX_CACHE_DIR", "CUDA_CACHE_PATH", "PPX_CUDA_KERNEL_CACHE")
 
 
 @dataclass
@@ -63,6 +84,8 @@ class Job:
     what: str  # e.g. "8 depformer steps"
     measures: tuple[str, ...]  # keys of MEASURES it reports
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # set for its process only
+    base: bool = True  # ours: the rows the peers' ratios divide by
     result: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -100,6 +123,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--peers", nargs="+", choices=PEERS, default=list(PEERS), help="which peers to run (both)"
     )
+    p.add_argument(
+        "--ours-also",
+        nargs="+",
+        choices=tuple(OURS_ALSO),
+        default=[],
+        help="also ours at 8 bits and on MLX's ops alone (rows without ratios)",
+    )
+    p.add_argument(
+        "--fresh-cache",
+        action="store_true",
+        help="empty kernel caches: ours' first bench compiles as on a new machine, then again cached",
+    )
     p.add_argument("--timeout", type=float, default=900, help="seconds per process (900)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -109,6 +144,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--steps must be at least 1 and --warmup-steps at least 0.")
     if args.timeout <= 0:
         p.error("--timeout must be positive.")
+    if args.small and "8bit" in args.ours_also:
+        p.error("--ours-also 8bit needs the 7B shapes: --small has float weights only.")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         p.error(f"--json: the folder of {args.json} does not exist.")
     return args
@@ -127,10 +164,17 @@ def jobs(args: argparse.Namespace) -> list[Job]:
         "-m", "personaplex_tui", "bench", "--small" if args.small else "--random-weights",
         "--no-phases", "--json", *ours,
     ]  # fmt: skip
-    out = [
-        Job("ours", OURS, "8 depformer steps", LM, bench),
-        Job("ours-mimi", OURS, "", MIMI, ["benchmarks/peers_ours.py", "mimi", *common]),
-    ]
+    first = "8 depformer steps" + (", empty kernel caches" if args.fresh_cache else "")
+    out = [Job("ours", OURS, first, OUR_LM, bench)]
+    if args.fresh_cache:
+        out.append(Job("ours-cached", OURS, "8 depformer steps, cached", OUR_LM, bench, base=False))
+    out.append(Job("ours-mimi", OURS, "", MIMI, ["benchmarks/peers_ours.py", "mimi", *common]))
+    for name in args.ours_also:
+        what, extra, env = OURS_ALSO[name]
+        argv = bench + extra  # a later --bits wins
+        out.append(
+            Job(f"ours-{name}", OURS, f"8 depformer steps, {what}", OUR_LM, argv, env, False)
+        )
     for peer in args.peers:
         script = f"benchmarks/peers_{peer}.py"
         for d in args.depformer_steps:
@@ -145,6 +189,7 @@ def run(job: Job, timeout: float) -> None:
     """Start the job's process and read its result (never raises: failures become results)."""
     env = {
         **os.environ,
+        **job.env,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     t0 = time.perf_counter()
@@ -167,7 +212,7 @@ def run(job: Job, timeout: float) -> None:
 
 
 def _read(job: Job, stdout: str) -> dict[str, Any] | None:
-    if job.key == "ours":  # `ppx-tui bench --json`: one JSON document
+    if job.impl == OURS and job.argv[:2] == ["-m", "personaplex_tui"]:  # bench --json: one JSON
         try:
             r = json.loads(stdout)
         except json.JSONDecodeError:
@@ -175,6 +220,8 @@ def _read(job: Job, stdout: str) -> dict[str, Any] | None:
         mlx = r["platform"].split(", ")[-1]
         label = f"{OURS}, {mlx} on {r['device']}, {r['quantization']}"
         measures = {"lm": r["lm_step_ms"], "full": r["step_ms"]}
+        if (r.get("transcript") or {}).get("step_ms_on"):
+            measures["full_stt"] = r["transcript"]["step_ms_on"]
         return {"status": "ok", "label": label, "measures": measures, "bench": r}
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_PREFIX):
@@ -185,7 +232,10 @@ def _read(job: Job, stdout: str) -> dict[str, Any] | None:
 def rows(job_list: list[Job]) -> list[dict[str, Any]]:
     """The table: per measure, ours first, then each peer with its ratios to ours."""
     ours = {
-        m: s for j in job_list if j.impl == OURS and j.ok for m, s in j.result["measures"].items()
+        m: s
+        for j in job_list
+        if j.impl == OURS and j.base and j.ok
+        for m, s in j.result["measures"].items()
     }
     out = []
     for measure, title in MEASURES.items():
@@ -208,6 +258,31 @@ def rows(job_list: list[Job]) -> list[dict[str, Any]]:
     return out
 
 
+def ready_rows(job_list: list[Job]) -> list[dict[str, Any]]:
+    """Each of ours' benches: its load and warm-up in seconds, and the compiled kernel modules
+    its cache held before and after (MLX's JIT cache; none off CUDA)."""
+    out = []
+    for job in job_list:
+        if job.impl != OURS or not job.ok or "bench" not in job.result:
+            continue
+        r = job.result["bench"]
+        cache = r.get("warmup", {}).get("kernel_cache", {})
+        out.append({"label": job.result["label"], "what": job.what, "load_s": r["load_s"],
+                    "warmup_s": r["warmup_s"], "ready_s": round(r["load_s"] + r["warmup_s"], 2),
+                    "modules_before": cache.get("modules_before"),
+                    "modules_after": cache.get("modules_after")})  # fmt: skip
+    return out
+
+
+def render_ready(ready: list[dict[str, Any]], markdown: bool) -> str:
+    """The load + warm-up table, like `render`'s."""
+    head = ["implementation", "", "load s", "warm-up s", "ready s", "kernel modules cached"]
+    lines = [[r["label"], r["what"], f"{r['load_s']:.1f}", f"{r['warmup_s']:.1f}",
+              f"{r['ready_s']:.1f}", f"{r['modules_before']} -> {r['modules_after']}"]
+             for r in ready]  # fmt: skip
+    return _grid(head, lines, markdown, left=2)
+
+
 def render(table: list[dict[str, Any]], markdown: bool) -> str:
     """The rows as a Markdown table or as aligned text (Rich, no colours)."""
     head = ["measure", "implementation", "", "p50", "p90", "p99", "max", "n", "p50 / ours",
@@ -221,12 +296,18 @@ def render(table: list[dict[str, Any]], markdown: bool) -> str:
             cells += [f"{r[k]:.2f}" for k in ("p50", "p90", "p99", "max")] + [str(r["n"])]
             cells += [f"{r[k]:.2f}x" if k in r else "" for k in ("ratio_p50", "ratio_p99")] + [""]
         lines.append(cells)
+    return _grid(head, lines, markdown, left=3)
+
+
+def _grid(head: list[str], lines: list[list[str]], markdown: bool, left: int) -> str:
+    """Markdown, or text aligned by Rich: the first `left` columns and the last to the left."""
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(out + ["| " + " | ".join(cells) + " |" for cells in lines])
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for i, name in enumerate(head):
-        t.add_column(name, justify="left" if i < 3 or i == 10 else "right", no_wrap=True)
+        last = i == len(head) - 1 and left > 2
+        t.add_column(name, justify="left" if i < left or last else "right", no_wrap=True)
     for cells in lines:
         t.add_row(*cells)
     console = Console(file=io.StringIO(), width=400, color_system=None, record=True)
@@ -236,6 +317,18 @@ def render(table: list[dict[str, Any]], markdown: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.fresh_cache:
+        return run_all(args)
+    # Before persistent_kernel_cache, which keeps a folder already set; removed at the end.
+    with tempfile.TemporaryDirectory(prefix="ppx-peers-kernels-") as fresh:
+        for var in CACHE_VARS:
+            os.environ[var] = str(Path(fresh) / var.lower())
+        print(f"peers: empty kernel caches under {fresh}", file=sys.stderr, flush=True)
+        return run_all(args)
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Run every job in turn, print the tables (and write the JSON); 1 if any job failed."""
     # MLX's CUDA kernels, compiled at first use, kept on disk as `ppx-tui` keeps them: every
     # process inherits the folder, so the second and later runs start warm (no effect elsewhere).
     persistent_kernel_cache()
@@ -258,11 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ms per 80 ms frame, random weights, {what}; {args.steps} timed steps "
           f"after {args.warmup_steps}; ratios: peer / ours (>1: ours is faster)")  # fmt: skip
     print(render(table, args.markdown))
+    ready = ready_rows(job_list)
+    if ready:
+        print("\nours' load + warm-up until the first compiled step, seconds")
+        print(render_ready(ready, args.markdown))
     if args.json:
-        results = {j.key: {"argv": j.argv, **j.result} for j in job_list}
-        Path(args.json).write_text(
-            json.dumps({"options": vars(args), "rows": table, "results": results}, indent=2)
-        )
+        results = {j.key: {"argv": j.argv, "env": j.env, **j.result} for j in job_list}
+        data = {"options": vars(args), "rows": table, "ready": ready, "results": results}
+        Path(args.json).write_text(json.dumps(data, indent=2))
     failed = [j for j in job_list if j.result["status"] not in ("ok", "not installed")]
     return 1 if failed else 0
 

@@ -71,6 +71,50 @@ def test_one_table_with_ours_the_pytorch_peer_and_ratios_of_the_measured_numbers
         assert all(r["status"] == "ok" and r["ratio_p50"] > 0 for r in mlx)
 
 
+def test_ours_also_and_fresh_caches_add_rows_without_moving_the_ratios(tmp_path):
+    out = tmp_path / "peers.json"
+    proc = peers("--small", "--steps", "4", "--warmup-steps", "1", "--depformer-steps", "8",
+                 "--peers", "torch", "--fresh-cache", "--ours-also", "mlx-ops",
+                 "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    rows, results = data["rows"], data["results"]
+    assert list(results) == ["ours", "ours-cached", "ours-mimi", "ours-mlx-ops", "torch-8",
+                             "torch-mimi"]  # fmt: skip
+
+    # the first bench compiled into new, empty caches, which are gone afterwards
+    fresh = Path(results["ours"]["bench"]["warmup"]["kernel_cache"]["dir"])
+    assert fresh.name == "mlx_ptx_cache_dir" and fresh.parent.name.startswith("ppx-peers-kernels-")
+    assert results["ours-cached"]["bench"]["warmup"]["kernel_cache"]["dir"] == str(fresh)
+    assert not fresh.parent.exists()
+    # MLX's ops: every kernel of ours off, no transcript
+    mlx_ops = results["ours-mlx-ops"]
+    assert mlx_ops["env"] == {f"PPX_{k}": "mlx" for k in
+                              ("TEMPORAL", "DEPFORMER", "MATVEC", "MIMI", "SEANET")}  # fmt: skip
+    assert mlx_ops["bench"]["options"]["user_transcript"] is False
+    assert "full_stt" in results["ours"]["measures"] and "full_stt" not in mlx_ops["measures"]
+
+    for measure, key in (("LM step", "lm_step_ms"), ("full-duplex step", "step_ms")):
+        first = the_row(rows, measure, "ppx-tui", "empty kernel caches")
+        cached = the_row(rows, measure, "ppx-tui", "cached")
+        ops = the_row(rows, measure, "ppx-tui", "MLX's ops only")
+        for row, job in ((first, "ours"), (cached, "ours-cached"), (ops, "ours-mlx-ops")):
+            assert row["p50"] == results[job]["bench"][key]["p50"] and "ratio_p50" not in row
+        torch = the_row(rows, measure, "torch")
+        assert torch["ratio_p50"] == round(torch["p50"] / first["p50"], 2)  # over the first only
+    stt = the_row(rows, "full-duplex step, user transcript on", "ppx-tui", "empty kernel caches")
+    assert stt["p50"] == results["ours"]["bench"]["transcript"]["step_ms_on"]["p50"]
+
+    # the second table: each bench's load + warm-up, in the jobs' order (Mimi's worker loads none)
+    whats = [the_row(rows, "LM step", "ppx-tui", w)["what"]
+             for w in ("empty kernel caches", "cached", "MLX's ops only")]  # fmt: skip
+    assert [r["what"] for r in data["ready"]] == whats
+    for r, job in zip(data["ready"], ("ours", "ours-cached", "ours-mlx-ops"), strict=True):
+        bench = results[job]["bench"]
+        assert r["ready_s"] == round(bench["load_s"] + bench["warmup_s"], 2)
+    assert "load + warm-up" in proc.stdout
+
+
 def measure_key(title: str) -> str:
     from benchmarks.peers import MEASURES
 
@@ -91,6 +135,7 @@ def test_a_process_that_runs_out_of_time_is_a_row_and_a_failed_exit():
         (["--steps", "0"], "--steps must be at least 1"),
         (["--json", "/no/such/folder/peers.json"], "the folder of /no/such/folder/peers.json"),
         (["--peers", "onnx"], "invalid choice: 'onnx'"),
+        (["--small", "--ours-also", "8bit"], "--ours-also 8bit needs the 7B shapes"),
     ],
 )
 def test_a_bad_option_is_one_sentence_and_exit_2(args, sentence):
