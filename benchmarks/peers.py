@@ -276,7 +276,14 @@ def ready_rows(job_list: list[Job]) -> list[dict[str, Any]]:
 
 def render_ready(ready: list[dict[str, Any]], markdown: bool) -> str:
     """The load + warm-up table, like `render`'s."""
-    head = ["implementation", "", "load s", "warm-up s", "ready s", "kernel modules cached"]
+    head = [
+        "implementation",
+        "",
+        "load s",
+        "warm-up s",
+        "ready s",
+        "MLX kernel modules cached (warm-up's start -> end)",
+    ]
     lines = [[r["label"], r["what"], f"{r['load_s']:.1f}", f"{r['warmup_s']:.1f}",
               f"{r['ready_s']:.1f}", f"{r['modules_before']} -> {r['modules_after']}"]
              for r in ready]  # fmt: skip
