@@ -598,6 +598,27 @@ async def test_transcript_follows_new_text_unless_scrolled_up():
         assert transcript.scroll_y == 0
 
 
+async def test_a_short_transcript_shows_from_the_top_again_after_the_terminal_was_tiny():
+    """Shrunk, the text overflowed and the panel anchored to follow it; grown back, the text
+    fits, and an anchor left behind would push it to the panel's bottom under blank rows."""
+    app, _, _ = build()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot, app)
+        transcript = app.main.query_one(TranscriptPanel)
+        app.bridge(UserTurn(0.6, 3.7, 39))
+        app.bridge(TextOut(70, " A short reply."))
+        await until(pilot, lambda: "short reply" in transcript.plain_text())
+        await pilot.pause()
+        first = transcript.children[0]
+        top = first.region.y
+        await pilot.resize_terminal(20, 5)
+        await until(pilot, lambda: transcript.is_anchored)  # overflowing: it follows the text
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: transcript.max_scroll_y == 0 and not transcript.is_anchored)
+        await pilot.pause()
+        assert first.region.y == top and transcript.scroll_y == 0
+
+
 def _pick(app: PersonaPlexApp, selector: str, value: object) -> None:
     widget = app.screen.query_one(selector)
     widget.value = value  # type: ignore[attr-defined]

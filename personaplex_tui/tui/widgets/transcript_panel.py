@@ -57,14 +57,19 @@ class TranscriptPanel(VerticalScroll):
         return self._agent.text if self._agent else ""
 
     def _follow(self) -> None:
-        """Once the text overflows, keep the newest in view until the user scrolls up.
-
-        (Anchoring earlier would push short transcripts to the bottom of the panel.)
-        """
-        if not self.is_anchored and self.max_scroll_y > 0:
-            self.anchor()
+        """Once the text overflows, keep the newest in view until the user scrolls up; while it
+        fits, no anchor (one pushes a short transcript to the bottom of the panel, as when a
+        tiny terminal made it overflow for a moment and was then made large again)."""
+        overflows = self.max_scroll_y > 0
+        if overflows != self.is_anchored:  # (scrolled up: still anchored, released)
+            self.anchor(overflows)
+            if not overflows:  # anchored, Textual laid what fits out at a negative scroll_y
+                self.scroll_y = 0  # (which it set unchecked: scroll_home sees nothing to do)
 
     def watch_virtual_size(self) -> None:  # the content grew (or shrank)
+        self.call_after_refresh(self._follow)
+
+    def on_resize(self) -> None:  # the panel grew (or shrank)
         self.call_after_refresh(self._follow)
 
     def _mount_entry(self, *widgets: Label | Static) -> None:
