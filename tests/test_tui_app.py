@@ -4,6 +4,7 @@ settings, a full-duplex session, loading and the offline message."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from rich.console import Console
 from textual.command import CommandPalette
 from textual.pilot import Pilot
-from textual.widgets import Button, Static, Switch
+from textual.widgets import Button, Input, Static, Switch
 from textual.widgets._footer import FooterKey
 
 from model.conversation.prompts import PROMPT_PRESETS
@@ -350,6 +351,37 @@ async def test_command_palette_lists_and_runs_the_actions():
         await pilot.pause(0.3)
         await pilot.press("enter")
         await until(pilot, lambda: "save_recording" in fake_of(factory).names())
+
+
+@pytest.mark.parametrize("key", ["question_mark", "s", "ctrl+p"])
+async def test_ctrl_c_quits_from_the_help_the_settings_and_the_palette(key):
+    """A modal screen keeps the app's bindings from its keys: Ctrl+C did nothing there."""
+    app, factory, _ = build()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app)
+        await pilot.press(key)
+        await until(
+            pilot, lambda: isinstance(app.screen, (HelpScreen, SettingsScreen, CommandPalette))
+        )
+        await pilot.press("ctrl+c")
+        await until(pilot, lambda: not app.is_running)
+    assert fake_of(factory).names()[-1] == "shutdown"
+    assert app.return_code == app.exit_code == 130 and app.stop_signal == signal.SIGINT
+
+
+async def test_ctrl_c_in_a_settings_field_with_text_selected_copies_it():
+    app, _, _ = build()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app)
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, SettingsScreen))
+        steps = app.screen.query_one("#max-steps", Input)
+        steps.focus()
+        steps.value = "240"
+        steps.select_all()
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert app.clipboard == "240" and app.is_running and app.stop_signal is None
 
 
 async def test_controller_failures_show_one_sentence():

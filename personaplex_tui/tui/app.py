@@ -40,7 +40,7 @@ from personaplex_tui.events import (
 from personaplex_tui.memory import process_rss_bytes
 from personaplex_tui.settings import MODE_LABELS, Settings, SettingsError, SettingsStore
 from personaplex_tui.tui.bridge import EventBridge
-from personaplex_tui.tui.keys import KEY_ACTIONS
+from personaplex_tui.tui.keys import CTRL_C, palette_commands, selection_to_copy
 from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
 from personaplex_tui.tui.screens.help_screen import HelpScreen
 from personaplex_tui.tui.screens.main_screen import MainScreen
@@ -70,6 +70,7 @@ class PersonaPlexApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "ppx-tui"
+    BINDINGS = [CTRL_C]
     HORIZONTAL_BREAKPOINTS = [(0, "-tiny"), (80, "-narrow"), (100, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
 
@@ -144,9 +145,8 @@ class PersonaPlexApp(App[None]):
         self._call("start", self.controller.start)
 
     def _poll_memory(self) -> None:
-        assert self._rss_probe is not None
         try:
-            self.rss_bytes = self._rss_probe()
+            self.rss_bytes = self._rss_probe() if self._rss_probe is not None else None
         except OSError:
             self.rss_bytes = None
         self._refresh_status()
@@ -312,14 +312,12 @@ class PersonaPlexApp(App[None]):
             self.change_settings(new)
 
     def _devices(self) -> tuple[Sequence[str], Sequence[str], str]:
-        if self._list_devices is None:
-            return (), (), "The device list is not available."
         try:
-            inputs, outputs = self._list_devices()
+            if self._list_devices is not None:
+                return (*self._list_devices(), "")
         except Exception as err:  # a device backend can fail in many ways
             log.warning("listing audio devices failed: %s", err)
-            return (), (), "The device list is not available."
-        return inputs, outputs, ""
+        return (), (), "The device list is not available."
 
     @property
     def voices(self) -> tuple[str, ...] | None:
@@ -465,15 +463,16 @@ class PersonaPlexApp(App[None]):
         self.stopping.interrupt(signum, self._loop, partial(self.call_later, self.action_quit))
 
     def action_help_quit(self) -> None:
-        """Ctrl+C, a key in the screen's raw mode, not a signal (text selected: copied first)."""
-        self.stop_for_signal(signal.SIGINT)  # Textual's own only said "Press q to quit"
+        """Ctrl+C as a key on any screen, not a signal: quit, or copy the text selected."""
+        if (text := selection_to_copy(self.screen)) is not None:
+            self.copy_to_clipboard(text)
+        else:  # (Textual's own only said "Press q to quit")
+            self.stop_for_signal(signal.SIGINT)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for key in KEY_ACTIONS if isinstance(screen, MainScreen) else ():
-            if key.action in ("quit", "dismiss_error"):
-                continue  # the palette lists Quit already
-            yield SystemCommand(key.label, key.help, partial(self.run_action, key.action))
+        if isinstance(screen, MainScreen):
+            yield from palette_commands(self.run_action)
 
 
 def make_app(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
+from textual.app import SystemCommand
 from textual.binding import Binding
+from textual.screen import Screen
 
 
 @dataclass(frozen=True)
@@ -43,3 +47,22 @@ KEY_LABELS = {"space": "space", "question_mark": "?", "escape": "esc"}
 def main_bindings() -> list[Binding]:
     """Bindings for the main screen; modal screens do not inherit them."""
     return [Binding(k.key, f"app.{k.action}", k.label, show=k.show) for k in KEY_ACTIONS]
+
+
+def palette_commands(run_action: Callable[[str], Awaitable[bool]]) -> Iterator[SystemCommand]:
+    """The main screen's keys as command-palette entries (the palette lists Quit already)."""
+    for key in KEY_ACTIONS:
+        if key.action not in ("quit", "dismiss_error"):
+            yield SystemCommand(key.label, key.help, partial(run_action, key.action))
+
+
+# Ctrl+C quits from every screen: a priority binding of the app, since a modal screen (help,
+# settings, the command palette) keeps the app's other bindings from its keys.
+CTRL_C = Binding("ctrl+c", "help_quit", show=False, system=True, priority=True)
+
+
+def selection_to_copy(screen: Screen) -> str | None:
+    """What Ctrl+C copies instead of quitting: the focused input's selected text, else the
+    screen's (a mouse selection); None when nothing is selected."""
+    text = getattr(screen.focused, "selected_text", None)
+    return text or screen.get_selected_text() or None
