@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_parser(sub)
     transcribe.add_parser(sub)
     sound_check.add_parser(sub)
+    for command in sub.choices.values():  # `respond --mode duplex` is not `--model duplex`
+        command.allow_abbrev = False
     return parser
 
 
@@ -81,13 +83,16 @@ def _check_stt_flags(args: argparse.Namespace) -> None:
             )
 
 
-def _check_stream_plan() -> None:
-    """A malformed PPX_STREAM (the temporal kernel's weight-stream plan, for measurements) is
-    refused before anything loads: the kernel would otherwise quietly turn itself off."""
+def _check_developer_variables() -> None:
+    """A malformed PPX_STREAM (the temporal kernel's weight-stream plan) or PPX_RING_MASK (how
+    a step hides unwritten ring slots), both for measurements, is refused before anything
+    loads: the kernel would otherwise quietly turn itself off, the step fail once loaded."""
     from model.cuda import wanted_stream
+    from model.lm.ring_mask import default_mode
 
     try:
         wanted_stream(4)
+        default_mode()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         precompiled_kernel_cache()
         launch_directly()
         _check_stt_flags(args)
-        _check_stream_plan()
+        _check_developer_variables()
         if handler is None:
             code = chat.run(args)
         else:

@@ -9,12 +9,31 @@ waiting for its stuck threads (`stuck_exit`), which only this console script doe
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
 
+def reopen_closed_std_streams() -> None:
+    """A standard stream the caller closed (`>&-`, `2>&-`) becomes /dev/null. Otherwise
+    Python's sys.stdout is None (every print a traceback), and the next file opened takes its
+    number: an input opened as fd 2 was read while the libraries' messages there were
+    filtered, and said to be corrupt."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd itself
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
+
+
 def main() -> int:
     """Load the command line and run it."""
+    reopen_closed_std_streams()
     try:
         from personaplex_tui.cli import main as run
     except KeyboardInterrupt:

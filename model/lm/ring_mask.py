@@ -31,7 +31,7 @@ def default_mode() -> str:
     mode = os.environ.get(ENV_VAR, "").strip().lower()
     if mode:
         if mode not in MODES:
-            raise ValueError(f"{ENV_VAR} must be one of {', '.join(MODES)}, not '{mode}'")
+            raise ValueError(f"{ENV_VAR} must be one of {', '.join(MODES)}, not '{mode}'.")
         return mode
     return FAR_KEYS if on_cuda() else BOOL
 

@@ -41,6 +41,11 @@ def check_output_file(path: str | Path, what: str, flag: str, *, seekable: bool 
     `seekable`: the writer rewrites a header, so a pipe will not do."""
     if str(path) == "":
         raise UsageError(f"{flag} is empty; give a file name for {what}.")
+    if str(path) == "-":  # as an input it means the standard input, so it would surprise here
+        raise UsageError(
+            f"{flag} - would write {what} to a file named '-'; give a file name "
+            "(the standard output is not supported here)."
+        )
     p = Path(path).expanduser()
     if p.is_dir():
         raise UsageError(f"Cannot write {what} {p}: it is a folder; give a file name.")

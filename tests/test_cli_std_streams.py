@@ -1,0 +1,91 @@
+"""The standard streams and the command line's spelling, as a shell hands them over: a closed
+stdout or stderr (`>&-`, `2>&-`), `-` as an output's name, an abbreviated option, a malformed
+developer variable. Each works, or ends in one sentence and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_cli_disks import QUESTION, ROOT, ckpt, one_sentence, wav_counts_its_bytes
+
+__all__ = ["ckpt"]  # the module-scoped checkpoint fixture, shared
+
+
+def shell(line: str, cwd, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`ppx-tui` run by bash as `LINE` (with its redirections), in `cwd`."""
+    ppx = f"{shlex.quote(sys.executable)} -m personaplex_tui"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(extra_env or {})}
+    return subprocess.run(["bash", "-c", line.replace("PPX", ppx)], cwd=cwd, env=env,
+                          capture_output=True, timeout=300)  # fmt: skip
+
+
+def no_traceback(proc: subprocess.CompletedProcess) -> None:
+    stderr = proc.stderr.decode(errors="backslashreplace")
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+def test_a_closed_stdout_is_not_a_traceback(ckpt, tmp_path):
+    """Python makes sys.stdout None: every print raised AttributeError."""
+    proc = shell("PPX voices >&-", tmp_path)
+    no_traceback(proc)
+    assert proc.returncode == 0
+    out = tmp_path / "a.wav"
+    proc = shell(f"PPX respond --model {ckpt} --no-user-transcript --max-steps 3 --input "
+                 f"{QUESTION} --output {out} --json >&-", tmp_path)  # fmt: skip
+    no_traceback(proc)
+    assert proc.returncode == 0
+    assert wav_counts_its_bytes(out) == 3 * 1920
+
+
+def test_a_closed_stderr_does_not_make_the_input_corrupt(ckpt, tmp_path):
+    """The input file was opened as fd 2 and read while fd 2 was being filtered: "corrupt", on
+    stdout, where the JSON belongs."""
+    out = tmp_path / "a.wav"
+    proc = shell(f"PPX respond --model {ckpt} --no-user-transcript --max-steps 3 --input "
+                 f"{QUESTION} --output {out} --json 2>&-", tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
+    assert json.loads(proc.stdout)["reply_steps"] == 3
+    assert wav_counts_its_bytes(out) == 3 * 1920
+
+
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--output", "-"], "--output - would write the audio file"),
+        (["--output", "o.wav", "--dump-tokens", "-"], "--dump-tokens - would write the token dump"),
+    ],
+)
+def test_a_dash_as_an_output_is_refused_not_a_file_named_dash(tmp_path, args, flag):
+    proc = shell(f"PPX respond --input {QUESTION} {shlex.join(args)}", tmp_path)
+    one_sentence(proc, f"{flag} to a file named '-'; give a file name")
+    assert not (tmp_path / "-").exists() and "Loading" not in proc.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "line, unrecognized",
+    [
+        ("PPX respond --mode duplex --input q.wav --output o.wav", "--mode duplex"),
+        ("PPX bench --small --step 3", "--step 3"),
+        ("PPX soak --frame 10 --json", "--frame 10"),
+    ],
+)
+def test_a_subcommand_takes_no_abbreviations(tmp_path, line, unrecognized):
+    """`respond --mode duplex` was read as `--model duplex` ("No model folder at duplex")."""
+    proc = shell(line, tmp_path)
+    command = line.split()[1]
+    one_sentence(proc, f"ppx-tui {command}: unrecognized arguments: {unrecognized}.")
+
+
+def test_a_malformed_ring_mask_variable_is_one_sentence_before_loading(ckpt, tmp_path):
+    """It was a traceback once the model had loaded, with an empty reply file."""
+    out = tmp_path / "a.wav"
+    proc = shell(f"PPX respond --model {ckpt} --input {QUESTION} --output {out}", tmp_path,
+                 {"PPX_RING_MASK": "zz"})  # fmt: skip
+    one_sentence(proc, "PPX_RING_MASK must be one of bool, far_keys, not 'zz'.")
+    assert "Loading" not in proc.stderr.decode() and not out.exists()
