@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -262,3 +263,26 @@ def test_sigterm_stops_a_bench_in_one_sentence(tmp_path):
     assert proc.returncode == 143
     assert stdout == "" and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "ppx-tui: stopped by SIGTERM."
+
+
+def test_ctrl_c_stops_transcribe_with_what_it_heard_printed(tmp_path):
+    """The words already transcribed were lost: nothing on stdout, only "interrupted."."""
+    from tests.stt_reference import write_tiny_stt_repo
+
+    repo = write_tiny_stt_repo(tmp_path / "stt")
+    speech, rate = sf.read(str(AUDIO / "weather.wav"), dtype="float32")
+    long = tmp_path / "long.wav"
+    sf.write(str(long), np.tile(speech, 100), rate)  # 5 minutes: far from done when stopped
+    dump = tmp_path / "tokens.jsonl"
+    proc = ppx(["transcribe", "--input", str(long), "--stt-model", str(repo), "--json",
+                "--dump-tokens", str(dump)], tmp_path)  # fmt: skip
+    wait_growing(proc, dump, 2000)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "ppx-tui: interrupted."
+    meta = json.loads(stdout)
+    tokens = jsonl(dump)
+    assert meta["stopped_by"] == "SIGINT" and meta["frames"] == len(tokens)
+    assert 0 < len(tokens) < 100 * 3 * 12.5  # stopped part of the way through
+    assert isinstance(meta["text"], str) and meta["input_seconds"] > 290

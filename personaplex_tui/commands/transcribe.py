@@ -16,6 +16,7 @@ import numpy as np
 from personaplex_tui.commands.common import print_out, status
 from personaplex_tui.commands.paths import check_distinct, check_output_file
 from personaplex_tui.commands.token_dump import TokenDump
+from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
 from personaplex_tui.user_transcript import STT_FLAG, STT_QUANTIZE, STT_QUANTIZE_HELP, stt_bits
 
 
@@ -76,22 +77,27 @@ def run(args: argparse.Namespace) -> int:
         stt.tokenizer.piece, lag_frames=lag, pad_id=cfg.text_pad_id, epad_id=cfg.text_epad_id
     )
     step_ms: list[float] = []
+    stopped: Stopped | None = None
     start = time.perf_counter()
     try:
-        for frame in transcribe_frames(stt, clip.pcm):
-            step_ms.append(frame.step_ms)
-            if dump is not None:  # TokenDumpError: one sentence, the dump keeps whole lines
-                dump.write_record(
-                    {
-                        "frame": frame.index,
-                        "text_token": frame.text_token,
-                        "audio": [int(c) for c in frame.codes],
-                        "end_of_turn": [round(p, 6) for p in frame.end_of_turn],
-                    }
-                )
-            added = builder.feed(frame.index, frame.text_token)
-            if added and not args.json:
-                print_out(added, end="")  # OutputError: one sentence (`> /dev/full`)
+        with POLICY.deferred():  # a signal stops it between two frames: what was heard is printed
+            for frame in transcribe_frames(stt, clip.pcm):
+                POLICY.check()
+                step_ms.append(frame.step_ms)
+                if dump is not None:  # TokenDumpError: one sentence, the dump keeps whole lines
+                    dump.write_record(
+                        {
+                            "frame": frame.index,
+                            "text_token": frame.text_token,
+                            "audio": [int(c) for c in frame.codes],
+                            "end_of_turn": [round(p, 6) for p in frame.end_of_turn],
+                        }
+                    )
+                added = builder.feed(frame.index, frame.text_token)
+                if added and not args.json:
+                    print_out(added, end="")  # OutputError: one sentence (`> /dev/full`)
+    except Stopped as stop:
+        stopped = stop
     finally:
         if dump is not None:
             dump.close()
@@ -115,9 +121,13 @@ def run(args: argparse.Namespace) -> int:
                 "transcribe_s": round(elapsed, 3),
             },
             "rtf": round(elapsed / clip.duration_s, 3) if clip.duration_s else None,
+            "stopped_by": signal_name(stopped.signum) if stopped else None,
         }
         print_out(json.dumps(out, indent=2))
     else:
         print_out("")
-        status(f"Transcribed {clip.duration_s:.2f} s in {elapsed:.2f} s.")
+        if stopped is None:
+            status(f"Transcribed {clip.duration_s:.2f} s in {elapsed:.2f} s.")
+    if stopped is not None:
+        raise stopped  # `main` says so and exits 128 + the signal's number
     return 0
