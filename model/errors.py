@@ -27,5 +27,9 @@ class UnknownPromptError(PersonaPlexError):
     """A system-prompt preset name that does not exist."""
 
 
+class SessionThreadError(PersonaPlexError):
+    """A session used from another thread than the one that made it (MLX's streams are per thread)."""
+
+
 class SettingValueError(PersonaPlexError, ValueError):
     """A session setting out of its range (sampling, seed, depformer steps, prompt tokens)."""

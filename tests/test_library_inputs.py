@@ -100,7 +100,9 @@ def test_seeds_and_settings_types(pp):
         pp.session(
             model.SessionSettings(None, sampling={"text_temperature": 0.1}), system_tokens=[]
         )
-    with pytest.raises(ValueError, match="depformer_steps must be in"):  # and a SettingValueError
+    with pytest.raises(
+        ValueError, match="depformer_steps must be a whole number in"
+    ):  # a SettingValueError
         session(pp, depformer_steps=3)
 
 

@@ -33,7 +33,7 @@ from model.conversation.session_settings import SAMPLING_KEYS, SessionSettings
 from model.conversation.step_graphs import StepGraphs
 from model.conversation.tokenizer import TextTokenizer
 from model.conversation.types import Chunk, Frame, Reply
-from model.errors import CheckpointError, UnknownVoiceError
+from model.errors import CheckpointError, SettingValueError, UnknownVoiceError
 from model.lm.model import LM
 from model.mimi import MimiCodec
 
@@ -87,6 +87,10 @@ class PersonaPlex:
     def listen(self, stt: Any, source: str = "") -> None:
         """Transcribe the user in every new session with `stt` (a loaded `SttModel`; None: stop).
         CheckpointError (one sentence) when its Mimi is not this model's."""
+        if stt is not None and not callable(getattr(stt, "listener", None)):
+            raise CheckpointError(
+                f"listen() takes a loaded STT model (model.stt.load_stt), not {type(stt).__name__}."
+            )
         self.listener = None if stt is None else stt.listener(self.mimi, source)
 
     # -- what it has --------------------------------------------------------------------------
@@ -156,6 +160,13 @@ class PersonaPlex:
         `system_tokens` replaces the settings' voice or prompt (a random model has no voice files
         nor tokenizer). `options` go to `Session`."""
         s = settings if settings is not None else self.default_settings()
+        if not isinstance(s, SessionSettings):
+            raise SettingValueError(f"settings must be a SessionSettings, not {type(s).__name__}.")
+        if voice is not None and not isinstance(voice, VoicePrompt):
+            raise SettingValueError(
+                f"voice= takes a prepared VoicePrompt (model.voice(name)), not {type(voice).__name__}; "
+                "name a preset in the settings instead."
+            )
         if voice is None and s.voice is not None:
             voice = self.voice(s.voice)
         if system_tokens is None:
@@ -271,6 +282,8 @@ def load(
     dtype = activation_dtype(dtype)
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise CheckpointError(f"model must be a folder or a repo id (text), not {model!r}.")
+    if model is not None and not str(model).strip():
+        raise CheckpointError("model is empty; give a folder or a repo id (None: the default).")
     times = LoadTimes()
     t0 = time.perf_counter()
     folder = resolve_model(model, tqdm_class=tqdm_class)

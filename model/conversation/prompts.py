@@ -34,6 +34,15 @@ def resolve_prompt(prompt: str | None = None, text: str = "") -> str:
     if prompt == CUSTOM_PROMPT:
         if not text.strip():
             raise UnknownPromptError("The system prompt text is empty.")
+        try:
+            text.encode("utf-8")
+        except (
+            UnicodeEncodeError
+        ) as exc:  # a lone surrogate: the tokenizer failed on it, unreadably
+            raise UnknownPromptError(
+                f"The system prompt text is not valid Unicode ({exc.object[exc.start]!r} at "
+                f"character {exc.start})."
+            ) from None
         return text.strip()
     name = (prompt or DEFAULT_PROMPT).strip().lower()
     if name not in PROMPT_PRESETS:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from model.checks import float_audio
+from model.array_checks import float_audio
 from model.conversation.session import Session, StepStats
 from model.conversation.types import Chunk, Frame, Reply
 from model.errors import AudioInputError

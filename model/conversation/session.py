@@ -25,15 +25,16 @@ from typing import Any, Protocol
 import mlx.core as mx
 import numpy as np
 
+from model.array_checks import codes_in_range, float_audio
 from model.checkpoints.voices import VoicePrompt
-from model.checks import codes_in_range, float_audio, seed_value
+from model.checks import seed_value
 from model.config import SamplingConfig
 from model.conversation.prompt_plan import PromptPlan, check_prompt, plan_prompt
 from model.conversation.step_graphs import LMStepSpec, StepGraphs, input_column
 from model.conversation.step_stats import StepStats, step_stats
 from model.conversation.tokenizer import TextTokenizer
 from model.conversation.types import Frame, StepTimings
-from model.errors import AudioInputError, SettingValueError
+from model.errors import AudioInputError, SessionThreadError, SettingValueError
 from model.lm.kv_cache import Window
 from model.lm.model import LM, advance, step_window
 from model.mimi import MimiCodec
@@ -78,6 +79,7 @@ class Session:
     ) -> None:
         self.model = model
         self.voice = voice
+        self._stream = mx.default_stream(mx.default_device())  # this thread's (see _check_thread)
         cfg = model.lm.config
         self.system_tokens = check_prompt(cfg, system_tokens, voice.frames if voice else 0)
         self.sampling = sampling or SamplingConfig()
@@ -87,9 +89,16 @@ class Session:
             )
         self.seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed_value(seed)
         # Steps 0..7 are the agent's codebooks; 8..15 (the user's) never change them.
-        self.depformer_steps = depformer_steps or cfg.n_q_agent
-        if not cfg.n_q_agent <= self.depformer_steps <= cfg.dep_q:
-            raise SettingValueError(f"depformer_steps must be in {cfg.n_q_agent}..{cfg.dep_q}.")
+        self.depformer_steps = cfg.n_q_agent if depformer_steps is None else depformer_steps
+        whole = isinstance(self.depformer_steps, (int, np.integer)) and not isinstance(
+            self.depformer_steps, bool
+        )
+        if not (whole and cfg.n_q_agent <= self.depformer_steps <= cfg.dep_q):
+            raise SettingValueError(
+                f"depformer_steps must be a whole number in {cfg.n_q_agent}..{cfg.dep_q}, "
+                f"not {depformer_steps!r}."
+            )
+        self.depformer_steps = int(self.depformer_steps)
         self.measure_phases = measure_phases
         self.collect_stats = collect_stats
         # launch the encode and the STT step, then the LM step, each as soon as it is built, so
@@ -132,8 +141,19 @@ class Session:
         """Temporal positions run so far (prefill included)."""
         return self._caches[0].offset
 
+    def _check_thread(self) -> None:
+        """Refuse a call from a thread other than the one that made the session: its arrays
+        belong to that thread's MLX stream. (Such a step failed inside MLX and left the session
+        unusable for good; two threads stepping it at once crashed the process.)"""
+        if mx.default_stream(mx.default_device()) != self._stream:
+            raise SessionThreadError(
+                "A session can only be used on the thread that made it (MLX's streams belong "
+                "to one thread); make one on this thread instead."
+            )
+
     def reset(self) -> None:
         """Start over: clear every cache and run the prompt phase again (batched)."""
+        self._check_thread()
         start = time.perf_counter()
         lm, cfg = self.model.lm, self.model.lm.config
         for cache in self._caches:
@@ -228,6 +248,7 @@ class Session:
         GPU can talk while helper processes compile the graphs' kernels; docs/cuda-kernels.md
         §Talking before the kernels are compiled).
         """
+        self._check_thread()
         if defer and self._compile:
             self._serve_eagerly(bool(self._warm_jobs()))
             if progress is not None:
@@ -264,6 +285,7 @@ class Session:
         steps, tens of ms when its kernels are on disk (seconds per kernel MLX must compile).
         Returns its name, or None when none is left; once none is, every graph runs compiled.
         Like `warm_up`, it runs the graph on the current state and changes nothing."""
+        self._check_thread()
         jobs = self._warm_jobs()
         if jobs:
             name, run = jobs[0]
@@ -354,8 +376,7 @@ class Session:
 
     def step(self, pcm: np.ndarray) -> Frame:
         """Hear one 80 ms frame of the user (1920 float samples), return the agent's frame."""
-        if isinstance(pcm, mx.array):
-            pcm = np.array(pcm.astype(mx.float32))  # (bfloat16 has no NumPy dtype)
+        self._check_thread()
         pcm = float_audio(pcm, "A step's audio")
         if pcm.shape != (self.frame_size,):
             raise AudioInputError(
@@ -419,6 +440,7 @@ class Session:
         For callers that run their own codec (and for benchmarking the LM step); it advances
         the same conversation as `step`, whose Mimi streams it does not touch.
         """
+        self._check_thread()
         codes = codes_in_range(user_codes, self.model.lm.config.card, "The user's codes")
         if codes.shape != (self._n_q,):
             raise AudioInputError(

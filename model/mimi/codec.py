@@ -16,7 +16,8 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from ..checks import codes_in_range, float_audio, seed_value
+from ..array_checks import codes_in_range, float_audio, lazy_float_audio
+from ..checks import seed_value
 from ..config import MimiConfig
 from ..errors import AudioInputError
 from .model import MimiModel
@@ -102,8 +103,10 @@ class MimiCodec:
 
     def encode_step(self, pcm: mx.array) -> mx.array:
         """pcm [frame_size] float -> codes [num_codebooks] int32 (lazy). Host samples are checked
-        (float, finite); an MLX array is taken as it is, unevaluated."""
-        if not isinstance(pcm, mx.array):
+        (float, finite); an MLX array is taken unevaluated, its dtype checked (a float type)."""
+        if isinstance(pcm, mx.array):
+            lazy_float_audio(pcm, "The audio given to Mimi")  # its dtype: no sync
+        else:
             pcm = mx.array(float_audio(pcm, "The audio given to Mimi"))
         if tuple(pcm.shape) != (self.frame_size,):
             raise AudioInputError(
@@ -134,8 +137,7 @@ class MimiCodec:
     def encode(self, pcm: mx.array) -> mx.array:
         """pcm [n * frame_size] -> codes [num_codebooks, n] int32 (lazy; streaming state
         untouched). The samples are checked on the host first (float, finite)."""
-        host = np.array(pcm.astype(mx.float32)) if isinstance(pcm, mx.array) else pcm
-        pcm = mx.array(float_audio(host, "The audio given to Mimi"))
+        pcm = mx.array(float_audio(pcm, "The audio given to Mimi"))
         if pcm.ndim != 1 or pcm.shape[0] == 0 or pcm.shape[0] % self.frame_size:
             raise AudioInputError(
                 f"Mimi encodes a whole number of {self.frame_size}-sample frames, not {list(pcm.shape)}."
@@ -145,12 +147,12 @@ class MimiCodec:
     def decode(self, codes: mx.array) -> mx.array:
         """codes [num_codebooks, n] -> pcm [n * frame_size] float32 (lazy; streaming state
         untouched). The codes are checked on the host first (whole numbers in range)."""
-        codes = np.array(codes) if isinstance(codes, mx.array) else np.asarray(codes)
+        codes = codes_in_range(codes, self.cfg.codebook_size)
         if codes.ndim != 2 or codes.shape[0] != self.num_codebooks or codes.shape[1] == 0:
             raise AudioInputError(
                 f"Mimi decodes codes shaped [{self.num_codebooks}, frames], not {list(codes.shape)}."
             )
-        return self.model.decode(mx.array(codes_in_range(codes, self.cfg.codebook_size)))
+        return self.model.decode(mx.array(codes))
 
     def encode_numpy(self, pcm: np.ndarray) -> np.ndarray:
         """Mono float audio at 24 kHz -> codes [num_codebooks, n] int32; the tail is zero-padded."""

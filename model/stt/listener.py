@@ -20,7 +20,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten
 
-from model.checks import float_audio
+from model.array_checks import float_audio
 from model.config import MimiConfig
 from model.conversation.tokenizer import TextTokenizer
 from model.errors import AudioInputError, CheckpointError

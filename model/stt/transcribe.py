@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from model.checks import float_audio
+from model.array_checks import float_audio
 from model.errors import AudioInputError
 from model.stt.config import FRAME_RATE
 from model.stt.loader import SttModel
