@@ -1,5 +1,6 @@
 """The player: 3-frame pre-buffer, underrun -> silence and re-buffer, counters, echo suppression."""
 
+import threading
 import time
 
 import numpy as np
@@ -133,3 +134,66 @@ def test_echo_suppression_silences_the_mic_while_the_agent_is_audible():
         pull(p)
     time.sleep(0.15)
     assert gate.process(mic) is mic
+
+
+def test_a_write_without_a_timeout_waits_for_room_instead_of_dropping():
+    """`timeout=None` was taken as no wait: `respond` dropped every frame past the 30 s queue."""
+    p = Player(capacity_frames=4)
+    for i in range(4):
+        assert p.write(frame(0.1 * (i + 1)), timeout=0.0)
+    assert not p.write(frame(0.5), timeout=0.0)  # full: dropped at once
+    taker = threading.Timer(0.2, lambda: pull(p))
+    taker.start()
+    started = time.monotonic()
+    assert p.write(frame(0.6), timeout=None)  # waited for the frame the device took
+    assert time.monotonic() - started >= 0.15
+    taker.join()
+    played = [float(pull(p)[0]) for _ in range(4)]
+    assert played == [np.float32(v) for v in (0.2, 0.3, 0.4, 0.6)]
+
+
+class _StoppedSpeaker:
+    """A speaker whose device stopped after `plays` frames: it never makes room again."""
+
+    def __init__(self, plays: int) -> None:
+        self.left, self.active, self.closed = plays, True, False
+
+    def start(self) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def write_frame(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
+        if self.left > 0:
+            self.left -= 1
+            return True
+        self.active = False
+        time.sleep(0.01 if timeout is None else min(timeout, 0.01))
+        return False
+
+    def drain(self, timeout: float | None = None) -> bool:
+        self.active = False  # it stops while what was queued plays out
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_respond_playing_to_a_device_that_stopped_is_one_sentence_not_a_hang(monkeypatch):
+    """Its drain waited forever for a ring that a dead stream never empties."""
+    import pytest
+
+    import personaplex_tui.audio as audio
+    from personaplex_tui.audio import AudioDeviceError
+    from personaplex_tui.commands.respond import _Sink
+
+    for plays, reply_frames in ((3, 10), (10, 10)):  # stopped while writing; while draining
+        speaker = _StoppedSpeaker(plays)
+        monkeypatch.setattr(audio, "make_speaker", lambda speaker=speaker: speaker)
+        sink = _Sink(None)
+        started = time.monotonic()
+        with pytest.raises(AudioDeviceError, match="The output device stopped playing"):
+            try:
+                sink.write(np.zeros(reply_frames * FRAME_SAMPLES, np.float32))
+            finally:
+                sink.close()
+        assert time.monotonic() - started < 5 and speaker.closed

@@ -211,6 +211,18 @@ def test_find_device_by_default_index_and_name():
             "output",
             "No output device matches 'Microphone' (run `ppx-tui devices` to list them).",
         ),
+        # a digit to str.isdigit, not to int(): it was a ValueError (a traceback)
+        (
+            "\u00b2",
+            "input",
+            "No input device matches '\u00b2' (run `ppx-tui devices` to list them).",
+        ),
+        # an Arabic-Indic 2: int() took it as device 2
+        (
+            "\u0662",
+            "input",
+            "No input device matches '\u0662' (run `ppx-tui devices` to list them).",
+        ),
     ],
 )
 def test_find_device_errors(spec, direction, message):

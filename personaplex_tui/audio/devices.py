@@ -106,7 +106,8 @@ def find_device(
             f"There is no default {direction} device; choose one by name or index "
             "(run `ppx-tui devices` to list them)."
         )
-    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
+    number = isinstance(spec, str) and spec.strip().isascii() and spec.strip().isdigit()
+    if isinstance(spec, int) or number:  # ('²'.isdigit() too, but int('²') fails)
         index = int(spec)
         match = next((d for d in devices if d.index == index), None)
         if match is None:

@@ -49,13 +49,15 @@ class Player:
 
     # -- producer side -------------------------------------------------------------------
     def write(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
-        """Queue audio; with a timeout, wait that long for room. False when it was dropped.
+        """Queue audio; with a timeout, wait that long for room (None: as long as it takes; 0: not
+        at all). False when it was dropped.
 
         A chunk that does not fit is dropped whole and counted (an overrun).
         """
         pcm = np.asarray(pcm, dtype=np.float32)
         loud = len(pcm) > 0 and float(np.max(np.abs(pcm))) >= AUDIBLE_PEAK
-        if timeout:
+        if timeout is None or timeout > 0:  # (None once meant 0 here: respond's replies past
+            # the 30 s queue were dropped unheard)
             clears = self._ring.clears
             ok = self._ring.write_wait(pcm, timeout)
             if not ok and self._ring.clears != clears:

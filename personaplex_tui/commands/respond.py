@@ -83,6 +83,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+DRAIN_LIMIT_S = 35.0  # the speaker's queue (30 s) and a margin
+
+
 class _Sink:
     """Where reply audio goes: an incrementally written WAV, or the speaker."""
 
@@ -110,8 +113,20 @@ class _Sink:
             self._writer.write(pcm)
             return
         assert self._speaker is not None
-        for i in range(0, pcm.size, FRAME_SAMPLES):
-            self._speaker.write_frame(pcm[i : i + FRAME_SAMPLES], timeout=None)
+        for i in range(0, pcm.size, FRAME_SAMPLES):  # waits for room: the reply plays whole
+            while not self._speaker.write_frame(pcm[i : i + FRAME_SAMPLES], timeout=0.5):
+                self._check_playing()
+
+    def _check_playing(self, stuck: bool = False) -> None:
+        """A device that stopped (unplugged, its server gone) never makes room: one sentence."""
+        from personaplex_tui.audio import AudioDeviceError
+
+        assert self._speaker is not None
+        if stuck or not self._speaker.active:
+            raise AudioDeviceError(
+                "The output device stopped playing (unplugged or taken by another program?); "
+                "give --output FILE to write the reply to a file instead."
+            )
 
     @property
     def written_s(self) -> float | None:
@@ -123,10 +138,14 @@ class _Sink:
         if self._writer is not None:
             self._writer.close()
         if self._speaker is not None:
-            if drain:
-                self._speaker.flush()
-                self._speaker.drain(timeout=None)
-            self._speaker.close()
+            try:
+                if drain:  # the queue holds 30 s at most: a device still busy after that is stuck
+                    self._speaker.flush()
+                    deadline = time.monotonic() + DRAIN_LIMIT_S
+                    while not self._speaker.drain(timeout=0.5):
+                        self._check_playing(stuck=time.monotonic() > deadline)
+            finally:
+                self._speaker.close()
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -283,9 +302,11 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = model.tokenizer
         transcript = tokenizer.decode(text_ids) if tokenizer else ""
     finally:
-        sink.close(drain=stopped is None)
-        if dump is not None:
-            dump.close()
+        try:
+            sink.close(drain=stopped is None)  # AudioDeviceError: a device that stopped
+        finally:
+            if dump is not None:
+                dump.close()
     elapsed = time.perf_counter() - start
     audio_s = (len(step_ms)) * FRAME_SAMPLES / RATE
     reply_steps = max(0, len(step_ms) - heard)
