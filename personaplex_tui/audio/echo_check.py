@@ -24,6 +24,7 @@ CLIP = 0.99
 GOOD_ERLE_DB = 20.0
 SOME_ERLE_DB = 10.0
 NOISY_DBFS = -45.0
+SILENT_DBFS = -90.0  # a mic's peak under this for the whole check: digital silence, no mic
 
 
 def check_signal(seed: int = 7) -> np.ndarray:
@@ -134,6 +135,14 @@ def _advise(r: LiveReport, heard: bool) -> None:
             f"The room or the microphone is noisy ({r.noise_floor_dbfs:.0f} dBFS with nothing "
             "playing): keep noise suppression on."
         )
+    if r.mic_peak_dbfs < SILENT_DBFS:  # (it "did not hear the test signal" either)
+        words.append(
+            f"The microphone delivered only silence (peak {r.mic_peak_dbfs:.0f} dBFS): it is "
+            "muted, unplugged or not a microphone; choose another input device (`ppx-tui "
+            "devices` lists them) and run the check again."
+        )
+        r.settings = "ppx-tui sound-check --input-device NAME (another microphone)"
+        return
     if not heard:
         r.works = not r.clipped_samples
         words.append(
