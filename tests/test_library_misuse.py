@@ -21,19 +21,10 @@ from model.errors import (
     SettingValueError,
     UnknownPromptError,
 )
-from tests.checkpoints import small_config
+from tests.test_library_inputs import pp, session
 
+__all__ = ["pp"]  # the module-scoped random model, shared
 Z = np.zeros(1920, np.float32)
-
-
-@pytest.fixture(scope="module")
-def pp():
-    return model.random_model(small_config(context=40), seed=3)
-
-
-def session(pp, **kw):
-    kw.setdefault("system_tokens", [])  # a random model has no tokenizer
-    return pp.session(model.SessionSettings(None, seed=1), **kw)
 
 
 def test_another_thread_is_refused_and_the_session_stays_usable(pp):
