@@ -34,11 +34,9 @@ def resolve_prompt(prompt: str | None = None, text: str = "") -> str:
     if prompt == CUSTOM_PROMPT:
         if not text.strip():
             raise UnknownPromptError("The system prompt text is empty.")
-        try:
+        try:  # a lone surrogate: the tokenizer failed on it, unreadably
             text.encode("utf-8")
-        except (
-            UnicodeEncodeError
-        ) as exc:  # a lone surrogate: the tokenizer failed on it, unreadably
+        except UnicodeEncodeError as exc:
             raise UnknownPromptError(
                 f"The system prompt text is not valid Unicode ({exc.object[exc.start]!r} at "
                 f"character {exc.start})."

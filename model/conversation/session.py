@@ -89,16 +89,14 @@ class Session:
             )
         self.seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed_value(seed)
         # Steps 0..7 are the agent's codebooks; 8..15 (the user's) never change them.
-        self.depformer_steps = cfg.n_q_agent if depformer_steps is None else depformer_steps
-        whole = isinstance(self.depformer_steps, (int, np.integer)) and not isinstance(
-            self.depformer_steps, bool
-        )
-        if not (whole and cfg.n_q_agent <= self.depformer_steps <= cfg.dep_q):
+        steps = cfg.n_q_agent if depformer_steps is None else depformer_steps
+        whole = isinstance(steps, (int, np.integer)) and not isinstance(steps, bool)
+        if not (whole and cfg.n_q_agent <= steps <= cfg.dep_q):
             raise SettingValueError(
                 f"depformer_steps must be a whole number in {cfg.n_q_agent}..{cfg.dep_q}, "
                 f"not {depformer_steps!r}."
             )
-        self.depformer_steps = int(self.depformer_steps)
+        self.depformer_steps = int(steps)
         self.measure_phases = measure_phases
         self.collect_stats = collect_stats
         # launch the encode and the STT step, then the LM step, each as soon as it is built, so
@@ -143,12 +141,13 @@ class Session:
 
     def _check_thread(self) -> None:
         """Refuse a call from a thread other than the one that made the session: its arrays
-        belong to that thread's MLX stream. (Such a step failed inside MLX and left the session
-        unusable for good; two threads stepping it at once crashed the process.)"""
+        belong to that thread's default MLX stream (MLX's default streams are per thread), so
+        the stream tells. (Such a step failed inside MLX and left the session unusable for good;
+        two threads stepping it at once crashed the process.)"""
         if mx.default_stream(mx.default_device()) != self._stream:
             raise SessionThreadError(
-                "A session can only be used on the thread that made it (MLX's streams belong "
-                "to one thread); make one on this thread instead."
+                "A session can only be used on the thread that made it, with the default MLX "
+                "stream it had then; make one on this thread instead."
             )
 
     def reset(self) -> None:
