@@ -1,5 +1,6 @@
 """The player: 3-frame pre-buffer, underrun -> silence and re-buffer, counters, echo suppression."""
 
+import os
 import threading
 import time
 
@@ -197,3 +198,31 @@ def test_respond_playing_to_a_device_that_stopped_is_one_sentence_not_a_hang(mon
             finally:
                 sink.close()
         assert time.monotonic() - started < 5 and speaker.closed
+
+
+class _NoisySpeaker(_StoppedSpeaker):
+    """A speaker whose library writes to fd 2 as PortAudio and ALSA do."""
+
+    def start(self) -> None:
+        os.write(2, b"ALSA lib pcm.c:8570:(snd_pcm_recover) underrun occurred\n")
+
+
+def test_respond_keeps_the_sound_librarys_lines_off_the_terminal(monkeypatch, tmp_path, capfd):
+    """PortAudio's and ALSA's lines reached `respond`'s terminal (the chat sends them to its log)."""
+    import personaplex_tui.audio as audio
+    from personaplex_tui.commands.common import status
+    from personaplex_tui.commands.respond import _Sink
+
+    log = tmp_path / "logs" / "ppx-tui.log"
+    monkeypatch.setenv("PPX_TUI_LOG", str(log))
+    speaker = _NoisySpeaker(plays=100)
+    monkeypatch.setattr(audio, "make_speaker", lambda: speaker)
+    sink = _Sink(None)
+    status("ours, while playing")
+    sink.write(np.zeros(3 * FRAME_SAMPLES, np.float32))
+    sink.close(drain=False)
+    err = capfd.readouterr().err
+    assert "ALSA lib" not in err and "ours, while playing" in err
+    assert "underrun occurred" in log.read_text()
+    os.write(2, b"after\n")  # fd 2 is the terminal's again
+    assert "after" in capfd.readouterr().err

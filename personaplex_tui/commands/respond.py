@@ -6,6 +6,7 @@ Runs headless (no textual); sounddevice is imported only to play when no --outpu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -94,6 +95,7 @@ class _Sink:
         self.is_file = output is not None
         self.first_audio_s: float | None = None
         self._start = time.perf_counter()
+        self._noise = contextlib.ExitStack()
         if output is not None:
             from personaplex_tui.audio import WavWriter
 
@@ -101,10 +103,16 @@ class _Sink:
             self._speaker = None
         else:
             from personaplex_tui.audio import make_speaker
+            from personaplex_tui.commands.device_noise import device_noise_to_log
 
             self._writer = None
-            self._speaker = make_speaker()
-            self._speaker.start()
+            self._noise.enter_context(device_noise_to_log())  # PortAudio's lines: to the log
+            try:
+                self._speaker = make_speaker()
+                self._speaker.start()
+            except BaseException:
+                self._noise.close()
+                raise
 
     def write(self, pcm: np.ndarray) -> None:
         if self.first_audio_s is None:
@@ -146,6 +154,7 @@ class _Sink:
                         self._check_playing(stuck=time.monotonic() > deadline)
             finally:
                 self._speaker.close()
+                self._noise.close()
 
 
 def _validate(args: argparse.Namespace) -> None:

@@ -33,6 +33,14 @@ class _TappedTimeline(FarEndTimeline):
 
 
 def run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
+    """The live check; PortAudio's and ALSA's own lines go to the log, not the terminal."""
+    from personaplex_tui.commands.device_noise import device_noise_to_log
+
+    with device_noise_to_log():
+        return _run_live(args, options)
+
+
+def _run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
     from personaplex_tui.audio.streams import make_mic, make_speaker
 
     canceller = EchoCanceller(options)  # CancellerUnavailableError: one sentence, exit 2
