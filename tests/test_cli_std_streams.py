@@ -89,3 +89,17 @@ def test_a_malformed_ring_mask_variable_is_one_sentence_before_loading(ckpt, tmp
                  {"PPX_RING_MASK": "zz"})  # fmt: skip
     one_sentence(proc, "PPX_RING_MASK must be one of bool, far_keys, not 'zz'.")
     assert "Loading" not in proc.stderr.decode() and not out.exists()
+
+
+def test_outputs_go_where_they_were_checked_tilde_and_new_folders_included(ckpt, tmp_path):
+    """`~` was expanded for the check only (the reply landed in a folder named '~'), and a
+    dump in a new folder failed after the model had loaded, leaving an empty reply WAV."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    proc = shell(f"PPX respond --model {ckpt} --no-user-transcript --max-steps 3 --input {QUESTION} "
+                 "--output '~/q.wav' --dump-tokens 'new/dir/t.jsonl'", work, {"HOME": str(home)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert wav_counts_its_bytes(home / "q.wav") == 3 * 1920
+    assert not (work / "~").exists()
+    assert len((work / "new" / "dir" / "t.jsonl").read_text().splitlines()) > 0

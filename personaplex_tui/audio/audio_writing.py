@@ -41,7 +41,7 @@ class AudioWriter(ClosesOnExit):
     """
 
     def __init__(self, path: str | Path, samples: int, sample_rate: int = SAMPLE_RATE) -> None:
-        self.path = p = Path(path)
+        self.path = p = Path(path).expanduser()  # as check_output_file checked it
         kind = WRITTEN_FORMATS.get(p.suffix.lower())
         if kind is None:
             raise AudioFileError(

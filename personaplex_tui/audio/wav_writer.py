@@ -86,7 +86,7 @@ class WavWriter(ClosesOnExit):
         flush_every_s: float = 1.0,
         sync_every_s: float | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # as check_output_file checked it
         self.sample_rate = sample_rate
         self.channels = channels
         self._block = 2 * channels

@@ -20,10 +20,11 @@ class TokenDump:
     whole line and raises TokenDumpError saying how many frames it keeps."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()  # as check_output_file checked it
         self.frames = 0
         self._size = 0
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
         except OSError as e:
             raise TokenDumpError(
