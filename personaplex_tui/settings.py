@@ -11,8 +11,9 @@ import dataclasses
 import math
 import os
 import re
+import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -274,9 +275,10 @@ def default_config_path() -> Path:
 HEADER = "ppx-tui settings (written by the app; command-line flags override them)"
 
 
-def to_toml(settings: Settings, existing: str = "") -> str:
+def to_toml(settings: Settings, existing: str = "", only: Iterable[str] | None = None) -> str:
     """The settings file's text: `existing` (the file as it is) with the persisted fields set,
-    keeping the user's comments, unknown keys and tables; a field now None is removed."""
+    keeping the user's comments, unknown keys and tables; a field now None is removed. `only`:
+    set just those fields and the ones the file has (the others keep following the defaults)."""
     try:
         doc = tomlkit.parse(existing) if existing.strip() else None
     except TOMLKitError:
@@ -285,7 +287,10 @@ def to_toml(settings: Settings, existing: str = "") -> str:
         doc = tomlkit.document()
         doc.add(tomlkit.comment(HEADER))
     values = settings.persisted()
+    chosen = None if only is None else set(only)
     for key in PERSISTED:
+        if chosen is not None and key not in chosen and key not in doc:
+            continue  # never set in the file: a later version's default still applies
         if key not in values:
             if key in doc:
                 del doc[key]
@@ -358,9 +363,11 @@ def load_settings(path: Path, warn: Callable[[str], None] | None = None) -> Sett
         raise SettingsError(f"In {path}: {err}") from None
 
 
-def save_settings(settings: Settings, path: Path) -> None:
-    """Write the persisted fields into `path`, keeping everything else the file holds
-    (atomically: a temporary file, then a rename). Raises SettingsError naming `path`."""
+def save_settings(settings: Settings, path: Path, only: Iterable[str] | None = None) -> None:
+    """Write the persisted fields (`only`: those, and the file's own; see `to_toml`) into
+    `path`, keeping everything else the file holds (atomically: a temporary file, then a rename,
+    onto the file a symlink points at, with its permissions). Raises SettingsError naming
+    `path`."""
     try:
         existing = path.read_text(encoding="utf-8") if path.is_file() else ""
     except (OSError, UnicodeDecodeError):
@@ -370,11 +377,14 @@ def save_settings(settings: Settings, path: Path) -> None:
             f"The settings file {path} is read-only, so it was not changed; "
             "the change holds for this run only."
         )
-    tmp = path.with_name(path.name + ".tmp")
+    target = path.resolve() if path.is_symlink() else path  # (dotfiles are often links)
+    tmp = target.with_name(target.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(to_toml(settings, existing), encoding="utf-8")
-        tmp.replace(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(to_toml(settings, existing, only), encoding="utf-8")
+        if target.is_file():
+            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
+        tmp.replace(target)
     except OSError as err:
         try:
             tmp.unlink(missing_ok=True)
@@ -412,5 +422,5 @@ class SettingsStore:
         except SettingsError:
             current = Settings()  # a broken file is replaced rather than kept forever
         updated = current.replace(**kept)
-        save_settings(updated, self.path)
+        save_settings(updated, self.path, only=kept)
         return updated
