@@ -345,3 +345,33 @@ def test_a_failed_last_sync_on_close_is_one_sentence(tmp_path, monkeypatch):
         f"Finishing the transcript in {rec.folder} failed (Input/output error).",
     ]
     assert len(sf.read(rec.folder / "mic.wav", dtype="float32")[0]) == 1920
+
+
+def test_two_sessions_that_start_together_never_share_a_folder(tmp_path, monkeypatch):
+    """Both looked for a free name before either made it (two processes, the same second):
+    they wrote into one folder, a WAV header counting half its data and the transcripts mixed.
+    The race is made certain here: every name under the folder looks free when asked."""
+    import json
+    import time
+
+    from personaplex_tui.conversation.recording import ConversationRecording
+
+    base = tmp_path / "rec"
+    real_exists, real_localtime = Path.exists, time.localtime
+    monkeypatch.setattr(Path, "exists", lambda p: p.parent != base and real_exists(p))
+    same_second = real_localtime(1_700_000_000)
+    monkeypatch.setattr(time, "localtime", lambda now=None: same_second)
+    one = ConversationRecording.begin(base, {})
+    two = ConversationRecording.begin(base, {})
+    assert one.folder != two.folder and one.folder.parent == two.folder.parent == base
+    for rec in (one, two):
+        rec.write_mic(np.zeros(1920, np.float32))
+        rec.write_agent(np.zeros(1920, np.float32))
+        rec.close()
+    monkeypatch.undo()
+    for rec in (one, two):
+        assert sf.info(str(rec.folder / "mic.wav")).frames == 1920
+        entries = [
+            json.loads(line) for line in (rec.folder / "transcript.jsonl").read_text().splitlines()
+        ]
+        assert [e["type"] for e in entries].count("session") == 1

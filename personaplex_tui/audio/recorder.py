@@ -27,15 +27,27 @@ class RecordingPaths:
     agent: Path
 
 
-def new_recording_folder(base: str | Path, now: float | None = None) -> Path:
-    """A fresh folder under `base` named by the local time, e.g. `2025-01-31_14-05-09`."""
+def new_recording_folder(
+    base: str | Path, now: float | None = None, *, create: bool = False
+) -> Path:
+    """A fresh folder under `base` named by the local time, e.g. `2025-01-31_14-05-09` (then
+    `_2`, `_3`... after a name that is taken). `create`: made here, atomically, so that two
+    sessions started in the same second never share one (OSError when it cannot be made)."""
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now))
-    folder = Path(base) / stamp
+    if create:
+        Path(base).mkdir(parents=True, exist_ok=True)
     n = 1
-    while folder.exists():
+    while True:
+        folder = Path(base) / (stamp if n == 1 else f"{stamp}_{n}")
+        if not create and not folder.exists():
+            return folder
+        if create:
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                pass  # another session took it meanwhile
         n += 1
-        folder = Path(base) / f"{stamp}_{n}"
-    return folder
 
 
 class SessionRecorder:

@@ -122,9 +122,12 @@ class ConversationRecording:
     ) -> ConversationRecording:
         """A new recording under `record_dir` (kept), or in a temporary folder when it is None."""
         if record_dir:
-            return cls(
-                new_recording_folder(Path(record_dir).expanduser()), False, details, on_error
-            )
+            base = Path(record_dir).expanduser()
+            try:  # claimed now: a session started in the same second takes the next name
+                folder = new_recording_folder(base, create=True)
+            except OSError:
+                folder = new_recording_folder(base)  # __init__ makes it, or says why it cannot
+            return cls(folder, False, details, on_error)
         try:
             folder = Path(tempfile.mkdtemp(prefix="ppx-tui-recording-"))
         except OSError:  # a full or read-only temp folder: __init__ says so, once
@@ -268,9 +271,9 @@ class ConversationRecording:
             mic_frames = round(self._recorder.mic_seconds * SAMPLE_RATE)
             agent_frames = round(self._recorder.agent_seconds * SAMPLE_RATE)
             processed_s = self._recorder.processed_seconds
-        target = new_recording_folder(Path(root).expanduser())
+        target = Path(root).expanduser()
         try:
-            target.mkdir(parents=True)
+            target = new_recording_folder(target, create=True)
             copy_wav_prefix(self.folder / "mic.wav", target / "mic.wav", mic_frames)
             copy_wav_prefix(self.folder / "agent.wav", target / "agent.wav", agent_frames)
             if processed_s is not None:
