@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -48,6 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.peers_common import RESULT_PREFIX  # noqa: E402
+from model.checks import MAX_SEED  # noqa: E402
+from personaplex_tui.commands.bench import MAX_STEPS  # noqa: E402
 from personaplex_tui.kernel_cache import persistent_kernel_cache  # noqa: E402
 
 MEASURES = {
@@ -140,14 +143,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--json", metavar="PATH", help="also write every result as JSON to PATH")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.warmup_steps < 0:
-        p.error("--steps must be at least 1 and --warmup-steps at least 0.")
-    if args.timeout <= 0:
-        p.error("--timeout must be positive.")
+    if not (1 <= args.steps <= MAX_STEPS and 0 <= args.warmup_steps <= MAX_STEPS):
+        p.error(f"--steps must be 1 to {MAX_STEPS} and --warmup-steps 0 to {MAX_STEPS}.")
+    if not 0 <= args.seed <= MAX_SEED:
+        p.error(f"--seed must be between 0 and {MAX_SEED}, not {args.seed}.")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):  # (NaN and inf: a traceback)
+        p.error("--timeout must be a positive number of seconds.")
     if args.small and "8bit" in args.ours_also:
         p.error("--ours-also 8bit needs the 7B shapes: --small has float weights only.")
     if args.json and not Path(args.json).resolve().parent.is_dir():
         p.error(f"--json: the folder of {args.json} does not exist.")
+    if args.json and Path(args.json).is_dir():
+        p.error(f"--json: {args.json} is a folder; give a file name.")
     return args
 
 
@@ -365,7 +372,11 @@ def run_all(args: argparse.Namespace) -> int:
     if args.json:
         results = {j.key: {"argv": j.argv, "env": j.env, **j.result} for j in job_list}
         data = {"options": vars(args), "rows": table, "ready": ready, "results": results}
-        Path(args.json).write_text(json.dumps(data, indent=2))
+        try:
+            Path(args.json).write_text(json.dumps(data, indent=2))
+        except OSError as exc:  # the tables above are the results; say why the file is not
+            print(f"peers: could not write {args.json}: {exc.strerror or exc}.", file=sys.stderr)
+            return 1
     failed = [j for j in job_list if j.result["status"] not in ("ok", "not installed")]
     return 1 if failed else 0
 

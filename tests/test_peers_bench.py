@@ -132,10 +132,15 @@ def test_a_process_that_runs_out_of_time_is_a_row_and_a_failed_exit():
 @pytest.mark.parametrize(
     "args, sentence",
     [
-        (["--steps", "0"], "--steps must be at least 1"),
+        (["--steps", "0"], "--steps must be 1 to 100000"),
         (["--json", "/no/such/folder/peers.json"], "the folder of /no/such/folder/peers.json"),
         (["--peers", "onnx"], "invalid choice: 'onnx'"),
         (["--small", "--ours-also", "8bit"], "--ours-also 8bit needs the 7B shapes"),
+        (["--timeout", "nan"], "--timeout must be a positive number"),  # a traceback, at the end
+        (["--timeout", "1e309"], "--timeout must be a positive number"),
+        (["--steps", "200000"], "--steps must be 1 to 100000"),  # ours' bench refused it, late
+        (["--seed", "-1"], "--seed must be between 0 and"),
+        (["--json", "/tmp"], "--json: /tmp is a folder"),  # a traceback after every benchmark
     ],
 )
 def test_a_bad_option_is_one_sentence_and_exit_2(args, sentence):
