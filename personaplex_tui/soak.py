@@ -380,7 +380,7 @@ def run_soak(
             shutil.rmtree(work, ignore_errors=True)
     events: _Events = ran["events"]
     samples = list(meter.samples)
-    elapsed = samples[-1].elapsed_s if samples else 0.0
+    elapsed = round(meter.elapsed_s, 3)  # (not the last sample's: a stopped run has few)
     stepped = ran["frames_stepped"]
     active_growth, active_slope = _growth(samples, settle, "mlx_active_mb")
     rss_growth, rss_slope = _growth(samples, settle, "rss_mb")

@@ -62,6 +62,7 @@ class MemoryMeter:
         self.positions = 0  # temporal positions of the live session (prefill included)
         self.context: int | None = None  # the temporal context of the live session's model
         self.armed = False
+        self.elapsed_s = 0.0  # from the first counted step to the latest (a stopped run's too)
         self._start = 0.0
         self._lock = threading.Lock()
 
@@ -87,6 +88,7 @@ class MemoryMeter:
             n = self.frames
             if n == 1:
                 self._start = time.perf_counter()
+            self.elapsed_s = time.perf_counter() - self._start
             labels = []
             if n == 1:
                 labels.append("start")

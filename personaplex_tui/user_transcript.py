@@ -37,6 +37,13 @@ class SttChoice:
         return self.model or DEFAULT_STT_MODEL
 
 
+def _repo_or_folder(value: str) -> str:
+    """argparse's type of --stt-model: never empty (an empty one was the current folder)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("give a Hugging Face repo id or a folder, not ''")
+    return value
+
+
 def add_stt_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool = False) -> None:
     """`--no-user-transcript`, `--stt-model`, `--stt-quantize`. Unset flags stay None (the
     settings file's values hold) unless `with_defaults` (commands without a settings file)."""
@@ -50,6 +57,7 @@ def add_stt_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool = 
     parser.add_argument(
         STT_FLAG,
         metavar="REPO_OR_DIR",
+        type=_repo_or_folder,
         default=None,
         help=f"speech-to-text model, Hugging Face repo or folder (default: {DEFAULT_STT_MODEL})",
     )

@@ -239,6 +239,8 @@ def test_sigterm_stops_a_soak_with_its_recording_whole(tmp_path):
     assert "Traceback" not in stderr and stderr.strip().endswith("ppx-tui: stopped by SIGTERM.")
     result = json.loads(stdout)
     assert result["stopped_by"] == "SIGTERM" and 0 < result["frames_stepped"] < 100000
+    # its speed so far, not 0 (it came from the last memory sample, of which a stop has few)
+    assert result["elapsed_s"] > 0 and result["frames_per_s"] > 0
     folder = only("*/agent.wav", agent).parent
     samples = assert_wav_whole(folder / "agent.wav")
     assert assert_wav_whole(folder / "mic.wav") == samples == result["recorded_agent_samples"]

@@ -24,6 +24,8 @@ from personaplex_tui.commands.common import (
 from personaplex_tui.commands.paths import check_output_folder
 from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
 
+MAX_FRAMES = 4_500_000  # 100 hours of conversation
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -94,7 +96,10 @@ def _options(args: argparse.Namespace):
     from personaplex_tui.soak import SoakOptions
 
     checks = [
-        (args.frames >= 1, f"--frames must be at least 1, not {args.frames}."),
+        (
+            1 <= args.frames <= MAX_FRAMES,
+            f"--frames must be between 1 and {MAX_FRAMES}, not {args.frames}.",
+        ),
         (args.every >= 1, f"--every must be at least 1, not {args.every}."),
         (args.max_growth_mb > 0, f"--max-growth-mb must be positive, not {args.max_growth_mb}."),
         (

@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from personaplex_tui.commands.common import print_out, status
+from personaplex_tui.commands.common import model_name, print_out, status
 from personaplex_tui.commands.paths import check_distinct, check_output_file
 from personaplex_tui.commands.token_dump import TokenDump
 from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
@@ -43,6 +43,7 @@ def add_stt_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> N
     p.add_argument(
         "--stt-model",
         metavar="REPO_OR_DIR",
+        type=model_name,
         default=None,
         help="Hugging Face repo id or local folder of the STT model (default: kyutai/stt-1b-en_fr; "
         "kyutai/stt-1b-en_fr-candle adds the end-of-turn heads)",
