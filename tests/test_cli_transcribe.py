@@ -81,7 +81,7 @@ def test_text_streams_to_stdout(repo: Path) -> None:
     [
         (["--stt-model", "/nonexistent/stt"], "--stt-model"),
         (["--stt-model", "EMPTY"], "config.json"),
-        (["--stt-model", "REPO", "--dump-tokens", "/nonexistent/dir/t.jsonl"], "token dump"),
+        (["--stt-model", "REPO", "--dump-tokens", "UNDER_A_FILE"], "token dump"),
         (["--stt-model", "REPO", "--input", "/nonexistent.wav"], "does not exist"),
         (["--stt-model", "REPO", "--dump-tokens", "/dev/full"], "No space left on device"),
         (["--stt-model", "REPO", "--input", "INPUT", "--dump-tokens", "INPUT"],
@@ -92,7 +92,8 @@ def test_text_streams_to_stdout(repo: Path) -> None:
 def test_mistakes_end_in_one_sentence(repo: Path, tmp_path: Path, args, expected) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "in.wav").write_bytes((AUDIO / "weather.wav").read_bytes())
-    names = {"EMPTY": tmp_path / "empty", "REPO": repo, "INPUT": tmp_path / "in.wav"}
+    names = {"EMPTY": tmp_path / "empty", "REPO": repo, "INPUT": tmp_path / "in.wav",
+             "UNDER_A_FILE": tmp_path / "in.wav" / "t.jsonl"}  # fmt: skip
     args = [str(names.get(a, a)) for a in args]
     if "--input" not in args:
         args += ["--input", str(AUDIO / "weather.wav")]
