@@ -152,3 +152,23 @@ def test_absurd_step_counts_are_one_sentence():
     ):
         proc = _bench("--small", *args)
         assert proc.returncode == 2 and proc.stderr.strip() == f"ppx-tui: {message}"
+
+
+def test_flags_that_would_be_ignored_are_one_sentence():
+    """`--random-weights --small --bits 8` ran the small float model; `--quantize` and
+    `--stt-model` were ignored with the random models."""
+    for args, message in (
+        (["--random-weights", "--small", "--bits", "8"], "--random-weights and --small are two"),
+        (
+            ["--small", "--quantize", "8"],
+            "--quantize is for a float --model checkpoint, not --small.",
+        ),
+        (["--random-weights", "--quantize", "4"], "--quantize is for a float --model checkpoint"),
+        (
+            ["--small", "--stt-model", "/x"],
+            "--stt-model is for --model runs; --small uses a random",
+        ),
+    ):
+        proc = _bench(*args)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr

@@ -69,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
     check_seed(args.seed)
     if args.model and (args.random_weights or args.small):
         raise UsageError("Give either --model or --random-weights/--small, not both.")
+    if args.random_weights and args.small:  # (--small won, and --bits was ignored)
+        raise UsageError("--random-weights and --small are two models; give one of them.")
+    random = "--small" if args.small else "--random-weights" if args.random_weights else None
+    if random and args.quantize is not None:
+        raise UsageError(f"--quantize is for a float --model checkpoint, not {random}.")
+    if random and args.stt_model is not None:
+        raise UsageError(f"--stt-model is for --model runs; {random} uses a random STT model.")
     if args.bits is not None and not args.random_weights:
         raise UsageError(
             "--bits is for --random-weights (--small is float32; a --model has its own)."
