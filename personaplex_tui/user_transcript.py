@@ -37,8 +37,9 @@ class SttChoice:
         return self.model or DEFAULT_STT_MODEL
 
 
-def _repo_or_folder(value: str) -> str:
-    """argparse's type of --stt-model: never empty (an empty one was the current folder)."""
+def repo_or_folder(value: str) -> str:
+    """argparse's type of --model and --stt-model: a name, never empty (an empty one was the
+    current folder)."""
     if not value.strip():
         raise argparse.ArgumentTypeError("give a Hugging Face repo id or a folder, not ''")
     return value
@@ -57,7 +58,7 @@ def add_stt_arguments(parser: argparse.ArgumentParser, *, with_defaults: bool = 
     parser.add_argument(
         STT_FLAG,
         metavar="REPO_OR_DIR",
-        type=_repo_or_folder,
+        type=repo_or_folder,
         default=None,
         help=f"speech-to-text model, Hugging Face repo or folder (default: {DEFAULT_STT_MODEL})",
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,20 +35,17 @@ def new_recording_folder(
     `_2`, `_3`... after a name that is taken). `create`: made here, atomically, so that two
     sessions started in the same second never share one (OSError when it cannot be made)."""
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now))
-    if create:
-        Path(base).mkdir(parents=True, exist_ok=True)
-    n = 1
+    names = (Path(base) / (stamp if n == 1 else f"{stamp}_{n}") for n in itertools.count(1))
+    if not create:
+        return next(folder for folder in names if not folder.exists())
+    Path(base).mkdir(parents=True, exist_ok=True)
+    folder = next(names)
     while True:
-        folder = Path(base) / (stamp if n == 1 else f"{stamp}_{n}")
-        if not create and not folder.exists():
+        try:
+            folder.mkdir()
             return folder
-        if create:
-            try:
-                folder.mkdir()
-                return folder
-            except FileExistsError:
-                pass  # another session took it meanwhile
-        n += 1
+        except FileExistsError:  # taken, by another session meanwhile too
+            folder = next(names)
 
 
 class SessionRecorder:

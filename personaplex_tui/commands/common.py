@@ -11,6 +11,7 @@ from model.checks import MAX_SEED
 from model.config import SamplingConfig
 from model.errors import PersonaPlexError
 from personaplex_tui.settings import DTYPES, QUANTIZE
+from personaplex_tui.user_transcript import repo_or_folder as model_name
 
 
 class UsageError(PersonaPlexError):
@@ -19,13 +20,6 @@ class UsageError(PersonaPlexError):
 
 class OutputError(PersonaPlexError):
     """The standard output could not be written (a full disk, a closed device)."""
-
-
-def model_name(value: str) -> str:
-    """argparse's type of --model: a name, never empty (an empty one was the current folder)."""
-    if not value.strip():
-        raise argparse.ArgumentTypeError("give a Hugging Face repo id or a folder, not ''")
-    return value
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
