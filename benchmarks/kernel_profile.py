@@ -64,7 +64,7 @@ class Variant(temporal.TemporalKernel):
     def __init__(self, name: str, marks: bool, header: tuple[str, str] | None = None,
                  body: tuple[str, str] | None = None, sources: Path | None = None,
                  body2: tuple[str, str] | None = None,
-                 stream: tuple[int, int, int] | None = None) -> None:  # fmt: skip
+                 stream: tuple[int, int, int] | None = None, defines: str = "") -> None:  # fmt: skip
         super().__init__()
         self.stream_wanted = stream
         if sources:  # another version's src/ files (common.cuh, temporal.cuh, temporal.cu)
@@ -85,6 +85,7 @@ class Variant(temporal.TemporalKernel):
             if change:
                 assert change[0] in self.body, change[0]
                 self.body = self.body.replace(*change)
+        self.header = defines + self.header
 
     def bind(self, lm: Any) -> Variant:
         """Size the profile area for `lm` (before the first run)."""
@@ -119,8 +120,7 @@ def variants(baselines: list[Path] = ()) -> dict[str, Variant]:
         "marks": Variant("marks", True),
         "keys-l1": Variant("keys-l1", False,
                            body=("const uint4 u = __ldcg(kp + v);", "const uint4 u = __ldca(kp + v);")),
-        "no-barrier": Variant("no-barrier", False,
-                              body=("ppx_grid_sync(sync, target);", "__syncthreads();")),
+        "no-barrier": Variant("no-barrier", False, defines="#define PPX_NO_GRID_BARRIER\n"),
         "fma-only": Variant("fma-only", True, header=(DOT, FMA_ONLY)),
         "loads-only": Variant("loads-only", True, header=(DOT, LOADS_ONLY)),
         "direct": Variant("direct", False, stream=(0, 0, 0)),

@@ -118,13 +118,25 @@ __device__ __forceinline__ void ppx_mark(unsigned int* sync, unsigned int slot) 
 // Grid-wide barrier over co-resident blocks: a counter that only grows (zeroed with the buffer),
 // each block waiting (acquire loads) for its next multiple of gridDim.x. After a second of
 // waiting it raises the error flag (word 1) and every barrier from then on falls through.
-__device__ __forceinline__ void ppx_grid_sync(unsigned int* sync, unsigned int& target) {
+// In two halves: ppx_grid_arrive publishes this block's writes and counts it in, ppx_grid_wait
+// waits for every block's. Work between them overlaps the barrier; it must neither write what
+// other blocks read after the barrier nor read what they write before it (the next phase's
+// weights, asked for ahead, are such work). The arrival's fence then does not wait for them.
+// PPX_NO_GRID_BARRIER (benchmarks/kernel_profile.py's no-barrier) leaves block barriers only.
+__device__ __forceinline__ void ppx_grid_arrive(unsigned int* sync, unsigned int& target) {
   __syncthreads();
   PPX_MARK(sync, 1 + 3 * (target / gridDim.x));
+#ifndef PPX_NO_GRID_BARRIER
   if (threadIdx.x == 0) {
-    target += gridDim.x;
     __threadfence();
     atomicAdd(sync, 1u);
+  }
+#endif
+  target += gridDim.x;
+}
+__device__ __forceinline__ void ppx_grid_wait(unsigned int* sync, unsigned int target) {
+#ifndef PPX_NO_GRID_BARRIER
+  if (threadIdx.x == 0) {
     unsigned int v;
     int spins = 0;
     unsigned long long t0 = 0;
@@ -142,8 +154,13 @@ __device__ __forceinline__ void ppx_grid_sync(unsigned int* sync, unsigned int& 
       }
     }
   }
+#endif
   PPX_MARK(sync, 2 + 3 * (target / gridDim.x - 1));
   __syncthreads();
+}
+__device__ __forceinline__ void ppx_grid_sync(unsigned int* sync, unsigned int& target) {
+  ppx_grid_arrive(sync, target);
+  ppx_grid_wait(sync, target);
 }
 
 template <int NT>

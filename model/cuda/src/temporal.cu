@@ -4,7 +4,9 @@
 // NT, U, SYNC, and the weight stream's NS, CPI, PRE) and PPX_KV_POINTERS (the rings' pointers)
 // come from the prelude (source.py). With NS > 0 the mat-vecs' weights pass through NS stages of
 // dynamic shared memory (temporal.cuh, the weight stream), and with PRE each phase's first items
-// are asked for before the barrier and prologue in front of it.
+// are asked for between the arrival at the barrier in front of it and the wait (common.cuh). Each
+// mat-vec's input (x normalised, the attention, the hidden units) goes into shared memory with its
+// chunk sums in one pass (temporal.cuh: ppx_rms_input, ppx_load_input).
   constexpr int NW = NT / 32;
   constexpr int QKV = 3 * D;
   constexpr int LROWS = QKV + D + 2 * HID;
@@ -14,7 +16,6 @@
   constexpr int PART = DH + 2;
   __shared__ __align__(16) T xs[D];
   constexpr int EPC = 128 / BITS;
-  constexpr int SPC = EPC / XV;
   __shared__ __align__(16) T nt[HID > D ? HID : D];  // a mat-vec's input (swizzled)
   __shared__ float csum[(HID > D ? HID : D) / EPC];
   __shared__ float qsm[NW][DH];  // each warp's query, for its attention items
@@ -29,6 +30,11 @@
   float* att = qg + D;
   float* hidg = att + D;
   float* part = hidg + HID;
+  // out_proj's and linear_out's inputs as they keep them in shared memory (activation dtype,
+  // times ppx_xscale_at), written by the combine and by linear_in (16-byte aligned: SYNC and the
+  // widths are multiples of 4 words)
+  T* att_in = reinterpret_cast<T*>(att);
+  T* hid_in = reinterpret_cast<T*>(hidg);
 
   T* kc[NL];
   T* vc[NL];
@@ -41,6 +47,10 @@
   // the attention's items (few at early positions): warps numbered across blocks first, so
   // that they spread over every SM
   const int awarp = wib * gridDim.x + blockIdx.x;
+  // q/k/v's and linear_in's row pairs (2.9 and 5.3 per warp on 132 SMs) go to the warps in the
+  // same order, so that the last, partial round spreads over every SM (numbered by blocks, a
+  // third of the SMs took all of it: 96 of linear_in's pairs against 80 for the others)
+  const int swarp = awarp;
   const int nwarps = gridDim.x * NW;
   unsigned int target = 0;
   const float eps = params[0];
@@ -76,7 +86,7 @@
     return [base](int pr) { return ppx_pair{base + 2 * pr, base + 2 * pr + 1}; };
   };
   if constexpr (AHEAD) {
-    ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, gwarp, QKV / 2, nwarps, qkv_rows(0), area,
+    ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, swarp, QKV / 2, nwarps, qkv_rows(0), area,
                                              SSTRIDE, lane);
   }
 
@@ -91,10 +101,9 @@
 
   for (int l = 0; l < NL; l++) {
     // 1. norm1; q/k/v by RoPE pairs; k, v into the ring slot
-    ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l) * D, nt, eps, redf);
-    ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
+    ppx_rms_input<T, BITS, D, NT>(xs, norms + (2 * l) * D, nt, csum, eps, redf);
     PPX_MARK_PHASE(sync, target);
-    ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, gwarp, QKV / 2, nwarps, qkv_rows(l),
+    ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, swarp, QKV / 2, nwarps, qkv_rows(l),
                                          [&](int pr, float2 v) {
       const int r = 2 * pr;
       if (lane == 0) {
@@ -122,11 +131,12 @@
         }
       }
     }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    ppx_grid_arrive(sync, target);  // then ask for the next weights, then wait
     if constexpr (AHEAD) {
       ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, gwarp, D / 2, nwarps, out_rows(l), area,
                                                SSTRIDE, lane);
     }
-    ppx_grid_sync(sync, target);
+    ppx_grid_wait(sync, target);
     // 2. attention partials: one (head, run of positions) per warp
     {
       const T* kl = kc[l];
@@ -230,15 +240,12 @@
           acc = fmaf(__ldcg(src + (32 * k + t) * PART + 2 + d), f, acc);
         }
       }
-      att[h * DH + d] = ppx_f(T(acc * __frcp_rn(lsum)));
+      const int i = h * DH + d;  // out_proj's input, as it keeps it (ppx_load_input)
+      att_in[i] = T(ppx_f(T(acc * __frcp_rn(lsum))) * ppx_xscale_at<T, BITS>(i));
     }
     ppx_grid_sync(sync, target);
     // 4. x + out_proj(attention)
-    for (int i = tid; i < D; i += NT) {
-      nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(att + i) * ppx_xscale_at<T, BITS>(i));
-    }
-    __syncthreads();
-    ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
+    ppx_load_input<T, BITS, D, NT>(att_in, nt, csum);
     PPX_MARK_PHASE(sync, target);
     ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, gwarp, D / 2, nwarps, out_rows(l),
                                          [&](int pr, float2 v) {
@@ -248,32 +255,31 @@
         x1[r + 1] = ppx_f(T(v.y + ppx_f(xs[r + 1])));
       }
     }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    ppx_grid_arrive(sync, target);  // then ask for the next weights, then wait
     if constexpr (AHEAD) {
-      ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, gwarp, HID, nwarps, in_rows(l), area,
+      ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, swarp, HID, nwarps, in_rows(l), area,
                                                SSTRIDE, lane);
     }
-    ppx_grid_sync(sync, target);
+    ppx_grid_wait(sync, target);
     // 5. norm2, silu(gate) * value
     for (int i = tid; i < D; i += NT) xs[i] = T(__ldcg(x1 + i));
     __syncthreads();
-    ppx_rms_t<T, D, NT, SPC>(xs, norms + (2 * l + 1) * D, nt, eps, redf);
-    ppx_chunk_sums<T, D, EPC, NT>(nt, csum);
+    ppx_rms_input<T, BITS, D, NT>(xs, norms + (2 * l + 1) * D, nt, csum, eps, redf);
     PPX_MARK_PHASE(sync, target);
-    ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, gwarp, HID, nwarps, in_rows(l),
+    ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, swarp, HID, nwarps, in_rows(l),
                                          [&](int r, float2 v) {
-      if (lane == 0) hidg[r] = ppx_f(T(v.x / (1.f + __expf(-v.x)) * v.y));
+      if (lane == 0) {  // linear_out's input, as it keeps it (ppx_load_input)
+        hid_in[r] = T(ppx_f(T(v.x / (1.f + __expf(-v.x)) * v.y)) * ppx_xscale_at<T, BITS>(r));
+      }
     }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    ppx_grid_arrive(sync, target);  // then ask for the next weights, then wait
     if constexpr (AHEAD) {
       ppx_stream_start<T, BITS, G, HID, NS, CPI>(qb, sb, bb, gwarp, D / 2, nwarps, outb_rows(l),
                                                  area, SSTRIDE, lane);
     }
-    ppx_grid_sync(sync, target);
+    ppx_grid_wait(sync, target);
     // 6. x' + linear_out(hidden)
-    for (int i = tid; i < HID; i += NT) {
-      nt[ppx_sw<XV, SPC>(i)] = T(__ldcg(hidg + i) * ppx_xscale_at<T, BITS>(i));
-    }
-    __syncthreads();
-    ppx_chunk_sums<T, HID, EPC, NT>(nt, csum);
+    ppx_load_input<T, BITS, HID, NT>(hid_in, nt, csum);
     PPX_MARK_PHASE(sync, target);
     ppx_pairs<T, BITS, G, HID, U, NS, CPI>(qb, sb, bb, gwarp, D / 2, nwarps, outb_rows(l),
                                            [&](int pr, float2 v) {
@@ -282,13 +288,14 @@
         x2[2 * pr + 1] = ppx_f(T(v.y + ppx_f(xs[2 * pr + 1])));
       }
     }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    ppx_grid_arrive(sync, target);  // then ask for the next weights, then wait
     if constexpr (AHEAD) {
       if (l + 1 < NL) {
-        ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, gwarp, QKV / 2, nwarps,
+        ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, swarp, QKV / 2, nwarps,
                                                  qkv_rows(l + 1), area, SSTRIDE, lane);
       }
     }
-    ppx_grid_sync(sync, target);
+    ppx_grid_wait(sync, target);
     for (int i = tid; i < D; i += NT) xs[i] = T(__ldcg(x2 + i));
     __syncthreads();
   }

@@ -115,46 +115,88 @@ __device__ __forceinline__ void ppx_value_row(
   }
 }
 
-// The sums of a swizzled x[K] (times ppx_xscale_at) over each chunk of EPC values, unscaled: four
-// threads to a chunk, each summing a quarter in order, then (q0 + q1) + (q2 + q3).
-template <typename T, int K, int EPC, int NT>
-__device__ __forceinline__ void ppx_chunk_sums(const T* x, float* csum) {
-  constexpr int BITS = 128 / EPC;
+// The sums of a mat-vec's input over each 16-byte weight chunk (EPC values), which the folded
+// dequantization needs, taken where the input is written: a thread holding 16-byte segment u
+// (XV values, times ppx_xscale_at) sums each quarter of a chunk it holds in order, unscaled (exact:
+// powers of two), and adds its quarters; the threads of a chunk (consecutive lanes) then add
+// theirs pairwise, so that every chunk's sum is (q0 + q1) + (q2 + q3). Returns the chunk's sum in
+// each of its threads.
+template <typename T, int BITS>
+__device__ __forceinline__ float ppx_segment_chunk_sum(const uint4& seg, int u, bool held) {
   constexpr int XV = 16 / sizeof(T);
-  constexpr int PER = EPC / 4;
-  constexpr int N = K / EPC * 4;
-  for (int at = 0; at < N; at += NT) {  // every thread takes part in the shuffles
-    const int i = at + threadIdx.x;
-    const int c = i / 4;
-    float t = 0.f;
-    if (i < N) {
+  constexpr int PER = 128 / BITS / 4;  // values per quarter of a chunk
+  constexpr int QPT = XV / PER;        // quarters per segment: 1 (4 bits) or 2 (8 bits)
+  constexpr int TPC = 4 / QPT;         // threads per chunk
+  const T* t = reinterpret_cast<const T*>(&seg);
+  float s = 0.f;
+  if (held) {
+#pragma unroll
+    for (int q = 0; q < QPT; q++) {
+      float part = 0.f;
 #pragma unroll
       for (int j = 0; j < PER; j++) {
-        const int e = c * EPC + (i % 4) * PER + j;
-        t += ppx_f(x[ppx_sw<XV, EPC / XV>(e)]) * ppx_xunscale_at<T, BITS>(e);
+        part += ppx_f(t[q * PER + j]) * ppx_xunscale_at<T, BITS>(u * XV + q * PER + j);
       }
+      s = q == 0 ? part : s + part;
     }
-    t += __shfl_xor_sync(0xffffffff, t, 1);
-    t += __shfl_xor_sync(0xffffffff, t, 2);
-    if (i < N && i % 4 == 0) csum[c] = t;
+  }
+#pragma unroll
+  for (int off = 1; off < TPC; off <<= 1) s += __shfl_xor_sync(0xffffffff, s, off);
+  return s;
+}
+
+// A mat-vec's input of K values that other blocks wrote (activation dtype, times
+// ppx_xscale_at), copied into shared memory swizzled, with its chunk sums, in one pass.
+template <typename T, int BITS, int K, int NT>
+__device__ __forceinline__ void ppx_load_input(const T* src, T* nt, float* csum) {
+  constexpr int XV = 16 / sizeof(T);
+  constexpr int SPC = 128 / BITS / XV;
+  constexpr int NSEG = K / XV;
+  for (int at = 0; at < NSEG; at += NT) {  // every thread takes part in the shuffles
+    const int u = at + threadIdx.x;
+    uint4 v = make_uint4(0u, 0u, 0u, 0u);
+    if (u < NSEG) {
+      v = __ldcg(reinterpret_cast<const uint4*>(src) + u);
+      reinterpret_cast<uint4*>(nt)[ppx_seg<SPC>(u)] = v;
+    }
+    const float s = ppx_segment_chunk_sum<T, BITS>(v, u, u < NSEG);
+    if (u < NSEG && u % SPC == 0) csum[u / SPC] = s;  // a thread per segment
   }
   __syncthreads();
 }
 
-// RMSNorm of x into out (both shared, activation dtype; out swizzled for a mat-vec of SPC
-// segments per chunk, times ppx_xscale_at), as MLX's kernel rounds.
-template <typename T, int D, int NT, int SPC>
-__device__ __forceinline__ void ppx_rms_t(const T* x, const T* w, T* out, float eps, float* red) {
+// RMSNorm of x (shared, plain) into a mat-vec's input (shared, swizzled, times ppx_xscale_at),
+// as MLX's kernel rounds (w * T(x * rsqrt(mean(x^2) + eps))), with its chunk sums, in one pass.
+template <typename T, int BITS, int D, int NT>
+__device__ __forceinline__ void ppx_rms_input(
+    const T* x, const T* w, T* nt, float* csum, float eps, float* red) {
+  constexpr int XV = 16 / sizeof(T);
+  constexpr int SPC = 128 / BITS / XV;
+  constexpr int NSEG = D / XV;
   float ss = 0.f;
   for (int i = threadIdx.x; i < D; i += NT) {
     const float v = ppx_f(x[i]);
     ss += v * v;
   }
   const float inv = ppx_rms_scale<NT, D>(ss, eps, red);
-  constexpr int BITS = 128 / (SPC * 16 / sizeof(T));
-  for (int i = threadIdx.x; i < D; i += NT) {
-    const T y = T(ppx_f(x[i]) * inv);
-    out[ppx_sw<16 / sizeof(T), SPC>(i)] = T(ppx_f(w[i]) * ppx_f(y) * ppx_xscale_at<T, BITS>(i));
+  for (int at = 0; at < NSEG; at += NT) {
+    const int u = at + threadIdx.x;
+    uint4 o = make_uint4(0u, 0u, 0u, 0u);
+    if (u < NSEG) {
+      const uint4 xv = reinterpret_cast<const uint4*>(x)[u];
+      const uint4 wv = reinterpret_cast<const uint4*>(w)[u];
+      const T* xt = reinterpret_cast<const T*>(&xv);
+      const T* wt = reinterpret_cast<const T*>(&wv);
+      T* ot = reinterpret_cast<T*>(&o);
+#pragma unroll
+      for (int j = 0; j < XV; j++) {
+        const T y = T(ppx_f(xt[j]) * inv);
+        ot[j] = T(ppx_f(wt[j]) * ppx_f(y) * ppx_xscale_at<T, BITS>(u * XV + j));
+      }
+      reinterpret_cast<uint4*>(nt)[ppx_seg<SPC>(u)] = o;
+    }
+    const float s = ppx_segment_chunk_sum<T, BITS>(o, u, u < NSEG);
+    if (u < NSEG && u % SPC == 0) csum[u / SPC] = s;  // a thread per segment
   }
   __syncthreads();
 }
