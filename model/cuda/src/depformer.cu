@@ -42,6 +42,13 @@
     __syncthreads();
   }
 
+  // Each mat-vec phase's first row (pair, for linear_in) of each warp is read into registers
+  // ahead: between the barrier's arrival and its wait, before the norm in front of the phase
+  // (ppx_qrow); the warp's other rows, if any, are read in the phase (ppx_qdot).
+  ppx_qrow<T, BITS, G, D> ra, rv;  // q/k/v's, out_proj's or the gate's row; the value's
+  ppx_qrow<T, BITS, G, HID> rb;    // linear_out's
+  if (gwarp < QKV) ra.load(qa, sa, ba, gwarp, lane);  // layer 0, step 0
+
   for (int k = 0; k < n_steps; k++) {
     for (int l = 0; l < NL; l++) {
       const size_t base = static_cast<size_t>(l) * LROWS;
@@ -49,10 +56,13 @@
       // 1. norm1, packed q/k/v
       ppx_rms<T, D, NT>(xs, norms + (2 * l) * D, ns, eps, redf);
       for (int r = gwarp; r < QKV; r += nwarps) {
-        const float v = ppx_qdot<T, BITS, G, D>(qa, sa, ba, base + k * QKV + r, ns, lane);
+        const float v = r == gwarp ? ra.dot(ns, lane)
+                                   : ppx_qdot<T, BITS, G, D>(qa, sa, ba, base + k * QKV + r, ns, lane);
         if (lane == 0) qkv_l[k * QKV + r] = ppx_f(T(v));
       }
-      ppx_grid_sync(sync, target);
+      ppx_grid_arrive(sync, target);
+      if (gwarp < D) ra.load(qa, sa, ba, base + S * QKV + k * D + gwarp, lane);
+      ppx_grid_wait(sync, target);
       // 2. attention over steps 0..k (every block, all heads), x + out_proj
       for (int hh = tid >> 5; hh < NH; hh += NW) {
         float q[VPL], o[VPL];
@@ -85,30 +95,45 @@
       }
       __syncthreads();
       for (int r = gwarp; r < D; r += nwarps) {
-        const float v = ppx_qdot<T, BITS, G, D>(qa, sa, ba, base + S * QKV + k * D + r, ns, lane);
+        const float v = r == gwarp
+            ? ra.dot(ns, lane)
+            : ppx_qdot<T, BITS, G, D>(qa, sa, ba, base + S * QKV + k * D + r, ns, lane);
         if (lane == 0) x1[r] = ppx_f(T(v + xs[r]));
       }
-      ppx_grid_sync(sync, target);
+      const size_t gin = base + S * (QKV + D) + static_cast<size_t>(k) * 2 * HID;
+      ppx_grid_arrive(sync, target);
+      if (gwarp < HID) {
+        ra.load(qa, sa, ba, gin + gwarp, lane);
+        rv.load(qa, sa, ba, gin + HID + gwarp, lane);
+      }
+      ppx_grid_wait(sync, target);
       // 3. norm2, silu(gate) * value
       for (int i = tid; i < D; i += NT) xs[i] = __ldcg(x1 + i);
       __syncthreads();
       ppx_rms<T, D, NT>(xs, norms + (2 * l + 1) * D, ns, eps, redf);
-      const size_t gin = base + S * (QKV + D) + static_cast<size_t>(k) * 2 * HID;
       for (int r = gwarp; r < HID; r += nwarps) {
-        const float g = ppx_qdot<T, BITS, G, D>(qa, sa, ba, gin + r, ns, lane);
-        const float v = ppx_qdot<T, BITS, G, D>(qa, sa, ba, gin + HID + r, ns, lane);
+        const bool first = r == gwarp;
+        const float g = first ? ra.dot(ns, lane)
+                              : ppx_qdot<T, BITS, G, D>(qa, sa, ba, gin + r, ns, lane);
+        const float v = first ? rv.dot(ns, lane)
+                              : ppx_qdot<T, BITS, G, D>(qa, sa, ba, gin + HID + r, ns, lane);
         if (lane == 0) hidg[r] = ppx_f(T(g / (1.f + __expf(-g)) * v));
       }
-      ppx_grid_sync(sync, target);
+      const size_t gout = (static_cast<size_t>(l) * S + k) * D;
+      ppx_grid_arrive(sync, target);
+      if (gwarp < D) rb.load(qb, sb, bb, gout + gwarp, lane);
+      ppx_grid_wait(sync, target);
       // 4. x' + linear_out
       for (int i = tid; i < HID; i += NT) ns[ppx_pad(i)] = __ldcg(hidg + i);
       __syncthreads();
-      const size_t gout = (static_cast<size_t>(l) * S + k) * D;
       for (int r = gwarp; r < D; r += nwarps) {
-        const float v = ppx_qdot<T, BITS, G, HID>(qb, sb, bb, gout + r, ns, lane);
+        const float v = r == gwarp ? rb.dot(ns, lane)
+                                   : ppx_qdot<T, BITS, G, HID>(qb, sb, bb, gout + r, ns, lane);
         if (lane == 0) x2[r] = ppx_f(T(v + xs[r]));
       }
-      ppx_grid_sync(sync, target);
+      ppx_grid_arrive(sync, target);
+      if (l + 1 < NL && gwarp < QKV) ra.load(qa, sa, ba, base + LROWS + k * QKV + gwarp, lane);
+      ppx_grid_wait(sync, target);
       for (int i = tid; i < D; i += NT) xs[i] = __ldcg(x2 + i);
       __syncthreads();
     }
@@ -119,7 +144,9 @@
       const float v = ppx_fdot<T, D>(heads, static_cast<size_t>(k) * CARD + r, ns, lane);
       if (lane == 0) logg[k * CARD + r] = ppx_f(T(v));
     }
-    ppx_grid_sync(sync, target);
+    ppx_grid_arrive(sync, target);
+    if (k + 1 < n_steps && gwarp < QKV) ra.load(qa, sa, ba, (k + 1) * QKV + gwarp, lane);
+    ppx_grid_wait(sync, target);
     // the token (every block draws it: the next input needs no barrier)
     for (int i = tid; i < CARD; i += NT) lg[i] = __ldcg(logg + k * CARD + i);
     __syncthreads();

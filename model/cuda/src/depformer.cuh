@@ -52,6 +52,61 @@ __device__ __forceinline__ float ppx_qdot(
   return acc;
 }
 
+// A warp's first row of a mat-vec phase, read into registers ahead of the phase (before the
+// barrier and the norm in front of it: the weights depend on nothing they wait for), then
+// multiplied as ppx_qdot multiplies: the same sums in the same order.
+template <typename T, int BITS, int G, int K>
+struct ppx_qrow {
+  static constexpr int CHUNKS = K * BITS / 128;
+  static constexpr int EPC = 128 / BITS;
+  static constexpr int GROUPS = K / G;
+  static constexpr int PL = (CHUNKS + 31) / 32;  // a lane's chunks
+  uint4 q[PL];
+  T s[PL], b[PL];
+
+  __device__ __forceinline__ void load(
+      const uint32_t* w, const T* sc, const T* bi, size_t row, int lane) {
+    const uint4* wv = reinterpret_cast<const uint4*>(w) + row * CHUNKS;
+#pragma unroll
+    for (int j = 0; j < PL; j++) {
+      const int c = lane + 32 * j;
+      if (c < CHUNKS) {
+        const int g = c * EPC / G;
+        q[j] = wv[c];
+        s[j] = sc[row * GROUPS + g];
+        b[j] = bi[row * GROUPS + g];
+      }
+    }
+  }
+
+  __device__ __forceinline__ float dot(const float* x, int lane) const {
+    float acc = 0.f;
+#pragma unroll
+    for (int j = 0; j < PL; j++) {
+      const int c = lane + 32 * j;
+      if (c < CHUNKS) {
+        const int e0 = c * EPC;
+        float xf[EPC];
+#pragma unroll
+        for (int v = 0; v < EPC / 4; v++) {
+          const float4 f = *reinterpret_cast<const float4*>(x + ppx_pad(e0 + 4 * v));
+          xf[4 * v] = f.x;
+          xf[4 * v + 1] = f.y;
+          xf[4 * v + 2] = f.z;
+          xf[4 * v + 3] = f.w;
+        }
+        float xsum = 0.f;
+#pragma unroll
+        for (int i = 0; i < EPC; i++) xsum += xf[i];
+        acc = ppx_affine(ppx_f(s[j]), ppx_f(b[j]), ppx_chunk_dot<BITS>(q[j], xf), xsum, acc);
+      }
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, off);
+    return acc;
+  }
+};
+
 // One row of a float weight [rows, K] times x (shared, padded); every lane gets the sum.
 template <typename T, int K>
 __device__ __forceinline__ float ppx_fdot(const T* w, size_t row, const float* x, int lane) {
