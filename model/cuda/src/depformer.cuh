@@ -16,6 +16,28 @@ __device__ __forceinline__ void ppx_rms(
   __syncthreads();
 }
 
+// acc plus one 16-byte chunk c of an affine quantized row (scale s, bias b) times x (shared,
+// padded): the folded dequantization, s * dot + b * sum(x).
+template <typename T, int BITS>
+__device__ __forceinline__ float ppx_qchunk(
+    const uint4& q, T s, T b, const float* x, int c, float acc) {
+  constexpr int EPC = 128 / BITS;
+  const int e0 = c * EPC;
+  float xf[EPC];
+#pragma unroll
+  for (int v = 0; v < EPC / 4; v++) {
+    const float4 f = *reinterpret_cast<const float4*>(x + ppx_pad(e0 + 4 * v));
+    xf[4 * v] = f.x;
+    xf[4 * v + 1] = f.y;
+    xf[4 * v + 2] = f.z;
+    xf[4 * v + 3] = f.w;
+  }
+  float xsum = 0.f;
+#pragma unroll
+  for (int j = 0; j < EPC; j++) xsum += xf[j];
+  return ppx_affine(ppx_f(s), ppx_f(b), ppx_chunk_dot<BITS>(q, xf), xsum, acc);
+}
+
 // One row of an affine quantized weight times x (shared, padded); every lane gets the sum.
 template <typename T, int BITS, int G, int K>
 __device__ __forceinline__ float ppx_qdot(
@@ -29,23 +51,8 @@ __device__ __forceinline__ float ppx_qdot(
   float acc = 0.f;
 #pragma unroll 2
   for (int c = lane; c < CHUNKS; c += 32) {
-    const uint4 q = wv[c];
-    const int e0 = c * EPC;
-    float xf[EPC];
-#pragma unroll
-    for (int v = 0; v < EPC / 4; v++) {
-      const float4 f = *reinterpret_cast<const float4*>(x + ppx_pad(e0 + 4 * v));
-      xf[4 * v] = f.x;
-      xf[4 * v + 1] = f.y;
-      xf[4 * v + 2] = f.z;
-      xf[4 * v + 3] = f.w;
-    }
-    float xsum = 0.f;
-#pragma unroll
-    for (int j = 0; j < EPC; j++) xsum += xf[j];
-    const int g = e0 / G;
-    const float dot = ppx_chunk_dot<BITS>(q, xf);
-    acc = ppx_affine(ppx_f(sr[g]), ppx_f(br[g]), dot, xsum, acc);
+    const int g = c * EPC / G;
+    acc = ppx_qchunk<T, BITS>(wv[c], sr[g], br[g], x, c, acc);
   }
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, off);
@@ -54,7 +61,7 @@ __device__ __forceinline__ float ppx_qdot(
 
 // A warp's first row of a mat-vec phase, read into registers ahead of the phase (before the
 // barrier and the norm in front of it: the weights depend on nothing they wait for), then
-// multiplied as ppx_qdot multiplies: the same sums in the same order.
+// multiplied as ppx_qdot multiplies (ppx_qchunk): the same sums in the same order.
 template <typename T, int BITS, int G, int K>
 struct ppx_qrow {
   static constexpr int CHUNKS = K * BITS / 128;
@@ -84,22 +91,7 @@ struct ppx_qrow {
 #pragma unroll
     for (int j = 0; j < PL; j++) {
       const int c = lane + 32 * j;
-      if (c < CHUNKS) {
-        const int e0 = c * EPC;
-        float xf[EPC];
-#pragma unroll
-        for (int v = 0; v < EPC / 4; v++) {
-          const float4 f = *reinterpret_cast<const float4*>(x + ppx_pad(e0 + 4 * v));
-          xf[4 * v] = f.x;
-          xf[4 * v + 1] = f.y;
-          xf[4 * v + 2] = f.z;
-          xf[4 * v + 3] = f.w;
-        }
-        float xsum = 0.f;
-#pragma unroll
-        for (int i = 0; i < EPC; i++) xsum += xf[i];
-        acc = ppx_affine(ppx_f(s[j]), ppx_f(b[j]), ppx_chunk_dot<BITS>(q[j], xf), xsum, acc);
-      }
+      if (c < CHUNKS) acc = ppx_qchunk<T, BITS>(q[j], s[j], b[j], x, c, acc);
     }
 #pragma unroll
     for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffff, acc, off);
