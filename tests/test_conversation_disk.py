@@ -145,14 +145,12 @@ def test_a_disk_filling_up_mid_session_stops_the_recording_not_the_conversation(
     events, probe = run_duplex(config)
 
     assert disk.refused > 0
-    found = warnings(events)
-    recording = [m for m in found if m.startswith("Recording in")]
-    transcript = [m for m in found if m.startswith("Writing the transcript")]
-    assert len(recording) == 1 and len(transcript) == 1 and len(found) == 2  # each said once
+    # One sentence: the recording's stop ends its transcript too (its last entry, the `end`
+    # where the audio ends, does not fit either: that is not said a second time)
+    (recording,) = warnings(events)
     reason = f"({os.strerror(error)})"  # No space left on device, Read-only file system
-    assert reason in recording[0] and one_sentence(recording[0])
-    assert recording[0].endswith("is kept and the conversation goes on.")
-    assert reason in transcript[0] and one_sentence(transcript[0])
+    assert recording.startswith("Recording in") and reason in recording
+    assert recording.endswith("is kept and the conversation goes on.") and one_sentence(recording)
     assert not events.of(EngineError)
     assert len(events.of(FrameOut)) == len(probe.sessions[-1].inputs) == N_FRAMES
 
@@ -164,7 +162,7 @@ def test_a_disk_filling_up_mid_session_stops_the_recording_not_the_conversation(
     np.testing.assert_allclose(agent, np.concatenate(live.outputs)[: len(agent)], atol=1.5 / 32767)
     lines = (folder / "transcript.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["type"] == "session"
-    assert all(json.loads(line) for line in lines)  # whole lines only
+    assert all(json.loads(line)["t"] <= len(mic) / 24000 for line in lines)  # whole lines only
 
 
 def test_an_output_file_on_a_full_disk_is_a_lost_output_and_another_goes_on(tmp_path, monkeypatch):

@@ -40,8 +40,9 @@ class RecordingError(PersonaPlexError):
     """A recording could not be saved."""
 
 
-def copy_wav_prefix(source: Path, target: Path, frames: int) -> None:
-    """Copy the first `frames` samples of a 16-bit mono WavWriter file into a new WAV."""
+def copy_wav_prefix(source: Path, target: Path, frames: int, length: int | None = None) -> None:
+    """Copy the first `frames` samples of a 16-bit mono WavWriter file into a new WAV, followed
+    by silence up to `length` samples when it is given."""
     with open(source, "rb") as src, wave.open(str(target), "wb") as dst:
         dst.setnchannels(1)
         dst.setsampwidth(2)
@@ -54,6 +55,10 @@ def copy_wav_prefix(source: Path, target: Path, frames: int) -> None:
                 break
             dst.writeframes(chunk)
             left -= len(chunk)
+        silence = 0 if length is None else 2 * length - (2 * frames - left)
+        while silence > 0:
+            dst.writeframes(bytes(min(silence, _COPY_CHUNK)))
+            silence -= _COPY_CHUNK
 
 
 # what a track's writer raises when writing stops (AudioFileError: a track created late, such as
@@ -69,7 +74,9 @@ class ConversationRecording:
     The two tracks share a timeline: `align()` pads the shorter one with silence, and the
     controllers call it whenever the conversation changes phase, so sample n of one track
     happened at the same time as sample n of the other. The timeline keeps counting even if
-    writing fails (a full disk): the failure is reported once through `on_error`.
+    writing fails (a full disk): the failure is reported once through `on_error`, and the
+    transcript ends there too (an `end` entry where the audio ends, with the reason), so that
+    nothing more is written in the folder and no entry is later than the audio it describes.
     """
 
     def __init__(
@@ -226,7 +233,10 @@ class ConversationRecording:
                 recorder.close(wait=False)  # (any thread, the engine's too: no wait on the disk)
         except OSError:
             pass
-        if getattr(error, "deleted", False):  # the folder was deleted under the recording
+        reason = str(getattr(error, "strerror", None) or error).rstrip(".")
+        deleted = getattr(error, "deleted", False)  # the folder was deleted under the recording
+        self.transcript.stop(written, f"the recording stopped here ({reason})")
+        if deleted:
             self.failure = f"the recording in {self.folder} was deleted at {written:.1f} s"
             self._nothing_kept = True
             self._on_error(
@@ -234,7 +244,6 @@ class ConversationRecording:
                 "is recorded and the conversation goes on."
             )
             return
-        reason = str(getattr(error, "strerror", None) or error).rstrip(".")
         self.failure = f"the recording in {self.folder} stopped at {written:.1f} s ({reason})"
         self._on_error(
             f"Recording in {self.folder} stopped at {written:.1f} s ({reason}); what was recorded "
@@ -271,15 +280,23 @@ class ConversationRecording:
             mic_frames = round(self._recorder.mic_seconds * SAMPLE_RATE)
             agent_frames = round(self._recorder.agent_seconds * SAMPLE_RATE)
             processed_s = self._recorder.processed_seconds
+            entries = self.transcript.sizes  # (all earlier than the tracks' end)
+        # Every track is padded with silence to the longer one (the agent's lags the mic's by a
+        # frame or two mid-conversation): the snapshot is the recording as `close` would leave
+        # it had the conversation ended now (`align` pads the same way), so sample n is the same
+        # moment in every track and the transcript's entries up to the end stay; trimming would
+        # cut the mic's latest words that the transcript may already hold.
+        end = max(mic_frames, agent_frames)
         target = Path(root).expanduser()
         try:
             target = new_recording_folder(target, create=True)
-            copy_wav_prefix(self.folder / "mic.wav", target / "mic.wav", mic_frames)
-            copy_wav_prefix(self.folder / "agent.wav", target / "agent.wav", agent_frames)
+            copy_wav_prefix(self.folder / "mic.wav", target / "mic.wav", mic_frames, end)
+            copy_wav_prefix(self.folder / "agent.wav", target / "agent.wav", agent_frames, end)
             if processed_s is not None:
                 name = "mic_processed.wav"
-                copy_wav_prefix(self.folder / name, target / name, round(processed_s * SAMPLE_RATE))
-            self.transcript.copy_to(target)
+                processed = round(processed_s * SAMPLE_RATE)
+                copy_wav_prefix(self.folder / name, target / name, processed, end)
+            self.transcript.copy_to(target, end / SAMPLE_RATE, entries)
         except OSError as e:
             raise RecordingError(
                 f"Could not save the recording in {target}: {e.strerror or e}."

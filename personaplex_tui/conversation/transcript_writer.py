@@ -3,7 +3,8 @@
 Both files are appended to and flushed on every entry, so a crash of the app loses nothing already
 said, and synced to the disk every `SYNC_EVERY_S` and on close on a thread of their own (as the
 WAV tracks are), so a power cut loses at most about the last 5 s of them.
-Times are seconds on the recording's timeline (the position in `mic.wav` / `agent.wav`).
+Times are seconds on the recording's timeline (the position in `mic.wav` / `agent.wav`),
+rounded to the millisecond (`TIME_KEYS`).
 """
 
 from __future__ import annotations
@@ -28,12 +29,26 @@ MARKDOWN_NAME = "transcript.md"
 # Agent text after a pause of 20 frames or more starts a new paragraph, as it starts a new block
 # on the screen (tui/widgets/transcript_panel.py: more than 19 frames between pieces).
 PARAGRAPH_GAP_S = 19.5 * 0.08
+# The entries' times, written rounded to the millisecond (12.48, not 12.480000000000002)
+TIME_KEYS = ("t", "start_s", "end_s")
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*_`<>[]#"})
 
 
 def escape_markdown(text: str) -> str:
     """Text with Markdown's special characters escaped, so the model's words show as said."""
     return text.translate(_MD_SPECIAL)
+
+
+def entry_line(record: dict[str, Any]) -> bytes:
+    """One JSONL entry as written: `t` first, then `wall` (now), its times in milliseconds.
+
+    A file name that is not UTF-8 (a surrogate in the str) becomes the escape \\udcff: still
+    JSON (json.loads gives the same str back) and valid UTF-8 on disk."""
+    record = {"t": record.pop("t"), "wall": round(time.time(), 3), **record}
+    for key in TIME_KEYS:
+        if isinstance(record.get(key), float | int):
+            record[key] = round(float(record[key]), 3)
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
 
 
 def clock(t: float) -> str:
@@ -81,6 +96,7 @@ class TranscriptWriter:
         self._sizes = [0, 0]  # bytes of whole entries in each file
         self._syncer: BackgroundSync | None = None
         self.entries = 0
+        self._quiet = False  # a failed write is not said (`stop`: the recording said it)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             # Written through (no buffer of ours): what a write leaves is on disk at once.
@@ -151,7 +167,7 @@ class TranscriptWriter:
                 md = f"\n\n**Agent** · {clock(t)} · {escape_markdown(text.lstrip())}"
             else:
                 md = escape_markdown(text)
-            self._write({"t": round(t, 3), "type": "text", "step": step, "text": text}, md)
+            self._write({"t": t, "type": "text", "step": step, "text": text}, md)
             self._agent_open = True
             self._last_agent_t = t
 
@@ -159,7 +175,7 @@ class TranscriptWriter:
         """A piece of the user's transcript as it was heard (JSONL only; `user_said` writes the
         finished line to the Markdown)."""
         if text:
-            self._write({"t": round(t, 3), "type": "user_text", "step": step, "text": text}, "")
+            self._write({"t": t, "type": "user_text", "step": step, "text": text}, "")
 
     def user_said(self, start_s: float, end_s: float, text: str) -> None:
         """A finished line of the user's transcript (a turn ended)."""
@@ -177,23 +193,17 @@ class TranscriptWriter:
         if not text:
             return
         md = f"\n\n_{clock(t)} · {escape_markdown(text)}_"
-        self._write({"t": round(t, 3), "type": kind, "text": text}, md)
+        self._write({"t": t, "type": kind, "text": text}, md)
 
     # -- files ---------------------------------------------------------------------------
     def _write(self, record: dict[str, Any], markdown: str) -> None:
-        record = {"t": record.pop("t"), "wall": round(time.time(), 3), **record}
         with self._lock:
             if self._jsonl is None or self._md is None or self._jsonl.closed:
                 return
             if record["type"] not in ("text", "user_text"):
                 self._agent_open = False
             files = (self._jsonl, self._md)
-            # A file name that is not UTF-8 (a surrogate in the str) becomes the escape \udcff:
-            # still JSON (json.loads gives the same str back) and valid UTF-8 on disk
-            data = (
-                (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace"),
-                markdown.encode("utf-8", "backslashreplace"),
-            )
+            data = (entry_line(record), markdown.encode("utf-8", "backslashreplace"))
             try:
                 for f, chunk in zip(files, data, strict=True):
                     view = memoryview(chunk)
@@ -207,28 +217,53 @@ class TranscriptWriter:
                         pass
                 self.failed = self._stopped(e)
                 self._close_files()
-                self._on_error(self.failed)
+                if not self._quiet:
+                    self._on_error(self.failed)
                 return
             self._sizes = [size + len(chunk) for size, chunk in zip(self._sizes, data, strict=True)]
             self.entries += 1
 
-    def copy_to(self, folder: Path) -> None:
-        """Copy both files as they are now into `folder` (for a saved snapshot)."""
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """Bytes of whole entries in the JSONL and the Markdown now (a snapshot's `copy_to`)."""
         with self._lock:
-            for name in (JSONL_NAME, MARKDOWN_NAME):
+            return self._sizes[0], self._sizes[1]
+
+    def copy_to(self, folder: Path, end_s: float, sizes: tuple[int, int] | None = None) -> None:
+        """Copy both files into `folder` (a saved snapshot): their first `sizes` bytes (whole
+        entries, from `sizes` when the snapshot was taken; else all of them now), ended as
+        `close(end_s)` ends a finished transcript when this one is still open (an `end` entry at
+        `end_s`, where the snapshot's tracks end)."""
+        with self._lock:
+            sizes = sizes or self.sizes
+            for name, size in zip((JSONL_NAME, MARKDOWN_NAME), sizes, strict=True):
                 source = self.folder / name
                 if source.exists():
-                    shutil.copyfile(source, folder / name)
+                    with open(source, "rb") as src, open(folder / name, "wb") as dst:
+                        shutil.copyfileobj(_Prefix(src, size), dst)
             if self._md is not None and not self._md.closed:
-                with open(folder / MARKDOWN_NAME, "a", encoding="utf-8") as md:
-                    md.write("\n")
+                with open(folder / JSONL_NAME, "ab") as jsonl:
+                    jsonl.write(entry_line({"t": end_s, "type": "end"}))
+                with open(folder / MARKDOWN_NAME, "ab") as md:
+                    md.write(b"\n")
+
+    def stop(self, t: float, reason: str) -> None:
+        """The recording's audio stopped at `t` (a full disk): an `end` entry with `reason`
+        there, then no more entries, so that the transcript ends where the audio does and
+        nothing more is written in the folder. A failure to write it is not said again (the
+        recording's sentence says that it stopped); the entries before stay whole."""
+        with self._lock:
+            self._quiet = True
+            md = f"\n\n_{clock(t)} · {escape_markdown(reason)}_\n"
+            self._write({"t": t, "type": "end", "reason": reason}, md)
+            self._close_files()
 
     def close(self, t: float | None = None) -> None:
         """End the transcript (an `end` entry when `t` is given); safe to call twice. Waits for
         the last sync to the disk (a failed one is reported as `failed`, through `on_error`)."""
         with self._lock:  # (one hold: an `abandon` meanwhile cannot add a second end)
             if t is not None:
-                self._write({"t": round(t, 3), "type": "end"}, "\n")
+                self._write({"t": t, "type": "end"}, "\n")
             self._close_files()
         if self._syncer is not None:  # (not under the lock: a failed sync takes it)
             self._syncer.stop(wait=True)
@@ -241,7 +276,7 @@ class TranscriptWriter:
             return False
         try:
             md = f"\n\n_{clock(t)} · {escape_markdown(reason)}_\n"
-            self._write({"t": round(t, 3), "type": "end", "reason": reason}, md)
+            self._write({"t": t, "type": "end", "reason": reason}, md)
             self._close_files()  # (their last sync is not waited for: the data is in the OS)
         finally:
             self._lock.release()
@@ -279,3 +314,16 @@ class TranscriptWriter:
                     pass
         if self._syncer is not None:
             self._syncer.stop(wait=False)
+
+
+class _Prefix:
+    """The first `size` bytes of a binary file, for `shutil.copyfileobj`."""
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self._file, self._left = file, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self._left if n < 0 else min(n, self._left)
+        data = self._file.read(n)
+        self._left -= len(data)
+        return data
