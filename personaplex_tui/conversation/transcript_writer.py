@@ -291,7 +291,8 @@ class TranscriptWriter:
 
     def _sync_failed(self, error: OSError) -> None:
         """A sync to the disk failed (on the sync thread): the transcript stops as on a failed
-        write; after `close` (its last sync) it only says so."""
+        write; after `close` (its last sync) it only says so, and after `stop` not even that
+        (the recording's sentence said it stopped)."""
         with self._lock:
             if self.failed is not None:
                 return
@@ -302,7 +303,8 @@ class TranscriptWriter:
             else:
                 self.failed = self._stopped(error)
                 self._close_files()
-            self._on_error(self.failed)
+            if not self._quiet:
+                self._on_error(self.failed)
 
     def _close_files(self) -> None:
         """Close both files (their last sync follows on the sync thread, not waited for)."""
