@@ -153,7 +153,9 @@ def device_name() -> str:
 
 
 def random_voice(model: PersonaPlex, frames: int, seed: int) -> VoicePrompt:
-    frames = max(1, frames)
+    """A voice prompt of `frames` random embeddings (at least one) and a random token ring."""
+    if frames < 1:
+        raise ValueError(f"a voice prompt has at least one frame, not {frames}")
     cfg = model.lm.config
     rng = np.random.default_rng(seed)
     cache = rng.integers(0, cfg.card, (cfg.n_streams, cfg.max_delay + 3))
@@ -187,11 +189,12 @@ def random_prompted_model(
     seed: int,
     voice_frames: int,
     prompt_tokens: int,
-) -> tuple[PersonaPlex, VoicePrompt, list[int]]:
-    """A model of random weights of `cfg`'s shape, a random voice prompt and prompt tokens."""
+) -> tuple[PersonaPlex, VoicePrompt | None, list[int]]:
+    """A model of random weights of `cfg`'s shape, a random voice prompt (None for 0 frames:
+    no voice prompt, as a checkpoint without voices) and prompt tokens."""
     model = random_model(cfg, bits=bits, dtype=dtype, seed=seed)
     mx.eval(model.lm.parameters())
-    voice = random_voice(model, voice_frames, seed)
+    voice = random_voice(model, voice_frames, seed) if voice_frames else None
     rng = np.random.default_rng(seed + 1)
     tokens = [int(t) for t in rng.integers(4, model.lm.config.text_card, prompt_tokens)]
     return model, voice, tokens

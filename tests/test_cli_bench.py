@@ -172,3 +172,24 @@ def test_flags_that_would_be_ignored_are_one_sentence():
         proc = _bench(*args)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def test_zero_voice_frames_is_no_voice_prompt():
+    """`--voice-frames 0` ran a one-frame voice prompt: the prefill had a position too many."""
+    proc = _bench(
+        "--small", "--voice-frames", "0", "--steps", "1", "--warmup-steps", "0",
+        "--no-phases", "--no-user-transcript", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    # silence, prompt, silence and the column run ahead, less the first column: without a
+    # voice's saved ring it waits on the one-frame delay (plan_prompt); one frame made it 34
+    assert r["prefill_positions"] == 6 + 20 + 6 + 1 - 1
+
+
+def test_a_random_voice_prompt_has_the_frames_asked_for():
+    from personaplex_tui.benchmark import BenchOptions, build_model
+
+    for frames in (0, 1, 7):
+        _, voice, tokens = build_model(BenchOptions(small=True, voice_frames=frames))
+        assert (voice.frames if voice else 0) == frames and len(tokens) == 20

@@ -38,7 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--small", action="store_true", help="a tiny random model (CPU smoke test, CI)")
     p.add_argument("--steps", type=int, default=300, help="timed steps after warm-up (300)")
     p.add_argument("--warmup-steps", type=int, default=20, help="warm-up steps (20)")
-    p.add_argument("--voice-frames", type=int, default=50, help="random voice prompt length (50)")
+    p.add_argument(
+        "--voice-frames", type=int, default=50, help="random voice prompt length, 0 for none (50)"
+    )
     p.add_argument("--prompt-tokens", type=int, default=20, help="random system prompt length (20)")
     p.add_argument("--no-phases", action="store_true", help="skip the per-phase breakdown")
     p.add_argument("--turn", action="store_true", help="also time turn-based reply latency")
