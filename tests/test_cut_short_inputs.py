@@ -64,7 +64,8 @@ def test_the_soak_says_its_input_is_cut_short(oggs, how, tmp_path):
     said = {}
     for path in oggs:
         name, stdin = (str(path), None) if how == "file" else ("-", path.read_bytes())
-        proc = _run(["soak", "--frames", "3", "--context", "50", "--input", name], stdin, tmp_path)
+        soak = ["soak", "--frames", "3", "--context", "50", "--voice-frames", "20"]
+        proc = _run([*soak, "--prompt-tokens", "10", "--input", name], stdin, tmp_path)
         err = proc.stderr.decode()
         assert proc.returncode == 0, err
         assert "Traceback" not in err

@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMES, CONTEXT, EVERY, SETTLE = 1500, 50, 100, 300
+PROMPT = ("--voice-frames", "30", "--prompt-tokens", "8")  # with the silences: 50, CONTEXT
 
 
 def soak(*args: str) -> subprocess.CompletedProcess:
@@ -36,7 +37,7 @@ def soak(*args: str) -> subprocess.CompletedProcess:
 def result(tmp_path_factory):
     record = tmp_path_factory.mktemp("soak")
     proc = soak(
-        "--frames", str(FRAMES), "--context", str(CONTEXT), "--every", str(EVERY),
+        "--frames", str(FRAMES), "--context", str(CONTEXT), *PROMPT, "--every", str(EVERY),
         "--settle", str(SETTLE), "--max-growth-mb", "4", "--record-dir", str(record), "--json",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -73,7 +74,7 @@ def test_step_times_and_kernels_are_reported(result):
 
 
 def test_a_step_limit_below_the_slowest_step_fails_the_soak():
-    proc = soak("--frames", "30", "--context", "50", "--max-step-ms", "0.001", "--json")
+    proc = soak("--frames", "30", "--context", "50", *PROMPT, "--max-step-ms", "0.001", "--json")
     assert proc.returncode == 1, proc.stderr
     r = json.loads(proc.stdout)
     assert any("the slowest step took" in p for p in r["problems"]) and not r["ok"]
@@ -113,8 +114,9 @@ def test_memory_is_flat_after_the_warm_up(result):
         (["--frames", "10", "--settle", "20"], "--settle must be between 1 and --frames (10), not 20."),
         (["--audio-temp", "-0.5"], "--audio-temp must be between 0 and 10, not -0.5."),
         (["--text-top-k", "0"], "--text-top-k must be at least 1, not 0."),
-        (["--voice", "BOB"], "Unknown voice 'BOB'; choose one of"),
-        (["--system-prompt", "pirate"], "Unknown system prompt preset 'pirate'"),
+        (["--model", "somewhere/x", "--voice", "BOB"], "Unknown voice 'BOB'; choose one of"),
+        (["--model", "somewhere/x", "--voice", ""], "Unknown voice ''; choose one of"),
+        (["--model", "somewhere/x", "--system-prompt", "pirate"], "Unknown system prompt preset 'pirate'"),
         (["--model", "somewhere/x", "--context", "10"], "--context sets the random model's context"),
         (["--input", "/nonexistent/q.wav"], "The audio file /nonexistent/q.wav does not exist."),
         (["--random-weights", "--model", "somewhere/x"], "--random-weights and --model are two"),
@@ -123,7 +125,15 @@ def test_memory_is_flat_after_the_warm_up(result):
         (["--record-dir", "/dev/null"], "Cannot use /dev/null for the soak's recording: it is a file"),
         (["--model", ""], "argument --model: give a Hugging Face repo id or a folder, not ''"),
         (["--bits", "8"], "--bits is for --random-weights (the small model is float32)."),
-        (["--system-prompt", " "], "--system-prompt is empty; give a preset"),
+        (["--model", "somewhere/x", "--system-prompt", " "], "--system-prompt is empty; give a preset"),
+        # a random model ran without a word of these (no voice files, tokenizer or float weights)
+        (["--voice", "NATM1"], "--voice is for a --model checkpoint; the small random model has a random voice prompt of --voice-frames frames."),
+        (["--system-prompt", "casual"], "--system-prompt is for a --model checkpoint; the small random model has a random system prompt of --prompt-tokens tokens."),
+        (["--quantize", "8"], "--quantize is for a float --model checkpoint, not the small random model."),
+        # a context shorter than the prompt phase ran with the ring wrapped in the prefill
+        (["--context", "50"], "--context 50 cannot hold the prompt phase of 82 frames (--voice-frames 50, --prompt-tokens 20 and 12 of silence); give --context 82 or more, or at most 38 voice frames and prompt tokens together."),
+        (["--context", "49", *PROMPT], "--context 49 cannot hold the prompt phase of 50 frames"),
+        (["--context", "5", "--voice-frames", "0", "--prompt-tokens", "0"], "--context 5 cannot hold the prompt phase of 12 frames (--voice-frames 0, --prompt-tokens 0 and 12 of silence); give --context 12 or more."),
     ],
 )  # fmt: skip
 def test_absurd_flags_get_one_sentence(args, message):
@@ -131,6 +141,32 @@ def test_absurd_flags_get_one_sentence(args, message):
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--voice", "NATF2"], "--voice is for a --model checkpoint; --random-weights has a random voice prompt of --voice-frames frames."),
+        (["--system-prompt", "assistant"], "--system-prompt is for a --model checkpoint; --random-weights has a random system prompt of --prompt-tokens tokens."),
+        (["--quantize", "4"], "--quantize is for a float --model checkpoint, not --random-weights (its bits are --bits)."),
+    ],
+)  # fmt: skip
+def test_flags_random_weights_would_ignore_are_refused_before_it_loads(args, message):
+    """In-process: on the old code these went on to build a 7B of random weights."""
+    from personaplex_tui.cli import build_parser
+    from personaplex_tui.commands.common import UsageError
+    from personaplex_tui.commands.soak import _options
+
+    parsed = build_parser().parse_args(["soak", "--random-weights", *args])
+    with pytest.raises(UsageError) as refused:
+        _options(parsed)
+    assert str(refused.value) == message
+
+
+def test_a_context_that_just_holds_the_prompt_phase_runs():
+    proc = soak("--frames", "3", "--context", str(CONTEXT), *PROMPT, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["positions"] == 30 + 6 + 8 + 6 + 1 + 3  # the 1: run ahead
 
 
 def test_an_input_file_whose_name_is_not_utf8_ends_the_soak(tmp_path):
@@ -175,7 +211,7 @@ def test_a_piped_input_is_read_once_and_a_record_dir_keeps_every_speaker_file(tm
     keep.write_bytes(wav.read_bytes())
     proc = subprocess.run(
         [sys.executable, "-m", "personaplex_tui", "soak", "--input", "-", "--frames", "12",
-         "--context", "50", "--record-dir", str(tmp_path), "--json"],
+         "--context", "50", *PROMPT, "--record-dir", str(tmp_path), "--json"],
         input=wav.read_bytes(), capture_output=True, cwd=ROOT, timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip

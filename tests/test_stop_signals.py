@@ -226,8 +226,9 @@ def test_a_signal_stops_respond_with_every_output_whole(small_checkpoint, tmp_pa
 
 def test_sigterm_stops_a_soak_with_its_recording_whole(tmp_path):
     run = tmp_path / "run"
-    proc = ppx(["soak", "--frames", "100000", "--context", "50", "--every", "100",
-                "--record-dir", str(run), "--json"], tmp_path)  # fmt: skip
+    proc = ppx(["soak", "--frames", "100000", "--context", "50", "--voice-frames", "20",
+                "--prompt-tokens", "10", "--every", "100", "--record-dir", str(run), "--json"],
+               tmp_path)  # fmt: skip
     agent = run / "recording"
     deadline = time.monotonic() + 120
     while not list(agent.glob("*/agent.wav")) or only("*/agent.wav", agent).stat().st_size < 1e5:

@@ -77,10 +77,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", metavar="AUDIO", help="audio looped as the microphone (WAV/FLAC)")
     p.add_argument("--record-dir", metavar="DIR", help="keep the recording and speaker WAV here")
+    p.add_argument("--voice", help=f"voice preset, with --model ({DEFAULT_VOICE})")
     p.add_argument(
-        "--voice", default=DEFAULT_VOICE, help=f"voice preset, with --model ({DEFAULT_VOICE})"
+        "--system-prompt", metavar="NAME", help=f"prompt preset, with --model ({DEFAULT_PROMPT})"
     )
-    p.add_argument("--system-prompt", default=DEFAULT_PROMPT, metavar="NAME", help="prompt preset")
     p.add_argument("--voice-frames", type=int, default=50, help="random model: voice prompt (50)")
     p.add_argument("--prompt-tokens", type=int, default=20, help="random model: prompt tokens (20)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -132,7 +132,9 @@ def _options(args: argparse.Namespace):
     )
     if args.bits is not None and not args.random_weights:
         checks.append((False, "--bits is for --random-weights (the small model is float32)."))
-    if not args.system_prompt.strip():
+    if not args.model:
+        checks.extend(_random_model_checks(args))
+    if args.system_prompt is not None and not args.system_prompt.strip():
         checks.append((False, "--system-prompt is empty; give a preset (see `ppx-tui prompts`)."))
     if args.random_weights and args.context is not None:
         checks.append((False, "--context sets the small model's context; the 7B's is 3000."))
@@ -149,8 +151,11 @@ def _options(args: argparse.Namespace):
         if not ok:
             raise UsageError(message)
     sampling = sampling_options(args)
-    check_voice(args.model, args.voice)  # a voice the folder lacks: before the model loads
-    resolve_prompt(args.system_prompt)
+    voice = DEFAULT_VOICE if args.voice is None else args.voice
+    prompt = DEFAULT_PROMPT if args.system_prompt is None else args.system_prompt
+    if args.model:
+        check_voice(args.model, voice)  # a voice the folder lacks: before the model loads
+        resolve_prompt(prompt)
     audio = None
     if args.input:
         from personaplex_tui.audio import read_audio
@@ -175,7 +180,7 @@ def _options(args: argparse.Namespace):
         settle=args.settle,
         max_growth_mb=args.max_growth_mb,
         record_dir=args.record_dir,
-        session=SessionSettings(voice=args.voice, prompt=args.system_prompt).replace(
+        session=SessionSettings(voice=voice, prompt=prompt).replace(
             **(sampling | {"seed": sampling["seed"] or 0})
         ),
         voice_frames=args.voice_frames,
@@ -184,6 +189,52 @@ def _options(args: argparse.Namespace):
         bits=args.bits or 4,
         max_step_ms=args.max_step_ms,
     )
+
+
+def _random_model_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:
+    """A random model has no voice files, tokenizer or float weights to quantize (it used to
+    ignore those flags), and the small one's --context must hold the prompt phase it is given
+    (the default 3000, as the 7B's, holds the longest: 1000 + 1000 + 12)."""
+    from model.conversation.prompt_plan import SILENCE_FRAMES
+
+    which = "--random-weights" if args.random_weights else "the small random model"
+    checks = [
+        (
+            args.voice is None,
+            f"--voice is for a --model checkpoint; {which} has a random voice prompt "
+            "of --voice-frames frames.",
+        ),
+        (
+            args.system_prompt is None,
+            f"--system-prompt is for a --model checkpoint; {which} has a random system prompt "
+            "of --prompt-tokens tokens.",
+        ),
+        (
+            args.quantize is None,
+            f"--quantize is for a float --model checkpoint, not {which}"
+            + (" (its bits are --bits)." if args.random_weights else "."),
+        ),
+    ]
+    context = args.context
+    if args.random_weights or context is None or context < 1:  # those said elsewhere
+        return checks
+    silence = 2 * SILENCE_FRAMES
+    needed = args.voice_frames + args.prompt_tokens + silence
+    room = context - silence
+    checks.append(
+        (
+            needed <= context,
+            f"--context {context} cannot hold the prompt phase of {needed} frames "
+            f"(--voice-frames {args.voice_frames}, --prompt-tokens {args.prompt_tokens} and "
+            f"{silence} of silence); give --context {needed} or more"
+            + (
+                f", or at most {room} voice frames and prompt tokens together."
+                if room >= 0
+                else "."
+            ),
+        )
+    )
+    return checks
 
 
 def run(args: argparse.Namespace) -> int:
