@@ -168,6 +168,12 @@ def test_flags_that_would_be_ignored_are_one_sentence():
             ["--small", "--stt-model", "/x"],
             "--stt-model is for --model runs; --small uses a random",
         ),
+        # a checkpoint (given or the default one) has its own voice and system prompt
+        (
+            ["--model", "/x", "--voice-frames", "10"],
+            "--voice-frames is for --random-weights or --small; a checkpoint brings its own",
+        ),
+        (["--prompt-tokens", "5"], "--prompt-tokens is for --random-weights or --small;"),
     ):
         proc = _bench(*args)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -130,6 +130,8 @@ def test_memory_is_flat_after_the_warm_up(result):
         (["--voice", "NATM1"], "--voice is for a --model checkpoint; the small random model has a random voice prompt of --voice-frames frames."),
         (["--system-prompt", "casual"], "--system-prompt is for a --model checkpoint; the small random model has a random system prompt of --prompt-tokens tokens."),
         (["--quantize", "8"], "--quantize is for a float --model checkpoint, not the small random model."),
+        (["--model", "somewhere/x", "--voice-frames", "10"], "--voice-frames is for a random model; a --model checkpoint brings its own voice and system prompt."),
+        (["--model", "somewhere/x", "--prompt-tokens", "10"], "--prompt-tokens is for a random model; a --model checkpoint brings its own voice and system prompt."),
         # a context shorter than the prompt phase ran with the ring wrapped in the prefill
         (["--context", "50"], "--context 50 cannot hold the prompt phase of 82 frames (--voice-frames 50, --prompt-tokens 20 and 12 of silence); give --context 82 or more, or at most 38 voice frames and prompt tokens together."),
         (["--context", "49", *PROMPT], "--context 49 cannot hold the prompt phase of 50 frames"),

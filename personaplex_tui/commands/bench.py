@@ -39,9 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=300, help="timed steps after warm-up (300)")
     p.add_argument("--warmup-steps", type=int, default=20, help="warm-up steps (20)")
     p.add_argument(
-        "--voice-frames", type=int, default=50, help="random voice prompt length, 0 for none (50)"
+        "--voice-frames", type=int, help="random model: voice prompt length, 0 for none (50)"
     )
-    p.add_argument("--prompt-tokens", type=int, default=20, help="random system prompt length (20)")
+    p.add_argument("--prompt-tokens", type=int, help="random model: system prompt length (20)")
     p.add_argument("--no-phases", action="store_true", help="skip the per-phase breakdown")
     p.add_argument("--turn", action="store_true", help="also time turn-based reply latency")
     p.add_argument("--seed", type=int, default=0)
@@ -62,18 +62,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--warmup-steps must be between 0 and {MAX_STEPS}, not {args.warmup_steps}."
         )
-    for flag, value in (
-        ("--voice-frames", args.voice_frames),
-        ("--prompt-tokens", args.prompt_tokens),
-    ):
-        if not 0 <= value <= 1000:
-            raise UsageError(f"{flag} must be between 0 and 1000, not {value}.")
     check_seed(args.seed)
     if args.model and (args.random_weights or args.small):
         raise UsageError("Give either --model or --random-weights/--small, not both.")
     if args.random_weights and args.small:  # (--small won, and --bits was ignored)
         raise UsageError("--random-weights and --small are two models; give one of them.")
     random = "--small" if args.small else "--random-weights" if args.random_weights else None
+    for flag, value in (
+        ("--voice-frames", args.voice_frames),
+        ("--prompt-tokens", args.prompt_tokens),
+    ):
+        if value is not None and not 0 <= value <= 1000:
+            raise UsageError(f"{flag} must be between 0 and 1000, not {value}.")
+        if value is not None and not random:  # (it was ignored: a checkpoint has its own)
+            raise UsageError(
+                f"{flag} is for --random-weights or --small; a checkpoint brings its own voice "
+                "and system prompt."
+            )
     if random and args.quantize is not None:
         raise UsageError(f"--quantize is for a float --model checkpoint, not {random}.")
     if random and args.stt_model is not None:
@@ -92,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         steps=args.steps,
         warmup_steps=args.warmup_steps,
-        voice_frames=args.voice_frames,
-        prompt_tokens=args.prompt_tokens,
+        voice_frames=BenchOptions.voice_frames if args.voice_frames is None else args.voice_frames,
+        prompt_tokens=(
+            BenchOptions.prompt_tokens if args.prompt_tokens is None else args.prompt_tokens
+        ),
         phases=not args.no_phases,
         turn=args.turn,
         seed=args.seed,

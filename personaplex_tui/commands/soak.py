@@ -81,8 +81,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--system-prompt", metavar="NAME", help=f"prompt preset, with --model ({DEFAULT_PROMPT})"
     )
-    p.add_argument("--voice-frames", type=int, default=50, help="random model: voice prompt (50)")
-    p.add_argument("--prompt-tokens", type=int, default=20, help="random model: prompt tokens (20)")
+    p.add_argument("--voice-frames", type=int, help="random model: voice prompt (50)")
+    p.add_argument("--prompt-tokens", type=int, help="random model: prompt tokens (20)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_sampling_arguments(p)
     add_model_arguments(p)
@@ -96,6 +96,21 @@ def _options(args: argparse.Namespace):
     from personaplex_tui.soak import SoakOptions
 
     checks = [
+        (
+            not (args.model and value is not None),
+            f"{flag} is for a random model; a --model checkpoint brings its own voice and "
+            "system prompt.",
+        )
+        for flag, value in (
+            ("--voice-frames", args.voice_frames),
+            ("--prompt-tokens", args.prompt_tokens),
+        )
+    ]
+    args.voice_frames = SoakOptions.voice_frames if args.voice_frames is None else args.voice_frames
+    args.prompt_tokens = (
+        SoakOptions.prompt_tokens if args.prompt_tokens is None else args.prompt_tokens
+    )
+    checks += [
         (
             1 <= args.frames <= MAX_FRAMES,
             f"--frames must be between 1 and {MAX_FRAMES}, not {args.frames}.",
