@@ -56,8 +56,9 @@
       // 1. norm1, packed q/k/v
       ppx_rms<T, D, NT>(xs, norms + (2 * l) * D, ns, eps, redf);
       for (int r = gwarp; r < QKV; r += nwarps) {
-        const float v = r == gwarp ? ra.dot(ns, lane)
-                                   : ppx_qdot<T, BITS, G, D>(qa, sa, ba, base + k * QKV + r, ns, lane);
+        const float v = r == gwarp
+            ? ra.dot(ns, lane)
+            : ppx_qdot<T, BITS, G, D>(qa, sa, ba, base + k * QKV + r, ns, lane);
         if (lane == 0) qkv_l[k * QKV + r] = ppx_f(T(v));
       }
       ppx_grid_arrive(sync, target);
