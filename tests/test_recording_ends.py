@@ -10,10 +10,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from personaplex_tui.audio import read_audio
 from personaplex_tui.conversation import ControllerConfig, create_conversation
-from personaplex_tui.conversation.recording import ConversationRecording
+from personaplex_tui.conversation.recording import ConversationRecording, RecordingError
 from personaplex_tui.conversation.transcript_writer import (
     JSONL_NAME,
     MARKDOWN_NAME,
@@ -134,3 +135,127 @@ def test_transcript_times_are_whole_milliseconds(tmp_path):
             if key in e:
                 assert e[key] in (0.0, 12.48, 13.12), (key, e)
     assert not re.search(r"\.\d{4,}", raw)  # (`wall` too: milliseconds)
+
+
+def _talk(rec: ConversationRecording, frames: int, with_text: bool = False) -> None:
+    loud = np.full(FRAME, 0.1, np.float32)
+    for n in range(frames):
+        rec.write_mic(loud)
+        rec.write_agent(loud)
+        if with_text:
+            rec.transcript.agent_text(n * 0.08, f" w{n}", n)
+
+
+def test_w_saves_what_a_full_disk_left_of_a_temporary_recording(tmp_path, monkeypatch):
+    """Without --record, the warning said the audio until the full disk was kept, then `w`
+    refused ("There is no recording to save") and the exit deleted it. `w` now copies it."""
+    import personaplex_tui.audio.wav_writer as wav_writer
+
+    disk = FullDisk(tmp_path / "live", free=60_000)  # about 0.6 s of the two tracks
+    monkeypatch.setattr(wav_writer, "open", disk.open, raising=False)
+    said: list[str] = []
+    rec = ConversationRecording(tmp_path / "live", True, {}, said.append)
+    _talk(rec, 20)
+    (message,) = said
+    assert "(No space left on device); what was recorded until then is kept" in message
+    folder = rec.save(tmp_path / "elsewhere")
+    rec.close()
+    mic, agent = (read_audio(folder / f"{n}.wav").pcm for n in ("mic", "agent"))
+    assert 0.3 < len(mic) / 24000 < 0.7 and len(mic) == len(agent)
+    found = entries(folder)
+    assert [e["type"] for e in found].count("end") == 1 and found[-1]["t"] <= len(mic) / 24000
+
+
+def test_a_snapshot_that_cannot_be_written_leaves_no_folder(tmp_path):
+    """A snapshot cut short by its own disk (here a file-size limit) left a folder with a cut
+    mic.wav and nothing else, which looked like a recording."""
+    import resource
+    import signal
+
+    rec = ConversationRecording(tmp_path / "live", True, {})
+    _talk(rec, 40, with_text=True)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, limits[1]))
+    try:
+        with pytest.raises(RecordingError, match=r"^Could not save the recording in .*: File too"):
+            rec.save(tmp_path / "saved")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    rec.close()
+    assert not any((tmp_path / "saved").iterdir())
+
+
+def test_a_transcript_whose_first_line_does_not_fit_is_said_once(tmp_path, monkeypatch):
+    import personaplex_tui.conversation.transcript_writer as transcript_writer
+
+    disk = FullDisk(tmp_path / "rec", free=100)  # the session line does not fit
+    monkeypatch.setattr(transcript_writer, "open", disk.open, raising=False)
+    said: list[str] = []
+    rec = ConversationRecording(tmp_path / "rec", False, {"voice": "NATF2"}, said.append)
+    rec.close()
+    (message,) = said
+    assert (
+        message.startswith("Writing the transcript in") and "(No space left on device)" in message
+    )
+
+
+def test_a_deleted_temporary_recording_is_said_and_w_makes_no_folder(tmp_path):
+    """The temporary folder deleted mid-session: `w` said "writing ... failed (the file was
+    deleted)" each time, and once every track had failed, named the snapshot's folder as the
+    missing one and left it empty; the recording was never said to be stopped."""
+    import shutil
+
+    said: list[str] = []
+    rec = ConversationRecording(tmp_path / "live", True, {}, said.append)
+    _talk(rec, 3)
+    shutil.rmtree(tmp_path / "live")
+    for _ in range(3):
+        with pytest.raises(RecordingError, match=r"^The recording in .* was deleted at "):
+            rec.save(tmp_path / "saved")
+    rec.close()
+    assert len(said) == 1 and "was deleted at" in said[0]
+    assert not (tmp_path / "saved").exists() or not any((tmp_path / "saved").iterdir())
+
+
+def test_a_snapshot_of_a_transcript_that_failed_alone_still_ends(tmp_path):
+    """The transcript stopped on its own (an I/O error) while the audio went on: the snapshot's
+    transcript had no `end`."""
+    rec = ConversationRecording(tmp_path / "live", True, {})
+    _talk(rec, 5, with_text=True)
+    rec.transcript._sync_failed(OSError(5, "Input/output error"))  # as the sync thread does
+    _talk(rec, 5)
+    folder = rec.save(tmp_path / "saved")
+    rec.close()
+    found = entries(folder)
+    assert found[-1]["type"] == "end" and found[-1]["t"] == 0.8
+
+
+def test_a_processed_frame_written_during_a_snapshot_is_not_in_it(tmp_path):
+    """`write_mic` writes the processed frame, then the raw one, under two holds of the lock; a
+    snapshot between them made mic_processed.wav a frame longer than mic.wav."""
+    rec = ConversationRecording(tmp_path / "live", True, {})
+    loud = np.full(FRAME, 0.1, np.float32)
+    saved: list[Path] = []
+    original = rec._write
+
+    def write_after_a_snapshot(pcm, mic):
+        if mic and not saved and rec.mic_s >= 2 * FRAME / 24000:
+            saved.append(rec.save(tmp_path / "saved"))
+        original(pcm, mic)
+
+    rec._write = write_after_a_snapshot
+    for _ in range(4):
+        rec.write_mic(loud, processed=loud)
+        rec.write_agent(loud)
+    rec.close()
+    lengths = {n: len(read_audio(saved[0] / f"{n}.wav").pcm) for n in ("mic", "agent")}
+    assert len(read_audio(saved[0] / "mic_processed.wav").pcm) == lengths["mic"] == 2 * FRAME
+
+
+def test_markdown_times_never_show_sixty_seconds():
+    from personaplex_tui.conversation.transcript_writer import clock
+
+    assert clock(59.96) == "01:00.0" and clock(119.97) == "02:00.0"
+    assert clock(3599.96) == "1:00:00.0" and clock(59.94) == "00:59.9"

@@ -66,6 +66,16 @@ def copy_wav_prefix(source: Path, target: Path, frames: int, length: int | None 
 _WRITE_ERRORS = (OSError, ValueError, AudioFileError)
 
 
+def _lengths(recorder: SessionRecorder) -> tuple[int, int, int | None]:
+    """The samples on disk of each track: mic, agent, the processed mic (None: none came)."""
+    processed = recorder.processed_seconds
+    return (
+        round(recorder.mic_seconds * SAMPLE_RATE),
+        round(recorder.agent_seconds * SAMPLE_RATE),
+        None if processed is None else round(processed * SAMPLE_RATE),
+    )
+
+
 class ConversationRecording:
     """Records `mic.wav` and `agent.wav` (24 kHz mono 16-bit) and the transcript of one session;
     with echo cancellation on, `mic.wav` is the raw mic and `mic_processed.wav` the cleaned one
@@ -99,6 +109,9 @@ class ConversationRecording:
         # at 6.2 s (No space left on device)"); None while they are written
         self.failure: str | None = None
         self._nothing_kept = False  # the failure left no recording (none began, or deleted)
+        # the samples of each track on disk when writing stopped (mic, agent, processed or
+        # None): what a temporary recording's `save` copies after a failure
+        self._stopped_at: tuple[int, int, int | None] | None = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # unwritable or missing parent: one message for every file
@@ -116,9 +129,7 @@ class ConversationRecording:
             self.failure = f"nothing could be recorded in {folder} ({str(e).rstrip('.')})"
             self._nothing_kept = True
             on_error(f"{str(e).rstrip('.')}; the conversation goes on without a recording.")
-        self.transcript = TranscriptWriter(folder, "Conversation", details, on_error)
-        if self.transcript.failed:
-            on_error(self.transcript.failed)
+        self.transcript = TranscriptWriter(folder, "Conversation", details, on_error)  # (says why)
 
     @classmethod
     def begin(
@@ -230,6 +241,7 @@ class ConversationRecording:
         try:
             if recorder is not None:
                 written = max(recorder.mic_seconds, recorder.agent_seconds)
+                self._stopped_at = _lengths(recorder)
                 recorder.close(wait=False)  # (any thread, the engine's too: no wait on the disk)
         except OSError:
             pass
@@ -269,17 +281,19 @@ class ConversationRecording:
                 raise RecordingError(self.failure_sentence())
             return self.folder
         with self._lock:
-            if self._recorder is None:
+            if self._recorder is not None:
+                try:
+                    self._recorder.flush()
+                except OSError as e:  # (a deleted folder, a full disk: as `flush` would say)
+                    self._fail(e)
+            if self._recorder is not None:
+                mic_frames, agent_frames, processed = _lengths(self._recorder)
+            elif self._stopped_at is not None and not self._nothing_kept:
+                mic_frames, agent_frames, processed = self._stopped_at  # what came before
+            elif self.failure is not None:  # none began, or its folder was deleted
+                raise RecordingError(self.failure_sentence())
+            else:
                 raise RecordingError("There is no recording to save (writing it had failed).")
-            try:
-                self._recorder.flush()
-            except OSError as e:
-                raise RecordingError(
-                    f"Could not save the recording: writing {self.folder} failed ({e.strerror or e})."
-                ) from None
-            mic_frames = round(self._recorder.mic_seconds * SAMPLE_RATE)
-            agent_frames = round(self._recorder.agent_seconds * SAMPLE_RATE)
-            processed_s = self._recorder.processed_seconds
             entries = self.transcript.sizes  # (all earlier than the tracks' end)
         # Every track is padded with silence to the longer one (the agent's lags the mic's by a
         # frame or two mid-conversation): the snapshot is the recording as `close` would leave
@@ -287,17 +301,19 @@ class ConversationRecording:
         # moment in every track and the transcript's entries up to the end stay; trimming would
         # cut the mic's latest words that the transcript may already hold.
         end = max(mic_frames, agent_frames)
-        target = Path(root).expanduser()
+        root = Path(root).expanduser()
+        target = root
         try:
-            target = new_recording_folder(target, create=True)
+            target = new_recording_folder(root, create=True)
             copy_wav_prefix(self.folder / "mic.wav", target / "mic.wav", mic_frames, end)
             copy_wav_prefix(self.folder / "agent.wav", target / "agent.wav", agent_frames, end)
-            if processed_s is not None:
+            if processed is not None:  # (a frame written meanwhile is not the snapshot's)
                 name = "mic_processed.wav"
-                processed = round(processed_s * SAMPLE_RATE)
-                copy_wav_prefix(self.folder / name, target / name, processed, end)
+                copy_wav_prefix(self.folder / name, target / name, min(processed, end), end)
             self.transcript.copy_to(target, end / SAMPLE_RATE, entries)
         except OSError as e:
+            if target != root:  # no half snapshot that looks like a recording
+                shutil.rmtree(target, ignore_errors=True)
             raise RecordingError(
                 f"Could not save the recording in {target}: {e.strerror or e}."
             ) from None

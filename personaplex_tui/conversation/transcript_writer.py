@@ -52,8 +52,9 @@ def entry_line(record: dict[str, Any]) -> bytes:
 
 
 def clock(t: float) -> str:
-    """Seconds as `mm:ss.s` (or `h:mm:ss.s` past an hour)."""
-    t = max(0.0, t)
+    """Seconds as `mm:ss.s` (or `h:mm:ss.s` past an hour), rounded to the tenth first (59.96 s
+    is 01:00.0, not 00:60.0)."""
+    t = round(max(0.0, t), 1)
     minutes, seconds = divmod(t, 60.0)
     hours, minutes = divmod(int(minutes), 60)
     text = f"{minutes:02d}:{seconds:04.1f}"
@@ -69,8 +70,8 @@ class TranscriptWriter:
     `end` (with a `reason` when the process left before its shutdown finished: `abandon`).
     The Markdown has the user's turns (times and length), their words when the user's
     transcript is on, the agent's words as it said them, and notes. Thread-safe; writing
-    errors disable the transcript instead of raising: `failed` says why, and a failure after
-    the files were opened (a full disk) is also reported once through `on_error`.
+    errors disable the transcript instead of raising: `failed` says why, and is reported once
+    through `on_error` (files that cannot be opened, a full disk later).
 
     Both files are synced to the disk every `SYNC_EVERY_S` while they grow, and once more on
     `close`, by a `ppx-transcript-sync` thread through its own copies of their descriptors, never
@@ -105,6 +106,7 @@ class TranscriptWriter:
             self._sizes = [os.fstat(f.fileno()).st_size for f in (self._jsonl, self._md)]
         except OSError as e:
             self.failed = f"Could not write the transcript in {self.folder}: {e.strerror or e}."
+            on_error(self.failed)
             return
         try:
             self._syncer = BackgroundSync(
@@ -232,8 +234,9 @@ class TranscriptWriter:
     def copy_to(self, folder: Path, end_s: float, sizes: tuple[int, int] | None = None) -> None:
         """Copy both files into `folder` (a saved snapshot): their first `sizes` bytes (whole
         entries, from `sizes` when the snapshot was taken; else all of them now), ended as
-        `close(end_s)` ends a finished transcript when this one is still open (an `end` entry at
-        `end_s`, where the snapshot's tracks end)."""
+        `close(end_s)` ends a finished transcript (an `end` entry at `end_s`, where the
+        snapshot's tracks end) unless the copied entries end with one already (a transcript
+        that the recording's stop ended)."""
         with self._lock:
             sizes = sizes or self.sizes
             for name, size in zip((JSONL_NAME, MARKDOWN_NAME), sizes, strict=True):
@@ -241,11 +244,15 @@ class TranscriptWriter:
                 if source.exists():
                     with open(source, "rb") as src, open(folder / name, "wb") as dst:
                         shutil.copyfileobj(_Prefix(src, size), dst)
-            if self._md is not None and not self._md.closed:
-                with open(folder / JSONL_NAME, "ab") as jsonl:
-                    jsonl.write(entry_line({"t": end_s, "type": "end"}))
-                with open(folder / MARKDOWN_NAME, "ab") as md:
-                    md.write(b"\n")
+            if not (folder / JSONL_NAME).exists():
+                return
+            lines = (folder / JSONL_NAME).read_bytes().splitlines()
+            if lines and json.loads(lines[-1]).get("type") == "end":
+                return
+            with open(folder / JSONL_NAME, "ab") as jsonl:
+                jsonl.write(entry_line({"t": end_s, "type": "end"}))
+            with open(folder / MARKDOWN_NAME, "ab") as md:
+                md.write(b"\n")
 
     def stop(self, t: float, reason: str) -> None:
         """The recording's audio stopped at `t` (a full disk): an `end` entry with `reason`
