@@ -87,3 +87,23 @@ def test_kernel_resources_names_the_unit_of_each_plan():
     assert "constexpr int NS = 3;" in streamed and "constexpr int CPI = 2;" in streamed
     assert "constexpr int BITS = 4;" in streamed
     assert "constexpr int NS = 0;" in direct and "constexpr int BITS = 8;" in direct
+
+
+@NVRTC
+def test_no_barrier_leaves_out_the_grid_barriers_atomics():
+    """`no-barrier` builds the kernel with PPX_NO_GRID_BARRIER: no counter is added to or
+    polled (block barriers only), where the kernel as it runs has both."""
+    from model.cuda import nvrtc
+
+    ptx = {}
+    with fake_cuda(), mock.patch.object(kernel_profile, "sm_count", lambda: 132):
+        for name in ("base", "no-barrier"):
+            [(symbol, source)] = units_of(kernel_profile.variants()[name])
+            code = nvrtc.compile_source(
+                source, f"{symbol}.cu", cubins.options("compute_90a"), False
+            )
+            ptx[name] = code.decode(errors="replace")
+    for name, expected in (("base", True), ("no-barrier", False)):
+        has_add = "red.global.add.u32" in ptx[name] or "atom.global.add.u32" in ptx[name]
+        assert has_add is expected and ("ld.acquire.gpu" in ptx[name]) is expected, name
+    assert "bar.sync" in ptx["no-barrier"]
