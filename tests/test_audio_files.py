@@ -366,3 +366,54 @@ def test_a_full_disk_while_writing_in_blocks_is_its_reason_and_leaves_no_file(
             out.write(pcm[start : start + 24000])
     assert str(info.value) == f"Could not write the audio file {path}: No space left on device."
     assert not path.exists()
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac"])
+def test_a_failed_write_leaves_an_older_file_of_that_name_as_it_was(tmp_path, monkeypatch, ext):
+    """The output was opened with "wb" (emptied at once) and removed on a failure, Ctrl+C or
+    kill: a file already there (last run's cleaned audio) was lost with the new one."""
+    import errno
+
+    from personaplex_tui.audio import audio_writing
+    from personaplex_tui.audio.audio_writing import AudioWriter
+
+    path = tmp_path / f"clean.{ext}"
+    older = write_wav(path, np.full(4800, 0.25, np.float32)).read_bytes()
+    real_open = open
+
+    def full(file, mode="r", *args, **kwargs):
+        handle = real_open(file, mode, *args, **kwargs)
+        if "w" in mode:
+            handle.write = lambda data: (_ for _ in ()).throw(
+                OSError(errno.ENOSPC, "No space left on device")
+            )
+        return handle
+
+    monkeypatch.setattr(audio_writing, "open", full, raising=False)
+    with pytest.raises(AudioFileError, match="No space left on device"):
+        with AudioWriter(path, 24000) as out:
+            out.write(np.zeros(24000, np.float32))
+    assert path.read_bytes() == older
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no part file left
+    monkeypatch.undo()  # (a disk with room again)
+    with pytest.raises(KeyboardInterrupt), AudioWriter(path, 24000) as out:  # Ctrl+C mid-way
+        out.write(np.zeros(2400, np.float32))
+        raise KeyboardInterrupt
+    assert path.read_bytes() == older and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_written_file_replaces_an_older_one_keeping_its_mode_and_any_link(tmp_path):
+    import os
+    import stat
+
+    target = tmp_path / "real.wav"
+    write_wav(target, np.zeros(100, np.float32))
+    os.chmod(target, 0o640)
+    link = tmp_path / "link.wav"
+    link.symlink_to(target)
+    pcm = np.full(2400, 0.5, np.float32)
+    write_wav(link, pcm)
+    assert link.is_symlink() and link.resolve() == target
+    np.testing.assert_allclose(read_audio(target).pcm, pcm, atol=1 / 32767)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.wav", "real.wav"]

@@ -1,10 +1,13 @@
 """Write mono float32 audio as 16-bit PCM WAV or FLAC files, whole (`write_wav`) or block by
 block (`AudioWriter`); a failure is the system's reason in one sentence, and a file cut short by
-it is removed."""
+it is removed. A file appears whole or not at all: it is written under a hidden name beside it
+and renamed when complete, so an older file of that name stays until then."""
 
 from __future__ import annotations
 
 import io
+import os
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
@@ -36,8 +39,11 @@ class AudioWriter(ClosesOnExit):
 
     A failure is the system's own reason (a full disk, a read-only one) in
     one sentence, and the file cut short by it is removed; `with` also removes it when the
-    block fails (the audio is not all there). The WAV's length is known from the start, so it
-    is written front to back, never seeking back; FLAC goes through libsndfile.
+    block fails (the audio is not all there). It is written as `.NAME.XXXXXXXX.part` beside
+    `path` (through a symbolic link, beside its target) and renamed to `path` when complete, so
+    a failure, Ctrl+C or a kill leaves any older file of that name as it was. The WAV's length is
+    known from the start, so it is written front to back, never seeking back; FLAC goes through
+    libsndfile.
     """
 
     def __init__(self, path: str | Path, samples: int, sample_rate: int = SAMPLE_RATE) -> None:
@@ -52,9 +58,19 @@ class AudioWriter(ClosesOnExit):
         self._flac: sf.SoundFile | None = None
         self._sink: _Sink | None = None
         self._done = False
+        self._target = p.resolve() if p.is_symlink() else p  # (as open() writes through it)
+        self._part: Path | None = self._target.with_name(
+            f".{self._target.name}.{uuid.uuid4().hex[:8]}.part"
+        )
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self._files.enter_context(open(p, "wb"))  # noqa: SIM115
+            try:
+                self._file = self._files.enter_context(open(self._part, "wb"))  # noqa: SIM115
+            except PermissionError:  # a folder we may not add to, a file we may write: in place
+                if not os.access(self._target, os.W_OK):
+                    raise
+                self._part = None
+                self._file = self._files.enter_context(open(self._target, "wb"))  # noqa: SIM115
         except OSError as e:  # nothing of ours to remove
             raise AudioFileError(
                 f"Could not write the audio file {p}: {e.strerror or e}."
@@ -99,6 +115,10 @@ class AudioWriter(ClosesOnExit):
             self._files.close()  # libsndfile finishes the FLAC; Python's buffer is written out
             if self._sink is not None:
                 self._sink.check()
+            if self._part is not None:
+                if self._target.exists():  # the older file's permissions, not the umask's
+                    os.chmod(self._part, self._target.stat().st_mode & 0o7777)
+                os.replace(self._part, self._target)
         except OSError as e:
             raise self._failed(e) from None
         self._done = True
@@ -112,9 +132,10 @@ class AudioWriter(ClosesOnExit):
             self._files.close()
         except Exception:  # a failed close is the reason already given, or none: removed anyway
             pass
+        unfinished = self._target if self._part is None else self._part
         try:
-            if self.path.is_file() and not self.path.is_symlink():
-                self.path.unlink()
+            if unfinished.is_file() and not unfinished.is_symlink():
+                unfinished.unlink()
         except OSError:
             pass
 
