@@ -151,6 +151,15 @@ def _advise(r: LiveReport, heard: bool) -> None:
         )
         r.settings = "ppx-tui --mode duplex"
         return
+    if (r.erle_db is not None and r.erle_db < 0) or (
+        r.echo_before_dbfs is not None and r.echo_before_dbfs < SILENT_DBFS
+    ):  # heard at the start, then gone: not a measurement of this echo path
+        words.append(
+            "The echo was heard at first but not through the whole check (a device, a volume "
+            "or the sound server's routing changed while it ran): run the check again."
+        )
+        r.settings = "ppx-tui sound-check (again, with nothing changed while it runs)"
+        return
     if r.residual_ms is None or not 0 <= r.residual_ms / 1000 <= CANCELLER_REACH_S:
         words.append(
             f"The echo comes {r.round_trip_ms:.0f} ms after the app plays a sound, longer "
@@ -162,7 +171,14 @@ def _advise(r: LiveReport, heard: bool) -> None:
         )
         return
     erle = r.erle_db or 0.0
-    if erle >= GOOD_ERLE_DB and not r.clipped_samples:
+    if erle >= GOOD_ERLE_DB and r.clipped_samples:  # (the volume's advice is above)
+        words.append(
+            f"The echo canceller removed {erle:.0f} dB of the echo that did not clip (round trip "
+            f"{r.round_trip_ms:.0f} ms): with the volume lower, run the check again; duplex "
+            "without headphones should then work here."
+        )
+        r.settings = "ppx-tui sound-check again, with the speaker or input volume lower"
+    elif erle >= GOOD_ERLE_DB:
         r.works = True
         words.append(
             f"The echo canceller removed {erle:.0f} dB of the speaker's echo (round trip "
