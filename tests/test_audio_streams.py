@@ -206,10 +206,11 @@ def test_find_device_by_default_index_and_name():
         ),
         (7, "input", "There is no sound device number 7 (run `ppx-tui devices` to list them)."),
         (0, "output", "Sound device 0 ('Built-in Microphone') has no output channels."),
-        (
+        (  # the name of an input-only device: said so, not "no device matches"
             "Microphone",
             "output",
-            "No output device matches 'Microphone' (run `ppx-tui devices` to list them).",
+            "Sound device 0 ('Built-in Microphone') has no output channels (run `ppx-tui "
+            "devices` to list them).",
         ),
         # a digit to str.isdigit, not to int(): it was a ValueError (a traceback)
         (

@@ -165,3 +165,12 @@ def test_memory_does_not_grow_with_the_recordings_length(tmp_path, monkeypatch, 
     minute = 60 * SAMPLE_RATE * 4  # bytes of the extra minute as float32
     assert long - short < minute / 4, f"{(long - short) / minute:.1f} times the extra minute"
     assert read_audio(clean).duration_s == pytest.approx(70.0, abs=0.02)
+
+
+def test_a_gap_of_a_sample_is_said_in_milliseconds(tmp_path, capsys):
+    """Rates converted apart by a sample were said to be "0.00 s shorter"."""
+    far, mic, out = _recordings(tmp_path, 0.05, cut_s=1.5 / 24000)  # one sample
+    assert main(["sound-check", "--far", str(far), "--mic", str(mic), "--output", str(out)]) == 0
+    said = capsys.readouterr()
+    said = said.out + said.err
+    assert "is 0.04 ms shorter; it was padded with silence" in said and "0.00 s" not in said

@@ -128,6 +128,12 @@ def find_device(
         found = [d for d in usable if matches(d.name)]
         if found:
             return found[0]
+    other = next((d for d in devices if wanted.lower() in d.name.lower()), None)
+    if other is not None:  # the name is right, the direction is not
+        raise AudioDeviceError(
+            f"Sound device {other.index} ('{other.name}') has no {direction} channels "
+            "(run `ppx-tui devices` to list them)."
+        )
     raise AudioDeviceError(
         f"No {direction} device matches '{spec}' (run `ppx-tui devices` to list them)."
     )

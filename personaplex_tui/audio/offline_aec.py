@@ -117,9 +117,8 @@ def cancel_recordings(
                 else ("microphone", mic_path)
             )
             gap = abs(far_in.samples - mic_in.samples) / SAMPLE_RATE
-            notes.append(
-                f"The {shorter} {name} is {gap:.2f} s shorter; it was padded with silence."
-            )
+            said = f"{gap:.2f} s" if gap >= 0.01 else f"{gap * 1000:.2f} ms"  # (not "0.00 s")
+            notes.append(f"The {shorter} {name} is {said} shorter; it was padded with silence.")
         n = -(-max(far_in.samples, mic_in.samples) // BLOCK_SAMPLES) * BLOCK_SAMPLES
 
         # The delay is found in the first minutes, a few rows of their spectrum at a time
