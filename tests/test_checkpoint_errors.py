@@ -249,3 +249,50 @@ def test_an_stt_folder_is_named_as_such(tmp_path):
     message = str(info.value)
     assert "speech-to-text model (Kyutai STT), not a PersonaPlex checkpoint" in message
     assert "dep_q" not in message and "\n" not in message
+
+
+def _download_failing_with(monkeypatch, error: BaseException) -> str:
+    import huggingface_hub
+
+    def snapshot_download(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve_model("me/small", flag="--model")
+    return str(info.value)
+
+
+def test_a_connection_lost_mid_download_is_one_sentence(monkeypatch):
+    """The hub's client raises its own errors after its retries (the connection refused or cut
+    mid-file, a read that times out): they went up as a traceback, and killed a run whose
+    optional STT download failed."""
+    import httpx2
+
+    for error in (
+        httpx2.ConnectError("[Errno 111] Connection refused"),
+        httpx2.RemoteProtocolError("peer closed connection without sending complete message body"),
+        httpx2.ReadTimeout("The read operation timed out"),
+    ):
+        message = _download_failing_with(monkeypatch, error)
+        assert message.startswith("The connection to Hugging Face failed while downloading me/sm")
+        assert type(error).__name__ in message and "run again to resume" in message
+        assert "pass --model PATH with a local checkpoint folder" in message
+
+
+def test_a_full_disk_during_a_download_says_so(monkeypatch):
+    """It was "failed (OSError); retry"."""
+    import errno
+
+    message = _download_failing_with(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    assert message.startswith("The disk is full: downloading me/small into the Hugging Face cache")
+    assert "(No space left on device); free some space (or set HF_HOME" in message
+
+
+def test_repo_ids_the_hub_refuses_are_no_model_folder():
+    """`me/-x`, `me/a--b`, `me/x.` passed our pattern, and the hub's validation error was a
+    traceback."""
+    for spec in ("me/-x", "me/a--b", "me/x.", "me/small.."):
+        with pytest.raises(ModelNotFoundError) as info:
+            resolve_model(spec, flag="--model")
+        assert str(info.value).startswith(f"No model folder at {spec}; pass --model PATH")

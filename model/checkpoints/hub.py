@@ -6,8 +6,10 @@ imported only when a repo id must be resolved.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +83,39 @@ def resolve_model(
             if flag
             else f"{spec} is a file, not a checkpoint folder or a Hugging Face repo id."
         )
-    if _looks_like_path(spec) or not _REPO_ID.match(spec):
+    if _looks_like_path(spec) or not _REPO_ID.match(spec) or not _valid_repo_id(spec):
         raise ModelNotFoundError(
             f"No model folder at {spec}; {use_local} or a Hugging Face repo id such as {default}."
         )
     return _download(spec, allow_patterns, revision, cache_dir, endpoint, tqdm_class, use_local)
+
+
+def _valid_repo_id(spec: str) -> bool:
+    """Whether the hub's own rules take `spec` (`me/-x`, `me/a--b` pass `_REPO_ID`, not them)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What the hub's HTTP client raises when a connection fails, stalls or is cut, after its
+    own retries: the client that huggingface_hub loaded (httpx2, httpx or requests)."""
+    found: list[type[BaseException]] = []
+    for name, attribute in (
+        ("httpx2", "HTTPError"),
+        ("httpx", "HTTPError"),
+        ("requests", "RequestException"),
+    ):
+        module = sys.modules.get(name)
+        error = getattr(module, attribute, None) if module is not None else None
+        if isinstance(error, type) and issubclass(error, BaseException):
+            found.append(error)
+    return tuple(found)
 
 
 def _download(
@@ -121,6 +151,10 @@ def _download(
             f"{repo_id} has no revision {revision!r} on Hugging Face."
         ) from None
     except errors.IncompleteSnapshotError:
+        if _hub_offline():
+            raise ModelNotFoundError(
+                f"The cached copy of {repo_id} is incomplete and HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to finish the download, or {use_local}."
+            ) from None
         raise ModelNotFoundError(
             f"The cached copy of {repo_id} is incomplete and the hub cannot be reached to finish it; connect and retry, or {use_local}."
         ) from None
@@ -132,8 +166,26 @@ def _download(
         raise ModelNotFoundError(
             f"Could not download {repo_id} (the Hugging Face hub is unreachable) and it is not cached; {use_local}, or connect and retry (HF_HUB_OFFLINE=1 uses the cache only)."
         ) from None
-    except (errors.HfHubHTTPError, OSError) as error:
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ModelNotFoundError(
+                f"The disk is full: downloading {repo_id} into the Hugging Face cache ({_cache_home(cache_dir)}) stopped ({error.strerror}); free some space (or set HF_HOME to a disk with room) and run again to resume, or {use_local}."
+            ) from None
+        raise ModelNotFoundError(
+            f"Downloading {repo_id} from Hugging Face failed ({error.strerror or type(error).__name__}); retry, or {use_local}."
+        ) from None
+    except errors.HfHubHTTPError as error:
         raise ModelNotFoundError(
             f"Downloading {repo_id} from Hugging Face failed ({type(error).__name__}); retry, or {use_local}."
         ) from None
+    except _transport_errors() as error:
+        raise ModelNotFoundError(
+            f"The connection to Hugging Face failed while downloading {repo_id} ({type(error).__name__}: {error}); run again to resume (the files already fetched are kept), or {use_local}."
+        ) from None
     return Path(folder)
+
+
+def _cache_home(cache_dir: str | os.PathLike[str] | None) -> str:
+    from huggingface_hub import constants
+
+    return os.fspath(cache_dir) if cache_dir is not None else constants.HF_HUB_CACHE
