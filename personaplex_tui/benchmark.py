@@ -220,8 +220,10 @@ def build_model(
         )
     from model.checkpoints.hub import resolve_model
     from personaplex_tui.checkpoint_voices import MODEL_FLAG
+    from personaplex_tui.stop_signals import POLICY
 
-    folder = resolve_model(opts.model, flag=MODEL_FLAG)  # the app's sentence names the flag
+    with POLICY.abrupt():  # (the hub's download threads: a Ctrl+C ends them with the process)
+        folder = resolve_model(opts.model, flag=MODEL_FLAG)  # the sentence names the flag
     model = load(folder, dtype=dtype, quantize=opts.quantize)
     voice = model.voice(model.voices[0]) if model.voices else None
     return model, voice, model.system_tokens("assistant")

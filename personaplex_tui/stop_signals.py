@@ -20,6 +20,7 @@ started (`nohup`, a background job) stays ignored.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -70,6 +71,7 @@ class SignalPolicy:
         self._on_stop: StopAction | None = None  # None: raise Stopped at once
         self._deferred = False
         self._repeats = False  # later signals call _on_stop too
+        self._abrupt = False  # a signal ends the process at once (`abrupt`)
         self._installed = False
 
     def install(self) -> None:
@@ -105,6 +107,20 @@ class SignalPolicy:
         finally:
             self._deferred, self._on_stop, self._repeats = saved
 
+    @contextlib.contextmanager
+    def abrupt(self) -> Iterator[None]:
+        """Inside (fetching and loading a model from the command line, nothing of ours being
+        written): a stop signal ends the process at once with 128 + its number, saying so. A
+        raised `Stopped` waited for huggingface_hub's download threads, which read a file's
+        body to its end: a Ctrl+C took minutes on a model of gigabytes, and a second one was
+        ignored. (The hub's cache keeps the finished files; the next run fetches the rest.)"""
+        saved = self._abrupt
+        self._abrupt = True
+        try:
+            yield
+        finally:
+            self._abrupt = saved
+
     def quiet(self) -> None:
         """From now on (the command returned), signals are recorded only."""
         self._deferred, self._on_stop, self._repeats = True, None, False
@@ -126,6 +142,12 @@ class SignalPolicy:
                 self._on_stop(signum)
             return
         self.received = signum
+        if self._abrupt and not self._deferred:
+            try:
+                os.write(2, f"ppx-tui: {stopped_sentence(signum)}\n".encode())
+            except OSError:  # (no terminal left: the exit code says it)
+                pass
+            os._exit(exit_code_for(signum))
         if not self._deferred:
             raise Stopped(signum)
         if self._on_stop is not None:

@@ -41,9 +41,11 @@ def _checkpoint_voices(spec: str) -> tuple[str, ...]:
         checkpoint_voices,
         local_checkpoint,
     )
+    from personaplex_tui.stop_signals import POLICY
 
     local = local_checkpoint(spec)
-    folder = local or resolve_model(spec, allow_patterns=VOICE_FILE_PATTERNS, flag=MODEL_FLAG)
+    with POLICY.abrupt():  # (the hub's download threads: a Ctrl+C ends them with the process)
+        folder = local or resolve_model(spec, allow_patterns=VOICE_FILE_PATTERNS, flag=MODEL_FLAG)
     voices = checkpoint_voices(folder)
     if not voices:
         if local is not None:  # a folder that is no checkpoint at all says so

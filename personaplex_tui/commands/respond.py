@@ -245,10 +245,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output is None:
         _check_speaker()
     status(f"Loading {args.model or 'the default model'}...")
-    if local_checkpoint(args.model) is None:  # a repo: its voices are known once it is fetched
-        fetch_with_voice(args.model, args.voice)
-    model = load(args.model, dtype=mx_dtype(args.dtype), quantize=args.quantize)
-    user_words = _UserWords(model) if attach_stt(model, choice_from_args(args), status) else None
+    with POLICY.abrupt():  # (the hub's download threads: a Ctrl+C ends them with the process)
+        if local_checkpoint(args.model) is None:  # a repo: its voices are known once fetched
+            fetch_with_voice(args.model, args.voice)
+        model = load(args.model, dtype=mx_dtype(args.dtype), quantize=args.quantize)
+        listening = attach_stt(model, choice_from_args(args), status)
+    user_words = _UserWords(model) if listening else None
     context = model.lm.config.temporal.context
     # Refuse what does not fit this model's context before the prompt phase runs.
     heard = len(replies.utterance_frames(clip.pcm, FRAME_SAMPLES, context))
