@@ -296,3 +296,53 @@ def test_repo_ids_the_hub_refuses_are_no_model_folder():
         with pytest.raises(ModelNotFoundError) as info:
             resolve_model(spec, flag="--model")
         assert str(info.value).startswith(f"No model folder at {spec}; pass --model PATH")
+
+
+def test_a_hub_that_never_answers_falls_back_to_the_cache_or_says_why(
+    small_checkpoint, tmp_path, monkeypatch
+):
+    """A network that takes the connection and never answers (a captive portal) hung the start
+    forever, a cached model's too: the hub's client had no timeout for the repo's info."""
+    import socket
+    import threading
+    import time
+
+    import huggingface_hub
+
+    from model.checkpoints import hub
+    from tests.fake_hub import fake_hub
+
+    monkeypatch.setattr(hub, "HUB_READ_TIMEOUT_S", 1.0, raising=False)
+    monkeypatch.setattr(hub, "HUB_CONNECT_TIMEOUT_S", 1.0, raising=False)
+    monkeypatch.setattr(hub, "_bounded", False, raising=False)
+    huggingface_hub.close_session()  # (the next call makes its client with the timeouts)
+    cache = tmp_path / "hub"
+    with fake_hub("someone/small", small_checkpoint, bytes_per_s=1e9) as url:
+        cached = resolve_model("someone/small", cache_dir=cache, endpoint=url)
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.extend(iter(lambda: silent.accept()[0], None)),
+                     daemon=True).start()  # fmt: skip
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    found: dict[str, object] = {}
+
+    def start() -> None:  # (on a thread: the old code never returned)
+        found["cached"] = resolve_model("someone/small", cache_dir=cache, endpoint=endpoint)
+        try:
+            resolve_model("someone/other", cache_dir=cache, endpoint=endpoint)
+        except ModelNotFoundError as error:
+            found["error"] = str(error)
+
+    worker = threading.Thread(target=start, daemon=True)
+    began = time.monotonic()
+    worker.start()
+    worker.join(timeout=30)
+    took = time.monotonic() - began
+    silent.close()
+    huggingface_hub.close_session()
+    assert not worker.is_alive(), "still waiting for the hub after 30 s"
+    assert found["cached"] == cached and took < 30
+    assert "Could not download someone/other" in str(found["error"])

@@ -118,6 +118,48 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+# The hub's client waits forever on calls that give no timeout of their own (the repo's info and
+# file list pass `timeout=None`; the files' reads have HF_HUB_DOWNLOAD_TIMEOUT): a network that
+# takes the connection and never answers (a captive portal, a stalled proxy) hung the start, a
+# cached model's too. A hook on the client's requests gives those calls these timeouts, so they
+# fail, and a cached model is used (the hub's own fallback) or one sentence says why not.
+HUB_CONNECT_TIMEOUT_S = 10.0
+HUB_READ_TIMEOUT_S = 30.0
+_bounded = False
+
+
+def _bounded_timeouts(request: Any) -> None:
+    """A request hook: a phase without a timeout gets ours (an explicit one is kept)."""
+    given = dict(request.extensions.get("timeout") or {})
+    ours = {"connect": HUB_CONNECT_TIMEOUT_S, "read": HUB_READ_TIMEOUT_S}
+    ours |= {"write": HUB_READ_TIMEOUT_S, "pool": HUB_READ_TIMEOUT_S}
+    request.extensions["timeout"] = {
+        phase: ours[phase] if given.get(phase) is None else given[phase] for phase in ours
+    }
+
+
+def _bound_hub_calls() -> None:
+    """Make huggingface_hub's HTTP clients add `_bounded_timeouts` (once)."""
+    global _bounded
+    if _bounded:
+        return
+    _bounded = True
+    try:
+        import huggingface_hub
+        from huggingface_hub.utils import _http
+
+        make = _http.default_client_factory
+    except (ImportError, AttributeError):  # another version of the library: its own defaults
+        return
+
+    def bounded_client() -> Any:
+        client = make()
+        client.event_hooks["request"].append(_bounded_timeouts)
+        return client
+
+    huggingface_hub.set_client_factory(bounded_client)
+
+
 def _download(
     repo_id: str,
     allow_patterns: list[str] | tuple[str, ...] | None,
@@ -129,6 +171,7 @@ def _download(
 ) -> Path:
     from huggingface_hub import errors, snapshot_download
 
+    _bound_hub_calls()
     try:
         folder = snapshot_download(
             repo_id,
