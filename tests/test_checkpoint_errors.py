@@ -346,3 +346,28 @@ def test_a_hub_that_never_answers_falls_back_to_the_cache_or_says_why(
     assert not worker.is_alive(), "still waiting for the hub after 30 s"
     assert found["cached"] == cached and took < 30
     assert "Could not download someone/other" in str(found["error"])
+
+
+def test_a_hub_answering_with_a_server_error_is_not_called_unreachable(monkeypatch):
+    import httpx2
+    from huggingface_hub import errors
+
+    request = httpx2.Request("GET", "https://huggingface.co/api/models/me/small")
+    down = errors.HfHubHTTPError("500 Server Error", response=httpx2.Response(500, request=request))
+    try:
+        raise errors.LocalEntryNotFoundError("no cached snapshot") from down
+    except errors.LocalEntryNotFoundError as error:
+        message = _download_failing_with(monkeypatch, error)
+    assert message.startswith(
+        "Could not download me/small (the Hugging Face hub answered with an error, HTTP 500) and"
+    )
+
+
+def test_an_incomplete_cache_with_hf_hub_offline_says_to_unset_it(monkeypatch):
+    from huggingface_hub import constants, errors
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    message = _download_failing_with(
+        monkeypatch, errors.IncompleteSnapshotError("incomplete", snapshot_path="/cache/x")
+    )
+    assert "is incomplete and HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE" in message

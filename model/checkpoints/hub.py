@@ -201,13 +201,19 @@ def _download(
         raise ModelNotFoundError(
             f"The cached copy of {repo_id} is incomplete and the hub cannot be reached to finish it; connect and retry, or {use_local}."
         ) from None
-    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled):
+    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as error:
         if _hub_offline():
             raise ModelNotFoundError(
                 f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; unset HF_HUB_OFFLINE to download it, or {use_local}."
             ) from None
+        status = getattr(getattr(error.__cause__, "response", None), "status_code", None)
+        why = (
+            f"the Hugging Face hub answered with an error, HTTP {status}"
+            if isinstance(status, int) and status >= 500
+            else "the Hugging Face hub is unreachable"
+        )
         raise ModelNotFoundError(
-            f"Could not download {repo_id} (the Hugging Face hub is unreachable) and it is not cached; {use_local}, or connect and retry (HF_HUB_OFFLINE=1 uses the cache only)."
+            f"Could not download {repo_id} ({why}) and it is not cached; {use_local}, or connect and retry (HF_HUB_OFFLINE=1 uses the cache only)."
         ) from None
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
