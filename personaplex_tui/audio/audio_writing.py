@@ -39,8 +39,9 @@ class AudioWriter(ClosesOnExit):
 
     A failure is the system's own reason (a full disk, a read-only one) in
     one sentence, and the file cut short by it is removed; `with` also removes it when the
-    block fails (the audio is not all there). It is written as `.NAME.XXXXXXXX.part` beside
-    `path` (through a symbolic link, beside its target) and renamed to `path` when complete, so
+    block fails (the audio is not all there). It is written under a hidden name beside `path`
+    (`.NAME.` then 8 random hex digits then `.part`; through a symbolic link, beside its target)
+    and renamed to `path` when complete, so
     a failure, Ctrl+C or a kill leaves any older file of that name as it was. The WAV's length is
     known from the start, so it is written front to back, never seeking back; FLAC goes through
     libsndfile.
