@@ -35,9 +35,10 @@ def require_voice(folder: Path, voice: str) -> str:
     one sentence naming the voices it has."""
     voices = checkpoint_voices(folder)
     if not voices:
-        from model.checkpoints.config_io import detect_layout
+        from model.checkpoints.config_io import checkpoint_config
 
-        detect_layout(folder)  # a folder that is no checkpoint at all says so (CheckpointError)
+        # a folder that is no checkpoint, or lacks its weights, says so first (CheckpointError)
+        checkpoint_config(folder)
         raise UnknownVoiceError(
             f"The checkpoint in {folder} has no voice files (voices/*.safetensors or voices.tgz), "
             f"so voice '{voice}' cannot be used."

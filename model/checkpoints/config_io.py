@@ -20,6 +20,7 @@ from typing import Any
 from model.checkpoints.layout import (
     CONFIG_FILE,
     CONVERTED,
+    LM_FILES,
     ORIGINAL,
     ORIGINAL_FILE,
     TEMPORAL_FILE,
@@ -207,3 +208,31 @@ def read_config(folder: Path, layout: str) -> PersonaPlexConfig:
     raise CheckpointError(
         f"{folder} is not a PersonaPlex checkpoint: its {CONFIG_FILE} has no 'temporal' section."
     )
+
+
+def _listed(names: list[str] | tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def require_lm_files(folder: Path, layout: str) -> None:
+    """CheckpointError (one sentence naming them) when `folder` lacks LM weight files of `layout`;
+    a config.json with none of them is no checkpoint."""
+    missing = [name for name in LM_FILES[layout] if not (folder / name).is_file()]
+    if not missing:
+        return
+    if len(missing) == len(LM_FILES[layout]):
+        raise CheckpointError(
+            f"{folder} is not a PersonaPlex checkpoint: it has {CONFIG_FILE} but no weights (neither {_listed(LM_FILES[CONVERTED])} of the converted MLX layout nor {ORIGINAL_FILE} of the original layout)."
+        )
+    raise CheckpointError(
+        f"{folder} is an incomplete PersonaPlex checkpoint: it lacks {_listed(missing)}, which the converted MLX layout needs next to {CONFIG_FILE}."
+    )
+
+
+def checkpoint_config(folder: Path) -> tuple[str, PersonaPlexConfig]:
+    """The layout and configuration of the checkpoint in `folder`, once its LM weight files are
+    known to be there (none is read); CheckpointError with one sentence otherwise."""
+    layout = detect_layout(folder)
+    config = read_config(folder, layout)
+    require_lm_files(folder, layout)
+    return layout, config

@@ -20,6 +20,11 @@ DEPFORMER_FILE = "depformer.safetensors"
 EMBEDDINGS_FILE = "embeddings.safetensors"
 ORIGINAL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# The LM's weight files of each layout (each must be there; Mimi, tokenizer and voices aside).
+LM_FILES = {
+    CONVERTED: (TEMPORAL_FILE, DEPFORMER_FILE, EMBEDDINGS_FILE),
+    ORIGINAL: (ORIGINAL_FILE,),
+}
 
 FLOAT_CONVERTED = ("F16", "BF16", "F32")  # written as float16
 FLOAT_ORIGINAL = ("BF16", "F16", "F32")  # written as bfloat16
@@ -149,12 +154,7 @@ def expected_layout(
     if layout not in (CONVERTED, ORIGINAL):
         raise ValueError(f"unknown layout {layout!r}")
     quant = config.quantization if layout == CONVERTED else None
-    files: dict[str, dict[str, TensorSpec]] = {}
-    if layout == CONVERTED:
-        for name in (TEMPORAL_FILE, DEPFORMER_FILE, EMBEDDINGS_FILE):
-            files[name] = {}
-    else:
-        files[ORIGINAL_FILE] = {}
+    files: dict[str, dict[str, TensorSpec]] = {name: {} for name in LM_FILES[layout]}
     for module in lm_modules(config.lm):
         if layout == CONVERTED:
             file, key = converted_location(module)

@@ -19,7 +19,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from model.checkpoints.config_io import detect_layout, read_config
+from model.checkpoints.config_io import checkpoint_config, detect_layout, read_config
 from model.checkpoints.hub import resolve_model
 from model.checkpoints.layout import (
     CONFIG_FILE,
@@ -48,7 +48,7 @@ def check_file(path: Path, specs: dict[str, TensorSpec]) -> dict[str, TensorHead
     """Compare a safetensors file's header with what the layout expects; raise on the first problem."""
     if not path.is_file():
         raise CheckpointError(
-            f"{path.parent} has no {path.name}; the checkpoint is incomplete (download it again, or give another folder)."
+            f"{path.parent} is an incomplete PersonaPlex checkpoint: it lacks {path.name}."
         )
     header = read_header(path)
     missing = [key for key in specs if key not in header]
@@ -213,8 +213,7 @@ def load_lm(
     sentence on any problem.
     """
     folder = resolve_model(model, tqdm_class=tqdm_class)
-    layout = detect_layout(folder)
-    config = read_config(folder, layout)
+    layout, config = checkpoint_config(folder)
     try:
         expected = expected_layout(config, layout)
     except ValueError as error:

@@ -48,10 +48,10 @@ def _checkpoint_voices(spec: str) -> tuple[str, ...]:
         folder = local or resolve_model(spec, allow_patterns=VOICE_FILE_PATTERNS, flag=MODEL_FLAG)
     voices = checkpoint_voices(folder)
     if not voices:
-        if local is not None:  # a folder that is no checkpoint at all says so
-            from model.checkpoints.config_io import detect_layout
+        if local is not None:  # a folder that is no checkpoint, or lacks its weights, says so
+            from model.checkpoints.config_io import checkpoint_config
 
-            detect_layout(folder)
+            checkpoint_config(folder)
         raise CheckpointError(
             f"The checkpoint in {folder} has no voice files (voices/*.safetensors or voices.tgz)."
         )
