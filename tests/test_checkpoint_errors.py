@@ -53,7 +53,33 @@ def test_valid_checkpoint_loads(folder):
 def test_missing_file(folder):
     (folder / "depformer.safetensors").unlink()
     message = load_error(folder)
-    assert f"{folder} has no depformer.safetensors" in message and "incomplete" in message
+    assert message == (
+        f"{folder} is an incomplete PersonaPlex checkpoint: it lacks depformer.safetensors, "
+        "which the converted MLX layout needs next to config.json."
+    )
+
+
+def test_missing_files_are_all_named_and_no_download_is_asked(folder):
+    """A local folder is not fixed by downloading again (an incomplete hub cache is said by
+    `resolve_model`): the sentence names every LM file it lacks."""
+    (folder / "temporal.safetensors").unlink()
+    (folder / "embeddings.safetensors").unlink()
+    message = load_error(folder)
+    assert message == (
+        f"{folder} is an incomplete PersonaPlex checkpoint: it lacks temporal.safetensors and "
+        "embeddings.safetensors, which the converted MLX layout needs next to config.json."
+    )
+    assert "download" not in message
+
+
+def test_config_json_without_weights(folder):
+    for name in ("temporal", "depformer", "embeddings"):
+        (folder / f"{name}.safetensors").unlink()
+    message = load_error(folder)
+    assert message.startswith(
+        f"{folder} is not a PersonaPlex checkpoint: it has config.json but no weights (neither "
+        "temporal.safetensors, depformer.safetensors and embeddings.safetensors"
+    )
 
 
 def test_missing_key(folder):

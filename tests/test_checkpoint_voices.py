@@ -76,9 +76,9 @@ def test_voices_with_a_model_lists_only_the_checkpoints_voices(natf0, tmp_path):
     assert len(presets) == 18  # without --model: every preset
 
 
-def test_voices_of_a_folder_without_voice_files_is_one_sentence(tmp_path):
-    (tmp_path / "novoices").mkdir()
-    (tmp_path / "novoices" / "config.json").write_text("{}")  # a checkpoint's layout, no voices
+def test_voices_of_a_folder_without_voice_files_is_one_sentence(natf0, tmp_path):
+    # a whole checkpoint but its voices
+    shutil.copytree(natf0, tmp_path / "novoices", ignore=shutil.ignore_patterns("voices"))
     proc = ppx("voices", "--model", str(tmp_path / "novoices"), home=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
@@ -92,6 +92,48 @@ def test_voices_of_a_folder_without_voice_files_is_one_sentence(tmp_path):
         "config.json with temporal.safetensors (converted MLX layout) nor model.safetensors "
         "(original layout)."
     ]
+
+
+def no_weights(folder: Path) -> str:
+    """What a folder holding only a PersonaPlex config.json is told."""
+    return (
+        f"{folder} is not a PersonaPlex checkpoint: it has config.json but no weights (neither "
+        "temporal.safetensors, depformer.safetensors and embeddings.safetensors of the converted "
+        "MLX layout nor model.safetensors of the original layout)."
+    )
+
+
+@pytest.fixture
+def config_only(natf0: Path, tmp_path: Path) -> Path:
+    """The config.json of `natf0` alone: no weights, no voices."""
+    folder = tmp_path / "config-only"
+    folder.mkdir()
+    shutil.copy(natf0 / "config.json", folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["voices"], ["respond", "--input", str(AUDIO / "greeting.wav")]],
+    ids=["voices", "respond"],
+)
+def test_a_folder_with_only_config_json_is_said_to_lack_the_weights_not_the_voices(
+    config_only, tmp_path, command
+):
+    out = ["--output", str(tmp_path / "out.wav")] if command[0] == "respond" else []
+    proc = ppx(*command, "--model", str(config_only), *out, home=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"ppx-tui: {no_weights(config_only.resolve())}"]
+
+
+def test_the_loader_says_a_fetched_folder_lacks_the_weights_before_its_voices(config_only):
+    """A repo id holding only config.json is such a folder once fetched."""
+    stages: list[str] = []
+    with pytest.raises(CheckpointError) as info:
+        load_model(str(config_only), lambda p: stages.append(p.stage), voice="NATF2")
+    assert not isinstance(info.value, UnknownVoiceError)
+    assert str(info.value) == no_weights(config_only.resolve())
+    assert "load" not in stages
 
 
 @pytest.mark.parametrize(
