@@ -27,6 +27,7 @@ from model.lm.layers import gated_matvec, matvec
 from model.quantized import Quantized
 from personaplex_tui import benchmark as bench
 from personaplex_tui.kernel_cache import persistent_kernel_cache
+from personaplex_tui.soak_meter import random_voice
 
 MODES = ("ours", "mlx")
 
@@ -96,7 +97,7 @@ def temporal_pass(bits: int) -> None:
 def steps(bits: int, rounds: int) -> None:
     model = random_model(config_7b(), bits=bits, seed=0)
     mx.eval(model.lm.parameters())
-    voice = bench.random_voice(model, 50, 0)
+    voice = random_voice(model, 50, 0)
     audio = bench._audio(140, 0)
     rng = np.random.default_rng(0)
     results: dict[str, dict[str, list[float]]] = {m: {"lm": [], "full": []} for m in MODES}

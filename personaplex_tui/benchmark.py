@@ -33,6 +33,7 @@ from personaplex_tui.kernels_in_use import (
     mimi_kernels,
     temporal_kernels,
 )
+from personaplex_tui.soak_meter import random_voice
 
 BUDGET_MS = 80.0
 
@@ -150,18 +151,6 @@ def device_name() -> str:
     except Exception:  # device_info differs across backends and versions
         name = ""
     return f"gpu ({name})" if name else "gpu"
-
-
-def random_voice(model: PersonaPlex, frames: int, seed: int) -> VoicePrompt:
-    """A voice prompt of `frames` random embeddings (at least one) and a random token ring."""
-    if frames < 1:
-        raise ValueError(f"a voice prompt has at least one frame, not {frames}")
-    cfg = model.lm.config
-    rng = np.random.default_rng(seed)
-    cache = rng.integers(0, cfg.card, (cfg.n_streams, cfg.max_delay + 3))
-    cache[0] = rng.integers(0, cfg.text_card, cfg.max_delay + 3)
-    emb = mx.random.normal((frames, cfg.temporal.d_model), key=mx.random.key(seed)) * 0.05
-    return VoicePrompt("random", emb.astype(model.lm.dtype), cache)
 
 
 def random_config(opts: BenchOptions) -> PersonaPlexConfig:

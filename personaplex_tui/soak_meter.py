@@ -138,13 +138,16 @@ class MeteredSession:
 
 
 def random_voice(model: PersonaPlex, frames: int, seed: int) -> VoicePrompt:
-    """A voice prompt of random embeddings and tokens, shaped for `model`."""
+    """A voice prompt of `frames` random embeddings and a random token ring, shaped for `model`
+    (the soak's and the benchmark's; 0 frames is the ring alone, negative is refused)."""
+    if frames < 0:
+        raise ValueError(f"a voice prompt cannot have {frames} frames")
     cfg = model.lm.config
     rng = np.random.default_rng(seed)
-    ring = rng.integers(0, cfg.card, (cfg.n_streams, cfg.max_delay + 3))
-    ring[0] = rng.integers(0, cfg.text_card, cfg.max_delay + 3)
-    emb = 0.05 * rng.standard_normal((frames, cfg.temporal.d_model)).astype(np.float32)
-    return VoicePrompt("random", mx.array(emb).astype(model.lm.dtype), ring)
+    cache = rng.integers(0, cfg.card, (cfg.n_streams, cfg.max_delay + 3))
+    cache[0] = rng.integers(0, cfg.text_card, cfg.max_delay + 3)
+    emb = mx.random.normal((frames, cfg.temporal.d_model), key=mx.random.key(seed)) * 0.05
+    return VoicePrompt("random", emb.astype(model.lm.dtype), cache)
 
 
 class SoakModel:
