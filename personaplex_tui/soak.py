@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from model.conversation.prompt_plan import SILENCE_FRAMES
 from model.conversation.session_settings import SessionSettings
 from model.errors import PersonaPlexError
 from personaplex_tui.audio import FRAME_SAMPLES, AudioInput, AudioOutput, FileMic, FileSpeaker
@@ -39,6 +40,27 @@ DEFAULT_INPUT = (
     Path(__file__).resolve().parents[1] / "tests" / "data" / "audio" / "conversation.wav"
 )
 SETTLE_FRAMES = 3000  # memory must be flat after this many frames (or half the run, if shorter)
+
+
+class SoakOptionsError(PersonaPlexError):
+    """Soak options that cannot run as asked (one sentence, naming the command's flags)."""
+
+
+def check_prompt_phase(context: int, voice_frames: int, prompt_tokens: int) -> None:
+    """Refuse a small random model whose `context` cannot hold the prompt phase it is given
+    (its ring would wrap in the prefill); the default 3000, as the 7B's, holds the longest
+    the command allows: 1000 + 1000 + 12."""
+    silence = 2 * SILENCE_FRAMES
+    needed = voice_frames + prompt_tokens + silence
+    if needed <= context:
+        return
+    room = context - silence
+    raise SoakOptionsError(
+        f"--context {context} cannot hold the prompt phase of {needed} frames "
+        f"(--voice-frames {voice_frames}, --prompt-tokens {prompt_tokens} and "
+        f"{silence} of silence); give --context {needed} or more"
+        + (f", or at most {room} voice frames and prompt tokens together." if room >= 0 else ".")
+    )
 
 
 @dataclass
@@ -358,7 +380,12 @@ def _step_stats(values: Sequence[float]) -> dict[str, float]:
 def run_soak(
     opts: SoakOptions, progress: Callable[[MemorySample], None] = lambda s: None
 ) -> SoakResult:
-    """Run the soak `opts` describes; `progress` sees each memory sample as it is taken."""
+    """Run the soak `opts` describes; `progress` sees each memory sample as it is taken.
+
+    Raises `SoakOptionsError` before anything runs if the small random model's context cannot
+    hold its prompt phase."""
+    if not opts.model and not opts.random_weights:
+        check_prompt_phase(opts.context, opts.voice_frames, opts.prompt_tokens)
     settle = opts.settle_frames()
     meter = MemoryMeter(opts.every, settle, opts.frames, progress)
     keep = opts.record_dir is not None

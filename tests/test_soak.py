@@ -171,6 +171,40 @@ def test_a_context_that_just_holds_the_prompt_phase_runs():
     assert json.loads(proc.stdout)["positions"] == 30 + 6 + 8 + 6 + 1 + 3  # the 1: run ahead
 
 
+@pytest.mark.parametrize(("context", "voice", "tokens"), [(49, 30, 8), (5, 0, 0), (50, 50, 20)])
+def test_run_soak_itself_refuses_a_context_that_cannot_hold_the_prompt_phase(
+    tmp_path, context, voice, tokens
+):
+    """Only the command refused these; `run_soak` called directly ran with the ring wrapped in
+    the prefill. Both paths now say the same sentence, and nothing runs or is written."""
+    from model.errors import PersonaPlexError
+    from personaplex_tui.cli import build_parser
+    from personaplex_tui.commands.common import UsageError
+    from personaplex_tui.commands.soak import _options
+    from personaplex_tui.soak import SoakOptions, run_soak
+
+    flags = [
+        "--context",
+        str(context),
+        "--voice-frames",
+        str(voice),
+        "--prompt-tokens",
+        str(tokens),
+    ]
+    with pytest.raises(UsageError) as said:
+        _options(build_parser().parse_args(["soak", "--frames", "5", *flags]))
+    record = tmp_path / "recording"
+    opts = SoakOptions(
+        frames=5, context=context, voice_frames=voice, prompt_tokens=tokens, record_dir=str(record)
+    )
+    with pytest.raises(PersonaPlexError) as refused:
+        run_soak(opts)
+    assert str(refused.value) == str(said.value)
+    assert str(refused.value).startswith(f"--context {context} cannot hold the prompt phase of ")
+    assert type(refused.value).__name__ == "SoakOptionsError"
+    assert not record.exists()  # refused before the recording folder was made
+
+
 def test_an_input_file_whose_name_is_not_utf8_ends_the_soak(tmp_path):
     """The name goes into the transcript's "input ended" note: written escaped (\\udcff, still
     JSON), it no longer kills the controller's run task, which left the soak waiting forever,
@@ -194,7 +228,11 @@ def test_a_lost_output_is_the_chats_sentence_without_its_key_hint(tmp_path, monk
 
     speaker = tmp_path / "speaker.wav"
     FullDisk(speaker, free=50_000).install(monkeypatch)  # about 1 s of the agent's voice
-    r = run_soak(SoakOptions(frames=100, context=50, record_dir=str(tmp_path)))
+    # the prompt of PROMPT: the default 50 + 20 does not fit a context of 50 (refused now)
+    opts = SoakOptions(
+        frames=100, context=50, voice_frames=30, prompt_tokens=8, record_dir=str(tmp_path)
+    )
+    r = run_soak(opts)
     (error,) = r.errors
     assert error.startswith(
         f"Writing the output file {speaker} failed (No space left on device); it keeps the first "

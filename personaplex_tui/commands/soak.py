@@ -209,8 +209,8 @@ def _options(args: argparse.Namespace):
 def _random_model_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:
     """A random model has no voice files, tokenizer or float weights to quantize (it used to
     ignore those flags), and the small one's --context must hold the prompt phase it is given
-    (the default 3000, as the 7B's, holds the longest: 1000 + 1000 + 12)."""
-    from model.conversation.prompt_plan import SILENCE_FRAMES
+    (the soak's own check, which `run_soak` makes too)."""
+    from personaplex_tui.soak import SoakOptionsError, check_prompt_phase
 
     which = "--random-weights" if args.random_weights else "the small random model"
     checks = [
@@ -233,22 +233,10 @@ def _random_model_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:
     context = args.context
     if args.random_weights or context is None or context < 1:  # those said elsewhere
         return checks
-    silence = 2 * SILENCE_FRAMES
-    needed = args.voice_frames + args.prompt_tokens + silence
-    room = context - silence
-    checks.append(
-        (
-            needed <= context,
-            f"--context {context} cannot hold the prompt phase of {needed} frames "
-            f"(--voice-frames {args.voice_frames}, --prompt-tokens {args.prompt_tokens} and "
-            f"{silence} of silence); give --context {needed} or more"
-            + (
-                f", or at most {room} voice frames and prompt tokens together."
-                if room >= 0
-                else "."
-            ),
-        )
-    )
+    try:
+        check_prompt_phase(context, args.voice_frames, args.prompt_tokens)
+    except SoakOptionsError as e:
+        checks.append((False, str(e)))
     return checks
 
 
