@@ -205,6 +205,18 @@ def test_run_soak_itself_refuses_a_context_that_cannot_hold_the_prompt_phase(
     assert not record.exists()  # refused before the recording folder was made
 
 
+def test_the_flags_are_resolved_without_writing_into_the_parsed_arguments():
+    """The command wrote the random prompt's default sizes back into the user's namespace."""
+    from personaplex_tui.cli import build_parser
+    from personaplex_tui.commands.soak import _options
+
+    parsed = build_parser().parse_args(["soak", "--frames", "5"])
+    given = dict(vars(parsed))
+    opts = _options(parsed)
+    assert (opts.voice_frames, opts.prompt_tokens) == (50, 20)
+    assert vars(parsed) == given
+
+
 def test_an_input_file_whose_name_is_not_utf8_ends_the_soak(tmp_path):
     """The name goes into the transcript's "input ended" note: written escaped (\\udcff, still
     JSON), it no longer kills the controller's run task, which left the soak waiting forever,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 
 from rich.table import Table
 
@@ -89,6 +90,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+@dataclass(frozen=True)
+class PromptSizes:
+    """The random model's prompt sizes as run: the flags, or `SoakOptions`' defaults."""
+
+    voice_frames: int
+    prompt_tokens: int
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> PromptSizes:
+        from personaplex_tui.soak import SoakOptions
+
+        voice, tokens = args.voice_frames, args.prompt_tokens
+        return cls(
+            SoakOptions.voice_frames if voice is None else voice,
+            SoakOptions.prompt_tokens if tokens is None else tokens,
+        )
+
+
 def _options(args: argparse.Namespace):
     from model.conversation.prompts import resolve_prompt
     from model.conversation.session_settings import SessionSettings
@@ -106,10 +125,7 @@ def _options(args: argparse.Namespace):
             ("--prompt-tokens", args.prompt_tokens),
         )
     ]
-    args.voice_frames = SoakOptions.voice_frames if args.voice_frames is None else args.voice_frames
-    args.prompt_tokens = (
-        SoakOptions.prompt_tokens if args.prompt_tokens is None else args.prompt_tokens
-    )
+    sizes = PromptSizes.of(args)
     checks += [
         (
             1 <= args.frames <= MAX_FRAMES,
@@ -118,12 +134,12 @@ def _options(args: argparse.Namespace):
         (args.every >= 1, f"--every must be at least 1, not {args.every}."),
         (args.max_growth_mb > 0, f"--max-growth-mb must be positive, not {args.max_growth_mb}."),
         (
-            0 <= args.voice_frames <= 1000,
-            f"--voice-frames must be between 0 and 1000, not {args.voice_frames}.",
+            0 <= sizes.voice_frames <= 1000,
+            f"--voice-frames must be between 0 and 1000, not {sizes.voice_frames}.",
         ),
         (
-            0 <= args.prompt_tokens <= 1000,
-            f"--prompt-tokens must be between 0 and 1000, not {args.prompt_tokens}.",
+            0 <= sizes.prompt_tokens <= 1000,
+            f"--prompt-tokens must be between 0 and 1000, not {sizes.prompt_tokens}.",
         ),
     ]
     if args.context is not None:
@@ -148,7 +164,7 @@ def _options(args: argparse.Namespace):
     if args.bits is not None and not args.random_weights:
         checks.append((False, "--bits is for --random-weights (the small model is float32)."))
     if not args.model:
-        checks.extend(_random_model_checks(args))
+        checks.extend(_random_model_checks(args, sizes))
     if args.system_prompt is not None and not args.system_prompt.strip():
         checks.append((False, "--system-prompt is empty; give a preset (see `ppx-tui prompts`)."))
     if args.random_weights and args.context is not None:
@@ -198,15 +214,15 @@ def _options(args: argparse.Namespace):
         session=SessionSettings(voice=voice, prompt=prompt).replace(
             **(sampling | {"seed": sampling["seed"] or 0})
         ),
-        voice_frames=args.voice_frames,
-        prompt_tokens=args.prompt_tokens,
+        voice_frames=sizes.voice_frames,
+        prompt_tokens=sizes.prompt_tokens,
         random_weights=args.random_weights,
         bits=args.bits or 4,
         max_step_ms=args.max_step_ms,
     )
 
 
-def _random_model_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:
+def _random_model_checks(args: argparse.Namespace, sizes: PromptSizes) -> list[tuple[bool, str]]:
     """A random model has no voice files, tokenizer or float weights to quantize (it used to
     ignore those flags), and the small one's --context must hold the prompt phase it is given
     (the soak's own check, which `run_soak` makes too)."""
@@ -234,7 +250,7 @@ def _random_model_checks(args: argparse.Namespace) -> list[tuple[bool, str]]:
     if args.random_weights or context is None or context < 1:  # those said elsewhere
         return checks
     try:
-        check_prompt_phase(context, args.voice_frames, args.prompt_tokens)
+        check_prompt_phase(context, sizes.voice_frames, sizes.prompt_tokens)
     except SoakOptionsError as e:
         checks.append((False, str(e)))
     return checks
