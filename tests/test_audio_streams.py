@@ -192,7 +192,7 @@ def test_find_device_by_default_index_and_name():
     assert find_device("2", "input", DEVICES).index == 2
     assert find_device("headset", "output", DEVICES).index == 2  # only 2 has outputs
     assert find_device("usb headset", "input", DEVICES).index == 3  # exact name wins
-    assert find_device("USB HEADSET", "input", DEVICES).index == 2  # then any case
+    assert find_device("BUILT-IN MICROPHONE", "input", DEVICES).index == 0  # then any case
     assert find_device("built-in", "input", DEVICES).index == 0
 
 
@@ -230,6 +230,100 @@ def test_find_device_errors(spec, direction, message):
     with pytest.raises(AudioDeviceError) as info:
         find_device(spec, direction, DEVICES)
     assert str(info.value) == message
+
+
+def test_a_name_that_two_devices_bear_in_any_case_is_refused_not_the_first_picked():
+    """ "USB HEADSET" is 2's name and 3's in other cases: device 2 was picked, as listed first."""
+    with pytest.raises(AudioDeviceError) as info:
+        find_device("USB HEADSET", "input", DEVICES)
+    assert str(info.value) == (
+        "'USB HEADSET' matches 2 input devices: 2 'USB Headset', 3 'usb headset'; give the "
+        "name in its exact case, or its number (run `ppx-tui devices` to list them)."
+    )
+
+
+CARDS = [
+    DeviceInfo(0, "MacBook Pro Microphone", "Core Audio", 1, 0, 48000.0, is_default_input=True),
+    DeviceInfo(1, "USB Audio CODEC", "Core Audio", 1, 2, 48000.0),
+    DeviceInfo(2, "USB PnP Sound Device", "Core Audio", 1, 2, 44100.0),
+    DeviceInfo(3, "Speakers (Realtek)", "MME", 0, 2, 44100.0, is_default_output=True),
+    DeviceInfo(4, "Speakers (Realtek)", "WASAPI", 0, 2, 48000.0),
+    DeviceInfo(5, "Studio Mic", "Core Audio", 1, 0, 48000.0),
+    DeviceInfo(6, "Studio Mic 2", "Core Audio", 1, 0, 48000.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "direction", "message"),
+    [
+        (
+            "usb",
+            "input",
+            "'usb' matches 2 input devices: 1 'USB Audio CODEC', 2 'USB PnP Sound Device'; "
+            "give more of the name, or its number (run `ppx-tui devices` to list them).",
+        ),
+        (
+            "USB",
+            "output",
+            "'USB' matches 2 output devices: 1 'USB Audio CODEC', 2 'USB PnP Sound Device'; "
+            "give more of the name, or its number (run `ppx-tui devices` to list them).",
+        ),
+        (  # one card under two host APIs: only the number tells them apart
+            "Speakers (Realtek)",
+            "output",
+            "'Speakers (Realtek)' matches 2 output devices: 3 'Speakers (Realtek)' (MME), "
+            "4 'Speakers (Realtek)' (WASAPI); give its number (run `ppx-tui devices` to list "
+            "them).",
+        ),
+    ],
+)
+def test_a_name_that_several_devices_match_is_one_sentence_naming_them(spec, direction, message):
+    """An ambiguous name picked the first device listed, without a word."""
+    with pytest.raises(AudioDeviceError) as info:
+        find_device(spec, direction, CARDS)
+    assert str(info.value) == message
+
+
+def test_an_exact_name_is_taken_though_it_is_a_part_of_another():
+    assert find_device("Studio Mic", "input", CARDS).index == 5
+    assert find_device("studio mic", "input", CARDS).index == 5
+    assert find_device("Mic 2", "input", CARDS).index == 6
+    assert find_device("pnp", "output", CARDS).index == 2
+
+
+def test_many_matches_are_counted_and_the_first_six_named():
+    many = [DeviceInfo(i, f"hw:{i},0 Analog", "ALSA", 2, 2, 48000.0) for i in range(9)]
+    with pytest.raises(AudioDeviceError) as info:
+        find_device("analog", "input", many)
+    message = str(info.value)
+    assert message.startswith("'analog' matches 9 input devices: 0 'hw:0,0 Analog', ")
+    assert "5 'hw:5,0 Analog', and 3 more; give more of the name" in message
+    assert "6 'hw:6,0" not in message and len(message.splitlines()) == 1
+
+
+def test_the_chats_devices_refuse_an_ambiguous_name_in_both_directions():
+    from personaplex_tui.conversation import AudioFactory, ControllerConfig
+
+    factory = AudioFactory(devices=lambda: CARDS, rate=lambda info, direction: 48000)
+    for open_side, config in (
+        (factory.open_mic, ControllerConfig(input_device="usb")),
+        (factory.open_speaker, ControllerConfig(output_device="usb")),
+    ):
+        with pytest.raises(AudioDeviceError, match=r"^'usb' matches 2 (in|out)put devices: 1 "):
+            open_side(config)
+
+
+def test_sound_check_refuses_an_ambiguous_device_in_one_line_with_exit_code_2(monkeypatch, capsys):
+    from personaplex_tui.audio import devices, streams
+    from personaplex_tui.cli import main
+
+    monkeypatch.setattr(devices, "list_devices", lambda: CARDS)
+    monkeypatch.setattr(streams, "choose_rate", lambda info, direction: 48000)
+    for flag, direction in (("--input-device", "input"), ("--output-device", "output")):
+        assert main(["sound-check", flag, "usb"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"ppx-tui: 'usb' matches 2 {direction} devices: 1 'USB Audio ")
+        assert len(err.splitlines()) == 1
 
 
 def test_no_default_device():

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 Direction = Literal["input", "output"]
+MAX_LISTED = 6  # devices named in the sentence for a name that several match
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,9 @@ def find_device(
 ) -> DeviceInfo:
     """The device `spec` names: None = the default, an index, or a case-insensitive name part.
 
-    An exact name wins (case first), then a partial one; among equals the first listed wins.
+    An exact name wins (case first), then one in any case, then a part of a name; at the first
+    of these that any device matches, exactly one must: several are refused (AudioDeviceError,
+    one sentence naming them with their numbers), never picked by their order in the list.
     Raises AudioDeviceError with one sentence naming the device when there is no such device.
     """
     devices = list_devices() if devices is None else devices
@@ -126,8 +129,10 @@ def find_device(
         lambda name: wanted.lower() in name.lower(),
     ):
         found = [d for d in usable if matches(d.name)]
-        if found:
+        if len(found) == 1:
             return found[0]
+        if found:
+            raise AudioDeviceError(_ambiguous(wanted, direction, found))
     other = next((d for d in devices if wanted.lower() in d.name.lower()), None)
     if other is not None:  # the name is right, the direction is not
         raise AudioDeviceError(
@@ -136,6 +141,28 @@ def find_device(
         )
     raise AudioDeviceError(
         f"No {direction} device matches '{spec}' (run `ppx-tui devices` to list them)."
+    )
+
+
+def _ambiguous(wanted: str, direction: Direction, found: list[DeviceInfo]) -> str:
+    """The sentence for a name that several devices match: each with its number, and its host
+    API where two of them bear the same name (one card under two host APIs)."""
+    names = [d.name for d in found]
+    shown = [
+        f"{d.index} '{d.name}'" + (f" ({d.hostapi})" if names.count(d.name) > 1 else "")
+        for d in found[:MAX_LISTED]
+    ]
+    if len(found) > MAX_LISTED:
+        shown.append(f"and {len(found) - MAX_LISTED} more")
+    if len(set(names)) < len(names):
+        advice = "give its number"
+    elif len({n.lower() for n in names}) == 1:
+        advice = "give the name in its exact case, or its number"
+    else:
+        advice = "give more of the name, or its number"
+    return (
+        f"'{wanted}' matches {len(found)} {direction} devices: {', '.join(shown)}; {advice} "
+        "(run `ppx-tui devices` to list them)."
     )
 
 
