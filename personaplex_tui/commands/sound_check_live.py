@@ -70,10 +70,15 @@ def _run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
             out.flush()
             for _ in range(frames):
                 frame = cancelling.read_frame(timeout=READ_TIMEOUT_S)
-                if frame is None:
+                if frame is None:  # asked here, before the streams are closed
                     raise AudioDeviceError(
-                        f"The input device '{mic.device_name}' delivered no audio for "
-                        f"{READ_TIMEOUT_S:.0f} s; is it in use by another program?"
+                        no_audio_sentence(
+                            mic.device_name,
+                            speaker.device_name,
+                            mic_running=mic.active,
+                            speaker_running=speaker.active,
+                            heard_s=len(clean) * FRAME_SAMPLES / SAMPLE_RATE,
+                        )
                     )
                 clean.append(frame)
                 raw.append(cancelling.last_raw if cancelling.last_raw is not None else frame)
@@ -98,6 +103,46 @@ def _run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
     else:
         _print(report)
     return 0
+
+
+def no_audio_sentence(
+    mic: str, speaker: str, *, mic_running: bool, speaker_running: bool, heard_s: float
+) -> str:
+    """Why the microphone went quiet for READ_TIMEOUT_S mid-check, as far as PortAudio tells.
+
+    A device that could not be opened never gets here (the streams' own sentence says so). A
+    stream PortAudio ended by itself (`active` False: its host API thread hit an error, as when
+    a device is unplugged or the sound server quits; a dead PulseAudio ends both streams at
+    once) is told from one still running that delivers nothing (a driver or a sound server that
+    stopped answering); the audio delivered before it (`heard_s`) tells a mic that stopped from
+    one that never started.
+    """
+    waited = f"{READ_TIMEOUT_S:.0f} s"
+    if not mic_running and not speaker_running:
+        return (
+            f"The input device '{mic}' and the output device '{speaker}' both stopped "
+            f"{heard_s:.1f} s into the check: PortAudio ended their streams, as it does when the "
+            "sound server they go through quits or restarts, or the devices are unplugged; run "
+            "the check again once it is back."
+        )
+    if not mic_running:
+        return (
+            f"The input device '{mic}' stopped {heard_s:.1f} s into the check: PortAudio ended "
+            "its stream, as it does when the device is unplugged or its sound server quits; "
+            "plug it back in or choose another input device (`ppx-tui devices` lists them), and "
+            "run the check again."
+        )
+    if heard_s > 0:
+        return (
+            f"The input device '{mic}' delivered no audio for {waited}, {heard_s:.1f} s into the "
+            "check, though its stream is still open: its driver or the sound server stopped "
+            "answering; run the check again."
+        )
+    return (
+        f"The input device '{mic}' opened but delivered no audio in its first {waited}, though "
+        "its stream is running: its driver or the sound server is not answering; run the check "
+        "again, or choose another input device (`ppx-tui devices` lists them)."
+    )
 
 
 def _print(r: LiveReport) -> None:

@@ -1,0 +1,72 @@
+"""The live sound check when its devices go quiet mid-check: what PortAudio tells, said."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from personaplex_tui.commands.sound_check_live import no_audio_sentence
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_sound_server_quitting_mid_check_is_said_as_such(pulse_room):
+    """`pactl exit` 1.5 s into the test signal: the check said "The input device 'pulse'
+    delivered no audio for 2 s; is it in use by another program?"."""
+    check = subprocess.Popen(
+        [sys.executable, "-m", "personaplex_tui", "sound-check",
+         "--input-device", "pulse", "--output-device", "pulse"],
+        cwd=ROOT, env={**pulse_room, "PYTHONPATH": str(ROOT)}, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert check.stderr is not None
+        first = check.stderr.readline()
+        assert first.startswith("Playing a 10 s test signal on 'pulse'"), first
+        time.sleep(1.5)
+        subprocess.run(["pactl", "exit"], env=pulse_room, check=True, timeout=10)
+        out, rest = check.communicate(timeout=60)
+    finally:
+        if check.poll() is None:
+            check.kill()
+            check.wait()
+    assert check.returncode == 2, rest
+    assert out == "" and len(rest.strip().splitlines()) == 1, rest
+    assert rest.startswith(
+        "ppx-tui: The input device 'pulse' and the output device 'pulse' both stopped "
+    ), rest
+    assert "as it does when the sound server they go through quits or restarts" in rest
+    assert "another program" not in rest
+
+
+@pytest.mark.parametrize(
+    ("mic_running", "speaker_running", "heard_s", "start"),
+    [
+        (False, False, 4.0, "The input device 'USB Mic' and the output device 'Speakers' both "
+         "stopped 4.0 s into the check: PortAudio ended their streams"),
+        (False, True, 2.4, "The input device 'USB Mic' stopped 2.4 s into the check: PortAudio "
+         "ended its stream, as it does when the device is unplugged"),
+        (True, True, 3.2, "The input device 'USB Mic' delivered no audio for 2 s, 3.2 s into "
+         "the check, though its stream is still open"),
+        (True, False, 0.0, "The input device 'USB Mic' opened but delivered no audio in its "
+         "first 2 s, though its stream is running"),
+    ],
+)  # fmt: skip
+def test_a_microphone_gone_quiet_is_told_apart_by_what_portaudio_says(
+    mic_running, speaker_running, heard_s, start
+):
+    """`active` is PortAudio's Pa_IsStreamActive: 0 once the host API's thread ended the stream
+    (a PortAudioError from it reads as stopped too, `_DeviceStream.active`)."""
+    sentence = no_audio_sentence(
+        "USB Mic",
+        "Speakers",
+        mic_running=mic_running,
+        speaker_running=speaker_running,
+        heard_s=heard_s,
+    )
+    assert sentence.startswith(start) and sentence.endswith(".")
+    assert "another program" not in sentence and "\n" not in sentence
