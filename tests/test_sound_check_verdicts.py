@@ -41,6 +41,10 @@ def test_a_clipping_microphone_is_not_told_only_90_db_were_removed():
     words = " ".join(report.verdict)
     assert report.clipped_samples > 0 and not report.works
     assert "removed only" not in words and "lower the speaker or input volume" in words
+    assert report.verdict[0] == (
+        f"The microphone clipped ({report.clipped_samples} samples at full scale) while the "
+        "speaker played: lower the speaker or input volume; clipped echo cannot be removed."
+    )
     assert "run the check again" in report.verdict[-1]
 
 

@@ -9,6 +9,8 @@ import numpy as np
 
 from personaplex_tui.audio.echo_metrics import (
     ENVELOPE_SAMPLES,
+    clipped_samples,
+    clipping_note,
     echo_active,
     erle_db,
     estimate_delay,
@@ -20,7 +22,6 @@ QUIET_S = 1.0  # silence first: the noise floor
 SIGNAL_S = 8.0  # then bursts of noise, speech-like in rhythm
 TAIL_S = 1.0  # then silence again, for the echo's tail
 SETTLE_S = 4.0  # the app aligns the far end and the canceller converges meanwhile
-CLIP = 0.99
 GOOD_ERLE_DB = 20.0
 SOME_ERLE_DB = 10.0
 NOISY_DBFS = -45.0
@@ -88,7 +89,7 @@ def analyse(
     quiet = raw[int(0.2 * SAMPLE_RATE) : int(QUIET_S * SAMPLE_RATE)]
     noise = _db(float(np.mean(quiet.astype(np.float64) ** 2))) if len(quiet) else -100.0
     peak = float(np.max(np.abs(raw))) if n else 0.0
-    clipped = int(np.sum(np.abs(raw) >= CLIP))
+    clipped = clipped_samples(raw)
 
     trip, trip_conf = estimate_delay(played, raw, 2.0)
     settled = int((QUIET_S + SETTLE_S) * SAMPLE_RATE)
@@ -126,10 +127,7 @@ def analyse(
 def _advise(r: LiveReport, heard: bool) -> None:
     words = r.verdict
     if r.clipped_samples:
-        words.append(
-            f"The microphone clipped ({r.clipped_samples} samples at full scale) while the "
-            "speaker played: lower the speaker or input volume; clipped echo cannot be removed."
-        )
+        words.append(clipping_note(r.clipped_samples, when=" while the speaker played"))
     if r.noise_floor_dbfs > NOISY_DBFS:
         words.append(
             f"The room or the microphone is noisy ({r.noise_floor_dbfs:.0f} dBFS with nothing "

@@ -15,6 +15,21 @@ from personaplex_tui.audio.gcc_phat import gcc_phat_lags, phat_parts
 ENVELOPE_SAMPLES = SAMPLE_RATE // 50  # 20 ms
 FLOOR_DB = -100.0
 ACTIVE_BELOW_PEAK_DB = 30.0  # a far-end frame within 30 dB of the loudest one is "active"
+CLIP = 0.99  # a microphone sample this loud or louder counts as clipped (the sound check's)
+
+
+def clipped_samples(pcm: np.ndarray) -> int:
+    """How many of `pcm`'s samples are at full scale (|sample| >= CLIP)."""
+    return int(np.count_nonzero(np.abs(pcm) >= CLIP))
+
+
+def clipping_note(count: int, mic: str = "The microphone", when: str = "") -> str:
+    """The sound check's sentence for a microphone that clipped `count` samples (`mic` names
+    it, `when` says during what), live and offline alike."""
+    return (
+        f"{mic} clipped ({count} samples at full scale){when}: lower the speaker or input "
+        "volume; clipped echo cannot be removed."
+    )
 
 
 def envelope_db(pcm: np.ndarray, frame: int = ENVELOPE_SAMPLES) -> np.ndarray:
