@@ -174,3 +174,45 @@ def test_a_gap_of_a_sample_is_said_in_milliseconds(tmp_path, capsys):
     said = capsys.readouterr()
     said = said.out + said.err
     assert "is 0.04 ms shorter; it was padded with silence" in said and "0.00 s" not in said
+
+
+def _same_recording_note(far: str, mic: str) -> str:
+    return (
+        f"The far end {far} and the microphone {mic} are the same recording: the echo found in "
+        "it is the far end itself, so its delay and the echo removed mean nothing; give the "
+        "microphone's own recording as --mic."
+    )
+
+
+def test_the_far_end_given_as_the_microphone_too_is_said(tmp_path, capsys):
+    """One file as --far and --mic (by the same name, another name of it, or a copy of its
+    bytes) was reported as a perfect echo of 0 ms, without a word."""
+    far, mic, out = _recordings(tmp_path, 0.15)
+    (tmp_path / "link.wav").symlink_to(far)
+    (tmp_path / "copy.wav").write_bytes(far.read_bytes())
+    for other in (far, tmp_path / "link.wav", tmp_path / "copy.wav"):
+        args = ["--far", str(far), "--mic", str(other), "--output", str(out)]
+        assert main(["sound-check", *args]) == 0
+        text = capsys.readouterr().out
+        assert text.splitlines()[0] == _same_recording_note(str(far), str(other))
+    assert main(["sound-check", "--far", str(far), "--mic", str(mic), "--output", str(out)]) == 0
+    assert "same recording" not in capsys.readouterr().out
+
+
+def test_a_clipped_microphone_recording_is_said_and_counted_as_live(tmp_path, capsys):
+    """The live check counts and names the mic's clipping; offline it went unsaid."""
+    far, mic, out = _recordings(tmp_path, 0.15)
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, np.clip(sf.read(mic)[0] * 40, -1, 1), 24000, "PCM_16")
+    for recording, clipped in ((mic, False), (loud, True)):
+        args = ["--far", str(far), "--mic", str(recording), "--output", str(out), "--json"]
+        assert main(["sound-check", *args]) == 0
+        said = capsys.readouterr()
+        report = json.loads(said.out)
+        assert (report["clipped_samples"] > 0) == clipped
+        note = (
+            f"The microphone {recording} clipped ({report['clipped_samples']} samples at full "
+            "scale): lower the speaker or input volume; clipped echo cannot be removed."
+        )
+        assert (note in report["notes"] and note in said.err) == clipped
+        assert ("clipped (" in said.err) == clipped

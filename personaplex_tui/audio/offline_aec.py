@@ -10,6 +10,8 @@ of `DELAY_WINDOW_S` the delay is searched in, for 2 minutes as for an hour, wher
 
 from __future__ import annotations
 
+import filecmp
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from personaplex_tui.audio.echo_metrics import (
     ENVELOPE_SAMPLES,
     active_blocks,
     block_power,
+    clipped_samples,
+    clipping_note,
     erle_from_power,
     estimate_delay,
 )
@@ -53,6 +57,7 @@ class OfflineReport:
     erle_db: float | None
     echo_before_dbfs: float | None
     echo_after_dbfs: float | None
+    clipped_samples: int = 0  # the microphone's samples at full scale, as the live check counts
     notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -70,6 +75,19 @@ def _describe(clip: AudioStream, label: str) -> list[str]:
     if clip.file_warning:  # an Ogg stream cut short, an MP3 with damaged frames
         notes.append(clip.file_warning)
     return notes
+
+
+def _same_recording(far: str | Path, mic: str | Path) -> bool:
+    """Whether `far` and `mic` are one file (by two names too) or two files of the same bytes;
+    the standard input and pipes are not compared (they are read once)."""
+    if {str(far), str(mic)} & {"-", "/dev/stdin"}:
+        return False
+    try:
+        if not (os.path.isfile(far) and os.path.isfile(mic)):
+            return False
+        return os.path.samefile(far, mic) or filecmp.cmp(far, mic, shallow=False)
+    except OSError:  # gone or unreadable: reading it says so in its own sentence
+        return False
 
 
 def _level_dbfs(power: np.ndarray, mask: np.ndarray) -> float | None:
@@ -110,6 +128,13 @@ def cancel_recordings(
         notes = _describe(far_in, f"The far end {far_path}") + _describe(
             mic_in, f"The microphone {mic_path}"
         )
+        if _same_recording(far_path, mic_path):
+            notes.insert(
+                0,
+                f"The far end {far_path} and the microphone {mic_path} are the same recording: "
+                "the echo found in it is the far end itself, so its delay and the echo removed "
+                "mean nothing; give the microphone's own recording as --mic.",
+            )
         if far_in.samples != mic_in.samples:
             shorter, name = (
                 ("far end", far_path)
@@ -147,11 +172,12 @@ def cancel_recordings(
         # What the report needs of the audio: each 20 ms block's power (the far end's as its echo
         # reaches the microphone), 1.2 kB a second.
         far_power, mic_power, clean_power = np.zeros((3, n // ENVELOPE_SAMPLES if found else 0))
-        at = 0
+        at = clipped = 0
         with AudioWriter(output_path, n) as out:
             for far, mic in zip(far_in.blocks(CHUNK, n), mic_in.blocks(CHUNK, n), strict=True):
                 clean = canceller.process(mic, aligned(far))
                 out.write(clean)
+                clipped += clipped_samples(mic)
                 if found:
                     got = len(far) // ENVELOPE_SAMPLES
                     far_power[at : at + got] = block_power(echoed(far))
@@ -159,6 +185,8 @@ def cancel_recordings(
                     clean_power[at : at + got] = block_power(clean)
                     at += got
 
+    if clipped:
+        notes.append(clipping_note(clipped, f"The microphone {mic_path}"))
     erle = before = after = None
     if found:
         active = active_blocks(far_power)
@@ -181,5 +209,6 @@ def cancel_recordings(
         erle_db=None if erle is None else round(erle, 1),
         echo_before_dbfs=None if before is None else round(before, 1),
         echo_after_dbfs=None if after is None else round(after, 1),
+        clipped_samples=clipped,
         notes=notes,
     )
