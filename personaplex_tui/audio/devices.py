@@ -96,7 +96,8 @@ def find_device(
 
     An exact name wins (case first), then one in any case, then a part of a name; at the first
     of these that any device matches, exactly one must: several are refused (AudioDeviceError,
-    one sentence naming them with their numbers), never picked by their order in the list.
+    one sentence naming them with their numbers), never picked by their order in the list. One
+    exact name under several host APIs is one card: the default device's host API decides.
     Raises AudioDeviceError with one sentence naming the device when there is no such device.
     """
     devices = list_devices() if devices is None else devices
@@ -123,12 +124,14 @@ def find_device(
             )
         return match
     wanted = spec.strip()
-    for matches in (
-        lambda name: name == wanted,
-        lambda name: name.lower() == wanted.lower(),
-        lambda name: wanted.lower() in name.lower(),
+    for exact, matches in (
+        (True, lambda name: name == wanted),
+        (False, lambda name: name.lower() == wanted.lower()),
+        (False, lambda name: wanted.lower() in name.lower()),
     ):
         found = [d for d in usable if matches(d.name)]
+        if exact and len(found) > 1:
+            found = _one_card_many_apis(found, usable, direction)
         if len(found) == 1:
             return found[0]
         if found:
@@ -142,6 +145,28 @@ def find_device(
     raise AudioDeviceError(
         f"No {direction} device matches '{spec}' (run `ppx-tui devices` to list them)."
     )
+
+
+def _one_card_many_apis(
+    found: list[DeviceInfo], usable: list[DeviceInfo], direction: Direction
+) -> list[DeviceInfo]:
+    """Of devices that bear one exact name (one card listed under several host APIs, as on
+    Windows): the default device if it is one of them, else those of the default device's host
+    API. A name stored in the settings can then still be used; two cards of one name under one
+    host API stay ambiguous."""
+    default = next(
+        (
+            d
+            for d in usable
+            if (d.is_default_input if direction == "input" else d.is_default_output)
+        ),
+        None,
+    )
+    if default is None:
+        return found
+    if default in found:
+        return [default]
+    return [d for d in found if d.hostapi == default.hostapi] or found
 
 
 def _ambiguous(wanted: str, direction: Direction, found: list[DeviceInfo]) -> str:
