@@ -480,7 +480,8 @@ async def test_a_failures_key_hint_follows_its_sentence_on_screen():
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         lost = (
-            "The output device 'Speakers' stopped playing (unplugged or taken by another program?)."
+            "The output device 'Speakers' stopped playing (unplugged, or its sound server quit "
+            "or restarted?)."
         )
         app.bridge(
             EngineError(
@@ -498,8 +499,8 @@ async def test_a_failures_key_hint_follows_its_sentence_on_screen():
         banner = app.main.query_one(ErrorBanner)
         await until(pilot, lambda: banner.display and any("step failed" in n for n in notes))
         assert banner.message == (
-            "The output device 'Speakers' stopped playing (unplugged or taken by another "
-            "program?). Choose another output device and press space to go on."
+            "The output device 'Speakers' stopped playing (unplugged, or its sound server quit or "
+            "restarted?). Choose another output device and press space to go on."
         )
         assert [n for n in notes if "step failed" in n] == [
             "A model step failed (the recording and transcript are kept). Press space to go on "

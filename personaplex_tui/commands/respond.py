@@ -132,8 +132,8 @@ class _Sink:
         assert self._speaker is not None
         if stuck or not self._speaker.active:
             raise AudioDeviceError(
-                "The output device stopped playing (unplugged or taken by another program?); "
-                "give --output FILE to write the reply to a file instead."
+                "The output device stopped playing (unplugged, or its sound server quit or "
+                "restarted?); give --output FILE to write the reply to a file instead."
             )
 
     @property

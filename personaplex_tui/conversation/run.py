@@ -45,8 +45,8 @@ class RunEnd:
 def input_lost(mic: AudioInput) -> RunEnd:
     return RunEnd(
         "input_lost",
-        f"The input device '{mic.device_name}' stopped delivering audio (unplugged or taken by "
-        "another program?).",
+        f"The input device '{mic.device_name}' stopped delivering audio (unplugged, or its sound "
+        "server quit or restarted?).",
         "Choose another input device and press space to go on.",
     )
 
@@ -61,8 +61,8 @@ def output_lost(speaker: AudioOutput) -> RunEnd:
         )
     return RunEnd(
         "output_lost",
-        f"The output device '{speaker.device_name}' stopped playing (unplugged or taken by "
-        "another program?).",
+        f"The output device '{speaker.device_name}' stopped playing (unplugged, or its sound "
+        "server quit or restarted?).",
         "Choose another output device and press space to go on.",
     )
 
