@@ -1,4 +1,4 @@
-"""The chat's way out when its conversation did not stop: end without waiting for stuck threads.
+"""The way out when the chat's conversation or a device's close did not stop: end without waiting.
 
 A shutdown that times out (an audio device whose close hangs, a model step that never returns)
 leaves threads that never end: `asyncio.run` waits for its executor's threads when it closes its
@@ -8,7 +8,9 @@ the screen closed, and only kill -9 ended it (the signal policy ignores every la
 `run_app` runs the Textual app on a loop that, after such a shutdown, leaves what is stuck
 behind; `chat.run` then asks for the hard exit (`leave_without_waiting`), which only the console
 script performs (`entry.main` calls `exit_if_asked`): a test calling `cli.main` in its own
-process gets its exit code back as usual.
+process gets its exit code back as usual. `close_in_time` does the same for a command's sound
+devices (sound-check, respond): a sound server that hangs (stopped, not dead) holds PortAudio's
+Pa_StopStream for good, and neither its message nor Ctrl+C ever came.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -87,10 +90,44 @@ def stuck_threads() -> str:
     return "".join(parts) or "none\n"
 
 
+def close_in_time(close: Callable[[], None], timeout_s: float, name: str) -> bool:
+    """Run `close` (closing sound devices) on a daemon thread named `ppx-{name}` and wait up to
+    `timeout_s`: True once it returned (what it raised is raised here), False while it is still
+    stuck; then, or when a stop signal ends the wait, the console script is asked to leave
+    without waiting for it (`leave_without_waiting`)."""
+    failure: list[BaseException] = []
+    done = threading.Event()  # not `is_alive`: a join a signal interrupts marks a thread ended
+
+    def run() -> None:
+        try:
+            close()
+        except BaseException as e:  # handed to the caller below
+            failure.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"ppx-{name}", daemon=True).start()
+    try:
+        done.wait(timeout_s)  # a signal's handler runs here (`Stopped`), unlike in PortAudio
+    finally:
+        if not done.is_set():
+            leave_without_waiting()
+    if not done.is_set():
+        return False
+    if failure:
+        raise failure[0]
+    return True
+
+
 def leave_without_waiting() -> None:
-    """Ask the console script to end the process at once when the command returns."""
+    """Ask the console script to end the process at once when the command returns; the stuck
+    threads go to the log file (set up here for a command that has none), not the terminal."""
     global _asked
     _asked = True
+    if not log.hasHandlers():  # a command's own: Python's last resort writes to the terminal
+        from personaplex_tui.logs import setup_logging
+
+        setup_logging()
     log.error("exiting without waiting for stuck threads:\n%s", stuck_threads().rstrip())
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -191,12 +192,62 @@ print("not reached")
 """
 
 
-def test_the_hard_exit_ends_a_process_whose_thread_never_stops_with_its_code():
+def test_the_hard_exit_ends_a_process_whose_thread_never_stops_with_its_code(tmp_path):
+    log = tmp_path / "ppx-tui.log"  # (no logging set up: the stuck threads are written here)
     proc = subprocess.run(
-        [sys.executable, "-c", HARD_EXIT], capture_output=True, text=True, cwd=ROOT, timeout=30
-    )
+        [sys.executable, "-c", HARD_EXIT], capture_output=True, text=True, cwd=ROOT, timeout=30,
+        env={**os.environ, "PPX_TUI_LOG": str(log)},
+    )  # fmt: skip
     assert proc.returncode == 130, proc.stderr
     assert proc.stdout == "the lines\n"
+    assert proc.stderr == "" and "thread ppx-engine_0" in log.read_text()
+
+
+def test_a_close_that_hangs_is_left_behind_after_its_timeout(monkeypatch):
+    """A sound server that hangs holds PortAudio's Pa_StopStream for good: sound-check and
+    respond close their devices with `close_in_time`, and leave the close behind."""
+    monkeypatch.setattr(stuck_exit, "_asked", False)
+    release = threading.Event()
+    started = time.monotonic()
+    try:
+        assert not stuck_exit.close_in_time(release.wait, 0.2, "test-close")
+        assert 0.2 <= time.monotonic() - started < 2 and stuck_exit._asked
+    finally:
+        release.set()
+    monkeypatch.setattr(stuck_exit, "_asked", False)
+    assert stuck_exit.close_in_time(lambda: None, 5, "test-close") and not stuck_exit._asked
+
+    def fails() -> None:
+        raise OSError("the device is gone")
+
+    with pytest.raises(OSError, match="the device is gone"):
+        stuck_exit.close_in_time(fails, 5, "test-close")
+    assert not stuck_exit._asked
+
+
+CLOSE_INTERRUPTED = """
+import signal, threading
+from personaplex_tui import stuck_exit
+def stop(signum, frame):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGALRM, stop)
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+try:
+    stuck_exit.close_in_time(threading.Event().wait, 60, "close")
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+stuck_exit.exit_if_asked(130)
+"""
+
+
+def test_a_signal_while_a_close_hangs_leaves_it_behind_too(tmp_path):
+    """A `Thread.join` that a signal interrupts marks the thread ended (CPython 3.11): the
+    stuck close was not seen, so no hard exit was asked for and the process waited for good."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CLOSE_INTERRUPTED], capture_output=True, text=True, cwd=ROOT,
+        timeout=30, env={**os.environ, "PPX_TUI_LOG": str(tmp_path / "ppx-tui.log")},
+    )  # fmt: skip
+    assert (proc.returncode, proc.stdout) == (130, "interrupted\n"), proc.stderr
 
 
 class _LeftBehindApp:
