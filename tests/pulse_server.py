@@ -17,6 +17,12 @@ ALSA_PLUGIN_DIRS = (
     Path("/usr/lib/aarch64-linux-gnu/alsa-lib"),
     Path("/usr/lib/alsa-lib"),
 )
+_PIDS: dict[str, int] = {}  # each running daemon's process id, by its client's PULSE_SERVER
+
+
+def server_pid(env: dict[str, str]) -> int:
+    """The process id of the daemon `private_pulse` yielded `env` for (to stop it with SIGSTOP)."""
+    return _PIDS[env["PULSE_SERVER"]]
 
 
 @contextmanager
@@ -50,8 +56,10 @@ def private_pulse(modules: str, *, prefix: str = "ppx-pa-") -> Iterator[dict[str
         if not socket.exists():
             proc.kill()
             raise AssertionError(f"PulseAudio did not start: {proc.communicate()[1][-2000:]}")
+        _PIDS[f"unix:{socket}"] = proc.pid
         yield {**env, "PULSE_SERVER": f"unix:{socket}"}
     finally:
+        _PIDS.pop(f"unix:{socket}", None)
         if proc.poll() is None:
             proc.terminate()
             try:

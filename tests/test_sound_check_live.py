@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -9,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from personaplex_tui.commands.sound_check_live import no_audio_sentence
+from personaplex_tui.commands.sound_check_live import (
+    CLOSE_TIMEOUT_S,
+    READ_TIMEOUT_S,
+    no_audio_sentence,
+    stuck_sentence,
+)
+from tests.pulse_server import server_pid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +49,46 @@ def test_the_sound_server_quitting_mid_check_is_said_as_such(pulse_room):
     ), rest
     assert "as it does when the sound server they go through quits or restarts" in rest
     assert "another program" not in rest
+
+
+@pytest.mark.parametrize(
+    ("interrupt_after_s", "code", "sentence"),
+    [(None, 2, stuck_sentence("pulse", "pulse")), (READ_TIMEOUT_S + 1.0, 130, "interrupted.")],
+)
+def test_a_sound_server_that_hangs_mid_check_ends_it_in_seconds(
+    pulse_room, interrupt_after_s, code, sentence
+):
+    """SIGSTOP on the server 1.5 s into the test signal (it hangs, it does not die): the mic
+    went quiet, and closing the streams hung in PortAudio's Pa_StopStream for good, with no
+    message, and Ctrl+C (its handler never ran) did not end it either. Now the streams are left
+    behind after CLOSE_TIMEOUT_S, and a Ctrl+C while it waits for them ends it at once."""
+    pid = server_pid(pulse_room)
+    check = subprocess.Popen(
+        [sys.executable, "-m", "personaplex_tui", "sound-check",
+         "--input-device", "pulse", "--output-device", "pulse"],
+        cwd=ROOT, env={**pulse_room, "PYTHONPATH": str(ROOT)}, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert check.stderr is not None
+        first = check.stderr.readline()
+        assert first.startswith("Playing a 10 s test signal on 'pulse'"), first
+        time.sleep(1.5)
+        os.kill(pid, signal.SIGSTOP)
+        hung = time.monotonic()
+        if interrupt_after_s is not None:  # while it waits for the streams to close
+            time.sleep(interrupt_after_s)
+            check.send_signal(signal.SIGINT)
+        out, rest = check.communicate(timeout=30)
+        took = time.monotonic() - hung
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        if check.poll() is None:
+            check.kill()
+            check.wait()
+    assert check.returncode == code, rest
+    assert out == "" and rest == f"ppx-tui: {sentence}\n", rest
+    assert took < READ_TIMEOUT_S + CLOSE_TIMEOUT_S + 3, took
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,8 +16,14 @@ from personaplex_tui.audio.errors import AudioDeviceError
 from personaplex_tui.audio.far_end import FarEndTimeline, PlayedTap
 from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from personaplex_tui.commands.common import status
+from personaplex_tui.stop_signals import POLICY
+from personaplex_tui.stuck_exit import close_in_time
+
+if TYPE_CHECKING:
+    from personaplex_tui.audio.streams import MicStream, SpeakerStream
 
 READ_TIMEOUT_S = 2.0
+CLOSE_TIMEOUT_S = 3.0  # PortAudio stops a stream in well under a second
 
 
 class _TappedTimeline(FarEndTimeline):
@@ -85,10 +92,7 @@ def _run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
         finally:
             cancelling.close()
     finally:
-        try:
-            mic.close()
-        finally:
-            speaker.close()
+        _close_streams(mic, speaker)
     far = np.concatenate(timeline.taken)
     report = analyse(
         signal,
@@ -103,6 +107,32 @@ def _run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
     else:
         _print(report)
     return 0
+
+
+def _close_streams(mic: MicStream, speaker: SpeakerStream) -> None:
+    """Close both streams, giving up after CLOSE_TIMEOUT_S: a sound server that hangs (stopped,
+    not dead) holds PortAudio's Pa_StopStream for good; the process then ends without waiting
+    for it (`stuck_exit`), and this sentence replaces the one on its way (the mic's silence),
+    but not a stop signal's ("interrupted.")."""
+
+    def close() -> None:
+        try:
+            mic.close()
+        finally:
+            speaker.close()
+
+    if not close_in_time(close, CLOSE_TIMEOUT_S, "sound-check-close") and POLICY.received is None:
+        raise AudioDeviceError(stuck_sentence(mic.device_name, speaker.device_name))
+
+
+def stuck_sentence(mic: str, speaker: str) -> str:
+    """The streams did not close within CLOSE_TIMEOUT_S."""
+    return (
+        f"The sound server or the devices stopped responding: the streams of the input device "
+        f"'{mic}' and the output device '{speaker}' could not be closed within "
+        f"{CLOSE_TIMEOUT_S:.0f} s; restart the sound server or replug the devices, and run the "
+        "check again."
+    )
 
 
 def no_audio_sentence(
