@@ -226,3 +226,61 @@ def test_respond_keeps_the_sound_librarys_lines_off_the_terminal(monkeypatch, tm
     assert "underrun occurred" in log.read_text()
     os.write(2, b"after\n")  # fd 2 is the terminal's again
     assert "after" in capfd.readouterr().err
+
+
+class _HungSpeaker(_StoppedSpeaker):
+    """A speaker whose sound server hangs (SIGSTOP): its stream still runs, takes nothing, and
+    its close (PortAudio's Pa_StopStream) never returns."""
+
+    def __init__(self, plays: int) -> None:
+        super().__init__(plays)
+        self.release = threading.Event()
+
+    def write_frame(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
+        if self.left > 0:
+            self.left -= 1
+            return True
+        time.sleep(0.01 if timeout is None else min(timeout, 0.01))
+        return False  # still `active`: no room, ever
+
+    def drain(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.release.wait()
+        self.closed = True
+
+
+def test_respond_playing_to_a_sound_server_that_hangs_is_one_sentence_not_a_hang(monkeypatch):
+    """The reply waited for room in a queue that a running but stuck stream never empties, and
+    the speaker's close hung in PortAudio for good; now both give up, and the process leaves
+    the close behind (`stuck_exit`)."""
+    import pytest
+
+    import personaplex_tui.audio as audio
+    from personaplex_tui import stuck_exit
+    from personaplex_tui.audio import AudioDeviceError
+    from personaplex_tui.commands import respond
+
+    monkeypatch.setattr(respond, "WRITE_LIMIT_S", 0.3)
+    monkeypatch.setattr(respond, "CLOSE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(stuck_exit, "_asked", False)
+    speaker = _HungSpeaker(plays=3)
+    monkeypatch.setattr(audio, "make_speaker", lambda: speaker)
+    sink = respond._Sink(None)
+    started = time.monotonic()
+    try:
+        with pytest.raises(AudioDeviceError) as raised:
+            try:
+                sink.write(np.zeros(10 * FRAME_SAMPLES, np.float32))
+            finally:
+                sink.close()
+    finally:
+        speaker.release.set()
+    assert str(raised.value).startswith(
+        "The output device or its sound server stopped responding: its stream could not be "
+        "closed within "
+    )
+    assert isinstance(raised.value.__context__, AudioDeviceError)  # the write gave up first
+    assert "stopped playing" in str(raised.value.__context__)
+    assert time.monotonic() - started < 5 and stuck_exit._asked

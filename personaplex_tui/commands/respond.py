@@ -85,6 +85,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 DRAIN_LIMIT_S = 35.0  # the speaker's queue (30 s) and a margin
+WRITE_LIMIT_S = 5.0  # a device that takes no 80 ms frame from a full queue in this long is stuck
+CLOSE_TIMEOUT_S = 3.0  # PortAudio stops a stream in well under a second
 
 
 class _Sink:
@@ -122,8 +124,9 @@ class _Sink:
             return
         assert self._speaker is not None
         for i in range(0, pcm.size, FRAME_SAMPLES):  # waits for room: the reply plays whole
+            deadline = time.monotonic() + WRITE_LIMIT_S
             while not self._speaker.write_frame(pcm[i : i + FRAME_SAMPLES], timeout=0.5):
-                self._check_playing()
+                self._check_playing(stuck=time.monotonic() > deadline)
 
     def _check_playing(self, stuck: bool = False) -> None:
         """A device that stopped (unplugged, its server gone) never makes room: one sentence."""
@@ -153,8 +156,26 @@ class _Sink:
                     while not self._speaker.drain(timeout=0.5):
                         self._check_playing(stuck=time.monotonic() > deadline)
             finally:
-                self._speaker.close()
-                self._noise.close()
+                try:
+                    self._close_speaker()
+                finally:
+                    self._noise.close()
+
+    def _close_speaker(self) -> None:
+        """A sound server that hangs (stopped, not dead) holds PortAudio's Pa_StopStream for
+        good: after CLOSE_TIMEOUT_S the process ends without waiting for it (`stuck_exit`)."""
+        from personaplex_tui.audio import AudioDeviceError
+        from personaplex_tui.stuck_exit import close_in_time
+
+        assert self._speaker is not None
+        if not close_in_time(self._speaker.close, CLOSE_TIMEOUT_S, "respond-close"):
+            if POLICY.received is None:  # (a stop signal's "interrupted." stays the last word)
+                raise AudioDeviceError(
+                    "The output device or its sound server stopped responding: its stream "
+                    f"could not be closed within {CLOSE_TIMEOUT_S:.0f} s; restart the sound "
+                    "server or replug the device, or give --output FILE to write the reply to a "
+                    "file instead."
+                )
 
 
 def _validate(args: argparse.Namespace) -> None:
