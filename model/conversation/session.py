@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Protocol
 
 import mlx.core as mx
@@ -29,11 +28,13 @@ from model.array_checks import codes_in_range, float_audio
 from model.checkpoints.voices import VoicePrompt
 from model.checks import seed_value
 from model.config import SamplingConfig
+from model.conversation.phased_step import step_phased
 from model.conversation.prompt_plan import PromptPlan, check_prompt, plan_prompt
-from model.conversation.step_graphs import LMStepSpec, StepGraphs, input_column
-from model.conversation.step_stats import StepStats, step_stats
+from model.conversation.step_graphs import LMStepSpec, StepGraphs
+from model.conversation.step_stats import StepStats
 from model.conversation.tokenizer import TextTokenizer
 from model.conversation.types import Frame, StepTimings
+from model.conversation.warm_jobs import compiled_warm_jobs
 from model.errors import AudioInputError, SessionThreadError, SettingValueError
 from model.lm.kv_cache import Window
 from model.lm.model import LM, advance, step_window
@@ -42,10 +43,6 @@ from model.sampling import SamplingParams, sample_token, split_key
 
 # progress(done, total, name) of `Session.warm_up`
 WarmProgress = Callable[[int, int, str], None]
-
-
-def _window_name(window: Window) -> str:
-    return f"window {window.length}{' masked' if window.masked else ''}"
 
 
 class SessionModel(Protocol):
@@ -206,18 +203,6 @@ class Session:
         self.prompt_positions = plan.positions
         self.prefill_ms = 1000 * (time.perf_counter() - start)
 
-    def _graphs_ahead(self) -> list[tuple[Window, bool]]:
-        """(attention window, Mimi caches full) of every step graph the next steps will use."""
-        cache, full_after = self._caches[0], self.model.mimi.model.full_after
-        offset, frames, keys = cache.offset, self._mimi_frames, []
-        while True:
-            key = (cache.window_at(offset), full_after(frames))
-            if key not in keys:
-                keys.append(key)
-            if not key[0].masked and key[1]:
-                return keys
-            offset, frames = offset + 1, frames + 1
-
     def warm_up(
         self,
         progress: WarmProgress | None = None,
@@ -302,44 +287,7 @@ class Session:
     def _warm_jobs(self) -> list[tuple[str, Callable[[], None]]]:
         """(name, run it once) of each graph `warm_up` has to compile, in the order of use."""
         with self._graphs.compiled_only():
-            return self._compiled_warm_jobs()
-
-    def _compiled_warm_jobs(self) -> list[tuple[str, Callable[[], None]]]:
-        g, jobs, queued = self._graphs, [], []
-
-        def add(name: str, fn: Callable, *args: Any, call: Callable | None = None) -> None:
-            if not g.has_run(fn) and not any(fn is f for f in queued):
-                queued.append(fn)
-                jobs.append((name, partial(g.warm, name, fn, *args, call=call)))
-
-        pos = mx.array(self.position, dtype=mx.int32)
-        key = mx.random.key(0)
-        pcm = mx.zeros((self.frame_size,), dtype=mx.float32)
-        user = mx.zeros((self._n_q,), dtype=mx.int32)
-        for window, full in self._graphs_ahead():
-            mimi = f"Mimi {'full' if full else 'filling'}"
-            add(f"encode ({mimi})", self._encode(full), pcm, self._enc_state)
-            add(f"decode ({mimi})", g.decode(full), user, self._dec_state)
-            where = _window_name(window)
-            if self.measure_phases:
-                column = input_column(self._text, self._agent, user, self._user_acoustic)
-                add(f"temporal ({where})", g.temporal(window), column, pos, call=self._with_rings)
-                add("depformer", g.depformer(self._spec), *self._dummy_temporal_out(), key)
-            else:
-                lm = (self._text, self._agent, self._user_acoustic)
-                lm_step = g.lm_step(self._spec, window)
-                add(f"LM step ({where})", lm_step, user, *lm, pos, key, call=self._with_rings)
-        if self._listen is not None:
-            for window in self._listen.windows_to_warm():
-                run = partial(self._listen.warm_window, window)
-                jobs.append((f"speech-to-text ({_window_name(window)})", run))
-        return jobs
-
-    def _dummy_temporal_out(self) -> tuple[mx.array, mx.array]:
-        """Zero logits and h shaped as the temporal step returns them (to warm the depformer)."""
-        lm = self.model.lm
-        logits = mx.zeros((1, 1, lm.config.text_card), dtype=lm.dtype)
-        return logits, mx.zeros((1, 1, lm.config.temporal.d_model), dtype=lm.dtype)
+            return compiled_warm_jobs(self)
 
     # -- the step -----------------------------------------------------------------------------
 
@@ -388,8 +336,8 @@ class Session:
         timings = StepTimings()
         g = self._graphs
         if self.measure_phases:
-            out, codes, user, text, agent, stats, heard = self._step_phased(
-                mx.array(pcm), pos, window, full, timings
+            out, codes, user, text, agent, stats, heard = step_phased(
+                self, mx.array(pcm), pos, window, full, timings
             )
         else:
             coded, self._enc_state = self._encode(full)(mx.array(pcm), self._enc_state)
@@ -469,31 +417,3 @@ class Session:
             self._dec_state,
             self._listen_state(),
         )
-
-    def _step_phased(self, pcm, pos, window: Window, full: bool, timings: StepTimings):
-        """The same step, evaluated phase by phase to time each one (a few syncs more)."""
-        g = self._graphs
-
-        def timed(attr: str, call: Callable[[], Any]) -> Any:
-            t0 = time.perf_counter()
-            result = call()
-            mx.eval(result, [c.state for c in self._caches])
-            setattr(timings, attr, 1000 * (time.perf_counter() - t0))
-            return result
-
-        self._key, key = split_key(self._key)
-        encode = self._encode(full)
-        coded, self._enc_state = timed("encode_ms", lambda: encode(pcm, self._enc_state))
-        user = coded[: self._n_q]
-        heard = timed("stt_ms", lambda: self._listen_step(coded))
-        column = input_column(self._text, self._agent, user, self._user_acoustic)
-        temporal = g.temporal(window)
-        logits, h = timed("temporal_ms", lambda: self._with_rings(temporal, column, pos))
-        depformer = g.depformer(self._spec)
-        text, agent = timed("depformer_ms", lambda: depformer(logits, h, key))
-        codes = mx.concatenate([self._agent[:1], agent[1:]])
-        decode = g.decode(full)
-        out, self._dec_state = timed("decode_ms", lambda: decode(codes, self._dec_state))
-        stats = step_stats(logits, h) if self.collect_stats else ()
-        self._eval(out, codes, user, text, agent, stats, heard)
-        return out, codes, user, text, agent, stats, heard
