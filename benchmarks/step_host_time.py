@@ -1,0 +1,130 @@
+"""Where the host's time goes in one full-duplex `Session.step`: each graph's build, each launch, the wait.
+
+`python3 benchmarks/step_host_time.py [--bits 4] [--steps 300] [--transcript] [--small]` warms
+the benchmark's random 7B session (`--small`: the tests' tiny model, on any machine) and runs
+`Session.step` unchanged, with timers wrapped around what it calls: the encode graph's call (its
+build), `mx.async_eval` (MLX's launches of what is ready), the LM step graph's call, the decode
+graph's call and the final `_eval` (the last launches and the wait for the GPU). What is left of
+the step is the host's own work: reading the frame back, the bookkeeping. Prints the median of
+each part over the steps, in ms. Measurement only: the step's code is not changed, and its
+results are those of an unwrapped step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import mlx.core as mx  # noqa: E402
+
+from benchmarks.launch_early_ab import ab_arguments, ab_sessions  # noqa: E402
+
+PARTS = (
+    "encode: build",
+    "launch (async_eval #1: encode)",
+    "LM step: build",
+    "launch (async_eval #2: LM)",
+    "decode: build",
+    "eval: last launches + wait",
+)
+
+
+class TimedGraphs:
+    """A session's `StepGraphs` whose LM step and decode graphs are timed when called."""
+
+    def __init__(self, graphs: Any, timed: Callable[[str, Callable], Callable]) -> None:
+        object.__setattr__(self, "_graphs", graphs)
+        object.__setattr__(self, "_timed", timed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._graphs, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._graphs, name, value)
+
+    def lm_step(self, spec: Any, window: Any) -> Callable:
+        return self._timed("LM step: build", self._graphs.lm_step(spec, window))
+
+    def decode(self, full: bool) -> Callable:
+        return self._timed("decode: build", self._graphs.decode(full))
+
+
+class StepTimer:
+    """Wraps one session's calls with timers; `parts` holds each call's ms per step."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.parts: dict[str, list[float]] = defaultdict(list)
+        self._async = 0
+        self._real_async_eval = mx.async_eval
+        encode, ev = session._encode, session._eval
+        session._encode = lambda full: self._timed("encode: build", encode(full))
+        session._eval = self._timed("eval: last launches + wait", ev)
+        # this session's view of the model's graphs (which its other sessions share)
+        session._graphs = TimedGraphs(session._graphs, self._timed)
+
+    def _timed(self, name: str, fn: Callable) -> Callable:
+        def run(*args: Any) -> Any:
+            t0 = time.perf_counter()
+            out = fn(*args)
+            self.parts[name].append(1000 * (time.perf_counter() - t0))
+            return out
+
+        return run
+
+    def _async_eval(self, *args: Any) -> None:
+        self._async += 1
+        what = "encode" if self._async == 1 else "LM"
+        name = f"launch (async_eval #{self._async}: {what})"
+        self._timed(name, self._real_async_eval)(*args)
+
+    def step(self, pcm: Any) -> Any:
+        """One `Session.step`, its time and its parts noted; returns its frame."""
+        self._async = 0
+        mx.async_eval = self._async_eval
+        try:
+            t0 = time.perf_counter()
+            frame = self.session.step(pcm)
+            total = 1000 * (time.perf_counter() - t0)
+        finally:
+            mx.async_eval = self._real_async_eval
+        self.parts["step"].append(total)
+        return frame
+
+
+def report(title: str, parts: dict[str, list[float]], skip: int = 5) -> None:
+    med = {k: statistics.median(v[skip:]) for k, v in parts.items() if v[skip:]}
+    total = med.pop("step")
+    print(f"{title}: {len(parts['step']) - skip} steps, median ms per part")
+    accounted = 0.0
+    for part in PARTS:
+        if part in med:
+            accounted += med[part]
+            print(f"  {part:34s} {med[part]:7.3f}")
+    print(f"  {'the rest (read-back, bookkeeping)':34s} {total - accounted:7.3f}")
+    print(f"  {'step':34s} {total:7.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = ab_arguments(__doc__.splitlines()[0], argv)
+    sessions, audio, half = ab_sessions(args)
+    for name, session in sessions.items():
+        session.launch_early = True
+        timer = StepTimer(session)
+        for _ in range(2 * max(args.rounds, 1)):  # --steps frames per round
+            for pcm in audio[:half]:
+                timer.step(pcm)
+        report(f"user transcript {name}", timer.parts)
+        print(flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""benchmarks/step_host_time.py: its timers leave the step's frames as they are, and note every
+part of every step."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+
+import model
+from benchmarks.step_host_time import PARTS, StepTimer
+from model import SessionSettings
+from tests.checkpoints import write_small_checkpoint
+from tests.mimi_reference import load_test_audio
+
+
+def test_a_timed_step_gives_the_frames_of_an_untimed_one(tmp_path) -> None:
+    persona = model.load(write_small_checkpoint(tmp_path / "ck"))
+    plain, timed = (persona.session(SessionSettings(seed=3)) for _ in range(2))
+    plain.warm_up()
+    timed.warm_up()
+    pcm = load_test_audio("greeting.wav")
+    frames = [pcm[i * 1920 : (i + 1) * 1920] for i in range(6)]
+    async_eval = mx.async_eval
+    timer = StepTimer(timed)
+    for frame in frames:
+        want, got = plain.step(frame), timer.step(frame)
+        assert got.pcm.tobytes() == want.pcm.tobytes()
+        assert (got.text_id, got.agent_codes.tolist()) == (want.text_id, want.agent_codes.tolist())
+    assert mx.async_eval is async_eval  # put back after each step
+    assert set(timer.parts) == {*PARTS, "step"}
+    assert {k: len(v) for k, v in timer.parts.items()} == dict.fromkeys(timer.parts, len(frames))
+    assert all(np.isfinite(v).all() and min(v) >= 0 for v in timer.parts.values())
+    assert sum(np.median(timer.parts[p]) for p in PARTS) <= np.median(timer.parts["step"]) * 1.5
