@@ -22,9 +22,8 @@ from tests.pulse_server import server_pid
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_sound_server_quitting_mid_check_is_said_as_such(pulse_room):
-    """`pactl exit` 1.5 s into the test signal: the check said "The input device 'pulse'
-    delivered no audio for 2 s; is it in use by another program?"."""
+def start_check(pulse_room: dict) -> subprocess.Popen:
+    """`sound-check` on the private server's devices, 1.5 s into its test signal."""
     check = subprocess.Popen(
         [sys.executable, "-m", "personaplex_tui", "sound-check",
          "--input-device", "pulse", "--output-device", "pulse"],
@@ -35,7 +34,19 @@ def test_the_sound_server_quitting_mid_check_is_said_as_such(pulse_room):
         assert check.stderr is not None
         first = check.stderr.readline()
         assert first.startswith("Playing a 10 s test signal on 'pulse'"), first
-        time.sleep(1.5)
+    except BaseException:
+        check.kill()
+        check.wait()
+        raise
+    time.sleep(1.5)
+    return check
+
+
+def test_the_sound_server_quitting_mid_check_is_said_as_such(pulse_room):
+    """`pactl exit` 1.5 s into the test signal: the check said "The input device 'pulse'
+    delivered no audio for 2 s; is it in use by another program?"."""
+    check = start_check(pulse_room)
+    try:
         subprocess.run(["pactl", "exit"], env=pulse_room, check=True, timeout=10)
         out, rest = check.communicate(timeout=60)
     finally:
@@ -63,17 +74,8 @@ def test_a_sound_server_that_hangs_mid_check_ends_it_in_seconds(
     message, and Ctrl+C (its handler never ran) did not end it either. Now the streams are left
     behind after CLOSE_TIMEOUT_S, and a Ctrl+C while it waits for them ends it at once."""
     pid = server_pid(pulse_room)
-    check = subprocess.Popen(
-        [sys.executable, "-m", "personaplex_tui", "sound-check",
-         "--input-device", "pulse", "--output-device", "pulse"],
-        cwd=ROOT, env={**pulse_room, "PYTHONPATH": str(ROOT)}, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    check = start_check(pulse_room)
     try:
-        assert check.stderr is not None
-        first = check.stderr.readline()
-        assert first.startswith("Playing a 10 s test signal on 'pulse'"), first
-        time.sleep(1.5)
         os.kill(pid, signal.SIGSTOP)
         hung = time.monotonic()
         if interrupt_after_s is not None:  # while it waits for the streams to close
