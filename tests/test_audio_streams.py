@@ -224,22 +224,24 @@ def test_find_device_by_default_index_and_name():
             "input",
             "No input device matches '\u0662' (run `ppx-tui devices` to list them).",
         ),
+        # 2's name and 3's in other cases: device 2 was picked, as listed first
+        (
+            "USB HEADSET",
+            "input",
+            "'USB HEADSET' matches 2 input devices: 2 'USB Headset', 3 'usb headset'; give the "
+            "name in its exact case, or its number (run `ppx-tui devices` to list them).",
+        ),
     ],
 )
 def test_find_device_errors(spec, direction, message):
-    with pytest.raises(AudioDeviceError) as info:
-        find_device(spec, direction, DEVICES)
-    assert str(info.value) == message
+    assert refusal(spec, direction, DEVICES) == message
 
 
-def test_a_name_that_two_devices_bear_in_any_case_is_refused_not_the_first_picked():
-    """ "USB HEADSET" is 2's name and 3's in other cases: device 2 was picked, as listed first."""
+def refusal(spec, direction, devices) -> str:
+    """The sentence `find_device` refuses `spec` with."""
     with pytest.raises(AudioDeviceError) as info:
-        find_device("USB HEADSET", "input", DEVICES)
-    assert str(info.value) == (
-        "'USB HEADSET' matches 2 input devices: 2 'USB Headset', 3 'usb headset'; give the "
-        "name in its exact case, or its number (run `ppx-tui devices` to list them)."
-    )
+        find_device(spec, direction, devices)
+    return str(info.value)
 
 
 CARDS = [
@@ -272,9 +274,7 @@ CARDS = [
 )
 def test_a_name_that_several_devices_match_is_one_sentence_naming_them(spec, direction, message):
     """An ambiguous name picked the first device listed, without a word."""
-    with pytest.raises(AudioDeviceError) as info:
-        find_device(spec, direction, CARDS)
-    assert str(info.value) == message
+    assert refusal(spec, direction, CARDS) == message
 
 
 def test_one_card_under_several_host_apis_is_the_default_apis():
