@@ -7,7 +7,7 @@ import logging.handlers
 import os
 from pathlib import Path
 
-from personaplex_tui.settings import APP_NAME
+from personaplex_tui import APP_NAME  # (not settings: sound device code logs too, no model)
 
 LOG_ENV = "PPX_TUI_LOG"
 QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "urllib3", "filelock")

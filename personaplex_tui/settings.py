@@ -27,6 +27,7 @@ from model.config import SamplingConfig
 from model.conversation.prompts import CUSTOM_PROMPT, PROMPT_PRESETS
 from model.conversation.session_settings import SESSION_KEYS, SessionSettings
 from model.errors import PersonaPlexError
+from personaplex_tui import APP_NAME
 from personaplex_tui.user_transcript import settings_problem
 
 if sys.version_info >= (3, 11):
@@ -34,7 +35,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-APP_NAME = "ppx-tui"
 CONFIG_ENV = "PPX_TUI_CONFIG"
 
 Mode = Literal["turn", "duplex"]
