@@ -10,7 +10,8 @@ behind; `chat.run` then asks for the hard exit (`leave_without_waiting`), which 
 script performs (`entry.main` calls `exit_if_asked`): a test calling `cli.main` in its own
 process gets its exit code back as usual. `close_in_time` does the same for a command's sound
 devices (sound-check, respond): a sound server that hangs (stopped, not dead) holds PortAudio's
-Pa_StopStream for good, and neither its message nor Ctrl+C ever came.
+Pa_StopStream for good, and neither its message nor Ctrl+C ever came; `run_in_time` too for
+PortAudio's start (`audio.devices.portaudio`), which such a server holds in Pa_Initialize.
 """
 
 from __future__ import annotations
@@ -91,7 +92,12 @@ def stuck_threads() -> str:
 
 
 def close_in_time(close: Callable[[], None], timeout_s: float, name: str) -> bool:
-    """Run `close` (closing sound devices) on a daemon thread named `ppx-{name}` and wait up to
+    """`run_in_time` for closing sound devices (Pa_StopStream hangs with the sound server)."""
+    return run_in_time(close, timeout_s, name)
+
+
+def run_in_time(work: Callable[[], None], timeout_s: float, name: str) -> bool:
+    """Run `work` (a call into PortAudio) on a daemon thread named `ppx-{name}` and wait up to
     `timeout_s`: True once it returned (what it raised is raised here), False while it is still
     stuck; then, or when a stop signal ends the wait, the console script is asked to leave
     without waiting for it (`leave_without_waiting`)."""
@@ -100,7 +106,7 @@ def close_in_time(close: Callable[[], None], timeout_s: float, name: str) -> boo
 
     def run() -> None:
         try:
-            close()
+            work()
         except BaseException as e:  # handed to the caller below
             failure.append(e)
         finally:
