@@ -6,7 +6,9 @@ audio package) never needs PortAudio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import threading
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Literal
 
@@ -18,6 +20,28 @@ if TYPE_CHECKING:
 
 Direction = Literal["input", "output"]
 MAX_LISTED = 6  # devices named in the sentence for a name that several match
+# PortAudio's start (importing sounddevice) takes 0.05-0.2 s through a PulseAudio server
+START_TIMEOUT_S = 5.0
+START_HUNG = (
+    f"The sound system did not answer within {START_TIMEOUT_S:g} s, so PortAudio could not start; "
+    "restart the sound server (pulseaudio or pipewire) and try again."
+)
+NO_PORTAUDIO = (
+    "PortAudio is not installed, so no sound device can be used "
+    "(install libportaudio2 on Debian/Ubuntu, portaudio with Homebrew)."
+)
+
+
+@dataclass
+class _Start:
+    """The outcome of PortAudio's start, kept for the process: the module or the sentence."""
+
+    module: ModuleType | None = None
+    failure: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_started = _Start()
 
 
 @dataclass(frozen=True)
@@ -46,15 +70,60 @@ class DeviceInfo:
 
 
 def portaudio() -> ModuleType:
-    """The `sounddevice` module, or an AudioDeviceError when PortAudio is missing."""
-    try:
+    """The `sounddevice` module, or an AudioDeviceError when PortAudio is missing or its start
+    hung (see `_start_portaudio`); the first call's outcome is kept for every later one."""
+    if _started.module is not None:
+        return _started.module
+    with _started.lock:  # (a thread calling meanwhile waits for the first call's outcome)
+        if _started.module is None and _started.failure is None:
+            _start_portaudio()
+    if _started.failure is not None:
+        raise AudioDeviceError(_started.failure)
+    assert _started.module is not None
+    return _started.module
+
+
+def _start_portaudio() -> None:
+    """Import `sounddevice` (its import runs PortAudio's Pa_Initialize) on a daemon thread,
+    waiting START_TIMEOUT_S for it. A sound server that hangs (stopped, not dead) holds
+    Pa_Initialize inside ALSA's PulseAudio plugin for good, and neither Ctrl+C nor any message
+    ever came: the start is left behind, and the process ends without waiting for it
+    (`stuck_exit.run_in_time`). A stop signal ends the wait at once (nothing kept then).
+    sounddevice points fd 2 at /dev/null during Pa_Initialize: a start left behind gets the
+    terminal back here, else the sentence saying so went nowhere."""
+    from personaplex_tui.stuck_exit import run_in_time
+
+    found: list[ModuleType] = []
+
+    def start() -> None:
         import sounddevice
-    except OSError:
-        raise AudioDeviceError(
-            "PortAudio is not installed, so no sound device can be used "
-            "(install libportaudio2 on Debian/Ubuntu, portaudio with Homebrew)."
-        ) from None
-    return sounddevice
+
+        found.append(sounddevice)
+
+    stderr = _dup_stderr()
+    ended = False
+    try:
+        ended = run_in_time(start, START_TIMEOUT_S, "portaudio-start")
+    except OSError:  # its library is missing (the import ended)
+        ended = True
+        _started.failure = NO_PORTAUDIO
+        return
+    finally:
+        if stderr is not None:
+            if not ended:  # hung, or a stop signal ended the wait
+                os.dup2(stderr, 2)
+            os.close(stderr)
+    if ended:
+        _started.module = found[0]
+    else:
+        _started.failure = START_HUNG
+
+
+def _dup_stderr() -> int | None:
+    try:
+        return os.dup(2)
+    except OSError:  # no fd 2 (`entry` reopens it; a caller of our own may not)
+        return None
 
 
 def list_devices() -> list[DeviceInfo]:

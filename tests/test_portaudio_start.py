@@ -1,0 +1,195 @@
+"""PortAudio's start (importing sounddevice) when the sound server hangs: one sentence, not a hang."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from personaplex_tui import stuck_exit
+from personaplex_tui.audio import AudioDeviceError, devices
+from tests.pulse_server import server_pid
+from tests.tui_pty import PtyProcess, user_env
+
+ROOT = Path(__file__).resolve().parents[1]
+HANGS = f"ppx-tui: {devices.START_HUNG}\n"
+SPEECH = ROOT / "tests" / "data" / "audio" / "shipping.wav"
+PULSE_KEYS = ("PULSE_SERVER", "HOME", "XDG_RUNTIME_DIR")  # the private server, for the chat
+
+# A stand-in for `sounddevice` whose import hangs as Pa_Initialize does with a stopped server
+# (fd 2 on /dev/null meanwhile, as sounddevice's `_initialize` does) until the test lets it go.
+SLOW_IMPORT = """
+import os
+import ppx_portaudio_gate as gate
+
+saved = os.dup(2)
+null = os.open(os.devnull, os.O_WRONLY)
+os.dup2(null, 2)
+os.close(null)
+try:
+    gate.release.wait(30)
+finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+"""
+
+
+@pytest.fixture
+def fake_sounddevice(tmp_path, monkeypatch):
+    """Yields a function writing `sounddevice.py` (its source) where the import finds it first;
+    PortAudio's start is fresh (nothing kept) and no hard exit asked yet."""
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(devices, "_started", devices._Start())
+    monkeypatch.setattr(stuck_exit, "_asked", False)
+    monkeypatch.setenv("PPX_TUI_LOG", str(tmp_path / "ppx-tui.log"))
+    return lambda source: (tmp_path / "sounddevice.py").write_text(source)
+
+
+def _starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads `run_in_time` starts from now on."""
+    names: list[str] = []
+    real = stuck_exit.run_in_time
+
+    def counted(work, timeout_s, name):
+        names.append(name)
+        return real(work, timeout_s, name)
+
+    monkeypatch.setattr(stuck_exit, "run_in_time", counted)
+    return names
+
+
+def test_a_start_that_hangs_is_left_behind_after_its_timeout(fake_sounddevice, monkeypatch):
+    fake_sounddevice(SLOW_IMPORT)
+    gate = types.SimpleNamespace(release=threading.Event())
+    monkeypatch.setitem(sys.modules, "ppx_portaudio_gate", gate)
+    monkeypatch.setattr(devices, "START_TIMEOUT_S", 0.3)
+    starts = _starts(monkeypatch)
+    stderr_before = os.fstat(2)
+    began = time.monotonic()
+    try:
+        with pytest.raises(AudioDeviceError) as info:
+            devices.portaudio()
+        assert 0.3 <= time.monotonic() - began < 3
+        assert str(info.value) == devices.START_HUNG and stuck_exit._asked
+        after = os.fstat(2)  # the sentence reaches the terminal, not sounddevice's /dev/null
+        assert (after.st_dev, after.st_ino) == (stderr_before.st_dev, stderr_before.st_ino)
+        began = time.monotonic()
+        with pytest.raises(AudioDeviceError, match="did not answer within"):
+            devices.list_devices()  # kept: at once, no second thread
+        assert time.monotonic() - began < 0.1 and starts == ["portaudio-start"]
+    finally:
+        gate.release.set()
+        for thread in threading.enumerate():
+            if thread.name == "ppx-portaudio-start":
+                thread.join(10)
+
+
+def test_a_start_that_ends_is_kept(fake_sounddevice, monkeypatch):
+    fake_sounddevice("NAME = 'fake PortAudio'\n")
+    starts = _starts(monkeypatch)
+    assert devices.portaudio().NAME == "fake PortAudio"
+    assert devices.portaudio().NAME == "fake PortAudio"
+    assert starts == ["portaudio-start"] and not stuck_exit._asked
+
+
+def test_portaudio_missing_is_one_sentence_and_kept(fake_sounddevice, monkeypatch):
+    fake_sounddevice("raise OSError('PortAudio library not found')\n")
+    starts = _starts(monkeypatch)
+    for _ in range(2):
+        with pytest.raises(AudioDeviceError) as info:
+            devices.portaudio()
+        assert str(info.value) == devices.NO_PORTAUDIO
+    assert starts == ["portaudio-start"] and not stuck_exit._asked
+
+
+def _in_pa_initialize(pid: int) -> bool:
+    """sounddevice points fd 2 at /dev/null while Pa_Initialize runs."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/2") == os.devnull
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("command", "interrupt", "code", "said"),
+    [
+        (["devices"], False, 2, HANGS),
+        (["devices", "--json"], True, 130, "ppx-tui: interrupted.\n"),
+        (["sound-check", "--input-device", "pulse", "--output-device", "pulse"], False, 2, HANGS),
+        (["respond", "--input", str(SPEECH), "--model", str(ROOT / "no-model")], False, 2,
+         "ppx-tui: Cannot play the reply (the sound system did not answer within 5 s, so "
+         "PortAudio could not start); give --output FILE.wav to write it to a file instead.\n"),
+    ],
+    ids=["devices", "devices-interrupted", "sound-check", "respond"],
+)  # fmt: skip
+def test_a_sound_server_hung_before_the_command_ends_it_in_seconds(
+    pulse_null_sink, tmp_path, command, interrupt, code, said
+):
+    """SIGSTOP on the server before the command starts: importing sounddevice hung in
+    Pa_Initialize (inside ALSA's PulseAudio plugin) for good, with no message, and Ctrl+C (its
+    handler never ran in the main thread) did not end it either."""
+    pid = server_pid(pulse_null_sink)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "personaplex_tui", *command],
+            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**pulse_null_sink, "PYTHONPATH": str(ROOT), "PPX_TUI_LOG": str(tmp_path / "log")},
+        )  # fmt: skip
+        try:
+            if interrupt:  # while PortAudio's start hangs
+                deadline = time.monotonic() + 20
+                while not _in_pa_initialize(proc.pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert _in_pa_initialize(proc.pid), "PortAudio's start was never seen"
+                began = time.monotonic()
+                proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            took = time.monotonic() - began
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert proc.returncode == code, err
+    assert out == "" and err == said, err
+    assert took < (2 if interrupt else devices.START_TIMEOUT_S + 10), took
+    assert "thread ppx-portaudio-start" in (tmp_path / "log").read_text()
+
+
+def test_a_chat_started_on_a_hung_sound_server_says_so_and_quits(
+    pulse_null_sink, small_checkpoint, tmp_path
+):
+    """The chat opens its devices on a daemon thread: it waited for them for good, silent,
+    and a stuck-exit dump of the chat's log named no PortAudio start."""
+    env = {**user_env(tmp_path), **{k: pulse_null_sink[k] for k in PULSE_KEYS}}
+    pid = server_pid(pulse_null_sink)
+    os.kill(pid, signal.SIGSTOP)
+    tui = None
+    try:
+        tui = PtyProcess(
+            ["--model", str(small_checkpoint), "--mode", "duplex", "--no-user-transcript"],
+            env=env,
+            size=(160, 40),
+        )
+        tui.wait_for(lambda: "The sound system did not answer" in tui.output, 60, "told")
+        os.write(tui.master, b"q")
+        code = tui.wait(timeout=15)
+        output = tui.output
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        if tui is not None:
+            tui.close()
+    assert code == 0 and "Traceback" not in output, output[-2000:]
+    log = (tmp_path / "ppx-tui.log").read_text()
+    assert devices.START_HUNG in log and "thread ppx-portaudio-start" in log
