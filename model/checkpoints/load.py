@@ -19,7 +19,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from model.checkpoints.config_io import checkpoint_config, detect_layout, read_config
+from model.checkpoints.config_io import detect_layout, read_config, require_lm_files
 from model.checkpoints.hub import resolve_model
 from model.checkpoints.layout import (
     CONFIG_FILE,
@@ -213,11 +213,13 @@ def load_lm(
     sentence on any problem.
     """
     folder = resolve_model(model, tqdm_class=tqdm_class)
-    layout, config = checkpoint_config(folder)
+    layout = detect_layout(folder)
+    config = read_config(folder, layout)
     try:
         expected = expected_layout(config, layout)
     except ValueError as error:
         raise CheckpointError(f"{folder / CONFIG_FILE} is inconsistent: {error}.") from None
+    require_lm_files(folder, layout)  # config.json's own problems first, then missing files
     for name, specs in expected.items():
         check_file(folder / name, specs)
     tensors = {name: load_safetensors(folder / name) for name in expected}
