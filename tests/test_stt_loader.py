@@ -114,13 +114,13 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "depformer": (lambda f: edit_config(f, dep_q=8), "'dep_q'"),
     "delays": (lambda f: edit_config(f, delays=[0] + [1] * 32), "'delays'"),
     "short delays": (lambda f: edit_config(f, delays=[0] * 9), "'delays'"),
-    "no weights": (lambda f: (f / "model.safetensors").unlink(), "has no model.safetensors"),
+    "no weights": (lambda f: (f / "model.safetensors").unlink(), "lacks model.safetensors"),
     "more layers": (lambda f: edit_config(f, num_layers=3), "has no tensor for"),
     "wider": (lambda f: edit_config(f, dim=128, hidden_scale=None), "has shape"),
     "fewer codebooks": (lambda f: edit_config(f, n_q=8, delays=[0] * 9), "unexpected tensor"),
     "ffn": (lambda f: edit_config(f, hidden_scale=2.0), "feed-forward"),
     "heads": (lambda f: edit_config(f, extra_heads_num_heads=2), "2"),
-    "no mimi": (lambda f: (f / MIMI_FILE).unlink(), "has no Mimi file"),
+    "no mimi": (lambda f: (f / MIMI_FILE).unlink(), "lacks its Mimi file"),
     "no tokenizer": (lambda f: (f / TOKENIZER_FILE).unlink(), "tokenizer"),
     "norm": (lambda f: edit_config(f, norm="layer_norm"), "'norm'"),
     "path in name": (lambda f: edit_config(f, mimi_name="../x.safetensors"), "'mimi_name'"),
@@ -135,6 +135,19 @@ def test_broken_checkpoints_end_in_one_sentence(copy, case: str) -> None:
     with pytest.raises(CheckpointError) as error:
         load_stt(folder, dtype=mx.float32)
     assert expected in one_sentence(error.value)
+
+
+@pytest.mark.parametrize("case", ["no weights", "no mimi"])
+def test_a_missing_file_is_named_and_no_download_is_asked(copy, case: str) -> None:
+    """A folder, or a repo that lacks the file once fetched, is not mended by downloading it
+    again (the hub's own incomplete cache has its sentences in model.checkpoints.hub)."""
+    folder = copy()
+    BROKEN[case][0](folder)
+    with pytest.raises(CheckpointError) as error:
+        load_stt(folder, dtype=mx.float32)
+    text = one_sentence(error.value)
+    assert text.startswith(f"{folder} is an incomplete STT model: it lacks ")
+    assert text.endswith(", which its config.json names.") and "download" not in text
 
 
 def test_declared_heads_missing_from_weights(tmp_path: Path) -> None:

@@ -139,7 +139,7 @@ def check_weights(path: Path, cfg: SttConfig) -> tuple[SttConfig, dict[str, str]
     parameter path -> key in the file. Depformer tensors, if any, are ignored."""
     if not path.is_file():
         raise CheckpointError(
-            f"{path.parent} has no {path.name}; the STT model is incomplete (download it again, or give another folder)."
+            f"{path.parent} is an incomplete STT model: it lacks {path.name}, which its config.json names."
         )
     header = read_header(path)
     cfg = _from_weights(cfg, header, path)
@@ -262,7 +262,7 @@ def load_stt(
     mimi_path = folder / cfg.mimi_name
     if not mimi_path.is_file():
         raise CheckpointError(
-            f"{folder} has no Mimi file {cfg.mimi_name}; the STT model is incomplete (download it again, or give another folder)."
+            f"{folder} is an incomplete STT model: it lacks its Mimi file {cfg.mimi_name}, which its config.json names."
         )
     mimi = MimiCodec.from_file(mimi_path, mimi_config(folder, cfg), compile=compile)
     tokenizer = TextTokenizer(folder / cfg.tokenizer_name)
