@@ -178,6 +178,11 @@ class _StoppedSpeaker:
     def close(self) -> None:
         self.closed = True
 
+    def stats(self) -> PlaybackStats:
+        return PlaybackStats(buffered_frames=self.queued, prebuffer_frames=3, playing=self.active)
+
+    queued = 7  # frames the fake's queue reports
+
 
 def test_respond_playing_to_a_device_that_stopped_is_one_sentence_not_a_hang(monkeypatch):
     """Its drain waited forever for a ring that a dead stream never empties."""
@@ -284,3 +289,35 @@ def test_respond_playing_to_a_sound_server_that_hangs_is_one_sentence_not_a_hang
     assert isinstance(raised.value.__context__, AudioDeviceError)  # the write gave up first
     assert "stopped playing" in str(raised.value.__context__)
     assert time.monotonic() - started < 5 and stuck_exit._asked
+
+
+class _FrozenSpeaker(_StoppedSpeaker):
+    """Takes the whole reply, then plays none of it while its stream stays active: a sound
+    server that hangs after the reply was queued."""
+
+    def write_frame(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
+        return True
+
+    def drain(self, timeout: float | None = None) -> bool:
+        time.sleep(0.01)
+        return False
+
+
+def test_respond_draining_into_a_stream_that_plays_nothing_gives_up_in_seconds(monkeypatch):
+    """The drain waited DRAIN_LIMIT_S (35 s) for a queue that did not shrink; now a queue that
+    has not moved for WRITE_LIMIT_S is stuck."""
+    import pytest
+
+    import personaplex_tui.audio as audio
+    from personaplex_tui.audio import AudioDeviceError
+    from personaplex_tui.commands import respond
+
+    monkeypatch.setattr(respond, "WRITE_LIMIT_S", 0.3)
+    speaker = _FrozenSpeaker(plays=0)
+    monkeypatch.setattr(audio, "make_speaker", lambda: speaker)
+    sink = respond._Sink(None)
+    sink.write(np.zeros(10 * FRAME_SAMPLES, np.float32))
+    started = time.monotonic()
+    with pytest.raises(AudioDeviceError, match="The output device stopped playing"):
+        sink.close()
+    assert time.monotonic() - started < 5 and speaker.closed

@@ -151,15 +151,26 @@ class _Sink:
         if self._speaker is not None:
             try:
                 if drain:  # the queue holds 30 s at most: a device still busy after that is stuck
-                    self._speaker.flush()
-                    deadline = time.monotonic() + DRAIN_LIMIT_S
-                    while not self._speaker.drain(timeout=0.5):
-                        self._check_playing(stuck=time.monotonic() > deadline)
+                    self._drain()
             finally:
                 try:
                     self._close_speaker()
                 finally:
                     self._noise.close()
+
+    def _drain(self) -> None:
+        """Play out what is queued. A stream that stays active but plays nothing (a sound
+        server that hangs) is stuck once its queue has not shrunk for WRITE_LIMIT_S, not only
+        after DRAIN_LIMIT_S."""
+        assert self._speaker is not None
+        self._speaker.flush()
+        deadline = time.monotonic() + DRAIN_LIMIT_S
+        left, moved = self._speaker.stats().buffered_frames, time.monotonic()
+        while not self._speaker.drain(timeout=0.5):
+            now, queued = time.monotonic(), self._speaker.stats().buffered_frames
+            if queued < left:
+                left, moved = queued, now
+            self._check_playing(stuck=now > deadline or now - moved > WRITE_LIMIT_S)
 
     def _close_speaker(self) -> None:
         """A sound server that hangs (stopped, not dead) holds PortAudio's Pa_StopStream for
