@@ -51,7 +51,11 @@ def test_a_recording_stopped_by_a_full_disk_ends_its_transcript_where_its_audio_
     folder = only_folder(tmp_path)
     mic, agent = read_audio(folder / "mic.wav").pcm, read_audio(folder / "agent.wav").pcm
     kept_s = max(len(mic), len(agent)) / 24000
-    assert 1.0 < kept_s < 4.0, f"the disk kept {kept_s:.2f} s, not about 3 s"  # it filled
+    # it filled: the two WAVs hold the disk's 300,000 bytes, less than one 80 ms frame of each
+    # track (3,840 bytes) short; a recording that wrote on would not fit, one that stopped early
+    # would leave more free
+    on_disk = sum((folder / name).stat().st_size for name in ("mic.wav", "agent.wav"))
+    assert 300_000 - 2 * FRAME * 2 < on_disk <= 300_000, f"{on_disk} bytes on a 300,000-byte disk"
     heard_s = len(probe.sessions[-1].inputs) * 0.08
     assert heard_s > kept_s + 2, "the conversation went on past the recording's stop"
     found = entries(folder)
