@@ -8,10 +8,10 @@ the screen closed, and only kill -9 ended it (the signal policy ignores every la
 `run_app` runs the Textual app on a loop that, after such a shutdown, leaves what is stuck
 behind; `chat.run` then asks for the hard exit (`leave_without_waiting`), which only the console
 script performs (`entry.main` calls `exit_if_asked`): a test calling `cli.main` in its own
-process gets its exit code back as usual. `close_in_time` does the same for a command's sound
-devices (sound-check, respond): a sound server that hangs (stopped, not dead) holds PortAudio's
-Pa_StopStream for good, and neither its message nor Ctrl+C ever came; `run_in_time` too for
-PortAudio's start (`audio.devices.portaudio`), which such a server holds in Pa_Initialize.
+process gets its exit code back as usual. `run_in_time` does the same for a command's calls into
+PortAudio that a sound server which hangs (stopped, not dead) holds for good, with neither a
+message nor Ctrl+C ever coming: closing its devices (Pa_StopStream: sound-check, respond) and
+PortAudio's start (Pa_Initialize: `audio.devices.portaudio`).
 """
 
 from __future__ import annotations
@@ -89,11 +89,6 @@ def stuck_threads() -> str:
         stack = "".join(traceback.format_stack(frames[thread.ident])[-4:])
         parts.append(f"thread {thread.name}:\n{stack}")
     return "".join(parts) or "none\n"
-
-
-def close_in_time(close: Callable[[], None], timeout_s: float, name: str) -> bool:
-    """`run_in_time` for closing sound devices (Pa_StopStream hangs with the sound server)."""
-    return run_in_time(close, timeout_s, name)
 
 
 def run_in_time(work: Callable[[], None], timeout_s: float, name: str) -> bool:

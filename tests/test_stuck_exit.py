@@ -205,23 +205,23 @@ def test_the_hard_exit_ends_a_process_whose_thread_never_stops_with_its_code(tmp
 
 def test_a_close_that_hangs_is_left_behind_after_its_timeout(monkeypatch):
     """A sound server that hangs holds PortAudio's Pa_StopStream for good: sound-check and
-    respond close their devices with `close_in_time`, and leave the close behind."""
+    respond close their devices with `run_in_time`, and leave the close behind."""
     monkeypatch.setattr(stuck_exit, "_asked", False)
     release = threading.Event()
     started = time.monotonic()
     try:
-        assert not stuck_exit.close_in_time(release.wait, 0.2, "test-close")
+        assert not stuck_exit.run_in_time(release.wait, 0.2, "test-close")
         assert 0.2 <= time.monotonic() - started < 2 and stuck_exit._asked
     finally:
         release.set()
     monkeypatch.setattr(stuck_exit, "_asked", False)
-    assert stuck_exit.close_in_time(lambda: None, 5, "test-close") and not stuck_exit._asked
+    assert stuck_exit.run_in_time(lambda: None, 5, "test-close") and not stuck_exit._asked
 
     def fails() -> None:
         raise OSError("the device is gone")
 
     with pytest.raises(OSError, match="the device is gone"):
-        stuck_exit.close_in_time(fails, 5, "test-close")
+        stuck_exit.run_in_time(fails, 5, "test-close")
     assert not stuck_exit._asked
 
 
@@ -233,7 +233,7 @@ def stop(signum, frame):
 signal.signal(signal.SIGALRM, stop)
 signal.setitimer(signal.ITIMER_REAL, 0.3)
 try:
-    stuck_exit.close_in_time(threading.Event().wait, 60, "close")
+    stuck_exit.run_in_time(threading.Event().wait, 60, "close")
 except KeyboardInterrupt:
     print("interrupted", flush=True)
 stuck_exit.exit_if_asked(130)

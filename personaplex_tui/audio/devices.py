@@ -172,9 +172,9 @@ def find_device(
     devices = list_devices() if devices is None else devices
     usable = [d for d in devices if d.channels(direction) > 0]
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "default")):
-        for d in usable:
-            if d.is_default_input if direction == "input" else d.is_default_output:
-                return d
+        default = _default(usable, direction)
+        if default is not None:
+            return default
         raise AudioDeviceError(
             f"There is no default {direction} device; choose one by name or index "
             "(run `ppx-tui devices` to list them)."
@@ -223,19 +223,18 @@ def _one_card_many_apis(
     Windows): the default device if it is one of them, else those of the default device's host
     API. A name stored in the settings can then still be used; two cards of one name under one
     host API stay ambiguous."""
-    default = next(
-        (
-            d
-            for d in usable
-            if (d.is_default_input if direction == "input" else d.is_default_output)
-        ),
-        None,
-    )
+    default = _default(usable, direction)
     if default is None:
         return found
     if default in found:
         return [default]
     return [d for d in found if d.hostapi == default.hostapi] or found
+
+
+def _default(devices: list[DeviceInfo], direction: Direction) -> DeviceInfo | None:
+    """The system's default device of `direction` among `devices`, if it is one of them."""
+    flag = "is_default_input" if direction == "input" else "is_default_output"
+    return next((d for d in devices if getattr(d, flag)), None)
 
 
 def _ambiguous(wanted: str, direction: Direction, found: list[DeviceInfo]) -> str:

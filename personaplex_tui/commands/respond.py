@@ -176,10 +176,10 @@ class _Sink:
         """A sound server that hangs (stopped, not dead) holds PortAudio's Pa_StopStream for
         good: after CLOSE_TIMEOUT_S the process ends without waiting for it (`stuck_exit`)."""
         from personaplex_tui.audio import AudioDeviceError
-        from personaplex_tui.stuck_exit import close_in_time
+        from personaplex_tui.stuck_exit import run_in_time
 
         assert self._speaker is not None
-        if not close_in_time(self._speaker.close, CLOSE_TIMEOUT_S, "respond-close"):
+        if not run_in_time(self._speaker.close, CLOSE_TIMEOUT_S, "respond-close"):
             if POLICY.received is None:  # (a stop signal's "interrupted." stays the last word)
                 raise AudioDeviceError(
                     "The output device or its sound server stopped responding: its stream "

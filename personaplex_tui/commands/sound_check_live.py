@@ -17,7 +17,7 @@ from personaplex_tui.audio.far_end import FarEndTimeline, PlayedTap
 from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from personaplex_tui.commands.common import status
 from personaplex_tui.stop_signals import POLICY
-from personaplex_tui.stuck_exit import close_in_time
+from personaplex_tui.stuck_exit import run_in_time
 
 if TYPE_CHECKING:
     from personaplex_tui.audio.streams import MicStream, SpeakerStream
@@ -121,7 +121,7 @@ def _close_streams(mic: MicStream, speaker: SpeakerStream) -> None:
         finally:
             speaker.close()
 
-    if not close_in_time(close, CLOSE_TIMEOUT_S, "sound-check-close") and POLICY.received is None:
+    if not run_in_time(close, CLOSE_TIMEOUT_S, "sound-check-close") and POLICY.received is None:
         raise AudioDeviceError(stuck_sentence(mic.device_name, speaker.device_name))
 
 
