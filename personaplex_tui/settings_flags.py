@@ -68,8 +68,16 @@ def add_chat_arguments(parser: argparse.ArgumentParser) -> None:
         choices=QUANTIZE,
         help="quantize a float checkpoint (nvidia/personaplex-7b-v1) to 4 or 8 bits on load",
     )
-    parser.add_argument("--input-device", metavar="X", help="microphone (name or index)")
-    parser.add_argument("--output-device", metavar="Y", help="speaker (name or index)")
+    parser.add_argument(
+        "--input-device",
+        metavar="X",
+        help="microphone: name ('NAME #2': the second of identical cards) or index",
+    )
+    parser.add_argument(
+        "--output-device",
+        metavar="Y",
+        help="speaker: name ('NAME #2': the second of identical cards) or index",
+    )
     parser.add_argument(
         "--input-file",
         type=_path_flag("--input-file"),

@@ -1,6 +1,7 @@
 """Device streams driven through fake PortAudio streams: 24 kHz and resampled 48 kHz paths,
 device selection and its errors, the devices table."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from personaplex_tui.audio import (
     read_audio,
     resample,
 )
+from personaplex_tui.audio.devices import device_choices
 
 AUDIO = Path(__file__).parent / "data" / "audio"
 
@@ -289,9 +291,64 @@ def test_one_card_under_several_host_apis_is_the_default_apis():
         find_device("USB PnP Sound Device", "input", twins)
     assert str(info.value) == (
         "'USB PnP Sound Device' matches 2 input devices: 2 'USB PnP Sound Device' (Core Audio), "
-        "7 'USB PnP Sound Device' (Core Audio); give its number (run `ppx-tui devices` to list "
-        "them)."
+        "7 'USB PnP Sound Device' (Core Audio); give 'USB PnP Sound Device #1' or '#2' (in the "
+        "order listed), or its number (run `ppx-tui devices` to list them)."
     )
+
+
+def test_identical_cards_are_told_apart_by_their_place_among_that_name():
+    """Two cards of one name under one host API: 'name #k' is the k-th in PortAudio's order,
+    counted among those of the default device's host API, and stays right when another
+    device comes before them (their numbers change, their places do not)."""
+    twins = [
+        *CARDS,
+        DeviceInfo(7, "USB PnP Sound Device", "Core Audio", 1, 2, 44100.0),
+        DeviceInfo(8, "USB PnP Sound Device", "MME", 1, 2, 44100.0),  # 7 under another API
+    ]
+    assert find_device("USB PnP Sound Device #1", "input", twins).index == 2
+    assert find_device("USB PnP Sound Device #2", "input", twins).index == 7
+    assert find_device("usb pnp sound device #2", "input", twins).index == 7  # in any case
+    webcam = DeviceInfo(0, "Webcam Mic", "Core Audio", 1, 0, 16000.0)  # plugged in since
+    more = [webcam, *(replace(d, index=d.index + 1) for d in twins)]
+    assert find_device("USB PnP Sound Device #2", "input", more).index == 8
+    assert refusal("USB PnP Sound Device #3", "input", twins) == (
+        "There are 2 input devices named 'USB PnP Sound Device', so there is no "
+        "'USB PnP Sound Device #3' (unplugged? run `ppx-tui devices` to list them)."
+    )
+    assert refusal("Studio Mic #2", "input", CARDS) == (
+        "There is one input device named 'Studio Mic', so there is no 'Studio Mic #2' "
+        "(unplugged? run `ppx-tui devices` to list them)."
+    )
+    assert find_device("Studio Mic #1", "input", CARDS).index == 5
+    # a device that bears the whole name is that device, not a place among others
+    named = [*twins, DeviceInfo(9, "USB PnP Sound Device #2", "Core Audio", 1, 0, 48000.0)]
+    assert find_device("USB PnP Sound Device #2", "input", named).index == 9
+    assert refusal("Scarlett #2", "input", CARDS) == (
+        "No input device matches 'Scarlett #2' (run `ppx-tui devices` to list them)."
+    )
+
+
+def test_device_choices_name_each_device_as_find_device_takes_it_back():
+    twins = [
+        *CARDS,
+        DeviceInfo(7, "USB PnP Sound Device", "Core Audio", 1, 2, 44100.0),
+        DeviceInfo(8, "2", "Core Audio", 1, 0, 48000.0),  # a name that reads as a number
+    ]
+    choices = device_choices(twins, "input")
+    assert choices == [
+        "MacBook Pro Microphone",
+        "USB Audio CODEC",
+        "USB PnP Sound Device #1",
+        "Studio Mic",
+        "Studio Mic 2",
+        "USB PnP Sound Device #2",
+        "8",
+    ]
+    assert [find_device(c, "input", twins).index for c in choices] == [0, 1, 2, 5, 6, 7, 8]
+    # one card under two host APIs is listed once, by its name (the default output's)
+    choices = device_choices(CARDS, "output")
+    assert choices == ["USB Audio CODEC", "USB PnP Sound Device", "Speakers (Realtek)"]
+    assert [find_device(c, "output", CARDS).index for c in choices] == [1, 2, 3]
 
 
 def test_an_exact_name_is_taken_though_it_is_a_part_of_another():

@@ -7,6 +7,7 @@ audio package) never needs PortAudio.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 Direction = Literal["input", "output"]
 MAX_LISTED = 6  # devices named in the sentence for a name that several match
+# "USB Audio #2": the second of the devices that bear exactly that name (identical cards)
+PLACE = re.compile(r"^(.+?) #([1-9][0-9]{0,3})$")
 # PortAudio's start (importing sounddevice) takes 0.05-0.2 s through a PulseAudio server
 START_TIMEOUT_S = 5.0
 START_HUNG = (
@@ -167,6 +170,8 @@ def find_device(
     of these that any device matches, exactly one must: several are refused (AudioDeviceError,
     one sentence naming them with their numbers), never picked by their order in the list. One
     exact name under several host APIs is one card: the default device's host API decides.
+    Identical cards (one exact name twice under that host API) are told apart as 'name #1',
+    'name #2' in PortAudio's order (`device_choices`), unless a device bears that whole name.
     Raises AudioDeviceError with one sentence naming the device when there is no such device.
     """
     devices = list_devices() if devices is None else devices
@@ -193,6 +198,9 @@ def find_device(
             )
         return match
     wanted = spec.strip()
+    placed = _by_place(wanted, devices, usable, direction)
+    if placed is not None:
+        return placed
     for exact, matches in (
         (True, lambda name: name == wanted),
         (False, lambda name: name.lower() == wanted.lower()),
@@ -204,7 +212,7 @@ def find_device(
         if len(found) == 1:
             return found[0]
         if found:
-            raise AudioDeviceError(_ambiguous(wanted, direction, found))
+            raise AudioDeviceError(_ambiguous(wanted, direction, found, twins=exact))
     other = next((d for d in devices if wanted.lower() in d.name.lower()), None)
     if other is not None:  # the name is right, the direction is not
         raise AudioDeviceError(
@@ -222,13 +230,78 @@ def _one_card_many_apis(
     """Of devices that bear one exact name (one card listed under several host APIs, as on
     Windows): the default device if it is one of them, else those of the default device's host
     API. A name stored in the settings can then still be used; two cards of one name under one
-    host API stay ambiguous."""
+    host API stay ambiguous (see `_by_place` for how to pick one)."""
     default = _default(usable, direction)
-    if default is None:
-        return found
     if default in found:
         return [default]
+    return _of_default_api(found, default)
+
+
+def _of_default_api(found: list[DeviceInfo], default: DeviceInfo | None) -> list[DeviceInfo]:
+    """Those of `found` under the default device's host API, if any are; else all of them."""
+    if default is None:
+        return found
     return [d for d in found if d.hostapi == default.hostapi] or found
+
+
+def _twins(name: str, usable: list[DeviceInfo], direction: Direction) -> list[DeviceInfo]:
+    """The usable devices that bear exactly `name`, in PortAudio's order, of the default
+    device's host API where some are: what 'name #k' counts among."""
+    found = [d for d in usable if d.name == name]
+    return _of_default_api(found, _default(usable, direction))
+
+
+def _by_place(
+    wanted: str, devices: list[DeviceInfo], usable: list[DeviceInfo], direction: Direction
+) -> DeviceInfo | None:
+    """The device 'name #k' stands for: the k-th of the devices that bear exactly that name
+    (`_twins`; the name in another case if only one name is so). None when `wanted` is not of
+    that form, a device bears `wanted` itself as its name (an exact name wins), or none bears
+    the name (then `wanted` is looked for as a name).
+    A place past the last of them is refused: the card chosen is not there, and another one
+    of the same name is not taken in its stead."""
+    form = PLACE.match(wanted)
+    if form is None or any(d.name == wanted for d in devices):
+        return None
+    name, place = form.group(1), int(form.group(2))
+    twins = _twins(name, usable, direction)
+    in_any_case = {d.name for d in usable if d.name.lower() == name.lower()}
+    if not twins and len(in_any_case) == 1:  # typed in another case
+        name = in_any_case.pop()
+        twins = _twins(name, usable, direction)
+    if not twins:
+        return None
+    if place > len(twins):
+        count = "is one" if len(twins) == 1 else f"are {len(twins)}"
+        raise AudioDeviceError(
+            f"There {count} {direction} device{'s' * (len(twins) > 1)} named '{name}', so "
+            f"there is no '{wanted}' (unplugged? run `ppx-tui devices` to list them)."
+        )
+    return twins[place - 1]
+
+
+def device_choices(devices: list[DeviceInfo], direction: Direction) -> list[str]:
+    """What each `direction` device is chosen by, as the settings screen stores it and
+    `find_device` takes it back: its name; 'name #1', 'name #2' for identical cards (the same
+    exact name under one host API), which, unlike device numbers, stays right when another
+    device comes or goes; its number only where neither names it (a device named '2'). One card
+    listed under several host APIs is listed once, as `find_device` takes its name."""
+    usable = [d for d in devices if d.channels(direction) > 0]
+    choices: list[str] = []
+    for d in usable:
+        twins = _twins(d.name, usable, direction)
+        if d not in twins:  # the same card under another host API: listed under the default's
+            continue
+        choice = d.name if len(twins) == 1 else f"{d.name} #{twins.index(d) + 1}"
+        try:
+            named = find_device(choice, direction, devices)
+        except AudioDeviceError:
+            named = None
+        if named != d:
+            choice = str(d.index)
+        if choice not in choices:
+            choices.append(choice)
+    return choices
 
 
 def _default(devices: list[DeviceInfo], direction: Direction) -> DeviceInfo | None:
@@ -237,9 +310,12 @@ def _default(devices: list[DeviceInfo], direction: Direction) -> DeviceInfo | No
     return next((d for d in devices if getattr(d, flag)), None)
 
 
-def _ambiguous(wanted: str, direction: Direction, found: list[DeviceInfo]) -> str:
+def _ambiguous(
+    wanted: str, direction: Direction, found: list[DeviceInfo], *, twins: bool = False
+) -> str:
     """The sentence for a name that several devices match: each with its number, and its host
-    API where two of them bear the same name (one card under two host APIs)."""
+    API where two of them bear the same name (one card under two host APIs). `twins`: they are
+    the identical cards that 'name #k' counts among (`_twins`), and the sentence says so."""
     names = [d.name for d in found]
     shown = [
         f"{d.index} '{d.name}'" + (f" ({d.hostapi})" if names.count(d.name) > 1 else "")
@@ -247,7 +323,10 @@ def _ambiguous(wanted: str, direction: Direction, found: list[DeviceInfo]) -> st
     ]
     if len(found) > MAX_LISTED:
         shown.append(f"and {len(found) - MAX_LISTED} more")
-    if len(set(names)) < len(names):
+    if twins:
+        last = "' or '#2'" if len(found) == 2 else f"' to '#{len(found)}'"
+        advice = f"give '{found[0].name} #1{last} (in the order listed), or its number"
+    elif len(set(names)) < len(names):
         advice = "give its number"
     elif len({n.lower() for n in names}) == 1:
         advice = "give the name in its exact case, or its number"

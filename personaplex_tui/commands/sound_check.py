@@ -27,8 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", metavar="WAV", help="offline: write the cleaned microphone here")
     p.add_argument("--json", action="store_true", help="print the measurements as JSON")
     add_mic_processing_arguments(p, unset=False)
-    p.add_argument("--input-device", metavar="X", help="live: microphone, by name or index")
-    p.add_argument("--output-device", metavar="Y", help="live: speaker, by name or index")
+    p.add_argument(
+        "--input-device", metavar="X", help="live: microphone, by name ('NAME #2') or index"
+    )
+    p.add_argument(
+        "--output-device", metavar="Y", help="live: speaker, by name ('NAME #2') or index"
+    )
     p.set_defaults(handler=run)
 
 
