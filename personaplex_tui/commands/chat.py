@@ -138,11 +138,12 @@ def _check_model(spec: str | None) -> None:
 
 
 def device_names() -> tuple[list[str], list[str]]:
-    """(input names, output names) of the sound devices, for the settings screen."""
-    from personaplex_tui.audio import list_devices
+    """(inputs, outputs) of the sound devices as the settings screen lists and stores them: a
+    name, or 'name #1', 'name #2' for identical cards (`devices.device_choices`)."""
+    from personaplex_tui.audio import devices
 
-    devices = list_devices()
-    return [d.name for d in devices if d.is_input], [d.name for d in devices if d.is_output]
+    found = devices.list_devices()
+    return devices.device_choices(found, "input"), devices.device_choices(found, "output")
 
 
 def controller_factory(

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ControllerFactory = Callable[[Settings, EventSink], ConversationAPI]
-DeviceLister = Callable[[], tuple[Sequence[str], Sequence[str]]]  # (inputs, outputs)
+DeviceLister = Callable[[], tuple[Sequence[str], Sequence[str]]]  # (inputs, outputs) as stored
 RssProbe = Callable[[], int | None]  # the process's resident set size in bytes
 
 LOADING_STATES = frozenset({"idle", "loading", "warming_up"})
@@ -486,8 +486,8 @@ def make_app(
     cursor_blink: bool = True,
 ) -> PersonaPlexApp:
     """The chat app. `controller_factory(settings, sink)` is called once it is mounted; `store`
-    persists the settings changed in it (None: not); `list_devices()` gives (input names, output
-    names) for the settings; `rss_probe()` the bytes in use for the status bar (None: hidden)."""
+    persists the settings changed in it (None: not); `list_devices()` gives (inputs, outputs) as
+    the settings store them (`device_choices`); `rss_probe()` the bytes in use (None: hidden)."""
     return PersonaPlexApp(
         settings,
         controller_factory,

@@ -53,10 +53,18 @@ def _row(label: str, *controls: Widget, hint: str = "") -> Horizontal:
     return Horizontal(*parts, classes="field")
 
 
-def _device_options(names: Sequence[str], current: str | None) -> list[tuple[str, str]]:
-    options = [("system default", DEFAULT_DEVICE)] + [(n, n) for n in names]
-    if current and current not in names:
-        options.append((f"{current} (not found)", current))
+def _device_options(choices: Sequence[str], current: str | None) -> list[tuple[str, str]]:
+    """The Select's (label, value) pairs: each device as the settings store it (a name, or
+    'name #1', 'name #2' for identical cards), and the stored one where it is not among them: a
+    plain name that identical cards now share (an older file's) says so, else not found."""
+    options = [("system default", DEFAULT_DEVICE)] + [
+        (f"device {c}" if c.isdigit() else c, c) for c in choices
+    ]
+    if current and current not in choices:
+        place = f"{current} #"
+        twins = sum(c.startswith(place) and c[len(place) :].isdigit() for c in choices)
+        why = f"{twins} devices bear this name: pick one" if twins > 1 else "not found"
+        options.append((f"{current} ({why})", current))
     return options
 
 
