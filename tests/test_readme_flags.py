@@ -1,4 +1,4 @@
-"""README.md documents every command and flag of `ppx-tui` (DEVELOPERS.md: keep it true)."""
+"""README.md documents every command and flag of `ppx-tui`, each in its command's own section."""
 
 from __future__ import annotations
 
@@ -9,6 +9,19 @@ from pathlib import Path
 from personaplex_tui.cli import build_parser
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+# The README section that documents each command's flags (a heading's text, searched for).
+SECTIONS = {
+    "ppx-tui": "Chat options",
+    "respond": "`ppx-tui respond`",
+    "transcribe": "`ppx-tui transcribe`",
+    "sound-check": "`ppx-tui sound-check`",
+    "bench": "`ppx-tui bench`",
+    "soak": "`ppx-tui soak`",
+    "voices": "`ppx-tui voices`",
+    "prompts": "`ppx-tui voices` / `prompts`",
+    "devices": "`ppx-tui voices` / `prompts` / `devices`",
+}
 
 
 def _options(parser: argparse.ArgumentParser, command: str) -> list[tuple[str, str]]:
@@ -26,8 +39,64 @@ def _options(parser: argparse.ArgumentParser, command: str) -> list[tuple[str, s
     return found
 
 
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    """The chat's parser under "ppx-tui", and each subcommand's under its name."""
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {"ppx-tui": parser, **subs.choices}
+
+
+def section(readme: str, title: str) -> str:
+    """The text of the README section whose heading holds `title`, up to the next heading of
+    its level or above."""
+    heading = re.search(rf"^(#+) .*{re.escape(title)}.*$", readme, flags=re.M)
+    assert heading is not None, f"the README has no section {title!r}"
+    level = len(heading.group(1))
+    rest = readme[heading.end() :]
+    end = re.search(rf"^#{{1,{level}}} ", rest, flags=re.M)
+    return rest[: end.start()] if end else rest
+
+
+def _named(option: str, text: str) -> bool:
+    return re.search(re.escape(option) + r"(?![\w-])", text) is not None
+
+
+def undocumented(readme: str) -> list[str]:
+    """Each command's flags that its README section does not name, and flags with a fixed
+    set of values that it names without them (`--bits 4|8|16`)."""
+    missing = []
+    for command, parser in _commands().items():
+        text = section(readme, SECTIONS[command])
+        for action in parser._actions:
+            for option in (o for o in action.option_strings if o.startswith("--")):
+                if option == "--help":
+                    continue
+                if not _named(option, text):
+                    missing.append(f"{command} {option}")
+                elif action.choices and not isinstance(action, argparse._SubParsersAction):
+                    values = r"\\?\|".join(re.escape(str(c)) for c in action.choices)
+                    if not re.search(re.escape(option) + r"[ =]" + values + r"(?![\w|])", text):
+                        missing.append(f"{command} {option}: its values")
+    return missing
+
+
 def test_every_command_and_flag_is_in_the_readme():
     options = _options(build_parser(), "ppx-tui")
     assert len(options) > 60  # the walk found the subcommands' flags too
     missing = [(c, o) for c, o in options if not re.search(re.escape(o) + r"(?![\w-])", README)]
     assert missing == []
+
+
+def test_each_commands_flags_and_their_values_are_in_its_own_section():
+    assert set(SECTIONS) == set(_commands())  # a new command gets its section here
+    assert undocumented(README) == []
+
+
+def test_a_flag_or_its_values_missing_from_its_section_is_found():
+    soak = section(README, SECTIONS["soak"])
+    without = README.replace(soak, soak.replace("--every", "--each"))
+    assert "soak --every" in undocumented(without)
+    chat = section(README, SECTIONS["ppx-tui"])
+    without = README.replace(chat, chat.replace("--quantize 4|8", "--quantize N"))
+    without = without.replace("--quantize 4\\|8", "--quantize N")
+    assert "ppx-tui --quantize: its values" in undocumented(without)
