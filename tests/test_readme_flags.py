@@ -1,4 +1,5 @@
-"""README.md documents every command and flag of `ppx-tui`, each in its command's own section."""
+"""README.md documents every command and flag of `ppx-tui`, each in its command's own section, and
+every key of the chat."""
 
 from __future__ import annotations
 
@@ -100,3 +101,11 @@ def test_a_flag_or_its_values_missing_from_its_section_is_found():
     without = README.replace(chat, chat.replace("--quantize 4|8", "--quantize N"))
     without = without.replace("--quantize 4\\|8", "--quantize N")
     assert "ppx-tui --quantize: its values" in undocumented(without)
+
+
+def test_every_key_of_the_chat_is_in_the_readmes_key_table():
+    from personaplex_tui.tui.keys import CTRL_C, KEY_ACTIONS, KEY_LABELS
+
+    keys = [KEY_LABELS.get(k.key, k.key) for k in KEY_ACTIONS] + [CTRL_C.key, "ctrl+p"]
+    rows = set(re.findall(r"^\| `([^`]+)` \|", section(README, "Talking with it"), flags=re.M))
+    assert [key for key in keys if key not in rows] == []
