@@ -26,7 +26,7 @@ lint: setup-test
 check-wheels: setup-test
     {{py}} .ci/check_wheels.py
 
-# Benchmark the step (see README). Example: ./dev bench --random-weights --small
+# Benchmark the step (see README). Examples: ./dev bench --small, ./dev bench --random-weights
 bench *ARGS: setup
     {{venv}}/bin/ppx-tui bench {{ARGS}}
 
