@@ -217,6 +217,18 @@ def test_the_flags_are_resolved_without_writing_into_the_parsed_arguments():
     assert vars(parsed) == given
 
 
+def test_the_help_names_the_small_random_model_as_the_default(capsys):
+    """`soak --help` said --model defaults to the published 4-bit checkpoint, which the soak
+    loads only when asked; without --model it runs a small random model."""
+    from personaplex_tui.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["soak", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "(default: a small random model; --random-weights: the 7B shape)" in shown
+    assert "aufklarer" not in shown
+
+
 def test_an_input_file_whose_name_is_not_utf8_ends_the_soak(tmp_path):
     """The name goes into the transcript's "input ended" note: written escaped (\\udcff, still
     JSON), it no longer kills the controller's run task, which left the soak waiting forever,

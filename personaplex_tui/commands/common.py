@@ -22,14 +22,16 @@ class OutputError(PersonaPlexError):
     """The standard output could not be written (a full disk, a closed device)."""
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+def add_model_arguments(
+    p: argparse.ArgumentParser, default: str = "aufklarer/PersonaPlex-7B-MLX-4bit"
+) -> None:
+    """--model, --dtype and --quantize; `default` says what runs without --model."""
     p.add_argument(
         "--model",
         metavar="REPO_OR_DIR",
         type=model_name,
         default=None,
-        help="Hugging Face repo id or local checkpoint folder "
-        "(default: aufklarer/PersonaPlex-7B-MLX-4bit)",
+        help=f"Hugging Face repo id or local checkpoint folder (default: {default})",
     )
     p.add_argument(
         "--dtype",

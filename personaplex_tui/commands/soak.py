@@ -86,7 +86,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-tokens", type=int, help="random model: prompt tokens (20)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_sampling_arguments(p)
-    add_model_arguments(p)
+    add_model_arguments(p, default="a small random model; --random-weights: the 7B shape")
     p.set_defaults(handler=run)
 
 
