@@ -216,3 +216,42 @@ def test_a_clipped_microphone_recording_is_said_and_counted_as_live(tmp_path, ca
         )
         assert (note in report["notes"] and note in said.err) == clipped
         assert ("clipped (" in said.err) == clipped
+
+
+def test_a_stereo_microphone_clipping_on_one_channel_is_counted_before_the_mix(tmp_path, capsys):
+    """Counted after the mix to mono, a left channel at full scale beside a quiet right one
+    was half scale: no clipping said. Counted in each channel of the file, and the channel
+    named; a file clipping in both is not said to clip in one."""
+    far, mic, out = _recordings(tmp_path, 0.15)
+    quiet = sf.read(mic)[0]
+    loud = np.clip(quiet * 40, -1, 1)
+    expected = int(np.count_nonzero(np.abs(loud) >= 0.99))
+    cases = {
+        "left.wav": (np.stack([loud, quiet], axis=1), [expected, 0], " in its left channel"),
+        "right.wav": (np.stack([quiet, loud], axis=1), [0, expected], " in its right channel"),
+        "both.wav": (np.stack([loud, loud], axis=1), [expected, expected], ""),
+    }
+    for name, (frames, per_channel, where) in cases.items():
+        sf.write(tmp_path / name, frames, 24000, "PCM_16")
+        args = ["--far", str(far), "--mic", str(tmp_path / name), "--output", str(out), "--json"]
+        assert main(["sound-check", *args]) == 0
+        said = capsys.readouterr()
+        report = json.loads(said.out)
+        assert report["clipped_samples"] == sum(per_channel) > 0
+        assert report["clipped_by_channel"] == per_channel
+        note = (
+            f"The microphone {tmp_path / name} clipped ({sum(per_channel)} samples at full "
+            f"scale){where}: lower the speaker or input volume; clipped echo cannot be removed."
+        )
+        assert note in report["notes"] and note in said.err
+
+
+def test_the_clipped_channels_of_a_many_channel_recording_are_numbered():
+    from personaplex_tui.audio.echo_metrics import clipped_channels_words
+
+    assert clipped_channels_words([5]) == ""
+    assert clipped_channels_words([0, 0]) == ""
+    assert clipped_channels_words([0, 3, 0, 0]) == " in channel 2 of 4"
+    assert clipped_channels_words([1, 0, 2, 0]) == " in channels 1 and 3 of 4"
+    assert clipped_channels_words([1, 1, 0, 1]) == " in channels 1, 2 and 4 of 4"
+    assert clipped_channels_words([1, 1, 1, 1]) == ""

@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from personaplex_tui.audio.decoder_noise import DecoderNoise, damaged_note
+from personaplex_tui.audio.echo_metrics import clipped_per_channel
 from personaplex_tui.audio.errors import AudioFileError
 from personaplex_tui.audio.file_checks import (
     SizedView,
@@ -251,7 +252,7 @@ class AudioStream(ClosesOnExit):
     sentences of `read_audio`; then `blocks()` reads it again from its start, as often as asked.
     What it says of the file (`source_rate`, `source_channels`, `source_format`, `silent`, and
     `samples`, its length at 24 kHz) is what `read_audio`'s clip says, and the blocks, joined,
-    are the clip's `pcm`. A pipe is read into memory first, as `read_audio` does.
+    are the clip's `pcm`; `clipped_by_channel` counts each channel's samples at full scale. A pipe is read into memory first, as `read_audio` does.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -261,11 +262,13 @@ class AudioStream(ClosesOnExit):
             noise = DecoderNoise()
             source, info = _checked_info(p, source, size, noise)
             frames, finite, peak, mono_peak = 0, True, 0.0, 0.0
+            clipped = np.zeros(info.channels, np.int64)
             for data in _decoded(p, source, noise):
                 frames += len(data)
                 finite = finite and bool(np.isfinite(data).all())
                 peak = max(peak, float(np.max(np.abs(data))))
                 mono_peak = max(mono_peak, float(np.max(np.abs(_mono(data)))))
+                clipped += clipped_per_channel(data)
             _check_samples(p, info, frames, finite, peak)
         except BaseException:
             handle.close()
@@ -276,6 +279,8 @@ class AudioStream(ClosesOnExit):
         self.source_channels = info.channels
         self.source_format = f"{info.format} {info.subtype}"
         self.silent = mono_peak < SILENCE_PEAK
+        # samples at full scale in each channel at the file's own rate, before the mix to mono
+        self.clipped_by_channel = tuple(int(count) for count in clipped)
         self.samples = resampled_length(frames, info.samplerate, SAMPLE_RATE)
         self.cut_short = ogg_cut_short(source, size, info)
         self.damaged = info.format == "MP3" and noise.frames_lost

@@ -23,6 +23,25 @@ def clipped_samples(pcm: np.ndarray) -> int:
     return int(np.count_nonzero(np.abs(pcm) >= CLIP))
 
 
+def clipped_per_channel(frames: np.ndarray) -> np.ndarray:
+    """How many samples of each channel of `frames` (float [n, channels]) are at full scale:
+    counted before any mix to mono, where one clipped channel and a quiet one average to half."""
+    return np.count_nonzero(np.abs(frames) >= CLIP, axis=0)
+
+
+def clipped_channels_words(counts: list[int] | tuple[int, ...]) -> str:
+    """Where a recording of `len(counts)` channels clipped, for `clipping_note`'s `when`: empty
+    for one channel, or when all of them did; else " in its left channel", " in channel 3 of 4"."""
+    which = [k for k, count in enumerate(counts) if count]
+    if len(counts) < 2 or len(which) in (0, len(counts)):
+        return ""
+    if len(counts) == 2:
+        return f" in its {('left', 'right')[which[0]]} channel"
+    numbers = [str(k + 1) for k in which]
+    listed = numbers[0] if len(numbers) == 1 else f"{', '.join(numbers[:-1])} and {numbers[-1]}"
+    return f" in channel{'s' if len(numbers) > 1 else ''} {listed} of {len(counts)}"
+
+
 def clipping_note(count: int, mic: str = "The microphone", when: str = "") -> str:
     """The sound check's sentence for a microphone that clipped `count` samples (`mic` names
     it, `when` says during what), live and offline alike."""

@@ -25,7 +25,7 @@ from personaplex_tui.audio.echo_metrics import (
     ENVELOPE_SAMPLES,
     active_blocks,
     block_power,
-    clipped_samples,
+    clipped_channels_words,
     clipping_note,
     erle_from_power,
     estimate_delay,
@@ -57,7 +57,10 @@ class OfflineReport:
     erle_db: float | None
     echo_before_dbfs: float | None
     echo_after_dbfs: float | None
-    clipped_samples: int = 0  # the microphone's samples at full scale, as the live check counts
+    # the microphone's samples at full scale, as the live check counts them: in each channel of
+    # the file as read (a stereo file's mix to mono halved a clip on one channel), summed
+    clipped_samples: int = 0
+    clipped_by_channel: list[int] = field(default_factory=list)  # the same, channel by channel
     notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
@@ -172,12 +175,11 @@ def cancel_recordings(
         # What the report needs of the audio: each 20 ms block's power (the far end's as its echo
         # reaches the microphone), 1.2 kB a second.
         far_power, mic_power, clean_power = np.zeros((3, n // ENVELOPE_SAMPLES if found else 0))
-        at = clipped = 0
+        at = 0
         with AudioWriter(output_path, n) as out:
             for far, mic in zip(far_in.blocks(CHUNK, n), mic_in.blocks(CHUNK, n), strict=True):
                 clean = canceller.process(mic, aligned(far))
                 out.write(clean)
-                clipped += clipped_samples(mic)
                 if found:
                     got = len(far) // ENVELOPE_SAMPLES
                     far_power[at : at + got] = block_power(echoed(far))
@@ -185,8 +187,11 @@ def cancel_recordings(
                     clean_power[at : at + got] = block_power(clean)
                     at += got
 
+    per_channel = list(mic_in.clipped_by_channel)
+    clipped = sum(per_channel)
     if clipped:
-        notes.append(clipping_note(clipped, f"The microphone {mic_path}"))
+        where = clipped_channels_words(per_channel)
+        notes.append(clipping_note(clipped, f"The microphone {mic_path}", where))
     erle = before = after = None
     if found:
         active = active_blocks(far_power)
@@ -210,5 +215,6 @@ def cancel_recordings(
         echo_before_dbfs=None if before is None else round(before, 1),
         echo_after_dbfs=None if after is None else round(after, 1),
         clipped_samples=clipped,
+        clipped_by_channel=per_channel,
         notes=notes,
     )
