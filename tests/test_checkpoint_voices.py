@@ -33,6 +33,7 @@ from personaplex_tui.tui.widgets.error_banner import ErrorBanner
 from personaplex_tui.tui.widgets.status_bar import StatusBar
 from tests import cli_runner
 from tests.checkpoints import write_small_checkpoint
+from tests.fake_hub import COMMIT, fake_hub
 from tests.tui_fakes import MODEL_INFO, FakeFactory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +135,49 @@ def test_the_loader_says_a_fetched_folder_lacks_the_weights_before_its_voices(co
     assert not isinstance(info.value, UnknownVoiceError)
     assert str(info.value) == no_weights(config_only.resolve())
     assert "load" not in stages
+
+
+def test_voices_of_a_repo_without_voice_files_is_said_as_of_the_same_folder(
+    natf0, config_only, tmp_path
+):
+    """Of a repo id only the voice files were fetched, so a repo holding only config.json (or
+    nothing of a checkpoint) was said to have "no voice files" where its folder is said to have
+    no weights: its config.json is fetched too and its list of files tells the rest (no weight
+    is fetched). Without the hub's list (HF_HUB_OFFLINE), what was fetched is said."""
+    whole = tmp_path / "served" / "whole"
+    shutil.copytree(natf0, whole, ignore=shutil.ignore_patterns("voices"))
+    (tmp_path / "served" / "readme").mkdir()
+    (tmp_path / "served" / "readme" / "README.md").write_text("not a model\n")
+    no_voices = "has no voice files (voices/*.safetensors or voices.tgz)."
+    cases = {
+        "someone/config-only": (config_only, no_weights),
+        "someone/readme": (
+            tmp_path / "served" / "readme",
+            lambda folder: (
+                f"{folder} is not a PersonaPlex checkpoint: it has neither "
+                "config.json with temporal.safetensors (converted MLX layout) nor model.safetensors "
+                "(original layout)."
+            ),
+        ),
+        "someone/whole": (whole, lambda folder: f"The checkpoint in {folder} {no_voices}"),
+    }
+    cache = tmp_path / "hub"
+    for repo, (served, sentence) in cases.items():
+        snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / COMMIT
+        with fake_hub(repo, served, bytes_per_s=1e9) as url:
+            env = {"HF_ENDPOINT": url, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "0"}
+            env |= {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # (the download's bars on stderr)
+            env |= {"PPX_TUI_CONFIG": str(tmp_path / "settings.toml")}
+            proc = cli_runner.ppx("voices", "--model", repo, check=False, env=env)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines() == [f"ppx-tui: {sentence(snapshot)}"], repo
+        assert not list(snapshot.rglob("*.safetensors"))  # no weights fetched to say so
+    env |= {"HF_HUB_OFFLINE": "1"}
+    proc = cli_runner.ppx("voices", "--model", "someone/config-only", check=False, env=env)
+    snapshot = cache / "models--someone--config-only" / "snapshots" / COMMIT
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"ppx-tui: The checkpoint in {snapshot} {no_voices}"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ whose `mimi_config_name` may name a JSON file of moshi's Mimi config (`seanet`, 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,23 @@ from model.config import (
 from model.config_check import Section
 from model.errors import CheckpointError
 
+# Whether a checkpoint holds a file (by its name in the folder); by default, one on disk there.
+Holds = Callable[[str], bool]
 
-def detect_layout(folder: Path) -> str:
-    """CONVERTED or ORIGINAL; CheckpointError when the folder is neither."""
-    if (folder / ORIGINAL_FILE).is_file():
+
+def _on_disk(folder: Path) -> Holds:
+    return lambda name: (folder / name).is_file()
+
+
+def detect_layout(folder: Path, holds: Holds | None = None) -> str:
+    """CONVERTED or ORIGINAL; CheckpointError when the folder is neither. `holds`: which files
+    the checkpoint has, when not all of them are on disk (a repo's list of its files)."""
+    holds = holds or _on_disk(folder)
+    if holds(ORIGINAL_FILE):
         return ORIGINAL
-    if (folder / CONFIG_FILE).is_file():
+    if holds(CONFIG_FILE):
         return CONVERTED
-    if (folder / TEMPORAL_FILE).is_file():
+    if holds(TEMPORAL_FILE):
         raise CheckpointError(
             f"{folder} lacks {CONFIG_FILE}, which a converted PersonaPlex checkpoint needs next to {TEMPORAL_FILE}."
         )
@@ -214,10 +224,11 @@ def _listed(names: list[str] | tuple[str, ...]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def require_lm_files(folder: Path, layout: str) -> None:
+def require_lm_files(folder: Path, layout: str, holds: Holds | None = None) -> None:
     """CheckpointError (one sentence naming them) when `folder` lacks LM weight files of `layout`;
-    a config.json with none of them is no checkpoint."""
-    missing = [name for name in LM_FILES[layout] if not (folder / name).is_file()]
+    a config.json with none of them is no checkpoint. `holds`: as for `detect_layout`."""
+    holds = holds or _on_disk(folder)
+    missing = [name for name in LM_FILES[layout] if not holds(name)]
     if not missing:
         return
     if len(missing) == len(LM_FILES[layout]):
@@ -229,10 +240,11 @@ def require_lm_files(folder: Path, layout: str) -> None:
     )
 
 
-def checkpoint_config(folder: Path) -> tuple[str, PersonaPlexConfig]:
+def checkpoint_config(folder: Path, holds: Holds | None = None) -> tuple[str, PersonaPlexConfig]:
     """The layout and configuration of the checkpoint in `folder`, once its LM weight files are
-    known to be there (none is read); CheckpointError with one sentence otherwise."""
-    layout = detect_layout(folder)
+    known to be there (none is read); CheckpointError with one sentence otherwise. `holds`: which
+    files the checkpoint has when only its config.json was fetched (a repo's list of files)."""
+    layout = detect_layout(folder, holds)
     config = read_config(folder, layout)
-    require_lm_files(folder, layout)
+    require_lm_files(folder, layout, holds)
     return layout, config

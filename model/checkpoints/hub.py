@@ -7,6 +7,7 @@ imported only when a repo id must be resolved.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import sys
@@ -160,6 +161,13 @@ def _bound_hub_calls() -> None:
     huggingface_hub.set_client_factory(bounded_client)
 
 
+def _not_no_match(record: logging.LogRecord) -> bool:
+    """Drops the hub's warning for a repo with none of the files asked for ("No files matched
+    allow_patterns=[...]", a second line on the terminal): what the repo lacks is said in the
+    caller's own sentence."""
+    return not str(record.msg).startswith("No files matched")
+
+
 def _download(
     repo_id: str,
     allow_patterns: list[str] | tuple[str, ...] | None,
@@ -172,6 +180,7 @@ def _download(
     from huggingface_hub import errors, snapshot_download
 
     _bound_hub_calls()
+    logging.getLogger("huggingface_hub._snapshot_download").addFilter(_not_no_match)  # (once)
     try:
         folder = snapshot_download(
             repo_id,
@@ -232,6 +241,21 @@ def _download(
             f"The connection to Hugging Face failed while downloading {repo_id} ({type(error).__name__}: {error}); run again to resume (the files already fetched are kept), or {use_local}."
         ) from None
     return Path(folder)
+
+
+def repo_file_names(repo_id: str, revision: str | None = None) -> frozenset[str] | None:
+    """The names of the files in Hugging Face repo `repo_id` at `revision` (paths inside it), or
+    None when the hub cannot tell now (HF_HUB_OFFLINE, unreachable, an error): nothing is
+    downloaded. For saying what a repo lacks without fetching its weights."""
+    from huggingface_hub import HfApi, errors
+
+    _bound_hub_calls()
+    try:
+        return frozenset(HfApi().list_repo_files(repo_id, revision=revision))
+    except (errors.HfHubHTTPError, errors.OfflineModeIsEnabled, OSError, ValueError):
+        return None
+    except _transport_errors():
+        return None
 
 
 def _cache_home(cache_dir: str | os.PathLike[str] | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.table import Table
 
@@ -33,8 +34,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _checkpoint_voices(spec: str) -> tuple[str, ...]:
-    """The voices of a checkpoint folder, or of a repo (only its voice files are fetched)."""
+    """The voices of a checkpoint folder, or of a repo (only its voice files and config.json are
+    fetched)."""
     from model.checkpoints.hub import resolve_model
+    from model.checkpoints.layout import CONFIG_FILE
     from personaplex_tui.checkpoint_voices import (
         MODEL_FLAG,
         VOICE_FILE_PATTERNS,
@@ -45,17 +48,35 @@ def _checkpoint_voices(spec: str) -> tuple[str, ...]:
 
     local = local_checkpoint(spec)
     with POLICY.abrupt():  # (the hub's download threads: a Ctrl+C ends them with the process)
-        folder = local or resolve_model(spec, allow_patterns=VOICE_FILE_PATTERNS, flag=MODEL_FLAG)
+        folder = local or resolve_model(
+            spec, allow_patterns=(*VOICE_FILE_PATTERNS, CONFIG_FILE), flag=MODEL_FLAG
+        )
     voices = checkpoint_voices(folder)
     if not voices:
-        if local is not None:  # a folder that is no checkpoint, or lacks its weights, says so
-            from model.checkpoints.config_io import checkpoint_config
-
-            checkpoint_config(folder)
+        _say_what_is_no_checkpoint(spec, folder, local is not None)
         raise CheckpointError(
             f"The checkpoint in {folder} has no voice files (voices/*.safetensors or voices.tgz)."
         )
     return voices
+
+
+def _say_what_is_no_checkpoint(spec: str, folder: Path, local: bool) -> None:
+    """A folder (or a repo) without voice files that is no checkpoint, or lacks its weights, is
+    said to be so (CheckpointError), as the chat's loader says it. Of a repo only the voices and
+    config.json were fetched: its list of files tells which weights it has (not fetched for
+    this); when the hub cannot give the list, nothing is said here."""
+    from model.checkpoints.config_io import checkpoint_config
+
+    if local:
+        checkpoint_config(folder)
+        return
+    from model.checkpoints.hub import repo_file_names
+    from personaplex_tui.stop_signals import POLICY
+
+    with POLICY.abrupt():  # (a Ctrl+C while the hub is asked ends the process at once)
+        names = repo_file_names(spec, revision=folder.name)
+    if names is not None:
+        checkpoint_config(folder, names.__contains__)
 
 
 def run_voices(args: argparse.Namespace) -> int:
