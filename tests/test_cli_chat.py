@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from personaplex_tui.audio import DeviceInfo
 from personaplex_tui.cli import build_parser
+from tests.checkpoints import write_small_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO = ROOT / "tests" / "data" / "audio"
+PULSE_KEYS = ("PULSE_SERVER", "HOME", "XDG_RUNTIME_DIR")  # the private server, for the chat
 CHAT_FLAGS = {
     "--config",
     "--dtype",
@@ -232,3 +235,106 @@ def test_an_input_file_cut_short_is_said_before_the_chat(tmp_path, capsys):
     talk.write_bytes(talk.read_bytes()[: talk.stat().st_size * 6 // 10])
     check_settings(resolve_settings(build_parser().parse_args(flags))[0])
     assert capsys.readouterr().err.startswith(f"ppx-tui: warning: The audio file {talk} seems cut")
+
+
+# Sound devices as PortAudio lists them, for the chat's check of the devices its flags name.
+FAKE_DEVICES = [
+    DeviceInfo(0, "Built-in Microphone", "Core Audio", 1, 0, 48000.0, is_default_input=True),
+    DeviceInfo(1, "Built-in Output", "Core Audio", 0, 2, 48000.0, is_default_output=True),
+]
+
+
+class _Loaded(Exception):
+    """What the fake `build_app` raises: the chat went on to build the app that loads the model."""
+
+
+@pytest.fixture
+def chat_until_the_model(monkeypatch, tmp_path):
+    """`ppx-tui ARGS` in this process on FAKE_DEVICES, as far as building the app that loads the
+    model (it raises _Loaded there), on a terminal; the model named is a repo never fetched."""
+    from personaplex_tui.audio import devices
+    from personaplex_tui.cli import main
+    from personaplex_tui.commands import chat
+
+    built: list[object] = []
+
+    def build_app(*args: object, **kwargs: object) -> None:
+        built.append(args)
+        raise _Loaded
+
+    monkeypatch.setattr(chat, "build_app", build_app)
+    monkeypatch.setattr(chat, "check_terminal", lambda: None)
+    monkeypatch.setattr(devices, "list_devices", lambda: FAKE_DEVICES)
+    monkeypatch.setenv("PPX_TUI_LOG", str(tmp_path / "ppx-tui.log"))
+    config = ["--config", str(tmp_path / "settings.toml"), "--model", "someone/never-fetched"]
+    return lambda *argv: (main([*argv, *config]), built)
+
+
+@pytest.mark.parametrize(
+    ("argv", "sentence"),
+    [
+        (["--input-device", "Studio Mic"], "No input device matches 'Studio Mic'"),
+        (["--mode", "duplex", "--output-device", "Hall PA"], "No output device matches 'Hall PA'"),
+        (["--input-device", "Built-in Output"], "Sound device 1 ('Built-in Output') has no input"),
+        (
+            ["--input-file", str(AUDIO / "greeting.wav"), "--output-device", "Hall PA"],
+            "No output device matches 'Hall PA'",
+        ),
+    ],
+)
+def test_a_device_the_flags_name_that_is_not_there_is_said_before_the_model_loads(
+    chat_until_the_model, capsys, argv, sentence
+):
+    """It was said in the app's banner once the model had loaded (many seconds on the real
+    model), and the chat went on without a conversation."""
+    code, built = chat_until_the_model(*argv)
+    err = capsys.readouterr().err
+    assert code == 2 and not built, err
+    assert err.startswith(f"ppx-tui: {sentence}") and err.count("\n") == 1, err
+    assert err.rstrip().endswith("(run `ppx-tui devices` to list them).")
+
+
+def test_devices_that_are_there_or_replaced_by_files_go_on_to_the_model(
+    chat_until_the_model, monkeypatch
+):
+    """Devices that exist pass; with --input-file and --output-file no device is used, and
+    PortAudio is not even started for the names the flags give."""
+    from personaplex_tui.audio import devices
+
+    with pytest.raises(_Loaded):
+        chat_until_the_model("--input-device", "microphone", "--output-device", "built-in out")
+
+    def no_portaudio() -> None:
+        raise AssertionError("PortAudio was started for a chat on files")
+
+    monkeypatch.setattr(devices, "list_devices", no_portaudio)
+    monkeypatch.setattr(devices, "portaudio", no_portaudio)
+    files = ["--input-file", str(AUDIO / "greeting.wav"), "--output-file", "out.wav"]
+    with pytest.raises(_Loaded):
+        chat_until_the_model(*files, "--input-device", "Studio Mic", "--output-device", "Hall PA")
+
+
+def test_a_missing_device_on_a_real_sound_server_ends_the_chat_before_its_screen(
+    pulse_null_sink, tmp_path
+):
+    """Through PortAudio and the tests' private PulseAudio server, on a terminal: the sentence
+    and exit code 2, before the screen opens and the model loads (the folder named holds no
+    weights: loading it would fail in a banner)."""
+    from tests.tui_pty import PtyProcess, after_screen, user_env
+
+    voices_only = write_small_checkpoint(tmp_path / "m")
+    for weights in voices_only.glob("*.safetensors"):
+        weights.unlink()
+    env = {**user_env(tmp_path), **{k: pulse_null_sink[k] for k in PULSE_KEYS}}
+    argv = ["--model", str(voices_only), "--mode", "duplex", "--no-user-transcript"]
+    tui = PtyProcess([*argv, "--input-device", "no such mic"], env=env)
+    try:
+        code = tui.wait(timeout=60)
+        output = tui.output
+    finally:
+        tui.close()
+    assert code == 2, output[-2000:]
+    assert "\x1b[?1049h" not in output  # the screen never opened
+    assert after_screen(output) == [
+        "ppx-tui: No input device matches 'no such mic' (run `ppx-tui devices` to list them)."
+    ]

@@ -16,7 +16,7 @@ import pytest
 from personaplex_tui import stuck_exit
 from personaplex_tui.audio import AudioDeviceError, devices
 from tests.pulse_server import server_pid
-from tests.tui_pty import PtyProcess, user_env
+from tests.tui_pty import PtyProcess, after_screen, user_env
 
 ROOT = Path(__file__).resolve().parents[1]
 HANGS = f"ppx-tui: {devices.START_HUNG}\n"
@@ -193,3 +193,32 @@ def test_a_chat_started_on_a_hung_sound_server_says_so_and_quits(
     assert code == 0 and "Traceback" not in output, output[-2000:]
     log = (tmp_path / "ppx-tui.log").read_text()
     assert devices.START_HUNG in log and "thread ppx-portaudio-start" in log
+
+
+def test_a_chat_naming_a_device_on_a_hung_sound_server_ends_before_its_screen(
+    pulse_null_sink, small_checkpoint, tmp_path
+):
+    """The devices the flags name are looked up before the model loads, through PortAudio's
+    start and its time limit: on a hung server, its sentence and exit code 2 within seconds,
+    without the screen (it used to open, load the model, then say it in a banner)."""
+    env = {**user_env(tmp_path), **{k: pulse_null_sink[k] for k in PULSE_KEYS}}
+    pid = server_pid(pulse_null_sink)
+    os.kill(pid, signal.SIGSTOP)
+    tui = None
+    try:
+        began = time.monotonic()
+        tui = PtyProcess(
+            ["--model", str(small_checkpoint), "--input-device", "pulse", "--no-user-transcript"],
+            env=env,
+        )
+        code = tui.wait(timeout=devices.START_TIMEOUT_S + 20)
+        took = time.monotonic() - began
+        output = tui.output
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        if tui is not None:
+            tui.close()
+    assert code == 2 and "\x1b[?1049h" not in output, output[-2000:]
+    assert after_screen(output) == [HANGS.strip()]
+    assert took < devices.START_TIMEOUT_S + 10, took
+    assert "thread ppx-portaudio-start" in (tmp_path / "ppx-tui.log").read_text()

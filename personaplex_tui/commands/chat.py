@@ -1,8 +1,8 @@
 """`ppx-tui` with no subcommand: the chat TUI on the real model, the devices or WAV files.
 
 Mistakes the flags can reveal (an unknown voice, a missing input file, a model folder that does
-not exist, bad numbers) end in one sentence before the screen opens. Textual and PortAudio are
-imported only here, when the chat starts.
+not exist, a sound device name that matches none, bad numbers) end in one sentence before the
+screen opens. Textual and PortAudio are imported only here, when the chat starts.
 """
 
 from __future__ import annotations
@@ -137,6 +137,32 @@ def _check_model(spec: str | None) -> None:
         resolve_model(spec, flag=MODEL_FLAG)
 
 
+def check_devices(args: argparse.Namespace, settings: Settings) -> None:
+    """A sound device the flags name (`--input-device`, `--output-device`) must exist: the one
+    sentence (AudioDeviceError) comes now, not once the model has loaded. Only the names are
+    looked up (no stream is opened), through PortAudio's start with its time limit (`portaudio`);
+    a side given a file (`--input-file`, `--output-file`) uses no device, and with both PortAudio
+    is not started. A device named only in the settings file is left to the app, where another
+    can be chosen in its settings."""
+    named = [
+        (spec, direction)
+        for spec, direction, file in (
+            (getattr(args, "input_device", None), "input", settings.input_file),
+            (getattr(args, "output_device", None), "output", settings.output_file),
+        )
+        if spec is not None and not file
+    ]
+    if not named:
+        return
+    from personaplex_tui.audio import devices
+    from personaplex_tui.commands.device_noise import device_noise_to_log
+
+    with device_noise_to_log():  # PortAudio's and ALSA's own lines: to the log, as in the chat
+        listed = devices.list_devices()
+    for spec, direction in named:
+        devices.find_device(spec, direction, listed)
+
+
 def device_names() -> tuple[list[str], list[str]]:
     """(inputs, outputs) of the sound devices as the settings screen lists and stores them: a
     name, or 'name #1', 'name #2' for identical cards (`devices.device_choices`)."""
@@ -214,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         status(f"ppx-tui: warning: {warning}")
     check_settings(settings)
     check_terminal()
+    check_devices(args, settings)  # before the model loads, which takes many seconds
     log_path = setup_logging()
     log.info("ppx-tui %s: %s", __version__, settings)
     with stderr_to_file(log_path):
