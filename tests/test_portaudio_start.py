@@ -44,13 +44,16 @@ finally:
 @pytest.fixture
 def fake_sounddevice(tmp_path, monkeypatch):
     """Yields a function writing `sounddevice.py` (its source) where the import finds it first;
-    PortAudio's start is fresh (nothing kept) and no hard exit asked yet."""
+    PortAudio's start is fresh (nothing kept) and no hard exit asked yet. The stand-in imported
+    is forgotten afterwards (where no real one was imported before, it stayed in sys.modules,
+    and a later test of real PortAudio in the same process got it)."""
     monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(devices, "_started", devices._Start())
     monkeypatch.setattr(stuck_exit, "_asked", False)
     monkeypatch.setenv("PPX_TUI_LOG", str(tmp_path / "ppx-tui.log"))
-    return lambda source: (tmp_path / "sounddevice.py").write_text(source)
+    yield lambda source: (tmp_path / "sounddevice.py").write_text(source)
+    sys.modules.pop("sounddevice", None)  # (then monkeypatch puts back a real one it took out)
 
 
 def _starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
