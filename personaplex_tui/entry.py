@@ -4,7 +4,8 @@
 installs the signal policy (`stop_signals`); that takes about half a second, longer on a cold
 disk. A Ctrl+C in that window ends here as it does later: "ppx-tui: interrupted.", exit 130,
 no traceback. A chat whose conversation did not stop in time ends the process here without
-waiting for its stuck threads (`stuck_exit`), which only this console script does.
+waiting for its stuck threads (`stuck_exit`), which only this console script does. Progress
+lines and error sentences on stderr are best-effort: one that cannot be written stops no work.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from typing import Any, TextIO
 
 
 def reopen_closed_std_streams() -> None:
@@ -31,9 +33,46 @@ def reopen_closed_std_streams() -> None:
                 setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115
 
 
+class BestEffortStream:
+    """`sys.stderr` whose writes never raise. Where stderr cannot be written (`2>/dev/full`, a
+    terminal closed while stdout goes to a file), a progress line raised OSError mid-command:
+    the reply, the soak, the transcript were lost, exit 1 with a traceback nobody could read.
+    The first failure points the stream's descriptor at /dev/null; the work goes on."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self._discard()
+
+    def _discard(self) -> None:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+            self._stream.flush()  # what was buffered goes to /dev/null, not to the next failure
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> int:
     """Load the command line and run it."""
     reopen_closed_std_streams()
+    if not isinstance(sys.stderr, BestEffortStream):
+        sys.stderr = BestEffortStream(sys.stderr)  # type: ignore[assignment]
     try:
         from personaplex_tui.cli import main as run
     except KeyboardInterrupt:

@@ -103,3 +103,20 @@ def test_outputs_go_where_they_were_checked_tilde_and_new_folders_included(ckpt,
     assert wav_counts_its_bytes(home / "q.wav") == 3 * 1920
     assert not (work / "~").exists()
     assert len((work / "new" / "dir" / "t.jsonl").read_text().splitlines()) > 0
+
+
+def test_an_unwritable_stderr_stops_no_work(ckpt, tmp_path):
+    """`2>/dev/full`: the first progress line ("Loading ...") raised OSError, so the reply was
+    never made (exit 1); stderr is best-effort, the reply and its JSON are written, and a
+    mistake still ends in exit 2."""
+    out = tmp_path / "a.wav"
+    proc = shell(f"PPX respond --model {ckpt} --no-user-transcript --max-steps 3 --input "
+                 f"{QUESTION} --output {out} --json 2>/dev/full", tmp_path)  # fmt: skip
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["reply_steps"] == 3
+    assert wav_counts_its_bytes(out) == 3 * 1920
+    proc = shell(f"PPX respond --model {ckpt} --input {tmp_path}/none.wav 2>/dev/full", tmp_path)
+    assert proc.returncode == 2
+    soak = "PPX soak --frames 5 --context 50 --voice-frames 20 --prompt-tokens 10 --json"
+    proc = shell(f"{soak} 2>/dev/full", tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["frames_stepped"] == 5
