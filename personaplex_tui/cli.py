@@ -14,11 +14,11 @@ import sys
 from model.errors import PersonaPlexError
 from personaplex_tui import __version__
 from personaplex_tui.commands import bench, chat, info, respond, soak, sound_check, transcribe
-from personaplex_tui.commands.common import UsageError
+from personaplex_tui.commands.common import OutputError, UsageError
 from personaplex_tui.cuda_launches import launch_directly
 from personaplex_tui.errors import AppError
 from personaplex_tui.kernel_cache import persistent_kernel_cache, precompiled_kernel_cache
-from personaplex_tui.stop_signals import POLICY, Stopped, stopped_sentence
+from personaplex_tui.stop_signals import POLICY, Stopped, exit_code_for, stopped_sentence
 
 EPILOG = """\
 examples:
@@ -110,6 +110,12 @@ def missing_module_sentence(name: str | None) -> str:
     )
 
 
+def _stopped(signum: int) -> int:
+    """Say that a stop signal ended the command; its exit code (128 + the signal's number)."""
+    print(f"ppx-tui: {stopped_sentence(signum)}", file=sys.stderr)
+    return exit_code_for(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the process's signal policy is installed here (`stop_signals`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -143,11 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             raise Stopped(POLICY.received)
         return code
     except (PersonaPlexError, AppError) as exc:
+        if isinstance(exc, OutputError) and POLICY.received is not None:
+            return _stopped(POLICY.received)  # the terminal closed (SIGHUP): stdout went with it
         print(f"ppx-tui: {exc}", file=sys.stderr)
         return 2
     except Stopped as stop:
-        print(f"ppx-tui: {stopped_sentence(stop.signum)}", file=sys.stderr)
-        return stop.exit_code
+        return _stopped(stop.signum)
     except ModuleNotFoundError as exc:
         if _our_module(exc.name):
             raise  # a bug of ours, not an installation's
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ppx-tui: interrupted.", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        return 0
+        return 0 if POLICY.received is None else _stopped(POLICY.received)
     finally:
         POLICY.quiet()  # a signal while the process winds down must not print a traceback
         logging.shutdown()

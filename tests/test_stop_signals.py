@@ -224,6 +224,26 @@ def test_a_signal_stops_respond_with_every_output_whole(small_checkpoint, tmp_pa
     assert meta["transcript"] == transcript
 
 
+def test_a_closed_terminal_stops_respond_with_129_and_its_files_whole(small_checkpoint, tmp_path):
+    """Closing the terminal sends SIGHUP and fails every later write to it (EIO): the stopped
+    reply's JSON could not be printed, and that failure, not the signal, gave the exit code (2,
+    or 1 with a traceback where stderr was the terminal too)."""
+    out, dump = tmp_path / "reply.wav", tmp_path / "tokens.jsonl"
+    tui = PtyProcess(["respond", "--input", str(AUDIO / "weather.wav"), "--output", str(out),
+                      "--dump-tokens", str(dump), "--json", "--model", str(small_checkpoint),
+                      "--max-steps", "3000", "--no-user-transcript"], env=user_env(tmp_path))  # fmt: skip
+    try:
+        tui.wait_for(lambda: size_now(out) > 44 + 20 * FRAME_BYTES, 120, "replying")
+        tui.hang_up()
+        assert tui.wait(timeout=60) == 129
+    finally:
+        tui.close()
+    samples = assert_wav_whole(out)
+    tokens = jsonl(dump)
+    assert [t["frame"] for t in tokens] == list(range(len(tokens)))
+    assert 20 * 1920 <= samples < 3000 * 1920
+
+
 def test_sigterm_stops_a_soak_with_its_recording_whole(tmp_path):
     run = tmp_path / "run"
     proc = ppx(["soak", "--frames", "100000", "--context", "50", "--voice-frames", "20",
