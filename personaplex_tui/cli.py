@@ -10,11 +10,12 @@ import argparse
 import logging
 import re
 import sys
+from typing import IO
 
 from model.errors import PersonaPlexError
 from personaplex_tui import __version__
 from personaplex_tui.commands import bench, chat, info, respond, soak, sound_check, transcribe
-from personaplex_tui.commands.common import OutputError, UsageError
+from personaplex_tui.commands.common import OutputError, UsageError, print_out
 from personaplex_tui.cuda_launches import launch_directly
 from personaplex_tui.errors import AppError
 from personaplex_tui.kernel_cache import persistent_kernel_cache, precompiled_kernel_cache
@@ -36,6 +37,19 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         message = re.sub(r"^argument (\S+): (?=\1 )", "", message)
         self.exit(2, f"{self.prog}: {message}. See `{self.prog} --help`.\n")
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        """--help and --version on stdout: a write that fails (`> /dev/full`) is one sentence,
+        exit 2 (argparse drops the error: exit 0, nothing printed); a closed pipe is quiet."""
+        if not message or file is not sys.stdout:
+            super()._print_message(message, file)
+            return
+        try:
+            print_out(message, end="")
+        except BrokenPipeError:
+            pass
+        except OutputError as exc:
+            self.exit(2, f"ppx-tui: {exc}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -190,10 +190,12 @@ def test_dev_full_outputs_are_refused_before_loading(flag, what, tmp_path):
 
 @pytest.mark.parametrize(
     "args",
-    [["voices"], ["voices", "--json"], ["prompts"], ["prompts", "--json"]],
+    [["voices"], ["voices", "--json"], ["prompts"], ["prompts", "--json"], ["--help"],
+     ["--version"], ["respond", "--help"]],
     ids=" ".join,
-)
+)  # fmt: skip
 def test_listings_to_a_full_disk_are_one_sentence(args):
+    """--help and --version: argparse dropped the error (exit 0, nothing printed)."""
     with open("/dev/full", "wb") as full:
         proc = ppx(*args, stdout=full.fileno())
     one_sentence(proc, "Could not write to the standard output: No space left on device.")
