@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.test_cli_disks import QUESTION, ROOT, ckpt, one_sentence, wav_counts_its_bytes
+from tests.test_cli_disks import QUESTION, ROOT, ckpt, one_sentence, ppx, wav_counts_its_bytes
 
 __all__ = ["ckpt"]  # the module-scoped checkpoint fixture, shared
 
@@ -120,3 +120,16 @@ def test_an_unwritable_stderr_stops_no_work(ckpt, tmp_path):
     soak = "PPX soak --frames 5 --context 50 --voice-frames 20 --prompt-tokens 10 --json"
     proc = shell(f"{soak} 2>/dev/full", tmp_path)
     assert proc.returncode == 0 and json.loads(proc.stdout)["frames_stepped"] == 5
+
+
+@pytest.mark.parametrize("args", [["prompts"], ["prompts", "--json"], ["voices"]], ids=" ".join)
+def test_a_listing_into_a_closed_pipe_exits_0_quietly(args):
+    """`ppx-tui prompts | head -1`: a table ended with exit 1 (rich's own exit), JSON with 0."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: EPIPE, every time
+    try:
+        proc = ppx(*args, stdout=write)
+    finally:
+        os.close(write)
+    no_traceback(proc)
+    assert proc.returncode == 0 and proc.stderr == b""

@@ -126,14 +126,19 @@ def status(message: str) -> None:
 
 def print_out(item: Any, end: str = "\n") -> None:
     """Print text (then `end`) or a rich renderable on stdout, now. A write that fails
-    (`> /dev/full`) is one sentence (OutputError); a closed pipe stays a BrokenPipeError."""
+    (`> /dev/full`) is one sentence (OutputError); a closed pipe stays a BrokenPipeError (the
+    command line exits 0, quietly). A table is rendered first, then written here: rich's own
+    write turned a closed pipe into exit 1 (`ppx-tui prompts | head -1`), unlike --json's 0."""
     try:
         if isinstance(item, str):
             sys.stdout.write(item + end)
         else:
             from rich.console import Console
 
-            Console().print(item)
+            console = Console()
+            with console.capture() as captured:
+                console.print(item)
+            sys.stdout.write(captured.get())
         sys.stdout.flush()
     except BrokenPipeError:
         raise
