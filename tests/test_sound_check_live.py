@@ -120,3 +120,19 @@ def test_a_microphone_gone_quiet_is_told_apart_by_what_portaudio_says(
     )
     assert sentence.startswith(start) and sentence.endswith(".")
     assert "another program" not in sentence and "\n" not in sentence
+
+
+@pytest.mark.parametrize("args", [[], ["--json"]], ids=["text", "json"])
+def test_a_report_to_a_full_disk_is_one_sentence(pulse_room, args):
+    """`sound-check > /dev/full` printed its report with print(): a traceback, exit 1."""
+    with open("/dev/full", "w") as full:
+        check = subprocess.run(
+            [sys.executable, "-m", "personaplex_tui", "sound-check", *args,
+             "--input-device", "pulse", "--output-device", "pulse"],
+            cwd=ROOT, env={**pulse_room, "PYTHONPATH": str(ROOT)}, text=True,
+            stdout=full, stderr=subprocess.PIPE, timeout=60,
+        )  # fmt: skip
+    assert check.returncode == 2 and "Traceback" not in check.stderr, check.stderr
+    assert check.stderr.strip().splitlines()[-1] == (
+        "ppx-tui: Could not write to the standard output: No space left on device."
+    )

@@ -15,7 +15,7 @@ from personaplex_tui.audio.echo_check import LiveReport, analyse, check_signal
 from personaplex_tui.audio.errors import AudioDeviceError
 from personaplex_tui.audio.far_end import FarEndTimeline, PlayedTap
 from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
-from personaplex_tui.commands.common import status
+from personaplex_tui.commands.common import print_out, status
 from personaplex_tui.stop_signals import POLICY
 from personaplex_tui.stuck_exit import run_in_time
 
@@ -103,7 +103,7 @@ def _run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
         speaker.device_name,
     )
     if args.json:
-        print(json.dumps(report.as_json(), indent=2))
+        print_out(json.dumps(report.as_json(), indent=2))
     else:
         _print(report)
     return 0
@@ -176,19 +176,20 @@ def no_audio_sentence(
 
 
 def _print(r: LiveReport) -> None:
-    print(f"Microphone: {r.input_device}    Speaker: {r.output_device}")
-    print(
-        f"Noise floor: {r.noise_floor_dbfs:.0f} dBFS; mic peak {r.mic_peak_dbfs:.0f} dBFS", end=""
+    """The report as sentences on stdout (OutputError where it cannot be written)."""
+    print_out(f"Microphone: {r.input_device}    Speaker: {r.output_device}")
+    clipping = f", {r.clipped_samples} clipped samples." if r.clipped_samples else ", no clipping."
+    print_out(
+        f"Noise floor: {r.noise_floor_dbfs:.0f} dBFS; mic peak {r.mic_peak_dbfs:.0f} dBFS{clipping}"
     )
-    print(f", {r.clipped_samples} clipped samples." if r.clipped_samples else ", no clipping.")
     if r.round_trip_ms is not None:
         left = "" if r.residual_ms is None else f"; {r.residual_ms:.0f} ms left after alignment"
-        print(f"Round-trip delay: {r.round_trip_ms:.0f} ms{left}.")
+        print_out(f"Round-trip delay: {r.round_trip_ms:.0f} ms{left}.")
     if r.erle_db is not None:
-        print(
+        print_out(
             f"Echo: {r.echo_before_dbfs:.0f} dBFS before, {r.echo_after_dbfs:.0f} dBFS after "
             f"cancellation ({r.erle_db:.0f} dB removed)."
         )
     for sentence in r.verdict:
-        print(sentence)
-    print(f"Use: {r.settings}")
+        print_out(sentence)
+    print_out(f"Use: {r.settings}")
