@@ -34,10 +34,12 @@ def reopen_closed_std_streams() -> None:
 
 
 class BestEffortStream:
-    """`sys.stderr` whose writes never raise. Where stderr cannot be written (`2>/dev/full`, a
-    terminal closed while stdout goes to a file), a progress line raised OSError mid-command:
-    the reply, the soak, the transcript were lost, exit 1 with a traceback nobody could read.
-    The first failure points the stream's descriptor at /dev/null; the work goes on."""
+    """`sys.stderr` whose writes raise no OSError but a closed pipe's. Where stderr cannot be
+    written (`2>/dev/full`, a terminal closed while stdout goes to a file), a progress line
+    raised OSError mid-command: the reply, the soak, the transcript were lost, exit 1 with a
+    traceback nobody could read. A failure points the stream's descriptor at /dev/null and the
+    work goes on; a closed pipe (`2>&1 | head -1`) still ends the command, quietly, as on
+    stdout (`cli.main`)."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -45,15 +47,19 @@ class BestEffortStream:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except OSError:
+        except OSError as exc:
             self._discard()
+            if isinstance(exc, BrokenPipeError):
+                raise
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except OSError:
+        except OSError as exc:
             self._discard()
+            if isinstance(exc, BrokenPipeError):
+                raise
 
     def _discard(self) -> None:
         try:

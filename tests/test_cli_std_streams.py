@@ -133,3 +133,24 @@ def test_a_listing_into_a_closed_pipe_exits_0_quietly(args):
         os.close(write)
     no_traceback(proc)
     assert proc.returncode == 0 and proc.stderr == b""
+
+
+def test_stderr_into_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """`ppx-tui soak 2>&1 | head -1`: the reader is gone, the command ends (exit 0, as on
+    stdout), with whatever it recorded whole; it ran on to its end, or exited 1 where the pipe
+    closed mid-run."""
+    read, write = os.pipe()
+    os.close(read)
+    run = tmp_path / "run"
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "personaplex_tui", "soak", "--frames", "100000", "--context",
+             "50", "--voice-frames", "20", "--prompt-tokens", "10", "--record-dir", str(run)],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+            stderr=write, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 0
+    for wav in run.rglob("*.wav"):
+        wav_counts_its_bytes(wav)
