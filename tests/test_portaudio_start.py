@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from personaplex_tui import stuck_exit
-from personaplex_tui.audio import AudioDeviceError, devices
+from personaplex_tui.audio import AudioDeviceError, devices, start_noise
 from tests.pulse_server import server_pid
 from tests.tui_pty import PtyProcess, after_screen, user_env
 
@@ -38,6 +38,51 @@ try:
 finally:
     os.dup2(saved, 2)
     os.close(saved)
+"""
+
+# One whose start, once let go after it was left behind, goes on as a real one listing devices
+# would: ALSA and JACK (loaded before, as PortAudio's library loads them) print their errors.
+PRINTS_LATE = """
+import ctypes
+import os
+import ppx_portaudio_gate as gate
+
+alsa = ctypes.CDLL("libasound.so.2")
+jack = ctypes.CDLL("libjack.so.0")
+jack.jack_client_open.restype = ctypes.c_void_p
+saved = os.dup(2)
+null = os.open(os.devnull, os.O_WRONLY)
+os.dup2(null, 2)
+os.close(null)
+try:
+    gate.release.wait(30)
+    pcm = ctypes.c_void_p()
+    gate.results.append(alsa.snd_pcm_open(ctypes.byref(pcm), b"ppx-no-such-pcm", 0, 0))
+    status = ctypes.c_int()
+    no_start_server = 1
+    gate.results.append(jack.jack_client_open(b"ppx", no_start_server, ctypes.byref(status)))
+finally:
+    gate.printed.set()
+    os.dup2(saved, 2)
+    os.close(saved)
+"""
+# A command's part: the start is left behind, its sentence is said, then the start goes on.
+LEFT_BEHIND = """
+import sys, threading, types
+
+gate = types.SimpleNamespace(release=threading.Event(), printed=threading.Event(), results=[])
+sys.modules["ppx_portaudio_gate"] = gate
+from personaplex_tui.audio import AudioDeviceError, devices
+
+devices.START_TIMEOUT_S = 0.3
+try:
+    devices.portaudio()
+except AudioDeviceError as e:
+    print(f"ppx-tui: {e}", file=sys.stderr, flush=True)
+gate.release.set()
+assert gate.printed.wait(30)
+no_pcm, no_jack = gate.results
+print(no_pcm < 0, no_jack is None)
 """
 
 
@@ -69,8 +114,17 @@ def _starts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return names
 
 
+def _silencings(monkeypatch: pytest.MonkeyPatch) -> list[os.stat_result]:
+    """What fd 2 was each time the sound libraries were silenced from now on (not done here:
+    the test process keeps its own)."""
+    seen: list[os.stat_result] = []
+    monkeypatch.setattr(start_noise, "silence_sound_libraries", lambda: seen.append(os.fstat(2)))
+    return seen
+
+
 def test_a_start_that_hangs_is_left_behind_after_its_timeout(fake_sounddevice, monkeypatch):
     fake_sounddevice(SLOW_IMPORT)
+    silenced = _silencings(monkeypatch)
     gate = types.SimpleNamespace(release=threading.Event())
     monkeypatch.setitem(sys.modules, "ppx_portaudio_gate", gate)
     monkeypatch.setattr(devices, "START_TIMEOUT_S", 0.3)
@@ -84,6 +138,8 @@ def test_a_start_that_hangs_is_left_behind_after_its_timeout(fake_sounddevice, m
         assert str(info.value) == devices.START_HUNG and stuck_exit._asked
         after = os.fstat(2)  # the sentence reaches the terminal, not sounddevice's /dev/null
         assert (after.st_dev, after.st_ino) == (stderr_before.st_dev, stderr_before.st_ino)
+        null = os.stat(os.devnull)  # ALSA and JACK were silenced before the terminal came back
+        assert [(s.st_dev, s.st_ino) for s in silenced] == [(null.st_dev, null.st_ino)]
         began = time.monotonic()
         with pytest.raises(AudioDeviceError, match="did not answer within"):
             devices.list_devices()  # kept: at once, no second thread
@@ -98,9 +154,30 @@ def test_a_start_that_hangs_is_left_behind_after_its_timeout(fake_sounddevice, m
 def test_a_start_that_ends_is_kept(fake_sounddevice, monkeypatch):
     fake_sounddevice("NAME = 'fake PortAudio'\n")
     starts = _starts(monkeypatch)
+    silenced = _silencings(monkeypatch)
     assert devices.portaudio().NAME == "fake PortAudio"
     assert devices.portaudio().NAME == "fake PortAudio"
-    assert starts == ["portaudio-start"] and not stuck_exit._asked
+    assert starts == ["portaudio-start"] and not stuck_exit._asked and not silenced
+
+
+def test_a_start_left_behind_prints_nothing_after_the_sentence(tmp_path):
+    """The start left behind may still be listing devices (Ctrl+C right after it began, a
+    loaded machine) once fd 2 is the terminal again: ALSA's and JACK's errors printed there,
+    after the sentence."""
+    (tmp_path / "sounddevice.py").write_text(PRINTS_LATE)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+        "PPX_TUI_LOG": str(tmp_path / "ppx-tui.log"),
+        "JACK_DEFAULT_SERVER": "ppx-no-such-jack-server",  # (not a JACK server running here)
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", LEFT_BEHIND], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "True True\n"  # it went on: no such PCM, no JACK server
+    assert done.stderr == HANGS
 
 
 def test_portaudio_missing_is_one_sentence_and_kept(fake_sounddevice, monkeypatch):

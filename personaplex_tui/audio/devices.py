@@ -93,7 +93,9 @@ def _start_portaudio() -> None:
     ever came: the start is left behind, and the process ends without waiting for it
     (`stuck_exit.run_in_time`). A stop signal ends the wait at once (nothing kept then).
     sounddevice points fd 2 at /dev/null during Pa_Initialize: a start left behind gets the
-    terminal back here, else the sentence saying so went nowhere."""
+    terminal back here, else the sentence saying so went nowhere; ALSA's and JACK's error lines,
+    which that start may still print, are silenced first (`start_noise`)."""
+    from personaplex_tui.audio.start_noise import silence_sound_libraries
     from personaplex_tui.stuck_exit import run_in_time
 
     found: list[ModuleType] = []
@@ -112,8 +114,10 @@ def _start_portaudio() -> None:
         _started.failure = NO_PORTAUDIO
         return
     finally:
+        if not ended:  # hung, or a stop signal ended the wait: it may still be listing devices
+            silence_sound_libraries()  # (before fd 2 is the terminal again)
         if stderr is not None:
-            if not ended:  # hung, or a stop signal ended the wait
+            if not ended:
                 os.dup2(stderr, 2)
             os.close(stderr)
     if ended:
