@@ -21,12 +21,14 @@ import logging
 import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
 GRACE_S = 1.0  # what the cancelled shutdown may still finish (the files) once the app is gone
+SIGNAL_CHECK_S = 0.1  # `run_in_time` acts on a stop signal within this, whichever thread took it
 _asked = False
 
 
@@ -109,7 +111,7 @@ def run_in_time(work: Callable[[], None], timeout_s: float, name: str) -> bool:
 
     threading.Thread(target=run, name=f"ppx-{name}", daemon=True).start()
     try:
-        done.wait(timeout_s)  # a signal's handler runs here (`Stopped`), unlike in PortAudio
+        _wait(done, timeout_s)  # a signal's handler runs here (`Stopped`), unlike in PortAudio
     finally:
         if not done.is_set():
             leave_without_waiting()
@@ -118,6 +120,19 @@ def run_in_time(work: Callable[[], None], timeout_s: float, name: str) -> bool:
     if failure:
         raise failure[0]
     return True
+
+
+def _wait(done: threading.Event, timeout_s: float) -> None:
+    """`done.wait(timeout_s)`, in waits of SIGNAL_CHECK_S: a signal's Python handler runs on the
+    main thread between two bytecodes, and a wait ends early for it only where the signal woke
+    this very thread; one whose handler ran on another thread (the kernel may pick any) or
+    just before the wait blocked left the whole timeout to run."""
+    deadline = time.monotonic() + timeout_s
+    while not done.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        done.wait(min(left, SIGNAL_CHECK_S))
 
 
 def leave_without_waiting() -> None:

@@ -250,6 +250,39 @@ def test_a_signal_while_a_close_hangs_leaves_it_behind_too(tmp_path):
     assert (proc.returncode, proc.stdout) == (130, "interrupted\n"), proc.stderr
 
 
+SIGNAL_ELSEWHERE = """
+import signal, threading, time
+from personaplex_tui import stuck_exit
+def stop(signum, frame):
+    raise KeyboardInterrupt
+signal.signal(signal.SIGINT, stop)
+def interrupt():
+    time.sleep(0.3)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # taken on this thread
+threading.Thread(target=interrupt, daemon=True).start()
+began = time.monotonic()
+try:
+    stuck_exit.run_in_time(threading.Event().wait, 10, "start")
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+print(f"{time.monotonic() - began:.2f}", flush=True)
+stuck_exit.exit_if_asked(130)
+"""
+
+
+def test_a_signal_taken_on_another_thread_ends_the_wait_at_once_too(tmp_path):
+    """The kernel may run a process's signal handler on any of its threads (and one may come
+    just before the wait blocks): the main thread's wait was not woken and Ctrl+C during
+    PortAudio's start took its whole 5 s."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGNAL_ELSEWHERE], capture_output=True, text=True, cwd=ROOT,
+        timeout=30, env={**os.environ, "PPX_TUI_LOG": str(tmp_path / "ppx-tui.log")},
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr
+    said, took = proc.stdout.splitlines()
+    assert said == "interrupted" and 0.3 <= float(took) < 2, proc.stdout
+
+
 class _LeftBehindApp:
     """What `chat.run` reads of an app whose conversation did not stop."""
 
