@@ -1,0 +1,395 @@
+"""The builder of the tuned WebRTC library (audio/apm_build.py), without building WebRTC.
+
+The sdist is a small fake whose hash the tests pin in its place, the tools are scripts, and a
+"built" library is a few lines of C compiled with the system's C compiler: the checks, the
+refusals, the skip of a library already built and the atomic install are real. CI builds the
+real library once (`./dev setup-test`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from personaplex_tui.audio import apm_build, apm_library
+
+FAKE_LIBRARY = """
+int ppx_apm_version(void) { return VERSION; }
+void *ppx_apm_create(void) { return 0; }
+int ppx_apm_reverse(void) { return 0; }
+int ppx_apm_forward(void) { return 0; }
+void ppx_apm_destroy(void) {}
+"""
+TREE = apm_build.SDIST_TREE
+
+
+def compile_fake(out: Path, version: int) -> None:
+    """A library exporting the five entry points, ppx_apm_version returning `version`."""
+    c = out.parent / f"fake{version}.c"
+    c.write_text(FAKE_LIBRARY)
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    assert cc, "the tests need a C compiler (cc)"
+    subprocess.run(
+        [cc, "-shared", "-fPIC", f"-DVERSION={version}", str(c), "-o", str(out)], check=True
+    )
+
+
+def make_sdist(path: Path, members: dict[str, bytes], links: tuple[str, ...] = ()) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name in links:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tar.addfile(info)
+    return path
+
+
+GOOD_MEMBERS = {
+    "aec_audio_processing-1.0.1/setup.py": b"raise SystemExit\n",
+    f"{TREE}/meson.build": b"project('x')\n",
+    f"{TREE}/webrtc/a.cc": b"int a;\n",
+}
+
+
+def pin(monkeypatch, sdist: Path) -> None:
+    monkeypatch.setattr(apm_build, "SDIST_SHA256", hashlib.sha256(sdist.read_bytes()).hexdigest())
+
+
+def fake_tools(folder: Path, meson: str = "exit 0", with_compiler: bool = True) -> Path:
+    """meson, ninja (and c++) as shell scripts in `folder`; meson runs the `meson` shell code."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scripts = {"meson": meson, "ninja": "exit 0"}
+    if with_compiler:
+        scripts["c++"] = "exit 0"
+    for name, body in scripts.items():
+        script = folder / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(0o755)
+    return folder
+
+
+@pytest.fixture
+def target(tmp_path, monkeypatch) -> Path:
+    """The library's path (PPX_APM_LIBRARY), a private temp folder, and no download."""
+    path = tmp_path / "lib" / "libppx_apm-test.so"
+    monkeypatch.setenv(apm_library.ENV_LIBRARY, str(path))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+
+    def no_download(folder: Path) -> Path:
+        raise AssertionError("the tests never download")
+
+    monkeypatch.setattr(apm_build, "download_sdist", no_download)
+    return path
+
+
+def use_tools(monkeypatch, folder: Path) -> None:
+    monkeypatch.setattr(apm_build, "tool_search_path", lambda: str(folder))
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+def test_an_sdist_of_another_hash_is_refused_in_one_sentence_and_nothing_is_installed(
+    tmp_path, target, monkeypatch, capsys
+):
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin", meson=f"touch {tmp_path}/meson-ran"))
+    assert apm_build.main(["--sdist", str(sdist)]) == 2
+    line = one_line(capsys.readouterr().err)
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    assert line == (
+        f"ppx-tui: the tuned echo canceller was not built: {apm_build.SDIST_FILE} has sha256 "
+        f"{digest}, not the expected {apm_build.SDIST_SHA256}."
+    )
+    assert not (tmp_path / "meson-ran").exists()
+    assert list(target.parent.glob("*.so*")) == []
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+@pytest.mark.parametrize(
+    "bad, links",
+    [
+        ({"../evil.txt": b"x"}, ()),
+        ({"/tmp/evil.txt": b"x"}, ()),
+        ({f"{TREE}/../../../evil.txt": b"x"}, ()),
+        ({}, (f"{TREE}/webrtc/link.h",)),
+    ],
+)
+def test_an_unsafe_member_refuses_the_whole_sdist(
+    tmp_path, target, monkeypatch, capsys, bad, links
+):
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, {**GOOD_MEMBERS, **bad}, links)
+    with pytest.raises(apm_build.BuildError, match="unsafe path|link or special file"):
+        apm_build.extract_tree(sdist, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.rglob("evil.txt"))
+    pin(monkeypatch, sdist)
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin", meson=f"touch {tmp_path}/meson-ran"))
+    assert apm_build.main(["--sdist", str(sdist)]) == 2
+    assert "holds a" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / "meson-ran").exists()
+    assert not target.exists()
+
+
+def test_the_tree_alone_is_extracted_with_its_files(tmp_path):
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
+    root = apm_build.extract_tree(sdist, tmp_path / "out")
+    assert root == tmp_path / "out" / "webrtc-audio-processing"
+    assert (root / "webrtc" / "a.cc").read_bytes() == b"int a;\n"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["webrtc-audio-processing"]
+
+
+def test_a_built_library_of_this_version_is_not_rebuilt(tmp_path, target, monkeypatch, capsys):
+    target.parent.mkdir()
+    compile_fake(target, apm_library.SHIM_VERSION)
+    before = target.stat().st_mtime_ns
+
+    def must_not_build(*args):
+        raise AssertionError("rebuilt")
+
+    monkeypatch.setattr(apm_build, "find_tools", must_not_build)
+    monkeypatch.setattr(apm_build, "install", must_not_build)
+    assert apm_build.main([]) == 0
+    assert (
+        one_line(capsys.readouterr().out)
+        == f"ppx-tui: the tuned echo canceller is built ({target})."
+    )
+    assert target.stat().st_mtime_ns == before
+
+
+def test_the_module_runs_as_a_command(tmp_path, target):
+    target.parent.mkdir()
+    compile_fake(target, apm_library.SHIM_VERSION)
+    env = dict(os.environ, **{apm_library.ENV_LIBRARY: str(target)})
+    done = subprocess.run(
+        [sys.executable, "-m", "personaplex_tui.audio.apm_build", "--if-possible"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "is built" in done.stdout
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_another_version_or_force_rebuilds_and_installs_atomically(
+    tmp_path, target, monkeypatch, capsys, force
+):
+    target.parent.mkdir()
+    compile_fake(target, apm_library.SHIM_VERSION + (0 if force else 1))
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
+    pin(monkeypatch, sdist)
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin"))
+    built: list[Path] = []
+
+    def fake_build(tree: Path, tools: apm_build.Tools, out: Path, log: apm_build.Log) -> None:
+        assert (tree / "meson.build").is_file()
+        assert out.name.endswith(".part") and out.parent == target.parent
+        compile_fake(out, apm_library.SHIM_VERSION)
+        built.append(out)
+
+    monkeypatch.setattr(apm_build, "build_library", fake_build)
+    args = ["--sdist", str(sdist)] + (["--force"] if force else [])
+    assert apm_build.main(args) == 0
+    assert len(built) == 1
+    assert apm_build.library_version(target) == apm_library.SHIM_VERSION
+    assert f"is built: {target} (" in capsys.readouterr().out.splitlines()[-1]
+    assert not built[0].exists()  # renamed into place
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_a_library_that_does_not_load_is_not_installed(tmp_path, target, monkeypatch, capsys):
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
+    pin(monkeypatch, sdist)
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin"))
+    monkeypatch.setattr(
+        apm_build, "build_library", lambda tree, tools, out, log: out.write_bytes(b"no")
+    )
+    assert apm_build.main(["--sdist", str(sdist)]) == 2
+    assert "does not load as version" in one_line(capsys.readouterr().err)
+    assert list(target.parent.glob("*.so*")) == []
+
+
+def test_if_possible_turns_a_failure_into_one_sentence_and_exit_0(
+    tmp_path, target, monkeypatch, capsys
+):
+    use_tools(monkeypatch, tmp_path / "empty")
+    assert apm_build.main(["--if-possible"]) == 0
+    assert one_line(capsys.readouterr().err) == (
+        "ppx-tui: the tuned echo canceller was not built (meson and ninja not found: pip install "
+        "meson ninja); livekit's is used."
+    )
+    assert apm_build.main([]) == 2
+    assert "pip install meson ninja." in one_line(capsys.readouterr().err)
+
+
+def test_missing_tools_name_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    folder = fake_tools(tmp_path / "bin", with_compiler=False)
+    with pytest.raises(apm_build.BuildError, match=r"apt install g\+\+.*xcode-select --install"):
+        apm_build.find_tools(str(folder))
+    (folder / "ninja").unlink()
+    with pytest.raises(apm_build.BuildError, match="^ninja not found: pip install meson ninja$"):
+        apm_build.find_tools(str(folder))
+    tools = apm_build.find_tools(str(fake_tools(tmp_path / "all")))
+    assert Path(tools.cxx).name == "c++" and Path(tools.meson).name == "meson"
+
+
+def test_a_meson_failure_shows_its_output_and_log(tmp_path, target, monkeypatch, capsys):
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
+    pin(monkeypatch, sdist)
+    use_tools(
+        monkeypatch, fake_tools(tmp_path / "bin", meson="echo 'ERROR: no compiler works'; exit 1")
+    )
+    assert apm_build.main(["--sdist", str(sdist), "--quiet", "--if-possible"]) == 0
+    out = capsys.readouterr()
+    log = target.parent / f"{target.stem}.build.log"
+    assert "ERROR: no compiler works" in out.err.splitlines()[0]
+    assert out.err.splitlines()[-1] == (
+        "ppx-tui: the tuned echo canceller was not built (meson setup failed (exit 1; its log is "
+        f"{log})); livekit's is used."
+    )
+    assert "ERROR: no compiler works" in log.read_text()
+    assert not target.exists()
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def fake_build_dir(build: Path, tree: Path) -> None:
+    """compile_commands.json and intro-targets.json as meson writes them."""
+    (build / "meson-info").mkdir(parents=True)
+    command = (
+        "ccache c++ -Iwebrtc -I../webrtc -D_GLIBCXX_ASSERTIONS=1 -std=c++20 -O3 "
+        "-DWEBRTC_LIBRARY_IMPL -DWEBRTC_ENABLE_SYMBOL_EXPORT -DNDEBUG -DWEBRTC_POSIX -DWEBRTC_MAC "
+        "-DWEBRTC_APM_DEBUG_DUMP=0 -o x.o -c ../webrtc/modules/audio_processing/aec3/echo_canceller3.cc"
+    )
+    entry = {
+        "directory": str(build),
+        "command": command,
+        "file": "../webrtc/modules/audio_processing/aec3/echo_canceller3.cc",
+    }
+    (build / "compile_commands.json").write_text(json.dumps([entry]))
+    targets = [
+        {
+            "type": "static library",
+            "filename": [str(build / "absl/libabsl_base.a")],
+            "target_sources": [],
+        },
+        {
+            "type": "static library",
+            "filename": [str(build / "libwebrtc-audio-processing-2.a")],
+            "target_sources": [],
+        },
+        {
+            "type": "executable",
+            "filename": [str(build / "run-offline")],
+            "target_sources": [
+                {
+                    "linker": ["c++"],
+                    "parameters": [
+                        "-Wl,--as-needed",
+                        "x.a",
+                        "-lrt",
+                        "-framework",
+                        "Foundation",
+                        "-pthread",
+                    ],
+                }
+            ],
+        },
+    ]
+    (build / "meson-info" / "intro-targets.json").write_text(json.dumps(targets))
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_the_shim_is_compiled_as_webrtc_was_and_exports_its_entry_points_alone(
+    tmp_path, monkeypatch, platform
+):
+    tree = tmp_path / "webrtc-audio-processing"
+    build = tree / "build"
+    fake_build_dir(build, tree)
+    monkeypatch.setattr(sys, "platform", platform)
+    command = apm_build.link_shim(build, tree, tmp_path / "out.so")
+    assert command[:2] == ["ccache", "c++"]
+    assert "-std=c++20" in command and "-DWEBRTC_MAC" in command and "-DNDEBUG" in command
+    assert "-DWEBRTC_APM_DEBUG_DUMP=0" in command and "-D_GLIBCXX_ASSERTIONS=1" in command
+    assert not {"-DWEBRTC_LIBRARY_IMPL", "-DWEBRTC_ENABLE_SYMBOL_EXPORT", "-O3"} & set(command)
+    assert (
+        f"-I{tree}" in command
+        and f"-I{tree / 'webrtc'}" in command
+        and f"-I{build / 'webrtc'}" in command
+    )
+    assert str(apm_build.SHIM_SOURCE) in command and apm_build.SHIM_SOURCE.is_file()
+    assert "-fvisibility=hidden" in command
+    archives = [str(build / "absl/libabsl_base.a"), str(build / "libwebrtc-audio-processing-2.a")]
+    assert command.count("-lrt") == 1 and command.count("-pthread") == 1
+    if platform == "linux":
+        i = command.index("-Wl,--start-group")
+        assert command[i + 1 : i + 4] == [*archives, "-Wl,--end-group"]
+        assert "-shared" in command and "-Wl,--exclude-libs,ALL" in command
+    else:
+        assert "-dynamiclib" in command and set(archives) <= set(command)
+        exports = command[-1].removeprefix("-Wl,-exported_symbols_list,")
+        assert Path(exports).read_text().split() == [f"_{n}" for n in apm_build.EXPORTS]
+
+
+class FakeAnswer(io.BytesIO):
+    """What urlopen answers: a readable context manager."""
+
+
+def test_the_sdist_is_found_on_the_index_and_a_failed_download_is_one_sentence(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple/")
+    page = (
+        '<a href="../../files/aec_audio_processing-1.0.0.tar.gz#sha256=00">old</a>\n'
+        f'<a href="../../files/{apm_build.SDIST_FILE}#sha256=11">this</a>\n'
+    )
+    asked: list[str] = []
+
+    def urlopen(url: str, timeout: float) -> FakeAnswer:
+        asked.append(url)
+        if url.endswith("/"):
+            return FakeAnswer(page.encode())
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(apm_build.urllib.request, "urlopen", urlopen)
+    with pytest.raises(apm_build.BuildError) as refused:
+        apm_build.download_sdist(tmp_path)
+    assert asked == [
+        "https://mirror.example/simple/aec-audio-processing/",
+        f"https://mirror.example/files/{apm_build.SDIST_FILE}#sha256=11",
+    ]
+    assert str(refused.value) == (
+        f"could not download {apm_build.SDIST_FILE} (Name or service not known)"
+    )
+
+
+def test_a_library_folder_that_cannot_be_made_is_one_sentence(tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(apm_library.ENV_LIBRARY, str(tmp_path / "file" / "lib.so"))
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin"))
+    assert apm_build.main([]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("ppx-tui: the tuned echo canceller was not built: ")
+    assert line.endswith(f": {tmp_path / 'file'}.")
