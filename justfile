@@ -30,22 +30,29 @@ check-wheels: setup-test
 bench *ARGS: setup
     {{venv}}/bin/ppx-tui bench {{ARGS}}
 
-# Runtime install: system audio library where needed, then the package.
+# The tuned echo canceller is WebRTC's audio processing built from source into the venv
+# (minutes, once: audio/apm_build.py); where it cannot be built, livekit's is used.
+# Runtime install: system audio library where needed, the package, the tuned echo canceller.
 setup: system-deps
     @[ -x {{py}} ] || python3 -m venv {{venv}}
     {{pip}} -e .
     @if [ "$(uname -s)" = Linux ] && command -v nvidia-smi >/dev/null 2>&1 && [ -z "${PPX_CPU_ONLY:-}" ]; then \
         echo "NVIDIA GPU found: installing MLX's CUDA backend"; \
         {{py}} -m pip uninstall -q -y mlx-cpu; {{pip}} "mlx[cuda13]"; fi
+    {{pip}} meson ninja || true
+    {{py}} -m personaplex_tui.audio.apm_build --if-possible
 
+# The tests measure the tuned echo canceller: here a failed build of it fails.
 # Test install: the runtime plus pytest, Textual snapshots and the PyTorch reference.
 setup-test: setup
     {{pip}} -e ".[test]"
     {{pip}} "{{torch_spec}}"
     {{pip}} --no-deps "moshi==0.2.13"
+    {{py}} -m personaplex_tui.audio.apm_build
 
-# PortAudio (for sounddevice) and the audio tools the tests use, on Debian/Ubuntu. PulseAudio
-# and ALSA's pulse plugin give the tests a virtual sound card (a null sink and its monitor).
+# PortAudio (for sounddevice), the audio tools the tests use and a C++ compiler (it builds
+# WebRTC's audio processing), on Debian/Ubuntu. PulseAudio and ALSA's pulse plugin give the
+# tests a virtual sound card (a null sink and its monitor).
 system-deps:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -55,6 +62,7 @@ system-deps:
     command -v tmux >/dev/null || need+=(tmux)
     command -v pulseaudio >/dev/null || need+=(pulseaudio)
     dpkg -s libasound2-plugins >/dev/null 2>&1 || need+=(libasound2-plugins)
+    command -v c++ >/dev/null || command -v g++ >/dev/null || command -v clang++ >/dev/null || need+=(g++)
     [ ${#need[@]} -eq 0 ] && exit 0
     if ! command -v apt-get >/dev/null; then
         echo "Please install: ${need[*]} (PortAudio is needed for sound I/O)"; exit 0
