@@ -393,3 +393,40 @@ def test_a_library_folder_that_cannot_be_made_is_one_sentence(tmp_path, monkeypa
     line = one_line(capsys.readouterr().err)
     assert line.startswith("ppx-tui: the tuned echo canceller was not built: ")
     assert line.endswith(f": {tmp_path / 'file'}.")
+
+
+FAKE_MESON = """
+[ "$1" = setup ] || exit 1
+build="$2"; mkdir -p "$build/meson-info"; real="$(cd "$build" && pwd -P)"
+printf '[{"type": "static library", "filename": ["%s/libwebrtc-audio-processing-2.a"]}]' \\
+    "$real" > "$build/meson-info/intro-targets.json"
+printf '[{"directory": "%s", "file": "../webrtc/aec3/echo_canceller3.cc", "command": "%s -DX=1 -c f.cc"}]' \\
+    "$real" "$(dirname "$0")/c++" > "$build/compile_commands.json"
+"""
+
+
+def test_the_build_runs_meson_then_ninja_on_the_libraries_then_links_the_shim(
+    tmp_path, monkeypatch
+):
+    """As on macOS, the temp folder is reached through a symlink: ninja still gets its targets
+    relative to the build folder."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real")
+    tree = tmp_path / "via" / "webrtc-audio-processing"
+    tree.mkdir()
+    bin_ = fake_tools(tmp_path / "bin", meson=FAKE_MESON)
+    (bin_ / "ninja").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/ninja.args\n')
+    (bin_ / "c++").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/cxx.args\n')
+    tools = apm_build.find_tools(str(bin_))
+    log = apm_build.Log(tmp_path / "build.log", quiet=True)
+    apm_build.build_library(tree, tools, tmp_path / "out.part", log)
+    build = tree / "build"
+    assert (tmp_path / "ninja.args").read_text().split() == [
+        "-C",
+        str(build),
+        "libwebrtc-audio-processing-2.a",
+    ]
+    cxx = (tmp_path / "cxx.args").read_text().split()
+    assert "-DX=1" in cxx and str(apm_build.SHIM_SOURCE) in cxx
+    assert cxx[cxx.index("-o") + 1] == str(tmp_path / "out.part")
+    assert "--wrap-mode=nodownload" in log.path.read_text()

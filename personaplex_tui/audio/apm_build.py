@@ -322,7 +322,8 @@ def build_library(tree: Path, tools: Tools, out: Path, log: Log) -> None:
         "-Ddefault_library=static",
     ]
     log.run("meson setup", setup, tree, env)
-    libraries = [str(p.relative_to(build)) for p in _static_libraries(build)]
+    # ninja names them relative to the build folder (macOS's temp folder is behind a symlink)
+    libraries = [str(p.resolve().relative_to(build.resolve())) for p in _static_libraries(build)]
     log.run("the WebRTC build (ninja)", [tools.ninja, "-C", str(build), *libraries], tree, env)
     log.run("compiling ppx_apm.cc", link_shim(build, tree, out), tree, env)
 
@@ -332,7 +333,7 @@ def install(tools: Tools, sdist: Path | None, quiet: bool) -> Path:
     target = apm_library.library_path()
     target.parent.mkdir(parents=True, exist_ok=True)
     log = Log(target.parent / f"{target.stem}.build.log", quiet)
-    work = Path(tempfile.mkdtemp(prefix="ppx-apm-build-"))
+    work = Path(tempfile.mkdtemp(prefix="ppx-apm-build-")).resolve()
     part = target.with_name(target.name + ".part")
     try:
         if sdist is None:
