@@ -42,8 +42,8 @@ setup: system-deps
     {{pip}} meson ninja || true
     {{py}} -m personaplex_tui.audio.apm_build --if-possible
 
-# The tests measure the tuned echo canceller: here a failed build of it fails.
-# Test install: the runtime plus pytest, Textual snapshots and the PyTorch reference.
+# Test install: the runtime plus pytest, Textual snapshots and the PyTorch reference. The tests
+# measure the tuned echo canceller, so here a failed build of it fails (and is tried again).
 setup-test: setup
     {{pip}} -e ".[test]"
     {{pip}} "{{torch_spec}}"

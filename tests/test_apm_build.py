@@ -275,6 +275,50 @@ def test_a_meson_failure_shows_its_output_and_log(tmp_path, target, monkeypatch,
     assert os.listdir(tmp_path / "tmp") == []
 
 
+def test_a_failed_build_is_not_tried_again_by_if_possible_until_asked(
+    tmp_path, target, monkeypatch, capsys
+):
+    """`./dev app` runs the build with --if-possible at every start: a compilation that failed
+    is said again from its note, not run again for minutes; without --if-possible (`./dev test`,
+    or by hand) it is tried again, and a success clears the note."""
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
+    pin(monkeypatch, sdist)
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin", meson="exit 1"))
+    runs = []
+    real = apm_build.build_library
+    monkeypatch.setattr(apm_build, "build_library", lambda *a: (runs.append(1), real(*a))[1])
+    assert apm_build.main(["--sdist", str(sdist), "--quiet", "--if-possible"]) == 0
+    first = capsys.readouterr().err.splitlines()[-1]
+    assert apm_build.main(["--sdist", str(sdist), "--quiet", "--if-possible"]) == 0
+    again = one_line(capsys.readouterr().err)
+    assert len(runs) == 1
+    assert again == first.replace(
+        "; livekit's is used.",
+        "; livekit's is used (python -m personaplex_tui.audio.apm_build tries again).",
+    )
+    monkeypatch.setattr(
+        apm_build,
+        "build_library",
+        lambda tree, tools, out, log: (runs.append(1), compile_fake(out, apm_library.SHIM_VERSION)),
+    )
+    assert apm_build.main(["--sdist", str(sdist), "--quiet"]) == 0
+    assert len(runs) == 2 and target.is_file()
+    assert not apm_build.failure_marker(target).exists()
+
+
+def test_a_failed_download_is_tried_again_next_time(tmp_path, target, monkeypatch, capsys):
+    """A download that failed (the network) leaves no note: the next start tries again."""
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin"))
+
+    def offline(folder: Path) -> Path:
+        raise apm_build.BuildError("could not download it (no network)")
+
+    monkeypatch.setattr(apm_build, "download_sdist", offline)
+    assert apm_build.main(["--quiet", "--if-possible"]) == 0
+    assert not apm_build.failure_marker(target).exists()
+    capsys.readouterr()
+
+
 def fake_build_dir(build: Path, tree: Path) -> None:
     """compile_commands.json and intro-targets.json as meson writes them."""
     (build / "meson-info").mkdir(parents=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import json
@@ -54,7 +55,10 @@ _LOAD_CHECK = (
 
 
 class BuildError(Exception):
-    """Why the library was not built, in one sentence (no final period)."""
+    """Why the library was not built, in one sentence (no final period). `lasting`: the build
+    itself failed (not a download or a missing tool), so trying again would fail again."""
+
+    lasting = False
 
 
 @dataclass(frozen=True)
@@ -341,17 +345,26 @@ def install(tools: Tools, sdist: Path | None, quiet: bool) -> Path:
         check_sdist(sdist)
         tree = extract_tree(sdist, work)
         print("ppx-tui: building WebRTC's audio processing; this takes a few minutes.", flush=True)
-        build_library(tree, tools, part, log)
-        if library_version(part) != apm_library.SHIM_VERSION:
-            raise BuildError(
-                f"the built library does not load as version "
-                f"{apm_library.SHIM_VERSION} (its log is {log.path})"
-            )
+        try:
+            build_library(tree, tools, part, log)
+            if library_version(part) != apm_library.SHIM_VERSION:
+                raise BuildError(
+                    f"the built library does not load as version "
+                    f"{apm_library.SHIM_VERSION} (its log is {log.path})"
+                )
+        except BuildError as exc:
+            exc.lasting = True  # the same sources and tools would fail again
+            raise
         os.replace(part, target)
     finally:
         part.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def failure_marker(target: Path) -> Path:
+    """The file that keeps why the last build of `target` failed in its compilation."""
+    return target.with_name(target.stem + ".build-failed")
 
 
 def _os_reason(exc: OSError) -> str:
@@ -379,11 +392,24 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"ppx-tui: the tuned echo canceller is built ({target}).")
         return 0
+    failed = failure_marker(target)
+    if args.if_possible and not args.force and failed.is_file():
+        # A build that failed is not tried again at every `./dev app` (minutes each time).
+        reason = failed.read_text(errors="replace").strip() or "it failed"
+        print(
+            f"ppx-tui: the tuned echo canceller was not built ({reason}); livekit's is used "
+            "(python -m personaplex_tui.audio.apm_build tries again).",
+            file=sys.stderr,
+        )
+        return 0
     started = time.monotonic()
     try:
         built = install(find_tools(tool_search_path()), args.sdist, args.quiet)
     except (BuildError, OSError) as exc:
         reason = str(exc) if isinstance(exc, BuildError) else _os_reason(exc)
+        if getattr(exc, "lasting", False):
+            with contextlib.suppress(OSError):
+                failed.write_text(reason + "\n")
         if args.if_possible:
             print(
                 f"ppx-tui: the tuned echo canceller was not built ({reason}); livekit's is used.",
@@ -395,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ppx-tui: interrupted.", file=sys.stderr)
         return 130
+    failed.unlink(missing_ok=True)
     minutes, seconds = divmod(round(time.monotonic() - started), 60)
     print(f"ppx-tui: the tuned echo canceller is built: {built} ({minutes} min {seconds} s).")
     return 0
