@@ -40,7 +40,7 @@ setup: system-deps
         echo "NVIDIA GPU found: installing MLX's CUDA backend"; \
         {{py}} -m pip uninstall -q -y mlx-cpu; {{pip}} "mlx[cuda13]"; fi
     {{pip}} meson ninja || true
-    {{py}} -m personaplex_tui.audio.apm_build --if-possible
+    {{py}} -m personaplex_tui.audio.apm_build --if-possible --quiet
 
 # Test install: the runtime plus pytest, Textual snapshots and the PyTorch reference. The tests
 # measure the tuned echo canceller, so here a failed build of it fails (and is tried again).
