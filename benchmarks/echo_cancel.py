@@ -1,5 +1,6 @@
 """The echo canceller: every figure of the synthetic echo paths (as tests/test_echo_cancel.py
-measures them) and the processing cost per 80 ms frame.
+measures them) and the processing cost per 80 ms frame, for both builds of AEC3 (the library
+built here, `webrtc`, and livekit's).
 
     PYTHONPATH=. python -m benchmarks.echo_cancel [--frames 1000] [--no-table] [--no-profile]
     PYTHONPATH=. python -m benchmarks.echo_cancel --rates 16000 24000 32000 48000 [--frames N]
@@ -20,7 +21,12 @@ from typing import Any
 import numpy as np
 
 from personaplex_tui.audio import FRAME_SAMPLES, SAMPLE_RATE
-from personaplex_tui.audio.aec import EchoCanceller, ProcessingOptions, _load_rtc, _to_int16
+from personaplex_tui.audio.aec import (
+    EchoCanceller,
+    ProcessingOptions,
+    _load_rtc,
+    _to_int16,
+)
 from personaplex_tui.audio.apm_calls import open_calls
 from personaplex_tui.audio.resample import StreamResampler, resample
 from tests.echo_paths import CASES, echo, far_talk, impulse_response, measure_case, noise
@@ -43,11 +49,18 @@ COLUMNS = [
 
 
 def table(options: ProcessingOptions) -> None:
-    print("| " + " | ".join(title for _, title, _ in COLUMNS) + " |")
-    print("|" + "---|" * len(COLUMNS))
-    for delay_s, gain in CASES:
-        f = measure_case(delay_s, gain, options)
-        print("| " + " | ".join(fmt.format(f[key]) for key, _, fmt in COLUMNS) + " |")
+    print("| canceller | " + " | ".join(title for _, title, _ in COLUMNS) + " |")
+    print("|" + "---|" * (1 + len(COLUMNS)))
+    for backend, tuned in [("webrtc", True), ("webrtc", False), ("livekit", True)]:
+        label = backend if tuned else f"{backend}, WebRTC's own settings"
+        for delay_s, gain in CASES:
+            f = measure_case(
+                delay_s,
+                gain,
+                canceller=lambda b=backend, t=tuned: EchoCanceller(options, backend=b, tuned=t),
+            )
+            cells = " | ".join(fmt.format(f[key]) for key, _, fmt in COLUMNS)
+            print(f"| {label} | {cells} |")
 
 
 def interleaved_ms(
@@ -100,26 +113,27 @@ def _median(times: list[list[float]], column: int) -> float:
 
 
 def cost(options: ProcessingOptions, frames: int) -> None:
-    """Before (livekit's documented API, the delay set every block) against after (requests
-    serialized once, `personaplex_tui.audio.apm_calls`), frame by frame in one run."""
-    before = EchoCanceller(options, direct_calls=False)
-    after = EchoCanceller(options)
-    times = _run({"before": before, "after": after}, frames)
+    """livekit's documented API (the delay set every block), livekit with its requests
+    serialized once (`personaplex_tui.audio.apm_calls`) and the library built here
+    (`apm_native`), frame by frame in one run."""
+    cancellers = {
+        "livekit, documented API": EchoCanceller(options, direct_calls=False),
+        "livekit, direct": EchoCanceller(options, backend="livekit"),
+        "webrtc, built here": EchoCanceller(options, backend="webrtc"),
+    }
+    times = _run(cancellers, frames)
     print(
         f"cost per 80 ms frame, {frames} frames, {options}, load average {os.getloadavg()[0]:.1f}:"
     )
+    base = _median(times["livekit, direct"], 1)
     for name in times:
-        way = "direct" if name == "after" and after.direct_calls else "documented API"
         wall = sorted(t[0] for t in times[name])
         print(
-            f"  {name:6s} ({way}): CPU median {_median(times[name], 1):.3f} ms, "
+            f"  {name:24s}: CPU median {_median(times[name], 1):.3f} ms "
+            f"(x{_median(times[name], 1) / base:.2f} livekit direct), "
             f"wall median {_median(times[name], 0):.3f} ms, "
             f"wall p95 {wall[int(0.95 * len(wall))]:.3f} ms"
         )
-    print(
-        f"  before/after: CPU x{_median(times['before'], 1) / _median(times['after'], 1):.2f}, "
-        f"wall x{_median(times['before'], 0) / _median(times['after'], 0):.2f}"
-    )
 
 
 def _per_call_ms(call: Callable[[], object], repeat: int = 2000) -> float:
@@ -139,15 +153,19 @@ def where_the_time_goes(frames: int) -> None:
     makes 16 such calls (8 far end, 8 mic) plus, through the documented API, 8 delay settings;
     the rest of a frame is the int16 conversions and WebRTC's processing."""
     off = ProcessingOptions(echo_cancellation=False, noise_suppression=False, high_pass=False)
-    public, direct = EchoCanceller(off, direct_calls=False), EchoCanceller(off)
+    public = EchoCanceller(off, direct_calls=False)
+    direct = EchoCanceller(off, backend="livekit")
     public_call = _per_call_ms(public._calls.forward)
-    delay_call = _per_call_ms(lambda: public._apm.set_stream_delay_ms(0))
+    delay_call = _per_call_ms(lambda: public._calls._apm.set_stream_delay_ms(0))  # type: ignore[attr-defined]
     direct_call = _per_call_ms(direct._calls.forward)
     conversions = _median(_run({"direct": direct}, 200)["direct"], 1) - 8 * direct_call
-    times = _run({"before": EchoCanceller(direct_calls=False), "after": EchoCanceller()}, frames)
+    times = _run(
+        {"before": EchoCanceller(direct_calls=False), "after": EchoCanceller(backend="livekit")},
+        frames,
+    )
     before, after = _median(times["before"], 1), _median(times["after"], 1)
     print(
-        f"where the time goes (CPU medians; {frames} frames, defaults, "
+        f"where livekit's time goes (CPU medians; {frames} frames, defaults, "
         f"load average {os.getloadavg()[0]:.1f}):"
     )
     print(

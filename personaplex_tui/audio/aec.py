@@ -1,11 +1,15 @@
-"""Acoustic echo cancellation: WebRTC's audio processing (AEC3) through the `livekit` package.
+"""Acoustic echo cancellation: WebRTC's audio processing (AEC3), built here or livekit's.
 
 The canceller takes the microphone and the far end (the agent audio that went to the speaker,
 aligned to the moment it was heard) in any whole number of 10 ms blocks at 24 kHz, and returns
 the microphone with the echo removed, optionally with noise suppression, a high-pass filter and
 automatic gain. AEC3 finds the remaining delay between the two by itself (its matched filters),
-so the alignment only has to be roughly right. `livekit` is imported on first use: a missing
-or broken install raises `CancellerUnavailableError` with one sentence.
+so the alignment only has to be roughly right.
+
+Two builds of it (docs/echo-cancellation.md): `webrtc`, webrtc-audio-processing 2.1 built here
+by `apm_build` with AEC3's suppressor tuned to keep more of the near end in double talk, used
+wherever it is built; else `livekit`, the `livekit` wheel's (imported on first use). Where
+neither loads, `CancellerUnavailableError` says why in one sentence.
 """
 
 from __future__ import annotations
@@ -15,11 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from personaplex_tui.audio.apm_calls import open_calls
+from personaplex_tui.audio.apm_calls import ApmCalls, open_calls
+from personaplex_tui.audio.apm_library import ENV_LIBRARY
+from personaplex_tui.audio.apm_native import NativeCalls, load_library
 from personaplex_tui.audio.errors import CancellerUnavailableError
 from personaplex_tui.audio.frames import SAMPLE_RATE
 
 BLOCK_SAMPLES = SAMPLE_RATE // 100  # WebRTC processes 10 ms blocks
+BACKENDS = ("webrtc", "livekit")
+BACKEND_NAMES = {
+    "webrtc": "WebRTC AEC3 (webrtc-audio-processing 2.1, built here, tuned for double talk)",
+    "livekit": "WebRTC AEC3 (livekit's)",
+}
 _INT16 = 32767.0
 
 
@@ -57,30 +68,56 @@ class EchoCanceller:
         options: ProcessingOptions | None = None,
         stream_delay_ms: int = 0,
         direct_calls: bool = True,
+        backend: str | None = None,
+        tuned: bool = True,
     ) -> None:
+        """`backend`: "webrtc" (the library built here; CancellerUnavailableError where it is
+        not), "livekit", or None: the built library where it loads, else livekit's.
+        `direct_calls=False` is livekit's documented API (the benchmark's "before").
+        `tuned=False` runs the built library with WebRTC's own AEC3 settings (for comparison)."""
         self.options = options if options is not None else ProcessingOptions()
-        rtc = _load_rtc()
-        o = self.options
-        try:
-            self._apm = rtc.AudioProcessingModule(
-                echo_cancellation=o.echo_cancellation,
-                noise_suppression=o.noise_suppression,
-                high_pass_filter=o.high_pass,
-                auto_gain_control=o.auto_gain,
-            )
-            # direct_calls=False: livekit's documented API only (the benchmark's "before").
-            self._calls = open_calls(rtc, self._apm, SAMPLE_RATE, BLOCK_SAMPLES, direct_calls)
-        except Exception as e:  # the native runtime failed to start
-            reason = str(e).strip().rstrip(".") or type(e).__name__
+        if backend not in (None, *BACKENDS):
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        lib = load_library() if backend != "livekit" and direct_calls else None
+        if backend == "webrtc" and lib is None:
             raise CancellerUnavailableError(
-                f"The echo canceller could not be started (livekit: {reason})."
-            ) from None
+                "The tuned echo canceller is not built here (python -m "
+                f"personaplex_tui.audio.apm_build builds it; {ENV_LIBRARY} names another file)."
+            )
+        o = self.options
+        self._calls: ApmCalls
+        if lib is not None:
+            try:
+                self._calls = NativeCalls(
+                    lib,
+                    SAMPLE_RATE,
+                    BLOCK_SAMPLES,
+                    echo=o.echo_cancellation,
+                    noise=o.noise_suppression,
+                    high_pass=o.high_pass,
+                    gain=o.auto_gain,
+                    tuned=tuned,
+                )
+            except RuntimeError as e:
+                raise CancellerUnavailableError(
+                    f"The echo canceller could not be started ({e})."
+                ) from None
+            self.backend = "webrtc"
+        else:
+            self._calls = _livekit_calls(o, direct_calls)
+            self.backend = "livekit"
         self.stream_delay_ms = int(stream_delay_ms)
         self.blocks = 0
 
     @property
+    def name(self) -> str:
+        """Which build of AEC3 runs, in words."""
+        return BACKEND_NAMES[self.backend]
+
+    @property
     def direct_calls(self) -> bool:
-        """Whether the 10 ms calls skip livekit's per-call protobuf (see `apm_calls`)."""
+        """Whether the 10 ms calls skip livekit's per-call protobuf (see `apm_calls`); always
+        so for the library built here."""
         return self._calls.direct
 
     def process(self, mic: np.ndarray, far: np.ndarray) -> np.ndarray:
@@ -109,6 +146,23 @@ class EchoCanceller:
             self.blocks += 1
         out /= _INT16
         return out
+
+
+def _livekit_calls(o: ProcessingOptions, direct_calls: bool) -> ApmCalls:
+    rtc = _load_rtc()
+    try:
+        apm = rtc.AudioProcessingModule(
+            echo_cancellation=o.echo_cancellation,
+            noise_suppression=o.noise_suppression,
+            high_pass_filter=o.high_pass,
+            auto_gain_control=o.auto_gain,
+        )
+        return open_calls(rtc, apm, SAMPLE_RATE, BLOCK_SAMPLES, direct_calls)
+    except Exception as e:  # the native runtime failed to start
+        reason = str(e).strip().rstrip(".") or type(e).__name__
+        raise CancellerUnavailableError(
+            f"The echo canceller could not be started (livekit: {reason})."
+        ) from None
 
 
 def _to_int16(pcm: np.ndarray) -> np.ndarray:
