@@ -65,6 +65,7 @@ class LiveReport:
     works: bool
     verdict: list[str] = field(default_factory=list)
     settings: str = ""
+    canceller: str = ""  # which build of AEC3 ran (EchoCanceller.name)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -62,6 +62,7 @@ class OfflineReport:
     clipped_samples: int = 0
     clipped_by_channel: list[int] = field(default_factory=list)  # the same, channel by channel
     notes: list[str] = field(default_factory=list)
+    canceller: str = ""  # which build of AEC3 ran (EchoCanceller.name)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -212,6 +213,7 @@ def cancel_recordings(
         delay_confidence=round(confidence, 1),
         far_shift_ms=round(shift * 1000 / SAMPLE_RATE, 1),
         erle_db=None if erle is None else round(erle, 1),
+        canceller=canceller.name,
         echo_before_dbfs=None if before is None else round(before, 1),
         echo_after_dbfs=None if after is None else round(after, 1),
         clipped_samples=clipped,

@@ -84,6 +84,7 @@ def _offline(args: argparse.Namespace, options: object) -> int:
         print_out(f"Wrote {report.output} ({report.seconds:.1f} s); no echo to measure.")
         return 0
     print_out(f"Echo delay: {report.delay_ms:.0f} ms after the far end.")
+    print_out(f"Canceller: {report.canceller}.")
     if report.erle_db is not None:
         print_out(
             f"Echo: {report.echo_before_dbfs:.1f} dBFS before, {report.echo_after_dbfs:.1f} dBFS "

@@ -102,6 +102,7 @@ def _run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
         mic.device_name,
         speaker.device_name,
     )
+    report.canceller = canceller.name
     if args.json:
         print_out(json.dumps(report.as_json(), indent=2))
     else:
@@ -190,6 +191,8 @@ def _print(r: LiveReport) -> None:
             f"Echo: {r.echo_before_dbfs:.0f} dBFS before, {r.echo_after_dbfs:.0f} dBFS after "
             f"cancellation ({r.erle_db:.0f} dB removed)."
         )
+    if r.canceller:
+        print_out(f"Canceller: {r.canceller}.")
     for sentence in r.verdict:
         print_out(sentence)
     print_out(f"Use: {r.settings}")
