@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from personaplex_tui.audio.aec import EchoCanceller
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = r"""
@@ -114,8 +116,10 @@ def test_the_live_sound_check_measures_the_echo_and_says_duplex_will_work(pulse_
     assert report["echo_before_dbfs"] > -30 and report["erle_db"] >= 20
     assert report["clipped_samples"] == 0 and report["works"] is True
     assert "duplex without headphones will work here" in report["verdict"][-1]
+    assert report["canceller"] == EchoCanceller().name  # the build this process would pick too
     text = _ppx(pulse_room, "sound-check", "--input-device", "pulse", "--output-device", "pulse")
     assert text.returncode == 0 and "Round-trip delay:" in text.stdout and "Use: " in text.stdout
+    assert f"Canceller: {report['canceller']}." in text.stdout.splitlines()
 
 
 def test_the_live_sound_check_names_a_missing_device_in_one_sentence(pulse_room):

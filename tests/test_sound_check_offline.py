@@ -11,6 +11,7 @@ import soundfile as sf
 import soxr
 
 from personaplex_tui.audio import read_audio
+from personaplex_tui.audio.aec import EchoCanceller
 from personaplex_tui.cli import main
 from tests.echo_paths import echo, far_talk, impulse_response, noise
 
@@ -38,6 +39,7 @@ def test_json_reports_the_delay_and_erle_and_says_what_was_converted(tmp_path, c
     assert report["echo_after_dbfs"] < report["echo_before_dbfs"] - 25
     assert "resampled from 44100 Hz to 24000 Hz" in captured.err
     assert "0.50 s shorter; it was padded with silence" in captured.err
+    assert report["canceller"] == EchoCanceller().name  # which build of AEC3 ran
     clean = read_audio(out)
     assert abs(clean.duration_s - 10.0) < 0.02 and clean.source_rate == 24000
 
@@ -62,6 +64,7 @@ def test_an_echo_beyond_the_cancellers_reach_is_said_and_brought_within_it(tmp_p
     assert rc == 0
     text = capsys.readouterr().out
     assert "beyond the canceller's own reach" in text
+    assert f"Canceller: {EchoCanceller().name}." in text.splitlines()
     delay = float(text.split("Echo delay: ")[1].split(" ms")[0])
     assert abs(delay - 800) <= 5
     erle = float(text.split("dB removed")[0].rsplit(":", 1)[1])
