@@ -8,7 +8,7 @@ from pathlib import Path
 
 # The entry points' version in personaplex_tui/audio/native/ppx_apm.cc (kVersion): a library
 # built from other sources is rebuilt, never loaded.
-SHIM_VERSION = 1
+SHIM_VERSION = 2
 ENV_LIBRARY = "PPX_APM_LIBRARY"  # a library file to load instead; "off": use livekit's
 
 

@@ -10,6 +10,9 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 
 #include "webrtc/api/audio/audio_processing.h"
 #include "webrtc/api/audio/echo_canceller3_config.h"
@@ -18,7 +21,30 @@
 
 namespace {
 
-constexpr int kVersion = 1;  // bumped whenever the tuning or the entry points change
+constexpr int kVersion = 2;  // bumped whenever the tuning, the entry points or the maths change
+
+// Denormal floats flushed to zero while WebRTC runs, and the caller's setting put back after.
+// Without it, the echo tail decaying through silence reached denormals, and a frame took 3 ms
+// instead of 0.8 for runs of frames (x86-64, 2026-12-05); Chrome's builds run WebRTC so too.
+class FlushDenormals {
+ public:
+#if defined(__x86_64__) || defined(__i386__)
+  FlushDenormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
+  ~FlushDenormals() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned int saved_;
+#elif defined(__aarch64__)
+  FlushDenormals() {
+    asm volatile("mrs %0, fpcr" : "=r"(saved_));
+    asm volatile("msr fpcr, %0" : : "r"(saved_ | (uint64_t{1} << 24)));  // FZ
+  }
+  ~FlushDenormals() { asm volatile("msr fpcr, %0" : : "r"(saved_)); }
+
+ private:
+  uint64_t saved_;
+#endif
+};
 
 webrtc::EchoCanceller3Config TunedConfig() {
   webrtc::EchoCanceller3Config c;
@@ -79,12 +105,14 @@ PPX_EXPORT void* ppx_apm_create(int sample_rate, int echo, int noise, int high_p
 // One 10 ms block of the far end (what the speaker played). 0 on success.
 PPX_EXPORT int ppx_apm_reverse(void* handle, const int16_t* far, int16_t* scratch) {
   auto* m = static_cast<Module*>(handle);
+  FlushDenormals flush;
   return m->apm->ProcessReverseStream(far, m->stream, m->stream, scratch);
 }
 
 // One 10 ms block of the microphone, processed in place. 0 on success.
 PPX_EXPORT int ppx_apm_forward(void* handle, int16_t* near, int delay_ms) {
   auto* m = static_cast<Module*>(handle);
+  FlushDenormals flush;
   m->apm->set_stream_delay_ms(delay_ms);
   return m->apm->ProcessStream(near, m->stream, m->stream, near);
 }
