@@ -219,6 +219,32 @@ def test_another_version_or_force_rebuilds_and_installs_atomically(
     assert os.listdir(tmp_path / "tmp") == []
 
 
+def test_a_new_build_removes_the_files_of_other_versions(tmp_path, monkeypatch, capsys):
+    """A version 1 library left beside a new version's is never loaded again: the build that
+    replaces it removes it, with its log and note; other files of the folder stay."""
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    version = apm_library.SHIM_VERSION
+    target = folder / f"libppx_apm-{version}.so"
+    monkeypatch.setenv(apm_library.ENV_LIBRARY, str(target))
+    old = [f"libppx_apm-{version - 1}{end}" for end in (".so", ".build.log", ".build-failed")]
+    kept = ["libppx_apm-notes.txt", "other.so", f"libppx_apm-{version}.build.log"]
+    for name in old + kept:
+        (folder / name).write_text("x")
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
+    pin(monkeypatch, sdist)
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin"))
+    compile_fake(tmp_path / "built.so", version)
+    monkeypatch.setattr(
+        apm_build,
+        "build_library",
+        lambda tree, tools, out, log: shutil.copy(tmp_path / "built.so", out),
+    )
+    assert apm_build.main(["--sdist", str(sdist), "--quiet"]) == 0
+    assert sorted(p.name for p in folder.iterdir()) == sorted([target.name, *kept])
+    capsys.readouterr()
+
+
 def test_a_library_that_does_not_load_is_not_installed(tmp_path, target, monkeypatch, capsys):
     sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
     pin(monkeypatch, sdist)

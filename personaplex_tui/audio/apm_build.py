@@ -356,10 +356,21 @@ def install(tools: Tools, sdist: Path | None, quiet: bool) -> Path:
             exc.lasting = True  # the same sources and tools would fail again
             raise
         os.replace(part, target)
+        _remove_other_versions(target)
     finally:
         part.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _remove_other_versions(target: Path) -> None:
+    """The libraries of other versions of the entry points beside `target`, with their logs
+    and notes: never loaded again (apm_native loads this version's file only)."""
+    own = re.compile(r"^libppx_apm-[0-9]+(\.so|\.dylib|\.build\.log|\.build-failed)$")
+    for path in target.parent.glob("libppx_apm-*"):
+        if own.match(path.name) and not path.name.startswith(f"{target.stem}."):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def failure_marker(target: Path) -> Path:
