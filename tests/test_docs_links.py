@@ -74,7 +74,7 @@ def _sources(paths: tuple[str, ...]) -> list[Path]:
     for name in paths:
         path = ROOT / name
         found += [path] if path.is_file() else sorted(path.rglob("*"))
-    kinds = (".py", ".cu", ".cuh", ".md", "justfile")
+    kinds = (".py", ".cu", ".cuh", ".cc", ".md", "justfile")
     return [
         f
         for f in found
