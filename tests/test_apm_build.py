@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -228,6 +229,7 @@ def test_a_new_build_removes_the_files_of_other_versions(tmp_path, monkeypatch, 
     target = folder / f"libppx_apm-{version}.so"
     monkeypatch.setenv(apm_library.ENV_LIBRARY, str(target))
     old = [f"libppx_apm-{version - 1}{end}" for end in (".so", ".build.log", ".build-failed")]
+    old += [f"libppx_apm-{version}-0123456789ab{end}" for end in (".so", ".build.log")]
     kept = ["libppx_apm-notes.txt", "other.so", f"libppx_apm-{version}.build.log"]
     for name in old + kept:
         (folder / name).write_text("x")
@@ -500,3 +502,33 @@ def test_the_build_runs_meson_then_ninja_on_the_libraries_then_links_the_shim(
     assert "-DX=1" in cxx and str(apm_build.SHIM_SOURCE) in cxx
     assert cxx[cxx.index("-o") + 1] == str(tmp_path / "out.part")
     assert "--wrap-mode=nodownload" in log.path.read_text()
+
+
+def test_an_edited_shim_or_build_gets_another_library_name(tmp_path, monkeypatch):
+    """The library's name carries a digest of ppx_apm.cc and apm_build.py: a library built from
+    other sources is never taken for the current one (it is rebuilt, and the old one removed)."""
+    monkeypatch.delenv(apm_library.ENV_LIBRARY, raising=False)
+    shim, build = tmp_path / "ppx_apm.cc", tmp_path / "apm_build.py"
+    shim.write_text("int a;\n")
+    build.write_text("# build\n")
+    monkeypatch.setattr(apm_library, "RECIPE", (shim, build))
+    apm_library.recipe_digest.cache_clear()
+    try:
+        first = apm_library.library_path()
+        assert re.fullmatch(r"libppx_apm-[0-9]+-[0-9a-f]{12}\.(so|dylib)", first.name)
+        shim.write_text("int b;\n")
+        apm_library.recipe_digest.cache_clear()
+        assert apm_library.library_path() != first
+        build.write_text("# build, edited\n")
+        apm_library.recipe_digest.cache_clear()
+        third = apm_library.library_path()
+        assert len({first, third}) == 2 and third.parent == first.parent
+    finally:
+        apm_library.recipe_digest.cache_clear()
+
+
+def test_a_relative_library_path_is_made_absolute(tmp_path, monkeypatch):
+    """ctypes looks a bare file name up on the system's library path, not the current folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(apm_library.ENV_LIBRARY, "libppx_apm-mine.so")
+    assert apm_library.library_path() == tmp_path.resolve() / "libppx_apm-mine.so"

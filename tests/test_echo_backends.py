@@ -14,7 +14,12 @@ import pytest
 
 from personaplex_tui.audio import apm_native
 from personaplex_tui.audio.aec import EchoCanceller, ProcessingOptions
-from personaplex_tui.audio.apm_library import ENV_LIBRARY, SHIM_VERSION, library_path
+from personaplex_tui.audio.apm_library import (
+    ENV_LIBRARY,
+    SHIM_VERSION,
+    library_path,
+    recipe_digest,
+)
 from personaplex_tui.audio.errors import CancellerUnavailableError
 from tests.echo_paths import measure_case
 
@@ -24,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_library_built_by_setup_is_the_canceller_in_use() -> None:
     """`./dev test` builds it (justfile: setup-test), so the suite measures what users of
     `./dev app` run; the file name carries the entry points' version."""
-    assert library_path().name.startswith(f"libppx_apm-{SHIM_VERSION}.")
+    assert library_path().name.startswith(f"libppx_apm-{SHIM_VERSION}-{recipe_digest()}.")
     assert apm_native.load_library() is not None, f"not built: {library_path()}"
     aec = EchoCanceller()
     assert aec.backend == "webrtc" and "2.1, built here" in aec.name

@@ -364,9 +364,11 @@ def install(tools: Tools, sdist: Path | None, quiet: bool) -> Path:
 
 
 def _remove_other_versions(target: Path) -> None:
-    """The libraries of other versions of the entry points beside `target`, with their logs
-    and notes: never loaded again (apm_native loads this version's file only)."""
-    own = re.compile(r"^libppx_apm-[0-9]+(\.so|\.dylib|\.build\.log|\.build-failed)$")
+    """The libraries of other versions of the entry points or other recipes beside `target`,
+    with their logs and notes: never loaded again (apm_native loads `target` only)."""
+    own = re.compile(
+        r"^libppx_apm-[0-9]+(-[0-9a-f]{12}|-unknown)?(\.so|\.dylib|\.build\.log|\.build-failed)$"
+    )
     for path in target.parent.glob("libppx_apm-*"):
         if own.match(path.name) and not path.name.startswith(f"{target.stem}."):
             with contextlib.suppress(OSError):
