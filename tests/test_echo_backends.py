@@ -73,15 +73,38 @@ def test_a_library_that_is_not_there_or_does_not_load_falls_back_to_livekit(
     got = _backend_in_a_fresh_process(str(path))
     assert got["default"] == "livekit"
     assert got["webrtc"] == (
-        "The tuned echo canceller is not built here (python -m personaplex_tui.audio.apm_build "
-        f"builds it; {ENV_LIBRARY} names another file)."
+        f"The tuned echo canceller is not built here ({sys.executable} -m "
+        f"personaplex_tui.audio.apm_build builds it; {ENV_LIBRARY} names another file)."
     )
 
 
-def test_a_library_of_other_entry_points_is_not_loaded(monkeypatch) -> None:
-    monkeypatch.setattr(apm_native, "SHIM_VERSION", SHIM_VERSION + 1)
-    monkeypatch.setattr(apm_native, "_loaded", {})
-    assert apm_native.load_library() is None
+def test_a_library_of_other_entry_points_is_not_loaded(tmp_path: Path) -> None:
+    """A library that loads and has the five entry points, but reports another version."""
+    from tests.test_apm_build import compile_fake
+
+    other, same = tmp_path / "other.so", tmp_path / "same.so"
+    compile_fake(other, SHIM_VERSION + 1)
+    compile_fake(same, SHIM_VERSION)
+    assert apm_native.load_library(other) is None
+    assert apm_native.load_library(same) is not None  # (the check itself is not what refused)
+
+
+def test_a_built_library_that_cannot_start_falls_back_to_livekit(tmp_path: Path, caplog) -> None:
+    """The entry points load but creating a module fails (a fake whose create returns null):
+    the app's canceller is livekit's, said in the log; asked for by name, one sentence."""
+    from tests.test_apm_build import compile_fake
+
+    fake = tmp_path / "fake.so"
+    compile_fake(fake, SHIM_VERSION)
+    lib = apm_native.load_library(fake)
+    assert lib is not None
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("personaplex_tui.audio.aec.load_library", lambda: lib)
+        aec = EchoCanceller()
+        assert aec.backend == "livekit"
+        assert "the built echo canceller did not start" in caplog.text
+        with pytest.raises(CancellerUnavailableError, match="could not be started"):
+            EchoCanceller(backend="webrtc")
 
 
 def test_backend_webrtc_refuses_livekits_documented_api_and_unknown_names() -> None:
@@ -89,7 +112,7 @@ def test_backend_webrtc_refuses_livekits_documented_api_and_unknown_names() -> N
         EchoCanceller(backend="speex")
     # direct_calls=False is livekit's documented API: never the built library
     assert EchoCanceller(direct_calls=False).backend == "livekit"
-    with pytest.raises(CancellerUnavailableError):
+    with pytest.raises(ValueError, match="documented API"):
         EchoCanceller(backend="webrtc", direct_calls=False)
 
 

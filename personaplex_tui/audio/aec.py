@@ -14,6 +14,9 @@ neither loads, `CancellerUnavailableError` says why in one sentence.
 
 from __future__ import annotations
 
+import logging
+import shlex
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,7 @@ from personaplex_tui.audio.apm_native import NativeCalls, load_library
 from personaplex_tui.audio.errors import CancellerUnavailableError
 from personaplex_tui.audio.frames import SAMPLE_RATE
 
+log = logging.getLogger(__name__)
 BLOCK_SAMPLES = SAMPLE_RATE // 100  # WebRTC processes 10 ms blocks
 BACKENDS = ("webrtc", "livekit")
 BACKEND_NAMES = {
@@ -78,17 +82,20 @@ class EchoCanceller:
         self.options = options if options is not None else ProcessingOptions()
         if backend not in (None, *BACKENDS):
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if backend == "webrtc" and not direct_calls:
+            raise ValueError("direct_calls=False is livekit's documented API: backend='livekit'")
         lib = load_library() if backend != "livekit" and direct_calls else None
         if backend == "webrtc" and lib is None:
             raise CancellerUnavailableError(
-                "The tuned echo canceller is not built here (python -m "
+                f"The tuned echo canceller is not built here ({shlex.quote(sys.executable)} -m "
                 f"personaplex_tui.audio.apm_build builds it; {ENV_LIBRARY} names another file)."
             )
         o = self.options
         self._calls: ApmCalls
+        native = None
         if lib is not None:
             try:
-                self._calls = NativeCalls(
+                native = NativeCalls(
                     lib,
                     SAMPLE_RATE,
                     BLOCK_SAMPLES,
@@ -99,9 +106,13 @@ class EchoCanceller:
                     tuned=tuned,
                 )
             except RuntimeError as e:
-                raise CancellerUnavailableError(
-                    f"The echo canceller could not be started ({e})."
-                ) from None
+                if backend == "webrtc":
+                    raise CancellerUnavailableError(
+                        f"The echo canceller could not be started ({e})."
+                    ) from None
+                log.warning("the built echo canceller did not start (%s): livekit's is used", e)
+        if native is not None:
+            self._calls = native
             self.backend = "webrtc"
         else:
             self._calls = _livekit_calls(o, direct_calls)

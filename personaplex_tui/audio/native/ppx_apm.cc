@@ -82,39 +82,54 @@ struct Module {
 
 #define PPX_EXPORT __attribute__((visibility("default")))
 
+// No C++ exception leaves these entry points (one would end the whole app in std::terminate):
+// creating returns null, a block returns -1, and the Python side says so in one sentence.
 extern "C" {
 
 PPX_EXPORT int ppx_apm_version() { return kVersion; }
 
 // A module at `sample_rate` Hz; each switch 0 or 1. `tuned` 0 keeps WebRTC's default AEC3.
-PPX_EXPORT void* ppx_apm_create(int sample_rate, int echo, int noise, int high_pass, int gain, int tuned) {
-  auto module = std::make_unique<Module>(sample_rate);
-  webrtc::AudioProcessingBuilder builder;
-  if (echo && tuned) builder.SetEchoControlFactory(std::make_unique<TunedAec3Factory>());
-  module->apm = builder.Create();
-  if (!module->apm) return nullptr;
-  webrtc::AudioProcessing::Config config;
-  config.echo_canceller.enabled = echo != 0;
-  config.noise_suppression.enabled = noise != 0;
-  config.high_pass_filter.enabled = high_pass != 0;
-  config.gain_controller2.enabled = gain != 0;
-  module->apm->ApplyConfig(config);
-  return module.release();
+PPX_EXPORT void* ppx_apm_create(int sample_rate, int echo, int noise, int high_pass, int gain,
+                                int tuned) {
+  try {
+    auto module = std::make_unique<Module>(sample_rate);
+    webrtc::AudioProcessingBuilder builder;
+    if (echo && tuned) builder.SetEchoControlFactory(std::make_unique<TunedAec3Factory>());
+    module->apm = builder.Create();
+    if (!module->apm) return nullptr;
+    webrtc::AudioProcessing::Config config;
+    config.echo_canceller.enabled = echo != 0;
+    config.noise_suppression.enabled = noise != 0;
+    config.high_pass_filter.enabled = high_pass != 0;
+    config.gain_controller2.enabled = gain != 0;
+    module->apm->ApplyConfig(config);
+    return module.release();
+  } catch (...) {
+    return nullptr;
+  }
 }
 
 // One 10 ms block of the far end (what the speaker played). 0 on success.
 PPX_EXPORT int ppx_apm_reverse(void* handle, const int16_t* far, int16_t* scratch) {
-  auto* m = static_cast<Module*>(handle);
-  FlushDenormals flush;
-  return m->apm->ProcessReverseStream(far, m->stream, m->stream, scratch);
+  try {
+    auto* m = static_cast<Module*>(handle);
+    FlushDenormals flush;
+    return m->apm->ProcessReverseStream(far, m->stream, m->stream, scratch);
+  } catch (...) {
+    return -1;
+  }
 }
 
 // One 10 ms block of the microphone, processed in place. 0 on success.
 PPX_EXPORT int ppx_apm_forward(void* handle, int16_t* near, int delay_ms) {
-  auto* m = static_cast<Module*>(handle);
-  FlushDenormals flush;
-  m->apm->set_stream_delay_ms(delay_ms);
-  return m->apm->ProcessStream(near, m->stream, m->stream, near);
+  try {
+    auto* m = static_cast<Module*>(handle);
+    FlushDenormals flush;
+    m->apm->set_stream_delay_ms(delay_ms);
+    return m->apm->ProcessStream(near, m->stream, m->stream, near);
+  } catch (...) {
+    return -1;
+  }
 }
 
 PPX_EXPORT void ppx_apm_destroy(void* handle) { delete static_cast<Module*>(handle); }
