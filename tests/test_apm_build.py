@@ -131,7 +131,7 @@ def test_an_sdist_of_another_hash_is_refused_in_one_sentence_and_nothing_is_inst
     "bad, links",
     [
         ({"../evil.txt": b"x"}, ()),
-        ({"/tmp/evil.txt": b"x"}, ()),
+        ({"ABSOLUTE": b"x"}, ()),
         ({f"{TREE}/../../../evil.txt": b"x"}, ()),
         ({}, (f"{TREE}/webrtc/link.h",)),
     ],
@@ -139,11 +139,15 @@ def test_an_sdist_of_another_hash_is_refused_in_one_sentence_and_nothing_is_inst
 def test_an_unsafe_member_refuses_the_whole_sdist(
     tmp_path, target, monkeypatch, capsys, bad, links
 ):
+    # an absolute member names a file of its own under tmp_path: where it would land is known
+    absolute = tmp_path / "absolute" / f"evil-{os.getpid()}.txt"
+    bad = {(str(absolute) if name == "ABSOLUTE" else name): data for name, data in bad.items()}
     sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, {**GOOD_MEMBERS, **bad}, links)
     with pytest.raises(apm_build.BuildError, match="unsafe path|link or special file"):
         apm_build.extract_tree(sdist, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert not list(tmp_path.rglob("evil.txt"))
+    assert not absolute.exists() and not (tmp_path / "absolute").exists()
     pin(monkeypatch, sdist)
     use_tools(monkeypatch, fake_tools(tmp_path / "bin", meson=f"touch {tmp_path}/meson-ran"))
     assert apm_build.main(["--sdist", str(sdist)]) == 2
