@@ -536,3 +536,53 @@ def test_a_relative_library_path_is_made_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(apm_library.ENV_LIBRARY, "libppx_apm-mine.so")
     assert apm_library.library_path() == tmp_path.resolve() / "libppx_apm-mine.so"
+
+
+def test_meson_builds_the_bundled_abseil_even_where_the_system_has_one(tmp_path):
+    """The sdist's meson.build takes a system abseil (pkg-config) first: its archives would be
+    missing from the link (--no-undefined fails) or the library would need the system's."""
+    bin_ = fake_tools(tmp_path / "bin", meson=f'echo "$@" > {tmp_path}/meson.args; exit 1')
+    tree = tmp_path / "webrtc-audio-processing"
+    tree.mkdir()
+    log = apm_build.Log(tmp_path / "build.log", quiet=True)
+    with pytest.raises(apm_build.BuildError, match="meson setup failed"):
+        apm_build.build_library(tree, apm_build.find_tools(str(bin_)), tmp_path / "out", log)
+    args = (tmp_path / "meson.args").read_text().split()
+    # the subproject's name: the sdist's subprojects/abseil-cpp.wrap
+    assert args[0] == "setup" and "--force-fallback-for=abseil-cpp" in args
+
+
+@pytest.mark.parametrize(
+    "targets, commands",
+    [
+        ("{", "[]"),
+        ('[{"type": "static library"}]', "[]"),
+        (
+            '[{"type": "static library", "filename": ["@REAL@/libwebrtc-audio-processing-2.a"]}]',
+            '[{"directory": "@REAL@"}]',
+        ),
+        (
+            '[{"type": "static library", "filename": ["@REAL@/libwebrtc-audio-processing-2.a"]}]',
+            '[{"directory": "@REAL@", "file": "../aec3/echo_canceller3.cc", "command": "c++"}]',
+        ),
+    ],
+)
+def test_meson_files_not_as_expected_are_one_sentence(
+    tmp_path, target, monkeypatch, capsys, targets, commands
+):
+    (tmp_path / "targets.json").write_text(targets)
+    (tmp_path / "commands.json").write_text(commands)
+    meson = (
+        'mkdir -p "$2/meson-info"; real="$(cd "$2" && pwd -P)"\n'
+        f'sed "s|@REAL@|$real|g" {tmp_path}/targets.json > "$2/meson-info/intro-targets.json"\n'
+        f'sed "s|@REAL@|$real|g" {tmp_path}/commands.json > "$2/compile_commands.json"'
+    )
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
+    pin(monkeypatch, sdist)
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin", meson=meson))
+    assert apm_build.main(["--sdist", str(sdist), "--quiet"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(
+        "ppx-tui: the tuned echo canceller was not built: meson's description of the build "
+    )
+    assert "is not as expected (" in line and not target.exists()

@@ -323,13 +323,25 @@ def build_library(tree: Path, tools: Tools, out: Path, log: Log) -> None:
         str(build),
         "--buildtype=release",
         "--wrap-mode=nodownload",
+        # the bundled abseil, never the system's (found by pkg-config where installed: its
+        # static archives are not the project's, and the library would need the system's)
+        "--force-fallback-for=abseil-cpp",
         "-Ddefault_library=static",
     ]
     log.run("meson setup", setup, tree, env)
-    # ninja names them relative to the build folder (macOS's temp folder is behind a symlink)
-    libraries = [str(p.resolve().relative_to(build.resolve())) for p in _static_libraries(build)]
-    log.run("the WebRTC build (ninja)", [tools.ninja, "-C", str(build), *libraries], tree, env)
-    log.run("compiling ppx_apm.cc", link_shim(build, tree, out), tree, env)
+    try:
+        # ninja names them relative to the build folder (macOS's temp folder is behind a symlink)
+        archives = [p.resolve().relative_to(build.resolve()) for p in _static_libraries(build)]
+        link = link_shim(build, tree, out)
+    except (ValueError, LookupError, TypeError, AttributeError, StopIteration) as exc:
+        raise BuildError(
+            f"meson's description of the build (meson-info/intro-targets.json and "
+            f"compile_commands.json in {build}) is not as expected ({type(exc).__name__}"
+            + (f": {exc})" if str(exc) else ")")
+        ) from exc
+    ninja = [tools.ninja, "-C", str(build), *map(str, archives)]
+    log.run("the WebRTC build (ninja)", ninja, tree, env)
+    log.run("compiling ppx_apm.cc", link, tree, env)
 
 
 def install(tools: Tools, sdist: Path | None, quiet: bool) -> Path:
