@@ -8,6 +8,7 @@ real library once (`./dev setup-test`).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import urllib.error
 from pathlib import Path
 
@@ -232,7 +234,8 @@ def test_a_new_build_removes_the_files_of_other_versions(tmp_path, monkeypatch, 
     version = apm_library.SHIM_VERSION
     target = folder / f"libppx_apm-{version}.so"
     monkeypatch.setenv(apm_library.ENV_LIBRARY, str(target))
-    old = [f"libppx_apm-{version - 1}{end}" for end in (".so", ".build.log", ".build-failed")]
+    ends = (".so", ".build.log", ".build-failed", ".build.lock")
+    old = [f"libppx_apm-{version - 1}{end}" for end in ends]
     old += [f"libppx_apm-{version}-0123456789ab{end}" for end in (".so", ".build.log")]
     kept = ["libppx_apm-notes.txt", "other.so", f"libppx_apm-{version}.build.log"]
     for name in old + kept:
@@ -247,7 +250,8 @@ def test_a_new_build_removes_the_files_of_other_versions(tmp_path, monkeypatch, 
         lambda tree, tools, out, log: shutil.copy(tmp_path / "built.so", out),
     )
     assert apm_build.main(["--sdist", str(sdist), "--quiet"]) == 0
-    assert sorted(p.name for p in folder.iterdir()) == sorted([target.name, *kept])
+    lock = f"{target.stem}.build.lock"  # this version's: kept for the next build
+    assert sorted(p.name for p in folder.iterdir()) == sorted([target.name, lock, *kept])
     capsys.readouterr()
 
 
@@ -550,6 +554,75 @@ def test_meson_builds_the_bundled_abseil_even_where_the_system_has_one(tmp_path)
     args = (tmp_path / "meson.args").read_text().split()
     # the subproject's name: the sdist's subprojects/abseil-cpp.wrap
     assert args[0] == "setup" and "--force-fallback-for=abseil-cpp" in args
+
+
+def test_a_second_build_waits_for_the_first_and_takes_its_library(
+    tmp_path, target, monkeypatch, capsys
+):
+    """Two `./dev app` at once: the second waits for the first's lock, then finds the library
+    built and does not build it again."""
+    target.parent.mkdir()
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
+    pin(monkeypatch, sdist)
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin"))
+    built: list[Path] = []
+    monkeypatch.setattr(apm_build, "build_library", lambda tree, tools, out, log: built.append(out))
+    results: list[int] = []
+    with target.with_name(f"{target.stem}.build.lock").open("a") as first:
+        fcntl.flock(first, fcntl.LOCK_EX)  # the first build runs
+        second = threading.Thread(
+            target=lambda: results.append(apm_build.main(["--sdist", str(sdist), "--quiet"]))
+        )
+        second.start()
+        second.join(0.5)
+        assert second.is_alive() and built == []  # waiting
+        compile_fake(target, apm_library.SHIM_VERSION)  # the first build's library
+        fcntl.flock(first, fcntl.LOCK_UN)
+        second.join(30)
+    assert results == [0] and built == []
+    assert apm_build.library_version(target) == apm_library.SHIM_VERSION
+    capsys.readouterr()
+
+
+def test_each_build_links_into_a_part_file_of_its_own(tmp_path, target, monkeypatch, capsys):
+    sdist = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)
+    pin(monkeypatch, sdist)
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin"))
+    parts: list[Path] = []
+
+    def fake_build(tree: Path, tools: apm_build.Tools, out: Path, log: apm_build.Log) -> None:
+        parts.append(out)
+        compile_fake(out, apm_library.SHIM_VERSION)
+
+    monkeypatch.setattr(apm_build, "build_library", fake_build)
+    for _ in range(2):
+        assert apm_build.main(["--sdist", str(sdist), "--quiet", "--force"]) == 0
+    assert len(parts) == 2 and parts[0] != parts[1]
+    assert all(p.parent == target.parent and p.name.endswith(".part") for p in parts)
+    assert not any(p.exists() for p in parts)
+    assert os.access(target, os.R_OK | os.X_OK)
+    capsys.readouterr()
+
+
+def test_the_last_builds_log_stays_until_the_sources_are_here(
+    tmp_path, target, monkeypatch, capsys
+):
+    """A .build-failed note names the log: an offline retry or a refused sdist keeps it."""
+    log = target.parent / f"{target.stem}.build.log"
+    log.parent.mkdir()
+    log.write_text("$ meson setup\nERROR: the last build's reason\n")
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin"))
+
+    def offline(folder: Path) -> Path:
+        raise apm_build.BuildError("could not download it (no network)")
+
+    monkeypatch.setattr(apm_build, "download_sdist", offline)
+    assert apm_build.main(["--quiet", "--if-possible"]) == 0
+    assert "the last build's reason" in log.read_text()
+    other = make_sdist(tmp_path / apm_build.SDIST_FILE, GOOD_MEMBERS)  # not the pinned hash
+    assert apm_build.main(["--quiet", "--sdist", str(other)]) == 2
+    assert "the last build's reason" in log.read_text()
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import http.client
 import json
@@ -19,6 +20,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -344,17 +346,44 @@ def build_library(tree: Path, tools: Tools, out: Path, log: Log) -> None:
     log.run("compiling ppx_apm.cc", link, tree, env)
 
 
-def install(tools: Tools, sdist: Path | None, quiet: bool) -> Path:
-    """Fetch and check the sdist, build, and put the library in place; returns its path."""
+@contextlib.contextmanager
+def build_lock(target: Path, quiet: bool = True) -> Iterator[None]:
+    """Hold the lock of `target`'s builds: a second build (two `./dev app` at once) waits."""
+    with target.with_name(f"{target.stem}.build.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not quiet:
+                print("ppx-tui: waiting for another build of the echo canceller.", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def install(tools: Tools, sdist: Path | None, quiet: bool, force: bool = False) -> Path:
+    """Fetch and check the sdist, build, and put the library in place; returns its path. A
+    build that finds the library built by another while it waited for the lock is done."""
     target = apm_library.library_path()
     target.parent.mkdir(parents=True, exist_ok=True)
-    log = Log(target.parent / f"{target.stem}.build.log", quiet)
+    with build_lock(target, quiet):
+        if not force and library_version(target) == apm_library.SHIM_VERSION:
+            return target
+        return _install_locked(tools, sdist, quiet, target)
+
+
+def _install_locked(tools: Tools, sdist: Path | None, quiet: bool, target: Path) -> Path:
     work = Path(tempfile.mkdtemp(prefix="ppx-apm-build-")).resolve()
-    part = target.with_name(target.name + ".part")
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f"{target.name}.", suffix=".part")
+    os.close(handle)
+    part = Path(name)
     try:
         if sdist is None:
             sdist = download_sdist(work)
         check_sdist(sdist)
+        # the log of the last build (which a note may name) stays until the sources are here
+        log = Log(target.parent / f"{target.stem}.build.log", quiet)
         tree = extract_tree(sdist, work)
         print("ppx-tui: building WebRTC's audio processing; this takes a few minutes.", flush=True)
         try:
@@ -367,6 +396,7 @@ def install(tools: Tools, sdist: Path | None, quiet: bool) -> Path:
         except BuildError as exc:
             exc.lasting = True  # the same sources and tools would fail again
             raise
+        part.chmod(0o755)  # mkstemp made it private
         os.replace(part, target)
         _remove_other_versions(target)
     finally:
@@ -379,7 +409,8 @@ def _remove_other_versions(target: Path) -> None:
     """The libraries of other versions of the entry points or other recipes beside `target`,
     with their logs and notes: never loaded again (apm_native loads `target` only)."""
     own = re.compile(
-        r"^libppx_apm-[0-9]+(-[0-9a-f]{12}|-unknown)?(\.so|\.dylib|\.build\.log|\.build-failed)$"
+        r"^libppx_apm-[0-9]+(-[0-9a-f]{12}|-unknown)?"
+        r"(\.so|\.dylib|\.build\.log|\.build-failed|\.build\.lock)$"
     )
     for path in target.parent.glob("libppx_apm-*"):
         if own.match(path.name) and not path.name.startswith(f"{target.stem}."):
@@ -429,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.monotonic()
     try:
-        built = install(find_tools(tool_search_path()), args.sdist, args.quiet)
+        built = install(find_tools(tool_search_path()), args.sdist, args.quiet, args.force)
     except (BuildError, OSError) as exc:
         reason = str(exc) if isinstance(exc, BuildError) else _os_reason(exc)
         if getattr(exc, "lasting", False):
