@@ -8,8 +8,10 @@ real library once (`./dev setup-test`).
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -21,6 +23,8 @@ import tarfile
 import tempfile
 import threading
 import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -437,6 +441,11 @@ class FakeAnswer(io.BytesIO):
     """What urlopen answers: a readable context manager."""
 
 
+def full_url(request: urllib.request.Request | str) -> str:
+    """The address urlopen was asked for (a Request or a plain address)."""
+    return request if isinstance(request, str) else request.full_url
+
+
 def test_the_sdist_is_found_on_the_index_and_a_failed_download_is_one_sentence(
     tmp_path, monkeypatch, capsys
 ):
@@ -447,7 +456,8 @@ def test_the_sdist_is_found_on_the_index_and_a_failed_download_is_one_sentence(
     )
     asked: list[str] = []
 
-    def urlopen(url: str, timeout: float) -> FakeAnswer:
+    def urlopen(request: urllib.request.Request | str, timeout: float) -> FakeAnswer:
+        url = full_url(request)
         asked.append(url)
         if url.endswith("/"):
             return FakeAnswer(page.encode())
@@ -602,6 +612,61 @@ def test_each_build_links_into_a_part_file_of_its_own(tmp_path, target, monkeypa
     assert not any(p.exists() for p in parts)
     assert os.access(target, os.R_OK | os.X_OK)
     capsys.readouterr()
+
+
+def test_index_credentials_are_sent_to_their_host_alone_and_never_shown(
+    tmp_path, monkeypatch, capsys
+):
+    """pip's PIP_INDEX_URL may carry a user and a token: they go out of the address (urllib
+    takes `user:token@host` for a port) into an Authorization header for the index's host."""
+    monkeypatch.setenv("PIP_INDEX_URL", "https://me:s3cr%2Ft@mirror.example/simple")
+    page = (
+        f'<a href="https://files.example/f/{apm_build.SDIST_FILE}">other host</a>\n'
+        f'<a href="../files/{apm_build.SDIST_FILE}">this</a>\n'
+    )
+    asked: list[tuple[str, str | None, float]] = []
+
+    def urlopen(request: urllib.request.Request | str, timeout: float) -> FakeAnswer:
+        url = full_url(request)
+        auth = None if isinstance(request, str) else request.get_header("Authorization")
+        asked.append((url, auth, timeout))
+        return FakeAnswer(page.encode() if url.endswith("/") else b"sdist")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    assert apm_build.download_sdist(tmp_path).read_bytes() == b"sdist"
+    basic = "Basic " + base64.b64encode(b"me:s3cr/t").decode()
+    assert asked == [
+        ("https://mirror.example/simple/aec-audio-processing/", basic, 30),
+        (f"https://files.example/f/{apm_build.SDIST_FILE}", None, 30),
+    ]
+    monkeypatch.setattr(apm_build, "SDIST_FILE", "missing.tar.gz")
+    with pytest.raises(apm_build.BuildError) as refused:
+        apm_build.download_sdist(tmp_path)
+    assert str(refused.value) == (
+        "https://***@mirror.example/simple/aec-audio-processing/ does not list missing.tar.gz"
+    )
+
+
+def test_a_failed_download_from_an_index_with_credentials_does_not_show_them(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv(apm_library.ENV_LIBRARY, str(tmp_path / "lib" / "libppx_apm-test.so"))
+    monkeypatch.setenv("PIP_INDEX_URL", "https://me:tok3n-9876@mirror.example/simple/")
+    use_tools(monkeypatch, fake_tools(tmp_path / "bin"))
+
+    def urlopen(request: urllib.request.Request | str, timeout: float) -> FakeAnswer:
+        url = full_url(request)
+        http.client.HTTPSConnection(urllib.parse.urlsplit(url).netloc)  # as urlopen would
+        raise urllib.error.URLError("Connection refused")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    assert apm_build.main(["--quiet", "--if-possible"]) == 0
+    line = one_line(capsys.readouterr().err)
+    assert line == (
+        f"ppx-tui: the tuned echo canceller was not built (could not download "
+        f"{apm_build.SDIST_FILE} (Connection refused)); livekit's is used."
+    )
+    assert "tok3n" not in line and "9876" not in line
 
 
 def test_the_last_builds_log_stays_until_the_sources_are_here(

@@ -18,13 +18,13 @@ import tarfile
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from personaplex_tui.audio import apm_library
+from personaplex_tui.audio.pip_index import Index, pip_index
 
 # The sources: the sdist of aec-audio-processing on PyPI carries freedesktop's
 # webrtc-audio-processing 2.1 (a meson project) with abseil-cpp bundled under subprojects/, so
@@ -33,7 +33,6 @@ SDIST_PROJECT = "aec-audio-processing"
 SDIST_FILE = "aec_audio_processing-1.0.1.tar.gz"
 SDIST_SHA256 = "f03a3ce3f45bf15a04a8504d0f692a651180ca2d3171bd9f3de0516e5f2b8360"
 SDIST_TREE = "aec_audio_processing-1.0.1/webrtc-audio-processing"
-DEFAULT_INDEX = "https://pypi.org/simple"
 EXPORTS = (
     "ppx_apm_version",
     "ppx_apm_create",
@@ -112,29 +111,25 @@ def library_version(path: Path) -> int | None:
         return None
 
 
-def _index_url() -> str:
-    """pip's index when PIP_INDEX_URL names one, else PyPI's simple index."""
-    return os.environ.get("PIP_INDEX_URL", "").strip() or DEFAULT_INDEX
-
-
-def sdist_url(index: str) -> str:
+def sdist_url(index: Index) -> str:
     """The sdist's address, from the project's page of a simple (PEP 503) index."""
-    page = f"{index.rstrip('/')}/{SDIST_PROJECT}/"
-    with urllib.request.urlopen(page, timeout=60) as answer:
+    page = f"{index.url.rstrip('/')}/{SDIST_PROJECT}/"
+    with index.open(page) as answer:
         html = answer.read().decode("utf-8", "replace")
     for href in re.findall(r'href="([^"]+)"', html):
         link = urllib.parse.urljoin(page, href.replace("&amp;", "&"))
         if urllib.parse.urlsplit(link).path.rsplit("/", 1)[-1] == SDIST_FILE:
             return link
-    raise BuildError(f"{page} does not list {SDIST_FILE}")
+    raise BuildError(f"{index.shown(page)} does not list {SDIST_FILE}")
 
 
 def download_sdist(folder: Path) -> Path:
     """Download the sdist into `folder` (unchecked: `check_sdist` does that)."""
     try:
-        url = sdist_url(_index_url())
+        index = pip_index()
+        url = sdist_url(index)
         target = folder / SDIST_FILE
-        with urllib.request.urlopen(url, timeout=60) as answer, target.open("wb") as out:
+        with index.open(url) as answer, target.open("wb") as out:
             shutil.copyfileobj(answer, out, 1 << 20)
     except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
         reason = getattr(exc, "reason", None) or exc
