@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -334,7 +335,8 @@ def test_a_failed_build_is_not_tried_again_by_if_possible_until_asked(
     assert len(runs) == 1
     assert again == first.replace(
         "; livekit's is used.",
-        "; livekit's is used (python -m personaplex_tui.audio.apm_build tries again).",
+        f"; livekit's is used ({shlex.quote(sys.executable)} -m personaplex_tui.audio.apm_build "
+        "tries again).",
     )
     monkeypatch.setattr(
         apm_build,
@@ -669,6 +671,22 @@ def test_a_failed_download_from_an_index_with_credentials_does_not_show_them(
     assert "tok3n" not in line and "9876" not in line
 
 
+def test_switched_off_there_is_nothing_to_build(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(apm_library.ENV_LIBRARY, "off")
+
+    def must_not_build(*args: object) -> None:
+        raise AssertionError("built")
+
+    monkeypatch.setattr(apm_build, "find_tools", must_not_build)
+    monkeypatch.setattr(apm_build, "install", must_not_build)
+    assert apm_build.main(["--if-possible"]) == 0
+    assert one_line(capsys.readouterr().out) == (
+        "ppx-tui: the tuned echo canceller is switched off (PPX_APM_LIBRARY=off); nothing to build."
+    )
+    assert apm_build.main(["--quiet", "--if-possible"]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
 def test_the_last_builds_log_stays_until_the_sources_are_here(
     tmp_path, target, monkeypatch, capsys
 ):
@@ -724,3 +742,21 @@ def test_meson_files_not_as_expected_are_one_sentence(
         "ppx-tui: the tuned echo canceller was not built: meson's description of the build "
     )
     assert "is not as expected (" in line and not target.exists()
+
+
+def test_if_possible_says_what_a_failure_prints():
+    """--quiet --if-possible still shows the failing step's last lines before the sentence."""
+    help_text = " ".join(apm_build_help().split())
+    assert "a failure ends with one line saying so, after the failing step's last lines" in (
+        help_text
+    )
+
+
+def apm_build_help() -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "personaplex_tui.audio.apm_build", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout

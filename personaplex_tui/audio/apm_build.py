@@ -423,21 +423,34 @@ def _os_reason(exc: OSError) -> str:
     return f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc.strerror or exc)
 
 
+def command() -> str:
+    """This builder as a command of this Python (another Python would build for its own)."""
+    return f"{shlex.quote(sys.executable)} -m personaplex_tui.audio.apm_build"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the library where it is missing or of another version."""
     parser = argparse.ArgumentParser(
-        prog="python -m personaplex_tui.audio.apm_build",
+        prog=command(),
         description="Build WebRTC's audio processing with ppx-tui's tuned echo canceller.",
     )
     parser.add_argument(
         "--if-possible",
         action="store_true",
-        help="a failure is one line and exit status 0 (livekit's canceller is used)",
+        help="a failure ends with one line saying so, after the failing step's last lines; "
+        "exit status 0 (livekit's canceller is used)",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if it is built")
     parser.add_argument("--quiet", action="store_true", help="no build output")
     parser.add_argument("--sdist", type=Path, help=f"a local copy of {SDIST_FILE}")
     args = parser.parse_args(argv)
+    if apm_library.switched_off():
+        if not args.quiet:
+            print(
+                f"ppx-tui: the tuned echo canceller is switched off "
+                f"({apm_library.ENV_LIBRARY}=off); nothing to build."
+            )
+        return 0
     target = apm_library.library_path()
     if not args.force and library_version(target) == apm_library.SHIM_VERSION:
         if not args.quiet:
@@ -449,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = failed.read_text(errors="replace").strip() or "it failed"
         print(
             f"ppx-tui: the tuned echo canceller was not built ({reason}); livekit's is used "
-            "(python -m personaplex_tui.audio.apm_build tries again).",
+            f"({command()} tries again).",
             file=sys.stderr,
         )
         return 0
