@@ -252,7 +252,8 @@ class AudioStream(ClosesOnExit):
     sentences of `read_audio`; then `blocks()` reads it again from its start, as often as asked.
     What it says of the file (`source_rate`, `source_channels`, `source_format`, `silent`, and
     `samples`, its length at 24 kHz) is what `read_audio`'s clip says, and the blocks, joined,
-    are the clip's `pcm`; `clipped_by_channel` counts each channel's samples at full scale. A pipe is read into memory first, as `read_audio` does.
+    are the clip's `pcm`; `clipped_by_channel` counts each channel's samples at full scale. A
+    pipe is read into memory first, as `read_audio` does.
     """
 
     def __init__(self, path: str | Path) -> None:
