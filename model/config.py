@@ -293,6 +293,11 @@ class PersonaPlexConfig:
 
 MAX_CONTEXT = 100_000  # KV positions a cache may hold (the 7B's temporal context is 3000)
 MAX_DELAY = 16
+# Sizes a config.json may give: far above any Moshi-family model (the 7B: 32 and 6 layers,
+# width 4096), low enough that an absurd value is one sentence, not a layout of a billion
+# layers built before the weights are read (tests/test_fuzz.py found that).
+MAX_LAYERS = 1_000
+MAX_WIDTH = 65_536
 _MIMI_ALIASES = {
     "seanet_ratios": "ratios",
     "transformer_layers": "num_layers",
@@ -303,8 +308,8 @@ _MIMI_ALIASES = {
 
 
 def _transformer(s: Section, base: TransformerConfig, *, rope: bool) -> TransformerConfig:
-    dim = s.integer("dim", base.d_model)
-    heads = s.integer("num_heads", base.num_heads)
+    dim = s.integer("dim", base.d_model, high=MAX_WIDTH)
+    heads = s.integer("num_heads", base.num_heads, high=MAX_WIDTH)
     if dim % heads or (rope and (dim // heads) % 2):
         wanted = "a multiple of num_heads" + (" giving an even head size" if rope else "")
         raise s.fail("dim", f"{wanted} ({heads})", dim)
@@ -321,7 +326,7 @@ def _transformer(s: Section, base: TransformerConfig, *, rope: bool) -> Transfor
     return TransformerConfig(
         d_model=dim,
         num_heads=heads,
-        num_layers=s.integer("num_layers", base.num_layers),
+        num_layers=s.integer("num_layers", base.num_layers, high=MAX_LAYERS),
         dim_feedforward=hidden,
         context=s.integer("context", base.context, high=MAX_CONTEXT),
         max_period=s.number("max_period", base.max_period, positive=True),
@@ -342,7 +347,8 @@ def _mimi(s: Section, codebooks: int) -> MimiConfig:
         elif isinstance(default, tuple):
             values[f.name] = s.integers(f.name, default)
         elif isinstance(default, int):
-            values[f.name] = s.integer(f.name, default)
+            high = MAX_LAYERS if "layers" in f.name else MAX_WIDTH
+            values[f.name] = s.integer(f.name, default, high=high)
         elif f.name == "layer_scale":
             values[f.name] = s.number(f.name, default, low=None)
         else:

@@ -233,10 +233,13 @@ def test_a_mutated_moshi_config_loads_or_names_the_key(edits):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("temporal", "num_heads", 0), "'temporal.num_heads' must be a whole number of at least 1, not 0."),
+        (("temporal", "num_heads", 0), "'temporal.num_heads' must be a whole number from 1 to 65536, not 0."),
         (("temporal", "num_heads", 3), "'temporal.dim' must be a multiple of num_heads giving an even head size (3), not 64."),
         (("temporal", "context", float("inf")), "'temporal.context' must be a whole number from 1 to 100000, not inf."),
-        (("temporal", "dim", "64"), "'temporal.dim' must be a whole number of at least 1, not '64'."),
+        (("temporal", "dim", "64"), "'temporal.dim' must be a whole number from 1 to 65536, not '64'."),
+        (("temporal", "num_layers", 10**9), "'temporal.num_layers' must be a whole number from 1 to 1000, not 1000000000."),
+        (("depformer", "num_layers", 1001), "'depformer.num_layers' must be a whole number from 1 to 1000, not 1001."),
+        (("mimi", "num_layers", 10**12), "'mimi.num_layers' must be a whole number from 1 to 1000, not 1000000000000."),
         (("depformer", "num_steps", 17), "'depformer.num_steps' must be a whole number from 8 to 16, not 17."),
         (("mimi", "ratios", []), "'mimi.ratios' must be a non-empty list of whole numbers, not []."),
         (("mimi", "n_q", 4), "'mimi.n_q' must be at least the 8 codebooks a speaker uses, not 4."),
@@ -256,6 +259,21 @@ def test_config_errors_name_the_key(tmp_path, change, message):
     with pytest.raises(CheckpointError) as info:
         read_config(tmp_path, CONVERTED)
     assert str(info.value) == f"{tmp_path / 'config.json'} is invalid: {message}"
+
+
+@pytest.mark.parametrize("key", ["num_layers", "depformer_num_layers"])
+def test_a_moshi_config_of_a_billion_layers_is_one_sentence(tmp_path, key):
+    """Sizes are bounded as they are read: a layout of a billion layers was built (and filled
+    memory for minutes) before the missing weights were noticed."""
+    config = _valid_moshi()
+    config[key] = 10**9
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as info:
+        read_config(tmp_path, ORIGINAL)
+    assert str(info.value) == (
+        f"{tmp_path / 'config.json'} is invalid: "
+        f"'{key}' must be a whole number from 1 to 1000, not 1000000000."
+    )
 
 
 def test_sizes_the_group_size_does_not_divide_are_one_sentence(tmp_path):

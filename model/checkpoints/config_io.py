@@ -30,6 +30,8 @@ from model.config import (
     DELAYS_7B,
     MAX_CONTEXT,
     MAX_DELAY,
+    MAX_LAYERS,
+    MAX_WIDTH,
     LMConfig,
     PersonaPlexConfig,
     TransformerConfig,
@@ -94,19 +96,23 @@ def config_from_moshi_kwargs(data: dict[str, Any]) -> PersonaPlexConfig:
     Values are checked like `PersonaPlexConfig.from_dict`'s: CheckpointError names a bad key."""
     s = Section.top(data)
     base = config_7b()
-    dim, heads = s.integer("dim", None), s.integer("num_heads", None)
+    dim, heads = (
+        s.integer("dim", None, high=MAX_WIDTH),
+        s.integer("num_heads", None, high=MAX_WIDTH),
+    )
     if dim % heads or (dim // heads) % 2:
         raise s.fail("dim", f"a multiple of num_heads ({heads}) giving an even head size", dim)
     scale = s.number("hidden_scale", 4.125, positive=True)
     temporal = TransformerConfig(
         d_model=dim,
         num_heads=heads,
-        num_layers=s.integer("num_layers", None),
+        num_layers=s.integer("num_layers", None, high=MAX_LAYERS),
         dim_feedforward=max(1, moshi_hidden(int(scale * dim), dim)),
         context=s.integer("context", base.lm.temporal.context, high=MAX_CONTEXT),
         max_period=s.number("max_period", 10000.0, positive=True),
     )
-    d_dim, d_heads = s.integer("depformer_dim", None), s.integer("depformer_num_heads", None)
+    d_dim = s.integer("depformer_dim", None, high=MAX_WIDTH)
+    d_heads = s.integer("depformer_num_heads", None, high=MAX_WIDTH)
     if d_dim % d_heads:
         raise s.fail("depformer_dim", f"a multiple of depformer_num_heads ({d_heads})", d_dim)
     if s.has("depformer_dim_feedforward"):
@@ -125,7 +131,7 @@ def config_from_moshi_kwargs(data: dict[str, Any]) -> PersonaPlexConfig:
     depformer = TransformerConfig(
         d_model=d_dim,
         num_heads=d_heads,
-        num_layers=s.integer("depformer_num_layers", None),
+        num_layers=s.integer("depformer_num_layers", None, high=MAX_LAYERS),
         dim_feedforward=max(1, moshi_hidden(d_ff, d_dim)),
         context=dep_q,
         max_period=s.number("depformer_max_period", 10000.0, positive=True),

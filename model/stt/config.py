@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from model.config import MAX_CONTEXT, TransformerConfig
+from model.config import MAX_CONTEXT, MAX_LAYERS, TransformerConfig
 from model.config_check import Section
 
 MOSHI_NAME = "model.safetensors"
@@ -104,7 +104,7 @@ class SttConfig:
         transformer = TransformerConfig(
             d_model=dim,
             num_heads=heads,
-            num_layers=top.integer("num_layers", 16),
+            num_layers=top.integer("num_layers", 16, high=MAX_LAYERS),
             dim_feedforward=hidden,
             context=top.integer("context", 750, high=MAX_CONTEXT),
             max_period=top.number("max_period", 100000.0, positive=True),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from model.config import MAX_CONTEXT, MimiConfig
+from model.config import MAX_CONTEXT, MAX_LAYERS, MimiConfig
 from model.config_check import Section
 
 
@@ -30,9 +30,11 @@ def mimi_config_from_moshi(data: Any, num_codebooks: int) -> MimiConfig:
         last_kernel_size=seanet.integer("last_kernel_size", base.last_kernel_size),
         dilation_base=seanet.integer("dilation_base", base.dilation_base),
         compress=seanet.integer("compress", base.compress),
-        n_residual_layers=seanet.integer("n_residual_layers", base.n_residual_layers),
+        n_residual_layers=seanet.integer(
+            "n_residual_layers", base.n_residual_layers, high=MAX_LAYERS
+        ),
         num_heads=tr.integer("num_heads", base.num_heads),
-        num_layers=tr.integer("num_layers", base.num_layers),
+        num_layers=tr.integer("num_layers", base.num_layers, high=MAX_LAYERS),
         dim_feedforward=tr.integer("dim_feedforward", base.dim_feedforward),
         context=tr.integer("context", base.context, high=MAX_CONTEXT),
         layer_scale=tr.number("layer_scale", base.layer_scale, low=None),
