@@ -4,6 +4,7 @@ for the real-device tests."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,6 +14,16 @@ import pytest
 from tests.checkpoints import write_small_checkpoint
 from tests.conversation_fakes import MODEL_FACTORIES
 from tests.pulse_server import NULL_SINK, ROOM, private_pulse
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl+C reaches the commands the tests start, however pytest itself was started. A
+    background job of a script begins with SIGINT ignored, every child inherits that, and the
+    app keeps an ignored stop signal ignored (stop_signals: nohup's convention), so each test
+    that sends one SIGINT failed there (test_download_stop: the reply was written in full).
+    A signal Python handles is reset to the default in the children (exec)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
