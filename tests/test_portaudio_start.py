@@ -23,26 +23,35 @@ HANGS = f"ppx-tui: {devices.START_HUNG}\n"
 SPEECH = ROOT / "tests" / "data" / "audio" / "shipping.wav"
 PULSE_KEYS = ("PULSE_SERVER", "HOME", "XDG_RUNTIME_DIR")  # the private server, for the chat
 
-# A stand-in for `sounddevice` whose import hangs as Pa_Initialize does with a stopped server
-# (fd 2 on /dev/null meanwhile, as sounddevice's `_initialize` does) until the test lets it go.
-SLOW_IMPORT = """
-import os
-import ppx_portaudio_gate as gate
-
+# fd 2 on /dev/null while the stand-ins below "start", as sounddevice's `_initialize` does
+FD2_TO_NULL = """
 saved = os.dup(2)
 null = os.open(os.devnull, os.O_WRONLY)
 os.dup2(null, 2)
 os.close(null)
+"""
+
+# A stand-in for `sounddevice` whose import hangs as Pa_Initialize does with a stopped server
+# until the test lets it go.
+SLOW_IMPORT = (
+    """
+import os
+import ppx_portaudio_gate as gate
+"""
+    + FD2_TO_NULL
+    + """
 try:
     gate.release.wait(30)
 finally:
     os.dup2(saved, 2)
     os.close(saved)
 """
+)
 
 # One whose start, once let go after it was left behind, goes on as a real one listing devices
 # would: ALSA and JACK (loaded before, as PortAudio's library loads them) print their errors.
-PRINTS_LATE = """
+PRINTS_LATE = (
+    """
 import ctypes
 import os
 import ppx_portaudio_gate as gate
@@ -50,10 +59,9 @@ import ppx_portaudio_gate as gate
 alsa = ctypes.CDLL("libasound.so.2")
 jack = ctypes.CDLL("libjack.so.0")
 jack.jack_client_open.restype = ctypes.c_void_p
-saved = os.dup(2)
-null = os.open(os.devnull, os.O_WRONLY)
-os.dup2(null, 2)
-os.close(null)
+"""
+    + FD2_TO_NULL
+    + """
 try:
     gate.release.wait(30)
     pcm = ctypes.c_void_p()
@@ -66,6 +74,7 @@ finally:
     os.dup2(saved, 2)
     os.close(saved)
 """
+)
 # A command's part: the start is left behind, its sentence is said, then the start goes on.
 LEFT_BEHIND = """
 import sys, threading, types
