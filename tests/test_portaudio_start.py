@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -256,29 +258,36 @@ def test_a_sound_server_hung_before_the_command_ends_it_in_seconds(
     assert "thread ppx-portaudio-start" in (tmp_path / "log").read_text()
 
 
+@contextlib.contextmanager
+def chat_on_hung_server(
+    pulse: dict[str, str], tmp_path: Path, args: list[str], **pty: object
+) -> Iterator[PtyProcess]:
+    """The chat on a terminal, started with the private PulseAudio server stopped (SIGSTOP: it
+    hangs, not dies); afterwards the server goes on, then the terminal is closed."""
+    env = {**user_env(tmp_path), **{k: pulse[k] for k in PULSE_KEYS}}
+    pid = server_pid(pulse)
+    os.kill(pid, signal.SIGSTOP)
+    tui = None
+    try:
+        tui = PtyProcess(args, env=env, **pty)
+        yield tui
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        if tui is not None:
+            tui.close()
+
+
 def test_a_chat_started_on_a_hung_sound_server_says_so_and_quits(
     pulse_null_sink, small_checkpoint, tmp_path
 ):
     """The chat opens its devices on a daemon thread: it waited for them for good, silent,
     and a stuck-exit dump of the chat's log named no PortAudio start."""
-    env = {**user_env(tmp_path), **{k: pulse_null_sink[k] for k in PULSE_KEYS}}
-    pid = server_pid(pulse_null_sink)
-    os.kill(pid, signal.SIGSTOP)
-    tui = None
-    try:
-        tui = PtyProcess(
-            ["--model", str(small_checkpoint), "--mode", "duplex", "--no-user-transcript"],
-            env=env,
-            size=(160, 40),
-        )
+    args = ["--model", str(small_checkpoint), "--mode", "duplex", "--no-user-transcript"]
+    with chat_on_hung_server(pulse_null_sink, tmp_path, args, size=(160, 40)) as tui:
         tui.wait_for(lambda: "The sound system did not answer" in tui.output, 60, "told")
         os.write(tui.master, b"q")
         code = tui.wait(timeout=15)
         output = tui.output
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        if tui is not None:
-            tui.close()
     assert code == 0 and "Traceback" not in output, output[-2000:]
     log = (tmp_path / "ppx-tui.log").read_text()
     assert devices.START_HUNG in log and "thread ppx-portaudio-start" in log
@@ -290,23 +299,12 @@ def test_a_chat_naming_a_device_on_a_hung_sound_server_ends_before_its_screen(
     """The devices the flags name are looked up before the model loads, through PortAudio's
     start and its time limit: on a hung server, its sentence and exit code 2 within seconds,
     without the screen (it used to open, load the model, then say it in a banner)."""
-    env = {**user_env(tmp_path), **{k: pulse_null_sink[k] for k in PULSE_KEYS}}
-    pid = server_pid(pulse_null_sink)
-    os.kill(pid, signal.SIGSTOP)
-    tui = None
-    try:
-        began = time.monotonic()
-        tui = PtyProcess(
-            ["--model", str(small_checkpoint), "--input-device", "pulse", "--no-user-transcript"],
-            env=env,
-        )
+    args = ["--model", str(small_checkpoint), "--input-device", "pulse", "--no-user-transcript"]
+    began = time.monotonic()
+    with chat_on_hung_server(pulse_null_sink, tmp_path, args) as tui:
         code = tui.wait(timeout=devices.START_TIMEOUT_S + 20)
         took = time.monotonic() - began
         output = tui.output
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        if tui is not None:
-            tui.close()
     assert code == 2 and "\x1b[?1049h" not in output, output[-2000:]
     assert after_screen(output) == [HANGS.strip()]
     assert took < devices.START_TIMEOUT_S + 10, took
