@@ -418,3 +418,47 @@ def test_devices_table_marks_defaults():
     console = Console(width=120, record=True)
     console.print(devices_table([]))
     assert "PortAudio found no sound device." in console.export_text()
+
+
+def test_devices_shows_what_identical_cards_are_chosen_by(monkeypatch, capsys):
+    """Two cards of one name: `ppx-tui devices` printed the name twice, and never the 'NAME #1',
+    'NAME #2' that --input-device, --output-device and the settings file take for them."""
+    import json
+
+    import personaplex_tui.audio as audio
+    from personaplex_tui.cli import main
+
+    twins = [
+        *CARDS,
+        DeviceInfo(7, "USB PnP Sound Device", "Core Audio", 1, 0, 44100.0),  # input only
+        DeviceInfo(8, "USB PnP Sound Device", "Core Audio", 1, 2, 44100.0),
+    ]
+    monkeypatch.setattr(audio, "list_devices", lambda: twins)
+    assert main(["devices", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == [d.name for d in twins]  # the old fields kept
+    assert [r["max_output_channels"] for r in rows] == [d.max_output_channels for d in twins]
+    chosen = {r["index"]: r["chosen_by"] for r in rows}
+    assert chosen[2] == {"input": "USB PnP Sound Device #1", "output": "USB PnP Sound Device #1"}
+    assert chosen[7] == {"input": "USB PnP Sound Device #2", "output": None}
+    assert chosen[8] == {"input": "USB PnP Sound Device #3", "output": "USB PnP Sound Device #2"}
+    assert chosen[3] == {"input": None, "output": "Speakers (Realtek)"}
+    assert chosen[4] == {"input": None, "output": "4"}  # its name chooses 3, the default's
+    assert chosen[0] == {"input": "MacBook Pro Microphone", "output": None}
+    for direction in ("input", "output"):  # each is the device it is shown for
+        for index, row in chosen.items():
+            if row[direction] is not None:
+                assert find_device(row[direction], direction, twins).index == index
+        listed = [row[direction] for row in chosen.values() if row[direction] is not None]
+        assert set(device_choices(twins, direction)) <= set(listed)
+    console = Console(width=200, record=True)
+    console.print(devices_table(twins))
+    cells = {
+        int(line.split("│")[1]): line.split("│")[3].strip()
+        for line in console.export_text().splitlines()
+        if line.count("│") > 4
+    }
+    assert cells[2] == "USB PnP Sound Device #1"
+    assert cells[7] == "USB PnP Sound Device #2"
+    assert cells[8] == "USB PnP Sound Device #3 (in), USB PnP Sound Device #2 (out)"
+    assert cells[1] == "USB Audio CODEC" and cells[4] == "4"

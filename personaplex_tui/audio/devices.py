@@ -293,19 +293,34 @@ def device_choices(devices: list[DeviceInfo], direction: Direction) -> list[str]
     usable = [d for d in devices if d.channels(direction) > 0]
     choices: list[str] = []
     for d in usable:
-        twins = _twins(d.name, usable, direction)
-        if d not in twins:  # the same card under another host API: listed under the default's
-            continue
-        choice = d.name if len(twins) == 1 else f"{d.name} #{twins.index(d) + 1}"
-        try:
-            named = find_device(choice, direction, devices)
-        except AudioDeviceError:
-            named = None
-        if named != d:
-            choice = str(d.index)
-        if choice not in choices:
+        choice = _choice(d, usable, devices, direction)
+        if choice is not None and choice not in choices:
             choices.append(choice)
     return choices
+
+
+def chosen_by(devices: list[DeviceInfo], direction: Direction) -> dict[int, str]:
+    """What `ppx-tui devices` shows each `direction` device (by its number) to be chosen by:
+    its choice in `device_choices`, or its number for one card's listing under another host API
+    than the default's (its name chooses the default's)."""
+    usable = [d for d in devices if d.channels(direction) > 0]
+    return {d.index: _choice(d, usable, devices, direction) or str(d.index) for d in usable}
+
+
+def _choice(
+    d: DeviceInfo, usable: list[DeviceInfo], devices: list[DeviceInfo], direction: Direction
+) -> str | None:
+    """`d`'s entry in `device_choices`; None for the same card under another host API (listed
+    under the default's)."""
+    twins = _twins(d.name, usable, direction)
+    if d not in twins:
+        return None
+    choice = d.name if len(twins) == 1 else f"{d.name} #{twins.index(d) + 1}"
+    try:
+        named = find_device(choice, direction, devices)
+    except AudioDeviceError:
+        named = None
+    return choice if named == d else str(d.index)
 
 
 def _default(devices: list[DeviceInfo], direction: Direction) -> DeviceInfo | None:
@@ -354,7 +369,8 @@ def choose_rate(device: DeviceInfo, direction: Direction, preferred: int = SAMPL
 
 
 def devices_table(devices: list[DeviceInfo]) -> Table:
-    """A Rich table for `ppx-tui devices`: index, name, host API, channels, rate, defaults."""
+    """A Rich table for `ppx-tui devices`: index, name, what it is chosen by (`chosen_by`; for
+    input and output apart where they differ), host API, channels, rate, defaults."""
     from rich.table import Table
 
     table = Table(title="Sound devices", title_justify="left")
@@ -363,11 +379,13 @@ def devices_table(devices: list[DeviceInfo]) -> Table:
 
     table.add_column("#", justify="right")
     table.add_column("name")
+    table.add_column("chosen by")
     table.add_column("host API")
     table.add_column("in", justify="right")
     table.add_column("out", justify="right")
     table.add_column("rate", justify="right")
     table.add_column("default")
+    by_input, by_output = chosen_by(devices, "input"), chosen_by(devices, "output")
     for d in devices:
         marks = [
             m for m, on in (("input", d.is_default_input), ("output", d.is_default_output)) if on
@@ -376,6 +394,7 @@ def devices_table(devices: list[DeviceInfo]) -> Table:
         table.add_row(
             str(d.index),
             d.name,
+            _ways(by_input.get(d.index), by_output.get(d.index)),
             d.hostapi,
             str(d.max_input_channels),
             str(d.max_output_channels),
@@ -384,3 +403,11 @@ def devices_table(devices: list[DeviceInfo]) -> Table:
             style=style,
         )
     return table
+
+
+def _ways(by_input: str | None, by_output: str | None) -> str:
+    """The table's 'chosen by' cell: one choice, or the input's and the output's where they
+    differ (identical cards counted among those of each direction)."""
+    if by_input is None or by_output is None or by_input == by_output:
+        return by_input or by_output or ""
+    return f"{by_input} (in), {by_output} (out)"

@@ -28,7 +28,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prompts", help="list the system-prompt presets with their texts")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=run_prompts)
-    p = sub.add_parser("devices", help="list sound devices (defaults marked)")
+    p = sub.add_parser(
+        "devices", help="list sound devices (defaults marked) and the name each is chosen by"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=run_devices)
 
@@ -115,10 +117,13 @@ def run_devices(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from personaplex_tui.audio import devices_table, list_devices
+    from personaplex_tui.audio.devices import chosen_by
 
     devices = list_devices()
     if args.json:
-        print_out(json.dumps([asdict(d) for d in devices], indent=2))
+        by = {direction: chosen_by(devices, direction) for direction in ("input", "output")}
+        rows = [{**asdict(d), "chosen_by": {k: by[k].get(d.index) for k in by}} for d in devices]
+        print_out(json.dumps(rows, indent=2))
         return 0
     print_out(devices_table(devices))
     return 0
