@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,14 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from personaplex_tui.audio.echo_metrics import clipped_samples
+from personaplex_tui.audio.resample import resample
 from personaplex_tui.commands.sound_check_live import (
     CLOSE_TIMEOUT_S,
     READ_TIMEOUT_S,
     no_audio_sentence,
     stuck_sentence,
 )
+from tests.conversation_fakes import FakeInputStream, FakeOutputStream
 from tests.pulse_server import server_pid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,3 +141,56 @@ def test_a_report_to_a_full_disk_is_one_sentence(pulse_room, args):
     assert check.stderr.strip().splitlines()[-1] == (
         "ppx-tui: Could not write to the standard output: No space left on device."
     )
+
+
+def _at_48k(kind: str) -> np.ndarray:
+    """12 blocks (0.96 s) of a 48 kHz microphone, then silence: a full-scale 15 kHz tone (it
+    clips; resampled to 24 kHz it is gone, above 12 kHz), or a square wave at 0.95 (it does not;
+    resampled, it rings over full scale)."""
+    t = np.arange(12 * 3840) / 48000
+    if kind == "tone":
+        return np.sin(2 * np.pi * 15000 * t).astype(np.float32)
+    return (0.95 * np.sign(np.sin(2 * np.pi * 440 * t))).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["tone", "square"])
+def test_the_live_check_counts_clipping_at_the_microphones_own_rate(
+    kind, monkeypatch, tmp_path, capsys
+):
+    """A 48 kHz mic: clipping was counted after resampling to 24 kHz, which moves peaks: a
+    clipping tone above 12 kHz was 'no clipping', a square wave under full scale 'clipped'."""
+    from personaplex_tui.audio import streams
+    from personaplex_tui.cli import main
+
+    mic_pcm = _at_48k(kind)
+    at_24k = clipped_samples(resample(mic_pcm, 48000, 24000))
+    assert (clipped_samples(mic_pcm) > 0) == (kind == "tone") == (at_24k == 0)  # the premise
+    mics: list[streams.MicStream] = []
+
+    def make_mic(device, **_):
+        mics.append(
+            streams.MicStream(
+                48000,
+                device_name="Fake 48k",
+                capacity_frames=400,  # (none dropped: all of it is read)
+                stream_factory=lambda **kw: FakeInputStream(mic_pcm, 0.01, **kw),
+            )
+        )
+        return mics[-1]
+
+    def make_speaker(device, **_):
+        return streams.SpeakerStream(
+            24000,
+            device_name="Fake Out",
+            stream_factory=lambda **kw: FakeOutputStream(0.01, True, **kw),
+        )
+
+    monkeypatch.setenv("PPX_TUI_LOG", str(tmp_path / "ppx-tui.log"))
+    monkeypatch.setattr(streams, "make_mic", make_mic)
+    monkeypatch.setattr(streams, "make_speaker", make_speaker)
+    assert main(["sound-check", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert mics[0].overruns == 0
+    assert report["clipped_samples"] == clipped_samples(mic_pcm)
+    said = " ".join(report["verdict"])
+    assert ("The microphone clipped (" in said) == (kind == "tone")

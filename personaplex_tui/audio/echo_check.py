@@ -82,15 +82,18 @@ def analyse(
     clean: np.ndarray,
     input_device: str = "",
     output_device: str = "",
+    clipped: int | None = None,
 ) -> LiveReport:
     """Measure one run: `played` as handed to the player, `far` as the app aligned it for the
-    canceller, `raw` and `clean` the microphone before and after; all frame by frame."""
+    canceller, `raw` and `clean` the microphone before and after; all frame by frame.
+    `clipped`: the mic's samples at full scale as its device gave them (`MicStream`), before
+    they were resampled to `raw`'s 24 kHz; None: counted in `raw`."""
     n = min(len(played), len(far), len(raw), len(clean))
     played, far, raw, clean = played[:n], far[:n], raw[:n], clean[:n]
     quiet = raw[int(0.2 * SAMPLE_RATE) : int(QUIET_S * SAMPLE_RATE)]
     noise = _db(float(np.mean(quiet.astype(np.float64) ** 2))) if len(quiet) else -100.0
     peak = float(np.max(np.abs(raw))) if n else 0.0
-    clipped = clipped_samples(raw)
+    clipped = clipped_samples(raw) if clipped is None else clipped
 
     trip, trip_conf = estimate_delay(played, raw, 2.0)
     settled = int((QUIET_S + SETTLE_S) * SAMPLE_RATE)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from personaplex_tui.audio.devices import choose_rate, find_device, portaudio
+from personaplex_tui.audio.echo_metrics import clipped_samples
 from personaplex_tui.audio.errors import AudioDeviceError
 from personaplex_tui.audio.frames import (
     FRAME_SAMPLES,
@@ -124,6 +125,8 @@ class MicStream(RingCounters, _DeviceStream):
 
     The callback copies each block into a ring of `capacity_frames` frames; when the consumer
     falls behind, the oldest audio is dropped and counted (`overruns`, `dropped_samples`).
+    `clipped_samples` counts the samples at full scale in the blocks read, as the device gave
+    them (its rate, its one channel): resampling moves peaks, over full scale or under it.
     """
 
     kind = "input"
@@ -146,6 +149,7 @@ class MicStream(RingCounters, _DeviceStream):
             else None
         )
         self.device_overflows = 0  # PortAudio reported lost input (the callback came late)
+        self.clipped_samples = 0
 
     def start(self) -> None:
         """Open the device and start capturing (AudioDeviceError if it cannot be opened)."""
@@ -159,9 +163,10 @@ class MicStream(RingCounters, _DeviceStream):
     def read_frame(self, timeout: float | None = None) -> np.ndarray | None:
         """The next 80 ms frame (float32 [1920]); None on timeout or once closed."""
         block = self._ring.read(self.device_frame, timeout)
-        if block is None or self._resampler is None:
-            return block
-        return self._resampler.process(block)
+        if block is None:
+            return None
+        self.clipped_samples += clipped_samples(block)
+        return block if self._resampler is None else self._resampler.process(block)
 
     def clear(self) -> None:
         """Discard captured audio not yet read (call from the reading thread)."""

@@ -101,6 +101,7 @@ def _run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
         np.concatenate(clean),
         mic.device_name,
         speaker.device_name,
+        clipped=mic.clipped_samples,  # counted at the device's rate, before resampling
     )
     report.canceller = canceller.name
     if args.json:
