@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 
 from personaplex_tui.audio.decoder_noise import DecoderNoise, damaged_note
-from personaplex_tui.audio.echo_metrics import clipped_per_channel
+from personaplex_tui.audio.echo_metrics import clipped_per_channel, clipped_per_frame
 from personaplex_tui.audio.errors import AudioFileError
 from personaplex_tui.audio.file_checks import (
     SizedView,
@@ -23,7 +23,7 @@ from personaplex_tui.audio.file_checks import (
     cut_short_note,
     ogg_cut_short,
 )
-from personaplex_tui.audio.frames import SAMPLE_RATE
+from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from personaplex_tui.audio.resample import resample, resample_blocks, resampled_length
 from personaplex_tui.audio.stream_parts import ClosesOnExit
 
@@ -48,6 +48,8 @@ class AudioClip:
     path: str = ""
     cut_short: bool = False  # an Ogg stream without its end: usable, but worth a warning
     damaged: bool = False  # an MP3 whose decoder skipped damaged frames: usable, with gaps
+    # samples at full scale (every channel, at the file's own rate) in each 80 ms frame of `pcm`
+    clipped_by_frame: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def duration_s(self) -> float:
@@ -173,6 +175,7 @@ def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:
         path=str(p),
         cut_short=ogg_cut_short(source, size, info),
         damaged=info.format == "MP3" and noise.frames_lost,
+        clipped_by_frame=clipped_per_frame(data, info.samplerate, -(-len(pcm) // FRAME_SAMPLES)),
     )
 
 

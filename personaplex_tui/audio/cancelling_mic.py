@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from personaplex_tui.audio.aec import EchoCanceller
-from personaplex_tui.audio.echo_metrics import EchoMeter
+from personaplex_tui.audio.echo_metrics import EchoMeter, frame_clipped
 from personaplex_tui.audio.far_end import FarEndTimeline, PlayedTap
 from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.protocols import AudioInput, AudioOutput
@@ -81,7 +81,8 @@ class ReferencingSpeaker:
 
 class CancellingMic:
     """An `AudioInput` whose frames have the agent's echo removed; `last_raw` is the frame as
-    the microphone captured it (for the recording), set by `read_frame`."""
+    the microphone captured it (for the recording) and `last_clipped` its samples at full scale
+    as the wrapped mic counted them (`echo_metrics.frame_clipped`), set by `read_frame`."""
 
     def __init__(
         self,
@@ -101,7 +102,8 @@ class CancellingMic:
         self.frame_samples = inner.frame_samples
         self.device_name = inner.device_name
         self.last_raw: np.ndarray | None = None
-        self._queue: queue.Queue[tuple[np.ndarray, np.ndarray]] = queue.Queue(capacity_frames)
+        self.last_clipped = 0
+        self._queue: queue.Queue[tuple[np.ndarray, np.ndarray, int]] = queue.Queue(capacity_frames)
         self._stop = threading.Event()
         self._cursor: int | None = None  # timeline time of the next raw frame's first sample
         self._input_latency = stream_latency_s(inner)
@@ -121,12 +123,12 @@ class CancellingMic:
 
     def read_frame(self, timeout: float | None = None) -> np.ndarray | None:
         try:
-            clean, raw = (
+            clean, raw, clipped = (
                 self._queue.get(timeout=timeout) if timeout != 0 else self._queue.get_nowait()
             )
         except queue.Empty:
             return None
-        self.last_raw = raw
+        self.last_raw, self.last_clipped = raw, clipped
         return clean
 
     @property
@@ -246,7 +248,8 @@ class CancellingMic:
 
     def _queue_frame(self, clean: np.ndarray, raw: np.ndarray) -> None:
         n = len(raw)
-        item = (clean, np.asarray(raw, np.float32))
+        # (on the worker, right after it read `raw`: the wrapped mic's count is of that frame)
+        item = (clean, np.asarray(raw, np.float32), frame_clipped(self.inner, raw))
         try:
             self._queue.put_nowait(item)
         except queue.Full:  # the reader fell behind: drop the oldest, like the device ring

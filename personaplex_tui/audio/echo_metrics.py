@@ -23,10 +23,32 @@ def clipped_samples(pcm: np.ndarray) -> int:
     return int(np.count_nonzero(np.abs(pcm) >= CLIP))
 
 
+def frame_clipped(mic: object, raw: np.ndarray) -> int:
+    """The samples at full scale behind the frame `raw` just read from `mic`: as its device or
+    file gave them (its `last_clipped`: before resampling, which moves peaks, and before any
+    processing), else counted in `raw` itself."""
+    count = getattr(mic, "last_clipped", None)
+    return clipped_samples(raw) if count is None else int(count)
+
+
 def clipped_per_channel(frames: np.ndarray) -> np.ndarray:
     """How many samples of each channel of `frames` (float [n, channels]) are at full scale:
     counted before any mix to mono, where one clipped channel and a quiet one average to half."""
     return np.count_nonzero(np.abs(frames) >= CLIP, axis=0)
+
+
+def clipped_per_frame(frames: np.ndarray, rate: int, count: int) -> np.ndarray:
+    """How many samples of `frames` (float [n, channels] at `rate` Hz, every channel) are at
+    full scale in each 80 ms frame of its 24 kHz version (int64 [count]): the file's own samples
+    decide, as a device's own blocks do (resampling moves peaks over full scale or under it)."""
+    out = np.zeros(count, np.int64)
+    step = 1 << 20  # frames at a time: the positions of a file clipped throughout stay small
+    for start in range(0, len(frames) if count else 0, step):
+        rows = np.nonzero(np.abs(frames[start : start + step]) >= CLIP)[0]
+        if len(rows):
+            at = (rows + start) * SAMPLE_RATE // (rate * FRAME_SAMPLES)
+            out += np.bincount(np.minimum(at, count - 1), minlength=count)
+    return out
 
 
 def clipped_channels_words(counts: list[int] | tuple[int, ...]) -> str:

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from personaplex_tui.audio.audio_file import read_audio
+from personaplex_tui.audio.echo_metrics import clipped_per_frame
 from personaplex_tui.audio.frames import (
     FRAME_SAMPLES,
     FRAME_SECONDS,
@@ -78,13 +79,23 @@ class FileMic(RingCounters, StartsOnEnter):
         # what is wrong with the file though it is used (an Ogg stream cut short, an MP3 with
         # damaged frames, in the TUI found in its log, which fd 2 writes): a sentence
         self.file_warning: str | None = None
+        clipped = None
         if isinstance(source, np.ndarray):  # `name`: the file it was read from, if any
             pcm, self.device_name = np.asarray(source, np.float32), name or "array"
         else:
             clip = read_audio(source)
             pcm, self.device_name, self.file_warning = clip.pcm, str(source), clip.file_warning
+            clipped = clip.clipped_by_frame
         pad = -len(pcm) % FRAME_SAMPLES
         self._pcm = np.concatenate([pcm, np.zeros(pad, np.float32)]) if pad else pcm
+        # samples at full scale in each frame, counted in the file's own samples (its rate, each
+        # of its channels) as a device's are in its own blocks; an array's in itself
+        if clipped is None:
+            clipped = clipped_per_frame(
+                self._pcm[:, None], SAMPLE_RATE, len(self._pcm) // FRAME_SAMPLES
+            )
+        self._clipped = clipped
+        self.last_clipped = 0  # ... in the frame `read_frame` returned last
         self.sample_rate = self.device_rate = SAMPLE_RATE
         self.frame_samples = self.device_frame = FRAME_SAMPLES
         self.resampling = False
@@ -140,8 +151,22 @@ class FileMic(RingCounters, StartsOnEnter):
         """The next 80 ms frame (float32 [1920]); None on timeout or at the end."""
         if not self.realtime:
             frame = self._next()
-            return None if frame is None else frame.copy()
-        return self._ring.read(FRAME_SAMPLES, timeout)
+            if frame is None:
+                return None
+            self.last_clipped = self._clipped_in(self.frames_delivered - 1)
+            return frame.copy()
+        got = self._ring.read_at(FRAME_SAMPLES, timeout)  # (the ring holds whole frames)
+        if got is None:
+            return None
+        self.last_clipped = self._clipped_in(got[1] // FRAME_SAMPLES)
+        return got[0]
+
+    def _clipped_in(self, delivered: int) -> int:
+        """`_clipped` of the frame `_next` delivered as its `delivered`-th (from 0)."""
+        frames = len(self._clipped)
+        if delivered < frames:
+            return int(self._clipped[delivered])
+        return int(self._clipped[delivered % frames]) if self.after_end == "loop" and frames else 0
 
     @property
     def finished(self) -> bool:

@@ -11,7 +11,7 @@ from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.events import Levels
 
 FLOOR_DB = -100.0
-CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipping
+CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipping (unless told, see `update`)
 
 
 def to_dbfs(amplitude: float) -> float:
@@ -56,8 +56,10 @@ class LevelMeter:
             return target
         return target + (current - target) * math.exp(-dt / tau)
 
-    def update(self, pcm: np.ndarray) -> None:
-        """Take the next block of samples."""
+    def update(self, pcm: np.ndarray, clipped: bool | None = None) -> None:
+        """Take the next block of samples; `clipped` says whether the audio behind it clipped
+        (a mic's, counted in its device's own samples: resampling moves peaks over full scale
+        or under it), or None to decide from the block's own peak (`CLIP_LEVEL`)."""
         x = np.asarray(pcm, dtype=np.float32)
         if len(x) == 0:
             return
@@ -66,7 +68,8 @@ class LevelMeter:
         peak = float(np.max(np.abs(x)))
         self._rms = self._follow(self._rms, rms, dt, self.attack_s, self.release_s)
         self._peak = self._follow(self._peak, peak, dt, 0.0, self.peak_release_s)
-        self._since_clip = 0.0 if peak >= CLIP_LEVEL else self._since_clip + dt
+        clipped = peak >= CLIP_LEVEL if clipped is None else clipped
+        self._since_clip = 0.0 if clipped else self._since_clip + dt
 
     @property
     def rms_db(self) -> float:
@@ -89,9 +92,9 @@ class LevelMeters:
         self.agent = LevelMeter(sample_rate)
         self._lock = threading.Lock()
 
-    def update_mic(self, pcm: np.ndarray) -> None:
+    def update_mic(self, pcm: np.ndarray, clipped: bool | None = None) -> None:
         with self._lock:
-            self.mic.update(pcm)
+            self.mic.update(pcm, clipped)
 
     def update_agent(self, pcm: np.ndarray) -> None:
         with self._lock:

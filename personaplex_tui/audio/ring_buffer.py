@@ -107,16 +107,23 @@ class RingBuffer:
 
         Returns None on timeout, or once the buffer is closed with fewer than `n` left.
         """
+        got = self.read_at(n, timeout)
+        return None if got is None else got[0]
+
+    def read_at(self, n: int, timeout: float | None = None) -> tuple[np.ndarray, int] | None:
+        """`read`, and where its first sample was written: how many samples were written
+        before it (`total_written` then), whatever was dropped or cleared since."""
         with self._lock:
             ready = self._readable.wait_for(
                 lambda: self._write_pos - self._read_pos >= n or self._closed, timeout
             )
             if not ready or self._write_pos - self._read_pos < n:
                 return None
+            at = self._read_pos
             out = np.empty(n, dtype=np.float32)
             self._copy_out(out, n)
             self._writable.notify()
-            return out
+            return out, at
 
     def write_wait(self, data: np.ndarray, timeout: float | None = None) -> bool:
         """Wait for room, then append all of `data`.

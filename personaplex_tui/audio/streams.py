@@ -126,7 +126,8 @@ class MicStream(RingCounters, _DeviceStream):
     The callback copies each block into a ring of `capacity_frames` frames; when the consumer
     falls behind, the oldest audio is dropped and counted (`overruns`, `dropped_samples`).
     `clipped_samples` counts the samples at full scale in the blocks read, as the device gave
-    them (its rate, its one channel): resampling moves peaks, over full scale or under it.
+    them (its rate, its one channel): resampling moves peaks, over full scale or under it;
+    `last_clipped` is the count in the block behind the frame just read (the reading thread's).
     """
 
     kind = "input"
@@ -150,6 +151,7 @@ class MicStream(RingCounters, _DeviceStream):
         )
         self.device_overflows = 0  # PortAudio reported lost input (the callback came late)
         self.clipped_samples = 0
+        self.last_clipped = 0
 
     def start(self) -> None:
         """Open the device and start capturing (AudioDeviceError if it cannot be opened)."""
@@ -165,7 +167,8 @@ class MicStream(RingCounters, _DeviceStream):
         block = self._ring.read(self.device_frame, timeout)
         if block is None:
             return None
-        self.clipped_samples += clipped_samples(block)
+        self.last_clipped = clipped_samples(block)
+        self.clipped_samples += self.last_clipped
         return block if self._resampler is None else self._resampler.process(block)
 
     def clear(self) -> None:

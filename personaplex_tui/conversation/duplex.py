@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from personaplex_tui.audio import EchoSuppressor
+from personaplex_tui.audio.echo_metrics import frame_clipped
 from personaplex_tui.conversation.audio_factory import device_alive
 from personaplex_tui.conversation.run import (
     MicReader,
@@ -43,6 +44,7 @@ class DuplexController:
         self._reader = MicReader(ctx, self._halted)
         self._echo = EchoSuppressor(ctx.speaker.audible, ctx.config().echo_suppression)
         self._mic: np.ndarray | None = None
+        self._mic_clipped = 0  # its samples at full scale as the device or file gave them
         self.steps = 0
         self.user_lane = UserLane(ctx.emit, lambda: ctx.recording.transcript)
 
@@ -95,7 +97,7 @@ class DuplexController:
             heard = self._echo.process(pcm)
             raw = raw_frame(ctx.mic, pcm)
             ctx.recording.write_mic(raw, None if raw is pcm else pcm)
-            self._mic = pcm
+            self._mic, self._mic_clipped = pcm, frame_clipped(ctx.mic, raw)
             yield heard
 
     def _on_frame(self, frame: Any) -> float:
@@ -111,7 +113,7 @@ class DuplexController:
         self.user_lane.frame(t, step, frame)
         if ctx.timing_log is not None:
             ctx.timing_log.write(step, frame.timings, "duplex", "duplex")
-        ctx.telemetry.frame(self._mic, pcm)
+        ctx.telemetry.frame(self._mic, pcm, self._mic_clipped)
         self.steps += 1
         if not device_alive(ctx.speaker):
             self._end = output_lost(ctx.speaker)

@@ -206,9 +206,14 @@ class Telemetry:
         self.speaker: AudioOutput | None = None
         self.echo: Callable[[], EchoStats] | None = None  # how the mic is kept free of echo
 
-    def frame(self, mic: np.ndarray | None, agent: np.ndarray | None) -> None:
-        """One 80 ms frame went by: what the user said and what the agent said (None = silence)."""
-        self.meters.update_mic(SILENCE if mic is None else mic)
+    def frame(
+        self, mic: np.ndarray | None, agent: np.ndarray | None, mic_clipped: int | None = None
+    ) -> None:
+        """One 80 ms frame went by: what the user said and what the agent said (None = silence).
+        `mic_clipped`, the mic's samples at full scale behind it as its device or file gave them
+        (`echo_metrics.frame_clipped`), lights the mic's clipping flag; None: `mic` decides."""
+        clipped = None if mic_clipped is None else mic_clipped > 0
+        self.meters.update_mic(SILENCE if mic is None else mic, clipped)
         self.meters.update_agent(SILENCE if agent is None else agent)
         now = time.monotonic()
         if now - self._last >= self.interval_s:

@@ -40,6 +40,7 @@ from personaplex_tui.audio import (
     UtteranceStarted,
     split_frames,
 )
+from personaplex_tui.audio.echo_metrics import frame_clipped
 from personaplex_tui.conversation.audio_factory import device_alive
 from personaplex_tui.conversation.end_of_turn import (
     BY_HEAD,
@@ -214,8 +215,7 @@ class TurnController:
                         if isinstance(event, UtteranceEnded):
                             return Heard(offset + event.start_s, offset + event.end_s, event.audio)
                 return reader.end
-            _record_mic(ctx, pcm)
-            ctx.telemetry.frame(pcm, None)
+            ctx.telemetry.frame(pcm, None, _record_mic(ctx, pcm))
             n += 1
             if captured is None and self._capture.is_set():
                 captured = list(preroll)
@@ -388,7 +388,9 @@ class RecordMeanwhile:
         await self._task
 
 
-def _record_mic(ctx: RunContext, pcm: np.ndarray) -> None:
-    """Record the frame as captured and, when the echo canceller ran, as it left it."""
+def _record_mic(ctx: RunContext, pcm: np.ndarray) -> int:
+    """Record the frame as captured and, when the echo canceller ran, as it left it; returns
+    its samples at full scale as the device or file gave them (for the mic's clipping flag)."""
     raw = raw_frame(ctx.mic, pcm)
     ctx.recording.write_mic(raw, None if raw is pcm else pcm)
+    return frame_clipped(ctx.mic, raw)
