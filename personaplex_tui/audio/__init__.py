@@ -6,7 +6,8 @@ imported when a device is listed or opened, or a VAD is made.
 
 from personaplex_tui.audio.audio_file import AudioClip, read_audio
 from personaplex_tui.audio.audio_writing import write_wav
-from personaplex_tui.audio.devices import DeviceInfo, devices_table, find_device, list_devices
+from personaplex_tui.audio.device_table import devices_table
+from personaplex_tui.audio.devices import DeviceInfo, find_device, list_devices
 from personaplex_tui.audio.echo import EchoSuppressor
 from personaplex_tui.audio.errors import AudioDeviceError, AudioFileError, VadUnavailableError
 from personaplex_tui.audio.file_streams import FileMic, FileSpeaker
