@@ -1,7 +1,8 @@
 """Sound devices through PortAudio: list them, pick one by name or index, choose a sample rate.
 
 `sounddevice` is imported only when a function here runs, so importing this module (or the
-audio package) never needs PortAudio.
+audio package) never needs PortAudio. PortAudio lists the devices once, at its start: `rescan`
+starts it again, while none of our streams is open, to list those plugged in since.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Literal
@@ -32,13 +35,20 @@ NO_PORTAUDIO = (
 )
 
 
+RESCAN_FAILED = "PortAudio could not be started again to list the sound devices ({})."
+
+
 @dataclass
 class _Start:
-    """The outcome of PortAudio's start, kept for the process: the module or the sentence."""
+    """The outcome of PortAudio's start, kept for the process: the module or the sentence.
+    `users` counts our open streams and the calls into PortAudio under way (`_in_use`): a
+    restart (`rescan`) happens only when there are none, and `use` serialises the two."""
 
     module: ModuleType | None = None
     failure: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    use: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
 
 
 _started = _Start()
@@ -71,8 +81,9 @@ class DeviceInfo:
 
 def portaudio() -> ModuleType:
     """The `sounddevice` module, or an AudioDeviceError when PortAudio is missing or its start
-    hung (see `_start_portaudio`); the first call's outcome is kept for every later one."""
-    if _started.module is not None:
+    (or a restart, `rescan`) hung or failed; the first call's outcome is kept for every later
+    one."""
+    if _started.module is not None and _started.failure is None:
         return _started.module
     with _started.lock:  # (a thread calling meanwhile waits for the first call's outcome)
         if _started.module is None and _started.failure is None:
@@ -84,17 +95,8 @@ def portaudio() -> ModuleType:
 
 
 def _start_portaudio() -> None:
-    """Import `sounddevice` (its import runs PortAudio's Pa_Initialize) on a daemon thread,
-    waiting START_TIMEOUT_S for it. A sound server that hangs (stopped, not dead) holds
-    Pa_Initialize inside ALSA's PulseAudio plugin for good, and neither Ctrl+C nor any message
-    ever came: the start is left behind, and the process ends without waiting for it
-    (`stuck_exit.run_in_time`). A stop signal ends the wait at once (nothing kept then).
-    sounddevice points fd 2 at /dev/null during Pa_Initialize: a start left behind gets the
-    terminal back here, else the sentence saying so went nowhere; ALSA's and JACK's error lines,
-    which that start may still print, are silenced first (`start_noise`)."""
-    from personaplex_tui.audio.start_noise import silence_sound_libraries
-    from personaplex_tui.stuck_exit import run_in_time
-
+    """Import `sounddevice` (its import runs PortAudio's Pa_Initialize) within START_TIMEOUT_S
+    (`_in_time`); the outcome is kept in `_started`."""
     found: list[ModuleType] = []
 
     def start() -> None:
@@ -102,14 +104,41 @@ def _start_portaudio() -> None:
 
         found.append(sounddevice)
 
+    try:
+        ended = _in_time(start, "portaudio-start")
+    except OSError:  # its library is missing (the import ended)
+        _started.failure = NO_PORTAUDIO
+        return
+    if ended:
+        _started.module = found[0]
+    else:
+        _started.failure = START_HUNG
+
+
+def _in_time(work: Callable[[], None], name: str) -> bool:
+    """Run `work`, a start of PortAudio (Pa_Initialize), on a daemon thread, waiting
+    START_TIMEOUT_S for it: False when it did not end. A sound server that hangs (stopped, not
+    dead) holds Pa_Initialize inside ALSA's PulseAudio plugin for good, and neither Ctrl+C nor
+    any message ever came: the start is left behind, and the process ends without waiting for
+    it (`stuck_exit.run_in_time`). A stop signal ends the wait at once (nothing kept then).
+    sounddevice points fd 2 at /dev/null during Pa_Initialize: a start left behind gets the
+    terminal back here, else the sentence saying so went nowhere; ALSA's and JACK's error lines,
+    which that start may still print, are silenced first (`start_noise`)."""
+    from personaplex_tui.audio.start_noise import silence_sound_libraries
+    from personaplex_tui.stuck_exit import run_in_time
+
+    raised: list[Exception] = []
+
+    def guarded() -> None:
+        try:
+            work()
+        except Exception as e:  # it ended, by raising: handed on below
+            raised.append(e)
+
     stderr = _dup_stderr()
     ended = False
     try:
-        ended = run_in_time(start, START_TIMEOUT_S, "portaudio-start")
-    except OSError:  # its library is missing (the import ended)
-        ended = True
-        _started.failure = NO_PORTAUDIO
-        return
+        ended = run_in_time(guarded, START_TIMEOUT_S, name)
     finally:
         if not ended:  # hung, or a stop signal ended the wait: it may still be listing devices
             silence_sound_libraries()  # (before fd 2 is the terminal again)
@@ -117,10 +146,79 @@ def _start_portaudio() -> None:
             if not ended:
                 os.dup2(stderr, 2)
             os.close(stderr)
-    if ended:
-        _started.module = found[0]
-    else:
-        _started.failure = START_HUNG
+    if raised:
+        raise raised[0]
+    return ended
+
+
+def rescan() -> bool:
+    """Start PortAudio again (sounddevice's `_terminate`, then `_initialize`), so that
+    its device list holds the devices plugged in since it started (a model load takes minutes).
+    Only while none of our streams is open and no call into PortAudio is under way (stopping
+    PortAudio would close a stream), and only once it has started (its start lists what is there
+    then); through the first start's time limit and silencing (`_in_time`). A restart that hangs
+    or fails is kept, as the first start's outcome is: every later call says so (`portaudio`).
+    True when PortAudio was started again."""
+    sd = _started.module
+    if sd is None:
+        return False
+    if not _started.use.acquire(timeout=START_TIMEOUT_S):  # another restart, hung
+        return False
+    try:
+        if _started.users or _started.failure is not None:
+            return False
+
+        def restart() -> None:
+            sd._terminate()
+            sd._initialize()
+
+        try:
+            ended = _in_time(restart, "portaudio-rescan")
+        except Exception as e:  # sounddevice.PortAudioError: it is stopped, or did not start
+            reason = str(e).strip().rstrip(".") or type(e).__name__
+            _started.failure = RESCAN_FAILED.format(reason)
+            return False
+        except BaseException:  # a stop signal ended the wait (`Stopped`): it may still run
+            _started.failure = RESCAN_FAILED.format("interrupted")
+            raise
+        if not ended:
+            _started.failure = START_HUNG
+        return ended
+    finally:
+        _started.use.release()
+
+
+@contextmanager
+def _in_use() -> Iterator[ModuleType]:
+    """PortAudio, not restarted by `rescan` until the block ends."""
+    hold_portaudio()
+    try:
+        assert _started.module is not None
+        yield _started.module
+    finally:
+        let_go_of_portaudio()
+
+
+def hold_portaudio() -> ModuleType:
+    """PortAudio for a stream about to be opened (or a call into it): `rescan` does not restart
+    it until `let_go_of_portaudio` (once the stream is closed). Waits for a restart under way;
+    AudioDeviceError when PortAudio is missing, or its start or restart hung or failed."""
+    sd = portaudio()
+    if not _started.use.acquire(timeout=START_TIMEOUT_S + 1):  # a restart's own limit, and more
+        raise AudioDeviceError(START_HUNG)
+    try:
+        if _started.failure is not None:  # a restart that hung or failed
+            raise AudioDeviceError(_started.failure)
+        _started.users += 1
+    finally:
+        _started.use.release()
+    return sd
+
+
+def let_go_of_portaudio() -> None:
+    """A stream opened after `hold_portaudio` was closed (or failed to open)."""
+    with _started.use:
+        _started.users -= 1
 
 
 def _dup_stderr() -> int | None:
@@ -132,13 +230,13 @@ def _dup_stderr() -> int | None:
 
 def list_devices() -> list[DeviceInfo]:
     """Every device PortAudio knows, with the default input and output marked."""
-    sd = portaudio()
-    try:
-        raw = sd.query_devices()
-        hostapis = sd.query_hostapis()
-        default_in, default_out = _defaults(sd)
-    except sd.PortAudioError as e:
-        raise AudioDeviceError(f"The sound devices could not be listed: {e}.") from None
+    with _in_use() as sd:
+        try:
+            raw = sd.query_devices()
+            hostapis = sd.query_hostapis()
+            default_in, default_out = _defaults(sd)
+        except sd.PortAudioError as e:
+            raise AudioDeviceError(f"The sound devices could not be listed: {e}.") from None
     return [
         DeviceInfo(
             index=i,
@@ -356,10 +454,10 @@ def _ambiguous(
 
 def choose_rate(device: DeviceInfo, direction: Direction, preferred: int = SAMPLE_RATE) -> int:
     """`preferred` if the device takes it for mono float32, else the device's own rate."""
-    sd = portaudio()
-    check = sd.check_input_settings if direction == "input" else sd.check_output_settings
-    try:
-        check(device=device.index, samplerate=preferred, channels=1, dtype="float32")
-        return preferred
-    except Exception:  # PortAudioError or ValueError: the device refuses that rate
-        return int(round(device.default_samplerate))
+    with _in_use() as sd:
+        check = sd.check_input_settings if direction == "input" else sd.check_output_settings
+        try:
+            check(device=device.index, samplerate=preferred, channels=1, dtype="float32")
+            return preferred
+        except Exception:  # PortAudioError or ValueError: the device refuses that rate
+            return int(round(device.default_samplerate))

@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from personaplex_tui.audio.devices import choose_rate, find_device, portaudio
+from personaplex_tui.audio.devices import (
+    choose_rate,
+    find_device,
+    hold_portaudio,
+    let_go_of_portaudio,
+)
 from personaplex_tui.audio.echo_metrics import clipped_samples
 from personaplex_tui.audio.errors import AudioDeviceError
 from personaplex_tui.audio.frames import (
@@ -76,6 +81,7 @@ class _DeviceStream(StartsOnEnter):
             ) from None
         self._factory = stream_factory
         self._stream: Any = None
+        self._holds = False  # a PortAudio stream is open: PortAudio is not restarted meanwhile
 
     @property
     def resampling(self) -> bool:
@@ -96,20 +102,27 @@ class _DeviceStream(StartsOnEnter):
     def _start_stream(self, default_factory: str, callback: Callable[..., None]) -> None:
         if self._stream is not None:
             return
-        factory = self._factory or getattr(portaudio(), default_factory)
+        factory = self._factory
+        if factory is None:  # PortAudio's own: held until the stream is closed (`rescan`)
+            factory = getattr(hold_portaudio(), default_factory)
+            self._holds = True
         extra = {} if self.latency is None else {"latency": self.latency}
-        self._stream = _open(
-            factory,
-            self.kind,
-            self.device_name,
-            device=self.device,
-            samplerate=self.device_rate,
-            blocksize=self.device_frame,
-            channels=1,
-            dtype="float32",
-            callback=callback,
-            **extra,
-        )
+        try:
+            self._stream = _open(
+                factory,
+                self.kind,
+                self.device_name,
+                device=self.device,
+                samplerate=self.device_rate,
+                blocksize=self.device_frame,
+                channels=1,
+                dtype="float32",
+                callback=callback,
+                **extra,
+            )
+        except BaseException:
+            self._let_go()
+            raise
 
     def _stop_stream(self) -> None:
         stream, self._stream = self._stream, None
@@ -117,7 +130,15 @@ class _DeviceStream(StartsOnEnter):
             try:
                 stream.stop()
             finally:
-                stream.close()
+                try:
+                    stream.close()
+                finally:  # (a close that hangs keeps PortAudio held: it is in use)
+                    self._let_go()
+
+    def _let_go(self) -> None:
+        if self._holds:
+            self._holds = False
+            let_go_of_portaudio()
 
 
 class MicStream(RingCounters, _DeviceStream):

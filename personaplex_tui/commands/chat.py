@@ -165,9 +165,12 @@ def check_devices(args: argparse.Namespace, settings: Settings) -> None:
 
 def device_names() -> tuple[list[str], list[str]]:
     """(inputs, outputs) of the sound devices as the settings screen lists and stores them: a
-    name, or 'name #1', 'name #2' for identical cards (`devices.device_choices`)."""
+    name, or 'name #1', 'name #2' for identical cards (`devices.device_choices`); listed again
+    by PortAudio (`devices.rescan`), with those plugged in since it started, unless a
+    conversation's stream is open."""
     from personaplex_tui.audio import devices
 
+    devices.rescan()
     found = devices.list_devices()
     return devices.device_choices(found, "input"), devices.device_choices(found, "output")
 

@@ -19,6 +19,7 @@ from personaplex_tui.audio import (
 from personaplex_tui.audio.devices import Direction
 from personaplex_tui.audio.devices import choose_rate as portaudio_rate
 from personaplex_tui.audio.devices import list_devices as portaudio_devices
+from personaplex_tui.audio.devices import rescan as portaudio_rescan
 from personaplex_tui.audio.streams import StreamFactory
 from personaplex_tui.conversation.config import ControllerConfig
 
@@ -71,6 +72,13 @@ class AudioFactory:
             self.rate(info, direction) if self.rate is not None else portaudio_rate(info, direction)
         )
         return info, rate
+
+    def rescan(self, config: ControllerConfig) -> None:
+        """Before devices are opened: PortAudio lists again those plugged in since it started
+        (`devices.rescan`: while none of its streams is open), unless the device list is a
+        stand-in or both sides are files."""
+        if self.devices is None and not (config.input_file and config.output_file):
+            portaudio_rescan()
 
     def open_mic(self, config: ControllerConfig) -> AudioInput:
         """The configured microphone, not started yet."""
@@ -135,6 +143,8 @@ class AudioRig:
             self._close_speaker()
         self.fresh_mic = self.mic is None
         try:
+            if self.mic is None or self.speaker is None:  # (a device plugged in meanwhile)
+                self.factory.rescan(config)
             if self.mic is None:
                 self.mic = start_or_close(self.factory.open_mic(config))
                 self._mic_key = _input_key(config)
