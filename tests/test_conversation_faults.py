@@ -109,6 +109,50 @@ def test_a_missing_or_busy_device_is_one_sentence_then_another_device_works(
     assert devices.inputs[-1].kwargs["device"] == 1 and devices.outputs[-1].kwargs["device"] == 1
 
 
+def test_a_device_chosen_while_the_model_loads_is_the_one_the_first_run_opens():
+    """The settings file's device is unplugged: the chat says so before the model loads, and
+    another can be chosen in the settings meanwhile. The change waited for the load, which
+    held the controller's lock until the first run had failed on the missing device, in a
+    banner; space was needed then."""
+    import threading
+
+    from personaplex_tui.events import LoadProgress
+
+    devices = FakeDevices()
+    loading = threading.Event()  # held until the new device is chosen
+
+    async def main():
+        events, probe = Events(), Probe(FakeModel())
+        load = probe.loader()
+
+        def slow_load(progress):
+            assert loading.wait(30)
+            return load(progress)
+
+        config = ControllerConfig(mode="duplex", input_device="Studio Mic")
+        conv = create_conversation(slow_load, events, config, audio=devices.factory())
+        start = asyncio.create_task(conv.start())
+        await events.wait_for(lambda e: isinstance(e, LoadProgress) or is_state("loading")(e))
+        chosen = ControllerConfig(mode="duplex", input_device="USB Headset")
+        change = asyncio.create_task(conv.apply_settings(chosen))
+        await asyncio.sleep(0.05)  # it waits for the load
+        assert not change.done()
+        loading.set()
+        await start
+        needs_reset = await change
+        await events.wait_for(
+            lambda e: isinstance(e, EngineError) or (isinstance(e, FrameOut) and e.index >= 5)
+        )
+        running = conv.running
+        await conv.shutdown()
+        return events, needs_reset, running
+
+    events, needs_reset, running = asyncio.run(main())
+    assert not [e for e in events.items if isinstance(e, EngineError)]
+    assert running and needs_reset is False
+    assert [s.kwargs["device"] for s in devices.inputs] == [1]  # the USB Headset, first
+
+
 @pytest.mark.parametrize("lost", ["input", "output"])
 def test_a_device_lost_mid_session_stops_cleanly_and_resumes_on_another(lost, tmp_path):
     devices = FakeDevices()

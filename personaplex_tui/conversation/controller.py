@@ -89,7 +89,9 @@ class ConversationController:
     # -- ConversationAPI -----------------------------------------------------------------
     async def start(self) -> None:
         """Load the model (progress events), warm up, start a session and listen in the
-        configured mode. Awaits all of that (seconds to minutes): run it as a task."""
+        configured mode. Awaits all of that (seconds to minutes): run it as a task. Settings
+        applied meanwhile (another device chosen while the model loads) wait for the lock, and
+        are applied before the run starts: the lock is let go in between."""
         async with self._lock:
             if self.closed or self.runner is not None:
                 return
@@ -102,7 +104,9 @@ class ConversationController:
                 self._loaded = True
             if self._session_config is None and not await self._new_session():
                 return
-            await self._start_run()
+        async with self._lock:  # (after those waiting for it: asyncio's lock is first come)
+            if not self.closed and self.runner is None:
+                await self._start_run()
 
     async def toggle_talk(self) -> None:
         """Space. Turn-based: push-to-talk while listening, interrupt while replying.
