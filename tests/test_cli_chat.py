@@ -314,6 +314,57 @@ def test_devices_that_are_there_or_replaced_by_files_go_on_to_the_model(
         chat_until_the_model(*files, "--input-device", "Studio Mic", "--output-device", "Hall PA")
 
 
+@pytest.mark.parametrize(
+    ("stored", "flags", "warned"),
+    [
+        ('input_device = "USB Headset"', [], [("input", "No input device matches 'USB Headset'")]),
+        (
+            'input_device = "USB Headset"\noutput_device = "Hall PA"',
+            ["--output-device", "built-in out"],  # a flag's device, there, takes the file's place
+            [("input", "No input device matches 'USB Headset'")],
+        ),
+        (
+            'input_device = "Built-in Output"\noutput_device = "Hall PA"',
+            [],
+            [
+                ("input", "Sound device 1 ('Built-in Output') has no input channels"),
+                ("output", "No output device matches 'Hall PA'"),
+            ],
+        ),
+        ('input_device = "USB Headset"', ["--input-device", "microphone"], []),
+        ('input_device = "USB Headset"', ["--input-file", str(AUDIO / "greeting.wav")], []),
+    ],
+    ids=["input", "flag-for-the-other", "both", "flag-over-it", "file-over-it"],
+)
+def test_a_device_of_the_settings_file_that_is_not_there_is_a_warning_before_the_model_loads(
+    chat_until_the_model, monkeypatch, tmp_path, capsys, stored, flags, warned
+):
+    """It was said only once the model had loaded (minutes on the real model), in a banner.
+    Unlike a flag's, it does not end the chat: another can be chosen in the settings while the
+    model loads, or it can be plugged in; no other device is opened in its stead. Said on the
+    terminal, and on the screen with the settings file's other warnings (`store.warnings`)."""
+    from personaplex_tui.commands import chat
+
+    (tmp_path / "settings.toml").write_text(stored + "\n")
+    stores: list[object] = []
+
+    def build_app(*args: object, store: object = None, **kwargs: object) -> None:
+        stores.append(store)
+        raise _Loaded
+
+    monkeypatch.setattr(chat, "build_app", build_app)
+    with pytest.raises(_Loaded):
+        chat_until_the_model(*flags)
+    path = tmp_path / "settings.toml"
+    sentences = [
+        f"{path}: {reason} (run `ppx-tui devices` to list them); plug it in, or choose another "
+        f"{direction} device in the settings (press s) while the model loads."
+        for direction, reason in warned
+    ]
+    assert capsys.readouterr().err == "".join(f"ppx-tui: warning: {s}\n" for s in sentences)
+    assert [store.warnings for store in stores] == [sentences]  # type: ignore[attr-defined]
+
+
 def test_a_missing_device_on_a_real_sound_server_ends_the_chat_before_its_screen(
     pulse_null_sink, tmp_path
 ):

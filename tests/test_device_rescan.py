@@ -38,10 +38,11 @@ def plug(name):
     with open(Path(os.environ["HOME"]) / ".asoundrc", "a") as f:
         f.write("pcm.%s {\n type pulse\n}\n" % name)
 
-flags = argparse.Namespace(input_device="pulse", output_device=None)
-check_devices(flags, Settings(input_device="pulse"))  # PortAudio starts
+# the headset of the settings file is unplugged; the flag's device is there
+flags = argparse.Namespace(input_device=None, output_device="pulse")
+stored = Settings(input_device="ppx_headset", output_device="pulse")
+out = {"warned": check_devices(flags, stored, Path("settings.toml"))}  # PortAudio starts
 plug("ppx_headset")  # while the model loads
-out = {}
 rig = AudioRig(AudioFactory())
 config = ControllerConfig(mode="duplex", input_device="ppx_headset", output_device="ppx_headset")
 try:
@@ -62,9 +63,10 @@ print(json.dumps(out))
 
 
 def test_a_device_plugged_in_during_the_load_is_listed_and_opened(pulse_null_sink, tmp_path):
-    """The check of `--input-device` before the load started PortAudio: a device plugged in
-    during the load could not be opened by the conversation (`No input device matches`), nor
-    chosen in the settings screen, until ppx-tui was started again."""
+    """The check of `--output-device` before the load started PortAudio: a device plugged in
+    during the load (the settings file's, said to be missing before it) could not be opened by
+    the conversation (`No input device matches`), nor chosen in the settings screen, until
+    ppx-tui was started again."""
     done = subprocess.run(
         [sys.executable, "-c", PLUGGED_DURING_THE_LOAD], cwd=ROOT, capture_output=True,
         text=True, timeout=60,
@@ -72,6 +74,11 @@ def test_a_device_plugged_in_during_the_load_is_listed_and_opened(pulse_null_sin
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.splitlines()[-1])
+    assert out["warned"] == [
+        "settings.toml: No input device matches 'ppx_headset' (run `ppx-tui devices` to list "
+        "them); plug it in, or choose another input device in the settings (press s) while the "
+        "model loads."
+    ]
     assert out.get("error") is None and out["opened"] == ["ppx_headset", "ppx_headset"], out
     assert out["heard"] and out["still_heard"], out  # the open streams were left alone
     assert "ppx_dock" not in out["during"] and "ppx_headset" in out["during"], out

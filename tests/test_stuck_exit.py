@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -308,9 +309,8 @@ def test_a_ctrl_c_as_the_chat_prints_its_last_lines_cannot_keep_a_stuck_process(
     abandoned: list[str] = []
     monkeypatch.setattr(stuck_exit, "_asked", False)
     monkeypatch.setattr(stuck_exit, "stuck_threads", lambda: "")
-    monkeypatch.setattr(
-        chat, "resolve_settings", lambda args: (Settings(), type("S", (), {"warnings": ()})())
-    )
+    store = type("S", (), {"warnings": (), "path": Path("settings.toml")})()
+    monkeypatch.setattr(chat, "resolve_settings", lambda args: (Settings(), store))
     monkeypatch.setattr(chat, "check_settings", lambda settings: None)
     monkeypatch.setattr(chat, "check_terminal", lambda: None)
     monkeypatch.setattr("personaplex_tui.logs.setup_logging", lambda: None)

@@ -137,30 +137,54 @@ def _check_model(spec: str | None) -> None:
         resolve_model(spec, flag=MODEL_FLAG)
 
 
-def check_devices(args: argparse.Namespace, settings: Settings) -> None:
-    """A sound device the flags name (`--input-device`, `--output-device`) must exist: the one
-    sentence (AudioDeviceError) comes now, not once the model has loaded. Only the names are
-    looked up (no stream is opened), through PortAudio's start with its time limit (`portaudio`);
-    a side given a file (`--input-file`, `--output-file`) uses no device, and with both PortAudio
-    is not started. A device named only in the settings file is left to the app, where another
-    can be chosen in its settings."""
-    named = [
-        (spec, direction)
-        for spec, direction, file in (
-            (getattr(args, "input_device", None), "input", settings.input_file),
-            (getattr(args, "output_device", None), "output", settings.output_file),
-        )
-        if spec is not None and not file
-    ]
+def check_devices(args: argparse.Namespace, settings: Settings, settings_file: Path) -> list[str]:
+    """The sound devices named, looked up before the model loads (many seconds to minutes), by
+    name only (no stream is opened), through PortAudio's start with its time limit
+    (`portaudio`); a side given a file (`--input-file`, `--output-file`) uses no device, and
+    with both PortAudio is not started. One the flags name (`--input-device`,
+    `--output-device`) must exist: its sentence (AudioDeviceError) ends the chat now. One named
+    only in `settings_file` that is not there (unplugged) does not: the settings screen can
+    choose another while the model loads, or it can be plugged in (the devices are listed
+    again when they are opened); the warnings returned say so, for the terminal and the screen.
+    Another device is never opened in its stead without being chosen."""
+    named = []  # (the name, its direction, whether a flag gave it)
+    for direction, stored, file in (
+        ("input", settings.input_device, settings.input_file),
+        ("output", settings.output_device, settings.output_file),
+    ):
+        flag = getattr(args, f"{direction}_device", None)
+        spec = flag if flag is not None else stored
+        if spec is not None and not file:
+            named.append((spec, direction, flag is not None))
     if not named:
-        return
-    from personaplex_tui.audio import devices
+        return []
+    from personaplex_tui.audio import AudioDeviceError, devices
     from personaplex_tui.commands.device_noise import device_noise_to_log
 
-    with device_noise_to_log():  # PortAudio's and ALSA's own lines: to the log, as in the chat
-        listed = devices.list_devices()
-    for spec, direction in named:
-        devices.find_device(spec, direction, listed)
+    try:
+        with device_noise_to_log():  # PortAudio's and ALSA's lines: to the log, as in the chat
+            listed = devices.list_devices()
+    except AudioDeviceError:  # PortAudio missing, or its start hung
+        if any(flag for _, _, flag in named):
+            raise
+        return []  # (the app says so where it opens its devices, as with none named)
+    warnings = []
+    for spec, direction, flag in sorted(named, key=lambda n: not n[2]):  # the flags' first
+        try:
+            devices.find_device(spec, direction, listed)
+        except AudioDeviceError as err:
+            if flag:
+                raise
+            warnings.append(stored_device_warning(err, direction, settings_file))
+    return warnings
+
+
+def stored_device_warning(err: Exception, direction: str, settings_file: Path) -> str:
+    """The warning for a device of the settings file that cannot be used now (`err` says why)."""
+    return (
+        f"{settings_file}: {str(err).rstrip('.')}; plug it in, or choose another {direction} "
+        "device in the settings (press s) while the model loads."
+    )
 
 
 def device_names() -> tuple[list[str], list[str]]:
@@ -243,7 +267,11 @@ def run(args: argparse.Namespace) -> int:
         status(f"ppx-tui: warning: {warning}")
     check_settings(settings)
     check_terminal()
-    check_devices(args, settings)  # before the model loads, which takes many seconds
+    # before the model loads, which takes many seconds: a flag's missing device ends the chat,
+    # the settings file's is a warning (here, and on the screen with the file's others)
+    for warning in check_devices(args, settings, store.path):
+        status(f"ppx-tui: warning: {warning}")
+        store.warnings.append(warning)
     log_path = setup_logging()
     log.info("ppx-tui %s: %s", __version__, settings)
     with stderr_to_file(log_path):
