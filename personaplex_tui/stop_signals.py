@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -120,6 +121,26 @@ class SignalPolicy:
             yield
         finally:
             self._abrupt = saved
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Around a call into a C library that calls back into Python (libsndfile reading a
+        Python file object, through cffi): a stop signal is recorded there and raised as
+        `Stopped` once the block ends. cffi swallows what its callback raises (it prints the
+        traceback, the read comes back short): a Ctrl+C while a recording was read said it was
+        truncated, exit 2. Changes nothing off the main thread, inside `deferred` or `abrupt`."""
+        if (
+            self._deferred
+            or self._abrupt
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            yield
+            return
+        try:
+            with self.deferred():
+                yield
+        finally:
+            self.check()
 
     def quiet(self) -> None:
         """From now on (the command returned), signals are recorded only."""

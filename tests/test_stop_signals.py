@@ -6,6 +6,7 @@ second signal during the shutdown prints no traceback."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from personaplex_tui.stop_signals import SignalPolicy, Stopped
+from personaplex_tui.stop_signals import POLICY, SignalPolicy, Stopped
 from tests.cli_runner import size_now
 from tests.tui_pty import RESTORE_SEQUENCES, ROOT, PtyProcess, after_screen, user_env
 
@@ -94,6 +95,39 @@ def test_deferred_with_repeats_every_later_signal_is_reported_too(policy):
     time.sleep(0.05)
     assert seen == [signal.SIGINT, signal.SIGINT, signal.SIGTERM]
     assert policy.received == signal.SIGINT
+
+
+@pytest.mark.parametrize("name", ["speech.wav", "speech.flac"])
+def test_a_signal_while_libsndfile_reads_a_file_stops_there_not_as_a_truncated_file(
+    monkeypatch, tmp_path, name
+):
+    """libsndfile reads a Python file through cffi callbacks, which swallow what they raise:
+    a Ctrl+C there printed a traceback and the file was said to be truncated (exit 2)."""
+    from personaplex_tui.audio import audio_file, read_audio
+
+    path = tmp_path / name
+    sf.write(path, np.sin(np.arange(48000) / 9).astype(np.float32) * 0.3, 24000)
+    reads = []
+
+    class InterruptedFile(io.FileIO):
+        def readinto(self, buffer):  # the user's Ctrl+C arrives during the third read
+            reads.append(len(buffer))
+            if len(reads) == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().readinto(buffer)
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    monkeypatch.setattr(POLICY, "received", None)  # the commands' policy, as `main` installs it
+    monkeypatch.setattr(POLICY, "_installed", False)
+    POLICY.install()
+    monkeypatch.setattr(audio_file, "open", lambda p, mode: InterruptedFile(p, "r"), raising=False)
+    try:
+        with pytest.raises(Stopped) as stopped:
+            read_audio(path)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    assert stopped.value.signum == signal.SIGINT and len(reads) >= 3
 
 
 def test_a_signal_ignored_at_start_stays_ignored():

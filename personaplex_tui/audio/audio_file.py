@@ -3,6 +3,7 @@ blocks (writing them: `audio_writing`; what is checked of a file's bytes: `file_
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
@@ -26,6 +27,7 @@ from personaplex_tui.audio.file_checks import (
 from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from personaplex_tui.audio.resample import resample, resample_blocks, resampled_length
 from personaplex_tui.audio.stream_parts import ClosesOnExit
+from personaplex_tui.stop_signals import POLICY
 
 SILENCE_PEAK = 10 ** (-60 / 20)  # a file whose peak stays under -60 dBFS is "silent"
 MIN_RATE, MAX_RATE = 1000, 768_000  # sample rates worth resampling (Hz)
@@ -158,7 +160,7 @@ def _decode(p: Path, source: BinaryIO, size: int) -> AudioClip:
     source, info = _checked_info(p, source, size, noise)
     try:
         source.seek(0)
-        with noise.quiet():
+        with _sndfile_call(noise):
             data = sf.read(source, dtype="float32", always_2d=True)[0]
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioFileError(_corrupt(p, e)) from None
@@ -186,7 +188,7 @@ def _checked_info(
     completeness are checked; and the source to decode (a WAV whose header has no length: a
     view of it with the length filled in). What the MP3 decoder prints goes to `noise`."""
     try:
-        with noise.quiet():
+        with _sndfile_call(noise):
             info = sf.info(source)
         noise.active = info.format == "MP3"  # only libmpg123 talks: leave fd 2 be for others
     except sf.LibsndfileError as e:
@@ -212,9 +214,17 @@ def _checked_info(
         unsized = check_wav_complete(p, source, size, info.samplerate)
         if unsized is not None:  # a header without the data's length: read to the file's end
             source = SizedView(source, size, *unsized)
-            with noise.quiet():
+            with _sndfile_call(noise):
                 info = sf.info(source)
     return source, info
+
+
+@contextlib.contextmanager
+def _sndfile_call(noise: DecoderNoise) -> Iterator[None]:
+    """Around one libsndfile call on a Python file object: its decoder's noise kept off the
+    terminal, and a stop signal raised once the call returns, not in its read callback."""
+    with POLICY.held(), noise.quiet():
+        yield
 
 
 def _corrupt(p: Path, e: Exception) -> str:
@@ -322,11 +332,11 @@ def _decoded(p: Path, source: BinaryIO, noise: DecoderNoise | None = None) -> It
     noise = DecoderNoise() if noise is None else noise
     try:
         source.seek(0)
-        with noise.quiet():
+        with _sndfile_call(noise):
             f = sf.SoundFile(source)
         with f:
             while True:
-                with noise.quiet():
+                with _sndfile_call(noise):
                     data = f.read(READ_FRAMES, dtype="float32", always_2d=True)
                 if not len(data):
                     return
