@@ -72,15 +72,22 @@ class Section:
         return int(value)
 
     def number(
-        self, key: str, default: float, low: float | None = 0.0, positive: bool = False
+        self,
+        key: str,
+        default: float,
+        low: float | None = 0.0,
+        positive: bool = False,
+        high: float | None = None,
     ) -> float:
-        """A finite number, at least `low` (above 0 when `positive`)."""
+        """A finite number, at least `low` (above 0 when `positive`), at most `high` if given."""
         value = self.data.get(key, default)
         wanted = (
             "a positive number"
             if positive
             else ("a finite number" if low is None else f"a number of at least {low}")
         )
+        if high is not None and low is not None and not positive:
+            wanted = f"a number from {low} to {high}"
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(key, wanted, value)
         value = float(value)
@@ -88,6 +95,7 @@ class Section:
             not math.isfinite(value)
             or (positive and value <= 0)
             or (low is not None and value < low)
+            or (high is not None and value > high)
         ):
             raise self.fail(key, wanted, value)
         return value

@@ -124,6 +124,14 @@ BROKEN: dict[str, tuple[Callable[[Path], None], str]] = {
     "no tokenizer": (lambda f: (f / TOKENIZER_FILE).unlink(), "tokenizer"),
     "norm": (lambda f: edit_config(f, norm="layer_norm"), "'norm'"),
     "path in name": (lambda f: edit_config(f, mimi_name="../x.safetensors"), "'mimi_name'"),
+    "endless delay": (
+        lambda f: edit_config(f, stt_config={"audio_delay_seconds": 1e9}),
+        "'stt_config.audio_delay_seconds' must be a number from 0.0 to 60.0, not 1000000000.0.",
+    ),
+    "endless prefix": (
+        lambda f: edit_config(f, stt_config={"audio_silence_prefix_seconds": 1e6}),
+        "'stt_config.audio_silence_prefix_seconds' must be a number from 0.0 to 60.0, not 1000000.0.",
+    ),
 }
 
 

@@ -23,6 +23,10 @@ MOSHI_NAME = "model.safetensors"
 MIMI_NAME = "mimi-pytorch-e351c8d8@125.safetensors"
 TOKENIZER_NAME = "tokenizer_en_fr_audio_8000.model"
 FRAME_RATE = 12.5
+# The text's delay and the silence fed before a file, at most (Kyutai's models: 0.5 s and 2.5 s
+# of delay): every file is followed by the delay's silent frames, so a config of 1e9 seconds
+# had `transcribe` run on for years.
+MAX_STT_SECONDS = 60.0
 # moshi's RMSNorm epsilon by norm name (`moshi.modules.transformer.create_norm_fn`).
 _NORM_EPS = {"rms_norm_f32": 1e-8, "rms_norm": 1e-5}
 
@@ -125,8 +129,10 @@ class SttConfig:
             text_epad_id=top.integer("existing_text_end_padding_id", 0, low=0),
             extra_heads=top.integer("extra_heads_num_heads", 0, low=0, high=64),
             extra_heads_dim=top.integer("extra_heads_dim", 6),
-            audio_delay_seconds=stt.number("audio_delay_seconds", 0.5),
-            audio_silence_prefix_seconds=stt.number("audio_silence_prefix_seconds", 0.0),
+            audio_delay_seconds=stt.number("audio_delay_seconds", 0.5, high=MAX_STT_SECONDS),
+            audio_silence_prefix_seconds=stt.number(
+                "audio_silence_prefix_seconds", 0.0, high=MAX_STT_SECONDS
+            ),
             hidden_scale_given=given,
             moshi_name=_file_name(top, "moshi_name", MOSHI_NAME),
             mimi_name=_file_name(top, "mimi_name", MIMI_NAME),
