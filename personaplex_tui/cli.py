@@ -134,11 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; the process's signal policy is installed here (`stop_signals`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     POLICY.install()
-    parser = build_parser()
     try:
+        parser = build_parser()
         args, extra = parser.parse_known_args(argv)
     except Stopped as stop:
-        return stop.exit_code
+        return _stopped(stop.signum)
     if extra:  # named where they were given: a subcommand's help, not the chat's
         command = getattr(args, "command", None)
         prog = f"ppx-tui {command}" if command else "ppx-tui"

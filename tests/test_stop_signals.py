@@ -63,6 +63,18 @@ def policy():
         signal.signal(sig, handler)
 
 
+@pytest.fixture
+def commands_policy(monkeypatch):
+    """The commands' own POLICY, installed as `main` installs it, put back as it was after."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for name, fresh in vars(SignalPolicy()).items():
+        monkeypatch.setattr(POLICY, name, fresh)
+    POLICY.install()
+    yield POLICY
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 def test_the_first_signal_stops_at_once_by_default_and_a_second_is_ignored(policy):
     with pytest.raises(Stopped) as stopped:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -99,7 +111,7 @@ def test_deferred_with_repeats_every_later_signal_is_reported_too(policy):
 
 @pytest.mark.parametrize("name", ["speech.wav", "speech.flac"])
 def test_a_signal_while_libsndfile_reads_a_file_stops_there_not_as_a_truncated_file(
-    monkeypatch, tmp_path, name
+    commands_policy, monkeypatch, tmp_path, name
 ):
     """libsndfile reads a Python file through cffi callbacks, which swallow what they raise:
     a Ctrl+C there printed a traceback and the file was said to be truncated (exit 2)."""
@@ -116,18 +128,29 @@ def test_a_signal_while_libsndfile_reads_a_file_stops_there_not_as_a_truncated_f
                 os.kill(os.getpid(), signal.SIGINT)
             return super().readinto(buffer)
 
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    monkeypatch.setattr(POLICY, "received", None)  # the commands' policy, as `main` installs it
-    monkeypatch.setattr(POLICY, "_installed", False)
-    POLICY.install()
     monkeypatch.setattr(audio_file, "open", lambda p, mode: InterruptedFile(p, "r"), raising=False)
-    try:
-        with pytest.raises(Stopped) as stopped:
-            read_audio(path)
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
+    with pytest.raises(Stopped) as stopped:
+        read_audio(path)
     assert stopped.value.signum == signal.SIGINT and len(reads) >= 3
+
+
+def test_a_signal_while_the_command_line_is_read_is_one_sentence(
+    commands_policy, monkeypatch, capsys
+):
+    """The parser is built once the policy is installed: a Ctrl+C there was a traceback, exit 1."""
+    from personaplex_tui import cli
+
+    def interrupted_build() -> object:
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs before this returns
+        raise AssertionError("the signal did not stop the command")
+
+    monkeypatch.setattr(cli, "build_parser", interrupted_build)
+    try:
+        code = cli.main(["devices"])
+    except KeyboardInterrupt as escaped:  # (pytest would take it for the user's and stop)
+        pytest.fail(f"{escaped!r} escaped main")
+    assert code == 130
+    assert capsys.readouterr().err == "ppx-tui: interrupted.\n"
 
 
 def test_a_signal_ignored_at_start_stays_ignored():
