@@ -134,6 +134,34 @@ def test_a_signal_while_libsndfile_reads_a_file_stops_there_not_as_a_truncated_f
     assert stopped.value.signum == signal.SIGINT and len(reads) >= 3
 
 
+def test_a_signal_while_libsndfile_writes_a_flac_file_leaves_the_older_file_as_it_was(
+    commands_policy, monkeypatch, tmp_path
+):
+    """libsndfile writes a FLAC through cffi callbacks too: a Ctrl+C there was swallowed with the
+    bytes being written, and soundfile failed after it (LibsndfileError, or its AssertionError on
+    the short write): a traceback, not the stop."""
+    from personaplex_tui.audio import audio_writing
+
+    target = tmp_path / "clean.flac"
+    target.write_bytes(b"the older file")
+    writes = []
+
+    class InterruptedFile(io.FileIO):
+        def write(self, data):  # the user's Ctrl+C arrives during the third write
+            writes.append(len(data))
+            if len(writes) == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().write(data)
+
+    monkeypatch.setattr(
+        audio_writing, "open", lambda p, mode: InterruptedFile(p, "w"), raising=False
+    )
+    with pytest.raises(Stopped):
+        audio_writing.write_wav(target, np.sin(np.arange(120000) / 9).astype(np.float32) * 0.3)
+    assert len(writes) >= 3 and target.read_bytes() == b"the older file"
+    assert list(tmp_path.iterdir()) == [target]  # nothing half-written left beside it
+
+
 def test_a_signal_while_the_command_line_is_read_is_one_sentence(
     commands_policy, monkeypatch, capsys
 ):

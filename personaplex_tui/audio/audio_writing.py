@@ -19,6 +19,7 @@ from personaplex_tui.audio.errors import AudioFileError
 from personaplex_tui.audio.frames import SAMPLE_RATE
 from personaplex_tui.audio.stream_parts import ClosesOnExit
 from personaplex_tui.audio.wav_writer import _header as wav_header
+from personaplex_tui.stop_signals import POLICY
 
 WRITTEN_FORMATS = {".wav": "WAV", ".flac": "FLAC"}  # what `write_wav` writes, by the name's suffix
 
@@ -77,33 +78,41 @@ class AudioWriter(ClosesOnExit):
                 f"Could not write the audio file {p}: {e.strerror or e}."
             ) from None
         try:
-            if kind == "WAV":
-                self._file.write(wav_header(sample_rate, 1, 2 * samples))
-            else:
-                self._sink = _Sink(self._file)
-                self._flac = self._files.enter_context(
-                    sf.SoundFile(self._sink, "w", sample_rate, 1, "PCM_16", format=kind)
-                )
-                self._sink.check()
-        except OSError as e:
-            raise self._failed(e) from None
+            with POLICY.held():  # a stop signal in libsndfile's callbacks: raised after its call
+                try:
+                    if kind == "WAV":
+                        self._file.write(wav_header(sample_rate, 1, 2 * samples))
+                    else:
+                        self._sink = _Sink(self._file)
+                        self._flac = self._files.enter_context(
+                            sf.SoundFile(self._sink, "w", sample_rate, 1, "PCM_16", format=kind)
+                        )
+                        self._sink.check()
+                except OSError as e:
+                    raise self._failed(e) from None
+        except BaseException:
+            self.abort()  # (no `with` will: the writer was not made)
+            raise
 
     def write(self, pcm: np.ndarray) -> None:
         """Append samples (float32 [n]), clipped to [-1, 1]."""
         clipped = np.clip(np.asarray(pcm, np.float32).reshape(-1), -1, 1)
         if self.written + len(clipped) > self.samples:
             raise ValueError(f"{self.path}: more than the {self.samples} samples promised")
-        try:
-            if self._flac is None:  # converted by libsndfile, as `write_wav`'s samples are
-                raw = io.BytesIO()
-                sf.write(raw, clipped, self.sample_rate, "PCM_16", format="RAW", endian="LITTLE")
-                self._file.write(raw.getbuffer())
-            else:
-                self._flac.write(clipped)
-                self._sink.check()  # type: ignore[union-attr]
-        except OSError as e:
-            raise self._failed(e) from None
-        self.written += len(clipped)
+        with POLICY.held():  # what libsndfile's callbacks write is never cut by a stop signal
+            try:
+                if self._flac is None:  # converted by libsndfile, as `write_wav`'s samples are
+                    raw = io.BytesIO()
+                    sf.write(
+                        raw, clipped, self.sample_rate, "PCM_16", format="RAW", endian="LITTLE"
+                    )
+                    self._file.write(raw.getbuffer())
+                else:
+                    self._flac.write(clipped)
+                    self._sink.check()  # type: ignore[union-attr]
+            except OSError as e:
+                raise self._failed(e) from None
+            self.written += len(clipped)
 
     def close(self) -> None:
         """Finish the file: all `samples` must have been written (else it is removed)."""
@@ -112,17 +121,18 @@ class AudioWriter(ClosesOnExit):
         if self.written != self.samples:
             self.abort()
             raise ValueError(f"{self.path}: {self.written} of {self.samples} samples written")
-        try:
-            self._files.close()  # libsndfile finishes the FLAC; Python's buffer is written out
-            if self._sink is not None:
-                self._sink.check()
-            if self._part is not None:
-                if self._target.exists():  # the older file's permissions, not the umask's
-                    os.chmod(self._part, self._target.stat().st_mode & 0o7777)
-                os.replace(self._part, self._target)
-        except OSError as e:
-            raise self._failed(e) from None
-        self._done = True
+        with POLICY.held():  # a stop signal meanwhile: the file is finished, then it is raised
+            try:
+                self._files.close()  # libsndfile finishes the FLAC; Python's buffer is written
+                if self._sink is not None:
+                    self._sink.check()
+                if self._part is not None:
+                    if self._target.exists():  # the older file's permissions, not the umask's
+                        os.chmod(self._part, self._target.stat().st_mode & 0o7777)
+                    os.replace(self._part, self._target)
+            except OSError as e:
+                raise self._failed(e) from None
+            self._done = True
 
     def abort(self) -> None:
         """Close and remove the file (it does not hold all the audio)."""
