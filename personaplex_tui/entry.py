@@ -2,17 +2,20 @@
 
 `personaplex_tui.cli` imports every command's modules (numpy, MLX, the model) before its `main`
 installs the signal policy (`stop_signals`); that takes about half a second, longer on a cold
-disk. A Ctrl+C in that window ends here as it does later: "ppx-tui: interrupted.", exit 130,
-no traceback. A chat whose conversation did not stop in time ends the process here without
-waiting for its stuck threads (`stuck_exit`), which only this console script does. Progress
-lines and error sentences on stderr are best-effort: one that cannot be written stops no work.
+disk. A Ctrl+C in that window is recorded, the imports finish, and it ends here as it does
+later: "ppx-tui: interrupted.", exit 130, no traceback. A chat whose conversation did not stop
+in time ends the process here without waiting for its stuck threads (`stuck_exit`), which only
+this console script does. Progress lines and error sentences on stderr are best-effort: one
+that cannot be written stops no work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 
@@ -74,14 +77,31 @@ class BestEffortStream:
         return getattr(self._stream, name)
 
 
+@contextlib.contextmanager
+def _ctrl_c_recorded() -> Iterator[list[int]]:
+    """Inside, a Ctrl+C is only recorded (in the list given), not raised: a KeyboardInterrupt
+    raised while a C extension initialises breaks it (sentencepiece's import failed with an
+    ImportError traceback, MLX's nanobind aborted the process). An ignored SIGINT stays so."""
+    pressed: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN or previous is None:
+        yield pressed
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main() -> int:
     """Load the command line and run it."""
     reopen_closed_std_streams()
     if not isinstance(sys.stderr, BestEffortStream):
         sys.stderr = BestEffortStream(sys.stderr)  # type: ignore[assignment]
-    try:
+    with _ctrl_c_recorded() as pressed:
         from personaplex_tui.cli import main as run
-    except KeyboardInterrupt:
+    if pressed:
         from personaplex_tui.stop_signals import stopped_sentence
 
         print(f"ppx-tui: {stopped_sentence(signal.SIGINT)}", file=sys.stderr)

@@ -303,6 +303,31 @@ def test_ctrl_c_while_the_command_line_loads_is_interrupted_not_a_traceback():
     assert proc.stderr == "ppx-tui: interrupted.\n"
 
 
+def test_ctrl_c_while_a_c_extension_loads_is_interrupted_not_a_traceback():
+    """A Ctrl+C raised inside a C extension's initialisation broke it: sentencepiece's import
+    failed with ImportError (a traceback, exit 1), MLX's nanobind aborted the process. The
+    signal is only recorded while the command line's modules load; the stop comes after."""
+    extension = CTRL_C_WHILE_LOADING.replace(
+        """        if name == "personaplex_tui.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+""",
+        """        if name == "sentencepiece":  # its initialisation fails on an exception, as C does
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt:
+                raise ImportError("initialization failed") from None
+""",
+    )
+    assert extension != CTRL_C_WHILE_LOADING
+    proc = subprocess.run(
+        [sys.executable, "-c", extension, "--help"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr == "ppx-tui: interrupted.\n"
+
+
 LATE_SIGNAL = """
 import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
