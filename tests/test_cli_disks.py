@@ -211,6 +211,8 @@ def test_chunk_seconds_that_is_not_a_length_is_one_sentence(value, tmp_path):
 def test_unwritable_chat_files_are_refused_before_the_screen_opens(tmp_path):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file where a folder should be")
+    usb, unmounted = tmp_path / "usb", tmp_path / "media" / "usb"  # a link to a drive not there
+    usb.symlink_to(unmounted)
     cases = [
         ("--timing-log", "/proc/x.jsonl", "Cannot create the timing log /proc/x.jsonl: "),
         ("--timing-log", str(blocker / "t.jsonl"),
@@ -219,6 +221,10 @@ def test_unwritable_chat_files_are_refused_before_the_screen_opens(tmp_path):
          "Cannot write the output file /dev/full: No space left on device."),
         ("--record", str(blocker / "rec"),
          f"Cannot use {blocker / 'rec'} for recordings: {blocker} is a file, not a folder."),
+        ("--record", str(usb), f"Cannot use {usb} for recordings: it is a link to {unmounted}, "
+         "which does not exist."),
+        ("--record", str(usb / "rec"), f"Cannot use {usb / 'rec'} for recordings: {usb} is a "
+         f"link to {unmounted}, which does not exist."),
     ]  # fmt: skip
     for flag, path, message in cases:
         proc = ppx(flag, path, "--input-file", QUESTION, "--config", str(tmp_path / "s.toml"),

@@ -18,6 +18,14 @@ def _blocking_file(p: Path) -> Path | None:
     return None
 
 
+def _dangling_link(p: Path) -> Path | None:
+    """The first of `p` and its folders that is a symbolic link to nothing, if any."""
+    for q in (*reversed(p.parents), p):
+        if q.is_symlink() and not q.exists():
+            return q
+    return None
+
+
 def _make_parents(p: Path) -> list[Path]:
     """Create `p`'s missing folders; returns those it created, deepest first."""
     made = [parent for parent in p.parents if not parent.exists()]
@@ -93,6 +101,12 @@ def check_output_folder(path: str | Path, what: str, flag: str) -> Path:
     blocker = _blocking_file(p / "x")
     if blocker is not None:
         raise UsageError(f"Cannot use {p} for {what}: {blocker} is a file, not a folder.")
+    dangling = _dangling_link(p)
+    if dangling is not None:  # (mkdir said "File exists"; a drive not mounted, often)
+        raise UsageError(
+            f"Cannot use {p} for {what}: {'it' if dangling == p else dangling} is a link to "
+            f"{os.readlink(dangling)}, which does not exist."
+        )
     made: list[Path] = []
     try:
         made = _make_parents(p / "x")
