@@ -291,14 +291,19 @@ sys.exit(main())
 """
 
 
-def test_ctrl_c_while_the_command_line_loads_is_interrupted_not_a_traceback():
-    """The console script (`personaplex_tui.entry`) catches a Ctrl+C that lands before `cli.main`
-    installed the signal policy (its imports take ~0.5 s): the same sentence and exit code."""
-    proc = subprocess.run(
-        [sys.executable, "-c", CTRL_C_WHILE_LOADING, "--help"],
+def _entry_with_help(script: str) -> subprocess.CompletedProcess:
+    """`script` (which runs the console script's `main`) with `--help`, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-c", script, "--help"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+def test_ctrl_c_while_the_command_line_loads_is_interrupted_not_a_traceback():
+    """The console script (`personaplex_tui.entry`) catches a Ctrl+C that lands before `cli.main`
+    installed the signal policy (its imports take ~0.5 s): the same sentence and exit code."""
+    proc = _entry_with_help(CTRL_C_WHILE_LOADING)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr == "ppx-tui: interrupted.\n"
 
@@ -319,11 +324,7 @@ def test_ctrl_c_while_a_c_extension_loads_is_interrupted_not_a_traceback():
 """,
     )
     assert extension != CTRL_C_WHILE_LOADING
-    proc = subprocess.run(
-        [sys.executable, "-c", extension, "--help"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    proc = _entry_with_help(extension)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr == "ppx-tui: interrupted.\n"
 
