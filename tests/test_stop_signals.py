@@ -109,6 +109,27 @@ def test_deferred_with_repeats_every_later_signal_is_reported_too(policy):
     assert policy.received == signal.SIGINT
 
 
+class _Interrupted(io.FileIO):
+    """A file whose third read or write (their sizes go to `calls`) meets the user's Ctrl+C."""
+
+    def __init__(self, path: Path, mode: str, calls: list[int]) -> None:
+        super().__init__(path, mode)
+        self.calls = calls
+
+    def _call(self, size: int) -> None:
+        self.calls.append(size)
+        if len(self.calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def readinto(self, buffer):
+        self._call(len(buffer))
+        return super().readinto(buffer)
+
+    def write(self, data):
+        self._call(len(data))
+        return super().write(data)
+
+
 @pytest.mark.parametrize("name", ["speech.wav", "speech.flac"])
 def test_a_signal_while_libsndfile_reads_a_file_stops_there_not_as_a_truncated_file(
     commands_policy, monkeypatch, tmp_path, name
@@ -119,16 +140,10 @@ def test_a_signal_while_libsndfile_reads_a_file_stops_there_not_as_a_truncated_f
 
     path = tmp_path / name
     sf.write(path, np.sin(np.arange(48000) / 9).astype(np.float32) * 0.3, 24000)
-    reads = []
-
-    class InterruptedFile(io.FileIO):
-        def readinto(self, buffer):  # the user's Ctrl+C arrives during the third read
-            reads.append(len(buffer))
-            if len(reads) == 3:
-                os.kill(os.getpid(), signal.SIGINT)
-            return super().readinto(buffer)
-
-    monkeypatch.setattr(audio_file, "open", lambda p, mode: InterruptedFile(p, "r"), raising=False)
+    reads: list[int] = []
+    monkeypatch.setattr(
+        audio_file, "open", lambda p, mode: _Interrupted(p, "r", reads), raising=False
+    )
     with pytest.raises(Stopped) as stopped:
         read_audio(path)
     assert stopped.value.signum == signal.SIGINT and len(reads) >= 3
@@ -144,17 +159,9 @@ def test_a_signal_while_libsndfile_writes_a_flac_file_leaves_the_older_file_as_i
 
     target = tmp_path / "clean.flac"
     target.write_bytes(b"the older file")
-    writes = []
-
-    class InterruptedFile(io.FileIO):
-        def write(self, data):  # the user's Ctrl+C arrives during the third write
-            writes.append(len(data))
-            if len(writes) == 3:
-                os.kill(os.getpid(), signal.SIGINT)
-            return super().write(data)
-
+    writes: list[int] = []
     monkeypatch.setattr(
-        audio_writing, "open", lambda p, mode: InterruptedFile(p, "w"), raising=False
+        audio_writing, "open", lambda p, mode: _Interrupted(p, "w", writes), raising=False
     )
     with pytest.raises(Stopped):
         audio_writing.write_wav(target, np.sin(np.arange(120000) / 9).astype(np.float32) * 0.3)
