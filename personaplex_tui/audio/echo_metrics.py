@@ -16,6 +16,10 @@ ENVELOPE_SAMPLES = SAMPLE_RATE // 50  # 20 ms
 FLOOR_DB = -100.0
 ACTIVE_BELOW_PEAK_DB = 30.0  # a far-end frame within 30 dB of the loudest one is "active"
 CLIP = 0.99  # a microphone sample this loud or louder counts as clipped (the sound check's)
+# A sample on its way out (to a speaker, at the rate it plays, or to a 16-bit file) this loud or
+# louder is at full scale or past it: the conversion to the device's or the file's integers
+# cuts what is past it (the values are exact here, where a mic's clipped samples read under 1).
+FULL_SCALE = 1.0
 
 
 def clipped_samples(pcm: np.ndarray) -> int:
@@ -29,6 +33,20 @@ def frame_clipped(mic: object, raw: np.ndarray) -> int:
     processing), else counted in `raw` itself."""
     count = getattr(mic, "last_clipped", None)
     return clipped_samples(raw) if count is None else int(count)
+
+
+def clipped_output(pcm: np.ndarray) -> int:
+    """How many of `pcm`'s samples, as a speaker or a file is given them, are at full scale or
+    past it (|sample| >= FULL_SCALE)."""
+    return int(np.count_nonzero(np.abs(pcm) >= FULL_SCALE))
+
+
+def played_clipped(speaker: object) -> int | None:
+    """The samples at full scale or past it that the frame `speaker` just took was turned into
+    for its device or file (its `last_clipped`: after resampling, which moves peaks); None when
+    it does not say, or did not take the frame (then the frame itself decides, see `LevelMeter`)."""
+    count = getattr(speaker, "last_clipped", None)
+    return None if count is None else int(count)
 
 
 def clipped_per_channel(frames: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from personaplex_tui.audio.audio_file import read_audio
-from personaplex_tui.audio.echo_metrics import clipped_per_frame
+from personaplex_tui.audio.echo_metrics import clipped_output, clipped_per_frame
 from personaplex_tui.audio.frames import (
     FRAME_SAMPLES,
     FRAME_SECONDS,
@@ -192,7 +192,9 @@ class FileSpeaker(StartsOnEnter):
     delay and any underrun as silence, exactly as it would have sounded. `realtime=False` writes
     audio as soon as the pre-buffer (or a flush) lets it play, with no gaps. If writing fails
     (a full disk) the file keeps what was written, the speaker stops like an unplugged device
-    (`active` turns False) and `failure` says why in one sentence.
+    (`active` turns False) and `failure` says why in one sentence. `last_clipped` counts the
+    samples at full scale or past it in the frame just written (the file's rate is 24 kHz:
+    written as given); None when it was dropped.
     """
 
     def __init__(
@@ -218,6 +220,7 @@ class FileSpeaker(StartsOnEnter):
         self._clock = _Paced("file-speaker", self._tick) if realtime else None
         self._started = False
         self.failure = ""  # why writing stopped, if it did
+        self.last_clipped: int | None = None
 
     @property
     def active(self) -> bool:
@@ -259,6 +262,7 @@ class FileSpeaker(StartsOnEnter):
     def write_frame(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
         """Queue 24 kHz audio; wait up to `timeout` s for room. False if it was dropped."""
         ok = self.player.write(pcm, timeout if self.realtime else 0.0)
+        self.last_clipped = clipped_output(pcm) if ok else None
         if not self.realtime:
             self._pump()
         return ok

@@ -58,8 +58,9 @@ class LevelMeter:
 
     def update(self, pcm: np.ndarray, clipped: bool | None = None) -> None:
         """Take the next block of samples; `clipped` says whether the audio behind it clipped
-        (a mic's, counted in its device's own samples: resampling moves peaks over full scale
-        or under it), or None to decide from the block's own peak (`CLIP_LEVEL`)."""
+        (a mic's, counted in its device's own samples; the agent's, in the samples its speaker
+        was given: resampling moves peaks over full scale or under it), or None to decide from
+        the block's own peak (`CLIP_LEVEL`)."""
         x = np.asarray(pcm, dtype=np.float32)
         if len(x) == 0:
             return
@@ -96,9 +97,9 @@ class LevelMeters:
         with self._lock:
             self.mic.update(pcm, clipped)
 
-    def update_agent(self, pcm: np.ndarray) -> None:
+    def update_agent(self, pcm: np.ndarray, clipped: bool | None = None) -> None:
         with self._lock:
-            self.agent.update(pcm)
+            self.agent.update(pcm, clipped)
 
     def reset(self) -> None:
         with self._lock:

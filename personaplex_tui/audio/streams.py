@@ -21,7 +21,7 @@ from personaplex_tui.audio.devices import (
     hold_portaudio,
     let_go_of_portaudio,
 )
-from personaplex_tui.audio.echo_metrics import clipped_samples
+from personaplex_tui.audio.echo_metrics import clipped_output, clipped_samples
 from personaplex_tui.audio.errors import AudioDeviceError
 from personaplex_tui.audio.frames import (
     FRAME_SAMPLES,
@@ -215,7 +215,9 @@ class SpeakerStream(_DeviceStream):
     """Plays agent audio through a `Player` (3-frame pre-buffer, silence on underrun).
 
     `write_frame` takes 24 kHz float32 (normally 1920 samples) on the producer's thread;
-    the device callback only copies queued samples out.
+    the device callback only copies queued samples out. `last_clipped` counts the samples at
+    full scale or past it that the frame just written became, at the device's rate (resampling
+    moves peaks, over full scale or under it); None when it was dropped (the producer's).
     """
 
     kind = "output"
@@ -239,6 +241,7 @@ class SpeakerStream(_DeviceStream):
         )
         self._producer_lock = threading.Lock()
         self.device_underflows = 0  # PortAudio reported an output underflow
+        self.last_clipped: int | None = None
 
     def start(self) -> None:
         """Open the device and start the output callback (AudioDeviceError if it cannot)."""
@@ -254,7 +257,9 @@ class SpeakerStream(_DeviceStream):
         if self._resampler is not None:
             with self._producer_lock:
                 pcm = self._resampler.process(pcm)
-        return self.player.write(pcm, timeout)
+        ok = self.player.write(pcm, timeout)
+        self.last_clipped = clipped_output(pcm) if ok else None
+        return ok
 
     def flush(self) -> None:
         """No more audio for now: let what is queued play out even under the pre-buffer."""

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from personaplex_tui.audio import EchoSuppressor
-from personaplex_tui.audio.echo_metrics import frame_clipped
+from personaplex_tui.audio.echo_metrics import frame_clipped, played_clipped
 from personaplex_tui.conversation.audio_factory import device_alive
 from personaplex_tui.conversation.run import (
     MicReader,
@@ -113,7 +113,7 @@ class DuplexController:
         self.user_lane.frame(t, step, frame)
         if ctx.timing_log is not None:
             ctx.timing_log.write(step, frame.timings, "duplex", "duplex")
-        ctx.telemetry.frame(self._mic, pcm, self._mic_clipped)
+        ctx.telemetry.frame(self._mic, pcm, self._mic_clipped, played_clipped(ctx.speaker))
         self.steps += 1
         if not device_alive(ctx.speaker):
             self._end = output_lost(ctx.speaker)

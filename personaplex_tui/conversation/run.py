@@ -207,14 +207,21 @@ class Telemetry:
         self.echo: Callable[[], EchoStats] | None = None  # how the mic is kept free of echo
 
     def frame(
-        self, mic: np.ndarray | None, agent: np.ndarray | None, mic_clipped: int | None = None
+        self,
+        mic: np.ndarray | None,
+        agent: np.ndarray | None,
+        mic_clipped: int | None = None,
+        agent_clipped: int | None = None,
     ) -> None:
         """One 80 ms frame went by: what the user said and what the agent said (None = silence).
         `mic_clipped`, the mic's samples at full scale behind it as its device or file gave them
-        (`echo_metrics.frame_clipped`), lights the mic's clipping flag; None: `mic` decides."""
+        (`echo_metrics.frame_clipped`), lights the mic's clipping flag; `agent_clipped`, those
+        at full scale or past it that the speaker was given for `agent` (after resampling,
+        `echo_metrics.played_clipped`), the agent's. None: the frame itself decides."""
         clipped = None if mic_clipped is None else mic_clipped > 0
         self.meters.update_mic(SILENCE if mic is None else mic, clipped)
-        self.meters.update_agent(SILENCE if agent is None else agent)
+        clipped = None if agent_clipped is None else agent_clipped > 0
+        self.meters.update_agent(SILENCE if agent is None else agent, clipped)
         now = time.monotonic()
         if now - self._last >= self.interval_s:
             self._last = now

@@ -40,7 +40,7 @@ from personaplex_tui.audio import (
     UtteranceStarted,
     split_frames,
 )
-from personaplex_tui.audio.echo_metrics import frame_clipped
+from personaplex_tui.audio.echo_metrics import frame_clipped, played_clipped
 from personaplex_tui.conversation.audio_factory import device_alive
 from personaplex_tui.conversation.end_of_turn import (
     BY_HEAD,
@@ -324,7 +324,7 @@ class TurnController:
             ctx.speaker.write_frame(frame.pcm, WRITE_TIMEOUT_S)
             ctx.recording.write_agent(frame.pcm)
             transcript.agent_text(t, frame.text, step)
-            ctx.telemetry.frame(None, frame.pcm)
+            ctx.telemetry.frame(None, frame.pcm, agent_clipped=played_clipped(ctx.speaker))
             counts["reply"] += 1
             if not device_alive(ctx.speaker):
                 self._end = output_lost(ctx.speaker)
