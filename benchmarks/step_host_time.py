@@ -6,8 +6,9 @@ the benchmark's random 7B session (`--small`: the tests' tiny model, on any mach
 build), `mx.async_eval` (MLX's launches of what is ready), the LM step graph's call, the decode
 graph's call and the final `_eval` (the last launches and the wait for the GPU). What is left of
 the step is the host's own work: reading the frame back, the bookkeeping. Prints the median of
-each part over the steps, in ms. Measurement only: the step's code is not changed, and its
-results are those of an unwrapped step.
+each part over the steps, and over the slowest 5 % of them (where the tail's time goes), in ms.
+Measurement only: the step's code is not changed, and its results are those of an unwrapped
+step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
 
 from benchmarks.launch_early_ab import ab_arguments, ab_sessions  # noqa: E402
 
@@ -100,16 +102,23 @@ class StepTimer:
 
 
 def report(title: str, parts: dict[str, list[float]], skip: int = 5) -> None:
-    med = {k: statistics.median(v[skip:]) for k, v in parts.items() if v[skip:]}
-    total = med.pop("step")
-    print(f"{title}: {len(parts['step']) - skip} steps, median ms per part")
-    accounted = 0.0
+    """The median of each part over all steps, then over the slowest 5 % (where a tail's time
+    goes: the host's builds and launches, or the wait for the GPU)."""
+    steps = parts["step"][skip:]
+    slow = [i for i, ms in enumerate(steps) if ms >= float(np.percentile(steps, 95))]
+    print(f"{title}: {len(steps)} steps, median ms per part: all steps | the slowest 5 %")
+    accounted = [0.0, 0.0]
     for part in PARTS:
-        if part in med:
-            accounted += med[part]
-            print(f"  {part:34s} {med[part]:7.3f}")
-    print(f"  {'the rest (read-back, bookkeeping)':34s} {total - accounted:7.3f}")
-    print(f"  {'step':34s} {total:7.3f}")
+        values = parts.get(part, [])[skip:]
+        if len(values) != len(steps):
+            continue
+        row = [statistics.median(values), statistics.median(values[i] for i in slow)]
+        accounted = [a + r for a, r in zip(accounted, row, strict=True)]
+        print(f"  {part:34s} {row[0]:7.3f} | {row[1]:7.3f}")
+    total = [statistics.median(steps), statistics.median(steps[i] for i in slow)]
+    rest = [t - a for t, a in zip(total, accounted, strict=True)]
+    print(f"  {'the rest (read-back, bookkeeping)':34s} {rest[0]:7.3f} | {rest[1]:7.3f}")
+    print(f"  {'step':34s} {total[0]:7.3f} | {total[1]:7.3f}  (p99 {np.percentile(steps, 99):.3f})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,3 +31,19 @@ def test_a_timed_step_gives_the_frames_of_an_untimed_one(tmp_path) -> None:
     assert {k: len(v) for k, v in timer.parts.items()} == dict.fromkeys(timer.parts, len(frames))
     assert all(np.isfinite(v).all() and min(v) >= 0 for v in timer.parts.values())
     assert sum(np.median(timer.parts[p]) for p in PARTS) <= np.median(timer.parts["step"]) * 1.5
+
+
+def test_the_report_says_where_the_slowest_steps_time_goes(capsys) -> None:
+    from benchmarks.step_host_time import report
+
+    n, slow = 105, {10, 30, 50, 70, 90}  # 100 after the 5 skipped; 5 % of them slow
+    wait = [44.0 if i in slow else 4.0 for i in range(n)]
+    parts = {p: [1.0] * n for p in PARTS if p != "eval: last launches + wait"}
+    parts["eval: last launches + wait"] = wait
+    parts["step"] = [w + 5 + 0.5 for w in wait]  # five parts of 1 ms, the rest 0.5
+    report("t", parts)
+    lines = {line[:36].strip(): line[36:].split() for line in capsys.readouterr().out.splitlines()}
+    assert lines["eval: last launches + wait"] == ["4.000", "|", "44.000"]
+    assert lines["encode: build"] == ["1.000", "|", "1.000"]
+    assert lines["the rest (read-back, bookkeeping)"] == ["0.500", "|", "0.500"]
+    assert lines["step"][:3] == ["9.500", "|", "49.500"]
