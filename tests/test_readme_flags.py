@@ -109,3 +109,27 @@ def test_every_key_of_the_chat_is_in_the_readmes_key_table():
     keys = [KEY_LABELS.get(k.key, k.key) for k in KEY_ACTIONS] + [CTRL_C.key, "ctrl+p"]
     rows = set(re.findall(r"^\| `([^`]+)` \|", section(README, "Talking with it"), flags=re.M))
     assert [key for key in keys if key not in rows] == []
+
+
+def unnamed_screen_keys(readme: str) -> list[str]:
+    """The keys of the settings and help screens that the README's chat section does not name
+    (in backquotes, as the footer and the help screen label them)."""
+    from personaplex_tui.tui.keys import KEY_LABELS
+    from personaplex_tui.tui.screens.help_screen import HelpScreen
+    from personaplex_tui.tui.screens.settings_screen import SettingsScreen
+
+    text = section(readme, "Talking with it")
+    missing = []
+    for screen in (SettingsScreen, HelpScreen):
+        for binding in screen.BINDINGS:
+            label = KEY_LABELS.get(binding.key, binding.key)
+            if f"`{label}`" not in text:
+                missing.append(f"{screen.__name__} {label}")
+    return missing
+
+
+def test_the_settings_and_help_screens_keys_are_in_the_readme():
+    assert unnamed_screen_keys(README) == []
+    chat = section(README, "Talking with it")
+    without = README.replace(chat, chat.replace("`ctrl+s`", "ctrl+s"))
+    assert unnamed_screen_keys(without) == ["SettingsScreen ctrl+s"]
