@@ -133,3 +133,18 @@ def test_the_settings_and_help_screens_keys_are_in_the_readme():
     chat = section(README, "Talking with it")
     without = README.replace(chat, chat.replace("`ctrl+s`", "ctrl+s"))
     assert unnamed_screen_keys(without) == ["SettingsScreen ctrl+s"]
+
+
+def unnamed_settings_keys(readme: str) -> list[str]:
+    """The settings file's keys that the README's chat options do not name (in backquotes)."""
+    from personaplex_tui.settings import PERSISTED
+
+    text = section(readme, SECTIONS["ppx-tui"])
+    return [key for key in PERSISTED if f"`{key}`" not in text]
+
+
+def test_every_key_of_the_settings_file_is_in_the_readme():
+    assert unnamed_settings_keys(README) == []
+    chat = section(README, SECTIONS["ppx-tui"])
+    without = README.replace(chat, chat.replace("`text_top_k`", "text top-k"))
+    assert unnamed_settings_keys(without) == ["text_top_k"]
