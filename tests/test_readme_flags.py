@@ -148,3 +148,65 @@ def test_every_key_of_the_settings_file_is_in_the_readme():
     chat = section(README, SECTIONS["ppx-tui"])
     without = README.replace(chat, chat.replace("`text_top_k`", "text top-k"))
     assert unnamed_settings_keys(without) == ["text_top_k"]
+
+
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+OTHER_PROGRAMS = {"--no-deps"}  # pip's, in the notes on installing a peer
+
+
+def _code(readme: str) -> list[str]:
+    """The README's code: its inline spans, and each line of its code blocks with the indented
+    lines that continue it (a command's synopsis)."""
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", readme, flags=re.M | re.S)
+    prose = re.sub(r"^```.*?^```", "", readme, flags=re.M | re.S)
+    code = re.findall(r"`([^`]+)`", prose)
+    for block in blocks:
+        lines: list[str] = []
+        for line in block.splitlines():
+            if line[:1].isspace() and lines:
+                lines[-1] += line
+            else:
+                lines.append(line)
+        code += lines
+    return code
+
+
+def unknown_flags(readme: str) -> list[str]:
+    """Flags the README names that do not exist: in a `ppx-tui CMD ...` line, those CMD lacks;
+    in a benchmark's command line, those its script (and the benchmarks it imports) lacks;
+    elsewhere, those no command and no benchmark has."""
+    commands = _commands()
+    options = {n: {o for a in p._actions for o in a.option_strings} for n, p in commands.items()}
+    every_option = set().union(*options.values())
+    scripts = {p.stem: p.read_text() for p in BENCHMARKS.glob("*.py")}
+    found = []
+    for code in _code(readme):
+        script = re.search(r"benchmarks[./](\w+)", code)
+        command = re.match(r"\s*(?:[A-Z_]+=\S*\s+)*ppx-tui(?:\s+([a-z][a-z-]*))?", code)
+        for flag in FLAG.findall(code):
+            if script:
+                source = scripts.get(script.group(1), "")
+                source += "".join(scripts[m] for m in re.findall(r"from benchmarks\.(\w+)", source))
+                where, known = f"benchmarks/{script.group(1)}.py", f'"{flag}"' in source
+            elif command:
+                name = command.group(1) if command.group(1) in commands else "ppx-tui"
+                where = "ppx-tui" if name == "ppx-tui" else f"ppx-tui {name}"
+                known = flag in options[name]
+            else:
+                mentioned = f'"{flag}"' in "".join(scripts.values())
+                where, known = "README", flag in every_option or flag in OTHER_PROGRAMS or mentioned
+            if not known:
+                found.append(f"{where} {flag}")
+    return found
+
+
+def test_every_flag_the_readme_names_exists():
+    assert unknown_flags(README) == []
+    respond = section(README, SECTIONS["respond"])
+    wrong = respond.replace("[--chunk-seconds 2]", "[--chunk-seconds 2] [--every 5]")
+    assert unknown_flags(README.replace(respond, wrong)) == ["ppx-tui respond --every"]
+    wrong = README.replace("echo_cancel --no-table --frames", "echo_cancel --no-tables --frames")
+    assert "benchmarks/echo_cancel.py --no-tables" in unknown_flags(wrong)
+    wrong = README.replace("`--stream` writes/plays", "`--streaming` writes/plays")
+    assert unknown_flags(wrong) == ["README --streaming"]
