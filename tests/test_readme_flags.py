@@ -1,5 +1,5 @@
-"""README.md documents every command and flag of `ppx-tui`, each in its command's own section, and
-every key of the chat."""
+"""README.md documents every command and flag of `ppx-tui`, each in its command's own section (and
+each flag has a line of --help), every key of the chat and every key of the settings file."""
 
 from __future__ import annotations
 
@@ -210,3 +210,13 @@ def test_every_flag_the_readme_names_exists():
     assert "benchmarks/echo_cancel.py --no-tables" in unknown_flags(wrong)
     wrong = README.replace("`--stream` writes/plays", "`--streaming` writes/plays")
     assert unknown_flags(wrong) == ["README --streaming"]
+
+
+def test_every_flag_has_a_line_of_help():
+    silent = [
+        f"{name} {action.option_strings[-1]}"
+        for name, parser in _commands().items()
+        for action in parser._actions
+        if action.option_strings and not action.help
+    ]
+    assert silent == []

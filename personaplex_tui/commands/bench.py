@@ -44,7 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-tokens", type=int, help="random model: system prompt length (20)")
     p.add_argument("--no-phases", action="store_true", help="skip the per-phase breakdown")
     p.add_argument("--turn", action="store_true", help="also time turn-based reply latency")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random weights, the audio fed and the sampling (0)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_stt_arguments(p, with_defaults=True)
     p.set_defaults(handler=run)
