@@ -253,3 +253,30 @@ async def test_a_lost_output_shows_its_sentence_then_what_the_keys_do(
     assert shown.startswith(f"Writing the output file {speaker} failed (No space left on device)")
     assert shown.endswith(" s. Choose another output and press space to go on.")
     assert app.load_error is None and app.return_code == 0  # nothing left for the terminal
+
+
+async def test_push_to_talk_says_on_the_status_bar_that_it_captures_until_space_again(
+    small_checkpoint, tmp_path
+):
+    """Space while listening (turn-based) starts a capture that only a second space sends: the
+    status bar says so. It said LISTENING alone, as before the press, so nothing on the screen
+    told that the press was heard or what ends the turn."""
+    app = chat_app(
+        tmp_path,
+        *("--model", str(small_checkpoint), "--no-user-transcript"),
+        *("--input-file", str(AUDIO / "greeting.wav"), "--output-file", str(tmp_path / "a.wav")),
+        audio=AudioFactory(),  # paced like the app's: the question lasts its 4 s
+    )
+    async with app.run_test(size=(100, 30)) as pilot:
+        bar = app.main.query_one(StatusBar)
+        await until(pilot, lambda: app.state == "listening", 30)
+        assert "capturing" not in text_of(bar)
+        await pilot.press("space")
+        await until(pilot, lambda: "capturing" in text_of(bar), 5)
+        shown = text_of(bar).splitlines()[0]
+        assert shown.startswith(" LISTENING   capturing: press space to send  turn-based"), shown
+        await pilot.press("space")  # sent: the model answers, and the note goes
+        await until(pilot, lambda: app.state in ("thinking", "speaking"), 10)
+        assert "capturing" not in text_of(bar)
+        await pilot.press("q")
+        await pilot.pause(0.3)

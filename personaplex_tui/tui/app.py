@@ -89,7 +89,7 @@ class PersonaPlexApp(App[None]):
         super().__init__()
         self.settings = settings
         self.store = store
-        self.state = "idle"
+        self.state, self.state_detail = "idle", ""  # (the detail: what the state waits for)
         self.model_info: ModelInfo | None = None
         self.pending_reset = False
         self.rss_bytes: int | None = None
@@ -129,7 +129,7 @@ class PersonaPlexApp(App[None]):
             self.call_later(self.action_quit)
             return
         self._refresh_status()
-        self._show_loading(True)
+        self.main.query_one(LoadPanel).display = True
         for warning in self.store.warnings if self.store is not None else ():
             self.notify(warning, severity="warning", timeout=15)  # printed before the screen too
         if self._rss_probe is not None:
@@ -225,7 +225,7 @@ class PersonaPlexApp(App[None]):
             self._refresh_status()
 
     def _set_state(self, state: str, detail: str = "") -> None:
-        previous, self.state = self.state, state
+        previous, self.state, self.state_detail = self.state, state, detail
         if state == "error" and previous in LOADING_STATES and self.load_error is None:
             self.load_error = detail or "The model could not be loaded."  # nothing can run
         elif state not in LOADING_STATES and state not in ("error", "stopping"):
@@ -234,13 +234,10 @@ class PersonaPlexApp(App[None]):
             self.dismiss_error()
         if state == "speaking" or previous == "speaking":
             self.main.query_one(TranscriptPanel).end_agent_turn()
-        self._show_loading(state in LOADING_STATES)
+        self.main.query_one(LoadPanel).display = state in LOADING_STATES
         if state in IDLE_STATES:
             self.main.silence_meters()
         self._refresh_status()
-
-    def _show_loading(self, visible: bool) -> None:
-        self.main.query_one(LoadPanel).display = visible
 
     def _show_error(self, message: str) -> None:
         self.main.query_one(ErrorBanner).show(message)
@@ -256,6 +253,7 @@ class PersonaPlexApp(App[None]):
         s = self.settings
         bars.first().info = StatusInfo(
             state=self.state,
+            detail=self.state_detail,
             mode=MODE_LABELS[s.mode],
             voice=s.session.voice,
             prompt=s.prompt_label,

@@ -29,6 +29,7 @@ class StatusInfo:
     """Everything the status bar shows; the app builds a new one on every change."""
 
     state: str = "idle"
+    detail: str = ""  # what the state is about ("capturing: press space to send"); not errors
     mode: str = "turn-based"
     voice: str = ""
     prompt: str = ""
@@ -60,9 +61,11 @@ class StatusBar(Widget):
         info = self.info
         width = max(self.size.width - 2, 20)
         label, style = STATE_LABELS.get(info.state, (info.state, "reverse"))
+        shown = info.detail if info.state != "error" else ""  # (an error's is in its banner)
         first = Text.assemble(
             (f" {label.upper()} ", f"bold {style}"),
             "  ",
+            (f"{shown}  " if shown else "", "bold"),
             (info.mode, "bold"),
             ("  voice ", "dim"),
             (info.voice, "bold"),
