@@ -612,6 +612,28 @@ async def test_resizes_cleanly_between_small_and_large_terminals():
             assert screen.query_one(widget).region.width <= 80
 
 
+async def test_under_50_columns_the_levels_take_the_row_and_the_timing_comes_back_wider():
+    """Beside the meters' 30 columns the step timing was a sliver (at 40 columns `p50 1…`, at
+    35 a box cut by the screen's edge): under 50 it is hidden and the levels take the row."""
+    app, _, _ = build()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot, app)
+        screen = app.main
+        meters, timing = screen.query_one("#meters"), screen.query_one(TimingPanel)
+        for width in (49, 40, 35):
+            await pilot.resize_terminal(width, 24)
+            await pilot.pause()
+            assert not timing.display, width
+            assert meters.region.x == 0 and meters.region.right == width, (width, meters.region)
+        await pilot.resize_terminal(50, 24)
+        await pilot.pause()
+        assert timing.display and timing.region.right == 50 and timing.region.width >= 20
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        assert timing.display and meters.region.right == timing.region.x
+        assert timing.region.right == 120
+
+
 async def test_transcript_follows_new_text_unless_scrolled_up():
     app, _, _ = build()
     async with app.run_test(size=SIZE) as pilot:

@@ -71,7 +71,7 @@ class PersonaPlexApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "ppx-tui"
     BINDINGS = [CTRL_C]
-    HORIZONTAL_BREAKPOINTS = [(0, "-tiny"), (80, "-narrow"), (100, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-tiny"), (50, "-small"), (80, "-narrow"), (100, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
 
     def __init__(
