@@ -380,6 +380,51 @@ def test_the_chats_devices_refuse_an_ambiguous_name_in_both_directions():
             open_side(config)
 
 
+def test_the_chat_without_a_sound_card_names_the_file_flags_to_use_instead(tmp_path):
+    """No device at all (a server, a container): the chat said to choose one by name or index
+    from `ppx-tui devices`, which lists none. It names its file flags instead, both when both
+    sides lack a device."""
+    from personaplex_tui.conversation import AudioFactory, ControllerConfig
+
+    none_here = AudioFactory(devices=list, rate=lambda info, direction: 48000)
+    prefix = "PortAudio finds none (no sound card, or no sound server); to talk without one, "
+    mic_flag = "--input-file WAV (a recording as the mic)"
+    speaker_flag = "--output-file WAV (the agent's voice written to a file)"
+    wav = tmp_path / "a.wav"
+    for open_side, config, expected in (
+        (
+            none_here.open_mic,
+            ControllerConfig(),
+            f"There is no sound device: {prefix}start the chat with {mic_flag} and {speaker_flag}.",
+        ),
+        (
+            none_here.open_mic,
+            ControllerConfig(output_file=wav),
+            f"There is no input device: {prefix}start the chat with {mic_flag}.",
+        ),
+        (
+            none_here.open_speaker,
+            ControllerConfig(input_file=wav),
+            f"There is no output device: {prefix}start the chat with {speaker_flag}.",
+        ),
+    ):
+        with pytest.raises(AudioDeviceError) as refused:
+            open_side(config)
+        assert str(refused.value) == expected
+    speakers_only = [d for d in DEVICES if not d.is_input]
+    only_out = AudioFactory(devices=lambda: speakers_only, rate=lambda info, direction: 48000)
+    with pytest.raises(AudioDeviceError) as refused:
+        only_out.open_mic(ControllerConfig())
+    assert (
+        str(refused.value) == f"There is no input device: {prefix}start the chat with {mic_flag}."
+    )
+    # devices, none of them the default: choosing one of them is still the way
+    no_default = [d for d in DEVICES if not d.is_default_input]
+    chooser = AudioFactory(devices=lambda: no_default, rate=lambda info, direction: 48000)
+    with pytest.raises(AudioDeviceError, match=r"^There is no default input device; choose one"):
+        chooser.open_mic(ControllerConfig())
+
+
 def test_sound_check_refuses_an_ambiguous_device_in_one_line_with_exit_code_2(monkeypatch, capsys):
     from personaplex_tui.audio import devices, streams
     from personaplex_tui.cli import main

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from personaplex_tui.audio import (
+    AudioDeviceError,
     AudioInput,
     AudioOutput,
     DeviceInfo,
@@ -24,6 +25,28 @@ from personaplex_tui.audio.streams import StreamFactory
 from personaplex_tui.conversation.config import ControllerConfig
 
 Stream = TypeVar("Stream", AudioInput, AudioOutput)
+
+# What the chat can use without a sound card: a file in the device's stead.
+FILE_FLAGS: dict[Direction, str] = {
+    "input": "--input-file WAV (a recording as the mic)",
+    "output": "--output-file WAV (the agent's voice written to a file)",
+}
+
+
+def _without_devices(
+    direction: Direction, devices: list[DeviceInfo], config: ControllerConfig
+) -> str:
+    """The sentence for a chat whose `direction` has no device at all (no sound card): the file
+    flags to use instead, both of them when the other side has neither a device nor a file."""
+    files = {"input": config.input_file, "output": config.output_file}
+    sides: tuple[Direction, ...] = ("input", "output")
+    lacking = [s for s in sides if not files[s] and not any(d.channels(s) for d in devices)]
+    what = "sound device" if len(lacking) == 2 else f"{direction} device"
+    flags = " and ".join(FILE_FLAGS[side] for side in lacking)
+    return (
+        f"There is no {what}: PortAudio finds none (no sound card, or no sound server); to talk "
+        f"without one, start the chat with {flags}."
+    )
 
 
 def start_or_close(stream: Stream) -> Stream:
@@ -65,8 +88,13 @@ class AudioFactory:
     # and input latencies plus one 80 ms mic block (a PulseAudio loopback measured ~0.32 s).
     echo_tail_s: float = 0.5
 
-    def _find(self, spec: str | int | None, direction: Direction) -> tuple[DeviceInfo, int]:
+    def _find(
+        self, spec: str | int | None, direction: Direction, config: ControllerConfig
+    ) -> tuple[DeviceInfo, int]:
         devices = self.devices() if self.devices is not None else portaudio_devices()
+        if spec is None and not any(d.channels(direction) for d in devices):
+            # (find_device would say to choose one by name, from a list of none)
+            raise AudioDeviceError(_without_devices(direction, devices, config))
         info = find_device(spec, direction, devices)
         rate = (
             self.rate(info, direction) if self.rate is not None else portaudio_rate(info, direction)
@@ -84,7 +112,7 @@ class AudioFactory:
         """The configured microphone, not started yet."""
         if config.input_file:
             return FileMic(config.input_file, realtime=self.realtime_files, after_end=self.file_end)
-        info, rate = self._find(config.input_device, "input")
+        info, rate = self._find(config.input_device, "input", config)
         return MicStream(
             rate,
             device=info.index,
@@ -99,7 +127,7 @@ class AudioFactory:
             return FileSpeaker(
                 config.output_file, realtime=self.realtime_files, echo_tail_s=self.echo_tail_s
             )
-        info, rate = self._find(config.output_device, "output")
+        info, rate = self._find(config.output_device, "output", config)
         return SpeakerStream(
             rate,
             device=info.index,
