@@ -1,5 +1,6 @@
 """README.md documents every command and flag of `ppx-tui`, each in its command's own section (and
-each flag has a line of --help), every key of the chat and every key of the settings file."""
+each flag has a line of --help), every key of the chat and of the settings file, and where the
+settings file and the log are by default."""
 
 from __future__ import annotations
 
@@ -220,3 +221,35 @@ def test_every_flag_has_a_line_of_help():
         if action.option_strings and not action.help
     ]
     assert silent == []
+
+
+def test_the_settings_file_and_log_are_where_the_readme_says(monkeypatch, tmp_path):
+    """README names the default settings file and log on Linux (and under $XDG_CONFIG_HOME,
+    $XDG_STATE_HOME) and on macOS; it said only "your config folder", "your log folder"."""
+    from platformdirs import PlatformDirs
+    from platformdirs.macos import MacOS
+    from platformdirs.unix import Unix
+
+    from personaplex_tui import APP_NAME
+    from personaplex_tui.logs import default_log_path
+    from personaplex_tui.settings import default_config_path
+
+    for name in ("PPX_TUI_CONFIG", "PPX_TUI_LOG", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    here = PlatformDirs(APP_NAME)  # (the app's: this system's kind)
+    assert default_config_path() == here.user_config_path / "settings.toml"
+    assert default_log_path() == here.user_log_path / "ppx-tui.log"
+    for system in (Unix(APP_NAME), MacOS(APP_NAME)):
+        for path in (
+            system.user_config_path / "settings.toml",
+            system.user_log_path / "ppx-tui.log",
+        ):
+            assert f"`~/{path.relative_to(tmp_path)}`" in README, path
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    linux = Unix(APP_NAME)
+    assert linux.user_config_path == tmp_path / "config" / APP_NAME
+    assert linux.user_log_path == tmp_path / "state" / APP_NAME / "log"
+    assert "settings.toml` on Linux (under `$XDG_CONFIG_HOME` when set)" in README
+    assert "ppx-tui.log` on Linux (under\n`$XDG_STATE_HOME` when set)" in README
