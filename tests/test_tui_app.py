@@ -353,6 +353,46 @@ async def test_command_palette_lists_and_runs_the_actions():
         await until(pilot, lambda: "save_recording" in fake_of(factory).names())
 
 
+async def _screenshot_from_the_palette(notes: list[str], pilot: Pilot, app: PersonaPlexApp) -> str:
+    await pilot.press("ctrl+p")
+    await until(pilot, lambda: isinstance(app.screen, CommandPalette))
+    await pilot.press(*"screenshot")
+    await pilot.pause(0.3)
+    await pilot.press("enter")
+    await until(pilot, lambda: any("screenshot" in note for note in notes))
+    return next(note for note in notes if "screenshot" in note)
+
+
+async def test_the_palettes_screenshot_is_saved_without_a_downloads_folder_or_says_why_not(
+    tmp_path, monkeypatch
+):
+    """Textual's Screenshot saved to ~/Downloads only: on a machine without one (a server) it
+    said "Failed to save screenshot", neither why nor where. It goes to ~/ppx-tui there."""
+    for name in ("XDG_CONFIG_HOME", "XDG_DOWNLOAD_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    app, _, notes = build()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app)
+        said = await _screenshot_from_the_palette(notes, pilot, app)
+        (saved,) = (tmp_path / "ppx-tui").glob("*.svg")
+        assert said == f"Saved the screenshot as {saved}."
+        assert saved.read_text().lstrip().startswith("<svg") and "ppx-tui" in saved.read_text()
+        (tmp_path / "Downloads").mkdir()  # a desktop's: used as before
+        notes.clear()
+        said = await _screenshot_from_the_palette(notes, pilot, app)
+        (saved,) = (tmp_path / "Downloads").glob("*.svg")
+        assert said == f"Saved the screenshot as {saved}."
+    cannot = tmp_path / "file-home"
+    cannot.write_text("")  # a home that is a file: nothing can be made in it
+    monkeypatch.setenv("HOME", str(cannot))
+    app, _, notes = build()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app)
+        said = await _screenshot_from_the_palette(notes, pilot, app)
+    assert said == f"Could not save the screenshot in {cannot / 'ppx-tui'} (Not a directory)."
+
+
 @pytest.mark.parametrize("key", ["question_mark", "s", "ctrl+p"])
 async def test_ctrl_c_quits_from_the_help_the_settings_and_the_palette(key):
     """A modal screen keeps the app's bindings from its keys: Ctrl+C did nothing there."""

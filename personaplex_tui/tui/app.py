@@ -45,6 +45,7 @@ from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
 from personaplex_tui.tui.screens.help_screen import HelpScreen
 from personaplex_tui.tui.screens.main_screen import MainScreen
 from personaplex_tui.tui.screens.settings_screen import PROCESSING_SWITCHES, SettingsScreen
+from personaplex_tui.tui.screenshot import screenshot_command
 from personaplex_tui.tui.shutdown_wait import ShutdownWait
 from personaplex_tui.tui.timing_history import TimingHistory
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
@@ -468,7 +469,8 @@ class PersonaPlexApp(App[None]):
             self.stop_for_signal(signal.SIGINT)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):  # (Textual's Screenshot replaced)
+            yield screenshot_command(self) if command.title == "Screenshot" else command
         if isinstance(screen, MainScreen):
             yield from palette_commands(self.run_action)
 
