@@ -21,7 +21,7 @@ from personaplex_tui.events import LoadProgress, MemoryUsage, ModelInfo, Notice
 from personaplex_tui.jit_workers import start_jit_workers
 from personaplex_tui.kernel_cache import kernels_to_compile
 from personaplex_tui.stt_loader import attach_stt
-from personaplex_tui.user_transcript import SttChoice
+from personaplex_tui.user_transcript import NO_TRANSCRIPT_HINT, SttChoice
 
 Progress = Callable[[LoadProgress], None]
 log = logging.getLogger(__name__)
@@ -197,7 +197,8 @@ def load_listener(persona: Any, choice: SttChoice, progress: Progress) -> bool:
     tracker = DownloadTracker(progress, source)
 
     def notify(message: str) -> None:
-        progress(Notice(message, "warning"))  # type: ignore[arg-type]  # the engine emits any event
+        notice = Notice(message, "warning", NO_TRANSCRIPT_HINT)
+        progress(notice)  # type: ignore[arg-type]  # the engine emits any event
 
     return attach_stt(persona, choice, notify, tqdm_class=tracker.bar_class())
 

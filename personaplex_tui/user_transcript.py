@@ -21,6 +21,11 @@ STT_QUANTIZE_HELP = (
     "as one CUDA kernel; 16 elsewhere)"
 )
 NO_TRANSCRIPT = "No transcript of your voice"
+# After the chat's notice: how to stop looking for a model that is not there at every start.
+NO_TRANSCRIPT_HINT = (
+    "To stop looking for it, switch Your transcript off in the settings (s), or start with "
+    "--no-user-transcript."
+)
 STT_FLAG = "--stt-model"  # the option naming the STT model, for the loader's messages
 
 

@@ -110,6 +110,26 @@ def test_no_stt_downloaded_is_one_notice(
     assert "\n" not in message and message.endswith(".")
 
 
+def test_the_notice_says_how_to_stop_looking_for_an_stt_that_is_not_there(
+    pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline without the STT, the chat's notice came at every start and named only ways to get
+    the model (--stt-model PATH, connect and retry), not how to go without it."""
+    from personaplex_tui.cli import build_parser
+    from personaplex_tui.events import with_hint
+
+    unreachable_hub(monkeypatch, tmp_path)
+    persona, _ = pair
+    _, _, events = load(persona, SttChoice())
+    (notice,) = [e for e in events if isinstance(e, Notice)]
+    assert notice.hint == (
+        "To stop looking for it, switch Your transcript off in the settings (s), or start with "
+        "--no-user-transcript."
+    )
+    assert with_hint(notice.message, notice.hint).endswith(f". {notice.hint}")
+    assert build_parser().parse_args(["--no-user-transcript"]).user_transcript is False
+
+
 @pytest.mark.parametrize("case", ["missing", "other mimi", "broken"])
 def test_a_bad_stt_model_is_one_notice(pair, tmp_path: Path, case: str) -> None:
     persona, _ = pair
