@@ -1,22 +1,25 @@
-"""The `ppx-tui` console script: Ctrl+C while the command line's modules load is a clean stop too.
+"""The `ppx-tui` console script: a stop signal while the command line's modules load stops it too.
 
-`personaplex_tui.cli` imports every command's modules (numpy, MLX, the model) before its `main`
-installs the signal policy (`stop_signals`); that takes about half a second, longer on a cold
-disk. A Ctrl+C in that window is recorded, the imports finish, and it ends here as it does
-later: "ppx-tui: interrupted.", exit 130, no traceback. A chat whose conversation did not stop
-in time ends the process here without waiting for its stuck threads (`stuck_exit`), which only
-this console script does. Progress lines and error sentences on stderr are best-effort: one
-that cannot be written stops no work.
+`personaplex_tui.cli` imports every command's modules (numpy, MLX, the model); that takes about
+half a second, longer on a cold disk. The signal policy (`stop_signals`) is installed before
+them: a Ctrl+C, SIGTERM or SIGHUP in that window is recorded only (a KeyboardInterrupt raised
+inside a C extension's initialisation broke it: sentencepiece's import failed with an
+ImportError traceback, MLX's nanobind aborted the process), the imports finish, and it ends
+here as it does later: "ppx-tui: interrupted." or "stopped by SIGTERM.", exit 128 + the
+signal's number, no traceback (SIGTERM and SIGHUP there killed the process, with no word). A
+chat whose conversation did not stop in time ends the process here without waiting for its
+stuck threads (`stuck_exit`), which only this console script does. Progress lines and error
+sentences on stderr are best-effort: one that cannot be written stops no work.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Iterator
 from typing import Any, TextIO
+
+# (the standard library only: the policy is installed before the slow imports, see `main`)
+from personaplex_tui.stop_signals import POLICY, Stopped, stopped_sentence
 
 
 def reopen_closed_std_streams() -> None:
@@ -77,38 +80,20 @@ class BestEffortStream:
         return getattr(self._stream, name)
 
 
-@contextlib.contextmanager
-def _ctrl_c_recorded() -> Iterator[list[int]]:
-    """Inside, a Ctrl+C is only recorded (in the list given), not raised: a KeyboardInterrupt
-    raised while a C extension initialises breaks it (sentencepiece's import failed with an
-    ImportError traceback, MLX's nanobind aborted the process). An ignored SIGINT stays so."""
-    pressed: list[int] = []
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN or previous is None:
-        yield pressed
-        return
-    signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
-    try:
-        yield pressed
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def main() -> int:
     """Load the command line and run it."""
     reopen_closed_std_streams()
     if not isinstance(sys.stderr, BestEffortStream):
         sys.stderr = BestEffortStream(sys.stderr)  # type: ignore[assignment]
-    with _ctrl_c_recorded() as pressed:
-        from personaplex_tui.cli import main as run
-    if pressed:
-        from personaplex_tui.stop_signals import stopped_sentence
-
-        print(f"ppx-tui: {stopped_sentence(signal.SIGINT)}", file=sys.stderr)
-        return 128 + signal.SIGINT
-    code = run()
-    from personaplex_tui.stop_signals import POLICY
-
+    POLICY.install()
+    try:
+        with POLICY.deferred():  # recorded only: see the module's docstring
+            from personaplex_tui.cli import main as run
+        POLICY.check()
+        code = run()
+    except Stopped as stop:  # it came while the modules loaded (or between two lines here)
+        print(f"ppx-tui: {stopped_sentence(stop.signum)}", file=sys.stderr)
+        code = stop.exit_code
     POLICY.ignore_rest()  # the work is done: a late signal must not change the exit code
     from personaplex_tui.stuck_exit import exit_if_asked
 

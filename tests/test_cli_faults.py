@@ -329,6 +329,18 @@ def test_ctrl_c_while_a_c_extension_loads_is_interrupted_not_a_traceback():
     assert proc.stderr == "ppx-tui: interrupted.\n"
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_sigterm_or_sighup_while_the_command_line_loads_is_one_sentence(sig):
+    """Only a Ctrl+C was caught while the modules load (~0.5 s): a SIGTERM or SIGHUP there
+    killed the process by its signal, with no word (1 in 4 of a stress test's random stops
+    of sound-check, a command of under a second)."""
+    other = CTRL_C_WHILE_LOADING.replace("signal.SIGINT)\n", f"signal.{sig.name})\n")
+    assert other != CTRL_C_WHILE_LOADING
+    proc = _entry_with_help(other)
+    assert proc.returncode == 128 + sig, proc.stderr[-2000:]
+    assert proc.stderr == f"ppx-tui: stopped by {sig.name}.\n"
+
+
 LATE_SIGNAL = """
 import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
