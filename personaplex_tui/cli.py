@@ -19,7 +19,13 @@ from personaplex_tui.commands.common import OutputError, UsageError, print_out
 from personaplex_tui.cuda_launches import launch_directly
 from personaplex_tui.errors import AppError
 from personaplex_tui.kernel_cache import persistent_kernel_cache, precompiled_kernel_cache
-from personaplex_tui.stop_signals import POLICY, Stopped, exit_code_for, stopped_sentence
+from personaplex_tui.stop_signals import (
+    POLICY,
+    Stopped,
+    exit_code_for,
+    stop_behind,
+    stopped_sentence,
+)
 
 EPILOG = """\
 examples:
@@ -179,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0 if POLICY.received is None else _stopped(POLICY.received)
+    except Exception as exc:
+        stop = stop_behind(exc)  # a stop signal's `Stopped`, wrapped by Python on its way
+        if stop is None:
+            raise
+        return _stopped(stop.signum)
     finally:
         POLICY.quiet()  # a signal while the process winds down must not print a traceback
         logging.shutdown()

@@ -64,6 +64,19 @@ class Stopped(KeyboardInterrupt):
         return exit_code_for(self.signum)
 
 
+def stop_behind(error: BaseException) -> Stopped | None:
+    """The `Stopped` that `error` was raised from, if any: Python wraps one raised while a class
+    is made (a signal during a module's import: "Error calling __set_name__", a RuntimeError)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, Stopped):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 class SignalPolicy:
     """The handlers of SIGINT, SIGTERM and SIGHUP, and what the first one does (see the module)."""
 

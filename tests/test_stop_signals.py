@@ -6,6 +6,7 @@ second signal during the shutdown prints no traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -186,6 +187,32 @@ def test_a_signal_while_the_command_line_is_read_is_one_sentence(
         pytest.fail(f"{escaped!r} escaped main")
     assert code == 130
     assert capsys.readouterr().err == "ppx-tui: interrupted.\n"
+
+
+def test_a_signal_while_a_command_imports_its_modules_is_one_sentence(
+    commands_policy, monkeypatch, capsys, tmp_path
+):
+    """A stop signal while a command imported its own modules (soak's, once the command line
+    had loaded) as one of their dataclasses was made: Python wrapped the `Stopped` in a
+    RuntimeError ("Error calling __set_name__"), a traceback and exit 1 (1 of 60 random
+    Ctrl+C of a stress test's soaks)."""
+    from personaplex_tui import cli
+
+    made = dataclasses.Field.__set_name__
+
+    def interrupted(self, owner, name) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, while the class is made
+        made(self, owner, name)
+
+    monkeypatch.setattr(dataclasses.Field, "__set_name__", interrupted)
+    monkeypatch.delitem(sys.modules, "personaplex_tui.soak", raising=False)  # imported anew
+    try:
+        code = cli.main(["soak", "--frames", "300", "--record-dir", str(tmp_path / "run")])
+    except KeyboardInterrupt as escaped:  # (pytest would take it for the user's and stop)
+        pytest.fail(f"{escaped!r} escaped main")
+    assert code == 130
+    assert capsys.readouterr().err.endswith("ppx-tui: interrupted.\n")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_signal_ignored_at_start_stays_ignored():
