@@ -86,6 +86,7 @@ class SignalPolicy:
         self._deferred = False
         self._repeats = False  # later signals call _on_stop too
         self._abrupt = False  # a signal ends the process at once (`abrupt`)
+        self._quiet = False  # signals are recorded only, for good (`quiet`)
         self._installed = False
 
     def install(self) -> None:
@@ -119,7 +120,9 @@ class SignalPolicy:
         try:
             yield
         finally:
-            self._deferred, self._on_stop, self._repeats = saved
+            self._deferred, self._on_stop, self._repeats = (
+                (True, None, False) if self._quiet else saved  # `quiet` is for good
+            )
 
     @contextlib.contextmanager
     def abrupt(self) -> Iterator[None]:
@@ -156,7 +159,9 @@ class SignalPolicy:
             self.check()
 
     def quiet(self) -> None:
-        """From now on (the command returned), signals are recorded only."""
+        """From now on (the command returned, or its work is done and what it made is being
+        reported), signals are recorded only, also once a `deferred` block around this ends."""
+        self._quiet = True
         self._deferred, self._on_stop, self._repeats = True, None, False
 
     def ignore_rest(self) -> None:

@@ -346,20 +346,25 @@ def run(args: argparse.Namespace) -> int:
         transcript = tokenizer.decode(text_ids) if tokenizer else ""
     finally:
         try:
-            sink.close(drain=stopped is None)  # AudioDeviceError: a device that stopped
-        finally:
-            if dump is not None:
-                dump.close()
+            try:
+                sink.close(drain=stopped is None)  # AudioDeviceError: a device that stopped
+            finally:
+                if dump is not None:
+                    dump.close()
+                POLICY.quiet()  # the files are finished: what was made is reported, below
+        except Stopped as stop:  # as the files were finished (or the reply played out)
+            stopped = stopped or stop
     elapsed = time.perf_counter() - start
     audio_s = (len(step_ms)) * FRAME_SAMPLES / RATE
     reply_steps = max(0, len(step_ms) - heard)
+    stop_signal = stopped.signum if stopped else POLICY.received  # (main exits by it)
     if args.transcript:
         if user_words is not None:
             print_out(f"you: {user_words.text}")
         print_out(transcript)
     if args.json:
         meta = _metadata(args, model, session, clip, transcript, step_ms, elapsed, audio_s, sink)
-        meta["stopped_by"] = signal_name(stopped.signum) if stopped else None
+        meta["stopped_by"] = signal_name(stop_signal) if stop_signal else None
         meta["reply_steps_made"] = reply_steps
         meta["user_transcript"] = user_words.as_json() if user_words is not None else None
         print_out(json.dumps(meta, indent=2))
