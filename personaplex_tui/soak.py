@@ -341,7 +341,10 @@ async def _converse(opts: SoakOptions, meter: MemoryMeter, work: Path) -> dict[s
             while conv.running:  # the run winds down (the speaker drains) after its last step
                 await asyncio.sleep(0.05)
         finally:
-            await conv.shutdown()
+            try:
+                await conv.shutdown()
+            finally:
+                POLICY.quiet()  # the run is over: its figures are reported, whatever comes
     model = conv.engine.model
     live = model.live if isinstance(model, SoakModel) else None
     kernels["end"] = _kernels(model)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from personaplex_tui.stop_signals import POLICY, SignalPolicy
 from tests.checkpoints import write_small_checkpoint
 from tests.conversation_fakes import MODEL_FACTORIES
 from tests.pulse_server import NULL_SINK, ROOM, private_pulse
@@ -30,6 +31,18 @@ def pytest_configure(config: pytest.Config) -> None:
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete small checkpoint (voices NATF2, VARF2, NATM0), written once per test run."""
     return write_small_checkpoint(tmp_path_factory.mktemp("small-ckpt"))
+
+
+@pytest.fixture
+def commands_policy(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """The commands' own POLICY, installed as `main` installs it, put back as it was after."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    for name, fresh in vars(SignalPolicy()).items():
+        monkeypatch.setattr(POLICY, name, fresh)
+    POLICY.install()
+    yield POLICY
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(params=sorted(MODEL_FACTORIES))

@@ -357,13 +357,13 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     audio_s = (len(step_ms)) * FRAME_SAMPLES / RATE
     reply_steps = max(0, len(step_ms) - heard)
-    stop_signal = stopped.signum if stopped else POLICY.received  # (main exits by it)
     if args.transcript:
         if user_words is not None:
             print_out(f"you: {user_words.text}")
         print_out(transcript)
     if args.json:
         meta = _metadata(args, model, session, clip, transcript, step_ms, elapsed, audio_s, sink)
+        stop_signal = stopped.signum if stopped else POLICY.received  # (main exits by it)
         meta["stopped_by"] = signal_name(stop_signal) if stop_signal else None
         meta["reply_steps_made"] = reply_steps
         meta["user_transcript"] = user_words.as_json() if user_words is not None else None

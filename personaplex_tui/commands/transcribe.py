@@ -82,21 +82,24 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         with POLICY.deferred():  # a signal stops it between two frames: what was heard is printed
-            for frame in transcribe_frames(stt, clip.pcm):
-                POLICY.check()
-                step_ms.append(frame.step_ms)
-                if dump is not None:  # TokenDumpError: one sentence, the dump keeps whole lines
-                    dump.write_record(
-                        {
-                            "frame": frame.index,
-                            "text_token": frame.text_token,
-                            "audio": [int(c) for c in frame.codes],
-                            "end_of_turn": [round(p, 6) for p in frame.end_of_turn],
-                        }
-                    )
-                added = builder.feed(frame.index, frame.text_token)
-                if added and not args.json:
-                    print_out(added, end="")  # OutputError: one sentence (`> /dev/full`)
+            try:
+                for frame in transcribe_frames(stt, clip.pcm):
+                    POLICY.check()
+                    step_ms.append(frame.step_ms)
+                    if dump is not None:  # TokenDumpError: one sentence, the dump keeps whole lines
+                        dump.write_record(
+                            {
+                                "frame": frame.index,
+                                "text_token": frame.text_token,
+                                "audio": [int(c) for c in frame.codes],
+                                "end_of_turn": [round(p, 6) for p in frame.end_of_turn],
+                            }
+                        )
+                    added = builder.feed(frame.index, frame.text_token)
+                    if added and not args.json:
+                        print_out(added, end="")  # OutputError: one sentence (`> /dev/full`)
+            finally:
+                POLICY.quiet()  # the work is over: what was heard is reported, whatever comes
     except Stopped as stop:
         stopped = stop
     finally:
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             dump.close()
     elapsed = time.perf_counter() - start
     words = builder.finish()
+    stop_signal = stopped.signum if stopped else POLICY.received  # (main exits by it)
     if args.json:
         steps = np.array(step_ms) if step_ms else np.zeros(1)
         out = {
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
                 "transcribe_s": round(elapsed, 3),
             },
             "rtf": round(elapsed / clip.duration_s, 3) if clip.duration_s else None,
-            "stopped_by": signal_name(stopped.signum) if stopped else None,
+            "stopped_by": signal_name(stop_signal) if stop_signal else None,
         }
         print_out(json.dumps(out, indent=2))
     else:
