@@ -19,6 +19,7 @@ import sys
 from typing import Any, TextIO
 
 # (the standard library only: the policy is installed before the slow imports, see `main`)
+from personaplex_tui.extension_imports import hold_signals_in_extension_imports
 from personaplex_tui.stop_signals import POLICY, Stopped, stopped_sentence
 
 
@@ -86,6 +87,7 @@ def main() -> int:
     if not isinstance(sys.stderr, BestEffortStream):
         sys.stderr = BestEffortStream(sys.stderr)  # type: ignore[assignment]
     POLICY.install()
+    hold_signals_in_extension_imports()  # those that commands import later, lazily
     try:
         with POLICY.deferred():  # recorded only: see the module's docstring
             from personaplex_tui.cli import main as run

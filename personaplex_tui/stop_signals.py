@@ -144,7 +144,8 @@ class SignalPolicy:
         Python file object, through cffi): a stop signal is recorded there and raised as
         `Stopped` once the block ends. cffi swallows what its callback raises (it prints the
         traceback, the read comes back short): a Ctrl+C while a recording was read said it was
-        truncated, exit 2. Changes nothing off the main thread, inside `deferred` or `abrupt`."""
+        truncated, exit 2. Changes nothing off the main thread, inside `deferred` or `abrupt`;
+        raises only for a signal that came inside."""
         if (
             self._deferred
             or self._abrupt
@@ -152,11 +153,13 @@ class SignalPolicy:
         ):
             yield
             return
+        before = self.received
         try:
             with self.deferred():
                 yield
         finally:
-            self.check()
+            if before is None:  # (one that came before was raised then, and dealt with)
+                self.check()
 
     def quiet(self) -> None:
         """From now on (the command returned, or its work is done and what it made is being

@@ -85,6 +85,23 @@ def test_deferred_a_signal_is_recorded_reported_and_raised_between_steps(policy)
             policy.check()
 
 
+def test_held_raises_for_a_signal_inside_it_only(policy):
+    """`held` (around C calls and extensions' inits): a signal inside is raised as it ends; one
+    that came before (its `Stopped` raised then and dealt with, the command winding down) is
+    not raised again by every later held call (the console script's last imports were)."""
+    with pytest.raises(Stopped):
+        with policy.held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # recorded, not raised, inside
+            inside = policy.received
+    assert inside == signal.SIGINT
+    try:
+        with policy.held():  # the same signal, already raised: nothing more
+            pass
+    except Stopped:  # (a KeyboardInterrupt: it would end the test run, not fail a test)
+        pytest.fail("held raised again a signal that came before it")
+
+
 def test_deferred_with_repeats_every_later_signal_is_reported_too(policy):
     """The chat hears a second Ctrl+C (it leaves without waiting for its shutdown)."""
     seen: list[int] = []
