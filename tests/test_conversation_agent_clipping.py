@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from personaplex_tui.audio.echo_metrics import FULL_SCALE, clipped_output, played_clipped
+from personaplex_tui.audio.echo_metrics import FULL_SCALE, clipped_samples, played_clipped
 from personaplex_tui.audio.file_streams import FileSpeaker
 from personaplex_tui.audio.frames import FRAME_SAMPLES
 from personaplex_tui.audio.levels import CLIP_LEVEL
@@ -57,7 +57,7 @@ def check_premise(kind: str) -> None:
     if kind == "overshoot":
         assert np.abs(pcm).max() < CLIP_LEVEL and at_48k.max() > 1.25
     else:
-        assert clipped_output(pcm) > 0 and at_48k.max() < 0.7
+        assert clipped_samples(pcm, FULL_SCALE) > 0 and at_48k.max() < 0.7
 
 
 def lit(kind: str, rate: int) -> bool:
@@ -88,7 +88,7 @@ def test_a_speaker_counts_clipping_in_the_samples_its_device_gets(kind, rate):
         assert counts == [0] * 10
         assert np.abs(played).max() < FULL_SCALE
     if rate == 24000:
-        assert sum(counts) == clipped_output(pcm)
+        assert sum(counts) == clipped_samples(pcm, FULL_SCALE)
 
 
 def test_a_dropped_frame_leaves_the_flag_to_the_frame_itself():
@@ -113,7 +113,7 @@ def test_an_output_file_counts_clipping_in_what_is_written(realtime, tmp_path):
             assert speaker.write_frame(pcm[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES], 1.0)
             counts.append(played_clipped(speaker))
         assert speaker.drain(5.0)
-    assert all(count > 0 for count in counts) and sum(counts) == clipped_output(pcm)
+    assert all(count > 0 for count in counts) and sum(counts) == clipped_samples(pcm, FULL_SCALE)
     written, rate = sf.read(path, dtype="int16")
     assert rate == 24000 and written.max() == 32767 and written.min() == -32768  # (cut)
 

@@ -22,9 +22,10 @@ CLIP = 0.99  # a microphone sample this loud or louder counts as clipped (the so
 FULL_SCALE = 1.0
 
 
-def clipped_samples(pcm: np.ndarray) -> int:
-    """How many of `pcm`'s samples are at full scale (|sample| >= CLIP)."""
-    return int(np.count_nonzero(np.abs(pcm) >= CLIP))
+def clipped_samples(pcm: np.ndarray, level: float = CLIP) -> int:
+    """How many of `pcm`'s samples are at full scale (|sample| >= `level`: a mic's CLIP, or
+    FULL_SCALE for what a speaker or a file is given)."""
+    return int(np.count_nonzero(np.abs(pcm) >= level))
 
 
 def frame_clipped(mic: object, raw: np.ndarray) -> int:
@@ -33,12 +34,6 @@ def frame_clipped(mic: object, raw: np.ndarray) -> int:
     processing), else counted in `raw` itself."""
     count = getattr(mic, "last_clipped", None)
     return clipped_samples(raw) if count is None else int(count)
-
-
-def clipped_output(pcm: np.ndarray) -> int:
-    """How many of `pcm`'s samples, as a speaker or a file is given them, are at full scale or
-    past it (|sample| >= FULL_SCALE)."""
-    return int(np.count_nonzero(np.abs(pcm) >= FULL_SCALE))
 
 
 def played_clipped(speaker: object) -> int | None:

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from personaplex_tui.audio.audio_file import read_audio
-from personaplex_tui.audio.echo_metrics import clipped_output, clipped_per_frame
+from personaplex_tui.audio.echo_metrics import FULL_SCALE, clipped_per_frame, clipped_samples
 from personaplex_tui.audio.frames import (
     FRAME_SAMPLES,
     FRAME_SECONDS,
@@ -262,7 +262,7 @@ class FileSpeaker(StartsOnEnter):
     def write_frame(self, pcm: np.ndarray, timeout: float | None = 0.0) -> bool:
         """Queue 24 kHz audio; wait up to `timeout` s for room. False if it was dropped."""
         ok = self.player.write(pcm, timeout if self.realtime else 0.0)
-        self.last_clipped = clipped_output(pcm) if ok else None
+        self.last_clipped = clipped_samples(pcm, FULL_SCALE) if ok else None
         if not self.realtime:
             self._pump()
         return ok

@@ -21,7 +21,7 @@ from personaplex_tui.audio.devices import (
     hold_portaudio,
     let_go_of_portaudio,
 )
-from personaplex_tui.audio.echo_metrics import clipped_output, clipped_samples
+from personaplex_tui.audio.echo_metrics import FULL_SCALE, clipped_samples
 from personaplex_tui.audio.errors import AudioDeviceError
 from personaplex_tui.audio.frames import (
     FRAME_SAMPLES,
@@ -258,7 +258,7 @@ class SpeakerStream(_DeviceStream):
             with self._producer_lock:
                 pcm = self._resampler.process(pcm)
         ok = self.player.write(pcm, timeout)
-        self.last_clipped = clipped_output(pcm) if ok else None
+        self.last_clipped = clipped_samples(pcm, FULL_SCALE) if ok else None
         return ok
 
     def flush(self) -> None:
