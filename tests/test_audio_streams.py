@@ -444,6 +444,34 @@ def test_no_default_device():
     assert str(info.value).startswith("There is no default input device;")
 
 
+def test_no_device_of_a_direction_at_all_says_so_instead_of_asking_to_choose_one():
+    from personaplex_tui.audio.errors import NoDeviceError
+
+    with pytest.raises(NoDeviceError) as info:
+        find_device(None, "output", [])
+    assert str(info.value) == (
+        "There is no output device: PortAudio finds no sound device at all, no sound card or no "
+        "sound server."
+    )
+    with pytest.raises(NoDeviceError) as info:
+        find_device(None, "input", [d for d in DEVICES if not d.is_input])
+    assert str(info.value) == "There is no input device: PortAudio lists only output devices."
+
+
+def test_sound_check_without_any_sound_device_points_to_its_offline_mode(monkeypatch, capsys):
+    from personaplex_tui.audio import devices
+    from personaplex_tui.cli import main
+
+    monkeypatch.setattr(devices, "list_devices", lambda: [])
+    assert main(["sound-check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "ppx-tui: There is no input device: PortAudio finds no sound device at all, no sound card "
+        "or no sound server; without one, sound-check runs offline on two recordings: --far WAV "
+        "--mic WAV --output WAV."
+    )
+
+
 def test_missing_device_through_real_portaudio():
     with pytest.raises(AudioDeviceError) as info:
         make_mic("No Such Microphone 1234")

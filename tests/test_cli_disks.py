@@ -430,7 +430,8 @@ def test_respond_without_a_sound_card_says_to_give_output_before_loading(tmp_pat
     )  # fmt: skip
     stderr = one_sentence(
         proc,
-        "Cannot play the reply (there is no default output device); give --output FILE.wav to "
-        "write it to a file instead.",
+        "Cannot play the reply (there is no output device: PortAudio finds no sound device at "
+        "all, no sound card or no sound server); give --output FILE.wav to write it to a file "
+        "instead.",
     )
     assert "Loading" not in stderr and "by name or index" not in stderr

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Literal
 
-from personaplex_tui.audio.errors import AudioDeviceError
+from personaplex_tui.audio.errors import AudioDeviceError, NoDeviceError
 from personaplex_tui.audio.frames import SAMPLE_RATE
 
 Direction = Literal["input", "output"]
@@ -279,6 +279,14 @@ def find_device(
         default = _default(usable, direction)
         if default is not None:
             return default
+        if not usable:  # none to choose from: `ppx-tui devices` would list nothing useful
+            other = "output" if direction == "input" else "input"
+            why = (
+                f"PortAudio lists only {other} devices"
+                if devices
+                else "PortAudio finds no sound device at all, no sound card or no sound server"
+            )
+            raise NoDeviceError(f"There is no {direction} device: {why}.")
         raise AudioDeviceError(
             f"There is no default {direction} device; choose one by name or index "
             "(run `ppx-tui devices` to list them)."

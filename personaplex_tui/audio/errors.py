@@ -13,6 +13,10 @@ class AudioDeviceError(AppError):
     """A sound device is missing, busy, or PortAudio itself is unavailable."""
 
 
+class NoDeviceError(AudioDeviceError):
+    """PortAudio lists no device of the direction asked for (no sound card, no sound server)."""
+
+
 class VadUnavailableError(AppError):
     """The voice activity detector's model or runtime could not be loaded."""
 

@@ -12,7 +12,7 @@ import numpy as np
 from personaplex_tui.audio.aec import EchoCanceller, ProcessingOptions
 from personaplex_tui.audio.cancelling_mic import CancellingMic, stream_latency_s
 from personaplex_tui.audio.echo_check import LiveReport, analyse, check_signal
-from personaplex_tui.audio.errors import AudioDeviceError
+from personaplex_tui.audio.errors import AudioDeviceError, NoDeviceError
 from personaplex_tui.audio.far_end import FarEndTimeline, PlayedTap
 from personaplex_tui.audio.frames import FRAME_SAMPLES, SAMPLE_RATE
 from personaplex_tui.commands.common import print_out, status
@@ -53,8 +53,14 @@ def _run_live(args: argparse.Namespace, options: ProcessingOptions) -> int:
     canceller = EchoCanceller(options)  # CancellerUnavailableError: one sentence, exit 2
     signal = check_signal()
     frames = len(signal) // FRAME_SAMPLES
-    mic = make_mic(args.input_device)
-    speaker = make_speaker(args.output_device)
+    try:
+        mic = make_mic(args.input_device)
+        speaker = make_speaker(args.output_device)
+    except NoDeviceError as e:  # no sound card: the offline check needs none
+        raise AudioDeviceError(
+            f"{str(e).rstrip('.')}; without one, sound-check runs offline on two recordings: "
+            "--far WAV --mic WAV --output WAV."
+        ) from None
     status(
         f"Playing a {frames * FRAME_SAMPLES / SAMPLE_RATE:.0f} s test signal on "
         f"'{speaker.device_name}' and recording '{mic.device_name}'..."
