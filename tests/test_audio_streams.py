@@ -447,12 +447,13 @@ def test_no_default_device():
 def test_no_device_of_a_direction_at_all_says_so_instead_of_asking_to_choose_one():
     from personaplex_tui.audio.errors import NoDeviceError
 
-    with pytest.raises(NoDeviceError) as info:
-        find_device(None, "output", [])
-    assert str(info.value) == (
-        "There is no output device: PortAudio finds no sound device at all, no sound card or no "
-        "sound server."
-    )
+    for spec in (None, 0, "USB"):  # a device asked for by number or name: none at all either
+        with pytest.raises(NoDeviceError) as info:
+            find_device(spec, "output", [])
+        assert str(info.value) == (
+            "There is no output device: PortAudio finds no sound device at all, no sound card or "
+            "no sound server."
+        )
     with pytest.raises(NoDeviceError) as info:
         find_device(None, "input", [d for d in DEVICES if not d.is_input])
     assert str(info.value) == "There is no input device: PortAudio lists only output devices."
@@ -473,10 +474,16 @@ def test_sound_check_without_any_sound_device_points_to_its_offline_mode(monkeyp
 
 
 def test_missing_device_through_real_portaudio():
+    from personaplex_tui.audio.devices import list_devices
+
     with pytest.raises(AudioDeviceError) as info:
         make_mic("No Such Microphone 1234")
+    # a machine with sound devices (a sound server's) lists them; one without says it has none
     assert str(info.value) == (
         "No input device matches 'No Such Microphone 1234' (run `ppx-tui devices` to list them)."
+        if list_devices()
+        else "There is no input device: PortAudio finds no sound device at all, no sound card or "
+        "no sound server."
     )
 
 

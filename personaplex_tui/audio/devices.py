@@ -274,19 +274,21 @@ def find_device(
     Raises AudioDeviceError with one sentence naming the device when there is no such device.
     """
     devices = list_devices() if devices is None else devices
+    if not devices:  # whatever was asked for: `ppx-tui devices` would list nothing
+        raise NoDeviceError(
+            f"There is no {direction} device: PortAudio finds no sound device at all, no sound "
+            "card or no sound server."
+        )
     usable = [d for d in devices if d.channels(direction) > 0]
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "default")):
         default = _default(usable, direction)
         if default is not None:
             return default
-        if not usable:  # none to choose from: `ppx-tui devices` would list nothing useful
+        if not usable:  # none to choose from
             other = "output" if direction == "input" else "input"
-            why = (
-                f"PortAudio lists only {other} devices"
-                if devices
-                else "PortAudio finds no sound device at all, no sound card or no sound server"
+            raise NoDeviceError(
+                f"There is no {direction} device: PortAudio lists only {other} devices."
             )
-            raise NoDeviceError(f"There is no {direction} device: {why}.")
         raise AudioDeviceError(
             f"There is no default {direction} device; choose one by name or index "
             "(run `ppx-tui devices` to list them)."
