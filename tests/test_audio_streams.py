@@ -473,6 +473,29 @@ def test_sound_check_without_any_sound_device_points_to_its_offline_mode(monkeyp
     )
 
 
+def test_the_chat_without_any_sound_device_names_the_file_flags_for_a_device_flag(monkeypatch):
+    import argparse
+
+    from personaplex_tui.audio import devices
+    from personaplex_tui.commands.chat import check_devices
+    from personaplex_tui.settings import Settings
+
+    monkeypatch.setattr(devices, "list_devices", lambda: [])
+    none_at_all = "There is no output device: PortAudio finds no sound device at all, no sound card"
+    flags = argparse.Namespace(input_device=None, output_device="USB")
+    with pytest.raises(AudioDeviceError) as info:
+        check_devices(flags, Settings(), Path("settings.toml"))
+    assert str(info.value) == (
+        f"{none_at_all} or no sound server; to talk without one, start the chat with "
+        "--output-file WAV (the agent's voice written to a file)."
+    )
+    # one named only in the settings file is a warning, as before
+    stored = Settings(output_device="USB")
+    no_flags = argparse.Namespace(input_device=None, output_device=None)
+    [warning] = check_devices(no_flags, stored, Path("settings.toml"))
+    assert warning.startswith(f"settings.toml: {none_at_all} or no sound server; plug it in")
+
+
 def test_missing_device_through_real_portaudio():
     from personaplex_tui.audio.devices import list_devices
 

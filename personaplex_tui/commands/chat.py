@@ -159,6 +159,7 @@ def check_devices(args: argparse.Namespace, settings: Settings, settings_file: P
     if not named:
         return []
     from personaplex_tui.audio import AudioDeviceError, devices
+    from personaplex_tui.audio.errors import NoDeviceError
     from personaplex_tui.commands.device_noise import device_noise_to_log
 
     try:
@@ -173,6 +174,13 @@ def check_devices(args: argparse.Namespace, settings: Settings, settings_file: P
         try:
             devices.find_device(spec, direction, listed)
         except AudioDeviceError as err:
+            if flag and isinstance(err, NoDeviceError):  # no sound card: the files instead
+                from personaplex_tui.conversation.audio_factory import FILE_FLAGS
+
+                raise AudioDeviceError(
+                    f"{str(err).rstrip('.')}; to talk without one, start the chat with "
+                    f"{FILE_FLAGS[direction]}."
+                ) from None
             if flag:
                 raise
             warnings.append(stored_device_warning(err, direction, settings_file))
