@@ -73,6 +73,19 @@ def test_step_times_and_kernels_are_reported(result):
     }  # fmt: skip
 
 
+def test_the_table_keeps_each_value_on_one_line_in_80_columns():
+    proc = subprocess.run(
+        [sys.executable, "-m", "personaplex_tui", "soak", "--frames", "5"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("│")]
+    memory = [line for line in rows if "memory at frame" in line]
+    assert len(memory) == 3 and all(line.rstrip(" │").endswith(" MiB") for line in memory), rows
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80
+
+
 def test_a_step_limit_below_the_slowest_step_fails_the_soak():
     proc = soak("--frames", "30", "--context", "50", *PROMPT, "--max-step-ms", "0.001", "--json")
     assert proc.returncode == 1, proc.stderr

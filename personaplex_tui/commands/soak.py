@@ -299,7 +299,7 @@ def result_table(r) -> Table:
     """The soak's figures and memory curve as a Rich table."""
     t = Table(title=f"ppx-tui soak — {r.model}", title_justify="left")
     t.add_column("measure")
-    t.add_column("value", justify="right")
+    t.add_column("value", justify="right", no_wrap=True)  # (narrow: the labels wrap)
     t.add_row("verdict", "ok" if r.ok else "FAILED")
     t.add_row(
         "frames asked / in / stepped / out",
