@@ -145,6 +145,17 @@ def test_a_few_steps_still_time_the_phases_without_nan_or_warnings():
     assert r["step_ms"]["n"] == 3 and all(v > 0 for v in r["phases_ms"].values())
 
 
+def test_the_table_keeps_each_value_on_one_line_in_80_columns(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    proc = _bench("--small", "--steps", "3", "--warmup-steps", "0")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("│")]
+    values = [line.split("│")[2].strip() for line in rows]
+    steps = [value for value in values if value.startswith("p50 ")]  # each whole: "... ms"
+    assert len(steps) >= 4 and all(value.endswith(" ms") for value in steps), rows
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80
+
+
 def test_absurd_step_counts_are_one_sentence():
     for args, message in (
         (["--steps", "100001"], "--steps must be between 1 and 100000, not 100001."),

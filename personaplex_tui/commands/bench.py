@@ -125,7 +125,7 @@ def result_table(r) -> Table:
     """The benchmark as a two-column Rich table."""
     t = Table(title=f"ppx-tui bench — {r.model}", title_justify="left")
     t.add_column("measure")
-    t.add_column("value", justify="right")
+    t.add_column("value", justify="right", no_wrap=True)  # (narrow: the labels wrap)
     t.add_row("device", r.device)
     t.add_row("platform", r.platform)
     t.add_row("weights", f"{r.quantization}, activations {r.dtype}")
