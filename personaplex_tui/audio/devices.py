@@ -271,7 +271,9 @@ def find_device(
     exact name under several host APIs is one card: the default device's host API decides.
     Identical cards (one exact name twice under that host API) are told apart as 'name #1',
     'name #2' in PortAudio's order (`device_choices`), unless a device bears that whole name.
-    Raises AudioDeviceError with one sentence naming the device when there is no such device.
+    Raises AudioDeviceError with one sentence naming the device when there is no such device,
+    and NoDeviceError (one) when PortAudio lists no device at all, or none of `direction` for
+    the default: choosing one by name or number is then no way out.
     """
     devices = list_devices() if devices is None else devices
     if not devices:  # whatever was asked for: `ppx-tui devices` would list nothing
