@@ -523,6 +523,21 @@ def test_devices_table_marks_defaults():
     assert "PortAudio found no sound device." in console.export_text()
 
 
+def test_devices_without_any_says_what_to_use_instead_of_an_empty_table(monkeypatch, capsys):
+    from personaplex_tui.audio import devices
+    from personaplex_tui.cli import main
+
+    monkeypatch.setattr(devices, "list_devices", lambda: [])
+    assert main(["devices"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out == (
+        "PortAudio found no sound device (no sound card, or no sound server). Without one, the "
+        "chat takes --input-file WAV and --output-file WAV, respond --output WAV, and sound-check "
+        "runs offline on two recordings (--far WAV --mic WAV --output WAV)."
+    )
+    assert main(["devices", "--json"]) == 0 and capsys.readouterr().out.strip() == "[]"
+
+
 def test_devices_shows_what_identical_cards_are_chosen_by(monkeypatch, capsys):
     """Two cards of one name: `ppx-tui devices` printed the name twice, and never the 'NAME #1',
     'NAME #2' that --input-device, --output-device and the settings file take for them."""

@@ -125,5 +125,15 @@ def run_devices(args: argparse.Namespace) -> int:
         rows = [{**asdict(d), "chosen_by": {k: by[k].get(d.index) for k in by}} for d in devices]
         print_out(json.dumps(rows, indent=2))
         return 0
+    if not devices:  # an empty table says less than what to do without one
+        print_out(NO_DEVICES)
+        return 0
     print_out(devices_table(devices))
     return 0
+
+
+NO_DEVICES = (
+    "PortAudio found no sound device (no sound card, or no sound server). Without one, the chat "
+    "takes --input-file WAV and --output-file WAV, respond --output WAV, and sound-check runs "
+    "offline on two recordings (--far WAV --mic WAV --output WAV)."
+)
