@@ -411,6 +411,12 @@ def test_the_chat_without_a_sound_card_names_the_file_flags_to_use_instead(tmp_p
         with pytest.raises(AudioDeviceError) as refused:
             open_side(config)
         assert str(refused.value) == expected
+    # a device named (the settings file's, once the flags were checked): the same sentence
+    with pytest.raises(AudioDeviceError) as refused:
+        none_here.open_speaker(ControllerConfig(input_file=wav, output_device="USB"))
+    assert str(refused.value) == (
+        f"There is no output device: {prefix}start the chat with {speaker_flag}."
+    )
     speakers_only = [d for d in DEVICES if not d.is_input]
     only_out = AudioFactory(devices=lambda: speakers_only, rate=lambda info, direction: 48000)
     with pytest.raises(AudioDeviceError) as refused:
@@ -483,10 +489,18 @@ def test_the_chat_without_any_sound_device_names_the_file_flags_for_a_device_fla
     monkeypatch.setattr(devices, "list_devices", lambda: [])
     none_at_all = "There is no output device: PortAudio finds no sound device at all, no sound card"
     flags = argparse.Namespace(input_device=None, output_device="USB")
+    # the banner's sentence (`without_devices`): each side without a device or a file
+    banner = "PortAudio finds none (no sound card, or no sound server); to talk without one, "
     with pytest.raises(AudioDeviceError) as info:
         check_devices(flags, Settings(), Path("settings.toml"))
     assert str(info.value) == (
-        f"{none_at_all} or no sound server; to talk without one, start the chat with "
+        f"There is no sound device: {banner}start the chat with --input-file WAV (a recording as "
+        "the mic) and --output-file WAV (the agent's voice written to a file)."
+    )
+    with pytest.raises(AudioDeviceError) as info:
+        check_devices(flags, Settings(input_file=Path("q.wav")), Path("settings.toml"))
+    assert str(info.value) == (
+        f"There is no output device: {banner}start the chat with "
         "--output-file WAV (the agent's voice written to a file)."
     )
     # one named only in the settings file is a warning, as before

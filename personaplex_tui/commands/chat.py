@@ -174,13 +174,11 @@ def check_devices(args: argparse.Namespace, settings: Settings, settings_file: P
         try:
             devices.find_device(spec, direction, listed)
         except AudioDeviceError as err:
-            if flag and isinstance(err, NoDeviceError):  # no sound card: the files instead
-                from personaplex_tui.conversation.audio_factory import FILE_FLAGS
+            if flag and isinstance(err, NoDeviceError):  # no sound card: the banner's sentence
+                from personaplex_tui.conversation.audio_factory import without_devices
 
-                raise AudioDeviceError(
-                    f"{str(err).rstrip('.')}; to talk without one, start the chat with "
-                    f"{FILE_FLAGS[direction]}."
-                ) from None
+                files = (settings.input_file, settings.output_file)
+                raise AudioDeviceError(without_devices(direction, listed, *files)) from None
             if flag:
                 raise
             warnings.append(stored_device_warning(err, direction, settings_file))

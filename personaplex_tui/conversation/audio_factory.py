@@ -21,6 +21,7 @@ from personaplex_tui.audio.devices import Direction
 from personaplex_tui.audio.devices import choose_rate as portaudio_rate
 from personaplex_tui.audio.devices import list_devices as portaudio_devices
 from personaplex_tui.audio.devices import rescan as portaudio_rescan
+from personaplex_tui.audio.errors import NoDeviceError
 from personaplex_tui.audio.streams import StreamFactory
 from personaplex_tui.conversation.config import ControllerConfig
 
@@ -33,12 +34,13 @@ FILE_FLAGS: dict[Direction, str] = {
 }
 
 
-def _without_devices(
-    direction: Direction, devices: list[DeviceInfo], config: ControllerConfig
+def without_devices(
+    direction: Direction, devices: list[DeviceInfo], input_file: object, output_file: object
 ) -> str:
     """The sentence for a chat whose `direction` has no device at all (no sound card): the file
-    flags to use instead, both of them when the other side has neither a device nor a file."""
-    files = {"input": config.input_file, "output": config.output_file}
+    flags to use instead, both of them when the other side has neither a device nor a file
+    (`input_file`, `output_file`: the chat's, None where not given)."""
+    files = {"input": input_file, "output": output_file}
     sides: tuple[Direction, ...] = ("input", "output")
     lacking = [s for s in sides if not files[s] and not any(d.channels(s) for d in devices)]
     what = "sound device" if len(lacking) == 2 else f"{direction} device"
@@ -92,10 +94,11 @@ class AudioFactory:
         self, spec: str | int | None, direction: Direction, config: ControllerConfig
     ) -> tuple[DeviceInfo, int]:
         devices = self.devices() if self.devices is not None else portaudio_devices()
-        if spec is None and not any(d.channels(direction) for d in devices):
-            # (find_device would say to choose one by name, from a list of none)
-            raise AudioDeviceError(_without_devices(direction, devices, config))
-        info = find_device(spec, direction, devices)
+        try:
+            info = find_device(spec, direction, devices)
+        except NoDeviceError:  # none to choose from: the chat's files instead
+            sentence = without_devices(direction, devices, config.input_file, config.output_file)
+            raise AudioDeviceError(sentence) from None
         rate = (
             self.rate(info, direction) if self.rate is not None else portaudio_rate(info, direction)
         )
