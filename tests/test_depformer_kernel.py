@@ -16,6 +16,9 @@ import pytest
 from model.backend import on_cuda
 from model.checkpoints.random_weights import random_lm
 from model.cuda import DEPFORMER as depformer_kernel
+from model.cuda import TextDraw
+from model.cuda.depformer import numpy_draw
+from model.sampling import SamplingParams, draw, sample_token
 from tests.lm_helpers import small_config
 
 GPU = pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs only")
@@ -24,7 +27,13 @@ GPU = pytest.mark.skipif(not on_cuda(), reason="the kernel runs on NVIDIA GPUs o
 def small_lm(bits: int | None = 8, dtype: mx.Dtype = mx.float32, seed: int = 0):
     # depformer head_dim 32 (a warp's lanes), card a power of two, group-aligned widths
     config = small_config(
-        d_model=256, dep_dim=64, dep_heads=2, dep_dim_feedforward=192, bits=bits, card=256
+        d_model=256,
+        dep_dim=64,
+        dep_heads=2,
+        dep_dim_feedforward=192,
+        bits=bits,
+        card=256,
+        text_card=200,  # a multiple of 8: the kernel draws the text token too
     )
     return random_lm(config, dtype=dtype, seed=seed)
 
@@ -83,11 +92,13 @@ def _unkey(key: int) -> np.float32:
     return np.array([u], dtype=np.uint32).view(np.float32)[0]
 
 
-def kernel_kth(values: np.ndarray, top_k: int) -> np.float32:
-    """The kernel's radix select, step by step: the top_k-th largest value, 8 bits at a time."""
+def kernel_kth(values: np.ndarray, top_k: int, last_shift: int = 0) -> np.float32:
+    """The kernel's radix select, step by step: the top_k-th largest value, 8 bits at a time,
+    from the top byte of the keys down to `last_shift` (ppx_key_bytes: 16 for bfloat16 values,
+    8 for float16 ones), the bytes below filled as the value's sign has them."""
     keys = _key(values)
     prefix, mask, kk = 0, 0, top_k
-    for shift in (24, 16, 8, 0):
+    for shift in range(24, last_shift - 1, -8):
         candidates = keys[(keys & mask) == prefix]
         hist = np.bincount((candidates >> shift) & 255, minlength=256)
         above, chosen = 0, None
@@ -98,7 +109,8 @@ def kernel_kth(values: np.ndarray, top_k: int) -> np.float32:
         prefix |= chosen << shift
         mask |= 255 << shift
         kk = new_kk
-    return _unkey(prefix)
+    low = (1 << last_shift) - 1
+    return _unkey(prefix if prefix & 0x80000000 else prefix | low)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -115,6 +127,139 @@ def test_the_kernels_top_k_cut_is_the_partitions(seed):
     for top_k in (1, 8, 25, 250, n - 1):
         want = np.partition(values, n - top_k)[n - top_k]
         assert kernel_kth(values, top_k) == want
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("dtype", "last_shift"), [(mx.bfloat16, 16), (mx.float16, 8)])
+def test_the_cut_of_half_precision_logits_needs_only_their_significant_bytes(
+    seed, dtype, last_shift
+):
+    rng = np.random.default_rng(seed)
+    n = 2048
+    values = rng.normal(size=n).astype(np.float32) * (4 if seed % 2 else 0.01)
+    if seed == 2:
+        values[::5] = 0.0
+        values[1::5] = -0.0
+    if seed == 4:
+        values = np.abs(values)  # all positive
+    if seed == 5:
+        values = -np.abs(values)  # all negative
+    values = np.array(mx.array(values).astype(dtype).astype(mx.float32))
+    for top_k in (1, 8, 25, 250, n - 1):
+        want = np.partition(values, n - top_k)[n - top_k]
+        got = kernel_kth(values, top_k, last_shift)
+        assert got == want
+        assert got.view(np.uint32) == kernel_kth(values, top_k).view(np.uint32)
+
+
+def _text_case(card: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Text logits on a coarse grid (many ties, at the top and at the cut), and Gumbel noise."""
+    rng = np.random.default_rng(seed)
+    logits = (np.round(rng.standard_normal(card) * 8.0) / 4.0).astype(np.float32)
+    noise = np.array(mx.random.gumbel((card,), key=mx.random.key(seed)))
+    return logits, noise
+
+
+TEXT_PARAMS = [
+    SamplingParams(0.0, 0),
+    SamplingParams(0.7, 25),
+    SamplingParams(0.7, 1),
+    SamplingParams(1.3, 0),
+    SamplingParams(0.5, 4000),  # no cut: top-k at least the vocabulary
+]
+
+
+@pytest.mark.parametrize("params", TEXT_PARAMS)
+def test_the_checks_reference_draw_is_mlxs(params):
+    for seed in range(4):
+        logits, noise = _text_case(3000, seed)
+        want = draw(mx.array(logits), params, None if params.greedy else mx.array(noise))
+        assert numpy_draw(logits, params, noise) == int(want.item())
+
+
+@pytest.mark.parametrize("text_params", [SamplingParams(0.0, 0), SamplingParams(0.7, 25)])
+def test_drawing_the_column_is_the_text_token_then_the_depformer_step(text_params):
+    lm = small_lm(bits=4, dtype=mx.bfloat16)
+    h = mx.random.normal((1, 1, 256), key=mx.random.key(4)).astype(mx.bfloat16)
+    logits = mx.array(_text_case(lm.config.text_card, 2)[0]).astype(mx.bfloat16)
+    audio = SamplingParams(0.8, 25)
+    text_key, key = mx.random.key(5), mx.random.key(6)
+    text, tokens = lm.draw_column(
+        h, logits, text_params=text_params, text_key=text_key, n_steps=8, params=audio, key=key
+    )
+    want_text = sample_token(logits, text_params, text_key)
+    want = lm.depformer_step(h, want_text, n_steps=8, params=audio, key=key)
+    assert text.dtype == mx.int32 and text.shape == ()
+    assert int(text.item()) == int(want_text.item())
+    assert np.array(tokens).tolist() == np.array(want).tolist()
+
+
+@pytest.mark.parametrize(("cut", "passes"), [(0, True), (1, False), (-1, False)])
+def test_the_check_of_the_text_draw_tells_a_cut_one_off(monkeypatch, cut, passes):
+    """The load-time check, run against a stand-in for the kernel that draws in NumPy with the
+    top-k cut moved by `cut`: it passes the right cut only."""
+    lm = small_lm(bits=4, dtype=mx.bfloat16)
+    column = mx.array([1, 2, 3], dtype=mx.int32)
+
+    def stand_in(self, lm, weights, dep_in, text, n_steps, params, noise):
+        p = text.params
+        moved = p if p.greedy else SamplingParams(p.temperature, p.top_k + cut)
+        noise_np = None if text.noise is None else np.array(text.noise)
+        token = numpy_draw(np.array(text.logits.astype(mx.float32)), moved, noise_np)
+        return mx.array(token, dtype=mx.int32), column, None
+
+    monkeypatch.setattr(type(depformer_kernel), "run_drawing_text", stand_in)
+    noise = mx.random.gumbel((3, lm.config.card), key=mx.random.key(1))
+    check = depformer_kernel._verify_text_draw
+    args = (lm, None, None, SamplingParams(0.8, 25), noise, column, mx.random.key(2))
+    if passes:
+        check(*args)
+    else:
+        with pytest.raises(ValueError, match="is not the draw's"):
+            check(*args)
+
+
+@GPU
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16, mx.float16])
+def test_the_kernel_draws_the_text_token_as_mlx_and_runs_the_column_after_it(dtype):
+    lm = small_lm(bits=4, dtype=dtype)
+    assert depformer_kernel.disabled_reason is None
+    stack = lm.depformer_stack()
+    h = mx.random.normal((1, 1, 256), key=mx.random.key(9)).astype(dtype)
+    dep_in = lm.depformer_inputs_flat(h, 8)
+    audio = SamplingParams(0.8, 25)
+    noise = mx.random.gumbel((8, lm.config.card), key=mx.random.key(8))
+    for seed in range(3):
+        logits, tnoise = _text_case(lm.config.text_card, seed)
+        logits = np.array(mx.array(logits).astype(dtype).astype(mx.float32))
+        for params in TEXT_PARAMS:
+            draw_of = TextDraw(
+                mx.array(logits).astype(dtype), params, None if params.greedy else mx.array(tnoise)
+            )
+            text, tokens, _ = depformer_kernel.run_drawing_text(
+                lm, stack, dep_in, draw_of, 8, audio, noise
+            )
+            want = draw(
+                mx.array(logits).astype(dtype), params, None if params.greedy else mx.array(tnoise)
+            )
+            assert int(text.item()) == int(want.item()) == numpy_draw(logits, params, tnoise)
+            given, _, _ = depformer_kernel.run(lm, stack, dep_in, text, 8, audio, noise)
+            assert np.array(tokens).tolist() == np.array(given).tolist()
+
+
+@GPU
+def test_a_kernel_that_draws_the_text_token_wrong_is_turned_off(monkeypatch):
+    monkeypatch.setattr(depformer_kernel, "disabled_reason", None)
+    real = type(depformer_kernel).run_drawing_text
+
+    def wrong_cut(self, lm, weights, dep_in, text, *args):  # one more logit past the cut
+        text = TextDraw(text.logits, SamplingParams(text.params.temperature, 26), text.noise)
+        return real(self, lm, weights, dep_in, text, *args)
+
+    monkeypatch.setattr(type(depformer_kernel), "run_drawing_text", wrong_cut)
+    small_lm(seed=3)
+    assert not depformer_kernel.enabled()
+    assert "text token" in depformer_kernel.disabled_reason
 
 
 @GPU

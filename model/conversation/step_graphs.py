@@ -34,7 +34,7 @@ from model.lm.kv_cache import KVState, Window
 from model.lm.model import LM
 from model.lm.ring_mask import default_mode
 from model.mimi import MimiCodec
-from model.sampling import SamplingParams, sample_token, split_key
+from model.sampling import SamplingParams, split_key
 
 
 @dataclass(frozen=True)
@@ -183,9 +183,14 @@ class StepGraphs:
         self, logits: mx.array, h: mx.array, key: mx.array, *, spec: LMStepSpec
     ) -> tuple[mx.array, mx.array]:
         text_key, audio_key = split_key(key)
-        text = sample_token(logits.reshape(-1), spec.text, text_key)
-        audio = self.lm.depformer_step(
-            h, text, n_steps=spec.depformer_steps, params=spec.audio, key=audio_key
+        text, audio = self.lm.draw_column(
+            h,
+            logits,
+            text_params=spec.text,
+            text_key=text_key,
+            n_steps=spec.depformer_steps,
+            params=spec.audio,
+            key=audio_key,
         )
         return text, audio[: spec.agent_codebooks]
 

@@ -1,7 +1,8 @@
 """The optional CUDA accelerator: our own kernels, run through MLX's CUDA backend only.
 
 The rest of `model/` reaches CUDA through this module alone: `Accelerator` (an LM's kernel
-state: stacked weights, load-time checks, the temporal step and the depformer column),
+state: stacked weights, load-time checks, the temporal step and the depformer column, with
+`TextDraw` when the kernel also draws the column's text token),
 `fused_matvec` / `fused_gated_matvec` (one row times a quantized weight), `MIMI_TRANSFORMER`
 and `MIMI_QUANTIZER` (Mimi's streaming transformer and its quantizer's encode, each as one
 kernel, used by `model/mimi/`), `MIMI_SEANET` and `SeanetConv` (Mimi's SEANet convolutions, a
@@ -18,6 +19,7 @@ import mlx.core as mx
 
 from model.cuda.accelerator import Accelerator
 from model.cuda.depformer import KERNEL as DEPFORMER
+from model.cuda.depformer import TextDraw
 from model.cuda.kernel import Kernel
 from model.cuda.matvec import KERNEL as MATVEC
 from model.cuda.mimi_quantizer import KERNEL as MIMI_QUANTIZER
@@ -50,6 +52,7 @@ __all__ = [
     "Kernel",
     "ModuleStack",
     "SeanetConv",
+    "TextDraw",
     "wanted_stream",
 ]
 

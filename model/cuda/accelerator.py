@@ -7,6 +7,7 @@ from typing import Any
 import mlx.core as mx
 
 from model.cuda.depformer import KERNEL as DEPFORMER
+from model.cuda.depformer import TextDraw
 from model.cuda.matvec import KERNEL as MATVEC
 from model.cuda.persistent import PersistentKernel, StackedWeights
 from model.cuda.temporal import KERNEL as TEMPORAL
@@ -88,11 +89,35 @@ class Accelerator:
     ) -> mx.array | None:
         """One column's tokens by the kernel (None: the kernel does not run it). `dep_in()`
         gives the column's `depformer_in` projections when it does."""
-        one_row = h.shape[0] == 1  # what the kernel takes
-        stack = self.stack(DEPFORMER, lm) if one_row and DEPFORMER.enabled() else None
+        stack = self._depformer_stack(lm, h)
         if stack is None:
             return None
         tokens, _, _ = DEPFORMER.run(
             lm, stack, dep_in(), text_token, n_steps, params, noise, forced, provided
         )
         return tokens
+
+    def depformer_column_drawing_text(
+        self,
+        lm: Any,
+        h: mx.array,
+        dep_in: Any,
+        text: TextDraw,
+        n_steps: int,
+        params: SamplingParams,
+        noise: mx.array | None,
+    ) -> tuple[mx.array, mx.array] | None:
+        """The text token drawn from `text` and the column's tokens after it, both by the
+        kernel (None: the kernel does not run it)."""
+        stack = self._depformer_stack(lm, h)
+        if stack is None or lm.config.text_card % 8:  # the kernel reads 16 bytes at a time
+            return None
+        text_token, tokens, _ = DEPFORMER.run_drawing_text(
+            lm, stack, dep_in(), text, n_steps, params, noise
+        )
+        return text_token, tokens
+
+    def _depformer_stack(self, lm: Any, h: mx.array) -> Any | None:
+        """The depformer kernel's stack where it runs the column of `h` (None: it does not)."""
+        one_row = h.shape[0] == 1  # what the kernel takes
+        return self.stack(DEPFORMER, lm) if one_row and DEPFORMER.enabled() else None

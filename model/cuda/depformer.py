@@ -39,7 +39,7 @@ import numpy as np
 from model.cuda import persistent
 from model.derived import stack_into
 from model.quantized import BITS, DTYPES
-from model.sampling import SamplingParams, draw, gumbel_noise, split_key
+from model.sampling import GREEDY, SamplingParams, draw, gumbel_noise, split_key
 
 THREADS = 512  # per block, one block per SM (H100, 8 steps: 256 1.60, 512 1.49, 1024 1.54 ms)
 
@@ -72,12 +72,24 @@ def _projections(lm: Any) -> list[Any]:
 # thread"), which turned the kernel off in the app (`tests/test_thread_safe_constants.py`).
 _NO_INT = mx.array([0], dtype=mx.int32)
 _NO_FLOAT = mx.array([0.0], dtype=mx.float32)
+_NO_LOGITS = {dtype: mx.array([0.0] * 8, dtype=dtype) for dtype in DTYPES}  # 16 bytes or more
 
 
 _INPUTS = [
-    "dep_in", "text", "noise", "forced", "provided", "params",
+    "dep_in", "text", "tlog", "tnoise", "noise", "forced", "provided", "params",
     "qa", "sa", "ba", "qb", "sb", "bb", "heads", "emb", "norms",
 ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TextDraw:
+    """The text token for the kernel to draw at its start, as `sampling.draw(logits, params,
+    noise)` does: logits [text_card] (activation dtype), noise float32 [text_card] (None when
+    greedy)."""
+
+    logits: mx.array
+    params: SamplingParams
+    noise: mx.array | None
 
 
 class DepformerKernel(persistent.PersistentKernel):
@@ -182,19 +194,65 @@ class DepformerKernel(persistent.PersistentKernel):
         noise: Gumbel noise float32 [n_steps, card] (None when greedy); forced / provided as
         `LM.depformer_step` takes them.
         """
+        tokens, work = self._launch(
+            lm, weights, dep_in, text_token, None, n_steps, params, noise, forced, provided
+        )
+        return tokens[:n_steps], self._logits(lm, work, n_steps), work
+
+    def run_drawing_text(
+        self,
+        lm: Any,
+        weights: DepformerStack,
+        dep_in: mx.array,
+        text: TextDraw,
+        n_steps: int,
+        params: SamplingParams,
+        noise: mx.array | None,
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        """`run` with the text token drawn by the kernel itself (`text`) instead of given: one
+        kernel for the text token's draw and the column (docs/cuda-kernels.md §The depformer).
+        Returns the text token (int32 scalar), the column's tokens [n_steps] and the work
+        buffer."""
+        tokens, work = self._launch(
+            lm, weights, dep_in, None, text, n_steps, params, noise, None, None
+        )
+        return tokens[n_steps], tokens[:n_steps], work
+
+    def _logits(self, lm: Any, work: mx.array, n_steps: int) -> mx.array:
+        """The column's logits [n_steps, card] from the end of the work buffer."""
+        cfg = lm.config
+        start = work.shape[0] - cfg.dep_q * cfg.card
+        return work[start : start + n_steps * cfg.card].reshape(n_steps, cfg.card)
+
+    def _launch(
+        self,
+        lm: Any,
+        weights: DepformerStack,
+        dep_in: mx.array,
+        text_token: mx.array | None,
+        text: TextDraw | None,
+        n_steps: int,
+        params: SamplingParams,
+        noise: mx.array | None,
+        forced: mx.array | None,
+        provided: mx.array | None,
+    ) -> tuple[mx.array, mx.array]:
+        """The kernel's outputs: tokens int32 [n_steps + 1] (the column's, then the text token,
+        given as `text_token` or drawn as `text` says) and the work buffer."""
         cfg = lm.config
         d = cfg.depformer
         hidden = weights.qb.shape[1] * 32 // weights.bits
         dtype = lm.dtype
-        greedy = params.greedy
-        inv_temp = 0.0 if greedy else float(np.float32(1.0 / params.temperature))
         scalars = [
             weights.eps,
-            inv_temp,
+            _inverse_temperature(params),
             (d.d_model // d.num_heads) ** -0.5 * math.log2(math.e),
             n_steps,
             params.top_k,
             0.0 if forced is None else 1.0,
+            0.0 if text is None else _inverse_temperature(text.params),
+            0 if text is None else text.params.top_k,
+            0.0 if text is None else 1.0,
         ]
         work_size = persistent.SYNC_WORDS + 2 * d.d_model + d.num_layers * cfg.dep_q * 3 * d.d_model
         work_size += hidden + cfg.dep_q * cfg.card
@@ -208,6 +266,7 @@ class DepformerKernel(persistent.PersistentKernel):
             ("NL", d.num_layers),
             ("S", cfg.dep_q),
             ("CARD", cfg.card),
+            ("TV", cfg.text_card),
             ("TEXT_ROWS", cfg.text_card + 1),
             ("NT", THREADS),
             ("SYNC", persistent.SYNC_WORDS),
@@ -216,7 +275,9 @@ class DepformerKernel(persistent.PersistentKernel):
             self.compiled(consts),
             [
                 dep_in.reshape(-1).astype(dtype),
-                text_token.reshape(1).astype(mx.int32),
+                _NO_INT if text_token is None else text_token.reshape(1).astype(mx.int32),
+                _NO_LOGITS[dtype] if text is None else text.logits.reshape(-1).astype(dtype),
+                _NO_FLOAT if text is None or text.noise is None else text.noise.reshape(-1),
                 _NO_FLOAT if noise is None else noise.astype(mx.float32).reshape(-1),
                 _NO_INT if forced is None else forced.astype(mx.int32).reshape(-1),
                 _NO_INT if provided is None else provided.astype(mx.int32).reshape(-1),
@@ -226,13 +287,11 @@ class DepformerKernel(persistent.PersistentKernel):
                 weights.emb,
                 weights.norms,
             ],
-            [(n_steps,), (work_size,)],
+            [(n_steps + 1,), (work_size,)],
             [mx.int32, mx.float32],
             THREADS,
         )
-        start = work_size - cfg.dep_q * cfg.card
-        logits = work[start : start + n_steps * cfg.card].reshape(n_steps, cfg.card)
-        return tokens, logits, work
+        return tokens, work
 
     def verify(self, lm: Any, weights: DepformerStack) -> float:
         """Run the kernel with `weights` beside MLX's ops and raise ValueError where they differ;
@@ -263,7 +322,90 @@ class DepformerKernel(persistent.PersistentKernel):
         mx.eval(tokens, logits, ref)
         worst = max(worst, persistent.compare(logits, ref, "sampled logits"))
         _same_picks(tokens, logits, ref, params, noise, "sampled")
+        if cfg.text_card % 8 == 0:  # where the kernel draws the text token too
+            self._verify_text_draw(lm, weights, dep_in, params, noise, tokens, keys[2])
         return worst
+
+    def _verify_text_draw(
+        self,
+        lm: Any,
+        weights: DepformerStack,
+        dep_in: mx.array,
+        params: SamplingParams,
+        noise: mx.array,
+        column: mx.array,
+        key: mx.array,
+    ) -> None:
+        """Raise ValueError unless the text token the kernel draws is exactly what
+        `sampling.draw` picks from the same logits and noise, and the column after the token 3
+        it draws from logits that make it certain is the column `run` gives for the token 3.
+
+        The draws: greedy and top-k 25 at temperature 0.7 over logits with ties (at the top and
+        at the cut), and top-k 25 where the noise makes the 25th largest logit win, and would make
+        the 26th win if the cut let it through (so that a cut one off either way picks another
+        token)."""
+        card = lm.config.text_card
+        rng = np.random.default_rng(11)
+        # rounded to a coarse grid, so that many logits tie
+        grid = (np.round(rng.standard_normal(card) * 8.0) / 4.0).astype(np.float32)
+        tnoise = np.array(gumbel_noise(key, (card,)))
+        edge = np.full(card, -5.0, dtype=np.float32) - grid.clip(0, None)
+        top = rng.permutation(card)[:26]
+        edge[top] = 10.0 + 0.125 * np.arange(26)[::-1]  # distinct in any float type
+        boosted = tnoise.copy()
+        boosted[top[24]] += 50.0  # the 25th largest, the last one the cut lets through, wins
+        boosted[top[25]] += 100.0  # unless the 26th, just past the cut, is let through too
+        top_k = SamplingParams(0.7, 25)
+        cases = [(grid, GREEDY, None), (grid, top_k, tnoise), (edge, top_k, boosted)]
+        for logits, tparams, tn in cases:
+            got, _, _ = self.run_drawing_text(
+                lm,
+                weights,
+                dep_in,
+                TextDraw(
+                    mx.array(logits).astype(lm.dtype), tparams, None if tn is None else mx.array(tn)
+                ),
+                1,
+                params,
+                noise[:1],
+            )
+            want = numpy_draw(logits, tparams, tn)
+            if int(got.item()) != want:
+                raise ValueError(
+                    f"its text token {int(got.item())} is not the draw's {want} "
+                    f"(temperature {tparams.temperature}, top-k {tparams.top_k})"
+                )
+        certain = np.where(np.arange(card) == 3, 100.0, -100.0).astype(np.float32)
+        certain = mx.array(certain).astype(lm.dtype)
+        n = column.shape[0]
+        got, tokens, _ = self.run_drawing_text(
+            lm, weights, dep_in, TextDraw(certain, params, mx.array(tnoise)), n, params, noise
+        )
+        if int(got.item()) != 3 or np.array(tokens).tolist() != np.array(column).tolist():
+            raise ValueError(
+                f"its column after the text token it draws ({int(got.item())}: "
+                f"{np.array(tokens).tolist()}) is not the column after the token 3 "
+                f"({np.array(column).tolist()})"
+            )
+
+
+def numpy_draw(logits: np.ndarray, params: SamplingParams, noise: np.ndarray | None) -> int:
+    """`sampling.draw` of one row of float32 logits in NumPy (the host's reference for the
+    kernel's draws, with no MLX kernel to compile at load): the same cut, the same float32
+    products and sums, the first index of a tie."""
+    if params.greedy or noise is None:
+        return int(np.argmax(logits))
+    vocab = logits.shape[-1]
+    scores = logits * np.float32(_inverse_temperature(params))
+    if 0 < params.top_k < vocab:
+        kth = np.partition(logits, vocab - params.top_k)[vocab - params.top_k]
+        scores = np.where(logits >= kth, scores, np.float32(-np.inf))
+    return int(np.argmax(scores + noise.astype(np.float32)))
+
+
+def _inverse_temperature(params: SamplingParams) -> float:
+    """1 / temperature as the float32 that `sampling.draw` multiplies by (0: greedy)."""
+    return 0.0 if params.greedy else float(np.float32(1.0 / params.temperature))
 
 
 def _same_picks(

@@ -35,7 +35,7 @@ from model.lm.stacked import (
     stack_tables,
     stacked_sources,
 )
-from model.sampling import GREEDY, SamplingParams, draw, gumbel_noise
+from model.sampling import GREEDY, SamplingParams, draw, gumbel_noise, sample_with_noise
 
 
 class TransformerLayer(nn.Module):
@@ -369,6 +369,43 @@ class LM(nn.Module):
 
         tokens, _ = self._run_depformer(h, text_token, choose, n, valid_ids=True)
         return stack_scalars(tokens)
+
+    def draw_column(
+        self,
+        h: mx.array,
+        text_logits: mx.array,
+        *,
+        text_params: SamplingParams,
+        text_key: mx.array | None,
+        n_steps: int | None = None,
+        params: SamplingParams = GREEDY,
+        key: mx.array | None = None,
+    ) -> tuple[mx.array, mx.array]:
+        """The text token drawn from `text_logits` (text_card values) as `sample_token` draws it
+        with `text_key`, then the audio tokens of the column that sees it (`depformer_step`):
+        int32 [] and int32 [n_steps]. On CUDA one kernel does both (docs/cuda-kernels.md §The
+        depformer)."""
+        n = self._steps(n_steps)
+        logits = text_logits.reshape(-1)
+        if not text_params.greedy and text_key is None:
+            raise ValueError("sampling with a temperature needs a key")
+        if not params.greedy and key is None:
+            raise ValueError("sampling with a temperature needs a key")
+        text_noise = None if text_params.greedy else gumbel_noise(text_key, logits.shape)
+        noise = None if params.greedy else gumbel_noise(key, (n, self.config.card))
+        drawn = self._cuda.depformer_column_drawing_text(
+            self,
+            h,
+            lambda: self.depformer_inputs_flat(h, n),
+            cuda.TextDraw(logits, text_params, text_noise),
+            n,
+            params,
+            noise,
+        )
+        if drawn is not None:
+            return drawn
+        text = sample_with_noise(logits, text_params, text_noise)
+        return text, self.depformer_step(h, text, n_steps=n, params=params, key=key)
 
     def depformer_logits(
         self, h: mx.array, text_token: mx.array, tokens: mx.array, n_steps: int | None = None

@@ -1,7 +1,8 @@
 // The depformer kernel's body: every step, layer and draw of one column (docs/cuda-kernels.md
-// §The depformer). MLX declares the kernel around it: inputs dep_in, text, noise, forced,
-// provided, params, qa, sa, ba, qb, sb, bb, heads, emb, norms; outputs tokens, work. The
-// constants (T, BITS, G, D, HID, NH, NL, S, CARD, TEXT_ROWS, NT, SYNC) come from the prelude.
+// §The depformer). MLX declares the kernel around it: inputs dep_in, text, tlog, tnoise, noise,
+// forced, provided, params, qa, sa, ba, qb, sb, bb, heads, emb, norms; outputs tokens (the
+// column's, then the text token), work. The constants (T, BITS, G, D, HID, NH, NL, S, CARD, TV,
+// TEXT_ROWS, NT, SYNC) come from the prelude.
   constexpr int NW = NT / 32;
   constexpr int DH = D / NH;
   constexpr int VPL = DH / 32;
@@ -14,7 +15,7 @@
   __shared__ float redf[NW];
   __shared__ int redi[NW];
   __shared__ int hist[256];
-  __shared__ int sel_s, kk_s;
+  __shared__ int sel[2];
 
   unsigned int* sync = reinterpret_cast<unsigned int*>(work);
   float* x1 = work + SYNC;
@@ -34,10 +35,15 @@
   const int n_steps = static_cast<int>(params[3]);
   const int top_k = static_cast<int>(params[4]);
   const bool use_forced = params[5] != 0.f;
-  const bool greedy = inv_temp <= 0.f;
 
   {
-    const T* row = emb + static_cast<size_t>(text[0]) * D;
+    // the text token: given, or drawn here from the text logits (as sampling.draw does)
+    const int text_token = params[8] != 0.f
+        ? ppx_draw<T, NT, TV>(ppx_global_logits<T, NT, TV>{tlog}, tnoise, params[6],
+              static_cast<int>(params[7]), hist, sel, redf, redi)
+        : text[0];
+    if (blockIdx.x == 0 && tid == 0) tokens[n_steps] = text_token;
+    const T* row = emb + static_cast<size_t>(text_token) * D;
     for (int i = tid; i < D; i += NT) xs[i] = ppx_f(T(ppx_f(dep_in[i]) + ppx_f(row[i])));
     __syncthreads();
   }
@@ -151,73 +157,8 @@
     // the token (every block draws it: the next input needs no barrier)
     for (int i = tid; i < CARD; i += NT) lg[i] = __ldcg(logg + k * CARD + i);
     __syncthreads();
-    float best = -ppx_inf();
-    int idx = 0x7fffffff;
-    if (greedy) {
-      for (int i = tid; i < CARD; i += NT) {
-        if (lg[i] > best) {
-          best = lg[i];
-          idx = i;
-        }
-      }
-    } else {
-      float kth = -ppx_inf();
-      if (top_k > 0 && top_k < CARD) {
-        // radix select of the top_k-th largest logit, 8 bits at a time from the top
-        unsigned int prefix = 0u, mask = 0u;
-        int kk = top_k;
-        for (int shift = 24; shift >= 0; shift -= 8) {
-          for (int i = tid; i < 256; i += NT) hist[i] = 0;
-          __syncthreads();
-          for (int i = tid; i < CARD; i += NT) {
-            const unsigned int key = ppx_key(lg[i]);
-            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1);
-          }
-          __syncthreads();
-          if (tid < 32) {
-            int c[8];
-            int tot = 0;
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-              c[j] = hist[lane * 8 + j];
-              tot += c[j];
-            }
-            int incl = tot;  // this lane's bins and every higher lane's
-#pragma unroll
-            for (int off = 1; off < 32; off <<= 1) {
-              const int o = __shfl_down_sync(0xffffffff, incl, off);
-              if (lane + off < 32) incl += o;
-            }
-            int above = incl - tot;
-#pragma unroll
-            for (int j = 7; j >= 0; j--) {
-              if (above < kk && above + c[j] >= kk) {
-                sel_s = lane * 8 + j;
-                kk_s = kk - above;
-              }
-              above += c[j];
-            }
-          }
-          __syncthreads();
-          prefix |= static_cast<unsigned int>(sel_s) << shift;
-          mask |= 255u << shift;
-          kk = kk_s;
-          __syncthreads();
-        }
-        kth = ppx_unkey(prefix);
-      }
-      const float* nz = noise + static_cast<size_t>(k) * CARD;
-      for (int i = tid; i < CARD; i += NT) {
-        const float v = (lg[i] >= kth ? lg[i] * inv_temp
-                                      : -ppx_inf())
-            + nz[i];
-        if (v > best) {
-          best = v;
-          idx = i;
-        }
-      }
-    }
-    int token = ppx_block_argmax<NT>(best, idx, redf, redi);
+    int token = ppx_draw<T, NT, CARD>(ppx_shared_logits<NT, CARD>{lg},
+        noise + static_cast<size_t>(k) * CARD, inv_temp, top_k, hist, sel, redf, redi);
     if (use_forced && provided[k] != 0) token = forced[k];
     if (blockIdx.x == 0 && tid == 0) tokens[k] = token;
     if (k + 1 < n_steps) {
