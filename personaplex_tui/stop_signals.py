@@ -87,6 +87,8 @@ class SignalPolicy:
         self._repeats = False  # later signals call _on_stop too
         self._abrupt = False  # a signal ends the process at once (`abrupt`)
         self._quiet = False  # signals are recorded only, for good (`quiet`)
+        self._settled = False  # the outcome is reported: later signals change nothing (`settle`)
+        self.late: int | None = None  # the first signal after `settle`
         self._installed = False
 
     def install(self) -> None:
@@ -167,6 +169,15 @@ class SignalPolicy:
         self._quiet = True
         self._deferred, self._on_stop, self._repeats = True, None, False
 
+    def settle(self) -> int | None:
+        """The signal the command's report names, and `main` exits by (None: none came). Call
+        it as the report is made, after `quiet`: a signal after it changes neither (it is kept
+        in `late`), so a `--json` that says `"stopped_by": null` is never followed by an exit
+        of 128 + N. The process still ends as soon as the report is out."""
+        self.quiet()
+        self._settled = True
+        return self.received
+
     def ignore_rest(self) -> None:
         """The process is about to exit: ignore the stop signals outright. The interpreter's
         teardown puts back the default handlers, so a second Ctrl+C a few ms after the first
@@ -179,6 +190,9 @@ class SignalPolicy:
                 signal.signal(sig, signal.SIG_IGN)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._settled:  # the outcome was reported
+            self.late = self.late or signum
+            return
         if self.received is not None:  # a second signal: the shutdown under way finishes,
             if self._repeats and self._on_stop is not None:  # unless asked to hear of it
                 self._on_stop(signum)

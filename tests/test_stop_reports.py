@@ -99,3 +99,55 @@ def test_a_signal_as_a_soak_gathers_its_figures_still_prints_them(
     assert result["stopped_by"] == "SIGTERM" and result["frames_stepped"] > 0
     (folder,) = (run / "recording").iterdir()
     assert assert_wav_whole(folder / "agent.wav") == result["recorded_agent_samples"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_a_soak_prints_its_report_changes_neither_the_report_nor_the_exit(
+    commands_policy, tmp_path, monkeypatch, capsys, sig
+):
+    """A signal once the report was made, as it was printed: the JSON said `"stopped_by":
+    null` and the process then exited 128 + N all the same. The report is the outcome."""
+    from personaplex_tui.commands import soak as soak_command
+
+    signal_before(soak_command, "print_out", sig, monkeypatch)
+    code = run_main(["soak", "--frames", "40", "--context", "50", "--voice-frames", "20",
+                     "--prompt-tokens", "10", "--json"])  # fmt: skip
+    stdout, stderr = capsys.readouterr()
+    result = json.loads(stdout)
+    assert result["stopped_by"] is None and result["ok"] and code == 0
+    assert "stopped by" not in stderr and "interrupted" not in stderr
+
+
+def test_a_signal_while_respond_prints_its_report_changes_neither_the_report_nor_the_exit(
+    commands_policy, small_checkpoint, tmp_path, monkeypatch, capsys
+):
+    from personaplex_tui.commands import respond as respond_command
+
+    for name, value in user_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    signal_before(respond_command, "print_out", signal.SIGTERM, monkeypatch)
+    out = tmp_path / "reply.wav"
+    code = run_main(["respond", "--input", str(AUDIO / "weather.wav"), "--output", str(out),
+                     "--json", "--model", str(small_checkpoint), "--no-user-transcript",
+                     "--seed", "3"])  # fmt: skip
+    stdout, stderr = capsys.readouterr()
+    meta = json.loads(stdout)
+    assert meta["stopped_by"] is None and code == 0
+    assert "stopped by" not in stderr
+    assert assert_wav_whole(out) > 0
+
+
+def test_a_signal_while_transcribe_prints_its_report_changes_neither_the_report_nor_the_exit(
+    commands_policy, tmp_path, monkeypatch, capsys
+):
+    from personaplex_tui.commands import transcribe as transcribe_command
+    from tests.stt_reference import write_tiny_stt_repo
+
+    repo = write_tiny_stt_repo(tmp_path / "stt")
+    signal_before(transcribe_command, "print_out", signal.SIGINT, monkeypatch)
+    code = run_main(["transcribe", "--input", str(AUDIO / "weather.wav"), "--stt-model", str(repo),
+                     "--json"])  # fmt: skip
+    stdout, stderr = capsys.readouterr()
+    meta = json.loads(stdout)
+    assert meta["stopped_by"] is None and code == 0
+    assert "interrupted" not in stderr

@@ -363,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
         print_out(transcript)
     if args.json:
         meta = _metadata(args, model, session, clip, transcript, step_ms, elapsed, audio_s, sink)
-        stop_signal = stopped.signum if stopped else POLICY.received  # (main exits by it)
+        stop_signal = stopped.signum if stopped else POLICY.settle()  # (main exits by it)
         meta["stopped_by"] = signal_name(stop_signal) if stop_signal else None
         meta["reply_steps_made"] = reply_steps
         meta["user_transcript"] = user_words.as_json() if user_words is not None else None

@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     # resort would print the engine's log records of them to stderr as well.
     logging.getLogger().addHandler(logging.NullHandler())
     result = run_soak(opts, progress)
-    stopped = POLICY.received
+    stopped = POLICY.settle()  # what the report says is how the command ends
     if args.json:
         print_out(
             json.dumps(

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             dump.close()
     elapsed = time.perf_counter() - start
     words = builder.finish()
-    stop_signal = stopped.signum if stopped else POLICY.received  # (main exits by it)
+    stop_signal = stopped.signum if stopped else POLICY.settle()  # (main exits by it)
     if args.json:
         steps = np.array(step_ms) if step_ms else np.zeros(1)
         out = {
