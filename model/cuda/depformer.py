@@ -277,7 +277,9 @@ class DepformerKernel(persistent.PersistentKernel):
                 dep_in.reshape(-1).astype(dtype),
                 _NO_INT if text_token is None else text_token.reshape(1).astype(mx.int32),
                 _NO_LOGITS[dtype] if text is None else text.logits.reshape(-1).astype(dtype),
-                _NO_FLOAT if text is None or text.noise is None else text.noise.reshape(-1),
+                _NO_FLOAT
+                if text is None or text.noise is None
+                else text.noise.astype(mx.float32).reshape(-1),
                 _NO_FLOAT if noise is None else noise.astype(mx.float32).reshape(-1),
                 _NO_INT if forced is None else forced.astype(mx.int32).reshape(-1),
                 _NO_INT if provided is None else provided.astype(mx.int32).reshape(-1),
