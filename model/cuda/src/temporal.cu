@@ -4,7 +4,9 @@
 // NT, U, SYNC, and the weight stream's NS, CPI, PRE) and PPX_KV_POINTERS (the rings' pointers)
 // come from the prelude (source.py). With NS > 0 the mat-vecs' weights pass through NS stages of
 // dynamic shared memory (temporal.cuh, the weight stream), and with PRE each phase's first items
-// are asked for between the arrival at the barrier in front of it and the wait (common.cuh). Each
+// are asked for as the phase before frees its stages (the stream goes on through the barrier),
+// or, in warp 0 and where a phase has too few items, between the arrival at the barrier in front
+// of it and the wait (common.cuh). Each
 // mat-vec's input (x normalised, the attention, the hidden units) goes into shared memory with its
 // chunk sums in one pass (temporal.cuh: ppx_rms_input, ppx_load_input).
   constexpr int NW = NT / 32;
@@ -85,10 +87,26 @@
     const size_t base = static_cast<size_t>(l) * D;
     return [base](int pr) { return ppx_pair{base + 2 * pr, base + 2 * pr + 1}; };
   };
-  if constexpr (AHEAD) {
-    ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, swarp, QKV / 2, nwarps, qkv_rows(0), area,
-                                             SSTRIDE, lane);
-  }
+  auto qkv_phase = [&](int l) {
+    return ppx_make_phase<T, BITS, G, D, NS, CPI>(qa, sa, ba, swarp, QKV / 2, nwarps, qkv_rows(l));
+  };
+  auto out_phase = [&](int l) {
+    return ppx_make_phase<T, BITS, G, D, NS, CPI>(qa, sa, ba, gwarp, D / 2, nwarps, out_rows(l));
+  };
+  auto in_phase = [&](int l) {
+    return ppx_make_phase<T, BITS, G, D, NS, CPI>(qa, sa, ba, swarp, HID, nwarps, in_rows(l));
+  };
+  auto outb_phase = [&](int l) {
+    return ppx_make_phase<T, BITS, G, HID, NS, CPI>(qb, sb, bb, gwarp, D / 2, nwarps,
+                                                    outb_rows(l));
+  };
+  // Each phase's last items hand their stages to the next phase's first ones (ppx_stream_run),
+  // except in warp 0: its thread 0 arrives at the grid barriers, and its fence would wait for
+  // copies in flight; warp 0 asks for a phase's first items in the barrier's window, as every
+  // warp with fewer than NS - 1 items in a phase does.
+  const bool chain = AHEAD && wib != 0;
+  int sbase = 0;  // the stage of this warp's next item
+  if constexpr (AHEAD) ppx_stream_start<NS>(qkv_phase(0), sbase, area, SSTRIDE, lane);
 
   PPX_MARK(sync, 0);
   for (int i = tid; i < D; i += NT) xs[i] = x[i];
@@ -103,8 +121,9 @@
     // 1. norm1; q/k/v by RoPE pairs; k, v into the ring slot
     ppx_rms_input<T, BITS, D, NT>(xs, norms + (2 * l) * D, nt, csum, eps, redf);
     PPX_MARK_PHASE(sync, target);
-    ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, swarp, QKV / 2, nwarps, qkv_rows(l),
-                                         [&](int pr, float2 v) {
+    const bool c1 = ppx_pairs<T, BITS, G, D, U, NS, CPI>(
+        qa, sa, ba, swarp, QKV / 2, nwarps, qkv_rows(l), out_phase(l), chain,
+        [&](int pr, float2 v) {
       const int r = 2 * pr;
       if (lane == 0) {
         float y0 = ppx_f(T(v.x));
@@ -130,11 +149,10 @@
           cache[at + 1] = T(y1);
         }
       }
-    }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    }, nt, csum, area, SSTRIDE, lane, AHEAD, sbase);
     ppx_grid_arrive(sync, target);  // then ask for the next weights, then wait
     if constexpr (AHEAD) {
-      ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, gwarp, D / 2, nwarps, out_rows(l), area,
-                                               SSTRIDE, lane);
+      if (!c1) ppx_stream_start<NS>(out_phase(l), sbase, area, SSTRIDE, lane);
     }
     ppx_grid_wait(sync, target);
     // 2. attention partials: one (head, run of positions) per warp
@@ -247,18 +265,18 @@
     // 4. x + out_proj(attention)
     ppx_load_input<T, BITS, D, NT>(att_in, nt, csum);
     PPX_MARK_PHASE(sync, target);
-    ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, gwarp, D / 2, nwarps, out_rows(l),
-                                         [&](int pr, float2 v) {
+    const bool c4 = ppx_pairs<T, BITS, G, D, U, NS, CPI>(
+        qa, sa, ba, gwarp, D / 2, nwarps, out_rows(l), in_phase(l), chain,
+        [&](int pr, float2 v) {
       const int r = 2 * pr;
       if (lane == 0) {
         x1[r] = ppx_f(T(v.x + ppx_f(xs[r])));
         x1[r + 1] = ppx_f(T(v.y + ppx_f(xs[r + 1])));
       }
-    }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    }, nt, csum, area, SSTRIDE, lane, AHEAD, sbase);
     ppx_grid_arrive(sync, target);  // then ask for the next weights, then wait
     if constexpr (AHEAD) {
-      ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, swarp, HID, nwarps, in_rows(l), area,
-                                               SSTRIDE, lane);
+      if (!c4) ppx_stream_start<NS>(in_phase(l), sbase, area, SSTRIDE, lane);
     }
     ppx_grid_wait(sync, target);
     // 5. norm2, silu(gate) * value
@@ -266,34 +284,33 @@
     __syncthreads();
     ppx_rms_input<T, BITS, D, NT>(xs, norms + (2 * l + 1) * D, nt, csum, eps, redf);
     PPX_MARK_PHASE(sync, target);
-    ppx_pairs<T, BITS, G, D, U, NS, CPI>(qa, sa, ba, swarp, HID, nwarps, in_rows(l),
-                                         [&](int r, float2 v) {
+    const bool c5 = ppx_pairs<T, BITS, G, D, U, NS, CPI>(
+        qa, sa, ba, swarp, HID, nwarps, in_rows(l), outb_phase(l), chain,
+        [&](int r, float2 v) {
       if (lane == 0) {  // linear_out's input, as it keeps it (ppx_load_input)
         hid_in[r] = T(ppx_f(T(v.x / (1.f + __expf(-v.x)) * v.y)) * ppx_xscale_at<T, BITS>(r));
       }
-    }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    }, nt, csum, area, SSTRIDE, lane, AHEAD, sbase);
     ppx_grid_arrive(sync, target);  // then ask for the next weights, then wait
     if constexpr (AHEAD) {
-      ppx_stream_start<T, BITS, G, HID, NS, CPI>(qb, sb, bb, gwarp, D / 2, nwarps, outb_rows(l),
-                                                 area, SSTRIDE, lane);
+      if (!c5) ppx_stream_start<NS>(outb_phase(l), sbase, area, SSTRIDE, lane);
     }
     ppx_grid_wait(sync, target);
     // 6. x' + linear_out(hidden)
     ppx_load_input<T, BITS, HID, NT>(hid_in, nt, csum);
     PPX_MARK_PHASE(sync, target);
-    ppx_pairs<T, BITS, G, HID, U, NS, CPI>(qb, sb, bb, gwarp, D / 2, nwarps, outb_rows(l),
-                                           [&](int pr, float2 v) {
+    const int ln = l + 1 < NL ? l + 1 : l;  // (the last layer hands nothing on)
+    const bool c6 = ppx_pairs<T, BITS, G, HID, U, NS, CPI>(
+        qb, sb, bb, gwarp, D / 2, nwarps, outb_rows(l), qkv_phase(ln), chain && l + 1 < NL,
+        [&](int pr, float2 v) {
       if (lane == 0) {
         x2[2 * pr] = ppx_f(T(v.x + ppx_f(xs[2 * pr])));
         x2[2 * pr + 1] = ppx_f(T(v.y + ppx_f(xs[2 * pr + 1])));
       }
-    }, nt, csum, area, SSTRIDE, lane, AHEAD);
+    }, nt, csum, area, SSTRIDE, lane, AHEAD, sbase);
     ppx_grid_arrive(sync, target);  // then ask for the next weights, then wait
     if constexpr (AHEAD) {
-      if (l + 1 < NL) {
-        ppx_stream_start<T, BITS, G, D, NS, CPI>(qa, sa, ba, swarp, QKV / 2, nwarps,
-                                                 qkv_rows(l + 1), area, SSTRIDE, lane);
-      }
+      if (l + 1 < NL && !c6) ppx_stream_start<NS>(qkv_phase(l + 1), sbase, area, SSTRIDE, lane);
     }
     ppx_grid_wait(sync, target);
     for (int i = tid; i < D; i += NT) xs[i] = T(__ldcg(x2 + i));

@@ -258,11 +258,11 @@ __device__ __forceinline__ constexpr int ppx_stream_words() {
 }
 
 // Copies of item i of a warp's stream (row pairs first, first + stride, ..., IPP items each) into
-// stage i % NS of the warp's `area` (stages `sstride` words apart); nothing past `items`. One
+// stage `stage` of the warp's `area` (stages `sstride` words apart); nothing past `items`. One
 // commit group either way, so the groups in flight count items.
 template <typename T, int BITS, int G, int K, int NS, int CPI, class Rows>
 __device__ __forceinline__ void ppx_stream_issue(
-    const uint32_t* w, const T* s, const T* b, int first, int stride, int items, int i,
+    const uint32_t* w, const T* s, const T* b, int first, int stride, int items, int i, int stage,
     Rows rows, uint4* area, int sstride, int lane) {
   using SH = ppx_stream_shape<T, BITS, G, CPI>;
   constexpr int CHUNKS = K * BITS / 128;
@@ -273,7 +273,7 @@ __device__ __forceinline__ void ppx_stream_issue(
   if (i < items) {
     const ppx_pair rp = rows(first + (i / IPP) * stride);
     const int k0 = (i % IPP) * CPI;
-    uint4* st = area + (i % NS) * sstride;
+    uint4* st = area + stage * sstride;
     const uint4* wv = reinterpret_cast<const uint4*>(w);
 #pragma unroll
     for (int u = 0; u < CPI; u++) {
@@ -296,30 +296,55 @@ __device__ __forceinline__ void ppx_stream_issue(
   ppx_cp_commit();
 }
 
-// The first NS - 1 items of a warp's stream: called before the phase (before its barrier and
-// prologue, say), then ppx_stream_run with `started`.
+// One mat-vec phase of a warp's stream: its weight, its row pairs first, first + stride, ... <
+// count (rows(pr) gives a pair's two rows), and how many items they make.
 template <typename T, int BITS, int G, int K, int NS, int CPI, class Rows>
-__device__ __forceinline__ void ppx_stream_start(
-    const uint32_t* w, const T* s, const T* b, int first, int count, int stride, Rows rows,
-    uint4* area, int sstride, int lane) {
-  constexpr int CHUNKS = K * BITS / 128;
-  constexpr int KPL = (CHUNKS + 31) / 32;
-  constexpr int IPP = (KPL + CPI - 1) / CPI;
-  const int items = count > first ? (count - first + stride - 1) / stride * IPP : 0;
-#pragma unroll
-  for (int i = 0; i < NS - 1; i++) {
-    ppx_stream_issue<T, BITS, G, K, NS, CPI>(w, s, b, first, stride, items, i, rows, area,
-                                             sstride, lane);
+struct ppx_phase {
+  static constexpr int KPL = (K * BITS / 128 + 31) / 32;
+  static constexpr int IPP = CPI > 0 ? (KPL + CPI - 1) / CPI : 1;  // (no stream: CPI 0, unused)
+  const uint32_t* w;
+  const T* s;
+  const T* b;
+  int first, count, stride;
+  Rows rows;
+
+  __device__ __forceinline__ int items() const {
+    return count > first ? (count - first + stride - 1) / stride * IPP : 0;
   }
+  // item i into stage `stage` (one commit group, empty past the last item)
+  __device__ __forceinline__ void issue(int i, int stage, uint4* area, int sstride, int lane) const {
+    ppx_stream_issue<T, BITS, G, K, NS, CPI>(w, s, b, first, stride, items(), i, stage, rows,
+                                             area, sstride, lane);
+  }
+};
+
+template <typename T, int BITS, int G, int K, int NS, int CPI, class Rows>
+__device__ __forceinline__ ppx_phase<T, BITS, G, K, NS, CPI, Rows> ppx_make_phase(
+    const uint32_t* w, const T* s, const T* b, int first, int count, int stride, Rows rows) {
+  return ppx_phase<T, BITS, G, K, NS, CPI, Rows>{w, s, b, first, count, stride, rows};
 }
 
-// A warp's row pairs pr = first, first + stride, ... < count: rows(pr) of an affine quantized
-// weight times x (shared, swizzled, as ppx_qdot2 takes it), the two sums handed to emit(pr, sums)
-// by every lane. `started`: ppx_stream_start already issued the first items.
-template <typename T, int BITS, int G, int K, int NS, int CPI, class Rows, class Emit>
-__device__ __forceinline__ void ppx_stream_run(
-    const uint32_t* w, const T* s, const T* b, int first, int count, int stride, Rows rows,
-    Emit emit, const T* x, const float* csum, uint4* area, int sstride, int lane, bool started) {
+// The first NS - 1 items of a warp's phase, into the stages from `base` on: called before the
+// phase (before its barrier and prologue, say), then ppx_stream_run with `started`.
+template <int NS, class Phase>
+__device__ __forceinline__ void ppx_stream_start(
+    const Phase& ph, int base, uint4* area, int sstride, int lane) {
+#pragma unroll
+  for (int i = 0; i < NS - 1; i++) ph.issue(i, (base + i) % NS, area, sstride, lane);
+}
+
+// A warp's row pairs of phase `ph`: its weight's rows times x (shared, swizzled, as ppx_qdot2
+// takes it), the two sums handed to emit(pr, sums) by every lane. Item i sits in stage
+// (base + i) % NS; `started`: ppx_stream_start already issued the first items. With `chain`,
+// and NS - 1 items or more, the stages its last items free take the first NS - 1 items of the
+// next phase `next` as they free (their copies in flight through the barrier between), and it
+// returns true; otherwise it waits for every copy and returns false (the caller starts the next
+// phase). `base` becomes the next phase's: (base + items) % NS.
+template <typename T, int BITS, int G, int K, int NS, int CPI, class Phase, class Next,
+          class Emit>
+__device__ __forceinline__ bool ppx_stream_run(
+    const Phase& ph, const Next& next, bool chain, Emit emit, const T* x, const float* csum,
+    uint4* area, int sstride, int lane, bool started, int& base) {
   using SH = ppx_stream_shape<T, BITS, G, CPI>;
   constexpr int CHUNKS = K * BITS / 128;
   constexpr int EPC = 128 / BITS;
@@ -328,20 +353,22 @@ __device__ __forceinline__ void ppx_stream_run(
   constexpr bool DN = ppx_scaled_x<T>::on;
   constexpr int KPL = (CHUNKS + 31) / 32;
   constexpr int IPP = (KPL + CPI - 1) / CPI;
-  const int items = count > first ? (count - first + stride - 1) / stride * IPP : 0;
-  if (!started) {
-    ppx_stream_start<T, BITS, G, K, NS, CPI>(w, s, b, first, count, stride, rows, area, sstride,
-                                             lane);
-  }
+  const int items = ph.items();
+  const bool chained = chain && items >= NS - 1;
+  if (!started) ppx_stream_start<NS>(ph, base, area, sstride, lane);
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   const int gl = lane * EPC / G;  // a lane's group within its chunk column
   float a0 = 0.f, a1 = 0.f;
   for (int i = 0; i < items; i++) {
-    ppx_stream_issue<T, BITS, G, K, NS, CPI>(w, s, b, first, stride, items, i + NS - 1, rows,
-                                             area, sstride, lane);
+    const int o = i + NS - 1;  // the item whose copies go out now, into the stage i - 1 freed
+    if (o < items || !chained) {
+      ph.issue(o, (base + o) % NS, area, sstride, lane);
+    } else {
+      next.issue(o - items, (base + o) % NS, area, sstride, lane);
+    }
     ppx_cp_wait<NS - 1>();
     __syncwarp();  // the scales other lanes copied
-    const uint4* st = area + (i % NS) * sstride;
+    const uint4* st = area + ((base + i) % NS) * sstride;
     const T* sc = reinterpret_cast<const T*>(st + 2 * CPI * 32);
     const int k0 = (i % IPP) * CPI;
 #pragma unroll
@@ -372,28 +399,35 @@ __device__ __forceinline__ void ppx_stream_run(
         a0 += __shfl_xor_sync(0xffffffff, a0, off);
         a1 += __shfl_xor_sync(0xffffffff, a1, off);
       }
-      emit(first + (i / IPP) * stride, make_float2(a0, a1));
+      emit(ph.first + (i / IPP) * ph.stride, make_float2(a0, a1));
       a0 = 0.f;
       a1 = 0.f;
     }
     __syncwarp();  // every lane done with this stage before it is written again
   }
-  ppx_cp_wait<0>();
+  if (!chained) ppx_cp_wait<0>();
+  base = (base + items) % NS;
+  return chained;
 }
 
-// A mat-vec phase's row pairs for one warp: streamed through shared memory when NS > 0, else each
-// pair read straight into registers (ppx_qdot2).
-template <typename T, int BITS, int G, int K, int U, int NS, int CPI, class Rows, class Emit>
-__device__ __forceinline__ void ppx_pairs(
+// A mat-vec phase's row pairs for one warp: streamed through shared memory when NS > 0 (see
+// ppx_stream_run: `next`, `chain`, `base`; returns whether the next phase's first items are in
+// flight), else each pair read straight into registers (ppx_qdot2).
+template <typename T, int BITS, int G, int K, int U, int NS, int CPI, class Rows, class Next,
+          class Emit>
+__device__ __forceinline__ bool ppx_pairs(
     const uint32_t* w, const T* s, const T* b, int first, int count, int stride, Rows rows,
-    Emit emit, const T* x, const float* csum, uint4* area, int sstride, int lane, bool started) {
+    const Next& next, bool chain, Emit emit, const T* x, const float* csum, uint4* area,
+    int sstride, int lane, bool started, int& base) {
   if constexpr (NS > 0) {
-    ppx_stream_run<T, BITS, G, K, NS, CPI>(w, s, b, first, count, stride, rows, emit, x, csum,
-                                           area, sstride, lane, started);
+    return ppx_stream_run<T, BITS, G, K, NS, CPI>(
+        ppx_make_phase<T, BITS, G, K, NS, CPI>(w, s, b, first, count, stride, rows), next, chain,
+        emit, x, csum, area, sstride, lane, started, base);
   } else {
     for (int pr = first; pr < count; pr += stride) {
       const ppx_pair rp = rows(pr);
       emit(pr, ppx_qdot2<T, BITS, G, K, U>(w, s, b, rp.r0, rp.r1, x, csum, lane));
     }
+    return false;
   }
 }
