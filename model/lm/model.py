@@ -342,10 +342,20 @@ class LM(nn.Module):
         n = self._steps(n_steps)
         if (forced is None) != (provided is None):
             raise ValueError("forced and provided go together")
-        sampling = not params.greedy
-        if sampling and key is None:
-            raise ValueError("sampling with a temperature needs a key")
-        noise = gumbel_noise(key, (n, self.config.card)) if sampling else None
+        noise = _noise(params, key, (n, self.config.card))
+        return self._column(h, text_token, n, params, noise, forced, provided)
+
+    def _column(
+        self,
+        h: mx.array,
+        text_token: mx.array,
+        n: int,
+        params: SamplingParams,
+        noise: mx.array | None,
+        forced: mx.array | None,
+        provided: mx.array | None,
+    ) -> mx.array:
+        """`depformer_step` once its noise is drawn: the kernel's column, else MLX's ops."""
         tokens = self._cuda.depformer_column(
             self,
             h,
@@ -387,12 +397,8 @@ class LM(nn.Module):
         depformer)."""
         n = self._steps(n_steps)
         logits = text_logits.reshape(-1)
-        if not text_params.greedy and text_key is None:
-            raise ValueError("sampling with a temperature needs a key")
-        if not params.greedy and key is None:
-            raise ValueError("sampling with a temperature needs a key")
-        text_noise = None if text_params.greedy else gumbel_noise(text_key, logits.shape)
-        noise = None if params.greedy else gumbel_noise(key, (n, self.config.card))
+        text_noise = _noise(text_params, text_key, logits.shape)
+        noise = _noise(params, key, (n, self.config.card))
         drawn = self._cuda.depformer_column_drawing_text(
             self,
             h,
@@ -405,7 +411,7 @@ class LM(nn.Module):
         if drawn is not None:
             return drawn
         text = sample_with_noise(logits, text_params, text_noise)
-        return text, self.depformer_step(h, text, n_steps=n, params=params, key=key)
+        return text, self._column(h, text, n, params, noise, None, None)
 
     def depformer_logits(
         self, h: mx.array, text_token: mx.array, tokens: mx.array, n_steps: int | None = None
@@ -416,6 +422,15 @@ class LM(nn.Module):
         tokens = tokens.astype(mx.int32)
         _, logits = self._run_depformer(h, text_token, lambda k, _: tokens[k], n, valid_ids=False)
         return mx.stack(logits).astype(mx.float32)
+
+
+def _noise(params: SamplingParams, key: mx.array | None, shape: tuple[int, ...]) -> mx.array | None:
+    """The Gumbel noise of draws with `params` (None when greedy); a temperature needs a key."""
+    if params.greedy:
+        return None
+    if key is None:
+        raise ValueError("sampling with a temperature needs a key")
+    return gumbel_noise(key, shape)
 
 
 @functools.lru_cache(maxsize=16)
