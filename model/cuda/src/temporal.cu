@@ -121,9 +121,8 @@
     // 1. norm1; q/k/v by RoPE pairs; k, v into the ring slot
     ppx_rms_input<T, BITS, D, NT>(xs, norms + (2 * l) * D, nt, csum, eps, redf);
     PPX_MARK_PHASE(sync, target);
-    const bool c1 = ppx_pairs<T, BITS, G, D, U, NS, CPI>(
-        qa, sa, ba, swarp, QKV / 2, nwarps, qkv_rows(l), out_phase(l), chain,
-        [&](int pr, float2 v) {
+    const bool c1 = ppx_pairs<T, BITS, G, D, U, NS, CPI>(qkv_phase(l), out_phase(l), chain,
+                                                         [&](int pr, float2 v) {
       const int r = 2 * pr;
       if (lane == 0) {
         float y0 = ppx_f(T(v.x));
@@ -265,9 +264,8 @@
     // 4. x + out_proj(attention)
     ppx_load_input<T, BITS, D, NT>(att_in, nt, csum);
     PPX_MARK_PHASE(sync, target);
-    const bool c4 = ppx_pairs<T, BITS, G, D, U, NS, CPI>(
-        qa, sa, ba, gwarp, D / 2, nwarps, out_rows(l), in_phase(l), chain,
-        [&](int pr, float2 v) {
+    const bool c4 = ppx_pairs<T, BITS, G, D, U, NS, CPI>(out_phase(l), in_phase(l), chain,
+                                                         [&](int pr, float2 v) {
       const int r = 2 * pr;
       if (lane == 0) {
         x1[r] = ppx_f(T(v.x + ppx_f(xs[r])));
@@ -284,9 +282,8 @@
     __syncthreads();
     ppx_rms_input<T, BITS, D, NT>(xs, norms + (2 * l + 1) * D, nt, csum, eps, redf);
     PPX_MARK_PHASE(sync, target);
-    const bool c5 = ppx_pairs<T, BITS, G, D, U, NS, CPI>(
-        qa, sa, ba, swarp, HID, nwarps, in_rows(l), outb_phase(l), chain,
-        [&](int r, float2 v) {
+    const bool c5 = ppx_pairs<T, BITS, G, D, U, NS, CPI>(in_phase(l), outb_phase(l), chain,
+                                                         [&](int r, float2 v) {
       if (lane == 0) {  // linear_out's input, as it keeps it (ppx_load_input)
         hid_in[r] = T(ppx_f(T(v.x / (1.f + __expf(-v.x)) * v.y)) * ppx_xscale_at<T, BITS>(r));
       }
@@ -301,8 +298,7 @@
     PPX_MARK_PHASE(sync, target);
     const int ln = l + 1 < NL ? l + 1 : l;  // (the last layer hands nothing on)
     const bool c6 = ppx_pairs<T, BITS, G, HID, U, NS, CPI>(
-        qb, sb, bb, gwarp, D / 2, nwarps, outb_rows(l), qkv_phase(ln), chain && l + 1 < NL,
-        [&](int pr, float2 v) {
+        outb_phase(l), qkv_phase(ln), chain && l + 1 < NL, [&](int pr, float2 v) {
       if (lane == 0) {
         x2[2 * pr] = ppx_f(T(v.x + ppx_f(xs[2 * pr])));
         x2[2 * pr + 1] = ppx_f(T(v.y + ppx_f(xs[2 * pr + 1])));

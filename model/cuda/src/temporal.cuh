@@ -410,23 +410,21 @@ __device__ __forceinline__ bool ppx_stream_run(
   return chained;
 }
 
-// A mat-vec phase's row pairs for one warp: streamed through shared memory when NS > 0 (see
-// ppx_stream_run: `next`, `chain`, `base`; returns whether the next phase's first items are in
-// flight), else each pair read straight into registers (ppx_qdot2).
-template <typename T, int BITS, int G, int K, int U, int NS, int CPI, class Rows, class Next,
+// A mat-vec phase's row pairs for one warp (`ph`): streamed through shared memory when NS > 0
+// (see ppx_stream_run: `next`, `chain`, `base`; returns whether the next phase's first items are
+// in flight), else each pair read straight into registers (ppx_qdot2).
+template <typename T, int BITS, int G, int K, int U, int NS, int CPI, class Phase, class Next,
           class Emit>
 __device__ __forceinline__ bool ppx_pairs(
-    const uint32_t* w, const T* s, const T* b, int first, int count, int stride, Rows rows,
-    const Next& next, bool chain, Emit emit, const T* x, const float* csum, uint4* area,
-    int sstride, int lane, bool started, int& base) {
+    const Phase& ph, const Next& next, bool chain, Emit emit, const T* x, const float* csum,
+    uint4* area, int sstride, int lane, bool started, int& base) {
   if constexpr (NS > 0) {
-    return ppx_stream_run<T, BITS, G, K, NS, CPI>(
-        ppx_make_phase<T, BITS, G, K, NS, CPI>(w, s, b, first, count, stride, rows), next, chain,
-        emit, x, csum, area, sstride, lane, started, base);
+    return ppx_stream_run<T, BITS, G, K, NS, CPI>(ph, next, chain, emit, x, csum, area, sstride,
+                                                  lane, started, base);
   } else {
-    for (int pr = first; pr < count; pr += stride) {
-      const ppx_pair rp = rows(pr);
-      emit(pr, ppx_qdot2<T, BITS, G, K, U>(w, s, b, rp.r0, rp.r1, x, csum, lane));
+    for (int pr = ph.first; pr < ph.count; pr += ph.stride) {
+      const ppx_pair rp = ph.rows(pr);
+      emit(pr, ppx_qdot2<T, BITS, G, K, U>(ph.w, ph.s, ph.b, rp.r0, rp.r1, x, csum, lane));
     }
     return false;
   }
