@@ -81,6 +81,9 @@
         }
         float m = -ppx_inf();
         float sum = 0.f;
+        // unrolled by 4: the keys and values of four steps are read together, then used in
+        // order (the same sums; docs/cuda-kernels.md §The depformer, the steps' keys read ahead)
+#pragma unroll 4
         for (int j = 0; j <= k; j++) {
           const float* kp = qkv_l + j * QKV + D + d0;
           float s = 0.f;
