@@ -88,7 +88,6 @@ class SignalPolicy:
         self._abrupt = False  # a signal ends the process at once (`abrupt`)
         self._quiet = False  # signals are recorded only, for good (`quiet`)
         self._settled = False  # the outcome is reported: later signals change nothing (`settle`)
-        self.late: int | None = None  # the first signal after `settle`
         self._installed = False
 
     def install(self) -> None:
@@ -171,9 +170,9 @@ class SignalPolicy:
 
     def settle(self) -> int | None:
         """The signal the command's report names, and `main` exits by (None: none came). Call
-        it as the report is made, after `quiet`: a signal after it changes neither (it is kept
-        in `late`), so a `--json` that says `"stopped_by": null` is never followed by an exit
-        of 128 + N. The process still ends as soon as the report is out."""
+        it as the report is made, after `quiet`: a signal after it changes neither, so a
+        `--json` that says `"stopped_by": null` is never followed by an exit of 128 + N. The
+        process still ends as soon as the report is out."""
         self.quiet()
         self._settled = True
         return self.received
@@ -190,8 +189,7 @@ class SignalPolicy:
                 signal.signal(sig, signal.SIG_IGN)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self._settled:  # the outcome was reported
-            self.late = self.late or signum
+        if self._settled:  # the outcome was reported: nothing changes it
             return
         if self.received is not None:  # a second signal: the shutdown under way finishes,
             if self._repeats and self._on_stop is not None:  # unless asked to hear of it
