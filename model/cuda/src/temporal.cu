@@ -16,6 +16,9 @@
   constexpr int KV16 = DH * sizeof(T) / 16;
   constexpr int XV = 16 / sizeof(T);
   constexpr int PART = DH + 2;
+  // keys read a row per KV16 lanes (coalesced) where a row is a power-of-two number of 16-byte
+  // pieces up to 32, else a row per lane
+  constexpr bool KEYS_COALESCED = KV16 <= 32 && (KV16 & (KV16 - 1)) == 0 && DH % XV == 0;
   __shared__ __align__(16) T xs[D];
   constexpr int EPC = 128 / BITS;
   __shared__ __align__(16) T nt[HID > D ? HID : D];  // a mat-vec's input (swizzled)
@@ -176,7 +179,13 @@
         for (int jb = j0; jb < j1; jb += 32) {
           const int j = jb + lane;
           float s = -ppx_inf();
-          if (j < j1) {
+          if constexpr (KEYS_COALESCED) {
+            // KV16 lanes read one key row together (16 bytes each), 32 / KV16 rows per load;
+            // the lanes' partial dots of KV16 rows are then summed so that lane i holds row
+            // jb + i's (ppx_key_scores)
+            const float d = ppx_key_scores<T, KV16>(kb, qsm[wib], jb, j1, DH, lane);
+            if (j < j1) s = d;
+          } else if (j < j1) {
             const uint4* kp = reinterpret_cast<const uint4*>(kb + static_cast<size_t>(j) * DH);
             float acc = 0.f;
 #pragma unroll

@@ -92,6 +92,56 @@ __device__ __forceinline__ float2 ppx_qdot2(
   return make_float2(a0, a1);
 }
 
+// One step of ppx_key_scores' butterfly, then the next: each lane keeps the half of its 2 * O
+// partial sums that its bit O selects, adds the partner's (lane ^ O) of the same half, and so
+// holds O sums (O a template argument, so that every index is a constant and p stays in
+// registers).
+template <int O>
+__device__ __forceinline__ void ppx_halve_sums(float* p, int lane) {
+  if constexpr (O >= 1) {
+    const bool up = (lane & O) != 0;
+#pragma unroll
+    for (int i = 0; i < O; i++) {
+      const float send = up ? p[i] : p[i + O];
+      const float keep = up ? p[i + O] : p[i];
+      p[i] = keep + __shfl_xor_sync(0xffffffff, send, O);
+    }
+    ppx_halve_sums<O / 2>(p, lane);
+  }
+}
+
+// The attention scores of key rows jb .. jb + 31 (rows at or past j1 count as zero; the caller
+// masks them): lane i returns row jb + i's dot with q (shared, DH floats). K = DH * sizeof(T) / 16
+// lanes read a row together, lane c of a group its c-th 16 bytes, so a load reads 32 / K whole
+// rows; load t gives group g row jb + t + K * g. Each lane keeps its K partial dots (XV products
+// each, in order) and the K lanes of a group sum them as a butterfly that halves what each lane
+// holds at every step (K - 1 shuffles), leaving lane c with the sum for t = c: row jb + lane.
+template <typename T, int K>
+__device__ __forceinline__ float ppx_key_scores(
+    const T* kb, const float* q, int jb, int j1, int dh, int lane) {
+  constexpr int XV = 16 / sizeof(T);
+  const int c = lane & (K - 1);
+  const int g = lane / K;
+  uint4 u[K];
+#pragma unroll
+  for (int t = 0; t < K; t++) {
+    const int row = jb + t + K * g;
+    const uint4* kp = reinterpret_cast<const uint4*>(kb + static_cast<size_t>(row) * dh);
+    u[t] = row < j1 ? __ldcg(kp + c) : make_uint4(0u, 0u, 0u, 0u);
+  }
+  float p[K];
+#pragma unroll
+  for (int t = 0; t < K; t++) {
+    const T* v = reinterpret_cast<const T*>(&u[t]);
+    float acc = 0.f;
+#pragma unroll
+    for (int e = 0; e < XV; e++) acc = fmaf(q[c * XV + e], ppx_f(v[e]), acc);
+    p[t] = acc;
+  }
+  ppx_halve_sums<K / 2>(p, lane);
+  return p[0];
+}
+
 // o += p * (this lane's VPL values of value row j), p the attention weight that lane t holds;
 // the lane's values are one load where they make 8 or 16 bytes.
 template <typename T, int VPL>
