@@ -11,8 +11,8 @@ whole phase's work (mean and max over the blocks, from the SM clock).
 Variants built from the same source, timed in alternating rounds (median ms per call):
 - `base`: the kernel as it runs;
 - `marks`: with the marks (their own cost);
-- `keys-l1`: the attention's keys read through L1 (a lane reads 16 bytes of each 32-byte
-  sector, so L2 serves every sector twice without it);
+- `keys-l1`: the attention's keys read through L1 (`ppx_key_scores`' loads, and the row per
+  lane of head sizes it does not take);
 - `no-barrier`: grid barriers replaced by block barriers (wrong numbers; the barriers' whole
   cost, skew included);
 - `fma-only`: one FMA per code on the raw packed words instead of the dequantization (wrong
@@ -118,7 +118,7 @@ def variants(baselines: list[Path] = ()) -> dict[str, Variant]:
     return before | {
         "base": Variant("base", False),
         "marks": Variant("marks", True),
-        "keys-l1": Variant("keys-l1", False,
+        "keys-l1": Variant("keys-l1", False, header=("__ldcg(kp + c)", "__ldca(kp + c)"),
                            body=("const uint4 u = __ldcg(kp + v);", "const uint4 u = __ldca(kp + v);")),
         "no-barrier": Variant("no-barrier", False, defines="#define PPX_NO_GRID_BARRIER\n"),
         "fma-only": Variant("fma-only", True, header=(DOT, FMA_ONLY)),
