@@ -115,7 +115,8 @@ __device__ __forceinline__ void ppx_halve_sums(float* p, int lane) {
 // lanes read a row together, lane c of a group its c-th 16 bytes, so a load reads 32 / K whole
 // rows; load t gives group g row jb + t + K * g. Each lane keeps its K partial dots (XV products
 // each, in order) and the K lanes of a group sum them as a butterfly that halves what each lane
-// holds at every step (K - 1 shuffles), leaving lane c with the sum for t = c: row jb + lane.
+// holds at every step (K - 1 shuffles), leaving lane c with the sum for t = c: row jb + lane
+// (docs/cuda-kernels.md §The keys read a row per sixteen lanes).
 template <typename T, int K>
 __device__ __forceinline__ float ppx_key_scores(
     const T* kb, const float* q, int jb, int j1, int dh, int lane) {
