@@ -183,7 +183,7 @@
             // KV16 lanes read one key row together (16 bytes each), 32 / KV16 rows per load;
             // the lanes' partial dots of KV16 rows are then summed so that lane i holds row
             // jb + i's (ppx_key_scores)
-            const float d = ppx_key_scores<T, KV16>(kb, qsm[wib], jb, j1, DH, lane);
+            const float d = ppx_key_scores<T, KV16>(kb, qsm[wib], jb, j1, lane);
             if (j < j1) s = d;
           } else if (j < j1) {
             const uint4* kp = reinterpret_cast<const uint4*>(kb + static_cast<size_t>(j) * DH);

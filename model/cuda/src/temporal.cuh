@@ -111,23 +111,24 @@ __device__ __forceinline__ void ppx_halve_sums(float* p, int lane) {
 }
 
 // The attention scores of key rows jb .. jb + 31 (rows at or past j1 count as zero; the caller
-// masks them): lane i returns row jb + i's dot with q (shared, DH floats). K = DH * sizeof(T) / 16
-// lanes read a row together, lane c of a group its c-th 16 bytes, so a load reads 32 / K whole
-// rows; load t gives group g row jb + t + K * g. Each lane keeps its K partial dots (XV products
-// each, in order) and the K lanes of a group sum them as a butterfly that halves what each lane
-// holds at every step (K - 1 shuffles), leaving lane c with the sum for t = c: row jb + lane
-// (docs/cuda-kernels.md §The keys read a row per sixteen lanes).
+// masks them): lane i returns row jb + i's dot with q (shared). A row is K 16-byte pieces (K * XV
+// values) and the K lanes of a group read it together, lane c its c-th piece, so a load reads
+// 32 / K whole rows; load t gives group g row jb + t + K * g. Each lane keeps its K partial dots
+// (XV products each, in order) and the K lanes of a group sum them as a butterfly that halves
+// what each lane holds at every step (K - 1 shuffles), leaving lane c with the sum for t = c:
+// row jb + lane (docs/cuda-kernels.md §The keys read a row per sixteen lanes).
 template <typename T, int K>
 __device__ __forceinline__ float ppx_key_scores(
-    const T* kb, const float* q, int jb, int j1, int dh, int lane) {
+    const T* kb, const float* q, int jb, int j1, int lane) {
   constexpr int XV = 16 / sizeof(T);
+  constexpr int DH = K * XV;
   const int c = lane & (K - 1);
   const int g = lane / K;
   uint4 u[K];
 #pragma unroll
   for (int t = 0; t < K; t++) {
     const int row = jb + t + K * g;
-    const uint4* kp = reinterpret_cast<const uint4*>(kb + static_cast<size_t>(row) * dh);
+    const uint4* kp = reinterpret_cast<const uint4*>(kb + static_cast<size_t>(row) * DH);
     u[t] = row < j1 ? __ldcg(kp + c) : make_uint4(0u, 0u, 0u, 0u);
   }
   float p[K];
