@@ -230,12 +230,16 @@
     }
     ppx_grid_sync(sync, target);
     // 3. combine each head's partials (one warp per head and 32 of its dims): the lanes read the
-    // runs' maxima and sums side by side, then every run's values for their dims
+    // runs' maxima and sums side by side, and every run's value for their dims 32 runs at a time,
+    // all 32 loads in flight, the first 32 asked for before the maxima and sums are read
+    // (docs/cuda-kernels.md §The combine's loads all in flight)
     for (int it = gwarp; it < NH * (DH / 32); it += nwarps) {
       const int h = it / (DH / 32);
       const int d = (it % (DH / 32)) * 32 + lane;
       const float* src = part + static_cast<size_t>(h * nch) * PART;
       constexpr int RPL = ((CTX + 31) / 32 + 31) / 32;  // runs per lane, at most
+      float vals[32];
+      ppx_run_values<PART>(src + 2 + d, 0, nch, vals);
       float rm[RPL], rf[RPL];
       float mx_ = -ppx_inf();
 #pragma unroll
@@ -260,10 +264,12 @@
 #pragma unroll
       for (int k = 0; k < RPL; k++) {
         const int n = nch - 32 * k < 32 ? nch - 32 * k : 32;
-#pragma unroll 8
-        for (int t = 0; t < n; t++) {
+        if (n <= 0) break;
+        if (k > 0) ppx_run_values<PART>(src + 2 + d, 32 * k, nch, vals);
+#pragma unroll
+        for (int t = 0; t < 32; t++) {
           const float f = __shfl_sync(0xffffffff, rf[k], t);
-          acc = fmaf(__ldcg(src + (32 * k + t) * PART + 2 + d), f, acc);
+          if (t < n) acc = fmaf(vals[t], f, acc);
         }
       }
       const int i = h * DH + d;  // out_proj's input, as it keeps it (ppx_load_input)

@@ -144,6 +144,17 @@ __device__ __forceinline__ float ppx_key_scores(
   return p[0];
 }
 
+// One value per run for runs c0 .. c0 + 31 (0 past nch) of a head's attention partials, each
+// STRIDE floats apart from src: 32 loads issued before any is used (the combine, temporal.cu).
+template <int STRIDE>
+__device__ __forceinline__ void ppx_run_values(const float* src, int c0, int nch, float* v) {
+#pragma unroll
+  for (int t = 0; t < 32; t++) {
+    const int c = c0 + t;
+    v[t] = c < nch ? __ldcg(src + static_cast<size_t>(c) * STRIDE) : 0.f;
+  }
+}
+
 // o += p * (this lane's VPL values of value row j), p the attention weight that lane t holds;
 // the lane's values are one load where they make 8 or 16 bytes.
 template <typename T, int VPL>
