@@ -26,10 +26,12 @@ def time_transcript(
     opts: Any,
     progress: Callable[[str], None],
     stats_of: Callable[[list[float]], Any],
+    fill: Callable[[Any], Any] = lambda session: None,
 ) -> dict[str, Any]:
     """{"model", "step_ms_off", "step_ms_on", "listening_frame_ms" (Stats as dicts), "stt_ms"
     (phase p50), "cost_pct", "load_s", "warm_up_s"}, or {"error": one sentence} when the STT
-    model cannot be loaded."""
+    model cannot be loaded. `fill` is called on each timed session after its warm-up (the
+    bench's `--full-ring` steps it to a full context there)."""
     from dataclasses import asdict
 
     progress("loading the speech-to-text model")
@@ -55,6 +57,7 @@ def time_transcript(
         session.warm_up()
         for pcm in audio[: opts.warmup_steps]:
             session.step(pcm)
+        fill(session)
     warm_s = time.perf_counter() - start
     on_ms, off_ms = [], []
     for pcm in audio[: opts.steps]:
@@ -82,6 +85,7 @@ def time_transcript(
     if opts.phases:
         phased = make_session(transcribe_user=True, measure_phases=True)
         phased.warm_up()
+        fill(phased)
         timings = [phased.step(pcm).timings for pcm in audio[: min(max(opts.steps, 10), 60)]][5:]
         result["stt_ms"] = round(float(np.median([t.stt_ms for t in timings])), 3)
     return result

@@ -58,6 +58,7 @@ class BenchOptions:
     user_transcript: bool = False  # also time the step with the user's transcript on
     stt_model: str | None = None  # its STT model (a real checkpoint's); None: the default
     stt_quantize: int | None = None
+    full_ring: bool = False  # time steps attending a full context (sessions step there first)
 
 
 @dataclass
@@ -122,6 +123,11 @@ class BenchResult:
     prefill_ms: float
     prefill_positions: int
     step_ms: Stats
+    # where the timed full-duplex steps started (prefill included), of the temporal context:
+    # at or past `context`, each step attends the whole ring, as a conversation's do after
+    # its first four minutes
+    timed_from_position: int
+    context: int
     lm_step_ms: Stats
     phases_ms: dict[str, float] = field(default_factory=dict)
     rtf: float = 0.0
@@ -278,6 +284,15 @@ def transcribing_session(
     return session
 
 
+def fill_context(session: Session, audio: list[np.ndarray], context: int) -> int:
+    """Step `session` (untimed) until its next step attends a full context of `context`
+    positions, cycling `audio`; the number of frames stepped."""
+    n = max(0, context - session.position)
+    for i in range(n):
+        session.step(audio[i % len(audio)])
+    return n
+
+
 def warmed_session(
     opts: BenchOptions, frames: int, warm: int
 ) -> tuple[PersonaPlex, Session, list[np.ndarray]]:
@@ -349,6 +364,11 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         session.reset()
         prefills.append(session.prefill_ms)
 
+    context = model.lm.config.temporal.context
+    if opts.full_ring:
+        progress(f"stepping to a full context ({context} positions)")
+        fill_context(session, audio, context)
+    timed_from = session.position
     progress(f"timing {opts.steps} steps")
     step_ms = [session.step(pcm).timings.total_ms for pcm in audio[: opts.steps]]
 
@@ -366,6 +386,8 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         progress("timing the phases")
         phased = bench_session(model, voice, tokens, opts, measure_phases=True)
         phased.warm_up()
+        if opts.full_ring:
+            fill_context(phased, audio, context)
         # the first 5 steps aside, at least 5 timed ones (a phase's median of none is NaN)
         timings = [phased.step(pcm).timings for pcm in audio[: min(max(opts.steps, 10), 100)]][5:]
         for name in ("encode", "temporal", "depformer", "decode"):
@@ -379,7 +401,11 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         def make(**kw: Any) -> Session:
             return bench_session(model, voice, tokens, opts, **kw)
 
-        transcript = time_transcript(model, make, audio, opts, progress, Stats.of)
+        def fill(s: Session) -> None:
+            if opts.full_ring:
+                fill_context(s, audio, context)
+
+        transcript = time_transcript(model, make, audio, opts, progress, Stats.of, fill)
     steps = Stats.of(step_ms)
     return BenchResult(
         model=model.source,
@@ -392,6 +418,8 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         prefill_ms=round(float(np.median(prefills)), 3),
         prefill_positions=session.prompt_positions,
         step_ms=steps,
+        timed_from_position=timed_from,
+        context=context,
         lm_step_ms=Stats.of(lm_ms),
         phases_ms=phases,
         rtf=round(steps.p50 / BUDGET_MS, 4),

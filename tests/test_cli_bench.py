@@ -210,3 +210,38 @@ def test_a_random_voice_prompt_has_the_frames_asked_for():
     for frames in (0, 1, 7):
         _, voice, tokens = build_model(BenchOptions(small=True, voice_frames=frames))
         assert (voice.frames if voice else 0) == frames and len(tokens) == 20
+
+
+def test_full_ring_times_steps_that_attend_the_whole_context(monkeypatch):
+    """`--full-ring` steps every timed session (the main one, the phases', the transcript's on
+    and off) until its next step attends the whole context; without it the timed steps start
+    right after the prompt."""
+    from dataclasses import replace
+
+    from personaplex_tui import benchmark
+
+    small = benchmark.random_config(benchmark.BenchOptions(small=True))
+    temporal = replace(small.lm.temporal, context=120)
+    monkeypatch.setattr(
+        benchmark,
+        "random_config",
+        lambda opts: replace(small, lm=replace(small.lm, temporal=temporal)),
+    )
+    filled = []
+    fill = benchmark.fill_context
+
+    def spy(session, audio, context):
+        n = fill(session, audio, context)
+        filled.append((n, session.position))
+        return n
+
+    monkeypatch.setattr(benchmark, "fill_context", spy)
+    opts = dict(small=True, steps=4, warmup_steps=2, user_transcript=True)
+    plain = benchmark.run_benchmark(benchmark.BenchOptions(**opts))
+    assert filled == [] and plain.context == 120
+    assert plain.timed_from_position == plain.prefill_positions < 120
+    full = benchmark.run_benchmark(benchmark.BenchOptions(**opts, full_ring=True))
+    assert full.context == 120 and full.timed_from_position == 120
+    # the main session, the phases', the transcript's off and on, its phases'
+    assert len(filled) == 5 and all(n > 0 and position == 120 for n, position in filled)
+    assert full.step_ms.n == full.lm_step_ms.n == 4 and "error" not in full.transcript

@@ -45,6 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-phases", action="store_true", help="skip the per-phase breakdown")
     p.add_argument("--turn", action="store_true", help="also time turn-based reply latency")
     p.add_argument(
+        "--full-ring",
+        action="store_true",
+        help="time steps that attend a full context, as after a conversation's first four "
+        "minutes (each session steps there first, untimed)",
+    )
+    p.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -108,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         phases=not args.no_phases,
         turn=args.turn,
+        full_ring=args.full_ring,
         seed=args.seed,
         user_transcript=args.user_transcript,
         stt_model=args.stt_model,
@@ -152,6 +159,8 @@ def result_table(r) -> Table:
     t.add_row("  new session, graphs shared", f"{w.new_session_ms:.0f} ms")
     t.add_row("  prefill of a new prompt length", f"{w.prefill_new_length_ms:.0f} ms")
     t.add_row(f"prompt prefill ({r.prefill_positions} positions)", f"{r.prefill_ms:.1f} ms")
+    ring = " (a full ring)" if r.timed_from_position >= r.context else ""
+    t.add_row("timed steps start at position", f"{r.timed_from_position} of {r.context}{ring}")
     s = r.step_ms
     t.add_row(
         f"step, full duplex (n={s.n})",
