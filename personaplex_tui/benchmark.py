@@ -365,9 +365,15 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         prefills.append(session.prefill_ms)
 
     context = model.lm.config.temporal.context
+
+    def fill(s: Session) -> None:
+        """With --full-ring, step a timed session (untimed) to a full context."""
+        if opts.full_ring:
+            fill_context(s, audio, context)
+
     if opts.full_ring:
         progress(f"stepping to a full context ({context} positions)")
-        fill_context(session, audio, context)
+    fill(session)
     timed_from = session.position
     progress(f"timing {opts.steps} steps")
     step_ms = [session.step(pcm).timings.total_ms for pcm in audio[: opts.steps]]
@@ -386,8 +392,7 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         progress("timing the phases")
         phased = bench_session(model, voice, tokens, opts, measure_phases=True)
         phased.warm_up()
-        if opts.full_ring:
-            fill_context(phased, audio, context)
+        fill(phased)
         # the first 5 steps aside, at least 5 timed ones (a phase's median of none is NaN)
         timings = [phased.step(pcm).timings for pcm in audio[: min(max(opts.steps, 10), 100)]][5:]
         for name in ("encode", "temporal", "depformer", "decode"):
@@ -400,10 +405,6 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
 
         def make(**kw: Any) -> Session:
             return bench_session(model, voice, tokens, opts, **kw)
-
-        def fill(s: Session) -> None:
-            if opts.full_ring:
-                fill_context(s, audio, context)
 
         transcript = time_transcript(model, make, audio, opts, progress, Stats.of, fill)
     steps = Stats.of(step_ms)
