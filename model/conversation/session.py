@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import mlx.core as mx
 import numpy as np
 
+from model import cuda
 from model.array_checks import codes_in_range, float_audio
 from model.checkpoints.voices import VoicePrompt
 from model.checks import seed_value
@@ -117,6 +118,9 @@ class Session:
         self._listen = listener.stream() if listener is not None else None
         # False: steps skip the STT (turn-based listening transcribes the user live instead)
         self.transcribe_steps = True
+        # the step's frame and tokens through page-locked memory on CUDA (None elsewhere:
+        # MLX's arrays as before); docs/cuda-kernels.md §The step's I/O through page-locked memory
+        self._io = cuda.pinned_io(self.frame_size)
         self.last_stats: StepStats | None = None
         self.prefill_ms = 0.0
         self.reset()
@@ -335,12 +339,14 @@ class Session:
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
         timings = StepTimings()
         g = self._graphs
+        io = None if self.measure_phases else self._io
         if self.measure_phases:
             out, codes, user, text, agent, stats, heard = step_phased(
                 self, mx.array(pcm), pos, window, full, timings
             )
         else:
-            coded, self._enc_state = self._encode(full)(mx.array(pcm), self._enc_state)
+            frame_in = io.frame_in(pcm) if io is not None else mx.array(pcm)
+            coded, self._enc_state = self._encode(full)(frame_in, self._enc_state)
             user = coded[: self._n_q]
             heard = self._listen_step(coded)
             if self.launch_early:  # no wait: the step's one wait is `_eval` (docs: §The live step)
@@ -349,22 +355,23 @@ class Session:
             if self.launch_early:
                 mx.async_eval(codes, text, agent, stats, self._key, [c.state for c in self._caches])
             out, self._dec_state = g.decode(full)(codes, self._dec_state)
-            self._eval(out, codes, user, text, agent, stats, heard)
+            back = () if io is None else io.written_back(text, codes, user, out)
+            self._eval(out, codes, user, text, agent, stats, heard, back)
         advance(self._caches)
         self._mimi_frames += 1
         frame_text = self._text_host
         self._text, self._agent, self._user_acoustic = text, agent, user[1:]
-        self._text_host = int(text.item())
+        self._text_host = int(text.item()) if io is None else io.text()
         timings.total_ms = 1000 * (time.perf_counter() - start)
         if stats:
             self.last_stats = StepStats.read(stats)
         frame = Frame(
             index=self.frames,
-            pcm=np.array(out),
+            pcm=np.array(out) if io is None else io.pcm().reshape(np.shape(out)),
             text_id=frame_text,
             text=self.model.piece(frame_text),
-            agent_codes=np.array(codes),
-            user_codes=np.array(user),
+            agent_codes=np.array(codes) if io is None else io.codes(),
+            user_codes=np.array(user) if io is None else io.user(),
             timings=timings,
         )
         if heard:
@@ -393,16 +400,18 @@ class Session:
             raise AudioInputError(
                 f"A step takes the user's {self._n_q} codes, not an array of {list(codes.shape)}."
             )
-        user = mx.array(codes)
+        io = self._io
+        user = mx.array(codes) if io is None else io.codes_in(codes)
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
         codes, text, agent, _ = self._lm(step_window(self._caches), user, pos)
-        self._eval(codes, text, agent)
+        back = () if io is None else io.written_back(text, codes)
+        self._eval(codes, text, agent, back)
         advance(self._caches)
         frame_text = self._text_host
         self._text, self._agent, self._user_acoustic = text, agent, user[1:]
-        self._text_host = int(text.item())
+        self._text_host = int(text.item()) if io is None else io.text()
         self.frames += 1
-        return frame_text, np.array(codes)
+        return frame_text, np.array(codes) if io is None else io.codes()
 
     def _listen_state(self) -> list:
         """The STT stream's arrays a step updates (none without a listener)."""

@@ -1,0 +1,207 @@
+"""A step's frame and tokens through page-locked host memory, so that the host never writes or reads MLX's managed buffers.
+
+MLX 0.32 on CUDA puts an array made from host data (`mx.array(pcm)`) in managed memory, and
+reading an output on the host (`np.array(out)`, `.item()`) moves it into a new managed buffer
+(`cudaMallocManaged` and a copy), which MLX's cache later hands to a kernel's output. The host
+touched those pages last, so the GPU's next touch faults them over: about 0.1-0.2 ms of GPU time
+per step, and the host's allocations and copies on top (docs/cuda-kernels.md §The step's I/O
+through page-locked memory). Here each session owns one small page-locked buffer, mapped for the
+GPU (`cuMemHostAlloc`): the host writes the frame (or the user's codes) into it and a kernel copies
+them into an MLX array; at the step's end one kernel writes the text token, the agent's and the
+user's codes and the output frame back into it, and the host reads them there after the step's
+one wait. Nothing else of the step changes. `PPX_HOST_IO=managed` turns it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import weakref
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+from model.backend import on_cuda
+from model.cuda import precompiled
+
+ENV_SWITCH = "PPX_HOST_IO"
+THREADS = 128
+
+# The buffer's layout, in 4-byte words: what the host writes, then what the step writes back.
+CODES_IN, TEXT_OUT, CODES_OUT, USER_OUT = 0, 16, 17, 32  # up to 15 codes each
+PCM_IN = 64
+_CU_MEMHOSTALLOC_PORTABLE_DEVICEMAP = 0x1 | 0x2
+
+_IN_SOURCE = """
+    const {t}* h = (const {t}*)(ptr[0]) + {offset};
+    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < {n}) out[i] = h[i];
+"""
+
+_OUT_SOURCE = """
+    int* h = (int*)(ptr[0]);
+    float* f = (float*)(ptr[0]);
+    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i == 0) h[TEXT_OUT] = (int)text[0];
+    if (i < N_CODES) h[CODES_OUT + i] = (int)codes[i];
+    if (i < N_USER) h[USER_OUT + i] = (int)user[i];
+    if (i < N_PCM) f[PCM_OUT + i] = (float)pcm[i];
+    __threadfence_system();
+    if (i == 0) done[0] = 1;
+"""
+
+
+def switched_on() -> bool:
+    """`$PPX_HOST_IO` does not say managed (or off)."""
+    return os.environ.get(ENV_SWITCH, "").strip().lower() not in ("managed", "off", "0", "no")
+
+
+def _driver() -> Any:
+    lib = ctypes.CDLL("libcuda.so.1")
+    lib.cuMemHostAlloc.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_uint]
+    lib.cuMemFreeHost.argtypes = [ctypes.c_void_p]
+    lib.cuMemHostGetDevicePointer_v2.argtypes = [
+        ctypes.POINTER(ctypes.c_uint64),
+        ctypes.c_void_p,
+        ctypes.c_uint,
+    ]
+    return lib
+
+
+def _kernel(name: str, source: str, inputs: list[str], outputs: list[str], header: str = "") -> Any:
+    return precompiled.make_kernel(
+        name=name, input_names=inputs, output_names=outputs, source=source, header=header
+    )
+
+
+class PinnedIO:
+    """One session's page-locked buffer and the kernels that move a step's data through it.
+
+    `frame_in`/`codes_in` write the host's data and return the array a kernel copies it into
+    (lazy); `written_back` returns the lazy token of the kernel that writes a step's results
+    back, to evaluate with the step; after that wait `text`, `codes`, `user` and `pcm` read
+    them (copies)."""
+
+    def __init__(self, frame_size: int) -> None:
+        self.frame_size = frame_size
+        self._words = PCM_IN + 2 * frame_size
+        lib = _driver()
+        host = ctypes.c_void_p()
+        if lib.cuMemHostAlloc(
+            ctypes.byref(host), 4 * self._words, _CU_MEMHOSTALLOC_PORTABLE_DEVICEMAP
+        ):
+            raise OSError("cuMemHostAlloc failed")
+        weakref.finalize(self, lib.cuMemFreeHost, host.value)
+        device = ctypes.c_uint64()
+        if lib.cuMemHostGetDevicePointer_v2(ctypes.byref(device), host, 0):
+            raise OSError("cuMemHostGetDevicePointer failed")
+        raw = (ctypes.c_char * (4 * self._words)).from_address(host.value)
+        self._i32 = np.frombuffer(raw, dtype=np.int32)
+        self._f32 = np.frombuffer(raw, dtype=np.float32)
+        self._ptr = mx.array(np.array([device.value], dtype=np.int64))
+        mx.eval(self._ptr)
+        self._pcm_out = PCM_IN + frame_size
+        self._in = {}
+        self._out: dict[tuple[int, int, int], Any] = {}
+
+    def _copy_in(self, offset: int, n: int, dtype: mx.Dtype) -> mx.array:
+        key = (offset, n, dtype)
+        if key not in self._in:
+            t = "float" if dtype == mx.float32 else "int"
+            self._in[key] = _kernel(
+                f"ppx_host_in_{t}_{offset}_{n}",
+                _IN_SOURCE.format(t=t, offset=offset, n=n),
+                ["ptr"],
+                ["out"],
+            )
+        return self._in[key](
+            inputs=[self._ptr],
+            output_shapes=[(n,)],
+            output_dtypes=[dtype],
+            grid=(-(-n // THREADS) * THREADS, 1, 1),
+            threadgroup=(THREADS, 1, 1),
+        )[0]
+
+    def frame_in(self, pcm: np.ndarray) -> mx.array:
+        """One frame of float samples, written here, as a float32 array (lazy)."""
+        self._f32[PCM_IN : PCM_IN + self.frame_size] = pcm
+        return self._copy_in(PCM_IN, self.frame_size, mx.float32)
+
+    def codes_in(self, codes: np.ndarray) -> mx.array:
+        """The user's codes, written here, as an int32 array (lazy)."""
+        n = len(codes)
+        self._i32[CODES_IN : CODES_IN + n] = codes
+        return self._copy_in(CODES_IN, n, mx.int32)
+
+    def written_back(
+        self,
+        text: mx.array,
+        codes: mx.array,
+        user: mx.array | None = None,
+        pcm: mx.array | None = None,
+    ) -> mx.array:
+        """The lazy token of the kernel that writes the step's text token, codes, user codes
+        (optional) and output frame (optional) back here; evaluate it with the step."""
+        self._n_codes = codes.size
+        self._n_user = 0 if user is None else user.size
+        n_pcm = 0 if pcm is None else pcm.size
+        if self._n_codes > USER_OUT - CODES_OUT or self._n_user > PCM_IN - USER_OUT:
+            raise ValueError("more codes than the page-locked buffer holds")
+        if n_pcm > self.frame_size:
+            raise ValueError("a longer frame than the page-locked buffer holds")
+        key = (self._n_codes, self._n_user, n_pcm)
+        if key not in self._out:
+            defines = (
+                f"#define TEXT_OUT {TEXT_OUT}\n#define CODES_OUT {CODES_OUT}\n"
+                f"#define USER_OUT {USER_OUT}\n#define PCM_OUT {self._pcm_out}\n"
+                f"#define N_CODES {key[0]}\n#define N_USER {key[1]}\n#define N_PCM {key[2]}\n"
+            )
+            self._out[key] = _kernel(
+                "ppx_host_out_{}_{}_{}".format(*key),
+                _OUT_SOURCE,
+                ["ptr", "text", "codes", "user", "pcm"],
+                ["done"],
+                header=defines,
+            )
+        zero = mx.zeros((1,), dtype=mx.int32)
+        return self._out[key](
+            inputs=[
+                self._ptr,
+                text.reshape(1),
+                codes.reshape(-1),
+                zero if user is None else user.reshape(-1),
+                zero if pcm is None else pcm.reshape(-1),
+            ],
+            output_shapes=[(1,)],
+            output_dtypes=[mx.int32],
+            grid=(-(-max(self._n_codes, self._n_user, n_pcm, 1) // THREADS) * THREADS, 1, 1),
+            threadgroup=(THREADS, 1, 1),
+        )[0]
+
+    def text(self) -> int:
+        """The step's text token, after the wait."""
+        return int(self._i32[TEXT_OUT])
+
+    def codes(self) -> np.ndarray:
+        """The step's agent codes (int32 copy), after the wait."""
+        return self._i32[CODES_OUT : CODES_OUT + self._n_codes].copy()
+
+    def user(self) -> np.ndarray:
+        """The step's user codes (int32 copy), after the wait."""
+        return self._i32[USER_OUT : USER_OUT + self._n_user].copy()
+
+    def pcm(self) -> np.ndarray:
+        """The step's output frame (float32 copy), after the wait."""
+        return self._f32[self._pcm_out : self._pcm_out + self.frame_size].copy()
+
+
+def pinned_io(frame_size: int) -> PinnedIO | None:
+    """A session's `PinnedIO` on CUDA (None elsewhere, when switched off, or when the driver
+    will not page-lock memory: the step then reads and writes MLX's arrays as before)."""
+    if not on_cuda() or not switched_on() or precompiled.stand_ins():
+        return None
+    try:
+        return PinnedIO(frame_size)
+    except (OSError, AttributeError):
+        return None
