@@ -69,12 +69,6 @@ def _driver() -> Any:
     return lib
 
 
-def _kernel(name: str, source: str, inputs: list[str], outputs: list[str], header: str = "") -> Any:
-    return precompiled.make_kernel(
-        name=name, input_names=inputs, output_names=outputs, source=source, header=header
-    )
-
-
 class PinnedIO:
     """One session's page-locked buffer and the kernels that move a step's data through it.
 
@@ -100,7 +94,8 @@ class PinnedIO:
         self._i32 = np.frombuffer(raw, dtype=np.int32)
         self._f32 = np.frombuffer(raw, dtype=np.float32)
         self._ptr = mx.array(np.array([device.value], dtype=np.int64))
-        mx.eval(self._ptr)
+        self._none = mx.zeros((1,), dtype=mx.int32)  # in place of an output not written back
+        mx.eval(self._ptr, self._none)
         self._pcm_out = PCM_IN + frame_size
         self._in = {}
         self._out: dict[tuple[int, int, int], Any] = {}
@@ -109,11 +104,11 @@ class PinnedIO:
         key = (offset, n, dtype)
         if key not in self._in:
             t = "float" if dtype == mx.float32 else "int"
-            self._in[key] = _kernel(
-                f"ppx_host_in_{t}_{offset}_{n}",
-                _IN_SOURCE.format(t=t, offset=offset, n=n),
-                ["ptr"],
-                ["out"],
+            self._in[key] = precompiled.make_kernel(
+                name=f"ppx_host_in_{t}_{offset}_{n}",
+                input_names=["ptr"],
+                output_names=["out"],
+                source=_IN_SOURCE.format(t=t, offset=offset, n=n),
             )
         return self._in[key](
             inputs=[self._ptr],
@@ -157,21 +152,20 @@ class PinnedIO:
                 f"#define USER_OUT {USER_OUT}\n#define PCM_OUT {self._pcm_out}\n"
                 f"#define N_CODES {key[0]}\n#define N_USER {key[1]}\n#define N_PCM {key[2]}\n"
             )
-            self._out[key] = _kernel(
-                "ppx_host_out_{}_{}_{}".format(*key),
-                _OUT_SOURCE,
-                ["ptr", "text", "codes", "user", "pcm"],
-                ["done"],
+            self._out[key] = precompiled.make_kernel(
+                name="ppx_host_out_{}_{}_{}".format(*key),
+                input_names=["ptr", "text", "codes", "user", "pcm"],
+                output_names=["done"],
+                source=_OUT_SOURCE,
                 header=defines,
             )
-        zero = mx.zeros((1,), dtype=mx.int32)
         return self._out[key](
             inputs=[
                 self._ptr,
                 text.reshape(1),
                 codes.reshape(-1),
-                zero if user is None else user.reshape(-1),
-                zero if pcm is None else pcm.reshape(-1),
+                self._none if user is None else user.reshape(-1),
+                self._none if pcm is None else pcm.reshape(-1),
             ],
             output_shapes=[(1,)],
             output_dtypes=[mx.int32],
