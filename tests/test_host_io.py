@@ -7,7 +7,13 @@ import pytest
 
 from model.backend import on_cuda
 from model.cuda import host_io
-from personaplex_tui.benchmark import BenchOptions, _audio, bench_session, build_model
+from personaplex_tui.benchmark import (
+    BenchOptions,
+    _audio,
+    bench_session,
+    build_model,
+    transcribing_session,
+)
 
 GPU = pytest.mark.skipif(not on_cuda(), reason="page-locked I/O is for NVIDIA GPUs only")
 
@@ -51,3 +57,25 @@ def test_pinned_steps_give_the_managed_steps_frames_bit_for_bit():
     kept = a.pcm.copy()
     pinned.step(np.zeros(pinned.frame_size, dtype=np.float32))
     np.testing.assert_array_equal(a.pcm, kept)
+
+
+@GPU
+def test_transcribing_steps_read_what_the_stt_heard_through_the_buffer():
+    opts = BenchOptions(small=True, seed=5)
+    model, _, _ = build_model(opts)
+    audio = _audio(30, 2)
+    pinned = transcribing_session(model, opts, audio, warm=0)
+    managed = transcribing_session(model, opts, audio, warm=0)
+    assert pinned._io is not None
+    managed._io = None
+    heads = None
+    for i, pcm in enumerate(audio):
+        a, b = pinned.step(pcm), managed.step(pcm)
+        assert a.text_id == b.text_id, i
+        assert a.user_text_id == b.user_text_id, i
+        assert a.user_text == b.user_text
+        assert a.end_of_turn == b.end_of_turn, i
+        heads = len(a.end_of_turn)
+        np.testing.assert_array_equal(a.user_codes, b.user_codes)
+        np.testing.assert_array_equal(a.pcm, b.pcm)
+    assert heads  # the tiny STT has end-of-turn heads, so they were compared

@@ -355,7 +355,7 @@ class Session:
             if self.launch_early:
                 mx.async_eval(codes, text, agent, stats, self._key, [c.state for c in self._caches])
             out, self._dec_state = g.decode(full)(codes, self._dec_state)
-            back = () if io is None else io.written_back(text, codes, user, out)
+            back = () if io is None else io.written_back(text, codes, user, out, heard)
             self._eval(out, codes, user, text, agent, stats, heard, back)
         advance(self._caches)
         self._mimi_frames += 1
@@ -375,9 +375,11 @@ class Session:
             timings=timings,
         )
         if heard:
-            frame.user_text_id = int(heard[0].item())
+            frame.user_text_id = int(heard[0].item()) if io is None else io.heard()
             frame.user_text = self._listen.listener.piece(frame.user_text_id)
-            frame.end_of_turn = tuple(float(p) for p in np.array(heard[1]))
+            frame.end_of_turn = (
+                tuple(float(p) for p in np.array(heard[1])) if io is None else io.end_of_turn()
+            )
         self.frames += 1
         return frame
 

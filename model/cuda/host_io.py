@@ -8,8 +8,9 @@ per step, and the host's allocations and copies on top (docs/cuda-kernels.md §T
 through page-locked memory). Here each session owns one small page-locked buffer, mapped for the
 GPU (`cuMemHostAlloc`): the host writes the frame (or the user's codes) into it and a kernel copies
 them into an MLX array; at the step's end one kernel writes the text token, the agent's and the
-user's codes and the output frame back into it, and the host reads them there after the step's
-one wait. Nothing else of the step changes. `PPX_HOST_IO=managed` turns it off.
+user's codes, the output frame and, when the session transcribes the user, the STT's text token
+and end-of-turn probabilities back into it, and the host reads them there after the step's one
+wait. Nothing else of the step changes. `PPX_HOST_IO=managed` turns it off.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ ENV_SWITCH = "PPX_HOST_IO"
 THREADS = 128
 
 # The buffer's layout, in 4-byte words: what the host writes, then what the step writes back.
-CODES_IN, TEXT_OUT, CODES_OUT, USER_OUT = 0, 16, 17, 32  # up to 15 codes each
-PCM_IN = 64
+CODES_IN, TEXT_OUT, CODES_OUT, USER_OUT = 0, 16, 17, 32  # up to 15 codes each, 32 of the user's
+HEARD_OUT, EOT_OUT = 64, 65  # the STT's text token, then up to 15 end-of-turn probabilities
+PCM_IN = 80
 _CU_MEMHOSTALLOC_PORTABLE_DEVICEMAP = 0x1 | 0x2
 
 _IN_SOURCE = """
@@ -47,6 +49,8 @@ _OUT_SOURCE = """
     if (i < N_CODES) h[CODES_OUT + i] = (int)codes[i];
     if (i < N_USER) h[USER_OUT + i] = (int)user[i];
     if (i < N_PCM) f[PCM_OUT + i] = (float)pcm[i];
+    if (HEARD && i == 0) h[HEARD_OUT] = (int)heard[0];
+    if (i < N_EOT) f[EOT_OUT + i] = (float)eot[i];
     __threadfence_system();
     if (i == 0) done[0] = 1;
 """
@@ -74,8 +78,8 @@ class PinnedIO:
 
     `frame_in`/`codes_in` write the host's data and return the array a kernel copies it into
     (lazy); `written_back` returns the lazy token of the kernel that writes a step's results
-    back, to evaluate with the step; after that wait `text`, `codes`, `user` and `pcm` read
-    them (copies)."""
+    back, to evaluate with the step; after that wait `text`, `codes`, `user`, `pcm`, `heard`
+    and `end_of_turn` read them (copies)."""
 
     def __init__(self, frame_size: int) -> None:
         self.frame_size = frame_size
@@ -135,26 +139,33 @@ class PinnedIO:
         codes: mx.array,
         user: mx.array | None = None,
         pcm: mx.array | None = None,
+        heard: tuple = (),
     ) -> mx.array:
         """The lazy token of the kernel that writes the step's text token, codes, user codes
-        (optional) and output frame (optional) back here; evaluate it with the step."""
+        (optional), output frame (optional) and what the STT heard (optional: its text token
+        and end-of-turn probabilities) back here; evaluate it with the step."""
         self._n_codes = codes.size
         self._n_user = 0 if user is None else user.size
+        self._n_eot = heard[1].size if heard else 0
         n_pcm = 0 if pcm is None else pcm.size
-        if self._n_codes > USER_OUT - CODES_OUT or self._n_user > PCM_IN - USER_OUT:
+        if self._n_codes > USER_OUT - CODES_OUT or self._n_user > HEARD_OUT - USER_OUT:
             raise ValueError("more codes than the page-locked buffer holds")
+        if self._n_eot > PCM_IN - EOT_OUT:
+            raise ValueError("more end-of-turn heads than the page-locked buffer holds")
         if n_pcm > self.frame_size:
             raise ValueError("a longer frame than the page-locked buffer holds")
-        key = (self._n_codes, self._n_user, n_pcm)
+        key = (self._n_codes, self._n_user, n_pcm, int(bool(heard)), self._n_eot)
         if key not in self._out:
             defines = (
                 f"#define TEXT_OUT {TEXT_OUT}\n#define CODES_OUT {CODES_OUT}\n"
                 f"#define USER_OUT {USER_OUT}\n#define PCM_OUT {self._pcm_out}\n"
+                f"#define HEARD_OUT {HEARD_OUT}\n#define EOT_OUT {EOT_OUT}\n"
                 f"#define N_CODES {key[0]}\n#define N_USER {key[1]}\n#define N_PCM {key[2]}\n"
+                f"#define HEARD {key[3]}\n#define N_EOT {key[4]}\n"
             )
             self._out[key] = precompiled.make_kernel(
-                name="ppx_host_out_{}_{}_{}".format(*key),
-                input_names=["ptr", "text", "codes", "user", "pcm"],
+                name="ppx_host_out_{}_{}_{}_{}_{}".format(*key),
+                input_names=["ptr", "text", "codes", "user", "pcm", "heard", "eot"],
                 output_names=["done"],
                 source=_OUT_SOURCE,
                 header=defines,
@@ -166,10 +177,16 @@ class PinnedIO:
                 codes.reshape(-1),
                 self._none if user is None else user.reshape(-1),
                 self._none if pcm is None else pcm.reshape(-1),
+                heard[0].reshape(1) if heard else self._none,
+                heard[1].reshape(-1) if heard else self._none,
             ],
             output_shapes=[(1,)],
             output_dtypes=[mx.int32],
-            grid=(-(-max(self._n_codes, self._n_user, n_pcm, 1) // THREADS) * THREADS, 1, 1),
+            grid=(
+                -(-max(self._n_codes, self._n_user, n_pcm, self._n_eot, 1) // THREADS) * THREADS,
+                1,
+                1,
+            ),
             threadgroup=(THREADS, 1, 1),
         )[0]
 
@@ -188,6 +205,14 @@ class PinnedIO:
     def pcm(self) -> np.ndarray:
         """The step's output frame (float32 copy), after the wait."""
         return self._f32[self._pcm_out : self._pcm_out + self.frame_size].copy()
+
+    def heard(self) -> int:
+        """The STT's text token of the step, after the wait."""
+        return int(self._i32[HEARD_OUT])
+
+    def end_of_turn(self) -> tuple[float, ...]:
+        """The STT's end-of-turn probabilities of the step, after the wait."""
+        return tuple(float(p) for p in self._f32[EOT_OUT : EOT_OUT + self._n_eot])
 
 
 def pinned_io(frame_size: int) -> PinnedIO | None:
