@@ -102,7 +102,7 @@ class PinnedIO:
         mx.eval(self._ptr, self._none)
         self._pcm_out = PCM_IN + frame_size
         self._in = {}
-        self._out: dict[tuple[int, int, int], Any] = {}
+        self._out: dict[tuple[int, int, int, int, int], Any] = {}
 
     def _copy_in(self, offset: int, n: int, dtype: mx.Dtype) -> mx.array:
         key = (offset, n, dtype)
