@@ -2,7 +2,7 @@
 top-k selection, and on an NVIDIA GPU the kernel itself against MLX's ops.
 
 The kernel runs only through MLX's CUDA backend; its GPU cases are skipped elsewhere (they ran
-on an H100/H200, see the README's Speed section). Everywhere: stacking the weights changes no
+on an H100/H200, see docs/speed-log.md). Everywhere: stacking the weights changes no
 number, the kernel's radix select of the top-k cut (emulated step by step in NumPy) finds the
 same threshold as a partition, and the CPU keeps MLX's path.
 """

@@ -2,7 +2,7 @@
 
 Kyutai's STT LM is the temporal transformer's layers at other widths, so a quantized STT runs
 its step as the same persistent kernel on CUDA, checked against MLX's ops when `prepare`d. Its
-GPU cases are skipped elsewhere (they ran on an H200, see the README's Speed section).
+GPU cases are skipped elsewhere (they ran on an H200, see docs/speed-log.md).
 Everywhere: the 1B shape is one the kernel takes, and a prepared model steps as before.
 """
 

@@ -2,7 +2,7 @@
 and on an NVIDIA GPU the kernel itself against MLX's ops.
 
 The kernel runs only through MLX's CUDA backend; its GPU cases are skipped elsewhere (they ran
-on an H100/H200, see the README's Speed section). Everywhere: stacking the weights changes no
+on an H100/H200, see docs/speed-log.md). Everywhere: stacking the weights changes no
 number and the CPU keeps MLX's path.
 """
 
