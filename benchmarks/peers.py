@@ -20,7 +20,8 @@ untimed ones, with `ppx-tui bench`'s percentiles; the ratio columns are the peer
 the same measure (the LM step: over ours with 8 depformer steps; ours' steps follow its prompt
 prefill of about 80 positions, the peers' start at position 0). A peer whose package is
 missing is a row saying so. Random weights of the 7B's exact shape; `--small` uses the tiny
-model of `ppx-tui bench --small` (float weights) for a CPU smoke run.
+model of `ppx-tui bench --small` (float weights) for a CPU smoke run. Stopped (Ctrl+C, or
+SIGTERM from `timeout`), it prints the tables of the processes that finished and exits 130.
 
     python3 benchmarks/peers.py --bits 4 --steps 300          # on the GPU machine
     python3 benchmarks/peers.py --small --steps 30            # CPU smoke run
@@ -33,6 +34,7 @@ import io
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -348,12 +350,21 @@ def run_all(args: argparse.Namespace) -> int:
     persistent_kernel_cache()
     job_list = jobs(args)
     missing: dict[str, dict[str, Any]] = {}
+    stopped = False
     for i, job in enumerate(job_list, 1):
         print(f"peers: [{i}/{len(job_list)}] {job.key} ...", file=sys.stderr, flush=True)
-        if job.impl in missing:  # its package is not installed: no need to try again
-            job.result = missing[job.impl]
-        else:
-            run(job, args.timeout)
+        try:
+            if job.impl in missing:  # its package is not installed: no need to try again
+                job.result = missing[job.impl]
+            else:
+                run(job, args.timeout)
+        except KeyboardInterrupt:  # Ctrl+C or a stop signal (`timeout`): report what finished
+            stopped = True
+            for left in job_list[i - 1 :]:
+                left.result = {"status": "not run", "why": "not run: the command was stopped"}
+            print(f"peers: stopped during [{i}/{len(job_list)}] {job.key}; the tables hold what "
+                  "finished before it.", file=sys.stderr, flush=True)  # fmt: skip
+            break
         if job.result["status"] == "not installed":
             missing[job.impl] = job.result
         status = job.result["status"]
@@ -377,11 +388,20 @@ def run_all(args: argparse.Namespace) -> int:
         except OSError as exc:  # the tables above are the results; say why the file is not
             print(f"peers: could not write {args.json}: {exc.strerror or exc}.", file=sys.stderr)
             return 1
+    if stopped:
+        return 130
     failed = [j for j in job_list if j.result["status"] not in ("ok", "not installed")]
     return 1 if failed else 0
 
 
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    """`timeout`'s SIGTERM ends the run as Ctrl+C does: the finished processes' tables print."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process at once
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         sys.exit(main())
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict
@@ -127,6 +128,42 @@ def test_a_process_that_runs_out_of_time_is_a_row_and_a_failed_exit():
     rows = [line for line in proc.stdout.splitlines() if "timed out after" in line]
     assert len(rows) == 5, proc.stdout  # ours' two processes, torch's 8 and 16 steps and Mimi
     assert "Traceback" not in proc.stderr
+
+
+def test_a_stop_signal_ends_the_run_with_the_tables_of_what_finished(tmp_path):
+    """`timeout 600 peers.py ...` that runs out used to lose every finished process's numbers."""
+    out = tmp_path / "peers.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "benchmarks/peers.py", "--small", "--steps", "4", "--warmup-steps", "1",
+         "--peers", "torch", "--depformer-steps", "8", "--json", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+    seen = []
+    for line in proc.stderr:  # ours' bench, then ours' Mimi: stop the run once the second starts
+        seen.append(line)
+        if line.startswith("peers: [2/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    stdout, stderr = proc.communicate(timeout=120)
+    stderr = "".join(seen) + stderr
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "peers: stopped during [2/" in stderr
+    data = json.loads(out.read_text())
+    results = data["results"]
+    assert results["ours"]["status"] == "ok"  # finished before the signal: in the tables
+    lm = the_row(data["rows"], "LM step", "ppx-tui")
+    assert lm["p50"] == results["ours"]["bench"]["lm_step_ms"]["p50"] and lm["n"] == 4
+    assert any(
+        line.startswith("LM step") and f"{lm['p50']:.2f}" in line for line in stdout.splitlines()
+    )
+    assert [r["load_s"] for r in data["ready"]] == [results["ours"]["bench"]["load_s"]]
+    for key in ("ours-mimi", "torch-8", "torch-mimi"):  # stopped, or never started
+        assert results[key]["status"] == "not run", results[key]
+    assert stdout.count("not run: the command was stopped") == 3, stdout
 
 
 @pytest.mark.parametrize(
