@@ -352,23 +352,24 @@ def run_all(args: argparse.Namespace) -> int:
     missing: dict[str, dict[str, Any]] = {}
     stopped = False
     for i, job in enumerate(job_list, 1):
-        print(f"peers: [{i}/{len(job_list)}] {job.key} ...", file=sys.stderr, flush=True)
         try:
+            print(f"peers: [{i}/{len(job_list)}] {job.key} ...", file=sys.stderr, flush=True)
             if job.impl in missing:  # its package is not installed: no need to try again
                 job.result = missing[job.impl]
             else:
-                run(job, args.timeout)
+                run(job, args.timeout)  # sets the result only once its process has ended
+            if job.result["status"] == "not installed":
+                missing[job.impl] = job.result
+            status = job.result["status"]
+            print(f"peers: [{i}/{len(job_list)}] {job.key}: {status}", file=sys.stderr, flush=True)
         except KeyboardInterrupt:  # Ctrl+C or a stop signal (`timeout`): report what finished
             stopped = True
             for left in job_list[i - 1 :]:
-                left.result = {"status": "not run", "why": "not run: the command was stopped"}
+                left.result = left.result or {"status": "not run",
+                                              "why": "not run: the command was stopped"}  # fmt: skip
             print(f"peers: stopped during [{i}/{len(job_list)}] {job.key}; the tables hold what "
-                  "finished before it.", file=sys.stderr, flush=True)  # fmt: skip
+                  "finished.", file=sys.stderr, flush=True)  # fmt: skip
             break
-        if job.result["status"] == "not installed":
-            missing[job.impl] = job.result
-        status = job.result["status"]
-        print(f"peers: [{i}/{len(job_list)}] {job.key}: {status}", file=sys.stderr, flush=True)
     table = rows(job_list)
     if any(j.impl == OURS and not j.ok for j in job_list):
         print("peers: ppx-tui's own benchmark failed; see its row.", file=sys.stderr)
