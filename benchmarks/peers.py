@@ -21,7 +21,8 @@ the same measure (the LM step: over ours with 8 depformer steps; ours' steps fol
 prefill of about 80 positions, the peers' start at position 0). A peer whose package is
 missing is a row saying so. Random weights of the 7B's exact shape; `--small` uses the tiny
 model of `ppx-tui bench --small` (float weights) for a CPU smoke run. Stopped (Ctrl+C, or
-SIGTERM from `timeout`), it prints the tables of the processes that finished and exits 130.
+SIGTERM from `timeout`), it prints the tables of the processes that finished and exits 128 + the
+signal's number, as `ppx-tui` does (`personaplex_tui/stop_signals.py`).
 
     python3 benchmarks/peers.py --bits 4 --steps 300          # on the GPU machine
     python3 benchmarks/peers.py --small --steps 30            # CPU smoke run
@@ -34,13 +35,13 @@ import io
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from signal import SIGINT
 from typing import Any
 
 from rich import box
@@ -54,6 +55,12 @@ from benchmarks.peers_common import RESULT_PREFIX  # noqa: E402
 from model.checks import MAX_SEED  # noqa: E402
 from personaplex_tui.commands.bench import MAX_STEPS  # noqa: E402
 from personaplex_tui.kernel_cache import persistent_kernel_cache  # noqa: E402
+from personaplex_tui.stop_signals import (  # noqa: E402
+    POLICY,
+    exit_code_for,
+    signal_name,
+    stopped_sentence,
+)
 
 MEASURES = {
     "lm": "LM step",
@@ -350,7 +357,7 @@ def run_all(args: argparse.Namespace) -> int:
     persistent_kernel_cache()
     job_list = jobs(args)
     missing: dict[str, dict[str, Any]] = {}
-    stopped = False
+    stopped_by: int | None = None
     for i, job in enumerate(job_list, 1):
         try:
             print(f"peers: [{i}/{len(job_list)}] {job.key} ...", file=sys.stderr, flush=True)
@@ -362,16 +369,17 @@ def run_all(args: argparse.Namespace) -> int:
                 missing[job.impl] = job.result
             status = job.result["status"]
             print(f"peers: [{i}/{len(job_list)}] {job.key}: {status}", file=sys.stderr, flush=True)
-        except KeyboardInterrupt:  # Ctrl+C or a stop signal (`timeout`): report what finished
-            stopped = True
+        except KeyboardInterrupt as stop:  # Ctrl+C or `timeout`'s SIGTERM: report what finished
+            stopped_by = getattr(stop, "signum", SIGINT)  # `Stopped` under ppx-tui's policy
             for left in job_list[i - 1 :]:
                 left.result = left.result or {"status": "not run",
                                               "why": "not run: the command was stopped"}  # fmt: skip
-            print(f"peers: stopped during [{i}/{len(job_list)}] {job.key}; the tables hold what "
-                  "finished.", file=sys.stderr, flush=True)  # fmt: skip
+            print(f"peers: stopped during [{i}/{len(job_list)}] {job.key} by "
+                  f"{signal_name(stopped_by)}; the tables hold what finished.",
+                  file=sys.stderr, flush=True)  # fmt: skip
             break
     table = rows(job_list)
-    if any(j.impl == OURS and not j.ok for j in job_list):
+    if any(j.impl == OURS and j.result["status"] not in ("ok", "not run") for j in job_list):
         print("peers: ppx-tui's own benchmark failed; see its row.", file=sys.stderr)
     what = "tiny model (--small), float weights" if args.small else f"7B shapes, {args.bits}-bit"
     print(f"ms per 80 ms frame, random weights, {what}; {args.steps} timed steps "
@@ -389,22 +397,17 @@ def run_all(args: argparse.Namespace) -> int:
         except OSError as exc:  # the tables above are the results; say why the file is not
             print(f"peers: could not write {args.json}: {exc.strerror or exc}.", file=sys.stderr)
             return 1
-    if stopped:
-        return 130
+    if stopped_by is not None:
+        return exit_code_for(stopped_by)
     failed = [j for j in job_list if j.result["status"] not in ("ok", "not installed")]
     return 1 if failed else 0
 
 
-def _stop_on_sigterm(signum: int, frame: Any) -> None:
-    """`timeout`'s SIGTERM ends the run as Ctrl+C does: the finished processes' tables print."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process at once
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    POLICY.install()  # SIGINT, SIGTERM, SIGHUP raise `Stopped` (a KeyboardInterrupt); later ones wait
     try:
         sys.exit(main())
-    except KeyboardInterrupt:
-        print("peers: interrupted.", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", SIGINT)
+        print(f"peers: {stopped_sentence(signum)}", file=sys.stderr)
+        sys.exit(exit_code_for(signum))
