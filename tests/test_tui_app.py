@@ -910,3 +910,30 @@ async def test_unknown_keys_of_the_settings_file_are_a_notice_on_the_screen_too(
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         assert store.warnings[0] in notes
+
+
+async def test_engine_data_that_arrives_while_the_screen_is_taken_down_is_dropped(monkeypatch):
+    """Leaving mid-load: Textual removes the screen's widgets one by one while the still-running
+    engine sends load progress, levels and events; none of them may reach a half-removed screen
+    (CI once crashed with `NoMatches: TimingPanel` from `show_live`)."""
+    app, _, _ = build(load_pause_s=0.3)
+    sent: list[str] = []
+
+    def engine_speaks_on(widget_type: type, what: str) -> None:
+        def on_unmount(widget: object) -> None:  # the widget is gone; its siblings may not be
+            app.bridge(LoadProgress("load", "Loading the weights"))
+            app.bridge(Levels(-20.0, -10.0, -30.0, -25.0))
+            app.bridge(StepTiming(0, 10.0, 1.0, 2.0, 3.0))
+            app.bridge(TextOut(0, "late", 0.0))
+            app.bridge(StateChanged("ready"))
+            sent.append(what)
+
+        monkeypatch.setattr(widget_type, "on_unmount", on_unmount, raising=False)
+
+    engine_speaks_on(TimingPanel, "timing")
+    engine_speaks_on(TranscriptPanel, "transcript")
+    engine_speaks_on(LoadPanel, "load")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.state == "loading")
+    assert sorted(sent) == ["load", "timing", "transcript"]  # the race was set up
+    assert not app.crashed

@@ -185,7 +185,8 @@ class PersonaPlexApp(App[None]):
     # --- engine events -------------------------------------------------------------------
 
     def on_engine_event_message(self, message: EngineEventMessage) -> None:
-        self.apply_event(message.event)
+        if self.is_running:  # see on_live_data_arrived
+            self.apply_event(message.event)
 
     def apply_event(self, event: EngineEvent) -> None:
         """Show one ordered engine event (high-rate ones come through `on_live_data_arrived`)."""
@@ -220,6 +221,8 @@ class PersonaPlexApp(App[None]):
 
     def on_live_data_arrived(self, _: LiveDataArrived) -> None:
         data = self.bridge.drain()
+        if not self.is_running:  # Textual is taking the screen down widget by widget, while the
+            return  # engine (stopped only after that, in on_unmount) may still be sending
         self.main.show_live(data)
         if data.memory is not None:
             self.device_bytes = data.memory.device_bytes
