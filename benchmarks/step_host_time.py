@@ -13,6 +13,7 @@ step.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import sys
 import time
@@ -66,6 +67,9 @@ class StepTimer:
         self.parts: dict[str, list[float]] = defaultdict(list)
         self._async = 0
         self._real_async_eval = mx.async_eval
+        self._gc_ms = 0.0  # Python's garbage collections inside the step (a part of the rest)
+        self._gc_t0 = 0.0
+        gc.callbacks.append(self._gc_event)
         encode, ev = session._encode, session._eval
         session._encode = lambda full: self._timed("encode: build", encode(full))
         session._eval = self._timed("eval: last launches + wait", ev)
@@ -87,9 +91,16 @@ class StepTimer:
         name = f"launch (async_eval #{self._async}: {what})"
         self._timed(name, self._real_async_eval)(*args)
 
+    def _gc_event(self, phase: str, _info: dict) -> None:
+        if phase == "start":
+            self._gc_t0 = time.perf_counter()
+        else:
+            self._gc_ms += 1000 * (time.perf_counter() - self._gc_t0)
+
     def step(self, pcm: Any) -> Any:
         """One `Session.step`, its time and its parts noted; returns its frame."""
         self._async = 0
+        self._gc_ms = 0.0
         mx.async_eval = self._async_eval
         try:
             t0 = time.perf_counter()
@@ -98,6 +109,7 @@ class StepTimer:
         finally:
             mx.async_eval = self._real_async_eval
         self.parts["step"].append(total)
+        self.parts["gc"].append(self._gc_ms)
         return frame
 
 
@@ -118,7 +130,14 @@ def report(title: str, parts: dict[str, list[float]], skip: int = 5) -> None:
     total = [statistics.median(steps), statistics.median(steps[i] for i in slow)]
     rest = [t - a for t, a in zip(total, accounted, strict=True)]
     print(f"  {'the rest (read-back, bookkeeping)':34s} {rest[0]:7.3f} | {rest[1]:7.3f}")
+    gcs = parts.get("gc", [])[skip:]
+    if len(gcs) == len(steps):  # Python's collections, within the rest
+        means = [statistics.fmean(gcs), statistics.fmean(gcs[i] for i in slow)]
+        print(f"  {'  of it, Python gc (mean)':34s} {means[0]:7.3f} | {means[1]:7.3f}")
     print(f"  {'step':34s} {total[0]:7.3f} | {total[1]:7.3f}  (p99 {np.percentile(steps, 99):.3f})")
+    gaps = np.diff(slow)  # a periodic stall shows as one gap between the slow steps
+    print(f"  the slowest 5 % are steps {slow[:12]}{' ...' if len(slow) > 12 else ''}", end="")
+    print(f"; gaps between them: median {np.median(gaps):.0f}" if len(gaps) else "")
 
 
 def main(argv: list[str] | None = None) -> int:

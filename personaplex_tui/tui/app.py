@@ -223,6 +223,7 @@ class PersonaPlexApp(App[None]):
         data = self.bridge.drain()
         if not self.is_running:  # Textual is taking the screen down widget by widget, while the
             return  # engine (stopped only after that, in on_unmount) may still be sending
+        # (docs/threads-and-data-flow.md §How the threads end)
         self.main.show_live(data)
         if data.memory is not None:
             self.device_bytes = data.memory.device_bytes
