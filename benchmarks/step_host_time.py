@@ -13,7 +13,9 @@ step.
 
 from __future__ import annotations
 
+import cProfile
 import gc
+import pstats
 import statistics
 import sys
 import time
@@ -74,6 +76,7 @@ class StepTimer:
         session._encode = lambda full: self._timed("encode: build", encode(full))
         session._eval = self._timed("eval: last launches + wait", ev)
         # this session's view of the model's graphs (which its other sessions share)
+        self._graphs = session._graphs
         session._graphs = TimedGraphs(session._graphs, self._timed)
 
     def _timed(self, name: str, fn: Callable) -> Callable:
@@ -90,6 +93,13 @@ class StepTimer:
         what = "encode" if self._async == 1 else "LM"
         name = f"launch (async_eval #{self._async}: {what})"
         self._timed(name, self._real_async_eval)(*args)
+
+    def unwrap(self) -> None:
+        """The session's own calls back, unwrapped."""
+        for name in ("_encode", "_eval"):  # the methods again
+            del self.session.__dict__[name]
+        self.session._graphs = self._graphs
+        gc.callbacks.remove(self._gc_event)
 
     def _gc_event(self, phase: str, _info: dict) -> None:
         if phase == "start":
@@ -140,8 +150,37 @@ def report(title: str, parts: dict[str, list[float]], skip: int = 5) -> None:
     print(f"; gaps between them: median {np.median(gaps):.0f}" if len(gaps) else "")
 
 
+def profiled(session: Any, audio: list, top: int) -> None:
+    """cProfile over unwrapped steps: the host's functions by their own time, ms per step."""
+    profile = cProfile.Profile()
+    profile.enable()
+    for pcm in audio:
+        session.step(pcm)
+    profile.disable()
+    stats = pstats.Stats(profile)
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
+    print(
+        f"  cProfile, {len(audio)} steps, the top {top} by own time (ms per step, calls per step):"
+    )
+    for (path, line, fn), (_cc, calls, own, cum, _callers) in rows[:top]:
+        where = f"{Path(path).name}:{line}" if line else path
+        print(
+            f"    {1000 * own / len(audio):7.3f} own {1000 * cum / len(audio):7.3f} cum "
+            f"{calls / len(audio):6.1f}x  {fn} ({where})"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = ab_arguments(__doc__.splitlines()[0], argv)
+    def extra(ap: Any) -> None:
+        ap.add_argument(
+            "--cprofile",
+            type=int,
+            default=0,
+            metavar="N",
+            help="also profile --steps unwrapped steps and print the top N functions",
+        )
+
+    args = ab_arguments(__doc__.splitlines()[0], argv, extra)
     sessions, audio, half = ab_sessions(args)
     for name, session in sessions.items():
         session.launch_early = True
@@ -150,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             for pcm in audio[:half]:
                 timer.step(pcm)
         report(f"user transcript {name}", timer.parts)
+        if args.cprofile:
+            timer.unwrap()
+            profiled(session, 2 * audio[:half], args.cprofile)
         print(flush=True)
     return 0
 
