@@ -3,17 +3,19 @@ part of every step."""
 
 from __future__ import annotations
 
+import gc
+
 import mlx.core as mx
 import numpy as np
 
 import model
-from benchmarks.step_host_time import PARTS, StepTimer
+from benchmarks.step_host_time import PARTS, StepTimer, profiled
 from model import SessionSettings
 from tests.checkpoints import write_small_checkpoint
 from tests.mimi_reference import load_test_audio
 
 
-def test_a_timed_step_gives_the_frames_of_an_untimed_one(tmp_path) -> None:
+def test_a_timed_step_gives_the_frames_of_an_untimed_one(tmp_path, capsys) -> None:
     persona = model.load(write_small_checkpoint(tmp_path / "ck"))
     plain, timed = (persona.session(SessionSettings(seed=3)) for _ in range(2))
     plain.warm_up()
@@ -27,10 +29,29 @@ def test_a_timed_step_gives_the_frames_of_an_untimed_one(tmp_path) -> None:
         assert got.pcm.tobytes() == want.pcm.tobytes()
         assert (got.text_id, got.agent_codes.tolist()) == (want.text_id, want.agent_codes.tolist())
     assert mx.async_eval is async_eval  # put back after each step
-    assert set(timer.parts) == {*PARTS, "step"}
+    assert set(timer.parts) == {*PARTS, "step", "gc"}
     assert {k: len(v) for k, v in timer.parts.items()} == dict.fromkeys(timer.parts, len(frames))
     assert all(np.isfinite(v).all() and min(v) >= 0 for v in timer.parts.values())
     assert sum(np.median(timer.parts[p]) for p in PARTS) <= np.median(timer.parts["step"]) * 1.5
+
+    step = timed.step  # a collection inside a step is counted, and within the step's time
+    timer.session = type("Collecting", (), {"step": lambda _, pcm: (gc.collect(), step(pcm))[1]})()
+    assert timer.step(frames[0]).pcm.tobytes() == plain.step(frames[0]).pcm.tobytes()
+    assert 0 < timer.parts["gc"][-1] <= timer.parts["step"][-1]
+
+    timer.session = timed
+    timer.unwrap()  # the session's own calls again: nothing more is timed, the frames the same
+    counted = {k: len(v) for k, v in timer.parts.items()}
+    for frame in frames:
+        want, got = plain.step(frame), timed.step(frame)
+        assert got.pcm.tobytes() == want.pcm.tobytes()
+    assert {k: len(v) for k, v in timer.parts.items()} == counted
+
+    capsys.readouterr()
+    profiled(timed, frames, 4)  # --cprofile: the top functions by own time, per step
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].strip().startswith("cProfile, 6 steps, the top 4") and len(rows) == 5
+    assert any("step (session.py" in row for row in rows[1:])
 
 
 def test_the_report_says_where_the_slowest_steps_time_goes(capsys) -> None:
@@ -42,8 +63,13 @@ def test_the_report_says_where_the_slowest_steps_time_goes(capsys) -> None:
     parts["eval: last launches + wait"] = wait
     parts["step"] = [w + 5 + 0.5 for w in wait]  # five parts of 1 ms, the rest 0.5
     report("t", parts)
-    lines = {line[:36].strip(): line[36:].split() for line in capsys.readouterr().out.splitlines()}
+    out = capsys.readouterr().out.splitlines()
+    lines = {line[:36].strip(): line[36:].split() for line in out}
     assert lines["eval: last launches + wait"] == ["4.000", "|", "44.000"]
     assert lines["encode: build"] == ["1.000", "|", "1.000"]
     assert lines["the rest (read-back, bookkeeping)"] == ["0.500", "|", "0.500"]
     assert lines["step"][:3] == ["9.500", "|", "49.500"]
+    slowest = [line for line in out if "slowest 5 % are steps" in line]  # where they fall
+    assert slowest == [
+        "  the slowest 5 % are steps [5, 25, 45, 65, 85]; gaps between them: median 20"
+    ]
