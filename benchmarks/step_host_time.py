@@ -1,17 +1,16 @@
 """Where the host's time goes in one full-duplex `Session.step`: each graph's build, each launch, the wait.
 
-`python3 benchmarks/step_host_time.py [--bits 4] [--steps 300] [--transcript] [--small]
-[--cprofile N]` warms the benchmark's random 7B session (`--small`: the tests' tiny model, on any
-machine) and runs `Session.step` unchanged, with timers wrapped around what it calls: the encode
-graph's call (its build), `mx.async_eval` (MLX's launches of what is ready), the LM step graph's
-call, the decode graph's call and the final `_eval` (the last launches and the wait for the GPU).
-What is left of the step is the host's own work: reading the frame back, the bookkeeping (and
-Python's garbage collections, timed through `gc.callbacks`). Prints the median of each part over the steps, and
-over the slowest 5 % of them (where the tail's time goes), in ms, and which steps those are.
-`--cprofile N` then profiles as many unwrapped steps and prints the N functions with the most
-time of their own (MLX's nanobind calls count in their callers' own time).
-Measurement only: the step's code is not changed, and its results are those of an unwrapped
-step.
+`python3 benchmarks/step_host_time.py [--bits 4] [--steps 300] [--transcript] [--small] [--cprofile
+N]` warms the benchmark's random 7B session (`--small`: the tests' tiny model, on any machine) and
+runs `Session.step` unchanged, with timers wrapped around what it calls: the encode graph's call
+(its build), `mx.async_eval` (MLX's launches of what is ready), the LM step graph's call, the decode
+graph's call and the final `_eval` (the last launches and the wait for the GPU). What is left of the
+step is the host's own work: reading the frame back, the bookkeeping (and Python's garbage
+collections, timed through `gc.callbacks`). Prints the median of each part over the steps, and over
+the slowest 5 % of them (where the tail's time goes), in ms, and which steps those are. `--cprofile
+N` then profiles as many unwrapped steps and prints the N functions with the most time of their own
+(MLX's nanobind calls count in their callers' own time). Measurement only: the step's code is not
+changed, and its results are those of an unwrapped step.
 """
 
 from __future__ import annotations
