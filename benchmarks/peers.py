@@ -57,6 +57,7 @@ from personaplex_tui.commands.bench import MAX_STEPS  # noqa: E402
 from personaplex_tui.kernel_cache import persistent_kernel_cache  # noqa: E402
 from personaplex_tui.stop_signals import (  # noqa: E402
     POLICY,
+    Stopped,
     exit_code_for,
     signal_name,
     stopped_sentence,
@@ -370,7 +371,7 @@ def run_all(args: argparse.Namespace) -> int:
             status = job.result["status"]
             print(f"peers: [{i}/{len(job_list)}] {job.key}: {status}", file=sys.stderr, flush=True)
         except KeyboardInterrupt as stop:  # Ctrl+C or `timeout`'s SIGTERM: report what finished
-            stopped_by = getattr(stop, "signum", SIGINT)  # `Stopped` under ppx-tui's policy
+            stopped_by = signum_of(stop)
             for left in job_list[i - 1 :]:
                 left.result = left.result or {"status": "not run",
                                               "why": "not run: the command was stopped"}  # fmt: skip
@@ -403,11 +404,16 @@ def run_all(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def signum_of(stop: KeyboardInterrupt) -> int:
+    """The signal behind a stop: `Stopped` under ppx-tui's policy names it; else Ctrl+C."""
+    return stop.signum if isinstance(stop, Stopped) else SIGINT
+
+
 if __name__ == "__main__":
     POLICY.install()  # SIGINT, SIGTERM, SIGHUP raise `Stopped` (a KeyboardInterrupt); later ones wait
     try:
         sys.exit(main())
     except KeyboardInterrupt as stop:
-        signum = getattr(stop, "signum", SIGINT)
+        signum = signum_of(stop)
         print(f"peers: {stopped_sentence(signum)}", file=sys.stderr)
         sys.exit(exit_code_for(signum))
