@@ -62,7 +62,7 @@ def test_every_variant_of_the_kernel_compiles(mode):
         source = (
             "typedef unsigned int uint32_t;\ntypedef unsigned short uint16_t;\n"
             + wl.HEADER
-            + "extern \"C\" __global__ void k(const uint32_t* w, const uint16_t* s,"
+            + 'extern "C" __global__ void k(const uint32_t* w, const uint16_t* s,'
             " const uint16_t* b, const uint32_t* wp, uint32_t* out, uint32_t* sync) {\n"
             f"  constexpr int MODE = {mode};\n  constexpr int NS = {ns};\n"
             f"  constexpr int LPP = {lpp};\n" + wl.BODY + "\n}\n"
