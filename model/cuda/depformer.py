@@ -81,6 +81,11 @@ _INPUTS = [
 ]  # fmt: skip
 
 
+def _hidden(weights: DepformerStack) -> int:
+    """The FFN's hidden width: `linear_out`'s inputs."""
+    return weights.qb.shape[1] * 32 // weights.bits
+
+
 @dataclass(frozen=True)
 class TextDraw:
     """The text token for the kernel to draw at its start, as `sampling.draw(logits, params,
@@ -197,7 +202,7 @@ class DepformerKernel(persistent.PersistentKernel):
         tokens, work = self._launch(
             lm, weights, dep_in, text_token, None, n_steps, params, noise, forced, provided
         )
-        return tokens[:n_steps], self._logits(lm, work, n_steps), work
+        return tokens[:n_steps], self._logits(lm, weights, work, n_steps), work
 
     def run_drawing_text(
         self,
@@ -218,10 +223,27 @@ class DepformerKernel(persistent.PersistentKernel):
         )
         return tokens[n_steps], tokens[:n_steps], work
 
-    def _logits(self, lm: Any, work: mx.array, n_steps: int) -> mx.array:
-        """The column's logits [n_steps, card] from the end of the work buffer."""
+    def work_size(self, lm: Any, weights: DepformerStack) -> int:
+        """Words of the kernel's work buffer: the barrier's words, x1, x2, every step's q/k/v,
+        the hidden units, then every step's logits (`_logits`)."""
         cfg = lm.config
-        start = work.shape[0] - cfg.dep_q * cfg.card
+        d = cfg.depformer
+        return (
+            persistent.SYNC_WORDS
+            + 2 * d.d_model
+            + d.num_layers * cfg.dep_q * 3 * d.d_model
+            + _hidden(weights)
+            + cfg.dep_q * cfg.card
+        )
+
+    def extra_words(self, lm: Any) -> int:
+        """Words allocated after the work buffer's layout (a profile's marks; none here)."""
+        return 0
+
+    def _logits(self, lm: Any, weights: DepformerStack, work: mx.array, n_steps: int) -> mx.array:
+        """The column's logits [n_steps, card], at the end of the work buffer's layout."""
+        cfg = lm.config
+        start = self.work_size(lm, weights) - cfg.dep_q * cfg.card
         return work[start : start + n_steps * cfg.card].reshape(n_steps, cfg.card)
 
     def _launch(
@@ -241,7 +263,7 @@ class DepformerKernel(persistent.PersistentKernel):
         given as `text_token` or drawn as `text` says) and the work buffer."""
         cfg = lm.config
         d = cfg.depformer
-        hidden = weights.qb.shape[1] * 32 // weights.bits
+        hidden = _hidden(weights)
         dtype = lm.dtype
         scalars = [
             weights.eps,
@@ -254,8 +276,7 @@ class DepformerKernel(persistent.PersistentKernel):
             0 if text is None else text.params.top_k,
             0.0 if text is None else 1.0,
         ]
-        work_size = persistent.SYNC_WORDS + 2 * d.d_model + d.num_layers * cfg.dep_q * 3 * d.d_model
-        work_size += hidden + cfg.dep_q * cfg.card
+        work_size = self.work_size(lm, weights) + self.extra_words(lm)
         consts: list[tuple[str, Any]] = [
             ("T", dtype),
             ("BITS", weights.bits),
