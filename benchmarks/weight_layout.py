@@ -14,8 +14,10 @@ layer, groups of 64; 32 layers, 1.66 GB), one block of 512 threads per SM as the
 - `coalesced`: every thread reads 16-byte words of the same arrays, grid-strided, eight loads in
   flight: the GPU's plain streaming rate for the same bytes.
 
-`--phases N` puts a grid barrier after every 32 / N layers (32: one per layer, as the kernel's
-`linear_in` phase ends), each warp's stream going on through it as the kernel's does. Rounds are
+`--sms N ...` runs the kernels on N blocks (one per SM) instead of every SM's, for what fewer
+SMs can read. `--phases N` puts a grid barrier after every 32 / N layers (32: one per layer, as
+the kernel's `linear_in` phase ends), each warp's stream going on through it as the kernel's
+does. Rounds are
 alternated; a timed block queues `--calls` calls back to back and waits once, so a call's time
 (the block's over its calls) is the GPU's, with MLX's small fills of the outputs between calls;
 reported as the median and the rate it gives for the 1.66 GB.
@@ -224,6 +226,8 @@ def main() -> None:
     parser.add_argument("--stages", type=int, nargs="*", default=[3, 6])
     parser.add_argument("--phases", type=int, nargs="*", default=[1, 32])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sms", type=int, nargs="*", default=[],
+                        help="blocks of 512 threads to run on (default: one per SM)")  # fmt: skip
     parser.add_argument("--calls", type=int, default=20, help="calls per timed block")
     parser.add_argument("--blocks", type=int, default=5, help="timed blocks per round")
     args = parser.parse_args()
@@ -248,13 +252,13 @@ def main() -> None:
             )
         return kernels[ns]
 
-    def call(mode: int, ns: int, phases: int) -> mx.array:
+    def call(mode: int, ns: int, phases: int, grid: int) -> mx.array:
         out, _ = kernel(ns)(
             inputs=[w, s, b, wp],
             template=[("MODE", mode), ("NS", ns), ("LPP", LAYERS // phases)],
-            grid=(sms * THREADS, 1, 1),
+            grid=(grid * THREADS, 1, 1),
             threadgroup=(THREADS, 1, 1),
-            output_shapes=[(sms * THREADS,), (32,)],
+            output_shapes=[(grid * THREADS,), (32,)],
             output_dtypes=[mx.uint32, mx.uint32],
             init_value=0,
         )
@@ -262,26 +266,30 @@ def main() -> None:
 
     variants = []
     for phases in args.phases:
-        variants.append((f"coalesced, {phases} phase(s)", 2, 2, phases))
-        for ns in args.stages:
-            variants.append((f"split, {ns} stages, {phases} phase(s)", 0, ns, phases))
-            variants.append((f"packed, {ns} stages, {phases} phase(s)", 1, ns, phases))
+        for grid in args.sms or [sms]:
+            on = "" if grid == sms else f", {grid} SMs"
+            variants.append((f"coalesced, {phases} phase(s){on}", 2, 2, phases, grid))
+            for ns in args.stages:
+                variants.append((f"split, {ns} stages, {phases} phase(s){on}", 0, ns, phases, grid))
+                variants.append(
+                    (f"packed, {ns} stages, {phases} phase(s){on}", 1, ns, phases, grid)
+                )
     # every variant reads every byte once, so the xor of all it folded is the same for all
     folded = {
-        name: int(np.bitwise_xor.reduce(np.array(call(mode, ns, phases))))
-        for name, mode, ns, phases in variants
+        name: int(np.bitwise_xor.reduce(np.array(call(mode, ns, phases, grid))))
+        for name, mode, ns, phases, grid in variants
     }
     if len(set(folded.values())) != 1:
         raise SystemExit(f"the variants read different bytes: {folded}")
     print(f"every variant folded the same bytes to {next(iter(folded.values())):#010x}")
     times: dict[str, list[float]] = {name: [] for name, *_ in variants}
     for _ in range(args.rounds):
-        for name, mode, ns, phases in variants:
+        for name, mode, ns, phases, grid in variants:
             for _ in range(3):
-                mx.eval(call(mode, ns, phases))
+                mx.eval(call(mode, ns, phases, grid))
             for _ in range(args.blocks):  # calls queued back to back, one wait per block
                 t0 = time.perf_counter()
-                mx.eval([call(mode, ns, phases) for _ in range(args.calls)])
+                mx.eval([call(mode, ns, phases, grid) for _ in range(args.calls)])
                 times[name].append((time.perf_counter() - t0) / args.calls)
     print(
         f"{sms} SMs, {total / 1e9:.2f} GB per call; {args.rounds} rounds of {args.blocks} blocks"

@@ -1,5 +1,6 @@
-"""The weight-layout microbenchmark (`benchmarks/weight_layout.py`): its packed items hold what
-the kernel's split stream copies, and every variant of its kernel compiles."""
+"""The GPU probes behind the kernels' next forms: `benchmarks/weight_layout.py` (its packed items
+hold what the kernel's split stream copies, and every variant of its kernel compiles) and
+`benchmarks/cluster_probe.py` (its kernel compiles with and without a cluster size)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,27 @@ def test_every_variant_of_the_kernel_compiles(mode):
         text = ptx.decode(errors="replace")
         assert ("cp.async.cg.shared.global" in text) == (mode != 2)
         assert "ld.global.cs" in text or mode != 2
+
+
+@pytest.mark.skipif(not _nvrtc_here(), reason="NVIDIA's runtime compiler is not installed")
+@pytest.mark.parametrize("cl", [1, 8])
+def test_the_cluster_probe_compiles_with_its_cluster_size(cl):
+    """`benchmarks/cluster_probe.py`'s kernel, declared as MLX declares it with the probe's
+    macro in front, asks PTX for its cluster size (none for 1) and uses the cluster's barrier
+    and distributed shared memory only then."""
+    from benchmarks import cluster_probe
+
+    full = f"custom_kernel_cluster_probe_{cl}"
+    dims = f"__cluster_dims__({cl}, 1, 1) " if cl > 1 else ""
+    source = (
+        "typedef unsigned int uint32_t;\n"
+        + f"#define CL {cl}\n#define ITERS {cluster_probe.ITERS}\n"
+        + cluster_probe.HEADER
+        + f"\n#define {full} {dims}__launch_bounds__(512, 1) {full}\n"
+        + f'extern "C" __global__ void {full}(const uint32_t* dummy, uint32_t* out,'
+        " uint32_t* sync) {\n" + cluster_probe.BODY + "\n}\n"
+    )
+    ptx = nvrtc.compile_source(source, "k.cu", cubins.options("compute_90a"), False).decode()
+    assert (f".reqnctapercluster {cl}, 1, 1" in ptx) == (cl > 1)
+    assert ("barrier.cluster.arrive" in ptx) == (cl > 1)
+    assert ("ld.shared::cluster" in ptx) == (cl > 1)
