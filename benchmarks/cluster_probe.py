@@ -28,15 +28,15 @@ os.environ.setdefault("MLX_USE_CUDA_GRAPHS", "0")
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from model.cuda import source  # noqa: E402
+
 THREADS = 512
 ITERS = 2000
 
-HEADER = """
-__device__ __forceinline__ unsigned long long cp_now() {
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
+# the project's grid barrier and clock (src/common.cuh), then the probe's own
+HEADER = (
+    source.header()
+    + """
 __device__ __forceinline__ unsigned int cp_smid() {
   unsigned int r;
   asm volatile("mov.u32 %0, %%smid;" : "=r"(r));
@@ -55,47 +55,25 @@ __device__ __forceinline__ void cp_cluster_sync() {
     __syncthreads();
   }
 }
-// the grid barrier of src/common.cuh, giving up (flag) after a second
-__device__ __forceinline__ bool cp_grid_sync(unsigned int* sync, unsigned int& target) {
-  __syncthreads();
-  target += gridDim.x;
-  __shared__ int ok;
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(sync, 1u);
-    unsigned int v;
-    const unsigned long long t0 = cp_now();
-    ok = 1;
-    while (true) {
-      asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(sync) : "memory");
-      if (v >= target) break;
-      if (*(volatile unsigned int*)(sync + 1) || cp_now() - t0 > 1000000000ull) {
-        atomicExch(sync + 1, 1u);
-        ok = 0;
-        break;
-      }
-    }
-  }
-  __syncthreads();
-  return ok != 0;
-}
 """
+)
 
 # out: per block [smid, rank, grid barrier ok, grid ns, cluster ns, dsmem ns, dsmem check, 0]
 BODY = """
   __shared__ unsigned int word;
   unsigned int target = 0;
   const unsigned int b = blockIdx.x;
-  bool ok = cp_grid_sync(sync, target);
-  unsigned long long t0 = cp_now();
-  for (int i = 0; i < ITERS && ok; i++) ok = cp_grid_sync(sync, target);
-  const unsigned long long grid_ns = cp_now() - t0;
+  ppx_grid_sync(sync, target);  // after a second without every block it raises the flag
+  unsigned long long t0 = ppx_now();
+  for (int i = 0; i < ITERS; i++) ppx_grid_sync(sync, target);  // (then falls through)
+  const unsigned long long grid_ns = ppx_now() - t0;
+  const bool ok = *reinterpret_cast<volatile unsigned int*>(sync + 1) == 0u;
   cp_cluster_sync();
-  t0 = cp_now();
+  t0 = ppx_now();
   for (int i = 0; i < ITERS; i++) cp_cluster_sync();
-  const unsigned long long cluster_ns = cp_now() - t0;
+  const unsigned long long cluster_ns = ppx_now() - t0;
   unsigned int seen = 0;
-  t0 = cp_now();
+  t0 = ppx_now();
   for (int i = 0; i < ITERS; i++) {
     if (threadIdx.x == 0) word = b * 100000u + i;
     cp_cluster_sync();
@@ -113,7 +91,7 @@ BODY = """
     }
     cp_cluster_sync();
   }
-  const unsigned long long dsmem_ns = cp_now() - t0;
+  const unsigned long long dsmem_ns = ppx_now() - t0;
   if (threadIdx.x == 0) {
     unsigned int* o = out + 8 * b;
     o[0] = cp_smid();

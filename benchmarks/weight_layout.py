@@ -39,6 +39,7 @@ os.environ.setdefault("MLX_USE_CUDA_GRAPHS", "0")
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
+from model.cuda import source  # noqa: E402
 from model.cuda.gpu_facts import sm_count  # noqa: E402
 
 HID = 11264  # the 7B's gated hidden width: row pairs per layer
@@ -48,28 +49,8 @@ GROUPS = 4096 // 64  # scales (and biases) per row
 ITEM_WORDS = 144  # 16-byte words per item: 2 rows x 2 chunks x 32 lanes, then 16 of scales
 THREADS = 512
 
-HEADER = """
-__device__ __forceinline__ void wl_cp16(uint4* dst, const uint4* src) {
-  const unsigned int d = static_cast<unsigned int>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\\n" ::"r"(d), "l"(src) : "memory");
-}
-__device__ __forceinline__ void wl_commit() { asm volatile("cp.async.commit_group;\\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wl_wait() { asm volatile("cp.async.wait_group %0;\\n" ::"n"(N) : "memory"); }
-__device__ __forceinline__ void wl_grid_sync(unsigned int* sync, unsigned int& target) {
-  __syncthreads();
-  target += gridDim.x;
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(sync, 1u);
-    unsigned int v;
-    do {
-      asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(sync) : "memory");
-    } while (v < target);
-  }
-  __syncthreads();
-}
-"""
+# the project's own copies, commit groups and grid barrier (src/common.cuh, src/temporal.cuh)
+HEADER = source.header("temporal.cuh")
 
 # MODE 0 split, 1 packed, 2 coalesced; NS stages; LPP layers per phase
 BODY = """
@@ -122,7 +103,7 @@ BODY = """
 #pragma unroll
         for (int k = 0; k < 8; k++) acc ^= u[k].x ^ u[k].y ^ u[k].z ^ u[k].w;
       }
-      if (ph + 1 < phases) wl_grid_sync(sync, target);
+      if (ph + 1 < phases) ppx_grid_sync(sync, target);
     }
   } else {
     uint4* area = stage + wib * SW;
@@ -149,22 +130,22 @@ BODY = """
 #pragma unroll
           for (int u = 0; u < 2; u++) {
             const int c = lane + 32 * (k0 + u);
-            wl_cp16(dst + u * 32 + lane, w4 + row0 * CH + c);
-            wl_cp16(dst + (2 + u) * 32 + lane, w4 + row1 * CH + c);
+            ppx_cp16(dst + u * 32 + lane, w4 + row0 * CH + c);
+            ppx_cp16(dst + (2 + u) * 32 + lane, w4 + row1 * CH + c);
           }
           if (lane < 16) {
             const int u = lane / 8;
             const int a = (lane / 2) % 4;
             const int g = (k0 + u) * 16 + (lane % 2) * 8;
             const uint16_t* src = ((a & 1) ? b : s) + ((a & 2) ? row1 : row0) * GR + g;
-            wl_cp16(dst + 128 + lane, reinterpret_cast<const uint4*>(src));
+            ppx_cp16(dst + 128 + lane, reinterpret_cast<const uint4*>(src));
           }
         } else {
           const uint4* src = p4 + (static_cast<size_t>(pr) * IPP + ii) * SW;
-          for (int j = lane; j < SW; j += 32) wl_cp16(dst + j, src + j);
+          for (int j = lane; j < SW; j += 32) ppx_cp16(dst + j, src + j);
         }
       }
-      wl_commit();
+      ppx_cp_commit();
     };
     int base = 0;
     for (int i = 0; i < NS - 1; i++) issue(0, i, i % NS);
@@ -172,7 +153,7 @@ BODY = """
       for (int i = 0; i < cnt; i++) {
         const int o = i + NS - 1;
         issue(ph, o, (base + o) % NS);
-        wl_wait<NS - 1>();
+        ppx_cp_wait<NS - 1>();
         __syncwarp();
         const uint4* st = area + ((base + i) % NS) * SSTRIDE;
 #pragma unroll
@@ -187,9 +168,9 @@ BODY = """
         __syncwarp();
       }
       base = (base + cnt) % NS;
-      if (ph + 1 < phases) wl_grid_sync(sync, target);
+      if (ph + 1 < phases) ppx_grid_sync(sync, target);
     }
-    wl_wait<0>();
+    ppx_cp_wait<0>();
   }
   out[static_cast<size_t>(blockIdx.x) * blockDim.x + tid] = acc;
 """

@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 
 from benchmarks import weight_layout as wl
-from model.cuda import cubins, nvrtc
+from model.cuda import cubins, nvrtc, units
+from tests.test_precompiled import NVRTC
 
-
-def _nvrtc_here() -> bool:
-    try:
-        nvrtc.library()
-        return True
-    except nvrtc.NvrtcError:
-        return False
+PRELUDE = units.PRELUDE + "using cuda::std::uint16_t;\n"  # as the project's units start
 
 
 def test_packed_items_hold_what_the_split_stream_copies(monkeypatch):
@@ -56,12 +51,12 @@ def test_random_words_have_the_shapes_of_the_7b_linear_in():
     assert (b.shape, b.dtype) == ((3, wl.GROUPS), mx.uint16)
 
 
-@pytest.mark.skipif(not _nvrtc_here(), reason="NVIDIA's runtime compiler is not installed")
+@NVRTC
 @pytest.mark.parametrize("mode", [0, 1, 2])
 def test_every_variant_of_the_kernel_compiles(mode):
     for ns, lpp in ((2, 32), (6, 1)):
         source = (
-            "typedef unsigned int uint32_t;\ntypedef unsigned short uint16_t;\n"
+            PRELUDE
             + wl.HEADER
             + 'extern "C" __global__ void k(const uint32_t* w, const uint16_t* s,'
             " const uint16_t* b, const uint32_t* wp, uint32_t* out, uint32_t* sync) {\n"
@@ -72,9 +67,11 @@ def test_every_variant_of_the_kernel_compiles(mode):
         text = ptx.decode(errors="replace")
         assert ("cp.async.cg.shared.global" in text) == (mode != 2)
         assert "ld.global.cs" in text or mode != 2
+        # the project's grid barrier (src/common.cuh) between phases, none with one phase
+        assert ("ld.acquire.gpu" in text) == (lpp < wl.LAYERS)
 
 
-@pytest.mark.skipif(not _nvrtc_here(), reason="NVIDIA's runtime compiler is not installed")
+@NVRTC
 @pytest.mark.parametrize("cl", [1, 8])
 def test_the_cluster_probe_compiles_with_its_cluster_size(cl):
     """`benchmarks/cluster_probe.py`'s kernel, declared as MLX declares it with the probe's
@@ -85,7 +82,7 @@ def test_the_cluster_probe_compiles_with_its_cluster_size(cl):
     full = f"custom_kernel_cluster_probe_{cl}"
     dims = f"__cluster_dims__({cl}, 1, 1) " if cl > 1 else ""
     source = (
-        "typedef unsigned int uint32_t;\n"
+        PRELUDE
         + f"#define CL {cl}\n#define ITERS {cluster_probe.ITERS}\n"
         + cluster_probe.HEADER
         + f"\n#define {full} {dims}__launch_bounds__(512, 1) {full}\n"
@@ -96,3 +93,4 @@ def test_the_cluster_probe_compiles_with_its_cluster_size(cl):
     assert (f".reqnctapercluster {cl}, 1, 1" in ptx) == (cl > 1)
     assert ("barrier.cluster.arrive" in ptx) == (cl > 1)
     assert ("ld.shared::cluster" in ptx) == (cl > 1)
+    assert "ld.acquire.gpu" in ptx  # the project's grid barrier (src/common.cuh)
