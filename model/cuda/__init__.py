@@ -6,12 +6,13 @@ state: stacked weights, load-time checks, the temporal step and the depformer co
 `fused_matvec` / `fused_gated_matvec` (one row times a quantized weight), `MIMI_TRANSFORMER`
 and `MIMI_QUANTIZER` (Mimi's streaming transformer and its quantizer's encode, each as one
 kernel, used by `model/mimi/`), `MIMI_SEANET` and `SeanetConv` (Mimi's SEANet convolutions, a
-kernel each), `KERNELS` (each kernel's switch and the reason it is off, for reports) and
-`wanted_stream` (the temporal kernel's weight-stream plan, `PPX_STREAM` checked) and `pinned_io`
-(a session's frame and tokens through page-locked memory, `PPX_HOST_IO`). On Metal and
-the CPU every kernel is off and each entry point answers None: readers of those paths need not
-look inside. It uses only `model.backend`, `model.derived`, `model.quantized` and
-`model.sampling`. docs/cuda-kernels.md.
+kernel each), `KERNELS` (each kernel's switch and the reason it is off, for reports),
+`wanted_stream` (the temporal kernel's weight-stream plan, `PPX_STREAM` checked), `pinned_io`
+(a session's frame and tokens through page-locked memory, `PPX_HOST_IO`) and `polls_written`
+(whether a step's end is polled there, `PPX_HOST_WAIT`). On Metal and the CPU every kernel is
+off and each entry point answers None: readers of those paths need not look inside. It uses
+only `model.backend`, `model.derived`, `model.quantized` and `model.sampling`.
+docs/cuda-kernels.md.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import mlx.core as mx
 from model.cuda.accelerator import Accelerator
 from model.cuda.depformer import KERNEL as DEPFORMER
 from model.cuda.depformer import TextDraw
-from model.cuda.host_io import PinnedIO, pinned_io
+from model.cuda.host_io import PinnedIO, pinned_io, polls_written
 from model.cuda.kernel import Kernel
 from model.cuda.matvec import KERNEL as MATVEC
 from model.cuda.mimi_quantizer import KERNEL as MIMI_QUANTIZER
@@ -57,6 +58,7 @@ __all__ = [
     "SeanetConv",
     "TextDraw",
     "pinned_io",
+    "polls_written",
     "wanted_stream",
 ]
 

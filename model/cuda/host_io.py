@@ -11,12 +11,20 @@ them into an MLX array; at the step's end one kernel writes the text token, the 
 user's codes, the output frame and, when the session transcribes the user, the STT's text token
 and end-of-turn probabilities back into it, and the host reads them there after the step's one
 wait. Nothing else of the step changes. `PPX_HOST_IO=managed` turns it off.
+
+The wait itself: MLX waits for a step with `cudaEventSynchronize` on an event made with
+`cudaEventBlockingSync`, so the host thread sleeps until the driver's interrupt wakes it. The
+write-back kernel also sets a flag word in the buffer once everything it wrote is visible to the
+host, so the session can instead launch the step (`mx.async_eval`) and poll that word, yielding
+the GIL between polls (`wait_written`; docs/cuda-kernels.md §The step's end polled).
+`PPX_HOST_WAIT=block` keeps MLX's wait.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import time
 import weakref
 from typing import Any
 
@@ -27,7 +35,12 @@ from model.backend import on_cuda
 from model.cuda import precompiled
 
 ENV_SWITCH = "PPX_HOST_IO"
+ENV_WAIT = "PPX_HOST_WAIT"
 THREADS = 128
+OUT_THREADS = 1024  # the write-back is one block, so one thread can raise the flag after all
+WAIT_LIMIT_S = 1.0  # polled this long, the wait falls back to MLX's (which reports errors)
+# gives the GIL up between polls: 0.4 µs; time.sleep(0) sleeps out Linux's timer slack (~75 µs)
+_give_way = getattr(os, "sched_yield", lambda: time.sleep(0))
 
 # The buffer's layout, in 4-byte words: what the host writes, then what the step writes back.
 CODES_IN, TEXT_OUT, CODES_OUT, USER_OUT = 0, 16, 17, 32  # up to 15 codes each, 32 of the user's
@@ -44,21 +57,32 @@ _IN_SOURCE = """
 _OUT_SOURCE = """
     int* h = (int*)(ptr[0]);
     float* f = (float*)(ptr[0]);
-    unsigned i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i == 0) h[TEXT_OUT] = (int)text[0];
-    if (i < N_CODES) h[CODES_OUT + i] = (int)codes[i];
-    if (i < N_USER) h[USER_OUT + i] = (int)user[i];
-    if (i < N_PCM) f[PCM_OUT + i] = (float)pcm[i];
-    if (HEARD && i == 0) h[HEARD_OUT] = (int)heard[0];
-    if (i < N_EOT) f[EOT_OUT + i] = (float)eot[i];
-    __threadfence_system();
-    if (i == 0) done[0] = 1;
+    for (unsigned i = threadIdx.x; i < N_ALL; i += blockDim.x) {
+        if (i == 0) h[TEXT_OUT] = (int)text[0];
+        if (i < N_CODES) h[CODES_OUT + i] = (int)codes[i];
+        if (i < N_USER) h[USER_OUT + i] = (int)user[i];
+        if (i < N_PCM) f[PCM_OUT + i] = (float)pcm[i];
+        if (HEARD && i == 0) h[HEARD_OUT] = (int)heard[0];
+        if (i < N_EOT) f[EOT_OUT + i] = (float)eot[i];
+    }
+    __threadfence_system();  // each thread's writes reach the host before the flag below
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence_system();
+        ((volatile int*)h)[DONE_OUT] = 1;
+        done[0] = 1;
+    }
 """
 
 
 def switched_on() -> bool:
     """`$PPX_HOST_IO` does not say managed (or off)."""
     return os.environ.get(ENV_SWITCH, "").strip().lower() not in ("managed", "off", "0", "no")
+
+
+def polls_written() -> bool:
+    """`$PPX_HOST_WAIT` does not say block: a step's end is polled in the buffer."""
+    return os.environ.get(ENV_WAIT, "").strip().lower() not in ("block", "mlx", "off", "0", "no")
 
 
 def _driver() -> Any:
@@ -79,11 +103,12 @@ class PinnedIO:
     `frame_in`/`codes_in` write the host's data and return the array a kernel copies it into
     (lazy); `written_back` returns the lazy token of the kernel that writes a step's results
     back, to evaluate with the step; after that wait `text`, `codes`, `user`, `pcm`, `heard`
-    and `end_of_turn` read them (copies)."""
+    and `end_of_turn` read them (copies). `wait_written` polls for that kernel's end."""
 
     def __init__(self, frame_size: int) -> None:
         self.frame_size = frame_size
-        self._words = PCM_IN + 2 * frame_size
+        self._done = PCM_IN + 2 * frame_size  # the flag word the write-back raises last
+        self._words = self._done + 4
         lib = _driver()
         host = ctypes.c_void_p()
         if lib.cuMemHostAlloc(
@@ -143,7 +168,8 @@ class PinnedIO:
     ) -> mx.array:
         """The lazy token of the kernel that writes the step's text token, codes, user codes
         (optional), output frame (optional) and what the STT heard (optional: its text token
-        and end-of-turn probabilities) back here; evaluate it with the step."""
+        and end-of-turn probabilities) back here; evaluate it with the step. Lowers the flag
+        that kernel raises (`arm`)."""
         self._n_codes = codes.size
         self._n_user = 0 if user is None else user.size
         self._n_eot = heard[1].size if heard else 0
@@ -155,21 +181,9 @@ class PinnedIO:
         if n_pcm > self.frame_size:
             raise ValueError("a longer frame than the page-locked buffer holds")
         key = (self._n_codes, self._n_user, n_pcm, int(bool(heard)), self._n_eot)
+        self.arm()
         if key not in self._out:
-            defines = (
-                f"#define TEXT_OUT {TEXT_OUT}\n#define CODES_OUT {CODES_OUT}\n"
-                f"#define USER_OUT {USER_OUT}\n#define PCM_OUT {self._pcm_out}\n"
-                f"#define HEARD_OUT {HEARD_OUT}\n#define EOT_OUT {EOT_OUT}\n"
-                f"#define N_CODES {key[0]}\n#define N_USER {key[1]}\n#define N_PCM {key[2]}\n"
-                f"#define HEARD {key[3]}\n#define N_EOT {key[4]}\n"
-            )
-            self._out[key] = precompiled.make_kernel(
-                name="ppx_host_out_{}_{}_{}_{}_{}".format(*key),
-                input_names=["ptr", "text", "codes", "user", "pcm", "heard", "eot"],
-                output_names=["done"],
-                source=_OUT_SOURCE,
-                header=defines,
-            )
+            self._out[key] = write_back_kernel(key, self._pcm_out, self._done)
         return self._out[key](
             inputs=[
                 self._ptr,
@@ -182,13 +196,27 @@ class PinnedIO:
             ],
             output_shapes=[(1,)],
             output_dtypes=[mx.int32],
-            grid=(
-                -(-max(self._n_codes, self._n_user, n_pcm, self._n_eot, 1) // THREADS) * THREADS,
-                1,
-                1,
-            ),
-            threadgroup=(THREADS, 1, 1),
+            grid=(OUT_THREADS, 1, 1),
+            threadgroup=(OUT_THREADS, 1, 1),
         )[0]
+
+    def arm(self) -> None:
+        """Lower the flag before a step whose write-back `wait_written` will poll for (the
+        last step's write-back has ended: its flag was seen, or MLX waited for it)."""
+        self._i32[self._done] = 0
+
+    def wait_written(self, limit_s: float = WAIT_LIMIT_S) -> bool:
+        """Poll until the write-back kernel raised its flag, giving the GIL up between polls;
+        False after `limit_s` (the caller then waits as MLX does, which raises the GPU's errors)."""
+        flag, done = self._i32, self._done
+        if flag[done]:
+            return True
+        deadline = time.perf_counter() + limit_s
+        while not flag[done]:
+            _give_way()
+            if time.perf_counter() > deadline:
+                return bool(flag[done])
+        return True
 
     def text(self) -> int:
         """The step's text token, after the wait."""
@@ -213,6 +241,26 @@ class PinnedIO:
     def end_of_turn(self) -> tuple[float, ...]:
         """The STT's end-of-turn probabilities of the step, after the wait."""
         return tuple(float(p) for p in self._f32[EOT_OUT : EOT_OUT + self._n_eot])
+
+
+def write_back_kernel(key: tuple[int, int, int, int, int], pcm_out: int, done: int) -> Any:
+    """The write-back kernel for (codes, user codes, samples, whether the STT's token, its
+    end-of-turn heads), writing the frame from word `pcm_out` and raising the flag at `done`."""
+    defines = (
+        f"#define TEXT_OUT {TEXT_OUT}\n#define CODES_OUT {CODES_OUT}\n"
+        f"#define USER_OUT {USER_OUT}\n#define PCM_OUT {pcm_out}\n"
+        f"#define HEARD_OUT {HEARD_OUT}\n#define EOT_OUT {EOT_OUT}\n"
+        f"#define N_CODES {key[0]}\n#define N_USER {key[1]}\n#define N_PCM {key[2]}\n"
+        f"#define HEARD {key[3]}\n#define N_EOT {key[4]}\n"
+        f"#define DONE_OUT {done}\n#define N_ALL {max(*key[:3], key[4], 1)}\n"
+    )
+    return precompiled.make_kernel(
+        name="ppx_host_out_{}_{}_{}_{}_{}".format(*key),
+        input_names=["ptr", "text", "codes", "user", "pcm", "heard", "eot"],
+        output_names=["done"],
+        source=_OUT_SOURCE,
+        header=defines,
+    )
 
 
 def pinned_io(frame_size: int) -> PinnedIO | None:
