@@ -82,9 +82,9 @@ class StepTimer:
         session._graphs = TimedGraphs(session._graphs, self._timed)
 
     def _timed(self, name: str, fn: Callable) -> Callable:
-        def run(*args: Any, **kwargs: Any) -> Any:
+        def run(*args: Any) -> Any:
             t0 = time.perf_counter()
-            out = fn(*args, **kwargs)
+            out = fn(*args)
             self.parts[name].append(1000 * (time.perf_counter() - t0))
             return out
 

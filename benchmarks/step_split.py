@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         _without_seanet()
     marks: dict[str, float] = {}
 
-    def split_eval(self, *outputs, io=None):  # MLX's wait, not the polled one (`io` unused)
+    def split_eval(self, *outputs):  # MLX's wait, in two calls (not the polled one)
         arrays = (outputs, self._key, [c.state for c in self._caches])
         arrays += (self._enc_state, self._dec_state)
         marks["t0"] = time.perf_counter()

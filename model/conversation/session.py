@@ -357,7 +357,7 @@ class Session:
                 mx.async_eval(codes, text, agent, stats, self._key, [c.state for c in self._caches])
             out, self._dec_state = g.decode(full)(codes, self._dec_state)
             back = () if io is None else io.written_back(text, codes, user, out, heard)
-            self._eval(out, codes, user, text, agent, stats, heard, back, io=io)
+            self._eval(out, codes, user, text, agent, stats, heard, back)
         advance(self._caches)
         self._mimi_frames += 1
         frame_text = self._text_host
@@ -408,7 +408,7 @@ class Session:
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
         codes, text, agent, _ = self._lm(step_window(self._caches), user, pos)
         back = () if io is None else io.written_back(text, codes)
-        self._eval(codes, text, agent, back, io=io)
+        self._eval(codes, text, agent, back)
         advance(self._caches)
         frame_text = self._text_host
         self._text, self._agent, self._user_acoustic = text, agent, user[1:]
@@ -420,7 +420,7 @@ class Session:
         """The STT stream's arrays a step updates (none without a listener)."""
         return self._listen.state_arrays() if self._listen is not None else []
 
-    def _eval(self, *outputs: Any, io: cuda.PinnedIO | None = None) -> None:
+    def _eval(self, *outputs: Any) -> None:
         """The step's one wait. Through page-locked I/O the step is launched and its write-back
         polled for (`PinnedIO.wait_written`: no sleep until the driver's interrupt), its arrays
         left for the next step's graph; MLX waits for them if the polling gives up."""
@@ -432,8 +432,8 @@ class Session:
             self._dec_state,
             self._listen_state(),
         )
-        if io is not None and self.polls_written:
+        if self._io is not None and self.polls_written:
             mx.async_eval(arrays)
-            if io.wait_written():
+            if self._io.wait_written():
                 return
         mx.eval(arrays)
