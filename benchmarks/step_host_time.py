@@ -48,8 +48,8 @@ PARTS = (
 )
 # `Session.step_codes`: its one `async_eval` is `_eval`'s own
 LM_PARTS = ("input: copied in", "LM step: build", "write-back: build", "eval: launches + wait")
-# inside `_eval`, so part of its time (CUDA only): the polled wait
-NESTED = ("  of it, the polled wait",)
+# inside `_eval`, so part of its time (CUDA only): its own launches, then the polled wait
+NESTED = ("  of it, MLX's launches", "  of it, the polled wait")
 
 
 class TimedGraphs:
@@ -95,7 +95,7 @@ class StepTimer:
             io.frame_in = self._timed("input: copied in", io.frame_in)
             io.codes_in = self._timed("input: copied in", io.codes_in)
             io.written_back = self._timed("write-back: build", io.written_back)
-            io.wait_written = self._timed(NESTED[0], io.wait_written)
+            io.wait_written = self._timed(NESTED[1], io.wait_written)
 
     def _timed_eval(self, ev: Callable) -> Callable:
         def run(*args: Any) -> Any:
@@ -117,10 +117,10 @@ class StepTimer:
         self._async += 1
         # a third is `_eval`'s own (the polled wait launches the rest), timed within its part;
         # `step_codes` has only that one
-        what = {1: "encode", 2: "LM"}.get(self._async, "the rest, in eval")
-        if self._lm:
-            what = "the LM step, in eval"
-        name = f"launch (async_eval #{self._async}: {what})"
+        if self._lm or self._async > 2:
+            name = NESTED[0]
+        else:
+            name = f"launch (async_eval #{self._async}: {('encode', 'LM')[self._async - 1]})"
         self._timed(name, self._real_async_eval)(*args)
 
     def unwrap(self) -> None:

@@ -68,11 +68,13 @@ def test_the_report_says_where_the_slowest_steps_time_goes(capsys) -> None:
     parts["eval: last launches + wait"] = wait
     others = len(PARTS) - 1  # parts of 1 ms each, the rest 0.5
     parts["step"] = [w + others + 0.5 for w in wait]
-    parts["  of it, the polled wait"] = [w - 0.25 for w in wait]  # inside the eval: not summed
+    parts["  of it, MLX's launches"] = [0.25] * n  # inside the eval: not summed
+    parts["  of it, the polled wait"] = [w - 0.25 for w in wait]
     report("t", parts)
     out = capsys.readouterr().out.splitlines()
     lines = {line[:36].strip(): line[36:].split() for line in out}
     assert lines["eval: last launches + wait"] == ["4.000", "|", "44.000"]
+    assert lines["of it, MLX's launches"] == ["0.250", "|", "0.250"]
     assert lines["of it, the polled wait"] == ["3.750", "|", "43.750"]
     assert lines["encode: build"] == ["1.000", "|", "1.000"]
     assert lines["the rest (read-back, bookkeeping)"] == ["0.500", "|", "0.500"]
