@@ -33,6 +33,7 @@ import numpy as np
 
 from model.backend import on_cuda
 from model.cuda import precompiled
+from model.cuda.env_switch import says
 
 ENV_SWITCH = "PPX_HOST_IO"
 ENV_WAIT = "PPX_HOST_WAIT"
@@ -77,12 +78,12 @@ _OUT_SOURCE = """
 
 def switched_on() -> bool:
     """`$PPX_HOST_IO` does not say managed (or off)."""
-    return os.environ.get(ENV_SWITCH, "").strip().lower() not in ("managed", "off", "0", "no")
+    return not says(ENV_SWITCH, "managed", "off", "0", "no")
 
 
 def polls_written() -> bool:
     """`$PPX_HOST_WAIT` does not say block: a step's end is polled in the buffer."""
-    return os.environ.get(ENV_WAIT, "").strip().lower() not in ("block", "mlx", "off", "0", "no")
+    return not says(ENV_WAIT, "block", "mlx", "off", "0", "no")
 
 
 def _driver() -> Any:

@@ -8,17 +8,17 @@ instead (docs/cuda-kernels.md §Switched on, checked, turned off).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 from model.backend import on_cuda
 from model.cuda import precompiled
+from model.cuda.env_switch import says
 
 
 def switched_on(env_var: str) -> bool:
     """`env_var` does not say `mlx` (the one switch for turning a kernel off by hand)."""
-    return os.environ.get(env_var, "").strip().lower() != "mlx"
+    return not says(env_var, "mlx")
 
 
 class Kernel:

@@ -22,6 +22,7 @@ from typing import Any
 import mlx.core as mx
 
 from model.cuda import cubins, nvrtc, units
+from model.cuda.env_switch import says
 
 ENV_SWITCH = "PPX_PRECOMPILED"
 
@@ -60,7 +61,7 @@ def stand_ins() -> bool:
 
 def switched_on() -> bool:
     """`$PPX_PRECOMPILED` does not say off."""
-    return os.environ.get(ENV_SWITCH, "").strip().lower() not in ("off", "0", "no", "mlx")
+    return not says(ENV_SWITCH, "off", "0", "no", "mlx")
 
 
 class PrecompiledKernel:
