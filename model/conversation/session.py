@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import mlx.core as mx
@@ -44,6 +45,34 @@ from model.sampling import SamplingParams, sample_token, split_key
 
 # progress(done, total, name) of `Session.warm_up`
 WarmProgress = Callable[[int, int, str], None]
+
+
+@dataclass
+class BuiltLMStep:
+    """An LM step's graph, built (lazy) but not launched, and the session's state it read.
+
+    `Session.step_codes` builds the next step's graph while the GPU runs this one, on a user-codes
+    array that reads the page-locked buffer when it runs (docs/cuda-kernels.md §The next LM step
+    built while the GPU runs this one); the next call launches it if nothing it read has changed
+    since (`built_on`), else builds anew.
+    """
+
+    basis: tuple | None  # (position, graph, the state's arrays): what it was built on
+    user: mx.array
+    outputs: tuple  # (codes, text, agent, stats), lazy
+    key: mx.array  # the session's next key
+    states: list  # the rings' states after it
+    back: Any  # the write-back's token (page-locked I/O), or ()
+
+    def built_on(self, basis: tuple) -> bool:
+        """Whether it was built on exactly `basis` (the same position, graph and arrays)."""
+        mine = self.basis
+        return (
+            mine is not None
+            and mine[0] == basis[0]
+            and len(mine) == len(basis)
+            and all(a is b for a, b in zip(mine[1:], basis[1:], strict=True))
+        )
 
 
 class SessionModel(Protocol):
@@ -122,6 +151,10 @@ class Session:
         # MLX's arrays as before); docs/cuda-kernels.md §The step's I/O through page-locked memory
         self._io = cuda.pinned_io(self.frame_size)
         self.polls_written = cuda.polls_written()  # docs/cuda-kernels.md §The step's end polled
+        # while polling, `step_codes` builds the next LM step's graph as the GPU runs this one
+        # (False: each when called; kept for A/B timing)
+        self.builds_ahead = True
+        self._ahead: BuiltLMStep | None = None
         self.last_stats: StepStats | None = None
         self.prefill_ms = 0.0
         self.reset()
@@ -155,6 +188,7 @@ class Session:
     def reset(self) -> None:
         """Start over: clear every cache and run the prompt phase again (batched)."""
         self._check_thread()
+        self._ahead = None
         start = time.perf_counter()
         lm, cfg = self.model.lm, self.model.lm.config
         for cache in self._caches:
@@ -335,6 +369,7 @@ class Session:
                 f"A step takes one frame of {self.frame_size} samples, not {list(pcm.shape)}."
             )
         start = time.perf_counter()
+        self._ahead = None  # built for `step_codes`
         window = step_window(self._caches)
         full = self.model.mimi.model.full_after(self._mimi_frames)
         pos = mx.array(self._caches[0].offset, dtype=mx.int32)
@@ -395,7 +430,8 @@ class Session:
         """The LM alone: the user's 8 Mimi codes for one frame in, (text id, agent codes) out.
 
         For callers that run their own codec (and for benchmarking the LM step); it advances
-        the same conversation as `step`, whose Mimi streams it does not touch.
+        the same conversation as `step`, whose Mimi streams it does not touch. Through
+        page-locked I/O, the next call's graph is built while the GPU runs this one.
         """
         self._check_thread()
         codes = codes_in_range(user_codes, self.model.lm.config.card, "The user's codes")
@@ -404,26 +440,65 @@ class Session:
                 f"A step takes the user's {self._n_q} codes, not an array of {list(codes.shape)}."
             )
         io = self._io
-        user = mx.array(codes) if io is None else io.codes_in(codes)
-        pos = mx.array(self._caches[0].offset, dtype=mx.int32)
-        codes, text, agent, _ = self._lm(step_window(self._caches), user, pos)
-        back = () if io is None else io.written_back(text, codes)
-        self._eval(codes, text, agent, back)
+        offset = self._caches[0].offset
+        built, self._ahead = self._ahead, None
+        if built is not None and built.built_on(self._lm_basis(offset)):
+            io.put_codes(codes)
+            io.arm()
+        else:
+            user = mx.array(codes) if io is None else io.codes_in(codes)
+            built = self._build_lm(user, offset)
+        built.basis = None  # the old rings held by the graph only (so that MLX writes in place)
+        codes_out, text, agent, _ = built.outputs
+        self._key = built.key
+        for cache, state in zip(self._caches, built.states, strict=True):
+            cache.state = list(state)
+        self._text, self._agent, self._user_acoustic = text, agent, built.user[1:]
+        ahead = io is not None and self.polls_written and self.builds_ahead
+        self._eval(codes_out, text, agent, built.back, then=self._build_next_lm if ahead else None)
         advance(self._caches)
         frame_text = self._text_host
-        self._text, self._agent, self._user_acoustic = text, agent, user[1:]
         self._text_host = int(text.item()) if io is None else io.text()
         self.frames += 1
-        return frame_text, np.array(codes) if io is None else io.codes()
+        return frame_text, np.array(codes_out) if io is None else io.codes()
+
+    def _lm_basis(self, offset: int) -> tuple:
+        """What an LM step at `offset` reads of the session: (offset, its graph, the arrays)."""
+        fn = self._graphs.lm_step(self._spec, self._caches[0].window_at(offset))
+        rings = (a for c in self._caches for a in c.state)
+        return (offset, fn, self._text, self._agent, self._user_acoustic, self._key, *rings)
+
+    def _build_lm(self, user: mx.array, offset: int, *, arm: bool = True) -> BuiltLMStep:
+        """The LM step at ring position `offset` on the session's state, built, not launched,
+        and its write-back (through page-locked I/O; `arm`: lower its flag now)."""
+        basis = self._lm_basis(offset)
+        _, fn, text, agent, user_acoustic, key = basis[:6]
+        # copies: an eager graph writes the states it is given (the session's until committed)
+        states = [list(c.state) for c in self._caches]
+        pos = mx.array(offset, dtype=mx.int32)
+        (codes, text, agent, stats, key), states = fn(
+            user, text, agent, user_acoustic, pos, key, states
+        )
+        io = self._io
+        back = () if io is None else io.written_back(text, codes, arm=arm)
+        return BuiltLMStep(basis, user, (codes, text, agent, stats), key, states, back)
+
+    def _build_next_lm(self) -> None:
+        """Build the next `step_codes`' graph (the step just launched has set the state it
+        reads), on codes that the page-locked buffer holds when it runs."""
+        self._ahead = self._build_lm(
+            self._io.codes_later(self._n_q), self._caches[0].offset + 1, arm=False
+        )
 
     def _listen_state(self) -> list:
         """The STT stream's arrays a step updates (none without a listener)."""
         return self._listen.state_arrays() if self._listen is not None else []
 
-    def _eval(self, *outputs: Any) -> None:
+    def _eval(self, *outputs: Any, then: Callable[[], None] | None = None) -> None:
         """The step's one wait. Through page-locked I/O the step is launched and its write-back
         polled for (`PinnedIO.wait_written`: no sleep until the driver's interrupt), its arrays
-        left for the next step's graph; MLX waits for them if the polling gives up."""
+        left for the next step's graph; MLX waits for them if the polling gives up. `then` runs
+        between the launch and the poll (while the GPU runs the step)."""
         arrays = (
             outputs,
             self._key,
@@ -434,6 +509,8 @@ class Session:
         )
         if self._io is not None and self.polls_written:
             mx.async_eval(arrays)
+            if then is not None:
+                then()
             if self._io.wait_written():
                 return
         mx.eval(arrays)

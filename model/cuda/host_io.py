@@ -155,8 +155,16 @@ class PinnedIO:
 
     def codes_in(self, codes: np.ndarray) -> mx.array:
         """The user's codes, written here, as an int32 array (lazy)."""
-        n = len(codes)
-        self._i32[CODES_IN : CODES_IN + n] = codes
+        self.put_codes(codes)
+        return self.codes_later(len(codes))
+
+    def put_codes(self, codes: np.ndarray) -> None:
+        """Write the user's codes for an array of `codes_later` (before its step is launched)."""
+        self._i32[CODES_IN : CODES_IN + len(codes)] = codes
+
+    def codes_later(self, n: int) -> mx.array:
+        """The int32 array that a kernel copies `n` user codes into when its step runs (lazy):
+        a step built ahead of its codes reads what `put_codes` wrote before it was launched."""
         return self._copy_in(CODES_IN, n, mx.int32)
 
     def written_back(
@@ -166,11 +174,14 @@ class PinnedIO:
         user: mx.array | None = None,
         pcm: mx.array | None = None,
         heard: tuple = (),
+        *,
+        arm: bool = True,
     ) -> mx.array:
         """The lazy token of the kernel that writes the step's text token, codes, user codes
         (optional), output frame (optional) and what the STT heard (optional: its text token
         and end-of-turn probabilities) back here; evaluate it with the step. Lowers the flag
-        that kernel raises (`arm`)."""
+        that kernel raises (`arm`); `arm=False` for a step built while another runs, whose
+        caller arms it when it launches the step."""
         self._n_codes = codes.size
         self._n_user = 0 if user is None else user.size
         self._n_eot = heard[1].size if heard else 0
@@ -182,7 +193,8 @@ class PinnedIO:
         if n_pcm > self.frame_size:
             raise ValueError("a longer frame than the page-locked buffer holds")
         key = (self._n_codes, self._n_user, n_pcm, int(bool(heard)), self._n_eot)
-        self.arm()
+        if arm:
+            self.arm()
         if key not in self._out:
             self._out[key] = write_back_kernel(key, self._pcm_out, self._done)
         return self._out[key](
