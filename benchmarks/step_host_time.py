@@ -49,7 +49,14 @@ PARTS = (
 # `Session.step_codes`: its one `async_eval` is `_eval`'s own
 LM_PARTS = ("input: copied in", "LM step: build", "write-back: build", "eval: launches + wait")
 # inside `_eval`, so part of its time (CUDA only): its own launches, then the polled wait
-NESTED = ("  of it, MLX's launches", "  of it, the polled wait")
+NESTED = (
+    "  of it, MLX's launches",
+    "  of it, the polled wait",
+    "  of it, the next LM step's build",
+    "  of it, the next write-back's build",
+)
+# `step_codes` builds the next call's graph and write-back inside `_eval`, as these parts
+AHEAD = {"LM step: build": NESTED[2], "write-back: build": NESTED[3]}
 
 
 class TimedGraphs:
@@ -58,6 +65,14 @@ class TimedGraphs:
     def __init__(self, graphs: Any, timed: Callable[[str, Callable], Callable]) -> None:
         object.__setattr__(self, "_graphs", graphs)
         object.__setattr__(self, "_timed", timed)
+        # one timed stand-in per graph, so that a graph looked up twice is the same object (as
+        # `Session.step_codes` requires of a step built ahead)
+        object.__setattr__(self, "_stand_ins", {})
+
+    def _timed_graph(self, name: str, fn: Callable) -> Callable:
+        if fn not in self._stand_ins:
+            self._stand_ins[fn] = self._timed(name, fn)
+        return self._stand_ins[fn]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._graphs, name)
@@ -66,10 +81,10 @@ class TimedGraphs:
         setattr(self._graphs, name, value)
 
     def lm_step(self, spec: Any, window: Any) -> Callable:
-        return self._timed("LM step: build", self._graphs.lm_step(spec, window))
+        return self._timed_graph("LM step: build", self._graphs.lm_step(spec, window))
 
     def decode(self, full: bool) -> Callable:
-        return self._timed("decode: build", self._graphs.decode(full))
+        return self._timed_graph("decode: build", self._graphs.decode(full))
 
 
 class StepTimer:
@@ -83,6 +98,7 @@ class StepTimer:
         self._gc_ms = 0.0  # Python's garbage collections inside the step (a part of the rest)
         self._gc_t0 = 0.0
         self._lm = False  # timing `step_codes`
+        self._in_eval = False  # inside `_eval`: a graph built there is the next step's
         gc.callbacks.append(self._gc_event)
         encode, ev = session._encode, session._eval
         session._encode = lambda full: self._timed("encode: build", encode(full))
@@ -98,17 +114,22 @@ class StepTimer:
             io.wait_written = self._timed(NESTED[1], io.wait_written)
 
     def _timed_eval(self, ev: Callable) -> Callable:
-        def run(*args: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
             name = "eval: launches + wait" if self._lm else "eval: last launches + wait"
-            return self._timed(name, ev)(*args)
+            self._in_eval = True
+            try:
+                return self._timed(name, ev)(*args, **kwargs)
+            finally:
+                self._in_eval = False
 
         return run
 
     def _timed(self, name: str, fn: Callable) -> Callable:
-        def run(*args: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
-            out = fn(*args)
-            self.parts[name].append(1000 * (time.perf_counter() - t0))
+            out = fn(*args, **kwargs)
+            part = AHEAD.get(name, name) if self._in_eval else name
+            self.parts[part].append(1000 * (time.perf_counter() - t0))
             return out
 
         return run
