@@ -138,3 +138,27 @@ def test_no_step_is_built_ahead_without_polling_or_when_switched_off():
         session.polls_written, session.builds_ahead = polls, builds
         session.step_codes(rows[0])
         assert session._ahead is None
+
+
+def test_a_failed_build_ahead_leaves_the_step_whole():
+    """Building the next step ahead is a guess made after this step is launched: if it fails,
+    this step still returns its tokens and the next call builds its own step."""
+    opts = BenchOptions(small=True, seed=6, user_transcript=False)
+    model, voice, tokens = build_model(opts)
+    rows = np.random.default_rng(4).integers(0, model.lm.config.card, (3, 8))
+    ahead = bench_session(model, voice, tokens, opts)
+    called = bench_session(model, voice, tokens, opts)
+    called._io = None
+    ahead._io = PromisedIO(rows)
+
+    def fails(n: int) -> mx.array:
+        raise RuntimeError("out of memory")
+
+    ahead._io.codes_later = fails
+    for codes in rows:
+        ta, ca = ahead.step_codes(codes)
+        tb, cb = called.step_codes(codes)
+        assert ta == tb
+        np.testing.assert_array_equal(ca, cb)
+        assert ahead._ahead is None
+    assert ahead.position == called.position

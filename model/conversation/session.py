@@ -485,10 +485,16 @@ class Session:
 
     def _build_next_lm(self) -> None:
         """Build the next `step_codes`' graph (the step just launched has set the state it
-        reads), on codes that the page-locked buffer holds when it runs."""
-        self._ahead = self._build_lm(
-            self._io.codes_later(self._n_q), self._caches[0].offset + 1, arm=False
-        )
+        reads), on codes that the page-locked buffer holds when it runs. Its write-back has this
+        step's shapes, so this step's reads of the buffer are unchanged. It is a guess: if it
+        fails, nothing is kept, and the next call builds its step itself (and raises there,
+        before it changes anything, if it fails again)."""
+        try:
+            self._ahead = self._build_lm(
+                self._io.codes_later(self._n_q), self._caches[0].offset + 1, arm=False
+            )
+        except Exception:
+            self._ahead = None
 
     def _listen_state(self) -> list:
         """The STT stream's arrays a step updates (none without a listener)."""
