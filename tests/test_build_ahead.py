@@ -162,3 +162,17 @@ def test_a_failed_build_ahead_leaves_the_step_whole():
         np.testing.assert_array_equal(ca, cb)
         assert ahead._ahead is None
     assert ahead.position == called.position
+
+
+def test_the_ab_script_checks_the_tokens_and_times_both_ways(capsys, monkeypatch):
+    """`benchmarks/build_ahead_ab.py` on the tiny model (off CUDA both ways build when called)."""
+    from benchmarks import build_ahead_ab
+    from personaplex_tui import cuda_launches
+
+    # as the script would set it, but put back after the test
+    monkeypatch.setenv(cuda_launches.ENV_VAR, "0")
+
+    assert build_ahead_ab.main(["--small", "--steps", "20", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "the same tokens each way over 200 steps: True" in out
+    assert "round 0: built when called p50" in out and "built ahead p50" in out
