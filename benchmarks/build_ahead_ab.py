@@ -13,24 +13,13 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.launch_early_ab import ab_arguments, ab_sessions  # noqa: E402
-
-
-def timed_codes(session, rows) -> list[float]:
-    """Milliseconds of each `step_codes` over `rows`, the first five left out."""
-    ms = []
-    for codes in rows:
-        start = time.perf_counter()
-        session.step_codes(codes)
-        ms.append(1000 * (time.perf_counter() - start))
-    return ms[5:]
+from benchmarks.launch_early_ab import ab_arguments, ab_sessions, timed_block  # noqa: E402
 
 
 def same_tokens(session, rows) -> bool:
@@ -55,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         ms: dict[bool, list[float]] = {False: [], True: []}
         for ahead in (False, True, False, True):
             session.builds_ahead = ahead
-            ms[ahead] += timed_codes(session, rows[:half])
+            ms[ahead] += timed_block(session, rows[:half], session.step_codes)
         print(
             f"round {round_}: built when called p50 {statistics.median(ms[False]):.3f} "
             f"p99 {np.percentile(ms[False], 99):.3f} ms | built ahead p50 "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import mlx.core as mx
@@ -30,6 +29,7 @@ from model.array_checks import codes_in_range, float_audio
 from model.checkpoints.voices import VoicePrompt
 from model.checks import seed_value
 from model.config import SamplingConfig
+from model.conversation.built_step import BuiltLMStep
 from model.conversation.phased_step import step_phased
 from model.conversation.prompt_plan import PromptPlan, check_prompt, plan_prompt
 from model.conversation.step_graphs import LMStepSpec, StepGraphs
@@ -45,34 +45,6 @@ from model.sampling import SamplingParams, sample_token, split_key
 
 # progress(done, total, name) of `Session.warm_up`
 WarmProgress = Callable[[int, int, str], None]
-
-
-@dataclass
-class BuiltLMStep:
-    """An LM step's graph, built (lazy) but not launched, and the session's state it read.
-
-    `Session.step_codes` builds the next step's graph while the GPU runs this one, on a user-codes
-    array that reads the page-locked buffer when it runs (docs/cuda-kernels.md §The next LM step
-    built while the GPU runs this one); the next call launches it if nothing it read has changed
-    since (`built_on`), else builds anew.
-    """
-
-    basis: tuple | None  # (position, graph, the state's arrays): what it was built on
-    user: mx.array
-    outputs: tuple  # (codes, text, agent, stats), lazy
-    key: mx.array  # the session's next key
-    states: list  # the rings' states after it
-    back: Any  # the write-back's token (page-locked I/O), or ()
-
-    def built_on(self, basis: tuple) -> bool:
-        """Whether it was built on exactly `basis` (the same position, graph and arrays)."""
-        mine = self.basis
-        return (
-            mine is not None
-            and mine[0] == basis[0]
-            and len(mine) == len(basis)
-            and all(a is b for a, b in zip(mine[1:], basis[1:], strict=True))
-        )
 
 
 class SessionModel(Protocol):
@@ -387,7 +359,7 @@ class Session:
             heard = self._listen_step(coded)
             if self.launch_early:  # no wait: the step's one wait is `_eval` (docs: §The live step)
                 mx.async_eval(coded, self._enc_state, heard, self._listen_state())
-            codes, text, agent, stats = self._lm(window, user, pos)
+            codes, text, agent, stats = self._take_lm(self._build_lm(user, window, pos))
             if self.launch_early:
                 mx.async_eval(codes, text, agent, stats, self._key, [c.state for c in self._caches])
             out, self._dec_state = g.decode(full)(codes, self._dec_state)
@@ -419,13 +391,6 @@ class Session:
         self.frames += 1
         return frame
 
-    def _lm(self, window: Window, user: mx.array, pos: mx.array) -> tuple:
-        """The LM step graph on this session's state: (codes, text, agent, stats), lazy."""
-        fn = self._graphs.lm_step(self._spec, window)
-        lm = (self._text, self._agent, self._user_acoustic)
-        codes, text, agent, stats, self._key = self._with_rings(fn, user, *lm, pos, self._key)
-        return codes, text, agent, stats
-
     def step_codes(self, user_codes: np.ndarray) -> tuple[int, np.ndarray]:
         """The LM alone: the user's 8 Mimi codes for one frame in, (text id, agent codes) out.
 
@@ -443,16 +408,14 @@ class Session:
         offset = self._caches[0].offset
         built, self._ahead = self._ahead, None
         if built is not None and built.built_on(self._lm_basis(offset)):
+            built.basis = None
             io.put_codes(codes)
             io.arm()
         else:
             user = mx.array(codes) if io is None else io.codes_in(codes)
-            built = self._build_lm(user, offset)
-        built.basis = None  # the old rings held by the graph only (so that MLX writes in place)
-        codes_out, text, agent, _ = built.outputs
-        self._key = built.key
-        for cache, state in zip(self._caches, built.states, strict=True):
-            cache.state = list(state)
+            pos = mx.array(offset, dtype=mx.int32)
+            built = self._written_back(self._build_lm(user, step_window(self._caches), pos))
+        codes_out, text, agent, _ = self._take_lm(built)
         self._text, self._agent, self._user_acoustic = text, agent, built.user[1:]
         ahead = io is not None and self.polls_written and self.builds_ahead
         self._eval(codes_out, text, agent, built.back, then=self._build_next_lm if ahead else None)
@@ -462,37 +425,51 @@ class Session:
         self.frames += 1
         return frame_text, np.array(codes_out) if io is None else io.codes()
 
+    def _build_lm(self, user: mx.array, window: Window, pos: mx.array) -> BuiltLMStep:
+        """The LM step graph on the session's state (lazy; the session is left as it was)."""
+        fn = self._graphs.lm_step(self._spec, window)
+        lm = (self._text, self._agent, self._user_acoustic)
+        # copies: an eager graph writes the states it is given (the session's until taken)
+        states = [list(c.state) for c in self._caches]
+        (codes, text, agent, stats, key), states = fn(user, *lm, pos, self._key, states)
+        return BuiltLMStep(user, (codes, text, agent, stats), key, states)
+
+    def _take_lm(self, built: BuiltLMStep) -> tuple:
+        """Make a built LM step the session's: its key and rings (the old buffers then held by
+        its graph only, so that evaluating it writes them in place); (codes, text, agent, stats)."""
+        self._key = built.key
+        for cache, state in zip(self._caches, built.states, strict=True):
+            cache.state = list(state)
+        return built.outputs
+
+    def _written_back(self, built: BuiltLMStep, *, arm: bool = True) -> BuiltLMStep:
+        """`built` with the kernel that writes its tokens back through page-locked I/O (none
+        without it); `arm`: lower the flag that kernel raises now, not at the launch."""
+        if self._io is not None:
+            codes, text = built.outputs[:2]
+            built.back = self._io.written_back(text, codes, arm=arm)
+        return built
+
     def _lm_basis(self, offset: int) -> tuple:
         """What an LM step at `offset` reads of the session: (offset, its graph, the arrays)."""
         fn = self._graphs.lm_step(self._spec, self._caches[0].window_at(offset))
         rings = (a for c in self._caches for a in c.state)
         return (offset, fn, self._text, self._agent, self._user_acoustic, self._key, *rings)
 
-    def _build_lm(self, user: mx.array, offset: int, *, arm: bool = True) -> BuiltLMStep:
-        """The LM step at ring position `offset` on the session's state, built, not launched,
-        and its write-back (through page-locked I/O; `arm`: lower its flag now)."""
-        basis = self._lm_basis(offset)
-        _, fn, text, agent, user_acoustic, key = basis[:6]
-        # copies: an eager graph writes the states it is given (the session's until committed)
-        states = [list(c.state) for c in self._caches]
-        pos = mx.array(offset, dtype=mx.int32)
-        (codes, text, agent, stats, key), states = fn(
-            user, text, agent, user_acoustic, pos, key, states
-        )
-        io = self._io
-        back = () if io is None else io.written_back(text, codes, arm=arm)
-        return BuiltLMStep(basis, user, (codes, text, agent, stats), key, states, back)
-
     def _build_next_lm(self) -> None:
-        """Build the next `step_codes`' graph (the step just launched has set the state it
-        reads), on codes that the page-locked buffer holds when it runs. Its write-back has this
-        step's shapes, so this step's reads of the buffer are unchanged. It is a guess: if it
-        fails, nothing is kept, and the next call builds its step itself (and raises there,
-        before it changes anything, if it fails again)."""
+        """Build the next `step_codes`' step and write-back (the step just launched has set the
+        state it reads) on codes that the page-locked buffer holds when it runs. The write-back
+        has this step's shapes, so this step's reads of the buffer are unchanged. It is a guess:
+        if it fails, nothing is kept, and the next call builds its step itself (and raises
+        there, before it changes anything, if it fails again)."""
+        offset = self._caches[0].offset + 1
         try:
-            self._ahead = self._build_lm(
-                self._io.codes_later(self._n_q), self._caches[0].offset + 1, arm=False
-            )
+            basis = self._lm_basis(offset)
+            window, pos = self._caches[0].window_at(offset), mx.array(offset, dtype=mx.int32)
+            user = self._io.codes_later(self._n_q)
+            built = self._written_back(self._build_lm(user, window, pos), arm=False)
+            built.basis = basis
+            self._ahead = built
         except Exception:
             self._ahead = None
 
