@@ -156,6 +156,43 @@ def test_the_table_keeps_each_value_on_one_line_in_80_columns(monkeypatch):
     assert max(len(line) for line in proc.stdout.splitlines()) <= 80
 
 
+def test_a_long_value_is_a_note_under_the_table_and_every_measure_keeps_its_column(
+    monkeypatch, small_checkpoint, tmp_path
+):
+    """Why the user transcript is off (here: no STT folder) was one row's value, on one line: it
+    took every column but its own, and the measures' column of the whole table was empty."""
+    monkeypatch.setenv("COLUMNS", "80")
+    missing = tmp_path / "no-stt-here"
+    proc = _bench("--model", str(small_checkpoint), "--steps", "3", "--warmup-steps", "0",
+                  "--stt-model", str(missing))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    rows = [line.split("│") for line in lines if line.startswith("│")]
+    measures = [row[1].strip() for row in rows]
+    assert {"device", "load", "peak memory", "user transcript"} <= set(measures), lines
+    values = {row[1].strip(): row[2].strip() for row in rows}
+    assert values["user transcript"] == "see [1] below"
+    notes = "\n".join(lines[lines.index(next(x for x in lines if x.startswith("└"))) + 1 :])
+    assert notes.startswith("[1] user transcript: No transcript of your voice"), notes
+    assert "no model folder at" in notes and max(len(line) for line in lines) <= 80
+
+
+def test_the_measure_table_keeps_short_values_in_their_rows_and_brackets_as_text():
+    from rich.console import Console
+
+    from personaplex_tui.commands.measure_table import ROW_VALUE_CHARS, MeasureTable
+
+    t = MeasureTable("t")
+    t.add_row("step", "p50 1.00 · p99 2.00 ms")
+    t.add_row("kernels", "[bold]MLX[/bold] " + "x" * ROW_VALUE_CHARS)
+    console = Console(width=60, record=True)
+    with console.capture() as captured:
+        console.print(t.renderable())
+    out = captured.get()
+    assert "p50 1.00 · p99 2.00 ms" in out and "see [1] below" in out
+    assert "[1] kernels: [bold]MLX[/bold]" in out  # no markup: printed as it is
+
+
 def test_absurd_step_counts_are_one_sentence():
     for args, message in (
         (["--steps", "100001"], "--steps must be between 1 and 100000, not 100001."),

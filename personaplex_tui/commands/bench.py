@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.table import Table
+from rich.console import RenderableType
 
 from personaplex_tui.bench_transcript import transcript_rows
 from personaplex_tui.commands.common import (
@@ -16,6 +16,7 @@ from personaplex_tui.commands.common import (
     print_out,
     status,
 )
+from personaplex_tui.commands.measure_table import MeasureTable
 from personaplex_tui.user_transcript import add_stt_arguments
 
 
@@ -128,11 +129,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def result_table(r) -> Table:
+def result_table(r) -> RenderableType:
     """The benchmark as a two-column Rich table."""
-    t = Table(title=f"ppx-tui bench — {r.model}", title_justify="left")
-    t.add_column("measure")
-    t.add_column("value", justify="right", no_wrap=True)  # (narrow: the labels wrap)
+    t = MeasureTable(f"ppx-tui bench — {r.model}")
     t.add_row("device", r.device)
     t.add_row("platform", r.platform)
     t.add_row("weights", f"{r.quantization}, activations {r.dtype}")
@@ -179,4 +178,4 @@ def result_table(r) -> Table:
         t.add_row(f"turn: {name.replace('_', ' ')}", f"{ms:.1f} ms")
     for name, value in transcript_rows(r.transcript):
         t.add_row(name, value)
-    return t
+    return t.renderable()

@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from rich.table import Table
+from rich.console import RenderableType
 
 from model.checkpoints.voice_presets import DEFAULT_VOICE
 from model.conversation.prompts import DEFAULT_PROMPT
@@ -22,6 +22,7 @@ from personaplex_tui.commands.common import (
     sampling_options,
     status,
 )
+from personaplex_tui.commands.measure_table import MeasureTable
 from personaplex_tui.commands.paths import check_output_folder
 from personaplex_tui.stop_signals import POLICY, Stopped, signal_name
 
@@ -295,11 +296,9 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def result_table(r) -> Table:
+def result_table(r) -> RenderableType:
     """The soak's figures and memory curve as a Rich table."""
-    t = Table(title=f"ppx-tui soak — {r.model}", title_justify="left")
-    t.add_column("measure")
-    t.add_column("value", justify="right", no_wrap=True)  # (narrow: the labels wrap)
+    t = MeasureTable(f"ppx-tui soak — {r.model}")
     t.add_row("verdict", "ok" if r.ok else "FAILED")
     t.add_row(
         "frames asked / in / stepped / out",
@@ -338,4 +337,4 @@ def result_table(r) -> Table:
             f"memory at frame {s.frame}{label}",
             f"active {s.mlx_active_mb:.1f} · cache {s.mlx_cache_mb:.1f} · RSS {s.rss_mb:.1f} MiB",
         )
-    return t
+    return t.renderable()
