@@ -22,6 +22,7 @@ from model.config import FRAME_SAMPLES, PersonaPlexConfig, config_7b, mimi_tiny,
 from model.conversation.persona import default_dtype
 from model.conversation.session import Session
 from model.cuda import precompiled
+from personaplex_tui.bench_turn import turn_latency
 from personaplex_tui.cuda_launches import cuda_graphs
 from personaplex_tui.jit_workers import defer_compile, start_jit_workers
 from personaplex_tui.kernel_cache import ENV_VAR as KERNEL_CACHE_VAR
@@ -398,7 +399,11 @@ def run_benchmark(opts: BenchOptions, progress=lambda message: None) -> BenchRes
         for name in ("encode", "temporal", "depformer", "decode"):
             phases[name] = round(float(np.median([getattr(t, f"{name}_ms") for t in timings])), 3)
 
-    turn = _turn_latency(model, voice, tokens, opts) if opts.turn else {}
+    turn = {}
+    if opts.turn:
+        turn_session = bench_session(model, voice, tokens, opts)
+        turn_session.warm_up()
+        turn = turn_latency(turn_session, _audio(40, opts.seed + 2))
     transcript: dict[str, Any] = {}
     if opts.user_transcript:
         from personaplex_tui.bench_transcript import time_transcript
@@ -461,51 +466,4 @@ def _finish_deferred(
         "helpers_done_s": round(helpers_done_s, 3),
         "compile_next": compiled,
         "compiled_s": round(time.perf_counter() - start, 3),
-    }
-
-
-SILENCE_RULE_MS = 1000.0  # turn-based mode's VAD fallback: a second of silence ends the turn
-
-
-def _turn_latency(model, voice, tokens, opts: BenchOptions, prebuffer: int = 3) -> dict[str, float]:
-    """From the utterance's last frame handed to the model to the first reply sample played.
-
-    Playback starts once `prebuffer` reply frames are queued, so the latency is the last
-    utterance step plus `prebuffer` reply steps (80 ms frames produced faster than real time).
-    """
-    session = bench_session(model, voice, tokens, opts)
-    session.warm_up()
-    utterance = _audio(40, opts.seed + 2)
-    silence = np.zeros(FRAME_SAMPLES, np.float32)
-    results = []
-    for _ in range(5):
-        for pcm in utterance[:-1]:
-            session.step(pcm)
-        t = time.perf_counter()
-        session.step(utterance[-1])
-        first = None
-        for i in range(prebuffer):
-            session.step(silence)
-            if i == 0:
-                first = time.perf_counter() - t
-        results.append((first, time.perf_counter() - t))
-        for _ in range(10):
-            session.step(silence)
-    first_ms = float(np.median([r[0] for r in results])) * 1000
-    played_ms = float(np.median([r[1] for r in results])) * 1000
-    # What the app does once the turn has ended: step the whole utterance, then the first reply
-    # frame; from the end of speech, the VAD's rule first waits its second of silence.
-    after = []
-    for _ in range(3):
-        t = time.perf_counter()
-        for pcm in utterance:
-            session.step(pcm)
-        session.step(silence)
-        after.append(time.perf_counter() - t)
-    after_ms = float(np.median(after)) * 1000
-    return {
-        "first_reply_frame_ms": round(first_ms, 3),
-        "first_sample_played_ms": round(played_ms, 3),
-        f"utterance_{len(utterance)}_frames_then_first_reply_frame_ms": round(after_ms, 3),
-        "end_of_speech_to_reply_silence_rule_ms": round(SILENCE_RULE_MS + after_ms, 3),
     }
