@@ -177,20 +177,28 @@ def test_a_long_value_is_a_note_under_the_table_and_every_measure_keeps_its_colu
     assert "no model folder at" in notes and max(len(line) for line in lines) <= 80
 
 
-def test_the_measure_table_keeps_short_values_in_their_rows_and_brackets_as_text():
+def test_the_measure_table_fits_its_values_to_the_width_and_prints_brackets_as_they_are():
     from rich.console import Console
 
-    from personaplex_tui.commands.measure_table import ROW_VALUE_CHARS, MeasureTable
+    from personaplex_tui.commands.measure_table import MeasureTable
 
     t = MeasureTable("t")
-    t.add_row("step", "p50 1.00 · p99 2.00 ms")
-    t.add_row("kernels", "[bold]MLX[/bold] " + "x" * ROW_VALUE_CHARS)
-    console = Console(width=60, record=True)
-    with console.capture() as captured:
-        console.print(t.renderable())
-    out = captured.get()
-    assert "p50 1.00 · p99 2.00 ms" in out and "see [1] below" in out
-    assert "[1] kernels: [bold]MLX[/bold]" in out  # no markup: printed as it is
+    t.add_row("step", "p50 4.78 · p90 4.86 · p99 4.94 · max 6.01 ms")  # 44 characters
+    t.add_row("kernels", "[bold]MLX[/bold] (the temporal kernel failed its check)")
+
+    def rendered(width: int) -> str:
+        console = Console(width=width)
+        with console.capture() as captured:
+            console.print(t)
+        return captured.get()
+
+    wide, narrow = rendered(120), rendered(60)
+    assert "p50 4.78 · p90 4.86 · p99 4.94 · max 6.01 ms" in wide and "[bold]MLX[/bold]" in wide
+    assert "see [" not in wide
+    assert "│ step" in narrow and "│ kernels" in narrow  # each measure keeps its column
+    assert "see [1] below" in narrow and "see [2] below" in narrow
+    assert "[1] step: p50" in narrow and "[2] kernels: [bold]MLX[/bold]" in narrow
+    assert max(len(line) for line in narrow.splitlines()) <= 60
 
 
 def test_absurd_step_counts_are_one_sentence():

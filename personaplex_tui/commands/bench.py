@@ -178,4 +178,4 @@ def result_table(r) -> RenderableType:
         t.add_row(f"turn: {name.replace('_', ' ')}", f"{ms:.1f} ms")
     for name, value in transcript_rows(r.transcript):
         t.add_row(name, value)
-    return t.renderable()
+    return t

@@ -2,34 +2,43 @@
 
 from __future__ import annotations
 
-from rich.console import Group
+from collections.abc import Iterator
+
+from rich.console import Console, ConsoleOptions, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-# A value up to this long stays on one line in its row (the step lines, "p50 123.45 · p90 ... ms",
-# are about 50); a longer one, such as why the user transcript is off, is a note under the table.
-# In one row it took every column but the value's and left the measures' column no width at all.
-ROW_VALUE_CHARS = 56
+# Values do not wrap (a step line such as "p50 4.78 · p90 4.86 · p99 4.94 · max 6.01 ms" reads
+# as one); the measures do, down to this width. A value that would leave them less, such as why
+# the user transcript is off, is a numbered note under the table: in its row it took every
+# column but its own, and the measures' column was left with no width at all.
+MEASURE_MIN_CHARS = 20
+_BORDERS = 7  # "│ " + " │ " + " │"
 
 
 class MeasureTable:
-    """Rows of (measure, value); `renderable()` is the table, then each long value as a note."""
+    """Rows of (measure, value), rendered to the console's width as a table, then each value too
+    long for a row there as a note ("see [1] below" in its row)."""
 
     def __init__(self, title: str) -> None:
-        self._table = Table(title=title, title_justify="left")
-        self._table.add_column("measure")  # (narrow: the measures wrap, the values do not)
-        self._table.add_column("value", justify="right", no_wrap=True)
-        self._notes: list[str] = []
+        self.title = title
+        self.rows: list[tuple[str, str]] = []
 
     def add_row(self, measure: str, value: str) -> None:
-        """A row; a value longer than ROW_VALUE_CHARS goes under the table as a numbered note."""
-        if len(value) > ROW_VALUE_CHARS:
-            self._notes.append(f"[{len(self._notes) + 1}] {measure.strip()}: {value}")
-            value = f"see [{len(self._notes)}] below"
-        self._table.add_row(Text(measure), Text(value))  # as text: no markup in either
+        self.rows.append((measure, value))
 
-    def renderable(self) -> Table | Group:
-        """The table, with its notes (wrapped to the width) under it when there are any."""
-        if not self._notes:
-            return self._table
-        return Group(self._table, *(Text(note) for note in self._notes))
+    def __rich_console__(
+        self, console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        widest = max(1, options.max_width - _BORDERS - MEASURE_MIN_CHARS)
+        table = Table(title=self.title, title_justify="left")
+        table.add_column("measure")
+        table.add_column("value", justify="right", no_wrap=True)
+        notes: list[Text] = []
+        for measure, value in self.rows:
+            if len(value) > widest:
+                notes.append(Text(f"[{len(notes) + 1}] {measure.strip()}: {value}"))
+                value = f"see [{len(notes)}] below"
+            table.add_row(Text(measure), Text(value))  # as text: no rich markup in either
+        yield table
+        yield from notes

@@ -337,4 +337,4 @@ def result_table(r) -> RenderableType:
             f"memory at frame {s.frame}{label}",
             f"active {s.mlx_active_mb:.1f} · cache {s.mlx_cache_mb:.1f} · RSS {s.rss_mb:.1f} MiB",
         )
-    return t.renderable()
+    return t
