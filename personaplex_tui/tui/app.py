@@ -44,8 +44,9 @@ from personaplex_tui.tui.keys import CTRL_C, palette_commands, selection_to_copy
 from personaplex_tui.tui.messages import EngineEventMessage, LiveDataArrived
 from personaplex_tui.tui.screens.help_screen import HelpScreen
 from personaplex_tui.tui.screens.main_screen import MainScreen
-from personaplex_tui.tui.screens.settings_screen import PROCESSING_SWITCHES, SettingsScreen
+from personaplex_tui.tui.screens.settings_screen import SettingsScreen
 from personaplex_tui.tui.screenshot import screenshot_command
+from personaplex_tui.tui.settings_notices import settings_notices
 from personaplex_tui.tui.shutdown_wait import ShutdownWait
 from personaplex_tui.tui.timing_history import TimingHistory
 from personaplex_tui.tui.widgets.error_banner import ErrorBanner
@@ -288,13 +289,8 @@ class PersonaPlexApp(App[None]):
                 self.store.update(**changes)
             except SettingsError as err:  # one sentence naming the file
                 self.notify(str(err), severity="warning")
-        if "model" in changes:
-            self.notify("The new model is used the next time ppx-tui starts.")
-        if "user_transcript" in changes:
-            state = "on" if new.user_transcript else "off"
-            self.notify(f"Your transcript is {state} from the next time ppx-tui starts.")
-        if changes.keys() & {name for _, _, name in PROCESSING_SWITCHES}:
-            self.notify("The mic's processing changed; a running conversation's audio restarts.")
+        for notice in settings_notices(changes, user_transcript=new.user_transcript):
+            self.notify(notice)
         controller = self.controller
         if controller is None:
             return
