@@ -16,7 +16,7 @@ from model.backend import on_cuda
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU = pytest.mark.skipif(not on_cuda(), reason="MLX runs float32 products as TF32 on CUDA only")
-TF32_ABOVE = 1e-5  # full float32 here is ~3e-7 relative; TF32 ~3e-4 (10 mantissa bits)
+TF32_ABOVE = 3e-5  # measured: full float32 2.9e-7 (H100) to 2.4e-6 (CPU) relative; TF32 2.6e-4
 PROBE = """
 import mlx.core as mx, numpy as np
 rng = np.random.default_rng(0)
