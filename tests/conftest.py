@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
-# The suite checks float32 arithmetic at full float32 on every backend. MLX's CUDA backend (and
-# Apple's M5 GPUs) run float32 matrix products with more than one row as TF32 by default, inputs
+# The suite checks float32 arithmetic at full float32 on every backend. MLX's CUDA backend (and,
+# by reports, Apple's M5 GPUs) runs float32 matrix products of many rows as TF32 by default, inputs
 # rounded to 10 mantissa bits: a batched prefill then differs from the same positions stepped one
 # at a time (mat-vecs, full float32) by about 1e-3, where the tests' bounds are 1e-5 to catch a
 # wrong formula. MLX reads this variable at its first matrix product, so it is set before any.
