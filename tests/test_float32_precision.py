@@ -17,39 +17,39 @@ from model.backend import on_cuda
 ROOT = Path(__file__).resolve().parents[1]
 GPU = pytest.mark.skipif(not on_cuda(), reason="MLX runs float32 products as TF32 on CUDA only")
 TF32_ABOVE = 3e-5  # measured: full float32 2.9e-7 (H100) to 2.4e-6 (CPU) relative; TF32 2.6e-4
-PROBE = """
-import mlx.core as mx, numpy as np
-rng = np.random.default_rng(0)
-a = rng.standard_normal((64, 4096), dtype=np.float32)
-b = rng.standard_normal((4096, 512), dtype=np.float32)
-exact = a.astype(np.float64) @ b.astype(np.float64)
-got = np.array(mx.array(a) @ mx.array(b)).astype(np.float64)
-print(np.abs(got - exact).max() / np.abs(exact).max())
-"""
 
 
-def gemm_error(tf32: str | None) -> float:
-    """The relative error of a 64-row float32 product in a fresh process, `$MLX_ENABLE_TF32` set
-    to `tf32` (None: unset, MLX's default)."""
+def gemm_error() -> float:
+    """The relative error of a 64-row float32 product here, against float64."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64, 4096), dtype=np.float32)
+    b = rng.standard_normal((4096, 512), dtype=np.float32)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    got = np.array(mx.array(a) @ mx.array(b)).astype(np.float64)
+    return float(np.abs(got - exact).max() / np.abs(exact).max())
+
+
+def gemm_error_in_a_process(tf32: str | None) -> float:
+    """`gemm_error` in a fresh process, `$MLX_ENABLE_TF32` set to `tf32` (None: unset, MLX's
+    default), since MLX reads it once, at a process's first product."""
     env = {k: v for k, v in os.environ.items() if k != "MLX_ENABLE_TF32"}
     if tf32 is not None:
         env["MLX_ENABLE_TF32"] = tf32
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True)
+    probe = "from tests.test_float32_precision import gemm_error; print(gemm_error())"
+    args = [sys.executable, "-c", probe]
+    out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return float(out.stdout.strip())
 
 
 def test_the_suite_multiplies_at_full_float32():
-    a = np.random.default_rng(1).standard_normal((64, 2048), dtype=np.float32)
-    exact = a.astype(np.float64) @ a.T.astype(np.float64)
-    got = np.array(mx.array(a) @ mx.array(a).T).astype(np.float64)
-    assert np.abs(got - exact).max() / np.abs(exact).max() < TF32_ABOVE
+    assert gemm_error() < TF32_ABOVE
 
 
 @GPU
 def test_mlx_defaults_to_tf32_on_cuda_and_the_session_keeps_the_reference_tokens():
-    assert gemm_error(None) > TF32_ABOVE  # what users run: MLX's default
-    assert gemm_error("0") < TF32_ABOVE
+    assert gemm_error_in_a_process(None) > TF32_ABOVE  # what users run: MLX's default
+    assert gemm_error_in_a_process("0") < TF32_ABOVE
     # The schedule test (prefill batched, steps one at a time) with TF32 on, as users run it.
     env = {**os.environ, "MLX_ENABLE_TF32": "1"}
     test = "tests/test_session_schedule.py::test_session_matches_the_reference_schedule_one_frame_earlier"
