@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, TextIO
 
 # (the standard library only: the policy is installed before the slow imports, see `main`)
 from personaplex_tui.extension_imports import hold_signals_in_extension_imports
 from personaplex_tui.stop_signals import POLICY, Stopped, stopped_sentence
+
+TYPE_CHECKING = False  # (`typing` is not imported: it is in the window before the policy)
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 
 def reopen_closed_std_streams() -> None:

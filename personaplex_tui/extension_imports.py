@@ -16,9 +16,12 @@ from __future__ import annotations
 import functools
 import importlib.machinery
 from collections.abc import Callable
-from typing import Any
 
 from personaplex_tui.stop_signals import POLICY
+
+TYPE_CHECKING = False  # (not `typing`: imported before the stop policy, see `entry`)
+if TYPE_CHECKING:
+    from typing import Any
 
 _HELD = "_ppx_signals_held"
 
