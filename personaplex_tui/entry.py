@@ -6,10 +6,12 @@ them: a Ctrl+C, SIGTERM or SIGHUP in that window is recorded only (a KeyboardInt
 inside a C extension's initialisation broke it: sentencepiece's import failed with an
 ImportError traceback, MLX's nanobind aborted the process), the imports finish, and it ends
 here as it does later: "ppx-tui: interrupted." or "stopped by SIGTERM.", exit 128 + the
-signal's number, no traceback (SIGTERM and SIGHUP there killed the process, with no word). A
-chat whose conversation did not stop in time ends the process here without waiting for its
-stuck threads (`stuck_exit`), which only this console script does. Progress lines and error
-sentences on stderr are best-effort: one that cannot be written stops no work.
+signal's number, no traceback (SIGTERM and SIGHUP there killed the process, with no word).
+Before `main` runs, a signal is Python's (a traceback, exit 1):
+docs/threads-and-data-flow.md §A stop signal before any of ours runs. A chat whose conversation
+did not stop in time ends the process here without waiting for its stuck threads
+(`stuck_exit`), which only this console script does. Progress lines and error sentences on
+stderr are best-effort: one that cannot be written stops no work.
 """
 
 from __future__ import annotations
